@@ -1,0 +1,84 @@
+//! Reads the live Cilium configuration and names every setting that breaks ambient (field guide §3
+//! and §8): socket LB not limited to the host namespace, exclusive CNI, BPF masquerade, BPF host
+//! routing, or Cilium's own ztunnel encryption switched on.
+
+use serde_json::Value;
+
+use super::{BoxFuture, CheckDef, Stage};
+use crate::{
+    evidence::{Evidence, Verdict},
+    live::{Live, LiveError},
+};
+
+/// Registration.
+pub const CHECK: CheckDef = CheckDef {
+    name: "cilium-prerequisites",
+    stage: Stage::Provision,
+    default_on: true,
+    asserts: "cilium-config has socket LB host-namespace-only, non-exclusive CNI, no BPF masquerade, legacy host routing, no Cilium ztunnel",
+    collect,
+    judge,
+};
+
+const FILE: &str = "cilium/cilium-config.json";
+
+fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
+    Box::pin(async move {
+        let cm = live.get_raw("/api/v1/namespaces/kube-system/configmaps/cilium-config").await?;
+        live.save(FILE, &cm)
+    })
+}
+
+/// Judges the `cilium-config` ConfigMap.
+pub fn judge(ev: &Evidence) -> Verdict {
+    let cm: Value = match ev.read_json(FILE) {
+        Ok(v) => v,
+        Err(e) => return e.into(),
+    };
+    let Some(data) = cm.get("data").and_then(Value::as_object) else {
+        return Verdict::error(format!("{FILE} has no `data`: not a cilium-config ConfigMap")).with_evidence([FILE.to_string()]);
+    };
+    let get = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut problems = Vec::new();
+    if get("bpf-lb-sock-hostns-only") != "true" {
+        problems.push(format!(
+            "bpf-lb-sock-hostns-only is `{}`: socket LB rewrites ClusterIPs inside pods before ztunnel sees them. Fix: Helm value socketLB.hostNamespaceOnly=true",
+            get("bpf-lb-sock-hostns-only")
+        ));
+    }
+    if get("cni-exclusive") != "false" {
+        problems.push(format!(
+            "cni-exclusive is `{}`: Cilium renames istio-cni's config to *.cilium_bak and ambient pods are never captured. Fix: cni.exclusive=false",
+            get("cni-exclusive")
+        ));
+    }
+    if get("enable-bpf-masquerade") == "true" {
+        problems.push("enable-bpf-masquerade is `true`: unsupported with ambient, SNAT-ed probe replies are dropped. Fix: bpf.masquerade=false".into());
+    }
+    let kpr = get("kube-proxy-replacement") == "true";
+    if get("enable-host-legacy-routing") != "true" && (kpr || get("enable-bpf-masquerade") == "true") {
+        problems.push(format!(
+            "enable-host-legacy-routing is `{}`: BPF host routing drops the SYN-ACK to 169.254.7.127 so probes fail (cilium#36022). Fix: bpf.hostLegacyRouting=true",
+            get("enable-host-legacy-routing")
+        ));
+    }
+    let ztunnel_on = data.iter().any(|(k, v)| k.contains("ztunnel") && v.as_str() == Some("true"))
+        || get("encryption-type") == "ztunnel";
+    if ztunnel_on {
+        problems.push("Cilium's own ztunnel encryption is on: it competes with Istio's ztunnel for the same traffic. Fix: do not set encryption.type=ztunnel".into());
+    }
+    if !kpr {
+        problems.push(format!(
+            "kube-proxy-replacement is `{}`: the scenario's clusters run without kube-proxy. Fix: kubeProxyReplacement=true",
+            get("kube-proxy-replacement")
+        ));
+    }
+    if problems.is_empty() {
+        Verdict::pass("cilium-config: socket LB host-namespace only, CNI not exclusive, no BPF masquerade, legacy host routing, KPR on")
+            .with_evidence([FILE.to_string()])
+    } else {
+        Verdict::fail(format!("{} Cilium setting(s) break Istio ambient", problems.len()))
+            .with_details(problems)
+            .with_evidence([FILE.to_string()])
+    }
+}

@@ -1,0 +1,185 @@
+//! Before anything is pulled: every image the run will start publishes a manifest for the node
+//! architecture. Read from the registries' image indexes over HTTPS, no `docker pull`.
+
+use serde_json::{Value, json};
+
+use super::{BoxFuture, CheckDef, Stage};
+use crate::{
+    evidence::{Evidence, Verdict},
+    live::{Live, LiveError},
+    oci::{self, ImageRef, ManifestKind},
+    scenario::{Provider, Release, Scenario},
+};
+
+/// Registration.
+pub const CHECK: CheckDef = CheckDef {
+    name: "image-architectures",
+    stage: Stage::Preflight,
+    default_on: true,
+    asserts: "every image the run starts publishes a linux manifest for the node architecture",
+    collect,
+    judge,
+};
+
+/// Images whose tags the scenario pins, and so can be checked before the run. Images chosen by the
+/// charts at install time (Prometheus, Tempo, Kiali) are checked on the nodes afterwards.
+pub fn images(s: &Scenario) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.provider != Provider::Existing
+        && let Some(img) = &s.cluster.node_image
+    {
+        out.push(img.clone());
+    }
+    let cilium = &s.versions.cilium;
+    out.push(format!("quay.io/cilium/cilium:v{cilium}"));
+    out.push(format!("quay.io/cilium/operator-generic:v{cilium}"));
+    let mut istio_versions = vec![s.versions.istio.clone()];
+    istio_versions.extend(s.versions.upgrade_to.clone());
+    for v in &istio_versions {
+        let hub = istio_hub(v);
+        for component in ["pilot", "install-cni", "ztunnel", "proxyv2"] {
+            out.push(format!("{hub}/{component}:{v}-distroless"));
+        }
+    }
+    let bookinfo_hub = bookinfo_hub(s.versions.bookinfo());
+    for app in ["details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1"] {
+        out.push(format!("{bookinfo_hub}/examples-bookinfo-{app}:1.20.3"));
+    }
+    out.push("docker.io/curlimages/curl:8.17.0".to_string());
+    out
+}
+
+/// Istio's release hub: Docker Hub up to 1.29, registry.istio.io from 1.30 (field guide §4.6).
+pub fn istio_hub(version: &str) -> &'static str {
+    match Release::parse(version) {
+        Some(r) if r.minor >= 30 => "registry.istio.io/release",
+        _ => "docker.io/istio",
+    }
+}
+
+fn bookinfo_hub(version: &str) -> &'static str {
+    istio_hub(version)
+}
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, \
+                      application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
+    Box::pin(async move { collect_for(&live.scenario, &live.evidence).await })
+}
+
+/// Fetches every image's manifest into `images/`. Also used by preflight, before any cluster exists.
+pub async fn collect_for(scenario: &Scenario, evidence: &Evidence) -> Result<(), LiveError> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .map_err(|e| LiveError::Http { what: "HTTP client".into(), message: e.to_string() })?;
+    let arch = scenario.cluster.architecture.resolve().map(|a| a.as_str()).unwrap_or("unknown");
+    let mut entries = Vec::new();
+    for (i, image) in images(scenario).iter().enumerate() {
+        let file = format!("images/manifest-{i:02}.json");
+        let entry = match fetch_manifest(&http, image).await {
+            Ok(body) => {
+                let write = evidence.write(&file, &body);
+                write.map_err(|source| LiveError::Write { path: file.clone(), source })?;
+                json!({ "image": image, "file": file })
+            }
+            Err(message) => json!({ "image": image, "error": message }),
+        };
+        entries.push(entry);
+    }
+    evidence
+        .write_json("images/expect.json", &json!({ "architecture": arch, "images": entries }))
+        .map(|_| ())
+        .map_err(|source| LiveError::Write { path: "images/expect.json".into(), source })
+}
+
+/// GETs a manifest, doing the anonymous bearer-token dance registries ask for.
+async fn fetch_manifest(http: &reqwest::Client, image: &str) -> Result<Vec<u8>, String> {
+    let r = ImageRef::parse(image).ok_or_else(|| format!("cannot parse image reference `{image}`"))?;
+    let url = r.manifest_url();
+    let first = http.get(&url).header("Accept", ACCEPT).send().await.map_err(|e| e.to_string())?;
+    let resp = if first.status() == reqwest::StatusCode::UNAUTHORIZED {
+        let challenge = first
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("401 without a WWW-Authenticate challenge")?
+            .to_string();
+        let token = anonymous_token(http, &challenge, &r.repository).await?;
+        http.get(&url).header("Accept", ACCEPT).bearer_auth(token).send().await.map_err(|e| e.to_string())?
+    } else {
+        first
+    };
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("GET {url}: HTTP {status}"));
+    }
+    Ok(body.to_vec())
+}
+
+async fn anonymous_token(http: &reqwest::Client, challenge: &str, repository: &str) -> Result<String, String> {
+    let param = |key: &str| {
+        challenge.split([',', ' ']).find_map(|p| p.strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('"').to_string()))
+    };
+    let realm = param("realm").ok_or("challenge without realm")?;
+    let service = param("service").unwrap_or_default();
+    let scope = param("scope").unwrap_or_else(|| format!("repository:{repository}:pull"));
+    let resp = http
+        .get(format!("{realm}?service={service}&scope={scope}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let v: Value = resp.json().await.map_err(|e| e.to_string())?;
+    v.get("token").or_else(|| v.get("access_token")).and_then(Value::as_str).map(str::to_string).ok_or("no token in reply".into())
+}
+
+/// Judges `images/expect.json` and the manifest documents it names.
+pub fn judge(ev: &Evidence) -> Verdict {
+    let expect: Value = match ev.read_json("images/expect.json") {
+        Ok(v) => v,
+        Err(e) => return e.into(),
+    };
+    let arch = expect["architecture"].as_str().unwrap_or("unknown");
+    let entries = expect["images"].as_array().cloned().unwrap_or_default();
+    if entries.is_empty() {
+        return Verdict::error("images/expect.json lists no images").with_evidence(["images/expect.json".to_string()]);
+    }
+    let mut files = vec!["images/expect.json".to_string()];
+    let (mut missing, mut unknown) = (Vec::new(), Vec::new());
+    for e in &entries {
+        let image = e["image"].as_str().unwrap_or("?");
+        let Some(file) = e["file"].as_str() else {
+            unknown.push(format!("{image}: registry not readable ({})", e["error"].as_str().unwrap_or("no reason recorded")));
+            continue;
+        };
+        files.push(file.to_string());
+        let doc: Value = match ev.read_json(file) {
+            Ok(v) => v,
+            Err(err) => return err.into(),
+        };
+        match oci::parse_manifest(&doc) {
+            Some(ManifestKind::Index(platforms)) if oci::supports(&platforms, arch) => {}
+            Some(ManifestKind::Index(platforms)) => {
+                let offered: Vec<String> = platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+                missing.push(format!("{image} publishes no linux/{arch} manifest (offers {})", offered.join(", ")));
+            }
+            Some(ManifestKind::Single) => {
+                missing.push(format!("{image} is a single-platform image, not an index; cannot confirm linux/{arch}"));
+            }
+            None => unknown.push(format!("{image}: {file} is neither an image index nor a manifest")),
+        }
+    }
+    if !missing.is_empty() {
+        return Verdict::fail(format!("{} of {} images lack a linux/{arch} manifest", missing.len(), entries.len()))
+            .with_details(missing.into_iter().chain(unknown))
+            .with_evidence(files);
+    }
+    if !unknown.is_empty() {
+        return Verdict::error(format!("{} of {} image indexes could not be read", unknown.len(), entries.len()))
+            .with_details(unknown)
+            .with_evidence(files);
+    }
+    Verdict::pass(format!("all {} images publish linux/{arch}", entries.len())).with_evidence(files)
+}

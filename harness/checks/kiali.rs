@@ -1,0 +1,125 @@
+//! Kiali reachability: its status API reports it running with a version, and its graph of
+//! book-info has the edges productpage→details, productpage→reviews, reviews→ratings.
+
+use serde_json::Value;
+
+use super::{BoxFuture, CheckDef, Stage};
+use crate::{
+    evidence::{Evidence, Verdict},
+    live::{Live, LiveError},
+};
+
+/// Registration.
+pub const CHECK: CheckDef = CheckDef {
+    name: "kiali",
+    stage: Stage::Checks,
+    default_on: true,
+    asserts: "Kiali's status API says running, and its book-info graph has productpage→details, productpage→reviews, reviews→ratings",
+    collect,
+    judge,
+};
+
+/// Edges (source app, destination app) the graph must contain.
+pub const EDGES: &[(&str, &str)] = &[("productpage", "details"), ("productpage", "reviews"), ("reviews", "ratings")];
+
+fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
+    Box::pin(async move {
+        // The kiali-server chart and the operator's default web_root is /kiali on Kubernetes.
+        let status = live.service_get("istio-system", "kiali", 20001, "kiali/api/status").await?;
+        live.save("kiali/status.json", &status)?;
+        crate::traffic::drive_bookinfo(live, 30).await?;
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        let graph = live
+            .service_get("istio-system", "kiali", 20001, "kiali/api/namespaces/graph?namespaces=book-info&graphType=workload&duration=600s")
+            .await?;
+        live.save("kiali/graph-book-info.json", &graph)
+    })
+}
+
+/// An edge of a Kiali graph, by node names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    /// Source workload (or app/service) name.
+    pub source: String,
+    /// Destination name.
+    pub target: String,
+    /// `isMTLS` percentage as Kiali reports it, or empty.
+    pub mtls_percent: String,
+}
+
+/// Reads the edges of a Kiali graph response, naming nodes by workload, app or service.
+pub fn graph_edges(body: &[u8]) -> Result<Vec<Edge>, String> {
+    let g: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let nodes = g.pointer("/elements/nodes").and_then(Value::as_array).ok_or("no elements.nodes in the graph")?;
+    let name_of = |id: &str| -> String {
+        nodes
+            .iter()
+            .find(|n| n.pointer("/data/id").and_then(Value::as_str) == Some(id))
+            .map(|n| {
+                let d = &n["data"];
+                d["workload"].as_str().or(d["app"].as_str()).or(d["service"].as_str()).unwrap_or(id).to_string()
+            })
+            .unwrap_or_else(|| id.to_string())
+    };
+    let edges = g.pointer("/elements/edges").and_then(Value::as_array).cloned().unwrap_or_default();
+    Ok(edges
+        .iter()
+        .map(|e| Edge {
+            source: name_of(e.pointer("/data/source").and_then(Value::as_str).unwrap_or_default()),
+            target: name_of(e.pointer("/data/target").and_then(Value::as_str).unwrap_or_default()),
+            mtls_percent: match &e["data"]["isMTLS"] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => String::new(),
+            },
+        })
+        .collect())
+}
+
+fn app_of(name: &str) -> &str {
+    // Workload names look like `reviews-v2`; the app is the part before the version suffix.
+    match name.rsplit_once("-v") {
+        Some((app, v)) if v.chars().all(|c| c.is_ascii_digit()) && !v.is_empty() => app,
+        _ => name,
+    }
+}
+
+/// Judges status and graph.
+pub fn judge(ev: &Evidence) -> Verdict {
+    let files = vec!["kiali/status.json".to_string(), "kiali/graph-book-info.json".to_string()];
+    let status: Value = match ev.read_json("kiali/status.json") {
+        Ok(v) => v,
+        Err(e) => return e.into(),
+    };
+    let mut problems = Vec::new();
+    let state = status.pointer("/status/Kiali state").and_then(Value::as_str).unwrap_or("");
+    let version = status.pointer("/status/Kiali version").and_then(Value::as_str).unwrap_or("");
+    if state != "running" {
+        problems.push(format!("Kiali state is `{state}`, expected `running`"));
+    }
+    if version.is_empty() {
+        problems.push("Kiali's status has no `Kiali version`".into());
+    }
+    let body = match ev.read_bytes("kiali/graph-book-info.json") {
+        Ok(b) => b,
+        Err(e) => return e.into(),
+    };
+    let edges = match graph_edges(&body) {
+        Ok(e) => e,
+        Err(m) => return Verdict::error(format!("kiali/graph-book-info.json is not a Kiali graph: {m}")).with_evidence(files),
+    };
+    for (src, dst) in EDGES {
+        if !edges.iter().any(|e| app_of(&e.source) == *src && app_of(&e.target) == *dst) {
+            problems.push(format!("graph lacks the edge {src} → {dst}"));
+        }
+    }
+    if problems.is_empty() {
+        Verdict::pass(format!("Kiali {version} running; graph has productpage→details, productpage→reviews, reviews→ratings ({} edges)", edges.len()))
+            .with_evidence(files)
+    } else {
+        let seen: Vec<String> = edges.iter().map(|e| format!("{} → {}", e.source, e.target)).collect();
+        Verdict::fail(format!("{} Kiali finding(s)", problems.len()))
+            .with_details(problems.into_iter().chain([format!("edges seen: {}", seen.join(", "))]))
+            .with_evidence(files)
+    }
+}

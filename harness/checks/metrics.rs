@@ -1,0 +1,174 @@
+//! Metric scraping: Prometheus reports the istiod ServiceMonitor and ztunnel PodMonitor targets as
+//! up, a query returns ztunnel TCP metrics for book-info, and a direct scrape of each ztunnel and
+//! istiod parses and holds the expected families.
+
+use serde_json::Value;
+
+use super::{BoxFuture, CheckDef, Stage};
+use crate::{
+    evidence::{Evidence, Verdict},
+    live::{Live, LiveError},
+    promtext,
+};
+
+/// Registration.
+pub const CHECK: CheckDef = CheckDef {
+    name: "metrics",
+    stage: Stage::Checks,
+    default_on: true,
+    asserts: "Prometheus scrapes istiod (ServiceMonitor) and every ztunnel (PodMonitor); ztunnel TCP metrics for book-info are queryable",
+    collect,
+    judge,
+};
+
+/// Scrape pools (job names) the operator creates from fixtures/manifests/istio-monitors.yaml.
+pub const ISTIOD_POOL: &str = "serviceMonitor/monitoring/istiod/";
+/// The ztunnel PodMonitor's pool.
+pub const ZTUNNEL_POOL: &str = "podMonitor/monitoring/ztunnel/";
+/// The query whose result must not be empty.
+pub const ZTUNNEL_QUERY: &str = "sum by (source_workload, destination_workload) (istio_tcp_connections_opened_total{destination_workload_namespace=\"book-info\"})";
+/// Families every ztunnel scrape must contain.
+pub const ZTUNNEL_FAMILIES: &[&str] = &[
+    "istio_tcp_connections_opened",
+    "istio_tcp_connections_closed",
+    "istio_tcp_sent_bytes",
+    "istio_tcp_received_bytes",
+];
+
+/// Something that answers GETs on Prometheus' HTTP API paths (the API-server service proxy on a
+/// live cluster, plain HTTP in the local Prometheus test).
+pub trait PromApi: Sync {
+    /// GET `path` (e.g. `api/v1/targets?state=active`), returning the body.
+    fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, LiveError>>;
+}
+
+struct ViaServiceProxy<'a>(&'a Live);
+
+impl PromApi for ViaServiceProxy<'_> {
+    fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, LiveError>> {
+        Box::pin(self.0.service_get("monitoring", "prom-prometheus", 9090, path))
+    }
+}
+
+fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
+    Box::pin(async move {
+        crate::traffic::drive_bookinfo(live, 20).await?;
+        // Two scrape intervals, so the traffic just sent is in Prometheus.
+        tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+        collect_prometheus(&ViaServiceProxy(live), &live.evidence).await?;
+        super::mtls::collect_ztunnels(live).await?;
+        for pod in live.running_pods("istio-system", "app=istiod").await? {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let (_, body) = live.pod_get("istio-system", &name, 15014, "/metrics").await?;
+            live.save(&format!("metrics/istiod/{name}.prom"), &body)?;
+        }
+        Ok(())
+    })
+}
+
+/// Saves `metrics/targets.json` and the query result with its PromQL.
+pub async fn collect_prometheus(api: &dyn PromApi, ev: &Evidence) -> Result<(), LiveError> {
+    let save = |rel: &str, bytes: &[u8]| ev.write(rel, bytes).map(|_| ()).map_err(|source| LiveError::Write { path: rel.into(), source });
+    let targets = api.get("api/v1/targets?state=active").await?;
+    save("metrics/targets.json", &targets)?;
+    let q = urlencode(ZTUNNEL_QUERY);
+    let result = api.get(&format!("api/v1/query?query={q}")).await?;
+    save("metrics/query-ztunnel-tcp.json", &result)?;
+    save("metrics/query-ztunnel-tcp.promql", ZTUNNEL_QUERY.as_bytes())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Judges targets, query, and direct scrapes.
+pub fn judge(ev: &Evidence) -> Verdict {
+    let mut files = vec!["metrics/targets.json".to_string(), "metrics/query-ztunnel-tcp.json".to_string()];
+    let targets: Value = match ev.read_json("metrics/targets.json") {
+        Ok(v) => v,
+        Err(e) => return e.into(),
+    };
+    if targets["status"] != "success" {
+        return Verdict::error(format!("Prometheus /api/v1/targets answered status {}", targets["status"])).with_evidence(files);
+    }
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let active = targets.pointer("/data/activeTargets").and_then(Value::as_array).cloned().unwrap_or_default();
+    for (what, pool) in [("istiod ServiceMonitor", ISTIOD_POOL), ("ztunnel PodMonitor", ZTUNNEL_POOL)] {
+        let ts: Vec<&Value> = active.iter().filter(|t| t["scrapePool"].as_str().unwrap_or_default().starts_with(pool)).collect();
+        if ts.is_empty() {
+            let pools: std::collections::BTreeSet<&str> = active.iter().filter_map(|t| t["scrapePool"].as_str()).collect();
+            problems.push(format!(
+                "no active target of the {what} (scrape pool {pool}*): Prometheus does not select it; pools seen: {pools:?}"
+            ));
+            continue;
+        }
+        let down: Vec<String> = ts
+            .iter()
+            .filter(|t| t["health"] != "up")
+            .map(|t| format!("{} is {} ({})", t["scrapeUrl"].as_str().unwrap_or("?"), t["health"].as_str().unwrap_or("?"), t["lastError"].as_str().unwrap_or("")))
+            .collect();
+        if down.is_empty() {
+            notes.push(format!("{what}: {} target(s) up", ts.len()));
+        } else {
+            problems.push(format!("{what}: {} of {} targets not up: {}", down.len(), ts.len(), down.join("; ")));
+        }
+    }
+    match ev.read_json::<Value>("metrics/query-ztunnel-tcp.json") {
+        Err(e) => return e.into(),
+        Ok(q) => {
+            let n = q.pointer("/data/result").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+            if q["status"] != "success" || n == 0 {
+                let promql = ev.read_text("metrics/query-ztunnel-tcp.promql").unwrap_or_default();
+                problems.push(format!("query `{}` returned no series (status {})", promql.trim(), q["status"]));
+            } else {
+                notes.push(format!("ztunnel TCP query: {n} series"));
+            }
+        }
+    }
+    let nodes = ev.subdirs("ztunnel");
+    if nodes.is_empty() {
+        problems.push("no direct ztunnel scrape under ztunnel/<node>/metrics.prom".into());
+    }
+    for node in nodes {
+        let file = format!("ztunnel/{node}/metrics.prom");
+        let text = match ev.read_text(&file) {
+            Ok(t) => t,
+            Err(e) => return e.into(),
+        };
+        files.push(file.clone());
+        let scrape = promtext::parse(&text);
+        if !scrape.bad_lines.is_empty() {
+            problems.push(format!("{file}: {} unparsable line(s), first at line {}", scrape.bad_lines.len(), scrape.bad_lines[0].0));
+        }
+        let missing: Vec<&str> = ZTUNNEL_FAMILIES.iter().copied().filter(|f| !scrape.has_family(f)).collect();
+        if !missing.is_empty() {
+            problems.push(format!("{file}: missing families {}", missing.join(", ")));
+        }
+    }
+    let istiod = ev.files("metrics/istiod");
+    if istiod.is_empty() {
+        problems.push("no direct istiod scrape under metrics/istiod/".into());
+    }
+    for f in istiod {
+        let file = format!("metrics/istiod/{f}");
+        let text = ev.read_text(&file).unwrap_or_default();
+        files.push(file.clone());
+        let scrape = promtext::parse(&text);
+        if !scrape.samples.iter().any(|s| s.name.starts_with("pilot_")) {
+            problems.push(format!("{file}: no pilot_* metrics in istiod's monitoring endpoint"));
+        }
+    }
+    if problems.is_empty() {
+        Verdict::pass("istiod and ztunnel are scraped and their metrics are queryable").with_details(notes).with_evidence(files)
+    } else {
+        Verdict::fail(format!("{} metric-scraping finding(s): expected both monitors up and ztunnel TCP series for book-info", problems.len()))
+            .with_details(problems)
+            .with_evidence(files)
+    }
+}

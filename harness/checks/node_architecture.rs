@@ -1,0 +1,64 @@
+//! Every node reports the architecture the scenario expects (amd64 or arm64 runners).
+
+use serde_json::Value;
+
+use super::{BoxFuture, CheckDef, Stage};
+use crate::{
+    evidence::{Evidence, Verdict},
+    kjson,
+    live::{Live, LiveError},
+};
+
+/// Registration.
+pub const CHECK: CheckDef = CheckDef {
+    name: "node-architecture",
+    stage: Stage::Provision,
+    default_on: true,
+    asserts: "every node is Ready and reports the expected architecture",
+    collect,
+    judge,
+};
+
+fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
+    Box::pin(async move {
+        let nodes = live.get_raw("/api/v1/nodes").await?;
+        live.save("cluster/nodes.json", &nodes)?;
+        let arch = live.scenario.cluster.architecture.resolve().map(|a| a.as_str()).unwrap_or("unknown");
+        live.save_json("nodes/expect.json", &serde_json::json!({ "architecture": arch }))
+    })
+}
+
+/// Judges `nodes/expect.json` against `cluster/nodes.json`.
+pub fn judge(ev: &Evidence) -> Verdict {
+    let files = vec!["nodes/expect.json".to_string(), "cluster/nodes.json".to_string()];
+    let expect: Value = match ev.read_json("nodes/expect.json") {
+        Ok(v) => v,
+        Err(e) => return e.into(),
+    };
+    let nodes: Value = match ev.read_json("cluster/nodes.json") {
+        Ok(v) => v,
+        Err(e) => return e.into(),
+    };
+    let want = expect["architecture"].as_str().unwrap_or_default();
+    let items = kjson::items(&nodes);
+    if items.is_empty() {
+        return Verdict::fail("the cluster reported no nodes").with_evidence(files);
+    }
+    let mut problems = Vec::new();
+    for n in items {
+        let arch = n.pointer("/status/nodeInfo/architecture").and_then(Value::as_str).unwrap_or("unknown");
+        if arch != want {
+            problems.push(format!("node {} reports architecture {arch}, expected {want}", kjson::name(n)));
+        }
+        if !kjson::condition_true(n, "Ready") {
+            problems.push(format!("node {} is not Ready", kjson::name(n)));
+        }
+    }
+    if problems.is_empty() {
+        Verdict::pass(format!("all {} nodes are Ready and run {want}", items.len())).with_evidence(files)
+    } else {
+        Verdict::fail(format!("{} of {} nodes do not match: expected Ready {want} nodes", problems.len(), items.len()))
+            .with_details(problems)
+            .with_evidence(files)
+    }
+}

@@ -1,0 +1,195 @@
+//! Probes still pass under default-deny: with a default-deny ingress NetworkPolicy on book-info
+//! (HBONE 15008 allowed) and the allow-ambient-hostprobes Cilium policy in place, every pod stays
+//! Ready with no restarts and no new `Unhealthy` events, and nothing outside book-info suffers. The
+//! optional negative control removes the Cilium policy and requires probes to fail, proving the
+//! check can see the problem.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{BoxFuture, CheckDef, Stage};
+use crate::{
+    evidence::{Evidence, Verdict},
+    fixtures, kjson,
+    live::{Live, LiveError},
+};
+
+/// Registration.
+pub const CHECK: CheckDef = CheckDef {
+    name: "probes",
+    stage: Stage::Checks,
+    default_on: true,
+    asserts: "under default-deny ingress, probed pods in book-info stay Ready with no restarts or Unhealthy events, nothing else breaks",
+    collect,
+    judge,
+};
+
+/// Namespaces that must not suffer collateral damage.
+pub const COLLATERAL: &[&str] = &["kube-system", "monitoring", "tempo"];
+const NS: &str = "book-info";
+
+fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
+    Box::pin(async move {
+        let deny = fixtures::manifest("default-deny.yaml")?;
+        let pods = live.get_raw(&format!("/api/v1/namespaces/{NS}/pods")).await?;
+        live.save("probes/pods-before.json", &pods)?;
+        let wait = probe_wait(&serde_json::from_slice(&pods).unwrap_or(Value::Null), live.scenario.probes.periods);
+        let applied_at = crate::report::now_rfc3339();
+        live.apply(&deny, Some(NS), true).await?;
+        live.save_json(
+            "probes/policy.json",
+            &json!({ "applied_at": applied_at, "wait_secs": wait.as_secs(),
+                     "objects": ["NetworkPolicy book-info/meshcheck-default-deny", "NetworkPolicy book-info/meshcheck-allow-hbone"],
+                     "requires": "CiliumClusterwideNetworkPolicy allow-ambient-hostprobes" }),
+        )?;
+        let result = observe(live, wait, "probes", &applied_at).await;
+        if result.is_ok() && live.scenario.probes.negative_control {
+            let ccnp = fixtures::manifest("cilium-allow-ambient-hostprobes.yaml")?;
+            let removed_at = crate::report::now_rfc3339();
+            live.delete(&ccnp, None).await?;
+            let negative = observe(live, wait, "probes/negative", &removed_at).await;
+            live.apply(&ccnp, None, false).await?;
+            negative?;
+        }
+        let cleanup = live.delete(&deny, Some(NS)).await;
+        result.and(cleanup)
+    })
+}
+
+async fn observe(live: &Live, wait: Duration, dir: &str, since: &str) -> Result<(), LiveError> {
+    tokio::time::sleep(wait).await;
+    live.save(&format!("{dir}/pods-after.json"), &live.get_raw(&format!("/api/v1/namespaces/{NS}/pods")).await?)?;
+    let events: Value = live.list_json(&format!("/api/v1/namespaces/{NS}/events")).await?;
+    let recent: Vec<Value> = kjson::items(&events).iter().filter(|e| event_time(e) >= since).cloned().collect();
+    live.save_json(&format!("{dir}/events-after.json"), &json!({ "kind": "EventList", "apiVersion": "v1", "items": recent }))?;
+    if dir == "probes" {
+        for ns in COLLATERAL {
+            live.save(&format!("probes/collateral-pods-{ns}.json"), &live.get_raw(&format!("/api/v1/namespaces/{ns}/pods")).await?)?;
+        }
+        let targets = live.service_get("monitoring", "prom-prometheus", 9090, "api/v1/targets?state=active").await?;
+        live.save("probes/targets-after.json", &targets)?;
+    }
+    Ok(())
+}
+
+/// How long to watch: `periods` times the longest probe period in the namespace, plus slack.
+pub fn probe_wait(pods: &Value, periods: u32) -> Duration {
+    let longest = kjson::items(pods)
+        .iter()
+        .flat_map(|p| p.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default())
+        .flat_map(|c| ["readinessProbe", "livenessProbe"].map(|k| c.get(k).and_then(|p| p.get("periodSeconds")).and_then(Value::as_u64).or(c.get(k).map(|_| 10))))
+        .flatten()
+        .max()
+        .unwrap_or(10);
+    Duration::from_secs(longest * u64::from(periods) + 10)
+}
+
+fn event_time(e: &Value) -> &str {
+    ["lastTimestamp", "eventTime", "firstTimestamp"]
+        .iter()
+        .find_map(|k| e.get(*k).and_then(Value::as_str))
+        .or_else(|| e.pointer("/metadata/creationTimestamp").and_then(Value::as_str))
+        .unwrap_or("")
+}
+
+fn probed_pods(pods: &Value) -> Vec<&Value> {
+    kjson::items(pods)
+        .iter()
+        .filter(|p| {
+            p.pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| cs.iter().any(|c| c.get("readinessProbe").is_some() || c.get("livenessProbe").is_some()))
+        })
+        .collect()
+}
+
+fn unhealthy(events: &Value) -> Vec<String> {
+    kjson::items(events)
+        .iter()
+        .filter(|e| e["reason"] == "Unhealthy")
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.pointer("/involvedObject/name").and_then(Value::as_str).unwrap_or("?"),
+                e["message"].as_str().unwrap_or("").trim()
+            )
+        })
+        .collect()
+}
+
+/// Judges the before/after pod lists, events, collateral namespaces and the negative control.
+pub fn judge(ev: &Evidence) -> Verdict {
+    let mut files = vec!["probes/policy.json".into(), "probes/pods-before.json".into(), "probes/pods-after.json".into(), "probes/events-after.json".into()];
+    let read = |f: &str| ev.read_json::<Value>(f);
+    let (policy, before, after, events) =
+        match (read("probes/policy.json"), read("probes/pods-before.json"), read("probes/pods-after.json"), read("probes/events-after.json")) {
+            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return e.into(),
+        };
+    let probed = probed_pods(&before);
+    if probed.is_empty() {
+        return Verdict::error("no pod in book-info has a readiness or liveness probe: default-deny would prove nothing")
+            .with_evidence(files);
+    }
+    let not_ready_before: Vec<&str> = kjson::items(&before).iter().filter(|p| !kjson::pod_ready(p)).map(kjson::name).collect();
+    if !not_ready_before.is_empty() {
+        return Verdict::error(format!("pods were not Ready before the policy was applied: {}", not_ready_before.join(", ")))
+            .with_evidence(files);
+    }
+    let mut problems = Vec::new();
+    for p in kjson::items(&after) {
+        let name = kjson::name(p);
+        if !kjson::pod_ready(p) {
+            problems.push(format!("pod {name} is not Ready under default-deny"));
+        }
+        if let Some(b) = kjson::items(&before).iter().find(|b| kjson::name(b) == name) {
+            let (r0, r1) = (kjson::pod_restarts(b), kjson::pod_restarts(p));
+            if r1 > r0 {
+                problems.push(format!("pod {name} restarted {} time(s) under default-deny", r1 - r0));
+            }
+        }
+    }
+    for b in kjson::items(&before) {
+        if !kjson::items(&after).iter().any(|a| kjson::name(a) == kjson::name(b)) {
+            problems.push(format!("pod {} disappeared under default-deny (replaced after failing probes?)", kjson::name(b)));
+        }
+    }
+    problems.extend(unhealthy(&events).into_iter().map(|u| format!("Unhealthy event after {}: {u}", policy["applied_at"].as_str().unwrap_or("?"))));
+    for ns in COLLATERAL {
+        let f = format!("probes/collateral-pods-{ns}.json");
+        match read(&f) {
+            Ok(list) => {
+                files.push(f.clone());
+                for p in kjson::items(&list).iter().filter(|p| kjson::pod_phase(p) != "Succeeded" && !kjson::pod_ready(p)) {
+                    problems.push(format!("collateral: pod {ns}/{} is not Ready", kjson::name(p)));
+                }
+            }
+            Err(e) => problems.push(format!("collateral check incomplete: {e}")),
+        }
+    }
+    match read("probes/targets-after.json") {
+        Ok(t) => {
+            files.push("probes/targets-after.json".into());
+            for t in t.pointer("/data/activeTargets").and_then(Value::as_array).into_iter().flatten().filter(|t| t["health"] == "down") {
+                problems.push(format!("collateral: Prometheus target {} is down ({})", t["scrapeUrl"].as_str().unwrap_or("?"), t["lastError"].as_str().unwrap_or("")));
+            }
+        }
+        Err(e) => problems.push(format!("collateral check incomplete: {e}")),
+    }
+    if ev.exists("probes/negative/pods-after.json") {
+        files.push("probes/negative/pods-after.json".into());
+        let neg_pods = read("probes/negative/pods-after.json").unwrap_or(Value::Null);
+        let neg_events = read("probes/negative/events-after.json").unwrap_or(Value::Null);
+        let failing = kjson::items(&neg_pods).iter().filter(|p| !kjson::pod_ready(p)).count() + unhealthy(&neg_events).len();
+        if failing == 0 {
+            problems.push("negative control: without allow-ambient-hostprobes probes still passed, so this check cannot see the problem (is default-deny enforced?)".into());
+        }
+    }
+    if problems.is_empty() {
+        Verdict::pass(format!("{} probed pod(s) stayed Ready under default-deny; no restarts, no Unhealthy events, no collateral damage", probed.len()))
+            .with_evidence(files)
+    } else {
+        Verdict::fail(format!("{} finding(s) under default-deny: expected probes to keep passing", problems.len())).with_details(problems).with_evidence(files)
+    }
+}

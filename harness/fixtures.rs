@@ -1,0 +1,48 @@
+//! The manifests and values files the harness applies, embedded in the binary so a run does not
+//! depend on the working directory. Each is also a file under `fixtures/`, validated against the
+//! upstream schemas by the offline tests.
+
+use kube::api::DynamicObject;
+
+use crate::live::{LiveError, parse_manifests};
+
+/// Every fixture: (path under `fixtures/`, content).
+pub const ALL: &[(&str, &str)] = &[
+    ("values/cilium.yaml", include_str!("../fixtures/values/cilium.yaml")),
+    ("values/istio-base.yaml", include_str!("../fixtures/values/istio-base.yaml")),
+    ("values/istio-cni.yaml", include_str!("../fixtures/values/istio-cni.yaml")),
+    ("values/istiod.yaml", include_str!("../fixtures/values/istiod.yaml")),
+    ("values/ztunnel.yaml", include_str!("../fixtures/values/ztunnel.yaml")),
+    ("values/istio-gateway.yaml", include_str!("../fixtures/values/istio-gateway.yaml")),
+    ("values/kube-prometheus-stack.yaml", include_str!("../fixtures/values/kube-prometheus-stack.yaml")),
+    ("values/tempo.yaml", include_str!("../fixtures/values/tempo.yaml")),
+    ("values/kiali-operator.yaml", include_str!("../fixtures/values/kiali-operator.yaml")),
+    ("manifests/istio-monitors.yaml", include_str!("../fixtures/manifests/istio-monitors.yaml")),
+    ("manifests/telemetry.yaml", include_str!("../fixtures/manifests/telemetry.yaml")),
+    ("manifests/cilium-allow-ambient-hostprobes.yaml", include_str!("../fixtures/manifests/cilium-allow-ambient-hostprobes.yaml")),
+    ("manifests/bookinfo-namespace.yaml", include_str!("../fixtures/manifests/bookinfo-namespace.yaml")),
+    ("manifests/mesh-clients.yaml", include_str!("../fixtures/manifests/mesh-clients.yaml")),
+    ("manifests/mtls-strict.yaml", include_str!("../fixtures/manifests/mtls-strict.yaml")),
+    ("manifests/default-deny.yaml", include_str!("../fixtures/manifests/default-deny.yaml")),
+    ("manifests/probe-target.yaml", include_str!("../fixtures/manifests/probe-target.yaml")),
+];
+
+/// A fixture's text by its path under `fixtures/`.
+pub fn text(path: &str) -> &'static str {
+    ALL.iter().find(|(p, _)| *p == path).map(|(_, t)| *t).unwrap_or_else(|| panic!("no fixture {path}"))
+}
+
+/// Parses a manifest fixture (`manifests/<name>`), filling placeholders.
+pub fn manifest(name: &str) -> Result<Vec<DynamicObject>, LiveError> {
+    manifest_rendered(name, &[])
+}
+
+/// Parses a manifest fixture after replacing `{{KEY}}` placeholders.
+pub fn manifest_rendered(name: &str, vars: &[(&str, &str)]) -> Result<Vec<DynamicObject>, LiveError> {
+    let path = format!("manifests/{name}");
+    let mut yaml = text(&path).to_string();
+    for (k, v) in vars {
+        yaml = yaml.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    parse_manifests(&yaml, &format!("fixtures/{path}"))
+}

@@ -1,0 +1,312 @@
+//! The thin I/O layer that collectors and the executor share: a kube client plus the run folder.
+//!
+//! In-cluster HTTP goes through the Kubernetes API, never `kubectl`: the API-server service proxy for
+//! the observability services (which live in non-ambient namespaces), pod port-forward for ztunnel's
+//! localhost-only admin port (field guide §6). Application traffic never goes through the API
+//! server: STRICT mTLS rejects it.
+
+use std::{path::PathBuf, time::Duration};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Client,
+    api::{Api, AttachParams, DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+    core::GroupVersionKind,
+    discovery::{ApiCapabilities, ApiResource, Discovery, Scope},
+};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{evidence::Evidence, scenario::Scenario};
+
+/// Field manager of every server-side apply meshcheck makes.
+pub const FIELD_MANAGER: &str = "meshcheck";
+
+/// Errors of the live layer. Each names what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// A Kubernetes API call failed.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// The kube error.
+        #[source]
+        source: kube::Error,
+    },
+    /// An HTTP request (registry, gateway) failed.
+    #[error("{what}: {message}")]
+    Http {
+        /// What was being requested.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A wait ran out of time.
+    #[error("timed out after {after:?} waiting for {what}; last seen: {last_seen}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        after: Duration,
+        /// The last observed state.
+        last_seen: String,
+    },
+    /// Evidence could not be written.
+    #[error("writing evidence {path}: {source}")]
+    Write {
+        /// Path.
+        path: String,
+        /// I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A manifest could not be understood.
+    #[error("manifest {origin}: {message}")]
+    Manifest {
+        /// Fixture path or URL.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An external command failed (see the command log in the run folder).
+    #[error(transparent)]
+    Command(#[from] crate::runner::CommandError),
+}
+
+/// Everything a collector may touch.
+pub struct Live {
+    /// Client for the run's cluster.
+    pub client: Client,
+    /// The scenario being run.
+    pub scenario: Scenario,
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// `run_dir/evidence`.
+    pub evidence: Evidence,
+    /// External command runner (records into the run folder).
+    pub runner: crate::runner::Runner,
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> LiveError {
+    let what = what.into();
+    move |source| LiveError::Kube { what, source }
+}
+
+impl Live {
+    /// Writes an evidence file; I/O errors become [`LiveError::Write`].
+    pub fn save(&self, rel: &str, bytes: &[u8]) -> Result<(), LiveError> {
+        self.evidence.write(rel, bytes).map(|_| ()).map_err(|source| LiveError::Write { path: rel.into(), source })
+    }
+
+    /// Writes a JSON evidence file.
+    pub fn save_json(&self, rel: &str, value: &Value) -> Result<(), LiveError> {
+        self.save(rel, &serde_json::to_vec_pretty(value).expect("JSON serializes"))
+    }
+
+    /// GET on an API path, the body returned exactly as the API server sent it.
+    pub async fn get_raw(&self, path: &str) -> Result<Vec<u8>, LiveError> {
+        let req = http::Request::get(path).body(Vec::new()).expect("valid request");
+        let text = self.client.request_text(req).await.map_err(kube_err(format!("GET {path}")))?;
+        Ok(text.into_bytes())
+    }
+
+    /// GET through the API-server service proxy: `/api/v1/namespaces/{ns}/services/http:{svc}:{port}/proxy/{path}`.
+    pub async fn service_get(&self, ns: &str, svc: &str, port: u16, path: &str) -> Result<Vec<u8>, LiveError> {
+        let path = path.trim_start_matches('/');
+        self.get_raw(&format!("/api/v1/namespaces/{ns}/services/http:{svc}:{port}/proxy/{path}")).await
+    }
+
+    /// Lists objects of a core or apps kind as raw JSON (e.g. `/api/v1/namespaces/x/pods`).
+    pub async fn list_json(&self, path: &str) -> Result<Value, LiveError> {
+        let bytes = self.get_raw(path).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| LiveError::Http { what: format!("GET {path}"), message: e.to_string() })
+    }
+
+    /// Saves a namespace's pods and events under `cluster/`.
+    pub async fn save_cluster_state(&self, namespace: &str) -> Result<(), LiveError> {
+        let pods = self.get_raw(&format!("/api/v1/namespaces/{namespace}/pods")).await?;
+        self.save(&format!("cluster/pods-{namespace}.json"), &pods)?;
+        let events = self.get_raw(&format!("/api/v1/namespaces/{namespace}/events")).await?;
+        self.save(&format!("cluster/events-{namespace}.json"), &events)
+    }
+
+    /// HTTP/1.0 GET to `localhost:{port}` inside a pod, over a port-forward (bypasses the mesh).
+    /// Returns (status, body).
+    pub async fn pod_get(&self, ns: &str, pod: &str, port: u16, path: &str) -> Result<(u16, Vec<u8>), LiveError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let what = format!("port-forward {ns}/{pod}:{port} GET {path}");
+        let mut pf = pods.portforward(pod, &[port]).await.map_err(kube_err(what.clone()))?;
+        let mut stream = pf
+            .take_stream(port)
+            .ok_or_else(|| LiveError::Http { what: what.clone(), message: "no stream for port".into() })?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+        let io = |e: std::io::Error| LiveError::Http { what: what.clone(), message: e.to_string() };
+        stream.write_all(request.as_bytes()).await.map_err(io)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.map_err(io)?;
+        drop(stream);
+        pf.join().await.ok();
+        parse_http_response(&raw).map_err(|message| LiveError::Http { what, message })
+    }
+
+    /// Runs a command in a pod's container and returns (stdout, exit status text).
+    pub async fn exec(&self, ns: &str, pod: &str, command: &[&str]) -> Result<(String, String), LiveError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let what = format!("exec in {ns}/{pod}: {}", command.join(" "));
+        let mut attached = pods
+            .exec(pod, command.iter().copied(), &AttachParams::default().stderr(false))
+            .await
+            .map_err(kube_err(what.clone()))?;
+        let mut out = String::new();
+        if let Some(mut stdout) = attached.stdout() {
+            stdout.read_to_string(&mut out).await.ok();
+        }
+        let status = match attached.take_status() {
+            Some(s) => s.await.map(|s| format!("{}: {}", s.status.unwrap_or_default(), s.message.unwrap_or_default())),
+            None => None,
+        };
+        attached.join().await.ok();
+        Ok((out, status.unwrap_or_else(|| "Success: ".into())))
+    }
+
+    /// Resolves a GVK to its API resource, re-running discovery (CRDs may have just landed).
+    async fn resolve(&self, gvk: &GroupVersionKind) -> Result<(ApiResource, ApiCapabilities), LiveError> {
+        let discovery = Discovery::new(self.client.clone()).run_aggregated().await.map_err(kube_err("API discovery"))?;
+        discovery.resolve_gvk(gvk).ok_or_else(|| LiveError::Manifest {
+            origin: format!("{}/{}", gvk.api_version(), gvk.kind),
+            message: "the cluster does not serve this kind (missing CRD?)".into(),
+        })
+    }
+
+    fn api_for(&self, obj: &DynamicObject, ar: &ApiResource, caps: &ApiCapabilities, default_ns: Option<&str>) -> Api<DynamicObject> {
+        match caps.scope {
+            Scope::Cluster => Api::all_with(self.client.clone(), ar),
+            Scope::Namespaced => {
+                let ns = obj.metadata.namespace.as_deref().or(default_ns).unwrap_or("default");
+                Api::namespaced_with(self.client.clone(), ns, ar)
+            }
+        }
+    }
+
+    /// Server-side applies objects in order (a dry run of all first, so a typo fails before anything
+    /// changes unless `dry_run_first` is off because the objects need CRDs created by earlier ones).
+    /// Each applied object is recorded under `manifests/`.
+    pub async fn apply(&self, objects: &[DynamicObject], default_ns: Option<&str>, dry_run_first: bool) -> Result<(), LiveError> {
+        let mut resolved = Vec::new();
+        for obj in objects {
+            let types = obj.types.as_ref().ok_or_else(|| LiveError::Manifest {
+                origin: obj.metadata.name.clone().unwrap_or_default(),
+                message: "object without apiVersion/kind".into(),
+            })?;
+            let gvk = GroupVersionKind::try_from(types)
+                .map_err(|e| LiveError::Manifest { origin: types.kind.clone(), message: e.to_string() })?;
+            resolved.push((obj, self.resolve(&gvk).await?));
+        }
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        if dry_run_first {
+            for (obj, (ar, caps)) in &resolved {
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                self.api_for(obj, ar, caps, default_ns)
+                    .patch(&name, &pp.clone().dry_run(), &Patch::Apply(obj))
+                    .await
+                    .map_err(kube_err(format!("server-side dry run of {} {name}", ar.kind)))?;
+            }
+        }
+        for (obj, (ar, caps)) in &resolved {
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            self.api_for(obj, ar, caps, default_ns)
+                .patch(&name, &pp, &Patch::Apply(obj))
+                .await
+                .map_err(kube_err(format!("server-side apply of {} {name}", ar.kind)))?;
+            crate::report::record_manifest(&self.run_dir, obj, default_ns)
+                .map_err(|source| LiveError::Write { path: "manifests/".into(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Deletes objects (missing ones are fine).
+    pub async fn delete(&self, objects: &[DynamicObject], default_ns: Option<&str>) -> Result<(), LiveError> {
+        for obj in objects {
+            let Some(types) = obj.types.as_ref() else { continue };
+            let gvk = GroupVersionKind::try_from(types)
+                .map_err(|e| LiveError::Manifest { origin: types.kind.clone(), message: e.to_string() })?;
+            let (ar, caps) = self.resolve(&gvk).await?;
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            match self.api_for(obj, &ar, &caps, default_ns).delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(kube_err(format!("delete {} {name}", ar.kind))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of running pods matching a label selector.
+    pub async fn running_pods(&self, ns: &str, selector: &str) -> Result<Vec<Pod>, LiveError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let list = pods.list(&ListParams::default().labels(selector)).await.map_err(kube_err(format!("list pods {ns} {selector}")))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .collect())
+    }
+}
+
+/// Splits an HTTP/1.x response into status and body, undoing chunked encoding.
+pub fn parse_http_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers in response")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no HTTP status line")?;
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = &raw[split + 4..];
+    if !chunked {
+        return Ok((status, body.to_vec()));
+    }
+    let mut out = Vec::new();
+    let mut rest = body;
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size `{size_text}`"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok((status, out));
+        }
+        if rest.len() < size {
+            return Err("truncated chunk".into());
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = rest.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// Parses a multi-document YAML manifest into objects (empty and comment-only documents skipped).
+pub fn parse_manifests(yaml: &str, origin: &str) -> Result<Vec<DynamicObject>, LiveError> {
+    serde_saphyr::from_str_multiple::<DynamicObject, Vec<DynamicObject>>(yaml)
+        .map_err(|e| LiveError::Manifest { origin: origin.into(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_responses_are_reassembled() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_http_response(raw).unwrap(), (200, b"abcde".to_vec()));
+        let raw = b"HTTP/1.0 404 Not Found\r\nContent-Length: 2\r\n\r\nno";
+        assert_eq!(parse_http_response(raw).unwrap(), (404, b"no".to_vec()));
+    }
+}

@@ -1,0 +1,507 @@
+//! The plan: every step a run takes, in order, computed from the scenario without touching anything.
+//!
+//! `meshcheck plan` prints it and the executor runs exactly it, so what a user reviews is what runs.
+//! The install order follows the user's install guide (field guide §4.1: base → cni → istiod →
+//! ztunnel → gateway; base first is what matters), then the observability stack and bookinfo.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::{
+    checks::{self, Stage},
+    runner::CommandSpec,
+    scenario::{Provider, Scenario},
+};
+
+/// Everything a run needs to know to execute.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Scenario name.
+    pub scenario: String,
+    /// Provider.
+    pub provider: Provider,
+    /// Run id.
+    pub run_id: String,
+    /// Run folder.
+    pub run_dir: String,
+    /// Cluster name for kind/k3d (prefixed `meshcheck-` so `meshcheck gc` finds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// Kubeconfig the run uses.
+    pub kubeconfig: String,
+    /// Context within it, if not the current one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Phases in order.
+    pub phases: Vec<PhasePlan>,
+}
+
+/// One phase and its steps.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhasePlan {
+    /// `preflight`, `provision`, `install`, `deploy`, `checks` (or `baseline`), `upgrade`,
+    /// `candidate`, `cleanup`.
+    pub name: String,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+}
+
+/// Where a manifest comes from.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Source {
+    /// A file under `fixtures/` (embedded), with placeholder values.
+    Fixture {
+        /// Path under `fixtures/`.
+        path: String,
+        /// `{{KEY}}` → value.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        vars: Vec<(String, String)>,
+    },
+    /// An upstream URL pinned to a release (bookinfo, Gateway API CRDs).
+    Url {
+        /// The URL.
+        url: String,
+    },
+}
+
+/// What a wait waits for.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Condition {
+    /// DaemonSet: every scheduled pod updated and ready.
+    DaemonSetReady,
+    /// Deployment: Available and every replica updated.
+    DeploymentAvailable,
+    /// StatefulSet: every replica ready.
+    StatefulSetReady,
+    /// Every node Ready.
+    NodesReady,
+    /// CRD Established.
+    CrdEstablished,
+}
+
+/// One step.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum Step {
+    /// Run an external command.
+    Command {
+        /// What it is for.
+        name: String,
+        /// The command.
+        command: CommandSpec,
+        /// Skipped (not failed) when the program is not installed, e.g. istioctl analysis.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        optional: bool,
+    },
+    /// Write a file into the run folder (values files, cluster configs).
+    WriteFile {
+        /// Path relative to the working directory.
+        path: String,
+        /// Fixture it comes from, or `generated`.
+        from: String,
+        /// Content.
+        content: String,
+    },
+    /// Server-side apply manifests.
+    Apply {
+        /// Source.
+        source: Source,
+        /// Namespace for objects without one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        /// `Kind/namespace/name` of each object when known before the run.
+        objects: Vec<String>,
+        /// Whether a server-side dry run of all objects precedes the apply (off for CRD bundles).
+        dry_run_first: bool,
+    },
+    /// Wait on an object with a watch.
+    Wait {
+        /// Kind (`DaemonSet`, `Deployment`, `StatefulSet`, `Node`, `CustomResourceDefinition`).
+        kind: String,
+        /// Namespace.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        /// Name (empty for all nodes).
+        name: String,
+        /// Condition.
+        condition: Condition,
+        /// Deadline in seconds.
+        timeout_secs: u64,
+    },
+    /// Collect and judge a check.
+    Check {
+        /// Check name.
+        name: String,
+        /// What it asserts.
+        asserts: String,
+    },
+    /// Start the traffic generator, relabel its phase, or stop it and save its record.
+    Traffic {
+        /// `start`, `during`, `after` or `stop`.
+        action: String,
+    },
+}
+
+/// Inputs that are not in the scenario: where the run lives.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// Run id.
+    pub run_id: String,
+    /// Run folder.
+    pub run_dir: String,
+}
+
+impl RunContext {
+    /// The stable context used by `meshcheck plan` and the golden tests.
+    pub fn for_plan() -> RunContext {
+        RunContext { run_id: "RUN-ID".into(), run_dir: "reports/RUN-ID".into() }
+    }
+}
+
+const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
+
+struct Builder<'a> {
+    s: &'a Scenario,
+    ctx: &'a RunContext,
+    kubeconfig: String,
+    context: Option<String>,
+    cluster: Option<String>,
+}
+
+impl Builder<'_> {
+    fn helm_globals(&self) -> Vec<String> {
+        let mut g = vec!["--kubeconfig".into(), self.kubeconfig.clone()];
+        if let Some(c) = &self.context {
+            g.extend(["--kube-context".into(), c.clone()]);
+        }
+        g.extend(["--repository-config".into(), format!("{}/helm/repositories.yaml", self.ctx.run_dir)]);
+        g
+    }
+
+    fn repo_add(&self, name: &str, url: &str) -> Step {
+        let mut args = vec!["repo".to_string(), "add".into(), name.into(), url.into(), "--force-update".into()];
+        args.extend(self.helm_globals());
+        Step::Command { name: format!("helm repo {name}"), command: CommandSpec::new("helm", args, self.s.timeouts.install.0), optional: false }
+    }
+
+    fn values(&self, fixture: &str) -> (Step, String) {
+        let file = fixture.trim_start_matches("values/");
+        let path = format!("{}/values/{file}", self.ctx.run_dir);
+        let step = Step::WriteFile { path: path.clone(), from: format!("fixtures/{fixture}"), content: crate::fixtures::text(fixture).to_string() };
+        (step, path)
+    }
+
+    fn generated(&self, file: &str, content: String) -> (Step, String) {
+        let path = format!("{}/{file}", self.ctx.run_dir);
+        (Step::WriteFile { path: path.clone(), from: "generated".into(), content }, path)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn helm_release(&self, verb: &str, release: &str, chart: &str, version: &str, ns: &str, values: &[String], wait: bool) -> Step {
+        let mut args: Vec<String> = vec![verb.into()];
+        if verb == "upgrade-install" {
+            args = vec!["upgrade".into(), "--install".into()];
+        }
+        args.extend([release.into(), chart.into(), "--version".into(), version.into(), "--namespace".into(), ns.into()]);
+        if verb == "upgrade-install" {
+            args.push("--create-namespace".into());
+        }
+        for v in values {
+            args.extend(["--values".into(), v.clone()]);
+        }
+        if wait {
+            args.push("--wait".into());
+        }
+        args.extend(["--timeout".into(), format!("{}s", self.s.timeouts.install.0.as_secs())]);
+        args.extend(self.helm_globals());
+        let timeout = self.s.timeouts.install.0 + std::time::Duration::from_secs(60);
+        Step::Command { name: format!("helm {release}"), command: CommandSpec::new("helm", args, timeout), optional: false }
+    }
+
+    fn wait(&self, kind: &str, ns: Option<&str>, name: &str, condition: Condition, timeout: std::time::Duration) -> Step {
+        Step::Wait { kind: kind.into(), namespace: ns.map(String::from), name: name.into(), condition, timeout_secs: timeout.as_secs() }
+    }
+
+    fn fixture_apply(&self, name: &str, ns: Option<&str>, vars: &[(&str, &str)]) -> Step {
+        let objects = crate::fixtures::manifest_rendered(name, vars)
+            .expect("fixtures parse (tested)")
+            .iter()
+            .map(|o| {
+                let kind = o.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+                let ns = o.metadata.namespace.clone().or(ns.map(String::from)).unwrap_or_else(|| "-".into());
+                format!("{kind}/{ns}/{}", o.metadata.name.clone().unwrap_or_default())
+            })
+            .collect();
+        Step::Apply {
+            source: Source::Fixture {
+                path: format!("manifests/{name}"),
+                vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            },
+            namespace: ns.map(String::from),
+            objects,
+            dry_run_first: true,
+        }
+    }
+
+    fn checks(&self, stage: Stage) -> Vec<Step> {
+        checks::REGISTRY
+            .iter()
+            .filter(|c| c.stage == stage && self.s.runs_check(c.name))
+            .map(|c| Step::Check { name: c.name.into(), asserts: c.asserts.into() })
+            .collect()
+    }
+}
+
+/// Builds the plan for a scenario.
+pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
+    let cluster = (s.provider != Provider::Existing).then(|| format!("meshcheck-{}", ctx.run_id.to_lowercase()));
+    let (kubeconfig, context) = match &s.existing {
+        Some(e) => (
+            e.kubeconfig.clone().map(|k| expand_home(&k)).unwrap_or_else(default_kubeconfig),
+            e.context.clone(),
+        ),
+        None => (format!("{}/kubeconfig", ctx.run_dir), None),
+    };
+    let b = Builder { s, ctx, kubeconfig: kubeconfig.clone(), context: context.clone(), cluster: cluster.clone() };
+    let mut phases = vec![PhasePlan { name: "preflight".into(), steps: b.checks(Stage::Preflight) }];
+    phases.push(PhasePlan { name: "provision".into(), steps: provision(&b) });
+    if s.installs() {
+        phases.push(PhasePlan { name: "install".into(), steps: install(&b, &s.versions.istio, false) });
+        phases.push(PhasePlan { name: "deploy".into(), steps: deploy(&b) });
+    }
+    let gate = s.versions.upgrade_to.is_some();
+    phases.push(PhasePlan { name: if gate { "baseline" } else { "checks" }.into(), steps: b.checks(Stage::Checks) });
+    if let Some(target) = &s.versions.upgrade_to {
+        let mut steps = vec![Step::Traffic { action: "start".into() }, Step::Traffic { action: "during".into() }];
+        steps.extend(install(&b, target, true));
+        steps.push(Step::Traffic { action: "after".into() });
+        steps.push(Step::Traffic { action: "stop".into() });
+        steps.extend(b.checks(Stage::Upgrade));
+        phases.push(PhasePlan { name: "upgrade".into(), steps });
+        phases.push(PhasePlan { name: "candidate".into(), steps: b.checks(Stage::Checks) });
+    }
+    phases.push(PhasePlan { name: "cleanup".into(), steps: cleanup(&b) });
+    Plan { scenario: s.name.clone(), provider: s.provider, run_id: ctx.run_id.clone(), run_dir: ctx.run_dir.clone(), cluster_name: cluster, kubeconfig, context, phases }
+}
+
+fn provision(b: &Builder) -> Vec<Step> {
+    let s = b.s;
+    let t = s.timeouts.provision.0;
+    let mut steps = Vec::new();
+    let Some(cluster) = &b.cluster else {
+        steps.push(b.wait("Node", None, "", Condition::NodesReady, t));
+        steps.extend(b.checks(Stage::Provision));
+        return steps;
+    };
+    let host = match s.provider {
+        Provider::Kind => {
+            let (w, path) = b.generated("kind-config.yaml", crate::providers::kind_config(s, cluster));
+            steps.push(w);
+            let args = ["create", "cluster", "--name", cluster, "--config", &path, "--kubeconfig", &b.kubeconfig, "--wait", "0s"];
+            steps.push(Step::Command { name: "create kind cluster".into(), command: CommandSpec::new("kind", args, t), optional: false });
+            format!("{cluster}-control-plane")
+        }
+        Provider::K3d => {
+            let create = CommandSpec::new("k3d", crate::providers::k3d_create_args(s, cluster), t).env("K3D_FIX_MOUNTS", "1");
+            steps.push(Step::Command { name: "create k3d cluster".into(), command: create, optional: false });
+            let kc = ["kubeconfig", "write", cluster, "--output", &b.kubeconfig];
+            steps.push(Step::Command { name: "export kubeconfig".into(), command: CommandSpec::new("k3d", kc, t), optional: false });
+            for node in crate::providers::k3d_nodes(s, cluster) {
+                let args = ["exec", &node, "sh", "-c", crate::providers::K3D_MOUNT_SCRIPT];
+                steps.push(Step::Command { name: format!("shared mounts on {node}"), command: CommandSpec::new("docker", args, t), optional: false });
+            }
+            format!("k3d-{cluster}-server-0")
+        }
+        Provider::Existing => unreachable!("handled above"),
+    };
+    let (w1, base) = b.values("values/cilium.yaml");
+    let (w2, cluster_values) = b.generated("values/cilium-cluster.yaml", format!("k8sServiceHost: {host}\nk8sServicePort: 6443\n"));
+    steps.extend([w1, w2, b.repo_add("cilium", "https://helm.cilium.io/")]);
+    steps.push(b.helm_release("upgrade-install", "cilium", "cilium/cilium", &s.versions.cilium, "kube-system", &[base, cluster_values], false));
+    steps.push(b.wait("DaemonSet", Some("kube-system"), "cilium", Condition::DaemonSetReady, t));
+    steps.push(b.wait("DaemonSet", Some("kube-system"), "cilium-envoy", Condition::DaemonSetReady, t));
+    steps.push(b.wait("Deployment", Some("kube-system"), "cilium-operator", Condition::DeploymentAvailable, t));
+    steps.push(b.wait("Node", None, "", Condition::NodesReady, t));
+    steps.push(b.wait("Deployment", Some("kube-system"), "coredns", Condition::DeploymentAvailable, t));
+    steps.extend(b.checks(Stage::Provision));
+    steps
+}
+
+/// The Istio part of the install, or (with `upgrade`) the documented in-place upgrade order:
+/// base (CRDs) → istiod → cni → ztunnel → gateway, each with its full values file and a rollout
+/// wait (field guide §4.4).
+fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
+    let s = b.s;
+    let t = s.timeouts.install.0;
+    let mut steps = vec![b.repo_add("istio", ISTIO_REPO)];
+    let verb = if upgrade { "upgrade" } else { "upgrade-install" };
+    let mut release = |steps: &mut Vec<Step>, name: &str, chart: &str, ns: &str, fixture: &str, extra: Option<String>, wait: bool| {
+        let (w, v) = b.values(fixture);
+        steps.push(w);
+        let mut files = vec![v];
+        files.extend(extra);
+        steps.push(b.helm_release(verb, name, chart, istio, ns, &files, wait));
+    };
+    release(&mut steps, "istio-base", "istio/base", "istio-system", "values/istio-base.yaml", None, true);
+    let cni = |steps: &mut Vec<Step>, release: &mut dyn FnMut(&mut Vec<Step>, &str, &str, &str, &str, Option<String>, bool)| {
+        release(steps, "istio-cni", "istio/cni", "istio-system", "values/istio-cni.yaml", None, false);
+        steps.push(b.wait("DaemonSet", Some("istio-system"), "istio-cni-node", Condition::DaemonSetReady, t));
+    };
+    let istiod = |steps: &mut Vec<Step>, release: &mut dyn FnMut(&mut Vec<Step>, &str, &str, &str, &str, Option<String>, bool)| {
+        release(steps, "istiod", "istio/istiod", "istio-system", "values/istiod.yaml", None, false);
+        steps.push(b.wait("Deployment", Some("istio-system"), "istiod", Condition::DeploymentAvailable, t));
+    };
+    if upgrade {
+        // Control plane before CNI and ztunnel: they support control planes of their own and the next minor.
+        istiod(&mut steps, &mut release);
+        cni(&mut steps, &mut release);
+    } else {
+        let url = format!("https://github.com/kubernetes-sigs/gateway-api/releases/download/{}/standard-install.yaml", s.versions.gateway_api);
+        steps.push(Step::Apply { source: Source::Url { url }, namespace: None, objects: Vec::new(), dry_run_first: false });
+        steps.push(b.wait("CustomResourceDefinition", None, "gateways.gateway.networking.k8s.io", Condition::CrdEstablished, t));
+        cni(&mut steps, &mut release);
+        istiod(&mut steps, &mut release);
+    }
+    release(&mut steps, "ztunnel", "istio/ztunnel", "istio-system", "values/ztunnel.yaml", None, false);
+    steps.push(b.wait("DaemonSet", Some("istio-system"), "ztunnel", Condition::DaemonSetReady, t));
+    let (w, ports) = b.generated("values/istio-gateway-ports.yaml", crate::providers::gateway_ports(s));
+    steps.push(w);
+    release(&mut steps, "istio-ingress", "istio/gateway", "istio-ingress", "values/istio-gateway.yaml", Some(ports), false);
+    steps.push(b.wait("Deployment", Some("istio-ingress"), "istio-ingress", Condition::DeploymentAvailable, t));
+    if upgrade {
+        return steps;
+    }
+    let mut analyze = vec!["analyze".to_string(), "--all-namespaces".into(), "--kubeconfig".into(), b.kubeconfig.clone()];
+    if let Some(c) = &b.context {
+        analyze.extend(["--context".into(), c.clone()]);
+    }
+    steps.push(Step::Command { name: "istioctl analyze".into(), command: CommandSpec::new("istioctl", analyze, t), optional: true });
+    observability(b, &mut steps);
+    steps
+}
+
+fn observability(b: &Builder, steps: &mut Vec<Step>) {
+    let s = b.s;
+    let t = s.timeouts.install.0;
+    steps.push(b.repo_add("prometheus-community", "https://prometheus-community.github.io/helm-charts"));
+    let (w, v) = b.values("values/kube-prometheus-stack.yaml");
+    steps.push(w);
+    steps.push(b.helm_release("upgrade-install", "kps", "prometheus-community/kube-prometheus-stack", &s.versions.kube_prometheus_stack, "monitoring", &[v], false));
+    steps.push(b.wait("Deployment", Some("monitoring"), "prom-operator", Condition::DeploymentAvailable, t));
+    steps.push(b.wait("StatefulSet", Some("monitoring"), "prometheus-prom-prometheus", Condition::StatefulSetReady, t));
+    steps.push(b.fixture_apply("istio-monitors.yaml", None, &[]));
+    steps.push(b.repo_add("grafana-community", "https://grafana-community.github.io/helm-charts"));
+    let (w, v) = b.values("values/tempo.yaml");
+    steps.push(w);
+    steps.push(b.helm_release("upgrade-install", "tempo", "grafana-community/tempo", &s.versions.tempo, "tempo", &[v], false));
+    steps.push(b.wait("StatefulSet", Some("tempo"), "tempo", Condition::StatefulSetReady, t));
+    steps.push(b.fixture_apply("telemetry.yaml", None, &[]));
+    steps.push(b.repo_add("kiali", "https://kiali.org/helm-charts"));
+    let (w, v) = b.values("values/kiali-operator.yaml");
+    steps.push(w);
+    steps.push(b.helm_release("upgrade-install", "kiali-operator", "kiali/kiali-operator", &s.versions.kiali, "kiali-operator", &[v], false));
+    steps.push(b.wait("Deployment", Some("istio-system"), "kiali", Condition::DeploymentAvailable, t));
+    steps.push(b.fixture_apply("cilium-allow-ambient-hostprobes.yaml", None, &[]));
+}
+
+fn deploy(b: &Builder) -> Vec<Step> {
+    let s = b.s;
+    let t = s.timeouts.deploy.0;
+    let ns = Some("book-info");
+    let release = s.versions.bookinfo();
+    let raw = format!("https://raw.githubusercontent.com/istio/istio/{release}/samples/bookinfo");
+    let mut steps = vec![b.fixture_apply("bookinfo-namespace.yaml", None, &[])];
+    for file in ["platform/kube/bookinfo.yaml", "platform/kube/bookinfo-versions.yaml", "networking/bookinfo-gateway.yaml"] {
+        steps.push(Step::Apply { source: Source::Url { url: format!("{raw}/{file}") }, namespace: ns.map(String::from), objects: Vec::new(), dry_run_first: true });
+    }
+    let hub = checks::image_architectures::istio_hub(release);
+    steps.push(b.fixture_apply("probe-target.yaml", ns, &[("BOOKINFO_HUB", hub)]));
+    steps.push(b.fixture_apply("mesh-clients.yaml", None, &[]));
+    for d in ["details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1", "probe-target"] {
+        steps.push(b.wait("Deployment", ns, d, Condition::DeploymentAvailable, t));
+    }
+    steps.extend(b.checks(Stage::Deploy));
+    steps
+}
+
+fn cleanup(b: &Builder) -> Vec<Step> {
+    let t = std::time::Duration::from_secs(300);
+    match (&b.cluster, b.s.provider) {
+        (Some(c), Provider::Kind) => vec![Step::Command {
+            name: "delete kind cluster".into(),
+            command: CommandSpec::new("kind", ["delete", "cluster", "--name", c], t),
+            optional: false,
+        }],
+        (Some(c), Provider::K3d) => vec![Step::Command {
+            name: "delete k3d cluster".into(),
+            command: CommandSpec::new("k3d", ["cluster", "delete", c], t),
+            optional: false,
+        }],
+        _ => Vec::new(),
+    }
+}
+
+fn expand_home(p: &str) -> String {
+    match (p.strip_prefix("~/"), std::env::var("HOME")) {
+        (Some(rest), Ok(home)) => format!("{home}/{rest}"),
+        _ => p.to_string(),
+    }
+}
+
+fn default_kubeconfig() -> String {
+    std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty()).unwrap_or_else(|| expand_home("~/.kube/config"))
+}
+
+/// Renders the plan for people: one numbered line per step, grouped by phase.
+pub fn render_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "meshcheck plan: scenario {} (provider {})", plan.scenario, plan.provider.as_str());
+    let _ = writeln!(out, "run folder: {}", plan.run_dir);
+    if let Some(c) = &plan.cluster_name {
+        let _ = writeln!(out, "cluster: {c}");
+    }
+    let _ = writeln!(out, "kubeconfig: {}{}", plan.kubeconfig, plan.context.as_ref().map(|c| format!(" (context {c})")).unwrap_or_default());
+    let mut n = 0;
+    for phase in &plan.phases {
+        let _ = writeln!(out, "\n== {} ==", phase.name);
+        if phase.steps.is_empty() {
+            let _ = writeln!(out, "  (nothing)");
+        }
+        for step in &phase.steps {
+            n += 1;
+            let line = match step {
+                Step::Command { command, optional, .. } => {
+                    format!("run     {}{} (timeout {}s)", command.display(), if *optional { " [if installed]" } else { "" }, command.timeout_secs)
+                }
+                Step::WriteFile { path, from, .. } => format!("write   {path} (from {from})"),
+                Step::Apply { source, namespace, objects, dry_run_first } => {
+                    let src = match source {
+                        Source::Fixture { path, .. } => format!("fixtures/{path}"),
+                        Source::Url { url } => url.clone(),
+                    };
+                    let what = if objects.is_empty() { "objects as fetched".to_string() } else { objects.join(", ") };
+                    format!(
+                        "apply   {src}{}: {what}{}",
+                        namespace.as_ref().map(|n| format!(" into {n}")).unwrap_or_default(),
+                        if *dry_run_first { " (server-side dry run first)" } else { "" }
+                    )
+                }
+                Step::Wait { kind, namespace, name, condition, timeout_secs } => {
+                    let obj = match (namespace, name.as_str()) {
+                        (_, "") => format!("{kind} (all)"),
+                        (Some(ns), n) => format!("{kind} {ns}/{n}"),
+                        (None, n) => format!("{kind} {n}"),
+                    };
+                    format!("wait    {obj} until {} (timeout {timeout_secs}s)", serde_json::to_value(condition).expect("serializes").as_str().unwrap_or(""))
+                }
+                Step::Check { name, asserts } => format!("check   {name}: {asserts}"),
+                Step::Traffic { action } => format!("traffic {action}"),
+            };
+            let _ = writeln!(out, "{n:3}. {line}");
+        }
+    }
+    out
+}

@@ -1,0 +1,65 @@
+//! Cluster configurations for kind and k3d, generated from the scenario (pure, golden-tested).
+
+use std::fmt::Write as _;
+
+use crate::scenario::Scenario;
+
+/// kind cluster config: no default CNI, no kube-proxy (Cilium replaces both), the gateway's NodePort
+/// mapped to 127.0.0.1 on the host, every node on the pinned image (field guide §1.1).
+pub fn kind_config(s: &Scenario, cluster: &str) -> String {
+    let image = s.cluster.node_image.as_deref().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nname: {cluster}");
+    let _ = writeln!(out, "networking:\n  disableDefaultCNI: true\n  kubeProxyMode: \"none\"\nnodes:");
+    let _ = writeln!(out, "- role: control-plane\n  image: {image}\n  extraPortMappings:");
+    let _ = writeln!(
+        out,
+        "  - containerPort: {}\n    hostPort: {}\n    listenAddress: \"127.0.0.1\"\n    protocol: TCP",
+        s.ingress.node_port, s.ingress.host_port
+    );
+    for _ in 0..s.cluster.workers {
+        let _ = writeln!(out, "- role: worker\n  image: {image}");
+    }
+    out
+}
+
+/// `k3d cluster create` arguments for a Cilium-ready k3s: flannel, network policy, kube-proxy,
+/// traefik and servicelb off on the servers; the gateway's NodePort on the host (field guide §2.2).
+/// The user's kubeconfig is left alone; the run exports its own.
+pub fn k3d_create_args(s: &Scenario, cluster: &str) -> Vec<String> {
+    let mut a: Vec<String> = vec!["cluster".into(), "create".into(), cluster.into()];
+    a.extend(["--image".into(), s.cluster.node_image.clone().unwrap_or_default()]);
+    a.extend(["--servers".into(), "1".into(), "--agents".into(), s.cluster.workers.to_string()]);
+    for arg in ["--flannel-backend=none", "--disable-network-policy", "--disable-kube-proxy", "--disable=traefik", "--disable=servicelb"] {
+        a.extend(["--k3s-arg".into(), format!("{arg}@server:*")]);
+    }
+    a.extend(["-p".into(), format!("127.0.0.1:{}:{}@server:0", s.ingress.host_port, s.ingress.node_port)]);
+    a.extend(["--kubeconfig-update-default=false".into(), "--kubeconfig-switch-context=false".into()]);
+    a.extend(["--wait".into(), "--timeout".into(), format!("{}s", s.timeouts.provision.0.as_secs())]);
+    a
+}
+
+/// Node container names of a k3d cluster.
+pub fn k3d_nodes(s: &Scenario, cluster: &str) -> Vec<String> {
+    let mut n = vec![format!("k3d-{cluster}-server-0")];
+    n.extend((0..s.cluster.workers).map(|i| format!("k3d-{cluster}-agent-{i}")));
+    n
+}
+
+/// Makes bpffs and the cgroup2 mount shared inside a k3d node before Cilium starts (field guide
+/// §2.3), in addition to K3D_FIX_MOUNTS.
+pub const K3D_MOUNT_SCRIPT: &str = "mountpoint -q /sys/fs/bpf || mount bpffs /sys/fs/bpf -t bpf; \
+mount --make-shared /sys/fs/bpf; mkdir -p /run/cilium/cgroupv2; \
+mountpoint -q /run/cilium/cgroupv2 || mount -t cgroup2 none /run/cilium/cgroupv2; \
+mount --make-shared /run/cilium/cgroupv2";
+
+/// Values for the gateway's Service ports: the chart's defaults with the `http2` NodePort pinned to
+/// the one kind/k3d map to the host. `service.ports` is rendered verbatim, so all ports are listed.
+pub fn gateway_ports(s: &Scenario) -> String {
+    format!(
+        "service:\n  ports:\n  - name: status-port\n    port: 15021\n    protocol: TCP\n    targetPort: 15021\n  \
+         - name: http2\n    port: 80\n    protocol: TCP\n    targetPort: 80\n    nodePort: {}\n  \
+         - name: https\n    port: 443\n    protocol: TCP\n    targetPort: 443\n",
+        s.ingress.node_port
+    )
+}

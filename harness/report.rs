@@ -1,0 +1,457 @@
+//! The run folder (`reports/<run-id>/`, layout in `reports/README.md`) and what is written into it:
+//! `run.json`, `junit.xml`, `summary.md`, recorded manifests. Reporting is kept apart from running:
+//! every writer here takes a finished or partial [`RunRecord`], so a run that dies at any phase still
+//! leaves a valid `junit.xml` and `summary.md`.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+use serde::{Deserialize, Serialize};
+
+use crate::evidence::{Outcome, Verdict};
+
+/// Version of the run-folder format written into `run.json`; `judge` reads this and older ones.
+pub const FORMAT: u32 = 1;
+
+/// Writes a file atomically: a temp file in the same folder, then rename. Creates parent folders.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Current time, RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The last `max` bytes of text, cut at a character boundary, marked when cut.
+pub fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[… {start} bytes cut …]{}", &text[start..])
+}
+
+/// Removes secrets from text that is about to be recorded: bearer tokens, kubeconfig credentials
+/// (`token`, `client-key-data`, `client-certificate-data`, `password`), Secret `data:` values and
+/// basic-auth in URLs. Conservative: it redacts the value of any such key wherever it appears.
+pub fn redact(text: &str) -> String {
+    const KEYS: &[&str] = &[
+        "token",
+        "client-key-data",
+        "client-certificate-data",
+        "certificate-authority-data",
+        "password",
+        "id-token",
+        "refresh-token",
+        "access-token",
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut in_secret_data = false;
+    let mut data_indent = 0usize;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let ending = &line[body.len()..];
+        let indent = body.len() - body.trim_start().len();
+        let trimmed = body.trim_start();
+        if in_secret_data && (indent <= data_indent && !trimmed.is_empty()) {
+            in_secret_data = false;
+        }
+        let mut redacted = if in_secret_data && trimmed.contains(':') {
+            let key = trimmed.split(':').next().unwrap_or_default();
+            format!("{}{key}: [REDACTED]", &body[..indent])
+        } else {
+            redact_line(body, KEYS)
+        };
+        if trimmed == "data:" || trimmed == "stringData:" {
+            in_secret_data = text.contains("kind: Secret");
+            data_indent = indent;
+        }
+        redacted = redact_bearer(&redacted);
+        redacted = redact_url_userinfo(&redacted);
+        out.push_str(&redacted);
+        out.push_str(ending);
+    }
+    out
+}
+
+fn redact_line(line: &str, keys: &[&str]) -> String {
+    for key in keys {
+        for pattern in [format!("{key}:"), format!("\"{key}\":"), format!("--{key}="), format!("{key}=")] {
+            if let Some(pos) = line.find(&pattern) {
+                let before_ok = pos == 0 || !line.as_bytes()[pos - 1].is_ascii_alphanumeric() || pattern.starts_with('-') || pattern.starts_with('"');
+                let value = line[pos + pattern.len()..].trim();
+                if before_ok && !value.is_empty() && value != "\"\"" && value != "[REDACTED]" {
+                    return format!("{}{} [REDACTED]", &line[..pos], pattern);
+                }
+            }
+        }
+    }
+    line.to_string()
+}
+
+fn redact_bearer(line: &str) -> String {
+    match line.find("Bearer ") {
+        Some(pos) => format!("{}Bearer [REDACTED]", &line[..pos]),
+        None => line.to_string(),
+    }
+}
+
+fn redact_url_userinfo(line: &str) -> String {
+    let mut out = line.to_string();
+    for scheme in ["https://", "http://"] {
+        if let Some(start) = out.find(scheme) {
+            let rest = &out[start + scheme.len()..];
+            let end = rest.find(['/', ' ', '"']).unwrap_or(rest.len());
+            if let Some(at) = rest[..end].rfind('@') {
+                out = format!("{}{}[REDACTED]@{}", &out[..start], scheme, &rest[at + 1..]);
+            }
+        }
+    }
+    out
+}
+
+static MANIFEST_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Records an applied object as `manifests/NNN-<kind>-<namespace>-<name>.yaml` (as JSON-compatible
+/// YAML, redacted).
+pub fn record_manifest(run_dir: &Path, obj: &kube::api::DynamicObject, default_ns: Option<&str>) -> std::io::Result<()> {
+    let n = MANIFEST_COUNTER.fetch_add(1, Ordering::SeqCst) + 1;
+    let kind = obj.types.as_ref().map(|t| t.kind.to_lowercase()).unwrap_or_default();
+    let ns = obj.metadata.namespace.as_deref().or(default_ns).unwrap_or("cluster");
+    let name = obj.metadata.name.as_deref().unwrap_or("unnamed");
+    let text = serde_json::to_string_pretty(obj).map_err(std::io::Error::other)?;
+    write_atomic(&run_dir.join(format!("manifests/{n:03}-{kind}-{ns}-{name}.yaml")), redact(&text).as_bytes())
+}
+
+/// One result: a phase step, a check, or a trial that did not run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrialResult {
+    /// JUnit suite: `preflight`, `provision`, `install`, `deploy`, `checks`, `upgrade`, and for
+    /// release gates `baseline` and `candidate`.
+    pub suite: String,
+    /// Test case name (`mtls`, `cilium`, …).
+    pub name: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Wall time.
+    pub duration_secs: f64,
+    /// For checks: the evidence folder (relative to the run folder) the judge read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_root: Option<String>,
+    /// For checks: whether the collector finished. When it did not, the verdict is the collector's
+    /// error and `judge` keeps it rather than re-judging partial evidence.
+    #[serde(default = "yes")]
+    pub collected: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `run.json`: everything about a run but the evidence itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// [`FORMAT`] at the time of writing.
+    pub format: u32,
+    /// Run id (folder name).
+    pub run_id: String,
+    /// Scenario name.
+    pub scenario_name: String,
+    /// The whole scenario.
+    pub scenario: serde_json::Value,
+    /// Provider.
+    pub provider: String,
+    /// Expected node architecture.
+    pub architecture: String,
+    /// Host: OS, architecture, hostname.
+    pub host: BTreeMap<String, String>,
+    /// Pinned versions.
+    pub versions: BTreeMap<String, String>,
+    /// Start time.
+    pub started_at: String,
+    /// End time (empty while running).
+    #[serde(default)]
+    pub ended_at: String,
+    /// Final outcome (`not-run` while running).
+    pub outcome: Outcome,
+    /// Every result so far, in order.
+    pub results: Vec<TrialResult>,
+}
+
+impl RunRecord {
+    /// The overall outcome: error beats fail beats pass; all not-run is not-run.
+    pub fn overall(&self) -> Outcome {
+        let outcomes: Vec<Outcome> = self.results.iter().map(|r| r.verdict.outcome).collect();
+        if outcomes.contains(&Outcome::Error) {
+            Outcome::Error
+        } else if outcomes.contains(&Outcome::Fail) {
+            Outcome::Fail
+        } else if outcomes.contains(&Outcome::Pass) {
+            Outcome::Pass
+        } else {
+            Outcome::NotRun
+        }
+    }
+
+    /// Reads `run.json` of a run folder.
+    pub fn load(run_dir: &Path) -> Result<RunRecord, ReportError> {
+        let path = run_dir.join("run.json");
+        let bytes = std::fs::read(&path).map_err(|source| ReportError::Io { path: path.clone(), source })?;
+        let record: RunRecord =
+            serde_json::from_slice(&bytes).map_err(|e| ReportError::Format { path: path.clone(), message: e.to_string() })?;
+        if record.format > FORMAT {
+            return Err(ReportError::Format {
+                path,
+                message: format!("format {} is newer than this meshcheck understands ({FORMAT})", record.format),
+            });
+        }
+        Ok(record)
+    }
+
+    /// Writes `run.json`, `junit.xml` and `summary.md` into the run folder, each atomically.
+    pub fn write_all(&self, run_dir: &Path) -> Result<(), ReportError> {
+        let io = |path: PathBuf| move |source| ReportError::Io { path, source };
+        let json = serde_json::to_vec_pretty(self).expect("run record serializes");
+        write_atomic(&run_dir.join("run.json"), &json).map_err(io(run_dir.join("run.json")))?;
+        let xml = junit(self).to_string().map_err(|e| ReportError::Format { path: run_dir.join("junit.xml"), message: e.to_string() })?;
+        write_atomic(&run_dir.join("junit.xml"), xml.as_bytes()).map_err(io(run_dir.join("junit.xml")))?;
+        let graph = std::fs::read(run_dir.join("evidence/kiali/graph-book-info.json")).ok();
+        let md = summary(self, graph.as_deref());
+        write_atomic(&run_dir.join("summary.md"), md.as_bytes()).map_err(io(run_dir.join("summary.md")))
+    }
+}
+
+/// Errors reading or writing reports.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// File I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Content that is not what it should be.
+    #[error("{path}: {message}")]
+    Format {
+        /// Path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Builds the JUnit report: one testsuite per phase, one testcase per step or check.
+pub fn junit(record: &RunRecord) -> Report {
+    let mut report = Report::new(format!("meshcheck {}", record.scenario_name));
+    let mut suites: Vec<(String, TestSuite)> = Vec::new();
+    for r in &record.results {
+        if !suites.iter().any(|(n, _)| n == &r.suite) {
+            let mut suite = TestSuite::new(r.suite.clone());
+            suite.add_property(Property::new("scenario", record.scenario_name.clone()));
+            suite.add_property(Property::new("provider", record.provider.clone()));
+            suite.add_property(Property::new("architecture", record.architecture.clone()));
+            suite.add_property(Property::new("run_id", record.run_id.clone()));
+            for (k, v) in &record.versions {
+                suite.add_property(Property::new(format!("version.{k}"), v.clone()));
+            }
+            suites.push((r.suite.clone(), suite));
+        }
+        let suite = &mut suites.iter_mut().find(|(n, _)| n == &r.suite).expect("just added").1;
+        let mut status = match r.verdict.outcome {
+            Outcome::Pass => TestCaseStatus::success(),
+            Outcome::Fail => TestCaseStatus::non_success(NonSuccessKind::Failure),
+            Outcome::Error => TestCaseStatus::non_success(NonSuccessKind::Error),
+            Outcome::NotRun => TestCaseStatus::skipped(),
+        };
+        if r.verdict.outcome != Outcome::Pass {
+            status.set_message(r.verdict.reason.clone());
+            if !r.verdict.details.is_empty() {
+                status.set_description(r.verdict.explanation());
+            }
+        }
+        let mut case = TestCase::new(r.name.clone(), status);
+        case.set_classname(format!("meshcheck.{}", r.suite));
+        case.set_time(Duration::from_secs_f64(r.duration_secs.max(0.0)));
+        let mut out = String::new();
+        if r.verdict.outcome == Outcome::Pass {
+            out.push_str(&r.verdict.explanation());
+            out.push('\n');
+        }
+        if let Some(root) = &r.evidence_root {
+            for e in &r.verdict.evidence {
+                out.push_str(&format!("evidence: {root}/{e}\n"));
+            }
+        }
+        if !out.is_empty() {
+            case.set_system_out(out);
+        }
+        suite.add_test_case(case);
+    }
+    report.add_test_suites(suites.into_iter().map(|(_, s)| s));
+    report
+}
+
+/// `summary.md`: versions on top, a table of results, and Kiali's observed service graph as Mermaid.
+pub fn summary(record: &RunRecord, kiali_graph: Option<&[u8]>) -> String {
+    let mut md = format!("# meshcheck: {} ({})\n\n", record.scenario_name, record.overall());
+    md.push_str(&format!(
+        "Run `{}` · provider **{}** · architecture **{}** · started {}{}\n\n",
+        record.run_id,
+        record.provider,
+        record.architecture,
+        record.started_at,
+        if record.ended_at.is_empty() { String::new() } else { format!(" · ended {}", record.ended_at) }
+    ));
+    md.push_str("| component | version |\n|---|---|\n");
+    for (k, v) in &record.versions {
+        md.push_str(&format!("| {k} | {v} |\n"));
+    }
+    md.push_str("\n| suite | check | verdict | duration | reason |\n|---|---|---|---|---|\n");
+    for r in &record.results {
+        let icon = match r.verdict.outcome {
+            Outcome::Pass => "✅ pass",
+            Outcome::Fail => "❌ fail",
+            Outcome::Error => "💥 error",
+            Outcome::NotRun => "⏭️ not run",
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.1}s | {} |\n",
+            r.suite,
+            r.name,
+            icon,
+            r.duration_secs,
+            r.verdict.reason.replace('|', "\\|").replace('\n', " ")
+        ));
+    }
+    if let Some(mermaid) = kiali_graph.and_then(mermaid_graph) {
+        md.push_str("\n## Service graph observed by Kiali\n\n```mermaid\n");
+        md.push_str(&mermaid);
+        md.push_str("```\n");
+    }
+    md
+}
+
+/// Renders a Kiali graph response as a Mermaid flowchart (edges labelled with their mTLS share).
+pub fn mermaid_graph(body: &[u8]) -> Option<String> {
+    let edges = crate::checks::kiali::graph_edges(body).ok()?;
+    if edges.is_empty() {
+        return None;
+    }
+    let mut out = String::from("flowchart LR\n");
+    for e in edges {
+        let id = |s: &str| s.replace(['-', '.'], "_");
+        let label = if e.mtls_percent.is_empty() { String::new() } else { format!("|mTLS {}%|", e.mtls_percent) };
+        out.push_str(&format!("  {}[{}] -->{} {}[{}]\n", id(&e.source), e.source, label, id(&e.target), e.target));
+    }
+    Some(out)
+}
+
+/// One check's change between two runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Passed in the baseline, not in the candidate.
+    Regressed,
+    /// Did not pass in the baseline, passes now.
+    Fixed,
+    /// Only in the candidate.
+    New,
+    /// Only in the baseline.
+    Missing,
+    /// Same outcome.
+    Same,
+}
+
+/// One line of a comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comparison {
+    /// `suite::name`, with gate pass names (`baseline`/`candidate`) folded to `checks`.
+    pub key: String,
+    /// Baseline outcome.
+    pub before: Option<Outcome>,
+    /// Candidate outcome.
+    pub after: Option<Outcome>,
+    /// What changed.
+    pub change: Change,
+}
+
+/// Loads outcomes keyed by `suite::name` from a run folder (`run.json`) or a JUnit file.
+/// `pass` picks one pass of a release gate run (`baseline` or `candidate`); others are kept.
+pub fn load_outcomes(path: &Path, pass: Option<&str>) -> Result<BTreeMap<String, Outcome>, ReportError> {
+    let junit_path = if path.is_dir() { path.join("junit.xml") } else { path.to_path_buf() };
+    let text = std::fs::read_to_string(&junit_path).map_err(|source| ReportError::Io { path: junit_path.clone(), source })?;
+    let report = Report::deserialize_from_str(&text)
+        .map_err(|e| ReportError::Format { path: junit_path.clone(), message: e.to_string() })?;
+    let mut out = BTreeMap::new();
+    for suite in &report.test_suites {
+        let name = suite.name.as_str();
+        let folded = match (name, pass) {
+            ("baseline" | "candidate", Some(p)) if p != name => continue,
+            ("baseline" | "candidate", _) => "checks",
+            (n, _) => n,
+        };
+        for case in &suite.test_cases {
+            let outcome = match &case.status {
+                TestCaseStatus::Success { .. } => Outcome::Pass,
+                TestCaseStatus::NonSuccess { kind: NonSuccessKind::Failure, .. } => Outcome::Fail,
+                TestCaseStatus::NonSuccess { kind: NonSuccessKind::Error, .. } => Outcome::Error,
+                TestCaseStatus::Skipped { .. } => Outcome::NotRun,
+            };
+            out.insert(format!("{folded}::{}", case.name.as_str()), outcome);
+        }
+    }
+    Ok(out)
+}
+
+/// Compares two outcome maps.
+pub fn compare(before: &BTreeMap<String, Outcome>, after: &BTreeMap<String, Outcome>) -> Vec<Comparison> {
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .map(|k| {
+            let (b, a) = (before.get(k).copied(), after.get(k).copied());
+            let change = match (b, a) {
+                (Some(_), None) => Change::Missing,
+                (None, _) => Change::New,
+                (Some(Outcome::Pass), Some(x)) if x != Outcome::Pass => Change::Regressed,
+                (Some(x), Some(Outcome::Pass)) if x != Outcome::Pass => Change::Fixed,
+                _ => Change::Same,
+            };
+            Comparison { key: k.clone(), before: b, after: a, change }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_cut_at_char_boundaries() {
+        let t = tail("ééééé", 3);
+        assert!(t.ends_with('é'));
+    }
+}

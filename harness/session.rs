@@ -1,0 +1,428 @@
+//! A run: executes the plan phase by phase, collects and judges checks, and keeps the run folder
+//! current after every result, so a crash, a timeout or Ctrl-C still leaves a readable report.
+//!
+//! The same session drives `meshcheck run` and the libtest-mimic conformance entry point, which
+//! only maps each phase and check onto a trial.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::atomic::Ordering,
+    time::Instant,
+};
+
+use crate::{
+    checks::{self, Stage},
+    evidence::{Evidence, Outcome, Verdict},
+    live::{Live, LiveError},
+    plan::{self, Plan, RunContext, Source, Step},
+    preflight,
+    report::{RunRecord, TrialResult, now_rfc3339, write_atomic},
+    runner::{CommandError, INTERRUPTED, Runner},
+    scenario::Scenario,
+    traffic::TrafficGenerator,
+};
+
+/// Options of a run that are not part of the scenario.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Folder that holds run folders (`reports/`).
+    pub reports_dir: PathBuf,
+    /// Keep the cluster at the end.
+    pub keep: bool,
+}
+
+/// One trial of a run: a phase or a check in a suite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialSpec {
+    /// Suite (phase name).
+    pub suite: String,
+    /// `phase` for the phase itself, else the check name.
+    pub name: String,
+}
+
+impl TrialSpec {
+    /// Name as shown by `--list`: `provision::phase`, `checks::mtls`.
+    pub fn trial_name(&self) -> String {
+        format!("{}::{}", self.suite, self.name)
+    }
+}
+
+/// A live run in progress.
+pub struct Session {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The plan being executed.
+    pub plan: Plan,
+    /// The run folder.
+    pub run_dir: PathBuf,
+    record: RunRecord,
+    runner: Runner,
+    rt: tokio::runtime::Runtime,
+    live: Option<Live>,
+    blocked: Option<String>,
+    cluster_created: bool,
+    traffic: Option<TrafficGenerator>,
+    keep: bool,
+}
+
+/// A fresh run id: UTC time, sortable.
+pub fn new_run_id() -> String {
+    chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string()
+}
+
+impl Session {
+    /// Creates the run folder, writes `plan.json` and a first `run.json`/`junit.xml`.
+    pub fn start(scenario: Scenario, opts: &RunOptions) -> std::io::Result<Session> {
+        let run_id = new_run_id();
+        let run_dir = opts.reports_dir.join(&run_id);
+        std::fs::create_dir_all(run_dir.join("evidence"))?;
+        let ctx = RunContext { run_id: run_id.clone(), run_dir: run_dir.display().to_string() };
+        let plan = plan::build(&scenario, &ctx);
+        write_atomic(&run_dir.join("plan.json"), &serde_json::to_vec_pretty(&plan).expect("plan serializes"))?;
+        let latest = opts.reports_dir.join("latest");
+        let _ = std::fs::remove_file(&latest);
+        #[cfg(unix)]
+        let _ = std::os::unix::fs::symlink(&run_id, &latest);
+        let v = &scenario.versions;
+        let mut versions: BTreeMap<String, String> = [
+            ("cilium", v.cilium.clone()),
+            ("istio", v.istio.clone()),
+            ("gateway_api", v.gateway_api.clone()),
+            ("kube_prometheus_stack", v.kube_prometheus_stack.clone()),
+            ("tempo", v.tempo.clone()),
+            ("kiali", v.kiali.clone()),
+            ("bookinfo", v.bookinfo().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(up) = &v.upgrade_to {
+            versions.insert("istio_upgrade_to".into(), up.clone());
+        }
+        if let Some(k) = scenario.kubernetes_version() {
+            versions.insert("kubernetes".into(), k.to_string());
+        }
+        let host = BTreeMap::from([
+            ("os".to_string(), std::env::consts::OS.to_string()),
+            ("arch".to_string(), std::env::consts::ARCH.to_string()),
+            ("hostname".to_string(), std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string()),
+        ]);
+        let record = RunRecord {
+            format: crate::report::FORMAT,
+            run_id,
+            scenario_name: scenario.name.clone(),
+            scenario: scenario.to_json(),
+            provider: scenario.provider.as_str().into(),
+            architecture: scenario.cluster.architecture.resolve().map(|a| a.as_str()).unwrap_or("unknown").into(),
+            host,
+            versions,
+            started_at: now_rfc3339(),
+            ended_at: String::new(),
+            outcome: Outcome::NotRun,
+            results: Vec::new(),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let session = Session {
+            runner: Runner::new(&run_dir),
+            scenario,
+            plan,
+            run_dir,
+            record,
+            rt,
+            live: None,
+            blocked: None,
+            cluster_created: false,
+            traffic: None,
+            keep: opts.keep,
+        };
+        session.write_reports();
+        Ok(session)
+    }
+
+    /// The trials of this run in order: preflight, then each phase followed by its checks.
+    pub fn trials(plan: &Plan) -> Vec<TrialSpec> {
+        let mut out = Vec::new();
+        for phase in plan.phases.iter().filter(|p| p.name != "cleanup") {
+            let has_work = phase.steps.iter().any(|s| !matches!(s, Step::Check { .. }));
+            if phase.name == "preflight" || has_work {
+                out.push(TrialSpec { suite: phase.name.clone(), name: "phase".into() });
+            }
+            for step in &phase.steps {
+                if let Step::Check { name, .. } = step {
+                    out.push(TrialSpec { suite: phase.name.clone(), name: name.clone() });
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs one trial and records its result.
+    pub fn run_trial(&mut self, trial: &TrialSpec) -> Verdict {
+        let started = Instant::now();
+        let (verdict, evidence_root, collected) = if let Some(why) = &self.blocked {
+            (Verdict::not_run(format!("not run: {why}")), None, true)
+        } else if INTERRUPTED.load(Ordering::SeqCst) {
+            self.blocked = Some("interrupted (Ctrl-C)".into());
+            (Verdict::error("interrupted (Ctrl-C) before this step"), None, true)
+        } else if trial.name == "phase" {
+            let v = self.run_phase(&trial.suite);
+            if v.outcome != Outcome::Pass {
+                self.blocked = Some(format!("phase `{}` did not pass", trial.suite));
+            }
+            (v, None, true)
+        } else {
+            let (v, collected) = self.run_check(&trial.suite, &trial.name);
+            (v, Some(self.evidence_rel(&trial.suite)), collected)
+        };
+        self.record.results.push(TrialResult {
+            suite: trial.suite.clone(),
+            name: trial.name.clone(),
+            verdict: verdict.clone(),
+            duration_secs: started.elapsed().as_secs_f64(),
+            evidence_root,
+            collected,
+        });
+        self.write_reports();
+        verdict
+    }
+
+    fn evidence_rel(&self, suite: &str) -> String {
+        if suite == "baseline" { "baseline/evidence".into() } else { "evidence".into() }
+    }
+
+    fn evidence_for(&self, suite: &str) -> Evidence {
+        Evidence::new(self.run_dir.join(self.evidence_rel(suite)))
+    }
+
+    fn run_phase(&mut self, name: &str) -> Verdict {
+        if name == "preflight" {
+            let problems = preflight::tool_problems(&self.scenario, &self.runner);
+            return if problems.is_empty() {
+                Verdict::pass("container engine, cluster tool and helm answer")
+            } else {
+                Verdict::error(format!("preflight: {} missing piece(s) for a live run", problems.len())).with_details(problems)
+            };
+        }
+        let steps: Vec<Step> = self.plan.phases.iter().find(|p| p.name == name).map(|p| p.steps.clone()).unwrap_or_default();
+        for step in steps.iter().filter(|s| !matches!(s, Step::Check { .. })) {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Verdict::error(format!("phase `{name}` interrupted (Ctrl-C)"));
+            }
+            if let Err(e) = self.run_step(step) {
+                return Verdict::error(format!("phase `{name}` stopped: {}", first_line(&e))).with_details([e]);
+            }
+        }
+        Verdict::pass(format!("phase `{name}`: {} steps done", steps.len()))
+    }
+
+    fn run_step(&mut self, step: &Step) -> Result<(), String> {
+        match step {
+            Step::Command { command, optional, name } => {
+                let result = self.runner.run(command);
+                if matches!(command.program.as_str(), "kind" | "k3d") && command.args.iter().any(|a| a == "create") {
+                    // Even a failed create can leave containers behind; cleanup must try.
+                    self.cluster_created = true;
+                }
+                match result {
+                    Ok(out) => {
+                        if name == "istioctl analyze" {
+                            let _ = std::fs::write(self.run_dir.join("evidence/istioctl-analyze.txt"), out);
+                        }
+                        Ok(())
+                    }
+                    Err(CommandError::NotFound { .. }) if *optional => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Step::WriteFile { path, content, .. } => write_atomic(Path::new(path), content.as_bytes()).map_err(|e| format!("write {path}: {e}")),
+            Step::Apply { source, namespace, dry_run_first, .. } => {
+                self.connect()?;
+                let live = self.live.as_ref().expect("connected");
+                let ns = namespace.clone();
+                let (source, dry) = (source.clone(), *dry_run_first);
+                self.rt.block_on(async {
+                    let objects = match &source {
+                        Source::Fixture { path, vars } => {
+                            let name = path.trim_start_matches("manifests/");
+                            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                            crate::fixtures::manifest_rendered(name, &vars)?
+                        }
+                        Source::Url { url } => fetch_manifests(url).await?,
+                    };
+                    // CRDs first, with discovery refreshed per object (Live::resolve) so kinds they define resolve.
+                    let (crds, rest): (Vec<_>, Vec<_>) =
+                        objects.into_iter().partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
+                    live.apply(&crds, ns.as_deref(), false).await?;
+                    live.apply(&rest, ns.as_deref(), dry).await
+                })
+                .map_err(|e: LiveError| e.to_string())
+            }
+            Step::Wait { kind, namespace, name, condition, timeout_secs } => {
+                self.connect()?;
+                let live = self.live.as_ref().expect("connected");
+                let t = std::time::Duration::from_secs(*timeout_secs);
+                self.rt
+                    .block_on(crate::waits::wait_for(&live.client, kind, namespace.as_deref(), name, condition, t))
+                    .map_err(|e| e.to_string())
+            }
+            Step::Traffic { action } => {
+                match action.as_str() {
+                    "start" => {
+                        let t = &self.scenario.traffic;
+                        let url = format!("{}/productpage", self.scenario.ingress.base_url());
+                        let max = usize::try_from(t.rate_per_second).unwrap_or(20) * 3600;
+                        let _guard = self.rt.enter();
+                        self.traffic = Some(TrafficGenerator::start(&url, t.rate_per_second, t.request_timeout.0, t.failure_budget, max));
+                    }
+                    "stop" => {
+                        if let Some(g) = self.traffic.take() {
+                            let record = self.rt.block_on(g.finish());
+                            Evidence::new(self.run_dir.join("evidence"))
+                                .write_json("upgrade/traffic.json", &record)
+                                .map_err(|e| format!("write upgrade/traffic.json: {e}"))?;
+                        }
+                    }
+                    phase => {
+                        if let Some(g) = &self.traffic {
+                            g.set_phase(phase);
+                        }
+                        if phase == "after" {
+                            std::thread::sleep(std::time::Duration::from_secs(30));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Step::Check { .. } => Ok(()),
+        }
+    }
+
+    /// Connects to the cluster (once the kubeconfig exists).
+    fn connect(&mut self) -> Result<(), String> {
+        if self.live.is_none() {
+            let kubeconfig = PathBuf::from(&self.plan.kubeconfig);
+            let context = self.plan.context.clone();
+            let client = self.rt.block_on(async {
+                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
+                let opts = kube::config::KubeConfigOptions { context, ..Default::default() };
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
+                kube::Client::try_from(cfg).map_err(|e| e.to_string())
+            })?;
+            self.live = Some(Live {
+                client,
+                scenario: self.scenario.clone(),
+                run_dir: self.run_dir.clone(),
+                evidence: Evidence::new(self.run_dir.join("evidence")),
+                runner: self.runner.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn run_check(&mut self, suite: &str, name: &str) -> (Verdict, bool) {
+        let Some(def) = checks::find(name) else { return (Verdict::error(format!("unknown check {name}")), false) };
+        let evidence = self.evidence_for(suite);
+        let collected = if def.stage == Stage::Preflight {
+            let (s, ev) = (self.scenario.clone(), evidence.clone());
+            self.rt.block_on(checks::image_architectures::collect_for(&s, &ev)).map_err(|e| e.to_string())
+        } else {
+            let timeout = self.scenario.timeouts.check.0;
+            match self.connect() {
+                Err(e) => Err(e),
+                Ok(_) => {
+                    let mut live = self.live.take().expect("connected");
+                    live.evidence = evidence.clone();
+                    let r = self.rt.block_on(async { tokio::time::timeout(timeout, (def.collect)(&live)).await });
+                    live.evidence = Evidence::new(self.run_dir.join("evidence"));
+                    self.live = Some(live);
+                    match r {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("collector did not finish within {}s", timeout.as_secs())),
+                    }
+                }
+            }
+        };
+        match collected {
+            Ok(()) => ((def.judge)(&evidence), true),
+            Err(e) => (Verdict::error(format!("could not collect evidence for {name}: {}", first_line(&e))).with_details([e]), false),
+        }
+    }
+
+    /// Cleans up (unless `--keep`), writes the final reports and returns the record.
+    pub fn finish(mut self) -> RunRecord {
+        if let Some(g) = self.traffic.take() {
+            let _ = self.rt.block_on(g.finish());
+        }
+        let cleanup: Vec<Step> = self.plan.phases.iter().find(|p| p.name == "cleanup").map(|p| p.steps.clone()).unwrap_or_default();
+        if self.keep {
+            tracing::info!("--keep: leaving cluster {:?}; kubeconfig {}", self.plan.cluster_name, self.plan.kubeconfig);
+        } else if self.cluster_created {
+            for step in cleanup {
+                if let Step::Command { command, .. } = step
+                    && let Err(e) = self.runner.run_ignoring_interrupt(&command)
+                {
+                    tracing::warn!("cleanup failed: {e}");
+                }
+            }
+        }
+        self.record.ended_at = now_rfc3339();
+        self.record.outcome = self.record.overall();
+        self.write_reports();
+        self.record
+    }
+
+    /// Marks every trial not yet run as not run (when a run stops early).
+    pub fn mark_rest_not_run(&mut self, trials: &[TrialSpec], why: &str) {
+        for t in trials {
+            if !self.record.results.iter().any(|r| r.suite == t.suite && r.name == t.name) {
+                self.record.results.push(TrialResult {
+                    suite: t.suite.clone(),
+                    name: t.name.clone(),
+                    verdict: Verdict::not_run(why.to_string()),
+                    duration_secs: 0.0,
+                    evidence_root: None,
+                    collected: true,
+                });
+            }
+        }
+        self.write_reports();
+    }
+
+    fn write_reports(&self) {
+        if let Err(e) = self.record.write_all(&self.run_dir) {
+            tracing::error!("could not write the report: {e}");
+        }
+    }
+}
+
+async fn fetch_manifests(url: &str) -> Result<Vec<kube::api::DynamicObject>, LiveError> {
+    let http = |message: String| LiveError::Http { what: format!("GET {url}"), message };
+    let resp = reqwest::get(url).await.map_err(|e| http(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(http(format!("HTTP {}", resp.status())));
+    }
+    let text = resp.text().await.map_err(|e| http(e.to_string()))?;
+    crate::live::parse_manifests(&text, url)
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Re-judges every check of a run folder from its evidence and rewrites `junit.xml`/`summary.md`.
+/// Results whose collector did not finish keep their recorded verdict.
+pub fn rejudge(run_dir: &Path) -> Result<RunRecord, crate::report::ReportError> {
+    let mut record = RunRecord::load(run_dir)?;
+    for r in &mut record.results {
+        let (Some(root), Some(def)) = (&r.evidence_root, checks::find(&r.name)) else { continue };
+        if !r.collected || r.verdict.outcome == Outcome::NotRun {
+            continue;
+        }
+        r.verdict = (def.judge)(&Evidence::new(run_dir.join(root)));
+    }
+    record.outcome = record.overall();
+    record.write_all(run_dir)?;
+    Ok(record)
+}

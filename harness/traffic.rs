@@ -1,0 +1,170 @@
+//! Application traffic to bookinfo through the ingress gateway, straight from the host (never
+//! through the API server, which STRICT mTLS rejects): a few requests to warm metrics and graphs,
+//! and a steady-rate generator that records every response during an upgrade.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::live::{Live, LiveError};
+
+/// Sends `n` GETs to `/productpage` so that ztunnel, Prometheus and Kiali have traffic to show.
+/// Returns how many got HTTP 200; the judges decide what that means.
+pub async fn drive_bookinfo(live: &Live, n: usize) -> Result<usize, LiveError> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client builds");
+    let url = format!("{}/productpage", live.scenario.ingress.base_url());
+    let mut ok = 0;
+    for _ in 0..n {
+        if let Ok(r) = http.get(&url).send().await
+            && r.status() == reqwest::StatusCode::OK
+        {
+            ok += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::info!("sent {n} requests to {url}: {ok} answered 200");
+    Ok(ok)
+}
+
+/// One request of the generator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RequestRecord {
+    /// Milliseconds since the generator started.
+    pub at_ms: u64,
+    /// Phase label at send time (`before`, `during`, `after`).
+    pub phase: String,
+    /// HTTP status, or 0 when no response arrived.
+    pub status: u16,
+    /// Latency in milliseconds (up to the timeout).
+    pub latency_ms: f64,
+    /// Transport error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What `upgrade/traffic.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrafficRecord {
+    /// Target URL.
+    pub url: String,
+    /// Requests per second asked for.
+    pub rate_per_second: u32,
+    /// Failed requests the check tolerates.
+    pub failure_budget: u64,
+    /// Every request, in send order.
+    pub requests: Vec<RequestRecord>,
+}
+
+/// A running generator. Requests go out at a fixed rate whatever the latency (each in its own task),
+/// so a stalled gateway shows as slow or failed requests rather than as a lower rate.
+pub struct TrafficGenerator {
+    phase: Arc<Mutex<String>>,
+    records: Arc<Mutex<Vec<RequestRecord>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    url: String,
+    rate: u32,
+    budget: u64,
+}
+
+impl TrafficGenerator {
+    /// Starts sending GETs to `url` at `rate` per second, for at most `max_requests`.
+    pub fn start(url: &str, rate: u32, timeout: Duration, budget: u64, max_requests: usize) -> TrafficGenerator {
+        let phase = Arc::new(Mutex::new("before".to_string()));
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let http = reqwest::Client::builder().timeout(timeout).build().expect("client builds");
+        let (p, r, u) = (phase.clone(), records.clone(), url.to_string());
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+            let mut inflight = tokio::task::JoinSet::new();
+            for _ in 0..max_requests {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => break,
+                }
+                let (http, url, records) = (http.clone(), u.clone(), r.clone());
+                let phase = p.lock().expect("phase lock").clone();
+                let at_ms = started.elapsed().as_millis() as u64;
+                inflight.spawn(async move {
+                    let t0 = Instant::now();
+                    let (status, error) = match http.get(&url).send().await {
+                        Ok(resp) => (resp.status().as_u16(), None),
+                        Err(e) => (0, Some(e.to_string())),
+                    };
+                    let rec = RequestRecord { at_ms, phase, status, latency_ms: t0.elapsed().as_secs_f64() * 1000.0, error };
+                    records.lock().expect("records lock").push(rec);
+                });
+            }
+            while inflight.join_next().await.is_some() {}
+        });
+        TrafficGenerator { phase, records, stop, task, url: url.to_string(), rate, budget }
+    }
+
+    /// Labels requests sent from now on.
+    pub fn set_phase(&self, phase: &str) {
+        *self.phase.lock().expect("phase lock") = phase.to_string();
+    }
+
+    /// Stops sending, waits for requests in flight, and returns the record sorted by send time.
+    pub async fn finish(self) -> TrafficRecord {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let mut requests = std::mem::take(&mut *self.records.lock().expect("records lock"));
+        requests.sort_by_key(|r| r.at_ms);
+        TrafficRecord { url: self.url, rate_per_second: self.rate, failure_budget: self.budget, requests }
+    }
+}
+
+/// Counts and latency percentiles of one phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseStats {
+    /// Phase label.
+    pub phase: String,
+    /// Requests sent.
+    pub total: usize,
+    /// Requests without a 2xx answer.
+    pub failed: usize,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+}
+
+/// Per-phase statistics, in the order phases first appear.
+pub fn phase_stats(record: &TrafficRecord) -> Vec<PhaseStats> {
+    let mut phases: Vec<String> = Vec::new();
+    for r in &record.requests {
+        if !phases.contains(&r.phase) {
+            phases.push(r.phase.clone());
+        }
+    }
+    phases
+        .into_iter()
+        .map(|phase| {
+            let rs: Vec<&RequestRecord> = record.requests.iter().filter(|r| r.phase == phase).collect();
+            let mut lat: Vec<f64> = rs.iter().map(|r| r.latency_ms).collect();
+            lat.sort_by(f64::total_cmp);
+            PhaseStats {
+                total: rs.len(),
+                failed: rs.iter().filter(|r| !(200..300).contains(&r.status)).count(),
+                p50_ms: percentile(&lat, 50.0),
+                p99_ms: percentile(&lat, 99.0),
+                phase,
+            }
+        })
+        .collect()
+}
+
+/// Nearest-rank percentile of sorted values (0 for none).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}

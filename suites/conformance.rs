@@ -1,0 +1,86 @@
+//! The live conformance run: `cargo test --test conformance`.
+//!
+//! Trials, in order: `preflight::phase`, then each phase (`provision::phase`, `install::phase`, …)
+//! followed by its checks (`checks::mtls`, …). The environment is built once and shared by the
+//! trials, which run one at a time in plan order. A trial after a failed phase is reported as
+//! ignored with the reason, and recorded as not run in the run folder's `junit.xml`.
+//!
+//! Under cargo-nextest's process-per-test mode every trial would be its own process and would
+//! provision its own cluster; meshcheck refuses that with a message instead (run
+//! `cargo test --test conformance` or `meshcheck run`, and let nextest run the offline suites).
+
+use std::{
+    process::ExitCode,
+    sync::{Arc, Mutex},
+};
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use meshcheck::{
+    evidence::Outcome,
+    plan,
+    scenario::Scenario,
+    session::{RunOptions, Session, TrialSpec},
+};
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    // Trials share one environment and depend on each other: run them in plan order.
+    args.test_threads = Some(1);
+    let scenario = match Scenario::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(meshcheck::EXIT_BAD_INPUT);
+        }
+    };
+    let specs = Session::trials(&plan::build(&scenario, &plan::RunContext::for_plan()));
+    if args.list {
+        let trials = specs.iter().map(|t| Trial::test(t.trial_name(), || Ok(()))).collect();
+        return libtest_mimic::run(&args, trials).exit_code();
+    }
+    if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test") {
+        eprintln!(
+            "meshcheck: the conformance suite builds one cluster for all its trials and cannot run one process per \
+             trial. Run it with `cargo test --test conformance` (or `meshcheck run`); use nextest for the offline tests."
+        );
+        return ExitCode::FAILURE;
+    }
+    let reports = std::env::var("MESHCHECK_REPORTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/reports").into());
+    let keep = matches!(std::env::var("MESHCHECK_KEEP").as_deref(), Ok("1") | Ok("true"));
+    let session = match Session::start(scenario, &RunOptions { reports_dir: reports.into(), keep }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot create the run folder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let run_dir = session.run_dir.clone();
+    let shared = Arc::new(Mutex::new(Some(session)));
+    let trials: Vec<Trial> = specs
+        .iter()
+        .cloned()
+        .map(|spec: TrialSpec| {
+            let shared = shared.clone();
+            Trial::ignorable_test(spec.trial_name(), move || {
+                let mut guard = shared.lock().map_err(|_| Failed::from("session lock poisoned"))?;
+                let session = guard.as_mut().ok_or_else(|| Failed::from("session already finished"))?;
+                let v = session.run_trial(&spec);
+                match v.outcome {
+                    Outcome::Pass => Ok(Completion::Completed),
+                    Outcome::NotRun => Ok(Completion::ignored_with(v.reason)),
+                    Outcome::Fail | Outcome::Error => Err(Failed::from(format!("{}: {}", v.outcome, v.explanation()))),
+                }
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    let mut session = shared.lock().expect("no trial holds the lock now").take().expect("session present");
+    // Trials filtered out on the command line are recorded as not run, never as passes.
+    session.mark_rest_not_run(&specs, "not selected by the test filter");
+    let record = session.finish();
+    eprintln!("meshcheck report: {}/junit.xml ({})", run_dir.display(), record.outcome);
+    if record.outcome != Outcome::Pass && !conclusion.has_failed() {
+        return ExitCode::FAILURE;
+    }
+    conclusion.exit_code()
+}
