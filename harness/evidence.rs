@@ -158,8 +158,7 @@ impl Evidence {
     /// A text file.
     pub fn read_text(&self, rel: &str) -> Result<String, EvidenceError> {
         let bytes = self.read_bytes(rel)?;
-        String::from_utf8(bytes)
-            .map_err(|e| EvidenceError::Malformed { file: rel.to_string(), message: e.to_string() })
+        String::from_utf8(bytes).map_err(|e| EvidenceError::Malformed { file: rel.to_string(), message: e.to_string() })
     }
 
     /// A JSON file, deserialized.

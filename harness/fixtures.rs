@@ -19,7 +19,10 @@ pub const ALL: &[(&str, &str)] = &[
     ("values/kiali-operator.yaml", include_str!("../fixtures/values/kiali-operator.yaml")),
     ("manifests/istio-monitors.yaml", include_str!("../fixtures/manifests/istio-monitors.yaml")),
     ("manifests/telemetry.yaml", include_str!("../fixtures/manifests/telemetry.yaml")),
-    ("manifests/cilium-allow-ambient-hostprobes.yaml", include_str!("../fixtures/manifests/cilium-allow-ambient-hostprobes.yaml")),
+    (
+        "manifests/cilium-allow-ambient-hostprobes.yaml",
+        include_str!("../fixtures/manifests/cilium-allow-ambient-hostprobes.yaml"),
+    ),
     ("manifests/bookinfo-namespace.yaml", include_str!("../fixtures/manifests/bookinfo-namespace.yaml")),
     ("manifests/mesh-clients.yaml", include_str!("../fixtures/manifests/mesh-clients.yaml")),
     ("manifests/mtls-strict.yaml", include_str!("../fixtures/manifests/mtls-strict.yaml")),

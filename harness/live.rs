@@ -173,14 +173,21 @@ impl Live {
 
     /// Resolves a GVK to its API resource, re-running discovery (CRDs may have just landed).
     async fn resolve(&self, gvk: &GroupVersionKind) -> Result<(ApiResource, ApiCapabilities), LiveError> {
-        let discovery = Discovery::new(self.client.clone()).run_aggregated().await.map_err(kube_err("API discovery"))?;
+        let discovery =
+            Discovery::new(self.client.clone()).run_aggregated().await.map_err(kube_err("API discovery"))?;
         discovery.resolve_gvk(gvk).ok_or_else(|| LiveError::Manifest {
             origin: format!("{}/{}", gvk.api_version(), gvk.kind),
             message: "the cluster does not serve this kind (missing CRD?)".into(),
         })
     }
 
-    fn api_for(&self, obj: &DynamicObject, ar: &ApiResource, caps: &ApiCapabilities, default_ns: Option<&str>) -> Api<DynamicObject> {
+    fn api_for(
+        &self,
+        obj: &DynamicObject,
+        ar: &ApiResource,
+        caps: &ApiCapabilities,
+        default_ns: Option<&str>,
+    ) -> Api<DynamicObject> {
         match caps.scope {
             Scope::Cluster => Api::all_with(self.client.clone(), ar),
             Scope::Namespaced => {
@@ -193,7 +200,12 @@ impl Live {
     /// Server-side applies objects in order (a dry run of all first, so a typo fails before anything
     /// changes unless `dry_run_first` is off because the objects need CRDs created by earlier ones).
     /// Each applied object is recorded under `manifests/`.
-    pub async fn apply(&self, objects: &[DynamicObject], default_ns: Option<&str>, dry_run_first: bool) -> Result<(), LiveError> {
+    pub async fn apply(
+        &self,
+        objects: &[DynamicObject],
+        default_ns: Option<&str>,
+        dry_run_first: bool,
+    ) -> Result<(), LiveError> {
         let mut resolved = Vec::new();
         for obj in objects {
             let types = obj.types.as_ref().ok_or_else(|| LiveError::Manifest {
@@ -246,7 +258,10 @@ impl Live {
     /// Names of running pods matching a label selector.
     pub async fn running_pods(&self, ns: &str, selector: &str) -> Result<Vec<Pod>, LiveError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let list = pods.list(&ListParams::default().labels(selector)).await.map_err(kube_err(format!("list pods {ns} {selector}")))?;
+        let list = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(kube_err(format!("list pods {ns} {selector}")))?;
         Ok(list
             .items
             .into_iter()

@@ -65,9 +65,7 @@ pub fn parse_manifest(doc: &Value) -> Option<ManifestKind> {
 /// Whether an index offers `linux/<arch>` (for arm64, variant `v8` or none).
 pub fn supports(platforms: &[Platform], arch: &str) -> bool {
     platforms.iter().any(|p| {
-        p.os == "linux"
-            && p.architecture == arch
-            && (arch != "arm64" || p.variant.as_deref().is_none_or(|v| v == "v8"))
+        p.os == "linux" && p.architecture == arch && (arch != "arm64" || p.variant.as_deref().is_none_or(|v| v == "v8"))
     })
 }
 

@@ -161,6 +161,10 @@ impl RunContext {
     }
 }
 
+/// Adds one Helm release (values file, helm command) to a step list: steps, release, chart,
+/// namespace, values fixture, extra values file, `--wait`.
+type AddRelease<'a> = dyn FnMut(&mut Vec<Step>, &str, &str, &str, &str, Option<String>, bool) + 'a;
+
 const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 
 struct Builder<'a> {
@@ -184,13 +188,21 @@ impl Builder<'_> {
     fn repo_add(&self, name: &str, url: &str) -> Step {
         let mut args = vec!["repo".to_string(), "add".into(), name.into(), url.into(), "--force-update".into()];
         args.extend(self.helm_globals());
-        Step::Command { name: format!("helm repo {name}"), command: CommandSpec::new("helm", args, self.s.timeouts.install.0), optional: false }
+        Step::Command {
+            name: format!("helm repo {name}"),
+            command: CommandSpec::new("helm", args, self.s.timeouts.install.0),
+            optional: false,
+        }
     }
 
     fn values(&self, fixture: &str) -> (Step, String) {
         let file = fixture.trim_start_matches("values/");
         let path = format!("{}/values/{file}", self.ctx.run_dir);
-        let step = Step::WriteFile { path: path.clone(), from: format!("fixtures/{fixture}"), content: crate::fixtures::text(fixture).to_string() };
+        let step = Step::WriteFile {
+            path: path.clone(),
+            from: format!("fixtures/{fixture}"),
+            content: crate::fixtures::text(fixture).to_string(),
+        };
         (step, path)
     }
 
@@ -200,12 +212,28 @@ impl Builder<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn helm_release(&self, verb: &str, release: &str, chart: &str, version: &str, ns: &str, values: &[String], wait: bool) -> Step {
+    fn helm_release(
+        &self,
+        verb: &str,
+        release: &str,
+        chart: &str,
+        version: &str,
+        ns: &str,
+        values: &[String],
+        wait: bool,
+    ) -> Step {
         let mut args: Vec<String> = vec![verb.into()];
         if verb == "upgrade-install" {
             args = vec!["upgrade".into(), "--install".into()];
         }
-        args.extend([release.into(), chart.into(), "--version".into(), version.into(), "--namespace".into(), ns.into()]);
+        args.extend([
+            release.into(),
+            chart.into(),
+            "--version".into(),
+            version.into(),
+            "--namespace".into(),
+            ns.into(),
+        ]);
         if verb == "upgrade-install" {
             args.push("--create-namespace".into());
         }
@@ -218,11 +246,28 @@ impl Builder<'_> {
         args.extend(["--timeout".into(), format!("{}s", self.s.timeouts.install.0.as_secs())]);
         args.extend(self.helm_globals());
         let timeout = self.s.timeouts.install.0 + std::time::Duration::from_secs(60);
-        Step::Command { name: format!("helm {release}"), command: CommandSpec::new("helm", args, timeout), optional: false }
+        Step::Command {
+            name: format!("helm {release}"),
+            command: CommandSpec::new("helm", args, timeout),
+            optional: false,
+        }
     }
 
-    fn wait(&self, kind: &str, ns: Option<&str>, name: &str, condition: Condition, timeout: std::time::Duration) -> Step {
-        Step::Wait { kind: kind.into(), namespace: ns.map(String::from), name: name.into(), condition, timeout_secs: timeout.as_secs() }
+    fn wait(
+        &self,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+        condition: Condition,
+        timeout: std::time::Duration,
+    ) -> Step {
+        Step::Wait {
+            kind: kind.into(),
+            namespace: ns.map(String::from),
+            name: name.into(),
+            condition,
+            timeout_secs: timeout.as_secs(),
+        }
     }
 
     fn fixture_apply(&self, name: &str, ns: Option<&str>, vars: &[(&str, &str)]) -> Step {
@@ -259,11 +304,11 @@ impl Builder<'_> {
 pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
     let cluster = (s.provider != Provider::Existing).then(|| format!("meshcheck-{}", ctx.run_id.to_lowercase()));
     let (kubeconfig, context) = match &s.existing {
-        Some(e) => (
-            e.kubeconfig.clone().map(|k| expand_home(&k)).unwrap_or_else(default_kubeconfig),
-            e.context.clone(),
-        ),
-        None => (format!("{}/kubeconfig", ctx.run_dir), None),
+        Some(e) => {
+            (e.kubeconfig.clone().map(|k| expand_home(&k)).unwrap_or_else(default_kubeconfig), e.context.clone())
+        }
+        // Beside the run folder, never inside it: the folder is uploaded as an artifact.
+        None => (format!("{}.kubeconfig", ctx.run_dir), None),
     };
     let b = Builder { s, ctx, kubeconfig: kubeconfig.clone(), context: context.clone(), cluster: cluster.clone() };
     let mut phases = vec![PhasePlan { name: "preflight".into(), steps: b.checks(Stage::Preflight) }];
@@ -284,7 +329,16 @@ pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
         phases.push(PhasePlan { name: "candidate".into(), steps: b.checks(Stage::Checks) });
     }
     phases.push(PhasePlan { name: "cleanup".into(), steps: cleanup(&b) });
-    Plan { scenario: s.name.clone(), provider: s.provider, run_id: ctx.run_id.clone(), run_dir: ctx.run_dir.clone(), cluster_name: cluster, kubeconfig, context, phases }
+    Plan {
+        scenario: s.name.clone(),
+        provider: s.provider,
+        run_id: ctx.run_id.clone(),
+        run_dir: ctx.run_dir.clone(),
+        cluster_name: cluster,
+        kubeconfig,
+        context,
+        phases,
+    }
 }
 
 fn provision(b: &Builder) -> Vec<Step> {
@@ -300,27 +354,60 @@ fn provision(b: &Builder) -> Vec<Step> {
         Provider::Kind => {
             let (w, path) = b.generated("kind-config.yaml", crate::providers::kind_config(s, cluster));
             steps.push(w);
-            let args = ["create", "cluster", "--name", cluster, "--config", &path, "--kubeconfig", &b.kubeconfig, "--wait", "0s"];
-            steps.push(Step::Command { name: "create kind cluster".into(), command: CommandSpec::new("kind", args, t), optional: false });
+            let args = [
+                "create",
+                "cluster",
+                "--name",
+                cluster,
+                "--config",
+                &path,
+                "--kubeconfig",
+                &b.kubeconfig,
+                "--wait",
+                "0s",
+            ];
+            steps.push(Step::Command {
+                name: "create kind cluster".into(),
+                command: CommandSpec::new("kind", args, t),
+                optional: false,
+            });
             format!("{cluster}-control-plane")
         }
         Provider::K3d => {
-            let create = CommandSpec::new("k3d", crate::providers::k3d_create_args(s, cluster), t).env("K3D_FIX_MOUNTS", "1");
+            let create =
+                CommandSpec::new("k3d", crate::providers::k3d_create_args(s, cluster), t).env("K3D_FIX_MOUNTS", "1");
             steps.push(Step::Command { name: "create k3d cluster".into(), command: create, optional: false });
             let kc = ["kubeconfig", "write", cluster, "--output", &b.kubeconfig];
-            steps.push(Step::Command { name: "export kubeconfig".into(), command: CommandSpec::new("k3d", kc, t), optional: false });
+            steps.push(Step::Command {
+                name: "export kubeconfig".into(),
+                command: CommandSpec::new("k3d", kc, t),
+                optional: false,
+            });
             for node in crate::providers::k3d_nodes(s, cluster) {
                 let args = ["exec", &node, "sh", "-c", crate::providers::K3D_MOUNT_SCRIPT];
-                steps.push(Step::Command { name: format!("shared mounts on {node}"), command: CommandSpec::new("docker", args, t), optional: false });
+                steps.push(Step::Command {
+                    name: format!("shared mounts on {node}"),
+                    command: CommandSpec::new("docker", args, t),
+                    optional: false,
+                });
             }
             format!("k3d-{cluster}-server-0")
         }
         Provider::Existing => unreachable!("handled above"),
     };
     let (w1, base) = b.values("values/cilium.yaml");
-    let (w2, cluster_values) = b.generated("values/cilium-cluster.yaml", format!("k8sServiceHost: {host}\nk8sServicePort: 6443\n"));
+    let (w2, cluster_values) =
+        b.generated("values/cilium-cluster.yaml", format!("k8sServiceHost: {host}\nk8sServicePort: 6443\n"));
     steps.extend([w1, w2, b.repo_add("cilium", "https://helm.cilium.io/")]);
-    steps.push(b.helm_release("upgrade-install", "cilium", "cilium/cilium", &s.versions.cilium, "kube-system", &[base, cluster_values], false));
+    steps.push(b.helm_release(
+        "upgrade-install",
+        "cilium",
+        "cilium/cilium",
+        &s.versions.cilium,
+        "kube-system",
+        &[base, cluster_values],
+        false,
+    ));
     steps.push(b.wait("DaemonSet", Some("kube-system"), "cilium", Condition::DaemonSetReady, t));
     steps.push(b.wait("DaemonSet", Some("kube-system"), "cilium-envoy", Condition::DaemonSetReady, t));
     steps.push(b.wait("Deployment", Some("kube-system"), "cilium-operator", Condition::DeploymentAvailable, t));
@@ -338,19 +425,20 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
     let t = s.timeouts.install.0;
     let mut steps = vec![b.repo_add("istio", ISTIO_REPO)];
     let verb = if upgrade { "upgrade" } else { "upgrade-install" };
-    let mut release = |steps: &mut Vec<Step>, name: &str, chart: &str, ns: &str, fixture: &str, extra: Option<String>, wait: bool| {
-        let (w, v) = b.values(fixture);
-        steps.push(w);
-        let mut files = vec![v];
-        files.extend(extra);
-        steps.push(b.helm_release(verb, name, chart, istio, ns, &files, wait));
-    };
+    let mut release =
+        |steps: &mut Vec<Step>, name: &str, chart: &str, ns: &str, fixture: &str, extra: Option<String>, wait: bool| {
+            let (w, v) = b.values(fixture);
+            steps.push(w);
+            let mut files = vec![v];
+            files.extend(extra);
+            steps.push(b.helm_release(verb, name, chart, istio, ns, &files, wait));
+        };
     release(&mut steps, "istio-base", "istio/base", "istio-system", "values/istio-base.yaml", None, true);
-    let cni = |steps: &mut Vec<Step>, release: &mut dyn FnMut(&mut Vec<Step>, &str, &str, &str, &str, Option<String>, bool)| {
+    let cni = |steps: &mut Vec<Step>, release: &mut AddRelease| {
         release(steps, "istio-cni", "istio/cni", "istio-system", "values/istio-cni.yaml", None, false);
         steps.push(b.wait("DaemonSet", Some("istio-system"), "istio-cni-node", Condition::DaemonSetReady, t));
     };
-    let istiod = |steps: &mut Vec<Step>, release: &mut dyn FnMut(&mut Vec<Step>, &str, &str, &str, &str, Option<String>, bool)| {
+    let istiod = |steps: &mut Vec<Step>, release: &mut AddRelease| {
         release(steps, "istiod", "istio/istiod", "istio-system", "values/istiod.yaml", None, false);
         steps.push(b.wait("Deployment", Some("istio-system"), "istiod", Condition::DeploymentAvailable, t));
     };
@@ -359,9 +447,23 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
         istiod(&mut steps, &mut release);
         cni(&mut steps, &mut release);
     } else {
-        let url = format!("https://github.com/kubernetes-sigs/gateway-api/releases/download/{}/standard-install.yaml", s.versions.gateway_api);
-        steps.push(Step::Apply { source: Source::Url { url }, namespace: None, objects: Vec::new(), dry_run_first: false });
-        steps.push(b.wait("CustomResourceDefinition", None, "gateways.gateway.networking.k8s.io", Condition::CrdEstablished, t));
+        let url = format!(
+            "https://github.com/kubernetes-sigs/gateway-api/releases/download/{}/standard-install.yaml",
+            s.versions.gateway_api
+        );
+        steps.push(Step::Apply {
+            source: Source::Url { url },
+            namespace: None,
+            objects: Vec::new(),
+            dry_run_first: false,
+        });
+        steps.push(b.wait(
+            "CustomResourceDefinition",
+            None,
+            "gateways.gateway.networking.k8s.io",
+            Condition::CrdEstablished,
+            t,
+        ));
         cni(&mut steps, &mut release);
         istiod(&mut steps, &mut release);
     }
@@ -369,16 +471,29 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
     steps.push(b.wait("DaemonSet", Some("istio-system"), "ztunnel", Condition::DaemonSetReady, t));
     let (w, ports) = b.generated("values/istio-gateway-ports.yaml", crate::providers::gateway_ports(s));
     steps.push(w);
-    release(&mut steps, "istio-ingress", "istio/gateway", "istio-ingress", "values/istio-gateway.yaml", Some(ports), false);
+    release(
+        &mut steps,
+        "istio-ingress",
+        "istio/gateway",
+        "istio-ingress",
+        "values/istio-gateway.yaml",
+        Some(ports),
+        false,
+    );
     steps.push(b.wait("Deployment", Some("istio-ingress"), "istio-ingress", Condition::DeploymentAvailable, t));
     if upgrade {
         return steps;
     }
-    let mut analyze = vec!["analyze".to_string(), "--all-namespaces".into(), "--kubeconfig".into(), b.kubeconfig.clone()];
+    let mut analyze =
+        vec!["analyze".to_string(), "--all-namespaces".into(), "--kubeconfig".into(), b.kubeconfig.clone()];
     if let Some(c) = &b.context {
         analyze.extend(["--context".into(), c.clone()]);
     }
-    steps.push(Step::Command { name: "istioctl analyze".into(), command: CommandSpec::new("istioctl", analyze, t), optional: true });
+    steps.push(Step::Command {
+        name: "istioctl analyze".into(),
+        command: CommandSpec::new("istioctl", analyze, t),
+        optional: true,
+    });
     observability(b, &mut steps);
     steps
 }
@@ -389,20 +504,44 @@ fn observability(b: &Builder, steps: &mut Vec<Step>) {
     steps.push(b.repo_add("prometheus-community", "https://prometheus-community.github.io/helm-charts"));
     let (w, v) = b.values("values/kube-prometheus-stack.yaml");
     steps.push(w);
-    steps.push(b.helm_release("upgrade-install", "kps", "prometheus-community/kube-prometheus-stack", &s.versions.kube_prometheus_stack, "monitoring", &[v], false));
+    steps.push(b.helm_release(
+        "upgrade-install",
+        "kps",
+        "prometheus-community/kube-prometheus-stack",
+        &s.versions.kube_prometheus_stack,
+        "monitoring",
+        &[v],
+        false,
+    ));
     steps.push(b.wait("Deployment", Some("monitoring"), "prom-operator", Condition::DeploymentAvailable, t));
     steps.push(b.wait("StatefulSet", Some("monitoring"), "prometheus-prom-prometheus", Condition::StatefulSetReady, t));
     steps.push(b.fixture_apply("istio-monitors.yaml", None, &[]));
     steps.push(b.repo_add("grafana-community", "https://grafana-community.github.io/helm-charts"));
     let (w, v) = b.values("values/tempo.yaml");
     steps.push(w);
-    steps.push(b.helm_release("upgrade-install", "tempo", "grafana-community/tempo", &s.versions.tempo, "tempo", &[v], false));
+    steps.push(b.helm_release(
+        "upgrade-install",
+        "tempo",
+        "grafana-community/tempo",
+        &s.versions.tempo,
+        "tempo",
+        &[v],
+        false,
+    ));
     steps.push(b.wait("StatefulSet", Some("tempo"), "tempo", Condition::StatefulSetReady, t));
     steps.push(b.fixture_apply("telemetry.yaml", None, &[]));
     steps.push(b.repo_add("kiali", "https://kiali.org/helm-charts"));
     let (w, v) = b.values("values/kiali-operator.yaml");
     steps.push(w);
-    steps.push(b.helm_release("upgrade-install", "kiali-operator", "kiali/kiali-operator", &s.versions.kiali, "kiali-operator", &[v], false));
+    steps.push(b.helm_release(
+        "upgrade-install",
+        "kiali-operator",
+        "kiali/kiali-operator",
+        &s.versions.kiali,
+        "kiali-operator",
+        &[v],
+        false,
+    ));
     steps.push(b.wait("Deployment", Some("istio-system"), "kiali", Condition::DeploymentAvailable, t));
     steps.push(b.fixture_apply("cilium-allow-ambient-hostprobes.yaml", None, &[]));
 }
@@ -414,8 +553,15 @@ fn deploy(b: &Builder) -> Vec<Step> {
     let release = s.versions.bookinfo();
     let raw = format!("https://raw.githubusercontent.com/istio/istio/{release}/samples/bookinfo");
     let mut steps = vec![b.fixture_apply("bookinfo-namespace.yaml", None, &[])];
-    for file in ["platform/kube/bookinfo.yaml", "platform/kube/bookinfo-versions.yaml", "networking/bookinfo-gateway.yaml"] {
-        steps.push(Step::Apply { source: Source::Url { url: format!("{raw}/{file}") }, namespace: ns.map(String::from), objects: Vec::new(), dry_run_first: true });
+    for file in
+        ["platform/kube/bookinfo.yaml", "platform/kube/bookinfo-versions.yaml", "networking/bookinfo-gateway.yaml"]
+    {
+        steps.push(Step::Apply {
+            source: Source::Url { url: format!("{raw}/{file}") },
+            namespace: ns.map(String::from),
+            objects: Vec::new(),
+            dry_run_first: true,
+        });
     }
     let hub = checks::image_architectures::istio_hub(release);
     steps.push(b.fixture_apply("probe-target.yaml", ns, &[("BOOKINFO_HUB", hub)]));
@@ -463,7 +609,12 @@ pub fn render_text(plan: &Plan) -> String {
     if let Some(c) = &plan.cluster_name {
         let _ = writeln!(out, "cluster: {c}");
     }
-    let _ = writeln!(out, "kubeconfig: {}{}", plan.kubeconfig, plan.context.as_ref().map(|c| format!(" (context {c})")).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "kubeconfig: {}{}",
+        plan.kubeconfig,
+        plan.context.as_ref().map(|c| format!(" (context {c})")).unwrap_or_default()
+    );
     let mut n = 0;
     for phase in &plan.phases {
         let _ = writeln!(out, "\n== {} ==", phase.name);
@@ -474,7 +625,12 @@ pub fn render_text(plan: &Plan) -> String {
             n += 1;
             let line = match step {
                 Step::Command { command, optional, .. } => {
-                    format!("run     {}{} (timeout {}s)", command.display(), if *optional { " [if installed]" } else { "" }, command.timeout_secs)
+                    format!(
+                        "run     {}{} (timeout {}s)",
+                        command.display(),
+                        if *optional { " [if installed]" } else { "" },
+                        command.timeout_secs
+                    )
                 }
                 Step::WriteFile { path, from, .. } => format!("write   {path} (from {from})"),
                 Step::Apply { source, namespace, objects, dry_run_first } => {
@@ -495,7 +651,10 @@ pub fn render_text(plan: &Plan) -> String {
                         (Some(ns), n) => format!("{kind} {ns}/{n}"),
                         (None, n) => format!("{kind} {n}"),
                     };
-                    format!("wait    {obj} until {} (timeout {timeout_secs}s)", serde_json::to_value(condition).expect("serializes").as_str().unwrap_or(""))
+                    format!(
+                        "wait    {obj} until {} (timeout {timeout_secs}s)",
+                        serde_json::to_value(condition).expect("serializes").as_str().unwrap_or("")
+                    )
                 }
                 Step::Check { name, asserts } => format!("check   {name}: {asserts}"),
                 Step::Traffic { action } => format!("traffic {action}"),

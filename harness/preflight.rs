@@ -13,7 +13,9 @@ use crate::{
 pub fn tool_problems(s: &Scenario, runner: &Runner) -> Vec<String> {
     let t = s.timeouts.preflight.0;
     let mut problems = Vec::new();
-    let probe = |program: &str, args: &[&str], timeout: Duration| runner.run(&CommandSpec::new(program, args.iter().copied(), timeout));
+    let probe = |program: &str, args: &[&str], timeout: Duration| {
+        runner.run(&CommandSpec::new(program, args.iter().copied(), timeout))
+    };
     if s.provider != Provider::Existing {
         let docker = probe("docker", &["info", "--format", "{{.ServerVersion}}"], t);
         let engine_ok = docker.is_ok() || probe("podman", &["info", "--format", "{{.Version.Version}}"], t).is_ok();

@@ -159,9 +159,7 @@ mod tests {
 
     #[test]
     fn keeps_commas_braces_and_escapes_in_label_values() {
-        let s = parse(
-            "# TYPE envoy_x counter\nenvoy_x{response_flags=\"UF,URX\",msg=\"say \\\"hi\\\" {x}\"} 3\n",
-        );
+        let s = parse("# TYPE envoy_x counter\nenvoy_x{response_flags=\"UF,URX\",msg=\"say \\\"hi\\\" {x}\"} 3\n");
         assert_eq!(s.samples.len(), 1);
         assert_eq!(s.samples[0].label("response_flags"), "UF,URX");
         assert_eq!(s.samples[0].label("msg"), "say \"hi\" {x}");
@@ -170,7 +168,9 @@ mod tests {
 
     #[test]
     fn openmetrics_total_counters_belong_to_their_family() {
-        let s = parse("# TYPE istio_tcp_connections_opened counter\nistio_tcp_connections_opened_total{a=\"b\"} 1\n# EOF\n");
+        let s = parse(
+            "# TYPE istio_tcp_connections_opened counter\nistio_tcp_connections_opened_total{a=\"b\"} 1\n# EOF\n",
+        );
         assert!(s.openmetrics);
         assert!(s.has_family("istio_tcp_connections_opened"));
         assert_eq!(s.samples_named("istio_tcp_connections_opened_total").count(), 1);

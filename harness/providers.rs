@@ -30,7 +30,13 @@ pub fn k3d_create_args(s: &Scenario, cluster: &str) -> Vec<String> {
     let mut a: Vec<String> = vec!["cluster".into(), "create".into(), cluster.into()];
     a.extend(["--image".into(), s.cluster.node_image.clone().unwrap_or_default()]);
     a.extend(["--servers".into(), "1".into(), "--agents".into(), s.cluster.workers.to_string()]);
-    for arg in ["--flannel-backend=none", "--disable-network-policy", "--disable-kube-proxy", "--disable=traefik", "--disable=servicelb"] {
+    for arg in [
+        "--flannel-backend=none",
+        "--disable-network-policy",
+        "--disable-kube-proxy",
+        "--disable=traefik",
+        "--disable=servicelb",
+    ] {
         a.extend(["--k3s-arg".into(), format!("{arg}@server:*")]);
     }
     a.extend(["-p".into(), format!("127.0.0.1:{}:{}@server:0", s.ingress.host_port, s.ingress.node_port)]);

@@ -100,7 +100,10 @@ fn redact_line(line: &str, keys: &[&str]) -> String {
     for key in keys {
         for pattern in [format!("{key}:"), format!("\"{key}\":"), format!("--{key}="), format!("{key}=")] {
             if let Some(pos) = line.find(&pattern) {
-                let before_ok = pos == 0 || !line.as_bytes()[pos - 1].is_ascii_alphanumeric() || pattern.starts_with('-') || pattern.starts_with('"');
+                let before_ok = pos == 0
+                    || !line.as_bytes()[pos - 1].is_ascii_alphanumeric()
+                    || pattern.starts_with('-')
+                    || pattern.starts_with('"');
                 let value = line[pos + pattern.len()..].trim();
                 if before_ok && !value.is_empty() && value != "\"\"" && value != "[REDACTED]" {
                     return format!("{}{} [REDACTED]", &line[..pos], pattern);
@@ -136,7 +139,11 @@ static MANIFEST_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Records an applied object as `manifests/NNN-<kind>-<namespace>-<name>.yaml` (as JSON-compatible
 /// YAML, redacted).
-pub fn record_manifest(run_dir: &Path, obj: &kube::api::DynamicObject, default_ns: Option<&str>) -> std::io::Result<()> {
+pub fn record_manifest(
+    run_dir: &Path,
+    obj: &kube::api::DynamicObject,
+    default_ns: Option<&str>,
+) -> std::io::Result<()> {
     let n = MANIFEST_COUNTER.fetch_add(1, Ordering::SeqCst) + 1;
     let kind = obj.types.as_ref().map(|t| t.kind.to_lowercase()).unwrap_or_default();
     let ns = obj.metadata.namespace.as_deref().or(default_ns).unwrap_or("cluster");
@@ -219,8 +226,8 @@ impl RunRecord {
     pub fn load(run_dir: &Path) -> Result<RunRecord, ReportError> {
         let path = run_dir.join("run.json");
         let bytes = std::fs::read(&path).map_err(|source| ReportError::Io { path: path.clone(), source })?;
-        let record: RunRecord =
-            serde_json::from_slice(&bytes).map_err(|e| ReportError::Format { path: path.clone(), message: e.to_string() })?;
+        let record: RunRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| ReportError::Format { path: path.clone(), message: e.to_string() })?;
         if record.format > FORMAT {
             return Err(ReportError::Format {
                 path,
@@ -235,7 +242,9 @@ impl RunRecord {
         let io = |path: PathBuf| move |source| ReportError::Io { path, source };
         let json = serde_json::to_vec_pretty(self).expect("run record serializes");
         write_atomic(&run_dir.join("run.json"), &json).map_err(io(run_dir.join("run.json")))?;
-        let xml = junit(self).to_string().map_err(|e| ReportError::Format { path: run_dir.join("junit.xml"), message: e.to_string() })?;
+        let xml = junit(self)
+            .to_string()
+            .map_err(|e| ReportError::Format { path: run_dir.join("junit.xml"), message: e.to_string() })?;
         write_atomic(&run_dir.join("junit.xml"), xml.as_bytes()).map_err(io(run_dir.join("junit.xml")))?;
         let graph = std::fs::read(run_dir.join("evidence/kiali/graph-book-info.json")).ok();
         let md = summary(self, graph.as_deref());
@@ -403,7 +412,8 @@ pub struct Comparison {
 /// `pass` picks one pass of a release gate run (`baseline` or `candidate`); others are kept.
 pub fn load_outcomes(path: &Path, pass: Option<&str>) -> Result<BTreeMap<String, Outcome>, ReportError> {
     let junit_path = if path.is_dir() { path.join("junit.xml") } else { path.to_path_buf() };
-    let text = std::fs::read_to_string(&junit_path).map_err(|source| ReportError::Io { path: junit_path.clone(), source })?;
+    let text =
+        std::fs::read_to_string(&junit_path).map_err(|source| ReportError::Io { path: junit_path.clone(), source })?;
     let report = Report::deserialize_from_str(&text)
         .map_err(|e| ReportError::Format { path: junit_path.clone(), message: e.to_string() })?;
     let mut out = BTreeMap::new();

@@ -427,9 +427,8 @@ impl Span {
                 's' => 1,
                 _ => return Err(format!("`{text}` is not a duration: unexpected `{ch}` (use e.g. 90s, 10m, 1h30m)")),
             };
-            let n: u64 = digits
-                .parse()
-                .map_err(|_| format!("`{text}` is not a duration: a number must come before `{ch}`"))?;
+            let n: u64 =
+                digits.parse().map_err(|_| format!("`{text}` is not a duration: a number must come before `{ch}`"))?;
             total = total.saturating_add(n.saturating_mul(unit));
             digits.clear();
         }
@@ -511,15 +510,8 @@ impl fmt::Display for Release {
 }
 
 /// Kubernetes minor versions each Istio minor officially supports (field guide §4.3).
-const ISTIO_K8S_SUPPORT: &[(u64, u64, u64)] = &[
-    (24, 28, 31),
-    (25, 29, 32),
-    (26, 29, 33),
-    (27, 29, 33),
-    (28, 29, 34),
-    (29, 31, 35),
-    (30, 32, 36),
-];
+const ISTIO_K8S_SUPPORT: &[(u64, u64, u64)] =
+    &[(24, 28, 31), (25, 29, 32), (26, 29, 33), (27, 29, 33), (28, 29, 34), (29, 31, 35), (30, 32, 36)];
 
 impl Scenario {
     /// Loads a scenario from a file. A missing file says which path was tried.
@@ -570,7 +562,10 @@ impl Scenario {
         {
             return Err(invalid(
                 "name",
-                format!("`{}` must be 1–30 characters of a-z, 0-9 and `-` (it becomes part of a cluster name)", self.name),
+                format!(
+                    "`{}` must be 1–30 characters of a-z, 0-9 and `-` (it becomes part of a cluster name)",
+                    self.name
+                ),
             ));
         }
         let v = &self.versions;
@@ -663,7 +658,10 @@ impl Scenario {
             ));
         }
         if self.probes.periods < 3 {
-            return Err(invalid("probes.periods", format!("{} is below the minimum of 3 probe periods", self.probes.periods)));
+            return Err(invalid(
+                "probes.periods",
+                format!("{} is below the minimum of 3 probe periods", self.probes.periods),
+            ));
         }
         if self.traffic.rate_per_second == 0 || self.traffic.rate_per_second > 1000 {
             return Err(invalid(
@@ -687,16 +685,25 @@ impl Scenario {
         if c.control_planes != 1 {
             return Err(invalid(
                 "cluster.control_planes",
-                format!("{}: meshcheck creates exactly one control-plane node (Cilium's k8sServiceHost names it)", c.control_planes),
+                format!(
+                    "{}: meshcheck creates exactly one control-plane node (Cilium's k8sServiceHost names it)",
+                    c.control_planes
+                ),
             ));
         }
         if c.workers > 8 {
-            return Err(invalid("cluster.workers", format!("{} workers is more than a CI runner can hold (max 8)", c.workers)));
+            return Err(invalid(
+                "cluster.workers",
+                format!("{} workers is more than a CI runner can hold (max 8)", c.workers),
+            ));
         }
         let Some(image) = &c.node_image else {
             return Err(invalid(
                 "cluster.node_image",
-                format!("required for provider `{}`: pin the node image (and its digest for kind)", self.provider.as_str()),
+                format!(
+                    "required for provider `{}`: pin the node image (and its digest for kind)",
+                    self.provider.as_str()
+                ),
             ));
         };
         let k8s = node_image_kubernetes(self.provider, image).map_err(|m| invalid("cluster.node_image", m))?;

@@ -201,10 +201,12 @@ impl Session {
             return if problems.is_empty() {
                 Verdict::pass("container engine, cluster tool and helm answer")
             } else {
-                Verdict::error(format!("preflight: {} missing piece(s) for a live run", problems.len())).with_details(problems)
+                Verdict::error(format!("preflight: {} missing piece(s) for a live run", problems.len()))
+                    .with_details(problems)
             };
         }
-        let steps: Vec<Step> = self.plan.phases.iter().find(|p| p.name == name).map(|p| p.steps.clone()).unwrap_or_default();
+        let steps: Vec<Step> =
+            self.plan.phases.iter().find(|p| p.name == name).map(|p| p.steps.clone()).unwrap_or_default();
         for step in steps.iter().filter(|s| !matches!(s, Step::Check { .. })) {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 return Verdict::error(format!("phase `{name}` interrupted (Ctrl-C)"));
@@ -235,28 +237,33 @@ impl Session {
                     Err(e) => Err(e.to_string()),
                 }
             }
-            Step::WriteFile { path, content, .. } => write_atomic(Path::new(path), content.as_bytes()).map_err(|e| format!("write {path}: {e}")),
+            Step::WriteFile { path, content, .. } => {
+                write_atomic(Path::new(path), content.as_bytes()).map_err(|e| format!("write {path}: {e}"))
+            }
             Step::Apply { source, namespace, dry_run_first, .. } => {
                 self.connect()?;
                 let live = self.live.as_ref().expect("connected");
                 let ns = namespace.clone();
                 let (source, dry) = (source.clone(), *dry_run_first);
-                self.rt.block_on(async {
-                    let objects = match &source {
-                        Source::Fixture { path, vars } => {
-                            let name = path.trim_start_matches("manifests/");
-                            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                            crate::fixtures::manifest_rendered(name, &vars)?
-                        }
-                        Source::Url { url } => fetch_manifests(url).await?,
-                    };
-                    // CRDs first, with discovery refreshed per object (Live::resolve) so kinds they define resolve.
-                    let (crds, rest): (Vec<_>, Vec<_>) =
-                        objects.into_iter().partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
-                    live.apply(&crds, ns.as_deref(), false).await?;
-                    live.apply(&rest, ns.as_deref(), dry).await
-                })
-                .map_err(|e: LiveError| e.to_string())
+                self.rt
+                    .block_on(async {
+                        let objects = match &source {
+                            Source::Fixture { path, vars } => {
+                                let name = path.trim_start_matches("manifests/");
+                                let vars: Vec<(&str, &str)> =
+                                    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                                crate::fixtures::manifest_rendered(name, &vars)?
+                            }
+                            Source::Url { url } => fetch_manifests(url).await?,
+                        };
+                        // CRDs first, with discovery refreshed per object (Live::resolve) so kinds they define resolve.
+                        let (crds, rest): (Vec<_>, Vec<_>) = objects
+                            .into_iter()
+                            .partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
+                        live.apply(&crds, ns.as_deref(), false).await?;
+                        live.apply(&rest, ns.as_deref(), dry).await
+                    })
+                    .map_err(|e: LiveError| e.to_string())
             }
             Step::Wait { kind, namespace, name, condition, timeout_secs } => {
                 self.connect()?;
@@ -273,7 +280,13 @@ impl Session {
                         let url = format!("{}/productpage", self.scenario.ingress.base_url());
                         let max = usize::try_from(t.rate_per_second).unwrap_or(20) * 3600;
                         let _guard = self.rt.enter();
-                        self.traffic = Some(TrafficGenerator::start(&url, t.rate_per_second, t.request_timeout.0, t.failure_budget, max));
+                        self.traffic = Some(TrafficGenerator::start(
+                            &url,
+                            t.rate_per_second,
+                            t.request_timeout.0,
+                            t.failure_budget,
+                            max,
+                        ));
                     }
                     "stop" => {
                         if let Some(g) = self.traffic.take() {
@@ -304,9 +317,12 @@ impl Session {
             let kubeconfig = PathBuf::from(&self.plan.kubeconfig);
             let context = self.plan.context.clone();
             let client = self.rt.block_on(async {
-                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
+                let kc = kube::config::Kubeconfig::read_from(&kubeconfig)
+                    .map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
                 let opts = kube::config::KubeConfigOptions { context, ..Default::default() };
-                let cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
+                    .await
+                    .map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
                 kube::Client::try_from(cfg).map_err(|e| e.to_string())
             })?;
             self.live = Some(Live {
@@ -346,7 +362,10 @@ impl Session {
         };
         match collected {
             Ok(()) => ((def.judge)(&evidence), true),
-            Err(e) => (Verdict::error(format!("could not collect evidence for {name}: {}", first_line(&e))).with_details([e]), false),
+            Err(e) => (
+                Verdict::error(format!("could not collect evidence for {name}: {}", first_line(&e))).with_details([e]),
+                false,
+            ),
         }
     }
 
@@ -355,7 +374,8 @@ impl Session {
         if let Some(g) = self.traffic.take() {
             let _ = self.rt.block_on(g.finish());
         }
-        let cleanup: Vec<Step> = self.plan.phases.iter().find(|p| p.name == "cleanup").map(|p| p.steps.clone()).unwrap_or_default();
+        let cleanup: Vec<Step> =
+            self.plan.phases.iter().find(|p| p.name == "cleanup").map(|p| p.steps.clone()).unwrap_or_default();
         if self.keep {
             tracing::info!("--keep: leaving cluster {:?}; kubeconfig {}", self.plan.cluster_name, self.plan.kubeconfig);
         } else if self.cluster_created {

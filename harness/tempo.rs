@@ -126,9 +126,7 @@ pub fn decode_json(body: &[u8]) -> Result<Vec<SpanInfo>, TraceError> {
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
-                        .map(|a| {
-                            (a["key"].as_str().unwrap_or_default().to_string(), json_any_to_string(&a["value"]))
-                        })
+                        .map(|a| (a["key"].as_str().unwrap_or_default().to_string(), json_any_to_string(&a["value"])))
                         .collect(),
                 });
             }

@@ -96,7 +96,8 @@ impl TrafficGenerator {
                         Ok(resp) => (resp.status().as_u16(), None),
                         Err(e) => (0, Some(e.to_string())),
                     };
-                    let rec = RequestRecord { at_ms, phase, status, latency_ms: t0.elapsed().as_secs_f64() * 1000.0, error };
+                    let rec =
+                        RequestRecord { at_ms, phase, status, latency_ms: t0.elapsed().as_secs_f64() * 1000.0, error };
                     records.lock().expect("records lock").push(rec);
                 });
             }

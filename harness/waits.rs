@@ -19,7 +19,14 @@ use kube::{
 use crate::{live::LiveError, plan::Condition};
 
 /// Waits for a condition on an object (or on all nodes).
-pub async fn wait_for(client: &Client, kind: &str, ns: Option<&str>, name: &str, cond: &Condition, timeout: Duration) -> Result<(), LiveError> {
+pub async fn wait_for(
+    client: &Client,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+    cond: &Condition,
+    timeout: Duration,
+) -> Result<(), LiveError> {
     let what = format!("{kind} {}{name} to be {cond:?}", ns.map(|n| format!("{n}/")).unwrap_or_default());
     let last_seen = std::sync::Arc::new(std::sync::Mutex::new("nothing yet (object not found)".to_string()));
     let seen = last_seen.clone();
@@ -30,9 +37,17 @@ pub async fn wait_for(client: &Client, kind: &str, ns: Option<&str>, name: &str,
                 let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
                 await_condition(api, name, move |d: Option<&DaemonSet>| {
                     let Some(st) = d.and_then(|d| d.status.as_ref()) else { return false };
-                    note(format!("desired {}, ready {}, updated {}", st.desired_number_scheduled, st.number_ready, st.updated_number_scheduled.unwrap_or(0)));
-                    let gen_ok = d.and_then(|d| d.meta().generation).unwrap_or(0) <= st.observed_generation.unwrap_or(0);
-                    gen_ok && st.desired_number_scheduled > 0 && st.number_ready == st.desired_number_scheduled
+                    note(format!(
+                        "desired {}, ready {}, updated {}",
+                        st.desired_number_scheduled,
+                        st.number_ready,
+                        st.updated_number_scheduled.unwrap_or(0)
+                    ));
+                    let gen_ok =
+                        d.and_then(|d| d.meta().generation).unwrap_or(0) <= st.observed_generation.unwrap_or(0);
+                    gen_ok
+                        && st.desired_number_scheduled > 0
+                        && st.number_ready == st.desired_number_scheduled
                         && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
                 })
                 .await
@@ -45,9 +60,16 @@ pub async fn wait_for(client: &Client, kind: &str, ns: Option<&str>, name: &str,
                     let Some(d) = d else { return false };
                     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                     let Some(st) = d.status.as_ref() else { return false };
-                    note(format!("replicas {want}, available {}, updated {}", st.available_replicas.unwrap_or(0), st.updated_replicas.unwrap_or(0)));
-                    let available = st.conditions.iter().flatten().any(|c| c.type_ == "Available" && c.status == "True");
-                    available && st.updated_replicas.unwrap_or(0) >= want && st.available_replicas.unwrap_or(0) >= want
+                    note(format!(
+                        "replicas {want}, available {}, updated {}",
+                        st.available_replicas.unwrap_or(0),
+                        st.updated_replicas.unwrap_or(0)
+                    ));
+                    let available =
+                        st.conditions.iter().flatten().any(|c| c.type_ == "Available" && c.status == "True");
+                    available
+                        && st.updated_replicas.unwrap_or(0) >= want
+                        && st.available_replicas.unwrap_or(0) >= want
                         && d.meta().generation.unwrap_or(0) <= st.observed_generation.unwrap_or(0)
                 })
                 .await
@@ -69,17 +91,26 @@ pub async fn wait_for(client: &Client, kind: &str, ns: Option<&str>, name: &str,
             }
             Condition::CrdEstablished => {
                 let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-                await_condition(api, name, kube::runtime::conditions::is_crd_established()).await.map(|_| ()).map_err(|e| e.to_string())
+                await_condition(api, name, kube::runtime::conditions::is_crd_established())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
             Condition::NodesReady => {
                 let api: Api<Node> = Api::all(client.clone());
-                let mut stream = watcher(api.clone(), watcher::Config::default()).default_backoff().applied_objects().boxed();
+                let mut stream =
+                    watcher(api.clone(), watcher::Config::default()).default_backoff().applied_objects().boxed();
                 loop {
                     let nodes = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
                     let not_ready: Vec<String> = nodes
                         .items
                         .iter()
-                        .filter(|n| !n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+                        .filter(|n| {
+                            !n.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                        })
                         .filter_map(|n| n.metadata.name.clone())
                         .collect();
                     note(format!("{} nodes, not Ready: [{}]", nodes.items.len(), not_ready.join(", ")));

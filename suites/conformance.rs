@@ -45,7 +45,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let reports = std::env::var("MESHCHECK_REPORTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/reports").into());
+    let reports =
+        std::env::var("MESHCHECK_REPORTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/reports").into());
     let keep = matches!(std::env::var("MESHCHECK_KEEP").as_deref(), Ok("1") | Ok("true"));
     let session = match Session::start(scenario, &RunOptions { reports_dir: reports.into(), keep }) {
         Ok(s) => s,

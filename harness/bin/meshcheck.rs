@@ -94,7 +94,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<scenario::ScenarioError>().is_some() { ExitCode::from(EXIT_BAD_INPUT) } else { ExitCode::FAILURE }
+            if e.downcast_ref::<scenario::ScenarioError>().is_some() {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -127,7 +131,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { scenario, keep, reports } => {
             let s = load(scenario)?;
             ctrlc_flag()?;
-            let mut session = Session::start(s, &RunOptions { reports_dir: reports, keep }).context("creating the run folder")?;
+            let mut session =
+                Session::start(s, &RunOptions { reports_dir: reports, keep }).context("creating the run folder")?;
             let trials = Session::trials(&session.plan);
             for t in &trials {
                 let v = session.run_trial(t);
@@ -149,10 +154,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if record.outcome == Outcome::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Compare { baseline, candidate } => {
-            let gate = |p: &std::path::Path, pass: &str| -> anyhow::Result<_> { Ok(report::load_outcomes(p, Some(pass))?) };
-            let same = baseline == candidate;
+            let gate =
+                |p: &std::path::Path, pass: &str| -> anyhow::Result<_> { Ok(report::load_outcomes(p, Some(pass))?) };
+            // For a release-gate run folder the baseline and candidate passes are suites of one
+            // report; for separate runs each side has only `checks`, which both filters keep.
             let before = gate(&baseline, "baseline")?;
-            let after = gate(&candidate, if same { "candidate" } else { "candidate" })?;
+            let after = gate(&candidate, "candidate")?;
             let rows = report::compare(&before, &after);
             let mut bad = false;
             for c in &rows {
@@ -163,10 +170,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report::Change::Missing => "MISSING",
                     report::Change::Same => continue,
                 };
-                bad |= c.change == report::Change::Regressed || (c.change == report::Change::Missing && c.before == Some(Outcome::Pass));
+                bad |= c.change == report::Change::Regressed
+                    || (c.change == report::Change::Missing && c.before == Some(Outcome::Pass));
                 println!("{label:10} {} ({} -> {})", c.key, show(c.before), show(c.after));
             }
-            println!("{} compared, {} regressed", rows.len(), rows.iter().filter(|c| c.change == report::Change::Regressed).count());
+            println!(
+                "{} compared, {} regressed",
+                rows.len(),
+                rows.iter().filter(|c| c.change == report::Change::Regressed).count()
+            );
             Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Schema => {
@@ -182,12 +194,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 found.extend(out.lines().filter(|l| l.starts_with("meshcheck-")).map(|l| ("kind", l.to_string())));
             }
             if let Ok(out) = runner.run(&CommandSpec::new("k3d", ["cluster", "list", "--no-headers"], t)) {
-                found.extend(out.lines().filter_map(|l| l.split_whitespace().next()).filter(|l| l.starts_with("meshcheck-")).map(|l| ("k3d", l.to_string())));
+                found.extend(
+                    out.lines()
+                        .filter_map(|l| l.split_whitespace().next())
+                        .filter(|l| l.starts_with("meshcheck-"))
+                        .map(|l| ("k3d", l.to_string())),
+                );
             }
             for (tool, name) in &found {
                 println!("{tool} {name}");
                 if delete {
-                    let args: Vec<&str> = if *tool == "kind" { vec!["delete", "cluster", "--name", name] } else { vec!["cluster", "delete", name] };
+                    let args: Vec<&str> = if *tool == "kind" {
+                        vec!["delete", "cluster", "--name", name]
+                    } else {
+                        vec!["cluster", "delete", name]
+                    };
                     runner.run(&CommandSpec::new(tool, args, t))?;
                 }
             }

@@ -36,7 +36,8 @@ pub fn judge(ev: &Evidence) -> Verdict {
         Err(e) => return e.into(),
     };
     let Some(data) = cm.get("data").and_then(Value::as_object) else {
-        return Verdict::error(format!("{FILE} has no `data`: not a cilium-config ConfigMap")).with_evidence([FILE.to_string()]);
+        return Verdict::error(format!("{FILE} has no `data`: not a cilium-config ConfigMap"))
+            .with_evidence([FILE.to_string()]);
     };
     let get = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let mut problems = Vec::new();

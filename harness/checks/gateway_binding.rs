@@ -44,18 +44,23 @@ pub fn judge(ev: &Evidence) -> Verdict {
     };
     let gateways = kjson::items(&gws);
     if gateways.is_empty() {
-        return Verdict::fail("no Istio Gateway in book-info: bookinfo's gateway manifest was not applied").with_evidence(files);
+        return Verdict::fail("no Istio Gateway in book-info: bookinfo's gateway manifest was not applied")
+            .with_evidence(files);
     }
     let pods = kjson::items(&pods);
     let mut problems = Vec::new();
     for gw in gateways {
         let selector = gw.pointer("/spec/selector").and_then(Value::as_object).cloned().unwrap_or_default();
-        let running = pods.iter().filter(|p| kjson::labels_match(p, &selector) && kjson::pod_phase(p) == "Running").count();
+        let running =
+            pods.iter().filter(|p| kjson::labels_match(p, &selector) && kjson::pod_phase(p) == "Running").count();
         if running == 0 {
             let sel: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
             let seen: Vec<String> = pods
                 .iter()
-                .filter_map(|p| kjson::label(p, "istio").map(|l| format!("{}/{} has istio={l}", kjson::namespace(p), kjson::name(p))))
+                .filter_map(|p| {
+                    kjson::label(p, "istio")
+                        .map(|l| format!("{}/{} has istio={l}", kjson::namespace(p), kjson::name(p)))
+                })
                 .collect();
             problems.push(format!(
                 "Gateway {} selects {{{}}} but no running pod matches; gateway pods seen: [{}]. The istio/gateway chart \
@@ -67,10 +72,15 @@ pub fn judge(ev: &Evidence) -> Verdict {
         }
     }
     if problems.is_empty() {
-        Verdict::pass(format!("all {} Gateway(s) in book-info select a running gateway pod", gateways.len())).with_evidence(files)
-    } else {
-        Verdict::fail(format!("{} of {} Gateway(s) in book-info select no running gateway pod", problems.len(), gateways.len()))
-            .with_details(problems)
+        Verdict::pass(format!("all {} Gateway(s) in book-info select a running gateway pod", gateways.len()))
             .with_evidence(files)
+    } else {
+        Verdict::fail(format!(
+            "{} of {} Gateway(s) in book-info select no running gateway pod",
+            problems.len(),
+            gateways.len()
+        ))
+        .with_details(problems)
+        .with_evidence(files)
     }
 }

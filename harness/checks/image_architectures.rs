@@ -121,18 +121,20 @@ async fn fetch_manifest(http: &reqwest::Client, image: &str) -> Result<Vec<u8>, 
 
 async fn anonymous_token(http: &reqwest::Client, challenge: &str, repository: &str) -> Result<String, String> {
     let param = |key: &str| {
-        challenge.split([',', ' ']).find_map(|p| p.strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('"').to_string()))
+        challenge
+            .split([',', ' '])
+            .find_map(|p| p.strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('"').to_string()))
     };
     let realm = param("realm").ok_or("challenge without realm")?;
     let service = param("service").unwrap_or_default();
     let scope = param("scope").unwrap_or_else(|| format!("repository:{repository}:pull"));
-    let resp = http
-        .get(format!("{realm}?service={service}&scope={scope}"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = http.get(format!("{realm}?service={service}&scope={scope}")).send().await.map_err(|e| e.to_string())?;
     let v: Value = resp.json().await.map_err(|e| e.to_string())?;
-    v.get("token").or_else(|| v.get("access_token")).and_then(Value::as_str).map(str::to_string).ok_or("no token in reply".into())
+    v.get("token")
+        .or_else(|| v.get("access_token"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or("no token in reply".into())
 }
 
 /// Judges `images/expect.json` and the manifest documents it names.
@@ -151,7 +153,10 @@ pub fn judge(ev: &Evidence) -> Verdict {
     for e in &entries {
         let image = e["image"].as_str().unwrap_or("?");
         let Some(file) = e["file"].as_str() else {
-            unknown.push(format!("{image}: registry not readable ({})", e["error"].as_str().unwrap_or("no reason recorded")));
+            unknown.push(format!(
+                "{image}: registry not readable ({})",
+                e["error"].as_str().unwrap_or("no reason recorded")
+            ));
             continue;
         };
         files.push(file.to_string());

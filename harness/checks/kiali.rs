@@ -30,7 +30,12 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         crate::traffic::drive_bookinfo(live, 30).await?;
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         let graph = live
-            .service_get("istio-system", "kiali", 20001, "kiali/api/namespaces/graph?namespaces=book-info&graphType=workload&duration=600s")
+            .service_get(
+                "istio-system",
+                "kiali",
+                20001,
+                "kiali/api/namespaces/graph?namespaces=book-info&graphType=workload&duration=600s",
+            )
             .await?;
         live.save("kiali/graph-book-info.json", &graph)
     })
@@ -106,7 +111,10 @@ pub fn judge(ev: &Evidence) -> Verdict {
     };
     let edges = match graph_edges(&body) {
         Ok(e) => e,
-        Err(m) => return Verdict::error(format!("kiali/graph-book-info.json is not a Kiali graph: {m}")).with_evidence(files),
+        Err(m) => {
+            return Verdict::error(format!("kiali/graph-book-info.json is not a Kiali graph: {m}"))
+                .with_evidence(files);
+        }
     };
     for (src, dst) in EDGES {
         if !edges.iter().any(|e| app_of(&e.source) == *src && app_of(&e.target) == *dst) {
@@ -114,8 +122,11 @@ pub fn judge(ev: &Evidence) -> Verdict {
         }
     }
     if problems.is_empty() {
-        Verdict::pass(format!("Kiali {version} running; graph has productpage→details, productpage→reviews, reviews→ratings ({} edges)", edges.len()))
-            .with_evidence(files)
+        Verdict::pass(format!(
+            "Kiali {version} running; graph has productpage→details, productpage→reviews, reviews→ratings ({} edges)",
+            edges.len()
+        ))
+        .with_evidence(files)
     } else {
         let seen: Vec<String> = edges.iter().map(|e| format!("{} → {}", e.source, e.target)).collect();
         Verdict::fail(format!("{} Kiali finding(s)", problems.len()))

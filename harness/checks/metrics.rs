@@ -68,7 +68,9 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
 
 /// Saves `metrics/targets.json` and the query result with its PromQL.
 pub async fn collect_prometheus(api: &dyn PromApi, ev: &Evidence) -> Result<(), LiveError> {
-    let save = |rel: &str, bytes: &[u8]| ev.write(rel, bytes).map(|_| ()).map_err(|source| LiveError::Write { path: rel.into(), source });
+    let save = |rel: &str, bytes: &[u8]| {
+        ev.write(rel, bytes).map(|_| ()).map_err(|source| LiveError::Write { path: rel.into(), source })
+    };
     let targets = api.get("api/v1/targets?state=active").await?;
     save("metrics/targets.json", &targets)?;
     let q = urlencode(ZTUNNEL_QUERY);
@@ -94,15 +96,18 @@ pub fn judge(ev: &Evidence) -> Verdict {
         Err(e) => return e.into(),
     };
     if targets["status"] != "success" {
-        return Verdict::error(format!("Prometheus /api/v1/targets answered status {}", targets["status"])).with_evidence(files);
+        return Verdict::error(format!("Prometheus /api/v1/targets answered status {}", targets["status"]))
+            .with_evidence(files);
     }
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     let active = targets.pointer("/data/activeTargets").and_then(Value::as_array).cloned().unwrap_or_default();
     for (what, pool) in [("istiod ServiceMonitor", ISTIOD_POOL), ("ztunnel PodMonitor", ZTUNNEL_POOL)] {
-        let ts: Vec<&Value> = active.iter().filter(|t| t["scrapePool"].as_str().unwrap_or_default().starts_with(pool)).collect();
+        let ts: Vec<&Value> =
+            active.iter().filter(|t| t["scrapePool"].as_str().unwrap_or_default().starts_with(pool)).collect();
         if ts.is_empty() {
-            let pools: std::collections::BTreeSet<&str> = active.iter().filter_map(|t| t["scrapePool"].as_str()).collect();
+            let pools: std::collections::BTreeSet<&str> =
+                active.iter().filter_map(|t| t["scrapePool"].as_str()).collect();
             problems.push(format!(
                 "no active target of the {what} (scrape pool {pool}*): Prometheus does not select it; pools seen: {pools:?}"
             ));
@@ -111,7 +116,14 @@ pub fn judge(ev: &Evidence) -> Verdict {
         let down: Vec<String> = ts
             .iter()
             .filter(|t| t["health"] != "up")
-            .map(|t| format!("{} is {} ({})", t["scrapeUrl"].as_str().unwrap_or("?"), t["health"].as_str().unwrap_or("?"), t["lastError"].as_str().unwrap_or("")))
+            .map(|t| {
+                format!(
+                    "{} is {} ({})",
+                    t["scrapeUrl"].as_str().unwrap_or("?"),
+                    t["health"].as_str().unwrap_or("?"),
+                    t["lastError"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         if down.is_empty() {
             notes.push(format!("{what}: {} target(s) up", ts.len()));
@@ -144,7 +156,11 @@ pub fn judge(ev: &Evidence) -> Verdict {
         files.push(file.clone());
         let scrape = promtext::parse(&text);
         if !scrape.bad_lines.is_empty() {
-            problems.push(format!("{file}: {} unparsable line(s), first at line {}", scrape.bad_lines.len(), scrape.bad_lines[0].0));
+            problems.push(format!(
+                "{file}: {} unparsable line(s), first at line {}",
+                scrape.bad_lines.len(),
+                scrape.bad_lines[0].0
+            ));
         }
         let missing: Vec<&str> = ZTUNNEL_FAMILIES.iter().copied().filter(|f| !scrape.has_family(f)).collect();
         if !missing.is_empty() {
@@ -165,10 +181,15 @@ pub fn judge(ev: &Evidence) -> Verdict {
         }
     }
     if problems.is_empty() {
-        Verdict::pass("istiod and ztunnel are scraped and their metrics are queryable").with_details(notes).with_evidence(files)
-    } else {
-        Verdict::fail(format!("{} metric-scraping finding(s): expected both monitors up and ztunnel TCP series for book-info", problems.len()))
-            .with_details(problems)
+        Verdict::pass("istiod and ztunnel are scraped and their metrics are queryable")
+            .with_details(notes)
             .with_evidence(files)
+    } else {
+        Verdict::fail(format!(
+            "{} metric-scraping finding(s): expected both monitors up and ztunnel TCP series for book-info",
+            problems.len()
+        ))
+        .with_details(problems)
+        .with_evidence(files)
     }
 }

@@ -45,18 +45,25 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         tokio::time::sleep(std::time::Duration::from_secs(10)).await;
         let target = format!("http://productpage.{NAMESPACE}.svc.cluster.local:9080/productpage");
         let mut results = Vec::new();
-        for (client, ns, pod) in [("outside", "meshcheck-outside", "curl-outside"), ("inside", NAMESPACE, "curl-inside")] {
+        for (client, ns, pod) in
+            [("outside", "meshcheck-outside", "curl-outside"), ("inside", NAMESPACE, "curl-inside")]
+        {
             let outcome = live
                 .exec(ns, pod, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &target])
                 .await;
             results.push(match outcome {
                 Ok((stdout, status)) => json!({ "client": client, "namespace": ns, "pod": pod, "target": target,
                                                 "http_code": stdout.trim(), "exec_status": status }),
-                Err(e) => json!({ "client": client, "namespace": ns, "pod": pod, "target": target, "error": e.to_string() }),
+                Err(e) => {
+                    json!({ "client": client, "namespace": ns, "pod": pod, "target": target, "error": e.to_string() })
+                }
             });
         }
         let removed = live.delete(&policy, Some(NAMESPACE)).await;
-        live.save_json(STRICT, &json!({ "policy": "PeerAuthentication book-info/meshcheck-strict mode STRICT", "results": results }))?;
+        live.save_json(
+            STRICT,
+            &json!({ "policy": "PeerAuthentication book-info/meshcheck-strict mode STRICT", "results": results }),
+        )?;
         removed
     })
 }
@@ -65,7 +72,10 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
 pub async fn collect_ztunnels(live: &Live) -> Result<(), LiveError> {
     let pods = live.running_pods("istio-system", "app=ztunnel").await?;
     if pods.is_empty() {
-        return Err(LiveError::Http { what: "ztunnel pods".into(), message: "no running ztunnel pod in istio-system".into() });
+        return Err(LiveError::Http {
+            what: "ztunnel pods".into(),
+            message: "no running ztunnel pod in istio-system".into(),
+        });
     }
     let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(live.client.clone(), "istio-system");
     for pod in pods {
@@ -101,7 +111,8 @@ pub fn judge(ev: &Evidence) -> Verdict {
         Err(e) => return e.into(),
     };
     let ns = expect["namespace"].as_str().unwrap_or(NAMESPACE).to_string();
-    let apps: Vec<String> = expect["apps"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
+    let apps: Vec<String> =
+        expect["apps"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
     let nodes = ev.subdirs("ztunnel");
     if nodes.is_empty() {
         return Verdict::error("needed evidence folder ztunnel/<node>/ is missing: no ztunnel was read");
@@ -151,11 +162,13 @@ pub fn judge(ev: &Evidence) -> Verdict {
         files.push(file.clone());
         let scrape = promtext::parse(&text);
         for s in scrape.samples_named("istio_tcp_connections_opened_total") {
-            let internal = s.label("source_workload_namespace") == ns && s.label("destination_workload_namespace") == ns;
+            let internal =
+                s.label("source_workload_namespace") == ns && s.label("destination_workload_namespace") == ns;
             if !internal || s.value <= 0.0 {
                 continue;
             }
-            let src_ok = s.label("source_principal").starts_with("spiffe://") && s.label("source_principal").contains(&format!("/ns/{ns}/sa/"));
+            let src_ok = s.label("source_principal").starts_with("spiffe://")
+                && s.label("source_principal").contains(&format!("/ns/{ns}/sa/"));
             let dst_ok = s.label("destination_principal").contains(&format!("/ns/{ns}/sa/"));
             if s.label("connection_security_policy") != "mutual_tls" || !src_ok || !dst_ok {
                 problems.push(format!(
@@ -173,7 +186,9 @@ pub fn judge(ev: &Evidence) -> Verdict {
         }
     }
     if mtls_series == 0 {
-        problems.push(format!("no ztunnel metric shows a connection between {ns} workloads (istio_tcp_connections_opened_total)"));
+        problems.push(format!(
+            "no ztunnel metric shows a connection between {ns} workloads (istio_tcp_connections_opened_total)"
+        ));
     }
     notes.push(format!("{mtls_series} mutual_tls connection series between {ns} workloads"));
 
@@ -202,7 +217,8 @@ pub fn judge(ev: &Evidence) -> Verdict {
                     _ => notes.push(format!("STRICT: {client} client got HTTP {}", if code.is_empty() { "none" } else { code })),
                 }
             }
-            let clients: Vec<&str> = strict["results"].as_array().into_iter().flatten().filter_map(|r| r["client"].as_str()).collect();
+            let clients: Vec<&str> =
+                strict["results"].as_array().into_iter().flatten().filter_map(|r| r["client"].as_str()).collect();
             for needed in ["outside", "inside"] {
                 if !clients.contains(&needed) {
                     problems.push(format!("{STRICT} has no result for the {needed} client"));
@@ -212,10 +228,15 @@ pub fn judge(ev: &Evidence) -> Verdict {
     }
 
     if problems.is_empty() {
-        Verdict::pass(format!("mTLS confirmed by capture, metrics and STRICT behaviour for {ns}")).with_details(notes).with_evidence(files)
-    } else {
-        Verdict::fail(format!("{} mTLS finding(s) in {ns}: expected HBONE capture, mutual_tls connections and STRICT refusal", problems.len()))
-            .with_details(problems)
+        Verdict::pass(format!("mTLS confirmed by capture, metrics and STRICT behaviour for {ns}"))
+            .with_details(notes)
             .with_evidence(files)
+    } else {
+        Verdict::fail(format!(
+            "{} mTLS finding(s) in {ns}: expected HBONE capture, mutual_tls connections and STRICT refusal",
+            problems.len()
+        ))
+        .with_details(problems)
+        .with_evidence(files)
     }
 }

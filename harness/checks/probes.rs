@@ -62,10 +62,16 @@ async fn observe(live: &Live, wait: Duration, dir: &str, since: &str) -> Result<
     live.save(&format!("{dir}/pods-after.json"), &live.get_raw(&format!("/api/v1/namespaces/{NS}/pods")).await?)?;
     let events: Value = live.list_json(&format!("/api/v1/namespaces/{NS}/events")).await?;
     let recent: Vec<Value> = kjson::items(&events).iter().filter(|e| event_time(e) >= since).cloned().collect();
-    live.save_json(&format!("{dir}/events-after.json"), &json!({ "kind": "EventList", "apiVersion": "v1", "items": recent }))?;
+    live.save_json(
+        &format!("{dir}/events-after.json"),
+        &json!({ "kind": "EventList", "apiVersion": "v1", "items": recent }),
+    )?;
     if dir == "probes" {
         for ns in COLLATERAL {
-            live.save(&format!("probes/collateral-pods-{ns}.json"), &live.get_raw(&format!("/api/v1/namespaces/{ns}/pods")).await?)?;
+            live.save(
+                &format!("probes/collateral-pods-{ns}.json"),
+                &live.get_raw(&format!("/api/v1/namespaces/{ns}/pods")).await?,
+            )?;
         }
         let targets = live.service_get("monitoring", "prom-prometheus", 9090, "api/v1/targets?state=active").await?;
         live.save("probes/targets-after.json", &targets)?;
@@ -78,7 +84,10 @@ pub fn probe_wait(pods: &Value, periods: u32) -> Duration {
     let longest = kjson::items(pods)
         .iter()
         .flat_map(|p| p.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default())
-        .flat_map(|c| ["readinessProbe", "livenessProbe"].map(|k| c.get(k).and_then(|p| p.get("periodSeconds")).and_then(Value::as_u64).or(c.get(k).map(|_| 10))))
+        .flat_map(|c| {
+            ["readinessProbe", "livenessProbe"]
+                .map(|k| c.get(k).and_then(|p| p.get("periodSeconds")).and_then(Value::as_u64).or(c.get(k).map(|_| 10)))
+        })
         .flatten()
         .max()
         .unwrap_or(10);
@@ -97,9 +106,9 @@ fn probed_pods(pods: &Value) -> Vec<&Value> {
     kjson::items(pods)
         .iter()
         .filter(|p| {
-            p.pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .is_some_and(|cs| cs.iter().any(|c| c.get("readinessProbe").is_some() || c.get("livenessProbe").is_some()))
+            p.pointer("/spec/containers").and_then(Value::as_array).is_some_and(|cs| {
+                cs.iter().any(|c| c.get("readinessProbe").is_some() || c.get("livenessProbe").is_some())
+            })
         })
         .collect()
 }
@@ -120,22 +129,37 @@ fn unhealthy(events: &Value) -> Vec<String> {
 
 /// Judges the before/after pod lists, events, collateral namespaces and the negative control.
 pub fn judge(ev: &Evidence) -> Verdict {
-    let mut files = vec!["probes/policy.json".into(), "probes/pods-before.json".into(), "probes/pods-after.json".into(), "probes/events-after.json".into()];
+    let mut files = vec![
+        "probes/policy.json".into(),
+        "probes/pods-before.json".into(),
+        "probes/pods-after.json".into(),
+        "probes/events-after.json".into(),
+    ];
     let read = |f: &str| ev.read_json::<Value>(f);
-    let (policy, before, after, events) =
-        match (read("probes/policy.json"), read("probes/pods-before.json"), read("probes/pods-after.json"), read("probes/events-after.json")) {
-            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
-            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return e.into(),
-        };
+    let (policy, before, after, events) = match (
+        read("probes/policy.json"),
+        read("probes/pods-before.json"),
+        read("probes/pods-after.json"),
+        read("probes/events-after.json"),
+    ) {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return e.into(),
+    };
     let probed = probed_pods(&before);
     if probed.is_empty() {
-        return Verdict::error("no pod in book-info has a readiness or liveness probe: default-deny would prove nothing")
-            .with_evidence(files);
+        return Verdict::error(
+            "no pod in book-info has a readiness or liveness probe: default-deny would prove nothing",
+        )
+        .with_evidence(files);
     }
-    let not_ready_before: Vec<&str> = kjson::items(&before).iter().filter(|p| !kjson::pod_ready(p)).map(kjson::name).collect();
+    let not_ready_before: Vec<&str> =
+        kjson::items(&before).iter().filter(|p| !kjson::pod_ready(p)).map(kjson::name).collect();
     if !not_ready_before.is_empty() {
-        return Verdict::error(format!("pods were not Ready before the policy was applied: {}", not_ready_before.join(", ")))
-            .with_evidence(files);
+        return Verdict::error(format!(
+            "pods were not Ready before the policy was applied: {}",
+            not_ready_before.join(", ")
+        ))
+        .with_evidence(files);
     }
     let mut problems = Vec::new();
     for p in kjson::items(&after) {
@@ -152,16 +176,25 @@ pub fn judge(ev: &Evidence) -> Verdict {
     }
     for b in kjson::items(&before) {
         if !kjson::items(&after).iter().any(|a| kjson::name(a) == kjson::name(b)) {
-            problems.push(format!("pod {} disappeared under default-deny (replaced after failing probes?)", kjson::name(b)));
+            problems.push(format!(
+                "pod {} disappeared under default-deny (replaced after failing probes?)",
+                kjson::name(b)
+            ));
         }
     }
-    problems.extend(unhealthy(&events).into_iter().map(|u| format!("Unhealthy event after {}: {u}", policy["applied_at"].as_str().unwrap_or("?"))));
+    problems.extend(
+        unhealthy(&events)
+            .into_iter()
+            .map(|u| format!("Unhealthy event after {}: {u}", policy["applied_at"].as_str().unwrap_or("?"))),
+    );
     for ns in COLLATERAL {
         let f = format!("probes/collateral-pods-{ns}.json");
         match read(&f) {
             Ok(list) => {
                 files.push(f.clone());
-                for p in kjson::items(&list).iter().filter(|p| kjson::pod_phase(p) != "Succeeded" && !kjson::pod_ready(p)) {
+                for p in
+                    kjson::items(&list).iter().filter(|p| kjson::pod_phase(p) != "Succeeded" && !kjson::pod_ready(p))
+                {
                     problems.push(format!("collateral: pod {ns}/{} is not Ready", kjson::name(p)));
                 }
             }
@@ -171,8 +204,18 @@ pub fn judge(ev: &Evidence) -> Verdict {
     match read("probes/targets-after.json") {
         Ok(t) => {
             files.push("probes/targets-after.json".into());
-            for t in t.pointer("/data/activeTargets").and_then(Value::as_array).into_iter().flatten().filter(|t| t["health"] == "down") {
-                problems.push(format!("collateral: Prometheus target {} is down ({})", t["scrapeUrl"].as_str().unwrap_or("?"), t["lastError"].as_str().unwrap_or("")));
+            for t in t
+                .pointer("/data/activeTargets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|t| t["health"] == "down")
+            {
+                problems.push(format!(
+                    "collateral: Prometheus target {} is down ({})",
+                    t["scrapeUrl"].as_str().unwrap_or("?"),
+                    t["lastError"].as_str().unwrap_or("")
+                ));
             }
         }
         Err(e) => problems.push(format!("collateral check incomplete: {e}")),
@@ -181,15 +224,21 @@ pub fn judge(ev: &Evidence) -> Verdict {
         files.push("probes/negative/pods-after.json".into());
         let neg_pods = read("probes/negative/pods-after.json").unwrap_or(Value::Null);
         let neg_events = read("probes/negative/events-after.json").unwrap_or(Value::Null);
-        let failing = kjson::items(&neg_pods).iter().filter(|p| !kjson::pod_ready(p)).count() + unhealthy(&neg_events).len();
+        let failing =
+            kjson::items(&neg_pods).iter().filter(|p| !kjson::pod_ready(p)).count() + unhealthy(&neg_events).len();
         if failing == 0 {
             problems.push("negative control: without allow-ambient-hostprobes probes still passed, so this check cannot see the problem (is default-deny enforced?)".into());
         }
     }
     if problems.is_empty() {
-        Verdict::pass(format!("{} probed pod(s) stayed Ready under default-deny; no restarts, no Unhealthy events, no collateral damage", probed.len()))
-            .with_evidence(files)
+        Verdict::pass(format!(
+            "{} probed pod(s) stayed Ready under default-deny; no restarts, no Unhealthy events, no collateral damage",
+            probed.len()
+        ))
+        .with_evidence(files)
     } else {
-        Verdict::fail(format!("{} finding(s) under default-deny: expected probes to keep passing", problems.len())).with_details(problems).with_evidence(files)
+        Verdict::fail(format!("{} finding(s) under default-deny: expected probes to keep passing", problems.len()))
+            .with_details(problems)
+            .with_evidence(files)
     }
 }

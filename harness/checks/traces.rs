@@ -34,7 +34,10 @@ const TRACES: usize = 5;
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
-        live.save_json("traces/expect.json", &json!({ "tag_key": TAG_KEY, "tag_value": TAG_VALUE, "gateway_service": GATEWAY_SERVICE }))?;
+        live.save_json(
+            "traces/expect.json",
+            &json!({ "tag_key": TAG_KEY, "tag_value": TAG_VALUE, "gateway_service": GATEWAY_SERVICE }),
+        )?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client builds");
         let url = format!("{}/productpage", live.scenario.ingress.base_url());
         let mut sent = Vec::new();
@@ -79,7 +82,9 @@ fn random_hex(bytes: usize) -> String {
     let mut out = String::new();
     while out.len() < bytes * 2 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+        );
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out.truncate(bytes * 2);
@@ -152,11 +157,17 @@ pub fn judge(ev: &Evidence) -> Verdict {
         }
     }
     if problems.is_empty() {
-        Verdict::pass(format!("{ok} of {} traces arrived with tagged gateway spans", sent.len())).with_details(notes).with_evidence(files)
-    } else {
-        Verdict::fail(format!("{} of {} traces missing or incomplete: expected gateway spans tagged {key}={value}", problems.len(), sent.len()))
-            .with_details(problems)
+        Verdict::pass(format!("{ok} of {} traces arrived with tagged gateway spans", sent.len()))
+            .with_details(notes)
             .with_evidence(files)
+    } else {
+        Verdict::fail(format!(
+            "{} of {} traces missing or incomplete: expected gateway spans tagged {key}={value}",
+            problems.len(),
+            sent.len()
+        ))
+        .with_details(problems)
+        .with_evidence(files)
     }
 }
 

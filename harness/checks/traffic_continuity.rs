@@ -26,7 +26,10 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         if live.evidence.exists(FILE) {
             Ok(())
         } else {
-            Err(LiveError::Http { what: "traffic-continuity".into(), message: "the upgrade phase recorded no traffic".into() })
+            Err(LiveError::Http {
+                what: "traffic-continuity".into(),
+                message: "the upgrade phase recorded no traffic".into(),
+            })
         }
     })
 }
@@ -40,7 +43,12 @@ pub fn judge(ev: &Evidence) -> Verdict {
     let stats = phase_stats(&record);
     let lines: Vec<String> = stats
         .iter()
-        .map(|s| format!("{}: {} requests, {} failed, p50 {:.0} ms, p99 {:.0} ms", s.phase, s.total, s.failed, s.p50_ms, s.p99_ms))
+        .map(|s| {
+            format!(
+                "{}: {} requests, {} failed, p50 {:.0} ms, p99 {:.0} ms",
+                s.phase, s.total, s.failed, s.p50_ms, s.p99_ms
+            )
+        })
         .collect();
     let during = stats.iter().find(|s| s.phase == "during");
     if record.requests.is_empty() || during.is_none_or(|d| d.total == 0) {
@@ -56,10 +64,14 @@ pub fn judge(ev: &Evidence) -> Verdict {
             .iter()
             .filter(|r| !(200..300).contains(&r.status))
             .take(5)
-            .map(|r| format!("at {} ms ({}): status {} {}", r.at_ms, r.phase, r.status, r.error.clone().unwrap_or_default()))
+            .map(|r| {
+                format!("at {} ms ({}): status {} {}", r.at_ms, r.phase, r.status, r.error.clone().unwrap_or_default())
+            })
             .collect();
         first.splice(0..0, lines);
-        Verdict::fail(format!("{failed} of {total} requests failed, budget {}", record.failure_budget)).with_details(first).with_evidence([FILE.to_string()])
+        Verdict::fail(format!("{failed} of {total} requests failed, budget {}", record.failure_budget))
+            .with_details(first)
+            .with_evidence([FILE.to_string()])
     } else {
         Verdict::pass(format!("{failed} of {total} requests failed, within budget {}", record.failure_budget))
             .with_details(lines)

@@ -1,1 +1,9 @@
+//! Offline tests: everything that can be proven without a cluster.
 
+mod common;
+mod faults;
+mod fixtures;
+mod judges;
+mod plans;
+mod reports;
+mod scenarios;

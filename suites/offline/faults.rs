@@ -1,0 +1,69 @@
+//! Fault injection on the command boundary: stand-in `docker`, `k3d`, `kind`, `helm` on PATH.
+
+use std::{os::unix::fs::PermissionsExt, path::Path, process::Command, time::Duration};
+
+use meshcheck::runner::{CommandError, CommandSpec, Runner};
+
+/// Writes a stand-in tool that logs its argv and then runs `body`.
+fn stub(dir: &Path, tool: &str, body: &str) {
+    let p = dir.join(tool);
+    std::fs::write(&p, format!("#!/bin/sh\necho \"{tool} $*\" >> \"{}/calls.log\"\n{body}\n", dir.display())).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn runner_records_times_out_and_names_missing_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = Runner::new(dir.path());
+    let err = runner.run(&CommandSpec::new("sleep", ["5"], Duration::from_secs(1))).unwrap_err();
+    assert!(matches!(err, CommandError::TimedOut { after_secs: 1, .. }), "{err}");
+    let err = runner.run(&CommandSpec::new("meshcheck-no-such-tool", ["x"], Duration::from_secs(1))).unwrap_err();
+    assert!(err.to_string().contains("was not found on PATH"), "{err}");
+    let err = runner
+        .run(&CommandSpec::new("sh", ["-c", "echo token: s3cr3t >&2; exit 3"], Duration::from_secs(5)))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("exit code 3") && !msg.contains("s3cr3t"), "{msg}");
+    let records: Vec<_> = std::fs::read_dir(dir.path().join("commands")).unwrap().collect();
+    assert_eq!(records.len(), 3);
+    let text = std::fs::read_to_string(dir.path().join("commands/003-sh.json")).unwrap();
+    assert!(text.contains("\"exit_code\": 3") && !text.contains("s3cr3t"), "{text}");
+}
+
+#[test]
+fn a_failing_helm_install_stops_the_run_reports_it_and_deletes_the_cluster() {
+    let bin = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    stub(bin.path(), "docker", "exit 0");
+    stub(bin.path(), "k3d", "exit 0");
+    stub(
+        bin.path(),
+        "helm",
+        "case \"$1 $2\" in \"version --short\") echo v3.20.0;; \"repo add\") exit 0;; *) echo 'Error: INSTALLATION FAILED: cilium boom' >&2; exit 1;; esac",
+    );
+    let scenario = work.path().join("s.yaml");
+    let text = std::fs::read_to_string(crate::common::root().join("scenarios/ambient-k3d.yaml"))
+        .unwrap()
+        .replace("  - mtls\n", "");
+    let text = format!("{text}checks: [node-architecture]\n");
+    std::fs::write(&scenario, text).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+        .args(["run", "--scenario"])
+        .arg(&scenario)
+        .arg("--reports")
+        .arg(work.path().join("reports"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let calls = std::fs::read_to_string(bin.path().join("calls.log")).unwrap();
+    assert!(calls.contains("k3d cluster create meshcheck-"), "{calls}");
+    assert!(calls.contains("k3d cluster delete meshcheck-"), "cleanup not attempted:\n{calls}");
+    let latest = work.path().join("reports/latest");
+    let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
+    assert!(junit.contains("INSTALLATION FAILED: cilium boom"), "{junit}");
+    assert!(junit.contains("<skipped"), "later trials must be marked not run");
+    let summary = std::fs::read_to_string(latest.join("summary.md")).unwrap();
+    assert!(summary.contains("| provision | phase | 💥 error |"), "{summary}");
+}

@@ -1,0 +1,154 @@
+//! Every fixture parses, and validates against the upstream schemas where they are present.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::common::upstream;
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_saphyr::from_str_multiple::<Value, Vec<Value>>(text).unwrap()
+}
+
+fn validate(schema_rel: &str, instance: &Value, what: &str) {
+    let Some(up) = upstream() else { return };
+    let schema: Value = serde_json::from_slice(&std::fs::read(up.join(schema_rel)).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{schema_rel}: {e}"));
+    let errors: Vec<String> =
+        validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{what} violates {schema_rel}:\n{}", errors.join("\n"));
+}
+
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+#[test]
+fn cilium_values_merged_with_chart_defaults_validate_against_the_chart_schema() {
+    let Some(up) = upstream() else { return };
+    let mut values =
+        yaml_docs(&std::fs::read_to_string(up.join("schemas/cilium-1.19.6-chart-values.yaml")).unwrap()).remove(0);
+    merge(&mut values, &yaml_docs(meshcheck::fixtures::text("values/cilium.yaml"))[0]);
+    merge(&mut values, &yaml_docs("k8sServiceHost: meshcheck-x-control-plane\nk8sServicePort: 6443\n")[0]);
+    validate("schemas/cilium-1.19.6-chart-values.schema.json", &values, "cilium values");
+    assert_eq!(values["socketLB"]["hostNamespaceOnly"], true);
+    assert_eq!(values["cni"]["exclusive"], false);
+}
+
+#[test]
+fn gateway_values_validate_against_the_gateway_chart_schema() {
+    let Some(up) = upstream() else { return };
+    let mut values =
+        yaml_docs(&std::fs::read_to_string(up.join("schemas/istio-1.30.3-chart-gateway-values.yaml")).unwrap())
+            .remove(0);
+    let defaults = values["_internal_defaults_do_not_set"].take();
+    values = defaults;
+    merge(&mut values, &yaml_docs(meshcheck::fixtures::text("values/istio-gateway.yaml"))[0]);
+    let ports = meshcheck::providers::gateway_ports(&meshcheck::scenario::Scenario::embedded_default());
+    merge(&mut values, &yaml_docs(&ports)[0]);
+    validate("schemas/istio-1.30.3-chart-gateway-values.schema.json", &values, "gateway values");
+    assert_eq!(values["labels"]["istio"], "ingressgateway", "bookinfo's Gateway selects istio=ingressgateway");
+}
+
+/// Every key path we set must exist in the chart's own values.yaml (Istio charts ship no schema
+/// except the gateway's), so a typo such as `meshconfig` fails here, not silently in a cluster.
+fn keys(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    if let Value::Object(m) = v {
+        for (k, v) in m {
+            let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            out.insert(p.clone());
+            keys(v, &p, out);
+        }
+    }
+}
+
+#[test]
+fn istio_values_only_set_keys_the_charts_know() {
+    let Some(up) = upstream() else { return };
+    for (fixture, chart) in [
+        ("values/istio-base.yaml", "base"),
+        ("values/istio-cni.yaml", "cni"),
+        ("values/istiod.yaml", "istiod"),
+        ("values/ztunnel.yaml", "ztunnel"),
+    ] {
+        let defaults = yaml_docs(
+            &std::fs::read_to_string(up.join(format!("schemas/istio-1.30.3-chart-{chart}-values.yaml"))).unwrap(),
+        )
+        .remove(0);
+        let mut known = BTreeSet::new();
+        keys(&defaults["_internal_defaults_do_not_set"], "", &mut known);
+        keys(&defaults, "", &mut known);
+        let mut ours = BTreeSet::new();
+        keys(&yaml_docs(meshcheck::fixtures::text(fixture))[0], "", &mut ours);
+        for k in ours {
+            // `profile` is read by every chart's zzz_profile.yaml; meshConfig is free-form below its top.
+            let free = k == "profile" || (k.starts_with("meshConfig.") && known.contains("meshConfig"));
+            assert!(free || known.contains(&k), "{fixture}: `{k}` is not a key of the {chart} chart");
+        }
+    }
+}
+
+#[test]
+fn manifests_validate_against_crd_and_kubernetes_schemas() {
+    let Some(_) = upstream() else { return };
+    let schema_for = |kind: &str| match kind {
+        "CiliumClusterwideNetworkPolicy" => Some("schemas/cilium-ccnp-v2.openapi-jsonschema.datree.json"),
+        "ServiceMonitor" => Some("schemas/prom-operator-servicemonitor-v1.jsonschema.datree.json"),
+        "PodMonitor" => Some("schemas/prom-operator-podmonitor-v1.jsonschema.datree.json"),
+        "Telemetry" => Some("schemas/istio-telemetry-v1.jsonschema.datree.json"),
+        "PeerAuthentication" => Some("schemas/istio-peerauthentication-v1.jsonschema.datree.json"),
+        _ => None,
+    };
+    let mut validated = 0;
+    for (path, _) in meshcheck::fixtures::ALL.iter().filter(|(p, _)| p.starts_with("manifests/")) {
+        let text = meshcheck::fixtures::text(path).replace("{{BOOKINFO_HUB}}", "registry.istio.io/release");
+        for doc in yaml_docs(&text) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            if let Some(schema) = schema_for(&kind) {
+                validate(schema, &doc, &format!("{path} {kind}"));
+                validated += 1;
+            }
+        }
+    }
+    assert!(validated >= 5, "only {validated} manifests had a schema");
+}
+
+#[test]
+fn the_ccnp_keeps_default_deny_off_and_allows_the_probe_addresses() {
+    let doc = &yaml_docs(meshcheck::fixtures::text("manifests/cilium-allow-ambient-hostprobes.yaml"))[0];
+    assert_eq!(doc["spec"]["enableDefaultDeny"]["ingress"], false);
+    assert_eq!(doc["spec"]["enableDefaultDeny"]["egress"], false);
+    let cidrs = doc["spec"]["ingress"][0]["fromCIDR"].to_string();
+    assert!(cidrs.contains("169.254.7.127/32"));
+}
+
+#[test]
+fn istiod_provider_matches_the_tempo_service_and_telemetry() {
+    let istiod = &yaml_docs(meshcheck::fixtures::text("values/istiod.yaml"))[0];
+    let provider = &istiod["meshConfig"]["extensionProviders"][0];
+    assert_eq!(provider["opentelemetry"]["service"], "tempo.tempo.svc.cluster.local");
+    assert_eq!(provider["opentelemetry"]["port"], 4317);
+    let telemetry = &yaml_docs(meshcheck::fixtures::text("manifests/telemetry.yaml"))[0];
+    assert_eq!(telemetry["spec"]["tracing"][0]["providers"][0]["name"], provider["name"]);
+    assert_eq!(telemetry["spec"]["tracing"][0]["randomSamplingPercentage"], 100);
+    let tempo = &yaml_docs(meshcheck::fixtures::text("values/tempo.yaml"))[0];
+    assert_eq!(tempo["tempo"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"], "0.0.0.0:4317");
+}
+
+#[test]
+fn every_fixture_file_is_embedded_and_parses() {
+    for dir in ["values", "manifests"] {
+        for entry in std::fs::read_dir(crate::common::root().join("fixtures").join(dir)).unwrap() {
+            let name = format!("{dir}/{}", entry.unwrap().file_name().to_string_lossy());
+            let text = meshcheck::fixtures::text(&name);
+            assert!(!yaml_docs(&text.replace("{{BOOKINFO_HUB}}", "x")).is_empty(), "{name}");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Golden plans for every shipped scenario, and the orders they must follow.
+
+use meshcheck::{
+    plan::{self, RunContext, Step},
+    providers,
+    scenario::Scenario,
+};
+
+use crate::common::{golden, root};
+
+fn plan_of(name: &str) -> plan::Plan {
+    let s = Scenario::from_path(&root().join(format!("scenarios/{name}.yaml"))).unwrap();
+    plan::build(&s, &RunContext::for_plan())
+}
+
+#[test]
+fn golden_plans() {
+    for name in ["ambient-kind", "ambient-k3d", "existing-cluster", "upgrade-gate"] {
+        golden(&root().join(format!("suites/offline/golden/plan-{name}.txt")), &plan::render_text(&plan_of(name)));
+    }
+}
+
+fn command_lines(p: &plan::Plan, phase: &str) -> Vec<String> {
+    p.phases
+        .iter()
+        .filter(|ph| ph.name == phase)
+        .flat_map(|ph| ph.steps.iter())
+        .filter_map(|s| match s {
+            Step::Command { command, .. } => Some(command.display()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn position(lines: &[String], needle: &str) -> usize {
+    lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no step with `{needle}` in {lines:#?}"))
+}
+
+#[test]
+fn install_follows_the_documented_order() {
+    let p = plan_of("ambient-kind");
+    let lines = command_lines(&p, "install");
+    let order = [
+        "istio-base istio/base",
+        "istio-cni istio/cni",
+        "istiod istio/istiod",
+        "ztunnel istio/ztunnel",
+        "istio-ingress istio/gateway",
+    ];
+    let idx: Vec<usize> = order.iter().map(|n| position(&lines, n)).collect();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "{order:?} out of order: {idx:?}");
+    assert!(lines.iter().all(|l| !l.contains("global.platform")), "no platform preset with Cilium");
+}
+
+#[test]
+fn upgrade_follows_the_documented_in_place_order_with_full_values() {
+    let p = plan_of("upgrade-gate");
+    let lines = command_lines(&p, "upgrade");
+    let order =
+        ["upgrade istio-base", "upgrade istiod", "upgrade istio-cni", "upgrade ztunnel", "upgrade istio-ingress"];
+    let idx: Vec<usize> = order.iter().map(|n| position(&lines, n)).collect();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "{order:?} out of order: {idx:?}");
+    for l in lines.iter().filter(|l| l.starts_with("helm upgrade")) {
+        assert!(
+            l.contains("--version 1.30.3") && l.contains("--values"),
+            "upgrade without target version or values: {l}"
+        );
+    }
+    let names: Vec<&str> = p.phases.iter().map(|ph| ph.name.as_str()).collect();
+    assert_eq!(names, ["preflight", "provision", "install", "deploy", "baseline", "upgrade", "candidate", "cleanup"]);
+}
+
+#[test]
+fn existing_cluster_without_install_never_creates_installs_or_deletes() {
+    let p = plan_of("existing-cluster");
+    let all: Vec<String> = p.phases.iter().flat_map(|ph| command_lines(&p, &ph.name)).collect();
+    assert!(all.is_empty(), "{all:#?}");
+    assert!(p.cluster_name.is_none());
+}
+
+#[test]
+fn kind_config_disables_cni_and_kube_proxy_and_maps_the_gateway() {
+    let s = Scenario::embedded_default();
+    let cfg = providers::kind_config(&s, "meshcheck-x");
+    golden(&root().join("suites/offline/golden/kind-config.yaml"), &cfg);
+    assert!(cfg.contains("disableDefaultCNI: true") && cfg.contains("kubeProxyMode: \"none\""));
+    assert_eq!(cfg.matches("role: worker").count(), 2);
+}
+
+#[test]
+fn k3d_args_turn_off_everything_cilium_replaces() {
+    let s = Scenario::from_path(&root().join("scenarios/ambient-k3d.yaml")).unwrap();
+    let args = providers::k3d_create_args(&s, "meshcheck-x").join(" ");
+    golden(&root().join("suites/offline/golden/k3d-args.txt"), &args);
+    for flag in [
+        "--flannel-backend=none@server:*",
+        "--disable-network-policy@server:*",
+        "--disable-kube-proxy@server:*",
+        "--disable=traefik@server:*",
+        "--kubeconfig-update-default=false",
+    ] {
+        assert!(args.contains(flag), "missing {flag}");
+    }
+}
+
+#[test]
+fn plan_json_round_trips_and_kubeconfig_stays_outside_the_run_folder() {
+    let p = plan_of("ambient-kind");
+    let v = serde_json::to_value(&p).unwrap();
+    assert_eq!(v["phases"][0]["name"], "preflight");
+    assert!(!p.kubeconfig.starts_with(&format!("{}/", p.run_dir)), "{}", p.kubeconfig);
+}

@@ -1,0 +1,105 @@
+//! Scenario parsing and validation errors.
+
+use meshcheck::scenario::{DEFAULT_SCENARIO, Scenario, ScenarioError};
+
+use crate::common::root;
+
+const SHIPPED: &[&str] = &["ambient-kind", "ambient-k3d", "existing-cluster", "upgrade-gate"];
+
+#[test]
+fn every_shipped_scenario_is_valid() {
+    for name in SHIPPED {
+        let s = Scenario::from_path(&root().join(format!("scenarios/{name}.yaml")))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!s.checks.is_empty(), "{name} runs no check");
+    }
+}
+
+#[test]
+fn embedded_default_is_the_ambient_kind_file() {
+    let file = std::fs::read_to_string(root().join("scenarios/ambient-kind.yaml")).unwrap();
+    assert_eq!(file, DEFAULT_SCENARIO);
+    assert_eq!(Scenario::embedded_default().name, "ambient-kind");
+}
+
+fn with(replace: &str, by: &str) -> String {
+    let base = DEFAULT_SCENARIO.to_string();
+    assert!(base.contains(replace), "test setup: `{replace}` not in the default scenario");
+    base.replacen(replace, by, 1)
+}
+
+#[test]
+fn unknown_key_names_line_column_and_allowed_keys() {
+    let text = with("  workers: 2\n", "  workers: 2\n  wrokers: 3\n");
+    let err = Scenario::from_yaml(&text, "x.yaml").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ScenarioError::Parse { line: 9, .. }), "{msg}");
+    assert!(msg.starts_with("x.yaml:9:"), "{msg}");
+    assert!(msg.contains("wrokers") && msg.contains("workers") && msg.contains("node_image"), "{msg}");
+}
+
+#[test]
+fn bad_versions_are_rejected_with_the_field() {
+    for (from, to, field) in [
+        ("istio: 1.30.3", "istio: 1.30", "versions.istio"),
+        ("istio: 1.30.3", "istio: v1.30.3", "versions.istio"),
+        ("cilium: 1.19.6", "cilium: latest", "versions.cilium"),
+        ("gateway_api: v1.5.1", "gateway_api: 1.5.1", "versions.gateway_api"),
+        ("istio: 1.30.3", "istio: 1.22.0", "versions.istio"),
+    ] {
+        let err = Scenario::from_yaml(&with(from, to), "x.yaml").unwrap_err().to_string();
+        assert!(err.contains(field), "{to}: {err}");
+    }
+}
+
+#[test]
+fn upgrade_must_go_forward_one_minor_at_a_time() {
+    let back = with("istio: 1.30.3", "istio: 1.30.3\n  upgrade_to: 1.29.0");
+    assert!(Scenario::from_yaml(&back, "x").unwrap_err().to_string().contains("must be newer"));
+    let skip = with("istio: 1.30.3", "istio: 1.28.0\n  upgrade_to: 1.30.3");
+    assert!(Scenario::from_yaml(&skip, "x").unwrap_err().to_string().contains("skips a minor"));
+}
+
+#[test]
+fn node_image_must_be_pinned_and_supported() {
+    let undigested = with("@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f", "");
+    assert!(Scenario::from_yaml(&undigested, "x").unwrap_err().to_string().contains("digest"));
+    let old = with("kindest/node:v1.35.0", "kindest/node:v1.29.0");
+    assert!(Scenario::from_yaml(&old, "x").unwrap_err().to_string().contains("outside what Istio 1.30 supports"));
+}
+
+#[test]
+fn unknown_checks_and_bad_durations_are_rejected() {
+    let err = Scenario::from_yaml(&with("  - mtls\n", "  - mtlz\n"), "x").unwrap_err().to_string();
+    assert!(err.contains("unknown check `mtlz`") && err.contains("mtls"), "{err}");
+    let err = Scenario::from_yaml(&with("provision: 15m", "provision: 15"), "x").unwrap_err().to_string();
+    assert!(err.contains("has no unit"), "{err}");
+}
+
+#[test]
+fn missing_file_says_which_path_was_tried() {
+    let err = Scenario::from_path(std::path::Path::new("no/such/scenario.yaml")).unwrap_err().to_string();
+    assert!(err.contains("not found") && err.contains("no/such/scenario.yaml"), "{err}");
+}
+
+#[test]
+fn cli_exits_2_on_bad_input_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "name: x\nprovider: kind\nbogus: 1\n").unwrap();
+    for args in [vec!["plan", "--scenario", bad.to_str().unwrap()], vec!["plan", "--scenario", "/nonexistent.yaml"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck")).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: ") && !stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn json_schema_lists_every_field_and_check() {
+    let schema = meshcheck::scenario::json_schema();
+    let text = schema.to_string();
+    for needle in ["upgrade_to", "node_image", "negative_control", "traffic-continuity", "mtls"] {
+        assert!(text.contains(needle), "schema lacks {needle}");
+    }
+}
