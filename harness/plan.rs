@@ -161,9 +161,18 @@ impl RunContext {
     }
 }
 
-/// Adds one Helm release (values file, helm command) to a step list: steps, release, chart,
-/// namespace, values fixture, extra values file, `--wait`.
-type AddRelease<'a> = dyn FnMut(&mut Vec<Step>, &str, &str, &str, &str, Option<String>, bool) + 'a;
+/// One Istio chart of the install guide: its release, the values fixture, and the rollout that
+/// shows it is up (none for `base`, which `helm --wait` covers).
+struct IstioChart<'a> {
+    release: &'a str,
+    chart: &'a str,
+    namespace: &'a str,
+    fixture: &'a str,
+    /// A second, generated values file: (file under the run folder, content).
+    generated: Option<(&'a str, String)>,
+    helm_wait: bool,
+    rollout: Option<(&'a str, &'a str, Condition)>,
+}
 
 const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 
@@ -212,9 +221,11 @@ impl Builder<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// `helm upgrade [--install --create-namespace] …`: `install` for a first install, plain
+    /// `upgrade` for the documented in-place upgrade.
     fn helm_release(
         &self,
-        verb: &str,
+        install: bool,
         release: &str,
         chart: &str,
         version: &str,
@@ -222,9 +233,9 @@ impl Builder<'_> {
         values: &[String],
         wait: bool,
     ) -> Step {
-        let mut args: Vec<String> = vec![verb.into()];
-        if verb == "upgrade-install" {
-            args = vec!["upgrade".into(), "--install".into()];
+        let mut args: Vec<String> = vec!["upgrade".into()];
+        if install {
+            args.push("--install".into());
         }
         args.extend([
             release.into(),
@@ -234,7 +245,7 @@ impl Builder<'_> {
             "--namespace".into(),
             ns.into(),
         ]);
-        if verb == "upgrade-install" {
+        if install {
             args.push("--create-namespace".into());
         }
         for v in values {
@@ -251,6 +262,24 @@ impl Builder<'_> {
             command: CommandSpec::new("helm", args, timeout),
             optional: false,
         }
+    }
+
+    /// The steps of one Istio chart: its values file(s), the helm command, the rollout wait.
+    fn istio_release(&self, c: IstioChart, version: &str, install: bool) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let generated = c.generated.map(|(file, content)| {
+            let (w, path) = self.generated(file, content);
+            steps.push(w);
+            path
+        });
+        let (w, values) = self.values(c.fixture);
+        steps.push(w);
+        let files: Vec<String> = std::iter::once(values).chain(generated).collect();
+        steps.push(self.helm_release(install, c.release, c.chart, version, c.namespace, &files, c.helm_wait));
+        if let Some((kind, name, condition)) = c.rollout {
+            steps.push(self.wait(kind, Some(c.namespace), name, condition, self.s.timeouts.install.0));
+        }
+        steps
     }
 
     fn wait(
@@ -400,7 +429,7 @@ fn provision(b: &Builder) -> Vec<Step> {
         b.generated("values/cilium-cluster.yaml", format!("k8sServiceHost: {host}\nk8sServicePort: 6443\n"));
     steps.extend([w1, w2, b.repo_add("cilium", "https://helm.cilium.io/")]);
     steps.push(b.helm_release(
-        "upgrade-install",
+        true,
         "cilium",
         "cilium/cilium",
         &s.versions.cilium,
@@ -424,28 +453,49 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
     let s = b.s;
     let t = s.timeouts.install.0;
     let mut steps = vec![b.repo_add("istio", ISTIO_REPO)];
-    let verb = if upgrade { "upgrade" } else { "upgrade-install" };
-    let mut release =
-        |steps: &mut Vec<Step>, name: &str, chart: &str, ns: &str, fixture: &str, extra: Option<String>, wait: bool| {
-            let (w, v) = b.values(fixture);
-            steps.push(w);
-            let mut files = vec![v];
-            files.extend(extra);
-            steps.push(b.helm_release(verb, name, chart, istio, ns, &files, wait));
-        };
-    release(&mut steps, "istio-base", "istio/base", "istio-system", "values/istio-base.yaml", None, true);
-    let cni = |steps: &mut Vec<Step>, release: &mut AddRelease| {
-        release(steps, "istio-cni", "istio/cni", "istio-system", "values/istio-cni.yaml", None, false);
-        steps.push(b.wait("DaemonSet", Some("istio-system"), "istio-cni-node", Condition::DaemonSetReady, t));
+    let install = !upgrade;
+    let chart = |release, chart, fixture, rollout| IstioChart {
+        release,
+        chart,
+        namespace: "istio-system",
+        fixture,
+        generated: None,
+        helm_wait: false,
+        rollout,
     };
-    let istiod = |steps: &mut Vec<Step>, release: &mut AddRelease| {
-        release(steps, "istiod", "istio/istiod", "istio-system", "values/istiod.yaml", None, false);
-        steps.push(b.wait("Deployment", Some("istio-system"), "istiod", Condition::DeploymentAvailable, t));
+    let base = IstioChart { helm_wait: true, ..chart("istio-base", "istio/base", "values/istio-base.yaml", None) };
+    let cni = chart(
+        "istio-cni",
+        "istio/cni",
+        "values/istio-cni.yaml",
+        Some(("DaemonSet", "istio-cni-node", Condition::DaemonSetReady)),
+    );
+    let istiod = chart(
+        "istiod",
+        "istio/istiod",
+        "values/istiod.yaml",
+        Some(("Deployment", "istiod", Condition::DeploymentAvailable)),
+    );
+    let ztunnel = chart(
+        "ztunnel",
+        "istio/ztunnel",
+        "values/ztunnel.yaml",
+        Some(("DaemonSet", "ztunnel", Condition::DaemonSetReady)),
+    );
+    let gateway = IstioChart {
+        namespace: "istio-ingress",
+        generated: Some(("values/istio-gateway-ports.yaml", crate::providers::gateway_ports(s))),
+        ..chart(
+            "istio-ingress",
+            "istio/gateway",
+            "values/istio-gateway.yaml",
+            Some(("Deployment", "istio-ingress", Condition::DeploymentAvailable)),
+        )
     };
-    if upgrade {
+    steps.extend(b.istio_release(base, istio, install));
+    let rest = if upgrade {
         // Control plane before CNI and ztunnel: they support control planes of their own and the next minor.
-        istiod(&mut steps, &mut release);
-        cni(&mut steps, &mut release);
+        [istiod, cni, ztunnel, gateway]
     } else {
         let url = format!(
             "https://github.com/kubernetes-sigs/gateway-api/releases/download/{}/standard-install.yaml",
@@ -464,23 +514,11 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
             Condition::CrdEstablished,
             t,
         ));
-        cni(&mut steps, &mut release);
-        istiod(&mut steps, &mut release);
+        [cni, istiod, ztunnel, gateway]
+    };
+    for c in rest {
+        steps.extend(b.istio_release(c, istio, install));
     }
-    release(&mut steps, "ztunnel", "istio/ztunnel", "istio-system", "values/ztunnel.yaml", None, false);
-    steps.push(b.wait("DaemonSet", Some("istio-system"), "ztunnel", Condition::DaemonSetReady, t));
-    let (w, ports) = b.generated("values/istio-gateway-ports.yaml", crate::providers::gateway_ports(s));
-    steps.push(w);
-    release(
-        &mut steps,
-        "istio-ingress",
-        "istio/gateway",
-        "istio-ingress",
-        "values/istio-gateway.yaml",
-        Some(ports),
-        false,
-    );
-    steps.push(b.wait("Deployment", Some("istio-ingress"), "istio-ingress", Condition::DeploymentAvailable, t));
     if upgrade {
         return steps;
     }
@@ -505,7 +543,7 @@ fn observability(b: &Builder, steps: &mut Vec<Step>) {
     let (w, v) = b.values("values/kube-prometheus-stack.yaml");
     steps.push(w);
     steps.push(b.helm_release(
-        "upgrade-install",
+        true,
         "kps",
         "prometheus-community/kube-prometheus-stack",
         &s.versions.kube_prometheus_stack,
@@ -519,22 +557,14 @@ fn observability(b: &Builder, steps: &mut Vec<Step>) {
     steps.push(b.repo_add("grafana-community", "https://grafana-community.github.io/helm-charts"));
     let (w, v) = b.values("values/tempo.yaml");
     steps.push(w);
-    steps.push(b.helm_release(
-        "upgrade-install",
-        "tempo",
-        "grafana-community/tempo",
-        &s.versions.tempo,
-        "tempo",
-        &[v],
-        false,
-    ));
+    steps.push(b.helm_release(true, "tempo", "grafana-community/tempo", &s.versions.tempo, "tempo", &[v], false));
     steps.push(b.wait("StatefulSet", Some("tempo"), "tempo", Condition::StatefulSetReady, t));
     steps.push(b.fixture_apply("telemetry.yaml", None, &[]));
     steps.push(b.repo_add("kiali", "https://kiali.org/helm-charts"));
     let (w, v) = b.values("values/kiali-operator.yaml");
     steps.push(w);
     steps.push(b.helm_release(
-        "upgrade-install",
+        true,
         "kiali-operator",
         "kiali/kiali-operator",
         &s.versions.kiali,
