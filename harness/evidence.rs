@@ -4,10 +4,7 @@
 //! verdict offline from a downloaded nightly artifact. A missing or unreadable file is never a pass:
 //! it turns into an `error` verdict that names the file.
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-};
+use std::{fmt, path::PathBuf};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -130,11 +127,6 @@ impl Evidence {
     /// Opens an evidence folder (it need not exist yet; reads then report missing files).
     pub fn new(root: impl Into<PathBuf>) -> Evidence {
         Evidence { root: root.into() }
-    }
-
-    /// The folder itself.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Absolute path of a relative evidence file.

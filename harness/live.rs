@@ -84,8 +84,6 @@ pub struct Live {
     pub run_dir: PathBuf,
     /// `run_dir/evidence`.
     pub evidence: Evidence,
-    /// External command runner (records into the run folder).
-    pub runner: crate::runner::Runner,
 }
 
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> LiveError {
@@ -122,14 +120,6 @@ impl Live {
         let bytes = self.get_raw(path).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| LiveError::Http { what: format!("GET {path}"), message: e.to_string() })
-    }
-
-    /// Saves a namespace's pods and events under `cluster/`.
-    pub async fn save_cluster_state(&self, namespace: &str) -> Result<(), LiveError> {
-        let pods = self.get_raw(&format!("/api/v1/namespaces/{namespace}/pods")).await?;
-        self.save(&format!("cluster/pods-{namespace}.json"), &pods)?;
-        let events = self.get_raw(&format!("/api/v1/namespaces/{namespace}/events")).await?;
-        self.save(&format!("cluster/events-{namespace}.json"), &events)
     }
 
     /// HTTP/1.0 GET to `localhost:{port}` inside a pod, over a port-forward (bypasses the mesh).

@@ -7,10 +7,6 @@ use serde_json::Value;
 pub const INDEX_MEDIA_TYPES: &[&str] =
     &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
 
-/// Media types of single-platform manifests.
-pub const MANIFEST_MEDIA_TYPES: &[&str] =
-    &["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
-
 /// A platform entry of an index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {

@@ -330,7 +330,6 @@ impl Session {
                 scenario: self.scenario.clone(),
                 run_dir: self.run_dir.clone(),
                 evidence: Evidence::new(self.run_dir.join("evidence")),
-                runner: self.runner.clone(),
             });
         }
         Ok(())

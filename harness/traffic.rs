@@ -9,11 +9,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::live::{Live, LiveError};
+use crate::live::Live;
 
 /// Sends `n` GETs to `/productpage` so that ztunnel, Prometheus and Kiali have traffic to show.
-/// Returns how many got HTTP 200; the judges decide what that means.
-pub async fn drive_bookinfo(live: &Live, n: usize) -> Result<usize, LiveError> {
+/// Returns how many got HTTP 200; the judges decide what that means, so a dead gateway is not an
+/// error here.
+pub async fn drive_bookinfo(live: &Live, n: usize) -> usize {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client builds");
     let url = format!("{}/productpage", live.scenario.ingress.base_url());
     let mut ok = 0;
@@ -26,7 +27,7 @@ pub async fn drive_bookinfo(live: &Live, n: usize) -> Result<usize, LiveError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tracing::info!("sent {n} requests to {url}: {ok} answered 200");
-    Ok(ok)
+    ok
 }
 
 /// One request of the generator.

@@ -41,7 +41,7 @@ pub fn images(s: &Scenario) -> Vec<String> {
             out.push(format!("{hub}/{component}:{v}-distroless"));
         }
     }
-    let bookinfo_hub = bookinfo_hub(s.versions.bookinfo());
+    let bookinfo_hub = istio_hub(s.versions.bookinfo());
     for app in ["details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1"] {
         out.push(format!("{bookinfo_hub}/examples-bookinfo-{app}:1.20.3"));
     }
@@ -55,10 +55,6 @@ pub fn istio_hub(version: &str) -> &'static str {
         Some(r) if r.minor >= 30 => "registry.istio.io/release",
         _ => "docker.io/istio",
     }
-}
-
-fn bookinfo_hub(version: &str) -> &'static str {
-    istio_hub(version)
 }
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, \

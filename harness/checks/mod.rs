@@ -77,17 +77,3 @@ pub static REGISTRY: &[CheckDef] = &[
 pub fn find(name: &str) -> Option<&'static CheckDef> {
     REGISTRY.iter().find(|c| c.name == name)
 }
-
-/// Judges every check whose evidence is in the folder; the others are `not-run`.
-pub fn judge_all(evidence: &Evidence, names: &[String]) -> Vec<(String, Verdict)> {
-    names
-        .iter()
-        .map(|name| {
-            let verdict = match find(name) {
-                Some(def) => (def.judge)(evidence),
-                None => Verdict::error(format!("no check named `{name}` in this version of meshcheck")),
-            };
-            (name.clone(), verdict)
-        })
-        .collect()
-}

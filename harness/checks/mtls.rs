@@ -37,7 +37,7 @@ const EXPECT: &str = "mtls/expect.json";
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
         live.save_json(EXPECT, &json!({ "namespace": NAMESPACE, "apps": APPS }))?;
-        crate::traffic::drive_bookinfo(live, 20).await?;
+        crate::traffic::drive_bookinfo(live, 20).await;
         collect_ztunnels(live).await?;
         let policy = fixtures::manifest("mtls-strict.yaml")?;
         live.apply(&policy, Some(NAMESPACE), true).await?;
