@@ -158,6 +158,28 @@ fn mtls_needs_all_three_signals() {
         "{}",
         v.explanation()
     );
+    // STRICT that also locks out the meshed client is a broken mesh, not a pass.
+    let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &strict("000", "000"));
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("client inside the mesh got HTTP 000"),
+        "{}",
+        v.explanation()
+    );
+    let only_outside = serde_json::to_vec(&json!({"results": [{"client": "outside", "http_code": "000"}]})).unwrap();
+    let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &only_outside);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("no result for the inside client"));
+    let exec_failed =
+        serde_json::to_vec(&json!({"results": [{"client": "outside", "error": "pod curl-outside not found"}, {"client": "inside", "http_code": "200"}]}))
+            .unwrap();
+    let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &exec_failed);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("could not run: pod curl-outside not found"));
+    // No connection between book-info workloads at all: nothing proves mTLS.
+    let v = case(&config_dump("HBONE"), "# EOF\n", &strict("000", "200"));
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("no ztunnel metric shows a connection"));
+    // A principal outside book-info (or no SPIFFE id) is not the bookinfo identity.
+    let foreign = ZT_METRICS_OK.replace("spiffe://cluster.local/ns/book-info/sa/bookinfo-productpage", "");
+    let v = case(&config_dump("HBONE"), &foreign, &strict("000", "200"));
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("source_principal=\"\""), "{}", v.explanation());
 }
 
 #[test]
@@ -239,6 +261,10 @@ fn traces_pass_on_tagged_gateway_protobuf_and_fail_when_missing() {
     };
     let hex = meshcheck::tempo::hex(&id);
     let other = "cd".repeat(16);
+    let mut untagged = data.clone();
+    untagged.resource_spans[0].scope_spans[0].spans[0].attributes = vec![kv("meshcheck.run", "something-else")];
+    let mut foreign = data.clone();
+    foreign.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![0xcd; 16];
     let sent = serde_json::to_vec(&json!([{"trace_id": hex, "status": "200"}])).unwrap();
     let expect = br#"{"tag_key":"meshcheck.run","tag_value":"conformance","gateway_service":"istio-ingress"}"#;
     let pb = data.encode_to_vec();
@@ -251,6 +277,29 @@ fn traces_pass_on_tagged_gateway_protobuf_and_fail_when_missing() {
         serde_json::to_vec(&json!([{"trace_id": hex, "status": "200"}, {"trace_id": other, "status": "503"}])).unwrap();
     let v = judge("traces", &[("traces/expect.json", expect), ("traces/sent.json", &sent2), (&file, &pb)]);
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("never arrived"), "{}", v.explanation());
+    let v = judge(
+        "traces",
+        &[("traces/expect.json", expect), ("traces/sent.json", &sent), (&file, &untagged.encode_to_vec())],
+    );
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("lack the Telemetry custom tag meshcheck.run=conformance"),
+        "{}",
+        v.explanation()
+    );
+    let v = judge(
+        "traces",
+        &[("traces/expect.json", expect), ("traces/sent.json", &sent), (&file, &foreign.encode_to_vec())],
+    );
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("none with trace id"), "{}", v.explanation());
+    let v =
+        judge("traces", &[("traces/expect.json", expect), ("traces/sent.json", &sent), (&file, b"\xff\xff garbage")]);
+    assert_eq!(v.outcome, Outcome::Fail, "an undecodable Tempo body is not a trace: {}", v.explanation());
+    assert_eq!(
+        judge("traces", &[("traces/expect.json", expect), ("traces/sent.json", b"[]")]).outcome,
+        Outcome::Error,
+        "sending nothing proves nothing"
+    );
 }
 
 fn targets(ztunnel_health: &str) -> Vec<u8> {
@@ -264,18 +313,33 @@ fn metrics_judge() {
     let query_ok = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"3"]}]}}"#;
     let query_empty = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
     let istiod = b"# TYPE pilot_xds_pushes counter\npilot_xds_pushes{type=\"cds\"} 3\n";
-    let case = |t: &[u8], q: &[u8]| {
+    let scrape_case = |t: &[u8], q: &[u8], ztunnel: &str, istiod: &[u8]| {
         judge(
             "metrics",
             &[
                 ("metrics/targets.json", t),
                 ("metrics/query-ztunnel-tcp.json", q),
                 ("metrics/query-ztunnel-tcp.promql", b"q"),
-                ("ztunnel/n1/metrics.prom", ZT_METRICS_OK.as_bytes()),
+                ("ztunnel/n1/metrics.prom", ztunnel.as_bytes()),
                 ("metrics/istiod/istiod-1.prom", istiod),
             ],
         )
     };
+    let case = |t: &[u8], q: &[u8]| scrape_case(t, q, ZT_METRICS_OK, istiod);
+    let garbled = format!("{ZT_METRICS_OK}istio_tcp_sent_bytes_total{{reporter=\"source\" 12\n");
+    let v = scrape_case(&targets("up"), query_ok, &garbled, istiod);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("1 unparsable line(s)"), "{}", v.explanation());
+    let no_closed: String = ZT_METRICS_OK.lines().filter(|l| !l.contains("closed")).map(|l| format!("{l}\n")).collect();
+    let v = scrape_case(&targets("up"), query_ok, &no_closed, istiod);
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("missing families istio_tcp_connections_closed"),
+        "{}",
+        v.explanation()
+    );
+    let v = scrape_case(&targets("up"), query_ok, ZT_METRICS_OK, b"# TYPE go_goroutines gauge\ngo_goroutines 8\n");
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("no pilot_* metrics"), "{}", v.explanation());
+    let failed = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+    assert_eq!(case(failed, query_ok).outcome, Outcome::Error, "a failed targets call is an error, not a verdict");
     let v = case(&targets("up"), query_ok);
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
     let v = case(&targets("down"), query_ok);
@@ -322,6 +386,7 @@ fn probes_judge() {
     let policy = br#"{"applied_at":"2026-01-01T00:00:00Z"}"#;
     let no_events = br#"{"items":[]}"#;
     let targets = targets("up");
+    let targets_down = self::targets("down");
     let ok_ns = list(vec![pod("x", true, 0)]);
     let case = |after: &[u8], events: &[u8]| {
         judge(
@@ -344,6 +409,62 @@ fn probes_judge() {
     assert_eq!(v.outcome, Outcome::Fail);
     let e = v.explanation();
     assert!(e.contains("not Ready") && e.contains("restarted 1") && e.contains("Readiness probe failed"), "{e}");
+    // Collateral damage outside book-info and a scrape target lost under the policy.
+    let sick_ns = list(vec![pod("coredns-1", false, 0)]);
+    let v = judge(
+        "probes",
+        &[
+            ("probes/policy.json", policy),
+            ("probes/pods-before.json", &before),
+            ("probes/pods-after.json", &before),
+            ("probes/events-after.json", no_events),
+            ("probes/collateral-pods-kube-system.json", &sick_ns),
+            ("probes/collateral-pods-monitoring.json", &ok_ns),
+            ("probes/targets-after.json", &targets_down),
+        ],
+    );
+    assert_eq!(v.outcome, Outcome::Fail);
+    let e = v.explanation();
+    assert!(e.contains("collateral: pod kube-system/coredns-1 is not Ready"), "{e}");
+    assert!(e.contains("collateral: Prometheus target http://10.0.0.2:15020/stats/prometheus is down"), "{e}");
+    assert!(e.contains("collateral check incomplete") && e.contains("collateral-pods-tempo.json"), "{e}");
+    // A pod replaced under the policy counts, even if its successor is Ready.
+    let v = case(&list(vec![pod("probe-target-2", true, 0)]), no_events);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("probe-target-1 disappeared"));
+    // Negative control: without the Cilium policy probes must fail; if they still pass the check is blind.
+    let negative = |after: &[u8], events: &[u8]| {
+        judge(
+            "probes",
+            &[
+                ("probes/policy.json", policy),
+                ("probes/pods-before.json", &before),
+                ("probes/pods-after.json", &before),
+                ("probes/events-after.json", no_events),
+                ("probes/collateral-pods-kube-system.json", &ok_ns),
+                ("probes/collateral-pods-monitoring.json", &ok_ns),
+                ("probes/collateral-pods-tempo.json", &ok_ns),
+                ("probes/targets-after.json", &targets),
+                ("probes/negative/pods-after.json", after),
+                ("probes/negative/events-after.json", events),
+            ],
+        )
+    };
+    let v = negative(&before, no_events);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("negative control"), "{}", v.explanation());
+    let unhealthy = br#"{"items":[{"reason":"Unhealthy","message":"Readiness probe failed","involvedObject":{"name":"probe-target-1"}}]}"#;
+    assert_eq!(negative(&list(vec![pod("probe-target-1", false, 0)]), unhealthy).outcome, Outcome::Pass);
+    // Pods already broken before the policy cannot be blamed on it.
+    let sick_before = list(vec![pod("probe-target-1", false, 0)]);
+    let v = judge(
+        "probes",
+        &[
+            ("probes/policy.json", policy),
+            ("probes/pods-before.json", &sick_before),
+            ("probes/pods-after.json", &sick_before),
+            ("probes/events-after.json", no_events),
+        ],
+    );
+    assert!(v.outcome == Outcome::Error && v.reason.contains("not Ready before"), "{}", v.reason);
     let unprobed = list(vec![
         json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Running"}}),
     ]);
