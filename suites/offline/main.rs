@@ -5,5 +5,6 @@ mod faults;
 mod fixtures;
 mod judges;
 mod plans;
+mod prometheus;
 mod reports;
 mod scenarios;

@@ -1,0 +1,209 @@
+//! The metric check against a real Prometheus (Debian package `prometheus`, installed by `.ci/run`):
+//! Prometheus scrapes a local endpoint that serves ztunnel- and istiod-format metrics under the
+//! scrape-pool names the Prometheus Operator gives our monitors; the check's own collector reads its
+//! HTTP API and the judge decides. Without the binary the test skips and says so, unless
+//! `MESHCHECK_REQUIRE_PROMETHEUS=1` (set by `.ci/run`) makes its absence a failure.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use meshcheck::{
+    checks::{
+        BoxFuture,
+        metrics::{self, PromApi},
+    },
+    evidence::{Evidence, Outcome},
+    live::LiveError,
+};
+use serde_json::Value;
+
+/// What ztunnel's `/stats/prometheus` serves (OpenMetrics text, as the prometheus-client crate writes it).
+const ZTUNNEL: &str = "# HELP istio_tcp_connections_opened The total number of TCP connections opened.\n\
+# TYPE istio_tcp_connections_opened counter\n\
+istio_tcp_connections_opened_total{reporter=\"destination\",source_workload=\"productpage-v1\",source_workload_namespace=\"book-info\",source_principal=\"spiffe://cluster.local/ns/book-info/sa/bookinfo-productpage\",destination_workload=\"reviews-v2\",destination_workload_namespace=\"book-info\",destination_principal=\"spiffe://cluster.local/ns/book-info/sa/bookinfo-reviews\",request_protocol=\"tcp\",response_flags=\"-\",connection_security_policy=\"mutual_tls\"} 7\n\
+# HELP istio_tcp_connections_closed The total number of TCP connections closed.\n\
+# TYPE istio_tcp_connections_closed counter\n\
+istio_tcp_connections_closed_total{reporter=\"destination\",source_workload=\"productpage-v1\",destination_workload=\"reviews-v2\",destination_workload_namespace=\"book-info\",connection_security_policy=\"mutual_tls\"} 7\n\
+# HELP istio_tcp_sent_bytes The size of total bytes sent during response in case of a TCP connection.\n\
+# TYPE istio_tcp_sent_bytes counter\n\
+istio_tcp_sent_bytes_total{reporter=\"destination\",destination_workload_namespace=\"book-info\"} 5203\n\
+# HELP istio_tcp_received_bytes The size of total bytes received during request in case of a TCP connection.\n\
+# TYPE istio_tcp_received_bytes counter\n\
+istio_tcp_received_bytes_total{reporter=\"destination\",destination_workload_namespace=\"book-info\"} 918\n\
+# EOF\n";
+
+/// What istiod's `http-monitoring` port serves (classic text format).
+const ISTIOD: &str = "# HELP pilot_xds_pushes Pilot build and send errors for lds, rds, cds and eds.\n\
+# TYPE pilot_xds_pushes counter\npilot_xds_pushes{type=\"cds\"} 3\npilot_xds_pushes{type=\"eds\"} 9\n";
+
+/// Serves both endpoints on 127.0.0.1 until the test process ends.
+fn serve_metrics() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || answer(stream));
+        }
+    });
+    port
+}
+
+fn answer(mut stream: TcpStream) {
+    let mut request_line = String::new();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    let mut header = String::new();
+    while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+        header.clear();
+    }
+    let (content_type, body) = if request_line.contains(" /stats/prometheus ") {
+        ("application/openmetrics-text; version=1.0.0; charset=utf-8", ZTUNNEL)
+    } else {
+        ("text/plain; version=0.0.4", ISTIOD)
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running Prometheus, killed on drop.
+struct Prometheus {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PromApi for Prometheus {
+    fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, LiveError>> {
+        Box::pin(async move {
+            let http_err =
+                |e: reqwest::Error| LiveError::Http { what: format!("prometheus {path}"), message: e.to_string() };
+            let resp = self.http.get(format!("{}/{path}", self.base)).send().await.map_err(http_err)?;
+            Ok(resp.bytes().await.map_err(http_err)?.to_vec())
+        })
+    }
+}
+
+/// Starts Prometheus with scrape pools named as the operator names our monitors' pools.
+fn start(dir: &Path, metrics_port: u16, extra_ztunnel_target: Option<u16>) -> Option<Prometheus> {
+    if Command::new("prometheus").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("MESHCHECK_REQUIRE_PROMETHEUS").is_none(),
+            "MESHCHECK_REQUIRE_PROMETHEUS is set but `prometheus` is not on PATH (apt-get install prometheus)"
+        );
+        eprintln!("SKIP: `prometheus` is not on PATH; the real-Prometheus metric test did not run");
+        return None;
+    }
+    let mut ztunnel_targets = vec![format!("'127.0.0.1:{metrics_port}'")];
+    ztunnel_targets.extend(extra_ztunnel_target.map(|p| format!("'127.0.0.1:{p}'")));
+    let config = format!(
+        "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n\
+         scrape_configs:\n\
+         - job_name: {istiod}0\n  metrics_path: /metrics\n  static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n\
+         - job_name: {ztunnel}0\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: [{}]}}]\n",
+        ztunnel_targets.join(", "),
+        istiod = metrics::ISTIOD_POOL,
+        ztunnel = metrics::ZTUNNEL_POOL,
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    Some(Prometheus { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() })
+}
+
+/// Polls until every target has been scraped at least once and the check's query has data.
+async fn settle(prom: &Prometheus, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let query = format!("api/v1/query?query={}", "istio_tcp_connections_opened_total");
+    loop {
+        let targets: Value = prom
+            .get("api/v1/targets?state=active")
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let active = targets.pointer("/data/activeTargets").and_then(Value::as_array).cloned().unwrap_or_default();
+        let scraped = !active.is_empty() && active.iter().all(|t| t["health"] != "unknown");
+        let series: Value =
+            prom.get(&query).await.ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let has_data = series.pointer("/data/result").and_then(Value::as_array).is_some_and(|r| !r.is_empty());
+        if scraped && has_data {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape within 60 s; its log:\n{}",
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Runs the collector against `prom` and the judge on what it wrote, with the direct scrapes the
+/// live collector takes through port-forwards taken here over plain HTTP.
+async fn collect_and_judge(prom: &Prometheus, metrics_port: u16, evidence_dir: &Path) -> meshcheck::evidence::Verdict {
+    let ev = Evidence::new(evidence_dir);
+    metrics::collect_prometheus(prom, &ev).await.unwrap();
+    let direct = |path: &str| {
+        let url = format!("http://127.0.0.1:{metrics_port}{path}");
+        async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() }
+    };
+    ev.write("ztunnel/node-a/metrics.prom", &direct("/stats/prometheus").await).unwrap();
+    ev.write("metrics/istiod/istiod-1.prom", &direct("/metrics").await).unwrap();
+    metrics::judge(&ev)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_check_against_a_real_prometheus() {
+    let metrics_port = serve_metrics();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(prom) = start(dir.path(), metrics_port, None) else { return };
+    settle(&prom, dir.path()).await;
+    let v = collect_and_judge(&prom, metrics_port, &dir.path().join("good")).await;
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    let targets = std::fs::read_to_string(dir.path().join("good/metrics/targets.json")).unwrap();
+    assert!(targets.contains("\"scrapePool\":\"podMonitor/monitoring/ztunnel/0\""), "stored as returned: {targets}");
+    let promql = std::fs::read_to_string(dir.path().join("good/metrics/query-ztunnel-tcp.promql")).unwrap();
+    assert_eq!(promql, metrics::ZTUNNEL_QUERY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_check_fails_when_a_real_prometheus_cannot_scrape_a_ztunnel() {
+    let metrics_port = serve_metrics();
+    let dead = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(prom) = start(dir.path(), metrics_port, Some(dead)) else { return };
+    settle(&prom, dir.path()).await;
+    let v = collect_and_judge(&prom, metrics_port, &dir.path().join("bad")).await;
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation());
+    let e = v.explanation();
+    assert!(e.contains("ztunnel PodMonitor: 1 of 2 targets not up"), "{e}");
+    assert!(e.contains(&format!("127.0.0.1:{dead}/stats/prometheus is down")), "{e}");
+}
