@@ -23,7 +23,6 @@ pub const ALL: &[(&str, &str)] = &[
         "manifests/cilium-allow-ambient-hostprobes.yaml",
         include_str!("../fixtures/manifests/cilium-allow-ambient-hostprobes.yaml"),
     ),
-    ("manifests/bookinfo-namespace.yaml", include_str!("../fixtures/manifests/bookinfo-namespace.yaml")),
     ("manifests/mesh-clients.yaml", include_str!("../fixtures/manifests/mesh-clients.yaml")),
     ("manifests/mtls-strict.yaml", include_str!("../fixtures/manifests/mtls-strict.yaml")),
     ("manifests/default-deny.yaml", include_str!("../fixtures/manifests/default-deny.yaml")),

@@ -11,6 +11,7 @@ pub mod evidence;
 pub mod fixtures;
 pub mod kjson;
 pub mod live;
+pub mod namespaces;
 pub mod oci;
 pub mod plan;
 pub mod preflight;

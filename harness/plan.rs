@@ -80,6 +80,8 @@ pub enum Condition {
     NodesReady,
     /// CRD Established.
     CrdEstablished,
+    /// Pod Ready.
+    PodReady,
 }
 
 /// One step.
@@ -138,6 +140,20 @@ pub enum Step {
         /// What it asserts.
         asserts: String,
     },
+    /// Create a namespace labelled as this run's own, unless it exists: an existing namespace is
+    /// used as it is and never labelled, so cleanup can never take it for one of ours.
+    Namespace {
+        /// Name.
+        name: String,
+        /// Labels besides the ownership labels (`istio.io/dataplane-mode`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        labels: Vec<(String, String)>,
+    },
+    /// Delete the namespaces carrying this run's ownership label (the cleanup of an existing cluster).
+    DeleteOwnedNamespaces {
+        /// The label selector, `meshcheck.io/run=<run id>`.
+        selector: String,
+    },
     /// Start the traffic generator, relabel its phase, or stop it and save its record.
     Traffic {
         /// `start`, `during`, `after` or `stop`.
@@ -173,6 +189,16 @@ struct IstioChart<'a> {
     helm_wait: bool,
     rollout: Option<(&'a str, &'a str, Condition)>,
 }
+
+/// Label key whose value is the run id, on every namespace a run creates.
+pub const RUN_LABEL: &str = "meshcheck.io/run";
+/// Namespace of the plaintext client outside the mesh.
+pub const OUTSIDE_NS: &str = "meshcheck-outside";
+/// Ambient namespace of the meshed client.
+pub const INSIDE_NS: &str = "meshcheck-inside";
+/// The bookinfo namespace.
+pub const BOOKINFO_NS: &str = "book-info";
+const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 
 const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 
@@ -221,8 +247,9 @@ impl Builder<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    /// `helm upgrade [--install --create-namespace] …`: `install` for a first install, plain
-    /// `upgrade` for the documented in-place upgrade.
+    /// `helm upgrade [--install] …`: `install` for a first install, plain `upgrade` for the
+    /// documented in-place upgrade. Namespaces come from [`Step::Namespace`], not from helm, so
+    /// that the run knows which ones it created.
     fn helm_release(
         &self,
         install: bool,
@@ -245,9 +272,6 @@ impl Builder<'_> {
             "--namespace".into(),
             ns.into(),
         ]);
-        if install {
-            args.push("--create-namespace".into());
-        }
         for v in values {
             args.extend(["--values".into(), v.clone()]);
         }
@@ -299,6 +323,23 @@ impl Builder<'_> {
         }
     }
 
+    fn namespace(&self, name: &str, labels: &[(&str, &str)]) -> Step {
+        Step::Namespace {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    /// The test clients of the mTLS check, each in a namespace of the run's own.
+    fn mesh_clients(&self, steps: &mut Vec<Step>) {
+        steps.push(self.namespace(OUTSIDE_NS, &[]));
+        steps.push(self.namespace(INSIDE_NS, &[AMBIENT]));
+        steps.push(self.fixture_apply("mesh-clients.yaml", None, &[]));
+        let t = self.s.timeouts.deploy.0;
+        steps.push(self.wait("Pod", Some(OUTSIDE_NS), "curl-outside", Condition::PodReady, t));
+        steps.push(self.wait("Pod", Some(INSIDE_NS), "curl-inside", Condition::PodReady, t));
+    }
+
     fn fixture_apply(&self, name: &str, ns: Option<&str>, vars: &[(&str, &str)]) -> Step {
         let objects = crate::fixtures::manifest_rendered(name, vars)
             .expect("fixtures parse (tested)")
@@ -345,6 +386,12 @@ pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
     if s.installs() {
         phases.push(PhasePlan { name: "install".into(), steps: install(&b, &s.versions.istio, false) });
         phases.push(PhasePlan { name: "deploy".into(), steps: deploy(&b) });
+    } else {
+        // Observe only: the mesh and bookinfo are the user's; the run adds just its test clients.
+        let mut steps = Vec::new();
+        b.mesh_clients(&mut steps);
+        steps.extend(b.checks(Stage::Deploy));
+        phases.push(PhasePlan { name: "deploy".into(), steps });
     }
     let gate = s.versions.upgrade_to.is_some();
     phases.push(PhasePlan { name: if gate { "baseline" } else { "checks" }.into(), steps: b.checks(Stage::Checks) });
@@ -452,8 +499,14 @@ fn provision(b: &Builder) -> Vec<Step> {
 fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
     let s = b.s;
     let t = s.timeouts.install.0;
-    let mut steps = vec![b.repo_add("istio", ISTIO_REPO)];
+    let mut steps = Vec::new();
     let install = !upgrade;
+    if install {
+        for ns in ["istio-system", "istio-ingress", "monitoring", "tempo", "kiali-operator"] {
+            steps.push(b.namespace(ns, &[]));
+        }
+    }
+    steps.push(b.repo_add("istio", ISTIO_REPO));
     let chart = |release, chart, fixture, rollout| IstioChart {
         release,
         chart,
@@ -579,10 +632,10 @@ fn observability(b: &Builder, steps: &mut Vec<Step>) {
 fn deploy(b: &Builder) -> Vec<Step> {
     let s = b.s;
     let t = s.timeouts.deploy.0;
-    let ns = Some("book-info");
+    let ns = Some(BOOKINFO_NS);
     let release = s.versions.bookinfo();
     let raw = format!("https://raw.githubusercontent.com/istio/istio/{release}/samples/bookinfo");
-    let mut steps = vec![b.fixture_apply("bookinfo-namespace.yaml", None, &[])];
+    let mut steps = vec![b.namespace(BOOKINFO_NS, &[AMBIENT])];
     for file in
         ["platform/kube/bookinfo.yaml", "platform/kube/bookinfo-versions.yaml", "networking/bookinfo-gateway.yaml"]
     {
@@ -595,7 +648,7 @@ fn deploy(b: &Builder) -> Vec<Step> {
     }
     let hub = checks::image_architectures::istio_hub(release);
     steps.push(b.fixture_apply("probe-target.yaml", ns, &[("BOOKINFO_HUB", hub)]));
-    steps.push(b.fixture_apply("mesh-clients.yaml", None, &[]));
+    b.mesh_clients(&mut steps);
     for d in ["details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1", "probe-target"] {
         steps.push(b.wait("Deployment", ns, d, Condition::DeploymentAvailable, t));
     }
@@ -616,7 +669,7 @@ fn cleanup(b: &Builder) -> Vec<Step> {
             command: CommandSpec::new("k3d", ["cluster", "delete", c], t),
             optional: false,
         }],
-        _ => Vec::new(),
+        _ => vec![Step::DeleteOwnedNamespaces { selector: format!("{RUN_LABEL}={}", b.ctx.run_id.to_lowercase()) }],
     }
 }
 
@@ -687,6 +740,15 @@ pub fn render_text(plan: &Plan) -> String {
                     )
                 }
                 Step::Check { name, asserts } => format!("check   {name}: {asserts}"),
+                Step::Namespace { name, labels } => {
+                    let extra: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!(
+                        "ns      {name}: create labelled {RUN_LABEL}={}{} unless it exists",
+                        plan.run_id.to_lowercase(),
+                        if extra.is_empty() { String::new() } else { format!(", {}", extra.join(", ")) }
+                    )
+                }
+                Step::DeleteOwnedNamespaces { selector } => format!("delete  namespaces labelled {selector}"),
                 Step::Traffic { action } => format!("traffic {action}"),
             };
             let _ = writeln!(out, "{n:3}. {line}");

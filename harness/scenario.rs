@@ -226,7 +226,9 @@ pub struct ExistingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
     /// Whether meshcheck may install Cilium-independent parts (mesh, observability, bookinfo).
-    /// Without `install: true` it only runs the checks against what is already there.
+    /// Without `install: true` it installs none of them: it adds only its two curl test clients, in
+    /// namespaces it creates and labels as the run's own, and runs the checks against what is there.
+    /// Either way cleanup deletes exactly the namespaces the run created, never one that existed.
     #[serde(default)]
     pub install: bool,
 }

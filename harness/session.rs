@@ -307,6 +307,32 @@ impl Session {
                 }
                 Ok(())
             }
+            Step::Namespace { name, labels } => {
+                self.connect()?;
+                let live = self.live.as_ref().expect("connected");
+                let ensured = self
+                    .rt
+                    .block_on(crate::namespaces::ensure(&live.client, name, labels, &self.record.run_id))
+                    .map_err(|e| e.to_string())?;
+                if let crate::namespaces::Ensured::Created(ns) = ensured {
+                    let obj: kube::api::DynamicObject =
+                        serde_json::from_value(serde_json::to_value(&*ns).expect("serializes"))
+                            .map_err(|e| format!("namespace {name}: {e}"))?;
+                    crate::report::record_manifest(&self.run_dir, &obj, None)
+                        .map_err(|e| format!("record namespace {name}: {e}"))?;
+                }
+                Ok(())
+            }
+            Step::DeleteOwnedNamespaces { .. } => {
+                self.connect()?;
+                let live = self.live.as_ref().expect("connected");
+                let deleted = self
+                    .rt
+                    .block_on(crate::namespaces::delete_owned(&live.client, &self.record.run_id))
+                    .map_err(|e| e.to_string())?;
+                tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
+                Ok(())
+            }
             Step::Check { .. } => Ok(()),
         }
     }
@@ -377,11 +403,17 @@ impl Session {
             self.plan.phases.iter().find(|p| p.name == "cleanup").map(|p| p.steps.clone()).unwrap_or_default();
         if self.keep {
             tracing::info!("--keep: leaving cluster {:?}; kubeconfig {}", self.plan.cluster_name, self.plan.kubeconfig);
-        } else if self.cluster_created {
+        } else {
             for step in cleanup {
-                if let Step::Command { command, .. } = step
-                    && let Err(e) = self.runner.run_ignoring_interrupt(&command)
-                {
+                let result = match &step {
+                    Step::Command { command, .. } if self.cluster_created => {
+                        self.runner.run_ignoring_interrupt(command).map(|_| ()).map_err(|e| e.to_string())
+                    }
+                    // Only a run that reached the cluster can have created namespaces there.
+                    Step::DeleteOwnedNamespaces { .. } if self.live.is_some() => self.run_step(&step),
+                    _ => Ok(()),
+                };
+                if let Err(e) = result {
                     tracing::warn!("cleanup failed: {e}");
                 }
             }

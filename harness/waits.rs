@@ -7,7 +7,7 @@ use futures::StreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment, StatefulSet},
-        core::v1::Node,
+        core::v1::{Node, Pod},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -84,6 +84,18 @@ pub async fn wait_for(
                     let ready = s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0);
                     note(format!("replicas {want}, ready {ready}"));
                     ready >= want
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            }
+            Condition::PodReady => {
+                let api: Api<Pod> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
+                await_condition(api, name, move |p: Option<&Pod>| {
+                    let Some(st) = p.and_then(|p| p.status.as_ref()) else { return false };
+                    let ready = st.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+                    note(format!("phase {}, ready {ready}", st.phase.as_deref().unwrap_or("?")));
+                    ready
                 })
                 .await
                 .map(|_| ())

@@ -13,7 +13,7 @@ use crate::{
     evidence::{Evidence, Verdict},
     fixtures,
     live::{Live, LiveError},
-    promtext,
+    plan, promtext,
 };
 
 /// Registration.
@@ -46,7 +46,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         let target = format!("http://productpage.{NAMESPACE}.svc.cluster.local:9080/productpage");
         let mut results = Vec::new();
         for (client, ns, pod) in
-            [("outside", "meshcheck-outside", "curl-outside"), ("inside", NAMESPACE, "curl-inside")]
+            [("outside", plan::OUTSIDE_NS, "curl-outside"), ("inside", plan::INSIDE_NS, "curl-inside")]
         {
             let outcome = live
                 .exec(ns, pod, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &target])

@@ -4,6 +4,7 @@ mod common;
 mod faults;
 mod fixtures;
 mod judges;
+mod namespaces;
 mod plans;
 mod prometheus;
 mod reports;

@@ -1,0 +1,87 @@
+//! Namespaces a run owns. On an existing cluster meshcheck may only ever delete namespaces it
+//! created itself, so ownership is decided at creation: a namespace that does not exist is created
+//! with the run's label; one that exists is used as it is and never labelled. Cleanup deletes by that
+//! label and checks the label again on every object it is about to delete.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+};
+
+use crate::{live::LiveError, plan::RUN_LABEL};
+
+/// Label every object meshcheck creates carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "meshcheck");
+
+/// What [`ensure`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ensured {
+    /// Created now, labelled as the run's own.
+    Created(Box<Namespace>),
+    /// Already there; left untouched.
+    Existed,
+}
+
+/// Creates `name` with the run's ownership labels plus `labels`, unless it exists.
+pub async fn ensure(
+    client: &Client,
+    name: &str,
+    labels: &[(String, String)],
+    run_id: &str,
+) -> Result<Ensured, LiveError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let err = |what: &str| {
+        let what = format!("{what} namespace {name}");
+        move |source| LiveError::Kube { what, source }
+    };
+    if api.get_opt(name).await.map_err(err("read"))?.is_some() {
+        tracing::info!("namespace {name} exists; using it as it is (it will not be deleted)");
+        return Ok(Ensured::Existed);
+    }
+    let mut all: BTreeMap<String, String> = labels.iter().cloned().collect();
+    all.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+    all.insert(RUN_LABEL.into(), run_id.to_lowercase());
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(name.into()), labels: Some(all), ..Default::default() },
+        ..Default::default()
+    };
+    match api
+        .create(&PostParams { field_manager: Some(crate::live::FIELD_MANAGER.into()), ..Default::default() }, &ns)
+        .await
+    {
+        Ok(created) => Ok(Ensured::Created(Box::new(created))),
+        // Created by someone else between our read and our create: theirs, not ours.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Ensured::Existed),
+        Err(e) => Err(err("create")(e)),
+    }
+}
+
+/// Deletes every namespace labelled with this run's id and returns their names.
+pub async fn delete_owned(client: &Client, run_id: &str) -> Result<Vec<String>, LiveError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let run = run_id.to_lowercase();
+    let selector = format!("{RUN_LABEL}={run}");
+    let list = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| LiveError::Kube { what: format!("list namespaces {selector}"), source })?;
+    let mut deleted = Vec::new();
+    for ns in list.items {
+        let labels = ns.metadata.labels.clone().unwrap_or_default();
+        let ours =
+            labels.get(RUN_LABEL) == Some(&run) && labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+        let Some(name) = ns.metadata.name.clone().filter(|_| ours) else {
+            tracing::warn!("not deleting namespace {:?}: it lacks this run's labels", ns.metadata.name);
+            continue;
+        };
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => deleted.push(name),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => return Err(LiveError::Kube { what: format!("delete namespace {name}"), source }),
+        }
+    }
+    Ok(deleted)
+}
