@@ -9,3 +9,4 @@ mod plans;
 mod prometheus;
 mod reports;
 mod scenarios;
+mod traffic;

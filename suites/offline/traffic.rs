@@ -1,0 +1,97 @@
+//! The upgrade traffic generator against a local HTTP server on 127.0.0.1 that fails a known share
+//! of requests and stalls some past the client timeout: counts, percentiles and the verdict of the
+//! traffic-continuity check. Bounded: 60 requests, under two seconds.
+
+use std::{
+    io::{Read, Write},
+    net::TcpListener,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use meshcheck::{
+    checks,
+    evidence::{Evidence, Outcome},
+    traffic::{TrafficGenerator, phase_stats},
+};
+
+/// Answers the n-th request (1-based, in arrival order): every 10th stalls for 2 s, every other
+/// 5th gets 503, the rest 200.
+fn flaky_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let status = if n % 10 == 0 {
+                    std::thread::sleep(Duration::from_secs(2));
+                    "200 OK"
+                } else if n % 5 == 0 {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
+                let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            });
+        }
+    });
+    format!("http://{addr}/productpage")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generator_counts_failures_and_stalls_and_the_check_judges_them() {
+    let url = flaky_server();
+    let generator = TrafficGenerator::start(&url, 100, Duration::from_millis(500), 0, 60);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    generator.set_phase("during");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    generator.set_phase("after");
+    // 60 requests at 100/s take 0.6 s; stalled ones give up after 0.5 s.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let record = generator.finish().await;
+
+    assert_eq!(record.requests.len(), 60, "every request is recorded, whatever its fate");
+    let timed_out = record.requests.iter().filter(|r| r.status == 0).count();
+    let unavailable = record.requests.iter().filter(|r| r.status == 503).count();
+    assert_eq!((timed_out, unavailable), (6, 6));
+    assert!(record.requests.iter().filter(|r| r.status == 0).all(|r| r.error.is_some() && r.latency_ms >= 490.0));
+    assert!(record.requests.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "sorted by send time");
+
+    let stats = phase_stats(&record);
+    let phases: Vec<&str> = stats.iter().map(|s| s.phase.as_str()).collect();
+    assert_eq!(phases, ["before", "during", "after"]);
+    assert_eq!(stats.iter().map(|s| s.total).sum::<usize>(), 60);
+    assert_eq!(stats.iter().map(|s| s.failed).sum::<usize>(), 12);
+    let all_p99 = stats.iter().map(|s| s.p99_ms).fold(0.0, f64::max);
+    assert!(all_p99 >= 490.0, "a stalled request sets p99: {stats:?}");
+    assert!(stats.iter().all(|s| s.p50_ms < 490.0), "the median is a normal answer: {stats:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ev = Evidence::new(dir.path());
+    let judge = checks::find("traffic-continuity").unwrap().judge;
+    ev.write_json("upgrade/traffic.json", &record).unwrap();
+    let v = judge(&ev);
+    assert_eq!(v.outcome, Outcome::Fail);
+    assert!(v.reason.contains("12 of 60 requests failed, budget 0"), "{}", v.reason);
+    let e = v.explanation();
+    assert!(e.contains("during:") && e.contains("p99") && e.contains("status 503") && e.contains("status 0"), "{e}");
+
+    let within_budget = meshcheck::traffic::TrafficRecord { failure_budget: 12, ..record };
+    ev.write_json("upgrade/traffic.json", &within_budget).unwrap();
+    let v = judge(&ev);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+}
