@@ -370,10 +370,53 @@ pub fn summary(record: &RunRecord, kiali_graph: Option<&[u8]>) -> String {
             r.verdict.reason.replace('|', "\\|").replace('\n', " ")
         ));
     }
+    if record.results.iter().any(|r| r.suite == "candidate") {
+        md.push_str(&gate_table(record));
+    }
     if let Some(mermaid) = kiali_graph.and_then(mermaid_graph) {
         md.push_str("\n## Service graph observed by Kiali\n\n```mermaid\n");
         md.push_str(&mermaid);
         md.push_str("```\n");
+    }
+    md
+}
+
+/// The release-gate view: each check's baseline and candidate verdicts side by side, under the
+/// Istio version each pass ran on.
+fn gate_table(record: &RunRecord) -> String {
+    let version = |k: &str| record.versions.get(k).map(String::as_str).unwrap_or("?");
+    let mut md = format!(
+        "\n## Release gate: Istio {} → {}\n\n| check | baseline (Istio {}) | candidate (Istio {}) | change |\n|---|---|---|---|\n",
+        version("istio"),
+        version("istio_upgrade_to"),
+        version("istio"),
+        version("istio_upgrade_to")
+    );
+    let outcome = |suite: &str, name: &str| {
+        record.results.iter().find(|r| r.suite == suite && r.name == name).map(|r| r.verdict.outcome)
+    };
+    let names: Vec<&str> = record
+        .results
+        .iter()
+        .filter(|r| (r.suite == "baseline" || r.suite == "candidate") && r.name != "phase")
+        .map(|r| r.name.as_str())
+        .fold(Vec::new(), |mut v, n| {
+            if !v.contains(&n) {
+                v.push(n);
+            }
+            v
+        });
+    for name in names {
+        let (b, c) = (outcome("baseline", name), outcome("candidate", name));
+        let change = match (b, c) {
+            (Some(Outcome::Pass), Some(x)) if x != Outcome::Pass => "**regressed**",
+            (Some(x), Some(Outcome::Pass)) if x != Outcome::Pass => "fixed",
+            (Some(_), None) => "missing",
+            (None, Some(_)) => "new",
+            _ => "",
+        };
+        let show = |o: Option<Outcome>| o.map(|o| o.to_string()).unwrap_or_else(|| "—".into());
+        md.push_str(&format!("| {name} | {} | {} | {change} |\n", show(b), show(c)));
     }
     md
 }

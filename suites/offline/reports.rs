@@ -118,6 +118,24 @@ fn compare_cli_exits_non_zero_on_regression_and_gate_passes_fold() {
 }
 
 #[test]
+fn gate_summary_puts_baseline_and_candidate_side_by_side() {
+    let mut r = record(vec![
+        result("baseline", "mtls", Verdict::pass("ok")),
+        result("baseline", "traces", Verdict::fail("late")),
+        result("upgrade", "traffic-continuity", Verdict::pass("0 of 200 failed")),
+        result("candidate", "mtls", Verdict::fail("plaintext")),
+        result("candidate", "traces", Verdict::pass("ok")),
+    ]);
+    r.versions.insert("istio_upgrade_to".into(), "1.31.0".into());
+    let md = report::summary(&r, None);
+    assert!(md.contains("## Release gate: Istio 1.30.3 → 1.31.0"), "{md}");
+    assert!(md.contains("| check | baseline (Istio 1.30.3) | candidate (Istio 1.31.0) | change |"), "{md}");
+    assert!(md.contains("| mtls | pass | fail | **regressed** |"), "{md}");
+    assert!(md.contains("| traces | fail | pass | fixed |"), "{md}");
+    assert!(!report::summary(&sample(), None).contains("Release gate"));
+}
+
+#[test]
 fn judge_reproduces_verdicts_from_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let ev = dir.path().join("evidence");
