@@ -10,3 +10,4 @@ mod prometheus;
 mod reports;
 mod scenarios;
 mod traffic;
+mod workflows;

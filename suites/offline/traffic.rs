@@ -37,10 +37,10 @@ fn flaky_server() -> String {
                     }
                 }
                 let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                let status = if n % 10 == 0 {
+                let status = if n.is_multiple_of(10) {
                     std::thread::sleep(Duration::from_secs(2));
                     "200 OK"
-                } else if n % 5 == 0 {
+                } else if n.is_multiple_of(5) {
                     "503 Service Unavailable"
                 } else {
                     "200 OK"
