@@ -21,6 +21,29 @@ use crate::report::{redact, tail, write_atomic};
 /// Set by the Ctrl-C handler; commands in flight are killed and report [`CommandError::Interrupted`].
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Installs the Ctrl-C handler that sets [`INTERRUPTED`]: the command in flight is killed, awaited
+/// API calls are abandoned, cleanup runs and the report is written (exit code 130). Both
+/// `meshcheck run` and the conformance entry point install it.
+pub fn install_interrupt_handler() -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping, cleaning up and writing the report");
+                INTERRUPTED.store(true, Ordering::SeqCst);
+            }
+        })
+    });
+    Ok(())
+}
+
+/// Resolves when [`INTERRUPTED`] is set, for racing against a future that has no deadline of its own.
+pub async fn interrupted() {
+    while !INTERRUPTED.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Lines of stderr quoted in an error.
 const STDERR_TAIL_LINES: usize = 15;
 /// Bytes of output kept in a command record.
@@ -89,6 +112,9 @@ pub struct CommandRecord {
     pub exit_code: Option<i32>,
     /// Whether the deadline passed.
     pub timed_out: bool,
+    /// Whether Ctrl-C stopped it.
+    #[serde(default)]
+    pub interrupted: bool,
     /// Tail of stdout, redacted.
     pub stdout: String,
     /// Tail of stderr, redacted.
@@ -177,7 +203,14 @@ impl Runner {
         let handle = match expr.start() {
             Ok(h) => h,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.record(spec, &started_at, started, None, false, b"", e.to_string().as_bytes());
+                self.record(
+                    spec,
+                    &started_at,
+                    started,
+                    Ending { code: None, timed_out: false, interrupted: false },
+                    b"",
+                    e.to_string().as_bytes(),
+                );
                 return Err(CommandError::NotFound { program: spec.program.clone(), command });
             }
             Err(source) => return Err(CommandError::Io { command, source }),
@@ -203,7 +236,7 @@ impl Runner {
             Some(o) => (o.stdout.clone(), o.stderr.clone(), o.status.code()),
             None => (Vec::new(), Vec::new(), None),
         };
-        self.record(spec, &started_at, started, code, timed_out, &stdout, &stderr);
+        self.record(spec, &started_at, started, Ending { code, timed_out, interrupted }, &stdout, &stderr);
         let stderr_text = redact(&String::from_utf8_lossy(&stderr));
         let stderr_tail = tail_lines(&stderr_text, STDERR_TAIL_LINES);
         if interrupted {
@@ -218,14 +251,12 @@ impl Runner {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         spec: &CommandSpec,
         started_at: &str,
         started: Instant,
-        exit_code: Option<i32>,
-        timed_out: bool,
+        ending: Ending,
         stdout: &[u8],
         stderr: &[u8],
     ) {
@@ -236,8 +267,9 @@ impl Runner {
             cwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
             started_at: started_at.to_string(),
             duration_secs: started.elapsed().as_secs_f64(),
-            exit_code,
-            timed_out,
+            exit_code: ending.code,
+            timed_out: ending.timed_out,
+            interrupted: ending.interrupted,
             stdout: redact(&tail(&String::from_utf8_lossy(stdout), OUTPUT_TAIL_BYTES)),
             stderr: redact(&tail(&String::from_utf8_lossy(stderr), OUTPUT_TAIL_BYTES)),
         };
@@ -246,6 +278,13 @@ impl Runner {
             tracing::warn!("could not record command in {}: {e}", path.display());
         }
     }
+}
+
+/// How a command ended, for its record.
+struct Ending {
+    code: Option<i32>,
+    timed_out: bool,
+    interrupted: bool,
 }
 
 fn tail_lines(text: &str, n: usize) -> String {

@@ -245,8 +245,8 @@ impl Session {
                 let live = self.live.as_ref().expect("connected");
                 let ns = namespace.clone();
                 let (source, dry) = (source.clone(), *dry_run_first);
-                self.rt
-                    .block_on(async {
+                until_interrupted(&self.rt, async {
+                    async {
                         let objects = match &source {
                             Source::Fixture { path, vars } => {
                                 let name = path.trim_start_matches("manifests/");
@@ -262,16 +262,20 @@ impl Session {
                             .partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
                         live.apply(&crds, ns.as_deref(), false).await?;
                         live.apply(&rest, ns.as_deref(), dry).await
-                    })
+                    }
+                    .await
                     .map_err(|e: LiveError| e.to_string())
+                })
             }
             Step::Wait { kind, namespace, name, condition, timeout_secs } => {
                 self.connect()?;
                 let live = self.live.as_ref().expect("connected");
                 let t = std::time::Duration::from_secs(*timeout_secs);
-                self.rt
-                    .block_on(crate::waits::wait_for(&live.client, kind, namespace.as_deref(), name, condition, t))
-                    .map_err(|e| e.to_string())
+                until_interrupted(&self.rt, async {
+                    crate::waits::wait_for(&live.client, kind, namespace.as_deref(), name, condition, t)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
             }
             Step::Traffic { action } => {
                 match action.as_str() {
@@ -301,7 +305,12 @@ impl Session {
                             g.set_phase(phase);
                         }
                         if phase == "after" {
-                            std::thread::sleep(std::time::Duration::from_secs(30));
+                            // Keep sending for a while after the last rollout, so "after" has data.
+                            let settle = tokio::time::sleep(std::time::Duration::from_secs(30));
+                            let _ = until_interrupted(&self.rt, async {
+                                settle.await;
+                                Ok(())
+                            });
                         }
                     }
                 }
@@ -310,10 +319,11 @@ impl Session {
             Step::Namespace { name, labels } => {
                 self.connect()?;
                 let live = self.live.as_ref().expect("connected");
-                let ensured = self
-                    .rt
-                    .block_on(crate::namespaces::ensure(&live.client, name, labels, &self.record.run_id))
-                    .map_err(|e| e.to_string())?;
+                let ensured = until_interrupted(&self.rt, async {
+                    crate::namespaces::ensure(&live.client, name, labels, &self.record.run_id)
+                        .await
+                        .map_err(|e| e.to_string())
+                })?;
                 if let crate::namespaces::Ensured::Created(ns) = ensured {
                     let obj: kube::api::DynamicObject =
                         serde_json::from_value(serde_json::to_value(&*ns).expect("serializes"))
@@ -368,6 +378,9 @@ impl Session {
             let (s, ev) = (self.scenario.clone(), evidence.clone());
             self.rt.block_on(checks::image_architectures::collect_for(&s, &ev)).map_err(|e| e.to_string())
         } else {
+            // A collector is not abandoned on Ctrl-C: it undoes its own policies (STRICT,
+            // default-deny) before it returns, which matters on an existing cluster, and
+            // `timeouts.check` bounds it. The interrupt takes effect at the next trial.
             let timeout = self.scenario.timeouts.check.0;
             match self.connect() {
                 Err(e) => Err(e),
@@ -456,6 +469,19 @@ async fn fetch_manifests(url: &str) -> Result<Vec<kube::api::DynamicObject>, Liv
     }
     let text = resp.text().await.map_err(|e| http(e.to_string()))?;
     crate::live::parse_manifests(&text, url)
+}
+
+/// Runs a future on the session's runtime until it ends or Ctrl-C is pressed.
+fn until_interrupted<T>(
+    rt: &tokio::runtime::Runtime,
+    fut: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    rt.block_on(async {
+        tokio::select! {
+            r = fut => r,
+            _ = crate::runner::interrupted() => Err("interrupted (Ctrl-C)".to_string()),
+        }
+    })
 }
 
 fn first_line(s: &str) -> &str {

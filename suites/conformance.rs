@@ -45,6 +45,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    if let Err(e) = meshcheck::runner::install_interrupt_handler() {
+        eprintln!("error: cannot install the Ctrl-C handler: {e}");
+        return ExitCode::FAILURE;
+    }
     let reports =
         std::env::var("MESHCHECK_REPORTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/reports").into());
     let keep = matches!(std::env::var("MESHCHECK_KEEP").as_deref(), Ok("1") | Ok("true"));
@@ -80,6 +84,9 @@ fn main() -> ExitCode {
     session.mark_rest_not_run(&specs, "not selected by the test filter");
     let record = session.finish();
     eprintln!("meshcheck report: {}/junit.xml ({})", run_dir.display(), record.outcome);
+    if meshcheck::runner::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        return ExitCode::from(meshcheck::EXIT_INTERRUPTED);
+    }
     if record.outcome != Outcome::Pass && !conclusion.has_failed() {
         return ExitCode::FAILURE;
     }

@@ -130,7 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { scenario, keep, reports } => {
             let s = load(scenario)?;
-            ctrlc_flag()?;
+            meshcheck::runner::install_interrupt_handler().context("installing the Ctrl-C handler")?;
             let mut session =
                 Session::start(s, &RunOptions { reports_dir: reports, keep }).context("creating the run folder")?;
             let trials = Session::trials(&session.plan);
@@ -228,18 +228,4 @@ fn tempdir_for_preflight() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("meshcheck-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-/// Ctrl-C sets the interrupt flag; the run stops the command in flight, cleans up and reports.
-fn ctrlc_flag() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::spawn(move || {
-        rt.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: stopping, cleaning up and writing the report");
-                INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        })
-    });
-    Ok(())
 }

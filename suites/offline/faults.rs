@@ -67,3 +67,62 @@ fn a_failing_helm_install_stops_the_run_reports_it_and_deletes_the_cluster() {
     let summary = std::fs::read_to_string(latest.join("summary.md")).unwrap();
     assert!(summary.contains("| provision | phase | 💥 error |"), "{summary}");
 }
+
+#[test]
+fn ctrl_c_on_a_real_meshcheck_process_kills_the_command_cleans_up_and_reports() {
+    let bin = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    stub(bin.path(), "docker", "exit 0");
+    stub(bin.path(), "helm", "echo v3.20.0");
+    // `k3d cluster create` hangs (exec, so the kill reaches the sleeping process itself).
+    stub(bin.path(), "k3d", "case \"$1 $2\" in \"cluster create\") exec sleep 60;; *) exit 0;; esac");
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+        .args(["run", "--scenario"])
+        .arg(crate::common::root().join("scenarios/ambient-k3d.yaml"))
+        .arg("--reports")
+        .arg(work.path().join("reports"))
+        .env("PATH", path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let calls = bin.path().join("calls.log");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&calls).unwrap_or_default().contains("k3d cluster create") {
+        assert!(started.elapsed() < Duration::from_secs(30), "k3d cluster create was never called");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "meshcheck did not stop within 20 s of Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(meshcheck::EXIT_INTERRUPTED as i32), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(45), "the hanging create was killed, not waited out");
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(log.contains("k3d cluster delete meshcheck-"), "cleanup not attempted after Ctrl-C:\n{log}");
+    let latest = work.path().join("reports/latest");
+    let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
+    assert!(junit.contains("interrupted"), "{junit}");
+    assert!(junit.contains("<skipped"), "trials after the interrupt are not run: {junit}");
+    let outcomes = meshcheck::report::load_outcomes(&latest, None).unwrap();
+    assert_eq!(outcomes["provision::phase"], meshcheck::evidence::Outcome::Error);
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(latest.join("run.json")).unwrap()).unwrap();
+    assert!(!run["ended_at"].as_str().unwrap_or_default().is_empty(), "run.json is final");
+    let create_record = std::fs::read_dir(latest.join("commands"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .find(|t| t.contains("\"create\""))
+        .expect("the interrupted create is recorded");
+    assert!(create_record.contains("\"interrupted\": true"), "{create_record}");
+}
