@@ -203,6 +203,9 @@ pub struct RunRecord {
     pub ended_at: String,
     /// Final outcome (`not-run` while running).
     pub outcome: Outcome,
+    /// Wall time of each phase so far (its steps and its checks), in seconds, including `cleanup`.
+    #[serde(default)]
+    pub phase_durations_secs: BTreeMap<String, f64>,
     /// Every result so far, in order.
     pub results: Vec<TrialResult>,
 }
@@ -349,6 +352,11 @@ pub fn summary(record: &RunRecord, kiali_graph: Option<&[u8]>) -> String {
         record.started_at,
         if record.ended_at.is_empty() { String::new() } else { format!(" · ended {}", record.ended_at) }
     ));
+    if !record.phase_durations_secs.is_empty() {
+        let phases: Vec<String> =
+            record.phase_durations_secs.iter().map(|(phase, secs)| format!("{phase} {secs:.1}s")).collect();
+        md.push_str(&format!("Phase durations: {}\n\n", phases.join(" · ")));
+    }
     md.push_str("| component | version |\n|---|---|\n");
     for (k, v) in &record.versions {
         md.push_str(&format!("| {k} | {v} |\n"));

@@ -120,6 +120,7 @@ impl Session {
             started_at: now_rfc3339(),
             ended_at: String::new(),
             outcome: Outcome::NotRun,
+            phase_durations_secs: BTreeMap::new(),
             results: Vec::new(),
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -175,11 +176,13 @@ impl Session {
             let (v, collected) = self.run_check(&trial.suite, &trial.name);
             (v, Some(self.evidence_rel(&trial.suite)), collected)
         };
+        let duration_secs = started.elapsed().as_secs_f64();
+        *self.record.phase_durations_secs.entry(trial.suite.clone()).or_default() += duration_secs;
         self.record.results.push(TrialResult {
             suite: trial.suite.clone(),
             name: trial.name.clone(),
             verdict: verdict.clone(),
-            duration_secs: started.elapsed().as_secs_f64(),
+            duration_secs,
             evidence_root,
             collected,
         });
@@ -412,6 +415,7 @@ impl Session {
         if let Some(g) = self.traffic.take() {
             let _ = self.rt.block_on(g.finish());
         }
+        let cleanup_started = Instant::now();
         let cleanup: Vec<Step> =
             self.plan.phases.iter().find(|p| p.name == "cleanup").map(|p| p.steps.clone()).unwrap_or_default();
         if self.keep {
@@ -431,6 +435,7 @@ impl Session {
                 }
             }
         }
+        self.record.phase_durations_secs.insert("cleanup".into(), cleanup_started.elapsed().as_secs_f64());
         self.record.ended_at = now_rfc3339();
         self.record.outcome = self.record.overall();
         self.write_reports();

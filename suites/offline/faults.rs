@@ -118,6 +118,9 @@ fn ctrl_c_on_a_real_meshcheck_process_kills_the_command_cleans_up_and_reports() 
     assert_eq!(outcomes["provision::phase"], meshcheck::evidence::Outcome::Error);
     let run: serde_json::Value = serde_json::from_slice(&std::fs::read(latest.join("run.json")).unwrap()).unwrap();
     assert!(!run["ended_at"].as_str().unwrap_or_default().is_empty(), "run.json is final");
+    let phases = &run["phase_durations_secs"];
+    assert!(phases["provision"].as_f64().unwrap() >= 0.3, "the interrupted phase took its time: {phases}");
+    assert!(phases["cleanup"].is_number(), "{phases}");
     let create_record = std::fs::read_dir(latest.join("commands"))
         .unwrap()
         .flatten()

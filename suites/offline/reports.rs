@@ -33,6 +33,7 @@ fn record(results: Vec<TrialResult>) -> RunRecord {
         started_at: "2026-11-25T00:00:00Z".into(),
         ended_at: String::new(),
         outcome: Outcome::NotRun,
+        phase_durations_secs: BTreeMap::from([("checks".to_string(), 4.5)]),
         results,
     }
 }
@@ -78,6 +79,7 @@ fn junit_validates_against_the_xsd_and_parses_back() {
     assert!(text.contains("name=\"version.istio\"") && text.contains("evidence: evidence/mtls/strict.json"));
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(summary.contains("| checks | mtls | ❌ fail |") && summary.contains("| istio | 1.30.3 |"));
+    assert!(summary.contains("Phase durations: checks 4.5s"), "{summary}");
 }
 
 #[test]
