@@ -22,6 +22,19 @@ use crate::{evidence::Evidence, scenario::Scenario};
 /// Field manager of every server-side apply meshcheck makes.
 pub const FIELD_MANAGER: &str = "meshcheck";
 
+/// Namespaces whose pods and events a run keeps at its end.
+pub const SNAPSHOT_NAMESPACES: &[&str] = &[
+    "kube-system",
+    "istio-system",
+    "istio-ingress",
+    "monitoring",
+    "tempo",
+    "kiali-operator",
+    "book-info",
+    "meshcheck-inside",
+    "meshcheck-outside",
+];
+
 /// Errors of the live layer. Each names what it was doing.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -241,6 +254,26 @@ impl Live {
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(kube_err(format!("delete {} {name}", ar.kind))(e)),
             }
+        }
+        Ok(())
+    }
+
+    /// Keeps the cluster's state as evidence (`cluster/pods-<ns>.json`, `cluster/events-<ns>.json`, and
+    /// `cluster/nodes.json` unless a check already saved the one it judged), exactly as the API
+    /// returned it, so a failed nightly can be diagnosed from the artifact.
+    pub async fn snapshot_cluster(&self) -> Result<(), LiveError> {
+        if !self.evidence.exists("cluster/nodes.json") {
+            self.save("cluster/nodes.json", &self.get_raw("/api/v1/nodes").await?)?;
+        }
+        for ns in SNAPSHOT_NAMESPACES {
+            self.save(
+                &format!("cluster/pods-{ns}.json"),
+                &self.get_raw(&format!("/api/v1/namespaces/{ns}/pods")).await?,
+            )?;
+            self.save(
+                &format!("cluster/events-{ns}.json"),
+                &self.get_raw(&format!("/api/v1/namespaces/{ns}/events")).await?,
+            )?;
         }
         Ok(())
     }

@@ -415,6 +415,16 @@ impl Session {
         if let Some(g) = self.traffic.take() {
             let _ = self.rt.block_on(g.finish());
         }
+        if let Some(live) = &self.live
+            && !INTERRUPTED.load(Ordering::SeqCst)
+        {
+            let snapshot = tokio::time::timeout(std::time::Duration::from_secs(60), live.snapshot_cluster());
+            match self.rt.block_on(snapshot) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("cluster snapshot incomplete: {e}"),
+                Err(_) => tracing::warn!("cluster snapshot incomplete: no answer within 60s"),
+            }
+        }
         let cleanup_started = Instant::now();
         let cleanup: Vec<Step> =
             self.plan.phases.iter().find(|p| p.name == "cleanup").map(|p| p.steps.clone()).unwrap_or_default();

@@ -1,10 +1,10 @@
 //! Offline tests: everything that can be proven without a cluster.
 
+mod apiserver;
 mod common;
 mod faults;
 mod fixtures;
 mod judges;
-mod namespaces;
 mod plans;
 mod prometheus;
 mod reports;

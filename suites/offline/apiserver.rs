@@ -1,6 +1,7 @@
-//! Namespace ownership against a mock API server (tower-test, the kube-rs ApiServerVerifier
-//! pattern): a run creates only what is missing, never adopts an existing namespace, and cleanup
-//! deletes only namespaces carrying both of the run's labels.
+//! The live layer against a mock API server (tower-test, the kube-rs ApiServerVerifier pattern):
+//! namespace ownership (a run creates only what is missing, never adopts an existing namespace,
+//! and cleanup deletes only namespaces carrying both of the run's labels), watch-based waits that
+//! say what they last saw, and the end-of-run cluster snapshot stored exactly as returned.
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -103,4 +104,84 @@ async fn cleanup_deletes_only_namespaces_with_both_run_labels() {
     assert_eq!(deleted, ["meshcheck-outside"]);
     drop(client);
     server.await.unwrap();
+}
+
+fn deployment(available: i32) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "istiod", "namespace": "istio-system", "resourceVersion": "7", "generation": 1},
+           "spec": {"replicas": 1, "selector": {}, "template": {}},
+           "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": available,
+                      "conditions": [{"type": "Available", "status": if available > 0 { "True" } else { "False" }}]}})
+}
+
+/// Serves list requests with the given deployment and holds watches open (no change ever comes).
+fn serve_deployment(mut handle: Handle, available: i32) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let query = req.uri().query().unwrap_or_default().to_string();
+            if query.contains("watch=true") {
+                held.push(send);
+                continue;
+            }
+            let list = json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {"resourceVersion": "7"},
+                              "items": [deployment(available)]});
+            send.send_response(reply(StatusCode::OK, &list));
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_wait_passes_on_a_ready_rollout_and_times_out_naming_what_it_last_saw() {
+    use meshcheck::{live::LiveError, plan::Condition, waits::wait_for};
+    let t = std::time::Duration::from_millis(800);
+    let (client, handle) = mock();
+    let server = serve_deployment(handle, 1);
+    wait_for(&client, "Deployment", Some("istio-system"), "istiod", &Condition::DeploymentAvailable, t).await.unwrap();
+    drop(client);
+    server.abort();
+
+    let (client, handle) = mock();
+    let server = serve_deployment(handle, 0);
+    let err = wait_for(&client, "Deployment", Some("istio-system"), "istiod", &Condition::DeploymentAvailable, t)
+        .await
+        .unwrap_err();
+    let LiveError::Timeout { what, last_seen, .. } = &err else { panic!("expected a timeout, got {err}") };
+    assert!(what.contains("istio-system/istiod"), "{what}");
+    assert_eq!(last_seen, "replicas 1, available 0, updated 1");
+    assert!(err.to_string().contains("last seen: replicas 1, available 0"), "{err}");
+    server.abort();
+}
+
+#[tokio::test]
+async fn the_cluster_snapshot_keeps_api_responses_as_returned() {
+    let (client, mut handle) = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
+    // A nodes.json a check already judged is never overwritten by the later snapshot.
+    evidence.write("cluster/nodes.json", b"{\"judged\":true}").unwrap();
+    let live = meshcheck::live::Live {
+        client,
+        scenario: meshcheck::scenario::Scenario::embedded_default(),
+        run_dir: dir.path().into(),
+        evidence: evidence.clone(),
+    };
+    let server = tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_string();
+            assert_eq!(req.method(), Method::GET, "a snapshot only reads");
+            assert_ne!(path, "/api/v1/nodes", "nodes.json exists already");
+            let body = format!("{{\"kind\":\"List\",\"from\":\"{path}\"}}");
+            send.send_response(Response::builder().status(200).body(Body::from(body.into_bytes())).unwrap());
+        }
+    });
+    live.snapshot_cluster().await.unwrap();
+    drop(live);
+    server.await.unwrap();
+    assert_eq!(evidence.read_text("cluster/nodes.json").unwrap(), "{\"judged\":true}");
+    for ns in meshcheck::live::SNAPSHOT_NAMESPACES {
+        let pods = evidence.read_text(&format!("cluster/pods-{ns}.json")).unwrap();
+        assert_eq!(pods, format!("{{\"kind\":\"List\",\"from\":\"/api/v1/namespaces/{ns}/pods\"}}"));
+        assert!(evidence.exists(&format!("cluster/events-{ns}.json")));
+    }
 }
