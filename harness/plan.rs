@@ -370,6 +370,20 @@ impl Builder<'_> {
     }
 }
 
+/// Splits a phase's executable steps (checks excluded) into batches, in order: a run of
+/// consecutive waits is one batch, awaited concurrently (waits only observe, so they cannot depend
+/// on each other); every other step is a batch of its own.
+pub fn batches(steps: &[Step]) -> Vec<Vec<&Step>> {
+    let mut out: Vec<Vec<&Step>> = Vec::new();
+    for step in steps.iter().filter(|s| !matches!(s, Step::Check { .. })) {
+        match out.last_mut() {
+            Some(last) if matches!(step, Step::Wait { .. }) && matches!(last[0], Step::Wait { .. }) => last.push(step),
+            _ => out.push(vec![step]),
+        }
+    }
+    out
+}
+
 /// Builds the plan for a scenario.
 pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
     let cluster = (s.provider != Provider::Existing).then(|| format!("meshcheck-{}", ctx.run_id.to_lowercase()));

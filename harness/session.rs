@@ -210,11 +210,12 @@ impl Session {
         }
         let steps: Vec<Step> =
             self.plan.phases.iter().find(|p| p.name == name).map(|p| p.steps.clone()).unwrap_or_default();
-        for step in steps.iter().filter(|s| !matches!(s, Step::Check { .. })) {
+        for batch in plan::batches(&steps) {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 return Verdict::error(format!("phase `{name}` interrupted (Ctrl-C)"));
             }
-            if let Err(e) = self.run_step(step) {
+            let result = if batch.len() > 1 { self.run_waits(&batch) } else { self.run_step(batch[0]) };
+            if let Err(e) = result {
                 return Verdict::error(format!("phase `{name}` stopped: {}", first_line(&e))).with_details([e]);
             }
         }
@@ -348,6 +349,32 @@ impl Session {
             }
             Step::Check { .. } => Ok(()),
         }
+    }
+
+    /// Awaits several waits concurrently; every one that fails is reported.
+    fn run_waits(&mut self, waits: &[&Step]) -> Result<(), String> {
+        self.connect()?;
+        let live = self.live.as_ref().expect("connected");
+        let futures = waits.iter().filter_map(|step| match step {
+            Step::Wait { kind, namespace, name, condition, timeout_secs } => Some(crate::waits::wait_for(
+                &live.client,
+                kind,
+                namespace.as_deref(),
+                name,
+                condition,
+                std::time::Duration::from_secs(*timeout_secs),
+            )),
+            _ => None,
+        });
+        until_interrupted(&self.rt, async {
+            let failures: Vec<String> = futures::future::join_all(futures)
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .map(|e| e.to_string())
+                .collect();
+            if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
+        })
     }
 
     /// Connects to the cluster (once the kubeconfig exists).

@@ -79,6 +79,39 @@ fn existing_cluster_without_install_never_creates_installs_or_deletes() {
 }
 
 #[test]
+fn existing_cluster_cleanup_deletes_only_the_runs_own_namespaces() {
+    let p = plan_of("existing-cluster");
+    let cleanup = &p.phases.iter().find(|ph| ph.name == "cleanup").unwrap().steps;
+    assert!(
+        matches!(cleanup.as_slice(), [Step::DeleteOwnedNamespaces { selector }] if selector == "meshcheck.io/run=run-id"),
+        "{cleanup:?}"
+    );
+    // Every namespace the run uses is created through an ownership step, never by helm or a manifest.
+    for ph in &p.phases {
+        for step in &ph.steps {
+            if let Step::Command { command, .. } = step {
+                assert!(!command.args.iter().any(|a| a == "--create-namespace"), "{}", command.display());
+            }
+            if let Step::Apply { objects, .. } = step {
+                assert!(!objects.iter().any(|o| o.starts_with("Namespace/")), "{objects:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn consecutive_waits_form_one_concurrent_batch() {
+    let p = plan_of("ambient-kind");
+    let provision = &p.phases.iter().find(|ph| ph.name == "provision").unwrap().steps;
+    let batches = plan::batches(provision);
+    let waits: Vec<usize> = batches.iter().filter(|b| matches!(b[0], Step::Wait { .. })).map(Vec::len).collect();
+    assert_eq!(waits, [5], "cilium, cilium-envoy, operator, nodes, coredns are awaited together");
+    assert!(batches.iter().all(|b| b.len() == 1 || b.iter().all(|s| matches!(s, Step::Wait { .. }))));
+    let steps = provision.iter().filter(|s| !matches!(s, Step::Check { .. })).count();
+    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), steps, "every step runs exactly once, in order");
+}
+
+#[test]
 fn kind_config_disables_cni_and_kube_proxy_and_maps_the_gateway() {
     let s = Scenario::embedded_default();
     let cfg = providers::kind_config(&s, "meshcheck-x");
