@@ -15,6 +15,7 @@ pub mod namespaces;
 pub mod oci;
 pub mod plan;
 pub mod preflight;
+pub mod progress;
 pub mod promtext;
 pub mod providers;
 pub mod report;

@@ -161,6 +161,29 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// A short name for progress output.
+    pub fn label(&self) -> String {
+        match self {
+            Step::Command { name, .. } => name.clone(),
+            Step::WriteFile { path, .. } => format!("write {}", path.rsplit('/').next().unwrap_or(path)),
+            Step::Apply { source: Source::Fixture { path, .. }, .. } => format!("apply {path}"),
+            Step::Apply { source: Source::Url { url }, .. } => {
+                format!("apply {}", url.rsplit('/').next().unwrap_or(url))
+            }
+            Step::Wait { kind, namespace, name, .. } => match (namespace, name.as_str()) {
+                (_, "") => format!("wait for every {kind}"),
+                (Some(ns), n) => format!("wait for {kind} {ns}/{n}"),
+                (None, n) => format!("wait for {kind} {n}"),
+            },
+            Step::Check { name, .. } => format!("check {name}"),
+            Step::Namespace { name, .. } => format!("namespace {name}"),
+            Step::DeleteOwnedNamespaces { .. } => "delete the run's namespaces".into(),
+            Step::Traffic { action } => format!("traffic {action}"),
+        }
+    }
+}
+
 /// Inputs that are not in the scenario: where the run lives.
 #[derive(Debug, Clone)]
 pub struct RunContext {

@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub reports_dir: PathBuf,
     /// Keep the cluster at the end.
     pub keep: bool,
+    /// How progress is shown on the terminal.
+    pub progress: crate::progress::Style,
 }
 
 /// One trial of a run: a phase or a check in a suite.
@@ -64,6 +66,7 @@ pub struct Session {
     cluster_created: bool,
     traffic: Option<TrafficGenerator>,
     keep: bool,
+    progress: crate::progress::Progress,
 }
 
 /// A fresh run id: UTC time, sortable.
@@ -136,6 +139,7 @@ impl Session {
             cluster_created: false,
             traffic: None,
             keep: opts.keep,
+            progress: crate::progress::Progress::new(opts.progress),
         };
         session.write_reports();
         Ok(session)
@@ -173,7 +177,9 @@ impl Session {
             }
             (v, None, true)
         } else {
+            self.progress.begin(&format!("{}: check {}", trial.suite, trial.name));
             let (v, collected) = self.run_check(&trial.suite, &trial.name);
+            self.progress.end(&v.outcome.to_string());
             (v, Some(self.evidence_rel(&trial.suite)), collected)
         };
         let duration_secs = started.elapsed().as_secs_f64();
@@ -214,7 +220,10 @@ impl Session {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 return Verdict::error(format!("phase `{name}` interrupted (Ctrl-C)"));
             }
+            let label = batch.iter().map(|s| s.label()).collect::<Vec<_>>().join(" + ");
+            self.progress.begin(&format!("{name}: {label}"));
             let result = if batch.len() > 1 { self.run_waits(&batch) } else { self.run_step(batch[0]) };
+            self.progress.end(if result.is_ok() { "done" } else { "failed" });
             if let Err(e) = result {
                 return Verdict::error(format!("phase `{name}` stopped: {}", first_line(&e))).with_details([e]);
             }

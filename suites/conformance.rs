@@ -52,7 +52,10 @@ fn main() -> ExitCode {
     let reports =
         std::env::var("MESHCHECK_REPORTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/reports").into());
     let keep = matches!(std::env::var("MESHCHECK_KEEP").as_deref(), Ok("1") | Ok("true"));
-    let session = match Session::start(scenario, &RunOptions { reports_dir: reports.into(), keep }) {
+    let session = match Session::start(
+        scenario,
+        &RunOptions { reports_dir: reports.into(), keep, progress: meshcheck::progress::Style::detect() },
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot create the run folder: {e}");

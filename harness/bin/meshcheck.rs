@@ -131,8 +131,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { scenario, keep, reports } => {
             let s = load(scenario)?;
             meshcheck::runner::install_interrupt_handler().context("installing the Ctrl-C handler")?;
-            let mut session =
-                Session::start(s, &RunOptions { reports_dir: reports, keep }).context("creating the run folder")?;
+            let mut session = Session::start(
+                s,
+                &RunOptions { reports_dir: reports, keep, progress: meshcheck::progress::Style::detect() },
+            )
+            .context("creating the run folder")?;
             let trials = Session::trials(&session.plan);
             for t in &trials {
                 let v = session.run_trial(t);

@@ -1,0 +1,134 @@
+//! Progress of the long phases on the terminal: a spinner line with the running step and its
+//! elapsed time when stderr is a terminal, plain timestamped lines otherwise (CI logs, files).
+//! Only presentation: the run folder is the record.
+
+use std::{
+    io::{IsTerminal, Write},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+const FRAMES: &[char] = &['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+/// Where progress goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// A redrawn spinner line.
+    Spinner,
+    /// One timestamped line per start and end.
+    Lines,
+    /// Nothing (tests).
+    Quiet,
+}
+
+impl Style {
+    /// Spinner on a terminal, lines otherwise; `MESHCHECK_PROGRESS=lines|spinner|quiet` overrides.
+    pub fn detect() -> Style {
+        match std::env::var("MESHCHECK_PROGRESS").as_deref() {
+            Ok("lines") => Style::Lines,
+            Ok("spinner") => Style::Spinner,
+            Ok("quiet") => Style::Quiet,
+            _ if std::io::stderr().is_terminal() => Style::Spinner,
+            _ => Style::Lines,
+        }
+    }
+}
+
+struct Current {
+    label: String,
+    started: Instant,
+}
+
+/// Reports steps as they start and end.
+pub struct Progress {
+    style: Style,
+    current: Arc<Mutex<Option<Current>>>,
+    stop: Arc<AtomicBool>,
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl Progress {
+    /// Progress to stderr in `style`.
+    pub fn new(style: Style) -> Progress {
+        Progress::to_writer(style, Box::new(std::io::stderr()))
+    }
+
+    /// Progress to any writer (tests read it back).
+    pub fn to_writer(style: Style, out: Box<dyn Write + Send>) -> Progress {
+        let progress = Progress {
+            style,
+            current: Arc::new(Mutex::new(None)),
+            stop: Arc::new(AtomicBool::new(false)),
+            out: Arc::new(Mutex::new(out)),
+        };
+        if style == Style::Spinner {
+            let (current, stop, out) = (progress.current.clone(), progress.stop.clone(), progress.out.clone());
+            std::thread::spawn(move || {
+                let mut frame = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(c) = current.lock().expect("progress lock").as_ref() {
+                        let mut out = out.lock().expect("progress lock");
+                        let _ = write!(
+                            out,
+                            "\r\x1b[2K{} {} ({})",
+                            FRAMES[frame % FRAMES.len()],
+                            c.label,
+                            elapsed(c.started.elapsed())
+                        );
+                        let _ = out.flush();
+                        frame += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        progress
+    }
+
+    /// A step starts.
+    pub fn begin(&self, label: &str) {
+        *self.current.lock().expect("progress lock") =
+            Some(Current { label: label.to_string(), started: Instant::now() });
+        if self.style == Style::Lines {
+            self.line(&format!("{label} …"));
+        }
+    }
+
+    /// The running step ends; `outcome` is a short word (`done`, `failed`, `pass`, …).
+    pub fn end(&self, outcome: &str) {
+        let Some(c) = self.current.lock().expect("progress lock").take() else { return };
+        let took = elapsed(c.started.elapsed());
+        match self.style {
+            Style::Spinner => {
+                let mut out = self.out.lock().expect("progress lock");
+                let _ = writeln!(
+                    out,
+                    "\r\x1b[2K{} {} ({took})",
+                    if outcome == "done" || outcome == "pass" { '✔' } else { '✘' },
+                    c.label
+                );
+            }
+            Style::Lines => self.line(&format!("{} {outcome} in {took}", c.label)),
+            Style::Quiet => {}
+        }
+    }
+
+    fn line(&self, text: &str) {
+        let mut out = self.out.lock().expect("progress lock");
+        let _ = writeln!(out, "[{}] {text}", crate::report::now_rfc3339());
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn elapsed(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 { format!("{}m{:02}s", s / 60, s % 60) } else { format!("{:.1}s", d.as_secs_f64()) }
+}
