@@ -472,7 +472,8 @@ pub struct Comparison {
     pub change: Change,
 }
 
-/// Loads outcomes keyed by `suite::name` from a run folder (`run.json`) or a JUnit file.
+/// Loads outcomes keyed by `suite::name` from a run folder, its `junit.xml`, or the JUnit file
+/// cargo-nextest writes for the conformance suite.
 /// `pass` picks one pass of a release gate run (`baseline` or `candidate`); others are kept.
 pub fn load_outcomes(path: &Path, pass: Option<&str>) -> Result<BTreeMap<String, Outcome>, ReportError> {
     let junit_path = if path.is_dir() { path.join("junit.xml") } else { path.to_path_buf() };
@@ -482,20 +483,23 @@ pub fn load_outcomes(path: &Path, pass: Option<&str>) -> Result<BTreeMap<String,
         .map_err(|e| ReportError::Format { path: junit_path.clone(), message: e.to_string() })?;
     let mut out = BTreeMap::new();
     for suite in &report.test_suites {
-        let name = suite.name.as_str();
-        let folded = match (name, pass) {
-            ("baseline" | "candidate", Some(p)) if p != name => continue,
-            ("baseline" | "candidate", _) => "checks",
-            (n, _) => n,
-        };
         for case in &suite.test_cases {
+            // meshcheck's own JUnit: suite `checks`, case `mtls`. nextest's: suite = the binary id
+            // (`meshcheck::conformance`), case = the trial name (`checks::mtls`).
+            let (phase, check) =
+                case.name.as_str().split_once("::").unwrap_or((suite.name.as_str(), case.name.as_str()));
+            let folded = match (phase, pass) {
+                ("baseline" | "candidate", Some(p)) if p != phase => continue,
+                ("baseline" | "candidate", _) => "checks",
+                (n, _) => n,
+            };
             let outcome = match &case.status {
                 TestCaseStatus::Success { .. } => Outcome::Pass,
                 TestCaseStatus::NonSuccess { kind: NonSuccessKind::Failure, .. } => Outcome::Fail,
                 TestCaseStatus::NonSuccess { kind: NonSuccessKind::Error, .. } => Outcome::Error,
                 TestCaseStatus::Skipped { .. } => Outcome::NotRun,
             };
-            out.insert(format!("{folded}::{}", case.name.as_str()), outcome);
+            out.insert(format!("{folded}::{check}"), outcome);
         }
     }
     Ok(out)

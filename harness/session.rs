@@ -554,3 +554,35 @@ pub fn rejudge(run_dir: &Path) -> Result<RunRecord, crate::report::ReportError> 
     record.write_all(run_dir)?;
     Ok(record)
 }
+
+/// Runs a whole run once per `key` across processes and returns its record.
+///
+/// cargo-nextest runs every trial in a process of its own. The first process of a nextest run
+/// (`key` = `NEXTEST_RUN_ID`) executes the whole run with `run`, which returns the finished run
+/// folder; every other process waits on the lock and reads that folder's record. Each process then
+/// reports the verdict recorded for its own trial, so nextest's JUnit and the run folder's
+/// `junit.xml` are two views of one result and cannot disagree.
+pub fn shared_run(
+    reports_dir: &Path,
+    key: &str,
+    run: impl FnOnce() -> Result<PathBuf, String>,
+) -> Result<RunRecord, String> {
+    let dir = reports_dir.join(".nextest");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock_path = dir.join(format!("{key}.lock"));
+    let lock = std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock().map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+    let marker = dir.join(format!("{key}.run"));
+    let run_dir = match std::fs::read_to_string(&marker) {
+        Ok(path) => PathBuf::from(path.trim()),
+        Err(_) => {
+            let run_dir = run()?;
+            write_atomic(&marker, run_dir.display().to_string().as_bytes())
+                .map_err(|e| format!("{}: {e}", marker.display()))?;
+            run_dir
+        }
+    };
+    let record = RunRecord::load(&run_dir).map_err(|e| e.to_string());
+    drop(lock);
+    record
+}

@@ -5,9 +5,10 @@
 //! trials, which run one at a time in plan order. A trial after a failed phase is reported as
 //! ignored with the reason, and recorded as not run in the run folder's `junit.xml`.
 //!
-//! Under cargo-nextest's process-per-test mode every trial would be its own process and would
-//! provision its own cluster; meshcheck refuses that with a message instead (run
-//! `cargo test --test conformance` or `meshcheck run`, and let nextest run the offline suites).
+//! Under cargo-nextest every trial is its own process. The first process of a nextest run executes
+//! the whole run (one cluster, every trial, one run folder); the others wait for it and report the
+//! verdict recorded for their own trial (`session::shared_run`, keyed by `NEXTEST_RUN_ID`), so
+//! nextest's JUnit and the run folder's `junit.xml` never disagree.
 
 use std::{
     process::ExitCode,
@@ -38,13 +39,6 @@ fn main() -> ExitCode {
         let trials = specs.iter().map(|t| Trial::test(t.trial_name(), || Ok(()))).collect();
         return libtest_mimic::run(&args, trials).exit_code();
     }
-    if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test") {
-        eprintln!(
-            "meshcheck: the conformance suite builds one cluster for all its trials and cannot run one process per \
-             trial. Run it with `cargo test --test conformance` (or `meshcheck run`); use nextest for the offline tests."
-        );
-        return ExitCode::FAILURE;
-    }
     if let Err(e) = meshcheck::runner::install_interrupt_handler() {
         eprintln!("error: cannot install the Ctrl-C handler: {e}");
         return ExitCode::FAILURE;
@@ -52,10 +46,13 @@ fn main() -> ExitCode {
     let reports =
         std::env::var("MESHCHECK_REPORTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/reports").into());
     let keep = matches!(std::env::var("MESHCHECK_KEEP").as_deref(), Ok("1") | Ok("true"));
-    let session = match Session::start(
-        scenario,
-        &RunOptions { reports_dir: reports.into(), keep, progress: meshcheck::progress::Style::detect() },
-    ) {
+    let opts = RunOptions { reports_dir: reports.into(), keep, progress: meshcheck::progress::Style::detect() };
+    if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test")
+        && let Ok(run_id) = std::env::var("NEXTEST_RUN_ID")
+    {
+        return nextest_trial(&args, scenario, &opts, &specs, &run_id);
+    }
+    let session = match Session::start(scenario, &opts) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot create the run folder: {e}");
@@ -94,4 +91,42 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     conclusion.exit_code()
+}
+
+/// One trial in nextest's process-per-test mode: the first process runs everything, every process
+/// reports the recorded verdict of the trial nextest asked for.
+fn nextest_trial(args: &Arguments, scenario: Scenario, opts: &RunOptions, specs: &[TrialSpec], key: &str) -> ExitCode {
+    let run = || {
+        let mut session = Session::start(scenario, opts).map_err(|e| format!("cannot create the run folder: {e}"))?;
+        for spec in specs {
+            session.run_trial(spec);
+        }
+        let dir = session.run_dir.clone();
+        session.finish();
+        eprintln!("meshcheck report: {}/junit.xml", dir.display());
+        Ok(dir)
+    };
+    let record = match meshcheck::session::shared_run(&opts.reports_dir, key, run) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let trials = specs
+        .iter()
+        .map(|spec| {
+            let verdict =
+                record.results.iter().find(|r| r.suite == spec.suite && r.name == spec.name).map(|r| r.verdict.clone());
+            Trial::ignorable_test(spec.trial_name(), move || match verdict {
+                Some(v) if v.outcome == Outcome::Pass => Ok(Completion::Completed),
+                // nextest has no run-time skip and counts an ignored exit as a pass: a trial that did
+                // not run must not show as one, so it fails with the run folder's reason.
+                Some(v) if v.outcome == Outcome::NotRun => Err(Failed::from(format!("not run: {}", v.reason))),
+                Some(v) => Err(Failed::from(format!("{}: {}", v.outcome, v.explanation()))),
+                None => Err(Failed::from("the run recorded no result for this trial")),
+            })
+        })
+        .collect();
+    libtest_mimic::run(args, trials).exit_code()
 }

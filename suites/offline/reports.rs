@@ -211,3 +211,80 @@ fn progress_is_timestamped_lines_off_a_terminal_and_a_spinner_on_one() {
     assert!(text.contains("\r\x1b[2K✘ provision: create kind cluster (") && text.ends_with(")\n"), "{text:?}");
     assert!(!text.contains("[20"), "no timestamps on a terminal: {text:?}");
 }
+
+#[test]
+fn under_nextest_one_process_runs_and_the_others_report_its_verdicts() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let reports = tempfile::tempdir().unwrap();
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let trials: Vec<_> = (0..4)
+        .map(|_| {
+            let (reports, runs) = (reports.path().to_path_buf(), runs.clone());
+            std::thread::spawn(move || {
+                meshcheck::session::shared_run(&reports, "1f79aa0d-4ec8", || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    // The whole run takes a while; the other processes wait for it.
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    let dir = reports.join("20261125-101500");
+                    let mut r = record(vec![
+                        result("checks", "mtls", Verdict::pass("ok")),
+                        result("checks", "traces", Verdict::fail("late")),
+                    ]);
+                    r.ended_at = "2026-11-25T10:30:00Z".into();
+                    r.write_all(&dir).map_err(|e| e.to_string())?;
+                    Ok(dir)
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    let records: Vec<RunRecord> = trials.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "exactly one process executes the run");
+    for r in &records {
+        assert_eq!(r.ended_at, "2026-11-25T10:30:00Z", "every process sees the finished run");
+        assert_eq!(r.results[1].verdict.outcome, Outcome::Fail);
+    }
+    // A new nextest run (another id) runs again.
+    let again = meshcheck::session::shared_run(reports.path(), "other-run", || Err("no cluster".into()));
+    assert_eq!(again.unwrap_err(), "no cluster");
+}
+
+#[test]
+fn nextest_junit_reads_as_the_same_trials_as_the_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let nextest = dir.path().join("junit.xml");
+    std::fs::write(
+        &nextest,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="nextest-run" tests="3" failures="2" errors="0" uuid="2f7b8f02-79c8-4147-9c96-ac64e8abe68e" timestamp="2026-11-25T22:53:16.000+00:00" time="0.2">
+    <testsuite name="meshcheck::conformance" tests="3" disabled="0" errors="0" failures="2">
+        <testcase name="preflight::phase" classname="meshcheck::conformance" timestamp="2026-11-25T22:53:16.000+00:00" time="0.01"/>
+        <testcase name="provision::phase" classname="meshcheck::conformance" timestamp="2026-11-25T22:53:16.000+00:00" time="0.01">
+            <failure type="test failure">error: kubeconfig missing</failure>
+        </testcase>
+        <testcase name="checks::mtls" classname="meshcheck::conformance" timestamp="2026-11-25T22:53:16.000+00:00" time="0.01">
+            <failure type="test failure">not run: phase `provision` did not pass</failure>
+        </testcase>
+    </testsuite>
+</testsuites>"#,
+    )
+    .unwrap();
+    let from_nextest = report::load_outcomes(&nextest, None).unwrap();
+    assert_eq!(
+        from_nextest.keys().collect::<Vec<_>>(),
+        ["checks::mtls", "preflight::phase", "provision::phase"],
+        "trial names, not the binary id"
+    );
+    let folder = dir.path().join("run");
+    record(vec![
+        result("preflight", "phase", Verdict::pass("ok")),
+        result("provision", "phase", Verdict::error("kubeconfig missing")),
+        result("checks", "mtls", Verdict::not_run("not run: phase `provision` did not pass")),
+    ])
+    .write_all(&folder)
+    .unwrap();
+    let from_folder = report::load_outcomes(&folder, None).unwrap();
+    for way in [report::compare(&from_folder, &from_nextest), report::compare(&from_nextest, &from_folder)] {
+        assert!(way.iter().all(|c| c.change == Change::Same), "{way:?}");
+    }
+}
