@@ -508,6 +508,13 @@ fn provision(b: &Builder) -> Vec<Step> {
         }
         Provider::Existing => unreachable!("handled above"),
     };
+    if let Some(archive) = &s.cluster.image_archive {
+        let command = match s.provider {
+            Provider::Kind => CommandSpec::new("kind", ["load", "image-archive", archive, "--name", cluster], t),
+            _ => CommandSpec::new("k3d", ["image", "import", archive, "--cluster", cluster], t),
+        };
+        steps.push(Step::Command { name: "load cached images into the nodes".into(), command, optional: false });
+    }
     let (w1, base) = b.values("values/cilium.yaml");
     let (w2, cluster_values) =
         b.generated("values/cilium-cluster.yaml", format!("k8sServiceHost: {host}\nk8sServicePort: 6443\n"));

@@ -200,6 +200,12 @@ pub struct ClusterSpec {
     /// Node image: `kindest/node:vX.Y.Z[@sha256:…]` for kind, `rancher/k3s:vX.Y.Z-k3sN` for k3d.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_image: Option<String>,
+    /// A `docker save` archive of the images the run starts (`meshcheck images --in-cluster`),
+    /// loaded into every node right after the cluster is created, so a CI cache replaces the
+    /// pulls. Save single-platform images: importing multi-arch archives fails with Docker's
+    /// containerd image store (field guide §1.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_archive: Option<String>,
 }
 
 fn one() -> u32 {
@@ -211,7 +217,13 @@ fn two() -> u32 {
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { control_planes: 1, workers: 2, architecture: Architecture::Auto, node_image: None }
+        ClusterSpec {
+            control_planes: 1,
+            workers: 2,
+            architecture: Architecture::Auto,
+            node_image: None,
+            image_archive: None,
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `meshcheck` command: plan, preflight, run, judge, compare, schema, gc.
+//! The `meshcheck` command: plan, preflight, run, judge, compare, images, schema, gc.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -66,6 +66,16 @@ enum Command {
         baseline: PathBuf,
         /// Candidate.
         candidate: PathBuf,
+    },
+    /// List the pinned images a run starts, one per line (for a CI image cache).
+    Images {
+        /// Scenario file.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Only the images that run inside the cluster (not the node image): what
+        /// `cluster.image_archive` should hold.
+        #[arg(long)]
+        in_cluster: bool,
     },
     /// Print the JSON Schema of the scenario format.
     Schema,
@@ -183,6 +193,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rows.iter().filter(|c| c.change == report::Change::Regressed).count()
             );
             Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Images { scenario, in_cluster } => {
+            let s = load(scenario)?;
+            let images = if in_cluster {
+                meshcheck::checks::image_architectures::cluster_images(&s)
+            } else {
+                meshcheck::checks::image_architectures::images(&s)
+            };
+            for image in images {
+                println!("{image}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&scenario::json_schema())?);

@@ -21,8 +21,10 @@ pub const CHECK: CheckDef = CheckDef {
     judge,
 };
 
-/// Images whose tags the scenario pins, and so can be checked before the run. Images chosen by the
-/// charts at install time (Prometheus, Tempo, Kiali) are checked on the nodes afterwards.
+/// Images whose tags the scenario pins, and so can be checked before the run: the node image
+/// and [`cluster_images`]. Images the charts choose when they render (Prometheus, Tempo, Kiali,
+/// cilium-envoy) are not known beforehand; a missing architecture there shows as a rollout that
+/// never becomes ready (`exec format error`), which the install waits report with what they saw.
 pub fn images(s: &Scenario) -> Vec<String> {
     let mut out = Vec::new();
     if s.provider != Provider::Existing
@@ -30,6 +32,14 @@ pub fn images(s: &Scenario) -> Vec<String> {
     {
         out.push(img.clone());
     }
+    out.extend(cluster_images(s));
+    out
+}
+
+/// The pinned images that run inside the cluster (everything but the node image): what
+/// `meshcheck images --in-cluster` lists for a CI image cache.
+pub fn cluster_images(s: &Scenario) -> Vec<String> {
+    let mut out = Vec::new();
     let cilium = &s.versions.cilium;
     out.push(format!("quay.io/cilium/cilium:v{cilium}"));
     out.push(format!("quay.io/cilium/operator-generic:v{cilium}"));

@@ -143,3 +143,22 @@ fn plan_json_round_trips_and_kubeconfig_stays_outside_the_run_folder() {
     assert_eq!(v["phases"][0]["name"], "preflight");
     assert!(!p.kubeconfig.starts_with(&format!("{}/", p.run_dir)), "{}", p.kubeconfig);
 }
+
+#[test]
+fn a_cached_image_archive_is_loaded_into_the_nodes_before_cilium() {
+    for (name, load) in [
+        ("ambient-kind", "kind load image-archive /cache/images.tar --name meshcheck-run-id"),
+        ("ambient-k3d", "k3d image import /cache/images.tar --cluster meshcheck-run-id"),
+    ] {
+        let text = std::fs::read_to_string(root().join(format!("scenarios/{name}.yaml")))
+            .unwrap()
+            .replace("cluster:\n", "cluster:\n  image_archive: /cache/images.tar\n");
+        let s = Scenario::from_yaml(&text, name).unwrap();
+        let p = plan::build(&s, &RunContext::for_plan());
+        let lines = command_lines(&p, "provision");
+        let created = lines.iter().position(|l| l.contains("create cluster") || l.contains("cluster create")).unwrap();
+        assert!(position(&lines, load) > created, "{lines:#?}");
+        assert!(position(&lines, load) < position(&lines, "cilium/cilium"), "{lines:#?}");
+    }
+    assert!(command_lines(&plan_of("ambient-kind"), "provision").iter().all(|l| !l.contains("image-archive")));
+}
