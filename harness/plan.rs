@@ -94,9 +94,11 @@ pub enum Step {
         name: String,
         /// The command.
         command: CommandSpec,
-        /// Skipped (not failed) when the program is not installed, e.g. istioctl analysis.
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        optional: bool,
+        /// For an advisory command (istioctl analysis), the evidence file its output goes to: it
+        /// is skipped when the program is not installed, and its findings, a non-zero exit
+        /// included, are evidence for the reader rather than a failed install.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        advisory: Option<String>,
     },
     /// Write a file into the run folder (values files, cluster configs).
     WriteFile {
@@ -249,7 +251,7 @@ impl Builder<'_> {
         Step::Command {
             name: format!("helm repo {name}"),
             command: CommandSpec::new("helm", args, self.s.timeouts.install.0),
-            optional: false,
+            advisory: None,
         }
     }
 
@@ -307,7 +309,7 @@ impl Builder<'_> {
         Step::Command {
             name: format!("helm {release}"),
             command: CommandSpec::new("helm", args, timeout),
-            optional: false,
+            advisory: None,
         }
     }
 
@@ -482,26 +484,26 @@ fn provision(b: &Builder) -> Vec<Step> {
             steps.push(Step::Command {
                 name: "create kind cluster".into(),
                 command: CommandSpec::new("kind", args, t),
-                optional: false,
+                advisory: None,
             });
             format!("{cluster}-control-plane")
         }
         Provider::K3d => {
             let create =
                 CommandSpec::new("k3d", crate::providers::k3d_create_args(s, cluster), t).env("K3D_FIX_MOUNTS", "1");
-            steps.push(Step::Command { name: "create k3d cluster".into(), command: create, optional: false });
+            steps.push(Step::Command { name: "create k3d cluster".into(), command: create, advisory: None });
             let kc = ["kubeconfig", "write", cluster, "--output", &b.kubeconfig];
             steps.push(Step::Command {
                 name: "export kubeconfig".into(),
                 command: CommandSpec::new("k3d", kc, t),
-                optional: false,
+                advisory: None,
             });
             for node in crate::providers::k3d_nodes(s, cluster) {
                 let args = ["exec", &node, "sh", "-c", crate::providers::K3D_MOUNT_SCRIPT];
                 steps.push(Step::Command {
                     name: format!("shared mounts on {node}"),
                     command: CommandSpec::new("docker", args, t),
-                    optional: false,
+                    advisory: None,
                 });
             }
             format!("k3d-{cluster}-server-0")
@@ -513,7 +515,7 @@ fn provision(b: &Builder) -> Vec<Step> {
             Provider::Kind => CommandSpec::new("kind", ["load", "image-archive", archive, "--name", cluster], t),
             _ => CommandSpec::new("k3d", ["image", "import", archive, "--cluster", cluster], t),
         };
-        steps.push(Step::Command { name: "load cached images into the nodes".into(), command, optional: false });
+        steps.push(Step::Command { name: "load cached images into the nodes".into(), command, advisory: None });
     }
     let (w1, base) = b.values("values/cilium.yaml");
     let (w2, cluster_values) =
@@ -627,7 +629,7 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
     steps.push(Step::Command {
         name: "istioctl analyze".into(),
         command: CommandSpec::new("istioctl", analyze, t),
-        optional: true,
+        advisory: Some("istioctl-analyze.txt".into()),
     });
     observability(b, &mut steps);
     steps
@@ -706,12 +708,12 @@ fn cleanup(b: &Builder) -> Vec<Step> {
         (Some(c), Provider::Kind) => vec![Step::Command {
             name: "delete kind cluster".into(),
             command: CommandSpec::new("kind", ["delete", "cluster", "--name", c], t),
-            optional: false,
+            advisory: None,
         }],
         (Some(c), Provider::K3d) => vec![Step::Command {
             name: "delete k3d cluster".into(),
             command: CommandSpec::new("k3d", ["cluster", "delete", c], t),
-            optional: false,
+            advisory: None,
         }],
         _ => vec![Step::DeleteOwnedNamespaces { selector: format!("{RUN_LABEL}={}", b.ctx.run_id.to_lowercase()) }],
     }
@@ -751,11 +753,14 @@ pub fn render_text(plan: &Plan) -> String {
         for step in &phase.steps {
             n += 1;
             let line = match step {
-                Step::Command { command, optional, .. } => {
+                Step::Command { command, advisory, .. } => {
                     format!(
                         "run     {}{} (timeout {}s)",
                         command.display(),
-                        if *optional { " [if installed]" } else { "" },
+                        advisory
+                            .as_ref()
+                            .map(|f| format!(" [if installed; findings to evidence/{f}]"))
+                            .unwrap_or_default(),
                         command.timeout_secs
                     )
                 }

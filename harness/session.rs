@@ -233,22 +233,24 @@ impl Session {
 
     fn run_step(&mut self, step: &Step) -> Result<(), String> {
         match step {
-            Step::Command { command, optional, name } => {
+            Step::Command { command, advisory, .. } => {
                 let result = self.runner.run(command);
                 if matches!(command.program.as_str(), "kind" | "k3d") && command.args.iter().any(|a| a == "create") {
                     // Even a failed create can leave containers behind; cleanup must try.
                     self.cluster_created = true;
                 }
-                match result {
-                    Ok(out) => {
-                        if name == "istioctl analyze" {
-                            let _ = std::fs::write(self.run_dir.join("evidence/istioctl-analyze.txt"), out);
-                        }
-                        Ok(())
-                    }
-                    Err(CommandError::NotFound { .. }) if *optional => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                }
+                let Some(file) = advisory else { return result.map(|_| ()).map_err(|e| e.to_string()) };
+                let text = match result {
+                    Err(CommandError::NotFound { .. }) => return Ok(()),
+                    Err(CommandError::Interrupted { .. }) => return Err("interrupted (Ctrl-C)".into()),
+                    Ok(out) => out,
+                    // Findings: the full output is in the command record; the tail goes to evidence.
+                    Err(e) => e.to_string(),
+                };
+                Evidence::new(self.run_dir.join("evidence"))
+                    .write(file, text.as_bytes())
+                    .map(|_| ())
+                    .map_err(|e| format!("write evidence/{file}: {e}"))
             }
             Step::WriteFile { path, content, .. } => {
                 write_atomic(Path::new(path), content.as_bytes()).map_err(|e| format!("write {path}: {e}"))

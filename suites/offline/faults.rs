@@ -129,3 +129,37 @@ fn ctrl_c_on_a_real_meshcheck_process_kills_the_command_cleans_up_and_reports() 
         .expect("the interrupted create is recorded");
     assert!(create_record.contains("\"interrupted\": true"), "{create_record}");
 }
+
+#[test]
+fn a_create_that_hangs_past_its_timeout_is_killed_reported_and_cleaned_up() {
+    let bin = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    stub(bin.path(), "docker", "exit 0");
+    stub(bin.path(), "helm", "echo v3.20.0");
+    stub(bin.path(), "k3d", "case \"$1 $2\" in \"cluster create\") exec sleep 60;; *) exit 0;; esac");
+    let text = std::fs::read_to_string(crate::common::root().join("scenarios/ambient-k3d.yaml"))
+        .unwrap()
+        .replace("  provision: 15m\n", "  provision: 2s\n");
+    assert!(text.contains("provision: 2s"), "the scenario sets timeouts.provision");
+    let scenario = work.path().join("s.yaml");
+    std::fs::write(&scenario, text).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+        .args(["run", "--scenario"])
+        .arg(&scenario)
+        .arg("--reports")
+        .arg(work.path().join("reports"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(30), "the hang was cut at its deadline");
+    let calls = std::fs::read_to_string(bin.path().join("calls.log")).unwrap();
+    assert!(calls.contains("k3d cluster delete meshcheck-"), "cleanup not attempted:\n{calls}");
+    let latest = work.path().join("reports/latest");
+    let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
+    assert!(junit.contains("did not finish within 2s and was killed"), "{junit}");
+    let summary = std::fs::read_to_string(latest.join("summary.md")).unwrap();
+    assert!(summary.contains("| provision | phase | 💥 error |"), "{summary}");
+}
