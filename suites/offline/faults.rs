@@ -11,6 +11,47 @@ fn stub(dir: &Path, tool: &str, body: &str) {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Stand-in tools on PATH and a folder for reports, for driving the real `meshcheck` binary.
+struct Bench {
+    bin: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        Bench { bin: tempfile::tempdir().unwrap(), work: tempfile::tempdir().unwrap() }
+    }
+
+    fn stub(&self, tool: &str, body: &str) {
+        stub(self.bin.path(), tool, body);
+    }
+
+    /// Writes the k3d scenario, edited, and returns its path.
+    fn k3d_scenario(&self, edit: impl FnOnce(String) -> String) -> std::path::PathBuf {
+        let text = std::fs::read_to_string(crate::common::root().join("scenarios/ambient-k3d.yaml")).unwrap();
+        let path = self.work.path().join("s.yaml");
+        std::fs::write(&path, edit(text)).unwrap();
+        path
+    }
+
+    /// `meshcheck run` on `scenario` with the stand-ins first on PATH.
+    fn meshcheck_run(&self, scenario: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
+        cmd.args(["run", "--scenario"]).arg(scenario).arg("--reports").arg(self.work.path().join("reports"));
+        cmd.env("PATH", format!("{}:{}", self.bin.path().display(), std::env::var("PATH").unwrap()));
+        cmd
+    }
+
+    /// Every call the stand-ins received.
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.bin.path().join("calls.log")).unwrap_or_default()
+    }
+
+    fn latest(&self, file: &str) -> String {
+        std::fs::read_to_string(self.work.path().join("reports/latest").join(file)).unwrap()
+    }
+}
+
 #[test]
 fn runner_records_times_out_and_names_missing_tools() {
     let dir = tempfile::tempdir().unwrap();
@@ -32,64 +73,46 @@ fn runner_records_times_out_and_names_missing_tools() {
 
 #[test]
 fn a_failing_helm_install_stops_the_run_reports_it_and_deletes_the_cluster() {
-    let bin = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    stub(bin.path(), "docker", "exit 0");
-    stub(bin.path(), "k3d", "exit 0");
-    stub(
-        bin.path(),
+    let bench = Bench::new();
+    bench.stub("docker", "exit 0");
+    bench.stub("k3d", "exit 0");
+    bench.stub(
         "helm",
         "case \"$1 $2\" in \"version --short\") echo v3.20.0;; \"repo add\") exit 0;; *) echo 'Error: INSTALLATION FAILED: cilium boom' >&2; exit 1;; esac",
     );
-    let scenario = work.path().join("s.yaml");
-    let text = std::fs::read_to_string(crate::common::root().join("scenarios/ambient-k3d.yaml"))
-        .unwrap()
-        .replace("  - mtls\n", "");
-    let text = format!("{text}checks: [node-architecture]\n");
-    std::fs::write(&scenario, text).unwrap();
-    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
-    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
-        .args(["run", "--scenario"])
-        .arg(&scenario)
-        .arg("--reports")
-        .arg(work.path().join("reports"))
-        .env("PATH", path)
-        .output()
-        .unwrap();
+    let scenario = bench.k3d_scenario(|t| format!("{}checks: [node-architecture]\n", t.replace("  - mtls\n", "")));
+    let out = bench.meshcheck_run(&scenario).output().unwrap();
     assert!(!out.status.success());
-    let calls = std::fs::read_to_string(bin.path().join("calls.log")).unwrap();
+    let calls = bench.calls();
     assert!(calls.contains("k3d cluster create meshcheck-"), "{calls}");
     assert!(calls.contains("k3d cluster delete meshcheck-"), "cleanup not attempted:\n{calls}");
-    let latest = work.path().join("reports/latest");
-    let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
+    let junit = bench.latest("junit.xml");
     assert!(junit.contains("INSTALLATION FAILED: cilium boom"), "{junit}");
     assert!(junit.contains("<skipped"), "later trials must be marked not run");
-    let summary = std::fs::read_to_string(latest.join("summary.md")).unwrap();
+    let summary = bench.latest("summary.md");
     assert!(summary.contains("| provision | phase | 💥 error |"), "{summary}");
+}
+
+/// Stand-ins whose `k3d cluster create` hangs (exec, so a kill reaches the sleeping process itself).
+fn hanging_create(bench: &Bench) {
+    bench.stub("docker", "exit 0");
+    bench.stub("helm", "echo v3.20.0");
+    bench.stub("k3d", "case \"$1 $2\" in \"cluster create\") exec sleep 60;; *) exit 0;; esac");
 }
 
 #[test]
 fn ctrl_c_on_a_real_meshcheck_process_kills_the_command_cleans_up_and_reports() {
-    let bin = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    stub(bin.path(), "docker", "exit 0");
-    stub(bin.path(), "helm", "echo v3.20.0");
-    // `k3d cluster create` hangs (exec, so the kill reaches the sleeping process itself).
-    stub(bin.path(), "k3d", "case \"$1 $2\" in \"cluster create\") exec sleep 60;; *) exit 0;; esac");
-    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
-        .args(["run", "--scenario"])
-        .arg(crate::common::root().join("scenarios/ambient-k3d.yaml"))
-        .arg("--reports")
-        .arg(work.path().join("reports"))
-        .env("PATH", path)
+    let bench = Bench::new();
+    hanging_create(&bench);
+    let scenario = bench.k3d_scenario(|t| t);
+    let mut child = bench
+        .meshcheck_run(&scenario)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let calls = bin.path().join("calls.log");
     let started = std::time::Instant::now();
-    while !std::fs::read_to_string(&calls).unwrap_or_default().contains("k3d cluster create") {
+    while !bench.calls().contains("k3d cluster create") {
         assert!(started.elapsed() < Duration::from_secs(30), "k3d cluster create was never called");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -108,15 +131,15 @@ fn ctrl_c_on_a_real_meshcheck_process_kills_the_command_cleans_up_and_reports() 
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(meshcheck::EXIT_INTERRUPTED as i32), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(45), "the hanging create was killed, not waited out");
-    let log = std::fs::read_to_string(&calls).unwrap();
+    let log = bench.calls();
     assert!(log.contains("k3d cluster delete meshcheck-"), "cleanup not attempted after Ctrl-C:\n{log}");
-    let latest = work.path().join("reports/latest");
-    let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
+    let junit = bench.latest("junit.xml");
     assert!(junit.contains("interrupted"), "{junit}");
     assert!(junit.contains("<skipped"), "trials after the interrupt are not run: {junit}");
+    let latest = bench.work.path().join("reports/latest");
     let outcomes = meshcheck::report::load_outcomes(&latest, None).unwrap();
     assert_eq!(outcomes["provision::phase"], meshcheck::evidence::Outcome::Error);
-    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(latest.join("run.json")).unwrap()).unwrap();
+    let run: serde_json::Value = serde_json::from_str(&bench.latest("run.json")).unwrap();
     assert!(!run["ended_at"].as_str().unwrap_or_default().is_empty(), "run.json is final");
     let phases = &run["phase_durations_secs"];
     assert!(phases["provision"].as_f64().unwrap() >= 0.3, "the interrupted phase took its time: {phases}");
@@ -132,34 +155,18 @@ fn ctrl_c_on_a_real_meshcheck_process_kills_the_command_cleans_up_and_reports() 
 
 #[test]
 fn a_create_that_hangs_past_its_timeout_is_killed_reported_and_cleaned_up() {
-    let bin = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    stub(bin.path(), "docker", "exit 0");
-    stub(bin.path(), "helm", "echo v3.20.0");
-    stub(bin.path(), "k3d", "case \"$1 $2\" in \"cluster create\") exec sleep 60;; *) exit 0;; esac");
-    let text = std::fs::read_to_string(crate::common::root().join("scenarios/ambient-k3d.yaml"))
-        .unwrap()
-        .replace("  provision: 15m\n", "  provision: 2s\n");
-    assert!(text.contains("provision: 2s"), "the scenario sets timeouts.provision");
-    let scenario = work.path().join("s.yaml");
-    std::fs::write(&scenario, text).unwrap();
-    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    let bench = Bench::new();
+    hanging_create(&bench);
+    let scenario = bench.k3d_scenario(|t| t.replace("  provision: 15m\n", "  provision: 2s\n"));
+    assert!(std::fs::read_to_string(&scenario).unwrap().contains("provision: 2s"), "the scenario sets the timeout");
     let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
-        .args(["run", "--scenario"])
-        .arg(&scenario)
-        .arg("--reports")
-        .arg(work.path().join("reports"))
-        .env("PATH", path)
-        .output()
-        .unwrap();
+    let out = bench.meshcheck_run(&scenario).output().unwrap();
     assert!(!out.status.success());
     assert!(started.elapsed() < Duration::from_secs(30), "the hang was cut at its deadline");
-    let calls = std::fs::read_to_string(bin.path().join("calls.log")).unwrap();
+    let calls = bench.calls();
     assert!(calls.contains("k3d cluster delete meshcheck-"), "cleanup not attempted:\n{calls}");
-    let latest = work.path().join("reports/latest");
-    let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
+    let junit = bench.latest("junit.xml");
     assert!(junit.contains("did not finish within 2s and was killed"), "{junit}");
-    let summary = std::fs::read_to_string(latest.join("summary.md")).unwrap();
+    let summary = bench.latest("summary.md");
     assert!(summary.contains("| provision | phase | 💥 error |"), "{summary}");
 }

@@ -383,100 +383,77 @@ fn pod(name: &str, ready: bool, restarts: u64) -> serde_json::Value {
 fn probes_judge() {
     let list = |pods: Vec<serde_json::Value>| serde_json::to_vec(&json!({"items": pods})).unwrap();
     let before = list(vec![pod("probe-target-1", true, 0)]);
-    let policy = br#"{"applied_at":"2026-01-01T00:00:00Z"}"#;
-    let no_events = br#"{"items":[]}"#;
-    let targets = targets("up");
-    let targets_down = self::targets("down");
     let ok_ns = list(vec![pod("x", true, 0)]);
-    let case = |after: &[u8], events: &[u8]| {
-        judge(
-            "probes",
-            &[
-                ("probes/policy.json", policy),
-                ("probes/pods-before.json", &before),
-                ("probes/pods-after.json", after),
-                ("probes/events-after.json", events),
-                ("probes/collateral-pods-kube-system.json", &ok_ns),
-                ("probes/collateral-pods-monitoring.json", &ok_ns),
-                ("probes/collateral-pods-tempo.json", &ok_ns),
-                ("probes/targets-after.json", &targets),
-            ],
-        )
+    let no_events = br#"{"items":[]}"#.to_vec();
+    let unhealthy = br#"{"items":[{"reason":"Unhealthy","message":"Readiness probe failed: context deadline exceeded","involvedObject":{"name":"probe-target-1"}}]}"#.to_vec();
+    // A healthy run's evidence; each case changes some files (None removes one).
+    let healthy: Vec<(&str, Vec<u8>)> = vec![
+        ("probes/policy.json", br#"{"applied_at":"2026-01-01T00:00:00Z"}"#.to_vec()),
+        ("probes/pods-before.json", before.clone()),
+        ("probes/pods-after.json", before.clone()),
+        ("probes/events-after.json", no_events.clone()),
+        ("probes/collateral-pods-kube-system.json", ok_ns.clone()),
+        ("probes/collateral-pods-monitoring.json", ok_ns.clone()),
+        ("probes/collateral-pods-tempo.json", ok_ns.clone()),
+        ("probes/targets-after.json", targets("up")),
+    ];
+    let case = |changes: &[(&str, Option<Vec<u8>>)]| {
+        let mut files = healthy.clone();
+        for (name, content) in changes {
+            files.retain(|(n, _)| n != name);
+            files.extend(content.clone().map(|c| (*name, c)));
+        }
+        judge("probes", &files.iter().map(|(n, c)| (*n, c.as_slice())).collect::<Vec<_>>())
     };
-    let v = case(&before, no_events);
+    let v = case(&[]);
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
-    let v = case(&list(vec![pod("probe-target-1", false, 1)]), br#"{"items":[{"reason":"Unhealthy","message":"Readiness probe failed: context deadline exceeded","involvedObject":{"name":"probe-target-1"}}]}"#);
+
+    let v = case(&[
+        ("probes/pods-after.json", Some(list(vec![pod("probe-target-1", false, 1)]))),
+        ("probes/events-after.json", Some(unhealthy.clone())),
+    ]);
     assert_eq!(v.outcome, Outcome::Fail);
     let e = v.explanation();
     assert!(e.contains("not Ready") && e.contains("restarted 1") && e.contains("Readiness probe failed"), "{e}");
+
     // Collateral damage outside book-info and a scrape target lost under the policy.
-    let sick_ns = list(vec![pod("coredns-1", false, 0)]);
-    let v = judge(
-        "probes",
-        &[
-            ("probes/policy.json", policy),
-            ("probes/pods-before.json", &before),
-            ("probes/pods-after.json", &before),
-            ("probes/events-after.json", no_events),
-            ("probes/collateral-pods-kube-system.json", &sick_ns),
-            ("probes/collateral-pods-monitoring.json", &ok_ns),
-            ("probes/targets-after.json", &targets_down),
-        ],
-    );
+    let v = case(&[
+        ("probes/collateral-pods-kube-system.json", Some(list(vec![pod("coredns-1", false, 0)]))),
+        ("probes/collateral-pods-tempo.json", None),
+        ("probes/targets-after.json", Some(targets("down"))),
+    ]);
     assert_eq!(v.outcome, Outcome::Fail);
     let e = v.explanation();
     assert!(e.contains("collateral: pod kube-system/coredns-1 is not Ready"), "{e}");
     assert!(e.contains("collateral: Prometheus target http://10.0.0.2:15020/stats/prometheus is down"), "{e}");
     assert!(e.contains("collateral check incomplete") && e.contains("collateral-pods-tempo.json"), "{e}");
+
     // A pod replaced under the policy counts, even if its successor is Ready.
-    let v = case(&list(vec![pod("probe-target-2", true, 0)]), no_events);
+    let v = case(&[("probes/pods-after.json", Some(list(vec![pod("probe-target-2", true, 0)])))]);
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("probe-target-1 disappeared"));
+
     // Negative control: without the Cilium policy probes must fail; if they still pass the check is blind.
-    let negative = |after: &[u8], events: &[u8]| {
-        judge(
-            "probes",
-            &[
-                ("probes/policy.json", policy),
-                ("probes/pods-before.json", &before),
-                ("probes/pods-after.json", &before),
-                ("probes/events-after.json", no_events),
-                ("probes/collateral-pods-kube-system.json", &ok_ns),
-                ("probes/collateral-pods-monitoring.json", &ok_ns),
-                ("probes/collateral-pods-tempo.json", &ok_ns),
-                ("probes/targets-after.json", &targets),
-                ("probes/negative/pods-after.json", after),
-                ("probes/negative/events-after.json", events),
-            ],
-        )
-    };
-    let v = negative(&before, no_events);
+    let v = case(&[
+        ("probes/negative/pods-after.json", Some(before.clone())),
+        ("probes/negative/events-after.json", Some(no_events.clone())),
+    ]);
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("negative control"), "{}", v.explanation());
-    let unhealthy = br#"{"items":[{"reason":"Unhealthy","message":"Readiness probe failed","involvedObject":{"name":"probe-target-1"}}]}"#;
-    assert_eq!(negative(&list(vec![pod("probe-target-1", false, 0)]), unhealthy).outcome, Outcome::Pass);
+    let v = case(&[
+        ("probes/negative/pods-after.json", Some(list(vec![pod("probe-target-1", false, 0)]))),
+        ("probes/negative/events-after.json", Some(unhealthy)),
+    ]);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+
     // Pods already broken before the policy cannot be blamed on it.
-    let sick_before = list(vec![pod("probe-target-1", false, 0)]);
-    let v = judge(
-        "probes",
-        &[
-            ("probes/policy.json", policy),
-            ("probes/pods-before.json", &sick_before),
-            ("probes/pods-after.json", &sick_before),
-            ("probes/events-after.json", no_events),
-        ],
-    );
+    let sick = list(vec![pod("probe-target-1", false, 0)]);
+    let v = case(&[("probes/pods-before.json", Some(sick.clone())), ("probes/pods-after.json", Some(sick))]);
     assert!(v.outcome == Outcome::Error && v.reason.contains("not Ready before"), "{}", v.reason);
+
+    // Nothing probed in book-info: default-deny would prove nothing.
     let unprobed = list(vec![
         json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Running"}}),
     ]);
-    let v = judge(
-        "probes",
-        &[
-            ("probes/policy.json", policy),
-            ("probes/pods-before.json", &unprobed),
-            ("probes/pods-after.json", &unprobed),
-            ("probes/events-after.json", no_events),
-        ],
-    );
+    let v = case(&[("probes/pods-before.json", Some(unprobed.clone())), ("probes/pods-after.json", Some(unprobed))]);
     assert!(v.outcome == Outcome::Error && v.reason.contains("prove nothing"), "{}", v.reason);
 }
 
