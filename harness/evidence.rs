@@ -69,6 +69,24 @@ impl Verdict {
         Verdict { outcome: Outcome::NotRun, reason: reason.into(), details: Vec::new(), evidence: Vec::new() }
     }
 
+    /// The usual end of a judge: with no findings a pass whose details are `notes`; otherwise a
+    /// fail whose reason `fail` writes from the number of findings and whose details are the
+    /// findings. Either way the evidence files are attached.
+    pub fn from_findings(
+        findings: Vec<String>,
+        notes: Vec<String>,
+        evidence: Vec<String>,
+        pass: impl Into<String>,
+        fail: impl FnOnce(usize) -> String,
+    ) -> Verdict {
+        let verdict = if findings.is_empty() {
+            Verdict::pass(pass).with_details(notes)
+        } else {
+            Verdict::fail(fail(findings.len())).with_details(findings)
+        };
+        verdict.with_evidence(evidence)
+    }
+
     /// Adds detail lines.
     pub fn with_details(mut self, details: impl IntoIterator<Item = String>) -> Verdict {
         self.details.extend(details);

@@ -74,12 +74,8 @@ pub fn judge(ev: &Evidence) -> Verdict {
             get("kube-proxy-replacement")
         ));
     }
-    if problems.is_empty() {
-        Verdict::pass("cilium-config: socket LB host-namespace only, CNI not exclusive, no BPF masquerade, legacy host routing, KPR on")
-            .with_evidence([FILE.to_string()])
-    } else {
-        Verdict::fail(format!("{} Cilium setting(s) break Istio ambient", problems.len()))
-            .with_details(problems)
-            .with_evidence([FILE.to_string()])
-    }
+    let pass = "cilium-config: socket LB host-namespace only, CNI not exclusive, no BPF masquerade, legacy host routing, KPR on";
+    Verdict::from_findings(problems, Vec::new(), vec![FILE.to_string()], pass, |n| {
+        format!("{n} Cilium setting(s) break Istio ambient")
+    })
 }

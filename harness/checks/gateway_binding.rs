@@ -71,16 +71,8 @@ pub fn judge(ev: &Evidence) -> Verdict {
             ));
         }
     }
-    if problems.is_empty() {
-        Verdict::pass(format!("all {} Gateway(s) in book-info select a running gateway pod", gateways.len()))
-            .with_evidence(files)
-    } else {
-        Verdict::fail(format!(
-            "{} of {} Gateway(s) in book-info select no running gateway pod",
-            problems.len(),
-            gateways.len()
-        ))
-        .with_details(problems)
-        .with_evidence(files)
-    }
+    let pass = format!("all {} Gateway(s) in book-info select a running gateway pod", gateways.len());
+    Verdict::from_findings(problems, Vec::new(), files, pass, |n| {
+        format!("{n} of {} Gateway(s) in book-info select no running gateway pod", gateways.len())
+    })
 }

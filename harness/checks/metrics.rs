@@ -180,16 +180,11 @@ pub fn judge(ev: &Evidence) -> Verdict {
             problems.push(format!("{file}: no pilot_* metrics in istiod's monitoring endpoint"));
         }
     }
-    if problems.is_empty() {
-        Verdict::pass("istiod and ztunnel are scraped and their metrics are queryable")
-            .with_details(notes)
-            .with_evidence(files)
-    } else {
-        Verdict::fail(format!(
-            "{} metric-scraping finding(s): expected both monitors up and ztunnel TCP series for book-info",
-            problems.len()
-        ))
-        .with_details(problems)
-        .with_evidence(files)
-    }
+    Verdict::from_findings(
+        problems,
+        notes,
+        files,
+        "istiod and ztunnel are scraped and their metrics are queryable",
+        |n| format!("{n} metric-scraping finding(s): expected both monitors up and ztunnel TCP series for book-info"),
+    )
 }

@@ -227,16 +227,8 @@ pub fn judge(ev: &Evidence) -> Verdict {
         }
     }
 
-    if problems.is_empty() {
-        Verdict::pass(format!("mTLS confirmed by capture, metrics and STRICT behaviour for {ns}"))
-            .with_details(notes)
-            .with_evidence(files)
-    } else {
-        Verdict::fail(format!(
-            "{} mTLS finding(s) in {ns}: expected HBONE capture, mutual_tls connections and STRICT refusal",
-            problems.len()
-        ))
-        .with_details(problems)
-        .with_evidence(files)
-    }
+    let pass = format!("mTLS confirmed by capture, metrics and STRICT behaviour for {ns}");
+    Verdict::from_findings(problems, notes, files, pass, |n| {
+        format!("{n} mTLS finding(s) in {ns}: expected HBONE capture, mutual_tls connections and STRICT refusal")
+    })
 }

@@ -54,11 +54,8 @@ pub fn judge(ev: &Evidence) -> Verdict {
             problems.push(format!("node {} is not Ready", kjson::name(n)));
         }
     }
-    if problems.is_empty() {
-        Verdict::pass(format!("all {} nodes are Ready and run {want}", items.len())).with_evidence(files)
-    } else {
-        Verdict::fail(format!("{} of {} nodes do not match: expected Ready {want} nodes", problems.len(), items.len()))
-            .with_details(problems)
-            .with_evidence(files)
-    }
+    let pass = format!("all {} nodes are Ready and run {want}", items.len());
+    Verdict::from_findings(problems, Vec::new(), files, pass, |n| {
+        format!("{n} of {} nodes do not match: expected Ready {want} nodes", items.len())
+    })
 }

@@ -230,15 +230,11 @@ pub fn judge(ev: &Evidence) -> Verdict {
             problems.push("negative control: without allow-ambient-hostprobes probes still passed, so this check cannot see the problem (is default-deny enforced?)".into());
         }
     }
-    if problems.is_empty() {
-        Verdict::pass(format!(
-            "{} probed pod(s) stayed Ready under default-deny; no restarts, no Unhealthy events, no collateral damage",
-            probed.len()
-        ))
-        .with_evidence(files)
-    } else {
-        Verdict::fail(format!("{} finding(s) under default-deny: expected probes to keep passing", problems.len()))
-            .with_details(problems)
-            .with_evidence(files)
-    }
+    let pass = format!(
+        "{} probed pod(s) stayed Ready under default-deny; no restarts, no Unhealthy events, no collateral damage",
+        probed.len()
+    );
+    Verdict::from_findings(problems, Vec::new(), files, pass, |n| {
+        format!("{n} finding(s) under default-deny: expected probes to keep passing")
+    })
 }

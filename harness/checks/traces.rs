@@ -156,19 +156,10 @@ pub fn judge(ev: &Evidence) -> Verdict {
             }
         }
     }
-    if problems.is_empty() {
-        Verdict::pass(format!("{ok} of {} traces arrived with tagged gateway spans", sent.len()))
-            .with_details(notes)
-            .with_evidence(files)
-    } else {
-        Verdict::fail(format!(
-            "{} of {} traces missing or incomplete: expected gateway spans tagged {key}={value}",
-            problems.len(),
-            sent.len()
-        ))
-        .with_details(problems)
-        .with_evidence(files)
-    }
+    let pass = format!("{ok} of {} traces arrived with tagged gateway spans", sent.len());
+    Verdict::from_findings(problems, notes, files, pass, |n| {
+        format!("{n} of {} traces missing or incomplete: expected gateway spans tagged {key}={value}", sent.len())
+    })
 }
 
 use std::collections::BTreeSet;
