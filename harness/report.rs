@@ -152,6 +152,23 @@ pub fn record_manifest(
     write_atomic(&run_dir.join(format!("manifests/{n:03}-{kind}-{ns}-{name}.yaml")), redact(&text).as_bytes())
 }
 
+/// One executed step of a phase; commands and applied objects have their own records under
+/// `commands/` and `manifests/`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    /// The phase.
+    pub phase: String,
+    /// What ran ([`crate::plan::Step::label`]; concurrent waits joined with ` + `).
+    pub step: String,
+    /// Start time, RFC 3339.
+    pub started_at: String,
+    /// Wall time in seconds.
+    pub duration_secs: f64,
+    /// Why it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// One result: a phase step, a check, or a trial that did not run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrialResult {
@@ -206,6 +223,9 @@ pub struct RunRecord {
     /// Wall time of each phase so far (its steps and its checks), in seconds, including `cleanup`.
     #[serde(default)]
     pub phase_durations_secs: BTreeMap<String, f64>,
+    /// Every step (or batch of concurrent waits) executed so far, in order, with its outcome.
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
     /// Every result so far, in order.
     pub results: Vec<TrialResult>,
 }

@@ -17,7 +17,7 @@ use crate::{
     live::{Live, LiveError},
     plan::{self, Plan, RunContext, Source, Step},
     preflight,
-    report::{RunRecord, TrialResult, now_rfc3339, write_atomic},
+    report::{RunRecord, StepRecord, TrialResult, now_rfc3339, write_atomic},
     runner::{CommandError, INTERRUPTED, Runner},
     scenario::Scenario,
     traffic::TrafficGenerator,
@@ -124,6 +124,7 @@ impl Session {
             ended_at: String::new(),
             outcome: Outcome::NotRun,
             phase_durations_secs: BTreeMap::new(),
+            steps: Vec::new(),
             results: Vec::new(),
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -222,8 +223,17 @@ impl Session {
             }
             let label = batch.iter().map(|s| s.label()).collect::<Vec<_>>().join(" + ");
             self.progress.begin(&format!("{name}: {label}"));
+            let (started_at, started) = (now_rfc3339(), Instant::now());
             let result = if batch.len() > 1 { self.run_waits(&batch) } else { self.run_step(batch[0]) };
             self.progress.end(if result.is_ok() { "done" } else { "failed" });
+            self.record.steps.push(StepRecord {
+                phase: name.to_string(),
+                step: label,
+                started_at,
+                duration_secs: started.elapsed().as_secs_f64(),
+                error: result.as_ref().err().cloned(),
+            });
+            self.write_reports();
             if let Err(e) = result {
                 return Verdict::error(format!("phase `{name}` stopped: {}", first_line(&e))).with_details([e]);
             }

@@ -141,6 +141,9 @@ fn ctrl_c_on_a_real_meshcheck_process_kills_the_command_cleans_up_and_reports() 
     assert_eq!(outcomes["provision::phase"], meshcheck::evidence::Outcome::Error);
     let run: serde_json::Value = serde_json::from_str(&bench.latest("run.json")).unwrap();
     assert!(!run["ended_at"].as_str().unwrap_or_default().is_empty(), "run.json is final");
+    let steps = run["steps"].as_array().unwrap();
+    let create = steps.iter().find(|s| s["step"] == "create k3d cluster").expect("the create step is recorded");
+    assert!(create["error"].as_str().unwrap().contains("interrupted"), "{create}");
     let phases = &run["phase_durations_secs"];
     assert!(phases["provision"].as_f64().unwrap() >= 0.3, "the interrupted phase took its time: {phases}");
     assert!(phases["cleanup"].is_number(), "{phases}");

@@ -34,6 +34,7 @@ fn record(results: Vec<TrialResult>) -> RunRecord {
         ended_at: String::new(),
         outcome: Outcome::NotRun,
         phase_durations_secs: BTreeMap::from([("checks".to_string(), 4.5)]),
+        steps: Vec::new(),
         results,
     }
 }
