@@ -268,40 +268,11 @@ impl Session {
             Step::Apply { source, namespace, dry_run_first, .. } => {
                 self.connect()?;
                 let live = self.live.as_ref().expect("connected");
-                let ns = namespace.clone();
-                let (source, dry) = (source.clone(), *dry_run_first);
                 until_interrupted(&self.rt, async {
-                    async {
-                        let objects = match &source {
-                            Source::Fixture { path, vars } => {
-                                let name = path.trim_start_matches("manifests/");
-                                let vars: Vec<(&str, &str)> =
-                                    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                                crate::fixtures::manifest_rendered(name, &vars)?
-                            }
-                            Source::Url { url } => fetch_manifests(url).await?,
-                        };
-                        // CRDs first, with discovery refreshed per object (Live::resolve) so kinds they define resolve.
-                        let (crds, rest): (Vec<_>, Vec<_>) = objects
-                            .into_iter()
-                            .partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
-                        live.apply(&crds, ns.as_deref(), false).await?;
-                        live.apply(&rest, ns.as_deref(), dry).await
-                    }
-                    .await
-                    .map_err(|e: LiveError| e.to_string())
+                    apply_source(live, source, namespace.as_deref(), *dry_run_first).await.map_err(|e| e.to_string())
                 })
             }
-            Step::Wait { kind, namespace, name, condition, timeout_secs } => {
-                self.connect()?;
-                let live = self.live.as_ref().expect("connected");
-                let t = std::time::Duration::from_secs(*timeout_secs);
-                until_interrupted(&self.rt, async {
-                    crate::waits::wait_for(&live.client, kind, namespace.as_deref(), name, condition, t)
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            }
+            Step::Wait { .. } => self.run_waits(&[step]),
             Step::Traffic { action } => {
                 match action.as_str() {
                     "start" => {
@@ -372,7 +343,8 @@ impl Session {
         }
     }
 
-    /// Awaits several waits concurrently; every one that fails is reported.
+    /// Awaits waits concurrently (a batch of consecutive ones, or a single one); every one that
+    /// fails is reported.
     fn run_waits(&mut self, waits: &[&Step]) -> Result<(), String> {
         self.connect()?;
         let live = self.live.as_ref().expect("connected");
@@ -522,6 +494,23 @@ impl Session {
             tracing::error!("could not write the report: {e}");
         }
     }
+}
+
+/// Applies a step's manifests: CRDs first, then the rest (with a server-side dry run first when
+/// asked). Discovery is refreshed per object (`Live::resolve`), so kinds the CRDs define resolve.
+async fn apply_source(live: &Live, source: &Source, ns: Option<&str>, dry_run_first: bool) -> Result<(), LiveError> {
+    let objects = match source {
+        Source::Fixture { path, vars } => {
+            let name = path.trim_start_matches("manifests/");
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            crate::fixtures::manifest_rendered(name, &vars)?
+        }
+        Source::Url { url } => fetch_manifests(url).await?,
+    };
+    let (crds, rest): (Vec<_>, Vec<_>) =
+        objects.into_iter().partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
+    live.apply(&crds, ns, false).await?;
+    live.apply(&rest, ns, dry_run_first).await
 }
 
 async fn fetch_manifests(url: &str) -> Result<Vec<kube::api::DynamicObject>, LiveError> {
