@@ -25,13 +25,9 @@ pub enum Ensured {
     Existed,
 }
 
-/// Creates `name` with the run's ownership labels plus `labels`, unless it exists.
-pub async fn ensure(
-    client: &Client,
-    name: &str,
-    labels: &[(String, String)],
-    run_id: &str,
-) -> Result<Ensured, LiveError> {
+/// Creates `name` with the ownership labels (`run` as the [`RUN_LABEL`] value) plus `labels`,
+/// unless it exists.
+pub async fn ensure(client: &Client, name: &str, labels: &[(String, String)], run: &str) -> Result<Ensured, LiveError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let err = |what: &str| {
         let what = format!("{what} namespace {name}");
@@ -43,7 +39,7 @@ pub async fn ensure(
     }
     let mut all: BTreeMap<String, String> = labels.iter().cloned().collect();
     all.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
-    all.insert(RUN_LABEL.into(), run_id.to_lowercase());
+    all.insert(RUN_LABEL.into(), run.to_string());
     let ns = Namespace {
         metadata: ObjectMeta { name: Some(name.into()), labels: Some(all), ..Default::default() },
         ..Default::default()
@@ -59,10 +55,10 @@ pub async fn ensure(
     }
 }
 
-/// Deletes every namespace labelled with this run's id and returns their names.
-pub async fn delete_owned(client: &Client, run_id: &str) -> Result<Vec<String>, LiveError> {
+/// Deletes every namespace whose [`RUN_LABEL`] is `run` (and that meshcheck manages) and returns
+/// their names.
+pub async fn delete_owned(client: &Client, run: &str) -> Result<Vec<String>, LiveError> {
     let api: Api<Namespace> = Api::all(client.clone());
-    let run = run_id.to_lowercase();
     let selector = format!("{RUN_LABEL}={run}");
     let list = api
         .list(&ListParams::default().labels(&selector))
@@ -71,8 +67,8 @@ pub async fn delete_owned(client: &Client, run_id: &str) -> Result<Vec<String>, 
     let mut deleted = Vec::new();
     for ns in list.items {
         let labels = ns.metadata.labels.clone().unwrap_or_default();
-        let ours =
-            labels.get(RUN_LABEL) == Some(&run) && labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+        let ours = labels.get(RUN_LABEL).map(String::as_str) == Some(run)
+            && labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
         let Some(name) = ns.metadata.name.clone().filter(|_| ours) else {
             tracing::warn!("not deleting namespace {:?}: it lacks this run's labels", ns.metadata.name);
             continue;

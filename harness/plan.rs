@@ -150,11 +150,13 @@ pub enum Step {
         /// Labels besides the ownership labels (`istio.io/dataplane-mode`).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         labels: Vec<(String, String)>,
+        /// Value of the [`RUN_LABEL`] a created namespace gets: the run id, lowercased.
+        run: String,
     },
-    /// Delete the namespaces carrying this run's ownership label (the cleanup of an existing cluster).
+    /// Delete the namespaces carrying this run's ownership labels (the cleanup of an existing cluster).
     DeleteOwnedNamespaces {
-        /// The label selector, `meshcheck.io/run=<run id>`.
-        selector: String,
+        /// Value of the [`RUN_LABEL`] to delete by.
+        run: String,
     },
     /// Start the traffic generator, relabel its phase, or stop it and save its record.
     Traffic {
@@ -352,7 +354,13 @@ impl Builder<'_> {
         Step::Namespace {
             name: name.into(),
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            run: self.run_label(),
         }
+    }
+
+    /// The run's [`RUN_LABEL`] value: label values must be lowercase-friendly, run ids need not be.
+    fn run_label(&self) -> String {
+        self.ctx.run_id.to_lowercase()
     }
 
     /// The test clients of the mTLS check, each in a namespace of the run's own.
@@ -715,7 +723,7 @@ fn cleanup(b: &Builder) -> Vec<Step> {
             command: CommandSpec::new("k3d", ["cluster", "delete", c], t),
             advisory: None,
         }],
-        _ => vec![Step::DeleteOwnedNamespaces { selector: format!("{RUN_LABEL}={}", b.ctx.run_id.to_lowercase()) }],
+        _ => vec![Step::DeleteOwnedNamespaces { run: b.run_label() }],
     }
 }
 
@@ -789,15 +797,14 @@ pub fn render_text(plan: &Plan) -> String {
                     )
                 }
                 Step::Check { name, asserts } => format!("check   {name}: {asserts}"),
-                Step::Namespace { name, labels } => {
+                Step::Namespace { name, labels, run } => {
                     let extra: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!(
-                        "ns      {name}: create labelled {RUN_LABEL}={}{} unless it exists",
-                        plan.run_id.to_lowercase(),
+                        "ns      {name}: create labelled {RUN_LABEL}={run}{} unless it exists",
                         if extra.is_empty() { String::new() } else { format!(", {}", extra.join(", ")) }
                     )
                 }
-                Step::DeleteOwnedNamespaces { selector } => format!("delete  namespaces labelled {selector}"),
+                Step::DeleteOwnedNamespaces { run } => format!("delete  namespaces labelled {RUN_LABEL}={run}"),
                 Step::Traffic { action } => format!("traffic {action}"),
             };
             let _ = writeln!(out, "{n:3}. {line}");

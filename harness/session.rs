@@ -312,13 +312,11 @@ impl Session {
                 }
                 Ok(())
             }
-            Step::Namespace { name, labels } => {
+            Step::Namespace { name, labels, run } => {
                 self.connect()?;
                 let live = self.live.as_ref().expect("connected");
                 let ensured = until_interrupted(&self.rt, async {
-                    crate::namespaces::ensure(&live.client, name, labels, &self.record.run_id)
-                        .await
-                        .map_err(|e| e.to_string())
+                    crate::namespaces::ensure(&live.client, name, labels, run).await.map_err(|e| e.to_string())
                 })?;
                 if let crate::namespaces::Ensured::Created(ns) = ensured {
                     let obj: kube::api::DynamicObject =
@@ -329,13 +327,11 @@ impl Session {
                 }
                 Ok(())
             }
-            Step::DeleteOwnedNamespaces { .. } => {
+            Step::DeleteOwnedNamespaces { run } => {
                 self.connect()?;
                 let live = self.live.as_ref().expect("connected");
-                let deleted = self
-                    .rt
-                    .block_on(crate::namespaces::delete_owned(&live.client, &self.record.run_id))
-                    .map_err(|e| e.to_string())?;
+                let deleted =
+                    self.rt.block_on(crate::namespaces::delete_owned(&live.client, run)).map_err(|e| e.to_string())?;
                 tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
                 Ok(())
             }

@@ -82,10 +82,7 @@ fn existing_cluster_without_install_never_creates_installs_or_deletes() {
 fn existing_cluster_cleanup_deletes_only_the_runs_own_namespaces() {
     let p = plan_of("existing-cluster");
     let cleanup = &p.phases.iter().find(|ph| ph.name == "cleanup").unwrap().steps;
-    assert!(
-        matches!(cleanup.as_slice(), [Step::DeleteOwnedNamespaces { selector }] if selector == "meshcheck.io/run=run-id"),
-        "{cleanup:?}"
-    );
+    assert!(matches!(cleanup.as_slice(), [Step::DeleteOwnedNamespaces { run }] if run == "run-id"), "{cleanup:?}");
     // Every namespace the run uses is created through an ownership step, never by helm or a manifest.
     for ph in &p.phases {
         for step in &ph.steps {
