@@ -420,31 +420,28 @@ fn gate_table(record: &RunRecord) -> String {
         version("istio"),
         version("istio_upgrade_to")
     );
-    let outcome = |suite: &str, name: &str| {
-        record.results.iter().find(|r| r.suite == suite && r.name == name).map(|r| r.verdict.outcome)
+    let pass = |suite: &str| -> BTreeMap<String, Outcome> {
+        record
+            .results
+            .iter()
+            .filter(|r| r.suite == suite && r.name != "phase")
+            .map(|r| (r.name.clone(), r.verdict.outcome))
+            .collect()
     };
-    let names: Vec<&str> = record
-        .results
-        .iter()
-        .filter(|r| (r.suite == "baseline" || r.suite == "candidate") && r.name != "phase")
-        .map(|r| r.name.as_str())
-        .fold(Vec::new(), |mut v, n| {
-            if !v.contains(&n) {
-                v.push(n);
-            }
-            v
-        });
-    for name in names {
-        let (b, c) = (outcome("baseline", name), outcome("candidate", name));
-        let change = match (b, c) {
-            (Some(Outcome::Pass), Some(x)) if x != Outcome::Pass => "**regressed**",
-            (Some(x), Some(Outcome::Pass)) if x != Outcome::Pass => "fixed",
-            (Some(_), None) => "missing",
-            (None, Some(_)) => "new",
-            _ => "",
+    let mut rows: BTreeMap<String, Comparison> =
+        compare(&pass("baseline"), &pass("candidate")).into_iter().map(|c| (c.key.clone(), c)).collect();
+    // In plan order; taking each row out means a check present in both passes is listed once.
+    for r in record.results.iter().filter(|r| (r.suite == "baseline" || r.suite == "candidate") && r.name != "phase") {
+        let Some(c) = rows.remove(&r.name) else { continue };
+        let change = match c.change {
+            Change::Regressed => "**regressed**",
+            Change::Fixed => "fixed",
+            Change::Missing => "missing",
+            Change::New => "new",
+            Change::Same => "",
         };
         let show = |o: Option<Outcome>| o.map(|o| o.to_string()).unwrap_or_else(|| "—".into());
-        md.push_str(&format!("| {name} | {} | {} | {change} |\n", show(b), show(c)));
+        md.push_str(&format!("| {} | {} | {} | {change} |\n", r.name, show(c.before), show(c.after)));
     }
     md
 }
