@@ -30,9 +30,9 @@ pub const SNAPSHOT_NAMESPACES: &[&str] = &[
     "monitoring",
     "tempo",
     "kiali-operator",
-    "book-info",
-    "meshcheck-inside",
-    "meshcheck-outside",
+    crate::plan::BOOKINFO_NS,
+    crate::plan::INSIDE_NS,
+    crate::plan::OUTSIDE_NS,
 ];
 
 /// Errors of the live layer. Each names what it was doing.

@@ -17,7 +17,7 @@ use std::{
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use meshcheck::{
-    evidence::Outcome,
+    evidence::{Outcome, Verdict},
     plan,
     scenario::Scenario,
     session::{RunOptions, Session, TrialSpec},
@@ -69,12 +69,7 @@ fn main() -> ExitCode {
             Trial::ignorable_test(spec.trial_name(), move || {
                 let mut guard = shared.lock().map_err(|_| Failed::from("session lock poisoned"))?;
                 let session = guard.as_mut().ok_or_else(|| Failed::from("session already finished"))?;
-                let v = session.run_trial(&spec);
-                match v.outcome {
-                    Outcome::Pass => Ok(Completion::Completed),
-                    Outcome::NotRun => Ok(Completion::ignored_with(v.reason)),
-                    Outcome::Fail | Outcome::Error => Err(Failed::from(format!("{}: {}", v.outcome, v.explanation()))),
-                }
+                trial_result(session.run_trial(&spec), false)
             })
         })
         .collect();
@@ -119,14 +114,22 @@ fn nextest_trial(args: &Arguments, scenario: Scenario, opts: &RunOptions, specs:
             let verdict =
                 record.results.iter().find(|r| r.suite == spec.suite && r.name == spec.name).map(|r| r.verdict.clone());
             Trial::ignorable_test(spec.trial_name(), move || match verdict {
-                Some(v) if v.outcome == Outcome::Pass => Ok(Completion::Completed),
-                // nextest has no run-time skip and counts an ignored exit as a pass: a trial that did
-                // not run must not show as one, so it fails with the run folder's reason.
-                Some(v) if v.outcome == Outcome::NotRun => Err(Failed::from(format!("not run: {}", v.reason))),
-                Some(v) => Err(Failed::from(format!("{}: {}", v.outcome, v.explanation()))),
+                Some(v) => trial_result(v, true),
                 None => Err(Failed::from("the run recorded no result for this trial")),
             })
         })
         .collect();
     libtest_mimic::run(args, trials).exit_code()
+}
+
+/// What a trial reports for its verdict. A trial that did not run is ignored with the reason,
+/// except under nextest, which has no run-time skip and counts an ignored exit as a pass: there it
+/// fails with the reason, so it never shows as passed.
+fn trial_result(v: Verdict, under_nextest: bool) -> Result<Completion, Failed> {
+    match v.outcome {
+        Outcome::Pass => Ok(Completion::Completed),
+        Outcome::NotRun if under_nextest => Err(Failed::from(format!("not run: {}", v.reason))),
+        Outcome::NotRun => Ok(Completion::ignored_with(v.reason)),
+        Outcome::Fail | Outcome::Error => Err(Failed::from(format!("{}: {}", v.outcome, v.explanation()))),
+    }
 }
