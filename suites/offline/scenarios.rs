@@ -28,6 +28,11 @@ fn with(replace: &str, by: &str) -> String {
     base.replacen(replace, by, 1)
 }
 
+/// The error the default scenario, edited as in [`with`], is rejected with.
+fn rejection(replace: &str, by: &str) -> String {
+    Scenario::from_yaml(&with(replace, by), "x.yaml").unwrap_err().to_string()
+}
+
 #[test]
 fn unknown_key_names_line_column_and_allowed_keys() {
     let text = with("  workers: 2\n", "  workers: 2\n  wrokers: 3\n");
@@ -47,32 +52,29 @@ fn bad_versions_are_rejected_with_the_field() {
         ("gateway_api: v1.5.1", "gateway_api: 1.5.1", "versions.gateway_api"),
         ("istio: 1.30.3", "istio: 1.22.0", "versions.istio"),
     ] {
-        let err = Scenario::from_yaml(&with(from, to), "x.yaml").unwrap_err().to_string();
+        let err = rejection(from, to);
         assert!(err.contains(field), "{to}: {err}");
     }
 }
 
 #[test]
 fn upgrade_must_go_forward_one_minor_at_a_time() {
-    let back = with("istio: 1.30.3", "istio: 1.30.3\n  upgrade_to: 1.29.0");
-    assert!(Scenario::from_yaml(&back, "x").unwrap_err().to_string().contains("must be newer"));
-    let skip = with("istio: 1.30.3", "istio: 1.28.0\n  upgrade_to: 1.30.3");
-    assert!(Scenario::from_yaml(&skip, "x").unwrap_err().to_string().contains("skips a minor"));
+    assert!(rejection("istio: 1.30.3", "istio: 1.30.3\n  upgrade_to: 1.29.0").contains("must be newer"));
+    assert!(rejection("istio: 1.30.3", "istio: 1.28.0\n  upgrade_to: 1.30.3").contains("skips a minor"));
 }
 
 #[test]
 fn node_image_must_be_pinned_and_supported() {
-    let undigested = with("@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f", "");
-    assert!(Scenario::from_yaml(&undigested, "x").unwrap_err().to_string().contains("digest"));
-    let old = with("kindest/node:v1.35.0", "kindest/node:v1.29.0");
-    assert!(Scenario::from_yaml(&old, "x").unwrap_err().to_string().contains("outside what Istio 1.30 supports"));
+    let digest = "@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f";
+    assert!(rejection(digest, "").contains("digest"));
+    assert!(rejection("kindest/node:v1.35.0", "kindest/node:v1.29.0").contains("outside what Istio 1.30 supports"));
 }
 
 #[test]
 fn unknown_checks_and_bad_durations_are_rejected() {
-    let err = Scenario::from_yaml(&with("  - mtls\n", "  - mtlz\n"), "x").unwrap_err().to_string();
+    let err = rejection("  - mtls\n", "  - mtlz\n");
     assert!(err.contains("unknown check `mtlz`") && err.contains("mtls"), "{err}");
-    let err = Scenario::from_yaml(&with("provision: 15m", "provision: 15"), "x").unwrap_err().to_string();
+    let err = rejection("provision: 15m", "provision: 15");
     assert!(err.contains("has no unit"), "{err}");
 }
 
