@@ -49,3 +49,39 @@ pub fn golden(path: &Path, actual: &str) {
         path.display()
     );
 }
+
+/// A minimal HTTP/1.1 server on 127.0.0.1 for tests, alive until the test process ends. Each
+/// connection reads one request head, gets the complete response `respond` builds from the request
+/// line (it may sleep to stall the client), and is closed. Returns the port.
+pub fn http_server(respond: impl Fn(&str) -> String + Send + Sync + 'static) -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let respond = std::sync::Arc::new(respond);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let respond = respond.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    return;
+                }
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let _ = stream.write_all(respond(&request_line).as_bytes());
+            });
+        }
+    });
+    port
+}
+
+/// An HTTP/1.1 response that closes the connection.
+pub fn http_response(status: &str, content_type: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}

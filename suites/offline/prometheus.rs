@@ -5,8 +5,7 @@
 //! `MESHCHECK_REQUIRE_PROMETHEUS=1` (set by `.ci/run`) makes its absence a failure.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -21,6 +20,8 @@ use meshcheck::{
     live::LiveError,
 };
 use serde_json::Value;
+
+use crate::common::{http_response, http_server};
 
 /// What ztunnel's `/stats/prometheus` serves (OpenMetrics text, as the prometheus-client crate writes it).
 const ZTUNNEL: &str = "# HELP istio_tcp_connections_opened The total number of TCP connections opened.\n\
@@ -43,36 +44,13 @@ const ISTIOD: &str = "# HELP pilot_xds_pushes Pilot build and send errors for ld
 
 /// Serves both endpoints on 127.0.0.1 until the test process ends.
 fn serve_metrics() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || answer(stream));
+    http_server(|request_line| {
+        if request_line.contains(" /stats/prometheus ") {
+            http_response("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", ZTUNNEL)
+        } else {
+            http_response("200 OK", "text/plain; version=0.0.4", ISTIOD)
         }
-    });
-    port
-}
-
-fn answer(mut stream: TcpStream) {
-    let mut request_line = String::new();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let mut header = String::new();
-    while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
-        header.clear();
-    }
-    let (content_type, body) = if request_line.contains(" /stats/prometheus ") {
-        ("application/openmetrics-text; version=1.0.0; charset=utf-8", ZTUNNEL)
-    } else {
-        ("text/plain; version=0.0.4", ISTIOD)
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    })
 }
 
 fn free_port() -> u16 {

@@ -3,12 +3,7 @@
 //! traffic-continuity check. Bounded: 60 requests, under two seconds.
 
 use std::{
-    io::{Read, Write},
-    net::TcpListener,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -18,38 +13,25 @@ use meshcheck::{
     traffic::{TrafficGenerator, phase_stats},
 };
 
+use crate::common::{http_response, http_server};
+
 /// Answers the n-th request (1-based, in arrival order): every 10th stalls for 2 s, every other
 /// 5th gets 503, the rest 200.
 fn flaky_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let count = count.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                let status = if n.is_multiple_of(10) {
-                    std::thread::sleep(Duration::from_secs(2));
-                    "200 OK"
-                } else if n.is_multiple_of(5) {
-                    "503 Service Unavailable"
-                } else {
-                    "200 OK"
-                };
-                let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-            });
-        }
+    let count = AtomicUsize::new(0);
+    let port = http_server(move |_| {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        let status = if n.is_multiple_of(10) {
+            std::thread::sleep(Duration::from_secs(2));
+            "200 OK"
+        } else if n.is_multiple_of(5) {
+            "503 Service Unavailable"
+        } else {
+            "200 OK"
+        };
+        http_response(status, "text/plain", "ok")
     });
-    format!("http://{addr}/productpage")
+    format!("http://127.0.0.1:{port}/productpage")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
