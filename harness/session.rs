@@ -302,9 +302,8 @@ impl Session {
                         }
                         if phase == "after" {
                             // Keep sending for a while after the last rollout, so "after" has data.
-                            let settle = tokio::time::sleep(std::time::Duration::from_secs(30));
                             let _ = until_interrupted(&self.rt, async {
-                                settle.await;
+                                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
                                 Ok(())
                             });
                         }
@@ -434,7 +433,9 @@ impl Session {
         if let Some(live) = &self.live
             && !INTERRUPTED.load(Ordering::SeqCst)
         {
-            let snapshot = tokio::time::timeout(std::time::Duration::from_secs(60), live.snapshot_cluster());
+            // The timer must be created inside the runtime: a `Sleep` built outside panics.
+            let snapshot =
+                async { tokio::time::timeout(std::time::Duration::from_secs(60), live.snapshot_cluster()).await };
             match self.rt.block_on(snapshot) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!("cluster snapshot incomplete: {e}"),

@@ -173,3 +173,42 @@ fn a_create_that_hangs_past_its_timeout_is_killed_reported_and_cleaned_up() {
     let summary = bench.latest("summary.md");
     assert!(summary.contains("| provision | phase | 💥 error |"), "{summary}");
 }
+
+/// A kubeconfig whose only cluster is `server`, with a token user (plain HTTP is enough for kube-rs).
+fn kubeconfig(path: &Path, server: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {server}\nusers:\n- name: sim\n  user:\n    token: rehearsal\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\ncurrent-context: sim\n"
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+/// A run that reaches a cluster ends through `Session::finish`, which takes the end-of-run snapshot
+/// on the session's runtime. This API server answers every call with 404, so the node wait fails at
+/// once and the run goes straight to teardown with a live connection: it must end with a final
+/// report, not a panic ("there is no reactor running", exit 101).
+#[test]
+fn a_run_that_reached_the_api_server_finishes_its_report_without_panicking() {
+    let bench = Bench::new();
+    bench.stub("helm", "echo v3.20.0");
+    let port = crate::common::http_server(|_| {
+        crate::common::http_response(
+            "404 Not Found",
+            "application/json",
+            r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"}"#,
+        )
+    });
+    let config = bench.work.path().join("kubeconfig");
+    kubeconfig(&config, &format!("http://127.0.0.1:{port}"));
+    let text = std::fs::read_to_string(crate::common::root().join("scenarios/existing-cluster.yaml")).unwrap();
+    let scenario = bench.work.path().join("s.yaml");
+    std::fs::write(&scenario, text.replace("~/.kube/config", &config.display().to_string())).unwrap();
+    let out = bench.meshcheck_run(&scenario).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "checks failed, no panic:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let run: serde_json::Value = serde_json::from_str(&bench.latest("run.json")).unwrap();
+    assert!(!run["ended_at"].as_str().unwrap_or_default().is_empty(), "run.json is final: {run}");
+    assert_ne!(run["outcome"], "not-run", "{run}");
+    let junit = bench.latest("junit.xml");
+    assert!(junit.contains("waiting for"), "the failed node wait is the reason: {junit}");
+}
