@@ -99,6 +99,57 @@ pub struct Live {
     pub evidence: Evidence,
 }
 
+/// Deadline of one exec or port-forward exchange.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs `fut` with a deadline; running out is a [`LiveError::Timeout`] naming the call.
+async fn within<T>(
+    deadline: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, LiveError>>,
+) -> Result<T, LiveError> {
+    tokio::time::timeout(deadline, fut).await.unwrap_or_else(|_| {
+        Err(LiveError::Timeout { what: what.to_string(), after: deadline, last_seen: "no answer".into() })
+    })
+}
+
+/// What a command run in a pod did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecOutcome {
+    /// Its standard output.
+    pub stdout: String,
+    /// Its exit code: 0 on success, the `ExitCode` cause of a `NonZeroExitCode` failure, `None`
+    /// when the API reported no status or a failure without an exit code.
+    pub exit_code: Option<i32>,
+    /// The API's status, as `Status: message`.
+    pub status: String,
+}
+
+impl ExecOutcome {
+    /// Reads the exit code from the status the API sends on the exec error channel
+    /// (`reason: NonZeroExitCode`, `details.causes[{reason: ExitCode, message: "56"}]`).
+    pub fn from_status(
+        stdout: String,
+        status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
+    ) -> Self {
+        let Some(st) = status else { return ExecOutcome { stdout, exit_code: None, status: "no status".into() } };
+        let text =
+            format!("{}: {}", st.status.as_deref().unwrap_or_default(), st.message.as_deref().unwrap_or_default());
+        let exit_code = if st.status.as_deref() == Some("Success") {
+            Some(0)
+        } else {
+            st.details
+                .as_ref()
+                .and_then(|d| d.causes.as_ref())
+                .into_iter()
+                .flatten()
+                .find(|c| c.reason.as_deref() == Some("ExitCode"))
+                .and_then(|c| c.message.as_deref()?.trim().parse().ok())
+        };
+        ExecOutcome { stdout, exit_code, status: text }
+    }
+}
+
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> LiveError {
     let what = what.into();
     move |source| LiveError::Kube { what, source }
@@ -136,42 +187,68 @@ impl Live {
     }
 
     /// HTTP/1.0 GET to `localhost:{port}` inside a pod, over a port-forward (bypasses the mesh).
-    /// Returns (status, body).
-    pub async fn pod_get(&self, ns: &str, pod: &str, port: u16, path: &str) -> Result<(u16, Vec<u8>), LiveError> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+    /// Returns the body of a 2xx answer; any other status is an error, because an error page is
+    /// not evidence. The whole exchange has [`CALL_DEADLINE`]: a port-forward that never sends EOF
+    /// must not eat the check's whole timeout.
+    pub async fn pod_get(&self, ns: &str, pod: &str, port: u16, path: &str) -> Result<Vec<u8>, LiveError> {
         let what = format!("port-forward {ns}/{pod}:{port} GET {path}");
-        let mut pf = pods.portforward(pod, &[port]).await.map_err(kube_err(what.clone()))?;
+        let (status, body) = within(CALL_DEADLINE, &what, self.pod_get_raw(ns, pod, port, path, &what)).await?;
+        if !(200..300).contains(&status) {
+            let text = String::from_utf8_lossy(&body);
+            return Err(LiveError::Http {
+                what,
+                message: format!("HTTP {status}: {}", crate::report::tail(text.trim(), 300)),
+            });
+        }
+        Ok(body)
+    }
+
+    async fn pod_get_raw(
+        &self,
+        ns: &str,
+        pod: &str,
+        port: u16,
+        path: &str,
+        what: &str,
+    ) -> Result<(u16, Vec<u8>), LiveError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let mut pf = pods.portforward(pod, &[port]).await.map_err(kube_err(what))?;
         let mut stream = pf
             .take_stream(port)
-            .ok_or_else(|| LiveError::Http { what: what.clone(), message: "no stream for port".into() })?;
+            .ok_or_else(|| LiveError::Http { what: what.to_string(), message: "no stream for port".into() })?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: */*\r\nConnection: close\r\n\r\n");
-        let io = |e: std::io::Error| LiveError::Http { what: what.clone(), message: e.to_string() };
+        let io = |e: std::io::Error| LiveError::Http { what: what.to_string(), message: e.to_string() };
         stream.write_all(request.as_bytes()).await.map_err(io)?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.map_err(io)?;
         drop(stream);
         pf.join().await.ok();
-        parse_http_response(&raw).map_err(|message| LiveError::Http { what, message })
+        parse_http_response(&raw).map_err(|message| LiveError::Http { what: what.to_string(), message })
     }
 
-    /// Runs a command in a pod's container and returns (stdout, exit status text).
-    pub async fn exec(&self, ns: &str, pod: &str, command: &[&str]) -> Result<(String, String), LiveError> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+    /// Runs a command in a pod's container within [`CALL_DEADLINE`] and returns its stdout, exit
+    /// code and the API's status text. A command that ran and exited non-zero is an outcome, not an
+    /// error: curl's exit code is what tells a refused connection from a DNS failure.
+    pub async fn exec(&self, ns: &str, pod: &str, command: &[&str]) -> Result<ExecOutcome, LiveError> {
         let what = format!("exec in {ns}/{pod}: {}", command.join(" "));
-        let mut attached = pods
-            .exec(pod, command.iter().copied(), &AttachParams::default().stderr(false))
-            .await
-            .map_err(kube_err(what.clone()))?;
-        let mut out = String::new();
-        if let Some(mut stdout) = attached.stdout() {
-            stdout.read_to_string(&mut out).await.ok();
-        }
-        let status = match attached.take_status() {
-            Some(s) => s.await.map(|s| format!("{}: {}", s.status.unwrap_or_default(), s.message.unwrap_or_default())),
-            None => None,
-        };
-        attached.join().await.ok();
-        Ok((out, status.unwrap_or_else(|| "Success: ".into())))
+        within(CALL_DEADLINE, &what, async {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            let mut attached = pods
+                .exec(pod, command.iter().copied(), &AttachParams::default().stderr(false))
+                .await
+                .map_err(kube_err(what.clone()))?;
+            let mut stdout = String::new();
+            if let Some(mut out) = attached.stdout() {
+                out.read_to_string(&mut stdout).await.ok();
+            }
+            let status = match attached.take_status() {
+                Some(s) => s.await,
+                None => None,
+            };
+            attached.join().await.ok();
+            Ok(ExecOutcome::from_status(stdout, status.as_ref()))
+        })
+        .await
     }
 
     /// Resolves a GVK to its API resource, re-running discovery (CRDs may have just landed).

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{BoxFuture, CheckDef, Stage};
 use crate::{
     evidence::{Evidence, Verdict},
+    kjson,
     live::{Live, LiveError},
     promtext,
 };
@@ -50,16 +51,25 @@ impl PromApi for ViaServiceProxy<'_> {
     }
 }
 
+/// This check's own ztunnel evidence (`metrics/ztunnel/<node>/metrics.prom`).
+const ZTUNNEL_DIR: &str = "metrics/ztunnel";
+/// The ztunnel pods as the API listed them, to hold the targets against.
+const ZTUNNEL_PODS: &str = "metrics/ztunnel-pods.json";
+
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
         crate::traffic::drive_bookinfo(live, 20).await;
         // Two scrape intervals, so the traffic just sent is in Prometheus.
         tokio::time::sleep(std::time::Duration::from_secs(35)).await;
         collect_prometheus(&ViaServiceProxy(live), &live.evidence).await?;
-        super::mtls::collect_ztunnels(live).await?;
+        live.save(
+            ZTUNNEL_PODS,
+            &live.get_raw("/api/v1/namespaces/istio-system/pods?labelSelector=app%3Dztunnel").await?,
+        )?;
+        super::mtls::collect_ztunnels(live, ZTUNNEL_DIR).await?;
         for pod in live.running_pods("istio-system", "app=istiod").await? {
             let name = pod.metadata.name.clone().unwrap_or_default();
-            let (_, body) = live.pod_get("istio-system", &name, 15014, "/metrics").await?;
+            let body = live.pod_get("istio-system", &name, 15014, "/metrics").await?;
             live.save(&format!("metrics/istiod/{name}.prom"), &body)?;
         }
         Ok(())
@@ -102,34 +112,65 @@ pub fn judge(ev: &Evidence) -> Verdict {
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     let active = targets.pointer("/data/activeTargets").and_then(Value::as_array).cloned().unwrap_or_default();
-    for (what, pool) in [("istiod ServiceMonitor", ISTIOD_POOL), ("ztunnel PodMonitor", ZTUNNEL_POOL)] {
-        let ts: Vec<&Value> =
-            active.iter().filter(|t| t["scrapePool"].as_str().unwrap_or_default().starts_with(pool)).collect();
-        if ts.is_empty() {
-            let pools: std::collections::BTreeSet<&str> =
-                active.iter().filter_map(|t| t["scrapePool"].as_str()).collect();
-            problems.push(format!(
-                "no active target of the {what} (scrape pool {pool}*): Prometheus does not select it; pools seen: {pools:?}"
-            ));
-            continue;
-        }
-        let down: Vec<String> = ts
-            .iter()
-            .filter(|t| t["health"] != "up")
-            .map(|t| {
-                format!(
-                    "{} is {} ({})",
-                    t["scrapeUrl"].as_str().unwrap_or("?"),
-                    t["health"].as_str().unwrap_or("?"),
-                    t["lastError"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
+    let in_pool = |pool: &str| -> Vec<&Value> {
+        active.iter().filter(|t| t["scrapePool"].as_str().unwrap_or_default().starts_with(pool)).collect()
+    };
+    let describe = |t: &Value| {
+        format!(
+            "{} is {} ({})",
+            t["scrapeUrl"].as_str().unwrap_or("?"),
+            t["health"].as_str().unwrap_or("?"),
+            t["lastError"].as_str().unwrap_or("")
+        )
+    };
+    let istiod = in_pool(ISTIOD_POOL);
+    if istiod.is_empty() {
+        let pools: std::collections::BTreeSet<&str> = active.iter().filter_map(|t| t["scrapePool"].as_str()).collect();
+        problems.push(format!(
+            "no active target of the istiod ServiceMonitor (scrape pool {ISTIOD_POOL}*): Prometheus does not select it; pools seen: {pools:?}"
+        ));
+    } else {
+        let down: Vec<String> = istiod.iter().filter(|t| t["health"] != "up").map(|t| describe(t)).collect();
         if down.is_empty() {
-            notes.push(format!("{what}: {} target(s) up", ts.len()));
+            notes.push(format!("istiod ServiceMonitor: {} target(s) up", istiod.len()));
         } else {
-            problems.push(format!("{what}: {} of {} targets not up: {}", down.len(), ts.len(), down.join("; ")));
+            problems.push(format!(
+                "istiod ServiceMonitor: {} of {} targets not up: {}",
+                down.len(),
+                istiod.len(),
+                down.join("; ")
+            ));
         }
+    }
+    // Every running ztunnel must be scraped: one up target is not "every ztunnel".
+    let pods: Value = match ev.read_json(ZTUNNEL_PODS) {
+        Ok(v) => v,
+        Err(e) => return e.into(),
+    };
+    files.push(ZTUNNEL_PODS.to_string());
+    let ztunnel = in_pool(ZTUNNEL_POOL);
+    let running: Vec<&Value> = kjson::items(&pods).iter().filter(|p| kjson::pod_phase(p) == "Running").collect();
+    if running.is_empty() {
+        problems.push(format!("{ZTUNNEL_PODS}: no running ztunnel pod"));
+    }
+    let mut scraped = 0;
+    for pod in &running {
+        let (name, node) = (kjson::name(pod), pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("?"));
+        let ip = pod.pointer("/status/podIP").and_then(Value::as_str).unwrap_or_default();
+        let target = ztunnel.iter().find(|t| {
+            t.pointer("/labels/pod").and_then(Value::as_str) == Some(name)
+                || (!ip.is_empty() && t["scrapeUrl"].as_str().is_some_and(|u| u.contains(&format!("//{ip}:"))))
+        });
+        match target {
+            Some(t) if t["health"] == "up" => scraped += 1,
+            Some(t) => problems.push(format!("ztunnel on node {node} (pod {name}): target {}", describe(t))),
+            None => problems.push(format!(
+                "ztunnel on node {node} (pod {name}, IP {ip}) is not scraped: no target of the ztunnel PodMonitor (scrape pool {ZTUNNEL_POOL}*) points at it"
+            )),
+        }
+    }
+    if scraped > 0 {
+        notes.push(format!("ztunnel PodMonitor: {scraped} of {} running ztunnel(s) scraped and up", running.len()));
     }
     match ev.read_json::<Value>("metrics/query-ztunnel-tcp.json") {
         Err(e) => return e.into(),
@@ -143,12 +184,13 @@ pub fn judge(ev: &Evidence) -> Verdict {
             }
         }
     }
-    let nodes = ev.subdirs("ztunnel");
+    let root = super::mtls::ztunnel_root(ev, ZTUNNEL_DIR);
+    let nodes = ev.subdirs(&root);
     if nodes.is_empty() {
-        problems.push("no direct ztunnel scrape under ztunnel/<node>/metrics.prom".into());
+        problems.push(format!("no direct ztunnel scrape under {ZTUNNEL_DIR}/<node>/metrics.prom"));
     }
     for node in nodes {
-        let file = format!("ztunnel/{node}/metrics.prom");
+        let file = format!("{root}/{node}/metrics.prom");
         let text = match ev.read_text(&file) {
             Ok(t) => t,
             Err(e) => return e.into(),
@@ -173,7 +215,10 @@ pub fn judge(ev: &Evidence) -> Verdict {
     }
     for f in istiod {
         let file = format!("metrics/istiod/{f}");
-        let text = ev.read_text(&file).unwrap_or_default();
+        let text = match ev.read_text(&file) {
+            Ok(t) => t,
+            Err(e) => return e.into(),
+        };
         files.push(file.clone());
         let scrape = promtext::parse(&text);
         if !scrape.samples.iter().any(|s| s.name.starts_with("pilot_")) {

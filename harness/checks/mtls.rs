@@ -33,31 +33,30 @@ pub const APPS: &[&str] = &["productpage", "details", "ratings", "reviews"];
 
 const STRICT: &str = "mtls/strict.json";
 const EXPECT: &str = "mtls/expect.json";
+/// Where this check keeps its ztunnel evidence (`mtls/ztunnel/<node>/`); the metrics check keeps its
+/// own copy, so re-judging mtls reads exactly what the live run judged.
+const ZTUNNEL_DIR: &str = "mtls/ztunnel";
+
+/// curl exit codes that mean the server end closed the connection: what ztunnel does to a
+/// plaintext connection under STRICT. istio.io's mtls-migration task shows `000` with
+/// "command terminated with exit code 56" for a refused plaintext client.
+const REFUSED_EXIT_CODES: &[i32] = &[52, 56];
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
         live.save_json(EXPECT, &json!({ "namespace": NAMESPACE, "apps": APPS }))?;
         crate::traffic::drive_bookinfo(live, 20).await;
-        collect_ztunnels(live).await?;
+        collect_ztunnels(live, ZTUNNEL_DIR).await?;
+        let target = format!("http://productpage.{NAMESPACE}.svc.cluster.local:9080/productpage");
+        // The baseline: before STRICT the plaintext client must get through, else a "refusal" under
+        // STRICT could be DNS, a dead pod or a policy that blocks everything.
+        let mut results = vec![curl(live, "before", Client::Outside, &target).await];
         let policy = fixtures::manifest("mtls-strict.yaml")?;
         live.apply(&policy, Some(NAMESPACE), true).await?;
         // istiod converts the PeerAuthentication into a ztunnel DENY policy; give it time to propagate.
         tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-        let target = format!("http://productpage.{NAMESPACE}.svc.cluster.local:9080/productpage");
-        let mut results = Vec::new();
-        for (client, ns, pod) in
-            [("outside", plan::OUTSIDE_NS, "curl-outside"), ("inside", plan::INSIDE_NS, "curl-inside")]
-        {
-            let outcome = live
-                .exec(ns, pod, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &target])
-                .await;
-            results.push(match outcome {
-                Ok((stdout, status)) => json!({ "client": client, "namespace": ns, "pod": pod, "target": target,
-                                                "http_code": stdout.trim(), "exec_status": status }),
-                Err(e) => {
-                    json!({ "client": client, "namespace": ns, "pod": pod, "target": target, "error": e.to_string() })
-                }
-            });
+        for client in [Client::Outside, Client::Inside] {
+            results.push(curl(live, "strict", client, &target).await);
         }
         let removed = live.delete(&policy, Some(NAMESPACE)).await;
         live.save_json(
@@ -68,8 +67,32 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     })
 }
 
-/// Saves each ztunnel's config dump, metrics and access log under `ztunnel/<node>/`.
-pub async fn collect_ztunnels(live: &Live) -> Result<(), LiveError> {
+/// The two curl clients the STRICT probe uses.
+#[derive(Clone, Copy)]
+enum Client {
+    /// Plaintext, in a namespace outside the mesh.
+    Outside,
+    /// Meshed, in an ambient namespace.
+    Inside,
+}
+
+/// One curl from a client pod; the result records the HTTP code, curl's exit code and the API status.
+async fn curl(live: &Live, phase: &str, client: Client, target: &str) -> Value {
+    let (name, ns, pod) = match client {
+        Client::Outside => ("outside", plan::OUTSIDE_NS, "curl-outside"),
+        Client::Inside => ("inside", plan::INSIDE_NS, "curl-inside"),
+    };
+    let argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", target];
+    match live.exec(ns, pod, &argv).await {
+        Ok(out) => json!({ "phase": phase, "client": name, "namespace": ns, "pod": pod, "target": target,
+                           "http_code": out.stdout.trim(), "exit_code": out.exit_code, "exec_status": out.status }),
+        Err(e) => json!({ "phase": phase, "client": name, "namespace": ns, "pod": pod, "target": target,
+                          "error": e.to_string() }),
+    }
+}
+
+/// Saves each ztunnel's config dump, metrics and access log under `<dir>/<node>/`.
+pub async fn collect_ztunnels(live: &Live, dir: &str) -> Result<(), LiveError> {
     let pods = live.running_pods("istio-system", "app=ztunnel").await?;
     if pods.is_empty() {
         return Err(LiveError::Http {
@@ -81,18 +104,38 @@ pub async fn collect_ztunnels(live: &Live) -> Result<(), LiveError> {
     for pod in pods {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| name.clone());
-        let (_, dump) = live.pod_get("istio-system", &name, 15000, "/config_dump").await?;
-        live.save(&format!("ztunnel/{node}/config_dump.json"), &dump)?;
-        let (_, metrics) = live.pod_get("istio-system", &name, 15020, "/stats/prometheus").await?;
-        live.save(&format!("ztunnel/{node}/metrics.prom"), &metrics)?;
+        let dump = live.pod_get("istio-system", &name, 15000, "/config_dump").await?;
+        live.save(&format!("{dir}/{node}/config_dump.json"), &dump)?;
+        let metrics = live.pod_get("istio-system", &name, 15020, "/stats/prometheus").await?;
+        live.save(&format!("{dir}/{node}/metrics.prom"), &metrics)?;
         let logs = api
             .logs(&name, &kube::api::LogParams { since_seconds: Some(3600), ..Default::default() })
             .await
             .map_err(|source| LiveError::Kube { what: format!("logs of istio-system/{name}"), source })?;
         let access: String = logs.lines().filter(|l| l.contains("access")).map(|l| format!("{l}\n")).collect();
-        live.save(&format!("ztunnel/{node}/access.log"), access.as_bytes())?;
+        live.save(&format!("{dir}/{node}/access.log"), access.as_bytes())?;
     }
     Ok(())
+}
+
+/// The folder holding a check's ztunnel evidence: its own `<check>/ztunnel/`, or the shared
+/// `ztunnel/` that run folders of format 1 have.
+pub fn ztunnel_root(ev: &Evidence, own: &str) -> String {
+    if ev.subdirs(own).is_empty() { "ztunnel".to_string() } else { own.to_string() }
+}
+
+/// What a curl exit code means, for explanations.
+fn curl_exit_meaning(code: i64) -> &'static str {
+    match code {
+        0 => "success",
+        6 => "could not resolve host",
+        7 => "failed to connect",
+        28 => "timed out",
+        35 => "TLS handshake failed",
+        52 => "empty reply from server",
+        56 => "connection reset while receiving",
+        _ => "see curl's exit codes",
+    }
 }
 
 /// Workloads of a config dump (a list, or a map keyed by uid in older ztunnels).
@@ -113,9 +156,10 @@ pub fn judge(ev: &Evidence) -> Verdict {
     let ns = expect["namespace"].as_str().unwrap_or(NAMESPACE).to_string();
     let apps: Vec<String> =
         expect["apps"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
-    let nodes = ev.subdirs("ztunnel");
+    let root = ztunnel_root(ev, ZTUNNEL_DIR);
+    let nodes = ev.subdirs(&root);
     if nodes.is_empty() {
-        return Verdict::error("needed evidence folder ztunnel/<node>/ is missing: no ztunnel was read");
+        return Verdict::error(format!("needed evidence folder {ZTUNNEL_DIR}/<node>/ is missing: no ztunnel was read"));
     }
     let mut files = vec![EXPECT.to_string()];
     let mut problems = Vec::new();
@@ -124,7 +168,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
     // Signal 1: capture.
     let mut captured = BTreeSet::new();
     for node in &nodes {
-        let file = format!("ztunnel/{node}/config_dump.json");
+        let file = format!("{root}/{node}/config_dump.json");
         let dump: Value = match ev.read_json(&file) {
             Ok(v) => v,
             Err(e) => return e.into(),
@@ -133,14 +177,17 @@ pub fn judge(ev: &Evidence) -> Verdict {
         for w in dump_workloads(&dump).into_iter().filter(|w| w["namespace"] == ns.as_str()) {
             let name = w["name"].as_str().unwrap_or("?");
             let app = w["canonicalName"].as_str().or(w["workloadName"].as_str()).unwrap_or(name);
-            match w["protocol"].as_str() {
-                Some("HBONE") => {
+            let protocol = w["protocol"].as_str().unwrap_or("none");
+            match (protocol, apps.iter().any(|a| a == app)) {
+                ("HBONE", true) => {
                     captured.insert(app.to_string());
                 }
-                other => problems.push(format!(
-                    "{file}: workload {ns}/{name} has protocol {} (not captured by ambient)",
-                    other.unwrap_or("none")
-                )),
+                (_, true) => problems
+                    .push(format!("{file}: workload {ns}/{name} has protocol {protocol} (not captured by ambient)")),
+                // Waypoints and gateways in the namespace speak TCP by design: not bookinfo's apps.
+                (_, false) => {
+                    notes.push(format!("{ns}/{name} (app {app}) is not one of the expected apps; protocol {protocol}"))
+                }
             }
         }
     }
@@ -154,7 +201,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
     // Signal 2: metrics.
     let mut mtls_series = 0usize;
     for node in &nodes {
-        let file = format!("ztunnel/{node}/metrics.prom");
+        let file = format!("{root}/{node}/metrics.prom");
         let text = match ev.read_text(&file) {
             Ok(t) => t,
             Err(e) => return e.into(),
@@ -192,38 +239,12 @@ pub fn judge(ev: &Evidence) -> Verdict {
     }
     notes.push(format!("{mtls_series} mutual_tls connection series between {ns} workloads"));
 
-    // Signal 3: behaviour under STRICT.
+    // Signal 3: behaviour under STRICT, against a baseline taken before it.
     match ev.read_json::<Value>(STRICT) {
         Err(e) => problems.push(e.to_string()),
         Ok(strict) => {
             files.push(STRICT.to_string());
-            for r in strict["results"].as_array().into_iter().flatten() {
-                let client = r["client"].as_str().unwrap_or("?");
-                let code = r["http_code"].as_str().unwrap_or("");
-                if let Some(err) = r["error"].as_str() {
-                    problems.push(format!("STRICT probe from the {client} client could not run: {err}"));
-                    continue;
-                }
-                match client {
-                    "outside" if code.starts_with('2') || code.starts_with('3') => problems.push(format!(
-                        "under STRICT a plaintext client outside the mesh still reached {} (HTTP {code}); expected refusal",
-                        r["target"].as_str().unwrap_or("?")
-                    )),
-                    "inside" if code != "200" => problems.push(format!(
-                        "under STRICT the client inside the mesh got HTTP {} from {}; expected 200",
-                        if code.is_empty() { "none" } else { code },
-                        r["target"].as_str().unwrap_or("?")
-                    )),
-                    _ => notes.push(format!("STRICT: {client} client got HTTP {}", if code.is_empty() { "none" } else { code })),
-                }
-            }
-            let clients: Vec<&str> =
-                strict["results"].as_array().into_iter().flatten().filter_map(|r| r["client"].as_str()).collect();
-            for needed in ["outside", "inside"] {
-                if !clients.contains(&needed) {
-                    problems.push(format!("{STRICT} has no result for the {needed} client"));
-                }
-            }
+            judge_strict(&strict, &mut problems, &mut notes);
         }
     }
 
@@ -231,4 +252,58 @@ pub fn judge(ev: &Evidence) -> Verdict {
     Verdict::from_findings(problems, notes, files, pass, |n| {
         format!("{n} mTLS finding(s) in {ns}: expected HBONE capture, mutual_tls connections and STRICT refusal")
     })
+}
+
+/// The STRICT probe: the outside client reached productpage before STRICT, is refused at the
+/// connection level under it (curl exit 56 or 52), and the inside client still gets 200.
+/// Results without a `phase` (run folders of format 1) count as taken under STRICT.
+fn judge_strict(strict: &Value, problems: &mut Vec<String>, notes: &mut Vec<String>) {
+    let results: Vec<&Value> = strict["results"].as_array().into_iter().flatten().collect();
+    let find = |phase: &str, client: &str| {
+        results.iter().copied().find(|r| r["phase"].as_str().unwrap_or("strict") == phase && r["client"] == client)
+    };
+    let describe = |r: &Value| {
+        let code = r["http_code"].as_str().filter(|c| !c.is_empty()).unwrap_or("none");
+        match r["exit_code"].as_i64() {
+            Some(x) => format!("HTTP {code}, curl exit {x}: {}", curl_exit_meaning(x)),
+            None => format!("HTTP {code}, no exit code recorded"),
+        }
+    };
+    let reached = |r: &Value| r["http_code"].as_str().is_some_and(|c| c.starts_with('2') || c.starts_with('3'));
+    for (phase, client) in [("before", "outside"), ("strict", "outside"), ("strict", "inside")] {
+        let Some(r) = find(phase, client) else {
+            problems.push(match phase {
+                "before" => format!(
+                    "{STRICT} has no baseline: the outside client was not tried before STRICT, so a refusal proves nothing"
+                ),
+                _ => format!("{STRICT} has no result for the {client} client"),
+            });
+            continue;
+        };
+        if let Some(err) = r["error"].as_str() {
+            problems.push(format!("{phase} probe from the {client} client could not run: {err}"));
+            continue;
+        }
+        let target = r["target"].as_str().unwrap_or("?");
+        let refused = r["exit_code"].as_i64().is_some_and(|x| REFUSED_EXIT_CODES.iter().any(|&c| i64::from(c) == x));
+        match (phase, client) {
+            ("before", _) if !reached(r) => problems.push(format!(
+                "before STRICT the plaintext client outside the mesh could not reach {target} ({}): the baseline failed, so a refusal under STRICT would prove nothing",
+                describe(r)
+            )),
+            ("strict", "outside") if reached(r) => problems.push(format!(
+                "under STRICT a plaintext client outside the mesh still reached {target} ({}); expected refusal",
+                describe(r)
+            )),
+            ("strict", "outside") if !refused => problems.push(format!(
+                "under STRICT the plaintext client outside the mesh failed with {}, not a connection reset (curl exit 56) or empty reply (52): that is not mTLS refusing plaintext",
+                describe(r)
+            )),
+            ("strict", "inside") if r["http_code"] != "200" => problems.push(format!(
+                "under STRICT the client inside the mesh got {} from {target}; expected HTTP 200",
+                describe(r)
+            )),
+            _ => notes.push(format!("{phase}: {client} client got {}", describe(r))),
+        }
+    }
 }
