@@ -1,8 +1,10 @@
 //! The plan: every step a run takes, in order, computed from the scenario without touching anything.
 //!
 //! `meshcheck plan` prints it and the executor runs exactly it, so what a user reviews is what runs.
-//! The install order follows the user's install guide (field guide §4.1: base → cni → istiod →
-//! ztunnel → gateway; base first is what matters), then the observability stack and bookinfo.
+//! The Istio install order is the one of istio.io's "Install with Helm" for ambient mode at Istio
+//! 1.30 (docs/ambient/install/helm: base → Gateway API CRDs → istiod → cni → ztunnel → gateway), and
+//! the upgrade order that of "Upgrade with Helm" (docs/ambient/upgrade/helm: base → istiod → cni →
+//! ztunnel → gateway); then the observability stack and bookinfo.
 
 use std::fmt::Write as _;
 
@@ -64,6 +66,16 @@ pub enum Source {
         /// The URL.
         url: String,
     },
+}
+
+impl Source {
+    /// Where it comes from, for messages and the plan text.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Fixture { path, .. } => format!("fixtures/{path}"),
+            Source::Url { url } => url.clone(),
+        }
+    }
 }
 
 /// What a wait waits for.
@@ -158,6 +170,16 @@ pub enum Step {
         /// Value of the [`RUN_LABEL`] to delete by.
         run: String,
     },
+    /// Write the gateway chart's Service ports, derived from the server ports of the Istio
+    /// `Gateway` in `gateway` (so the Service follows the bookinfo sample across releases).
+    GatewayPorts {
+        /// Manifest holding the Gateway.
+        gateway: Source,
+        /// NodePort the `http2` Service port gets (mapped to the host by kind/k3d).
+        node_port: u16,
+        /// Values file to write.
+        path: String,
+    },
     /// Start the traffic generator, relabel its phase, or stop it and save its record.
     Traffic {
         /// `start`, `during`, `after` or `stop`.
@@ -184,6 +206,7 @@ impl Step {
             Step::Namespace { name, .. } => format!("namespace {name}"),
             Step::DeleteOwnedNamespaces { .. } => "delete the run's namespaces".into(),
             Step::Traffic { action } => format!("traffic {action}"),
+            Step::GatewayPorts { path, .. } => format!("write {}", path.rsplit('/').next().unwrap_or(path)),
         }
     }
 }
@@ -211,8 +234,8 @@ struct IstioChart<'a> {
     chart: &'a str,
     namespace: &'a str,
     fixture: &'a str,
-    /// A second, generated values file: (file under the run folder, content).
-    generated: Option<(&'a str, String)>,
+    /// For the gateway: the manifest whose `Gateway` server ports the Service must reach.
+    ports_from: Option<Source>,
     helm_wait: bool,
     rollout: Option<(&'a str, &'a str, Condition)>,
 }
@@ -318,9 +341,9 @@ impl Builder<'_> {
     /// The steps of one Istio chart: its values file(s), the helm command, the rollout wait.
     fn istio_release(&self, c: IstioChart, version: &str, install: bool) -> Vec<Step> {
         let mut steps = Vec::new();
-        let generated = c.generated.map(|(file, content)| {
-            let (w, path) = self.generated(file, content);
-            steps.push(w);
+        let generated = c.ports_from.map(|gateway| {
+            let path = format!("{}/values/istio-gateway-ports.yaml", self.ctx.run_dir);
+            steps.push(Step::GatewayPorts { gateway, node_port: self.s.ingress.node_port, path: path.clone() });
             path
         });
         let (w, values) = self.values(c.fixture);
@@ -566,7 +589,7 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
         chart,
         namespace: "istio-system",
         fixture,
-        generated: None,
+        ports_from: None,
         helm_wait: false,
         rollout,
     };
@@ -591,7 +614,7 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
     );
     let gateway = IstioChart {
         namespace: "istio-ingress",
-        generated: Some(("values/istio-gateway-ports.yaml", crate::providers::gateway_ports(s))),
+        ports_from: Some(Source::Url { url: bookinfo_url(s, "networking/bookinfo-gateway.yaml") }),
         ..chart(
             "istio-ingress",
             "istio/gateway",
@@ -600,10 +623,7 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
         )
     };
     steps.extend(b.istio_release(base, istio, install));
-    let rest = if upgrade {
-        // Control plane before CNI and ztunnel: they support control planes of their own and the next minor.
-        [istiod, cni, ztunnel, gateway]
-    } else {
+    if !upgrade {
         let url = format!(
             "https://github.com/kubernetes-sigs/gateway-api/releases/download/{}/standard-install.yaml",
             s.versions.gateway_api
@@ -621,9 +641,11 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
             Condition::CrdEstablished,
             t,
         ));
-        [cni, istiod, ztunnel, gateway]
-    };
-    for c in rest {
+    }
+    // Install (istio.io ambient/install/helm, Istio 1.30): base → Gateway API CRDs → istiod → cni →
+    // ztunnel → gateway. Upgrade (istio.io ambient/upgrade/helm): base → istiod → cni → ztunnel →
+    // gateway, "the control plane must be upgraded before Istio CNI". One order serves both.
+    for c in [istiod, cni, ztunnel, gateway] {
         steps.extend(b.istio_release(c, istio, install));
     }
     if upgrade {
@@ -688,13 +710,12 @@ fn deploy(b: &Builder) -> Vec<Step> {
     let t = s.timeouts.deploy.0;
     let ns = Some(BOOKINFO_NS);
     let release = s.versions.bookinfo();
-    let raw = format!("https://raw.githubusercontent.com/istio/istio/{release}/samples/bookinfo");
     let mut steps = vec![b.namespace(BOOKINFO_NS, &[AMBIENT])];
     for file in
         ["platform/kube/bookinfo.yaml", "platform/kube/bookinfo-versions.yaml", "networking/bookinfo-gateway.yaml"]
     {
         steps.push(Step::Apply {
-            source: Source::Url { url: format!("{raw}/{file}") },
+            source: Source::Url { url: bookinfo_url(s, file) },
             namespace: ns.map(String::from),
             objects: Vec::new(),
             dry_run_first: true,
@@ -708,6 +729,11 @@ fn deploy(b: &Builder) -> Vec<Step> {
     }
     steps.extend(b.checks(Stage::Deploy));
     steps
+}
+
+/// A file of the bookinfo sample at the scenario's bookinfo release (istio/istio samples/bookinfo).
+fn bookinfo_url(s: &Scenario, file: &str) -> String {
+    format!("https://raw.githubusercontent.com/istio/istio/{}/samples/bookinfo/{file}", s.versions.bookinfo())
 }
 
 fn cleanup(b: &Builder) -> Vec<Step> {
@@ -774,10 +800,7 @@ pub fn render_text(plan: &Plan) -> String {
                 }
                 Step::WriteFile { path, from, .. } => format!("write   {path} (from {from})"),
                 Step::Apply { source, namespace, objects, dry_run_first } => {
-                    let src = match source {
-                        Source::Fixture { path, .. } => format!("fixtures/{path}"),
-                        Source::Url { url } => url.clone(),
-                    };
+                    let src = source.describe();
                     let what = if objects.is_empty() { "objects as fetched".to_string() } else { objects.join(", ") };
                     format!(
                         "apply   {src}{}: {what}{}",
@@ -806,6 +829,10 @@ pub fn render_text(plan: &Plan) -> String {
                 }
                 Step::DeleteOwnedNamespaces { run } => format!("delete  namespaces labelled {RUN_LABEL}={run}"),
                 Step::Traffic { action } => format!("traffic {action}"),
+                Step::GatewayPorts { gateway, node_port, path } => format!(
+                    "write   {path} (gateway Service ports: http2 NodePort {node_port} → the server ports of the Gateway in {})",
+                    gateway.describe()
+                ),
             };
             let _ = writeln!(out, "{n:3}. {line}");
         }

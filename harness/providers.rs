@@ -59,13 +59,44 @@ mount --make-shared /sys/fs/bpf; mkdir -p /run/cilium/cgroupv2; \
 mountpoint -q /run/cilium/cgroupv2 || mount -t cgroup2 none /run/cilium/cgroupv2; \
 mount --make-shared /run/cilium/cgroupv2";
 
-/// Values for the gateway's Service ports: the chart's defaults with the `http2` NodePort pinned to
-/// the one kind/k3d map to the host. `service.ports` is rendered verbatim, so all ports are listed.
-pub fn gateway_ports(s: &Scenario) -> String {
-    format!(
+/// Server ports of the Istio `Gateway` objects among `objects`, in order, without repeats.
+pub fn gateway_server_ports(objects: &[kube::api::DynamicObject]) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::new();
+    let gateways = objects.iter().filter(|o| {
+        o.types.as_ref().is_some_and(|t| t.kind == "Gateway" && t.api_version.starts_with("networking.istio.io/"))
+    });
+    for gw in gateways {
+        let servers = gw.data.pointer("/spec/servers").and_then(serde_json::Value::as_array);
+        for server in servers.into_iter().flatten() {
+            let port = server.pointer("/port/number").and_then(serde_json::Value::as_u64);
+            if let Some(p) = port.and_then(|p| u16::try_from(p).ok())
+                && !ports.contains(&p)
+            {
+                ports.push(p);
+            }
+        }
+    }
+    ports
+}
+
+/// Values for the gateway's Service ports, made to reach the Gateway's actual server ports.
+///
+/// The istio/gateway chart renders `service.ports` verbatim (istio/istio 1.30.3
+/// manifests/charts/gateway/templates/service.yaml), so every port is listed: the chart's defaults
+/// (values.yaml: status-port 15021, http2 80, https 443) with `http2` targeting the first server
+/// port and carrying the NodePort kind/k3d map to the host. Istio binds a Gateway server port that
+/// equals no Service port as it is (pilot/pkg/model/gateway.go, resolvePorts), so since bookinfo's
+/// Gateway moved to 8080 (istio/istio#45943) the chart default `80 → 80` leads nowhere, and
+/// `80 → 8080` is what reaches it. Further server ports get a Service port of their own.
+pub fn gateway_ports(node_port: u16, server_ports: &[u16]) -> String {
+    let first = server_ports.first().copied().unwrap_or(80);
+    let mut out = format!(
         "service:\n  ports:\n  - name: status-port\n    port: 15021\n    protocol: TCP\n    targetPort: 15021\n  \
-         - name: http2\n    port: 80\n    protocol: TCP\n    targetPort: 80\n    nodePort: {}\n  \
-         - name: https\n    port: 443\n    protocol: TCP\n    targetPort: 443\n",
-        s.ingress.node_port
-    )
+         - name: http2\n    port: 80\n    protocol: TCP\n    targetPort: {first}\n    nodePort: {node_port}\n  \
+         - name: https\n    port: 443\n    protocol: TCP\n    targetPort: 443\n"
+    );
+    for p in server_ports.iter().skip(1).filter(|p| ![80, 443, 15021, first].contains(*p)) {
+        let _ = write!(out, "  - name: gateway-{p}\n    port: {p}\n    protocol: TCP\n    targetPort: {p}\n");
+    }
+    out
 }

@@ -280,13 +280,13 @@ impl Session {
                         let url = format!("{}/productpage", self.scenario.ingress.base_url());
                         let max = usize::try_from(t.rate_per_second).unwrap_or(20) * 3600;
                         let _guard = self.rt.enter();
-                        self.traffic = Some(TrafficGenerator::start(
-                            &url,
-                            t.rate_per_second,
-                            t.request_timeout.0,
-                            t.failure_budget,
-                            max,
-                        ));
+                        let budget =
+                            crate::traffic::Budget { failed_requests: t.failure_budget, max_outage: t.max_outage.0 };
+                        self.traffic =
+                            Some(TrafficGenerator::start(&url, t.rate_per_second, t.request_timeout.0, budget, max));
+                        drop(_guard);
+                        // The baseline: traffic flows for a while before the upgrade begins.
+                        self.settle();
                     }
                     "stop" => {
                         if let Some(g) = self.traffic.take() {
@@ -302,10 +302,7 @@ impl Session {
                         }
                         if phase == "after" {
                             // Keep sending for a while after the last rollout, so "after" has data.
-                            let _ = until_interrupted(&self.rt, async {
-                                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-                                Ok(())
-                            });
+                            self.settle();
                         }
                     }
                 }
@@ -334,8 +331,27 @@ impl Session {
                 tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
                 Ok(())
             }
+            Step::GatewayPorts { gateway, node_port, path } => {
+                let objects =
+                    until_interrupted(&self.rt, async { load_source(gateway).await.map_err(|e| e.to_string()) })?;
+                let ports = crate::providers::gateway_server_ports(&objects);
+                if ports.is_empty() {
+                    return Err(format!("no Istio Gateway with a server port in {}", gateway.describe()));
+                }
+                write_atomic(Path::new(path), crate::providers::gateway_ports(*node_port, &ports).as_bytes())
+                    .map_err(|e| format!("write {path}: {e}"))
+            }
             Step::Check { .. } => Ok(()),
         }
+    }
+
+    /// Lets the traffic generator run for the scenario's `traffic.settle` (until Ctrl-C).
+    fn settle(&self) {
+        let settle = self.scenario.traffic.settle.0;
+        let _ = until_interrupted(&self.rt, async {
+            tokio::time::sleep(settle).await;
+            Ok(())
+        });
     }
 
     /// Awaits waits concurrently (a batch of consecutive ones, or a single one); every one that
@@ -496,18 +512,23 @@ impl Session {
 /// Applies a step's manifests: CRDs first, then the rest (with a server-side dry run first when
 /// asked). Discovery is refreshed per object (`Live::resolve`), so kinds the CRDs define resolve.
 async fn apply_source(live: &Live, source: &Source, ns: Option<&str>, dry_run_first: bool) -> Result<(), LiveError> {
-    let objects = match source {
-        Source::Fixture { path, vars } => {
-            let name = path.trim_start_matches("manifests/");
-            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            crate::fixtures::manifest_rendered(name, &vars)?
-        }
-        Source::Url { url } => fetch_manifests(url).await?,
-    };
+    let objects = load_source(source).await?;
     let (crds, rest): (Vec<_>, Vec<_>) =
         objects.into_iter().partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
     live.apply(&crds, ns, false).await?;
     live.apply(&rest, ns, dry_run_first).await
+}
+
+/// The objects of a manifest source: a rendered fixture, or a pinned upstream URL.
+async fn load_source(source: &Source) -> Result<Vec<kube::api::DynamicObject>, LiveError> {
+    match source {
+        Source::Fixture { path, vars } => {
+            let name = path.trim_start_matches("manifests/");
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            crate::fixtures::manifest_rendered(name, &vars)
+        }
+        Source::Url { url } => fetch_manifests(url).await,
+    }
 }
 
 async fn fetch_manifests(url: &str) -> Result<Vec<kube::api::DynamicObject>, LiveError> {
