@@ -385,30 +385,57 @@ impl Default for ProbeOptions {
 }
 
 /// Settings of the traffic generator that runs during an upgrade.
+///
+/// Before and after the upgrade no request may fail. During it, istio.io's "Upgrade with Helm" for
+/// ambient mode (docs/ambient/upgrade/helm) says an in-place ztunnel upgrade "will briefly disrupt
+/// all ambient mesh traffic on the node", and the single-replica gateway restarts: the disruption is
+/// measured and held against a budget whose defaults allow ten seconds of it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficOptions {
     /// Requests per second sent to productpage through the gateway.
     #[serde(default = "twenty")]
     pub rate_per_second: u32,
-    /// How many failed requests the `traffic-continuity` check tolerates.
-    #[serde(default)]
+    /// How many requests may fail during the upgrade (default 200: ten seconds at 20 per second).
+    #[serde(default = "d_failure_budget")]
     pub failure_budget: u64,
+    /// The longest stretch of failing requests allowed during the upgrade (default 10s).
+    #[serde(default = "d_max_outage")]
+    pub max_outage: Span,
     /// Per-request timeout; a request slower than this counts as failed.
     #[serde(default = "d_request")]
     pub request_timeout: Span,
+    /// How long traffic flows before the upgrade starts and after it ends (default 30s), so the
+    /// baseline and the recovery both have data.
+    #[serde(default = "d_settle")]
+    pub settle: Span,
 }
 
 fn twenty() -> u32 {
     20
 }
+fn d_failure_budget() -> u64 {
+    200
+}
+fn d_max_outage() -> Span {
+    Span::secs(10)
+}
 fn d_request() -> Span {
     Span::secs(5)
+}
+fn d_settle() -> Span {
+    Span::secs(30)
 }
 
 impl Default for TrafficOptions {
     fn default() -> Self {
-        TrafficOptions { rate_per_second: 20, failure_budget: 0, request_timeout: d_request() }
+        TrafficOptions {
+            rate_per_second: twenty(),
+            failure_budget: d_failure_budget(),
+            max_outage: d_max_outage(),
+            request_timeout: d_request(),
+            settle: d_settle(),
+        }
     }
 }
 

@@ -53,8 +53,12 @@ pub struct TrafficRecord {
     pub url: String,
     /// Requests per second asked for.
     pub rate_per_second: u32,
-    /// Failed requests the check tolerates.
+    /// Failed requests the check tolerates during the upgrade (never before or after it).
     pub failure_budget: u64,
+    /// The longest outage tolerated during the upgrade, in seconds (absent in run folders of
+    /// format 1, whose budget covered the whole record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_outage_secs: Option<f64>,
     /// Every request, in send order.
     pub requests: Vec<RequestRecord>,
 }
@@ -68,12 +72,21 @@ pub struct TrafficGenerator {
     task: tokio::task::JoinHandle<()>,
     url: String,
     rate: u32,
-    budget: u64,
+    budget: Budget,
+}
+
+/// What the continuity check tolerates during the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// Failed requests.
+    pub failed_requests: u64,
+    /// Longest outage.
+    pub max_outage: Duration,
 }
 
 impl TrafficGenerator {
     /// Starts sending GETs to `url` at `rate` per second, for at most `max_requests`.
-    pub fn start(url: &str, rate: u32, timeout: Duration, budget: u64, max_requests: usize) -> TrafficGenerator {
+    pub fn start(url: &str, rate: u32, timeout: Duration, budget: Budget, max_requests: usize) -> TrafficGenerator {
         let phase = Arc::new(Mutex::new("before".to_string()));
         let records = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -118,7 +131,13 @@ impl TrafficGenerator {
         let _ = self.task.await;
         let mut requests = std::mem::take(&mut *self.records.lock().expect("records lock"));
         requests.sort_by_key(|r| r.at_ms);
-        TrafficRecord { url: self.url, rate_per_second: self.rate, failure_budget: self.budget, requests }
+        TrafficRecord {
+            url: self.url,
+            rate_per_second: self.rate,
+            failure_budget: self.budget.failed_requests,
+            max_outage_secs: Some(self.budget.max_outage.as_secs_f64()),
+            requests,
+        }
     }
 }
 
@@ -169,4 +188,28 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The longest stretch of failing requests in `phase`, in seconds: from the first failure of a run
+/// of failures to the next success (or, for a run that lasts to the end of the phase, one request
+/// interval past its last failure).
+pub fn longest_outage_secs(record: &TrafficRecord, phase: &str) -> f64 {
+    let interval_ms = 1000.0 / f64::from(record.rate_per_second.max(1));
+    let (mut longest, mut run): (f64, Option<(u64, u64)>) = (0.0, None);
+    for r in record.requests.iter().filter(|r| r.phase == phase) {
+        let ok = (200..300).contains(&r.status);
+        match (ok, run) {
+            (false, None) => run = Some((r.at_ms, r.at_ms)),
+            (false, Some((start, _))) => run = Some((start, r.at_ms)),
+            (true, Some((start, _))) => {
+                longest = longest.max((r.at_ms - start) as f64);
+                run = None;
+            }
+            (true, None) => {}
+        }
+    }
+    if let Some((start, last)) = run {
+        longest = longest.max((last - start) as f64 + interval_ms);
+    }
+    longest / 1000.0
 }

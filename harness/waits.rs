@@ -6,13 +6,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
-        apps::v1::{DaemonSet, Deployment, StatefulSet},
+        apps::v1::{ControllerRevision, DaemonSet, Deployment, StatefulSet},
         core::v1::{Node, Pod},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Resource,
+    api::ListParams,
     runtime::{WatchStreamExt, wait::await_condition, watcher},
 };
 
@@ -35,42 +36,34 @@ pub async fn wait_for(
         match cond {
             Condition::DaemonSetReady => {
                 let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
-                await_condition(api, name, move |d: Option<&DaemonSet>| {
-                    let Some(st) = d.and_then(|d| d.status.as_ref()) else { return false };
-                    note(format!(
-                        "desired {}, ready {}, updated {}",
-                        st.desired_number_scheduled,
-                        st.number_ready,
-                        st.updated_number_scheduled.unwrap_or(0)
-                    ));
-                    let gen_ok =
-                        d.and_then(|d| d.meta().generation).unwrap_or(0) <= st.observed_generation.unwrap_or(0);
-                    gen_ok
-                        && st.desired_number_scheduled > 0
-                        && st.number_ready == st.desired_number_scheduled
-                        && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
-                })
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+                let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+                let mut stream = watcher(api.clone(), config).default_backoff().applied_objects().boxed();
+                loop {
+                    if let Some(ds) = api.get_opt(name).await.map_err(|e| e.to_string())? {
+                        let progress = daemonset_progress(&ds);
+                        note(progress.seen.clone());
+                        if progress.done {
+                            let pods = current_revision_pods(client, &ds).await?;
+                            note(pods.seen.clone());
+                            if pods.done {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    match stream.next().await {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(e.to_string()),
+                        None => return Err("DaemonSet watch ended".into()),
+                    }
+                }
             }
             Condition::DeploymentAvailable => {
                 let api: Api<Deployment> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
                 await_condition(api, name, move |d: Option<&Deployment>| {
                     let Some(d) = d else { return false };
-                    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                    let Some(st) = d.status.as_ref() else { return false };
-                    note(format!(
-                        "replicas {want}, available {}, updated {}",
-                        st.available_replicas.unwrap_or(0),
-                        st.updated_replicas.unwrap_or(0)
-                    ));
-                    let available =
-                        st.conditions.iter().flatten().any(|c| c.type_ == "Available" && c.status == "True");
-                    available
-                        && st.updated_replicas.unwrap_or(0) >= want
-                        && st.available_replicas.unwrap_or(0) >= want
-                        && d.meta().generation.unwrap_or(0) <= st.observed_generation.unwrap_or(0)
+                    let progress = deployment_progress(d);
+                    note(progress.seen);
+                    progress.done
                 })
                 .await
                 .map(|_| ())
@@ -142,5 +135,102 @@ pub async fn wait_for(
         Ok(Ok(())) => Ok(()),
         Ok(Err(message)) => Err(LiveError::Http { what: format!("waiting for {what}"), message }),
         Err(_) => Err(LiveError::Timeout { what, after: timeout, last_seen: last_seen.lock().expect("lock").clone() }),
+    }
+}
+
+/// Whether a rollout is complete, and what was seen (for the timeout message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Complete.
+    pub done: bool,
+    /// The state observed.
+    pub seen: String,
+}
+
+/// `kubectl rollout status` for a Deployment (kubectl/pkg/polymorphichelpers/rollout_status.go):
+/// the controller has observed the latest spec, every replica is updated, no old replica is left
+/// (`status.replicas == updatedReplicas`), and the updated ones are available. During an upgrade the
+/// new pod counts as updated while the old one is still available, so "updated and available"
+/// alone passes before the rollout ends.
+pub fn deployment_progress(d: &Deployment) -> Progress {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(st) = d.status.as_ref() else { return Progress { done: false, seen: "no status yet".into() } };
+    let (replicas, updated, available) =
+        (st.replicas.unwrap_or(0), st.updated_replicas.unwrap_or(0), st.available_replicas.unwrap_or(0));
+    let observed = d.meta().generation.unwrap_or(0) <= st.observed_generation.unwrap_or(0);
+    let seen = format!(
+        "replicas {want}, current {replicas}, updated {updated}, available {available}{}",
+        if observed { "" } else { ", new spec not yet observed" }
+    );
+    let done = observed && updated == want && replicas == updated && available >= updated;
+    Progress { done, seen }
+}
+
+/// `kubectl rollout status` for a DaemonSet: the latest spec observed, every scheduled pod updated
+/// and available. `numberReady` also counts old pods, so the pods of the current revision are
+/// checked separately ([`current_revision_pods`]).
+pub fn daemonset_progress(ds: &DaemonSet) -> Progress {
+    let Some(st) = ds.status.as_ref() else { return Progress { done: false, seen: "no status yet".into() } };
+    let observed = ds.meta().generation.unwrap_or(0) <= st.observed_generation.unwrap_or(0);
+    let (desired, updated, available) =
+        (st.desired_number_scheduled, st.updated_number_scheduled.unwrap_or(0), st.number_available.unwrap_or(0));
+    let seen = format!(
+        "desired {desired}, ready {}, updated {updated}, available {available}{}",
+        st.number_ready,
+        if observed { "" } else { ", new spec not yet observed" }
+    );
+    let done = observed && desired > 0 && updated == desired && available == desired;
+    Progress { done, seen }
+}
+
+/// Whether every pod of the DaemonSet's current revision is Ready: the pods labelled with the
+/// `controller-revision-hash` of its newest ControllerRevision, one per scheduled node.
+async fn current_revision_pods(client: &Client, ds: &DaemonSet) -> Result<Progress, String> {
+    let ns = ds.metadata.namespace.as_deref().unwrap_or("default");
+    let selector: Vec<String> = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let selector = selector.join(",");
+    let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
+    let list = revisions.list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?;
+    let uid = ds.metadata.uid.as_deref();
+    let newest = list
+        .items
+        .iter()
+        .filter(|r| r.metadata.owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == uid))
+        .max_by_key(|r| r.revision);
+    let Some(hash) = newest.and_then(|r| r.metadata.labels.as_ref()?.get("controller-revision-hash").cloned()) else {
+        return Ok(Progress { done: false, seen: "no ControllerRevision of the DaemonSet yet".into() });
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let current = pods
+        .list(&ListParams::default().labels(&format!("{selector},controller-revision-hash={hash}")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let desired = ds.status.as_ref().map(|s| s.desired_number_scheduled).unwrap_or(0);
+    Ok(revision_pods_progress(&hash, desired, &current.items))
+}
+
+/// Whether `desired` pods of revision `hash` are all Ready.
+pub fn revision_pods_progress(hash: &str, desired: i32, pods: &[Pod]) -> Progress {
+    let ready = pods
+        .iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    let ready = i32::try_from(ready).unwrap_or(i32::MAX);
+    let total = i32::try_from(pods.len()).unwrap_or(i32::MAX);
+    Progress {
+        done: desired > 0 && total >= desired && ready == total,
+        seen: format!("revision {hash}: {ready} of {desired} pod(s) Ready"),
     }
 }

@@ -29,12 +29,24 @@ pub const CHECK: CheckDef = CheckDef {
 pub const COLLATERAL: &[&str] = &["kube-system", "monitoring", "tempo"];
 const NS: &str = "book-info";
 
+/// The plaintext probe that proves default-deny is enforced at all.
+const ENFORCEMENT: &str = "probes/enforcement.json";
+
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
         let deny = fixtures::manifest("default-deny.yaml")?;
         let pods = live.get_raw(&format!("/api/v1/namespaces/{NS}/pods")).await?;
         live.save("probes/pods-before.json", &pods)?;
-        let wait = probe_wait(&serde_json::from_slice(&pods).unwrap_or(Value::Null), live.scenario.probes.periods);
+        let pods: Value = serde_json::from_slice(&pods).unwrap_or(Value::Null);
+        let wait = probe_wait(&pods, live.scenario.probes.periods);
+        // Targets before the policy: only a target that was up and went down is collateral damage.
+        let targets = live.service_get("monitoring", "prom-prometheus", 9090, "api/v1/targets?state=active").await?;
+        live.save("probes/targets-before.json", &targets)?;
+        let target = enforcement_target(&pods);
+        let before = match &target {
+            Some(url) => Some(plaintext_curl(live, url).await),
+            None => None,
+        };
         let applied_at = crate::report::now_rfc3339();
         live.apply(&deny, Some(NS), true).await?;
         live.save_json(
@@ -43,7 +55,18 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
                      "objects": ["NetworkPolicy book-info/meshcheck-default-deny", "NetworkPolicy book-info/meshcheck-allow-hbone"],
                      "requires": "CiliumClusterwideNetworkPolicy allow-ambient-hostprobes" }),
         )?;
-        let result = observe(live, wait, "probes", &applied_at).await;
+        let mut result = observe(live, wait, "probes", &applied_at).await;
+        if result.is_ok() {
+            let during = match &target {
+                Some(url) => Some(plaintext_curl(live, url).await),
+                None => None,
+            };
+            result = live.save_json(
+                ENFORCEMENT,
+                &json!({ "client": format!("{}/curl-outside", crate::plan::OUTSIDE_NS), "target": target,
+                         "before": before, "during": during }),
+            );
+        }
         if result.is_ok() && live.scenario.probes.negative_control {
             let ccnp = fixtures::manifest("cilium-allow-ambient-hostprobes.yaml")?;
             let removed_at = crate::report::now_rfc3339();
@@ -55,6 +78,26 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         let cleanup = live.delete(&deny, Some(NS)).await;
         result.and(cleanup)
     })
+}
+
+/// `http://<pod IP>:9080/` of a Running book-info pod serving 9080 (bookinfo's port): plaintext
+/// straight to a pod, which a default-deny ingress policy that only allows HBONE must drop.
+fn enforcement_target(pods: &Value) -> Option<String> {
+    kjson::items(pods).iter().filter(|p| kjson::pod_ready(p)).find_map(|p| {
+        let serves = p.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten().any(|c| {
+            c.get("ports").and_then(Value::as_array).into_iter().flatten().any(|port| port["containerPort"] == 9080)
+        });
+        let ip = p.pointer("/status/podIP").and_then(Value::as_str)?;
+        serves.then(|| format!("http://{ip}:9080/"))
+    })
+}
+
+async fn plaintext_curl(live: &Live, url: &str) -> Value {
+    let argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url];
+    match live.exec(crate::plan::OUTSIDE_NS, "curl-outside", &argv).await {
+        Ok(out) => json!({ "http_code": out.stdout.trim(), "exit_code": out.exit_code, "exec_status": out.status }),
+        Err(e) => json!({ "error": e.to_string() }),
+    }
 }
 
 async fn observe(live: &Live, wait: Duration, dir: &str, since: &str) -> Result<(), LiveError> {
@@ -201,24 +244,19 @@ pub fn judge(ev: &Evidence) -> Verdict {
             Err(e) => problems.push(format!("collateral check incomplete: {e}")),
         }
     }
-    match read("probes/targets-after.json") {
-        Ok(t) => {
-            files.push("probes/targets-after.json".into());
-            for t in t
-                .pointer("/data/activeTargets")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter(|t| t["health"] == "down")
-            {
-                problems.push(format!(
-                    "collateral: Prometheus target {} is down ({})",
-                    t["scrapeUrl"].as_str().unwrap_or("?"),
-                    t["lastError"].as_str().unwrap_or("")
-                ));
-            }
+    match (read("probes/targets-before.json"), read("probes/targets-after.json")) {
+        (Ok(before), Ok(after)) => {
+            files.extend(["probes/targets-before.json".into(), "probes/targets-after.json".into()]);
+            problems.extend(targets_gone_down(&before, &after));
         }
-        Err(e) => problems.push(format!("collateral check incomplete: {e}")),
+        (Err(e), _) | (_, Err(e)) => problems.push(format!("collateral check incomplete: {e}")),
+    }
+    match read(ENFORCEMENT) {
+        Ok(e) => {
+            files.push(ENFORCEMENT.into());
+            problems.extend(enforcement_problems(&e));
+        }
+        Err(e) => problems.push(format!("default-deny enforcement not proven: {e}")),
     }
     if ev.exists("probes/negative/pods-after.json") {
         files.push("probes/negative/pods-after.json".into());
@@ -237,4 +275,61 @@ pub fn judge(ev: &Evidence) -> Verdict {
     Verdict::from_findings(problems, Vec::new(), files, pass, |n| {
         format!("{n} finding(s) under default-deny: expected probes to keep passing")
     })
+}
+
+/// Prometheus targets that were up before the policy and are not up under it. A target that was
+/// already down (a control-plane component the cluster does not expose) is not the policy's doing.
+fn targets_gone_down(before: &Value, after: &Value) -> Vec<String> {
+    let active = |v: &Value| v.pointer("/data/activeTargets").and_then(Value::as_array).cloned().unwrap_or_default();
+    let key =
+        |t: &Value| format!("{} {}", t["scrapePool"].as_str().unwrap_or(""), t["scrapeUrl"].as_str().unwrap_or(""));
+    let up_before: std::collections::BTreeSet<String> =
+        active(before).iter().filter(|t| t["health"] == "up").map(key).collect();
+    active(after)
+        .iter()
+        .filter(|t| t["health"] != "up" && up_before.contains(&key(t)))
+        .map(|t| {
+            format!(
+                "collateral: Prometheus target {} went from up to {} under default-deny ({})",
+                t["scrapeUrl"].as_str().unwrap_or("?"),
+                t["health"].as_str().unwrap_or("?"),
+                t["lastError"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// Default-deny must be enforced, or "probes still pass" proves nothing: plaintext from the outside
+/// client to a book-info pod on 9080 reaches it before the policy and gets no answer under it.
+fn enforcement_problems(e: &Value) -> Vec<String> {
+    let Some(target) = e["target"].as_str() else {
+        return vec![format!(
+            "{ENFORCEMENT}: no Ready book-info pod serves 9080, so enforcement of default-deny could not be tested"
+        )];
+    };
+    let code = |phase: &str| -> Result<String, String> {
+        let r = &e[phase];
+        if let Some(err) = r["error"].as_str() {
+            return Err(format!("the {phase} probe to {target} could not run: {err}"));
+        }
+        Ok(r["http_code"].as_str().unwrap_or("").to_string())
+    };
+    let exit = |phase: &str| e[phase]["exit_code"].as_i64().map(|x| format!(", curl exit {x}")).unwrap_or_default();
+    let mut problems = Vec::new();
+    match code("before") {
+        Err(p) => problems.push(p),
+        Ok(c) if c.is_empty() || c == "000" => problems.push(format!(
+            "before default-deny, plaintext from the outside client to {target} got no answer (HTTP {c}{}): the baseline failed, so the block under the policy would prove nothing",
+            exit("before")
+        )),
+        Ok(_) => {}
+    }
+    match code("during") {
+        Err(p) => problems.push(p),
+        Ok(c) if !c.is_empty() && c != "000" => problems.push(format!(
+            "default-deny is not enforced: under it, plaintext from the outside client still reached {target} (HTTP {c}); a cluster that enforces no NetworkPolicy would pass this check"
+        )),
+        Ok(_) => {}
+    }
+    problems
 }

@@ -132,11 +132,11 @@ pub fn judge(ev: &Evidence) -> Verdict {
             2 => tempo::decode_v2_protobuf(&bytes),
             _ => tempo::decode_json(&bytes),
         };
+        // An undecodable body says nothing about the trace: the judge cannot judge, it does not fail.
         let spans = match spans {
             Ok(s) => s,
             Err(e) => {
-                problems.push(format!("{file}: {e}"));
-                continue;
+                return Verdict::error(format!("evidence file {file} cannot be decoded: {e}")).with_evidence(files);
             }
         };
         let ours: Vec<_> = spans.iter().filter(|sp| sp.trace_id == id).collect();

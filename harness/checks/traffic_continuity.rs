@@ -6,7 +6,7 @@ use super::{BoxFuture, CheckDef, Stage};
 use crate::{
     evidence::{Evidence, Verdict},
     live::{Live, LiveError},
-    traffic::{TrafficRecord, phase_stats},
+    traffic::{TrafficRecord, longest_outage_secs, phase_stats},
 };
 
 /// Registration.
@@ -14,7 +14,7 @@ pub const CHECK: CheckDef = CheckDef {
     name: "traffic-continuity",
     stage: Stage::Upgrade,
     default_on: false,
-    asserts: "requests to productpage during the Istio upgrade fail no more than the budget",
+    asserts: "no request to productpage fails before or after the Istio upgrade; during it, failed requests and the longest outage stay within the budget",
     collect,
     judge,
 };
@@ -34,47 +34,84 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     })
 }
 
-/// Judges the generator's record.
+/// Judges the generator's record: no failure before or after the upgrade; during it, failed
+/// requests and the longest outage within the budget.
 pub fn judge(ev: &Evidence) -> Verdict {
     let record: TrafficRecord = match ev.read_json(FILE) {
         Ok(r) => r,
         Err(e) => return e.into(),
     };
     let stats = phase_stats(&record);
+    let outage = longest_outage_secs(&record, "during");
     let lines: Vec<String> = stats
         .iter()
         .map(|s| {
             format!(
-                "{}: {} requests, {} failed, p50 {:.0} ms, p99 {:.0} ms",
-                s.phase, s.total, s.failed, s.p50_ms, s.p99_ms
+                "{}: {} requests, {} failed, p50 {:.0} ms, p99 {:.0} ms{}",
+                s.phase,
+                s.total,
+                s.failed,
+                s.p50_ms,
+                s.p99_ms,
+                if s.phase == "during" { format!(", longest outage {outage:.1} s") } else { String::new() }
             )
         })
         .collect();
-    let during = stats.iter().find(|s| s.phase == "during");
-    if record.requests.is_empty() || during.is_none_or(|d| d.total == 0) {
-        return Verdict::error("no requests were recorded during the upgrade: continuity cannot be judged")
+    let find = |phase: &str| stats.iter().find(|s| s.phase == phase);
+    let missing: Vec<&str> =
+        ["before", "during", "after"].into_iter().filter(|p| find(p).is_none_or(|s| s.total == 0)).collect();
+    if !missing.is_empty() {
+        return Verdict::error(format!(
+            "no requests were recorded {}: continuity cannot be judged",
+            missing.iter().map(|p| format!("{p} the upgrade")).collect::<Vec<_>>().join(", ")
+        ))
+        .with_details(lines)
+        .with_evidence([FILE.to_string()]);
+    }
+    let mut problems = Vec::new();
+    for phase in ["before", "after"] {
+        if let Some(s) = find(phase).filter(|s| s.failed > 0) {
+            problems.push(format!(
+                "{} of {} requests failed {phase} the upgrade; no failure is allowed outside it",
+                s.failed, s.total
+            ));
+        }
+    }
+    let during = find("during").expect("checked above");
+    if during.failed as u64 > record.failure_budget {
+        problems.push(format!(
+            "{} of {} requests failed during the upgrade, budget {}",
+            during.failed, during.total, record.failure_budget
+        ));
+    }
+    if let Some(max) = record.max_outage_secs
+        && outage > max
+    {
+        problems.push(format!("the longest outage during the upgrade was {outage:.1} s, budget {max:.1} s"));
+    }
+    let summary = format!(
+        "during the upgrade {} of {} requests failed (budget {}), longest outage {outage:.1} s{}, p99 {:.0} ms",
+        during.failed,
+        during.total,
+        record.failure_budget,
+        record.max_outage_secs.map(|m| format!(" (budget {m:.1} s)")).unwrap_or_default(),
+        during.p99_ms
+    );
+    if problems.is_empty() {
+        return Verdict::pass(format!("no failure before or after; {summary}"))
             .with_details(lines)
             .with_evidence([FILE.to_string()]);
     }
-    let failed: usize = stats.iter().map(|s| s.failed).sum();
-    let total: usize = stats.iter().map(|s| s.total).sum();
-    if failed as u64 > record.failure_budget {
-        let mut first: Vec<String> = record
-            .requests
-            .iter()
-            .filter(|r| !(200..300).contains(&r.status))
-            .take(5)
-            .map(|r| {
-                format!("at {} ms ({}): status {} {}", r.at_ms, r.phase, r.status, r.error.clone().unwrap_or_default())
-            })
-            .collect();
-        first.splice(0..0, lines);
-        Verdict::fail(format!("{failed} of {total} requests failed, budget {}", record.failure_budget))
-            .with_details(first)
-            .with_evidence([FILE.to_string()])
-    } else {
-        Verdict::pass(format!("{failed} of {total} requests failed, within budget {}", record.failure_budget))
-            .with_details(lines)
-            .with_evidence([FILE.to_string()])
-    }
+    let first: Vec<String> = record
+        .requests
+        .iter()
+        .filter(|r| !(200..300).contains(&r.status))
+        .take(5)
+        .map(|r| {
+            format!("at {} ms ({}): status {} {}", r.at_ms, r.phase, r.status, r.error.clone().unwrap_or_default())
+        })
+        .collect();
+    Verdict::fail(problems.join("; "))
+        .with_details(lines.into_iter().chain([summary]).chain(first))
+        .with_evidence([FILE.to_string()])
 }

@@ -107,15 +107,24 @@ async fn cleanup_deletes_only_namespaces_with_both_run_labels() {
 }
 
 fn deployment(available: i32) -> Value {
+    rollout(1, 1, available)
+}
+
+/// istiod with `replicas` pods in total (old and new), `updated` of the new template, `available` available.
+fn rollout(replicas: i32, updated: i32, available: i32) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
-           "metadata": {"name": "istiod", "namespace": "istio-system", "resourceVersion": "7", "generation": 1},
+           "metadata": {"name": "istiod", "namespace": "istio-system", "resourceVersion": "7", "generation": 2},
            "spec": {"replicas": 1, "selector": {}, "template": {}},
-           "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": available,
+           "status": {"observedGeneration": 2, "replicas": replicas, "updatedReplicas": updated, "availableReplicas": available,
                       "conditions": [{"type": "Available", "status": if available > 0 { "True" } else { "False" }}]}})
 }
 
 /// Serves list requests with the given deployment and holds watches open (no change ever comes).
-fn serve_deployment(mut handle: Handle, available: i32) -> tokio::task::JoinHandle<()> {
+fn serve_deployment(handle: Handle, available: i32) -> tokio::task::JoinHandle<()> {
+    serve(handle, deployment(available))
+}
+
+fn serve(mut handle: Handle, deployment: Value) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Some((req, send)) = handle.next_request().await {
@@ -125,7 +134,7 @@ fn serve_deployment(mut handle: Handle, available: i32) -> tokio::task::JoinHand
                 continue;
             }
             let list = json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {"resourceVersion": "7"},
-                              "items": [deployment(available)]});
+                              "items": [deployment.clone()]});
             send.send_response(reply(StatusCode::OK, &list));
         }
     })
@@ -148,9 +157,47 @@ async fn a_wait_passes_on_a_ready_rollout_and_times_out_naming_what_it_last_saw(
         .unwrap_err();
     let LiveError::Timeout { what, last_seen, .. } = &err else { panic!("expected a timeout, got {err}") };
     assert!(what.contains("istio-system/istiod"), "{what}");
-    assert_eq!(last_seen, "replicas 1, available 0, updated 1");
-    assert!(err.to_string().contains("last seen: replicas 1, available 0"), "{err}");
+    assert_eq!(last_seen, "replicas 1, current 1, updated 1, available 0");
+    assert!(err.to_string().contains("last seen: replicas 1, current 1, updated 1, available 0"), "{err}");
     server.abort();
+
+    // Mid-upgrade: the new pod is updated, the old one still available, two pods in all. "Updated and
+    // available" alone passed here; `kubectl rollout status` waits until the old pod is gone.
+    let (client, handle) = mock();
+    let server = serve(handle, rollout(2, 1, 2));
+    let err = wait_for(&client, "Deployment", Some("istio-system"), "istiod", &Condition::DeploymentAvailable, t)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("last seen: replicas 1, current 2, updated 1, available 2"), "{err}");
+    server.abort();
+}
+
+#[test]
+fn a_daemonset_rollout_is_done_only_when_the_current_revision_is_ready() {
+    use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Pod};
+    use meshcheck::waits::{daemonset_progress, revision_pods_progress};
+    let ds = |generation: i64, observed: i64, updated: i32, available: i32, ready: i32| -> DaemonSet {
+        serde_json::from_value(json!({"metadata": {"name": "ztunnel", "generation": generation},
+            "spec": {"selector": {"matchLabels": {"app": "ztunnel"}}, "template": {}},
+            "status": {"observedGeneration": observed, "desiredNumberScheduled": 3, "currentNumberScheduled": 3,
+                       "numberMisscheduled": 0, "numberReady": ready, "updatedNumberScheduled": updated,
+                       "numberAvailable": available}}))
+        .unwrap()
+    };
+    assert!(daemonset_progress(&ds(2, 2, 3, 3, 3)).done);
+    // The old pods are Ready (numberReady 3) while the new ones start: not done.
+    assert!(!daemonset_progress(&ds(2, 2, 1, 2, 3)).done);
+    // The controller has not seen the new spec yet: its counts are about the old one.
+    assert!(!daemonset_progress(&ds(3, 2, 3, 3, 3)).done);
+    let pod = |ready: bool| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "ztunnel-x", "labels": {"controller-revision-hash": "new"}},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
+        .unwrap()
+    };
+    assert!(revision_pods_progress("new", 3, &[pod(true), pod(true), pod(true)]).done);
+    let p = revision_pods_progress("new", 3, &[pod(true), pod(false), pod(true)]);
+    assert!(!p.done && p.seen == "revision new: 2 of 3 pod(s) Ready", "{p:?}");
+    assert!(!revision_pods_progress("new", 3, &[pod(true)]).done, "pods of the new revision still missing");
 }
 
 #[tokio::test]

@@ -92,24 +92,78 @@ fn cilium_prerequisites_name_each_trap() {
     }
 }
 
+/// A gateway pod `label`led, Ready or not, and the Service the chart renders with `target` for http2.
+fn gateway_evidence(label: &str, ready: bool, target: u16) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let gws = serde_json::to_vec(
+        &json!({"items": [{"metadata": {"name": "bookinfo-gateway"}, "spec": {"selector": {"istio": "ingressgateway"},
+        "servers": [{"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}]}),
+    )
+    .unwrap();
+    let pods = serde_json::to_vec(&json!({"items": [{"metadata": {"name": "gw-1", "namespace": "istio-ingress", "labels": {"istio": label, "app": "istio-ingress"}},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                   "containerStatuses": [{"restartCount": if ready { 0 } else { 7 }}]}}]})).unwrap();
+    let svcs =
+        serde_json::to_vec(&json!({"items": [{"metadata": {"name": "istio-ingress", "namespace": "istio-ingress"},
+        "spec": {"selector": {"app": "istio-ingress", "istio": label}, "ports": [
+            {"name": "status-port", "port": 15021, "targetPort": 15021},
+            {"name": "http2", "port": 80, "targetPort": target, "nodePort": 30080},
+            {"name": "https", "port": 443, "targetPort": 443}]}}]}))
+        .unwrap();
+    (gws, pods, svcs)
+}
+
 #[test]
 fn gateway_binding_names_the_release_name_trap() {
-    let gws = serde_json::to_vec(&json!({"items": [{"metadata": {"name": "bookinfo-gateway"}, "spec": {"selector": {"istio": "ingressgateway"}}}]})).unwrap();
-    let pod = |label: &str| {
-        serde_json::to_vec(&json!({"items": [{"metadata": {"name": "gw-1", "namespace": "istio-ingress", "labels": {"istio": label}}, "status": {"phase": "Running"}}]})).unwrap()
+    let case = |label: &str, ready: bool, target: u16| {
+        let (g, p, s) = gateway_evidence(label, ready, target);
+        judge(
+            "gateway-binding",
+            &[("gateway/gateways.json", &g), ("gateway/pods.json", &p), ("gateway/services-istio-ingress.json", &s)],
+        )
     };
-    assert_eq!(
-        judge("gateway-binding", &[("gateway/gateways.json", &gws), ("gateway/pods.json", &pod("ingressgateway"))])
-            .outcome,
-        Outcome::Pass
-    );
-    let v = judge("gateway-binding", &[("gateway/gateways.json", &gws), ("gateway/pods.json", &pod("ingress"))]);
+    let v = case("ingressgateway", true, 8080);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    let v = case("ingress", true, 8080);
     assert_eq!(v.outcome, Outcome::Fail);
     assert!(
         v.explanation().contains("istio=ingress") && v.explanation().contains("labels.istio"),
         "{}",
         v.explanation()
     );
+    // The chart's default http2 80 → 80 while bookinfo's Gateway listens on 8080 (istio/istio#45943).
+    let v = case("ingressgateway", true, 80);
+    assert_eq!(v.outcome, Outcome::Fail);
+    let e = v.explanation();
+    assert!(
+        e.contains("server port 8080: the gateway pod listens on 8080")
+            && e.contains("http2 80→80")
+            && e.contains("#45943"),
+        "{e}"
+    );
+    // A crash-looping gateway pod stays Running: not Ready is not served.
+    let v = case("ingressgateway", false, 8080);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("none is Ready")
+            && v.explanation().contains("restarts 7"),
+        "{}",
+        v.explanation()
+    );
+    // No Service at all in front of the pods.
+    let (g, p, _) = gateway_evidence("ingressgateway", true, 8080);
+    let v = judge("gateway-binding", &[("gateway/gateways.json", &g), ("gateway/pods.json", &p)]);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("no Service selects"), "{}", v.explanation());
+    // The real 1.30.3 sample's Gateway against the chart's real default Service ports fails the same way.
+    let Some(sample) = upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml") else { return };
+    let objs = meshcheck::live::parse_manifests(std::str::from_utf8(&sample).unwrap(), "sample").unwrap();
+    let gw = objs.iter().find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Gateway")).unwrap();
+    let gws = serde_json::to_vec(&json!({"items": [serde_json::to_value(gw).unwrap()]})).unwrap();
+    let (_, p, s) = gateway_evidence("ingressgateway", true, 80);
+    let v = judge(
+        "gateway-binding",
+        &[("gateway/gateways.json", &gws), ("gateway/pods.json", &p), ("gateway/services-istio-ingress.json", &s)],
+    );
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("listens on 8080"), "{}", v.explanation());
 }
 
 const ZT_METRICS_OK: &str = "# TYPE istio_tcp_connections_opened counter\n\
@@ -123,8 +177,17 @@ fn config_dump(protocol_of_details: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"workloads": [w("productpage", "HBONE"), w("details", protocol_of_details), w("ratings", "HBONE"), w("reviews", "HBONE")]})).unwrap()
 }
 
+/// The STRICT probe's record: the outside client before STRICT got 200; under STRICT the outside
+/// client got `outside` with curl exit `exit`, the inside client `inside`.
 fn strict(outside: &str, inside: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"results": [{"client": "outside", "http_code": outside, "target": "t"}, {"client": "inside", "http_code": inside, "target": "t"}]})).unwrap()
+    strict_exit(outside, if outside == "000" { 56 } else { 0 }, inside)
+}
+
+fn strict_exit(outside: &str, exit: i64, inside: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"results": [
+        {"phase": "before", "client": "outside", "http_code": "200", "exit_code": 0, "target": "t"},
+        {"phase": "strict", "client": "outside", "http_code": outside, "exit_code": exit, "target": "t"},
+        {"phase": "strict", "client": "inside", "http_code": inside, "exit_code": if inside == "200" { 0 } else { 56 }, "target": "t"}]})).unwrap()
 }
 
 #[test]
@@ -135,8 +198,8 @@ fn mtls_needs_all_three_signals() {
             "mtls",
             &[
                 ("mtls/expect.json", expect),
-                ("ztunnel/n1/config_dump.json", dump),
-                ("ztunnel/n1/metrics.prom", metrics.as_bytes()),
+                ("mtls/ztunnel/n1/config_dump.json", dump),
+                ("mtls/ztunnel/n1/metrics.prom", metrics.as_bytes()),
                 ("mtls/strict.json", strict),
             ],
         )
@@ -165,11 +228,46 @@ fn mtls_needs_all_three_signals() {
         "{}",
         v.explanation()
     );
+    // HTTP 000 is not a refusal by itself: DNS failure (6), a dead pod (7) or a timeout (28) are not mTLS.
+    for (exit, meaning) in [(6, "could not resolve host"), (7, "failed to connect"), (28, "timed out")] {
+        let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &strict_exit("000", exit, "200"));
+        assert!(
+            v.outcome == Outcome::Fail
+                && v.explanation().contains(&format!("curl exit {exit}: {meaning}"))
+                && v.explanation().contains("not a connection reset"),
+            "{}",
+            v.explanation()
+        );
+    }
+    assert_eq!(case(&config_dump("HBONE"), ZT_METRICS_OK, &strict_exit("000", 52, "200")).outcome, Outcome::Pass);
+    // Without a baseline (the outside client never got through before STRICT) a refusal proves nothing.
+    let no_baseline = serde_json::to_vec(&json!({"results": [
+        {"phase": "before", "client": "outside", "http_code": "000", "exit_code": 6, "target": "t"},
+        {"phase": "strict", "client": "outside", "http_code": "000", "exit_code": 56, "target": "t"},
+        {"phase": "strict", "client": "inside", "http_code": "200", "exit_code": 0, "target": "t"}]}))
+    .unwrap();
+    let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &no_baseline);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("the baseline failed"), "{}", v.explanation());
+    // A waypoint in book-info speaks TCP by design: noted, not failed.
+    let with_waypoint: serde_json::Value = {
+        let mut d: serde_json::Value = serde_json::from_slice(&config_dump("HBONE")).unwrap();
+        d["workloads"].as_array_mut().unwrap().push(
+            json!({"name": "waypoint-abc", "namespace": "book-info", "canonicalName": "waypoint", "protocol": "TCP"}),
+        );
+        d
+    };
+    let v = case(&serde_json::to_vec(&with_waypoint).unwrap(), ZT_METRICS_OK, &strict("000", "200"));
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(
+        v.explanation().contains("waypoint") && v.explanation().contains("not one of the expected apps"),
+        "{}",
+        v.explanation()
+    );
     let only_outside = serde_json::to_vec(&json!({"results": [{"client": "outside", "http_code": "000"}]})).unwrap();
     let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &only_outside);
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("no result for the inside client"));
     let exec_failed =
-        serde_json::to_vec(&json!({"results": [{"client": "outside", "error": "pod curl-outside not found"}, {"client": "inside", "http_code": "200"}]}))
+        serde_json::to_vec(&json!({"results": [{"phase": "before", "client": "outside", "http_code": "200"}, {"client": "outside", "error": "pod curl-outside not found"}, {"client": "inside", "http_code": "200"}]}))
             .unwrap();
     let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &exec_failed);
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("could not run: pod curl-outside not found"));
@@ -186,24 +284,58 @@ fn mtls_needs_all_three_signals() {
 fn mtls_reads_real_ztunnel_config_dumps() {
     let Some(dump) = upstream_file("observed/ztunnel-config-dump.istioctl-testdata.json") else { return };
     let expect = br#"{"namespace":"bookinfo","apps":["productpage","details","ratings","reviews"]}"#;
-    // The real dump has bookinfo workloads still on TCP (not captured): the judge must say so.
+    let metrics = ZT_METRICS_OK.replace("book-info", "bookinfo");
+    // The real dump has every bookinfo app on HBONE and two waypoints in the namespace on TCP, as
+    // waypoints are by design: they are listed, not failed (they made every such cluster fail before).
+    let v = judge(
+        "mtls",
+        &[
+            ("mtls/expect.json", expect),
+            ("mtls/ztunnel/n1/config_dump.json", &dump),
+            ("mtls/ztunnel/n1/metrics.prom", metrics.as_bytes()),
+            ("mtls/strict.json", &strict("000", "200")),
+        ],
+    );
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(
+        v.explanation().contains("bookinfo-productpage-istio-waypoint") && v.explanation().contains("protocol TCP"),
+        "{}",
+        v.explanation()
+    );
+    // The same dump with an app's workload on TCP fails, naming it.
+    let mut parsed: serde_json::Value = serde_json::from_slice(&dump).unwrap();
+    // ztunnel 1.30's dump keys workloads by uid.
+    let workloads = parsed["workloads"].as_object_mut().unwrap();
+    let details =
+        workloads.values_mut().find(|w| w["namespace"] == "bookinfo" && w["canonicalName"] == "details").unwrap();
+    details["protocol"] = json!("TCP");
+    let v = judge(
+        "mtls",
+        &[
+            ("mtls/expect.json", expect),
+            ("mtls/ztunnel/n1/config_dump.json", &serde_json::to_vec(&parsed).unwrap()),
+            ("mtls/ztunnel/n1/metrics.prom", metrics.as_bytes()),
+            ("mtls/strict.json", &strict("000", "200")),
+        ],
+    );
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("workload bookinfo/details-v1")
+            && v.explanation().contains("protocol TCP"),
+        "{}",
+        v.explanation()
+    );
+    // A run folder of format 1 kept the ztunnel evidence in the shared `ztunnel/`: still judged.
     let v = judge(
         "mtls",
         &[
             ("mtls/expect.json", expect),
             ("ztunnel/n1/config_dump.json", &dump),
-            ("ztunnel/n1/metrics.prom", ZT_METRICS_OK.as_bytes()),
+            ("ztunnel/n1/metrics.prom", metrics.as_bytes()),
             ("mtls/strict.json", &strict("000", "200")),
         ],
     );
-    assert_eq!(v.outcome, Outcome::Fail);
-    assert!(
-        v.explanation().contains("workload bookinfo/") && v.explanation().contains("protocol TCP"),
-        "{}",
-        v.explanation()
-    );
-    let parsed: serde_json::Value = serde_json::from_slice(&dump).unwrap();
-    assert!(checks::mtls::dump_workloads(&parsed).iter().any(|w| w["protocol"] == "HBONE"));
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
 }
 
 #[test]
@@ -294,7 +426,8 @@ fn traces_pass_on_tagged_gateway_protobuf_and_fail_when_missing() {
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("none with trace id"), "{}", v.explanation());
     let v =
         judge("traces", &[("traces/expect.json", expect), ("traces/sent.json", &sent), (&file, b"\xff\xff garbage")]);
-    assert_eq!(v.outcome, Outcome::Fail, "an undecodable Tempo body is not a trace: {}", v.explanation());
+    assert_eq!(v.outcome, Outcome::Error, "an undecodable Tempo body cannot be judged: {}", v.explanation());
+    assert!(v.reason.contains("cannot be decoded"), "{}", v.reason);
     assert_eq!(
         judge("traces", &[("traces/expect.json", expect), ("traces/sent.json", b"[]")]).outcome,
         Outcome::Error,
@@ -308,11 +441,20 @@ fn targets(ztunnel_health: &str) -> Vec<u8> {
         {"scrapePool": "podMonitor/monitoring/ztunnel/0", "scrapeUrl": "http://10.0.0.2:15020/stats/prometheus", "health": ztunnel_health, "lastError": "connection refused"}]}})).unwrap()
 }
 
+/// A PodList of Running ztunnel pods: (name, node, IP).
+fn ztunnel_pods(pods: &[(&str, &str, &str)]) -> Vec<u8> {
+    serde_json::to_vec(&json!({"kind": "PodList", "items": pods.iter().map(|(name, node, ip)| json!({
+        "metadata": {"name": name, "namespace": "istio-system", "labels": {"app": "ztunnel"}},
+        "spec": {"nodeName": node}, "status": {"phase": "Running", "podIP": ip}})).collect::<Vec<_>>()}))
+    .unwrap()
+}
+
 #[test]
 fn metrics_judge() {
     let query_ok = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"3"]}]}}"#;
     let query_empty = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
     let istiod = b"# TYPE pilot_xds_pushes counter\npilot_xds_pushes{type=\"cds\"} 3\n";
+    let one_ztunnel = ztunnel_pods(&[("ztunnel-a", "n1", "10.0.0.2")]);
     let scrape_case = |t: &[u8], q: &[u8], ztunnel: &str, istiod: &[u8]| {
         judge(
             "metrics",
@@ -320,7 +462,8 @@ fn metrics_judge() {
                 ("metrics/targets.json", t),
                 ("metrics/query-ztunnel-tcp.json", q),
                 ("metrics/query-ztunnel-tcp.promql", b"q"),
-                ("ztunnel/n1/metrics.prom", ztunnel.as_bytes()),
+                ("metrics/ztunnel-pods.json", &one_ztunnel),
+                ("metrics/ztunnel/n1/metrics.prom", ztunnel.as_bytes()),
                 ("metrics/istiod/istiod-1.prom", istiod),
             ],
         )
@@ -346,6 +489,34 @@ fn metrics_judge() {
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("connection refused"), "{}", v.explanation());
     let v = case(&targets("up"), query_empty);
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("returned no series"), "{}", v.explanation());
+    // One up target is not "every ztunnel": three ztunnels, one scraped, names the other two nodes.
+    let three = ztunnel_pods(&[
+        ("ztunnel-a", "n1", "10.0.0.2"),
+        ("ztunnel-b", "n2", "10.0.1.2"),
+        ("ztunnel-c", "n3", "10.0.2.2"),
+    ]);
+    let v = judge(
+        "metrics",
+        &[
+            ("metrics/targets.json", &targets("up")),
+            ("metrics/query-ztunnel-tcp.json", query_ok),
+            ("metrics/query-ztunnel-tcp.promql", b"q"),
+            ("metrics/ztunnel-pods.json", &three),
+            ("metrics/ztunnel/n1/metrics.prom", ZT_METRICS_OK.as_bytes()),
+            ("metrics/istiod/istiod-1.prom", istiod),
+        ],
+    );
+    let e = v.explanation();
+    assert!(
+        v.outcome == Outcome::Fail
+            && e.contains("ztunnel on node n2 (pod ztunnel-b, IP 10.0.1.2) is not scraped")
+            && e.contains("node n3"),
+        "{e}"
+    );
+    assert!(!e.contains("node n1"), "{e}");
+    // An unreadable istiod scrape cannot be judged.
+    let v = scrape_case(&targets("up"), query_ok, ZT_METRICS_OK, b"\xff\xfe not utf-8");
+    assert_eq!(v.outcome, Outcome::Error, "{}", v.explanation());
     let Some(real) = upstream_file("observed/prometheus-api-v1-targets-state-active.docs-example.json") else { return };
     let v = case(&real, query_ok);
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("does not select it"), "{}", v.explanation());
@@ -379,6 +550,13 @@ fn pod(name: &str, ready: bool, restarts: u64) -> serde_json::Value {
            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}], "containerStatuses": [{"restartCount": restarts}]}})
 }
 
+/// The enforcement probe: plaintext from outside to a book-info pod before and under default-deny.
+fn enforcement(before: &str, during: &str) -> Vec<u8> {
+    let exit = |c: &str| if c == "000" { 28 } else { 0 };
+    serde_json::to_vec(&json!({"client": "meshcheck-outside/curl-outside", "target": "http://10.244.1.7:9080/",
+        "before": {"http_code": before, "exit_code": exit(before)}, "during": {"http_code": during, "exit_code": exit(during)}})).unwrap()
+}
+
 #[test]
 fn probes_judge() {
     let list = |pods: Vec<serde_json::Value>| serde_json::to_vec(&json!({"items": pods})).unwrap();
@@ -395,7 +573,9 @@ fn probes_judge() {
         ("probes/collateral-pods-kube-system.json", ok_ns.clone()),
         ("probes/collateral-pods-monitoring.json", ok_ns.clone()),
         ("probes/collateral-pods-tempo.json", ok_ns.clone()),
+        ("probes/targets-before.json", targets("up")),
         ("probes/targets-after.json", targets("up")),
+        ("probes/enforcement.json", enforcement("200", "000")),
     ];
     let case = |changes: &[(&str, Option<Vec<u8>>)]| {
         let mut files = healthy.clone();
@@ -425,8 +605,32 @@ fn probes_judge() {
     assert_eq!(v.outcome, Outcome::Fail);
     let e = v.explanation();
     assert!(e.contains("collateral: pod kube-system/coredns-1 is not Ready"), "{e}");
-    assert!(e.contains("collateral: Prometheus target http://10.0.0.2:15020/stats/prometheus is down"), "{e}");
+    assert!(
+        e.contains("collateral: Prometheus target http://10.0.0.2:15020/stats/prometheus went from up to down"),
+        "{e}"
+    );
     assert!(e.contains("collateral check incomplete") && e.contains("collateral-pods-tempo.json"), "{e}");
+
+    // A target already down before the policy (kind's controller manager on 127.0.0.1) is not collateral.
+    let v = case(&[
+        ("probes/targets-before.json", Some(targets("down"))),
+        ("probes/targets-after.json", Some(targets("down"))),
+    ]);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    let v = case(&[("probes/targets-before.json", None)]);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("targets-before.json"), "{}", v.explanation());
+
+    // Default-deny never proven: a cluster that enforces no NetworkPolicy lets plaintext through.
+    let v = case(&[("probes/enforcement.json", Some(enforcement("200", "200")))]);
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("default-deny is not enforced"),
+        "{}",
+        v.explanation()
+    );
+    let v = case(&[("probes/enforcement.json", Some(enforcement("000", "000")))]);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("the baseline failed"), "{}", v.explanation());
+    let v = case(&[("probes/enforcement.json", None)]);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("enforcement not proven"), "{}", v.explanation());
 
     // A pod replaced under the policy counts, even if its successor is Ready.
     let v = case(&[("probes/pods-after.json", Some(list(vec![pod("probe-target-2", true, 0)])))]);
@@ -459,18 +663,65 @@ fn probes_judge() {
 
 #[test]
 fn traffic_continuity_judge() {
-    let rec = |statuses: &[(&str, u16)]| {
-        serde_json::to_vec(&json!({"url": "u", "rate_per_second": 20, "failure_budget": 0, "requests": statuses.iter().enumerate()
-            .map(|(i, (p, s))| json!({"at_ms": i, "phase": p, "status": s, "latency_ms": 10.0 + i as f64})).collect::<Vec<_>>()})).unwrap()
+    // Requests 100 ms apart (10 per second), each (phase, status).
+    let rec = |statuses: &[(&str, u16)], budget: u64| {
+        serde_json::to_vec(&json!({"url": "u", "rate_per_second": 10, "failure_budget": budget, "max_outage_secs": 1.0,
+            "requests": statuses.iter().enumerate()
+            .map(|(i, (p, s))| json!({"at_ms": i * 100, "phase": p, "status": s, "latency_ms": 10.0 + i as f64})).collect::<Vec<_>>()})).unwrap()
     };
-    let ok = rec(&[("before", 200), ("during", 200), ("after", 200)]);
+    let ok = rec(&[("before", 200), ("during", 200), ("after", 200)], 0);
     assert_eq!(judge("traffic-continuity", &[("upgrade/traffic.json", &ok)]).outcome, Outcome::Pass);
-    let bad = rec(&[("before", 200), ("during", 503), ("during", 0), ("after", 200)]);
-    let v = judge("traffic-continuity", &[("upgrade/traffic.json", &bad)]);
-    assert!(v.outcome == Outcome::Fail && v.reason.contains("2 of 4 requests failed"), "{}", v.reason);
+    // A brief disruption during the upgrade is measured and held against the budget.
+    let blip = rec(&[("before", 200), ("during", 503), ("during", 0), ("during", 200), ("after", 200)], 5);
+    let v = judge("traffic-continuity", &[("upgrade/traffic.json", &blip)]);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(
+        v.reason.contains("2 of 3 requests failed (budget 5), longest outage 0.2 s (budget 1.0 s)"),
+        "{}",
+        v.reason
+    );
+    let v = judge(
+        "traffic-continuity",
+        &[(
+            "upgrade/traffic.json",
+            &rec(&[("before", 200), ("during", 503), ("during", 0), ("during", 200), ("after", 200)], 1),
+        )],
+    );
+    assert!(
+        v.outcome == Outcome::Fail && v.reason.contains("2 of 3 requests failed during the upgrade, budget 1"),
+        "{}",
+        v.reason
+    );
     assert!(v.explanation().contains("p99"));
-    let none = rec(&[("before", 200)]);
-    assert_eq!(judge("traffic-continuity", &[("upgrade/traffic.json", &none)]).outcome, Outcome::Error);
+    // An outage longer than allowed fails even within the request budget.
+    let long: Vec<(&str, u16)> = std::iter::once(("before", 200))
+        .chain(std::iter::repeat_n(("during", 0), 15))
+        .chain([("during", 200), ("after", 200)])
+        .collect();
+    let v = judge("traffic-continuity", &[("upgrade/traffic.json", &rec(&long, 100))]);
+    assert!(
+        v.outcome == Outcome::Fail && v.reason.contains("longest outage during the upgrade was 1.5 s, budget 1.0 s"),
+        "{}",
+        v.reason
+    );
+    // Before and after are strict, whatever the budget.
+    let v = judge(
+        "traffic-continuity",
+        &[("upgrade/traffic.json", &rec(&[("before", 503), ("during", 200), ("after", 200)], 100))],
+    );
+    assert!(
+        v.outcome == Outcome::Fail && v.reason.contains("1 of 1 requests failed before the upgrade"),
+        "{}",
+        v.reason
+    );
+    let v = judge(
+        "traffic-continuity",
+        &[("upgrade/traffic.json", &rec(&[("before", 200), ("during", 200), ("after", 0)], 100))],
+    );
+    assert!(v.outcome == Outcome::Fail && v.reason.contains("failed after the upgrade"), "{}", v.reason);
+    let none = rec(&[("before", 200)], 0);
+    let v = judge("traffic-continuity", &[("upgrade/traffic.json", &none)]);
+    assert!(v.outcome == Outcome::Error && v.reason.contains("during the upgrade, after the upgrade"), "{}", v.reason);
 }
 
 #[test]

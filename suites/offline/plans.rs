@@ -40,15 +40,34 @@ fn position(lines: &[String], needle: &str) -> usize {
 fn install_follows_the_documented_order() {
     let p = plan_of("ambient-kind");
     let lines = command_lines(&p, "install");
+    // istio.io ambient/install/helm (Istio 1.30): base → Gateway API CRDs → istiod → cni → ztunnel → gateway.
     let order = [
         "istio-base istio/base",
-        "istio-cni istio/cni",
         "istiod istio/istiod",
+        "istio-cni istio/cni",
         "ztunnel istio/ztunnel",
         "istio-ingress istio/gateway",
     ];
     let idx: Vec<usize> = order.iter().map(|n| position(&lines, n)).collect();
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "{order:?} out of order: {idx:?}");
+    let install = &p.phases.iter().find(|ph| ph.name == "install").unwrap().steps;
+    let at = |f: &dyn Fn(&Step) -> bool| install.iter().position(f).unwrap();
+    let crds =
+        at(&|s| matches!(s, Step::Apply { source: plan::Source::Url { url }, .. } if url.contains("gateway-api")));
+    let istiod =
+        at(&|s| matches!(s, Step::Command { command, .. } if command.display().contains("istiod istio/istiod")));
+    let base =
+        at(&|s| matches!(s, Step::Command { command, .. } if command.display().contains("istio-base istio/base")));
+    assert!(base < crds && crds < istiod, "the Gateway API CRDs come between base and istiod");
+    // The gateway's Service ports come from bookinfo's Gateway, written before the gateway chart.
+    let ports = at(&|s| {
+        matches!(s, Step::GatewayPorts { gateway: plan::Source::Url { url }, node_port: 30080, .. }
+        if url.ends_with("/samples/bookinfo/networking/bookinfo-gateway.yaml"))
+    });
+    let gateway = at(
+        &|s| matches!(s, Step::Command { command, .. } if command.display().contains("istio-ingress istio/gateway")),
+    );
+    assert!(ports < gateway);
     assert!(lines.iter().all(|l| !l.contains("global.platform")), "no platform preset with Cilium");
 }
 

@@ -10,7 +10,7 @@ use std::{
 use meshcheck::{
     checks,
     evidence::{Evidence, Outcome},
-    traffic::{TrafficGenerator, phase_stats},
+    traffic::{Budget, TrafficGenerator, phase_stats},
 };
 
 use crate::common::{http_response, http_server};
@@ -37,7 +37,8 @@ fn flaky_server() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generator_counts_failures_and_stalls_and_the_check_judges_them() {
     let url = flaky_server();
-    let generator = TrafficGenerator::start(&url, 100, Duration::from_millis(500), 0, 60);
+    let budget = Budget { failed_requests: 0, max_outage: Duration::from_secs(10) };
+    let generator = TrafficGenerator::start(&url, 100, Duration::from_millis(500), budget, 60);
     tokio::time::sleep(Duration::from_millis(200)).await;
     generator.set_phase("during");
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -68,12 +69,14 @@ async fn generator_counts_failures_and_stalls_and_the_check_judges_them() {
     ev.write_json("upgrade/traffic.json", &record).unwrap();
     let v = judge(&ev);
     assert_eq!(v.outcome, Outcome::Fail);
-    assert!(v.reason.contains("12 of 60 requests failed, budget 0"), "{}", v.reason);
     let e = v.explanation();
+    assert!(e.contains("requests failed during the upgrade, budget 0"), "{e}");
     assert!(e.contains("during:") && e.contains("p99") && e.contains("status 503") && e.contains("status 0"), "{e}");
 
-    let within_budget = meshcheck::traffic::TrafficRecord { failure_budget: 12, ..record };
-    ev.write_json("upgrade/traffic.json", &within_budget).unwrap();
+    // However large the budget, a failure before or after the upgrade is never allowed.
+    let generous = meshcheck::traffic::TrafficRecord { failure_budget: 60, max_outage_secs: Some(60.0), ..record };
+    ev.write_json("upgrade/traffic.json", &generous).unwrap();
     let v = judge(&ev);
-    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation());
+    assert!(v.reason.contains("before the upgrade") || v.reason.contains("after the upgrade"), "{}", v.reason);
 }
