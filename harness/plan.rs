@@ -520,8 +520,9 @@ fn provision(b: &Builder) -> Vec<Step> {
             format!("{cluster}-control-plane")
         }
         Provider::K3d => {
-            let create =
-                CommandSpec::new("k3d", crate::providers::k3d_create_args(s, cluster), t).env("K3D_FIX_MOUNTS", "1");
+            let deadline = crate::providers::k3d_create_deadline(s);
+            let create = CommandSpec::new("k3d", crate::providers::k3d_create_args(s, cluster), deadline)
+                .env("K3D_FIX_MOUNTS", "1");
             steps.push(Step::Command { name: "create k3d cluster".into(), command: create, advisory: None });
             let kc = ["kubeconfig", "write", cluster, "--output", &b.kubeconfig];
             steps.push(Step::Command {

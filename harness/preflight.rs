@@ -18,7 +18,18 @@ pub fn tool_problems(s: &Scenario, runner: &Runner) -> Vec<String> {
     };
     if s.provider != Provider::Existing {
         let docker = probe("docker", &["info", "--format", "{{.ServerVersion}}"], t);
-        let engine_ok = docker.is_ok() || probe("podman", &["info", "--format", "{{.Version.Version}}"], t).is_ok();
+        let podman = docker.is_err() && probe("podman", &["info", "--format", "{{.Version.Version}}"], t).is_ok();
+        if podman && s.provider == Provider::K3d {
+            // k3d talks to the Docker API, and meshcheck makes the node mounts shared with
+            // `docker exec` (providers::K3D_MOUNT_SCRIPT): Podman alone cannot do either.
+            problems.push(
+                "container engine: only Podman answers, and k3d needs the docker CLI (meshcheck runs `docker exec` on the \
+                 k3d nodes). Install the docker CLI and point it at Podman's socket \
+                 (DOCKER_HOST=unix:///run/podman/podman.sock, k3d docs: usage/advanced/podman), or use provider kind"
+                    .to_string(),
+            );
+        }
+        let engine_ok = docker.is_ok() || podman;
         if !engine_ok {
             let why = match docker {
                 Err(CommandError::NotFound { .. }) => "docker is not installed".to_string(),

@@ -45,6 +45,14 @@ pub fn k3d_create_args(s: &Scenario, cluster: &str) -> Vec<String> {
     a
 }
 
+/// How long meshcheck lets `k3d cluster create` run: past k3d's own `--timeout` by a grace period,
+/// because on a timeout k3d rolls back (deletes what it created, k3d v5.8.3 `cluster create`
+/// without `--no-rollback`), and killing it half-way through that would leave node containers behind.
+pub fn k3d_create_deadline(s: &Scenario) -> std::time::Duration {
+    let k3d = s.timeouts.provision.0;
+    k3d + (k3d / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(120))
+}
+
 /// Node container names of a k3d cluster.
 pub fn k3d_nodes(s: &Scenario, cluster: &str) -> Vec<String> {
     let mut n = vec![format!("k3d-{cluster}-server-0")];
