@@ -27,6 +27,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("manifests/mtls-strict.yaml", include_str!("../fixtures/manifests/mtls-strict.yaml")),
     ("manifests/default-deny.yaml", include_str!("../fixtures/manifests/default-deny.yaml")),
     ("manifests/probe-target.yaml", include_str!("../fixtures/manifests/probe-target.yaml")),
+    ("images.yaml", include_str!("../fixtures/images.yaml")),
 ];
 
 /// A fixture's text by its path under `fixtures/`.
@@ -47,4 +48,12 @@ pub fn manifest_rendered(name: &str, vars: &[(&str, &str)]) -> Result<Vec<Dynami
         yaml = yaml.replace(&format!("{{{{{k}}}}}"), v);
     }
     parse_manifests(&yaml, &format!("fixtures/{path}"))
+}
+
+/// The images a pinned chart version starts (`fixtures/images.yaml`): `component` is one of
+/// `cilium`, `kube_prometheus_stack`, `tempo`, `kiali`. `None` when that version is not listed.
+pub fn chart_images(component: &str, version: &str) -> Option<Vec<String>> {
+    type Table = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+    let table: Table = serde_saphyr::from_str(text("images.yaml")).expect("fixtures/images.yaml parses (tested)");
+    table.get(component)?.get(version).cloned()
 }

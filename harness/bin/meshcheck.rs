@@ -201,10 +201,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 meshcheck::checks::image_architectures::images(&s)
             };
-            for image in images {
+            for image in &images.refs {
                 println!("{image}");
             }
-            Ok(ExitCode::SUCCESS)
+            for c in &images.unlisted {
+                eprintln!("error: no pinned image list for {c}: add it to fixtures/images.yaml");
+            }
+            Ok(if images.unlisted.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&scenario::json_schema())?);

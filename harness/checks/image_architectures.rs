@@ -21,48 +21,77 @@ pub const CHECK: CheckDef = CheckDef {
     judge,
 };
 
-/// Images whose tags the scenario pins, and so can be checked before the run: the node image
-/// and [`cluster_images`]. Images the charts choose when they render (Prometheus, Tempo, Kiali,
-/// cilium-envoy) are not known beforehand; a missing architecture there shows as a rollout that
-/// never becomes ready (`exec format error`), which the install waits report with what they saw.
-pub fn images(s: &Scenario) -> Vec<String> {
-    let mut out = Vec::new();
+/// The images a run starts, and the pinned components whose image list is unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Images {
+    /// Image references, as the charts and manifests render them.
+    pub refs: Vec<String>,
+    /// `component version` pairs that `fixtures/images.yaml` does not list.
+    pub unlisted: Vec<String>,
+}
+
+/// Every image the run starts: the node image and [`cluster_images`].
+pub fn images(s: &Scenario) -> Images {
+    let mut out = Images::default();
     if s.provider != Provider::Existing
         && let Some(img) = &s.cluster.node_image
     {
-        out.push(img.clone());
+        out.refs.push(img.clone());
     }
-    out.extend(cluster_images(s));
+    let cluster = cluster_images(s);
+    out.refs.extend(cluster.refs);
+    out.unlisted = cluster.unlisted;
     out
 }
 
-/// The pinned images that run inside the cluster (everything but the node image): what
-/// `meshcheck images --in-cluster` lists for a CI image cache.
-pub fn cluster_images(s: &Scenario) -> Vec<String> {
-    let mut out = Vec::new();
-    let cilium = &s.versions.cilium;
-    out.push(format!("quay.io/cilium/cilium:v{cilium}"));
-    out.push(format!("quay.io/cilium/operator-generic:v{cilium}"));
-    let mut istio_versions = vec![s.versions.istio.clone()];
-    istio_versions.extend(s.versions.upgrade_to.clone());
-    for v in &istio_versions {
-        let hub = istio_hub(v);
-        for component in ["pilot", "install-cni", "ztunnel", "proxyv2"] {
-            out.push(format!("{hub}/{component}:{v}-distroless"));
+/// The images that run inside the cluster (everything but the node image): what
+/// `meshcheck images --in-cluster` lists for the image cache, and what the architecture check reads.
+/// Chart-chosen images come from `fixtures/images.yaml`; Istio's follow from its version.
+pub fn cluster_images(s: &Scenario) -> Images {
+    let mut out = Images::default();
+    let v = &s.versions;
+    for (component, version) in [
+        ("cilium", v.cilium.as_str()),
+        ("kube_prometheus_stack", v.kube_prometheus_stack.as_str()),
+        ("tempo", v.tempo.as_str()),
+        ("kiali", v.kiali.as_str()),
+    ] {
+        match crate::fixtures::chart_images(component, version) {
+            Some(refs) => out.refs.extend(refs),
+            None => out.unlisted.push(format!("{component} {version}")),
         }
     }
-    let bookinfo_hub = istio_hub(s.versions.bookinfo());
-    for app in ["details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1"] {
-        out.push(format!("{bookinfo_hub}/examples-bookinfo-{app}:1.20.3"));
+    let mut istio_versions = vec![v.istio.clone()];
+    istio_versions.extend(v.upgrade_to.clone());
+    for version in &istio_versions {
+        out.refs.extend(istio_images(version));
     }
-    out.push("docker.io/curlimages/curl:8.17.0".to_string());
+    let bookinfo_hub = istio_hub(v.bookinfo());
+    for app in ["details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1"] {
+        out.refs.push(format!("{bookinfo_hub}/examples-bookinfo-{app}:1.20.3"));
+    }
+    out.refs.push("docker.io/curlimages/curl:8.17.0".to_string());
     out
 }
 
-/// Istio's release hub: Docker Hub up to 1.29, registry.istio.io from 1.30 (field guide §4.6).
+/// The images of Istio's charts at `version` as meshcheck installs them (istio/istio 1.30.3):
+/// istiod (`pilot`) and cni (`install-cni`) with `profile: ambient`, whose `global.variant:
+/// distroless` makes them `-distroless`; the gateway's `proxyv2`, injected with istiod's variant;
+/// ztunnel without a profile, as the install guide has it, so with no variant
+/// (manifests/charts/ztunnel/templates/daemonset.yaml: `{{ .Values.image }}:{{ .Values.tag }}{{with .Values.variant}}-{{.}}{{end}}`).
+pub fn istio_images(version: &str) -> Vec<String> {
+    let hub = istio_hub(version);
+    let mut out: Vec<String> =
+        ["pilot", "install-cni", "proxyv2"].iter().map(|c| format!("{hub}/{c}:{version}-distroless")).collect();
+    out.push(format!("{hub}/ztunnel:{version}"));
+    out
+}
+
+/// The hub Istio's released charts embed: `registry.istio.io/release` for 1.30, Docker Hub before
+/// and after (istio/release-builder release/build.sh, `DOCKER_HUB` at tags 1.29.2, 1.30.3 and master).
 pub fn istio_hub(version: &str) -> &'static str {
     match Release::parse(version) {
-        Some(r) if r.minor >= 30 => "registry.istio.io/release",
+        Some(r) if r.major == 1 && r.minor == 30 => "registry.istio.io/release",
         _ => "docker.io/istio",
     }
 }
@@ -81,8 +110,9 @@ pub async fn collect_for(scenario: &Scenario, evidence: &Evidence) -> Result<(),
         .build()
         .map_err(|e| LiveError::Http { what: "HTTP client".into(), message: e.to_string() })?;
     let arch = scenario.cluster.architecture.resolve().map(|a| a.as_str()).unwrap_or("unknown");
+    let list = images(scenario);
     let mut entries = Vec::new();
-    for (i, image) in images(scenario).iter().enumerate() {
+    for (i, image) in list.refs.iter().enumerate() {
         let file = format!("images/manifest-{i:02}.json");
         let entry = match fetch_manifest(&http, image).await {
             Ok(body) => {
@@ -95,7 +125,10 @@ pub async fn collect_for(scenario: &Scenario, evidence: &Evidence) -> Result<(),
         entries.push(entry);
     }
     evidence
-        .write_json("images/expect.json", &json!({ "architecture": arch, "images": entries }))
+        .write_json(
+            "images/expect.json",
+            &json!({ "architecture": arch, "images": entries, "unlisted": list.unlisted }),
+        )
         .map(|_| ())
         .map_err(|source| LiveError::Write { path: "images/expect.json".into(), source })
 }
@@ -185,6 +218,18 @@ pub fn judge(ev: &Evidence) -> Verdict {
     if !missing.is_empty() {
         return Verdict::fail(format!("{} of {} images lack a linux/{arch} manifest", missing.len(), entries.len()))
             .with_details(missing.into_iter().chain(unknown))
+            .with_evidence(files);
+    }
+    let unlisted: Vec<String> = expect["unlisted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|c| format!("{c}: no pinned image list in fixtures/images.yaml, so its images were not checked"))
+        .collect();
+    if !unlisted.is_empty() {
+        return Verdict::error(format!("{} chart version(s) without an image list", unlisted.len()))
+            .with_details(unlisted.into_iter().chain(unknown))
             .with_evidence(files);
     }
     if !unknown.is_empty() {

@@ -65,6 +65,16 @@ fn image_architectures_on_real_oci_indexes() {
         serde_json::to_vec(&json!({"architecture": "amd64", "images": [{"image": "x/y:1", "error": "HTTP 404"}]}))
             .unwrap();
     assert_eq!(judge("image-architectures", &[("images/expect.json", &unreadable)]).outcome, Outcome::Error);
+    // A chart version without an image list is not a pass on the images that were listed.
+    let unlisted = serde_json::to_vec(&json!({"architecture": "arm64", "unlisted": ["cilium 1.19.7"],
+        "images": [{"image": "x/y:1", "file": "images/manifest-00.json"}]}))
+    .unwrap();
+    let v = judge("image-architectures", &[("images/expect.json", &unlisted), ("images/manifest-00.json", &index)]);
+    assert!(
+        v.outcome == Outcome::Error && v.explanation().contains("cilium 1.19.7: no pinned image list"),
+        "{}",
+        v.explanation()
+    );
 }
 
 fn cilium_cm(overrides: &[(&str, &str)]) -> Vec<u8> {

@@ -4,6 +4,7 @@ mod apiserver;
 mod common;
 mod faults;
 mod fixtures;
+mod images;
 mod judges;
 mod plans;
 mod prometheus;
