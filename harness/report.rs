@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::evidence::{Outcome, Verdict};
 
 /// Version of the run-folder format written into `run.json`; `judge` reads this and older ones.
-pub const FORMAT: u32 = 1;
+/// 2: mtls and metrics keep their own ztunnel evidence (`mtls/ztunnel/`, `metrics/ztunnel/`) instead of
+/// sharing `ztunnel/`; the STRICT probe records a baseline and curl's exit codes; probes records the
+/// targets before the policy and the enforcement probe; metrics records the ztunnel pods.
+pub const FORMAT: u32 = 2;
 
 /// Writes a file atomically: a temp file in the same folder, then rename. Creates parent folders.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
