@@ -14,6 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::io::Write as _;
+
 use serde::{Deserialize, Serialize};
 
 use crate::report::{redact, tail, write_atomic};
@@ -21,17 +23,30 @@ use crate::report::{redact, tail, write_atomic};
 /// Set by the Ctrl-C handler; commands in flight are killed and report [`CommandError::Interrupted`].
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Installs the Ctrl-C handler that sets [`INTERRUPTED`]: the command in flight is killed, awaited
-/// API calls are abandoned, cleanup runs and the report is written (exit code 130). Both
-/// `meshcheck run` and the conformance entry point install it.
+/// Installs the handler that sets [`INTERRUPTED`] on Ctrl-C (SIGINT), SIGTERM (what GitLab,
+/// Jenkins and Kubernetes-hosted CI send on cancel) and SIGHUP (a closed terminal): the command in
+/// flight is killed, awaited API calls are abandoned, cleanup runs and the report is written (exit
+/// code 130). Both `meshcheck run` and the conformance entry point install it.
 pub fn install_interrupt_handler() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut int, mut term, mut hup) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        ))
+    })?;
     std::thread::spawn(move || {
         rt.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: stopping, cleaning up and writing the report");
-                INTERRUPTED.store(true, Ordering::SeqCst);
-            }
+            let name = tokio::select! {
+                _ = int.recv() => "Ctrl-C",
+                _ = term.recv() => "SIGTERM",
+                _ = hup.recv() => "SIGHUP",
+            };
+            // A closed stderr (`meshcheck run 2>&1 | head`) must not stop the cleanup.
+            let _ = writeln!(std::io::stderr(), "interrupted ({name}): stopping, cleaning up and writing the report");
+            INTERRUPTED.store(true, Ordering::SeqCst);
         })
     });
     Ok(())
@@ -153,7 +168,7 @@ pub enum CommandError {
         stderr_tail: String,
     },
     /// Ctrl-C arrived while it ran.
-    #[error("`{command}` was interrupted (Ctrl-C)")]
+    #[error("`{command}` was interrupted (Ctrl-C, SIGTERM or SIGHUP)")]
     Interrupted {
         /// Full command line.
         command: String,

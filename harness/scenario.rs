@@ -449,11 +449,21 @@ impl Span {
         Span(Duration::from_secs(s))
     }
 
-    /// Parses `1h2m3s`-style text. Every number needs a unit; the total must be positive.
+    /// The longest span a scenario may give: a week. Longer ones are typos, and adding them to
+    /// instants or multiplying them overflowed (a panic in `plan` and after `cluster create`).
+    pub const MAX: Span = Span::secs(7 * 24 * 3600);
+
+    /// Parses `1h2m3s`-style text. Every number needs a unit; the total must be positive and at
+    /// most [`Span::MAX`].
     pub fn parse(text: &str) -> Result<Span, String> {
         let t = text.trim();
         if t.is_empty() {
             return Err("empty duration".into());
+        }
+        if t.ends_with("ms") {
+            return Err(format!(
+                "`{text}` is in milliseconds; durations here are whole seconds or more (e.g. 1s, 90s, 10m)"
+            ));
         }
         let mut total = 0u64;
         let mut digits = String::new();
@@ -478,6 +488,9 @@ impl Span {
         }
         if total == 0 {
             return Err(format!("`{text}` is not a positive duration"));
+        }
+        if total > Span::MAX.0.as_secs() {
+            return Err(format!("`{text}` is longer than the maximum of 168h (one week)"));
         }
         Ok(Span(Duration::from_secs(total)))
     }

@@ -69,9 +69,18 @@ pub struct Session {
     progress: crate::progress::Progress,
 }
 
-/// A fresh run id: UTC time, sortable.
+/// A fresh run id: UTC time, sortable, plus a random suffix. Runs started in the same second (a CI
+/// matrix, a loop) would otherwise share a run folder and a cluster name, and delete each other's
+/// cluster at teardown.
 pub fn new_run_id() -> String {
-    chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string()
+    let mut suffix = [0u8; 3];
+    // Without an entropy source the nanoseconds still tell runs of one second apart.
+    if getrandom::fill(&mut suffix).is_err() {
+        let nanos = chrono::Utc::now().timestamp_subsec_nanos().to_le_bytes();
+        suffix.copy_from_slice(&nanos[..3]);
+    }
+    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))
 }
 
 impl Session {
@@ -169,8 +178,8 @@ impl Session {
         let (verdict, evidence_root, collected) = if let Some(why) = &self.blocked {
             (Verdict::not_run(format!("not run: {why}")), None, true)
         } else if INTERRUPTED.load(Ordering::SeqCst) {
-            self.blocked = Some("interrupted (Ctrl-C)".into());
-            (Verdict::error("interrupted (Ctrl-C) before this step"), None, true)
+            self.blocked = Some("interrupted (Ctrl-C, SIGTERM or SIGHUP)".into());
+            (Verdict::error("interrupted (Ctrl-C, SIGTERM or SIGHUP) before this step"), None, true)
         } else if trial.name == "phase" {
             let v = self.run_phase(&trial.suite);
             if v.outcome != Outcome::Pass {
@@ -219,7 +228,7 @@ impl Session {
             self.plan.phases.iter().find(|p| p.name == name).map(|p| p.steps.clone()).unwrap_or_default();
         for batch in plan::batches(&steps) {
             if INTERRUPTED.load(Ordering::SeqCst) {
-                return Verdict::error(format!("phase `{name}` interrupted (Ctrl-C)"));
+                return Verdict::error(format!("phase `{name}` interrupted (Ctrl-C, SIGTERM or SIGHUP)"));
             }
             let label = batch.iter().map(|s| s.label()).collect::<Vec<_>>().join(" + ");
             self.progress.begin(&format!("{name}: {label}"));
@@ -252,7 +261,9 @@ impl Session {
                 let Some(file) = advisory else { return result.map(|_| ()).map_err(|e| e.to_string()) };
                 let text = match result {
                     Err(CommandError::NotFound { .. }) => return Ok(()),
-                    Err(CommandError::Interrupted { .. }) => return Err("interrupted (Ctrl-C)".into()),
+                    Err(CommandError::Interrupted { .. }) => {
+                        return Err("interrupted (Ctrl-C, SIGTERM or SIGHUP)".into());
+                    }
                     Ok(out) => out,
                     // Findings: the full output is in the command record; the tail goes to evidence.
                     Err(e) => e.to_string(),
@@ -549,7 +560,7 @@ fn until_interrupted<T>(
     rt.block_on(async {
         tokio::select! {
             r = fut => r,
-            _ = crate::runner::interrupted() => Err("interrupted (Ctrl-C)".to_string()),
+            _ = crate::runner::interrupted() => Err("interrupted (Ctrl-C, SIGTERM or SIGHUP)".to_string()),
         }
     })
 }

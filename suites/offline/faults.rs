@@ -102,6 +102,19 @@ fn hanging_create(bench: &Bench) {
 
 #[test]
 fn ctrl_c_on_a_real_meshcheck_process_kills_the_command_cleans_up_and_reports() {
+    interrupt_during_create("-INT");
+}
+
+/// SIGTERM is what GitLab, Jenkins and Kubernetes-hosted CI send on cancel; SIGHUP a closed terminal.
+#[test]
+fn sigterm_and_sighup_are_handled_like_ctrl_c() {
+    interrupt_during_create("-TERM");
+    interrupt_during_create("-HUP");
+}
+
+/// Sends `signal` to a real `meshcheck run` while its `k3d cluster create` hangs, and checks that
+/// the command is killed, the cluster deleted and the report final.
+fn interrupt_during_create(signal: &str) {
     let bench = Bench::new();
     hanging_create(&bench);
     let scenario = bench.k3d_scenario(|t| t);
@@ -117,14 +130,14 @@ fn ctrl_c_on_a_real_meshcheck_process_kills_the_command_cleans_up_and_reports() 
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let sent = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(sent.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(std::time::Instant::now() < deadline, "meshcheck did not stop within 20 s of Ctrl-C");
+        assert!(std::time::Instant::now() < deadline, "meshcheck did not stop within 20 s of {signal}");
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();

@@ -105,3 +105,24 @@ fn json_schema_lists_every_field_and_check() {
         assert!(text.contains(needle), "schema lacks {needle}");
     }
 }
+
+#[test]
+fn durations_are_bounded_and_milliseconds_get_the_right_advice() {
+    for huge in ["18446744073709551615s", "5124095576030431h", "169h"] {
+        let err = rejection("provision: 15m", &format!("provision: {huge}"));
+        assert!(err.contains("longer than the maximum of 168h"), "{huge}: {err}");
+    }
+    let err = rejection("check: 5m", "check: 500ms");
+    assert!(err.contains("milliseconds") && !err.contains("a number must come before"), "{err}");
+    // The largest allowed duration plans without overflow.
+    let s = Scenario::from_yaml(&with("provision: 15m", "provision: 168h"), "x.yaml").unwrap();
+    let _ = meshcheck::plan::build(&s, &meshcheck::plan::RunContext::for_plan());
+}
+
+#[test]
+fn run_ids_started_in_the_same_second_differ() {
+    let ids: std::collections::BTreeSet<String> = (0..50).map(|_| meshcheck::session::new_run_id()).collect();
+    assert_eq!(ids.len(), 50, "{ids:?}");
+    let id = ids.iter().next().unwrap();
+    assert!(id.len() == "20261126-000000-abcdef".len() && id.as_bytes()[15] == b'-', "{id}");
+}
