@@ -8,7 +8,7 @@ use meshcheck::{
     EXIT_BAD_INPUT, EXIT_INTERRUPTED,
     evidence::Outcome,
     plan, report,
-    runner::{CommandSpec, INTERRUPTED, Runner},
+    runner::{CommandError, CommandSpec, INTERRUPTED, Runner},
     scenario::{self, Scenario},
     session::{RunOptions, Session},
 };
@@ -218,16 +218,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runner = Runner::new(&dir);
             let t = std::time::Duration::from_secs(120);
             let mut found = Vec::new();
-            if let Ok(out) = runner.run(&CommandSpec::new("kind", ["get", "clusters"], t)) {
-                found.extend(out.lines().filter(|l| l.starts_with("meshcheck-")).map(|l| ("kind", l.to_string())));
-            }
-            if let Ok(out) = runner.run(&CommandSpec::new("k3d", ["cluster", "list", "--no-headers"], t)) {
-                found.extend(
-                    out.lines()
-                        .filter_map(|l| l.split_whitespace().next())
-                        .filter(|l| l.starts_with("meshcheck-"))
-                        .map(|l| ("k3d", l.to_string())),
-                );
+            // A tool that is missing is no cluster of its kind; one that fails is a failure to look,
+            // never "no leftover clusters".
+            let mut failures = Vec::new();
+            let mut listed = 0;
+            for (tool, args) in [("kind", vec!["get", "clusters"]), ("k3d", vec!["cluster", "list", "--no-headers"])] {
+                match runner.run(&CommandSpec::new(tool, args, t)) {
+                    Ok(out) => {
+                        listed += 1;
+                        found.extend(
+                            out.lines()
+                                .filter_map(|l| l.split_whitespace().next())
+                                .filter(|l| l.starts_with("meshcheck-"))
+                                .map(|l| (tool, l.to_string())),
+                        );
+                    }
+                    Err(CommandError::NotFound { .. }) => {}
+                    Err(e) => failures.push(format!("listing {tool} clusters failed: {e}")),
+                }
             }
             for (tool, name) in &found {
                 println!("{tool} {name}");
@@ -237,13 +245,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     } else {
                         vec!["cluster", "delete", name]
                     };
-                    runner.run(&CommandSpec::new(tool, args, t))?;
+                    // Try every cluster; report each failure.
+                    if let Err(e) = runner.run(&CommandSpec::new(tool, args, t)) {
+                        failures.push(format!("deleting {tool} cluster {name} failed: {e}"));
+                    }
                 }
             }
-            if found.is_empty() {
-                println!("no leftover meshcheck clusters");
+            if found.is_empty() && failures.is_empty() {
+                if listed == 0 {
+                    println!("neither kind nor k3d is installed: no meshcheck clusters to look for");
+                } else {
+                    println!("no leftover meshcheck clusters");
+                }
             }
-            Ok(ExitCode::SUCCESS)
+            for f in &failures {
+                eprintln!("error: {f}");
+            }
+            Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }

@@ -245,3 +245,36 @@ fn preflight_refuses_podman_alone_for_k3d_and_says_how_to_fix_it() {
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("only Podman answers") && stdout.contains("DOCKER_HOST"), "{stdout}");
 }
+
+#[test]
+fn gc_reports_tool_failures_tries_every_cluster_and_exits_non_zero() {
+    let bench = Bench::new();
+    let gc = |bench: &Bench, delete: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
+        cmd.arg("gc");
+        if delete {
+            cmd.arg("--delete");
+        }
+        cmd.env("PATH", format!("{}:/usr/bin:/bin", bench.bin.path().display()));
+        cmd.output().unwrap()
+    };
+    // kind fails to list: not "no leftover clusters".
+    bench.stub("kind", "echo 'failed to list nodes: permission denied' >&2; exit 1");
+    bench.stub("k3d", "exit 0");
+    let out = gc(&bench, false);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && !stdout.contains("no leftover"), "{stdout}{stderr}");
+    assert!(stderr.contains("listing kind clusters failed"), "{stderr}");
+    // Two leftovers, the first delete fails: the second is still tried, and the exit is non-zero.
+    bench.stub(
+        "kind",
+        "case \"$1\" in get) printf 'meshcheck-a\\nmeshcheck-b\\nother\\n';; delete) [ \"$4\" = meshcheck-a ] && { echo boom >&2; exit 1; }; exit 0;; esac",
+    );
+    let out = gc(&bench, true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("deleting kind cluster meshcheck-a failed"), "{stderr}");
+    let calls = bench.calls();
+    assert!(calls.contains("kind delete cluster --name meshcheck-b"), "{calls}");
+    assert!(!calls.contains("--name other"), "{calls}");
+}
