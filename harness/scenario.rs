@@ -331,6 +331,14 @@ pub struct Timeouts {
     /// Preflight commands (`docker info`, `kind version`, …).
     #[serde(default = "d_preflight")]
     pub preflight: Span,
+    /// Multiplier on the fixed waits that give a cluster time to settle before evidence is read:
+    /// policy propagation (mtls), two scrape intervals (metrics), Kiali's graph window, the probe
+    /// periods watched under default-deny (probes), Tempo's polling (traces), the pacing of warm-up
+    /// requests and the upgrade's `after` phase. 1 is tuned for kind/k3d on a CI runner; raise it
+    /// for a slow cluster. The rehearsals against the simulated cluster (suites/sim), whose
+    /// clocks run faster, set it far below 1.
+    #[serde(default = "d_settle_scale")]
+    pub settle_scale: f64,
 }
 
 fn d_provision() -> Span {
@@ -348,6 +356,9 @@ fn d_check() -> Span {
 fn d_preflight() -> Span {
     Span::secs(20)
 }
+fn d_settle_scale() -> f64 {
+    1.0
+}
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -357,6 +368,7 @@ impl Default for Timeouts {
             deploy: d_deploy(),
             check: d_check(),
             preflight: d_preflight(),
+            settle_scale: d_settle_scale(),
         }
     }
 }
@@ -671,6 +683,13 @@ impl Scenario {
                 "`traffic-continuity` measures traffic during an upgrade; set versions.upgrade_to".into(),
             ));
         }
+        let scale = self.timeouts.settle_scale;
+        if !(scale > 0.0 && scale <= 100.0) {
+            return Err(invalid(
+                "timeouts.settle_scale",
+                format!("{scale} must be above 0 and at most 100 (1 is the tuned default)"),
+            ));
+        }
         if self.probes.periods < 3 {
             return Err(invalid(
                 "probes.periods",
@@ -744,6 +763,11 @@ impl Scenario {
     /// The scenario as YAML-equivalent JSON, for `run.json`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("scenario serializes")
+    }
+
+    /// A fixed settle wait scaled by `timeouts.settle_scale`.
+    pub fn settle(&self, wait: Duration) -> Duration {
+        wait.mul_f64(self.timeouts.settle_scale)
     }
 
     /// Whether a check is enabled in this scenario.

@@ -302,8 +302,9 @@ impl Session {
                         }
                         if phase == "after" {
                             // Keep sending for a while after the last rollout, so "after" has data.
+                            let settle = self.scenario.settle(std::time::Duration::from_secs(30));
                             let _ = until_interrupted(&self.rt, async {
-                                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                                tokio::time::sleep(settle).await;
                                 Ok(())
                             });
                         }

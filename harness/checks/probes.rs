@@ -34,12 +34,14 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         let deny = fixtures::manifest("default-deny.yaml")?;
         let pods = live.get_raw(&format!("/api/v1/namespaces/{NS}/pods")).await?;
         live.save("probes/pods-before.json", &pods)?;
-        let wait = probe_wait(&serde_json::from_slice(&pods).unwrap_or(Value::Null), live.scenario.probes.periods);
+        let wait = live
+            .scenario
+            .settle(probe_wait(&serde_json::from_slice(&pods).unwrap_or(Value::Null), live.scenario.probes.periods));
         let applied_at = crate::report::now_rfc3339();
         live.apply(&deny, Some(NS), true).await?;
         live.save_json(
             "probes/policy.json",
-            &json!({ "applied_at": applied_at, "wait_secs": wait.as_secs(),
+            &json!({ "applied_at": applied_at, "wait_secs": wait.as_secs_f64(),
                      "objects": ["NetworkPolicy book-info/meshcheck-default-deny", "NetworkPolicy book-info/meshcheck-allow-hbone"],
                      "requires": "CiliumClusterwideNetworkPolicy allow-ambient-hostprobes" }),
         )?;

@@ -105,3 +105,13 @@ fn json_schema_lists_every_field_and_check() {
         assert!(text.contains(needle), "schema lacks {needle}");
     }
 }
+
+#[test]
+fn settle_scale_scales_the_fixed_waits_and_must_be_positive() {
+    let s =
+        Scenario::from_yaml(&with("  preflight: 20s\n", "  preflight: 20s\n  settle_scale: 0.5\n"), "x.yaml").unwrap();
+    assert_eq!(s.settle(std::time::Duration::from_secs(30)), std::time::Duration::from_secs(15));
+    assert_eq!(Scenario::embedded_default().settle(std::time::Duration::from_secs(30)).as_secs(), 30);
+    let err = rejection("  preflight: 20s\n", "  preflight: 20s\n  settle_scale: 0\n");
+    assert!(err.contains("timeouts.settle_scale"), "{err}");
+}
