@@ -609,7 +609,7 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
             s.versions.gateway_api
         );
         steps.push(Step::Apply {
-            source: Source::Url { url },
+            source: Source::Url { url: s.mirrored(&url) },
             namespace: None,
             objects: Vec::new(),
             dry_run_first: false,
@@ -694,7 +694,7 @@ fn deploy(b: &Builder) -> Vec<Step> {
         ["platform/kube/bookinfo.yaml", "platform/kube/bookinfo-versions.yaml", "networking/bookinfo-gateway.yaml"]
     {
         steps.push(Step::Apply {
-            source: Source::Url { url: format!("{raw}/{file}") },
+            source: Source::Url { url: s.mirrored(&format!("{raw}/{file}")) },
             namespace: ns.map(String::from),
             objects: Vec::new(),
             dry_run_first: true,

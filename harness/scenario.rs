@@ -167,6 +167,13 @@ pub struct Scenario {
     /// Settings of the traffic generator used during upgrades.
     #[serde(default)]
     pub traffic: TrafficOptions,
+    /// URL prefix → replacement prefix, for every URL the run fetches itself: the upstream
+    /// manifests it applies (bookinfo, the Gateway API CRDs) and the registry indexes
+    /// image-architectures reads (`https://quay.io/` → `https://mirror.example/quay.io/`). For
+    /// runners without internet access; the longest matching prefix wins. Charts and images
+    /// pulled by helm and the nodes are configured in those tools, not here.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub mirrors: std::collections::BTreeMap<String, String>,
 }
 
 fn default_checks() -> Vec<String> {
@@ -683,6 +690,11 @@ impl Scenario {
                 "`traffic-continuity` measures traffic during an upgrade; set versions.upgrade_to".into(),
             ));
         }
+        for (from, to) in &self.mirrors {
+            if ![from, to].iter().all(|u| u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(invalid("mirrors", format!("`{from}` → `{to}`: both sides must be http(s) URL prefixes")));
+            }
+        }
         let scale = self.timeouts.settle_scale;
         if !(scale > 0.0 && scale <= 100.0) {
             return Err(invalid(
@@ -763,6 +775,16 @@ impl Scenario {
     /// The scenario as YAML-equivalent JSON, for `run.json`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("scenario serializes")
+    }
+
+    /// `url` with the longest matching `mirrors` prefix replaced.
+    pub fn mirrored(&self, url: &str) -> String {
+        self.mirrors
+            .iter()
+            .filter(|(from, _)| url.starts_with(from.as_str()))
+            .max_by_key(|(from, _)| from.len())
+            .map(|(from, to)| format!("{to}{}", &url[from.len()..]))
+            .unwrap_or_else(|| url.to_string())
     }
 
     /// A fixed settle wait scaled by `timeouts.settle_scale`.
