@@ -7,7 +7,10 @@ mod fixtures;
 mod judges;
 mod plans;
 mod prometheus;
+mod rehearsal;
 mod reports;
 mod scenarios;
+#[path = "../sim/mod.rs"]
+mod sim;
 mod traffic;
 mod workflows;
