@@ -24,11 +24,10 @@ impl Rehearsal {
     /// `None` (and a SKIP line) when ../shared/upstream is absent: the simulation reads its shapes there.
     fn new(provider: &'static str, faults: Faults) -> Option<Rehearsal> {
         crate::common::upstream()?;
-        let r = Rehearsal {
-            sim: Sim::start(SimOptions { provider, scale: SCALE, faults }),
-            work: tempfile::tempdir().unwrap(),
-        };
-        Some(r)
+        let mut work = tempfile::tempdir().unwrap();
+        // MESHCHECK_REHEARSAL_KEEP=1 keeps the run folders for a look after a failure.
+        work.disable_cleanup(std::env::var_os("MESHCHECK_REHEARSAL_KEEP").is_some());
+        Some(Rehearsal { sim: Sim::start(SimOptions { provider, scale: SCALE, faults }), work })
     }
 
     /// A shipped scenario pointed at the simulation: its kubeconfig or ingress port, the mirrors,
@@ -147,7 +146,8 @@ fn assert_all_pass(r: &Rehearsal, out: &Output) {
         .collect();
     assert!(
         failed.is_empty() && out.status.success(),
-        "not every trial passed:\n{}\n--- stderr tail:\n{}",
+        "not every trial passed in {}:\n{}\n--- stderr tail:\n{}",
+        r.run_dir().display(),
         failed.join("\n"),
         tail(&String::from_utf8_lossy(&out.stderr), 40)
     );
@@ -169,4 +169,26 @@ fn existing_cluster_passes_every_check_and_deletes_exactly_what_it_created() {
     let left = r.sim.leftovers();
     assert!(left.applied.is_empty(), "left behind: {:?}", left.applied);
     assert_eq!(r.sim.namespaces(), before, "the run must delete exactly the namespaces it created");
+}
+
+/// A kind or k3d run: provisioned by the stand-ins, every check passes, the cluster is deleted.
+fn provider_rehearsal(provider: &'static str, scenario: &str) {
+    let Some(r) = Rehearsal::new(provider, Faults::default()) else { return };
+    let scenario = r.scenario(scenario, |t| t);
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    assert_eq!(r.sim.leftovers(), Default::default(), "the cluster must be deleted");
+    let calls = r.sim.calls();
+    assert!(calls.iter().any(|c| c.starts_with(&format!("{provider} ")) && c.contains("delete")), "{calls:#?}");
+}
+
+#[test]
+fn ambient_kind_provisions_installs_passes_every_check_and_deletes_the_cluster() {
+    provider_rehearsal("kind", "ambient-kind");
+}
+
+#[test]
+fn ambient_k3d_provisions_installs_passes_every_check_and_deletes_the_cluster() {
+    provider_rehearsal("k3d", "ambient-k3d");
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::{
     Shared, State,
-    store::{self, Store, now},
+    store::{Store, now},
 };
 
 /// Cluster time from a pod's creation to Ready (image pulled, container started, probe passed).
@@ -596,10 +596,11 @@ fn kubelet(shared: &Shared, st: &mut State) {
                 continue;
             }
             sim.started = Some(Instant::now());
+            st.ips += 1;
             let ip = if host_network {
                 format!("172.18.0.{}", node_index + 2)
             } else {
-                format!("10.244.{node_index}.{}", 2 + (st.store.rv() % 250))
+                format!("10.244.{node_index}.{}", 2 + st.ips % 250)
             };
             p["status"]["phase"] = json!("Running");
             p["status"]["podIP"] = json!(ip);

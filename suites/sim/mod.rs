@@ -131,6 +131,8 @@ pub(crate) struct State {
     pub pods: BTreeMap<String, controllers::PodSim>,
     /// Exec and port-forward calls made while some rollout was still in progress.
     pub during_rollout: Vec<String>,
+    /// Pod IPs handed out so far (IPAM).
+    pub ips: u32,
 }
 
 impl Shared {
@@ -173,6 +175,7 @@ impl Sim {
                 connections: BTreeMap::new(),
                 pods: BTreeMap::new(),
                 during_rollout: Vec::new(),
+                ips: 0,
             }),
             scale: opts.scale,
             provider: opts.provider,

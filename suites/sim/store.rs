@@ -214,10 +214,11 @@ impl Store {
             .filter(|v| v["served"] != false)
             .map(|v| (v["name"].as_str().unwrap_or("v1").to_string(), v["storage"] == true))
             .collect();
-        // Discovery lists the storage version first (the preferred one).
-        let version = versions.iter().find(|(_, s)| *s).or(versions.first()).map(|(v, _)| v.clone());
+        // Every served version is discoverable; the storage version first (the preferred one).
+        let mut ordered = versions.clone();
+        ordered.sort_by_key(|(_, storage)| !storage);
         self.types.retain(|t| !(t.group == group && t.plural == plural));
-        if let Some(version) = version {
+        for (version, _) in ordered {
             let mut t = ResourceType::new(&group, &version, &kind, &plural, namespaced);
             t.subresources = vec!["status"];
             self.types.push(t);
