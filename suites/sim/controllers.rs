@@ -37,14 +37,28 @@ pub struct PodSim {
 
 /// Runs the controllers until the simulation ends.
 pub async fn run(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(15));
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut settled_at = 0;
     loop {
         tick.tick().await;
         let mut st = shared.lock();
         if st.cluster.is_none() && shared.provider != "existing" {
             continue;
         }
+        // A settled cluster (nothing changed, no pod starting or failing probes) needs no work.
+        if st.store.rv() == settled_at && !st.pods.values().any(PodSim::busy) {
+            continue;
+        }
+        // What this pass changes is seen by the next one (statuses follow the pods they count).
+        settled_at = st.store.rv();
         reconcile(&shared, &mut st);
+    }
+}
+
+impl PodSim {
+    /// Whether time alone will change this pod: it is starting, stuck, or failing probes.
+    fn busy(&self) -> bool {
+        self.started.is_none() || self.stuck || self.probe_failing_since.is_some()
     }
 }
 
