@@ -19,7 +19,7 @@ mod tools;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -241,7 +241,8 @@ impl Sim {
         self.shared.lock().calls.clone()
     }
 
-    /// Exec and port-forward calls the run made while a rollout was still in progress.
+    /// Exec, port-forward and `helm upgrade` calls the run made while a rollout was still in
+    /// progress (old pods beside new ones that are not Ready yet).
     pub fn calls_during_rollout(&self) -> Vec<String> {
         self.shared.lock().during_rollout.clone()
     }
@@ -280,9 +281,9 @@ impl Sim {
             .collect()
     }
 
-    /// The upstream folder the simulation reads its shapes from.
-    pub fn upstream(&self) -> &Path {
-        &self.shared.upstream
+    /// `kind`, `k3d` or `existing`.
+    pub fn provider(&self) -> &'static str {
+        self.shared.provider
     }
 }
 

@@ -307,6 +307,9 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
     }
     let objects = {
         let mut st = shared.lock();
+        if !install && super::controllers::rollout_in_progress(&st) {
+            st.during_rollout.push(format!("helm upgrade {release}"));
+        }
         let key = (ns.clone(), release.to_string());
         if !install && !st.releases.contains_key(&key) {
             return fail(1, format!("Error: UPGRADE FAILED: \"{release}\" has no deployed releases\n"));
@@ -325,8 +328,7 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
                 format!("Error: {verb} FAILED: unable to build kubernetes objects from release manifest: {e}\n"),
             );
         }
-        let first = st.releases.insert(key, Release { version: version.clone() }).is_none();
-        let _ = first;
+        st.releases.insert(key, Release { version: version.clone() });
         rest
     };
     tokio::time::sleep(shared.sim(Duration::from_secs(2))).await;
