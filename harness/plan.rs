@@ -630,7 +630,7 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
             s.versions.gateway_api
         );
         steps.push(Step::Apply {
-            source: Source::Url { url },
+            source: Source::Url { url: s.mirrored(&url) },
             namespace: None,
             objects: Vec::new(),
             dry_run_first: false,
@@ -734,7 +734,10 @@ fn deploy(b: &Builder) -> Vec<Step> {
 
 /// A file of the bookinfo sample at the scenario's bookinfo release (istio/istio samples/bookinfo).
 fn bookinfo_url(s: &Scenario, file: &str) -> String {
-    format!("https://raw.githubusercontent.com/istio/istio/{}/samples/bookinfo/{file}", s.versions.bookinfo())
+    s.mirrored(&format!(
+        "https://raw.githubusercontent.com/istio/istio/{}/samples/bookinfo/{file}",
+        s.versions.bookinfo()
+    ))
 }
 
 fn cleanup(b: &Builder) -> Vec<Step> {

@@ -45,7 +45,7 @@ pub fn tool_problems(s: &Scenario, runner: &Runner) -> Vec<String> {
                 if let Err(e) = probe("kind", &["version"], t) {
                     problems.push(format!("kind: {}. Install kind v0.31+ from https://kind.sigs.k8s.io/docs/user/quick-start/#installation", short(&e)));
                 }
-                problems.extend(inotify_problems());
+                problems.extend(inotify_problems(runner, t));
             }
             Provider::K3d => {
                 if let Err(e) = probe("k3d", &["version"], t) {
@@ -84,12 +84,18 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
 }
 
-/// kind's documented inotify limits for multi-node clusters (field guide §1.4).
-pub fn inotify_problems() -> Vec<String> {
+/// kind's documented inotify limits for multi-node clusters (field guide §1.4), read with
+/// `sysctl -n` through the runner so that what preflight saw is in `commands/` like every other
+/// probe (and a stand-in host can answer); `/proc/sys` when sysctl is not installed.
+pub fn inotify_problems(runner: &Runner, timeout: Duration) -> Vec<String> {
     let mut problems = Vec::new();
     for (file, min) in [("max_user_watches", 524_288u64), ("max_user_instances", 512)] {
-        let path = format!("/proc/sys/fs/inotify/{file}");
-        if let Some(v) = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u64>().ok())
+        let key = format!("fs.inotify.{file}");
+        let text = match runner.run(&CommandSpec::new("sysctl", ["-n", key.as_str()], timeout)) {
+            Err(CommandError::NotFound { .. }) => std::fs::read_to_string(format!("/proc/sys/fs/inotify/{file}")).ok(),
+            other => other.ok(),
+        };
+        if let Some(v) = text.and_then(|t| t.trim().parse::<u64>().ok())
             && v < min
         {
             problems.push(format!(

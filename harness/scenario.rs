@@ -167,6 +167,13 @@ pub struct Scenario {
     /// Settings of the traffic generator used during upgrades.
     #[serde(default)]
     pub traffic: TrafficOptions,
+    /// URL prefix → replacement prefix, for every URL the run fetches itself: the upstream
+    /// manifests it applies (bookinfo, the Gateway API CRDs) and the registry indexes
+    /// image-architectures reads (`https://quay.io/` → `https://mirror.example/quay.io/`). For
+    /// runners without internet access; the longest matching prefix wins. Charts and images
+    /// pulled by helm and the nodes are configured in those tools, not here.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub mirrors: std::collections::BTreeMap<String, String>,
 }
 
 fn default_checks() -> Vec<String> {
@@ -331,6 +338,14 @@ pub struct Timeouts {
     /// Preflight commands (`docker info`, `kind version`, …).
     #[serde(default = "d_preflight")]
     pub preflight: Span,
+    /// Multiplier on the fixed waits that give a cluster time to settle before evidence is read:
+    /// policy propagation (mtls), two scrape intervals (metrics), Kiali's graph window, the probe
+    /// periods watched under default-deny (probes), Tempo's polling (traces), the pacing of warm-up
+    /// requests and the upgrade's `after` phase. 1 is tuned for kind/k3d on a CI runner; raise it
+    /// for a slow cluster. The rehearsals against the simulated cluster (suites/sim), whose
+    /// clocks run faster, set it far below 1.
+    #[serde(default = "d_settle_scale")]
+    pub settle_scale: f64,
 }
 
 fn d_provision() -> Span {
@@ -348,6 +363,9 @@ fn d_check() -> Span {
 fn d_preflight() -> Span {
     Span::secs(20)
 }
+fn d_settle_scale() -> f64 {
+    1.0
+}
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -357,6 +375,7 @@ impl Default for Timeouts {
             deploy: d_deploy(),
             check: d_check(),
             preflight: d_preflight(),
+            settle_scale: d_settle_scale(),
         }
     }
 }
@@ -711,6 +730,18 @@ impl Scenario {
                 "`traffic-continuity` measures traffic during an upgrade; set versions.upgrade_to".into(),
             ));
         }
+        for (from, to) in &self.mirrors {
+            if ![from, to].iter().all(|u| u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(invalid("mirrors", format!("`{from}` → `{to}`: both sides must be http(s) URL prefixes")));
+            }
+        }
+        let scale = self.timeouts.settle_scale;
+        if !(scale > 0.0 && scale <= 100.0) {
+            return Err(invalid(
+                "timeouts.settle_scale",
+                format!("{scale} must be above 0 and at most 100 (1 is the tuned default)"),
+            ));
+        }
         if self.probes.periods < 3 {
             return Err(invalid(
                 "probes.periods",
@@ -784,6 +815,21 @@ impl Scenario {
     /// The scenario as YAML-equivalent JSON, for `run.json`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("scenario serializes")
+    }
+
+    /// `url` with the longest matching `mirrors` prefix replaced.
+    pub fn mirrored(&self, url: &str) -> String {
+        self.mirrors
+            .iter()
+            .filter(|(from, _)| url.starts_with(from.as_str()))
+            .max_by_key(|(from, _)| from.len())
+            .map(|(from, to)| format!("{to}{}", &url[from.len()..]))
+            .unwrap_or_else(|| url.to_string())
+    }
+
+    /// A fixed settle wait scaled by `timeouts.settle_scale`.
+    pub fn settle(&self, wait: Duration) -> Duration {
+        wait.mul_f64(self.timeouts.settle_scale)
     }
 
     /// Whether a check is enabled in this scenario.

@@ -358,7 +358,7 @@ impl Session {
 
     /// Lets the traffic generator run for the scenario's `traffic.settle` (until Ctrl-C).
     fn settle(&self) {
-        let settle = self.scenario.traffic.settle.0;
+        let settle = self.scenario.settle(self.scenario.traffic.settle.0);
         let _ = until_interrupted(&self.rt, async {
             tokio::time::sleep(settle).await;
             Ok(())

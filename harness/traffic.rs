@@ -24,7 +24,7 @@ pub async fn drive_bookinfo(live: &Live, n: usize) -> usize {
         {
             ok += 1;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(live.scenario.settle(Duration::from_millis(100))).await;
     }
     tracing::info!("sent {n} requests to {url}: {ok} answered 200");
     ok

@@ -38,6 +38,11 @@ pub async fn wait_for(
                 let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
                 let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
                 let mut stream = watcher(api.clone(), config).default_backoff().applied_objects().boxed();
+                // A new pod turning Ready need not change the DaemonSet's counts (the old pod on
+                // that node was ready too), so pod events re-check as well.
+                let pods: Api<Pod> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
+                let mut pod_events =
+                    watcher(pods, watcher::Config::default()).default_backoff().applied_objects().boxed();
                 loop {
                     if let Some(ds) = api.get_opt(name).await.map_err(|e| e.to_string())? {
                         let progress = daemonset_progress(&ds);
@@ -50,8 +55,12 @@ pub async fn wait_for(
                             }
                         }
                     }
-                    match stream.next().await {
-                        Some(Ok(_)) => {}
+                    let event = tokio::select! {
+                        e = stream.next() => e.map(|r| r.map(|_| ())),
+                        e = pod_events.next() => e.map(|r| r.map(|_| ())),
+                    };
+                    match event {
+                        Some(Ok(())) => {}
                         Some(Err(e)) => return Err(e.to_string()),
                         None => return Err("DaemonSet watch ended".into()),
                     }

@@ -114,7 +114,7 @@ pub async fn collect_for(scenario: &Scenario, evidence: &Evidence) -> Result<(),
     let mut entries = Vec::new();
     for (i, image) in list.refs.iter().enumerate() {
         let file = format!("images/manifest-{i:02}.json");
-        let entry = match fetch_manifest(&http, image).await {
+        let entry = match fetch_manifest(&http, scenario, image).await {
             Ok(body) => {
                 let write = evidence.write(&file, &body);
                 write.map_err(|source| LiveError::Write { path: file.clone(), source })?;
@@ -134,9 +134,9 @@ pub async fn collect_for(scenario: &Scenario, evidence: &Evidence) -> Result<(),
 }
 
 /// GETs a manifest, doing the anonymous bearer-token dance registries ask for.
-async fn fetch_manifest(http: &reqwest::Client, image: &str) -> Result<Vec<u8>, String> {
+async fn fetch_manifest(http: &reqwest::Client, scenario: &Scenario, image: &str) -> Result<Vec<u8>, String> {
     let r = ImageRef::parse(image).ok_or_else(|| format!("cannot parse image reference `{image}`"))?;
-    let url = r.manifest_url();
+    let url = scenario.mirrored(&r.manifest_url());
     let first = http.get(&url).header("Accept", ACCEPT).send().await.map_err(|e| e.to_string())?;
     let resp = if first.status() == reqwest::StatusCode::UNAUTHORIZED {
         let challenge = first

@@ -28,7 +28,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         let status = live.service_get("istio-system", "kiali", 20001, "kiali/api/status").await?;
         live.save("kiali/status.json", &status)?;
         crate::traffic::drive_bookinfo(live, 30).await;
-        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(30))).await;
         let graph = live
             .service_get(
                 "istio-system",

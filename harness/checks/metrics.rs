@@ -60,7 +60,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
         crate::traffic::drive_bookinfo(live, 20).await;
         // Two scrape intervals, so the traffic just sent is in Prometheus.
-        tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+        tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(35))).await;
         collect_prometheus(&ViaServiceProxy(live), &live.evidence).await?;
         live.save(
             ZTUNNEL_PODS,

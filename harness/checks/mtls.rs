@@ -54,7 +54,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         let policy = fixtures::manifest("mtls-strict.yaml")?;
         live.apply(&policy, Some(NAMESPACE), true).await?;
         // istiod converts the PeerAuthentication into a ztunnel DENY policy; give it time to propagate.
-        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(10))).await;
         for client in [Client::Outside, Client::Inside] {
             results.push(curl(live, "strict", client, &target).await);
         }

@@ -38,7 +38,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         let pods = live.get_raw(&format!("/api/v1/namespaces/{NS}/pods")).await?;
         live.save("probes/pods-before.json", &pods)?;
         let pods: Value = serde_json::from_slice(&pods).unwrap_or(Value::Null);
-        let wait = probe_wait(&pods, live.scenario.probes.periods);
+        let wait = live.scenario.settle(probe_wait(&pods, live.scenario.probes.periods));
         // Targets before the policy: only a target that was up and went down is collateral damage.
         let targets = live.service_get("monitoring", "prom-prometheus", 9090, "api/v1/targets?state=active").await?;
         live.save("probes/targets-before.json", &targets)?;
@@ -51,7 +51,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         live.apply(&deny, Some(NS), true).await?;
         live.save_json(
             "probes/policy.json",
-            &json!({ "applied_at": applied_at, "wait_secs": wait.as_secs(),
+            &json!({ "applied_at": applied_at, "wait_secs": wait.as_secs_f64(),
                      "objects": ["NetworkPolicy book-info/meshcheck-default-deny", "NetworkPolicy book-info/meshcheck-allow-hbone"],
                      "requires": "CiliumClusterwideNetworkPolicy allow-ambient-hostprobes" }),
         )?;

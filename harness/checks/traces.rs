@@ -52,7 +52,8 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             sent.push(json!({ "trace_id": trace_id, "sent_at": sent_at, "status": status, "seq": i }));
         }
         live.save_json("traces/sent.json", &Value::Array(sent.clone()))?;
-        let deadline = Instant::now() + live.scenario.timeouts.check.0.min(Duration::from_secs(180));
+        let deadline =
+            Instant::now() + live.scenario.timeouts.check.0.min(live.scenario.settle(Duration::from_secs(180)));
         let mut latencies = serde_json::Map::new();
         for s in &sent {
             let id = s["trace_id"].as_str().unwrap_or_default();
@@ -70,7 +71,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
                 if Instant::now() > deadline {
                     break;
                 }
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                tokio::time::sleep(live.scenario.settle(Duration::from_secs(3))).await;
             }
         }
         live.save_json("traces/arrival.json", &Value::Object(latencies))

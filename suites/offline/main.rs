@@ -8,7 +8,10 @@ mod images;
 mod judges;
 mod plans;
 mod prometheus;
+mod rehearsal;
 mod reports;
 mod scenarios;
+#[path = "../sim/mod.rs"]
+mod sim;
 mod traffic;
 mod workflows;

@@ -126,3 +126,31 @@ fn run_ids_started_in_the_same_second_differ() {
     let id = ids.iter().next().unwrap();
     assert!(id.len() == "20261126-000000-abcdef".len() && id.as_bytes()[15] == b'-', "{id}");
 }
+
+#[test]
+fn settle_scale_scales_the_fixed_waits_and_must_be_positive() {
+    let s =
+        Scenario::from_yaml(&with("  preflight: 20s\n", "  preflight: 20s\n  settle_scale: 0.5\n"), "x.yaml").unwrap();
+    assert_eq!(s.settle(std::time::Duration::from_secs(30)), std::time::Duration::from_secs(15));
+    assert_eq!(Scenario::embedded_default().settle(std::time::Duration::from_secs(30)).as_secs(), 30);
+    let err = rejection("  preflight: 20s\n", "  preflight: 20s\n  settle_scale: 0\n");
+    assert!(err.contains("timeouts.settle_scale"), "{err}");
+}
+
+#[test]
+fn mirrors_replace_the_longest_matching_prefix_and_must_be_urls() {
+    let s = Scenario::from_yaml(
+        &format!(
+            "{DEFAULT_SCENARIO}mirrors:\n  https://quay.io/: http://m.example/q/\n  https://quay.io/v2/cilium/: http://m.example/c/\n"
+        ),
+        "x.yaml",
+    )
+    .unwrap();
+    assert_eq!(s.mirrored("https://quay.io/v2/cilium/cilium/manifests/v1"), "http://m.example/c/cilium/manifests/v1");
+    assert_eq!(s.mirrored("https://quay.io/v2/x/manifests/1"), "http://m.example/q/v2/x/manifests/1");
+    assert_eq!(s.mirrored("https://registry.istio.io/v2/x"), "https://registry.istio.io/v2/x");
+    let err = Scenario::from_yaml(&format!("{DEFAULT_SCENARIO}mirrors:\n  quay.io: http://m.example/\n"), "x.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mirrors"), "{err}");
+}

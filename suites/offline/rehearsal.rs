@@ -1,0 +1,413 @@
+//! Rehearsals: the real `meshcheck run` against the simulated cluster (suites/sim), every phase and
+//! check through its real collector, then the run folder, `meshcheck judge` and the teardown.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use meshcheck::{evidence::Outcome, report::RunRecord};
+
+use crate::sim::{Faults, Sim, SimOptions};
+
+/// Simulated time per real time, and the matching `timeouts.settle_scale`.
+const SCALE: f64 = 0.01;
+
+/// A simulation and a work folder for one run.
+struct Rehearsal {
+    sim: Sim,
+    work: tempfile::TempDir,
+}
+
+impl Rehearsal {
+    /// `None` (and a SKIP line) when ../shared/upstream is absent: the simulation reads its shapes there.
+    fn new(provider: &'static str, faults: Faults) -> Option<Rehearsal> {
+        crate::common::upstream()?;
+        let mut work = tempfile::tempdir().unwrap();
+        // MESHCHECK_REHEARSAL_KEEP=1 keeps the run folders for a look after a failure.
+        work.disable_cleanup(std::env::var_os("MESHCHECK_REHEARSAL_KEEP").is_some());
+        Some(Rehearsal { sim: Sim::start(SimOptions { provider, scale: SCALE, faults }), work })
+    }
+
+    /// A shipped scenario pointed at the simulation: its kubeconfig or ingress port, the mirrors,
+    /// the settle scale, and `edit` on top.
+    fn scenario(&self, name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
+        let mut text = std::fs::read_to_string(crate::common::root().join(format!("scenarios/{name}.yaml"))).unwrap();
+        let port = self.sim.ingress_port();
+        text = text
+            .replace("kubeconfig: ~/.kube/config", &format!("kubeconfig: {}", self.sim.kubeconfig().display()))
+            .replace("url: http://127.0.0.1:8080", &format!("url: http://127.0.0.1:{port}"))
+            .replace("host_port: 8080", &format!("host_port: {port}"));
+        if !text.contains("ingress:") {
+            text.push_str(&format!("ingress:\n  host_port: {port}\n"));
+        }
+        let settle = format!("  settle_scale: {SCALE}\n");
+        text = match text.find("timeouts:\n") {
+            Some(i) => format!("{}{settle}{}", &text[..i + 10], &text[i + 10..]),
+            None => format!("{text}timeouts:\n{settle}"),
+        };
+        let m = self.sim.mirror();
+        text.push_str("mirrors:\n");
+        for host in [
+            "raw.githubusercontent.com",
+            "github.com",
+            "quay.io",
+            "registry.istio.io",
+            "registry-1.docker.io",
+            "registry.k8s.io",
+        ] {
+            text.push_str(&format!("  https://{host}/: {m}/{host}/\n"));
+        }
+        let path = self.work.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, edit(text)).unwrap();
+        path
+    }
+
+    fn meshcheck(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
+        cmd.env("PATH", format!("{}:/usr/bin:/bin", self.sim.tools_dir().display()))
+            .env("MESHCHECK_PROGRESS", "lines")
+            .env("MESHCHECK_LOG", "warn")
+            .env_remove("MESHCHECK_SCENARIO")
+            .env_remove("MESHCHECK_KEEP")
+            .current_dir(self.work.path());
+        cmd
+    }
+
+    /// `meshcheck run` on the scenario.
+    fn run(&self, scenario: &Path) -> Output {
+        self.meshcheck()
+            .args(["run", "--scenario"])
+            .arg(scenario)
+            .arg("--reports")
+            .arg(self.reports())
+            .output()
+            .unwrap()
+    }
+
+    fn reports(&self) -> PathBuf {
+        self.work.path().join("reports")
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        std::fs::canonicalize(self.reports().join("latest")).expect("a run folder")
+    }
+
+    fn record(&self) -> RunRecord {
+        RunRecord::load(&self.run_dir()).unwrap()
+    }
+}
+
+/// `suite::name` → outcome of every result.
+fn verdicts(r: &RunRecord) -> BTreeMap<String, Outcome> {
+    r.results.iter().map(|t| (format!("{}::{}", t.suite, t.name), t.verdict.outcome)).collect()
+}
+
+/// The run folder is complete: run.json final with every trial, junit.xml and summary.md naming
+/// each, and `meshcheck judge` on the folder agrees with the live verdicts.
+fn assert_report_complete(r: &Rehearsal, scenario: &Path, out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "meshcheck panicked:\n{stderr}");
+    let record = r.record();
+    assert!(!record.ended_at.is_empty(), "run.json is not final");
+    let scenario = meshcheck::scenario::Scenario::from_path(scenario).unwrap();
+    let plan = meshcheck::plan::build(&scenario, &meshcheck::plan::RunContext::for_plan());
+    let trials = meshcheck::session::Session::trials(&plan);
+    assert_eq!(record.results.len(), trials.len(), "run.json lacks trials:\n{:#?}", verdicts(&record));
+    let junit = std::fs::read_to_string(r.run_dir().join("junit.xml")).unwrap();
+    let summary = std::fs::read_to_string(r.run_dir().join("summary.md")).unwrap();
+    for t in &record.results {
+        assert!(junit.contains(&format!("name=\"{}\"", t.name)), "junit.xml lacks {}::{}", t.suite, t.name);
+        assert!(
+            summary.contains(&format!("| {} | {} |", t.suite, t.name)),
+            "summary.md lacks {}::{}\n{summary}",
+            t.suite,
+            t.name
+        );
+    }
+    let judged = r.meshcheck().arg("judge").arg(r.run_dir()).output().unwrap();
+    assert!(!String::from_utf8_lossy(&judged.stderr).contains("panicked"));
+    assert_eq!(verdicts(&r.record()), verdicts(&record), "meshcheck judge disagrees with the live run");
+    assert_eq!(judged.status.success(), record.outcome == Outcome::Pass);
+}
+
+/// Every trial passed; the explanation of any that did not is in the message.
+fn assert_all_pass(r: &Rehearsal, out: &Output) {
+    let record = r.record();
+    let failed: Vec<String> = record
+        .results
+        .iter()
+        .filter(|t| t.verdict.outcome != Outcome::Pass)
+        .map(|t| {
+            format!(
+                "{}::{} {}: {}\n  {}",
+                t.suite,
+                t.name,
+                t.verdict.outcome,
+                t.verdict.reason,
+                t.verdict.details.join("\n  ")
+            )
+        })
+        .collect();
+    assert!(
+        failed.is_empty() && out.status.success(),
+        "not every trial passed in {}:\n{}\n--- stderr tail:\n{}",
+        r.run_dir().display(),
+        failed.join("\n"),
+        tail(&String::from_utf8_lossy(&out.stderr), 40)
+    );
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[test]
+fn existing_cluster_passes_every_check_and_deletes_exactly_what_it_created() {
+    let Some(r) = Rehearsal::new("existing", Faults::default()) else { return };
+    let before = r.sim.namespaces();
+    let scenario = r.scenario("existing-cluster", |t| t);
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    let left = r.sim.leftovers();
+    assert!(left.applied.is_empty(), "left behind: {:?}", left.applied);
+    assert_eq!(r.sim.namespaces(), before, "the run must delete exactly the namespaces it created");
+}
+
+/// A kind or k3d run: provisioned by the stand-ins, every check passes, the cluster is deleted.
+fn provider_rehearsal(provider: &'static str, scenario: &str) {
+    let Some(r) = Rehearsal::new(provider, Faults::default()) else { return };
+    let scenario = r.scenario(scenario, |t| t);
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    assert_eq!(r.sim.leftovers(), Default::default(), "the cluster must be deleted");
+    let calls = r.sim.calls();
+    assert!(calls.iter().any(|c| c.starts_with(&format!("{provider} ")) && c.contains("delete")), "{calls:#?}");
+}
+
+#[test]
+fn ambient_kind_provisions_installs_passes_every_check_and_deletes_the_cluster() {
+    provider_rehearsal("kind", "ambient-kind");
+}
+
+#[test]
+fn ambient_k3d_provisions_installs_passes_every_check_and_deletes_the_cluster() {
+    provider_rehearsal("k3d", "ambient-k3d");
+}
+
+#[test]
+fn upgrade_gate_passes_baseline_upgrade_under_traffic_and_candidate() {
+    let Some(r) = Rehearsal::new("kind", Faults::default()) else { return };
+    let scenario = r.scenario("upgrade-gate", |t| t);
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    assert_eq!(r.sim.leftovers(), Default::default(), "the cluster must be deleted");
+    let calls = r.sim.calls();
+    for release in ["istio-base", "istiod", "istio-cni", "ztunnel", "istio-ingress"] {
+        assert!(
+            calls.iter().any(|c| c.starts_with(&format!("helm upgrade {release} ")) && c.contains("--version 1.30.3")),
+            "no upgrade of {release}"
+        );
+    }
+    let traffic: meshcheck::traffic::TrafficRecord =
+        serde_json::from_slice(&std::fs::read(r.run_dir().join("evidence/upgrade/traffic.json")).unwrap()).unwrap();
+    let phases = meshcheck::traffic::phase_stats(&traffic);
+    assert!(phases.iter().any(|p| p.phase == "during" && p.total > 0), "no traffic during the upgrade: {phases:?}");
+}
+
+/// The documented in-place upgrade awaits each rollout before the next chart. Revealed by the
+/// simulation: the waits return while the new pods are not Ready yet, because old pods still count.
+#[test]
+fn upgrade_gate_awaits_each_rollout_before_the_next_chart() {
+    let Some(r) = Rehearsal::new("kind", Faults::default()) else { return };
+    let scenario = r.scenario("upgrade-gate", |t| t);
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_eq!(r.sim.calls_during_rollout(), Vec::<String>::new(), "upgraded while a rollout was in progress");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault rehearsals: each asserts the verdicts, their explanation, what was left behind, and the
+// completeness of the report.
+
+/// Keeps only `checks` in a scenario's `checks:` list (the fault at hand needs no others).
+fn only_checks(text: String, checks: &[&str]) -> String {
+    let list: String = checks.iter().map(|c| format!("  - {c}\n")).collect();
+    match text.find("\nchecks:\n") {
+        Some(i) => {
+            let start = i + "\nchecks:\n".len();
+            let end = text[start..].find(|c: char| c != ' ' && c != '-').map(|_| ()).and_then(|_| {
+                text[start..]
+                    .lines()
+                    .position(|l| !l.starts_with("  - "))
+                    .map(|n| text[start..].lines().take(n).map(|l| l.len() + 1).sum::<usize>())
+            });
+            format!("{}{list}{}", &text[..start], &text[start + end.unwrap_or(text.len() - start)..])
+        }
+        None => format!("{text}checks:\n{list}"),
+    }
+}
+
+/// What a fault must produce: the trial, its outcome and words its explanation must contain.
+type Expect<'a> = (&'a str, Outcome, &'a str);
+
+fn assert_verdicts(r: &Rehearsal, expected: &[Expect]) {
+    let record = r.record();
+    for (trial, outcome, words) in expected {
+        let t = record
+            .results
+            .iter()
+            .find(|t| format!("{}::{}", t.suite, t.name) == *trial)
+            .unwrap_or_else(|| panic!("no result for {trial}: {:#?}", verdicts(&record)));
+        let explanation = format!("{}\n{}", t.verdict.reason, t.verdict.details.join("\n"));
+        assert_eq!(t.verdict.outcome, *outcome, "{trial}: {explanation}");
+        assert!(explanation.contains(words), "{trial} does not explain `{words}`:\n{explanation}");
+    }
+}
+
+/// Nothing the run applied or created is left: no cluster, and on an existing cluster none of
+/// its objects and exactly the namespaces that were there before.
+fn assert_nothing_left(r: &Rehearsal, namespaces_before: &[String]) {
+    let left = r.sim.leftovers();
+    assert_eq!(left, Default::default(), "left behind after the run");
+    if r.sim.provider() == "existing" {
+        assert_eq!(r.sim.namespaces(), namespaces_before, "namespaces differ from before the run");
+    }
+}
+
+/// Runs a scenario against a faulty simulation and checks the verdicts, the report and the teardown.
+fn fault(
+    provider: &'static str,
+    scenario: &str,
+    faults: Faults,
+    edit: impl FnOnce(String) -> String,
+    expected: &[Expect],
+) -> Rehearsal {
+    let r = Rehearsal::new(provider, faults).expect("upstream present (checked by the caller)");
+    let before = r.sim.namespaces();
+    let scenario = r.scenario(scenario, edit);
+    let out = r.run(&scenario);
+    assert!(!out.status.success(), "a faulty run must not pass");
+    assert_report_complete(&r, &scenario, &out);
+    assert_verdicts(&r, expected);
+    assert_nothing_left(&r, &before);
+    r
+}
+
+#[test]
+fn fault_ztunnel_reporting_bookinfo_as_tcp_fails_mtls_naming_the_workloads() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { ztunnel_reports_tcp: true, ..Faults::default() };
+    fault(
+        "existing",
+        "existing-cluster",
+        faults,
+        |t| only_checks(t, &["mtls"]),
+        &[("checks::mtls", Outcome::Fail, "has protocol TCP (not captured by ambient)")],
+    );
+}
+
+#[test]
+fn fault_tempo_never_receiving_traces_fails_traces() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { tempo_drops_traces: true, ..Faults::default() };
+    fault(
+        "existing",
+        "existing-cluster",
+        faults,
+        |t| only_checks(t, &["traces"]),
+        &[("checks::traces", Outcome::Fail, "never arrived in Tempo")],
+    );
+}
+
+#[test]
+/// A target that is down from the start fails metrics (that ztunnel is not scraped) but is not
+/// collateral damage of default-deny: probes compares the targets before and under the policy.
+fn fault_a_ztunnel_scrape_target_down_fails_metrics_not_probes() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { ztunnel_target_down: true, ..Faults::default() };
+    fault(
+        "existing",
+        "existing-cluster",
+        faults,
+        |t| only_checks(t, &["metrics", "probes"]),
+        &[
+            ("checks::metrics", Outcome::Fail, "connect: connection refused"),
+            ("checks::probes", Outcome::Pass, "stayed Ready under default-deny"),
+        ],
+    );
+}
+
+#[test]
+fn fault_probed_pods_restarting_under_default_deny_fail_probes() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { probes_dropped_under_deny: true, ..Faults::default() };
+    fault(
+        "existing",
+        "existing-cluster",
+        faults,
+        |t| only_checks(t, &["probes"]),
+        &[("checks::probes", Outcome::Fail, "restarted"), ("checks::probes", Outcome::Fail, "Unhealthy event")],
+    );
+}
+
+#[test]
+fn fault_helm_install_failing_after_the_cluster_exists_stops_the_run_and_deletes_the_cluster() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { helm_fails: Some("istiod".into()), ..Faults::default() };
+    fault(
+        "kind",
+        "ambient-kind",
+        faults,
+        |t| t,
+        &[
+            ("provision::phase", Outcome::Pass, "steps done"),
+            ("install::phase", Outcome::Error, "simulated failure of istiod"),
+            ("checks::mtls", Outcome::NotRun, "phase `install` did not pass"),
+        ],
+    );
+}
+
+#[test]
+fn fault_a_rollout_that_never_completes_times_out_naming_what_it_saw() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { rollout_stuck: Some("istiod".into()), ..Faults::default() };
+    fault(
+        "k3d",
+        "ambient-k3d",
+        faults,
+        |t| t.replace("  install: 10m\n", "  install: 1s\n"),
+        &[
+            ("install::phase", Outcome::Error, "waiting for Deployment istio-system/istiod"),
+            ("install::phase", Outcome::Error, "last seen: replicas 1, current 1, updated 1, available 0"),
+            ("deploy::phase", Outcome::NotRun, "phase `install` did not pass"),
+        ],
+    );
+}
+
+#[test]
+fn fault_the_api_server_going_away_mid_run_errors_and_still_deletes_the_cluster() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { api_down_after_applies: Some(30), ..Faults::default() };
+    fault("kind", "ambient-kind", faults, |t| t, &[("provision::phase", Outcome::Pass, "steps done")]);
+    // Which step meets the dead API server depends on the apply count; whichever it is errors.
+}

@@ -1,0 +1,604 @@
+//! The simulated API server: what meshcheck's kube client calls, on plain HTTP/1.1.
+//!
+//! Aggregated discovery (apidiscovery.k8s.io/v2, CRD kinds included once established), get/list/
+//! watch with label and field selectors and resourceVersions, create, server-side apply (with
+//! `dryRun`), delete (namespaces terminate with their contents), `pods/log`, `services/proxy`,
+//! and `pods/exec` and `pods/portforward` over WebSocket in the binary `v4.channel.k8s.io`
+//! framing kube-rs speaks (channel byte first; exec status as a `Status` on channel 3; a port's
+//! data and error channels announced with its number).
+
+use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Message, protocol::Role},
+};
+
+use super::{Shared, services, store};
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder().status(status).header("content-type", content_type).body(full(body)).expect("response")
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Response<Body> {
+    respond(status, "application/json", serde_json::to_vec(v).expect("json"))
+}
+
+/// A `Status` error as the API server sends it.
+pub fn status_error(code: u16, reason: &str, message: &str) -> Response<Body> {
+    json_reply(
+        StatusCode::from_u16(code).expect("status code"),
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code}),
+    )
+}
+
+/// Accepts connections while the API server is up; when it goes away, open connections (and the
+/// watches and streams on them) are cut.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        if !*shared.api_up.borrow() {
+            drop(stream);
+            continue;
+        }
+        let s = shared.clone();
+        let mut up = shared.api_up.subscribe();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let s = s.clone();
+                async move { Ok::<_, Infallible>(handle(s, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                _ = conn.with_upgrades() => {}
+                _ = up.wait_for(|u| !*u) => {}
+            }
+        });
+    }
+}
+
+fn query(req: &Request<Incoming>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.entry(decode(k)).or_default().push(decode(v));
+    }
+    out
+}
+
+/// Percent-decoding (and `+` as space) of a query component.
+pub fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(c) => {
+                        out.push(c);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn first<'a>(q: &'a BTreeMap<String, Vec<String>>, k: &str) -> Option<&'a str> {
+    q.get(k).and_then(|v| v.first()).map(String::as_str)
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<String> = path.trim_matches('/').split('/').map(decode).collect();
+    let q = query(&req);
+    match segs.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["api"] => return json_reply(StatusCode::OK, &discovery(&shared, true)),
+        ["apis"] => return json_reply(StatusCode::OK, &discovery(&shared, false)),
+        ["version"] => {
+            return json_reply(StatusCode::OK, &json!({"major": "1", "minor": "35", "gitVersion": "v1.35.0"}));
+        }
+        _ => {}
+    }
+    let (group, rest) = match segs.first().map(String::as_str) {
+        Some("api") if segs.len() >= 3 => (String::new(), segs[2..].to_vec()),
+        Some("apis") if segs.len() >= 4 => (segs[1].clone(), segs[3..].to_vec()),
+        _ => return status_error(404, "NotFound", "the server could not find the requested resource"),
+    };
+    let (ns, plural, name, sub) = if rest.len() >= 3 && rest[0] == "namespaces" {
+        (rest[1].clone(), rest[2].clone(), rest.get(3).cloned(), rest.get(4..).map(|s| s.to_vec()).unwrap_or_default())
+    } else {
+        (String::new(), rest[0].clone(), rest.get(1).cloned(), rest.get(2..).map(|s| s.to_vec()).unwrap_or_default())
+    };
+    let Some(rtype) = shared.lock().store.type_of(&group, &plural).cloned() else {
+        return status_error(404, "NotFound", "the server could not find the requested resource");
+    };
+    let obj_ns = if rtype.namespaced { ns.clone() } else { String::new() };
+    if let (Some(name), Some(s)) = (&name, sub.first()) {
+        return subresource(shared, req, &ns, &plural, name, s, &sub[1..], &q).await;
+    }
+    let method = req.method().clone();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    match (method, name) {
+        (Method::GET, None) if matches!(first(&q, "watch"), Some("true" | "1")) => {
+            watch(&shared, &group, &plural, &ns, &q, &rtype)
+        }
+        (Method::GET, None) => list(&shared, &group, &plural, &ns, &q, &rtype).await,
+        (Method::GET, Some(name)) => match shared.lock().store.get(&group, &plural, &obj_ns, &name) {
+            Some(o) => json_reply(StatusCode::OK, o),
+            None => not_found(&plural, &name),
+        },
+        (Method::POST, None) => create(&shared, &group, &plural, &obj_ns, &body, &q, &rtype),
+        (Method::PATCH, Some(name)) => apply(&shared, &group, &plural, &obj_ns, &name, &body, &q, &rtype),
+        (Method::DELETE, Some(name)) => delete(&shared, &group, &plural, &obj_ns, &name),
+        _ => status_error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"),
+    }
+}
+
+fn not_found(plural: &str, name: &str) -> Response<Body> {
+    let what = plural.split('.').next().unwrap_or(plural);
+    status_error(404, "NotFound", &format!("{what} \"{name}\" not found"))
+}
+
+/// Aggregated discovery: `/api` (core) or `/apis` (every other group, CRDs included).
+fn discovery(shared: &Shared, core: bool) -> Value {
+    let st = shared.lock();
+    let mut groups: BTreeMap<String, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
+    for t in st.store.types.iter().filter(|t| t.group.is_empty() == core) {
+        let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+        let rk = json!({"group": t.group, "version": t.version, "kind": t.kind});
+        let subs: Vec<Value> = t
+            .subresources
+            .iter()
+            .map(|s| {
+                let verbs: &[&str] = match *s {
+                    "exec" | "portforward" | "proxy" => &["create", "get"],
+                    "log" => &["get"],
+                    _ => &["get", "patch", "update"],
+                };
+                json!({"subresource": s, "responseKind": rk, "verbs": verbs})
+            })
+            .collect();
+        groups.entry(t.group.clone()).or_default().entry(t.version.clone()).or_default().push(json!({
+            "resource": t.plural,
+            "responseKind": rk,
+            "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
+            "singularResource": t.kind.to_lowercase(),
+            "verbs": verbs,
+            "subresources": subs,
+        }));
+    }
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|(g, versions)| {
+            let versions: Vec<Value> = versions
+                .into_iter()
+                .map(|(v, resources)| json!({"version": v, "resources": resources, "freshness": "Current"}))
+                .collect();
+            json!({"metadata": if core { json!({"creationTimestamp": null}) } else { json!({"name": g, "creationTimestamp": null}) },
+                   "versions": versions})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+fn matches(obj: &Value, ns: &str, q: &BTreeMap<String, Vec<String>>) -> bool {
+    let labels = obj.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+    (ns.is_empty() || obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
+        && first(q, "labelSelector").is_none_or(|s| store::selector_matches(s, &labels))
+        && first(q, "fieldSelector").is_none_or(|s| store::fields_match(s, obj))
+}
+
+async fn list(
+    shared: &Arc<Shared>,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    q: &BTreeMap<String, Vec<String>>,
+    rtype: &store::ResourceType,
+) -> Response<Body> {
+    let hang = {
+        let st = shared.lock();
+        st.faults.events_hang_under_deny
+            && plural == "events"
+            && ns == "book-info"
+            && !st.store.list("networking.k8s.io", "networkpolicies", Some("book-info")).is_empty()
+    };
+    if hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    let st = shared.lock();
+    let items: Vec<Value> = st
+        .store
+        .list(group, plural, if ns.is_empty() { None } else { Some(ns) })
+        .into_iter()
+        .filter(|o| matches(o, ns, q))
+        .collect();
+    json_reply(
+        StatusCode::OK,
+        &json!({"kind": format!("{}List", rtype.kind), "apiVersion": rtype.api_version(),
+                "metadata": {"resourceVersion": st.store.rv().to_string()}, "items": items}),
+    )
+}
+
+/// A watch: the changes after the given resourceVersion (or the current objects as ADDED), then
+/// every change as it happens, one JSON event per line.
+fn watch(
+    shared: &Arc<Shared>,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    q: &BTreeMap<String, Vec<String>>,
+    rtype: &store::ResourceType,
+) -> Response<Body> {
+    let since: u64 = first(q, "resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
+    let (tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
+    let (mut rx_rv, initial) = {
+        let st = shared.lock();
+        let initial: Vec<Value> = if since == 0 {
+            st.store
+                .list(group, plural, if ns.is_empty() { None } else { Some(ns) })
+                .into_iter()
+                .filter(|o| matches(o, ns, q))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (st.store.subscribe(), initial)
+    };
+    let _ = rtype;
+    let (shared, group, plural, ns, q) =
+        (shared.clone(), group.to_string(), plural.to_string(), ns.to_string(), q.clone());
+    let timeout = first(&q, "timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(1800u64);
+    tokio::spawn(async move {
+        let mut tx = tx;
+        let line = |kind: &str, o: &Value| {
+            let mut l = serde_json::to_vec(&json!({"type": kind, "object": o})).expect("json");
+            l.push(b'\n');
+            Ok(Frame::data(Bytes::from(l)))
+        };
+        let mut last = since;
+        if since == 0 {
+            last = shared.lock().store.rv();
+            for o in &initial {
+                if tx.send(line("ADDED", o)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        loop {
+            rx_rv.borrow_and_update();
+            let changes: Vec<(u64, &'static str, Value)> = {
+                let st = shared.lock();
+                let start = st.store.history.partition_point(|c| c.rv <= last);
+                st.store.history[start..]
+                    .iter()
+                    .filter(|c| c.group == group && c.plural == plural && matches(&c.object, &ns, &q))
+                    .map(|c| (c.rv, c.kind, c.object.clone()))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .chain(std::iter::once((st.store.rv(), "", Value::Null)))
+                    .collect()
+            };
+            for (rv, kind, o) in changes {
+                last = last.max(rv);
+                if !kind.is_empty() && tx.send(line(kind, &o)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::select! {
+                r = rx_rv.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(StreamBody::new(rx)))
+        .expect("response")
+}
+
+fn parse_body(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice(body).ok().or_else(|| serde_saphyr::from_slice(body).ok())
+}
+
+fn owned_by_run(q: &BTreeMap<String, Vec<String>>) -> bool {
+    first(q, "fieldManager") == Some("meshcheck")
+}
+
+fn create(
+    shared: &Arc<Shared>,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    body: &[u8],
+    q: &BTreeMap<String, Vec<String>>,
+    rtype: &store::ResourceType,
+) -> Response<Body> {
+    let Some(mut obj) = parse_body(body) else { return status_error(400, "BadRequest", "invalid body") };
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let mut st = shared.lock();
+    if st.store.get(group, plural, ns, &name).is_some() {
+        return status_error(409, "AlreadyExists", &format!("{plural} \"{name}\" already exists"));
+    }
+    if rtype.namespaced {
+        obj["metadata"]["namespace"] = json!(ns);
+        if !namespace_active(&st.store, ns) {
+            return status_error(404, "NotFound", &format!("namespaces \"{ns}\" not found"));
+        }
+    }
+    obj["apiVersion"] = json!(rtype.api_version());
+    obj["kind"] = json!(rtype.kind);
+    if plural == "namespaces" && group.is_empty() {
+        obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        obj["status"] = json!({"phase": "Active"});
+        obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+    }
+    let stored = st.store.put(group, plural, obj);
+    if owned_by_run(q) {
+        st.applied.insert((group.into(), plural.into(), ns.into(), name.clone()));
+    }
+    st.calls.push(format!("create {plural} {ns}/{name}"));
+    json_reply(StatusCode::CREATED, &stored)
+}
+
+fn namespace_active(store: &store::Store, ns: &str) -> bool {
+    store
+        .get("", "namespaces", "", ns)
+        .is_some_and(|n| n.pointer("/status/phase").and_then(Value::as_str) != Some("Terminating"))
+}
+
+/// Server-side apply. One field manager per object is all meshcheck uses, so the applied
+/// configuration replaces what it applied before; labels and annotations merge; status stays.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    shared: &Arc<Shared>,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    body: &[u8],
+    q: &BTreeMap<String, Vec<String>>,
+    rtype: &store::ResourceType,
+) -> Response<Body> {
+    let Some(applied) = parse_body(body) else { return status_error(400, "BadRequest", "invalid apply patch") };
+    let dry_run = first(q, "dryRun") == Some("All");
+    let mut st = shared.lock();
+    if rtype.namespaced && !namespace_active(&st.store, ns) {
+        return status_error(404, "NotFound", &format!("namespaces \"{ns}\" not found"));
+    }
+    let existing = st.store.get(group, plural, ns, name).cloned();
+    let mut obj = existing.clone().unwrap_or_else(|| json!({"metadata": {}}));
+    for (k, v) in applied.as_object().into_iter().flatten() {
+        if k == "metadata" {
+            for (mk, mv) in v.as_object().into_iter().flatten() {
+                match (mk.as_str(), obj["metadata"].get_mut(mk)) {
+                    ("labels" | "annotations", Some(Value::Object(have))) => {
+                        have.extend(mv.as_object().cloned().unwrap_or_default());
+                    }
+                    _ => obj["metadata"][mk] = mv.clone(),
+                }
+            }
+        } else if k != "status" {
+            obj[k] = v.clone();
+        }
+    }
+    obj["metadata"]["name"] = json!(name);
+    if rtype.namespaced {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+    obj["apiVersion"] = json!(rtype.api_version());
+    obj["kind"] = json!(rtype.kind);
+    if dry_run {
+        return json_reply(StatusCode::OK, &obj);
+    }
+    let created = existing.is_none();
+    let stored = st.store.put(group, plural, obj);
+    if owned_by_run(q) {
+        st.applied.insert((group.into(), plural.into(), ns.into(), name.into()));
+    }
+    st.applies += 1;
+    st.calls.push(format!("apply {} {ns}/{name}", rtype.kind));
+    if st.faults.api_down_after_applies.is_some_and(|n| st.applies >= n) {
+        st.calls.push("API server went away".into());
+        let _ = shared.api_up.send(false);
+    }
+    json_reply(if created { StatusCode::CREATED } else { StatusCode::OK }, &stored)
+}
+
+fn delete(shared: &Arc<Shared>, group: &str, plural: &str, ns: &str, name: &str) -> Response<Body> {
+    let mut st = shared.lock();
+    st.calls.push(format!("delete {plural} {ns}/{name}"));
+    let Some(mut obj) = st.store.get(group, plural, ns, name).cloned() else { return not_found(plural, name) };
+    if group.is_empty() && plural == "namespaces" {
+        // Terminating until the namespace controller has removed everything in it.
+        obj["metadata"]["deletionTimestamp"] = json!(store::now());
+        obj["status"]["phase"] = json!("Terminating");
+        let stored = st.store.put(group, plural, obj);
+        return json_reply(StatusCode::OK, &stored);
+    }
+    let gone = st.store.delete(group, plural, ns, name).unwrap_or(obj);
+    json_reply(StatusCode::OK, &gone)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn subresource(
+    shared: Arc<Shared>,
+    mut req: Request<Incoming>,
+    ns: &str,
+    plural: &str,
+    name: &str,
+    sub: &str,
+    rest: &[String],
+    q: &BTreeMap<String, Vec<String>>,
+) -> Response<Body> {
+    match (plural, sub) {
+        ("services", "proxy") => {
+            let mut path = format!("/{}", rest.join("/"));
+            if let Some(query) = req.uri().query() {
+                path = format!("{path}?{query}");
+            }
+            let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            services::proxy(&shared, ns, name, &path, &accept).await
+        }
+        ("pods", "log") => match services::pod_log(&shared, ns, name) {
+            Some(text) => respond(StatusCode::OK, "text/plain", text),
+            None => not_found("pods", name),
+        },
+        ("pods", "exec" | "portforward") => {
+            let pod = shared.lock().store.get("", "pods", ns, name).cloned();
+            let Some(pod) = pod else { return not_found("pods", name) };
+            if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
+                return status_error(400, "BadRequest", &format!("pod {name} is not running"));
+            }
+            let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+                return status_error(400, "BadRequest", "upgrade request required");
+            };
+            let upgrade = hyper::upgrade::on(&mut req);
+            let (shared, ns, name, sub, q) =
+                (shared.clone(), ns.to_string(), name.to_string(), sub.to_string(), q.clone());
+            {
+                let mut st = shared.lock();
+                if super::controllers::rollout_in_progress(&st) {
+                    st.during_rollout.push(format!("{sub} {ns}/{name}"));
+                }
+            }
+            tokio::spawn(async move {
+                let Ok(upgraded) = upgrade.await else { return };
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                let mut up = shared.api_up.subscribe();
+                let work = async {
+                    if sub == "exec" {
+                        exec(&shared, ws, &ns, &name, q.get("command").cloned().unwrap_or_default()).await
+                    } else {
+                        let ports =
+                            first(&q, "ports").unwrap_or("").split(',').filter_map(|p| p.parse().ok()).collect();
+                        portforward(&shared, ws, &ns, &name, ports).await
+                    }
+                };
+                tokio::select! {
+                    _ = work => {}
+                    _ = up.wait_for(|u| !*u) => {}
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("upgrade", "websocket")
+                .header("connection", "Upgrade")
+                .header(
+                    "sec-websocket-accept",
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+                )
+                .header("sec-websocket-protocol", "v4.channel.k8s.io")
+                .body(full(Bytes::new()))
+                .expect("response")
+        }
+        _ => status_error(404, "NotFound", "the server could not find the requested resource"),
+    }
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+fn framed(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::binary(v)
+}
+
+/// Runs a command "in" a pod: stdout on channel 1, then the exit status on channel 3.
+async fn exec(shared: &Arc<Shared>, mut ws: Ws, ns: &str, pod: &str, command: Vec<String>) {
+    let (stdout, code) = services::exec(shared, ns, pod, &command).await;
+    let _ = ws.send(framed(1, stdout.as_bytes())).await;
+    let status = if code == 0 {
+        json!({"metadata": {}, "status": "Success"})
+    } else {
+        json!({"metadata": {}, "status": "Failure",
+               "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", command.join(" ")),
+               "reason": "NonZeroExitCode",
+               "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+    };
+    let _ = ws.send(framed(3, &serde_json::to_vec(&status).expect("json"))).await;
+    let _ = ws.close(None).await;
+}
+
+/// Port-forward: announces each port on its data and error channel, then answers one HTTP
+/// request per port and closes, as a connection to a local port that closes after its answer.
+async fn portforward(shared: &Arc<Shared>, mut ws: Ws, ns: &str, pod: &str, ports: Vec<u16>) {
+    for (i, port) in ports.iter().enumerate() {
+        for ch in [2 * i as u8, 2 * i as u8 + 1] {
+            if ws.send(framed(ch, &port.to_le_bytes())).await.is_err() {
+                return;
+            }
+        }
+    }
+    let mut buffers: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        let Message::Binary(data) = msg else {
+            if msg.is_close() {
+                break;
+            }
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let ch = data[0];
+        let buf = buffers.entry(ch).or_default();
+        buf.extend_from_slice(&data[1..]);
+        if !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            continue;
+        }
+        let Some(port) = ports.get(usize::from(ch / 2)).copied() else { break };
+        let head = String::from_utf8_lossy(buf).to_string();
+        let path = head.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/").to_string();
+        let reply = match services::pod_port(shared, ns, pod, port, &path) {
+            Some((status, ctype, body)) => {
+                let mut r = format!(
+                    "HTTP/1.0 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+                    if status == 200 { "OK" } else { "Not Found" },
+                    body.len()
+                )
+                .into_bytes();
+                r.extend_from_slice(&body);
+                r
+            }
+            None => {
+                let msg = format!(
+                    "an error occurred forwarding {port} -> {port}: error forwarding port {port} to pod {pod}: connection refused"
+                );
+                let _ = ws.send(framed(ch + 1, msg.as_bytes())).await;
+                Vec::new()
+            }
+        };
+        if !reply.is_empty() {
+            let _ = ws.send(framed(ch, &reply)).await;
+        }
+        let _ = ws.close(None).await;
+        break;
+    }
+}

@@ -1,0 +1,766 @@
+//! The simulated controllers and kubelets: nodes become Ready once Cilium runs on them;
+//! Deployments, DaemonSets and StatefulSets become pods (labelled `pod-template-hash` /
+//! `controller-revision-hash`) that start after [`POD_START`] of cluster time and report status
+//! as the real controllers do, including rolling updates where old pods serve until new ones are
+//! Ready; kubelets run readiness and liveness probes (which default-deny breaks unless the Cilium
+//! probe policy lets the SNAT-ed probes in) and record events; terminating namespaces lose their
+//! contents; the Prometheus and Kiali operators create their workloads from their CRs.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use super::{
+    Shared, State,
+    store::{Store, now},
+};
+
+/// Cluster time from a pod's creation to Ready (image pulled, container started, probe passed).
+pub const POD_START: Duration = Duration::from_secs(5);
+
+/// Per-pod bookkeeping that is not part of the Pod object.
+#[derive(Debug, Clone)]
+pub struct PodSim {
+    /// (kind, name) of the workload that owns it.
+    pub owner: Option<(String, String)>,
+    pub created: Instant,
+    pub started: Option<Instant>,
+    pub probe_failing_since: Option<Instant>,
+    pub last_unhealthy: Option<Instant>,
+    /// Created while its workload's rollout was switched to never complete: never Ready.
+    pub stuck: bool,
+}
+
+/// Runs the controllers until the simulation ends.
+pub async fn run(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut settled_at = 0;
+    loop {
+        tick.tick().await;
+        let mut st = shared.lock();
+        if st.cluster.is_none() && shared.provider != "existing" {
+            continue;
+        }
+        // A settled cluster (nothing changed, no pod starting or failing probes) needs no work.
+        if st.store.rv() == settled_at && !st.pods.values().any(PodSim::busy) {
+            continue;
+        }
+        // What this pass changes is seen by the next one (statuses follow the pods they count).
+        settled_at = st.store.rv();
+        reconcile(&shared, &mut st);
+    }
+}
+
+impl PodSim {
+    /// Whether time alone will change this pod: it is starting, stuck, or failing probes.
+    fn busy(&self) -> bool {
+        self.started.is_none() || self.stuck || self.probe_failing_since.is_some()
+    }
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+fn name(v: &Value) -> String {
+    s(v, "/metadata/name").to_string()
+}
+
+fn ns(v: &Value) -> String {
+    s(v, "/metadata/namespace").to_string()
+}
+
+/// Kubernetes' short hash of a pod template (FNV-1a, in the "safe" alphabet).
+pub fn template_hash(template: &Value) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in serde_json::to_vec(template).expect("json") {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10).map(|i| SAFE[((h >> (i * 6)) % SAFE.len() as u64) as usize] as char).collect()
+}
+
+fn suffix(seed: &str) -> String {
+    template_hash(&json!(seed))[..5].to_string()
+}
+
+pub fn pod_ready(p: &Value) -> bool {
+    p.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn node_ready(n: &Value) -> bool {
+    pod_ready(n)
+}
+
+/// Whether any workload is mid-rollout, by the rules `kubectl rollout status` applies (and, for
+/// DaemonSets, old pods still beside new ones).
+pub fn rollout_in_progress(st: &State) -> bool {
+    let i = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let store = &st.store;
+    store.list("apps", "deployments", None).iter().any(|d| {
+        let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        i(d, "/status/updatedReplicas") < want
+            || i(d, "/status/replicas") > i(d, "/status/updatedReplicas")
+            || i(d, "/status/availableReplicas") < i(d, "/status/updatedReplicas")
+    }) || store.list("apps", "daemonsets", None).iter().any(|d| {
+        let want = i(d, "/status/desiredNumberScheduled");
+        i(d, "/status/updatedNumberScheduled") < want
+            || i(d, "/status/numberAvailable") < want
+            || owned_pods(st, "DaemonSet", &ns(d), &name(d)).len() as i64 > want
+    }) || store.list("apps", "statefulsets", None).iter().any(|d| {
+        s(d, "/status/updateRevision") != s(d, "/status/currentRevision")
+            || i(d, "/status/readyReplicas") < d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+    })
+}
+
+fn reconcile(shared: &Shared, st: &mut State) {
+    terminate_namespaces(st);
+    operators(st);
+    nodes(shared, st);
+    for d in st.store.list("apps", "deployments", None) {
+        deployment(shared, st, &d);
+    }
+    for d in st.store.list("apps", "daemonsets", None) {
+        daemonset(shared, st, &d);
+    }
+    for d in st.store.list("apps", "statefulsets", None) {
+        statefulset(shared, st, &d);
+    }
+    garbage_collect(st);
+    kubelet(shared, st);
+}
+
+fn terminate_namespaces(st: &mut State) {
+    for n in st.store.list("", "namespaces", None) {
+        if s(&n, "/status/phase") != "Terminating" {
+            continue;
+        }
+        let gone = name(&n);
+        for (g, p, ns, name) in st.store.keys() {
+            if ns == gone {
+                st.store.delete(&g, &p, &ns, &name);
+            }
+        }
+        st.store.delete("", "namespaces", "", &gone);
+    }
+}
+
+/// What the Prometheus and Kiali operators do with their custom resources.
+fn operators(st: &mut State) {
+    let available = |st: &State, ns: &str, n: &str| {
+        st.store
+            .get("apps", "deployments", ns, n)
+            .is_some_and(|d| d.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0) > 0)
+    };
+    if available(st, "monitoring", "prom-operator")
+        && st.store.get("monitoring.coreos.com", "prometheuses", "monitoring", "prom-prometheus").is_some()
+        && st.store.get("apps", "statefulsets", "monitoring", "prometheus-prom-prometheus").is_none()
+    {
+        // prometheus-operator pkg/prometheus/statefulset.go: `prometheus-<name>`, labels for the Service.
+        let labels = json!({"app.kubernetes.io/name": "prometheus", "operator.prometheus.io/name": "prom-prometheus", "prometheus": "prom-prometheus"});
+        st.store.put(
+            "apps",
+            "statefulsets",
+            super::charts::workload(
+                "StatefulSet",
+                "monitoring",
+                "prometheus-prom-prometheus",
+                1,
+                &labels,
+                "quay.io/prometheus/prometheus:v3.5.0",
+                &[9090],
+                None,
+            ),
+        );
+    }
+    if available(st, "kiali-operator", "kiali-operator")
+        && let Some(cr) = st.store.get("kiali.io", "kialis", "istio-system", "kiali").cloned()
+        && st.store.get("apps", "deployments", "istio-system", "kiali").is_none()
+    {
+        // kiali-operator roles/default/kiali-deploy/templates/kubernetes/deployment.yaml and service.yaml.
+        let labels = json!({"app": "kiali", "app.kubernetes.io/name": "kiali", "app.kubernetes.io/instance": "kiali"});
+        st.store.put(
+            "apps",
+            "deployments",
+            super::charts::workload(
+                "Deployment",
+                "istio-system",
+                "kiali",
+                1,
+                &labels,
+                "quay.io/kiali/kiali:v2.29.0",
+                &[20001, 9090],
+                None,
+            ),
+        );
+        st.store.put(
+            "",
+            "services",
+            super::charts::service("istio-system", "kiali", &labels, &[("http", 20001), ("http-metrics", 9090)]),
+        );
+        let mut cr = cr;
+        cr["status"] = json!({"deployment": {"instanceName": "kiali", "namespace": "istio-system"}, "conditions": [{"type": "Successful", "status": "True", "reason": "Successful", "message": "Reconcile successful"}]});
+        st.store.put("kiali.io", "kialis", cr);
+    }
+}
+
+/// Nodes are Ready once the Cilium agent on them is (on an existing cluster, always).
+fn nodes(shared: &Shared, st: &mut State) {
+    let cilium: Vec<Value> = st.store.list("", "pods", Some("kube-system"));
+    for mut n in st.store.list("", "nodes", None) {
+        let node = name(&n);
+        let ready = shared.provider == "existing"
+            || cilium.iter().any(|p| {
+                s(p, "/metadata/labels/k8s-app") == "cilium" && s(p, "/spec/nodeName") == node && pod_ready(p)
+            });
+        if node_ready(&n) == ready {
+            continue;
+        }
+        let (status, reason, message) = if ready {
+            ("True", "KubeletReady", "kubelet is posting ready status")
+        } else {
+            (
+                "False",
+                "KubeletNotReady",
+                "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized",
+            )
+        };
+        n["status"]["conditions"] = json!([{"type": "Ready", "status": status, "reason": reason, "message": message,
+                                            "lastHeartbeatTime": now(), "lastTransitionTime": now()}]);
+        if ready {
+            n["spec"]["taints"] = json!(
+                n.pointer("/spec/taints")
+                    .and_then(Value::as_array)
+                    .map(|ts| ts
+                        .iter()
+                        .filter(|t| t["key"] != "node.kubernetes.io/not-ready")
+                        .cloned()
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()
+            );
+        }
+        st.store.put("", "nodes", n);
+    }
+}
+
+fn node_list(st: &State) -> Vec<(usize, String, bool, bool)> {
+    st.store
+        .list("", "nodes", None)
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let tainted = n.pointer("/spec/taints").and_then(Value::as_array).is_some_and(|ts| {
+                ts.iter().any(|t| t["key"] == "node-role.kubernetes.io/control-plane" && t["effect"] == "NoSchedule")
+            });
+            (i, name(n), node_ready(n), tainted)
+        })
+        .collect()
+}
+
+/// A new pod of a workload, Pending, on `node` if given.
+#[allow(clippy::too_many_arguments)]
+fn create_pod(
+    st: &mut State,
+    owner: (&str, &str),
+    namespace: &str,
+    pod_name: &str,
+    template: &Value,
+    extra_labels: &[(&str, String)],
+    node: Option<String>,
+) {
+    let mut labels = template.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+    for (k, v) in extra_labels {
+        labels[*k] = json!(v);
+    }
+    let owner_ref_kind = if owner.0 == "Deployment" { "ReplicaSet" } else { owner.0 };
+    let owner_ref_name = match (owner.0, extra_labels.first()) {
+        ("Deployment", Some((_, hash))) => format!("{}-{hash}", owner.1),
+        _ => owner.1.to_string(),
+    };
+    let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
+    spec["nodeName"] = json!(node);
+    if spec.get("serviceAccountName").is_none() {
+        spec["serviceAccountName"] = json!("default");
+    }
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name, "namespace": namespace, "labels": labels,
+                     "annotations": template.pointer("/metadata/annotations").cloned().unwrap_or(json!({})),
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_ref_kind, "name": owner_ref_name,
+                                          "uid": format!("owner-{}", suffix(&owner_ref_name)), "controller": true, "blockOwnerDeletion": true}]},
+        "spec": spec,
+        "status": {"phase": "Pending", "qosClass": "BestEffort",
+                   "conditions": [{"type": "PodScheduled", "status": if node.is_some() { "True" } else { "False" }, "lastTransitionTime": now()}]},
+    });
+    st.store.put("", "pods", pod);
+    st.pods.insert(
+        format!("{namespace}/{pod_name}"),
+        PodSim {
+            owner: Some((owner.0.to_string(), owner.1.to_string())),
+            created: Instant::now(),
+            started: None,
+            probe_failing_since: None,
+            last_unhealthy: None,
+            stuck: st.faults.rollout_stuck.as_deref() == Some(owner.1),
+        },
+    );
+    if let Some(node) = node {
+        event(
+            st,
+            namespace,
+            pod_name,
+            "Normal",
+            "Scheduled",
+            &format!("Successfully assigned {namespace}/{pod_name} to {node}"),
+            "default-scheduler",
+        );
+    }
+}
+
+fn owned_pods(st: &State, kind: &str, namespace: &str, owner: &str) -> Vec<Value> {
+    st.store
+        .list("", "pods", Some(namespace))
+        .into_iter()
+        .filter(|p| {
+            st.pods.get(&format!("{namespace}/{}", name(p))).and_then(|ps| ps.owner.as_ref())
+                == Some(&(kind.to_string(), owner.to_string()))
+        })
+        .collect()
+}
+
+fn delete_pod(st: &mut State, namespace: &str, pod: &str) {
+    st.store.delete("", "pods", namespace, pod);
+    st.pods.remove(&format!("{namespace}/{pod}"));
+    event(st, namespace, pod, "Normal", "Killing", "Stopping container", "kubelet");
+}
+
+fn pick_node(st: &State, template: &Value, n: usize) -> Option<String> {
+    let host_network = template.pointer("/spec/hostNetwork") == Some(&json!(true));
+    let nodes: Vec<_> =
+        node_list(st).into_iter().filter(|(_, _, ready, tainted)| (*ready || host_network) && !tainted).collect();
+    let nodes = if nodes.is_empty() && host_network { node_list(st) } else { nodes };
+    (!nodes.is_empty()).then(|| nodes[n % nodes.len()].1.clone())
+}
+
+fn write_status(st: &mut State, plural: &str, mut obj: Value, status: Value) {
+    if obj.get("status") == Some(&status) {
+        return;
+    }
+    obj["status"] = status;
+    st.store.put("apps", plural, obj);
+}
+
+fn deployment(_shared: &Shared, st: &mut State, d: &Value) {
+    let (namespace, dname) = (ns(d), name(d));
+    let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) as usize;
+    let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let hash = template_hash(&template);
+    let pods = owned_pods(st, "Deployment", &namespace, &dname);
+    let (new, old): (Vec<&Value>, Vec<&Value>) =
+        pods.iter().partition(|p| s(p, "/metadata/labels/pod-template-hash") == hash);
+    let (new_ready, old_ready) =
+        (new.iter().filter(|p| pod_ready(p)).count(), old.iter().filter(|p| pod_ready(p)).count());
+    let surge = want.div_ceil(4).max(1);
+    let max_unavailable = want / 4;
+    let mut created = 0;
+    while new.len() + created < want && pods.len() + created < want + surge {
+        let pod =
+            format!("{dname}-{hash}-{}", suffix(&format!("{dname}{hash}{}{}", new.len() + created, st.store.rv())));
+        let node = pick_node(st, &template, new.len() + created);
+        create_pod(
+            st,
+            ("Deployment", &dname),
+            &namespace,
+            &pod,
+            &template,
+            &[("pod-template-hash", hash.clone())],
+            node,
+        );
+        created += 1;
+    }
+    if !old.is_empty() && new_ready > 0 && new_ready + old_ready > want.saturating_sub(max_unavailable) {
+        let victim = old.iter().find(|p| !pod_ready(p)).or(old.first()).map(|p| name(p));
+        if let Some(v) = victim {
+            delete_pod(st, &namespace, &v);
+        }
+    }
+    for extra in new.iter().skip(want) {
+        delete_pod(st, &namespace, &name(extra));
+    }
+    let pods = owned_pods(st, "Deployment", &namespace, &dname);
+    let updated = pods.iter().filter(|p| s(p, "/metadata/labels/pod-template-hash") == hash).count();
+    let ready = pods.iter().filter(|p| pod_ready(p)).count();
+    let complete = updated == want && pods.len() == want && ready == want;
+    let available = ready >= want.saturating_sub(max_unavailable);
+    let status = json!({
+        "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+        "replicas": pods.len(), "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": ready,
+        "unavailableReplicas": want.saturating_sub(ready),
+        "conditions": [
+            {"type": "Available", "status": if available { "True" } else { "False" },
+             "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+             "message": if available { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." }},
+            {"type": "Progressing", "status": "True",
+             "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+             "message": if complete { format!("ReplicaSet \"{dname}-{hash}\" has successfully progressed.") } else { format!("ReplicaSet \"{dname}-{hash}\" is progressing.") }},
+        ],
+    });
+    write_status(st, "deployments", d.clone(), status);
+}
+
+fn daemonset(_shared: &Shared, st: &mut State, d: &Value) {
+    let (namespace, dname) = (ns(d), name(d));
+    let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let hash = template_hash(&template);
+    // The DaemonSet controller records each template as a ControllerRevision labelled with its hash
+    // (what `kubectl rollout status` and meshcheck's wait read to find the current pods).
+    let revision_name = format!("{dname}-{hash}");
+    if st.store.get("apps", "controllerrevisions", &namespace, &revision_name).is_none() {
+        let mut labels = d.pointer("/spec/selector/matchLabels").cloned().unwrap_or(json!({}));
+        labels["controller-revision-hash"] = json!(hash.clone());
+        let revision = st
+            .store
+            .list("apps", "controllerrevisions", Some(&namespace))
+            .iter()
+            .filter(|r| s(r, "/metadata/ownerReferences/0/name") == dname)
+            .count()
+            + 1;
+        st.store.put(
+            "apps",
+            "controllerrevisions",
+            json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "revision": revision,
+                   "metadata": {"name": revision_name, "namespace": namespace, "labels": labels,
+                                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": dname,
+                                                     "uid": s(d, "/metadata/uid"), "controller": true}]},
+                   "data": template}),
+        );
+    }
+    let nodes = node_list(st);
+    let pods = owned_pods(st, "DaemonSet", &namespace, &dname);
+    let on = |node: &str| -> Vec<&Value> { pods.iter().filter(|p| s(p, "/spec/nodeName") == node).collect() };
+    // One node at a time: a new pod next to the old one, the old one removed once the new is Ready.
+    let mut busy = nodes.iter().any(|(_, node, _, _)| {
+        let here = on(node);
+        here.iter().any(|p| s(p, "/metadata/labels/controller-revision-hash") == hash && !pod_ready(p))
+            && here.iter().any(|p| s(p, "/metadata/labels/controller-revision-hash") != hash)
+    });
+    for (i, node, _, _) in &nodes {
+        let here = on(node);
+        let current: Vec<&&Value> =
+            here.iter().filter(|p| s(p, "/metadata/labels/controller-revision-hash") == hash).collect();
+        let old: Vec<&&Value> =
+            here.iter().filter(|p| s(p, "/metadata/labels/controller-revision-hash") != hash).collect();
+        if current.is_empty() && (old.is_empty() || !busy) {
+            let pod = format!("{dname}-{}", suffix(&format!("{dname}{node}{hash}{i}")));
+            create_pod(
+                st,
+                ("DaemonSet", &dname),
+                &namespace,
+                &pod,
+                &template,
+                &[("controller-revision-hash", hash.clone())],
+                Some(node.clone()),
+            );
+            busy |= !old.is_empty();
+        } else if current.iter().any(|p| pod_ready(p)) {
+            for p in old {
+                delete_pod(st, &namespace, &name(p));
+            }
+        }
+    }
+    let pods = owned_pods(st, "DaemonSet", &namespace, &dname);
+    let per_node = |node: &str| pods.iter().filter(|p| s(p, "/spec/nodeName") == node).collect::<Vec<_>>();
+    let current = nodes.iter().filter(|(_, n, _, _)| !per_node(n).is_empty()).count();
+    let updated = nodes
+        .iter()
+        .filter(|(_, n, _, _)| per_node(n).iter().any(|p| s(p, "/metadata/labels/controller-revision-hash") == hash))
+        .count();
+    let ready = nodes.iter().filter(|(_, n, _, _)| per_node(n).iter().any(|p| pod_ready(p))).count();
+    let status = json!({
+        "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+        "desiredNumberScheduled": nodes.len(), "currentNumberScheduled": current, "numberMisscheduled": 0,
+        "numberReady": ready, "numberAvailable": ready, "numberUnavailable": nodes.len().saturating_sub(ready),
+        "updatedNumberScheduled": updated,
+    });
+    write_status(st, "daemonsets", d.clone(), status);
+}
+
+fn statefulset(_shared: &Shared, st: &mut State, d: &Value) {
+    let (namespace, dname) = (ns(d), name(d));
+    let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) as usize;
+    let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let revision = format!("{dname}-{}", template_hash(&template));
+    let pods = owned_pods(st, "StatefulSet", &namespace, &dname);
+    let all_ready = pods.len() == want && pods.iter().all(pod_ready);
+    for i in 0..want {
+        let pod = format!("{dname}-{i}");
+        match pods.iter().find(|p| name(p) == pod) {
+            None if pods.len() == i || pods.iter().filter(|p| pod_ready(p)).count() >= i => {
+                let node = pick_node(st, &template, i);
+                create_pod(
+                    st,
+                    ("StatefulSet", &dname),
+                    &namespace,
+                    &pod,
+                    &template,
+                    &[
+                        ("controller-revision-hash", revision.clone()),
+                        ("statefulset.kubernetes.io/pod-name", pod.clone()),
+                    ],
+                    node,
+                );
+                break;
+            }
+            Some(p) if s(p, "/metadata/labels/controller-revision-hash") != revision && all_ready => {
+                delete_pod(st, &namespace, &pod);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let pods = owned_pods(st, "StatefulSet", &namespace, &dname);
+    let ready = pods.iter().filter(|p| pod_ready(p)).count();
+    let updated = pods.iter().filter(|p| s(p, "/metadata/labels/controller-revision-hash") == revision).count();
+    let current = if updated == want && ready == want {
+        revision.clone()
+    } else {
+        d.pointer("/status/currentRevision").and_then(Value::as_str).unwrap_or(&revision).to_string()
+    };
+    let status = json!({
+        "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+        "replicas": pods.len(), "readyReplicas": ready, "availableReplicas": ready, "currentReplicas": want - (want - updated.min(want)),
+        "updatedReplicas": updated, "currentRevision": current, "updateRevision": revision, "collisionCount": 0,
+    });
+    write_status(st, "statefulsets", d.clone(), status);
+}
+
+/// Pods whose workload is gone go too (the garbage collector).
+fn garbage_collect(st: &mut State) {
+    for p in st.store.list("", "pods", None) {
+        let key = format!("{}/{}", ns(&p), name(&p));
+        let Some((kind, owner)) = st.pods.get(&key).and_then(|ps| ps.owner.clone()) else { continue };
+        let plural = match kind.as_str() {
+            "Deployment" => "deployments",
+            "DaemonSet" => "daemonsets",
+            _ => "statefulsets",
+        };
+        if st.store.get("apps", plural, &ns(&p), &owner).is_none() {
+            st.store.delete("", "pods", &ns(&p), &name(&p));
+            st.pods.remove(&key);
+        }
+    }
+}
+
+/// Whether kubelet probes reach pods of `namespace`: default-deny ingress blocks them unless the
+/// Cilium policy admitting the SNAT-ed probe source (169.254.7.127) is in place and works.
+pub fn probes_reach(st: &State, namespace: &str) -> bool {
+    !deny_ingress(&st.store, namespace)
+        || (!st.faults.probes_dropped_under_deny
+            && st.store.list("cilium.io", "ciliumclusterwidenetworkpolicies", None).iter().any(|p| {
+                p.pointer("/spec/ingress")
+                    .and_then(Value::as_array)
+                    .is_some_and(|rules| rules.iter().any(|r| r.to_string().contains("169.254.7.127")))
+            }))
+}
+
+/// Whether a NetworkPolicy selecting every pod of the namespace restricts its ingress.
+pub fn deny_ingress(store: &Store, namespace: &str) -> bool {
+    store.list("networking.k8s.io", "networkpolicies", Some(namespace)).iter().any(|p| {
+        p.pointer("/spec/podSelector").is_some_and(|s| {
+            s.as_object()
+                .is_none_or(|m| m.is_empty() || m.values().all(|v| v.as_object().is_some_and(|o| o.is_empty())))
+        }) && p.pointer("/spec/policyTypes").and_then(Value::as_array).is_some_and(|t| t.iter().any(|t| t == "Ingress"))
+    })
+}
+
+fn probe(c: &Value, kind: &str) -> Option<(u64, u64)> {
+    let p = c.get(kind)?;
+    Some((
+        p.get("periodSeconds").and_then(Value::as_u64).unwrap_or(10),
+        p.get("failureThreshold").and_then(Value::as_u64).unwrap_or(3),
+    ))
+}
+
+/// Each kubelet: starts pods on its node, runs their probes, restarts on liveness failure.
+fn kubelet(shared: &Shared, st: &mut State) {
+    let nodes: BTreeMap<String, (usize, bool)> = node_list(st).into_iter().map(|(i, n, r, _)| (n, (i, r))).collect();
+    for mut p in st.store.list("", "pods", None) {
+        let (namespace, pod) = (ns(&p), name(&p));
+        let key = format!("{namespace}/{pod}");
+        // Pods applied directly (the curl clients) are as much the kubelet's as a workload's.
+        let mut sim = st.pods.get(&key).cloned().unwrap_or(PodSim {
+            owner: None,
+            created: Instant::now(),
+            started: None,
+            probe_failing_since: None,
+            last_unhealthy: None,
+            stuck: false,
+        });
+        let host_network = p.pointer("/spec/hostNetwork") == Some(&json!(true));
+        // Unscheduled pods wait for a Ready node.
+        if p.pointer("/spec/nodeName").and_then(Value::as_str).is_none() {
+            let template = json!({"spec": p["spec"].clone()});
+            if let Some(node) = pick_node(st, &template, st.store.rv() as usize) {
+                p["spec"]["nodeName"] = json!(node);
+                p["status"]["conditions"] =
+                    json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]);
+                st.store.put("", "pods", p);
+                event(
+                    st,
+                    &namespace,
+                    &pod,
+                    "Normal",
+                    "Scheduled",
+                    &format!("Successfully assigned {key} to {node}"),
+                    "default-scheduler",
+                );
+            }
+            st.pods.insert(key, sim);
+            continue;
+        }
+        let node = s(&p, "/spec/nodeName").to_string();
+        let Some(&(node_index, node_ready)) = nodes.get(&node) else { continue };
+        if sim.started.is_none() {
+            if sim.created.elapsed() < shared.sim(POD_START) || !(node_ready || host_network) {
+                st.pods.insert(key, sim);
+                continue;
+            }
+            sim.started = Some(Instant::now());
+            st.ips += 1;
+            let ip = if host_network {
+                format!("172.18.0.{}", node_index + 2)
+            } else {
+                format!("10.244.{node_index}.{}", 2 + st.ips % 250)
+            };
+            p["status"]["phase"] = json!("Running");
+            p["status"]["podIP"] = json!(ip);
+            p["status"]["podIPs"] = json!([{"ip": ip}]);
+            p["status"]["hostIP"] = json!(format!("172.18.0.{}", node_index + 2));
+            p["status"]["startTime"] = json!(now());
+            for reason in ["Pulled", "Created", "Started"] {
+                let msg = match reason {
+                    "Pulled" => "Container image already present on machine".to_string(),
+                    r => format!("{r} container"),
+                };
+                event(st, &namespace, &pod, "Normal", reason, &msg, "kubelet");
+            }
+        }
+        let containers = p.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut restarts = p.pointer("/status/containerStatuses/0/restartCount").and_then(Value::as_i64).unwrap_or(0);
+        let reach = probes_reach(st, &namespace);
+        let mut ready = true;
+        if sim.stuck {
+            ready = false;
+            unhealthy(
+                shared,
+                st,
+                &mut sim,
+                &namespace,
+                &pod,
+                10,
+                "Readiness probe failed: HTTP probe failed with statuscode: 503",
+            );
+        }
+        let readiness = containers.iter().find_map(|c| probe(c, "readinessProbe"));
+        let liveness = containers.iter().find_map(|c| probe(c, "livenessProbe"));
+        if !reach && (readiness.is_some() || liveness.is_some()) {
+            let since = *sim.probe_failing_since.get_or_insert_with(Instant::now);
+            let failing = since.elapsed();
+            let ip = s(&p, "/status/podIP").to_string();
+            if let Some((period, threshold)) = readiness
+                && failing >= shared.sim(Duration::from_secs(period * threshold))
+            {
+                ready = false;
+                unhealthy(
+                    shared,
+                    st,
+                    &mut sim,
+                    &namespace,
+                    &pod,
+                    period,
+                    &format!(
+                        "Readiness probe failed: Get \"http://{ip}:9080/health\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                    ),
+                );
+            }
+            if let Some((period, threshold)) = liveness
+                && failing >= shared.sim(Duration::from_secs(period * threshold))
+            {
+                restarts += 1;
+                sim.probe_failing_since = Some(Instant::now());
+                event(
+                    st,
+                    &namespace,
+                    &pod,
+                    "Normal",
+                    "Killing",
+                    "Container details failed liveness probe, will be restarted",
+                    "kubelet",
+                );
+            }
+        } else {
+            sim.probe_failing_since = None;
+        }
+        let cond =
+            |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null});
+        let statuses: Vec<Value> = containers
+            .iter()
+            .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": format!("{}@sha256:{}", s(c, "/image"), "0".repeat(64)),
+                            "containerID": format!("containerd://{}", template_hash(&json!([&pod, c["name"]]))),
+                            "ready": ready, "started": true, "restartCount": restarts,
+                            "state": {"running": {"startedAt": p.pointer("/status/startTime").cloned().unwrap_or(json!(now()))}}}))
+            .collect();
+        p["status"]["containerStatuses"] = json!(statuses);
+        p["status"]["conditions"] = json!([
+            cond("PodReadyToStartContainers", true),
+            cond("Initialized", true),
+            cond("Ready", ready),
+            cond("ContainersReady", ready),
+            cond("PodScheduled", true)
+        ]);
+        st.pods.insert(key, sim);
+        st.store.put("", "pods", p);
+    }
+}
+
+fn unhealthy(
+    shared: &Shared,
+    st: &mut State,
+    sim: &mut PodSim,
+    namespace: &str,
+    pod: &str,
+    period: u64,
+    message: &str,
+) {
+    if sim.last_unhealthy.is_none_or(|t| t.elapsed() >= shared.sim(Duration::from_secs(period))) {
+        sim.last_unhealthy = Some(Instant::now());
+        event(st, namespace, pod, "Warning", "Unhealthy", message, "kubelet");
+    }
+}
+
+/// A core/v1 Event about a pod, as kubelet and the scheduler record them.
+pub fn event(st: &mut State, namespace: &str, pod: &str, kind: &str, reason: &str, message: &str, component: &str) {
+    let node = st.store.get("", "pods", namespace, pod).map(|p| s(p, "/spec/nodeName").to_string()).unwrap_or_default();
+    let uid = st.store.get("", "pods", namespace, pod).map(|p| s(p, "/metadata/uid").to_string()).unwrap_or_default();
+    let n = st.store.rv();
+    st.store.put(
+        "",
+        "events",
+        json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{pod}.{n:016x}"), "namespace": namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": namespace, "uid": uid},
+            "reason": reason, "message": message, "type": kind, "count": 1,
+            "firstTimestamp": now(), "lastTimestamp": now(), "eventTime": null,
+            "source": {"component": component, "host": node},
+            "reportingComponent": component, "reportingInstance": node,
+        }),
+    );
+}

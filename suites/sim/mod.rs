@@ -1,0 +1,297 @@
+//! A simulated cluster for rehearsing whole `meshcheck run`s without a container engine.
+//!
+//! One [`Sim`] is a Kubernetes API server on 127.0.0.1 (plain HTTP; discovery, list/watch, server-
+//! side apply, exec and port-forward over WebSocket, the service proxy), the controllers that turn
+//! workloads into pods on simulated nodes, the in-cluster services meshcheck reads (ztunnel,
+//! istiod, Prometheus, Tempo, Kiali, the curl clients), the ingress gateway on the host, a mirror
+//! for the upstream manifests and registry indexes, and stand-in `kind`, `k3d`, `helm`, `docker`
+//! and `sysctl` that act on it. Upstream shapes (CRDs, bookinfo, config dumps, index documents) are
+//! read from `../shared/upstream` at run time, never copied here. Faults are switches.
+//!
+//! Simulated time runs at `scale` of real time: a pod that takes 5 s to start takes 5 s × scale.
+
+mod apiserver;
+mod charts;
+mod controllers;
+mod services;
+mod store;
+mod tools;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+pub use store::Key;
+
+/// Fault switches. Each makes the simulation misbehave the way a real cluster does.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// ztunnel's config dump reports book-info workloads with protocol TCP (not captured).
+    pub ztunnel_reports_tcp: bool,
+    /// The gateway's spans never reach Tempo.
+    pub tempo_drops_traces: bool,
+    /// Prometheus cannot scrape the ztunnel on the first node (`connection refused`).
+    pub ztunnel_target_down: bool,
+    /// Kubelet probes are dropped under default-deny even with the Cilium probe policy (the
+    /// SNAT-ed 169.254.7.127 path broken), so probed pods fail and restart.
+    pub probes_dropped_under_deny: bool,
+    /// `helm upgrade --install` of this release fails after the cluster exists.
+    pub helm_fails: Option<String>,
+    /// `helm upgrade --install` of this release hangs (for interrupting a run mid-install).
+    pub helm_hangs: Option<String>,
+    /// This workload's new pods never become Ready, so its rollout never completes.
+    pub rollout_stuck: Option<String>,
+    /// The API server goes away when this many server-side applies have been made.
+    pub api_down_after_applies: Option<usize>,
+    /// curl in the client pods hangs while a STRICT PeerAuthentication is in book-info.
+    pub curl_hangs_under_strict: bool,
+    /// Listing book-info's events hangs while a NetworkPolicy is in book-info.
+    pub events_hang_under_deny: bool,
+    /// kube-prometheus-stack's control-plane targets are down, as on a real kind cluster.
+    pub control_plane_targets_down: bool,
+}
+
+/// How to start a simulation.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// `kind`, `k3d` (the stand-ins create the cluster) or `existing` (a cluster already set up).
+    pub provider: &'static str,
+    /// Simulated seconds per real second, inverted: 0.02 makes 5 s of cluster time 100 ms.
+    pub scale: f64,
+    /// Fault switches.
+    pub faults: Faults,
+}
+
+/// What a run left behind, for the teardown assertions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Leftovers {
+    /// The kind/k3d cluster still exists.
+    pub cluster: Option<String>,
+    /// Objects created or applied with meshcheck's field manager that still exist.
+    pub applied: Vec<String>,
+}
+
+/// A simulated cluster, alive until dropped.
+pub struct Sim {
+    shared: Arc<Shared>,
+    dir: tempfile::TempDir,
+    _runtime: std::thread::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// State shared by the servers, the controllers and the stand-in tools.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub scale: f64,
+    pub provider: &'static str,
+    pub upstream: PathBuf,
+    pub api_port: u16,
+    pub mirror_port: u16,
+    pub ingress_port: u16,
+    pub ctl_port: u16,
+    /// `true` while the API server answers.
+    pub api_up: tokio::sync::watch::Sender<bool>,
+}
+
+/// A kind/k3d cluster the stand-ins created.
+#[derive(Debug, Clone)]
+pub(crate) struct Cluster {
+    pub name: String,
+    pub nodes: Vec<String>,
+    pub host_port: Option<u16>,
+}
+
+/// A helm release the stand-in installed.
+#[derive(Debug, Clone)]
+pub(crate) struct Release {
+    pub version: String,
+}
+
+/// Everything that changes.
+pub(crate) struct State {
+    pub store: store::Store,
+    pub faults: Faults,
+    pub cluster: Option<Cluster>,
+    pub releases: BTreeMap<(String, String), Release>,
+    /// Objects the run created or applied (field manager `meshcheck`).
+    pub applied: BTreeSet<Key>,
+    pub applies: usize,
+    /// Every stand-in call and notable API call, in order.
+    pub calls: Vec<String>,
+    /// Trace id (hex) → spans recorded by the gateway and the apps.
+    pub traces: BTreeMap<String, Vec<services::Span>>,
+    /// (source workload, destination workload) → connections opened, book-info traffic.
+    pub connections: BTreeMap<(String, String), u64>,
+    /// Per-pod simulation bookkeeping (start times, probe failures), by pod name.
+    pub pods: BTreeMap<String, controllers::PodSim>,
+    /// Exec and port-forward calls made while some rollout was still in progress.
+    pub during_rollout: Vec<String>,
+    /// Pod IPs handed out so far (IPAM).
+    pub ips: u32,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A duration of cluster time in real time.
+    pub fn sim(&self, d: Duration) -> Duration {
+        d.mul_f64(self.scale)
+    }
+
+    pub fn note(&self, call: String) {
+        self.lock().calls.push(call);
+    }
+}
+
+fn bind() -> std::net::TcpListener {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    l.set_nonblocking(true).expect("nonblocking");
+    l
+}
+
+impl Sim {
+    /// Starts the servers and controllers; for `existing`, with a cluster already set up.
+    pub fn start(opts: SimOptions) -> Sim {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (api, mirror, ingress, ctl) = (bind(), bind(), bind(), bind());
+        let port = |l: &std::net::TcpListener| l.local_addr().expect("bound").port();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                store: store::Store::new(),
+                faults: opts.faults.clone(),
+                cluster: None,
+                releases: BTreeMap::new(),
+                applied: BTreeSet::new(),
+                applies: 0,
+                calls: Vec::new(),
+                traces: BTreeMap::new(),
+                connections: BTreeMap::new(),
+                pods: BTreeMap::new(),
+                during_rollout: Vec::new(),
+                ips: 0,
+            }),
+            scale: opts.scale,
+            provider: opts.provider,
+            upstream: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/upstream"),
+            api_port: port(&api),
+            mirror_port: port(&mirror),
+            ingress_port: port(&ingress),
+            ctl_port: port(&ctl),
+            api_up: tokio::sync::watch::channel(true).0,
+        });
+        tools::write_stand_ins(dir.path(), shared.ctl_port);
+        if opts.provider == "existing" {
+            charts::existing_cluster(&shared);
+            std::fs::write(dir.path().join("kubeconfig"), tools::kubeconfig(&shared, "existing"))
+                .expect("write kubeconfig");
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let s = shared.clone();
+        let runtime = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+            rt.block_on(async move {
+                let listen = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l).expect("tokio listener");
+                tokio::spawn(apiserver::serve(listen(api), s.clone()));
+                tokio::spawn(services::serve_mirror(listen(mirror), s.clone()));
+                tokio::spawn(services::serve_gateway(listen(ingress), s.clone()));
+                tokio::spawn(tools::serve(listen(ctl), s.clone()));
+                tokio::spawn(controllers::run(s.clone()));
+                let _ = stopped.await;
+            });
+            rt.shutdown_background();
+        });
+        Sim { shared, dir, _runtime: runtime, stop: Some(stop) }
+    }
+
+    /// The kubeconfig of an `existing` cluster.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// The folder holding the stand-in tools; put it first on PATH.
+    pub fn tools_dir(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    /// The host port the ingress gateway answers on.
+    pub fn ingress_port(&self) -> u16 {
+        self.shared.ingress_port
+    }
+
+    /// Base URL of the mirror serving upstream manifests and registry indexes: map
+    /// `https://raw.githubusercontent.com/` to `{mirror}/raw.githubusercontent.com/` and so on.
+    pub fn mirror(&self) -> String {
+        format!("http://127.0.0.1:{}", self.shared.mirror_port)
+    }
+
+    /// Flips fault switches while the simulation runs.
+    pub fn faults(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.shared.lock().faults)
+    }
+
+    /// Every stand-in tool call (`helm upgrade --install …`) and notable API call, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// Exec, port-forward and `helm upgrade` calls the run made while a rollout was still in
+    /// progress (old pods beside new ones that are not Ready yet).
+    pub fn calls_during_rollout(&self) -> Vec<String> {
+        self.shared.lock().during_rollout.clone()
+    }
+
+    /// What the run left behind, once namespaces being deleted are gone (waits up to 5 s).
+    pub fn leftovers(&self) -> Leftovers {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = {
+                let st = self.shared.lock();
+                Leftovers {
+                    cluster: st.cluster.as_ref().map(|c| c.name.clone()),
+                    applied: st
+                        .applied
+                        .iter()
+                        .filter(|(g, p, ns, n)| st.store.get(g, p, ns, n).is_some())
+                        .map(|(g, p, ns, n)| format!("{p}.{g}/{ns}/{n}").replace("./", "/"))
+                        .collect(),
+                }
+            };
+            if left == Leftovers::default() || std::time::Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Names of the namespaces that exist.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .store
+            .list("", "namespaces", None)
+            .iter()
+            .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str).map(String::from))
+            .collect()
+    }
+
+    /// `kind`, `k3d` or `existing`.
+    pub fn provider(&self) -> &'static str {
+        self.shared.provider
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.shared.api_up.send(false);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

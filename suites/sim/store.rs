@@ -1,0 +1,318 @@
+//! The simulated cluster's object store: what etcd and the API machinery do for the API server.
+//! Objects are kept as JSON exactly as a real API server returns them (metadata filled in, a
+//! global resourceVersion, generation bumped on spec changes); every change is an event that
+//! watches replay from any resourceVersion they name.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+/// A resource the API serves: what discovery lists and what a path names.
+#[derive(Debug, Clone)]
+pub struct ResourceType {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+    pub namespaced: bool,
+    pub subresources: Vec<&'static str>,
+}
+
+impl ResourceType {
+    fn new(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool) -> ResourceType {
+        ResourceType {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+            plural: plural.into(),
+            namespaced,
+            subresources: Vec::new(),
+        }
+    }
+
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+    }
+}
+
+/// Built-in kinds of a Kubernetes 1.35 API server that meshcheck or the simulated controllers use.
+fn builtins() -> Vec<ResourceType> {
+    let mut pods = ResourceType::new("", "v1", "Pod", "pods", true);
+    pods.subresources = vec!["status", "log", "exec", "portforward"];
+    let mut services = ResourceType::new("", "v1", "Service", "services", true);
+    services.subresources = vec!["status", "proxy"];
+    let mut out = vec![
+        ResourceType::new("", "v1", "Namespace", "namespaces", false),
+        ResourceType::new("", "v1", "Node", "nodes", false),
+        pods,
+        services,
+        ResourceType::new("", "v1", "ConfigMap", "configmaps", true),
+        ResourceType::new("", "v1", "Secret", "secrets", true),
+        ResourceType::new("", "v1", "ServiceAccount", "serviceaccounts", true),
+        ResourceType::new("", "v1", "Event", "events", true),
+        ResourceType::new("", "v1", "Endpoints", "endpoints", true),
+        ResourceType::new("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true),
+        ResourceType::new("events.k8s.io", "v1", "Event", "events", true),
+        ResourceType::new("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true),
+        ResourceType::new("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false),
+        ResourceType::new("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
+        ResourceType::new("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false),
+        ResourceType::new("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+        ResourceType::new("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true),
+        ResourceType::new("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true),
+    ];
+    for (kind, plural) in [
+        ("Deployment", "deployments"),
+        ("DaemonSet", "daemonsets"),
+        ("StatefulSet", "statefulsets"),
+        ("ReplicaSet", "replicasets"),
+        ("ControllerRevision", "controllerrevisions"),
+    ] {
+        let mut t = ResourceType::new("apps", "v1", kind, plural, true);
+        t.subresources = vec!["status", "scale"];
+        out.push(t);
+    }
+    out
+}
+
+/// Identity of a stored object: group, plural, namespace ("" when cluster-scoped), name.
+pub type Key = (String, String, String, String);
+
+/// One recorded change, for watches.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub rv: u64,
+    pub kind: &'static str,
+    pub group: String,
+    pub plural: String,
+    pub object: Value,
+}
+
+/// The store.
+pub struct Store {
+    rv: u64,
+    uid: u64,
+    objects: BTreeMap<Key, Value>,
+    pub types: Vec<ResourceType>,
+    pub history: Vec<Change>,
+    notify: tokio::sync::watch::Sender<u64>,
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store {
+            rv: 1000,
+            uid: 0,
+            objects: BTreeMap::new(),
+            types: builtins(),
+            history: Vec::new(),
+            notify: tokio::sync::watch::channel(1000).0,
+        }
+    }
+
+    /// Forgets everything (a deleted cluster).
+    pub fn reset(&mut self) {
+        self.objects.clear();
+        self.types = builtins();
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+
+    pub fn rv(&self) -> u64 {
+        self.rv
+    }
+
+    /// The served type for a group and plural (any version of it).
+    pub fn type_of(&self, group: &str, plural: &str) -> Option<&ResourceType> {
+        self.types.iter().find(|t| t.group == group && t.plural == plural)
+    }
+
+    /// The type of an object by its apiVersion and kind.
+    pub fn type_for(&self, api_version: &str, kind: &str) -> Option<ResourceType> {
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        self.types.iter().find(|t| t.group == group && t.kind == kind).cloned()
+    }
+
+    pub fn get(&self, group: &str, plural: &str, ns: &str, name: &str) -> Option<&Value> {
+        self.objects.get(&(group.into(), plural.into(), ns.into(), name.into()))
+    }
+
+    /// Objects of a type, in one namespace or all.
+    pub fn list(&self, group: &str, plural: &str, ns: Option<&str>) -> Vec<Value> {
+        self.objects
+            .iter()
+            .filter(|((g, p, n, _), _)| g == group && p == plural && ns.is_none_or(|ns| ns == n))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Every object's key.
+    pub fn keys(&self) -> Vec<Key> {
+        self.objects.keys().cloned().collect()
+    }
+
+    fn record(&mut self, kind: &'static str, group: &str, plural: &str, object: Value) {
+        self.history.push(Change { rv: self.rv, kind, group: group.into(), plural: plural.into(), object });
+        let _ = self.notify.send(self.rv);
+    }
+
+    /// Creates or replaces an object, filling in what the API server owns. Returns it as stored;
+    /// an unchanged object is not rewritten (no new resourceVersion, no event).
+    pub fn put(&mut self, group: &str, plural: &str, mut obj: Value) -> Value {
+        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let key = (group.to_string(), plural.to_string(), ns, name);
+        let old = self.objects.get(&key).cloned();
+        let meta = obj["metadata"].as_object_mut().expect("objects have metadata");
+        match &old {
+            Some(o) => {
+                for k in ["uid", "creationTimestamp"] {
+                    meta.insert(k.into(), o["metadata"][k].clone());
+                }
+                let generation = o.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+                let bump = o.get("spec") != obj.get("spec");
+                obj["metadata"]["generation"] = json!(if bump { generation + 1 } else { generation });
+                obj["metadata"]["resourceVersion"] = o["metadata"]["resourceVersion"].clone();
+                if Some(&obj) == old.as_ref() {
+                    return obj;
+                }
+            }
+            None => {
+                self.uid += 1;
+                meta.insert("uid".into(), json!(format!("5e1f0000-0000-4000-8000-{:012x}", self.uid)));
+                meta.insert("creationTimestamp".into(), json!(now()));
+                meta.insert("generation".into(), json!(1));
+            }
+        }
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        if group == "apiextensions.k8s.io" && plural == "customresourcedefinitions" {
+            obj = self.establish_crd(obj);
+        }
+        self.objects.insert(key, obj.clone());
+        self.record(if old.is_some() { "MODIFIED" } else { "ADDED" }, group, plural, obj.clone());
+        obj
+    }
+
+    /// Registers a CRD's kind for discovery and marks it Established, as the apiextensions
+    /// controller does once its names are accepted.
+    fn establish_crd(&mut self, mut crd: Value) -> Value {
+        let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("").to_string();
+        let kind = crd.pointer("/spec/names/kind").and_then(Value::as_str).unwrap_or("").to_string();
+        let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("").to_string();
+        let namespaced = crd.pointer("/spec/scope").and_then(Value::as_str) != Some("Cluster");
+        let versions: Vec<(String, bool)> = crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|v| v["served"] != false)
+            .map(|v| (v["name"].as_str().unwrap_or("v1").to_string(), v["storage"] == true))
+            .collect();
+        // Every served version is discoverable; the storage version first (the preferred one).
+        let mut ordered = versions.clone();
+        ordered.sort_by_key(|(_, storage)| !storage);
+        self.types.retain(|t| !(t.group == group && t.plural == plural));
+        for (version, _) in ordered {
+            let mut t = ResourceType::new(&group, &version, &kind, &plural, namespaced);
+            t.subresources = vec!["status"];
+            self.types.push(t);
+        }
+        let names = crd.pointer("/spec/names").cloned().unwrap_or(Value::Null);
+        crd["status"] = json!({
+            "acceptedNames": names,
+            "storedVersions": versions.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>(),
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now()},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now()},
+            ],
+        });
+        crd
+    }
+
+    /// Removes an object; returns it.
+    pub fn delete(&mut self, group: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        let mut obj = self.objects.remove(&(group.into(), plural.into(), ns.into(), name.into()))?;
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        if group == "apiextensions.k8s.io" {
+            let (g, p) = (obj.pointer("/spec/group").cloned(), obj.pointer("/spec/names/plural").cloned());
+            self.types.retain(|t| Some(json!(t.group)) != g || Some(json!(t.plural)) != p);
+        }
+        self.record("DELETED", group, plural, obj.clone());
+        Some(obj)
+    }
+}
+
+/// A parsed label selector (`a=b,c!=d,e,!f,g in (h,i)`).
+pub fn selector_matches(selector: &str, labels: &Value) -> bool {
+    let label = |k: &str| labels.get(k).and_then(Value::as_str);
+    split_top(selector).iter().all(|term| {
+        let term = term.trim();
+        if term.is_empty() {
+            return true;
+        }
+        if let Some((k, set)) = term.split_once(" in ") {
+            let set = set.trim().trim_start_matches('(').trim_end_matches(')');
+            return label(k.trim()).is_some_and(|v| set.split(',').any(|s| s.trim() == v));
+        }
+        if let Some((k, set)) = term.split_once(" notin ") {
+            let set = set.trim().trim_start_matches('(').trim_end_matches(')');
+            return label(k.trim()).is_none_or(|v| !set.split(',').any(|s| s.trim() == v));
+        }
+        if let Some((k, v)) = term.split_once("!=") {
+            return label(k) != Some(v);
+        }
+        if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            return label(k) == Some(v);
+        }
+        if let Some(k) = term.strip_prefix('!') {
+            return label(k).is_none();
+        }
+        label(term).is_some()
+    })
+}
+
+fn split_top(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut depth) = (Vec::new(), String::new(), 0);
+    for c in s.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out
+}
+
+/// Whether `labels` carry every `matchLabels` entry of a selector object.
+pub fn match_labels(selector: &Value, labels: &Value) -> bool {
+    selector.as_object().is_some_and(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// A field selector: only `metadata.name` and `metadata.namespace` are needed.
+pub fn fields_match(selector: &str, obj: &Value) -> bool {
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        let (field, want, eq) = match term.split_once("!=") {
+            Some((f, v)) => (f, v, false),
+            None => match term.split_once("==").or_else(|| term.split_once('=')) {
+                Some((f, v)) => (f, v, true),
+                None => return true,
+            },
+        };
+        let have = obj.pointer(&format!("/{}", field.replace('.', "/"))).and_then(Value::as_str).unwrap_or("");
+        (have == want) == eq
+    })
+}

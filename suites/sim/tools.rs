@@ -1,0 +1,371 @@
+//! Stand-in `kind`, `k3d`, `helm`, `docker` and `sysctl`: bash scripts that forward their argv
+//! to the simulation's control port over `/dev/tcp` (the tool name, the argument count, then each
+//! argument NUL-terminated) and replay its answer (an exit code line, a base64 stderr line, then
+//! stdout until the connection closes). The simulation does what the real tool would do to the
+//! simulated cluster.
+
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use super::{Cluster, Release, Shared, charts};
+
+const TOOLS: &[&str] = &["kind", "k3d", "helm", "docker", "sysctl"];
+
+/// Writes the stand-ins into `<dir>/bin`.
+pub fn write_stand_ins(dir: &Path, port: u16) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    for tool in TOOLS {
+        let script = format!(
+            "#!/usr/bin/env bash\n\
+             # Stand-in `{tool}` of the simulated cluster (suites/sim/tools.rs).\n\
+             exec 3<>/dev/tcp/127.0.0.1/{port} || exit 127\n\
+             {{ printf '%s\\n%s\\n' {tool} \"$#\"; for a in \"$@\"; do printf '%s\\0' \"$a\"; done; }} >&3\n\
+             IFS= read -r code <&3 || exit 1\n\
+             IFS= read -r err <&3\n\
+             printf '%s' \"$err\" | base64 -d >&2\n\
+             cat <&3\n\
+             exit \"$code\"\n"
+        );
+        let path = bin.join(tool);
+        std::fs::write(&path, script).expect("write stand-in");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
+/// A kubeconfig for the simulated API server.
+pub fn kubeconfig(shared: &Shared, context: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: http://127.0.0.1:{}\n\
+         contexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\n\
+         current-context: {context}\nusers:\n- name: {context}\n  user: {{}}\n",
+        shared.api_port
+    )
+}
+
+/// What a tool answers.
+struct Answer {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn ok(stdout: impl Into<String>) -> Answer {
+    Answer { code: 0, stdout: stdout.into(), stderr: String::new() }
+}
+
+fn fail(code: i32, stderr: impl Into<String>) -> Answer {
+    Answer { code, stdout: String::new(), stderr: stderr.into() }
+}
+
+/// Serves the control port.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            let (mut tool, mut count) = (String::new(), String::new());
+            if r.read_line(&mut tool).await.is_err() || r.read_line(&mut count).await.is_err() {
+                return;
+            }
+            let mut args = Vec::new();
+            for _ in 0..count.trim().parse::<usize>().unwrap_or(0) {
+                let mut arg = Vec::new();
+                if r.read_until(0, &mut arg).await.is_err() {
+                    return;
+                }
+                arg.pop();
+                args.push(String::from_utf8_lossy(&arg).into_owned());
+            }
+            let tool = tool.trim().to_string();
+            shared.note(format!("{tool} {}", args.join(" ")));
+            let a = run(&shared, &tool, &args).await;
+            let err = base64::engine::general_purpose::STANDARD.encode(a.stderr);
+            let _ = w.write_all(format!("{}\n{err}\n{}", a.code, a.stdout).as_bytes()).await;
+            let _ = w.shutdown().await;
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest).await;
+        });
+    }
+}
+
+fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
+async fn run(shared: &Arc<Shared>, tool: &str, args: &[String]) -> Answer {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match (tool, a.as_slice()) {
+        ("sysctl", ["-n", key]) => match *key {
+            "fs.inotify.max_user_watches" => ok("524288\n"),
+            "fs.inotify.max_user_instances" => ok("512\n"),
+            k => {
+                fail(255, format!("sysctl: cannot stat /proc/sys/{}: No such file or directory\n", k.replace('.', "/")))
+            }
+        },
+        ("docker", ["info", ..]) => ok("28.5.1\n"),
+        ("docker", ["exec", node, ..]) => {
+            let known = shared.lock().cluster.as_ref().is_some_and(|c| c.nodes.iter().any(|n| n == node));
+            if known { ok("") } else { fail(1, format!("Error response from daemon: No such container: {node}\n")) }
+        }
+        ("kind", ["version"]) => ok("kind v0.31.0 go1.25.5 linux/amd64\n"),
+        ("kind", ["get", "clusters"]) => {
+            ok(shared.lock().cluster.as_ref().map(|c| format!("{}\n", c.name)).unwrap_or_default())
+        }
+        ("kind", ["create", "cluster", ..]) => kind_create(shared, args).await,
+        ("kind", ["delete", "cluster", ..]) => delete_cluster(shared, opt(args, "--name").unwrap_or("kind"), "kind"),
+        ("kind", ["load", ..]) | ("k3d", ["image", "import", ..]) => ok(""),
+        ("k3d", ["version"]) => ok("k3d version v5.8.3\nk3s version v1.31.5-k3s1 (default)\n"),
+        ("k3d", ["cluster", "create", name, ..]) => k3d_create(shared, name, args).await,
+        ("k3d", ["cluster", "delete", name]) => delete_cluster(shared, name, "k3d"),
+        ("k3d", ["cluster", "list", ..]) => {
+            ok(shared.lock().cluster.as_ref().map(|c| format!("{}   1/1   2/2   true\n", c.name)).unwrap_or_default())
+        }
+        ("k3d", ["kubeconfig", "write", name, "--output", path]) => {
+            if shared.lock().cluster.as_ref().is_none_or(|c| c.name != *name) {
+                return fail(1, format!("FATA[0000] failed to get cluster {name}: No nodes found for given cluster\n"));
+            }
+            match std::fs::write(path, kubeconfig(shared, &format!("k3d-{name}"))) {
+                Ok(()) => ok(format!("{path}\n")),
+                Err(e) => fail(1, format!("FATA[0000] {e}\n")),
+            }
+        }
+        ("helm", ["version", ..]) => ok("v3.20.0+g1a2b3c4\n"),
+        ("helm", ["repo", "add", name, ..]) => ok(format!("\"{name}\" has been added to your repositories\n")),
+        ("helm", ["upgrade", ..]) => helm_upgrade(shared, args).await,
+        _ => fail(1, format!("{tool}: the simulation does not know `{}`\n", args.join(" "))),
+    }
+}
+
+/// kind: `create cluster --name N --config FILE --kubeconfig PATH --wait 0s`.
+async fn kind_create(shared: &Arc<Shared>, args: &[String]) -> Answer {
+    let name = opt(args, "--name").unwrap_or("kind").to_string();
+    let config: Value = match opt(args, "--config").map(std::fs::read_to_string) {
+        Some(Ok(text)) => serde_saphyr::from_str(&text).unwrap_or(Value::Null),
+        _ => return fail(1, "ERROR: failed to create cluster: unable to read config\n"),
+    };
+    let nodes = config["nodes"].as_array().cloned().unwrap_or_default();
+    let mut names = vec![format!("{name}-control-plane")];
+    let workers = nodes.iter().filter(|n| n["role"] == "worker").count();
+    names.extend((1..=workers).map(|i| if i == 1 { format!("{name}-worker") } else { format!("{name}-worker{i}") }));
+    let host_port = nodes
+        .iter()
+        .flat_map(|n| n["extraPortMappings"].as_array().cloned().unwrap_or_default())
+        .find_map(|m| m["hostPort"].as_u64())
+        .map(|p| p as u16);
+    let Some(kc) = opt(args, "--kubeconfig") else { return fail(1, "ERROR: no --kubeconfig\n") };
+    if let Err(e) = create(shared, &name, names, host_port, "kind") {
+        return e;
+    }
+    tokio::time::sleep(shared.sim(Duration::from_secs(20))).await;
+    match std::fs::write(kc, kubeconfig(shared, &format!("kind-{name}"))) {
+        Ok(()) => Answer {
+            code: 0,
+            stdout: String::new(),
+            stderr: format!(
+                "Creating cluster \"{name}\" ...\n ✓ Ensuring node image\n ✓ Preparing nodes\n ✓ Starting control-plane\nSet kubectl context to \"kind-{name}\"\n"
+            ),
+        },
+        Err(e) => fail(1, format!("ERROR: failed to create cluster: {e}\n")),
+    }
+}
+
+/// k3d: `cluster create N --image … --agents W … -p 127.0.0.1:H:NP@server:0 …`.
+async fn k3d_create(shared: &Arc<Shared>, name: &str, args: &[String]) -> Answer {
+    let agents: usize = opt(args, "--agents").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let host_port = opt(args, "-p").and_then(|p| p.split(':').nth(1)).and_then(|p| p.parse().ok());
+    let mut names = vec![format!("k3d-{name}-server-0")];
+    names.extend((0..agents).map(|i| format!("k3d-{name}-agent-{i}")));
+    if let Err(e) = create(shared, name, names, host_port, "k3d") {
+        return e;
+    }
+    tokio::time::sleep(shared.sim(Duration::from_secs(20))).await;
+    Answer {
+        code: 0,
+        stdout: String::new(),
+        stderr: format!("INFO[0000] Prep: Network\nINFO[0020] Cluster '{name}' created successfully!\n"),
+    }
+}
+
+fn create(
+    shared: &Shared,
+    name: &str,
+    nodes: Vec<String>,
+    host_port: Option<u16>,
+    provider: &str,
+) -> Result<(), Answer> {
+    let mut st = shared.lock();
+    if let Some(c) = &st.cluster {
+        return Err(fail(
+            1,
+            format!(
+                "ERROR: failed to create cluster: node(s) already exist for a cluster with the name \"{}\"\n",
+                c.name
+            ),
+        ));
+    }
+    st.store.reset();
+    charts::create_cluster(&mut st, provider, &nodes);
+    st.cluster = Some(Cluster { name: name.into(), nodes, host_port });
+    let _ = shared.api_up.send(true);
+    Ok(())
+}
+
+fn delete_cluster(shared: &Shared, name: &str, provider: &str) -> Answer {
+    let mut st = shared.lock();
+    if st.cluster.as_ref().is_some_and(|c| c.name == name) {
+        st.cluster = None;
+        st.store.reset();
+        st.releases.clear();
+        st.pods.clear();
+        let _ = shared.api_up.send(false);
+    }
+    match provider {
+        "kind" => Answer { code: 0, stdout: String::new(), stderr: format!("Deleting cluster \"{name}\" ...\n") },
+        _ => Answer {
+            code: 0,
+            stdout: String::new(),
+            stderr: format!("INFO[0000] Deleting cluster '{name}'\nINFO[0001] Successfully deleted cluster {name}!\n"),
+        },
+    }
+}
+
+/// `helm upgrade [--install] REL CHART --version V --namespace NS --values F… [--wait] --timeout Ts --kubeconfig K …`
+async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
+    let install = args.iter().any(|a| a == "--install");
+    let positional: Vec<&String> = {
+        let mut out = Vec::new();
+        let mut i = 1;
+        while i < args.len() {
+            if args[i] == "--install" || args[i] == "--wait" {
+                i += 1;
+            } else if args[i].starts_with("--") {
+                i += 2;
+            } else {
+                out.push(&args[i]);
+                i += 1;
+            }
+        }
+        out
+    };
+    let (Some(release), Some(chart)) = (positional.first(), positional.get(1)) else {
+        return fail(1, "Error: \"helm upgrade\" requires 2 arguments\n");
+    };
+    let version = opt(args, "--version").unwrap_or("").to_string();
+    let ns = opt(args, "--namespace").unwrap_or("default").to_string();
+    let verb = if install { "INSTALLATION" } else { "UPGRADE" };
+    let reachable = opt(args, "--kubeconfig")
+        .and_then(|k| std::fs::read_to_string(k).ok())
+        .is_some_and(|k| k.contains(&format!("127.0.0.1:{}", shared.api_port)))
+        && *shared.api_up.borrow();
+    if !reachable {
+        return fail(
+            1,
+            format!(
+                "Error: {verb} FAILED: Kubernetes cluster unreachable: Get \"http://127.0.0.1:{}/version\": dial tcp: connect: connection refused\n",
+                shared.api_port
+            ),
+        );
+    }
+    let (fails, hangs) = {
+        let st = shared.lock();
+        (
+            st.faults.helm_fails.as_deref() == Some(release.as_str()),
+            st.faults.helm_hangs.as_deref() == Some(release.as_str()),
+        )
+    };
+    if hangs {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if fails {
+        tokio::time::sleep(shared.sim(Duration::from_secs(5))).await;
+        return fail(
+            1,
+            format!(
+                "Error: {verb} FAILED: failed pre-install: 1 error occurred:\n\t* timed out waiting for the condition (simulated failure of {release})\n"
+            ),
+        );
+    }
+    let mut values = json!({});
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        if a == "--values" {
+            let file = rest.next().cloned().unwrap_or_default();
+            match std::fs::read_to_string(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_saphyr::from_str::<Value>(&t).map_err(|e| e.to_string()))
+            {
+                Ok(v) => charts::merge(&mut values, &v),
+                Err(e) => return fail(1, format!("Error: open {file}: {e}\n")),
+            }
+        }
+    }
+    let objects = {
+        let mut st = shared.lock();
+        if !install && super::controllers::rollout_in_progress(&st) {
+            st.during_rollout.push(format!("helm upgrade {release}"));
+        }
+        let key = (ns.clone(), release.to_string());
+        if !install && !st.releases.contains_key(&key) {
+            return fail(1, format!("Error: UPGRADE FAILED: \"{release}\" has no deployed releases\n"));
+        }
+        if st.store.get("", "namespaces", "", &ns).is_none() {
+            return fail(1, format!("Error: {verb} FAILED: create: failed to create: namespaces \"{ns}\" not found\n"));
+        }
+        let objects = match charts::render(shared, chart, &version, release, &ns, &values) {
+            Ok(o) => o,
+            Err(e) => return fail(1, format!("{e}\n")),
+        };
+        let (crds, rest): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o["kind"] == "CustomResourceDefinition");
+        if let Err(e) = charts::put_all(&mut st, crds, &ns).and_then(|_| charts::put_all(&mut st, rest.clone(), &ns)) {
+            return fail(
+                1,
+                format!("Error: {verb} FAILED: unable to build kubernetes objects from release manifest: {e}\n"),
+            );
+        }
+        st.releases.insert(key, Release { version: version.clone() });
+        rest
+    };
+    tokio::time::sleep(shared.sim(Duration::from_secs(2))).await;
+    if args.iter().any(|a| a == "--wait") {
+        let timeout = opt(args, "--timeout").and_then(|t| t.trim_end_matches('s').parse().ok()).unwrap_or(300u64);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        while !objects.iter().all(|o| workload_ready(shared, o)) {
+            if tokio::time::Instant::now() > deadline {
+                return fail(1, format!("Error: {verb} FAILED: context deadline exceeded\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    ok(format!(
+        "Release \"{release}\" has been {}. Happy Helming!\nNAME: {release}\nNAMESPACE: {ns}\nSTATUS: deployed\nCHART: {chart}-{version}\n",
+        if install { "installed" } else { "upgraded" }
+    ))
+}
+
+fn workload_ready(shared: &Shared, o: &Value) -> bool {
+    let plural = match o["kind"].as_str() {
+        Some("Deployment") => "deployments",
+        Some("DaemonSet") => "daemonsets",
+        Some("StatefulSet") => "statefulsets",
+        _ => return true,
+    };
+    let st = shared.lock();
+    let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+    let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    st.store.get("apps", plural, ns, name).is_some_and(|w| {
+        let i = |p: &str| w.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+        match plural {
+            "daemonsets" => {
+                i("/status/numberReady") == i("/status/desiredNumberScheduled")
+                    && i("/status/desiredNumberScheduled") > 0
+            }
+            _ => i("/status/readyReplicas") >= w.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
+        }
+    })
+}
