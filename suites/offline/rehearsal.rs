@@ -408,6 +408,107 @@ fn fault_the_api_server_going_away_mid_run_errors_and_still_deletes_the_cluster(
         return;
     }
     let faults = Faults { api_down_after_applies: Some(30), ..Faults::default() };
-    fault("kind", "ambient-kind", faults, |t| t, &[("provision::phase", Outcome::Pass, "steps done")]);
-    // Which step meets the dead API server depends on the apply count; whichever it is errors.
+    let r = fault("kind", "ambient-kind", faults, |t| t, &[("provision::phase", Outcome::Pass, "steps done")]);
+    assert!(r.sim.calls().iter().any(|c| c == "API server went away"));
+    let record = r.record();
+    let first = record.results.iter().find(|t| t.verdict.outcome != Outcome::Pass).expect("a trial that did not pass");
+    assert_eq!(first.verdict.outcome, Outcome::Error, "{first:?}");
+    let explanation = format!("{} {}", first.verdict.reason, first.verdict.details.join(" "));
+    assert!(explanation.contains("server-side") || explanation.contains("API discovery"), "{explanation}");
+}
+
+/// Runs `meshcheck run` and sends `signal` once the simulation has seen `trigger`; returns its output.
+fn interrupted(r: &Rehearsal, scenario: &Path, trigger: &str, signal: &str) -> Output {
+    let child = r
+        .meshcheck()
+        .args(["run", "--scenario"])
+        .arg(scenario)
+        .arg("--reports")
+        .arg(r.reports())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !r.sim.calls().iter().any(|c| c.starts_with(trigger)) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "`{trigger}` never came: {:#?}", r.sim.calls());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap().success());
+    child.wait_with_output().unwrap()
+}
+
+fn hanging_istiod() -> Faults {
+    Faults { helm_hangs: Some("istiod".into()), ..Faults::default() }
+}
+
+#[test]
+fn fault_ctrl_c_mid_install_stops_helm_deletes_the_cluster_and_reports() {
+    let Some(r) = Rehearsal::new("kind", hanging_istiod()) else { return };
+    let scenario = r.scenario("ambient-kind", |t| t);
+    let out = interrupted(&r, &scenario, "helm upgrade --install istiod", "-INT");
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_report_complete(&r, &scenario, &out);
+    assert_verdicts(
+        &r,
+        &[
+            ("install::phase", Outcome::Error, "was interrupted (Ctrl-C, SIGTERM or SIGHUP)"),
+            ("checks::mtls", Outcome::NotRun, ""),
+        ],
+    );
+    assert_nothing_left(&r, &[]);
+}
+
+#[test]
+fn fault_sigterm_mid_install_deletes_the_cluster_and_reports() {
+    let Some(r) = Rehearsal::new("kind", hanging_istiod()) else { return };
+    let scenario = r.scenario("ambient-kind", |t| t);
+    let out = interrupted(&r, &scenario, "helm upgrade --install istiod", "-TERM");
+    assert_report_complete(&r, &scenario, &out);
+    assert_verdicts(&r, &[("install::phase", Outcome::Error, "interrupted")]);
+    assert_nothing_left(&r, &[]);
+}
+
+#[test]
+#[ignore = "harness bug: session.rs drops a collector that exceeds timeouts.check, so mtls never deletes its STRICT PeerAuthentication from book-info on an existing cluster"]
+fn fault_mtls_collector_exceeding_its_timeout_under_strict_removes_the_policy() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { curl_hangs_under_strict: true, ..Faults::default() };
+    fault(
+        "existing",
+        "existing-cluster",
+        faults,
+        |t| only_checks(t, &["mtls"]).replace("timeouts:\n", "timeouts:\n  check: 2s\n"),
+        &[("checks::mtls", Outcome::Error, "collector did not finish within 2s")],
+    );
+}
+
+#[test]
+#[ignore = "harness bug: session.rs drops a collector that exceeds timeouts.check, so probes never deletes its default-deny NetworkPolicies from book-info on an existing cluster"]
+fn fault_probes_collector_exceeding_its_timeout_under_default_deny_removes_the_policies() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { events_hang_under_deny: true, ..Faults::default() };
+    fault(
+        "existing",
+        "existing-cluster",
+        faults,
+        |t| only_checks(t, &["probes"]).replace("timeouts:\n", "timeouts:\n  check: 2s\n"),
+        &[("checks::probes", Outcome::Error, "collector did not finish within 2s")],
+    );
+}
+
+#[test]
+fn kind_control_plane_targets_down_as_on_a_real_kind_cluster_still_pass_probes() {
+    let Some(r) = Rehearsal::new("kind", Faults { control_plane_targets_down: true, ..Faults::default() }) else {
+        return;
+    };
+    let scenario = r.scenario("ambient-kind", |t| only_checks(t, &["probes", "metrics"]));
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
 }

@@ -125,13 +125,13 @@ fn reconcile(shared: &Shared, st: &mut State) {
     operators(st);
     nodes(shared, st);
     for d in st.store.list("apps", "deployments", None) {
-        deployment(shared, st, &d);
+        deployment(st, &d);
     }
     for d in st.store.list("apps", "daemonsets", None) {
-        daemonset(shared, st, &d);
+        daemonset(st, &d);
     }
     for d in st.store.list("apps", "statefulsets", None) {
-        statefulset(shared, st, &d);
+        statefulset(st, &d);
     }
     garbage_collect(st);
     kubelet(shared, st);
@@ -357,7 +357,7 @@ fn write_status(st: &mut State, plural: &str, mut obj: Value, status: Value) {
     st.store.put("apps", plural, obj);
 }
 
-fn deployment(_shared: &Shared, st: &mut State, d: &Value) {
+fn deployment(st: &mut State, d: &Value) {
     let (namespace, dname) = (ns(d), name(d));
     let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) as usize;
     let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
@@ -415,7 +415,7 @@ fn deployment(_shared: &Shared, st: &mut State, d: &Value) {
     write_status(st, "deployments", d.clone(), status);
 }
 
-fn daemonset(_shared: &Shared, st: &mut State, d: &Value) {
+fn daemonset(st: &mut State, d: &Value) {
     let (namespace, dname) = (ns(d), name(d));
     let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let hash = template_hash(&template);
@@ -492,7 +492,7 @@ fn daemonset(_shared: &Shared, st: &mut State, d: &Value) {
     write_status(st, "daemonsets", d.clone(), status);
 }
 
-fn statefulset(_shared: &Shared, st: &mut State, d: &Value) {
+fn statefulset(st: &mut State, d: &Value) {
     let (namespace, dname) = (ns(d), name(d));
     let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) as usize;
     let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));

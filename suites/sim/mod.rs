@@ -50,7 +50,7 @@ pub struct Faults {
     pub api_down_after_applies: Option<usize>,
     /// curl in the client pods hangs while a STRICT PeerAuthentication is in book-info.
     pub curl_hangs_under_strict: bool,
-    /// Listing book-info's events hangs while a NetworkPolicy is in book-info.
+    /// The first list of book-info's events while a NetworkPolicy is in book-info hangs.
     pub events_hang_under_deny: bool,
     /// kube-prometheus-stack's control-plane targets are down, as on a real kind cluster.
     pub control_plane_targets_down: bool,
@@ -229,11 +229,6 @@ impl Sim {
     /// `https://raw.githubusercontent.com/` to `{mirror}/raw.githubusercontent.com/` and so on.
     pub fn mirror(&self) -> String {
         format!("http://127.0.0.1:{}", self.shared.mirror_port)
-    }
-
-    /// Flips fault switches while the simulation runs.
-    pub fn faults(&self, f: impl FnOnce(&mut Faults)) {
-        f(&mut self.shared.lock().faults)
     }
 
     /// Every stand-in tool call (`helm upgrade --install …`) and notable API call, in order.

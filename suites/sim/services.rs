@@ -533,7 +533,7 @@ pub fn pod_port(shared: &Shared, ns: &str, pod: &str, port: u16, path: &str) -> 
     let app = s(&p, "/metadata/labels/app");
     match (app, port, path) {
         ("ztunnel", 15000, "/config_dump") => {
-            Some((200, "application/json", serde_json::to_vec_pretty(&config_dump(shared, &st, &p)).expect("json")))
+            Some((200, "application/json", serde_json::to_vec_pretty(&config_dump(shared, &st)).expect("json")))
         }
         ("ztunnel", 15020, "/stats/prometheus") => {
             Some((200, "text/plain; version=0.0.4", ztunnel_metrics(shared, &st, &p).into_bytes()))
@@ -546,7 +546,7 @@ pub fn pod_port(shared: &Shared, ns: &str, pod: &str, port: u16, path: &str) -> 
 
 /// ztunnel's config dump: every pod it knows, HBONE for pods of ambient namespaces on a node
 /// with a ztunnel, in the shape of istioctl's testdata.
-fn config_dump(shared: &Shared, st: &State, ztunnel: &Value) -> Value {
+fn config_dump(shared: &Shared, st: &State) -> Value {
     let mut dump = observed(shared, "ztunnel-config-dump.istioctl-testdata.json");
     let template = dump["workloads"].as_object().and_then(|w| w.values().next()).cloned().unwrap_or(json!({}));
     let mut workloads = serde_json::Map::new();
@@ -580,7 +580,6 @@ fn config_dump(shared: &Shared, st: &State, ztunnel: &Value) -> Value {
         workloads.insert(format!("/{ip}"), w);
     }
     dump["workloads"] = Value::Object(workloads);
-    let _ = ztunnel;
     dump
 }
 

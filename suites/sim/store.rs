@@ -159,7 +159,7 @@ impl Store {
 
     fn record(&mut self, kind: &'static str, group: &str, plural: &str, object: Value) {
         self.history.push(Change { rv: self.rv, kind, group: group.into(), plural: plural.into(), object });
-        let _ = self.notify.send(self.rv);
+        self.notify.send_replace(self.rv);
     }
 
     /// Creates or replaces an object, filling in what the API server owns. Returns it as stored;
