@@ -157,10 +157,15 @@ pub fn judge(ev: &Evidence) -> Verdict {
     for pod in &running {
         let (name, node) = (kjson::name(pod), pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("?"));
         let ip = pod.pointer("/status/podIP").and_then(Value::as_str).unwrap_or_default();
-        let target = ztunnel.iter().find(|t| {
-            t.pointer("/labels/pod").and_then(Value::as_str) == Some(name)
-                || (!ip.is_empty() && t["scrapeUrl"].as_str().is_some_and(|u| u.contains(&format!("//{ip}:"))))
-        });
+        // By the pod label the PodMonitor sets; by IP only for a target without one.
+        let target =
+            ztunnel.iter().find(|t| t.pointer("/labels/pod").and_then(Value::as_str) == Some(name)).or_else(|| {
+                ztunnel.iter().find(|t| {
+                    t.pointer("/labels/pod").is_none()
+                        && !ip.is_empty()
+                        && t["scrapeUrl"].as_str().is_some_and(|u| u.contains(&format!("//{ip}:")))
+                })
+            });
         match target {
             Some(t) if t["health"] == "up" => scraped += 1,
             Some(t) => problems.push(format!("ztunnel on node {node} (pod {name}): target {}", describe(t))),

@@ -92,13 +92,16 @@ fn start(dir: &Path, metrics_port: u16, extra_ztunnel_target: Option<u16>) -> Op
         eprintln!("SKIP: `prometheus` is not on PATH; the real-Prometheus metric test did not run");
         return None;
     }
-    let mut ztunnel_targets = vec![format!("'127.0.0.1:{metrics_port}'")];
-    ztunnel_targets.extend(extra_ztunnel_target.map(|p| format!("'127.0.0.1:{p}'")));
+    // One static config per ztunnel, labelled with its pod as the PodMonitor's relabelling does,
+    // so the judge can hold each running ztunnel against its own target.
+    let mut ztunnel_targets = vec![format!("{{targets: ['127.0.0.1:{metrics_port}'], labels: {{pod: ztunnel-0}}}}")];
+    ztunnel_targets
+        .extend(extra_ztunnel_target.map(|p| format!("{{targets: ['127.0.0.1:{p}'], labels: {{pod: ztunnel-1}}}}")));
     let config = format!(
         "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n\
          scrape_configs:\n\
          - job_name: {istiod}0\n  metrics_path: /metrics\n  static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n\
-         - job_name: {ztunnel}0\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: [{}]}}]\n",
+         - job_name: {ztunnel}0\n  metrics_path: /stats/prometheus\n  static_configs: [{}]\n",
         ztunnel_targets.join(", "),
         istiod = metrics::ISTIOD_POOL,
         ztunnel = metrics::ZTUNNEL_POOL,
@@ -146,14 +149,27 @@ async fn settle(prom: &Prometheus, dir: &Path) {
 
 /// Runs the collector against `prom` and the judge on what it wrote, with the direct scrapes the
 /// live collector takes through port-forwards taken here over plain HTTP.
-async fn collect_and_judge(prom: &Prometheus, metrics_port: u16, evidence_dir: &Path) -> meshcheck::evidence::Verdict {
+async fn collect_and_judge(
+    prom: &Prometheus,
+    metrics_port: u16,
+    ztunnels: usize,
+    evidence_dir: &Path,
+) -> meshcheck::evidence::Verdict {
     let ev = Evidence::new(evidence_dir);
     metrics::collect_prometheus(prom, &ev).await.unwrap();
+    // The running ztunnels, as the live collector lists them from the API.
+    let pods: Vec<Value> = (0..ztunnels)
+        .map(|i| {
+            serde_json::json!({"metadata": {"name": format!("ztunnel-{i}"), "namespace": "istio-system"},
+                               "spec": {"nodeName": format!("node-{i}")}, "status": {"phase": "Running", "podIP": "127.0.0.1"}})
+        })
+        .collect();
+    ev.write_json("metrics/ztunnel-pods.json", &serde_json::json!({"kind": "PodList", "items": pods})).unwrap();
     let direct = |path: &str| {
         let url = format!("http://127.0.0.1:{metrics_port}{path}");
         async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() }
     };
-    ev.write("ztunnel/node-a/metrics.prom", &direct("/stats/prometheus").await).unwrap();
+    ev.write("metrics/ztunnel/node-0/metrics.prom", &direct("/stats/prometheus").await).unwrap();
     ev.write("metrics/istiod/istiod-1.prom", &direct("/metrics").await).unwrap();
     metrics::judge(&ev)
 }
@@ -164,7 +180,7 @@ async fn metric_check_against_a_real_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let Some(prom) = start(dir.path(), metrics_port, None) else { return };
     settle(&prom, dir.path()).await;
-    let v = collect_and_judge(&prom, metrics_port, &dir.path().join("good")).await;
+    let v = collect_and_judge(&prom, metrics_port, 1, &dir.path().join("good")).await;
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
     let targets = std::fs::read_to_string(dir.path().join("good/metrics/targets.json")).unwrap();
     assert!(targets.contains("\"scrapePool\":\"podMonitor/monitoring/ztunnel/0\""), "stored as returned: {targets}");
@@ -179,9 +195,10 @@ async fn metric_check_fails_when_a_real_prometheus_cannot_scrape_a_ztunnel() {
     let dir = tempfile::tempdir().unwrap();
     let Some(prom) = start(dir.path(), metrics_port, Some(dead)) else { return };
     settle(&prom, dir.path()).await;
-    let v = collect_and_judge(&prom, metrics_port, &dir.path().join("bad")).await;
+    let v = collect_and_judge(&prom, metrics_port, 2, &dir.path().join("bad")).await;
     assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation());
     let e = v.explanation();
-    assert!(e.contains("ztunnel PodMonitor: 1 of 2 targets not up"), "{e}");
+    assert!(e.contains("ztunnel on node node-1 (pod ztunnel-1): target"), "{e}");
     assert!(e.contains(&format!("127.0.0.1:{dead}/stats/prometheus is down")), "{e}");
+    assert!(!e.contains("node node-0"), "the scraped ztunnel is fine: {e}");
 }
