@@ -95,7 +95,7 @@ pub async fn wait_for(
                 let api: Api<Pod> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
                 await_condition(api, name, move |p: Option<&Pod>| {
                     let Some(st) = p.and_then(|p| p.status.as_ref()) else { return false };
-                    let ready = st.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+                    let ready = p.is_some_and(pod_ready);
                     note(format!("phase {}, ready {ready}", st.phase.as_deref().unwrap_or("?")));
                     ready
                 })
@@ -227,19 +227,19 @@ async fn current_revision_pods(client: &Client, ds: &DaemonSet) -> Result<Progre
 
 /// Whether `desired` pods of revision `hash` are all Ready.
 pub fn revision_pods_progress(hash: &str, desired: i32, pods: &[Pod]) -> Progress {
-    let ready = pods
-        .iter()
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .count();
+    let ready = pods.iter().filter(|p| pod_ready(p)).count();
     let ready = i32::try_from(ready).unwrap_or(i32::MAX);
     let total = i32::try_from(pods.len()).unwrap_or(i32::MAX);
     Progress {
         done: desired > 0 && total >= desired && ready == total,
         seen: format!("revision {hash}: {ready} of {desired} pod(s) Ready"),
     }
+}
+
+/// Whether a pod's Ready condition is True.
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }

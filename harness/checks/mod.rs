@@ -73,6 +73,20 @@ pub static REGISTRY: &[CheckDef] = &[
     traffic_continuity::CHECK,
 ];
 
+/// curl from a client pod to `url`, printing only the HTTP code, within `max_time_secs`. The record
+/// holds the HTTP code (`000` when no answer came), curl's exit code (what tells a reset from a
+/// DNS failure or a timeout) and the API's exec status, or the error when the exec itself failed.
+pub(crate) async fn curl_from(live: &Live, ns: &str, pod: &str, url: &str, max_time_secs: u32) -> serde_json::Value {
+    let max_time = max_time_secs.to_string();
+    let argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", &max_time, url];
+    match live.exec(ns, pod, &argv).await {
+        Ok(out) => {
+            serde_json::json!({ "http_code": out.stdout.trim(), "exit_code": out.exit_code, "exec_status": out.status })
+        }
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
+}
+
 /// Looks a check up by name.
 pub fn find(name: &str) -> Option<&'static CheckDef> {
     REGISTRY.iter().find(|c| c.name == name)

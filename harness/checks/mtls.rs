@@ -82,13 +82,13 @@ async fn curl(live: &Live, phase: &str, client: Client, target: &str) -> Value {
         Client::Outside => ("outside", plan::OUTSIDE_NS, "curl-outside"),
         Client::Inside => ("inside", plan::INSIDE_NS, "curl-inside"),
     };
-    let argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", target];
-    match live.exec(ns, pod, &argv).await {
-        Ok(out) => json!({ "phase": phase, "client": name, "namespace": ns, "pod": pod, "target": target,
-                           "http_code": out.stdout.trim(), "exit_code": out.exit_code, "exec_status": out.status }),
-        Err(e) => json!({ "phase": phase, "client": name, "namespace": ns, "pod": pod, "target": target,
-                          "error": e.to_string() }),
+    let mut record = json!({ "phase": phase, "client": name, "namespace": ns, "pod": pod, "target": target });
+    if let (Some(r), Value::Object(outcome)) =
+        (record.as_object_mut(), super::curl_from(live, ns, pod, target, 10).await)
+    {
+        r.extend(outcome);
     }
+    record
 }
 
 /// Saves each ztunnel's config dump, metrics and access log under `<dir>/<node>/`.

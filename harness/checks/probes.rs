@@ -93,11 +93,7 @@ fn enforcement_target(pods: &Value) -> Option<String> {
 }
 
 async fn plaintext_curl(live: &Live, url: &str) -> Value {
-    let argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url];
-    match live.exec(crate::plan::OUTSIDE_NS, "curl-outside", &argv).await {
-        Ok(out) => json!({ "http_code": out.stdout.trim(), "exit_code": out.exit_code, "exec_status": out.status }),
-        Err(e) => json!({ "error": e.to_string() }),
-    }
+    super::curl_from(live, crate::plan::OUTSIDE_NS, "curl-outside", url, 5).await
 }
 
 async fn observe(live: &Live, wait: Duration, dir: &str, since: &str) -> Result<(), LiveError> {

@@ -34,11 +34,18 @@ impl Bench {
         path
     }
 
+    /// `meshcheck <args>` with the stand-ins first on PATH.
+    fn meshcheck(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
+        cmd.args(args);
+        cmd.env("PATH", format!("{}:{}", self.bin.path().display(), std::env::var("PATH").unwrap()));
+        cmd
+    }
+
     /// `meshcheck run` on `scenario` with the stand-ins first on PATH.
     fn meshcheck_run(&self, scenario: &Path) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
-        cmd.args(["run", "--scenario"]).arg(scenario).arg("--reports").arg(self.work.path().join("reports"));
-        cmd.env("PATH", format!("{}:{}", self.bin.path().display(), std::env::var("PATH").unwrap()));
+        let mut cmd = self.meshcheck(&["run", "--scenario"]);
+        cmd.arg(scenario).arg("--reports").arg(self.work.path().join("reports"));
         cmd
     }
 
@@ -237,10 +244,7 @@ fn preflight_refuses_podman_alone_for_k3d_and_says_how_to_fix_it() {
     bench.stub("k3d", "echo v5.8.3");
     bench.stub("helm", "echo v3.20.0");
     let scenario = bench.k3d_scenario(|t| t);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
-    cmd.args(["preflight", "--scenario"]).arg(&scenario);
-    cmd.env("PATH", format!("{}:{}", bench.bin.path().display(), std::env::var("PATH").unwrap()));
-    let out = cmd.output().unwrap();
+    let out = bench.meshcheck(&["preflight", "--scenario"]).arg(&scenario).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("only Podman answers") && stdout.contains("DOCKER_HOST"), "{stdout}");
@@ -250,13 +254,8 @@ fn preflight_refuses_podman_alone_for_k3d_and_says_how_to_fix_it() {
 fn gc_reports_tool_failures_tries_every_cluster_and_exits_non_zero() {
     let bench = Bench::new();
     let gc = |bench: &Bench, delete: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
-        cmd.arg("gc");
-        if delete {
-            cmd.arg("--delete");
-        }
-        cmd.env("PATH", format!("{}:/usr/bin:/bin", bench.bin.path().display()));
-        cmd.output().unwrap()
+        let args: &[&str] = if delete { &["gc", "--delete"] } else { &["gc"] };
+        bench.meshcheck(args).output().unwrap()
     };
     // kind fails to list: not "no leftover clusters".
     bench.stub("kind", "echo 'failed to list nodes: permission denied' >&2; exit 1");
