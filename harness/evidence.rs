@@ -109,6 +109,18 @@ impl Verdict {
     }
 }
 
+/// An edge of the service graph (from Kiali's graph API), by node names. It lives with the evidence
+/// so that the kiali check produces it and the report draws it without importing each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEdge {
+    /// Source workload (or app/service) name.
+    pub source: String,
+    /// Destination name.
+    pub target: String,
+    /// `isMTLS` percentage as Kiali reports it, or empty.
+    pub mtls_percent: String,
+}
+
 /// Why evidence could not be read. Converts into an `error` verdict.
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
@@ -203,7 +215,7 @@ impl Evidence {
     /// Writes a file, creating its folder; the write is atomic (temp file, then rename).
     pub fn write(&self, rel: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let path = self.path(rel);
-        crate::report::write_atomic(&path, bytes)?;
+        crate::util::write_atomic(&path, bytes)?;
         Ok(path)
     }
 

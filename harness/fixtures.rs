@@ -4,7 +4,17 @@
 
 use kube::api::DynamicObject;
 
-use crate::live::{LiveError, parse_manifests};
+use crate::scenario::Release;
+
+/// A manifest that could not be understood.
+#[derive(Debug, thiserror::Error)]
+#[error("manifest {origin}: {message}")]
+pub struct ManifestError {
+    /// Fixture path, URL or the kind it declares.
+    pub origin: String,
+    /// What is wrong.
+    pub message: String,
+}
 
 /// Every fixture: (path under `fixtures/`, content).
 pub const ALL: &[(&str, &str)] = &[
@@ -36,12 +46,12 @@ pub fn text(path: &str) -> &'static str {
 }
 
 /// Parses a manifest fixture (`manifests/<name>`), filling placeholders.
-pub fn manifest(name: &str) -> Result<Vec<DynamicObject>, LiveError> {
+pub fn manifest(name: &str) -> Result<Vec<DynamicObject>, ManifestError> {
     manifest_rendered(name, &[])
 }
 
 /// Parses a manifest fixture after replacing `{{KEY}}` placeholders.
-pub fn manifest_rendered(name: &str, vars: &[(&str, &str)]) -> Result<Vec<DynamicObject>, LiveError> {
+pub fn manifest_rendered(name: &str, vars: &[(&str, &str)]) -> Result<Vec<DynamicObject>, ManifestError> {
     let path = format!("manifests/{name}");
     let mut yaml = text(&path).to_string();
     for (k, v) in vars {
@@ -56,4 +66,19 @@ pub fn chart_images(component: &str, version: &str) -> Option<Vec<String>> {
     type Table = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
     let table: Table = serde_saphyr::from_str(text("images.yaml")).expect("fixtures/images.yaml parses (tested)");
     table.get(component)?.get(version).cloned()
+}
+
+/// Parses a multi-document YAML manifest into objects (empty and comment-only documents skipped).
+pub fn parse_manifests(yaml: &str, origin: &str) -> Result<Vec<DynamicObject>, ManifestError> {
+    serde_saphyr::from_str_multiple::<DynamicObject, Vec<DynamicObject>>(yaml)
+        .map_err(|e| ManifestError { origin: origin.into(), message: e.to_string() })
+}
+
+/// The hub Istio's released charts embed: `registry.istio.io/release` for 1.30, Docker Hub before
+/// and after (istio/release-builder release/build.sh, `DOCKER_HUB` at tags 1.29.2, 1.30.3 and master).
+pub fn istio_hub(version: &str) -> &'static str {
+    match Release::parse(version) {
+        Some(r) if r.major == 1 && r.minor == 30 => "registry.istio.io/release",
+        _ => "docker.io/istio",
+    }
 }

@@ -3,14 +3,27 @@
 //! Data flows one way: [`scenario`] → [`plan`] → steps executed by [`session`] (provision, install,
 //! deploy, act) → evidence ([`evidence`]) → verdicts ([`checks`], pure judges) → reports ([`report`]).
 //! Judges never touch a cluster, so `meshcheck judge <run folder>` reproduces every verdict offline.
+//!
+//! The imports say the same. Layers, lowest first; a module imports only from layers below its own
+//! (the offline test `layers` reads this list and fails on any import against it):
+//!
+//! 1. util, names, catalog, kjson, oci, promtext, tempo: leaves (utilities, shared names, what each check is, wire formats)
+//! 2. scenario: what the user asked for
+//! 3. providers, fixtures, runner, evidence, progress: cluster tools, embedded files, commands, the evidence folder, the console
+//! 4. live, report: the cluster API; the run folder's reports
+//! 5. waits, namespaces, traffic, preflight: what is built on the cluster API
+//! 6. plan, checks: the plan as data; collectors and judges
+//! 7. session: executes a plan and owns every side effect
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod catalog;
 pub mod checks;
 pub mod evidence;
 pub mod fixtures;
 pub mod kjson;
 pub mod live;
+pub mod names;
 pub mod namespaces;
 pub mod oci;
 pub mod plan;
@@ -24,6 +37,7 @@ pub mod scenario;
 pub mod session;
 pub mod tempo;
 pub mod traffic;
+pub mod util;
 pub mod waits;
 
 /// Exit code for bad input (scenario errors, bad arguments).

@@ -17,10 +17,12 @@ use kube::{
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{evidence::Evidence, scenario::Scenario};
-
-/// Field manager of every server-side apply meshcheck makes.
-pub const FIELD_MANAGER: &str = "meshcheck";
+use crate::{
+    evidence::Evidence,
+    fixtures::ManifestError,
+    names::{BOOKINFO_NS, FIELD_MANAGER, INSIDE_NS, OUTSIDE_NS},
+    scenario::Scenario,
+};
 
 /// Namespaces whose pods and events a run keeps at its end.
 pub const SNAPSHOT_NAMESPACES: &[&str] = &[
@@ -30,9 +32,9 @@ pub const SNAPSHOT_NAMESPACES: &[&str] = &[
     "monitoring",
     "tempo",
     "kiali-operator",
-    crate::plan::BOOKINFO_NS,
-    crate::plan::INSIDE_NS,
-    crate::plan::OUTSIDE_NS,
+    BOOKINFO_NS,
+    INSIDE_NS,
+    OUTSIDE_NS,
 ];
 
 /// Errors of the live layer. Each names what it was doing.
@@ -75,13 +77,8 @@ pub enum LiveError {
         source: std::io::Error,
     },
     /// A manifest could not be understood.
-    #[error("manifest {origin}: {message}")]
-    Manifest {
-        /// Fixture path or URL.
-        origin: String,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     /// An external command failed (see the command log in the run folder).
     #[error(transparent)]
     Command(#[from] crate::runner::CommandError),
@@ -197,7 +194,7 @@ impl Live {
             let text = String::from_utf8_lossy(&body);
             return Err(LiveError::Http {
                 what,
-                message: format!("HTTP {status}: {}", crate::report::tail(text.trim(), 300)),
+                message: format!("HTTP {status}: {}", crate::util::tail(text.trim(), 300)),
             });
         }
         Ok(body)
@@ -255,10 +252,10 @@ impl Live {
     async fn resolve(&self, gvk: &GroupVersionKind) -> Result<(ApiResource, ApiCapabilities), LiveError> {
         let discovery =
             Discovery::new(self.client.clone()).run_aggregated().await.map_err(kube_err("API discovery"))?;
-        discovery.resolve_gvk(gvk).ok_or_else(|| LiveError::Manifest {
+        Ok(discovery.resolve_gvk(gvk).ok_or_else(|| ManifestError {
             origin: format!("{}/{}", gvk.api_version(), gvk.kind),
             message: "the cluster does not serve this kind (missing CRD?)".into(),
-        })
+        })?)
     }
 
     fn api_for(
@@ -288,12 +285,12 @@ impl Live {
     ) -> Result<(), LiveError> {
         let mut resolved = Vec::new();
         for obj in objects {
-            let types = obj.types.as_ref().ok_or_else(|| LiveError::Manifest {
+            let types = obj.types.as_ref().ok_or_else(|| ManifestError {
                 origin: obj.metadata.name.clone().unwrap_or_default(),
                 message: "object without apiVersion/kind".into(),
             })?;
             let gvk = GroupVersionKind::try_from(types)
-                .map_err(|e| LiveError::Manifest { origin: types.kind.clone(), message: e.to_string() })?;
+                .map_err(|e| ManifestError { origin: types.kind.clone(), message: e.to_string() })?;
             resolved.push((obj, self.resolve(&gvk).await?));
         }
         let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -312,7 +309,7 @@ impl Live {
                 .patch(&name, &pp, &Patch::Apply(obj))
                 .await
                 .map_err(kube_err(format!("server-side apply of {} {name}", ar.kind)))?;
-            crate::report::record_manifest(&self.run_dir, obj, default_ns)
+            crate::util::record_manifest(&self.run_dir, obj, default_ns)
                 .map_err(|source| LiveError::Write { path: "manifests/".into(), source })?;
         }
         Ok(())
@@ -323,7 +320,7 @@ impl Live {
         for obj in objects {
             let Some(types) = obj.types.as_ref() else { continue };
             let gvk = GroupVersionKind::try_from(types)
-                .map_err(|e| LiveError::Manifest { origin: types.kind.clone(), message: e.to_string() })?;
+                .map_err(|e| ManifestError { origin: types.kind.clone(), message: e.to_string() })?;
             let (ar, caps) = self.resolve(&gvk).await?;
             let name = obj.metadata.name.clone().unwrap_or_default();
             match self.api_for(obj, &ar, &caps, default_ns).delete(&name, &DeleteParams::default()).await {
@@ -405,12 +402,6 @@ pub fn parse_http_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
         out.extend_from_slice(&rest[..size]);
         rest = rest.get(size + 2..).unwrap_or_default();
     }
-}
-
-/// Parses a multi-document YAML manifest into objects (empty and comment-only documents skipped).
-pub fn parse_manifests(yaml: &str, origin: &str) -> Result<Vec<DynamicObject>, LiveError> {
-    serde_saphyr::from_str_multiple::<DynamicObject, Vec<DynamicObject>>(yaml)
-        .map_err(|e| LiveError::Manifest { origin: origin.into(), message: e.to_string() })
 }
 
 #[cfg(test)]

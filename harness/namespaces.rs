@@ -11,10 +11,10 @@ use kube::{
     api::{DeleteParams, ListParams, ObjectMeta, PostParams},
 };
 
-use crate::{live::LiveError, plan::RUN_LABEL};
-
-/// Label every object meshcheck creates carries.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "meshcheck");
+use crate::{
+    live::LiveError,
+    names::{FIELD_MANAGER, MANAGED_BY, RUN_LABEL},
+};
 
 /// What [`ensure`] found.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,10 +44,7 @@ pub async fn ensure(client: &Client, name: &str, labels: &[(String, String)], ru
         metadata: ObjectMeta { name: Some(name.into()), labels: Some(all), ..Default::default() },
         ..Default::default()
     };
-    match api
-        .create(&PostParams { field_manager: Some(crate::live::FIELD_MANAGER.into()), ..Default::default() }, &ns)
-        .await
-    {
+    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &ns).await {
         Ok(created) => Ok(Ensured::Created(Box::new(created))),
         // Created by someone else between our read and our create: theirs, not ours.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Ensured::Existed),

@@ -11,9 +11,11 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::{
-    checks::{self, Stage},
+    catalog::{self, Stage},
+    names::{AMBIENT, BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS, RUN_LABEL},
     runner::CommandSpec,
     scenario::{Provider, Scenario},
+    waits::Condition,
 };
 
 /// Everything a run needs to know to execute.
@@ -76,24 +78,6 @@ impl Source {
             Source::Url { url } => url.clone(),
         }
     }
-}
-
-/// What a wait waits for.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Condition {
-    /// DaemonSet: every scheduled pod updated and ready.
-    DaemonSetReady,
-    /// Deployment: Available and every replica updated.
-    DeploymentAvailable,
-    /// StatefulSet: every replica ready.
-    StatefulSetReady,
-    /// Every node Ready.
-    NodesReady,
-    /// CRD Established.
-    CrdEstablished,
-    /// Pod Ready.
-    PodReady,
 }
 
 /// One step.
@@ -239,16 +223,6 @@ struct IstioChart<'a> {
     helm_wait: bool,
     rollout: Option<(&'a str, &'a str, Condition)>,
 }
-
-/// Label key whose value is the run id, on every namespace a run creates.
-pub const RUN_LABEL: &str = "meshcheck.io/run";
-/// Namespace of the plaintext client outside the mesh.
-pub const OUTSIDE_NS: &str = "meshcheck-outside";
-/// Ambient namespace of the meshed client.
-pub const INSIDE_NS: &str = "meshcheck-inside";
-/// The bookinfo namespace.
-pub const BOOKINFO_NS: &str = "book-info";
-const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 
 const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 
@@ -418,7 +392,7 @@ impl Builder<'_> {
     }
 
     fn checks(&self, stage: Stage) -> Vec<Step> {
-        checks::REGISTRY
+        catalog::CATALOG
             .iter()
             .filter(|c| c.stage == stage && self.s.runs_check(c.name))
             .map(|c| Step::Check { name: c.name.into(), asserts: c.asserts.into() })
@@ -722,7 +696,7 @@ fn deploy(b: &Builder) -> Vec<Step> {
             dry_run_first: true,
         });
     }
-    let hub = checks::image_architectures::istio_hub(release);
+    let hub = crate::fixtures::istio_hub(release);
     steps.push(b.fixture_apply("probe-target.yaml", ns, &[("BOOKINFO_HUB", hub)]));
     b.mesh_clients(&mut steps);
     for d in ["details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1", "probe-target"] {

@@ -5,155 +5,23 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::{Deserialize, Serialize};
 
-use crate::evidence::{Outcome, Verdict};
+use crate::{
+    evidence::{Outcome, ServiceEdge, Verdict},
+    util::write_atomic,
+};
 
 /// Version of the run-folder format written into `run.json`; `judge` reads this and older ones.
 /// 2: mtls and metrics keep their own ztunnel evidence (`mtls/ztunnel/`, `metrics/ztunnel/`) instead of
 /// sharing `ztunnel/`; the STRICT probe records a baseline and curl's exit codes; probes records the
 /// targets before the policy and the enforcement probe; metrics records the ztunnel pods.
 pub const FORMAT: u32 = 2;
-
-/// Writes a file atomically: a temp file in the same folder, then rename. Creates parent folders.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default(),
-        std::process::id()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
-/// Current time, RFC 3339 UTC.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// The last `max` bytes of text, cut at a character boundary, marked when cut.
-pub fn tail(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[… {start} bytes cut …]{}", &text[start..])
-}
-
-/// Removes secrets from text that is about to be recorded: bearer tokens, kubeconfig credentials
-/// (`token`, `client-key-data`, `client-certificate-data`, `password`), Secret `data:` values and
-/// basic-auth in URLs. Conservative: it redacts the value of any such key wherever it appears.
-pub fn redact(text: &str) -> String {
-    const KEYS: &[&str] = &[
-        "token",
-        "client-key-data",
-        "client-certificate-data",
-        "certificate-authority-data",
-        "password",
-        "id-token",
-        "refresh-token",
-        "access-token",
-    ];
-    let mut out = String::with_capacity(text.len());
-    let mut in_secret_data = false;
-    let mut data_indent = 0usize;
-    for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches(['\n', '\r']);
-        let ending = &line[body.len()..];
-        let indent = body.len() - body.trim_start().len();
-        let trimmed = body.trim_start();
-        if in_secret_data && (indent <= data_indent && !trimmed.is_empty()) {
-            in_secret_data = false;
-        }
-        let mut redacted = if in_secret_data && trimmed.contains(':') {
-            let key = trimmed.split(':').next().unwrap_or_default();
-            format!("{}{key}: [REDACTED]", &body[..indent])
-        } else {
-            redact_line(body, KEYS)
-        };
-        if trimmed == "data:" || trimmed == "stringData:" {
-            in_secret_data = text.contains("kind: Secret");
-            data_indent = indent;
-        }
-        redacted = redact_bearer(&redacted);
-        redacted = redact_url_userinfo(&redacted);
-        out.push_str(&redacted);
-        out.push_str(ending);
-    }
-    out
-}
-
-fn redact_line(line: &str, keys: &[&str]) -> String {
-    for key in keys {
-        for pattern in [format!("{key}:"), format!("\"{key}\":"), format!("--{key}="), format!("{key}=")] {
-            if let Some(pos) = line.find(&pattern) {
-                let before_ok = pos == 0
-                    || !line.as_bytes()[pos - 1].is_ascii_alphanumeric()
-                    || pattern.starts_with('-')
-                    || pattern.starts_with('"');
-                let value = line[pos + pattern.len()..].trim();
-                if before_ok && !value.is_empty() && value != "\"\"" && value != "[REDACTED]" {
-                    return format!("{}{} [REDACTED]", &line[..pos], pattern);
-                }
-            }
-        }
-    }
-    line.to_string()
-}
-
-fn redact_bearer(line: &str) -> String {
-    match line.find("Bearer ") {
-        Some(pos) => format!("{}Bearer [REDACTED]", &line[..pos]),
-        None => line.to_string(),
-    }
-}
-
-fn redact_url_userinfo(line: &str) -> String {
-    let mut out = line.to_string();
-    for scheme in ["https://", "http://"] {
-        if let Some(start) = out.find(scheme) {
-            let rest = &out[start + scheme.len()..];
-            let end = rest.find(['/', ' ', '"']).unwrap_or(rest.len());
-            if let Some(at) = rest[..end].rfind('@') {
-                out = format!("{}{}[REDACTED]@{}", &out[..start], scheme, &rest[at + 1..]);
-            }
-        }
-    }
-    out
-}
-
-static MANIFEST_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Records an applied object as `manifests/NNN-<kind>-<namespace>-<name>.yaml` (as JSON-compatible
-/// YAML, redacted).
-pub fn record_manifest(
-    run_dir: &Path,
-    obj: &kube::api::DynamicObject,
-    default_ns: Option<&str>,
-) -> std::io::Result<()> {
-    let n = MANIFEST_COUNTER.fetch_add(1, Ordering::SeqCst) + 1;
-    let kind = obj.types.as_ref().map(|t| t.kind.to_lowercase()).unwrap_or_default();
-    let ns = obj.metadata.namespace.as_deref().or(default_ns).unwrap_or("cluster");
-    let name = obj.metadata.name.as_deref().unwrap_or("unnamed");
-    let text = serde_json::to_string_pretty(obj).map_err(std::io::Error::other)?;
-    write_atomic(&run_dir.join(format!("manifests/{n:03}-{kind}-{ns}-{name}.yaml")), redact(&text).as_bytes())
-}
 
 /// One executed step of a phase; commands and applied objects have their own records under
 /// `commands/` and `manifests/`.
@@ -264,7 +132,8 @@ impl RunRecord {
     }
 
     /// Writes `run.json`, `junit.xml` and `summary.md` into the run folder, each atomically.
-    pub fn write_all(&self, run_dir: &Path) -> Result<(), ReportError> {
+    /// `service_graph` is drawn in summary.md (empty: no graph section).
+    pub fn write_all(&self, run_dir: &Path, service_graph: &[ServiceEdge]) -> Result<(), ReportError> {
         let io = |path: PathBuf| move |source| ReportError::Io { path, source };
         let json = serde_json::to_vec_pretty(self).expect("run record serializes");
         write_atomic(&run_dir.join("run.json"), &json).map_err(io(run_dir.join("run.json")))?;
@@ -273,8 +142,7 @@ impl RunRecord {
             .map(|x| strip_root_skipped(&x))
             .map_err(|e| ReportError::Format { path: run_dir.join("junit.xml"), message: e.to_string() })?;
         write_atomic(&run_dir.join("junit.xml"), xml.as_bytes()).map_err(io(run_dir.join("junit.xml")))?;
-        let graph = std::fs::read(run_dir.join("evidence/kiali/graph-book-info.json")).ok();
-        let md = summary(self, graph.as_deref());
+        let md = summary(self, service_graph);
         write_atomic(&run_dir.join("summary.md"), md.as_bytes()).map_err(io(run_dir.join("summary.md")))
     }
 }
@@ -365,7 +233,7 @@ pub fn junit(record: &RunRecord) -> Report {
 }
 
 /// `summary.md`: versions on top, a table of results, and Kiali's observed service graph as Mermaid.
-pub fn summary(record: &RunRecord, kiali_graph: Option<&[u8]>) -> String {
+pub fn summary(record: &RunRecord, service_graph: &[ServiceEdge]) -> String {
     let mut md = format!("# meshcheck: {} ({})\n\n", record.scenario_name, record.overall());
     md.push_str(&format!(
         "Run `{}` · provider **{}** · architecture **{}** · started {}{}\n\n",
@@ -404,7 +272,7 @@ pub fn summary(record: &RunRecord, kiali_graph: Option<&[u8]>) -> String {
     if record.results.iter().any(|r| r.suite == "candidate") {
         md.push_str(&gate_table(record));
     }
-    if let Some(mermaid) = kiali_graph.and_then(mermaid_graph) {
+    if let Some(mermaid) = mermaid_graph(service_graph) {
         md.push_str("\n## Service graph observed by Kiali\n\n```mermaid\n");
         md.push_str(&mermaid);
         md.push_str("```\n");
@@ -449,9 +317,8 @@ fn gate_table(record: &RunRecord) -> String {
     md
 }
 
-/// Renders a Kiali graph response as a Mermaid flowchart (edges labelled with their mTLS share).
-pub fn mermaid_graph(body: &[u8]) -> Option<String> {
-    let edges = crate::checks::kiali::graph_edges(body).ok()?;
+/// Renders a service graph as a Mermaid flowchart (edges labelled with their mTLS share).
+pub fn mermaid_graph(edges: &[ServiceEdge]) -> Option<String> {
     if edges.is_empty() {
         return None;
     }
@@ -541,15 +408,4 @@ pub fn compare(before: &BTreeMap<String, Outcome>, after: &BTreeMap<String, Outc
             Comparison { key: k.clone(), before: b, after: a, change }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tails_cut_at_char_boundaries() {
-        let t = tail("ééééé", 3);
-        assert!(t.ends_with('é'));
-    }
 }

@@ -18,7 +18,7 @@ use std::io::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{redact, tail, write_atomic};
+use crate::util::{redact, tail, write_atomic};
 
 /// Set by the Ctrl-C handler; commands in flight are killed and report [`CommandError::Interrupted`].
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -210,7 +210,7 @@ impl Runner {
     fn run_inner(&self, spec: &CommandSpec, interruptible: bool) -> Result<String, CommandError> {
         let command = redact(&spec.display());
         let started = Instant::now();
-        let started_at = crate::report::now_rfc3339();
+        let started_at = crate::util::now_rfc3339();
         let mut expr = duct::cmd(&spec.program, &spec.args).stdout_capture().stderr_capture().stdin_null().unchecked();
         for (k, v) in &spec.env {
             expr = expr.env(k, v);

@@ -14,7 +14,7 @@ use std::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::checks;
+use crate::catalog;
 
 /// The default scenario, compiled into the binary so that `cargo test --test conformance` needs
 /// no configuration. It is the same file as `scenarios/ambient-kind.yaml` (a test pins that).
@@ -177,12 +177,12 @@ pub struct Scenario {
 }
 
 fn default_checks() -> Vec<String> {
-    checks::REGISTRY.iter().filter(|c| c.default_on).map(|c| c.name.to_string()).collect()
+    catalog::CATALOG.iter().filter(|c| c.default_on).map(|c| c.name.to_string()).collect()
 }
 
 fn checks_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let _ = generator;
-    let names: Vec<&str> = checks::REGISTRY.iter().map(|c| c.name).collect();
+    let names: Vec<&str> = catalog::CATALOG.iter().map(|c| c.name).collect();
     schemars::json_schema!({
         "type": "array",
         "items": { "enum": names },
@@ -716,8 +716,8 @@ impl Scenario {
         }
         let mut seen = std::collections::BTreeSet::new();
         for name in &self.checks {
-            if checks::find(name).is_none() {
-                let known: Vec<&str> = checks::REGISTRY.iter().map(|c| c.name).collect();
+            if catalog::find(name).is_none() {
+                let known: Vec<&str> = catalog::CATALOG.iter().map(|c| c.name).collect();
                 return Err(invalid("checks", format!("unknown check `{name}`; known checks: {}", known.join(", "))));
             }
             if !seen.insert(name) {

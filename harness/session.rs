@@ -12,15 +12,16 @@ use std::{
 };
 
 use crate::{
-    checks::{self, Stage},
+    checks::{self, Collector},
     evidence::{Evidence, Outcome, Verdict},
     live::{Live, LiveError},
     plan::{self, Plan, RunContext, Source, Step},
     preflight,
-    report::{RunRecord, StepRecord, TrialResult, now_rfc3339, write_atomic},
+    report::{RunRecord, StepRecord, TrialResult},
     runner::{CommandError, INTERRUPTED, Runner},
     scenario::Scenario,
     traffic::TrafficGenerator,
+    util::{now_rfc3339, write_atomic},
 };
 
 /// Options of a run that are not part of the scenario.
@@ -329,7 +330,7 @@ impl Session {
                     let obj: kube::api::DynamicObject =
                         serde_json::from_value(serde_json::to_value(&*ns).expect("serializes"))
                             .map_err(|e| format!("namespace {name}: {e}"))?;
-                    crate::report::record_manifest(&self.run_dir, &obj, None)
+                    crate::util::record_manifest(&self.run_dir, &obj, None)
                         .map_err(|e| format!("record namespace {name}: {e}"))?;
                 }
                 Ok(())
@@ -419,26 +420,29 @@ impl Session {
     fn run_check(&mut self, suite: &str, name: &str) -> (Verdict, bool) {
         let Some(def) = checks::find(name) else { return (Verdict::error(format!("unknown check {name}")), false) };
         let evidence = self.evidence_for(suite);
-        let collected = if def.stage == Stage::Preflight {
-            let (s, ev) = (self.scenario.clone(), evidence.clone());
-            self.rt.block_on(checks::image_architectures::collect_for(&s, &ev)).map_err(|e| e.to_string())
-        } else {
+        let collected = match def.collect {
+            Collector::Scenario(collect) => {
+                let (s, ev) = (self.scenario.clone(), evidence.clone());
+                self.rt.block_on(collect(&s, &ev)).map_err(|e| e.to_string())
+            }
             // A collector is not abandoned on Ctrl-C: it undoes its own policies (STRICT,
             // default-deny) before it returns, which matters on an existing cluster, and
             // `timeouts.check` bounds it. The interrupt takes effect at the next trial.
-            let timeout = self.scenario.timeouts.check.0;
-            match self.connect() {
-                Err(e) => Err(e),
-                Ok(_) => {
-                    let mut live = self.live.take().expect("connected");
-                    live.evidence = evidence.clone();
-                    let r = self.rt.block_on(async { tokio::time::timeout(timeout, (def.collect)(&live)).await });
-                    live.evidence = Evidence::new(self.run_dir.join("evidence"));
-                    self.live = Some(live);
-                    match r {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!("collector did not finish within {}s", timeout.as_secs())),
+            Collector::Cluster(collect) => {
+                let timeout = self.scenario.timeouts.check.0;
+                match self.connect() {
+                    Err(e) => Err(e),
+                    Ok(_) => {
+                        let mut live = self.live.take().expect("connected");
+                        live.evidence = evidence.clone();
+                        let r = self.rt.block_on(async { tokio::time::timeout(timeout, collect(&live)).await });
+                        live.evidence = Evidence::new(self.run_dir.join("evidence"));
+                        self.live = Some(live);
+                        match r {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err(format!("collector did not finish within {}s", timeout.as_secs())),
+                        }
                     }
                 }
             }
@@ -514,7 +518,8 @@ impl Session {
     }
 
     fn write_reports(&self) {
-        if let Err(e) = self.record.write_all(&self.run_dir) {
+        let graph = checks::kiali::recorded_graph(&self.run_dir.join("evidence"));
+        if let Err(e) = self.record.write_all(&self.run_dir, &graph) {
             tracing::error!("could not write the report: {e}");
         }
     }
@@ -536,7 +541,7 @@ async fn load_source(source: &Source) -> Result<Vec<kube::api::DynamicObject>, L
         Source::Fixture { path, vars } => {
             let name = path.trim_start_matches("manifests/");
             let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            crate::fixtures::manifest_rendered(name, &vars)
+            Ok(crate::fixtures::manifest_rendered(name, &vars)?)
         }
         Source::Url { url } => fetch_manifests(url).await,
     }
@@ -549,7 +554,7 @@ async fn fetch_manifests(url: &str) -> Result<Vec<kube::api::DynamicObject>, Liv
         return Err(http(format!("HTTP {}", resp.status())));
     }
     let text = resp.text().await.map_err(|e| http(e.to_string()))?;
-    crate::live::parse_manifests(&text, url)
+    Ok(crate::fixtures::parse_manifests(&text, url)?)
 }
 
 /// Runs a future on the session's runtime until it ends or Ctrl-C is pressed.
@@ -581,7 +586,7 @@ pub fn rejudge(run_dir: &Path) -> Result<RunRecord, crate::report::ReportError> 
         r.verdict = (def.judge)(&Evidence::new(run_dir.join(root)));
     }
     record.outcome = record.overall();
-    record.write_all(run_dir)?;
+    record.write_all(run_dir, &checks::kiali::recorded_graph(&run_dir.join("evidence")))?;
     Ok(record)
 }
 

@@ -149,7 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let trials = Session::trials(&session.plan);
             for t in &trials {
                 let v = session.run_trial(t);
-                eprintln!("[{}] {} {}: {}", report::now_rfc3339(), t.trial_name(), v.outcome, v.reason);
+                eprintln!("[{}] {} {}: {}", meshcheck::util::now_rfc3339(), t.trial_name(), v.outcome, v.reason);
             }
             let dir = session.run_dir.clone();
             let record = session.finish();

@@ -4,21 +4,16 @@
 
 use serde_json::Value;
 
-use super::{BoxFuture, CheckDef, Stage};
+use super::{BoxFuture, CheckDef, Collector};
 use crate::{
+    catalog,
     evidence::{Evidence, Verdict},
     live::{Live, LiveError},
 };
 
 /// Registration.
-pub const CHECK: CheckDef = CheckDef {
-    name: "cilium-prerequisites",
-    stage: Stage::Provision,
-    default_on: true,
-    asserts: "cilium-config has socket LB host-namespace-only, non-exclusive CNI, no BPF masquerade, legacy host routing, no Cilium ztunnel",
-    collect,
-    judge,
-};
+pub const CHECK: CheckDef =
+    CheckDef { info: &catalog::CILIUM_PREREQUISITES, collect: Collector::Cluster(collect), judge };
 
 const FILE: &str = "cilium/cilium-config.json";
 

@@ -14,22 +14,16 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::{BoxFuture, CheckDef, Stage};
+use super::{BoxFuture, CheckDef, Collector};
 use crate::{
+    catalog,
     evidence::{Evidence, Verdict},
     kjson,
     live::{Live, LiveError},
 };
 
 /// Registration.
-pub const CHECK: CheckDef = CheckDef {
-    name: "gateway-binding",
-    stage: Stage::Deploy,
-    default_on: true,
-    asserts: "every Istio Gateway in book-info selects a Ready gateway pod, and each server port is the target of a port of a Service selecting it",
-    collect,
-    judge,
-};
+pub const CHECK: CheckDef = CheckDef { info: &catalog::GATEWAY_BINDING, collect: Collector::Cluster(collect), judge };
 
 const GATEWAYS: &str = "gateway/gateways.json";
 const PODS: &str = "gateway/pods.json";

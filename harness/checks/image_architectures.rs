@@ -3,23 +3,19 @@
 
 use serde_json::{Value, json};
 
-use super::{BoxFuture, CheckDef, Stage};
+use super::{BoxFuture, CheckDef, Collector};
 use crate::{
+    catalog,
     evidence::{Evidence, Verdict},
-    live::{Live, LiveError},
+    fixtures::istio_hub,
+    live::LiveError,
     oci::{self, ImageRef, ManifestKind},
-    scenario::{Provider, Release, Scenario},
+    scenario::{Provider, Scenario},
 };
 
 /// Registration.
-pub const CHECK: CheckDef = CheckDef {
-    name: "image-architectures",
-    stage: Stage::Preflight,
-    default_on: true,
-    asserts: "every image the run starts publishes a linux manifest for the node architecture",
-    collect,
-    judge,
-};
+pub const CHECK: CheckDef =
+    CheckDef { info: &catalog::IMAGE_ARCHITECTURES, collect: Collector::Scenario(collect), judge };
 
 /// The images a run starts, and the pinned components whose image list is unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,20 +83,11 @@ pub fn istio_images(version: &str) -> Vec<String> {
     out
 }
 
-/// The hub Istio's released charts embed: `registry.istio.io/release` for 1.30, Docker Hub before
-/// and after (istio/release-builder release/build.sh, `DOCKER_HUB` at tags 1.29.2, 1.30.3 and master).
-pub fn istio_hub(version: &str) -> &'static str {
-    match Release::parse(version) {
-        Some(r) if r.major == 1 && r.minor == 30 => "registry.istio.io/release",
-        _ => "docker.io/istio",
-    }
-}
-
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, \
                       application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
-fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
-    Box::pin(async move { collect_for(&live.scenario, &live.evidence).await })
+fn collect<'a>(scenario: &'a Scenario, evidence: &'a Evidence) -> BoxFuture<'a, Result<(), LiveError>> {
+    Box::pin(collect_for(scenario, evidence))
 }
 
 /// Fetches every image's manifest into `images/`. Also used by preflight, before any cluster exists.

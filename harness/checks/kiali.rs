@@ -3,21 +3,15 @@
 
 use serde_json::Value;
 
-use super::{BoxFuture, CheckDef, Stage};
+use super::{BoxFuture, CheckDef, Collector};
 use crate::{
-    evidence::{Evidence, Verdict},
+    catalog,
+    evidence::{Evidence, ServiceEdge, Verdict},
     live::{Live, LiveError},
 };
 
 /// Registration.
-pub const CHECK: CheckDef = CheckDef {
-    name: "kiali",
-    stage: Stage::Checks,
-    default_on: true,
-    asserts: "Kiali's status API says running, and its book-info graph has productpage→details, productpage→reviews, reviews→ratings",
-    collect,
-    judge,
-};
+pub const CHECK: CheckDef = CheckDef { info: &catalog::KIALI, collect: Collector::Cluster(collect), judge };
 
 /// Edges (source app, destination app) the graph must contain.
 pub const EDGES: &[(&str, &str)] = &[("productpage", "details"), ("productpage", "reviews"), ("reviews", "ratings")];
@@ -41,19 +35,17 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     })
 }
 
-/// An edge of a Kiali graph, by node names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Edge {
-    /// Source workload (or app/service) name.
-    pub source: String,
-    /// Destination name.
-    pub target: String,
-    /// `isMTLS` percentage as Kiali reports it, or empty.
-    pub mtls_percent: String,
+/// The service graph a run's Kiali evidence holds (empty when there is none or it does not parse),
+/// for the report to draw.
+pub fn recorded_graph(evidence_root: &std::path::Path) -> Vec<ServiceEdge> {
+    std::fs::read(evidence_root.join("kiali/graph-book-info.json"))
+        .ok()
+        .and_then(|b| graph_edges(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Reads the edges of a Kiali graph response, naming nodes by workload, app or service.
-pub fn graph_edges(body: &[u8]) -> Result<Vec<Edge>, String> {
+pub fn graph_edges(body: &[u8]) -> Result<Vec<ServiceEdge>, String> {
     let g: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let nodes = g.pointer("/elements/nodes").and_then(Value::as_array).ok_or("no elements.nodes in the graph")?;
     let name_of = |id: &str| -> String {
@@ -69,7 +61,7 @@ pub fn graph_edges(body: &[u8]) -> Result<Vec<Edge>, String> {
     let edges = g.pointer("/elements/edges").and_then(Value::as_array).cloned().unwrap_or_default();
     Ok(edges
         .iter()
-        .map(|e| Edge {
+        .map(|e| ServiceEdge {
             source: name_of(e.pointer("/data/source").and_then(Value::as_str).unwrap_or_default()),
             target: name_of(e.pointer("/data/target").and_then(Value::as_str).unwrap_or_default()),
             mtls_percent: match &e["data"]["isMTLS"] {

@@ -4,8 +4,9 @@
 
 use serde_json::Value;
 
-use super::{BoxFuture, CheckDef, Stage};
+use super::{BoxFuture, CheckDef, Collector};
 use crate::{
+    catalog,
     evidence::{Evidence, Verdict},
     kjson,
     live::{Live, LiveError},
@@ -13,14 +14,7 @@ use crate::{
 };
 
 /// Registration.
-pub const CHECK: CheckDef = CheckDef {
-    name: "metrics",
-    stage: Stage::Checks,
-    default_on: true,
-    asserts: "Prometheus scrapes istiod (ServiceMonitor) and every ztunnel (PodMonitor); ztunnel TCP metrics for book-info are queryable",
-    collect,
-    judge,
-};
+pub const CHECK: CheckDef = CheckDef { info: &catalog::METRICS, collect: Collector::Cluster(collect), judge };
 
 /// Scrape pools (job names) the operator creates from fixtures/manifests/istio-monitors.yaml.
 pub const ISTIOD_POOL: &str = "serviceMonitor/monitoring/istiod/";

@@ -1,13 +1,17 @@
 //! The conformance checks. Each is one file: a collector (the I/O against a live cluster, writing
 //! evidence) and a judge (a pure function from the evidence folder to a [`Verdict`]).
 //!
-//! Adding a check means one new file here plus one line in [`REGISTRY`].
+//! Adding a check means one new file here, one line in [`REGISTRY`], and its description in
+//! [`crate::catalog`] (kept apart so that scenarios and plans can name checks without importing
+//! collectors).
 
 use std::{future::Future, pin::Pin};
 
 use crate::{
+    catalog::CheckInfo,
     evidence::{Evidence, Verdict},
     live::{Live, LiveError},
+    scenario::Scenario,
 };
 
 pub mod cilium_prerequisites;
@@ -24,42 +28,27 @@ pub mod traffic_continuity;
 /// A boxed future, for collectors stored as function pointers.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A collector: gathers evidence from a live cluster into the run's evidence folder.
-pub type Collect = for<'a> fn(&'a Live) -> BoxFuture<'a, Result<(), LiveError>>;
-
-/// When in the run a check is collected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Stage {
-    /// Before anything is created.
-    Preflight,
-    /// Right after the cluster and Cilium are up.
-    Provision,
-    /// After bookinfo is deployed.
-    Deploy,
-    /// The conformance checks proper, after everything is installed.
-    Checks,
-    /// During an Istio upgrade.
-    Upgrade,
+/// How a check gathers its evidence. The variant, not the stage, decides what the collector gets:
+/// a check that runs before any cluster exists is handed the scenario alone.
+#[derive(Clone, Copy)]
+pub enum Collector {
+    /// Gathers evidence from a live cluster into the run's evidence folder.
+    Cluster(for<'a> fn(&'a Live) -> BoxFuture<'a, Result<(), LiveError>>),
+    /// Gathers evidence from the scenario and the network alone (no cluster yet).
+    Scenario(for<'a> fn(&'a Scenario, &'a Evidence) -> BoxFuture<'a, Result<(), LiveError>>),
 }
 
-/// A registered check.
+/// A registered check: its description and how it runs.
 pub struct CheckDef {
-    /// Name used in scenarios, trial names and reports.
-    pub name: &'static str,
-    /// When it runs.
-    pub stage: Stage,
-    /// Whether a scenario without an explicit `checks:` list runs it.
-    pub default_on: bool,
-    /// What it asserts, for plans and reports.
-    pub asserts: &'static str,
-    /// Gathers evidence on a live cluster.
-    pub collect: Collect,
+    /// Name, stage and what it asserts.
+    pub info: &'static CheckInfo,
+    /// Gathers evidence.
+    pub collect: Collector,
     /// Decides from evidence alone.
     pub judge: fn(&Evidence) -> Verdict,
 }
 
-/// Every check, in the order a run executes them within a stage.
+/// Every check, in the order of [`catalog::CATALOG`] (a test holds the two to the same names).
 pub static REGISTRY: &[CheckDef] = &[
     image_architectures::CHECK,
     node_architecture::CHECK,
@@ -89,5 +78,5 @@ pub(crate) async fn curl_from(live: &Live, ns: &str, pod: &str, url: &str, max_t
 
 /// Looks a check up by name.
 pub fn find(name: &str) -> Option<&'static CheckDef> {
-    REGISTRY.iter().find(|c| c.name == name)
+    REGISTRY.iter().find(|c| c.info.name == name)
 }

@@ -8,23 +8,17 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use super::{BoxFuture, CheckDef, Stage};
+use super::{BoxFuture, CheckDef, Collector};
 use crate::{
+    catalog,
     evidence::{Evidence, Verdict},
     fixtures,
     live::{Live, LiveError},
-    plan, promtext,
+    names, promtext,
 };
 
 /// Registration.
-pub const CHECK: CheckDef = CheckDef {
-    name: "mtls",
-    stage: Stage::Checks,
-    default_on: true,
-    asserts: "HBONE capture in ztunnel's config, mutual_tls with book-info SPIFFE principals in ztunnel metrics, STRICT refuses plaintext from outside the mesh",
-    collect,
-    judge,
-};
+pub const CHECK: CheckDef = CheckDef { info: &catalog::MTLS, collect: Collector::Cluster(collect), judge };
 
 /// Namespace whose workloads must be in the mesh.
 pub const NAMESPACE: &str = "book-info";
@@ -79,8 +73,8 @@ enum Client {
 /// One curl from a client pod; the result records the HTTP code, curl's exit code and the API status.
 async fn curl(live: &Live, phase: &str, client: Client, target: &str) -> Value {
     let (name, ns, pod) = match client {
-        Client::Outside => ("outside", plan::OUTSIDE_NS, "curl-outside"),
-        Client::Inside => ("inside", plan::INSIDE_NS, "curl-inside"),
+        Client::Outside => ("outside", names::OUTSIDE_NS, "curl-outside"),
+        Client::Inside => ("inside", names::INSIDE_NS, "curl-inside"),
     };
     let mut record = json!({ "phase": phase, "client": name, "namespace": ns, "pod": pod, "target": target });
     if let (Some(r), Value::Object(outcome)) =

@@ -2,22 +2,16 @@
 
 use serde_json::Value;
 
-use super::{BoxFuture, CheckDef, Stage};
+use super::{BoxFuture, CheckDef, Collector};
 use crate::{
+    catalog,
     evidence::{Evidence, Verdict},
     kjson,
     live::{Live, LiveError},
 };
 
 /// Registration.
-pub const CHECK: CheckDef = CheckDef {
-    name: "node-architecture",
-    stage: Stage::Provision,
-    default_on: true,
-    asserts: "every node is Ready and reports the expected architecture",
-    collect,
-    judge,
-};
+pub const CHECK: CheckDef = CheckDef { info: &catalog::NODE_ARCHITECTURE, collect: Collector::Cluster(collect), judge };
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {

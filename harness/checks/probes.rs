@@ -8,22 +8,16 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{BoxFuture, CheckDef, Stage};
+use super::{BoxFuture, CheckDef, Collector};
 use crate::{
+    catalog,
     evidence::{Evidence, Verdict},
     fixtures, kjson,
     live::{Live, LiveError},
 };
 
 /// Registration.
-pub const CHECK: CheckDef = CheckDef {
-    name: "probes",
-    stage: Stage::Checks,
-    default_on: true,
-    asserts: "under default-deny ingress, probed pods in book-info stay Ready with no restarts or Unhealthy events, nothing else breaks",
-    collect,
-    judge,
-};
+pub const CHECK: CheckDef = CheckDef { info: &catalog::PROBES, collect: Collector::Cluster(collect), judge };
 
 /// Namespaces that must not suffer collateral damage.
 pub const COLLATERAL: &[&str] = &["kube-system", "monitoring", "tempo"];
@@ -47,7 +41,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             Some(url) => Some(plaintext_curl(live, url).await),
             None => None,
         };
-        let applied_at = crate::report::now_rfc3339();
+        let applied_at = crate::util::now_rfc3339();
         live.apply(&deny, Some(NS), true).await?;
         live.save_json(
             "probes/policy.json",
@@ -63,13 +57,13 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             };
             result = live.save_json(
                 ENFORCEMENT,
-                &json!({ "client": format!("{}/curl-outside", crate::plan::OUTSIDE_NS), "target": target,
+                &json!({ "client": format!("{}/curl-outside", crate::names::OUTSIDE_NS), "target": target,
                          "before": before, "during": during }),
             );
         }
         if result.is_ok() && live.scenario.probes.negative_control {
             let ccnp = fixtures::manifest("cilium-allow-ambient-hostprobes.yaml")?;
-            let removed_at = crate::report::now_rfc3339();
+            let removed_at = crate::util::now_rfc3339();
             live.delete(&ccnp, None).await?;
             let negative = observe(live, wait, "probes/negative", &removed_at).await;
             live.apply(&ccnp, None, false).await?;
@@ -93,7 +87,7 @@ fn enforcement_target(pods: &Value) -> Option<String> {
 }
 
 async fn plaintext_curl(live: &Live, url: &str) -> Value {
-    super::curl_from(live, crate::plan::OUTSIDE_NS, "curl-outside", url, 5).await
+    super::curl_from(live, crate::names::OUTSIDE_NS, "curl-outside", url, 5).await
 }
 
 async fn observe(live: &Live, wait: Duration, dir: &str, since: &str) -> Result<(), LiveError> {

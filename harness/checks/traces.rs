@@ -6,22 +6,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{BoxFuture, CheckDef, Stage};
+use super::{BoxFuture, CheckDef, Collector};
 use crate::{
+    catalog,
     evidence::{Evidence, Verdict},
     live::{Live, LiveError},
     tempo,
 };
 
 /// Registration.
-pub const CHECK: CheckDef = CheckDef {
-    name: "traces",
-    stage: Stage::Checks,
-    default_on: true,
-    asserts: "traces sent through the gateway with chosen ids arrive in Tempo with gateway spans carrying the custom tag",
-    collect,
-    judge,
-};
+pub const CHECK: CheckDef = CheckDef { info: &catalog::TRACES, collect: Collector::Cluster(collect), judge };
 
 /// The custom tag of fixtures/manifests/telemetry.yaml.
 pub const TAG_KEY: &str = "meshcheck.run";
@@ -44,7 +38,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         for i in 0..TRACES {
             let trace_id = random_hex(16);
             let parent = random_hex(8);
-            let sent_at = crate::report::now_rfc3339();
+            let sent_at = crate::util::now_rfc3339();
             let status = match http.get(&url).header("traceparent", format!("00-{trace_id}-{parent}-01")).send().await {
                 Ok(r) => r.status().as_u16().to_string(),
                 Err(e) => format!("error: {e}"),

@@ -2,22 +2,17 @@
 //! The evidence is written by the upgrade phase's traffic generator; there is nothing to collect
 //! afterwards.
 
-use super::{BoxFuture, CheckDef, Stage};
+use super::{BoxFuture, CheckDef, Collector};
 use crate::{
+    catalog,
     evidence::{Evidence, Verdict},
     live::{Live, LiveError},
     traffic::{TrafficRecord, longest_outage_secs, phase_stats},
 };
 
 /// Registration.
-pub const CHECK: CheckDef = CheckDef {
-    name: "traffic-continuity",
-    stage: Stage::Upgrade,
-    default_on: false,
-    asserts: "no request to productpage fails before or after the Istio upgrade; during it, failed requests and the longest outage stay within the budget",
-    collect,
-    judge,
-};
+pub const CHECK: CheckDef =
+    CheckDef { info: &catalog::TRAFFIC_CONTINUITY, collect: Collector::Cluster(collect), judge };
 
 const FILE: &str = "upgrade/traffic.json";
 

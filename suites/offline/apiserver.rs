@@ -142,7 +142,10 @@ fn serve(mut handle: Handle, deployment: Value) -> tokio::task::JoinHandle<()> {
 
 #[tokio::test]
 async fn a_wait_passes_on_a_ready_rollout_and_times_out_naming_what_it_last_saw() {
-    use meshcheck::{live::LiveError, plan::Condition, waits::wait_for};
+    use meshcheck::{
+        live::LiveError,
+        waits::{Condition, wait_for},
+    };
     let t = std::time::Duration::from_millis(800);
     let (client, handle) = mock();
     let server = serve_deployment(handle, 1);

@@ -67,7 +67,7 @@ fn the_gateway_service_targets_the_real_bookinfo_gateway_port() {
         let text =
             std::fs::read_to_string(up.join(format!("bookinfo/istio-{release}-networking-bookinfo-gateway.yaml")))
                 .unwrap();
-        let objects = meshcheck::live::parse_manifests(&text, "bookinfo-gateway").unwrap();
+        let objects = meshcheck::fixtures::parse_manifests(&text, "bookinfo-gateway").unwrap();
         let ports = meshcheck::providers::gateway_server_ports(&objects);
         assert_eq!(ports, [8080], "bookinfo {release}'s Gateway server port (istio/istio#45943)");
         let values = &yaml_docs(&meshcheck::providers::gateway_ports(30080, &ports))[0];

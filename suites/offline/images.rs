@@ -70,8 +70,8 @@ fn istio_images_match_the_variants_the_charts_render() {
     let imgs = images::istio_images("1.30.3");
     assert!(imgs.contains(&"registry.istio.io/release/ztunnel:1.30.3".to_string()), "{imgs:?}");
     assert!(imgs.contains(&"registry.istio.io/release/pilot:1.30.3-distroless".to_string()), "{imgs:?}");
-    assert_eq!(images::istio_hub("1.29.2"), "docker.io/istio");
-    assert_eq!(images::istio_hub("1.31.0"), "docker.io/istio", "1.31 is back on Docker Hub");
+    assert_eq!(meshcheck::fixtures::istio_hub("1.29.2"), "docker.io/istio");
+    assert_eq!(meshcheck::fixtures::istio_hub("1.31.0"), "docker.io/istio", "1.31 is back on Docker Hub");
     let Some(zt) = yaml("schemas/istio-1.30.3-chart-ztunnel-values.yaml") else { return };
     let zt = &zt["_internal_defaults_do_not_set"];
     assert_eq!((s(&zt["image"]), s(&zt["variant"])), ("ztunnel", ""));

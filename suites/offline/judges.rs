@@ -18,8 +18,23 @@ fn node(arch: &str, ready: bool) -> serde_json::Value {
 #[test]
 fn missing_evidence_is_an_error_never_a_pass() {
     for def in checks::REGISTRY {
-        let v = judge(def.name, &[]);
-        assert_eq!(v.outcome, Outcome::Error, "{}: {}", def.name, v.reason);
+        let v = judge(def.info.name, &[]);
+        assert_eq!(v.outcome, Outcome::Error, "{}: {}", def.info.name, v.reason);
+    }
+}
+
+#[test]
+fn the_registry_has_one_check_per_catalog_entry_in_the_same_order() {
+    let registered: Vec<&str> = checks::REGISTRY.iter().map(|d| d.info.name).collect();
+    assert_eq!(registered, meshcheck::catalog::names());
+}
+
+#[test]
+fn only_checks_that_run_before_the_cluster_collect_from_the_scenario_alone() {
+    use meshcheck::{catalog::Stage, checks::Collector};
+    for def in checks::REGISTRY {
+        let scenario_only = matches!(def.collect, Collector::Scenario(_));
+        assert_eq!(scenario_only, def.info.stage == Stage::Preflight, "{}", def.info.name);
     }
 }
 
@@ -165,7 +180,7 @@ fn gateway_binding_names_the_release_name_trap() {
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("no Service selects"), "{}", v.explanation());
     // The real 1.30.3 sample's Gateway against the chart's real default Service ports fails the same way.
     let Some(sample) = upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml") else { return };
-    let objs = meshcheck::live::parse_manifests(std::str::from_utf8(&sample).unwrap(), "sample").unwrap();
+    let objs = meshcheck::fixtures::parse_manifests(std::str::from_utf8(&sample).unwrap(), "sample").unwrap();
     let gw = objs.iter().find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Gateway")).unwrap();
     let gws = serde_json::to_vec(&json!({"items": [serde_json::to_value(gw).unwrap()]})).unwrap();
     let (_, p, s) = gateway_evidence("ingressgateway", true, 80);
@@ -552,7 +567,11 @@ fn kiali_judge_on_real_graphs() {
         judge("kiali", &[("kiali/status.json", down), ("kiali/graph-book-info.json", &graph)]).outcome,
         Outcome::Fail
     );
-    assert!(meshcheck::report::mermaid_graph(&graph).unwrap().contains("productpage-v1"));
+    assert!(
+        meshcheck::report::mermaid_graph(&meshcheck::checks::kiali::graph_edges(&graph).unwrap())
+            .unwrap()
+            .contains("productpage-v1")
+    );
 }
 
 fn pod(name: &str, ready: bool, restarts: u64) -> serde_json::Value {

@@ -6,6 +6,7 @@ mod faults;
 mod fixtures;
 mod images;
 mod judges;
+mod layers;
 mod plans;
 mod prometheus;
 mod rehearsal;

@@ -57,7 +57,7 @@ fn sample() -> RunRecord {
 #[test]
 fn junit_validates_against_the_xsd_and_parses_back() {
     let dir = tempfile::tempdir().unwrap();
-    sample().write_all(dir.path()).unwrap();
+    sample().write_all(dir.path(), &[]).unwrap();
     let xml = dir.path().join("junit.xml");
     if let Some(up) = upstream() {
         match std::process::Command::new("xmllint")
@@ -107,14 +107,14 @@ fn compare_finds_regressions_fixes_new_and_missing() {
 fn compare_cli_exits_non_zero_on_regression_and_gate_passes_fold() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    record(vec![result("checks", "mtls", Verdict::pass("ok"))]).write_all(&a).unwrap();
-    record(vec![result("checks", "mtls", Verdict::fail("no"))]).write_all(&b).unwrap();
+    record(vec![result("checks", "mtls", Verdict::pass("ok"))]).write_all(&a, &[]).unwrap();
+    record(vec![result("checks", "mtls", Verdict::fail("no"))]).write_all(&b, &[]).unwrap();
     let bin = env!("CARGO_BIN_EXE_meshcheck");
     assert!(!std::process::Command::new(bin).args(["compare"]).arg(&a).arg(&b).status().unwrap().success());
     assert!(std::process::Command::new(bin).args(["compare"]).arg(&a).arg(&a).status().unwrap().success());
     let gate = dir.path().join("gate");
     record(vec![result("baseline", "mtls", Verdict::pass("ok")), result("candidate", "mtls", Verdict::fail("no"))])
-        .write_all(&gate)
+        .write_all(&gate, &[])
         .unwrap();
     let out = std::process::Command::new(bin).args(["compare"]).arg(&gate).arg(&gate).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).contains("REGRESSED  checks::mtls"));
@@ -130,12 +130,12 @@ fn gate_summary_puts_baseline_and_candidate_side_by_side() {
         result("candidate", "traces", Verdict::pass("ok")),
     ]);
     r.versions.insert("istio_upgrade_to".into(), "1.31.0".into());
-    let md = report::summary(&r, None);
+    let md = report::summary(&r, &[]);
     assert!(md.contains("## Release gate: Istio 1.30.3 → 1.31.0"), "{md}");
     assert!(md.contains("| check | baseline (Istio 1.30.3) | candidate (Istio 1.31.0) | change |"), "{md}");
     assert!(md.contains("| mtls | pass | fail | **regressed** |"), "{md}");
     assert!(md.contains("| traces | fail | pass | fixed |"), "{md}");
-    assert!(!report::summary(&sample(), None).contains("Release gate"));
+    assert!(!report::summary(&sample(), &[]).contains("Release gate"));
 }
 
 #[test]
@@ -151,7 +151,7 @@ fn judge_reproduces_verdicts_from_evidence() {
         result("checks", "traces", Verdict::not_run("skipped")),
     ]);
     r.results[0].verdict = (meshcheck::checks::find("kiali").unwrap().judge)(&meshcheck::evidence::Evidence::new(&ev));
-    r.write_all(dir.path()).unwrap();
+    r.write_all(dir.path(), &[]).unwrap();
     let before = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     let out =
         std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck")).arg("judge").arg(dir.path()).output().unwrap();
@@ -164,12 +164,12 @@ fn judge_reproduces_verdicts_from_evidence() {
 #[test]
 fn secrets_are_redacted() {
     let text = "users:\n- name: x\n  user:\n    token: abc.def\n    client-key-data: LS0tLS1\nAuthorization: Bearer eyJhbGci\nurl: https://admin:hunter2@host/x\n";
-    let r = report::redact(text);
+    let r = meshcheck::util::redact(text);
     for secret in ["abc.def", "LS0tLS1", "eyJhbGci", "hunter2"] {
         assert!(!r.contains(secret), "{secret} leaked:\n{r}");
     }
     let secret = "apiVersion: v1\nkind: Secret\ndata:\n  password: c2VjcmV0\n  api: dG9rZW4=\nmetadata:\n  name: s\n";
-    let r = report::redact(secret);
+    let r = meshcheck::util::redact(secret);
     assert!(!r.contains("c2VjcmV0") && !r.contains("dG9rZW4="), "{r}");
     assert!(r.contains("name: s"));
 }
@@ -232,7 +232,7 @@ fn under_nextest_one_process_runs_and_the_others_report_its_verdicts() {
                         result("checks", "traces", Verdict::fail("late")),
                     ]);
                     r.ended_at = "2026-11-25T10:30:00Z".into();
-                    r.write_all(&dir).map_err(|e| e.to_string())?;
+                    r.write_all(&dir, &[]).map_err(|e| e.to_string())?;
                     Ok(dir)
                 })
                 .unwrap()
@@ -282,7 +282,7 @@ fn nextest_junit_reads_as_the_same_trials_as_the_run_folder() {
         result("provision", "phase", Verdict::error("kubeconfig missing")),
         result("checks", "mtls", Verdict::not_run("not run: phase `provision` did not pass")),
     ])
-    .write_all(&folder)
+    .write_all(&folder, &[])
     .unwrap();
     let from_folder = report::load_outcomes(&folder, None).unwrap();
     for way in [report::compare(&from_folder, &from_nextest), report::compare(&from_nextest, &from_folder)] {

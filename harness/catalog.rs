@@ -1,0 +1,164 @@
+//! What each check is, apart from how it runs: its name, stage, whether it is on by default, what it
+//! asserts, and whether it changes the mesh. A leaf: the scenario (which checks exist), the plan
+//! (where each check's trial goes) and the check registry ([`crate::checks::REGISTRY`], which adds
+//! each check's collector and judge) all read it, and it imports nothing of meshcheck.
+//!
+//! Adding a check: its entry here, one file in `checks/`, and its line in the registry.
+
+use serde::Serialize;
+
+/// When in the run a check is collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Before anything is created.
+    Preflight,
+    /// Right after the cluster and Cilium are up.
+    Provision,
+    /// After bookinfo is deployed.
+    Deploy,
+    /// The conformance checks proper, after everything is installed.
+    Checks,
+    /// During an Istio upgrade.
+    Upgrade,
+}
+
+/// What a check's collector does to the mesh. A check that mutates (STRICT, default-deny) changes
+/// what every other check would observe, so it runs alone; checks that only read run side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Effect {
+    /// Only reads the cluster and sends ordinary traffic.
+    Reads,
+    /// Applies a policy that changes the mesh's behaviour while it is in place.
+    Mutates,
+}
+
+/// A check's description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CheckInfo {
+    /// Name used in scenarios, trial names and reports.
+    pub name: &'static str,
+    /// When it runs.
+    pub stage: Stage,
+    /// Whether a scenario without an explicit `checks:` list runs it.
+    pub default_on: bool,
+    /// What it asserts, for plans and reports.
+    pub asserts: &'static str,
+    /// Whether it changes the mesh while it runs.
+    pub effect: Effect,
+}
+
+/// [`crate::checks::image_architectures`].
+pub const IMAGE_ARCHITECTURES: CheckInfo = CheckInfo {
+    name: "image-architectures",
+    stage: Stage::Preflight,
+    default_on: true,
+    asserts: "every image the run starts publishes a linux manifest for the node architecture",
+    effect: Effect::Reads,
+};
+
+/// [`crate::checks::node_architecture`].
+pub const NODE_ARCHITECTURE: CheckInfo = CheckInfo {
+    name: "node-architecture",
+    stage: Stage::Provision,
+    default_on: true,
+    asserts: "every node is Ready and reports the expected architecture",
+    effect: Effect::Reads,
+};
+
+/// [`crate::checks::cilium_prerequisites`].
+pub const CILIUM_PREREQUISITES: CheckInfo = CheckInfo {
+    name: "cilium-prerequisites",
+    stage: Stage::Provision,
+    default_on: true,
+    asserts: "cilium-config has socket LB host-namespace-only, non-exclusive CNI, no BPF masquerade, legacy host routing, no Cilium ztunnel",
+    effect: Effect::Reads,
+};
+
+/// [`crate::checks::gateway_binding`].
+pub const GATEWAY_BINDING: CheckInfo = CheckInfo {
+    name: "gateway-binding",
+    stage: Stage::Deploy,
+    default_on: true,
+    asserts: "every Istio Gateway in book-info selects a Ready gateway pod, and each server port is the target of a port of a Service selecting it",
+    effect: Effect::Reads,
+};
+
+/// [`crate::checks::mtls`].
+pub const MTLS: CheckInfo = CheckInfo {
+    name: "mtls",
+    stage: Stage::Checks,
+    default_on: true,
+    asserts: "HBONE capture in ztunnel's config, mutual_tls with book-info SPIFFE principals in ztunnel metrics, STRICT refuses plaintext from outside the mesh",
+    effect: Effect::Mutates,
+};
+
+/// [`crate::checks::traces`].
+pub const TRACES: CheckInfo = CheckInfo {
+    name: "traces",
+    stage: Stage::Checks,
+    default_on: true,
+    asserts: "traces sent through the gateway with chosen ids arrive in Tempo with gateway spans carrying the custom tag",
+    effect: Effect::Reads,
+};
+
+/// [`crate::checks::metrics`].
+pub const METRICS: CheckInfo = CheckInfo {
+    name: "metrics",
+    stage: Stage::Checks,
+    default_on: true,
+    asserts: "Prometheus scrapes istiod (ServiceMonitor) and every ztunnel (PodMonitor); ztunnel TCP metrics for book-info are queryable",
+    effect: Effect::Reads,
+};
+
+/// [`crate::checks::kiali`].
+pub const KIALI: CheckInfo = CheckInfo {
+    name: "kiali",
+    stage: Stage::Checks,
+    default_on: true,
+    asserts: "Kiali's status API says running, and its book-info graph has productpage→details, productpage→reviews, reviews→ratings",
+    effect: Effect::Reads,
+};
+
+/// [`crate::checks::probes`].
+pub const PROBES: CheckInfo = CheckInfo {
+    name: "probes",
+    stage: Stage::Checks,
+    default_on: true,
+    asserts: "under default-deny ingress, probed pods in book-info stay Ready with no restarts or Unhealthy events, nothing else breaks",
+    effect: Effect::Mutates,
+};
+
+/// [`crate::checks::traffic_continuity`].
+pub const TRAFFIC_CONTINUITY: CheckInfo = CheckInfo {
+    name: "traffic-continuity",
+    stage: Stage::Upgrade,
+    default_on: false,
+    asserts: "no request to productpage fails before or after the Istio upgrade; during it, failed requests and the longest outage stay within the budget",
+    effect: Effect::Reads,
+};
+
+/// Every check, in the order a run executes them within a stage.
+pub static CATALOG: &[CheckInfo] = &[
+    IMAGE_ARCHITECTURES,
+    NODE_ARCHITECTURE,
+    CILIUM_PREREQUISITES,
+    GATEWAY_BINDING,
+    MTLS,
+    TRACES,
+    METRICS,
+    KIALI,
+    PROBES,
+    TRAFFIC_CONTINUITY,
+];
+
+/// Looks a check up by name.
+pub fn find(name: &str) -> Option<&'static CheckInfo> {
+    CATALOG.iter().find(|c| c.name == name)
+}
+
+/// The names of every check, for messages that list them.
+pub fn names() -> Vec<&'static str> {
+    CATALOG.iter().map(|c| c.name).collect()
+}
