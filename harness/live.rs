@@ -5,7 +5,11 @@
 //! localhost-only admin port (field guide §6). Application traffic never goes through the API
 //! server: STRICT mTLS rejects it.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -94,6 +98,86 @@ pub struct Live {
     pub run_dir: PathBuf,
     /// `run_dir/evidence`.
     pub evidence: Evidence,
+    /// What a check changed on the cluster and has not taken back yet.
+    pub changes: Changes,
+}
+
+/// Deadline of one apply, delete or namespace call (each object of it, and the discovery before it).
+pub const MUTATION_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A change a check made to the cluster, and how to take it back.
+#[derive(Debug, Clone)]
+enum Undo {
+    /// The check applied these objects: delete them.
+    Delete { objects: Vec<DynamicObject>, namespace: Option<String> },
+    /// The check deleted these objects: apply them again.
+    Restore { objects: Vec<DynamicObject>, namespace: Option<String> },
+}
+
+impl Undo {
+    fn describe(&self) -> String {
+        let (verb, objects, ns) = match self {
+            Undo::Delete { objects, namespace } => ("delete", objects, namespace),
+            Undo::Restore { objects, namespace } => ("re-apply", objects, namespace),
+        };
+        let names: Vec<String> = objects
+            .iter()
+            .map(|o| {
+                let kind = o.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("object");
+                let name = o.metadata.name.as_deref().unwrap_or("unnamed");
+                match o.metadata.namespace.as_deref().or(ns.as_deref()) {
+                    Some(ns) => format!("{kind} {ns}/{name}"),
+                    None => format!("{kind} {name}"),
+                }
+            })
+            .collect();
+        format!("{verb} {}", names.join(", "))
+    }
+}
+
+/// The changes a check has made and not yet taken back, registered *before* each call so that a
+/// call cut off by a deadline is still undone (Kyverno Chainsaw registers cleanup per applied
+/// resource; cilium-cli's connectivity tests remove their policies in the test's finalizer). The
+/// session takes back whatever is left when the collector returns, fails or runs out of time.
+#[derive(Debug, Clone, Default)]
+pub struct Changes(Arc<Mutex<Vec<(u64, Undo)>>>);
+
+/// One change a check made; hand it to [`Live::revert`] to take it back before the check ends.
+#[must_use = "revert it with Live::revert, or the session reverts it when the check ends"]
+#[derive(Debug)]
+pub struct Change(u64);
+
+/// How one left-over change was taken back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reverted {
+    /// What was done (`delete NetworkPolicy book-info/meshcheck-default-deny`).
+    pub action: String,
+    /// `None` when it worked, else why not.
+    pub error: Option<String>,
+}
+
+impl Changes {
+    fn register(&self, undo: Undo) -> Change {
+        let mut list = self.0.lock().expect("changes lock");
+        let id = list.last().map_or(0, |(id, _)| id + 1);
+        list.push((id, undo));
+        Change(id)
+    }
+
+    fn take(&self, change: &Change) -> Option<Undo> {
+        let mut list = self.0.lock().expect("changes lock");
+        let at = list.iter().position(|(id, _)| *id == change.0)?;
+        Some(list.remove(at).1)
+    }
+
+    fn take_all(&self) -> Vec<Undo> {
+        std::mem::take(&mut *self.0.lock().expect("changes lock")).into_iter().rev().map(|(_, u)| u).collect()
+    }
+
+    /// Whether every change has been taken back.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().expect("changes lock").is_empty()
+    }
 }
 
 /// Deadline of one exec or port-forward exchange.
@@ -145,6 +229,20 @@ impl ExecOutcome {
         };
         ExecOutcome { stdout, exit_code, status: text }
     }
+}
+
+/// Resolves an object's kind to its API resource.
+fn resolve(discovery: &Discovery, obj: &DynamicObject) -> Result<(ApiResource, ApiCapabilities), LiveError> {
+    let types = obj.types.as_ref().ok_or_else(|| ManifestError {
+        origin: obj.metadata.name.clone().unwrap_or_default(),
+        message: "object without apiVersion/kind".into(),
+    })?;
+    let gvk = GroupVersionKind::try_from(types)
+        .map_err(|e| ManifestError { origin: types.kind.clone(), message: e.to_string() })?;
+    Ok(discovery.resolve_gvk(&gvk).ok_or_else(|| ManifestError {
+        origin: format!("{}/{}", gvk.api_version(), gvk.kind),
+        message: "the cluster does not serve this kind (missing CRD?)".into(),
+    })?)
 }
 
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> LiveError {
@@ -248,14 +346,9 @@ impl Live {
         .await
     }
 
-    /// Resolves a GVK to its API resource, re-running discovery (CRDs may have just landed).
-    async fn resolve(&self, gvk: &GroupVersionKind) -> Result<(ApiResource, ApiCapabilities), LiveError> {
-        let discovery =
-            Discovery::new(self.client.clone()).run_aggregated().await.map_err(kube_err("API discovery"))?;
-        Ok(discovery.resolve_gvk(gvk).ok_or_else(|| ManifestError {
-            origin: format!("{}/{}", gvk.api_version(), gvk.kind),
-            message: "the cluster does not serve this kind (missing CRD?)".into(),
-        })?)
+    /// The API's resources now (CRDs may have just landed, so each batch runs it afresh).
+    async fn discover(&self) -> Result<Discovery, LiveError> {
+        Discovery::new(self.client.clone()).run_aggregated().await.map_err(kube_err("API discovery"))
     }
 
     fn api_for(
@@ -274,62 +367,151 @@ impl Live {
         }
     }
 
-    /// Server-side applies objects in order (a dry run of all first, so a typo fails before anything
-    /// changes unless `dry_run_first` is off because the objects need CRDs created by earlier ones).
-    /// Each applied object is recorded under `manifests/`.
+    /// Server-side applies objects for a check and registers their deletion, which
+    /// [`Live::revert`] or the session carries out. Each object is recorded under `manifests/`.
     pub async fn apply(
         &self,
         objects: &[DynamicObject],
         default_ns: Option<&str>,
         dry_run_first: bool,
-    ) -> Result<(), LiveError> {
-        let mut resolved = Vec::new();
-        for obj in objects {
-            let types = obj.types.as_ref().ok_or_else(|| ManifestError {
-                origin: obj.metadata.name.clone().unwrap_or_default(),
-                message: "object without apiVersion/kind".into(),
-            })?;
-            let gvk = GroupVersionKind::try_from(types)
-                .map_err(|e| ManifestError { origin: types.kind.clone(), message: e.to_string() })?;
-            resolved.push((obj, self.resolve(&gvk).await?));
+    ) -> Result<Change, LiveError> {
+        let change =
+            self.changes.register(Undo::Delete { objects: objects.to_vec(), namespace: default_ns.map(String::from) });
+        self.apply_objects(objects, default_ns, dry_run_first).await?;
+        Ok(change)
+    }
+
+    /// Deletes objects for a check and registers their re-apply, which [`Live::revert`] or the
+    /// session carries out.
+    pub async fn delete(&self, objects: &[DynamicObject], default_ns: Option<&str>) -> Result<Change, LiveError> {
+        let change =
+            self.changes.register(Undo::Restore { objects: objects.to_vec(), namespace: default_ns.map(String::from) });
+        self.delete_objects(objects, default_ns).await?;
+        Ok(change)
+    }
+
+    /// Takes one change back now (the check is done with it).
+    pub async fn revert(&self, change: Change) -> Result<(), LiveError> {
+        match self.changes.take(&change) {
+            Some(undo) => self.undo(&undo).await,
+            None => Ok(()),
         }
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
-        if dry_run_first {
+    }
+
+    /// Takes back every change still registered, newest first, each within `deadline`, and says
+    /// how each went. The session calls this after every collector, whatever became of it.
+    pub async fn revert_all(&self, deadline: Duration) -> Vec<Reverted> {
+        let mut out = Vec::new();
+        for undo in self.changes.take_all() {
+            let action = undo.describe();
+            let error = match tokio::time::timeout(deadline, self.undo(&undo)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {}s", deadline.as_secs())),
+            };
+            out.push(Reverted { action, error });
+        }
+        out
+    }
+
+    async fn undo(&self, undo: &Undo) -> Result<(), LiveError> {
+        match undo {
+            Undo::Delete { objects, namespace } => self.delete_objects(objects, namespace.as_deref()).await,
+            Undo::Restore { objects, namespace } => {
+                let missing = self.missing(objects, namespace.as_deref()).await?;
+                self.apply_objects(&missing, namespace.as_deref(), false).await
+            }
+        }
+    }
+
+    /// Those of `objects` the cluster does not have: a delete that failed or was cut off may have
+    /// left the object in place, and putting back what is still there would only take it over.
+    async fn missing(
+        &self,
+        objects: &[DynamicObject],
+        default_ns: Option<&str>,
+    ) -> Result<Vec<DynamicObject>, LiveError> {
+        within(MUTATION_DEADLINE, "read before re-apply", async {
+            let discovery = self.discover().await?;
+            let mut out = Vec::new();
+            for obj in objects {
+                let (ar, caps) = resolve(&discovery, obj)?;
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                let found = self
+                    .api_for(obj, &ar, &caps, default_ns)
+                    .get_opt(&name)
+                    .await
+                    .map_err(kube_err(format!("read {} {name}", ar.kind)))?;
+                if found.is_none() {
+                    out.push(obj.clone());
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Server-side applies objects in order (a dry run of all first, so a typo fails before anything
+    /// changes unless `dry_run_first` is off because the objects need CRDs created by earlier ones).
+    /// Each applied object is recorded under `manifests/`. Nothing is registered for undo: this is
+    /// for the plan's install steps, which the cluster's or the namespaces' deletion takes back.
+    /// One discovery serves the whole batch, and the batch has [`MUTATION_DEADLINE`].
+    pub async fn apply_objects(
+        &self,
+        objects: &[DynamicObject],
+        default_ns: Option<&str>,
+        dry_run_first: bool,
+    ) -> Result<(), LiveError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        within(MUTATION_DEADLINE, "server-side apply", async {
+            let discovery = self.discover().await?;
+            let resolved =
+                objects.iter().map(|o| Ok((o, resolve(&discovery, o)?))).collect::<Result<Vec<_>, LiveError>>()?;
+            let pp = PatchParams::apply(FIELD_MANAGER).force();
+            if dry_run_first {
+                for (obj, (ar, caps)) in &resolved {
+                    let name = obj.metadata.name.clone().unwrap_or_default();
+                    self.api_for(obj, ar, caps, default_ns)
+                        .patch(&name, &pp.clone().dry_run(), &Patch::Apply(obj))
+                        .await
+                        .map_err(kube_err(format!("server-side dry run of {} {name}", ar.kind)))?;
+                }
+            }
             for (obj, (ar, caps)) in &resolved {
                 let name = obj.metadata.name.clone().unwrap_or_default();
                 self.api_for(obj, ar, caps, default_ns)
-                    .patch(&name, &pp.clone().dry_run(), &Patch::Apply(obj))
+                    .patch(&name, &pp, &Patch::Apply(obj))
                     .await
-                    .map_err(kube_err(format!("server-side dry run of {} {name}", ar.kind)))?;
+                    .map_err(kube_err(format!("server-side apply of {} {name}", ar.kind)))?;
+                crate::util::record_manifest(&self.run_dir, obj, default_ns)
+                    .map_err(|source| LiveError::Write { path: "manifests/".into(), source })?;
             }
-        }
-        for (obj, (ar, caps)) in &resolved {
-            let name = obj.metadata.name.clone().unwrap_or_default();
-            self.api_for(obj, ar, caps, default_ns)
-                .patch(&name, &pp, &Patch::Apply(obj))
-                .await
-                .map_err(kube_err(format!("server-side apply of {} {name}", ar.kind)))?;
-            crate::util::record_manifest(&self.run_dir, obj, default_ns)
-                .map_err(|source| LiveError::Write { path: "manifests/".into(), source })?;
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
-    /// Deletes objects (missing ones are fine).
-    pub async fn delete(&self, objects: &[DynamicObject], default_ns: Option<&str>) -> Result<(), LiveError> {
-        for obj in objects {
-            let Some(types) = obj.types.as_ref() else { continue };
-            let gvk = GroupVersionKind::try_from(types)
-                .map_err(|e| ManifestError { origin: types.kind.clone(), message: e.to_string() })?;
-            let (ar, caps) = self.resolve(&gvk).await?;
-            let name = obj.metadata.name.clone().unwrap_or_default();
-            match self.api_for(obj, &ar, &caps, default_ns).delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(kube_err(format!("delete {} {name}", ar.kind))(e)),
-            }
+    /// Deletes objects (missing ones are fine), within [`MUTATION_DEADLINE`].
+    pub async fn delete_objects(&self, objects: &[DynamicObject], default_ns: Option<&str>) -> Result<(), LiveError> {
+        if objects.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        within(MUTATION_DEADLINE, "delete", async {
+            let discovery = self.discover().await?;
+            for obj in objects {
+                let (ar, caps) = resolve(&discovery, obj)?;
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                match self.api_for(obj, &ar, &caps, default_ns).delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(kube_err(format!("delete {} {name}", ar.kind))(e)),
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Keeps the cluster's state as evidence (`cluster/pods-<ns>.json`, `cluster/events-<ns>.json`, and

@@ -412,6 +412,7 @@ impl Session {
                 scenario: self.scenario.clone(),
                 run_dir: self.run_dir.clone(),
                 evidence: Evidence::new(self.run_dir.join("evidence")),
+                changes: Default::default(),
             });
         }
         Ok(())
@@ -425,9 +426,10 @@ impl Session {
                 let (s, ev) = (self.scenario.clone(), evidence.clone());
                 self.rt.block_on(collect(&s, &ev)).map_err(|e| e.to_string())
             }
-            // A collector is not abandoned on Ctrl-C: it undoes its own policies (STRICT,
-            // default-deny) before it returns, which matters on an existing cluster, and
-            // `timeouts.check` bounds it. The interrupt takes effect at the next trial.
+            // A collector is not abandoned on Ctrl-C (the interrupt takes effect at the next
+            // trial); `timeouts.check` bounds it. Whatever it changed on the cluster and did not
+            // take back (STRICT, default-deny, a deleted policy) is taken back here, whether it
+            // returned, failed or ran out of time: on an existing cluster that is the user's mesh.
             Collector::Cluster(collect) => {
                 let timeout = self.scenario.timeouts.check.0;
                 match self.connect() {
@@ -436,23 +438,62 @@ impl Session {
                         let mut live = self.live.take().expect("connected");
                         live.evidence = evidence.clone();
                         let r = self.rt.block_on(async { tokio::time::timeout(timeout, collect(&live)).await });
+                        let reverted = self.rt.block_on(live.revert_all(crate::live::MUTATION_DEADLINE));
                         live.evidence = Evidence::new(self.run_dir.join("evidence"));
                         self.live = Some(live);
-                        match r {
+                        let collected = match r {
                             Ok(Ok(())) => Ok(()),
                             Ok(Err(e)) => Err(e.to_string()),
                             Err(_) => Err(format!("collector did not finish within {}s", timeout.as_secs())),
-                        }
+                        };
+                        return self.judged(name, &evidence, collected, &reverted);
                     }
                 }
             }
         };
+        self.judged(name, &evidence, collected, &[])
+    }
+
+    /// The verdict of a check from its collector's result and what the session took back after it.
+    /// A change that could not be taken back makes the check an error that names it, whatever the
+    /// evidence says: the cluster is not as the run found it.
+    fn judged(
+        &self,
+        name: &str,
+        evidence: &Evidence,
+        collected: Result<(), String>,
+        reverted: &[crate::live::Reverted],
+    ) -> (Verdict, bool) {
+        if !reverted.is_empty()
+            && let Err(e) = evidence.write_json(&format!("reverted/{name}.json"), &reverted)
+        {
+            tracing::warn!("could not record what was taken back after {name}: {e}");
+        }
+        let left: Vec<String> =
+            reverted.iter().filter_map(|r| r.error.as_ref().map(|e| format!("could not {}: {e}", r.action))).collect();
+        let taken_back: Vec<String> = reverted
+            .iter()
+            .filter(|r| r.error.is_none())
+            .map(|r| format!("taken back by the session: {}", r.action))
+            .collect();
+        let def = checks::find(name).expect("a check that was collected is registered");
         match collected {
-            Ok(()) => ((def.judge)(&evidence), true),
-            Err(e) => (
-                Verdict::error(format!("could not collect evidence for {name}: {}", first_line(&e))).with_details([e]),
-                false,
+            Ok(()) if left.is_empty() => ((def.judge)(evidence), true),
+            Ok(()) => (
+                Verdict::error(format!("{name} left changes on the cluster that could not be taken back"))
+                    .with_details(left),
+                true,
             ),
+            Err(e) => {
+                let mut details = vec![e.clone()];
+                details.extend(left);
+                details.extend(taken_back);
+                (
+                    Verdict::error(format!("could not collect evidence for {name}: {}", first_line(&e)))
+                        .with_details(details),
+                    false,
+                )
+            }
         }
     }
 
@@ -526,13 +567,13 @@ impl Session {
 }
 
 /// Applies a step's manifests: CRDs first, then the rest (with a server-side dry run first when
-/// asked). Discovery is refreshed per object (`Live::resolve`), so kinds the CRDs define resolve.
+/// asked). Discovery runs afresh for each of the two batches, so kinds the CRDs define resolve.
 async fn apply_source(live: &Live, source: &Source, ns: Option<&str>, dry_run_first: bool) -> Result<(), LiveError> {
     let objects = load_source(source).await?;
     let (crds, rest): (Vec<_>, Vec<_>) =
         objects.into_iter().partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
-    live.apply(&crds, ns, false).await?;
-    live.apply(&rest, ns, dry_run_first).await
+    live.apply_objects(&crds, ns, false).await?;
+    live.apply_objects(&rest, ns, dry_run_first).await
 }
 
 /// The objects of a manifest source: a rendered fixture, or a pinned upstream URL.

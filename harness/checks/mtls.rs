@@ -46,13 +46,15 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         // STRICT could be DNS, a dead pod or a policy that blocks everything.
         let mut results = vec![curl(live, "before", Client::Outside, &target).await];
         let policy = fixtures::manifest("mtls-strict.yaml")?;
-        live.apply(&policy, Some(NAMESPACE), true).await?;
+        let strict = live.apply(&policy, Some(NAMESPACE), true).await?;
         // istiod converts the PeerAuthentication into a ztunnel DENY policy; give it time to propagate.
         tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(10))).await;
         for client in [Client::Outside, Client::Inside] {
             results.push(curl(live, "strict", client, &target).await);
         }
-        let removed = live.delete(&policy, Some(NAMESPACE)).await;
+        // STRICT comes off before anything else can fail; had this collector failed or timed out
+        // earlier, the session would have taken it off (Live::revert_all).
+        let removed = live.revert(strict).await;
         live.save_json(
             STRICT,
             &json!({ "policy": "PeerAuthentication book-info/meshcheck-strict mode STRICT", "results": results }),

@@ -42,7 +42,9 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             None => None,
         };
         let applied_at = crate::util::now_rfc3339();
-        live.apply(&deny, Some(NS), true).await?;
+        // Default-deny is undone by the session (Live::revert_all) if anything below fails or the
+        // collector runs out of time; on success it comes off at the end of this collector.
+        let deny = live.apply(&deny, Some(NS), true).await?;
         live.save_json(
             "probes/policy.json",
             &json!({ "applied_at": applied_at, "wait_secs": wait.as_secs_f64(),
@@ -64,12 +66,12 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         if result.is_ok() && live.scenario.probes.negative_control {
             let ccnp = fixtures::manifest("cilium-allow-ambient-hostprobes.yaml")?;
             let removed_at = crate::util::now_rfc3339();
-            live.delete(&ccnp, None).await?;
+            let removed = live.delete(&ccnp, None).await?;
             let negative = observe(live, wait, "probes/negative", &removed_at).await;
-            live.apply(&ccnp, None, false).await?;
+            live.revert(removed).await?;
             negative?;
         }
-        let cleanup = live.delete(&deny, Some(NS)).await;
+        let cleanup = live.revert(deny).await;
         result.and(cleanup)
     })
 }

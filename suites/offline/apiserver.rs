@@ -215,6 +215,7 @@ async fn the_cluster_snapshot_keeps_api_responses_as_returned() {
         scenario: meshcheck::scenario::Scenario::embedded_default(),
         run_dir: dir.path().into(),
         evidence: evidence.clone(),
+        changes: Default::default(),
     };
     let server = tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {

@@ -471,7 +471,6 @@ fn fault_sigterm_mid_install_deletes_the_cluster_and_reports() {
 }
 
 #[test]
-#[ignore = "harness bug: session.rs drops a collector that exceeds timeouts.check, so mtls never deletes its STRICT PeerAuthentication from book-info on an existing cluster"]
 fn fault_mtls_collector_exceeding_its_timeout_under_strict_removes_the_policy() {
     if crate::common::upstream().is_none() {
         return;
@@ -487,7 +486,6 @@ fn fault_mtls_collector_exceeding_its_timeout_under_strict_removes_the_policy() 
 }
 
 #[test]
-#[ignore = "harness bug: session.rs drops a collector that exceeds timeouts.check, so probes never deletes its default-deny NetworkPolicies from book-info on an existing cluster"]
 fn fault_probes_collector_exceeding_its_timeout_under_default_deny_removes_the_policies() {
     if crate::common::upstream().is_none() {
         return;
@@ -500,6 +498,28 @@ fn fault_probes_collector_exceeding_its_timeout_under_default_deny_removes_the_p
         |t| only_checks(t, &["probes"]).replace("timeouts:\n", "timeouts:\n  check: 2s\n"),
         &[("checks::probes", Outcome::Error, "collector did not finish within 2s")],
     );
+}
+
+#[test]
+fn fault_probes_collector_failing_half_way_under_default_deny_has_its_policies_taken_back() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    // The negative control's delete of the Cilium probe policy fails with default-deny applied: the
+    // collector returns early, and the session takes back default-deny (and re-applies the probe
+    // policy it meant to delete), which `fault` checks through the simulation's leftovers.
+    let faults = Faults { ccnp_delete_fails: true, ..Faults::default() };
+    let r = fault(
+        "existing",
+        "existing-cluster",
+        faults,
+        |t| format!("{}\nprobes:\n  negative_control: true\n", only_checks(t, &["probes"])),
+        &[("checks::probes", Outcome::Error, "could not collect evidence for probes")],
+    );
+    let record = r.record();
+    let probes = record.results.iter().find(|t| t.name == "probes").unwrap();
+    let details = probes.verdict.details.join("\n");
+    assert!(details.contains("taken back by the session: delete NetworkPolicy"), "{details}");
 }
 
 #[test]

@@ -419,8 +419,10 @@ fn apply(
     }
     let created = existing.is_none();
     let stored = st.store.put(group, plural, obj);
-    if owned_by_run(q) {
-        st.applied.insert((group.into(), plural.into(), ns.into(), name.into()));
+    let key = (group.to_string(), plural.to_string(), ns.to_string(), name.to_string());
+    // Putting back an object the run deleted restores the cluster; it is not something the run added.
+    if owned_by_run(q) && !st.removed.contains(&key) {
+        st.applied.insert(key);
     }
     st.applies += 1;
     st.calls.push(format!("apply {} {ns}/{name}", rtype.kind));
@@ -434,7 +436,14 @@ fn apply(
 fn delete(shared: &Arc<Shared>, group: &str, plural: &str, ns: &str, name: &str) -> Response<Body> {
     let mut st = shared.lock();
     st.calls.push(format!("delete {plural} {ns}/{name}"));
+    if st.faults.ccnp_delete_fails && plural == "ciliumclusterwidenetworkpolicies" {
+        return status_error(500, "InternalError", "etcdserver: request timed out");
+    }
     let Some(mut obj) = st.store.get(group, plural, ns, name).cloned() else { return not_found(plural, name) };
+    let key = (group.to_string(), plural.to_string(), ns.to_string(), name.to_string());
+    if plural != "namespaces" && !st.applied.contains(&key) {
+        st.removed.insert(key);
+    }
     if group.is_empty() && plural == "namespaces" {
         // Terminating until the namespace controller has removed everything in it.
         obj["metadata"]["deletionTimestamp"] = json!(store::now());

@@ -54,6 +54,9 @@ pub struct Faults {
     pub events_hang_under_deny: bool,
     /// kube-prometheus-stack's control-plane targets are down, as on a real kind cluster.
     pub control_plane_targets_down: bool,
+    /// Deleting a CiliumClusterwideNetworkPolicy fails with 500 (the probes negative control
+    /// then fails half-way, with default-deny applied).
+    pub ccnp_delete_fails: bool,
 }
 
 /// How to start a simulation.
@@ -74,6 +77,8 @@ pub struct Leftovers {
     pub cluster: Option<String>,
     /// Objects created or applied with meshcheck's field manager that still exist.
     pub applied: Vec<String>,
+    /// Objects the run did not create that it deleted and did not put back.
+    pub removed: Vec<String>,
 }
 
 /// A simulated cluster, alive until dropped.
@@ -120,6 +125,8 @@ pub(crate) struct State {
     pub releases: BTreeMap<(String, String), Release>,
     /// Objects the run created or applied (field manager `meshcheck`).
     pub applied: BTreeSet<Key>,
+    /// Objects that were there before the run and that it deleted.
+    pub removed: BTreeSet<Key>,
     pub applies: usize,
     /// Every stand-in call and notable API call, in order.
     pub calls: Vec<String>,
@@ -169,6 +176,7 @@ impl Sim {
                 cluster: None,
                 releases: BTreeMap::new(),
                 applied: BTreeSet::new(),
+                removed: BTreeSet::new(),
                 applies: 0,
                 calls: Vec::new(),
                 traces: BTreeMap::new(),
@@ -254,6 +262,12 @@ impl Sim {
                         .applied
                         .iter()
                         .filter(|(g, p, ns, n)| st.store.get(g, p, ns, n).is_some())
+                        .map(|(g, p, ns, n)| format!("{p}.{g}/{ns}/{n}").replace("./", "/"))
+                        .collect(),
+                    removed: st
+                        .removed
+                        .iter()
+                        .filter(|(g, p, ns, n)| st.store.get(g, p, ns, n).is_none())
                         .map(|(g, p, ns, n)| format!("{p}.{g}/{ns}/{n}").replace("./", "/"))
                         .collect(),
                 }
