@@ -184,7 +184,7 @@ impl Changes {
 pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Runs `fut` with a deadline; running out is a [`LiveError::Timeout`] naming the call.
-async fn within<T>(
+pub async fn within<T>(
     deadline: Duration,
     what: &str,
     fut: impl std::future::Future<Output = Result<T, LiveError>>,

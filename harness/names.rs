@@ -17,3 +17,60 @@ pub const BOOKINFO_NS: &str = "book-info";
 /// The namespace label that enrols every pod of a namespace in ambient mode
 /// (istio.io docs/ambient/usage/add-workloads: `istio.io/dataplane-mode=ambient`).
 pub const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+
+/// The phases of a run, in order. Each is a JUnit suite; its checks' evidence goes to
+/// [`Phase::evidence_root`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Tools and images, before anything is created.
+    Preflight,
+    /// The cluster and Cilium.
+    Provision,
+    /// Istio and the observability stack.
+    Install,
+    /// bookinfo and the test clients.
+    Deploy,
+    /// The conformance checks.
+    Checks,
+    /// A release gate's checks before the upgrade.
+    Baseline,
+    /// The Istio upgrade under traffic.
+    Upgrade,
+    /// A release gate's checks after the upgrade.
+    Candidate,
+    /// Deleting what the run created.
+    Cleanup,
+}
+
+impl Phase {
+    /// The name in plans, reports and trial names (`checks::mtls`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Preflight => "preflight",
+            Phase::Provision => "provision",
+            Phase::Install => "install",
+            Phase::Deploy => "deploy",
+            Phase::Checks => "checks",
+            Phase::Baseline => "baseline",
+            Phase::Upgrade => "upgrade",
+            Phase::Candidate => "candidate",
+            Phase::Cleanup => "cleanup",
+        }
+    }
+
+    /// The evidence folder of this phase's checks, relative to the run folder. A release gate
+    /// judges the same checks twice, so the baseline keeps its own folder.
+    pub fn evidence_root(self) -> &'static str {
+        match self {
+            Phase::Baseline => "baseline/evidence",
+            _ => "evidence",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -12,7 +12,7 @@ use kube::{
 };
 
 use crate::{
-    live::LiveError,
+    live::{LiveError, MUTATION_DEADLINE, within},
     names::{FIELD_MANAGER, MANAGED_BY, RUN_LABEL},
 };
 
@@ -26,55 +26,61 @@ pub enum Ensured {
 }
 
 /// Creates `name` with the ownership labels (`run` as the [`RUN_LABEL`] value) plus `labels`,
-/// unless it exists.
+/// unless it exists, within [`MUTATION_DEADLINE`].
 pub async fn ensure(client: &Client, name: &str, labels: &[(String, String)], run: &str) -> Result<Ensured, LiveError> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let err = |what: &str| {
-        let what = format!("{what} namespace {name}");
-        move |source| LiveError::Kube { what, source }
-    };
-    if api.get_opt(name).await.map_err(err("read"))?.is_some() {
-        tracing::info!("namespace {name} exists; using it as it is (it will not be deleted)");
-        return Ok(Ensured::Existed);
-    }
-    let mut all: BTreeMap<String, String> = labels.iter().cloned().collect();
-    all.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
-    all.insert(RUN_LABEL.into(), run.to_string());
-    let ns = Namespace {
-        metadata: ObjectMeta { name: Some(name.into()), labels: Some(all), ..Default::default() },
-        ..Default::default()
-    };
-    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &ns).await {
-        Ok(created) => Ok(Ensured::Created(Box::new(created))),
-        // Created by someone else between our read and our create: theirs, not ours.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Ensured::Existed),
-        Err(e) => Err(err("create")(e)),
-    }
+    within(MUTATION_DEADLINE, &format!("ensure namespace {name}"), async {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let err = |what: &str| {
+            let what = format!("{what} namespace {name}");
+            move |source| LiveError::Kube { what, source }
+        };
+        if api.get_opt(name).await.map_err(err("read"))?.is_some() {
+            tracing::info!("namespace {name} exists; using it as it is (it will not be deleted)");
+            return Ok(Ensured::Existed);
+        }
+        let mut all: BTreeMap<String, String> = labels.iter().cloned().collect();
+        all.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+        all.insert(RUN_LABEL.into(), run.to_string());
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(name.into()), labels: Some(all), ..Default::default() },
+            ..Default::default()
+        };
+        match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &ns).await {
+            Ok(created) => Ok(Ensured::Created(Box::new(created))),
+            // Created by someone else between our read and our create: theirs, not ours.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Ensured::Existed),
+            Err(e) => Err(err("create")(e)),
+        }
+    })
+    .await
 }
 
 /// Deletes every namespace whose [`RUN_LABEL`] is `run` (and that meshcheck manages) and returns
-/// their names.
+/// their names, within [`MUTATION_DEADLINE`].
 pub async fn delete_owned(client: &Client, run: &str) -> Result<Vec<String>, LiveError> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let selector = format!("{RUN_LABEL}={run}");
-    let list = api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| LiveError::Kube { what: format!("list namespaces {selector}"), source })?;
-    let mut deleted = Vec::new();
-    for ns in list.items {
-        let labels = ns.metadata.labels.clone().unwrap_or_default();
-        let ours = labels.get(RUN_LABEL).map(String::as_str) == Some(run)
-            && labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
-        let Some(name) = ns.metadata.name.clone().filter(|_| ours) else {
-            tracing::warn!("not deleting namespace {:?}: it lacks this run's labels", ns.metadata.name);
-            continue;
-        };
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => deleted.push(name),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => return Err(LiveError::Kube { what: format!("delete namespace {name}"), source }),
+    within(MUTATION_DEADLINE, "delete the run's namespaces", async {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let selector = format!("{RUN_LABEL}={run}");
+        let list = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| LiveError::Kube { what: format!("list namespaces {selector}"), source })?;
+        let mut deleted = Vec::new();
+        for ns in list.items {
+            let labels = ns.metadata.labels.clone().unwrap_or_default();
+            let ours = labels.get(RUN_LABEL).map(String::as_str) == Some(run)
+                && labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+            let Some(name) = ns.metadata.name.clone().filter(|_| ours) else {
+                tracing::warn!("not deleting namespace {:?}: it lacks this run's labels", ns.metadata.name);
+                continue;
+            };
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => deleted.push(name),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(source) => return Err(LiveError::Kube { what: format!("delete namespace {name}"), source }),
+            }
         }
-    }
-    Ok(deleted)
+        Ok(deleted)
+    })
+    .await
 }

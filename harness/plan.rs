@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     catalog::{self, Stage},
-    names::{AMBIENT, BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS, RUN_LABEL},
+    names::{AMBIENT, BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS, Phase, RUN_LABEL},
     runner::CommandSpec,
     scenario::{Provider, Scenario},
     waits::Condition,
@@ -44,9 +44,8 @@ pub struct Plan {
 /// One phase and its steps.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhasePlan {
-    /// `preflight`, `provision`, `install`, `deploy`, `checks` (or `baseline`), `upgrade`,
-    /// `candidate`, `cleanup`.
-    pub name: String,
+    /// Which phase.
+    pub name: Phase,
     /// Steps in order.
     pub steps: Vec<Step>,
 }
@@ -95,6 +94,10 @@ pub enum Step {
         /// included, are evidence for the reader rather than a failed install.
         #[serde(skip_serializing_if = "Option::is_none")]
         advisory: Option<String>,
+        /// This command creates the cluster: from the moment it starts, cleanup must delete the
+        /// cluster (even a failed create can leave node containers behind).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        creates_cluster: bool,
     },
     /// Write a file into the run folder (values files, cluster configs).
     WriteFile {
@@ -166,9 +169,35 @@ pub enum Step {
     },
     /// Start the traffic generator, relabel its phase, or stop it and save its record.
     Traffic {
-        /// `start`, `during`, `after` or `stop`.
-        action: String,
+        /// What to do.
+        action: TrafficAction,
     },
+}
+
+/// What a [`Step::Traffic`] does with the traffic generator of an upgrade.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrafficAction {
+    /// Start sending, and let it run for `traffic.settle` (the window before the upgrade).
+    Start,
+    /// Label what follows as sent during the upgrade.
+    During,
+    /// Label what follows as sent after it, and let it run for `traffic.settle`.
+    After,
+    /// Stop and save the record (`upgrade/traffic.json`).
+    Stop,
+}
+
+impl TrafficAction {
+    /// The name in the plan and in the traffic record's phases.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficAction::Start => "start",
+            TrafficAction::During => "during",
+            TrafficAction::After => "after",
+            TrafficAction::Stop => "stop",
+        }
+    }
 }
 
 impl Step {
@@ -189,7 +218,7 @@ impl Step {
             Step::Check { name, .. } => format!("check {name}"),
             Step::Namespace { name, .. } => format!("namespace {name}"),
             Step::DeleteOwnedNamespaces { .. } => "delete the run's namespaces".into(),
-            Step::Traffic { action } => format!("traffic {action}"),
+            Step::Traffic { action } => format!("traffic {}", action.as_str()),
             Step::GatewayPorts { path, .. } => format!("write {}", path.rsplit('/').next().unwrap_or(path)),
         }
     }
@@ -251,6 +280,7 @@ impl Builder<'_> {
             name: format!("helm repo {name}"),
             command: CommandSpec::new("helm", args, self.s.timeouts.install.0),
             advisory: None,
+            creates_cluster: false,
         }
     }
 
@@ -309,6 +339,7 @@ impl Builder<'_> {
             name: format!("helm {release}"),
             command: CommandSpec::new("helm", args, timeout),
             advisory: None,
+            creates_cluster: false,
         }
     }
 
@@ -425,30 +456,31 @@ pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
         None => (format!("{}.kubeconfig", ctx.run_dir), None),
     };
     let b = Builder { s, ctx, kubeconfig: kubeconfig.clone(), context: context.clone(), cluster: cluster.clone() };
-    let mut phases = vec![PhasePlan { name: "preflight".into(), steps: b.checks(Stage::Preflight) }];
-    phases.push(PhasePlan { name: "provision".into(), steps: provision(&b) });
+    let mut phases = vec![PhasePlan { name: Phase::Preflight, steps: b.checks(Stage::Preflight) }];
+    phases.push(PhasePlan { name: Phase::Provision, steps: provision(&b) });
     if s.installs() {
-        phases.push(PhasePlan { name: "install".into(), steps: install(&b, &s.versions.istio, false) });
-        phases.push(PhasePlan { name: "deploy".into(), steps: deploy(&b) });
+        phases.push(PhasePlan { name: Phase::Install, steps: install(&b, &s.versions.istio, false) });
+        phases.push(PhasePlan { name: Phase::Deploy, steps: deploy(&b) });
     } else {
         // Observe only: the mesh and bookinfo are the user's; the run adds just its test clients.
         let mut steps = Vec::new();
         b.mesh_clients(&mut steps);
         steps.extend(b.checks(Stage::Deploy));
-        phases.push(PhasePlan { name: "deploy".into(), steps });
+        phases.push(PhasePlan { name: Phase::Deploy, steps });
     }
     let gate = s.versions.upgrade_to.is_some();
-    phases.push(PhasePlan { name: if gate { "baseline" } else { "checks" }.into(), steps: b.checks(Stage::Checks) });
+    phases.push(PhasePlan { name: if gate { Phase::Baseline } else { Phase::Checks }, steps: b.checks(Stage::Checks) });
     if let Some(target) = &s.versions.upgrade_to {
-        let mut steps = vec![Step::Traffic { action: "start".into() }, Step::Traffic { action: "during".into() }];
+        let mut steps =
+            vec![Step::Traffic { action: TrafficAction::Start }, Step::Traffic { action: TrafficAction::During }];
         steps.extend(install(&b, target, true));
-        steps.push(Step::Traffic { action: "after".into() });
-        steps.push(Step::Traffic { action: "stop".into() });
+        steps.push(Step::Traffic { action: TrafficAction::After });
+        steps.push(Step::Traffic { action: TrafficAction::Stop });
         steps.extend(b.checks(Stage::Upgrade));
-        phases.push(PhasePlan { name: "upgrade".into(), steps });
-        phases.push(PhasePlan { name: "candidate".into(), steps: b.checks(Stage::Checks) });
+        phases.push(PhasePlan { name: Phase::Upgrade, steps });
+        phases.push(PhasePlan { name: Phase::Candidate, steps: b.checks(Stage::Checks) });
     }
-    phases.push(PhasePlan { name: "cleanup".into(), steps: cleanup(&b) });
+    phases.push(PhasePlan { name: Phase::Cleanup, steps: cleanup(&b) });
     Plan {
         scenario: s.name.clone(),
         provider: s.provider,
@@ -490,6 +522,7 @@ fn provision(b: &Builder) -> Vec<Step> {
                 name: "create kind cluster".into(),
                 command: CommandSpec::new("kind", args, t),
                 advisory: None,
+                creates_cluster: true,
             });
             format!("{cluster}-control-plane")
         }
@@ -497,12 +530,18 @@ fn provision(b: &Builder) -> Vec<Step> {
             let deadline = crate::providers::k3d_create_deadline(s);
             let create = CommandSpec::new("k3d", crate::providers::k3d_create_args(s, cluster), deadline)
                 .env("K3D_FIX_MOUNTS", "1");
-            steps.push(Step::Command { name: "create k3d cluster".into(), command: create, advisory: None });
+            steps.push(Step::Command {
+                name: "create k3d cluster".into(),
+                command: create,
+                advisory: None,
+                creates_cluster: true,
+            });
             let kc = ["kubeconfig", "write", cluster, "--output", &b.kubeconfig];
             steps.push(Step::Command {
                 name: "export kubeconfig".into(),
                 command: CommandSpec::new("k3d", kc, t),
                 advisory: None,
+                creates_cluster: false,
             });
             for node in crate::providers::k3d_nodes(s, cluster) {
                 let args = ["exec", &node, "sh", "-c", crate::providers::K3D_MOUNT_SCRIPT];
@@ -510,6 +549,7 @@ fn provision(b: &Builder) -> Vec<Step> {
                     name: format!("shared mounts on {node}"),
                     command: CommandSpec::new("docker", args, t),
                     advisory: None,
+                    creates_cluster: false,
                 });
             }
             format!("k3d-{cluster}-server-0")
@@ -521,7 +561,12 @@ fn provision(b: &Builder) -> Vec<Step> {
             Provider::Kind => CommandSpec::new("kind", ["load", "image-archive", archive, "--name", cluster], t),
             _ => CommandSpec::new("k3d", ["image", "import", archive, "--cluster", cluster], t),
         };
-        steps.push(Step::Command { name: "load cached images into the nodes".into(), command, advisory: None });
+        steps.push(Step::Command {
+            name: "load cached images into the nodes".into(),
+            command,
+            advisory: None,
+            creates_cluster: false,
+        });
     }
     let (w1, base) = b.values("values/cilium.yaml");
     let (w2, cluster_values) =
@@ -635,6 +680,7 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
         name: "istioctl analyze".into(),
         command: CommandSpec::new("istioctl", analyze, t),
         advisory: Some("istioctl-analyze.txt".into()),
+        creates_cluster: false,
     });
     observability(b, &mut steps);
     steps
@@ -721,11 +767,13 @@ fn cleanup(b: &Builder) -> Vec<Step> {
             name: "delete kind cluster".into(),
             command: CommandSpec::new("kind", ["delete", "cluster", "--name", c], t),
             advisory: None,
+            creates_cluster: false,
         }],
         (Some(c), Provider::K3d) => vec![Step::Command {
             name: "delete k3d cluster".into(),
             command: CommandSpec::new("k3d", ["cluster", "delete", c], t),
             advisory: None,
+            creates_cluster: false,
         }],
         _ => vec![Step::DeleteOwnedNamespaces { run: b.run_label() }],
     }
@@ -806,7 +854,7 @@ pub fn render_text(plan: &Plan) -> String {
                     )
                 }
                 Step::DeleteOwnedNamespaces { run } => format!("delete  namespaces labelled {RUN_LABEL}={run}"),
-                Step::Traffic { action } => format!("traffic {action}"),
+                Step::Traffic { action } => format!("traffic {}", action.as_str()),
                 Step::GatewayPorts { gateway, node_port, path } => format!(
                     "write   {path} (gateway Service ports: http2 NodePort {node_port} → the server ports of the Gateway in {})",
                     gateway.describe()

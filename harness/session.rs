@@ -12,10 +12,11 @@ use std::{
 };
 
 use crate::{
-    checks::{self, Collector},
+    checks::{self, CheckDef, Collector},
     evidence::{Evidence, Outcome, Verdict},
     live::{Live, LiveError},
-    plan::{self, Plan, RunContext, Source, Step},
+    names::Phase,
+    plan::{self, Plan, RunContext, Source, Step, TrafficAction},
     preflight,
     report::{RunRecord, StepRecord, TrialResult},
     runner::{CommandError, INTERRUPTED, Runner},
@@ -35,20 +36,100 @@ pub struct RunOptions {
     pub progress: crate::progress::Style,
 }
 
-/// One trial of a run: a phase or a check in a suite.
+/// One trial of a run: a phase, or a check in a phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrialSpec {
-    /// Suite (phase name).
-    pub suite: String,
-    /// `phase` for the phase itself, else the check name.
-    pub name: String,
+    /// The phase (the JUnit suite).
+    pub phase: Phase,
+    /// The phase's own work, or one of its checks.
+    pub trial: Trial,
+}
+
+/// What a trial runs.
+#[derive(Clone, Copy)]
+pub enum Trial {
+    /// The phase's steps.
+    Phase,
+    /// A check, with its definition (looked up once, when the trials are listed).
+    Check(&'static CheckDef),
+}
+
+impl PartialEq for Trial {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Trial {}
+
+impl std::fmt::Debug for Trial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Trial {
+    /// `phase`, or the check's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Trial::Phase => "phase",
+            Trial::Check(def) => def.info.name,
+        }
+    }
 }
 
 impl TrialSpec {
     /// Name as shown by `--list`: `provision::phase`, `checks::mtls`.
     pub fn trial_name(&self) -> String {
-        format!("{}::{}", self.suite, self.name)
+        format!("{}::{}", self.phase, self.trial.name())
     }
+
+    /// The JUnit suite (the phase's name).
+    pub fn suite(&self) -> &'static str {
+        self.phase.as_str()
+    }
+
+    /// The JUnit test case name.
+    pub fn name(&self) -> &'static str {
+        self.trial.name()
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// An external command failed (its record is under `commands/`).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A call to the cluster failed.
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    /// Ctrl-C, SIGTERM or SIGHUP.
+    #[error("interrupted (Ctrl-C, SIGTERM or SIGHUP)")]
+    Interrupted,
+    /// A file of the run folder could not be written.
+    #[error("write {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig {
+        /// Its path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The gateway Service's ports cannot be derived.
+    #[error("no Istio Gateway with a server port in {0}")]
+    NoGatewayPorts(String),
+    /// Several waits of one batch failed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<StepError>),
 }
 
 /// A live run in progress.
@@ -159,14 +240,16 @@ impl Session {
     /// The trials of this run in order: preflight, then each phase followed by its checks.
     pub fn trials(plan: &Plan) -> Vec<TrialSpec> {
         let mut out = Vec::new();
-        for phase in plan.phases.iter().filter(|p| p.name != "cleanup") {
+        for phase in plan.phases.iter().filter(|p| p.name != Phase::Cleanup) {
             let has_work = phase.steps.iter().any(|s| !matches!(s, Step::Check { .. }));
-            if phase.name == "preflight" || has_work {
-                out.push(TrialSpec { suite: phase.name.clone(), name: "phase".into() });
+            if phase.name == Phase::Preflight || has_work {
+                out.push(TrialSpec { phase: phase.name, trial: Trial::Phase });
             }
             for step in &phase.steps {
                 if let Step::Check { name, .. } = step {
-                    out.push(TrialSpec { suite: phase.name.clone(), name: name.clone() });
+                    let def =
+                        checks::find(name).expect("plans name registered checks (catalog and registry agree, tested)");
+                    out.push(TrialSpec { phase: phase.name, trial: Trial::Check(def) });
                 }
             }
         }
@@ -176,28 +259,34 @@ impl Session {
     /// Runs one trial and records its result.
     pub fn run_trial(&mut self, trial: &TrialSpec) -> Verdict {
         let started = Instant::now();
+        let phase = trial.phase;
         let (verdict, evidence_root, collected) = if let Some(why) = &self.blocked {
             (Verdict::not_run(format!("not run: {why}")), None, true)
         } else if INTERRUPTED.load(Ordering::SeqCst) {
             self.blocked = Some("interrupted (Ctrl-C, SIGTERM or SIGHUP)".into());
             (Verdict::error("interrupted (Ctrl-C, SIGTERM or SIGHUP) before this step"), None, true)
-        } else if trial.name == "phase" {
-            let v = self.run_phase(&trial.suite);
-            if v.outcome != Outcome::Pass {
-                self.blocked = Some(format!("phase `{}` did not pass", trial.suite));
-            }
-            (v, None, true)
         } else {
-            self.progress.begin(&format!("{}: check {}", trial.suite, trial.name));
-            let (v, collected) = self.run_check(&trial.suite, &trial.name);
-            self.progress.end(&v.outcome.to_string());
-            (v, Some(self.evidence_rel(&trial.suite)), collected)
+            match trial.trial {
+                Trial::Phase => {
+                    let v = self.run_phase(phase);
+                    if v.outcome != Outcome::Pass {
+                        self.blocked = Some(format!("phase `{phase}` did not pass"));
+                    }
+                    (v, None, true)
+                }
+                Trial::Check(def) => {
+                    self.progress.begin(&format!("{phase}: check {}", def.info.name));
+                    let (v, collected) = self.run_check(phase, def);
+                    self.progress.end(&v.outcome.to_string());
+                    (v, Some(phase.evidence_root().to_string()), collected)
+                }
+            }
         };
         let duration_secs = started.elapsed().as_secs_f64();
-        *self.record.phase_durations_secs.entry(trial.suite.clone()).or_default() += duration_secs;
+        *self.record.phase_durations_secs.entry(phase.as_str().to_string()).or_default() += duration_secs;
         self.record.results.push(TrialResult {
-            suite: trial.suite.clone(),
-            name: trial.name.clone(),
+            suite: phase.as_str().to_string(),
+            name: trial.name().to_string(),
             verdict: verdict.clone(),
             duration_secs,
             evidence_root,
@@ -207,16 +296,12 @@ impl Session {
         verdict
     }
 
-    fn evidence_rel(&self, suite: &str) -> String {
-        if suite == "baseline" { "baseline/evidence".into() } else { "evidence".into() }
+    fn evidence_for(&self, phase: Phase) -> Evidence {
+        Evidence::new(self.run_dir.join(phase.evidence_root()))
     }
 
-    fn evidence_for(&self, suite: &str) -> Evidence {
-        Evidence::new(self.run_dir.join(self.evidence_rel(suite)))
-    }
-
-    fn run_phase(&mut self, name: &str) -> Verdict {
-        if name == "preflight" {
+    fn run_phase(&mut self, name: Phase) -> Verdict {
+        if name == Phase::Preflight {
             let problems = preflight::tool_problems(&self.scenario, &self.runner);
             return if problems.is_empty() {
                 Verdict::pass("container engine, cluster tool and helm answer")
@@ -236,8 +321,9 @@ impl Session {
             let (started_at, started) = (now_rfc3339(), Instant::now());
             let result = if batch.len() > 1 { self.run_waits(&batch) } else { self.run_step(batch[0]) };
             self.progress.end(if result.is_ok() { "done" } else { "failed" });
+            let result = result.map_err(|e| e.to_string());
             self.record.steps.push(StepRecord {
-                phase: name.to_string(),
+                phase: name.as_str().to_string(),
                 step: label,
                 started_at,
                 duration_secs: started.elapsed().as_secs_f64(),
@@ -251,20 +337,16 @@ impl Session {
         Verdict::pass(format!("phase `{name}`: {} steps done", steps.len()))
     }
 
-    fn run_step(&mut self, step: &Step) -> Result<(), String> {
+    fn run_step(&mut self, step: &Step) -> Result<(), StepError> {
         match step {
-            Step::Command { command, advisory, .. } => {
+            Step::Command { command, advisory, creates_cluster, .. } => {
+                // Even a failed create can leave containers behind; cleanup must try.
+                self.cluster_created |= *creates_cluster;
                 let result = self.runner.run(command);
-                if matches!(command.program.as_str(), "kind" | "k3d") && command.args.iter().any(|a| a == "create") {
-                    // Even a failed create can leave containers behind; cleanup must try.
-                    self.cluster_created = true;
-                }
-                let Some(file) = advisory else { return result.map(|_| ()).map_err(|e| e.to_string()) };
+                let Some(file) = advisory else { return result.map(|_| ()).map_err(StepError::from) };
                 let text = match result {
                     Err(CommandError::NotFound { .. }) => return Ok(()),
-                    Err(CommandError::Interrupted { .. }) => {
-                        return Err("interrupted (Ctrl-C, SIGTERM or SIGHUP)".into());
-                    }
+                    Err(CommandError::Interrupted { .. }) => return Err(StepError::Interrupted),
                     Ok(out) => out,
                     // Findings: the full output is in the command record; the tail goes to evidence.
                     Err(e) => e.to_string(),
@@ -272,22 +354,21 @@ impl Session {
                 Evidence::new(self.run_dir.join("evidence"))
                     .write(file, text.as_bytes())
                     .map(|_| ())
-                    .map_err(|e| format!("write evidence/{file}: {e}"))
+                    .map_err(|source| StepError::Write { path: format!("evidence/{file}"), source })
             }
-            Step::WriteFile { path, content, .. } => {
-                write_atomic(Path::new(path), content.as_bytes()).map_err(|e| format!("write {path}: {e}"))
-            }
+            Step::WriteFile { path, content, .. } => write_atomic(Path::new(path), content.as_bytes())
+                .map_err(|source| StepError::Write { path: path.clone(), source }),
             Step::Apply { source, namespace, dry_run_first, .. } => {
                 self.connect()?;
                 let live = self.live.as_ref().expect("connected");
                 until_interrupted(&self.rt, async {
-                    apply_source(live, source, namespace.as_deref(), *dry_run_first).await.map_err(|e| e.to_string())
+                    Ok(apply_source(live, source, namespace.as_deref(), *dry_run_first).await?)
                 })
             }
             Step::Wait { .. } => self.run_waits(&[step]),
             Step::Traffic { action } => {
-                match action.as_str() {
-                    "start" => {
+                match action {
+                    TrafficAction::Start => {
                         let t = &self.scenario.traffic;
                         let url = format!("{}/productpage", self.scenario.ingress.base_url());
                         let max = usize::try_from(t.rate_per_second).unwrap_or(20) * 3600;
@@ -300,19 +381,22 @@ impl Session {
                         // The baseline: traffic flows for a while before the upgrade begins.
                         self.settle();
                     }
-                    "stop" => {
+                    TrafficAction::Stop => {
                         if let Some(g) = self.traffic.take() {
                             let record = self.rt.block_on(g.finish());
                             Evidence::new(self.run_dir.join("evidence"))
                                 .write_json("upgrade/traffic.json", &record)
-                                .map_err(|e| format!("write upgrade/traffic.json: {e}"))?;
+                                .map_err(|source| StepError::Write {
+                                    path: "evidence/upgrade/traffic.json".into(),
+                                    source,
+                                })?;
                         }
                     }
-                    phase => {
+                    TrafficAction::During | TrafficAction::After => {
                         if let Some(g) = &self.traffic {
-                            g.set_phase(phase);
+                            g.set_phase(action.as_str());
                         }
-                        if phase == "after" {
+                        if *action == TrafficAction::After {
                             // Keep sending for a while after the last rollout, so "after" has data.
                             self.settle();
                         }
@@ -324,34 +408,34 @@ impl Session {
                 self.connect()?;
                 let live = self.live.as_ref().expect("connected");
                 let ensured = until_interrupted(&self.rt, async {
-                    crate::namespaces::ensure(&live.client, name, labels, run).await.map_err(|e| e.to_string())
+                    Ok(crate::namespaces::ensure(&live.client, name, labels, run).await?)
                 })?;
                 if let crate::namespaces::Ensured::Created(ns) = ensured {
                     let obj: kube::api::DynamicObject =
-                        serde_json::from_value(serde_json::to_value(&*ns).expect("serializes"))
-                            .map_err(|e| format!("namespace {name}: {e}"))?;
-                    crate::util::record_manifest(&self.run_dir, &obj, None)
-                        .map_err(|e| format!("record namespace {name}: {e}"))?;
+                        serde_json::from_value(serde_json::to_value(&*ns).expect("a Namespace serializes"))
+                            .expect("a Namespace reads as a DynamicObject");
+                    crate::util::record_manifest(&self.run_dir, &obj, None).map_err(|source| StepError::Write {
+                        path: format!("manifests/ (namespace {name})"),
+                        source,
+                    })?;
                 }
                 Ok(())
             }
             Step::DeleteOwnedNamespaces { run } => {
                 self.connect()?;
                 let live = self.live.as_ref().expect("connected");
-                let deleted =
-                    self.rt.block_on(crate::namespaces::delete_owned(&live.client, run)).map_err(|e| e.to_string())?;
+                let deleted = self.rt.block_on(crate::namespaces::delete_owned(&live.client, run))?;
                 tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
                 Ok(())
             }
             Step::GatewayPorts { gateway, node_port, path } => {
-                let objects =
-                    until_interrupted(&self.rt, async { load_source(gateway).await.map_err(|e| e.to_string()) })?;
+                let objects = until_interrupted(&self.rt, async { Ok(load_source(gateway).await?) })?;
                 let ports = crate::providers::gateway_server_ports(&objects);
                 if ports.is_empty() {
-                    return Err(format!("no Istio Gateway with a server port in {}", gateway.describe()));
+                    return Err(StepError::NoGatewayPorts(gateway.describe()));
                 }
                 write_atomic(Path::new(path), crate::providers::gateway_ports(*node_port, &ports).as_bytes())
-                    .map_err(|e| format!("write {path}: {e}"))
+                    .map_err(|source| StepError::Write { path: path.clone(), source })
             }
             Step::Check { .. } => Ok(()),
         }
@@ -368,7 +452,7 @@ impl Session {
 
     /// Awaits waits concurrently (a batch of consecutive ones, or a single one); every one that
     /// fails is reported.
-    fn run_waits(&mut self, waits: &[&Step]) -> Result<(), String> {
+    fn run_waits(&mut self, waits: &[&Step]) -> Result<(), StepError> {
         self.connect()?;
         let live = self.live.as_ref().expect("connected");
         let futures = waits.iter().filter_map(|step| match step {
@@ -383,29 +467,34 @@ impl Session {
             _ => None,
         });
         until_interrupted(&self.rt, async {
-            let failures: Vec<String> = futures::future::join_all(futures)
+            let mut failures: Vec<StepError> = futures::future::join_all(futures)
                 .await
                 .into_iter()
                 .filter_map(Result::err)
-                .map(|e| e.to_string())
+                .map(StepError::from)
                 .collect();
-            if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
+            match failures.len() {
+                0 => Ok(()),
+                1 => Err(failures.remove(0)),
+                _ => Err(StepError::Several(failures)),
+            }
         })
     }
 
     /// Connects to the cluster (once the kubeconfig exists).
-    fn connect(&mut self) -> Result<(), String> {
+    fn connect(&mut self) -> Result<(), StepError> {
         if self.live.is_none() {
             let kubeconfig = PathBuf::from(&self.plan.kubeconfig);
             let context = self.plan.context.clone();
             let client = self.rt.block_on(async {
-                let kc = kube::config::Kubeconfig::read_from(&kubeconfig)
-                    .map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
+                let bad = |e: &dyn std::fmt::Display| StepError::Kubeconfig {
+                    path: kubeconfig.display().to_string(),
+                    message: e.to_string(),
+                };
+                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| bad(&e))?;
                 let opts = kube::config::KubeConfigOptions { context, ..Default::default() };
-                let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
-                    .await
-                    .map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
-                kube::Client::try_from(cfg).map_err(|e| e.to_string())
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| bad(&e))?;
+                kube::Client::try_from(cfg).map_err(|e| bad(&e))
             })?;
             self.live = Some(Live {
                 client,
@@ -418,9 +507,8 @@ impl Session {
         Ok(())
     }
 
-    fn run_check(&mut self, suite: &str, name: &str) -> (Verdict, bool) {
-        let Some(def) = checks::find(name) else { return (Verdict::error(format!("unknown check {name}")), false) };
-        let evidence = self.evidence_for(suite);
+    fn run_check(&mut self, phase: Phase, def: &'static CheckDef) -> (Verdict, bool) {
+        let evidence = self.evidence_for(phase);
         let collected = match def.collect {
             Collector::Scenario(collect) => {
                 let (s, ev) = (self.scenario.clone(), evidence.clone());
@@ -433,7 +521,7 @@ impl Session {
             Collector::Cluster(collect) => {
                 let timeout = self.scenario.timeouts.check.0;
                 match self.connect() {
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.to_string()),
                     Ok(_) => {
                         let mut live = self.live.take().expect("connected");
                         live.evidence = evidence.clone();
@@ -446,12 +534,12 @@ impl Session {
                             Ok(Err(e)) => Err(e.to_string()),
                             Err(_) => Err(format!("collector did not finish within {}s", timeout.as_secs())),
                         };
-                        return self.judged(name, &evidence, collected, &reverted);
+                        return self.judged(def, &evidence, collected, &reverted);
                     }
                 }
             }
         };
-        self.judged(name, &evidence, collected, &[])
+        self.judged(def, &evidence, collected, &[])
     }
 
     /// The verdict of a check from its collector's result and what the session took back after it.
@@ -459,11 +547,12 @@ impl Session {
     /// evidence says: the cluster is not as the run found it.
     fn judged(
         &self,
-        name: &str,
+        def: &CheckDef,
         evidence: &Evidence,
         collected: Result<(), String>,
         reverted: &[crate::live::Reverted],
     ) -> (Verdict, bool) {
+        let name = def.info.name;
         if !reverted.is_empty()
             && let Err(e) = evidence.write_json(&format!("reverted/{name}.json"), &reverted)
         {
@@ -476,7 +565,6 @@ impl Session {
             .filter(|r| r.error.is_none())
             .map(|r| format!("taken back by the session: {}", r.action))
             .collect();
-        let def = checks::find(name).expect("a check that was collected is registered");
         match collected {
             Ok(()) if left.is_empty() => ((def.judge)(evidence), true),
             Ok(()) => (
@@ -516,14 +604,14 @@ impl Session {
         }
         let cleanup_started = Instant::now();
         let cleanup: Vec<Step> =
-            self.plan.phases.iter().find(|p| p.name == "cleanup").map(|p| p.steps.clone()).unwrap_or_default();
+            self.plan.phases.iter().find(|p| p.name == Phase::Cleanup).map(|p| p.steps.clone()).unwrap_or_default();
         if self.keep {
             tracing::info!("--keep: leaving cluster {:?}; kubeconfig {}", self.plan.cluster_name, self.plan.kubeconfig);
         } else {
             for step in cleanup {
                 let result = match &step {
                     Step::Command { command, .. } if self.cluster_created => {
-                        self.runner.run_ignoring_interrupt(command).map(|_| ()).map_err(|e| e.to_string())
+                        self.runner.run_ignoring_interrupt(command).map(|_| ()).map_err(StepError::from)
                     }
                     // Only a run that reached the cluster can have created namespaces there.
                     Step::DeleteOwnedNamespaces { .. } if self.live.is_some() => self.run_step(&step),
@@ -544,10 +632,10 @@ impl Session {
     /// Marks every trial not yet run as not run (when a run stops early).
     pub fn mark_rest_not_run(&mut self, trials: &[TrialSpec], why: &str) {
         for t in trials {
-            if !self.record.results.iter().any(|r| r.suite == t.suite && r.name == t.name) {
+            if !self.record.results.iter().any(|r| r.suite == t.suite() && r.name == t.name()) {
                 self.record.results.push(TrialResult {
-                    suite: t.suite.clone(),
-                    name: t.name.clone(),
+                    suite: t.suite().to_string(),
+                    name: t.name().to_string(),
                     verdict: Verdict::not_run(why.to_string()),
                     duration_secs: 0.0,
                     evidence_root: None,
@@ -601,12 +689,12 @@ async fn fetch_manifests(url: &str) -> Result<Vec<kube::api::DynamicObject>, Liv
 /// Runs a future on the session's runtime until it ends or Ctrl-C is pressed.
 fn until_interrupted<T>(
     rt: &tokio::runtime::Runtime,
-    fut: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    fut: impl std::future::Future<Output = Result<T, StepError>>,
+) -> Result<T, StepError> {
     rt.block_on(async {
         tokio::select! {
             r = fut => r,
-            _ = crate::runner::interrupted() => Err("interrupted (Ctrl-C, SIGTERM or SIGHUP)".to_string()),
+            _ = crate::runner::interrupted() => Err(StepError::Interrupted),
         }
     })
 }

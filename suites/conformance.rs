@@ -111,8 +111,11 @@ fn nextest_trial(args: &Arguments, scenario: Scenario, opts: &RunOptions, specs:
     let trials = specs
         .iter()
         .map(|spec| {
-            let verdict =
-                record.results.iter().find(|r| r.suite == spec.suite && r.name == spec.name).map(|r| r.verdict.clone());
+            let verdict = record
+                .results
+                .iter()
+                .find(|r| r.suite == spec.suite() && r.name == spec.name())
+                .map(|r| r.verdict.clone());
             Trial::ignorable_test(spec.trial_name(), move || match verdict {
                 Some(v) => trial_result(v, true),
                 None => Err(Failed::from("the run recorded no result for this trial")),

@@ -23,7 +23,7 @@ fn golden_plans() {
 fn command_lines(p: &plan::Plan, phase: &str) -> Vec<String> {
     p.phases
         .iter()
-        .filter(|ph| ph.name == phase)
+        .filter(|ph| ph.name.as_str() == phase)
         .flat_map(|ph| ph.steps.iter())
         .filter_map(|s| match s {
             Step::Command { command, .. } => Some(command.display()),
@@ -50,7 +50,7 @@ fn install_follows_the_documented_order() {
     ];
     let idx: Vec<usize> = order.iter().map(|n| position(&lines, n)).collect();
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "{order:?} out of order: {idx:?}");
-    let install = &p.phases.iter().find(|ph| ph.name == "install").unwrap().steps;
+    let install = &p.phases.iter().find(|ph| ph.name.as_str() == "install").unwrap().steps;
     let at = |f: &dyn Fn(&Step) -> bool| install.iter().position(f).unwrap();
     let crds =
         at(&|s| matches!(s, Step::Apply { source: plan::Source::Url { url }, .. } if url.contains("gateway-api")));
@@ -92,7 +92,7 @@ fn upgrade_follows_the_documented_in_place_order_with_full_values() {
 #[test]
 fn existing_cluster_without_install_never_creates_installs_or_deletes() {
     let p = plan_of("existing-cluster");
-    let all: Vec<String> = p.phases.iter().flat_map(|ph| command_lines(&p, &ph.name)).collect();
+    let all: Vec<String> = p.phases.iter().flat_map(|ph| command_lines(&p, ph.name.as_str())).collect();
     assert!(all.is_empty(), "{all:#?}");
     assert!(p.cluster_name.is_none());
 }
@@ -100,7 +100,7 @@ fn existing_cluster_without_install_never_creates_installs_or_deletes() {
 #[test]
 fn existing_cluster_cleanup_deletes_only_the_runs_own_namespaces() {
     let p = plan_of("existing-cluster");
-    let cleanup = &p.phases.iter().find(|ph| ph.name == "cleanup").unwrap().steps;
+    let cleanup = &p.phases.iter().find(|ph| ph.name.as_str() == "cleanup").unwrap().steps;
     assert!(matches!(cleanup.as_slice(), [Step::DeleteOwnedNamespaces { run }] if run == "run-id"), "{cleanup:?}");
     // Every namespace the run uses is created through an ownership step, never by helm or a manifest.
     for ph in &p.phases {
@@ -118,7 +118,7 @@ fn existing_cluster_cleanup_deletes_only_the_runs_own_namespaces() {
 #[test]
 fn consecutive_waits_form_one_concurrent_batch() {
     let p = plan_of("ambient-kind");
-    let provision = &p.phases.iter().find(|ph| ph.name == "provision").unwrap().steps;
+    let provision = &p.phases.iter().find(|ph| ph.name.as_str() == "provision").unwrap().steps;
     let batches = plan::batches(provision);
     let waits: Vec<usize> = batches.iter().filter(|b| matches!(b[0], Step::Wait { .. })).map(Vec::len).collect();
     assert_eq!(waits, [5], "cilium, cilium-envoy, operator, nodes, coredns are awaited together");
