@@ -231,12 +231,19 @@ pub struct RunContext {
     pub run_id: String,
     /// Run folder.
     pub run_dir: String,
+    /// A private folder outside the run folder for what must not be uploaded with it: the
+    /// throw-away cluster's kubeconfig holds a client key, and CI uploads all of `reports/`.
+    pub private_dir: String,
 }
 
 impl RunContext {
     /// The stable context used by `meshcheck plan` and the golden tests.
     pub fn for_plan() -> RunContext {
-        RunContext { run_id: "RUN-ID".into(), run_dir: "reports/RUN-ID".into() }
+        RunContext {
+            run_id: "RUN-ID".into(),
+            run_dir: "reports/RUN-ID".into(),
+            private_dir: "$TMPDIR/meshcheck-RUN-ID".into(),
+        }
     }
 }
 
@@ -452,8 +459,8 @@ pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
         Some(e) => {
             (e.kubeconfig.clone().map(|k| expand_home(&k)).unwrap_or_else(default_kubeconfig), e.context.clone())
         }
-        // Beside the run folder, never inside it: the folder is uploaded as an artifact.
-        None => (format!("{}.kubeconfig", ctx.run_dir), None),
+        // Never under reports/: CI uploads that folder as an artifact.
+        None => (format!("{}/kubeconfig", ctx.private_dir), None),
     };
     let b = Builder { s, ctx, kubeconfig: kubeconfig.clone(), context: context.clone(), cluster: cluster.clone() };
     let mut phases = vec![PhasePlan { name: Phase::Preflight, steps: b.checks(Stage::Preflight) }];

@@ -171,7 +171,13 @@ impl Session {
         let run_id = new_run_id();
         let run_dir = opts.reports_dir.join(&run_id);
         std::fs::create_dir_all(run_dir.join("evidence"))?;
-        let ctx = RunContext { run_id: run_id.clone(), run_dir: run_dir.display().to_string() };
+        let private_dir = std::env::temp_dir().join(format!("meshcheck-{run_id}"));
+        create_private_dir(&private_dir)?;
+        let ctx = RunContext {
+            run_id: run_id.clone(),
+            run_dir: run_dir.display().to_string(),
+            private_dir: private_dir.display().to_string(),
+        };
         let plan = plan::build(&scenario, &ctx);
         write_atomic(&run_dir.join("plan.json"), &serde_json::to_vec_pretty(&plan).expect("plan serializes"))?;
         let latest = opts.reports_dir.join("latest");
@@ -343,6 +349,7 @@ impl Session {
                 // Even a failed create can leave containers behind; cleanup must try.
                 self.cluster_created |= *creates_cluster;
                 let result = self.runner.run(command);
+                self.protect_kubeconfig();
                 let Some(file) = advisory else { return result.map(|_| ()).map_err(StepError::from) };
                 let text = match result {
                     Err(CommandError::NotFound { .. }) => return Ok(()),
@@ -438,6 +445,18 @@ impl Session {
                     .map_err(|source| StepError::Write { path: path.clone(), source })
             }
             Step::Check { .. } => Ok(()),
+        }
+    }
+
+    /// Keeps the throw-away cluster's kubeconfig private (0600) as soon as a tool has written it;
+    /// a user's own kubeconfig (provider existing) is never touched.
+    fn protect_kubeconfig(&self) {
+        let path = Path::new(&self.plan.kubeconfig);
+        if self.plan.cluster_name.is_some()
+            && path.is_file()
+            && let Err(e) = make_private(path)
+        {
+            tracing::warn!("could not make {} private: {e}", path.display());
         }
     }
 
@@ -623,6 +642,14 @@ impl Session {
             }
         }
         self.record.phase_durations_secs.insert("cleanup".into(), cleanup_started.elapsed().as_secs_f64());
+        // The private folder holds the throw-away cluster's kubeconfig: it goes with the cluster.
+        if !self.keep
+            && let Some(dir) = Path::new(&self.plan.kubeconfig).parent().filter(|_| self.plan.cluster_name.is_some())
+            && let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("could not delete {}: {e}", dir.display());
+        }
         self.record.ended_at = now_rfc3339();
         self.record.outcome = self.record.overall();
         self.write_reports();
@@ -684,6 +711,27 @@ async fn fetch_manifests(url: &str) -> Result<Vec<kube::api::DynamicObject>, Liv
     }
     let text = resp.text().await.map_err(|e| http(e.to_string()))?;
     Ok(crate::fixtures::parse_manifests(&text, url)?)
+}
+
+/// Creates the run's private folder, readable by this user only (0700).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes a file readable by this user only (0600): the kubeconfig a cluster tool wrote.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Runs a future on the session's runtime until it ends or Ctrl-C is pressed.

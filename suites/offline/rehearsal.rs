@@ -71,8 +71,16 @@ impl Rehearsal {
             .env("MESHCHECK_LOG", "warn")
             .env_remove("MESHCHECK_SCENARIO")
             .env_remove("MESHCHECK_KEEP")
+            .env("TMPDIR", self.tmp())
             .current_dir(self.work.path());
         cmd
+    }
+
+    /// The runs' temporary folder, where the private folder with the kubeconfig goes.
+    fn tmp(&self) -> PathBuf {
+        let tmp = self.work.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        tmp
     }
 
     /// `meshcheck run` on the scenario.
@@ -106,9 +114,27 @@ fn verdicts(r: &RunRecord) -> BTreeMap<String, Outcome> {
 
 /// The run folder is complete: run.json final with every trial, junit.xml and summary.md naming
 /// each, and `meshcheck judge` on the folder agrees with the live verdicts.
+/// No kubeconfig in the uploaded reports/, and none left in the private folder after the run.
+fn assert_no_kubeconfig_kept(r: &Rehearsal) {
+    let mut found = Vec::new();
+    let mut stack = vec![r.reports(), r.tmp()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n.to_string_lossy().contains("kubeconfig")) {
+                found.push(path);
+            }
+        }
+    }
+    assert!(found.is_empty(), "kubeconfig files left in reports/ or the private folder: {found:?}");
+}
+
 fn assert_report_complete(r: &Rehearsal, scenario: &Path, out: &Output) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "meshcheck panicked:\n{stderr}");
+    assert_no_kubeconfig_kept(r);
     let record = r.record();
     assert!(!record.ended_at.is_empty(), "run.json is not final");
     let scenario = meshcheck::scenario::Scenario::from_path(scenario).unwrap();
@@ -441,6 +467,35 @@ fn interrupted(r: &Rehearsal, scenario: &Path, trigger: &str, signal: &str) -> O
 
 fn hanging_istiod() -> Faults {
     Faults { helm_hangs: Some("istiod".into()), ..Faults::default() }
+}
+
+#[test]
+fn with_keep_the_kubeconfig_stays_private_outside_reports() {
+    let Some(r) = Rehearsal::new("kind", Faults::default()) else { return };
+    let scenario = r.scenario("ambient-kind", |t| only_checks(t, &["node-architecture"]));
+    let out = r
+        .meshcheck()
+        .args(["run", "--keep", "--scenario"])
+        .arg(&scenario)
+        .arg("--reports")
+        .arg(r.reports())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.run_dir().join("plan.json")).unwrap()).unwrap();
+    let kubeconfig = PathBuf::from(plan["kubeconfig"].as_str().unwrap());
+    assert!(kubeconfig.starts_with(r.tmp()), "{} is not in the private folder", kubeconfig.display());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&kubeconfig), 0o600, "the kubeconfig holds a client key");
+    assert_eq!(mode(kubeconfig.parent().unwrap()), 0o700);
+    assert!(
+        !std::fs::read_dir(r.reports())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("kubeconfig"))
+    );
 }
 
 #[test]
