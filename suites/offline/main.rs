@@ -7,6 +7,7 @@ mod fixtures;
 mod images;
 mod judges;
 mod plans;
+mod processes;
 mod prometheus;
 mod rehearsal;
 mod reports;

@@ -1,0 +1,107 @@
+//! External commands as real processes with real signals: a stopped command's whole process group
+//! gets SIGTERM, then SIGKILL after the grace period, and what it printed is kept.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use meshcheck::runner::{CommandError, CommandSpec, OutputTails, Runner};
+use serde_json::Value;
+
+/// Writes an executable `sh` script.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Runs `body` as a stand-in that hangs past its 1 s deadline. Its argument is a file where it
+/// writes the pid of the child it started. Returns the error, the command record and that pid.
+fn hang_past_deadline(runner: &Runner, dir: &Path, body: &str) -> (CommandError, Value, u32) {
+    let stand_in = script(dir, "stand-in", body);
+    let pid_file = dir.join("child.pid");
+    let spec = CommandSpec::new(stand_in.to_str().unwrap(), [pid_file.to_str().unwrap()], Duration::from_secs(1));
+    let err = runner.run(&spec).unwrap_err();
+    let record = std::fs::read_to_string(dir.join("commands/001-stand-in.json")).unwrap();
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    (err, serde_json::from_str(&record).unwrap(), pid)
+}
+
+/// Whether `pid` is a live process: it has a `/proc` entry and is not a zombie.
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may itself hold spaces.
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()).unwrap_or_default();
+    !state.starts_with('Z')
+}
+
+fn timed_out_output(err: &CommandError) -> &OutputTails {
+    match err {
+        CommandError::TimedOut { after_secs: 1, output, .. } => output,
+        other => panic!("expected a timeout, got: {other}"),
+    }
+}
+
+#[test]
+fn a_command_past_its_deadline_gets_sigterm_on_its_whole_group_and_keeps_what_it_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (err, record, child) = hang_past_deadline(
+        &Runner::new(dir.path()),
+        dir.path(),
+        "trap 'echo \"stand-in: got SIGTERM\" >&2; exit 143' TERM\n\
+         echo 'stand-in: pulling images' >&2\n\
+         echo 'stand-in: 2 of 3 nodes ready'\n\
+         sleep 300 &\n\
+         echo $! > \"$1\"\n\
+         wait",
+    );
+    let output = timed_out_output(&err);
+    assert!(output.stderr.contains("stand-in: pulling images"), "partial stderr is in the error: {err}");
+    assert!(output.stderr.contains("stand-in: got SIGTERM"), "the group got SIGTERM: {err}");
+    assert!(output.stdout.contains("2 of 3 nodes ready"), "partial stdout is in the error: {err}");
+    let text = err.to_string();
+    assert!(text.contains("did not finish within 1s") && text.contains("stand-in: got SIGTERM"), "{text}");
+    assert_eq!(record["timed_out"], true, "{record}");
+    assert_eq!(record["stopped_with"], "term", "SIGTERM was enough: {record}");
+    assert_eq!(record["exit_code"], 143, "the trap's exit code: {record}");
+    assert!(record["stderr"].as_str().unwrap().contains("stand-in: got SIGTERM"), "{record}");
+    assert!(record["stdout"].as_str().unwrap().contains("2 of 3 nodes ready"), "{record}");
+    assert!(!alive(child), "the stand-in's child {child} survived SIGTERM to its group");
+}
+
+#[test]
+fn a_command_that_ignores_sigterm_is_killed_with_its_group_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    // An ignored signal stays ignored across fork and exec, so the child ignores SIGTERM too.
+    let (err, record, child) = hang_past_deadline(
+        &Runner::with_stop_grace(dir.path(), Duration::from_millis(200)),
+        dir.path(),
+        "trap '' TERM\n\
+         echo 'stand-in: ignoring SIGTERM' >&2\n\
+         sleep 300 &\n\
+         echo $! > \"$1\"\n\
+         wait",
+    );
+    let output = timed_out_output(&err);
+    assert!(output.stderr.contains("stand-in: ignoring SIGTERM"), "partial stderr is in the error: {err}");
+    assert_eq!(record["stopped_with"], "kill", "{record}");
+    assert_eq!(record["exit_code"], Value::Null, "killed by a signal: {record}");
+    assert!(record["stderr"].as_str().unwrap().contains("stand-in: ignoring SIGTERM"), "{record}");
+    assert!(!alive(child), "the stand-in's child {child} survived SIGKILL to its group");
+}
+
+#[test]
+fn a_command_that_finishes_is_not_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = Runner::new(dir.path());
+    let out = runner.run(&CommandSpec::new("sh", ["-c", "echo out; echo err >&2"], Duration::from_secs(5))).unwrap();
+    assert_eq!(out, "out\n");
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("commands/001-sh.json")).unwrap()).unwrap();
+    assert_eq!(record["exit_code"], 0, "{record}");
+    assert!(record.get("stopped_with").is_none(), "{record}");
+    assert_eq!(record["stderr"], "err\n", "{record}");
+}
