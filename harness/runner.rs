@@ -12,7 +12,7 @@
 //! until then is kept in its record and quoted in the error.
 
 use std::{
-    io::{Read, Write as _},
+    io::Read,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, ExitStatus, Stdio},
@@ -54,8 +54,9 @@ pub fn install_interrupt_handler() -> std::io::Result<()> {
                 _ = term.recv() => "SIGTERM",
                 _ = hup.recv() => "SIGHUP",
             };
-            // A closed stderr (`meshcheck run 2>&1 | head`) must not stop the cleanup.
-            let _ = writeln!(std::io::stderr(), "interrupted ({name}): stopping, cleaning up and writing the report");
+            crate::progress::stderr_line(format_args!(
+                "interrupted ({name}): stopping, cleaning up and writing the report"
+            ));
             INTERRUPTED.store(true, Ordering::SeqCst);
         })
     });

@@ -1,9 +1,11 @@
 //! External commands as real processes with real signals: a stopped command's whole process group
-//! gets SIGTERM, then SIGKILL after the grace period, and what it printed is kept.
+//! gets SIGTERM, then SIGKILL after the grace period, and what it printed is kept; a closed stderr
+//! pipe does not panic `meshcheck run`.
 
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -104,4 +106,49 @@ fn a_command_that_finishes_is_not_stopped() {
     assert_eq!(record["exit_code"], 0, "{record}");
     assert!(record.get("stopped_with").is_none(), "{record}");
     assert_eq!(record["stderr"], "err\n", "{record}");
+}
+
+/// `meshcheck run 2>&1 | head`: once `head` has its lines the pipe is closed, and every later
+/// write to stderr fails with EPIPE. The run must still fail or pass on its own terms, clean up and
+/// write its report, not panic (exit code 101).
+#[test]
+fn a_closed_stderr_pipe_does_not_panic_the_run() {
+    let bin = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls.log");
+    let stand_in = |tool: &str, body: &str| {
+        script(bin.path(), tool, &format!("echo \"{tool} $*\" >> \"{}\"\n{body}", calls.display()));
+    };
+    stand_in("docker", "exit 0");
+    stand_in("k3d", "exit 0");
+    stand_in(
+        "helm",
+        "case \"$1 $2\" in \"version --short\") echo v3.20.0;; \"repo add\") exit 0;; *) echo 'Error: INSTALLATION FAILED: boom' >&2; exit 1;; esac",
+    );
+    let scenario = work.path().join("s.yaml");
+    std::fs::copy(crate::common::root().join("scenarios/ambient-k3d.yaml"), &scenario).unwrap();
+    let (closed, stderr) = std::io::pipe().unwrap();
+    drop(closed);
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+        .args(["run", "--scenario"])
+        .arg(&scenario)
+        .arg("--reports")
+        .arg(work.path().join("reports"))
+        .env("PATH", format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap()))
+        .env("MESHCHECK_PROGRESS", "lines")
+        .stdin(Stdio::null())
+        .stderr(stderr)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(101), "meshcheck panicked: {stdout}");
+    assert_eq!(out.status.code(), Some(1), "the failed install fails the run: {stdout}");
+    assert!(!stdout.contains("panicked"), "{stdout}");
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(calls.contains("k3d cluster delete meshcheck-"), "cleanup ran: {calls}");
+    let latest = work.path().join("reports/latest");
+    let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
+    assert!(junit.contains("INSTALLATION FAILED: boom"), "the report is written: {junit}");
+    let run = std::fs::read_to_string(latest.join("run.json")).unwrap();
+    assert!(!run.contains("panicked"), "{run}");
 }
