@@ -1,6 +1,6 @@
 //! External commands as real processes with real signals: a stopped command's whole process group
 //! gets SIGTERM, then SIGKILL after the grace period, and what it printed is kept; a closed stderr
-//! pipe does not panic `meshcheck run`.
+//! pipe does not panic `meshcheck run`; an HTTP error names its cause.
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use meshcheck::runner::{CommandError, CommandSpec, OutputTails, Runner};
+use meshcheck::{
+    live::LiveError,
+    runner::{CommandError, CommandSpec, OutputTails, Runner},
+};
 use serde_json::Value;
 
 /// Writes an executable `sh` script.
@@ -151,4 +154,29 @@ fn a_closed_stderr_pipe_does_not_panic_the_run() {
     assert!(junit.contains("INSTALLATION FAILED: boom"), "the report is written: {junit}");
     let run = std::fs::read_to_string(latest.join("run.json")).unwrap();
     assert!(!run.contains("panicked"), "{run}");
+}
+
+/// A local port with nothing listening: bound, read, released.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn an_http_error_names_its_cause() {
+    let port = closed_port();
+    // The OS's own wording ("Connection refused (os error 111)" on Linux), from a plain connect.
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err().to_string();
+    let url = format!("http://127.0.0.1:{port}/");
+
+    let err = reqwest::get(&url).await.unwrap_err();
+    assert!(!err.to_string().contains(&refused), "reqwest alone does not say why: {err}");
+    let text = LiveError::http(format!("GET {url}"), &err).to_string();
+    assert!(text.contains("error sending request") && text.contains(&refused), "{text}");
+
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let request = http::Request::get("/api/v1/nodes").body(Vec::new()).unwrap();
+    let source = client.request_text(request).await.unwrap_err();
+    let text = LiveError::Kube { what: "GET /api/v1/nodes".into(), source }.to_string();
+    assert!(text.starts_with("GET /api/v1/nodes: ") && text.contains(&refused), "{text}");
+    assert_eq!(text.matches("client error (Connect)").count(), 1, "causes are not repeated: {text}");
 }
