@@ -8,8 +8,8 @@
 //! (the offline test `layers` reads this list and fails on any import against it):
 //!
 //! 1. util, names, catalog, kjson, oci, promtext, tempo: leaves (utilities, shared names, what each check is, wire formats)
-//! 2. scenario: what the user asked for
-//! 3. providers, fixtures, runner, evidence, progress: cluster tools, embedded files, commands, the evidence folder, the console
+//! 2. scenario, progress: what the user asked for; the console
+//! 3. providers, fixtures, runner, evidence: cluster tools, embedded files, commands, the evidence folder
 //! 4. live, report: the cluster API; the run folder's reports
 //! 5. waits, namespaces, traffic, preflight: what is built on the cluster API
 //! 6. plan, checks: the plan as data; collectors and judges

@@ -44,8 +44,9 @@ pub const SNAPSHOT_NAMESPACES: &[&str] = &[
 /// Errors of the live layer. Each names what it was doing.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
-    /// A Kubernetes API call failed.
-    #[error("{what}: {source}")]
+    /// A Kubernetes API call failed. The message carries the whole cause chain: kube's own text for
+    /// a refused connection is only "ServiceError: client error (Connect)".
+    #[error("{what}: {}", with_causes(.source))]
     Kube {
         /// What was being done.
         what: String,
@@ -245,6 +246,32 @@ fn resolve(discovery: &Discovery, obj: &DynamicObject) -> Result<(ApiResource, A
     })?)
 }
 
+impl LiveError {
+    /// An HTTP failure whose message is `err` with its causes ([`with_causes`]).
+    pub fn http(what: impl Into<String>, err: &(dyn std::error::Error + 'static)) -> LiveError {
+        LiveError::Http { what: what.into(), message: with_causes(err) }
+    }
+}
+
+/// `err`'s message followed by each of its causes (`std::error::Error::source`), joined with `: `.
+/// HTTP clients put the reason one or more levels down: reqwest says "error sending request for
+/// url (…)", hyper "client error (Connect)", and only the innermost I/O error says "Connection
+/// refused" or "failed to lookup address information". A cause whose text is already in the
+/// message is not repeated (kube's `ServiceError: {0}` quotes its source).
+pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> LiveError {
     let what = what.into();
     move |source| LiveError::Kube { what, source }
@@ -277,8 +304,7 @@ impl Live {
     /// Lists objects of a core or apps kind as raw JSON (e.g. `/api/v1/namespaces/x/pods`).
     pub async fn list_json(&self, path: &str) -> Result<Value, LiveError> {
         let bytes = self.get_raw(path).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| LiveError::Http { what: format!("GET {path}"), message: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| LiveError::http(format!("GET {path}"), &e))
     }
 
     /// HTTP/1.0 GET to `localhost:{port}` inside a pod, over a port-forward (bypasses the mesh).
@@ -312,7 +338,7 @@ impl Live {
             .take_stream(port)
             .ok_or_else(|| LiveError::Http { what: what.to_string(), message: "no stream for port".into() })?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: */*\r\nConnection: close\r\n\r\n");
-        let io = |e: std::io::Error| LiveError::Http { what: what.to_string(), message: e.to_string() };
+        let io = |e: std::io::Error| LiveError::http(what, &e);
         stream.write_all(request.as_bytes()).await.map_err(io)?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.map_err(io)?;

@@ -1,6 +1,6 @@
 //! Progress of the long phases on the terminal: a spinner line with the running step and its
 //! elapsed time when stderr is a terminal, plain timestamped lines otherwise (CI logs, files).
-//! Only presentation: the run folder is the record.
+//! Only presentation: the run folder is the record, so a failed write (a closed pipe) is ignored.
 
 use std::{
     io::{IsTerminal, Write},
@@ -126,6 +126,13 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
+}
+
+/// Writes one line to stderr and ignores a failure: `eprintln!` panics when stderr is a closed pipe
+/// (`meshcheck run 2>&1 | head` once `head` has its lines), and a panic would skip the cleanup
+/// and the report.
+pub fn stderr_line(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn elapsed(d: Duration) -> String {

@@ -4,17 +4,27 @@
 //! start, duration, exit code, redacted output tails), has a deadline, and a failure becomes an error
 //! that names the command and shows the tail of its stderr. Ctrl-C sets a flag that stops the
 //! command in flight, so the run can still clean up and write its report.
+//!
+//! Each command runs in a process group of its own, so stopping it reaches everything it started
+//! (`kind` and `k3d` run `docker`, `helm` runs plugins): on its deadline or Ctrl-C the group gets
+//! SIGTERM, a grace period ([`STOP_GRACE`]) to exit, then SIGKILL. Its own group also keeps the
+//! terminal's Ctrl-C away from it: meshcheck decides when and how it stops. Whatever it printed
+//! until then is kept in its record and quoted in the error.
 
 use std::{
+    io::Read,
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
+    process::{Child, ExitStatus, Stdio},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use std::io::Write as _;
+use rustix::process::{Pid, Signal};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,8 +54,9 @@ pub fn install_interrupt_handler() -> std::io::Result<()> {
                 _ = term.recv() => "SIGTERM",
                 _ = hup.recv() => "SIGHUP",
             };
-            // A closed stderr (`meshcheck run 2>&1 | head`) must not stop the cleanup.
-            let _ = writeln!(std::io::stderr(), "interrupted ({name}): stopping, cleaning up and writing the report");
+            crate::progress::stderr_line(format_args!(
+                "interrupted ({name}): stopping, cleaning up and writing the report"
+            ));
             INTERRUPTED.store(true, Ordering::SeqCst);
         })
     });
@@ -59,10 +70,30 @@ pub async fn interrupted() {
     }
 }
 
-/// Lines of stderr quoted in an error.
-const STDERR_TAIL_LINES: usize = 15;
+/// Lines of output quoted in an error.
+const OUTPUT_TAIL_LINES: usize = 15;
 /// Bytes of output kept in a command record.
 const OUTPUT_TAIL_BYTES: usize = 64 * 1024;
+
+/// How long a stopped command's process group has between SIGTERM and SIGKILL.
+///
+/// 10 s is the default of `docker stop --timeout` (docs.docker.com/reference/cli/docker/container/stop),
+/// the convention of the container tools meshcheck drives. `helm install`/`upgrade` catch SIGTERM
+/// and cancel the release's context (helm/helm `cmd/helm/install.go`, `runInstall`:
+/// `signal.Notify(cSignal, os.Interrupt, syscall.SIGTERM)`), which needs a moment, not minutes. It
+/// also leaves two thirds of the 30 s a Kubernetes-hosted CI job gets between SIGTERM and SIGKILL
+/// (`terminationGracePeriodSeconds`' default, Kubernetes PodSpec reference) for meshcheck's own
+/// cleanup and report.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a stopped command's output is still read once its process group is gone. A process
+/// that left the group (`setsid`, a daemon) can hold the pipes open forever; what it printed after
+/// this is not waited for.
+const DRAIN_AFTER_STOP: Duration = Duration::from_secs(2);
+
+/// Longest pause between two looks at a running command (exit, deadline, Ctrl-C). Looks start
+/// at 1 ms and double up to this, so a quick `helm version` is not slowed down by the polling.
+const MAX_POLL: Duration = Duration::from_millis(100);
 
 /// One command to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +143,16 @@ fn quote(s: &str) -> String {
     }
 }
 
+/// The signal that ended a command meshcheck stopped (deadline or Ctrl-C).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopSignal {
+    /// Its process group exited within the grace period after SIGTERM.
+    Term,
+    /// Something in its process group outlived the grace period and got SIGKILL.
+    Kill,
+}
+
 /// What a command did, as recorded in the run folder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommandRecord {
@@ -130,9 +171,12 @@ pub struct CommandRecord {
     /// Whether Ctrl-C stopped it.
     #[serde(default)]
     pub interrupted: bool,
-    /// Tail of stdout, redacted.
+    /// How meshcheck stopped it, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_with: Option<StopSignal>,
+    /// Tail of stdout, redacted; for a stopped command, what it printed until it ended.
     pub stdout: String,
-    /// Tail of stderr, redacted.
+    /// Tail of stderr, redacted; for a stopped command, what it printed until it ended.
     pub stderr: String,
 }
 
@@ -157,21 +201,23 @@ pub enum CommandError {
         /// Last lines of stderr.
         stderr_tail: String,
     },
-    /// It ran past its deadline and was killed.
-    #[error("`{command}` did not finish within {after_secs}s and was killed; stderr ends with:\n{stderr_tail}")]
+    /// It ran past its deadline and was stopped.
+    #[error("`{command}` did not finish within {after_secs}s and was killed{}", quoted_output(.output))]
     TimedOut {
         /// Full command line.
         command: String,
         /// Deadline in seconds.
         after_secs: u64,
-        /// Last lines of stderr.
-        stderr_tail: String,
+        /// What it printed until it ended.
+        output: OutputTails,
     },
-    /// Ctrl-C arrived while it ran.
-    #[error("`{command}` was interrupted (Ctrl-C, SIGTERM or SIGHUP)")]
+    /// Ctrl-C arrived while it ran, and it was stopped.
+    #[error("`{command}` was interrupted (Ctrl-C, SIGTERM or SIGHUP){}", quoted_output(.output))]
     Interrupted {
         /// Full command line.
         command: String,
+        /// What it printed until it ended.
+        output: OutputTails,
     },
     /// It could not be started or recorded.
     #[error("`{command}`: {source}")]
@@ -184,17 +230,43 @@ pub enum CommandError {
     },
 }
 
+/// The last lines (redacted) a stopped command wrote to stdout and stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTails {
+    /// Last lines of stdout.
+    pub stdout: String,
+    /// Last lines of stderr.
+    pub stderr: String,
+}
+
+/// `; stderr ends with: …` and `stdout ends with: …` for the streams that have anything.
+fn quoted_output(output: &OutputTails) -> String {
+    let quoted: Vec<String> = [("stderr", &output.stderr), ("stdout", &output.stdout)]
+        .into_iter()
+        .filter(|(_, text)| !text.is_empty())
+        .map(|(name, text)| format!("{name} ends with:\n{text}"))
+        .collect();
+    if quoted.is_empty() { String::new() } else { format!("; {}", quoted.join("\n")) }
+}
+
 /// Runs commands and records them under a run folder's `commands/`.
 #[derive(Debug, Clone)]
 pub struct Runner {
     dir: PathBuf,
     counter: Arc<AtomicUsize>,
+    stop_grace: Duration,
 }
 
 impl Runner {
-    /// A runner recording into `<run_dir>/commands`.
+    /// A runner recording into `<run_dir>/commands`, giving stopped commands [`STOP_GRACE`].
     pub fn new(run_dir: &Path) -> Runner {
-        Runner { dir: run_dir.join("commands"), counter: Arc::new(AtomicUsize::new(0)) }
+        Runner::with_stop_grace(run_dir, STOP_GRACE)
+    }
+
+    /// A runner whose stopped commands get `stop_grace` between SIGTERM and SIGKILL (tests use a
+    /// short one).
+    pub fn with_stop_grace(run_dir: &Path, stop_grace: Duration) -> Runner {
+        Runner { dir: run_dir.join("commands"), counter: Arc::new(AtomicUsize::new(0)), stop_grace }
     }
 
     /// Runs a command to completion (blocking), honouring its deadline and Ctrl-C.
@@ -211,58 +283,78 @@ impl Runner {
         let command = redact(&spec.display());
         let started = Instant::now();
         let started_at = crate::util::now_rfc3339();
-        let mut expr = duct::cmd(&spec.program, &spec.args).stdout_capture().stderr_capture().stdin_null().unchecked();
-        for (k, v) in &spec.env {
-            expr = expr.env(k, v);
-        }
-        let handle = match expr.start() {
-            Ok(h) => h,
+        let spawned = std::process::Command::new(&spec.program)
+            .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.record(
-                    spec,
-                    &started_at,
-                    started,
-                    Ending { code: None, timed_out: false, interrupted: false },
-                    b"",
-                    e.to_string().as_bytes(),
-                );
+                let ending = Ending { code: None, timed_out: false, interrupted: false, stopped_with: None };
+                self.record(spec, &started_at, started, ending, b"", e.to_string().as_bytes());
                 return Err(CommandError::NotFound { program: spec.program.clone(), command });
             }
             Err(source) => return Err(CommandError::Io { command, source }),
         };
+        let stdout = Capture::start(child.stdout.take().expect("stdout is piped"));
+        let stderr = Capture::start(child.stderr.take().expect("stderr is piped"));
         let deadline = started + Duration::from_secs(spec.timeout_secs);
-        let (output, timed_out, interrupted) = loop {
-            let step = (Instant::now() + Duration::from_millis(100)).min(deadline);
-            match handle.wait_deadline(step) {
-                Ok(Some(out)) => break (Some(out.clone()), false, false),
-                Ok(None) if Instant::now() >= deadline => {
-                    handle.kill().ok();
-                    break (None, true, false);
-                }
-                Ok(None) if interruptible && INTERRUPTED.load(Ordering::SeqCst) => {
-                    handle.kill().ok();
-                    break (None, false, true);
-                }
-                Ok(None) => continue,
-                Err(source) => return Err(CommandError::Io { command, source }),
+        let io = |source| CommandError::Io { command: command.clone(), source };
+        let mut status = None;
+        let mut pause = Duration::from_millis(1);
+        let (timed_out, interrupted) = loop {
+            if status.is_none() {
+                status = child.try_wait().map_err(io)?;
             }
+            if status.is_some() && stdout.finished() && stderr.finished() {
+                break (false, false);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break (true, false);
+            }
+            if interruptible && INTERRUPTED.load(Ordering::SeqCst) {
+                break (false, true);
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(MAX_POLL);
         };
-        let (stdout, stderr, code) = match &output {
-            Some(o) => (o.stdout.clone(), o.stderr.clone(), o.status.code()),
-            None => (Vec::new(), Vec::new(), None),
+        let stopped_with = if timed_out || interrupted {
+            let signal = stop_group(&mut child, &mut status, self.stop_grace).map_err(io)?;
+            let drained = Instant::now() + DRAIN_AFTER_STOP;
+            while !(stdout.finished() && stderr.finished()) && Instant::now() < drained {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Some(signal)
+        } else {
+            None
         };
-        self.record(spec, &started_at, started, Ending { code, timed_out, interrupted }, &stdout, &stderr);
-        let stderr_text = redact(&String::from_utf8_lossy(&stderr));
-        let stderr_tail = tail_lines(&stderr_text, STDERR_TAIL_LINES);
+        let (stdout, stderr) = (stdout.bytes(), stderr.bytes());
+        let code = status.and_then(|s| s.code());
+        self.record(
+            spec,
+            &started_at,
+            started,
+            Ending { code, timed_out, interrupted, stopped_with },
+            &stdout,
+            &stderr,
+        );
+        let tail_of = |bytes: &[u8]| tail_lines(&redact(&String::from_utf8_lossy(bytes)), OUTPUT_TAIL_LINES);
         if interrupted {
-            return Err(CommandError::Interrupted { command });
+            let output = OutputTails { stdout: tail_of(&stdout), stderr: tail_of(&stderr) };
+            return Err(CommandError::Interrupted { command, output });
         }
         if timed_out {
-            return Err(CommandError::TimedOut { command, after_secs: spec.timeout_secs, stderr_tail });
+            let output = OutputTails { stdout: tail_of(&stdout), stderr: tail_of(&stderr) };
+            return Err(CommandError::TimedOut { command, after_secs: spec.timeout_secs, output });
         }
-        match output {
-            Some(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
-            _ => Err(CommandError::Failed { command, code: code.unwrap_or(-1), stderr_tail }),
+        match status {
+            Some(s) if s.success() => Ok(String::from_utf8_lossy(&stdout).into_owned()),
+            _ => Err(CommandError::Failed { command, code: code.unwrap_or(-1), stderr_tail: tail_of(&stderr) }),
         }
     }
 
@@ -285,6 +377,7 @@ impl Runner {
             exit_code: ending.code,
             timed_out: ending.timed_out,
             interrupted: ending.interrupted,
+            stopped_with: ending.stopped_with,
             stdout: redact(&tail(&String::from_utf8_lossy(stdout), OUTPUT_TAIL_BYTES)),
             stderr: redact(&tail(&String::from_utf8_lossy(stderr), OUTPUT_TAIL_BYTES)),
         };
@@ -295,11 +388,83 @@ impl Runner {
     }
 }
 
+/// Stops the process group `child` leads: SIGTERM, up to `grace` for the whole group to be gone,
+/// then SIGKILL. Reaps `child` into `status`. The group is gone once `kill(-pgid, 0)` finds no
+/// member (ESRCH); the leader counts until it is reaped, so it is reaped while waiting.
+fn stop_group(child: &mut Child, status: &mut Option<ExitStatus>, grace: Duration) -> std::io::Result<StopSignal> {
+    let group = Pid::from_child(child);
+    signal_group(group, Signal::TERM)?;
+    let until = Instant::now() + grace;
+    loop {
+        if status.is_none() {
+            *status = child.try_wait()?;
+        }
+        if status.is_some() && rustix::process::test_kill_process_group(group).is_err() {
+            return Ok(StopSignal::Term);
+        }
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10).min(until - now));
+    }
+    signal_group(group, Signal::KILL)?;
+    if status.is_none() {
+        *status = Some(child.wait()?);
+    }
+    Ok(StopSignal::Kill)
+}
+
+/// Sends `signal` to every process of `group`; a group that is already gone is not an error.
+fn signal_group(group: Pid, signal: Signal) -> std::io::Result<()> {
+    match rustix::process::kill_process_group(group, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One of a command's output pipes, read to its end on a thread of its own so that what the
+/// command printed is there even when it has to be stopped.
+struct Capture {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    reader: JoinHandle<()>,
+}
+
+impl Capture {
+    fn start(mut pipe: impl Read + Send + 'static) -> Capture {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => sink.lock().expect("capture lock").extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        Capture { bytes, reader }
+    }
+
+    /// Whether the pipe reached its end (every process holding it exited or closed it).
+    fn finished(&self) -> bool {
+        self.reader.is_finished()
+    }
+
+    /// What was read so far.
+    fn bytes(&self) -> Vec<u8> {
+        self.bytes.lock().expect("capture lock").clone()
+    }
+}
+
 /// How a command ended, for its record.
 struct Ending {
     code: Option<i32>,
     timed_out: bool,
     interrupted: bool,
+    stopped_with: Option<StopSignal>,
 }
 
 fn tail_lines(text: &str, n: usize) -> String {

@@ -704,12 +704,12 @@ async fn load_source(source: &Source) -> Result<Vec<kube::api::DynamicObject>, L
 }
 
 async fn fetch_manifests(url: &str) -> Result<Vec<kube::api::DynamicObject>, LiveError> {
-    let http = |message: String| LiveError::Http { what: format!("GET {url}"), message };
-    let resp = reqwest::get(url).await.map_err(|e| http(e.to_string()))?;
+    let what = format!("GET {url}");
+    let resp = reqwest::get(url).await.map_err(|e| LiveError::http(&what, &e))?;
     if !resp.status().is_success() {
-        return Err(http(format!("HTTP {}", resp.status())));
+        return Err(LiveError::Http { what, message: format!("HTTP {}", resp.status()) });
     }
-    let text = resp.text().await.map_err(|e| http(e.to_string()))?;
+    let text = resp.text().await.map_err(|e| LiveError::http(&what, &e))?;
     Ok(crate::fixtures::parse_manifests(&text, url)?)
 }
 

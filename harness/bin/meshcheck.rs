@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use meshcheck::{
     EXIT_BAD_INPUT, EXIT_INTERRUPTED,
     evidence::Outcome,
-    plan, report,
+    plan,
+    progress::stderr_line,
+    report,
     runner::{CommandError, CommandSpec, INTERRUPTED, Runner},
     scenario::{self, Scenario},
     session::{RunOptions, Session},
@@ -103,7 +105,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            stderr_line(format_args!("error: {e:#}"));
             if e.downcast_ref::<scenario::ScenarioError>().is_some() {
                 ExitCode::from(EXIT_BAD_INPUT)
             } else {
@@ -149,11 +151,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let trials = Session::trials(&session.plan);
             for t in &trials {
                 let v = session.run_trial(t);
-                eprintln!("[{}] {} {}: {}", meshcheck::util::now_rfc3339(), t.trial_name(), v.outcome, v.reason);
+                stderr_line(format_args!(
+                    "[{}] {} {}: {}",
+                    meshcheck::util::now_rfc3339(),
+                    t.trial_name(),
+                    v.outcome,
+                    v.reason
+                ));
             }
             let dir = session.run_dir.clone();
             let record = session.finish();
-            eprintln!("report: {}", dir.display());
+            stderr_line(format_args!("report: {}", dir.display()));
             if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(ExitCode::from(EXIT_INTERRUPTED));
             }
@@ -205,7 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{image}");
             }
             for c in &images.unlisted {
-                eprintln!("error: no pinned image list for {c}: add it to fixtures/images.yaml");
+                stderr_line(format_args!("error: no pinned image list for {c}: add it to fixtures/images.yaml"));
             }
             Ok(if images.unlisted.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -259,7 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             for f in &failures {
-                eprintln!("error: {f}");
+                stderr_line(format_args!("error: {f}"));
             }
             Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

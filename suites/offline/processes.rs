@@ -1,0 +1,182 @@
+//! External commands as real processes with real signals: a stopped command's whole process group
+//! gets SIGTERM, then SIGKILL after the grace period, and what it printed is kept; a closed stderr
+//! pipe does not panic `meshcheck run`; an HTTP error names its cause.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use meshcheck::{
+    live::LiveError,
+    runner::{CommandError, CommandSpec, OutputTails, Runner},
+};
+use serde_json::Value;
+
+/// Writes an executable `sh` script.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Runs `body` as a stand-in that hangs past its 1 s deadline. Its argument is a file where it
+/// writes the pid of the child it started. Returns the error, the command record and that pid.
+fn hang_past_deadline(runner: &Runner, dir: &Path, body: &str) -> (CommandError, Value, u32) {
+    let stand_in = script(dir, "stand-in", body);
+    let pid_file = dir.join("child.pid");
+    let spec = CommandSpec::new(stand_in.to_str().unwrap(), [pid_file.to_str().unwrap()], Duration::from_secs(1));
+    let err = runner.run(&spec).unwrap_err();
+    let record = std::fs::read_to_string(dir.join("commands/001-stand-in.json")).unwrap();
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    (err, serde_json::from_str(&record).unwrap(), pid)
+}
+
+/// Whether `pid` is a live process: it has a `/proc` entry and is not a zombie.
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may itself hold spaces.
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()).unwrap_or_default();
+    !state.starts_with('Z')
+}
+
+fn timed_out_output(err: &CommandError) -> &OutputTails {
+    match err {
+        CommandError::TimedOut { after_secs: 1, output, .. } => output,
+        other => panic!("expected a timeout, got: {other}"),
+    }
+}
+
+#[test]
+fn a_command_past_its_deadline_gets_sigterm_on_its_whole_group_and_keeps_what_it_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (err, record, child) = hang_past_deadline(
+        &Runner::new(dir.path()),
+        dir.path(),
+        "trap 'echo \"stand-in: got SIGTERM\" >&2; exit 143' TERM\n\
+         echo 'stand-in: pulling images' >&2\n\
+         echo 'stand-in: 2 of 3 nodes ready'\n\
+         sleep 300 &\n\
+         echo $! > \"$1\"\n\
+         wait",
+    );
+    let output = timed_out_output(&err);
+    assert!(output.stderr.contains("stand-in: pulling images"), "partial stderr is in the error: {err}");
+    assert!(output.stderr.contains("stand-in: got SIGTERM"), "the group got SIGTERM: {err}");
+    assert!(output.stdout.contains("2 of 3 nodes ready"), "partial stdout is in the error: {err}");
+    let text = err.to_string();
+    assert!(text.contains("did not finish within 1s") && text.contains("stand-in: got SIGTERM"), "{text}");
+    assert_eq!(record["timed_out"], true, "{record}");
+    assert_eq!(record["stopped_with"], "term", "SIGTERM was enough: {record}");
+    assert_eq!(record["exit_code"], 143, "the trap's exit code: {record}");
+    assert!(record["stderr"].as_str().unwrap().contains("stand-in: got SIGTERM"), "{record}");
+    assert!(record["stdout"].as_str().unwrap().contains("2 of 3 nodes ready"), "{record}");
+    assert!(!alive(child), "the stand-in's child {child} survived SIGTERM to its group");
+}
+
+#[test]
+fn a_command_that_ignores_sigterm_is_killed_with_its_group_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    // An ignored signal stays ignored across fork and exec, so the child ignores SIGTERM too.
+    let (err, record, child) = hang_past_deadline(
+        &Runner::with_stop_grace(dir.path(), Duration::from_millis(200)),
+        dir.path(),
+        "trap '' TERM\n\
+         echo 'stand-in: ignoring SIGTERM' >&2\n\
+         sleep 300 &\n\
+         echo $! > \"$1\"\n\
+         wait",
+    );
+    let output = timed_out_output(&err);
+    assert!(output.stderr.contains("stand-in: ignoring SIGTERM"), "partial stderr is in the error: {err}");
+    assert_eq!(record["stopped_with"], "kill", "{record}");
+    assert_eq!(record["exit_code"], Value::Null, "killed by a signal: {record}");
+    assert!(record["stderr"].as_str().unwrap().contains("stand-in: ignoring SIGTERM"), "{record}");
+    assert!(!alive(child), "the stand-in's child {child} survived SIGKILL to its group");
+}
+
+#[test]
+fn a_command_that_finishes_is_not_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = Runner::new(dir.path());
+    let out = runner.run(&CommandSpec::new("sh", ["-c", "echo out; echo err >&2"], Duration::from_secs(5))).unwrap();
+    assert_eq!(out, "out\n");
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("commands/001-sh.json")).unwrap()).unwrap();
+    assert_eq!(record["exit_code"], 0, "{record}");
+    assert!(record.get("stopped_with").is_none(), "{record}");
+    assert_eq!(record["stderr"], "err\n", "{record}");
+}
+
+/// `meshcheck run 2>&1 | head`: once `head` has its lines the pipe is closed, and every later
+/// write to stderr fails with EPIPE. The run must still fail or pass on its own terms, clean up and
+/// write its report, not panic (exit code 101).
+#[test]
+fn a_closed_stderr_pipe_does_not_panic_the_run() {
+    let bin = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls.log");
+    let stand_in = |tool: &str, body: &str| {
+        script(bin.path(), tool, &format!("echo \"{tool} $*\" >> \"{}\"\n{body}", calls.display()));
+    };
+    stand_in("docker", "exit 0");
+    stand_in("k3d", "exit 0");
+    stand_in(
+        "helm",
+        "case \"$1 $2\" in \"version --short\") echo v3.20.0;; \"repo add\") exit 0;; *) echo 'Error: INSTALLATION FAILED: boom' >&2; exit 1;; esac",
+    );
+    let scenario = work.path().join("s.yaml");
+    std::fs::copy(crate::common::root().join("scenarios/ambient-k3d.yaml"), &scenario).unwrap();
+    let (closed, stderr) = std::io::pipe().unwrap();
+    drop(closed);
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+        .args(["run", "--scenario"])
+        .arg(&scenario)
+        .arg("--reports")
+        .arg(work.path().join("reports"))
+        .env("PATH", format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap()))
+        .env("MESHCHECK_PROGRESS", "lines")
+        .stdin(Stdio::null())
+        .stderr(stderr)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(101), "meshcheck panicked: {stdout}");
+    assert_eq!(out.status.code(), Some(1), "the failed install fails the run: {stdout}");
+    assert!(!stdout.contains("panicked"), "{stdout}");
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(calls.contains("k3d cluster delete meshcheck-"), "cleanup ran: {calls}");
+    let latest = work.path().join("reports/latest");
+    let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
+    assert!(junit.contains("INSTALLATION FAILED: boom"), "the report is written: {junit}");
+    let run = std::fs::read_to_string(latest.join("run.json")).unwrap();
+    assert!(!run.contains("panicked"), "{run}");
+}
+
+/// A local port with nothing listening: bound, read, released.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn an_http_error_names_its_cause() {
+    let port = closed_port();
+    // The OS's own wording ("Connection refused (os error 111)" on Linux), from a plain connect.
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err().to_string();
+    let url = format!("http://127.0.0.1:{port}/");
+
+    let err = reqwest::get(&url).await.unwrap_err();
+    assert!(!err.to_string().contains(&refused), "reqwest alone does not say why: {err}");
+    let text = LiveError::http(format!("GET {url}"), &err).to_string();
+    assert!(text.contains("error sending request") && text.contains(&refused), "{text}");
+
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let request = http::Request::get("/api/v1/nodes").body(Vec::new()).unwrap();
+    let source = client.request_text(request).await.unwrap_err();
+    let text = LiveError::Kube { what: "GET /api/v1/nodes".into(), source }.to_string();
+    assert!(text.starts_with("GET /api/v1/nodes: ") && text.contains(&refused), "{text}");
+    assert_eq!(text.matches("client error (Connect)").count(), 1, "causes are not repeated: {text}");
+}
