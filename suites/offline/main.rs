@@ -7,6 +7,7 @@ mod fixtures;
 mod images;
 mod judges;
 mod plans;
+mod preflight;
 mod prometheus;
 mod rehearsal;
 mod reports;
