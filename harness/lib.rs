@@ -11,9 +11,10 @@
 //! 2. scenario, progress: what the user asked for; the console
 //! 3. providers, fixtures, runner, evidence: cluster tools, embedded files, commands, the evidence folder
 //! 4. live, report: the cluster API; the run folder's reports
-//! 5. waits, namespaces, traffic, preflight: what is built on the cluster API
+//! 5. waits, namespaces, traffic: what is built on the cluster API
 //! 6. plan, checks: the plan as data; collectors and judges
-//! 7. session: executes a plan and owns every side effect
+//! 7. preflight: what a run needs, read from its plan
+//! 8. session: executes a plan and owns every side effect
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

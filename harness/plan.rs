@@ -281,7 +281,9 @@ impl Builder<'_> {
     }
 
     fn repo_add(&self, name: &str, url: &str) -> Step {
-        let mut args = vec!["repo".to_string(), "add".into(), name.into(), url.into(), "--force-update".into()];
+        // The same mirrored URL preflight checks (`mirrors` covers chart repositories too).
+        let mut args =
+            vec!["repo".to_string(), "add".into(), name.into(), self.s.mirrored(url), "--force-update".into()];
         args.extend(self.helm_globals());
         Step::Command {
             name: format!("helm repo {name}"),

@@ -54,7 +54,14 @@ pub fn golden(path: &Path, actual: &str) {
 /// connection reads one request head, gets the complete response `respond` builds from the request
 /// line (it may sleep to stall the client), and is closed. Returns the port.
 pub fn http_server(respond: impl Fn(&str) -> String + Send + Sync + 'static) -> u16 {
-    use std::io::{BufRead, Write};
+    http_server_with_body(move |request_line, _body| respond(request_line))
+}
+
+/// [`http_server`] for requests with a body (`Content-Length`), which `respond` gets as well. The
+/// body is always read: closing a connection with unread data resets it, and the client may lose
+/// the response.
+pub fn http_server_with_body(respond: impl Fn(&str, &str) -> String + Send + Sync + 'static) -> u16 {
+    use std::io::{BufRead, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let respond = std::sync::Arc::new(respond);
@@ -67,15 +74,61 @@ pub fn http_server(respond: impl Fn(&str) -> String + Send + Sync + 'static) -> 
                 if reader.read_line(&mut request_line).is_err() {
                     return;
                 }
-                let mut header = String::new();
+                let (mut header, mut length) = (String::new(), 0);
                 while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
                     header.clear();
                 }
-                let _ = stream.write_all(respond(&request_line).as_bytes());
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let _ = stream.write_all(respond(&request_line, &String::from_utf8_lossy(&body)).as_bytes());
             });
         }
     });
     port
+}
+
+/// The hosts of the chart repositories and registries a shipped kind or k3d scenario reaches from
+/// this machine, each of which `meshcheck preflight` checks.
+pub const UPSTREAM_HOSTS: &[&str] = &[
+    "helm.cilium.io",
+    "istio-release.storage.googleapis.com",
+    "prometheus-community.github.io",
+    "grafana-community.github.io",
+    "kiali.org",
+    "quay.io",
+    "registry.k8s.io",
+    "registry-1.docker.io",
+    "registry.istio.io",
+];
+
+/// `scenario` with `mirrors` that send every [`UPSTREAM_HOSTS`] request to `<base>/<host>/`.
+pub fn mirrored_to(scenario: &str, base: &str) -> String {
+    let mut text = format!("{scenario}\nmirrors:\n");
+    for host in UPSTREAM_HOSTS {
+        text.push_str(&format!("  https://{host}/: {base}/{host}/\n"));
+    }
+    text
+}
+
+/// `scenario` with [`UPSTREAM_HOSTS`] mirrored to a local server that answers like them: a chart
+/// repository's `index.yaml` and the registry API check `/v2/` with 200, anything else with 404.
+pub fn with_answering_upstream(scenario: &str) -> String {
+    let port = http_server(|request_line| {
+        let path = request_line.split_whitespace().nth(1).unwrap_or("");
+        if path.ends_with("/index.yaml") || path.ends_with("/v2/") {
+            http_response("200 OK", "application/json", "{}")
+        } else {
+            http_response("404 Not Found", "text/plain", "404 page not found")
+        }
+    });
+    mirrored_to(scenario, &format!("http://127.0.0.1:{port}"))
 }
 
 /// An HTTP/1.1 response that closes the connection.

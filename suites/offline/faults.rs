@@ -26,11 +26,12 @@ impl Bench {
         stub(self.bin.path(), tool, body);
     }
 
-    /// Writes the k3d scenario, edited, and returns its path.
+    /// Writes the k3d scenario, edited, and returns its path. Its chart repositories and
+    /// registries answer from a local server, so that preflight passes offline.
     fn k3d_scenario(&self, edit: impl FnOnce(String) -> String) -> std::path::PathBuf {
         let text = std::fs::read_to_string(crate::common::root().join("scenarios/ambient-k3d.yaml")).unwrap();
         let path = self.work.path().join("s.yaml");
-        std::fs::write(&path, edit(text)).unwrap();
+        std::fs::write(&path, crate::common::with_answering_upstream(&edit(text))).unwrap();
         path
     }
 
@@ -82,7 +83,7 @@ fn runner_records_times_out_and_names_missing_tools() {
 fn a_failing_helm_install_stops_the_run_reports_it_and_deletes_the_cluster() {
     let bench = Bench::new();
     bench.stub("docker", "exit 0");
-    bench.stub("k3d", "exit 0");
+    bench.stub("k3d", "[ \"$1\" = version ] && echo 'k3d version v5.8.3'; exit 0");
     bench.stub(
         "helm",
         "case \"$1 $2\" in \"version --short\") echo v3.20.0;; \"repo add\") exit 0;; *) echo 'Error: INSTALLATION FAILED: cilium boom' >&2; exit 1;; esac",
@@ -104,7 +105,10 @@ fn a_failing_helm_install_stops_the_run_reports_it_and_deletes_the_cluster() {
 fn hanging_create(bench: &Bench) {
     bench.stub("docker", "exit 0");
     bench.stub("helm", "echo v3.20.0");
-    bench.stub("k3d", "case \"$1 $2\" in \"cluster create\") exec sleep 60;; *) exit 0;; esac");
+    bench.stub(
+        "k3d",
+        "case \"$1 $2\" in \"cluster create\") exec sleep 60;; \"version \") echo 'k3d version v5.8.3';; *) exit 0;; esac",
+    );
 }
 
 #[test]
@@ -208,12 +212,19 @@ fn kubeconfig(path: &Path, server: &str) {
 /// A run that reaches a cluster ends through `Session::finish`, which takes the end-of-run snapshot
 /// on the session's runtime. This API server answers every call with 404, so the node wait fails at
 /// once and the run goes straight to teardown with a live connection: it must end with a final
-/// report, not a panic ("there is no reactor running", exit 101).
+/// report, not a panic ("there is no reactor running", exit 101). It answers what preflight asks
+/// (`/version`, and every SelfSubjectAccessReview with allowed), so the run gets that far.
 #[test]
 fn a_run_that_reached_the_api_server_finishes_its_report_without_panicking() {
     let bench = Bench::new();
     bench.stub("helm", "echo v3.20.0");
-    let port = crate::common::http_server(|_| {
+    let port = crate::common::http_server(|request_line| {
+        if request_line.starts_with("GET /version") {
+            return crate::common::http_response("200 OK", "application/json", r#"{"major":"1","minor":"35"}"#);
+        }
+        if request_line.contains("/selfsubjectaccessreviews") {
+            return crate::common::http_response("201 Created", "application/json", r#"{"status":{"allowed":true}}"#);
+        }
         crate::common::http_response(
             "404 Not Found",
             "application/json",

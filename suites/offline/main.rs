@@ -8,6 +8,7 @@ mod images;
 mod judges;
 mod layers;
 mod plans;
+mod preflight;
 mod processes;
 mod prometheus;
 mod rehearsal;

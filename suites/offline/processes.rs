@@ -123,13 +123,18 @@ fn a_closed_stderr_pipe_does_not_panic_the_run() {
         script(bin.path(), tool, &format!("echo \"{tool} $*\" >> \"{}\"\n{body}", calls.display()));
     };
     stand_in("docker", "exit 0");
-    stand_in("k3d", "exit 0");
+    // k3d's real version output (k3d-io/k3d cmd/root.go), so preflight lets the run reach `cluster create`.
+    stand_in(
+        "k3d",
+        "case \"$1\" in version) printf 'k3d version v5.8.3\\nk3s version v1.33.6-k3s1 (default)\\n';; *) exit 0;; esac",
+    );
     stand_in(
         "helm",
         "case \"$1 $2\" in \"version --short\") echo v3.20.0;; \"repo add\") exit 0;; *) echo 'Error: INSTALLATION FAILED: boom' >&2; exit 1;; esac",
     );
     let scenario = work.path().join("s.yaml");
-    std::fs::copy(crate::common::root().join("scenarios/ambient-k3d.yaml"), &scenario).unwrap();
+    let text = std::fs::read_to_string(crate::common::root().join("scenarios/ambient-k3d.yaml")).unwrap();
+    std::fs::write(&scenario, crate::common::with_answering_upstream(&text)).unwrap();
     let (closed, stderr) = std::io::pipe().unwrap();
     drop(closed);
     let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))

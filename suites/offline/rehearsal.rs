@@ -56,6 +56,11 @@ impl Rehearsal {
             "registry.istio.io",
             "registry-1.docker.io",
             "registry.k8s.io",
+            "helm.cilium.io",
+            "istio-release.storage.googleapis.com",
+            "prometheus-community.github.io",
+            "grafana-community.github.io",
+            "kiali.org",
         ] {
             text.push_str(&format!("  https://{host}/: {m}/{host}/\n"));
         }

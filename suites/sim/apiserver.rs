@@ -120,6 +120,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         ["version"] => {
             return json_reply(StatusCode::OK, &json!({"major": "1", "minor": "35", "gitVersion": "v1.35.0"}));
         }
+        // What meshcheck's preflight asks before a run on an existing cluster: the simulated
+        // user may do everything, as the cluster-admin user of a kind or k3d kubeconfig may.
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] if req.method() == Method::POST => {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let spec = parse_body(&body).map(|r| r["spec"].clone()).unwrap_or(Value::Null);
+            return json_reply(
+                StatusCode::CREATED,
+                &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                        "spec": spec, "status": {"allowed": true}}),
+            );
+        }
         _ => {}
     }
     let (group, rest) = match segs.first().map(String::as_str) {

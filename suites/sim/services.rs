@@ -94,6 +94,15 @@ async fn mirror(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         ["github.com", "kubernetes-sigs", "gateway-api", "releases", "download", version, "standard-install.yaml"] => {
             respond(StatusCode::OK, "application/octet-stream", super::charts::gateway_api_bundle(version))
         }
+        // A chart repository's index, which meshcheck's preflight reads as `helm repo add` would:
+        // empty, because the stand-in helm renders charts from the simulation, not from a repository.
+        [_host, .., "index.yaml"] => respond(StatusCode::OK, "application/x-yaml", "apiVersion: v1\nentries: {}\n"),
+        // The registry API version check (OCI distribution spec end-1 `GET /v2/`); Docker Hub
+        // answers 401 until it gets a token.
+        [registry, "v2", ""] => {
+            let status = if *registry == "registry-1.docker.io" { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+            respond(status, "application/json", "{}")
+        }
         ["token"] => {
             respond(StatusCode::OK, "application/json", r#"{"token":"sim","access_token":"sim","expires_in":300}"#)
         }
