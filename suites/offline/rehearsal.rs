@@ -70,7 +70,12 @@ impl Rehearsal {
     }
 
     fn meshcheck(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
+        self.command(Path::new(env!("CARGO_BIN_EXE_meshcheck")))
+    }
+
+    /// `program` with the stand-in tools on PATH, in the rehearsal's folder.
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env("PATH", format!("{}:/usr/bin:/bin", self.sim.tools_dir().display()))
             .env("MESHCHECK_PROGRESS", "lines")
             .env("MESHCHECK_LOG", "warn")
@@ -228,6 +233,52 @@ fn ambient_kind_provisions_installs_passes_every_check_and_deletes_the_cluster()
 #[test]
 fn ambient_k3d_provisions_installs_passes_every_check_and_deletes_the_cluster() {
     provider_rehearsal("k3d", "ambient-k3d");
+}
+
+/// The conformance entry (`cargo test --test conformance`, a libtest-mimic harness with
+/// `test = false`) built by the cargo that runs these tests: plain `cargo test` does not build it.
+fn conformance_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--test", "conformance", "--message-format=json", "--quiet"])
+        .current_dir(crate::common::root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "building the conformance entry: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "conformance")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo names the conformance executable")
+}
+
+#[test]
+fn the_conformance_entry_runs_every_trial_against_a_kind_cluster_and_deletes_it() {
+    let Some(r) = Rehearsal::new("kind", Faults::default()) else { return };
+    let scenario = r.scenario("ambient-kind", |t| t);
+    let entry = conformance_binary();
+    let listed = r.command(&entry).env("MESHCHECK_SCENARIO", &scenario).arg("--list").output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let out = r
+        .command(&entry)
+        .env("MESHCHECK_SCENARIO", &scenario)
+        .env("MESHCHECK_REPORTS", r.reports())
+        .env("MESHCHECK_PROGRESS", "quiet")
+        .output()
+        .unwrap();
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Every trial the entry lists ran as a libtest trial and passed, and the run folder agrees.
+    let record = r.record();
+    for t in &record.results {
+        let name = format!("{}::{}", t.suite, t.name);
+        assert!(listed.contains(&format!("{name}: test")), "--list lacks {name}:\n{listed}");
+        let passed = stdout.lines().any(|l| l.starts_with(&format!("test {name} ")) && l.ends_with("... ok"));
+        assert!(passed, "{name} did not pass as a trial:\n{stdout}");
+    }
+    assert_eq!(r.sim.leftovers(), Default::default(), "the cluster must be deleted");
 }
 
 #[test]
