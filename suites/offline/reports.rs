@@ -1,6 +1,6 @@
 //! JUnit (validated against the upstream XSD), summaries, offline re-judging, comparison, redaction.
 
-use std::{collections::BTreeMap, path::Path, process::Command};
+use std::{collections::BTreeMap, ffi::OsStr, os::unix::fs::PermissionsExt, path::Path, process::Command};
 
 use meshcheck::{
     evidence::{Outcome, Verdict},
@@ -604,4 +604,231 @@ fn run_folders_written_before_trials_had_a_start_still_load_and_judge() {
     let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(md.contains("| provision | phase | 💥 error | — | 1.5s | root cause: no kubeconfig |"), "{md}");
     assert!(!md.contains("```mermaid"), "nothing to draw without starts: {md}");
+}
+
+/// `meshcheck <args>`: exit code, stdout, stderr.
+fn meshcheck(args: &[&OsStr]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck")).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn judge_and_compare_tell_bad_input_from_failed_checks_and_from_nothing_run() {
+    use meshcheck::{EXIT_BAD_INPUT, EXIT_CHECKS_FAILED, EXIT_COULD_NOT_RUN};
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    let os = |p: &std::path::PathBuf| p.as_os_str().to_owned();
+    let judge = |name: &str| meshcheck(&[OsStr::new("judge"), &os(&at(name))]);
+    let compare = |a: &str, b: &str| meshcheck(&[OsStr::new("compare"), &os(&at(a)), &os(&at(b))]);
+    let code = |c: u8| Some(i32::from(c));
+
+    // Bad input: a folder that is not there, a run.json that is not one, a file that is not JUnit.
+    assert_eq!(judge("missing").0, code(EXIT_BAD_INPUT));
+    std::fs::create_dir_all(at("garbage")).unwrap();
+    std::fs::write(at("garbage/run.json"), "{").unwrap();
+    let (status, _, stderr) = judge("garbage");
+    assert_eq!(status, code(EXIT_BAD_INPUT), "{stderr}");
+    std::fs::write(at("not-junit.xml"), "<html><body>hello</body></html>").unwrap();
+    let pass = |suite: &str| result(suite, "phase", Verdict::pass("ok"));
+    record(vec![pass("preflight"), result("checks", "mtls", Verdict::pass("ok"))]).write_all(&at("good"), &[]).unwrap();
+    for (a, b) in [("missing", "good"), ("good", "missing"), ("not-junit.xml", "good"), ("good", "not-junit.xml")] {
+        let (status, stdout, stderr) = compare(a, b);
+        assert_eq!(status, code(EXIT_BAD_INPUT), "compare {a} {b}: {stdout}{stderr}");
+    }
+
+    // judge: 0 when everything passed, 1 when a trial failed, 3 when preflight stopped the run or
+    // nothing ran.
+    record(vec![pass("preflight"), pass("provision")]).write_all(&at("passed"), &[]).unwrap();
+    assert_eq!(judge("passed").0, Some(0));
+    let not_run = |suite: &str, name: &str| result(suite, name, Verdict::not_run("not run: phase did not pass"));
+    record(vec![
+        pass("preflight"),
+        result("provision", "phase", Verdict::error("kind failed")),
+        not_run("install", "phase"),
+    ])
+    .write_all(&at("provision-failed"), &[])
+    .unwrap();
+    assert_eq!(judge("provision-failed").0, code(EXIT_CHECKS_FAILED));
+    record(vec![result("preflight", "phase", Verdict::error("helm missing")), not_run("provision", "phase")])
+        .write_all(&at("preflight-failed"), &[])
+        .unwrap();
+    let (status, stdout, _) = judge("preflight-failed");
+    assert_eq!(status, code(EXIT_COULD_NOT_RUN), "{stdout}");
+    assert!(stdout.contains("preflight::phase error: root cause: helm missing"), "{stdout}");
+    assert!(stdout.contains("provision::phase not-run: not run because `preflight::phase` did not pass"), "{stdout}");
+    record(vec![not_run("preflight", "phase")]).write_all(&at("nothing"), &[]).unwrap();
+    assert_eq!(judge("nothing").0, code(EXIT_COULD_NOT_RUN));
+
+    // compare: a regression exits 1; a gate in which nothing ran exits 3 and never says "0 regressed".
+    record(vec![pass("preflight"), result("checks", "mtls", Verdict::fail("plaintext"))])
+        .write_all(&at("regressed"), &[])
+        .unwrap();
+    let (status, stdout, _) = compare("good", "regressed");
+    assert_eq!(status, code(EXIT_CHECKS_FAILED), "{stdout}");
+    assert!(stdout.contains("REGRESSED  checks::mtls (pass -> fail)") && stdout.contains("1 regressed"), "{stdout}");
+    record(vec![
+        pass("preflight"),
+        result("provision", "phase", Verdict::error("no cluster")),
+        not_run("baseline", "mtls"),
+        not_run("baseline", "traces"),
+        not_run("upgrade", "phase"),
+        not_run("candidate", "mtls"),
+        not_run("candidate", "traces"),
+    ])
+    .write_all(&at("gate-nothing-ran"), &[])
+    .unwrap();
+    let (status, stdout, _) = compare("gate-nothing-ran", "gate-nothing-ran");
+    assert_eq!(status, code(EXIT_COULD_NOT_RUN), "{stdout}");
+    assert!(!stdout.contains("0 regressed") && stdout.contains("nothing to gate on"), "{stdout}");
+    assert!(stdout.contains("not run    checks::mtls (not-run -> not-run)"), "{stdout}");
+    // Checks that failed in both runs: no regression, and no pass to stand on either.
+    let (status, stdout, _) = compare("regressed", "regressed");
+    assert_eq!(status, code(EXIT_CHECKS_FAILED), "{stdout}");
+    assert!(
+        stdout.contains("0 of 1 checks passed") && stdout.contains("passes only on checks that passed"),
+        "{stdout}"
+    );
+    assert_eq!(compare("good", "good").0, Some(0));
+}
+
+/// cargo-nextest's JUnit for a conformance run in which nothing ran: every trial is a failure
+/// (nextest has no run-time skip), and libtest-mimic's output says which of them did not run.
+fn nextest_junit(trials: &[(&str, &str)]) -> String {
+    let cases: String = trials
+        .iter()
+        .map(|(name, message)| {
+            format!(
+                "        <testcase name=\"{name}\" classname=\"meshcheck::conformance\" timestamp=\"2026-11-26T01:36:56.620+00:00\" time=\"0.310\">\n            <failure type=\"test failure with exit code 101\"/>\n            <system-out>\nrunning 1 test\ntest {name} ... FAILED\n\nfailures:\n\n---- {name} ----\n{message}\n\n\nfailures:\n    {name}\n\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 10 filtered out; finished in 0.00s\n\n</system-out>\n            <system-err></system-err>\n        </testcase>\n"
+            )
+        })
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"nextest-run\" tests=\"{n}\" failures=\"{n}\" errors=\"0\" timestamp=\"2026-11-26T01:36:56.618+00:00\" time=\"0.502\">\n    <testsuite name=\"meshcheck::conformance\" tests=\"{n}\" skipped=\"0\" errors=\"0\" failures=\"{n}\">\n{cases}    </testsuite>\n</testsuites>\n",
+        n = trials.len()
+    )
+}
+
+#[test]
+fn compare_reads_nextests_not_run_failures_as_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    std::fs::write(
+        &junit,
+        nextest_junit(&[
+            (
+                "preflight::phase",
+                "error: root cause: preflight: 1 missing piece(s) for a live run\n  - helm: `helm` is not on PATH",
+            ),
+            ("checks::mtls", "not run because `preflight::phase` did not pass"),
+        ]),
+    )
+    .unwrap();
+    let outcomes = report::load_outcomes(&junit, None).unwrap();
+    assert_eq!(outcomes["preflight::phase"], Outcome::Fail);
+    assert_eq!(outcomes["checks::mtls"], Outcome::NotRun);
+    let (status, stdout, _) = meshcheck(&[OsStr::new("compare"), junit.as_os_str(), junit.as_os_str()]);
+    assert_eq!(status, Some(i32::from(meshcheck::EXIT_COULD_NOT_RUN)), "nothing ran: {stdout}");
+}
+
+#[test]
+fn compare_refuses_a_report_that_has_two_testsuites_of_one_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = |status: &str| {
+        format!(
+            "  <testsuite name=\"checks\" tests=\"1\" failures=\"0\" errors=\"0\">\n    <testcase name=\"mtls\" classname=\"meshcheck.checks\">{status}</testcase>\n  </testsuite>\n"
+        )
+    };
+    let merged = dir.path().join("merged.xml");
+    std::fs::write(
+        &merged,
+        format!("<testsuites>\n{}{}</testsuites>\n", suite(""), suite("<failure message=\"plaintext\"/>")),
+    )
+    .unwrap();
+    let err = report::load_outcomes(&merged, None).unwrap_err().to_string();
+    assert!(
+        err.contains("`checks::mtls` is reported twice (in testsuite `checks` and in testsuite `checks`)"),
+        "{err}"
+    );
+    let (status, stdout, stderr) = meshcheck(&[OsStr::new("compare"), merged.as_os_str(), merged.as_os_str()]);
+    assert_eq!(status, Some(i32::from(meshcheck::EXIT_BAD_INPUT)), "{stdout}");
+    assert!(stderr.contains("reported twice") && !stdout.contains("regressed"), "{stderr}");
+    // One name in two suites is two trials.
+    let two = dir.path().join("two.xml");
+    let baseline = suite("").replace("name=\"checks\"", "name=\"baseline\"");
+    std::fs::write(&two, format!("<testsuites>\n{}{baseline}</testsuites>\n", suite(""))).unwrap();
+    let outcomes = report::load_outcomes(&two, None).unwrap();
+    assert_eq!(outcomes.keys().collect::<Vec<_>>(), ["baseline::mtls", "checks::mtls"]);
+}
+
+/// A stand-in `helm` whose `helm version` fails with two lines of stderr, first on PATH.
+fn broken_helm(bin: &Path) -> std::ffi::OsString {
+    let helm = bin.join("helm");
+    std::fs::write(
+        &helm,
+        "#!/bin/sh\necho 'Error: helm is broken here' >&2\necho 'second line of the stand-in reason' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()).into()
+}
+
+#[test]
+fn run_honours_meshcheck_reports_and_shows_what_preflight_missed_in_full() {
+    let bin = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let path = broken_helm(bin.path());
+    // An existing cluster needs only helm before a run (harness/preflight.rs).
+    let text = std::fs::read_to_string(crate::common::root().join("scenarios/existing-cluster.yaml")).unwrap();
+    let scenario = work.path().join("s.yaml");
+    std::fs::write(&scenario, text.replace("~/.kube/config", "/nonexistent/kubeconfig")).unwrap();
+    let run = |flag: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
+        cmd.args(["run", "--scenario"]).arg(&scenario);
+        if let Some(dir) = flag {
+            cmd.arg("--reports").arg(dir);
+        }
+        cmd.env("PATH", &path)
+            .env("MESHCHECK_REPORTS", work.path().join("from-env"))
+            .env("MESHCHECK_PROGRESS", "quiet");
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(i32::from(meshcheck::EXIT_COULD_NOT_RUN)), "{stderr}");
+    assert!(work.path().join("from-env/latest/junit.xml").is_file(), "MESHCHECK_REPORTS is where the run folder goes");
+    assert!(
+        stderr.contains("preflight::phase error: root cause: preflight: 1 missing piece(s) for a live run\n  - helm: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "exited with code 1; stderr ends with:\n  Error: helm is broken here\n  second line of the stand-in reason"
+        ),
+        "the failed probe's stderr in full: {stderr}"
+    );
+    assert!(stderr.contains("provision::phase not-run: not run because `preflight::phase` did not pass"), "{stderr}");
+    let summary = std::fs::read_to_string(work.path().join("from-env/latest/summary.md")).unwrap();
+    assert!(summary.contains("<details><summary>preflight: 1 missing piece(s) for a live run</summary>"), "{summary}");
+    assert!(summary.contains("second line of the stand-in reason"), "{summary}");
+    // The flag wins over the variable.
+    let flagged = work.path().join("from-flag");
+    let out = run(Some(&flagged));
+    assert_eq!(out.status.code(), Some(i32::from(meshcheck::EXIT_COULD_NOT_RUN)));
+    assert!(flagged.join("latest/junit.xml").is_file());
+    assert_eq!(std::fs::read_dir(work.path().join("from-env")).unwrap().count(), 2, "one run folder and `latest`");
+
+    // `meshcheck preflight` says the same.
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+        .args(["preflight", "--scenario"])
+        .arg(&scenario)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(i32::from(meshcheck::EXIT_COULD_NOT_RUN)), "{stdout}");
+    assert!(stdout.contains("missing: helm: ") && stdout.contains("  second line of the stand-in reason"), "{stdout}");
 }
