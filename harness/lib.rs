@@ -41,7 +41,15 @@ pub mod traffic;
 pub mod util;
 pub mod waits;
 
-/// Exit code for bad input (scenario errors, bad arguments).
+/// Exit code when checks failed or errored, or a phase after preflight did not pass (`run`, `judge`),
+/// or a check regressed (`compare`). Shown in the README section "Exit codes".
+pub const EXIT_CHECKS_FAILED: u8 = 1;
+/// Exit code for bad input (scenario errors, bad arguments, a run folder or JUnit file that cannot
+/// be read).
 pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code when a run was interrupted with Ctrl-C.
+/// Exit code when meshcheck could not run: preflight found missing pieces, the run folder could not
+/// be written, or (`compare`) no check ran in the candidate, so there is nothing to gate on.
+pub const EXIT_COULD_NOT_RUN: u8 = 3;
+/// Exit code when a run was interrupted with Ctrl-C, SIGTERM or SIGHUP (128 + SIGINT, the shell's
+/// convention).
 pub const EXIT_INTERRUPTED: u8 = 130;

@@ -2,8 +2,9 @@
 //!
 //! Trials, in order: `preflight::phase`, then each phase (`provision::phase`, `install::phase`, …)
 //! followed by its checks (`checks::mtls`, …). The environment is built once and shared by the
-//! trials, which run one at a time in plan order. A trial after a failed phase is reported as
-//! ignored with the reason, and recorded as not run in the run folder's `junit.xml`.
+//! trials, which run one at a time in plan order. The phase that stops the run says it is the root
+//! cause; each trial after it is reported as ignored, "not run because `<root cause>` did not
+//! pass", and recorded as not run in the run folder's `junit.xml`.
 //!
 //! Under cargo-nextest every trial is its own process. The first process of a nextest run executes
 //! the whole run (one cluster, every trial, one run folder); the others wait for it and report the
@@ -17,8 +18,9 @@ use std::{
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use meshcheck::{
-    evidence::{Outcome, Verdict},
+    evidence::Outcome,
     plan,
+    report::{self, RunRecord, TrialResult},
     scenario::Scenario,
     session::{RunOptions, Session, TrialSpec},
 };
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
     }
     if let Err(e) = meshcheck::runner::install_interrupt_handler() {
         eprintln!("error: cannot install the Ctrl-C handler: {e}");
-        return ExitCode::FAILURE;
+        return ExitCode::from(meshcheck::EXIT_COULD_NOT_RUN);
     }
     let reports =
         std::env::var("MESHCHECK_REPORTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/reports").into());
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot create the run folder: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(meshcheck::EXIT_COULD_NOT_RUN);
         }
     };
     let run_dir = session.run_dir.clone();
@@ -69,7 +71,14 @@ fn main() -> ExitCode {
             Trial::ignorable_test(spec.trial_name(), move || {
                 let mut guard = shared.lock().map_err(|_| Failed::from("session lock poisoned"))?;
                 let session = guard.as_mut().ok_or_else(|| Failed::from("session already finished"))?;
-                trial_result(session.run_trial(&spec), false)
+                if session.run_trial(&spec).outcome == Outcome::Pass {
+                    return Ok(Completion::Completed);
+                }
+                // The session keeps run.json current after every result: read back, it names the
+                // root cause a trial that did not run waited on.
+                let record = RunRecord::load(&session.run_dir)
+                    .map_err(|e| Failed::from(format!("the run record cannot be read: {e}")))?;
+                recorded_result(&record, &spec, false)
             })
         })
         .collect();
@@ -105,34 +114,41 @@ fn nextest_trial(args: &Arguments, scenario: Scenario, opts: &RunOptions, specs:
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(meshcheck::EXIT_COULD_NOT_RUN);
         }
     };
     let trials = specs
         .iter()
         .map(|spec| {
-            let verdict = record
-                .results
-                .iter()
-                .find(|r| r.suite == spec.suite() && r.name == spec.name())
-                .map(|r| r.verdict.clone());
-            Trial::ignorable_test(spec.trial_name(), move || match verdict {
-                Some(v) => trial_result(v, true),
-                None => Err(Failed::from("the run recorded no result for this trial")),
-            })
+            let result = recorded_result(&record, spec, true);
+            Trial::ignorable_test(spec.trial_name(), move || result)
         })
         .collect();
     libtest_mimic::run(args, trials).exit_code()
 }
 
-/// What a trial reports for its verdict. A trial that did not run is ignored with the reason,
-/// except under nextest, which has no run-time skip and counts an ignored exit as a pass: there it
-/// fails with the reason, so it never shows as passed.
-fn trial_result(v: Verdict, under_nextest: bool) -> Result<Completion, Failed> {
-    match v.outcome {
+/// What a trial reports for its recorded result (an error when the run recorded none).
+fn recorded_result(record: &RunRecord, spec: &TrialSpec, under_nextest: bool) -> Result<Completion, Failed> {
+    match record.results.iter().rposition(|r| r.suite == spec.suite() && r.name == spec.name()) {
+        Some(index) => trial_result(&record.results, index, under_nextest),
+        None => Err(Failed::from("the run recorded no result for this trial")),
+    }
+}
+
+/// What a trial reports: a failure gives the reason and every detail, and the trial that stopped
+/// the run says it is the root cause; a trial that did not run names that root cause and is
+/// ignored. Under nextest, which has no run-time skip and counts an ignored exit as a pass, it
+/// fails instead, with a message that begins with `not run` (which `report::load_outcomes` reads
+/// back as not run), so it never shows as passed.
+fn trial_result(results: &[TrialResult], index: usize, under_nextest: bool) -> Result<Completion, Failed> {
+    let outcome = results[index].verdict.outcome;
+    match outcome {
         Outcome::Pass => Ok(Completion::Completed),
-        Outcome::NotRun if under_nextest => Err(Failed::from(format!("not run: {}", v.reason))),
-        Outcome::NotRun => Ok(Completion::ignored_with(v.reason)),
-        Outcome::Fail | Outcome::Error => Err(Failed::from(format!("{}: {}", v.outcome, v.explanation()))),
+        Outcome::NotRun => {
+            let why = report::headline(results, index);
+            let why = if why.starts_with("not run") { why } else { format!("not run: {why}") };
+            if under_nextest { Err(Failed::from(why)) } else { Ok(Completion::ignored_with(why)) }
+        }
+        Outcome::Fail | Outcome::Error => Err(Failed::from(format!("{outcome}: {}", report::explain(results, index)))),
     }
 }

@@ -5,11 +5,11 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use meshcheck::{
-    EXIT_BAD_INPUT, EXIT_INTERRUPTED,
+    EXIT_BAD_INPUT, EXIT_CHECKS_FAILED, EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED,
     evidence::Outcome,
     plan,
     progress::stderr_line,
-    report,
+    report::{self, GateVerdict, RunRecord},
     runner::{CommandError, CommandSpec, INTERRUPTED, Runner},
     scenario::{self, Scenario},
     session::{RunOptions, Session},
@@ -53,8 +53,8 @@ enum Command {
         /// Keep the cluster at the end.
         #[arg(long, env = "MESHCHECK_KEEP", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
         keep: bool,
-        /// Folder for run folders.
-        #[arg(long, default_value = "reports")]
+        /// Folder for run folders (the flag wins over $MESHCHECK_REPORTS).
+        #[arg(long, env = "MESHCHECK_REPORTS", default_value = "reports")]
         reports: PathBuf,
     },
     /// Re-judge a run folder offline and rewrite its junit.xml and summary.md.
@@ -62,7 +62,8 @@ enum Command {
         /// The run folder.
         run: PathBuf,
     },
-    /// Compare a baseline with a candidate (run folders or junit.xml files); non-zero on regression.
+    /// Compare a baseline with a candidate (run folders or junit.xml files): exit 1 on a regression
+    /// or when no check passed in the candidate, 3 when no check ran in it.
     Compare {
         /// Baseline.
         baseline: PathBuf,
@@ -96,6 +97,37 @@ fn load(path: Option<PathBuf>) -> Result<Scenario, scenario::ScenarioError> {
     }
 }
 
+/// Why a command ended without a verdict of its own, which decides its exit code (README "Exit
+/// codes").
+enum Stop {
+    /// A scenario, run folder or report that cannot be used: [`EXIT_BAD_INPUT`].
+    BadInput(anyhow::Error),
+    /// meshcheck could not do its work (the run folder, the Ctrl-C handler, a report that cannot be
+    /// written): [`EXIT_COULD_NOT_RUN`].
+    CouldNotRun(anyhow::Error),
+}
+
+impl From<scenario::ScenarioError> for Stop {
+    fn from(e: scenario::ScenarioError) -> Stop {
+        Stop::BadInput(e.into())
+    }
+}
+
+/// Sorts an error into a [`Stop`] at the call that knows which kind it is.
+trait StopAs<T> {
+    fn or_bad_input(self) -> Result<T, Stop>;
+    fn or_could_not_run(self) -> Result<T, Stop>;
+}
+
+impl<T, E: Into<anyhow::Error>> StopAs<T> for Result<T, E> {
+    fn or_bad_input(self) -> Result<T, Stop> {
+        self.map_err(|e| Stop::BadInput(e.into()))
+    }
+    fn or_could_not_run(self) -> Result<T, Stop> {
+        self.map_err(|e| Stop::CouldNotRun(e.into()))
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MESHCHECK_LOG").unwrap_or_else(|_| "info".into()))
@@ -104,103 +136,169 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
-        Err(e) => {
+        Err(Stop::BadInput(e)) => {
             stderr_line(format_args!("error: {e:#}"));
-            if e.downcast_ref::<scenario::ScenarioError>().is_some() {
-                ExitCode::from(EXIT_BAD_INPUT)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(Stop::CouldNotRun(e)) => {
+            stderr_line(format_args!("error: {e:#}"));
+            ExitCode::from(EXIT_COULD_NOT_RUN)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// The exit code of a finished run or a re-judged run folder: 0 when it passed; 3 when it could
+/// not run (preflight found missing pieces, or nothing ran); 1 when a check failed or errored or a
+/// later phase did not pass.
+fn exit_for(record: &RunRecord) -> ExitCode {
+    let preflight_stopped_it =
+        report::root_cause(&record.results).is_some_and(|i| record.results[i].trial_name() == "preflight::phase");
+    match record.outcome {
+        Outcome::Pass => ExitCode::SUCCESS,
+        Outcome::NotRun => ExitCode::from(EXIT_COULD_NOT_RUN),
+        Outcome::Fail | Outcome::Error if preflight_stopped_it => ExitCode::from(EXIT_COULD_NOT_RUN),
+        Outcome::Fail | Outcome::Error => ExitCode::from(EXIT_CHECKS_FAILED),
+    }
+}
+
+/// What the console says about a trial just run: its headline and details in full, and for a trial
+/// that did not pass the failed commands' output too. The session keeps `run.json` current after
+/// every result, so the record read back names the root cause a not-run trial waited on.
+fn trial_report(run_dir: &std::path::Path, suite: &str, name: &str, verdict: &meshcheck::evidence::Verdict) -> String {
+    let Ok(record) = RunRecord::load(run_dir) else { return verdict.explanation() };
+    let Some(i) = record.results.iter().rposition(|r| r.suite == suite && r.name == name) else {
+        return verdict.explanation();
+    };
+    if matches!(verdict.outcome, Outcome::Fail | Outcome::Error) {
+        report::failure_text(&record.results, i, &report::failed_commands(run_dir))
+    } else {
+        report::explain(&record.results, i)
+    }
+}
+
+fn indented(text: &str, indent: &str) -> String {
+    text.lines().map(|l| format!("{indent}{l}")).collect::<Vec<_>>().join("\n")
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Stop> {
     match cli.command {
         Command::Plan { scenario, output } => {
             let s = load(scenario)?;
             let p = plan::build(&s, &plan::RunContext::for_plan());
             match output {
                 Output::Text => print!("{}", plan::render_text(&p)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&p)?),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&p).or_could_not_run()?),
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Preflight { scenario } => {
             let s = load(scenario)?;
-            let dir = tempdir_for_preflight()?;
+            let dir = scratch_dir().or_could_not_run()?;
             let problems = meshcheck::preflight::tool_problems(&s, &Runner::new(&dir));
+            let failed = report::failed_commands(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
             if problems.is_empty() {
                 println!("preflight: ready for a live {} run", s.provider.as_str());
-                Ok(ExitCode::SUCCESS)
-            } else {
-                for p in &problems {
-                    println!("missing: {p}");
-                }
-                Ok(ExitCode::FAILURE)
+                return Ok(ExitCode::SUCCESS);
             }
+            for p in &problems {
+                println!("missing: {p}");
+            }
+            // The problems are one line each; what the failed probes said is here in full.
+            for c in &failed {
+                println!("\n{}", indented(&report::command_failure(c), "  "));
+            }
+            Ok(ExitCode::from(EXIT_COULD_NOT_RUN))
         }
         Command::Run { scenario, keep, reports } => {
             let s = load(scenario)?;
-            meshcheck::runner::install_interrupt_handler().context("installing the Ctrl-C handler")?;
+            meshcheck::runner::install_interrupt_handler()
+                .context("installing the Ctrl-C handler")
+                .or_could_not_run()?;
             let mut session = Session::start(
                 s,
                 &RunOptions { reports_dir: reports, keep, progress: meshcheck::progress::Style::detect() },
             )
-            .context("creating the run folder")?;
+            .context("creating the run folder")
+            .or_could_not_run()?;
             let trials = Session::trials(&session.plan);
             for t in &trials {
                 let v = session.run_trial(t);
+                let text = trial_report(&session.run_dir, t.suite(), t.name(), &v);
                 stderr_line(format_args!(
-                    "[{}] {} {}: {}",
+                    "[{}] {} {}: {text}",
                     meshcheck::util::now_rfc3339(),
                     t.trial_name(),
-                    v.outcome,
-                    v.reason
+                    v.outcome
                 ));
             }
             let dir = session.run_dir.clone();
             let record = session.finish();
-            stderr_line(format_args!("report: {}", dir.display()));
+            if let Some(cause) = report::root_cause(&record.results) {
+                let blocked = (0..record.results.len()).filter(|&i| report::blocked_by(&record.results, i).is_some());
+                stderr_line(format_args!(
+                    "stopped at {} ({}, the root cause above); {} trial(s) after it did not run",
+                    record.results[cause].trial_name(),
+                    record.results[cause].verdict.outcome,
+                    blocked.count()
+                ));
+            }
+            stderr_line(format_args!("report: {} (summary.md has every failure in full)", dir.display()));
             if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(ExitCode::from(EXIT_INTERRUPTED));
             }
-            Ok(if record.outcome == Outcome::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(exit_for(&record))
         }
         Command::Judge { run } => {
-            let record = meshcheck::session::rejudge(&run)?;
-            for r in &record.results {
-                println!("{}::{} {}: {}", r.suite, r.name, r.verdict.outcome, r.verdict.reason);
+            // A folder that cannot be read is bad input; one that cannot be written back is not.
+            RunRecord::load(&run).or_bad_input()?;
+            let record = meshcheck::session::rejudge(&run).or_could_not_run()?;
+            for (i, r) in record.results.iter().enumerate() {
+                println!("{} {}: {}", r.trial_name(), r.verdict.outcome, report::explain(&record.results, i));
             }
-            Ok(if record.outcome == Outcome::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(exit_for(&record))
         }
         Command::Compare { baseline, candidate } => {
-            let gate =
-                |p: &std::path::Path, pass: &str| -> anyhow::Result<_> { Ok(report::load_outcomes(p, Some(pass))?) };
             // For a release-gate run folder the baseline and candidate passes are suites of one
             // report; for separate runs each side has only `checks`, which both filters keep.
-            let before = gate(&baseline, "baseline")?;
-            let after = gate(&candidate, "candidate")?;
+            let before = report::load_outcomes(&baseline, Some("baseline")).or_bad_input()?;
+            let after = report::load_outcomes(&candidate, Some("candidate")).or_bad_input()?;
             let rows = report::compare(&before, &after);
-            let mut bad = false;
+            let verdict = report::gate(&rows);
             for c in &rows {
                 let label = match c.change {
                     report::Change::Regressed => "REGRESSED",
                     report::Change::Fixed => "fixed",
                     report::Change::New => "new",
                     report::Change::Missing => "MISSING",
+                    report::Change::Same if c.is_check() && c.after == Some(Outcome::NotRun) => "not run",
                     report::Change::Same => continue,
                 };
-                bad |= c.change == report::Change::Regressed
-                    || (c.change == report::Change::Missing && c.before == Some(Outcome::Pass));
                 println!("{label:10} {} ({} -> {})", c.key, show(c.before), show(c.after));
             }
-            println!(
-                "{} compared, {} regressed",
-                rows.len(),
-                rows.iter().filter(|c| c.change == report::Change::Regressed).count()
-            );
-            Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            let checks: Vec<&report::Comparison> = rows.iter().filter(|c| c.is_check()).collect();
+            let passed = checks.iter().filter(|c| c.after == Some(Outcome::Pass)).count();
+            let regressed = rows.iter().filter(|c| c.regressed()).count();
+            let summary =
+                format!("{} compared, {passed} of {} checks passed in the candidate", rows.len(), checks.len());
+            Ok(match verdict {
+                GateVerdict::Pass => {
+                    println!("{summary}, none regressed");
+                    ExitCode::SUCCESS
+                }
+                GateVerdict::Regressed => {
+                    println!("{summary}, {regressed} regressed: the gate does not pass");
+                    ExitCode::from(EXIT_CHECKS_FAILED)
+                }
+                GateVerdict::NothingPassed => {
+                    println!("{summary}: none regressed, but the gate passes only on checks that passed");
+                    ExitCode::from(EXIT_CHECKS_FAILED)
+                }
+                GateVerdict::NothingRan => {
+                    println!("{summary}: no check ran in the candidate, so there is nothing to gate on");
+                    ExitCode::from(EXIT_COULD_NOT_RUN)
+                }
+            })
         }
         Command::Images { scenario, in_cluster } => {
             let s = load(scenario)?;
@@ -215,14 +313,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for c in &images.unlisted {
                 stderr_line(format_args!("error: no pinned image list for {c}: add it to fixtures/images.yaml"));
             }
-            Ok(if images.unlisted.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            // A scenario whose chart versions have no pinned image list asks for what meshcheck
+            // cannot list.
+            Ok(if images.unlisted.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_BAD_INPUT) })
         }
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&scenario::json_schema())?);
+            println!("{}", serde_json::to_string_pretty(&scenario::json_schema()).or_could_not_run()?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc { delete } => {
-            let dir = tempdir_for_preflight()?;
+            let dir = scratch_dir().or_could_not_run()?;
             let runner = Runner::new(&dir);
             let t = std::time::Duration::from_secs(120);
             let mut found = Vec::new();
@@ -269,7 +369,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for f in &failures {
                 stderr_line(format_args!("error: {f}"));
             }
-            Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_COULD_NOT_RUN) })
         }
     }
 }
@@ -278,8 +379,11 @@ fn show(o: Option<Outcome>) -> String {
     o.map(|o| o.to_string()).unwrap_or_else(|| "absent".into())
 }
 
-fn tempdir_for_preflight() -> anyhow::Result<PathBuf> {
+/// A fresh folder for the command records of `preflight` and `gc` (they have no run folder).
+/// Emptied first: a folder left by an earlier process of the same id must not lend its records.
+fn scratch_dir() -> std::io::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("meshcheck-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

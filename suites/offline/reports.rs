@@ -1,10 +1,11 @@
 //! JUnit (validated against the upstream XSD), summaries, offline re-judging, comparison, redaction.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, ffi::OsStr, os::unix::fs::PermissionsExt, path::Path, process::Command};
 
 use meshcheck::{
     evidence::{Outcome, Verdict},
-    report::{self, Change, RunRecord, TrialResult},
+    report::{self, Change, RunRecord, StepRecord, TrialResult},
+    runner::CommandRecord,
 };
 
 use crate::common::upstream;
@@ -14,10 +15,18 @@ fn result(suite: &str, name: &str, v: Verdict) -> TrialResult {
         suite: suite.into(),
         name: name.into(),
         verdict: v,
+        started_at: "2026-11-25T00:00:01.000Z".into(),
         duration_secs: 1.5,
         evidence_root: Some("evidence".into()),
         collected: true,
     }
+}
+
+/// `r`, started at `at` (RFC 3339) and taking `secs`.
+fn timed(mut r: TrialResult, at: &str, secs: f64) -> TrialResult {
+    r.started_at = at.into();
+    r.duration_secs = secs;
+    r
 }
 
 fn record(results: Vec<TrialResult>) -> RunRecord {
@@ -54,16 +63,13 @@ fn sample() -> RunRecord {
     ])
 }
 
-#[test]
-fn junit_validates_against_the_xsd_and_parses_back() {
-    let dir = tempfile::tempdir().unwrap();
-    sample().write_all(dir.path(), &[]).unwrap();
-    let xml = dir.path().join("junit.xml");
+/// Validates a junit.xml against the Jenkins xUnit schema (when xmllint and the upstream copy are there).
+fn assert_valid_junit(xml: &Path) {
     if let Some(up) = upstream() {
         match std::process::Command::new("xmllint")
             .args(["--noout", "--schema"])
             .arg(up.join("schemas/junit-10.xunit-plugin.xsd"))
-            .arg(&xml)
+            .arg(xml)
             .output()
         {
             Ok(out) => assert!(out.status.success(), "xmllint: {}", String::from_utf8_lossy(&out.stderr)),
@@ -72,6 +78,25 @@ fn junit_validates_against_the_xsd_and_parses_back() {
             }
         }
     }
+}
+
+#[test]
+fn junit_validates_against_the_xsd_and_parses_back() {
+    let dir = tempfile::tempdir().unwrap();
+    sample().write_all(dir.path(), &[]).unwrap();
+    let xml = dir.path().join("junit.xml");
+    assert_valid_junit(&xml);
+    // With starts, steps, a root cause and the trials it kept from running.
+    let stopped = tempfile::tempdir().unwrap();
+    stopped_at_provision().write_all(stopped.path(), &[]).unwrap();
+    let stopped_xml = stopped.path().join("junit.xml");
+    assert_valid_junit(&stopped_xml);
+    let text = std::fs::read_to_string(&stopped_xml).unwrap();
+    assert!(
+        text.contains("<testsuite name=\"provision\"") && text.contains("timestamp=\"2026-11-25T10:00:01"),
+        "{text}"
+    );
+    assert!(text.contains("started_at: 2026-11-25T10:00:01.000Z\nstep 2026-11-25T10:00:01.000Z 0.010s write kind-config.yaml\nstep 2026-11-25T10:00:01.100Z 3.800s create kind cluster: `kind create cluster --name"), "{text}");
     let outcomes = report::load_outcomes(dir.path(), None).unwrap();
     assert_eq!(outcomes["checks::mtls"], Outcome::Fail);
     assert_eq!(outcomes["checks::traces"], Outcome::Error);
@@ -130,12 +155,12 @@ fn gate_summary_puts_baseline_and_candidate_side_by_side() {
         result("candidate", "traces", Verdict::pass("ok")),
     ]);
     r.versions.insert("istio_upgrade_to".into(), "1.31.0".into());
-    let md = report::summary(&r, &[]);
+    let md = report::summary(&r, &[], &[]);
     assert!(md.contains("## Release gate: Istio 1.30.3 → 1.31.0"), "{md}");
     assert!(md.contains("| check | baseline (Istio 1.30.3) | candidate (Istio 1.31.0) | change |"), "{md}");
     assert!(md.contains("| mtls | pass | fail | **regressed** |"), "{md}");
     assert!(md.contains("| traces | fail | pass | fixed |"), "{md}");
-    assert!(!report::summary(&sample(), &[]).contains("Release gate"));
+    assert!(!report::summary(&sample(), &[], &[]).contains("Release gate"));
 }
 
 #[test]
@@ -288,4 +313,525 @@ fn nextest_junit_reads_as_the_same_trials_as_the_run_folder() {
     for way in [report::compare(&from_folder, &from_nextest), report::compare(&from_nextest, &from_folder)] {
         assert!(way.iter().all(|c| c.change == Change::Same), "{way:?}");
     }
+}
+
+/// What a failed `kind create cluster` leaves in the phase's details (the runner's error text: the
+/// command, its exit code, the tail of its stderr).
+const KIND_FAILED: &str = "`kind create cluster --name meshcheck-r1` failed with exit code 1; stderr ends with:\nCreating cluster \"meshcheck-r1\" ...\nERROR: failed to create cluster: the control-plane node never became ready";
+
+/// A run that stopped at provision: preflight passed, `kind create cluster` failed, the two trials
+/// after it were reached and not run, and one trial a test filter left out was never reached.
+fn stopped_at_provision() -> RunRecord {
+    let mut filtered = result("checks", "traces", Verdict::not_run("not selected by the test filter"));
+    filtered.started_at = String::new();
+    let mut r = record(vec![
+        timed(result("preflight", "phase", Verdict::pass("tools answer")), "2026-11-25T10:00:00.000Z", 0.5),
+        timed(
+            result(
+                "provision",
+                "phase",
+                Verdict::error(format!("phase `provision` stopped: {}", KIND_FAILED.lines().next().unwrap()))
+                    .with_details([KIND_FAILED.to_string()]),
+            ),
+            "2026-11-25T10:00:01.000Z",
+            4.0,
+        ),
+        timed(
+            result("install", "phase", Verdict::not_run("not run: phase `provision` did not pass")),
+            "2026-11-25T10:00:05.100Z",
+            0.0,
+        ),
+        timed(
+            result("checks", "mtls", Verdict::not_run("not run: phase `provision` did not pass")),
+            "2026-11-25T10:00:05.200Z",
+            0.0,
+        ),
+        filtered,
+    ]);
+    r.steps = vec![
+        StepRecord {
+            phase: "provision".into(),
+            step: "write kind-config.yaml".into(),
+            started_at: "2026-11-25T10:00:01.000Z".into(),
+            duration_secs: 0.01,
+            error: None,
+        },
+        StepRecord {
+            phase: "provision".into(),
+            step: "create kind cluster".into(),
+            started_at: "2026-11-25T10:00:01.100Z".into(),
+            duration_secs: 3.8,
+            error: Some(KIND_FAILED.into()),
+        },
+    ];
+    r
+}
+
+#[test]
+fn the_root_cause_says_so_and_every_trial_it_kept_from_running_names_it() {
+    let r = stopped_at_provision();
+    let results = &r.results;
+    assert_eq!(report::root_cause(results), Some(1));
+    assert_eq!(
+        report::headline(results, 1),
+        "root cause: phase `provision` stopped: `kind create cluster --name meshcheck-r1` failed with exit code 1; stderr ends with:"
+    );
+    for blocked in [2, 3] {
+        assert_eq!(report::headline(results, blocked), "not run because `provision::phase` did not pass");
+    }
+    assert_eq!(report::headline(results, 4), "not selected by the test filter", "never reached: its own reason");
+    // Every line of the stderr tail, not only the one that ends with "stderr ends with:".
+    let text = report::explain(results, 1);
+    assert!(
+        text.ends_with(
+            "\n    Creating cluster \"meshcheck-r1\" ...\n    ERROR: failed to create cluster: the control-plane node never became ready"
+        ),
+        "{text}"
+    );
+    let xml = report::junit(&r).to_string().unwrap();
+    assert!(xml.contains("message=\"root cause: phase `provision` stopped"), "{xml}");
+    assert!(xml.contains("<skipped message=\"not run because `provision::phase` did not pass\"/>"), "{xml}");
+    assert!(xml.contains("ERROR: failed to create cluster"), "the stderr tail is in the description: {xml}");
+
+    // A check that fails on its own stops nothing: there is no root cause.
+    let alone = record(vec![
+        result("checks", "mtls", Verdict::fail("plaintext")),
+        result("checks", "traces", Verdict::pass("ok")),
+    ]);
+    assert_eq!(report::root_cause(&alone.results), None);
+    assert_eq!(report::headline(&alone.results, 0), "plaintext");
+    // Interrupted during the checks: the trial that saw it is the root cause of the rest.
+    let interrupted = record(vec![
+        result("checks", "mtls", Verdict::pass("ok")),
+        result("checks", "traces", Verdict::error("interrupted (Ctrl-C, SIGTERM or SIGHUP) before this step")),
+        result("checks", "kiali", Verdict::not_run("not run: interrupted (Ctrl-C, SIGTERM or SIGHUP)")),
+    ]);
+    assert_eq!(report::root_cause(&interrupted.results), Some(1));
+    assert_eq!(report::headline(&interrupted.results, 2), "not run because `checks::traces` did not pass");
+}
+
+/// Writes a command record as the runner does.
+fn command(run_dir: &Path, file: &str, argv: &[&str], started_at: &str, exit_code: i32, stderr: &str) {
+    let c = CommandRecord {
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        cwd: "/work".into(),
+        started_at: started_at.into(),
+        duration_secs: 0.2,
+        exit_code: Some(exit_code),
+        timed_out: false,
+        interrupted: false,
+        stopped_with: None,
+        stdout: String::new(),
+        stderr: stderr.into(),
+    };
+    let path = run_dir.join("commands").join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+}
+
+#[test]
+fn summary_names_the_root_cause_first_and_shows_each_failure_with_its_stderr_in_a_details_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = stopped_at_provision();
+    r.results.insert(
+        1,
+        timed(
+            result(
+                "preflight",
+                "image-architectures",
+                Verdict::fail("1 image lacks arm64")
+                    .with_details(["docker.io/x:1: amd64 only".to_string()])
+                    .with_evidence(["images/expect.json".to_string()]),
+            ),
+            "2026-11-25T10:00:00.500Z",
+            0.3,
+        ),
+    );
+    // kind's failure, which the phase's details quote; a failed `docker logs` while the phase ran,
+    // which they do not; a command that succeeded.
+    let kind_stderr = KIND_FAILED.split_once('\n').unwrap().1;
+    command(dir.path(), "001-kind.json", &["kind", "create", "cluster"], "2026-11-25T10:00:01.100Z", 1, kind_stderr);
+    command(
+        dir.path(),
+        "002-docker.json",
+        &["docker", "logs", "meshcheck-r1-control-plane"],
+        "2026-11-25T10:00:04.000Z",
+        1,
+        "Error response from daemon: No such container: meshcheck-r1-control-plane\n",
+    );
+    command(dir.path(), "003-helm.json", &["helm", "version"], "2026-11-25T10:00:04.500Z", 0, "");
+    r.write_all(dir.path(), &[]).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    let stopped = md
+        .find("**Stopped at `provision::phase`** (error): phase `provision` stopped: `kind create cluster --name meshcheck-r1` failed")
+        .expect(&md);
+    assert!(stopped < md.find("| suite | check |").unwrap(), "the root cause comes first:\n{md}");
+    assert!(md.contains(" — 2 trial(s) after it did not run"), "{md}");
+    assert!(
+        md.contains("| provision | phase | 💥 error | 10:00:01 | 4.0s | root cause: phase `provision` stopped"),
+        "{md}"
+    );
+    assert!(md.contains(
+        "| checks | mtls | ⏭️ not run | 10:00:05 | 0.0s | not run because `provision::phase` did not pass |"
+    ));
+
+    let failures = &md[md.find("\n## Failures\n").expect(&md)..];
+    let cause = failures.find("### 💥 error `provision::phase` — root cause").expect(failures);
+    let check = failures.find("### ❌ fail `preflight::image-architectures`").expect(failures);
+    assert!(cause < check, "the root cause is the first failure shown:\n{failures}");
+    let block = &failures[cause..check];
+    assert!(
+        block.contains("<details><summary>phase `provision` stopped: `kind create cluster --name meshcheck-r1` failed with exit code 1; stderr ends with:</summary>"),
+        "{block}"
+    );
+    assert!(
+        block.contains("  Creating cluster \"meshcheck-r1\" ...\n  ERROR: failed to create cluster: the control-plane node never became ready\n"),
+        "the stderr tail in full: {block}"
+    );
+    assert!(
+        block.contains(
+            "$ docker logs meshcheck-r1-control-plane\nexited with code 1; stderr ends with:\nError response from daemon: No such container: meshcheck-r1-control-plane"
+        ),
+        "a failed command the details do not quote: {block}"
+    );
+    assert_eq!(block.matches("ERROR: failed to create cluster").count(), 1, "kind's stderr once: {block}");
+    assert!(!block.contains("helm version"), "a command that succeeded is no failure: {block}");
+    assert!(block.trim_end().ends_with("</details>"), "{block}");
+    let check_block = &failures[check..];
+    assert!(check_block.contains("<details><summary>1 image lacks arm64</summary>"), "{check_block}");
+    assert!(
+        check_block.contains("- docker.io/x:1: amd64 only\nevidence: evidence/images/expect.json\n"),
+        "{check_block}"
+    );
+
+    // Text GitHub would read as HTML is escaped.
+    let md = report::summary(&sample(), &[], &[]);
+    assert!(md.contains("<details><summary>STRICT &lt;broken&gt; &amp; \"quoted\"</summary>"), "{md}");
+}
+
+#[test]
+fn summary_draws_a_well_formed_gantt_chart_of_steps_and_checks() {
+    let mut r = record(vec![
+        timed(result("preflight", "phase", Verdict::pass("ok")), "2026-11-25T23:59:59.000Z", 0.5),
+        timed(result("deploy", "phase", Verdict::pass("ok")), "2026-11-26T00:00:00.000Z", 3.0),
+        timed(result("checks", "mtls", Verdict::fail("plaintext")), "2026-11-26T00:00:03.100Z", 2.0),
+        timed(result("checks", "traces", Verdict::pass("ok")), "2026-11-26T00:00:03.600Z", 1.25),
+        timed(result("checks", "kiali", Verdict::not_run("not selected")), "2026-11-26T00:00:06.000Z", 0.0),
+    ]);
+    let step = |step: &str, at: &str, secs: f64, error: Option<&str>| StepRecord {
+        phase: "deploy".into(),
+        step: step.into(),
+        started_at: at.into(),
+        duration_secs: secs,
+        error: error.map(Into::into),
+    };
+    r.steps = vec![
+        step("apply bookinfo.yaml", "2026-11-26T00:00:00.000Z", 0.5, None),
+        step("wait for Pod a/b + wait for Deployment c/d: ready; #1 at 100%", "2026-11-26T00:00:00.600Z", 2.0, None),
+        step("title of a step", "2026-11-26T00:00:02.700Z", 0.2, Some("boom")),
+    ];
+    let md = report::summary(&r, &[], &[]);
+    let start = md.find("```mermaid\ngantt\n").expect(&md) + "```mermaid\n".len();
+    let chart = &md[start..start + md[start..].find("```").unwrap()];
+    let lines: Vec<&str> = chart.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            "gantt",
+            "    title Steps and checks (UTC)",
+            "    dateFormat YYYY-MM-DD HH:mm:ss.SSS",
+            "    axisFormat %H:%M:%S"
+        ],
+        "{chart}"
+    );
+    let mut sections = Vec::new();
+    let mut tasks = Vec::new();
+    for line in &lines[4..] {
+        if let Some(section) = line.strip_prefix("    section ") {
+            sections.push(section);
+            continue;
+        }
+        // A task: `    name :[crit, ]<start>, <end>`; the grammar lexes a name as [^#:\n;]+ and `%`
+        // starts a comment.
+        let (name, data) = line.strip_prefix("    ").and_then(|l| l.split_once(" :")).expect(line);
+        assert!(!name.contains(['#', ':', ';', '%']) && !name.is_empty(), "{line}");
+        let (crit, dates) = data.strip_prefix("crit, ").map_or((false, data), |d| (true, d));
+        let (from, to) = dates.split_once(", ").expect(line);
+        let parse = |s: &str| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.3f").expect(line);
+        assert!(parse(to) >= parse(from), "{line}");
+        tasks.push((name, crit, from, to));
+    }
+    assert_eq!(sections, ["preflight", "deploy", "checks"], "{chart}");
+    assert_eq!(
+        tasks,
+        [
+            ("preflight phase", false, "2026-11-25 23:59:59.000", "2026-11-25 23:59:59.500"),
+            ("apply bookinfo.yaml", false, "2026-11-26 00:00:00.000", "2026-11-26 00:00:00.500"),
+            (
+                "wait for Pod a/b + wait for Deployment c/d ready 1 at 100",
+                false,
+                "2026-11-26 00:00:00.600",
+                "2026-11-26 00:00:02.600"
+            ),
+            ("▸ title of a step", true, "2026-11-26 00:00:02.700", "2026-11-26 00:00:02.900"),
+            ("check mtls", true, "2026-11-26 00:00:03.100", "2026-11-26 00:00:05.100"),
+            ("check traces", false, "2026-11-26 00:00:03.600", "2026-11-26 00:00:04.850"),
+        ],
+        "a phase with steps is drawn as its steps, a trial not run is not drawn:\n{chart}"
+    );
+}
+
+#[test]
+fn run_folders_written_before_trials_had_a_start_still_load_and_judge() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut json = serde_json::to_value(record(vec![
+        result("preflight", "phase", Verdict::pass("ok")),
+        result("provision", "phase", Verdict::error("no kubeconfig")),
+    ]))
+    .unwrap();
+    for r in json["results"].as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("started_at");
+    }
+    std::fs::write(dir.path().join("run.json"), serde_json::to_vec(&json).unwrap()).unwrap();
+    let loaded = RunRecord::load(dir.path()).unwrap();
+    assert!(loaded.results.iter().all(|r| r.started_at.is_empty()));
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck")).arg("judge").arg(dir.path()).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(meshcheck::EXIT_CHECKS_FAILED as i32),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(md.contains("| provision | phase | 💥 error | — | 1.5s | root cause: no kubeconfig |"), "{md}");
+    assert!(!md.contains("```mermaid"), "nothing to draw without starts: {md}");
+}
+
+/// `meshcheck <args>`: exit code, stdout, stderr.
+fn meshcheck(args: &[&OsStr]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck")).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn judge_and_compare_tell_bad_input_from_failed_checks_and_from_nothing_run() {
+    use meshcheck::{EXIT_BAD_INPUT, EXIT_CHECKS_FAILED, EXIT_COULD_NOT_RUN};
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    let os = |p: &std::path::PathBuf| p.as_os_str().to_owned();
+    let judge = |name: &str| meshcheck(&[OsStr::new("judge"), &os(&at(name))]);
+    let compare = |a: &str, b: &str| meshcheck(&[OsStr::new("compare"), &os(&at(a)), &os(&at(b))]);
+    let code = |c: u8| Some(i32::from(c));
+
+    // Bad input: a folder that is not there, a run.json that is not one, a file that is not JUnit.
+    assert_eq!(judge("missing").0, code(EXIT_BAD_INPUT));
+    std::fs::create_dir_all(at("garbage")).unwrap();
+    std::fs::write(at("garbage/run.json"), "{").unwrap();
+    let (status, _, stderr) = judge("garbage");
+    assert_eq!(status, code(EXIT_BAD_INPUT), "{stderr}");
+    std::fs::write(at("not-junit.xml"), "<html><body>hello</body></html>").unwrap();
+    let pass = |suite: &str| result(suite, "phase", Verdict::pass("ok"));
+    record(vec![pass("preflight"), result("checks", "mtls", Verdict::pass("ok"))]).write_all(&at("good"), &[]).unwrap();
+    for (a, b) in [("missing", "good"), ("good", "missing"), ("not-junit.xml", "good"), ("good", "not-junit.xml")] {
+        let (status, stdout, stderr) = compare(a, b);
+        assert_eq!(status, code(EXIT_BAD_INPUT), "compare {a} {b}: {stdout}{stderr}");
+    }
+
+    // judge: 0 when everything passed, 1 when a trial failed, 3 when preflight stopped the run or
+    // nothing ran.
+    record(vec![pass("preflight"), pass("provision")]).write_all(&at("passed"), &[]).unwrap();
+    assert_eq!(judge("passed").0, Some(0));
+    let not_run = |suite: &str, name: &str| result(suite, name, Verdict::not_run("not run: phase did not pass"));
+    record(vec![
+        pass("preflight"),
+        result("provision", "phase", Verdict::error("kind failed")),
+        not_run("install", "phase"),
+    ])
+    .write_all(&at("provision-failed"), &[])
+    .unwrap();
+    assert_eq!(judge("provision-failed").0, code(EXIT_CHECKS_FAILED));
+    record(vec![result("preflight", "phase", Verdict::error("helm missing")), not_run("provision", "phase")])
+        .write_all(&at("preflight-failed"), &[])
+        .unwrap();
+    let (status, stdout, _) = judge("preflight-failed");
+    assert_eq!(status, code(EXIT_COULD_NOT_RUN), "{stdout}");
+    assert!(stdout.contains("preflight::phase error: root cause: helm missing"), "{stdout}");
+    assert!(stdout.contains("provision::phase not-run: not run because `preflight::phase` did not pass"), "{stdout}");
+    record(vec![not_run("preflight", "phase")]).write_all(&at("nothing"), &[]).unwrap();
+    assert_eq!(judge("nothing").0, code(EXIT_COULD_NOT_RUN));
+
+    // compare: a regression exits 1; a gate in which nothing ran exits 3 and never says "0 regressed".
+    record(vec![pass("preflight"), result("checks", "mtls", Verdict::fail("plaintext"))])
+        .write_all(&at("regressed"), &[])
+        .unwrap();
+    let (status, stdout, _) = compare("good", "regressed");
+    assert_eq!(status, code(EXIT_CHECKS_FAILED), "{stdout}");
+    assert!(stdout.contains("REGRESSED  checks::mtls (pass -> fail)") && stdout.contains("1 regressed"), "{stdout}");
+    record(vec![
+        pass("preflight"),
+        result("provision", "phase", Verdict::error("no cluster")),
+        not_run("baseline", "mtls"),
+        not_run("baseline", "traces"),
+        not_run("upgrade", "phase"),
+        not_run("candidate", "mtls"),
+        not_run("candidate", "traces"),
+    ])
+    .write_all(&at("gate-nothing-ran"), &[])
+    .unwrap();
+    let (status, stdout, _) = compare("gate-nothing-ran", "gate-nothing-ran");
+    assert_eq!(status, code(EXIT_COULD_NOT_RUN), "{stdout}");
+    assert!(!stdout.contains("0 regressed") && stdout.contains("nothing to gate on"), "{stdout}");
+    assert!(stdout.contains("not run    checks::mtls (not-run -> not-run)"), "{stdout}");
+    // Checks that failed in both runs: no regression, and no pass to stand on either.
+    let (status, stdout, _) = compare("regressed", "regressed");
+    assert_eq!(status, code(EXIT_CHECKS_FAILED), "{stdout}");
+    assert!(
+        stdout.contains("0 of 1 checks passed") && stdout.contains("passes only on checks that passed"),
+        "{stdout}"
+    );
+    assert_eq!(compare("good", "good").0, Some(0));
+}
+
+/// cargo-nextest's JUnit for a conformance run in which nothing ran: every trial is a failure
+/// (nextest has no run-time skip), and libtest-mimic's output says which of them did not run.
+fn nextest_junit(trials: &[(&str, &str)]) -> String {
+    let cases: String = trials
+        .iter()
+        .map(|(name, message)| {
+            format!(
+                "        <testcase name=\"{name}\" classname=\"meshcheck::conformance\" timestamp=\"2026-11-26T01:36:56.620+00:00\" time=\"0.310\">\n            <failure type=\"test failure with exit code 101\"/>\n            <system-out>\nrunning 1 test\ntest {name} ... FAILED\n\nfailures:\n\n---- {name} ----\n{message}\n\n\nfailures:\n    {name}\n\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 10 filtered out; finished in 0.00s\n\n</system-out>\n            <system-err></system-err>\n        </testcase>\n"
+            )
+        })
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"nextest-run\" tests=\"{n}\" failures=\"{n}\" errors=\"0\" timestamp=\"2026-11-26T01:36:56.618+00:00\" time=\"0.502\">\n    <testsuite name=\"meshcheck::conformance\" tests=\"{n}\" skipped=\"0\" errors=\"0\" failures=\"{n}\">\n{cases}    </testsuite>\n</testsuites>\n",
+        n = trials.len()
+    )
+}
+
+#[test]
+fn compare_reads_nextests_not_run_failures_as_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    std::fs::write(
+        &junit,
+        nextest_junit(&[
+            (
+                "preflight::phase",
+                "error: root cause: preflight: 1 missing piece(s) for a live run\n  - helm: `helm` is not on PATH",
+            ),
+            ("checks::mtls", "not run because `preflight::phase` did not pass"),
+        ]),
+    )
+    .unwrap();
+    let outcomes = report::load_outcomes(&junit, None).unwrap();
+    assert_eq!(outcomes["preflight::phase"], Outcome::Fail);
+    assert_eq!(outcomes["checks::mtls"], Outcome::NotRun);
+    let (status, stdout, _) = meshcheck(&[OsStr::new("compare"), junit.as_os_str(), junit.as_os_str()]);
+    assert_eq!(status, Some(i32::from(meshcheck::EXIT_COULD_NOT_RUN)), "nothing ran: {stdout}");
+}
+
+#[test]
+fn compare_refuses_a_report_that_has_two_testsuites_of_one_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = |status: &str| {
+        format!(
+            "  <testsuite name=\"checks\" tests=\"1\" failures=\"0\" errors=\"0\">\n    <testcase name=\"mtls\" classname=\"meshcheck.checks\">{status}</testcase>\n  </testsuite>\n"
+        )
+    };
+    let merged = dir.path().join("merged.xml");
+    std::fs::write(
+        &merged,
+        format!("<testsuites>\n{}{}</testsuites>\n", suite(""), suite("<failure message=\"plaintext\"/>")),
+    )
+    .unwrap();
+    let err = report::load_outcomes(&merged, None).unwrap_err().to_string();
+    assert!(
+        err.contains("`checks::mtls` is reported twice (in testsuite `checks` and in testsuite `checks`)"),
+        "{err}"
+    );
+    let (status, stdout, stderr) = meshcheck(&[OsStr::new("compare"), merged.as_os_str(), merged.as_os_str()]);
+    assert_eq!(status, Some(i32::from(meshcheck::EXIT_BAD_INPUT)), "{stdout}");
+    assert!(stderr.contains("reported twice") && !stdout.contains("regressed"), "{stderr}");
+    // One name in two suites is two trials.
+    let two = dir.path().join("two.xml");
+    let baseline = suite("").replace("name=\"checks\"", "name=\"baseline\"");
+    std::fs::write(&two, format!("<testsuites>\n{}{baseline}</testsuites>\n", suite(""))).unwrap();
+    let outcomes = report::load_outcomes(&two, None).unwrap();
+    assert_eq!(outcomes.keys().collect::<Vec<_>>(), ["baseline::mtls", "checks::mtls"]);
+}
+
+/// A stand-in `helm` whose `helm version` fails with two lines of stderr, first on PATH.
+fn broken_helm(bin: &Path) -> std::ffi::OsString {
+    let helm = bin.join("helm");
+    std::fs::write(
+        &helm,
+        "#!/bin/sh\necho 'Error: helm is broken here' >&2\necho 'second line of the stand-in reason' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()).into()
+}
+
+#[test]
+fn run_honours_meshcheck_reports_and_shows_what_preflight_missed_in_full() {
+    let bin = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let path = broken_helm(bin.path());
+    // An existing cluster that meshcheck installs into needs helm and a kubeconfig (harness/preflight.rs);
+    // the chart repositories and registries answer locally.
+    let text = std::fs::read_to_string(crate::common::root().join("scenarios/existing-cluster.yaml")).unwrap();
+    let text = text.replace("~/.kube/config", "/nonexistent/kubeconfig").replace("install: false", "install: true");
+    let scenario = work.path().join("s.yaml");
+    std::fs::write(&scenario, crate::common::with_answering_upstream(&text)).unwrap();
+    let run = |flag: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
+        cmd.args(["run", "--scenario"]).arg(&scenario);
+        if let Some(dir) = flag {
+            cmd.arg("--reports").arg(dir);
+        }
+        cmd.env("PATH", &path)
+            .env("MESHCHECK_REPORTS", work.path().join("from-env"))
+            .env("MESHCHECK_PROGRESS", "quiet");
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(i32::from(meshcheck::EXIT_COULD_NOT_RUN)), "{stderr}");
+    assert!(work.path().join("from-env/latest/junit.xml").is_file(), "MESHCHECK_REPORTS is where the run folder goes");
+    assert!(
+        stderr.contains("preflight::phase error: root cause: preflight: 2 missing piece(s) for a live run\n  - "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "exited with code 1; stderr ends with:\n  Error: helm is broken here\n  second line of the stand-in reason"
+        ),
+        "the failed probe's stderr in full: {stderr}"
+    );
+    assert!(stderr.contains("provision::phase not-run: not run because `preflight::phase` did not pass"), "{stderr}");
+    let summary = std::fs::read_to_string(work.path().join("from-env/latest/summary.md")).unwrap();
+    assert!(summary.contains("<details><summary>preflight: 2 missing piece(s) for a live run</summary>"), "{summary}");
+    assert!(summary.contains("second line of the stand-in reason"), "{summary}");
+    // The flag wins over the variable.
+    let flagged = work.path().join("from-flag");
+    let out = run(Some(&flagged));
+    assert_eq!(out.status.code(), Some(i32::from(meshcheck::EXIT_COULD_NOT_RUN)));
+    assert!(flagged.join("latest/junit.xml").is_file());
+    assert_eq!(std::fs::read_dir(work.path().join("from-env")).unwrap().count(), 2, "one run folder and `latest`");
+
+    // `meshcheck preflight` says the same.
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+        .args(["preflight", "--scenario"])
+        .arg(&scenario)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(i32::from(meshcheck::EXIT_COULD_NOT_RUN)), "{stdout}");
+    assert!(stdout.contains("missing: helm: ") && stdout.contains("  second line of the stand-in reason"), "{stdout}");
 }
