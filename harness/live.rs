@@ -11,6 +11,9 @@ use std::{
     time::Duration,
 };
 
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Client,
@@ -19,7 +22,7 @@ use kube::{
     discovery::{ApiCapabilities, ApiResource, Discovery, Scope},
 };
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::{
     evidence::Evidence,
@@ -101,6 +104,21 @@ pub struct Live {
     pub evidence: Evidence,
     /// What a check changed on the cluster and has not taken back yet.
     pub changes: Changes,
+    /// The one HTTP client for traffic straight from the host (the ingress gateway), built once so
+    /// that collectors share its connection pool.
+    pub http: reqwest::Client,
+}
+
+/// Deadline of one request straight from the host to the ingress gateway.
+pub const GATEWAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A body as a service sent it, with its `Content-Type` (empty when it sent none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The `Content-Type` header.
+    pub content_type: String,
+    /// The body, byte for byte.
+    pub body: Vec<u8>,
 }
 
 /// Deadline of one apply, delete or namespace call (each object of it, and the discovery before it).
@@ -278,13 +296,22 @@ fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> LiveError {
 }
 
 impl Live {
+    /// A `Live` for a cluster client, with the shared HTTP client built.
+    pub fn new(client: Client, scenario: Scenario, run_dir: PathBuf, evidence: Evidence) -> Result<Live, LiveError> {
+        let http = reqwest::Client::builder()
+            .timeout(GATEWAY_REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| LiveError::Http { what: "building the HTTP client".into(), message: e.to_string() })?;
+        Ok(Live { client, scenario, run_dir, evidence, changes: Changes::default(), http })
+    }
+
     /// Writes an evidence file; I/O errors become [`LiveError::Write`].
     pub fn save(&self, rel: &str, bytes: &[u8]) -> Result<(), LiveError> {
         self.evidence.write(rel, bytes).map(|_| ()).map_err(|source| LiveError::Write { path: rel.into(), source })
     }
 
     /// Writes a JSON evidence file.
-    pub fn save_json(&self, rel: &str, value: &Value) -> Result<(), LiveError> {
+    pub fn save_json<T: serde::Serialize + ?Sized>(&self, rel: &str, value: &T) -> Result<(), LiveError> {
         self.save(rel, &serde_json::to_vec_pretty(value).expect("JSON serializes"))
     }
 
@@ -297,8 +324,35 @@ impl Live {
 
     /// GET through the API-server service proxy: `/api/v1/namespaces/{ns}/services/http:{svc}:{port}/proxy/{path}`.
     pub async fn service_get(&self, ns: &str, svc: &str, port: u16, path: &str) -> Result<Vec<u8>, LiveError> {
-        let path = path.trim_start_matches('/');
-        self.get_raw(&format!("/api/v1/namespaces/{ns}/services/http:{svc}:{port}/proxy/{path}")).await
+        self.get_raw(&service_proxy_path(ns, svc, port, path)).await
+    }
+
+    /// GET through the API-server service proxy asking for `accept`. The body comes back as bytes
+    /// (a protobuf body is not text) with the `Content-Type` the service answered, because a
+    /// service may answer in another format than asked. A non-2xx answer is an error.
+    pub async fn service_get_as(
+        &self,
+        ns: &str,
+        svc: &str,
+        port: u16,
+        path: &str,
+        accept: &str,
+    ) -> Result<Fetched, LiveError> {
+        let path = service_proxy_path(ns, svc, port, path);
+        let what = format!("GET {path}");
+        let req = http::Request::get(&path)
+            .header(http::header::ACCEPT, accept)
+            .body(kube::client::Body::from(Vec::new()))
+            .expect("valid request");
+        let res = self.client.send(req).await.map_err(kube_err(what.clone()))?;
+        let status = res.status();
+        let content_type =
+            res.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let body = res.into_body().collect_bytes().await.map_err(kube_err(what.clone()))?.to_vec();
+        if !status.is_success() {
+            return Err(http_status_error(what, status, &body));
+        }
+        Ok(Fetched { content_type, body })
     }
 
     /// Lists objects of a core or apps kind as raw JSON (e.g. `/api/v1/namespaces/x/pods`).
@@ -307,23 +361,24 @@ impl Live {
         serde_json::from_slice(&bytes).map_err(|e| LiveError::http(format!("GET {path}"), &e))
     }
 
-    /// HTTP/1.0 GET to `localhost:{port}` inside a pod, over a port-forward (bypasses the mesh).
+    /// HTTP GET to `localhost:{port}` inside a pod, over a port-forward (bypasses the mesh).
     /// Returns the body of a 2xx answer; any other status is an error, because an error page is
-    /// not evidence. The whole exchange has [`CALL_DEADLINE`]: a port-forward that never sends EOF
+    /// not evidence. The whole exchange has [`CALL_DEADLINE`]: a port-forward that never answers
     /// must not eat the check's whole timeout.
     pub async fn pod_get(&self, ns: &str, pod: &str, port: u16, path: &str) -> Result<Vec<u8>, LiveError> {
         let what = format!("port-forward {ns}/{pod}:{port} GET {path}");
         let (status, body) = within(CALL_DEADLINE, &what, self.pod_get_raw(ns, pod, port, path, &what)).await?;
-        if !(200..300).contains(&status) {
-            let text = String::from_utf8_lossy(&body);
-            return Err(LiveError::Http {
-                what,
-                message: format!("HTTP {status}: {}", crate::util::tail(text.trim(), 300)),
-            });
+        if !status.is_success() {
+            return Err(http_status_error(what, status, &body));
         }
-        Ok(body)
+        Ok(body.to_vec())
     }
 
+    /// One HTTP/1 exchange over a port-forward stream, with hyper's client connection as kube-rs's
+    /// own example does it (kube-rs/kube examples/pod_portforward_hyper_http.rs at ac95b19:
+    /// `hyper::client::conn::http1::handshake(TokioIo::new(port))`). `Connection: close` ends the
+    /// connection after the answer. When the exchange fails, the port-forward's error channel
+    /// usually says why (e.g. nothing listens on the port).
     async fn pod_get_raw(
         &self,
         ns: &str,
@@ -331,20 +386,38 @@ impl Live {
         port: u16,
         path: &str,
         what: &str,
-    ) -> Result<(u16, Vec<u8>), LiveError> {
+    ) -> Result<(http::StatusCode, Bytes), LiveError> {
+        let fail = |message: String| LiveError::Http { what: what.to_string(), message };
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let mut pf = pods.portforward(pod, &[port]).await.map_err(kube_err(what))?;
-        let mut stream = pf
-            .take_stream(port)
-            .ok_or_else(|| LiveError::Http { what: what.to_string(), message: "no stream for port".into() })?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: */*\r\nConnection: close\r\n\r\n");
-        let io = |e: std::io::Error| LiveError::http(what, &e);
-        stream.write_all(request.as_bytes()).await.map_err(io)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.map_err(io)?;
-        drop(stream);
+        let stream = pf.take_stream(port).ok_or_else(|| fail("no stream for port".into()))?;
+        let forward_error = pf.take_error(port);
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| LiveError::http(what, &e))?;
+        let request = http::Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .header(http::header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| LiveError::http(what, &e))?;
+        // The sender moves into the exchange and is dropped with it, which lets the connection end.
+        let exchange = async move {
+            let (parts, body) = sender.send_request(request).await?.into_parts();
+            Ok::<_, hyper::Error>((parts.status, body.collect().await?.to_bytes()))
+        };
+        let (answer, _closed) = tokio::join!(exchange, connection);
+        let answer = match answer {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                let cause = match forward_error {
+                    Some(error) => error.await,
+                    None => None,
+                };
+                let message = with_causes(&e);
+                Err(fail(cause.map_or_else(|| message.clone(), |c| format!("{message}: {c}"))))
+            }
+        };
         pf.join().await.ok();
-        parse_http_response(&raw).map_err(|message| LiveError::Http { what: what.to_string(), message })
+        answer
     }
 
     /// Runs a command in a pod's container within [`CALL_DEADLINE`] and returns its stdout, exit
@@ -575,52 +648,13 @@ impl Live {
     }
 }
 
-/// Splits an HTTP/1.x response into status and body, undoing chunked encoding.
-pub fn parse_http_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers in response")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or("no HTTP status line")?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = &raw[split + 4..];
-    if !chunked {
-        return Ok((status, body.to_vec()));
-    }
-    let mut out = Vec::new();
-    let mut rest = body;
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
-        let size_text = String::from_utf8_lossy(&rest[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| format!("bad chunk size `{size_text}`"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok((status, out));
-        }
-        if rest.len() < size {
-            return Err("truncated chunk".into());
-        }
-        out.extend_from_slice(&rest[..size]);
-        rest = rest.get(size + 2..).unwrap_or_default();
-    }
+/// The API-server service-proxy path of `path` on port `port` of Service `ns/svc`.
+fn service_proxy_path(ns: &str, svc: &str, port: u16, path: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/services/http:{svc}:{port}/proxy/{}", path.trim_start_matches('/'))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunked_responses_are_reassembled() {
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_http_response(raw).unwrap(), (200, b"abcde".to_vec()));
-        let raw = b"HTTP/1.0 404 Not Found\r\nContent-Length: 2\r\n\r\nno";
-        assert_eq!(parse_http_response(raw).unwrap(), (404, b"no".to_vec()));
-    }
+/// A non-2xx answer as an error naming the status and the end of the body.
+fn http_status_error(what: String, status: http::StatusCode, body: &[u8]) -> LiveError {
+    let text = String::from_utf8_lossy(body);
+    LiveError::Http { what, message: format!("HTTP {status}: {}", crate::util::tail(text.trim(), 300)) }
 }

@@ -516,13 +516,8 @@ impl Session {
                 let cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| bad(&e))?;
                 kube::Client::try_from(cfg).map_err(|e| bad(&e))
             })?;
-            self.live = Some(Live {
-                client,
-                scenario: self.scenario.clone(),
-                run_dir: self.run_dir.clone(),
-                evidence: Evidence::new(self.run_dir.join("evidence")),
-                changes: Default::default(),
-            });
+            let evidence = Evidence::new(self.run_dir.join("evidence"));
+            self.live = Some(Live::new(client, self.scenario.clone(), self.run_dir.clone(), evidence)?);
         }
         Ok(())
     }

@@ -15,11 +15,10 @@ use crate::live::Live;
 /// Returns how many got HTTP 200; the judges decide what that means, so a dead gateway is not an
 /// error here.
 pub async fn drive_bookinfo(live: &Live, n: usize) -> usize {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client builds");
     let url = format!("{}/productpage", live.scenario.ingress.base_url());
     let mut ok = 0;
     for _ in 0..n {
-        if let Ok(r) = http.get(&url).send().await
+        if let Ok(r) = live.http.get(&url).send().await
             && r.status() == reqwest::StatusCode::OK
         {
             ok += 1;

@@ -1,7 +1,8 @@
 //! Before anything is pulled: every image the run will start publishes a manifest for the node
 //! architecture. Read from the registries' image indexes over HTTPS, no `docker pull`.
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
@@ -83,6 +84,47 @@ pub fn istio_images(version: &str) -> Vec<String> {
     out
 }
 
+const EXPECT: &str = "images/expect.json";
+
+/// `images/expect.json`: the architecture to hold the images to and where each image's manifest
+/// went. The collector writes it, the judge reads it; a missing or malformed one is an error verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expect {
+    /// OCI spelling (`amd64`, `arm64`).
+    pub architecture: String,
+    /// Every image, in the order of [`images`].
+    pub images: Vec<ImageEntry>,
+    /// Chart versions without a pinned image list (absent in run folders from before the list).
+    #[serde(default)]
+    pub unlisted: Vec<String>,
+}
+
+/// One image and what became of its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageEntry {
+    /// The image reference.
+    pub image: String,
+    /// Where its manifest is, or why there is none.
+    #[serde(flatten)]
+    pub manifest: ManifestFetch,
+}
+
+/// What fetching a manifest gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ManifestFetch {
+    /// Saved to this evidence file.
+    Saved {
+        /// Relative path under the evidence folder.
+        file: String,
+    },
+    /// The registry could not be read.
+    Unreadable {
+        /// Why.
+        error: String,
+    },
+}
+
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, \
                       application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -101,23 +143,18 @@ pub async fn collect_for(scenario: &Scenario, evidence: &Evidence) -> Result<(),
     let mut entries = Vec::new();
     for (i, image) in list.refs.iter().enumerate() {
         let file = format!("images/manifest-{i:02}.json");
-        let entry = match fetch_manifest(&http, scenario, image).await {
+        let manifest = match fetch_manifest(&http, scenario, image).await {
             Ok(body) => {
                 let write = evidence.write(&file, &body);
                 write.map_err(|source| LiveError::Write { path: file.clone(), source })?;
-                json!({ "image": image, "file": file })
+                ManifestFetch::Saved { file }
             }
-            Err(message) => json!({ "image": image, "error": message }),
+            Err(error) => ManifestFetch::Unreadable { error },
         };
-        entries.push(entry);
+        entries.push(ImageEntry { image: image.clone(), manifest });
     }
-    evidence
-        .write_json(
-            "images/expect.json",
-            &json!({ "architecture": arch, "images": entries, "unlisted": list.unlisted }),
-        )
-        .map(|_| ())
-        .map_err(|source| LiveError::Write { path: "images/expect.json".into(), source })
+    let expect = Expect { architecture: arch.to_string(), images: entries, unlisted: list.unlisted };
+    evidence.write_json(EXPECT, &expect).map(|_| ()).map_err(|source| LiveError::Write { path: EXPECT.into(), source })
 }
 
 /// GETs a manifest, doing the anonymous bearer-token dance registries ask for.
@@ -165,33 +202,33 @@ async fn anonymous_token(http: &reqwest::Client, challenge: &str, repository: &s
 
 /// Judges `images/expect.json` and the manifest documents it names.
 pub fn judge(ev: &Evidence) -> Verdict {
-    let expect: Value = match ev.read_json("images/expect.json") {
+    let Expect { architecture: arch, images: entries, unlisted } = match ev.read_json(EXPECT) {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
-    let arch = expect["architecture"].as_str().unwrap_or("unknown");
-    let entries = expect["images"].as_array().cloned().unwrap_or_default();
     if entries.is_empty() {
-        return Verdict::error("images/expect.json lists no images").with_evidence(["images/expect.json".to_string()]);
+        return Verdict::error(format!("{EXPECT} lists no images")).with_evidence([EXPECT.to_string()]);
     }
-    let mut files = vec!["images/expect.json".to_string()];
+    if arch.is_empty() {
+        return Verdict::error(format!("{EXPECT} names no architecture")).with_evidence([EXPECT.to_string()]);
+    }
+    let mut files = vec![EXPECT.to_string()];
     let (mut missing, mut unknown) = (Vec::new(), Vec::new());
-    for e in &entries {
-        let image = e["image"].as_str().unwrap_or("?");
-        let Some(file) = e["file"].as_str() else {
-            unknown.push(format!(
-                "{image}: registry not readable ({})",
-                e["error"].as_str().unwrap_or("no reason recorded")
-            ));
-            continue;
+    for ImageEntry { image, manifest } in &entries {
+        let file = match manifest {
+            ManifestFetch::Saved { file } => file,
+            ManifestFetch::Unreadable { error } => {
+                unknown.push(format!("{image}: registry not readable ({error})"));
+                continue;
+            }
         };
-        files.push(file.to_string());
+        files.push(file.clone());
         let doc: Value = match ev.read_json(file) {
             Ok(v) => v,
             Err(err) => return err.into(),
         };
         match oci::parse_manifest(&doc) {
-            Some(ManifestKind::Index(platforms)) if oci::supports(&platforms, arch) => {}
+            Some(ManifestKind::Index(platforms)) if oci::supports(&platforms, &arch) => {}
             Some(ManifestKind::Index(platforms)) => {
                 let offered: Vec<String> = platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
                 missing.push(format!("{image} publishes no linux/{arch} manifest (offers {})", offered.join(", ")));
@@ -207,11 +244,8 @@ pub fn judge(ev: &Evidence) -> Verdict {
             .with_details(missing.into_iter().chain(unknown))
             .with_evidence(files);
     }
-    let unlisted: Vec<String> = expect["unlisted"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
+    let unlisted: Vec<String> = unlisted
+        .iter()
         .map(|c| format!("{c}: no pinned image list in fixtures/images.yaml, so its images were not checked"))
         .collect();
     if !unlisted.is_empty() {

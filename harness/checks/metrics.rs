@@ -77,19 +77,10 @@ pub async fn collect_prometheus(api: &dyn PromApi, ev: &Evidence) -> Result<(), 
     };
     let targets = api.get("api/v1/targets?state=active").await?;
     save("metrics/targets.json", &targets)?;
-    let q = urlencode(ZTUNNEL_QUERY);
-    let result = api.get(&format!("api/v1/query?query={q}")).await?;
+    let query = form_urlencoded::Serializer::new(String::new()).append_pair("query", ZTUNNEL_QUERY).finish();
+    let result = api.get(&format!("api/v1/query?{query}")).await?;
     save("metrics/query-ztunnel-tcp.json", &result)?;
     save("metrics/query-ztunnel-tcp.promql", ZTUNNEL_QUERY.as_bytes())
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Judges targets, query, and direct scrapes.

@@ -27,6 +27,17 @@ pub const APPS: &[&str] = &["productpage", "details", "ratings", "reviews"];
 
 const STRICT: &str = "mtls/strict.json";
 const EXPECT: &str = "mtls/expect.json";
+
+/// `mtls/expect.json`: whose workloads must be in the mesh. The collector writes it, the judge
+/// reads it; a missing or malformed one is an error verdict.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Expect {
+    /// The namespace of the workloads.
+    pub namespace: String,
+    /// The apps, each of which must have a captured workload.
+    pub apps: Vec<String>,
+}
+
 /// Where this check keeps its ztunnel evidence (`mtls/ztunnel/<node>/`); the metrics check keeps its
 /// own copy, so re-judging mtls reads exactly what the live run judged.
 const ZTUNNEL_DIR: &str = "mtls/ztunnel";
@@ -38,7 +49,8 @@ const REFUSED_EXIT_CODES: &[i32] = &[52, 56];
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
-        live.save_json(EXPECT, &json!({ "namespace": NAMESPACE, "apps": APPS }))?;
+        let expect = Expect { namespace: NAMESPACE.into(), apps: APPS.iter().map(|a| a.to_string()).collect() };
+        live.save_json(EXPECT, &expect)?;
         crate::traffic::drive_bookinfo(live, 20).await;
         collect_ztunnels(live, ZTUNNEL_DIR).await?;
         let target = format!("http://productpage.{NAMESPACE}.svc.cluster.local:9080/productpage");
@@ -145,13 +157,14 @@ pub fn dump_workloads(dump: &Value) -> Vec<&Value> {
 
 /// Judges the three signals.
 pub fn judge(ev: &Evidence) -> Verdict {
-    let expect: Value = match ev.read_json(EXPECT) {
+    let Expect { namespace: ns, apps } = match ev.read_json(EXPECT) {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
-    let ns = expect["namespace"].as_str().unwrap_or(NAMESPACE).to_string();
-    let apps: Vec<String> =
-        expect["apps"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
+    if apps.is_empty() {
+        return Verdict::error(format!("{EXPECT} names no apps: there is nothing to hold the mesh to"))
+            .with_evidence([EXPECT.to_string()]);
+    }
     let root = ztunnel_root(ev, ZTUNNEL_DIR);
     let nodes = ev.subdirs(&root);
     if nodes.is_empty() {

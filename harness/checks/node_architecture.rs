@@ -13,27 +13,40 @@ use crate::{
 /// Registration.
 pub const CHECK: CheckDef = CheckDef { info: &catalog::NODE_ARCHITECTURE, collect: Collector::Cluster(collect), judge };
 
+const EXPECT: &str = "nodes/expect.json";
+const NODES: &str = "cluster/nodes.json";
+
+/// `nodes/expect.json`: the architecture every node must report. The collector writes it, the
+/// judge reads it; a missing or malformed one is an error verdict.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Expect {
+    /// Kubernetes spelling (`amd64`, `arm64`), as a node's `status.nodeInfo.architecture` has it.
+    pub architecture: String,
+}
+
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
         let nodes = live.get_raw("/api/v1/nodes").await?;
-        live.save("cluster/nodes.json", &nodes)?;
+        live.save(NODES, &nodes)?;
         let arch = live.scenario.cluster.architecture.resolve().map(|a| a.as_str()).unwrap_or("unknown");
-        live.save_json("nodes/expect.json", &serde_json::json!({ "architecture": arch }))
+        live.save_json(EXPECT, &Expect { architecture: arch.to_string() })
     })
 }
 
 /// Judges `nodes/expect.json` against `cluster/nodes.json`.
 pub fn judge(ev: &Evidence) -> Verdict {
-    let files = vec!["nodes/expect.json".to_string(), "cluster/nodes.json".to_string()];
-    let expect: Value = match ev.read_json("nodes/expect.json") {
+    let files = vec![EXPECT.to_string(), NODES.to_string()];
+    let Expect { architecture: want } = match ev.read_json(EXPECT) {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
-    let nodes: Value = match ev.read_json("cluster/nodes.json") {
+    if want.is_empty() {
+        return Verdict::error(format!("{EXPECT} names no architecture")).with_evidence([EXPECT.to_string()]);
+    }
+    let nodes: Value = match ev.read_json(NODES) {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
-    let want = expect["architecture"].as_str().unwrap_or_default();
     let items = kjson::items(&nodes);
     if items.is_empty() {
         return Verdict::fail("the cluster reported no nodes").with_evidence(files);

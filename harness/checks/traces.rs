@@ -2,16 +2,19 @@
 //! here must arrive in Tempo with spans from the gateway carrying the `Telemetry` resource's
 //! literal custom tag.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
     catalog,
     evidence::{Evidence, Verdict},
     live::{Live, LiveError},
-    tempo,
+    tempo::{self, TraceFormat},
 };
 
 /// Registration.
@@ -25,42 +28,76 @@ pub const TAG_VALUE: &str = "conformance";
 pub const GATEWAY_SERVICE: &str = "istio-ingress";
 
 const TRACES: usize = 5;
+const EXPECT: &str = "traces/expect.json";
+const SENT: &str = "traces/sent.json";
+const ARRIVAL: &str = "traces/arrival.json";
+
+/// `traces/expect.json`: what the gateway's spans must carry. The collector writes it, the judge
+/// reads it; a missing or malformed one is an error verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expect {
+    /// Attribute key of the Telemetry resource's custom tag.
+    pub tag_key: String,
+    /// Its literal value.
+    pub tag_value: String,
+    /// Substring of the gateway's `service.name`.
+    pub gateway_service: String,
+}
+
+/// One request sent to the gateway, an entry of `traces/sent.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    /// The trace id of its `traceparent`, lowercase hex.
+    pub trace_id: String,
+    /// When it was sent (RFC 3339).
+    #[serde(default)]
+    pub sent_at: String,
+    /// The gateway's HTTP status, or `error: …` when no answer came.
+    pub status: String,
+    /// Its place in the sequence.
+    #[serde(default)]
+    pub seq: usize,
+}
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
-        live.save_json(
-            "traces/expect.json",
-            &json!({ "tag_key": TAG_KEY, "tag_value": TAG_VALUE, "gateway_service": GATEWAY_SERVICE }),
-        )?;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client builds");
+        let expect =
+            Expect { tag_key: TAG_KEY.into(), tag_value: TAG_VALUE.into(), gateway_service: GATEWAY_SERVICE.into() };
+        live.save_json(EXPECT, &expect)?;
         let url = format!("{}/productpage", live.scenario.ingress.base_url());
         let mut sent = Vec::new();
-        for i in 0..TRACES {
-            let trace_id = random_hex(16);
-            let parent = random_hex(8);
-            let sent_at = crate::util::now_rfc3339();
-            let status = match http.get(&url).header("traceparent", format!("00-{trace_id}-{parent}-01")).send().await {
-                Ok(r) => r.status().as_u16().to_string(),
-                Err(e) => format!("error: {e}"),
+        for seq in 0..TRACES {
+            let no_randomness = |e: getrandom::Error| LiveError::Http {
+                what: format!("traceparent for GET {url}"),
+                message: e.to_string(),
             };
-            sent.push(json!({ "trace_id": trace_id, "sent_at": sent_at, "status": status, "seq": i }));
+            let trace_id = tempo::hex(&random_bytes::<16>().map_err(no_randomness)?);
+            let parent = tempo::hex(&random_bytes::<8>().map_err(no_randomness)?);
+            let sent_at = crate::util::now_rfc3339();
+            let status =
+                match live.http.get(&url).header("traceparent", format!("00-{trace_id}-{parent}-01")).send().await {
+                    Ok(r) => r.status().as_u16().to_string(),
+                    Err(e) => format!("error: {e}"),
+                };
+            sent.push(Sent { trace_id, sent_at, status, seq });
         }
-        live.save_json("traces/sent.json", &Value::Array(sent.clone()))?;
+        live.save_json(SENT, &sent)?;
         let deadline =
             Instant::now() + live.scenario.timeouts.check.0.min(live.scenario.settle(Duration::from_secs(180)));
-        let mut latencies = serde_json::Map::new();
+        let mut arrival = BTreeMap::new();
         for s in &sent {
-            let id = s["trace_id"].as_str().unwrap_or_default();
+            let id = &s.trace_id;
             let started = Instant::now();
             loop {
-                let got = live.service_get("tempo", "tempo", 3200, &format!("api/traces/{id}")).await;
-                if let Ok(body) = got
-                    && !body.is_empty()
-                    && tempo::decode_json(&body).map(|s| !s.is_empty()).unwrap_or(false)
-                {
-                    live.save(&format!("traces/tempo/{id}.json"), &body)?;
-                    latencies.insert(id.to_string(), json!(started.elapsed().as_secs_f64()));
-                    break;
+                let got =
+                    live.service_get_as("tempo", "tempo", 3200, &format!("api/traces/{id}"), tempo::PROTOBUF).await;
+                if let Ok(answer) = got {
+                    let format = TraceFormat::of_v1_answer(&answer.content_type);
+                    if format.decode(&answer.body).is_ok_and(|spans| !spans.is_empty()) {
+                        live.save(&format!("traces/tempo/{id}.{}", format.suffix()), &answer.body)?;
+                        arrival.insert(id.clone(), started.elapsed().as_secs_f64());
+                        break;
+                    }
                 }
                 if Instant::now() > deadline {
                     break;
@@ -68,52 +105,44 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
                 tokio::time::sleep(live.scenario.settle(Duration::from_secs(3))).await;
             }
         }
-        live.save_json("traces/arrival.json", &Value::Object(latencies))
+        live.save_json(ARRIVAL, &arrival)
     })
 }
 
-fn random_hex(bytes: usize) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    while out.len() < bytes * 2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
-        );
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out.truncate(bytes * 2);
-    out
+/// `N` bytes from the operating system's random source, for `traceparent` ids: W3C Trace Context
+/// (www.w3.org/TR/trace-context/#trace-id) wants trace ids unique across traces, which the clock
+/// hashed in one process is not guaranteed to give (the all-zero id it calls invalid has odds 2^-128).
+fn random_bytes<const N: usize>() -> Result<[u8; N], getrandom::Error> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out)?;
+    Ok(out)
 }
 
 /// Judges which sent traces arrived with tagged gateway spans.
 pub fn judge(ev: &Evidence) -> Verdict {
-    let expect: Value = match ev.read_json("traces/expect.json") {
+    let Expect { tag_key: key, tag_value: value, gateway_service: gateway } = match ev.read_json(EXPECT) {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
-    let sent: Vec<Value> = match ev.read_json("traces/sent.json") {
+    let sent: Vec<Sent> = match ev.read_json(SENT) {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
-    let key = expect["tag_key"].as_str().unwrap_or(TAG_KEY);
-    let value = expect["tag_value"].as_str().unwrap_or(TAG_VALUE);
-    let gateway = expect["gateway_service"].as_str().unwrap_or(GATEWAY_SERVICE);
     if sent.is_empty() {
-        return Verdict::error("traces/sent.json lists no requests: nothing was sent");
+        return Verdict::error(format!("{SENT} lists no requests: nothing was sent"));
     }
-    let arrival: Value = ev.read_json("traces/arrival.json").unwrap_or(Value::Null);
-    let mut files = vec!["traces/expect.json".to_string(), "traces/sent.json".to_string()];
+    // Arrival times are notes only: a run folder without them is still judged.
+    let arrival: BTreeMap<String, f64> = ev.read_json(ARRIVAL).unwrap_or_default();
+    let mut files = vec![EXPECT.to_string(), SENT.to_string()];
     let (mut ok, mut problems, mut notes) = (0, Vec::new(), Vec::new());
     for s in &sent {
-        let id = s["trace_id"].as_str().unwrap_or_default().to_ascii_lowercase();
-        let status = s["status"].as_str().unwrap_or("?");
-        let candidates = [
-            (format!("traces/tempo/{id}.pb"), 1u8),
-            (format!("traces/tempo/{id}.v2.pb"), 2),
-            (format!("traces/tempo/{id}.json"), 0),
-        ];
-        let Some((file, shape)) = candidates.into_iter().find(|(f, _)| ev.exists(f)) else {
+        let id = s.trace_id.to_ascii_lowercase();
+        let status = &s.status;
+        let stored = TraceFormat::ALL
+            .into_iter()
+            .map(|format| (format!("traces/tempo/{id}.{}", format.suffix()), format))
+            .find(|(file, _)| ev.exists(file));
+        let Some((file, format)) = stored else {
             problems.push(format!("trace {id} (gateway answered {status}) never arrived in Tempo"));
             continue;
         };
@@ -122,21 +151,16 @@ pub fn judge(ev: &Evidence) -> Verdict {
             Ok(b) => b,
             Err(e) => return e.into(),
         };
-        let spans = match shape {
-            1 => tempo::decode_v1_protobuf(&bytes),
-            2 => tempo::decode_v2_protobuf(&bytes),
-            _ => tempo::decode_json(&bytes),
-        };
         // An undecodable body says nothing about the trace: the judge cannot judge, it does not fail.
-        let spans = match spans {
+        let spans = match format.decode(&bytes) {
             Ok(s) => s,
             Err(e) => {
                 return Verdict::error(format!("evidence file {file} cannot be decoded: {e}")).with_evidence(files);
             }
         };
         let ours: Vec<_> = spans.iter().filter(|sp| sp.trace_id == id).collect();
-        let gw: Vec<_> = ours.iter().filter(|sp| sp.service.contains(gateway)).collect();
-        let tagged = gw.iter().any(|sp| sp.attributes.get(key).map(String::as_str) == Some(value));
+        let gw: Vec<_> = ours.iter().filter(|sp| sp.service.contains(gateway.as_str())).collect();
+        let tagged = gw.iter().any(|sp| sp.attributes.get(&key) == Some(&value));
         if ours.is_empty() {
             problems.push(format!("{file}: Tempo returned spans, none with trace id {id}"));
         } else if gw.is_empty() {
@@ -146,7 +170,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
             problems.push(format!("trace {id}: gateway spans lack the Telemetry custom tag {key}={value}"));
         } else {
             ok += 1;
-            if let Some(lat) = arrival.get(&id).and_then(Value::as_f64) {
+            if let Some(lat) = arrival.get(&id) {
                 notes.push(format!("trace {id} arrived after {lat:.1}s"));
             }
         }
@@ -156,5 +180,3 @@ pub fn judge(ev: &Evidence) -> Verdict {
         format!("{n} of {} traces missing or incomplete: expected gateway spans tagged {key}={value}", sent.len())
     })
 }
-
-use std::collections::BTreeSet;

@@ -1,7 +1,9 @@
 //! The live layer against a mock API server (tower-test, the kube-rs ApiServerVerifier pattern):
 //! namespace ownership (a run creates only what is missing, never adopts an existing namespace,
 //! and cleanup deletes only namespaces carrying both of the run's labels), watch-based waits that
-//! say what they last saw, and the end-of-run cluster snapshot stored exactly as returned.
+//! say what they last saw, the end-of-run cluster snapshot stored exactly as returned, and service
+//! GETs that ask for a media type. Port-forward GETs run against the simulated cluster's WebSocket
+//! port-forward.
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -210,13 +212,8 @@ async fn the_cluster_snapshot_keeps_api_responses_as_returned() {
     let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
     // A nodes.json a check already judged is never overwritten by the later snapshot.
     evidence.write("cluster/nodes.json", b"{\"judged\":true}").unwrap();
-    let live = meshcheck::live::Live {
-        client,
-        scenario: meshcheck::scenario::Scenario::embedded_default(),
-        run_dir: dir.path().into(),
-        evidence: evidence.clone(),
-        changes: Default::default(),
-    };
+    let scenario = meshcheck::scenario::Scenario::embedded_default();
+    let live = meshcheck::live::Live::new(client, scenario, dir.path().into(), evidence.clone()).unwrap();
     let server = tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
             let path = req.uri().path().to_string();
@@ -235,4 +232,81 @@ async fn the_cluster_snapshot_keeps_api_responses_as_returned() {
         assert_eq!(pods, format!("{{\"kind\":\"List\",\"from\":\"/api/v1/namespaces/{ns}/pods\"}}"));
         assert!(evidence.exists(&format!("cluster/events-{ns}.json")));
     }
+}
+
+#[tokio::test]
+async fn a_service_get_asks_for_its_media_type_and_keeps_a_binary_body_as_sent() {
+    let (client, mut handle) = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
+    let scenario = meshcheck::scenario::Scenario::embedded_default();
+    let live = meshcheck::live::Live::new(client, scenario, dir.path().into(), evidence).unwrap();
+    let path = "/api/v1/namespaces/tempo/services/http:tempo:3200/proxy/api/traces/ab";
+    let server = tokio::spawn(async move {
+        for (status, content_type, body) in
+            [(200, "application/protobuf", &b"\xff\x00\x80"[..]), (404, "text/plain", b"trace not found")]
+        {
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(req.uri().path(), path);
+            assert_eq!(req.headers()[http::header::ACCEPT], "application/protobuf");
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .header(http::header::CONTENT_TYPE, content_type)
+                    .body(Body::from(body.to_vec()))
+                    .unwrap(),
+            );
+        }
+    });
+    let get = || live.service_get_as("tempo", "tempo", 3200, "/api/traces/ab", "application/protobuf");
+    let got = get().await.unwrap();
+    assert_eq!(
+        got,
+        meshcheck::live::Fetched { content_type: "application/protobuf".into(), body: b"\xff\x00\x80".to_vec() },
+        "a body that is not UTF-8 comes back byte for byte"
+    );
+    let err = get().await.unwrap_err().to_string();
+    assert!(err.contains("404") && err.contains("trace not found") && err.contains(path), "{err}");
+    drop(live);
+    server.await.unwrap();
+}
+
+/// Running pods of `ns` matching `selector`, once there are some (the simulated controllers start
+/// them within simulated seconds).
+async fn running(live: &meshcheck::live::Live, ns: &str, selector: &str) -> Vec<String> {
+    for _ in 0..600 {
+        let pods = live.running_pods(ns, selector).await.unwrap();
+        if !pods.is_empty() {
+            return pods.into_iter().filter_map(|p| p.metadata.name).collect();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no running pod in {ns} matching `{selector}`");
+}
+
+#[tokio::test]
+async fn a_port_forward_get_speaks_http1_and_names_what_went_wrong() {
+    use crate::sim::{Faults, Sim, SimOptions};
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let sim = Sim::start(SimOptions { provider: "existing", scale: 0.01, faults: Faults::default() });
+    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
+    let scenario = meshcheck::scenario::Scenario::embedded_default();
+    let live =
+        meshcheck::live::Live::new(Client::try_from(config).unwrap(), scenario, dir.path().into(), evidence).unwrap();
+    let ztunnel = running(&live, "istio-system", "app=ztunnel").await.remove(0);
+    let dump = live.pod_get("istio-system", &ztunnel, 15000, "/config_dump").await.unwrap();
+    let dump: Value = serde_json::from_slice(&dump).unwrap();
+    assert!(dump.get("workloads").is_some(), "a ztunnel config dump: {dump}");
+    // A status other than 2xx is an error page, not evidence.
+    let err = live.pod_get("istio-system", &ztunnel, 15000, "/no-such-path").await.unwrap_err().to_string();
+    assert!(err.contains("HTTP 404") && err.contains("/no-such-path"), "{err}");
+    // Nothing listens on the port: the port-forward's error channel says so.
+    let tempo = running(&live, "tempo", "").await.remove(0);
+    let err = live.pod_get("tempo", &tempo, 15000, "/config_dump").await.unwrap_err().to_string();
+    assert!(err.contains("connection refused") && err.contains(&format!("tempo/{tempo}:15000")), "{err}");
 }

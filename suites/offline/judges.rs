@@ -15,6 +15,24 @@ fn node(arch: &str, ready: bool) -> serde_json::Value {
            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
 }
 
+/// Judges `files` with the check's `expect.json` replaced by each malformed variant (not JSON, no
+/// fields, `null`, and the check's own `bad` ones): each must be an error verdict naming the file,
+/// never a pass or a fail. The untouched `files` pass, so the error comes from expect.json alone.
+fn assert_malformed_expect_is_an_error(check: &str, files: &[(&str, &[u8])], bad: &[&[u8]]) {
+    let expect_file = files.iter().map(|(f, _)| *f).find(|f| f.ends_with("/expect.json")).expect("an expect.json");
+    let v = judge(check, files);
+    assert_eq!(v.outcome, Outcome::Pass, "{check} with a good {expect_file}: {}", v.explanation());
+    let generic: [&[u8]; 3] = [b"not json", b"{}", b"null"];
+    for malformed in generic.iter().chain(bad) {
+        let mut with: Vec<(&str, &[u8])> = files.iter().copied().filter(|(f, _)| *f != expect_file).collect();
+        with.push((expect_file, malformed));
+        let v = judge(check, &with);
+        let shown = String::from_utf8_lossy(malformed);
+        assert_eq!(v.outcome, Outcome::Error, "{check} with {expect_file} `{shown}`: {}", v.explanation());
+        assert!(v.reason.contains(expect_file), "{check} with `{shown}`: {}", v.reason);
+    }
+}
+
 #[test]
 fn missing_evidence_is_an_error_never_a_pass() {
     for def in checks::REGISTRY {
@@ -50,6 +68,40 @@ fn node_architecture() {
     let v = judge("node-architecture", &[("nodes/expect.json", expect), ("cluster/nodes.json", &bad)]);
     assert_eq!(v.outcome, Outcome::Fail);
     assert!(v.explanation().contains("architecture amd64, expected arm64") && v.explanation().contains("not Ready"));
+}
+
+#[test]
+fn node_architecture_with_a_malformed_expect_is_an_error() {
+    let good = serde_json::to_vec(&json!({"items": [node("arm64", true)]})).unwrap();
+    assert_malformed_expect_is_an_error(
+        "node-architecture",
+        &[("nodes/expect.json", br#"{"architecture":"arm64"}"#), ("cluster/nodes.json", &good)],
+        &[br#"{"architecture":64}"#, br#"{"architecture":""}"#, br#"{"arch":"arm64"}"#],
+    );
+}
+
+#[test]
+fn image_architectures_with_a_malformed_expect_is_an_error() {
+    let Some(index) =
+        upstream_file("observed/oci-image-index.amd64-arm64-with-attestations.regclient-testrepo-v1.json")
+    else {
+        return;
+    };
+    assert_malformed_expect_is_an_error(
+        "image-architectures",
+        &[
+            ("images/expect.json", br#"{"architecture":"arm64","images":[{"image":"x/y:1","file":"images/manifest-00.json"}]}"#),
+            ("images/manifest-00.json", &index),
+        ],
+        &[
+            br#"{"images":[{"image":"x/y:1","file":"images/manifest-00.json"}]}"#,
+            br#"{"architecture":"","images":[{"image":"x/y:1","file":"images/manifest-00.json"}]}"#,
+            br#"{"architecture":"arm64","images":"x/y:1"}"#,
+            // An image with neither the file of its manifest nor why there is none.
+            br#"{"architecture":"arm64","images":[{"image":"x/y:1"}]}"#,
+            br#"{"architecture":"arm64","images":[{"image":"x/y:1","file":"images/manifest-00.json"}],"unlisted":"tempo"}"#,
+        ],
+    );
 }
 
 #[test]
@@ -306,6 +358,27 @@ fn mtls_needs_all_three_signals() {
 }
 
 #[test]
+fn mtls_with_a_malformed_expect_is_an_error() {
+    let (dump, strict) = (config_dump("HBONE"), strict("000", "200"));
+    assert_malformed_expect_is_an_error(
+        "mtls",
+        &[
+            ("mtls/expect.json", br#"{"namespace":"book-info","apps":["productpage","details","ratings","reviews"]}"#),
+            ("mtls/ztunnel/n1/config_dump.json", &dump),
+            ("mtls/ztunnel/n1/metrics.prom", ZT_METRICS_OK.as_bytes()),
+            ("mtls/strict.json", &strict),
+        ],
+        &[
+            // Before expect.json was typed, these fell back to book-info and no apps: a pass.
+            br#"{"apps":["productpage","details","ratings","reviews"]}"#,
+            br#"{"namespace":"book-info","apps":[]}"#,
+            br#"{"namespace":"book-info","apps":"productpage"}"#,
+            br#"{"namespace":"book-info"}"#,
+        ],
+    );
+}
+
+#[test]
 fn mtls_reads_real_ztunnel_config_dumps() {
     let Some(dump) = upstream_file("observed/ztunnel-config-dump.istioctl-testdata.json") else { return };
     let expect = br#"{"namespace":"bookinfo","apps":["productpage","details","ratings","reviews"]}"#;
@@ -458,6 +531,49 @@ fn traces_pass_on_tagged_gateway_protobuf_and_fail_when_missing() {
         Outcome::Error,
         "sending nothing proves nothing"
     );
+}
+
+#[test]
+fn traces_with_a_malformed_expect_is_an_error() {
+    let id = "ab".repeat(16);
+    let kv = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
+    // Tempo's v1 JSON, as run folders from before the collector asked for protobuf hold it.
+    let trace = serde_json::to_vec(&json!({"batches": [{
+        "resource": {"attributes": [kv("service.name", "istio-ingress.istio-ingress")]},
+        "scopeSpans": [{"spans": [{"traceId": id, "name": "productpage", "attributes": [kv("meshcheck.run", "conformance")]}]}]}]}))
+    .unwrap();
+    let sent = serde_json::to_vec(&json!([{"trace_id": id, "status": "200"}])).unwrap();
+    let file = format!("traces/tempo/{id}.json");
+    assert_malformed_expect_is_an_error(
+        "traces",
+        &[
+            (
+                "traces/expect.json",
+                br#"{"tag_key":"meshcheck.run","tag_value":"conformance","gateway_service":"istio-ingress"}"#,
+            ),
+            ("traces/sent.json", &sent),
+            (&file, &trace),
+        ],
+        &[
+            br#"{"tag_key":"meshcheck.run","tag_value":"conformance"}"#,
+            br#"{"tag_key":"meshcheck.run","tag_value":true,"gateway_service":"istio-ingress"}"#,
+        ],
+    );
+}
+
+#[test]
+fn traces_judge_the_protobuf_the_collector_stores_before_json() {
+    let id = "ab".repeat(16);
+    let sent = serde_json::to_vec(&json!([{"trace_id": id, "status": "200"}])).unwrap();
+    let expect = br#"{"tag_key":"meshcheck.run","tag_value":"conformance","gateway_service":"istio-ingress"}"#;
+    let pb = format!("traces/tempo/{id}.pb");
+    let json_file = format!("traces/tempo/{id}.json");
+    // With both present the judge reads the protobuf: here it is garbage, so the verdict is an error.
+    let v = judge(
+        "traces",
+        &[("traces/expect.json", expect), ("traces/sent.json", &sent), (&pb, b"\xff\xff"), (&json_file, b"{}")],
+    );
+    assert!(v.outcome == Outcome::Error && v.reason.contains(&pb), "{}", v.explanation());
 }
 
 fn targets(ztunnel_health: &str) -> Vec<u8> {
