@@ -513,7 +513,14 @@ pub struct Timeouts {
     /// for a slow cluster. The rehearsals against the simulated cluster (suites/sim), whose
     /// clocks run faster, set it far below 1.
     #[serde(default = "d_settle_scale")]
-    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 100))]
+    #[schemars(extend(
+        "exclusiveMinimum" = 0,
+        "maximum" = 100,
+        // `.nan` is a number to YAML readers in Python and JavaScript, and NaN passes every
+        // comparison of a validator that tests `x > max`; it does not pass this one. (The loader,
+        // like serde_json, holds non-finite numbers as null and rejects them by type.)
+        "not" = { "exclusiveMaximum": 0, "description": "NaN is not a number here" }
+    ))]
     pub settle_scale: f64,
 }
 

@@ -2,7 +2,8 @@
 //! the message the loader must give and where) must be rejected by the loader and by the JSON
 //! Schema of `meshcheck schema`; `good-scenarios/` and the shipped `scenarios/` must be accepted
 //! by both. The schema side runs the `jsonschema` crate on the file read as YAML 1.2, the way
-//! editors read it.
+//! editors read it, and, where `.ci/run` has installed it, check-jsonschema, whose YAML reader
+//! (ruamel) and validator (Python jsonschema) share no code with meshcheck's.
 
 use std::{
     collections::BTreeMap,
@@ -27,6 +28,8 @@ struct BadCase {
     at: String,
     /// `# schema: accepts (…)`: a rule JSON Schema cannot express (it compares two fields).
     schema_accepts: bool,
+    /// `# check-jsonschema: skip (…)`: a file that crashes that tool instead of getting a verdict.
+    check_jsonschema_skips: bool,
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
@@ -51,6 +54,7 @@ fn bad_cases() -> Vec<BadCase> {
                 expect: header("expect").unwrap_or_else(|| panic!("{name}: no `# expect:` line")),
                 at: header("at").unwrap_or_else(|| panic!("{name}: no `# at:` line")),
                 schema_accepts: header("schema").is_some_and(|s| s.starts_with("accepts")),
+                check_jsonschema_skips: header("check-jsonschema").is_some_and(|s| s.starts_with("skip")),
                 path,
             }
         })
@@ -145,11 +149,16 @@ fn bad_scenarios_are_rejected_by_the_loader_and_the_schema_with_the_expected_mes
     assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
 }
 
+fn good_files() -> Vec<PathBuf> {
+    let mut files = yaml_files(&root().join("suites/offline/good-scenarios"));
+    files.extend(SHIPPED.iter().map(|n| root().join(format!("scenarios/{n}.yaml"))));
+    files
+}
+
 #[test]
 fn good_scenarios_are_accepted_by_the_loader_and_the_schema() {
     let validator = schema_validator();
-    let mut files = yaml_files(&root().join("suites/offline/good-scenarios"));
-    files.extend(SHIPPED.iter().map(|n| root().join(format!("scenarios/{n}.yaml"))));
+    let files = good_files();
     let mut failures = Vec::new();
     for path in &files {
         let name = path.display().to_string();
@@ -168,6 +177,50 @@ fn good_scenarios_are_accepted_by_the_loader_and_the_schema() {
     }
     assert!(files.len() >= 20, "only {} good scenarios", files.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The same two corpora through check-jsonschema, in one run: a second YAML reader and a second
+/// validator, so that the schema holds for editors and not only for serde-saphyr and the
+/// jsonschema crate. `.ci/run` installs it in target/ci-venv before `cargo test`.
+#[test]
+fn check_jsonschema_agrees_on_both_corpora() {
+    let tool = root().join("target/ci-venv/bin/check-jsonschema");
+    if !tool.is_file() {
+        eprintln!("SKIP: {} is absent (.ci/run installs it); the jsonschema crate half ran", tool.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("scenario.schema.json");
+    std::fs::write(&schema, scenario::json_schema().to_string()).unwrap();
+    let bad: Vec<BadCase> = bad_cases().into_iter().filter(|c| !c.check_jsonschema_skips).collect();
+    let good = good_files();
+    let out = std::process::Command::new(&tool)
+        .arg("--schemafile")
+        .arg(&schema)
+        .args(["-o", "json"])
+        .args(bad.iter().map(|c| &c.path))
+        .args(&good)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("check-jsonschema said: {e}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let rejected: std::collections::BTreeSet<&str> = ["errors", "parse_errors"]
+        .iter()
+        .flat_map(|k| report[k].as_array().into_iter().flatten())
+        .filter_map(|e| e["filename"].as_str())
+        .collect();
+    let mut disagreements: Vec<String> = bad
+        .iter()
+        .filter(|c| rejected.contains(c.path.to_str().unwrap()) == c.schema_accepts)
+        .map(|c| format!("{}: check-jsonschema disagrees with the header", c.path.display()))
+        .collect();
+    disagreements.extend(
+        good.iter()
+            .filter(|p| rejected.contains(p.to_str().unwrap()))
+            .map(|p| format!("{}: check-jsonschema rejects it", p.display())),
+    );
+    eprintln!("check-jsonschema: {} files, {} disagreements", bad.len() + good.len(), disagreements.len());
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
 
 /// Strings near each format's edges: seeds from both sides, then every single-character edit of
