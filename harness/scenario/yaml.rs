@@ -240,7 +240,10 @@ fn budget_message(breach: &BudgetBreach) -> String {
         BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => {
             format!("the file holds more than {MAX_NODES} values; a scenario holds a few dozen")
         }
-        other => format!("the file exceeds a size limit for scenarios ({other:?})"),
+        _ => format!(
+            "the file (with its aliases expanded) is far larger than a scenario; at most {} KiB and {MAX_NODES} values",
+            MAX_BYTES / 1024
+        ),
     }
 }
 
