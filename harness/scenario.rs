@@ -2,18 +2,35 @@
 //!
 //! Parsing is strict on purpose. A typo in a scenario (`socketlb`, `upgradeTo`) that were silently
 //! ignored would make a release gate test something other than what its author believes, so unknown
-//! keys are rejected with the allowed ones listed, every error names the file, line and column, and
-//! versions and images are validated before anything touches a cluster.
+//! keys are rejected with the allowed ones listed, every error names the field, the file, line and
+//! column and what to write instead, and versions and images are validated before anything touches
+//! a cluster.
+//!
+//! The rules live in one place: the JSON Schema generated from the types below (`meshcheck
+//! schema`, for editors). The loader reads the file into a located YAML tree ([`yaml`]), checks the
+//! tree against that same schema ([`validate`]), and only then builds the typed [`Scenario`]. The
+//! only rules outside the schema compare two versions with each other (an upgrade must go forward
+//! by at most one minor release), which JSON Schema cannot express.
+
+mod format;
+mod validate;
+mod yaml;
 
 use std::{
     fmt,
     path::{Path, PathBuf},
+    sync::LazyLock,
     time::Duration,
 };
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::json;
 
+pub use self::{
+    format::Format,
+    validate::{ANNOTATION_KEYWORDS, ENFORCED_KEYWORDS},
+};
 use crate::catalog;
 
 /// The default scenario, compiled into the binary so that `cargo test --test conformance` needs
@@ -44,25 +61,18 @@ pub enum ScenarioError {
         #[source]
         source: std::io::Error,
     },
-    /// The YAML is malformed or does not match the scenario format.
-    #[error("{origin}:{line}:{column}: {message}")]
-    Parse {
+    /// The file is not a valid scenario: bad YAML, an unknown or missing field, a value out of
+    /// range. The message says what to write instead.
+    #[error("{origin}:{line}:{column}: {}{message}", field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    Invalid {
         /// File path or embedded-scenario marker.
         origin: String,
         /// 1-based line.
         line: u64,
         /// 1-based column.
         column: u64,
-        /// What is wrong, including the allowed keys for an unknown key.
-        message: String,
-    },
-    /// The YAML parsed but a value is not acceptable.
-    #[error("{origin}: {field}: {message}")]
-    Invalid {
-        /// File path or embedded-scenario marker.
-        origin: String,
-        /// Dotted path of the offending field.
-        field: String,
+        /// Dotted path of the offending field (`cluster.workers`), if the problem has one.
+        field: Option<String>,
         /// What is wrong and what would be right.
         message: String,
     },
@@ -135,8 +145,10 @@ impl Architecture {
 /// A whole scenario file.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = rules_between_fields)]
 pub struct Scenario {
-    /// Short name; becomes part of cluster names and report titles.
+    /// Short name; becomes part of cluster names and report titles. 1–30 characters of a-z, 0-9, `-`.
+    #[schemars(regex(pattern = Format::Name.pattern()))]
     pub name: String,
     /// What this scenario is for.
     #[serde(default)]
@@ -149,7 +161,9 @@ pub struct Scenario {
     /// How to reach a cluster that already exists. Required for `provider: existing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing: Option<ExistingSpec>,
-    /// Pinned versions of everything the run installs.
+    /// Pinned versions of everything the run installs. Each defaults to the embedded default
+    /// scenario's pin, so a scenario names only what it changes.
+    #[serde(default)]
     pub versions: Versions,
     /// How traffic reaches the ingress gateway from the host.
     #[serde(default)]
@@ -168,11 +182,12 @@ pub struct Scenario {
     #[serde(default)]
     pub traffic: TrafficOptions,
     /// URL prefix → replacement prefix, for every URL the run fetches itself: the upstream
-    /// manifests it applies (bookinfo, the Gateway API CRDs) and the registry indexes
-    /// image-architectures reads (`https://quay.io/` → `https://mirror.example/quay.io/`). For
-    /// runners without internet access; the longest matching prefix wins. Charts and images
-    /// pulled by helm and the nodes are configured in those tools, not here.
+    /// manifests it applies (bookinfo, the Gateway API CRDs), the chart repositories it adds to
+    /// helm, and the registry indexes image-architectures reads (`https://quay.io/` →
+    /// `https://mirror.example/quay.io/`). For runners without internet access; the longest
+    /// matching prefix wins. Images the nodes pull are configured in the container runtime, not here.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(schema_with = "mirrors_schema")]
     pub mirrors: std::collections::BTreeMap<String, String>,
 }
 
@@ -180,31 +195,135 @@ fn default_checks() -> Vec<String> {
     catalog::CATALOG.iter().filter(|c| c.default_on).map(|c| c.name.to_string()).collect()
 }
 
-fn checks_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let _ = generator;
+fn checks_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let names: Vec<&str> = catalog::CATALOG.iter().map(|c| c.name).collect();
     schemars::json_schema!({
         "type": "array",
-        "items": { "enum": names },
+        "items": { "type": "string", "enum": names },
+        "minItems": 1,
         "uniqueItems": true,
-        "description": "Check names; see `meshcheck plan` for what each does."
     })
 }
+
+fn mirrors_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let url = Format::Url.pattern();
+    schemars::json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": url },
+        "additionalProperties": { "type": "string", "pattern": url },
+    })
+}
+
+/// The rules between fields, as JSON Schema conditionals (`if`/`then`). Each `then` carries a
+/// `description`: the loader appends it to the message, editors show it on hover.
+fn rules_between_fields(schema: &mut schemars::Schema) {
+    let provider_is =
+        |names: &[&str]| json!({ "required": ["provider"], "properties": { "provider": { "enum": names } } });
+    let created = provider_is(&["kind", "k3d"]);
+    let node_image =
+        |rule: serde_json::Value| json!({ "properties": { "cluster": { "properties": { "node_image": rule } } } });
+    let mut rules = vec![
+        json!({
+            "if": provider_is(&["existing"]),
+            "then": {
+                "required": ["existing"],
+                "properties": { "existing": { "type": "object" } },
+                "description": "provider `existing` needs an `existing:` section (kubeconfig, context, install); \
+                                `existing: {}` takes the defaults",
+            },
+        }),
+        json!({
+            "if": created,
+            "then": {
+                "properties": { "existing": false },
+                "description": "`existing:` is only for provider `existing`; remove it or change the provider",
+            },
+        }),
+        json!({
+            "if": created,
+            "then": {
+                "required": ["cluster"],
+                "properties": { "cluster": {
+                    "required": ["node_image"],
+                    "properties": { "node_image": { "type": "string" } },
+                } },
+                "description": "kind and k3d clusters need `cluster.node_image`, pinned to a release, e.g. \
+                                kindest/node:v1.35.0@sha256:<digest> or rancher/k3s:v1.35.5-k3s1",
+            },
+        }),
+        json!({ "if": provider_is(&["kind"]), "then": node_image(json!({ "pattern": Format::KindNodeImage.pattern() })) }),
+        json!({ "if": provider_is(&["k3d"]), "then": node_image(json!({ "pattern": Format::K3sNodeImage.pattern() })) }),
+        json!({
+            "if": created,
+            "then": {
+                "properties": { "cluster": { "properties": { "control_planes": { "const": 1 } } } },
+                "description": "meshcheck creates exactly one control-plane node (Cilium's k8sServiceHost names it)",
+            },
+        }),
+        json!({
+            "if": created,
+            "then": {
+                "properties": { "cluster": { "properties": { "workers": { "maximum": MAX_WORKERS } } } },
+                "description": "that is more nodes than a CI runner holds",
+            },
+        }),
+    ];
+    let default_minor = Release::parse(&Versions::default().istio).map(|r| r.minor);
+    for &(minor, lo, hi) in ISTIO_K8S_SUPPORT {
+        let is_minor = json!({ "pattern": Format::IstioMinor(minor).pattern() });
+        // Without `versions.istio` the default applies, so the default's window holds then too.
+        let istio_is_minor = if default_minor == Some(minor) {
+            json!({ "properties": { "versions": { "properties": { "istio": is_minor } } } })
+        } else {
+            json!({ "required": ["versions"], "properties": { "versions": { "required": ["istio"], "properties": { "istio": is_minor } } } })
+        };
+        rules.push(json!({
+            "if": { "allOf": [created, istio_is_minor] },
+            "then": {
+                "properties": { "cluster": { "properties": { "node_image": { "pattern": Format::KubernetesMinors(lo, hi).pattern() } } } },
+                "description": format!(
+                    "outside what Istio 1.{minor} supports: Kubernetes 1.{lo} to 1.{hi} (field guide §4.3); \
+                     pick a node image in that range"
+                ),
+            },
+        }));
+    }
+    rules.push(json!({
+        "if": { "required": ["checks"], "properties": { "checks": { "contains": { "const": "traffic-continuity" } } } },
+        "then": {
+            "required": ["versions"],
+            "properties": { "versions": {
+                "required": ["upgrade_to"],
+                "properties": { "upgrade_to": { "type": "string" } },
+            } },
+            "description": "`traffic-continuity` measures traffic during an upgrade; set versions.upgrade_to",
+        },
+    }));
+    schema.insert("allOf".into(), rules.into());
+}
+
+/// Most worker nodes meshcheck creates: each one is a container on the CI runner, and more do not
+/// fit one.
+const MAX_WORKERS: u32 = 8;
 
 /// Cluster shape for `kind` and `k3d`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
-    /// Number of control-plane (kind) or server (k3d) nodes.
+    /// Number of control-plane (kind) or server (k3d) nodes; meshcheck creates exactly one.
     #[serde(default = "one")]
+    #[schemars(range(max = u32::MAX))]
     pub control_planes: u32,
-    /// Number of worker (kind) or agent (k3d) nodes.
+    /// Number of worker (kind) or agent (k3d) nodes, at most 8.
     #[serde(default = "two")]
+    #[schemars(range(max = u32::MAX))]
     pub workers: u32,
     /// Expected node architecture; `auto` means the host's.
     #[serde(default)]
     pub architecture: Architecture,
-    /// Node image: `kindest/node:vX.Y.Z[@sha256:…]` for kind, `rancher/k3s:vX.Y.Z-k3sN` for k3d.
+    /// Node image, required for kind and k3d: `kindest/node:vX.Y.Z@sha256:<digest>` for kind,
+    /// `rancher/k3s:vX.Y.Z-k3sN[@sha256:<digest>]` for k3d, optionally behind a registry prefix. Its
+    /// Kubernetes version must be one the Istio release supports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_image: Option<String>,
     /// A `docker save` archive of the images the run starts (`meshcheck images --in-cluster`),
@@ -252,28 +371,73 @@ pub struct ExistingSpec {
     pub install: bool,
 }
 
-/// Versions of everything the run installs. All are validated at load time.
+/// Versions of everything the run installs. All are validated at load time; each one left out
+/// takes the pin of the embedded default scenario (`scenarios/ambient-kind.yaml`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Versions {
     /// Cilium Helm chart version, e.g. `1.19.6`.
+    #[schemars(regex(pattern = Format::ChartVersion.pattern()))]
     pub cilium: String,
-    /// Istio release (charts and bookinfo), e.g. `1.30.3`.
+    /// Istio release (charts and bookinfo), 1.24 or newer, e.g. `1.30.3`.
+    #[schemars(regex(pattern = Format::IstioVersion.pattern()))]
     pub istio: String,
-    /// Istio release to upgrade to for a release gate; must be newer than `istio`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Istio release to upgrade to for a release gate; newer than `istio` by at most one minor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = Format::IstioVersion.pattern()))]
     pub upgrade_to: Option<String>,
     /// Gateway API CRD bundle, e.g. `v1.5.1` (pin it to the Istio release, field guide §4.2).
+    #[schemars(regex(pattern = Format::GatewayApiVersion.pattern()))]
     pub gateway_api: String,
     /// kube-prometheus-stack chart version.
+    #[schemars(regex(pattern = Format::ChartVersion.pattern()))]
     pub kube_prometheus_stack: String,
     /// Grafana Tempo (single binary) chart version.
+    #[schemars(regex(pattern = Format::ChartVersion.pattern()))]
     pub tempo: String,
     /// kiali-operator chart version.
+    #[schemars(regex(pattern = Format::ChartVersion.pattern()))]
     pub kiali: String,
     /// Istio release whose bookinfo sample is deployed; defaults to `istio`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = Format::IstioVersion.pattern()))]
     pub bookinfo: Option<String>,
+}
+
+impl Default for Versions {
+    /// The pins of the embedded default scenario: one file says which releases meshcheck runs by
+    /// default, and a scenario that changes only Istio writes only `versions: {istio: …}`.
+    fn default() -> Self {
+        /// The pins exactly as the embedded file writes them; every one must be there.
+        #[derive(Deserialize)]
+        struct Pins {
+            cilium: String,
+            istio: String,
+            gateway_api: String,
+            kube_prometheus_stack: String,
+            tempo: String,
+            kiali: String,
+        }
+        #[derive(Deserialize)]
+        struct Embedded {
+            versions: Pins,
+        }
+        static PINS: LazyLock<Pins> = LazyLock::new(|| {
+            serde_saphyr::from_str::<Embedded>(DEFAULT_SCENARIO)
+                .expect("the embedded default scenario pins every version")
+                .versions
+        });
+        Versions {
+            cilium: PINS.cilium.clone(),
+            istio: PINS.istio.clone(),
+            upgrade_to: None,
+            gateway_api: PINS.gateway_api.clone(),
+            kube_prometheus_stack: PINS.kube_prometheus_stack.clone(),
+            tempo: PINS.tempo.clone(),
+            kiali: PINS.kiali.clone(),
+            bookinfo: None,
+        }
+    }
 }
 
 impl Versions {
@@ -289,13 +453,17 @@ impl Versions {
 pub struct IngressSpec {
     /// Port on 127.0.0.1 of the host that kind/k3d map to the gateway's NodePort.
     #[serde(default = "default_host_port")]
+    #[schemars(range(min = 1))]
     pub host_port: u16,
-    /// NodePort of the gateway's `http2` port (30000–32767).
+    /// NodePort of the gateway's `http2` port, in Kubernetes' default NodePort range 30000–32767
+    /// (kubernetes.io docs/concepts/services-networking/service, "type: NodePort").
     #[serde(default = "default_node_port")]
+    #[schemars(range(min = 30000, max = 32767))]
     pub node_port: u16,
-    /// For `existing` clusters: the URL at which the ingress gateway answers, e.g.
+    /// For `existing` clusters: the http(s) URL at which the ingress gateway answers, e.g.
     /// `http://192.0.2.10:80`. Defaults to `http://127.0.0.1:<host_port>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = Format::Url.pattern()))]
     pub url: Option<String>,
 }
 
@@ -345,6 +513,14 @@ pub struct Timeouts {
     /// for a slow cluster. The rehearsals against the simulated cluster (suites/sim), whose
     /// clocks run faster, set it far below 1.
     #[serde(default = "d_settle_scale")]
+    #[schemars(extend(
+        "exclusiveMinimum" = 0,
+        "maximum" = 100,
+        // `.nan` is a number to YAML readers in Python and JavaScript, and NaN passes every
+        // comparison of a validator that tests `x > max`; it does not pass this one. (The loader,
+        // like serde_json, holds non-finite numbers as null and rejects them by type.)
+        "not" = { "exclusiveMaximum": 0, "description": "NaN is not a number here" }
+    ))]
     pub settle_scale: f64,
 }
 
@@ -388,8 +564,10 @@ pub struct ProbeOptions {
     /// that probes then fail. Proves the check can see the problem it guards against.
     #[serde(default)]
     pub negative_control: bool,
-    /// How many probe periods to wait under default-deny (at least 3).
+    /// How many probe periods to wait under default-deny, 3 to 100 (each one is a wait of the
+    /// longest probe period in the namespace).
     #[serde(default = "three")]
+    #[schemars(range(min = 3, max = 100))]
     pub periods: u32,
 }
 
@@ -412,11 +590,13 @@ impl Default for ProbeOptions {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficOptions {
-    /// Requests per second sent to productpage through the gateway.
+    /// Requests per second sent to productpage through the gateway, 1 to 1000.
     #[serde(default = "twenty")]
+    #[schemars(range(min = 1, max = 1000))]
     pub rate_per_second: u32,
     /// How many requests may fail during the upgrade (default 200: ten seconds at 20 per second).
     #[serde(default = "d_failure_budget")]
+    #[schemars(range(max = u64::MAX))]
     pub failure_budget: u64,
     /// The longest stretch of failing requests allowed during the upgrade (default 10s).
     #[serde(default = "d_max_outage")]
@@ -472,46 +652,10 @@ impl Span {
     /// instants or multiplying them overflowed (a panic in `plan` and after `cluster create`).
     pub const MAX: Span = Span::secs(7 * 24 * 3600);
 
-    /// Parses `1h2m3s`-style text. Every number needs a unit; the total must be positive and at
-    /// most [`Span::MAX`].
+    /// Parses `1h2m3s`-style text: hours, minutes and seconds in that order, each at most once,
+    /// positive and at most [`Span::MAX`]; the error says how to write it instead.
     pub fn parse(text: &str) -> Result<Span, String> {
-        let t = text.trim();
-        if t.is_empty() {
-            return Err("empty duration".into());
-        }
-        if t.ends_with("ms") {
-            return Err(format!(
-                "`{text}` is in milliseconds; durations here are whole seconds or more (e.g. 1s, 90s, 10m)"
-            ));
-        }
-        let mut total = 0u64;
-        let mut digits = String::new();
-        for ch in t.chars() {
-            if ch.is_ascii_digit() {
-                digits.push(ch);
-                continue;
-            }
-            let unit = match ch {
-                'h' => 3600,
-                'm' => 60,
-                's' => 1,
-                _ => return Err(format!("`{text}` is not a duration: unexpected `{ch}` (use e.g. 90s, 10m, 1h30m)")),
-            };
-            let n: u64 =
-                digits.parse().map_err(|_| format!("`{text}` is not a duration: a number must come before `{ch}`"))?;
-            total = total.saturating_add(n.saturating_mul(unit));
-            digits.clear();
-        }
-        if !digits.is_empty() {
-            return Err(format!("`{text}` is not a duration: `{digits}` has no unit (s, m or h)"));
-        }
-        if total == 0 {
-            return Err(format!("`{text}` is not a positive duration"));
-        }
-        if total > Span::MAX.0.as_secs() {
-            return Err(format!("`{text}` is longer than the maximum of 168h (one week)"));
-        }
-        Ok(Span(Duration::from_secs(total)))
+        format::check_duration(text).map(|secs| Span(Duration::from_secs(secs)))
     }
 }
 
@@ -541,8 +685,8 @@ impl JsonSchema for Span {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^([0-9]+[hms])+$",
-            "description": "A duration such as 90s, 10m or 1h30m."
+            "pattern": Format::Duration.pattern(),
+            "description": "A duration such as 90s, 10m or 1h30m: hours, minutes, seconds in that order, at most 168h."
         })
     }
 }
@@ -589,23 +733,54 @@ const ISTIO_K8S_SUPPORT: &[(u64, u64, u64)] =
 impl Scenario {
     /// Loads a scenario from a file. A missing file says which path was tried.
     pub fn from_path(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
+        let bytes = std::fs::read(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 ScenarioError::NotFound { tried: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()) }
             } else {
                 ScenarioError::Read { path: path.to_path_buf(), source }
             }
         })?;
-        Scenario::from_yaml(&text, &path.display().to_string())
+        let origin = path.display().to_string();
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+            let column = valid.iter().rev().take_while(|&&b| b != b'\n').count() as u64 + 1;
+            let byte = e.as_bytes()[valid.len()];
+            ScenarioError::Invalid {
+                origin: origin.clone(),
+                line,
+                column,
+                field: None,
+                message: format!("the file is not UTF-8 text (byte 0x{byte:02x} here); save it as UTF-8"),
+            }
+        })?;
+        Scenario::from_yaml(&text, &origin)
     }
 
     /// Parses and validates scenario YAML; `origin` names the source in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-            ScenarioError::Parse { origin: origin.to_string(), line, column, message: first_line(&e.to_string()) }
+        let invalid = |line, column, field, message| ScenarioError::Invalid {
+            origin: origin.to_string(),
+            line,
+            column,
+            field,
+            message,
+        };
+        let root = yaml::parse(text).map_err(|e| invalid(e.line, e.column, e.field, e.message))?;
+        validate::Validator::new(&SCHEMA, text)
+            .check(&root)
+            .map_err(|v| invalid(v.line, v.column, v.field, v.message))?;
+        let at = |path: &[&str]| locate(&root, text, path).unwrap_or((root.line, root.column));
+        // The schema accepted the file, so this conversion only fails if the types and their
+        // schema disagree; the corpus tests in suites/offline/scenarios.rs keep them in step.
+        let scenario: Scenario = serde_json::from_value(root.to_json(text)).map_err(|e| {
+            let (line, column) = at(&[]);
+            invalid(line, column, None, format!("the scenario does not fit meshcheck's types ({e})"))
         })?;
-        scenario.validate(origin)?;
+        scenario.check_upgrade().map_err(|message| {
+            let (line, column) = at(&["versions", "upgrade_to"]);
+            invalid(line, column, Some("versions.upgrade_to".into()), message)
+        })?;
         Ok(scenario)
     }
 
@@ -622,186 +797,22 @@ impl Scenario {
         }
     }
 
-    /// Checks everything serde cannot: versions, images, counts, ports and cross-field rules.
-    pub fn validate(&self, origin: &str) -> Result<(), ScenarioError> {
-        let invalid = |field: &str, message: String| ScenarioError::Invalid {
-            origin: origin.to_string(),
-            field: field.to_string(),
-            message,
-        };
-        if self.name.is_empty()
-            || self.name.len() > 30
-            || !self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(invalid(
-                "name",
-                format!(
-                    "`{}` must be 1–30 characters of a-z, 0-9 and `-` (it becomes part of a cluster name)",
-                    self.name
-                ),
-            ));
-        }
+    /// The rules JSON Schema cannot express because they compare two fields' values: an upgrade
+    /// goes to a newer Istio, by at most one minor release (istio.io docs/ambient/upgrade/helm:
+    /// istio-cni and ztunnel at 1.x work with control plane 1.x and 1.x+1).
+    fn check_upgrade(&self) -> Result<(), String> {
         let v = &self.versions;
-        let semver = |field: &str, value: &str| -> Result<Release, ScenarioError> {
-            Release::parse(value)
-                .ok_or_else(|| invalid(field, format!("`{value}` is not a release version like 1.30.3")))
-        };
-        for (field, value) in [
-            ("versions.cilium", &v.cilium),
-            ("versions.kube_prometheus_stack", &v.kube_prometheus_stack),
-            ("versions.tempo", &v.tempo),
-            ("versions.kiali", &v.kiali),
-        ] {
-            if value.starts_with('v') {
-                return Err(invalid(field, format!("`{value}`: write chart versions without a `v` prefix")));
-            }
-            semver(field, value)?;
-        }
-        let istio = semver("versions.istio", &v.istio)?;
-        if v.istio.starts_with('v') {
-            return Err(invalid("versions.istio", format!("`{}`: Istio chart versions have no `v` prefix", v.istio)));
-        }
-        if istio.major != 1 || istio.minor < 24 {
-            return Err(invalid(
-                "versions.istio",
-                format!("`{istio}`: ambient mode via Helm as documented needs Istio 1.24 or newer"),
-            ));
-        }
-        if !v.gateway_api.starts_with('v') {
-            return Err(invalid(
-                "versions.gateway_api",
-                format!("`{}`: Gateway API releases are tagged with a `v` prefix, e.g. v1.5.1", v.gateway_api),
-            ));
-        }
-        semver("versions.gateway_api", &v.gateway_api)?;
-        if let Some(b) = &v.bookinfo {
-            semver("versions.bookinfo", b)?;
-        }
-        if let Some(up) = &v.upgrade_to {
-            let target = semver("versions.upgrade_to", up)?;
-            if target <= istio {
-                return Err(invalid(
-                    "versions.upgrade_to",
-                    format!("`{target}` must be newer than versions.istio `{istio}`"),
-                ));
-            }
-            if target.minor > istio.minor + 1 {
-                return Err(invalid(
-                    "versions.upgrade_to",
-                    format!(
-                        "`{target}` skips a minor release; in-place ambient upgrades support one minor at a time \
-                         (istio-cni and ztunnel at 1.x work with control plane 1.x and 1.x+1)"
-                    ),
-                ));
-            }
-        }
-        self.validate_cluster(origin)?;
-        if self.provider == Provider::Existing && self.existing.is_none() {
-            return Err(invalid(
-                "existing",
-                "provider `existing` needs an `existing:` section (kubeconfig, context, install)".into(),
-            ));
-        }
-        if self.provider != Provider::Existing && self.existing.is_some() {
-            return Err(invalid(
-                "existing",
-                format!("only allowed with provider `existing`, not `{}`", self.provider.as_str()),
-            ));
-        }
-        if !(30000..=32767).contains(&self.ingress.node_port) {
-            return Err(invalid(
-                "ingress.node_port",
-                format!("{} is outside the NodePort range 30000-32767", self.ingress.node_port),
-            ));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for name in &self.checks {
-            if catalog::find(name).is_none() {
-                let known: Vec<&str> = catalog::CATALOG.iter().map(|c| c.name).collect();
-                return Err(invalid("checks", format!("unknown check `{name}`; known checks: {}", known.join(", "))));
-            }
-            if !seen.insert(name) {
-                return Err(invalid("checks", format!("`{name}` is listed twice")));
-            }
-        }
-        if self.checks.iter().any(|c| c == "traffic-continuity") && v.upgrade_to.is_none() {
-            return Err(invalid(
-                "checks",
-                "`traffic-continuity` measures traffic during an upgrade; set versions.upgrade_to".into(),
-            ));
-        }
-        for (from, to) in &self.mirrors {
-            if ![from, to].iter().all(|u| u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(invalid("mirrors", format!("`{from}` → `{to}`: both sides must be http(s) URL prefixes")));
-            }
-        }
-        let scale = self.timeouts.settle_scale;
-        if !(scale > 0.0 && scale <= 100.0) {
-            return Err(invalid(
-                "timeouts.settle_scale",
-                format!("{scale} must be above 0 and at most 100 (1 is the tuned default)"),
-            ));
-        }
-        if self.probes.periods < 3 {
-            return Err(invalid(
-                "probes.periods",
-                format!("{} is below the minimum of 3 probe periods", self.probes.periods),
-            ));
-        }
-        if self.traffic.rate_per_second == 0 || self.traffic.rate_per_second > 1000 {
-            return Err(invalid(
-                "traffic.rate_per_second",
-                format!("{} must be between 1 and 1000", self.traffic.rate_per_second),
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_cluster(&self, origin: &str) -> Result<(), ScenarioError> {
-        let invalid = |field: &str, message: String| ScenarioError::Invalid {
-            origin: origin.to_string(),
-            field: field.to_string(),
-            message,
-        };
-        let c = &self.cluster;
-        if self.provider == Provider::Existing {
+        let (Some(target), Some(istio)) = (v.upgrade_to.as_deref().and_then(Release::parse), Release::parse(&v.istio))
+        else {
             return Ok(());
-        }
-        if c.control_planes != 1 {
-            return Err(invalid(
-                "cluster.control_planes",
-                format!(
-                    "{}: meshcheck creates exactly one control-plane node (Cilium's k8sServiceHost names it)",
-                    c.control_planes
-                ),
-            ));
-        }
-        if c.workers > 8 {
-            return Err(invalid(
-                "cluster.workers",
-                format!("{} workers is more than a CI runner can hold (max 8)", c.workers),
-            ));
-        }
-        let Some(image) = &c.node_image else {
-            return Err(invalid(
-                "cluster.node_image",
-                format!(
-                    "required for provider `{}`: pin the node image (and its digest for kind)",
-                    self.provider.as_str()
-                ),
-            ));
         };
-        let k8s = node_image_kubernetes(self.provider, image).map_err(|m| invalid("cluster.node_image", m))?;
-        let istio = Release::parse(&self.versions.istio).expect("validated before");
-        if let Some((_, lo, hi)) = ISTIO_K8S_SUPPORT.iter().find(|(m, _, _)| *m == istio.minor)
-            && !(*lo..=*hi).contains(&k8s.minor)
-        {
-            return Err(invalid(
-                "cluster.node_image",
-                format!(
-                    "Kubernetes {k8s} is outside what Istio 1.{} supports (1.{lo}–1.{hi}, field guide §4.3)",
-                    istio.minor
-                ),
+        if target <= istio {
+            return Err(format!("`{target}` must be newer than versions.istio `{istio}`"));
+        }
+        if target.minor > istio.minor + 1 {
+            return Err(format!(
+                "`{target}` skips a minor release; in-place ambient upgrades go one minor at a time from \
+                 versions.istio `{istio}` (istio-cni and ztunnel at 1.x work with control plane 1.x and 1.x+1)"
             ));
         }
         Ok(())
@@ -846,54 +857,37 @@ impl Scenario {
     }
 }
 
-/// Reads the Kubernetes version out of a node image reference and checks its form.
+/// The Kubernetes release of a node image the schema accepted for `provider`.
 fn node_image_kubernetes(provider: Provider, image: &str) -> Result<Release, String> {
-    let (repo, rest) = image.split_once(':').ok_or_else(|| format!("`{image}` has no tag"))?;
-    let (tag, digest) = match rest.split_once('@') {
-        Some((t, d)) => (t, Some(d)),
-        None => (rest, None),
+    let format = match provider {
+        Provider::Kind => Format::KindNodeImage,
+        Provider::K3d => Format::K3sNodeImage,
+        Provider::Existing => return Err("existing clusters have no node image".into()),
     };
-    if let Some(d) = digest {
-        let hex = d.strip_prefix("sha256:").ok_or_else(|| format!("`{d}` is not a sha256 digest"))?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-            return Err(format!("`{d}` is not a sha256 digest of 64 lowercase hex digits"));
-        }
-    }
-    match provider {
-        Provider::Kind => {
-            if repo != "kindest/node" && !repo.ends_with("/kindest/node") {
-                return Err(format!("`{image}`: kind needs a kindest/node image"));
-            }
-            if digest.is_none() {
-                return Err(format!(
-                    "`{image}`: pin the kind node image by digest (`@sha256:…`); kind's docs require it"
-                ));
-            }
-            Release::parse(tag).ok_or_else(|| format!("`{tag}` is not a Kubernetes version tag like v1.35.0"))
-        }
-        Provider::K3d => {
-            if repo != "rancher/k3s" && !repo.ends_with("/rancher/k3s") {
-                return Err(format!("`{image}`: k3d needs a rancher/k3s image"));
-            }
-            if tag.contains('+') {
-                return Err(format!("`{tag}`: k3s image tags use `-k3sN`, not `+k3sN`"));
-            }
-            let (version, suffix) =
-                tag.split_once("-k3s").ok_or_else(|| format!("`{tag}` is not a k3s tag like v1.35.5-k3s1"))?;
-            if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("`{tag}` is not a k3s tag like v1.35.5-k3s1"));
-            }
-            Release::parse(version).ok_or_else(|| format!("`{tag}` is not a k3s tag like v1.35.5-k3s1"))
-        }
-        Provider::Existing => Err("existing clusters have no node image".into()),
-    }
+    format.check(image)?;
+    let reference = image.split('@').next().unwrap_or(image);
+    let tag = reference.rsplit_once(':').map_or(reference, |(_, tag)| tag);
+    Release::parse(tag.split("-k3s").next().unwrap_or(tag))
+        .ok_or_else(|| format!("`{tag}` names no Kubernetes release"))
 }
 
-/// The JSON Schema of the scenario format, for editors (`meshcheck schema`).
+/// Where the value at `path` was written.
+fn locate(root: &yaml::Node, text: &str, path: &[&str]) -> Option<(u64, u64)> {
+    let mut node = root;
+    for key in path {
+        let yaml::Value::Map(entries) = &node.value else { return None };
+        node = &entries.iter().find(|(k, _)| k.key_text(text).as_deref() == Some(key))?.1;
+    }
+    Some((node.line, node.column))
+}
+
+/// The scenario format as JSON Schema, built once: the loader checks every file against it.
+static SCHEMA: LazyLock<serde_json::Value> =
+    LazyLock::new(|| serde_json::to_value(schemars::schema_for!(Scenario)).expect("schema serializes"));
+
+/// The JSON Schema of the scenario format, for editors (`meshcheck schema`). The loader checks
+/// every scenario against this same document, so what an editor accepts, meshcheck accepts,
+/// except an `upgrade_to` that is not newer than `istio` by at most one minor release.
 pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(Scenario)).expect("schema serializes")
-}
-
-fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).trim().to_string()
+    SCHEMA.clone()
 }

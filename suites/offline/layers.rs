@@ -65,24 +65,29 @@ fn first_segment(path: &str) -> String {
     path.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
 }
 
-/// Each module of the library with the imports of all its files (`checks/` counts as one module).
+/// Each module of the library with the imports of all its files: `harness/<m>.rs` and every file
+/// under `harness/<m>/` count as module `m` (the binary under `harness/bin/` is not a module).
 fn modules() -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for dir in ["harness", "harness/checks"] {
-        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root().join("harness")).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        if path.is_dir() && stem != "bin" {
+            for sub in std::fs::read_dir(&path).unwrap() {
+                files.push((stem.clone(), sub.unwrap().path()));
             }
-            let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-            let module = if dir.ends_with("checks") { "checks".to_string() } else { stem };
-            if module == "lib" {
-                continue;
-            }
-            let mut deps = imports(&std::fs::read_to_string(&path).unwrap());
-            deps.remove(&module);
-            out.entry(module).or_default().extend(deps);
+        } else if path.extension().is_some_and(|e| e == "rs") && stem != "lib" {
+            files.push((stem, path));
         }
+    }
+    for (module, path) in files {
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let mut deps = imports(&std::fs::read_to_string(&path).unwrap());
+        deps.remove(&module);
+        out.entry(module).or_default().extend(deps);
     }
     out
 }
