@@ -12,6 +12,7 @@ mod prometheus;
 mod rehearsal;
 mod reports;
 mod scenarios;
+mod security;
 #[path = "../sim/mod.rs"]
 mod sim;
 mod traffic;
