@@ -1,8 +1,13 @@
-//! Security of the report (issue 14): no secret reaches the run folder.
+//! Security of the report (issue 14): no secret reaches the run folder, and `judge` reads nothing
+//! outside the run folder it is given.
 
 use std::path::{Path, PathBuf};
 
-use meshcheck::util::{REDACTED, redact, redact_argv};
+use meshcheck::{
+    evidence::{Escape, Evidence, EvidenceError, Outcome, Verdict},
+    report::{self, RunRecord, TrialResult},
+    util::{REDACTED, redact, redact_argv},
+};
 
 /// One shape of the corpus in `secrets/` (its README gives the format).
 struct Shape {
@@ -209,4 +214,146 @@ fn real_upstream_outputs_lose_only_secret_values() {
     }
     eprintln!("real upstream outputs: {lines} lines, {changed} redacted, {} of them not a secret", wrong.len());
     assert!(wrong.is_empty(), "redaction changed harmless lines of real outputs:\n{}", wrong.join("\n"));
+}
+
+// ----- judge stays inside the run folder -----
+
+#[cfg(unix)]
+fn symlink(target: impl AsRef<Path>, link: impl AsRef<Path>) {
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+const KIALI_STATUS: &[u8] = br#"{"status":{"Kiali state":"running","Kiali version":"v2.29.0"}}"#;
+
+/// A Kiali graph with the three edges the kiali check wants; `prefix` names its nodes.
+fn kiali_graph(prefix: &str) -> Vec<u8> {
+    let node = |id: &str, w: &str| serde_json::json!({"data": {"id": id, "workload": format!("{prefix}{w}")}});
+    let edge = |s: &str, t: &str| serde_json::json!({"data": {"source": s, "target": t, "isMTLS": "100"}});
+    serde_json::to_vec(&serde_json::json!({"elements": {
+        "nodes": [node("a", "productpage-v1"), node("b", "details-v1"), node("c", "reviews-v2"), node("d", "ratings-v1")],
+        "edges": [edge("a", "b"), edge("a", "c"), edge("c", "d")]}}))
+    .unwrap()
+}
+
+/// Writes passing Kiali evidence into `dir`.
+fn kiali_evidence(dir: &Path, prefix: &str) {
+    std::fs::create_dir_all(dir.join("kiali")).unwrap();
+    std::fs::write(dir.join("kiali/status.json"), KIALI_STATUS).unwrap();
+    std::fs::write(dir.join("kiali/graph-book-info.json"), kiali_graph(prefix)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn evidence_reads_refuse_paths_that_leave_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("evidence");
+    kiali_evidence(&root, "");
+    std::fs::write(dir.path().join("outside.json"), b"{}").unwrap();
+    symlink(dir.path().join("outside.json"), root.join("kiali/escape.json"));
+    symlink("status.json", root.join("kiali/alias.json"));
+    std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+    std::fs::write(dir.path().join("elsewhere/x.json"), b"{}").unwrap();
+    symlink(dir.path().join("elsewhere"), root.join("linked"));
+    let ev = Evidence::new(&root);
+
+    let outside = |r: Result<Vec<u8>, EvidenceError>| {
+        matches!(r, Err(EvidenceError::Refused { why: Escape::Outside { .. }, .. }))
+    };
+    assert!(outside(ev.read_bytes("kiali/escape.json")), "a symlinked file leading out");
+    assert!(outside(ev.read_bytes("linked/x.json")), "a file under a symlinked folder leading out");
+    assert!(matches!(ev.read_bytes("../outside.json"), Err(EvidenceError::Refused { why: Escape::NotBelow, .. })));
+    let absolute = dir.path().join("outside.json").display().to_string();
+    assert!(matches!(ev.read_bytes(&absolute), Err(EvidenceError::Refused { why: Escape::NotBelow, .. })));
+    assert!(!ev.exists("../outside.json"));
+    // A symlink that stays inside is fine, and so are plain files.
+    assert_eq!(ev.read_bytes("kiali/alias.json").unwrap(), KIALI_STATUS);
+    assert!(ev.read_json::<serde_json::Value>("kiali/status.json").is_ok());
+    assert!(matches!(ev.read_bytes("kiali/none.json"), Err(EvidenceError::Missing(_))));
+    // Listings show the symlinked folder, so reading under it fails by name, not silently.
+    assert!(ev.subdirs("").contains(&"linked".to_string()));
+    let v: Verdict = ev.read_bytes("kiali/escape.json").unwrap_err().into();
+    assert_eq!(v.outcome, Outcome::Error);
+    assert!(v.reason.contains("kiali/escape.json refused") && v.reason.contains("outside"), "{}", v.reason);
+}
+
+fn trial(suite: &str, root: &str) -> TrialResult {
+    TrialResult {
+        suite: suite.into(),
+        name: "kiali".into(),
+        verdict: Verdict::pass("recorded"),
+        duration_secs: 1.0,
+        evidence_root: Some(root.into()),
+        collected: true,
+    }
+}
+
+/// `judge` on a run folder whose record points out of it. Choice: each offending trial becomes an
+/// `error` verdict naming the refusal, rather than the whole judge failing with bad input, so one
+/// bad entry neither hides the verdicts that can be reproduced nor passes; the overall outcome is
+/// `error` and the exit code 1. Refused evidence is also kept out of the summary's graph.
+#[cfg(unix)]
+#[test]
+fn judge_refuses_evidence_outside_the_run_folder() {
+    let base = tempfile::tempdir().unwrap();
+    let run = base.path().join("run");
+    kiali_evidence(&run.join("evidence"), "");
+    // Passing evidence outside the run folder, reachable by `..`, an absolute path and symlinks.
+    let outside = base.path().join("outside/evidence");
+    kiali_evidence(&outside, "outside-");
+    symlink(&outside, run.join("linked"));
+    let escaping = run.join("escaping");
+    std::fs::create_dir_all(escaping.join("kiali")).unwrap();
+    std::fs::write(escaping.join("kiali/status.json"), KIALI_STATUS).unwrap();
+    symlink(outside.join("kiali/graph-book-info.json"), escaping.join("kiali/graph-book-info.json"));
+    // The summary's graph must not be drawn from outside either.
+    let graph_link = base.path().join("run-graph");
+    kiali_evidence(&graph_link.join("evidence"), "");
+    std::fs::remove_file(graph_link.join("evidence/kiali/graph-book-info.json")).unwrap();
+    symlink(outside.join("kiali/graph-book-info.json"), graph_link.join("evidence/kiali/graph-book-info.json"));
+
+    let absolute = outside.display().to_string();
+    let mut record: RunRecord = serde_json::from_value(serde_json::json!({
+        "format": report::FORMAT, "run_id": "r", "scenario_name": "s", "scenario": {}, "provider": "kind",
+        "architecture": "amd64", "host": {}, "versions": {}, "started_at": "", "ended_at": "",
+        "outcome": "not-run", "phase_durations_secs": {}, "steps": [], "results": []
+    }))
+    .unwrap();
+    record.results = vec![
+        trial("inside", "evidence"),
+        trial("dotdot", "../outside/evidence"),
+        trial("dotdot-inside", "evidence/../evidence"),
+        trial("absolute", &absolute),
+        trial("linked", "linked"),
+        trial("escaping", "escaping"),
+    ];
+    record.write_all(&run, &[]).unwrap();
+    record.results.truncate(1);
+    record.write_all(&graph_link, &[]).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck")).arg("judge").arg(&run).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let judged = RunRecord::load(&run).unwrap();
+    let verdict = |suite: &str| &judged.results.iter().find(|r| r.suite == suite).unwrap().verdict;
+    assert_eq!(verdict("inside").outcome, Outcome::Pass, "{}", verdict("inside").reason);
+    for (suite, says) in [
+        ("dotdot", "evidence folder ../outside/evidence refused: the path is absolute or climbs out"),
+        ("dotdot-inside", "evidence folder evidence/../evidence refused: the path is absolute or climbs out"),
+        ("absolute", "refused: the path is absolute or climbs out"),
+        ("linked", "evidence folder linked refused: it resolves to"),
+        ("escaping", "evidence file kiali/graph-book-info.json refused: it resolves to"),
+    ] {
+        let v = verdict(suite);
+        assert_eq!(v.outcome, Outcome::Error, "{suite}: {}", v.reason);
+        assert!(v.reason.contains(says), "{suite}: {}", v.reason);
+        assert!(stdout.contains(&format!("{suite}::kiali error: ")), "{stdout}");
+    }
+    assert_eq!(judged.outcome, Outcome::Error);
+    let junit = std::fs::read_to_string(run.join("junit.xml")).unwrap();
+    assert!(junit.contains("refused"), "{junit}");
+
+    let judged = meshcheck::session::rejudge(&graph_link).unwrap();
+    assert_eq!(judged.results[0].verdict.outcome, Outcome::Error, "{}", judged.results[0].verdict.reason);
+    let summary = std::fs::read_to_string(graph_link.join("summary.md")).unwrap();
+    assert!(!summary.contains("outside-"), "the summary drew a graph read from outside:\n{summary}");
 }
