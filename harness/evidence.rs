@@ -4,7 +4,10 @@
 //! verdict offline from a downloaded nightly artifact. A missing or unreadable file is never a pass:
 //! it turns into an `error` verdict that names the file.
 
-use std::{fmt, path::PathBuf};
+use std::{
+    fmt,
+    path::{Component, Path, PathBuf},
+};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -135,15 +138,50 @@ pub enum EvidenceError {
         /// What went wrong.
         message: String,
     },
+    /// Reading the file would leave the evidence folder, so it was not read.
+    #[error("evidence file {file} refused: {why}")]
+    Refused {
+        /// Relative path, as asked for.
+        file: String,
+        /// Where it leads.
+        why: Escape,
+    },
+    /// The evidence folder itself lies outside the run folder, so nothing in it was read.
+    #[error("evidence folder {root} refused: {why}")]
+    RootRefused {
+        /// The folder, as the run record names it.
+        root: String,
+        /// Where it leads.
+        why: Escape,
+    },
+}
+
+/// How a path would leave the folder it must stay in. A downloaded run folder is input from
+/// elsewhere: a `../` or a symlink in it must not make `judge` read, and quote in its reports,
+/// files of the machine it runs on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Escape {
+    /// Absolute, or climbing out with `..`.
+    #[error("the path is absolute or climbs out with `..`")]
+    NotBelow,
+    /// A symlink on the way leads out.
+    #[error("it resolves to {resolved}, outside {folder}")]
+    Outside {
+        /// Where the path really leads.
+        resolved: PathBuf,
+        /// The folder it had to stay in.
+        folder: PathBuf,
+    },
 }
 
 impl From<EvidenceError> for Verdict {
     fn from(e: EvidenceError) -> Verdict {
         let file = match &e {
-            EvidenceError::Missing(f) => f.clone(),
-            EvidenceError::Malformed { file, .. } => file.clone(),
+            EvidenceError::Missing(f) => Some(f.clone()),
+            EvidenceError::Malformed { file, .. } | EvidenceError::Refused { file, .. } => Some(file.clone()),
+            EvidenceError::RootRefused { .. } => None,
         };
-        Verdict::error(e.to_string()).with_evidence([file])
+        Verdict::error(e.to_string()).with_evidence(file)
     }
 }
 
@@ -159,6 +197,24 @@ impl Evidence {
         Evidence { root: root.into() }
     }
 
+    /// Opens the evidence folder `rel` of the run folder `run_dir`, as a run record names it,
+    /// refusing one that is absolute, climbs out with `..`, or resolves (through a symlink)
+    /// outside the run folder. A folder that does not exist is accepted: its reads report
+    /// missing files.
+    pub fn within(run_dir: &Path, rel: &str) -> Result<Evidence, EvidenceError> {
+        let refused = |why| EvidenceError::RootRefused { root: rel.to_string(), why };
+        if !is_plain_relative(rel) {
+            return Err(refused(Escape::NotBelow));
+        }
+        let root = run_dir.join(rel);
+        if let (Ok(resolved), Ok(folder)) = (root.canonicalize(), run_dir.canonicalize())
+            && !resolved.starts_with(&folder)
+        {
+            return Err(refused(Escape::Outside { resolved, folder }));
+        }
+        Ok(Evidence { root })
+    }
+
     /// Absolute path of a relative evidence file.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
@@ -166,15 +222,30 @@ impl Evidence {
 
     /// Whether a file exists.
     pub fn exists(&self, rel: &str) -> bool {
-        self.path(rel).is_file()
+        is_plain_relative(rel) && self.path(rel).is_file()
+    }
+
+    /// Where a file really is, checked to lie inside the evidence folder: `rel` must be a plain
+    /// relative path, and once symlinks are resolved it must still be under the resolved folder.
+    /// Every read goes through here, so a judge cannot be led out of the folder.
+    fn resolve(&self, rel: &str) -> Result<PathBuf, EvidenceError> {
+        let refused = |why| EvidenceError::Refused { file: rel.to_string(), why };
+        if !is_plain_relative(rel) {
+            return Err(refused(Escape::NotBelow));
+        }
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => EvidenceError::Missing(rel.to_string()),
+            _ => EvidenceError::Malformed { file: rel.to_string(), message: e.to_string() },
+        };
+        let folder = self.root.canonicalize().map_err(io)?;
+        let resolved = self.path(rel).canonicalize().map_err(io)?;
+        if resolved.starts_with(&folder) { Ok(resolved) } else { Err(refused(Escape::Outside { resolved, folder })) }
     }
 
     /// Raw bytes of a file.
     pub fn read_bytes(&self, rel: &str) -> Result<Vec<u8>, EvidenceError> {
-        std::fs::read(self.path(rel)).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => EvidenceError::Missing(rel.to_string()),
-            _ => EvidenceError::Malformed { file: rel.to_string(), message: e.to_string() },
-        })
+        std::fs::read(self.resolve(rel)?)
+            .map_err(|e| EvidenceError::Malformed { file: rel.to_string(), message: e.to_string() })
     }
 
     /// A text file.
@@ -200,12 +271,17 @@ impl Evidence {
         self.entries(rel, false)
     }
 
+    /// Lists names only; a symlink counts as what it leads to, so that reading through it is
+    /// refused by name rather than the entry being silently left out.
     fn entries(&self, rel: &str, dirs: bool) -> Vec<String> {
+        if !is_plain_relative(rel) {
+            return Vec::new();
+        }
         let mut out: Vec<String> = std::fs::read_dir(self.path(rel))
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_type().map(|t| t.is_dir() == dirs).unwrap_or(false))
+            .filter(|e| e.path().is_dir() == dirs)
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         out.sort();
@@ -224,4 +300,10 @@ impl Evidence {
         let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
         self.write(rel, &bytes)
     }
+}
+
+/// Whether a path is relative and only goes down: no root, no drive prefix, no `..`. An empty
+/// path (the folder itself) counts.
+fn is_plain_relative(rel: &str) -> bool {
+    Path::new(rel).components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }

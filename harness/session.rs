@@ -750,6 +750,12 @@ fn first_line(s: &str) -> &str {
 
 /// Re-judges every check of a run folder from its evidence and rewrites `junit.xml`/`summary.md`.
 /// Results whose collector did not finish keep their recorded verdict.
+///
+/// A run folder may come from anywhere (a nightly artifact), so nothing outside it is read: an
+/// `evidence_root` that is absolute, climbs out with `..` or resolves outside the folder, and any
+/// evidence file a symlink leads out of its evidence folder, turn that trial into an `error`
+/// verdict that names the refusal. The other trials are still judged, so one bad entry neither
+/// hides the rest nor passes; the overall outcome is then `error` and `judge` exits non-zero.
 pub fn rejudge(run_dir: &Path) -> Result<RunRecord, crate::report::ReportError> {
     let mut record = RunRecord::load(run_dir)?;
     for r in &mut record.results {
@@ -757,10 +763,19 @@ pub fn rejudge(run_dir: &Path) -> Result<RunRecord, crate::report::ReportError> 
         if !r.collected || r.verdict.outcome == Outcome::NotRun {
             continue;
         }
-        r.verdict = (def.judge)(&Evidence::new(run_dir.join(root)));
+        r.verdict = match Evidence::within(run_dir, root) {
+            Ok(evidence) => (def.judge)(&evidence),
+            Err(refused) => refused.into(),
+        };
     }
     record.outcome = record.overall();
-    record.write_all(run_dir, &checks::kiali::recorded_graph(&run_dir.join("evidence")))?;
+    // The graph drawn in summary.md is read through the same guard as the judges' evidence.
+    let graph = Evidence::within(run_dir, "evidence")
+        .and_then(|evidence| evidence.read_bytes("kiali/graph-book-info.json"))
+        .ok()
+        .and_then(|body| checks::kiali::graph_edges(&body).ok())
+        .unwrap_or_default();
+    record.write_all(run_dir, &graph)?;
     Ok(record)
 }
 

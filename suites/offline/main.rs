@@ -14,6 +14,7 @@ mod prometheus;
 mod rehearsal;
 mod reports;
 mod scenarios;
+mod security;
 #[path = "../sim/mod.rs"]
 mod sim;
 mod traffic;

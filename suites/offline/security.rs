@@ -1,0 +1,359 @@
+//! Security of the report (issue 14): no secret reaches the run folder, and `judge` reads nothing
+//! outside the run folder it is given.
+
+use std::path::{Path, PathBuf};
+
+use meshcheck::{
+    evidence::{Escape, Evidence, EvidenceError, Outcome, Verdict},
+    report::{self, RunRecord, TrialResult},
+    util::{REDACTED, redact, redact_argv},
+};
+
+/// One shape of the corpus in `secrets/` (its README gives the format).
+struct Shape {
+    file: String,
+    secrets: Vec<String>,
+    keeps: Vec<String>,
+    argv: bool,
+    json: bool,
+    body: String,
+}
+
+fn corpus() -> Vec<Shape> {
+    let dir = crate::common::root().join("suites/offline/secrets");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            let (header, body) = text
+                .strip_prefix("---\n")
+                .map(|body| ("", body))
+                .or_else(|| text.split_once("\n---\n"))
+                .unwrap_or_else(|| panic!("{}: no `---` line", path.display()));
+            let mut shape = Shape {
+                file: path.file_name().unwrap().to_string_lossy().into_owned(),
+                secrets: Vec::new(),
+                keeps: Vec::new(),
+                argv: false,
+                json: false,
+                body: body.to_string(),
+            };
+            for line in header.lines() {
+                match line.split_once(": ") {
+                    Some(("secret", v)) => shape.secrets.push(v.to_string()),
+                    Some(("keep", v)) => shape.keeps.push(v.to_string()),
+                    Some(("unit", "argv")) => shape.argv = true,
+                    Some(("json", "true")) => shape.json = true,
+                    _ => panic!("{}: header line `{line}` is not understood", path.display()),
+                }
+            }
+            shape
+        })
+        .collect()
+}
+
+fn redacted(shape: &Shape) -> String {
+    if shape.argv {
+        let argv: Vec<String> = shape.body.lines().map(String::from).collect();
+        redact_argv(&argv).join("\n")
+    } else {
+        redact(&shape.body)
+    }
+}
+
+/// Every secret of every shape is gone, every harmless phrase next to it stays, JSON stays JSON,
+/// and redacting twice changes nothing. All shapes are checked before the test fails, so one run
+/// shows every leak.
+#[test]
+fn corpus_secrets_are_gone_and_harmless_text_stays() {
+    let corpus = corpus();
+    let mut problems = Vec::new();
+    let mut secrets = 0;
+    let mut leaked = 0;
+    for shape in &corpus {
+        let out = redacted(shape);
+        for secret in &shape.secrets {
+            secrets += 1;
+            if out.contains(secret.as_str()) {
+                leaked += 1;
+                problems.push(format!("{}: secret `{secret}` leaked", shape.file));
+            }
+        }
+        for keep in &shape.keeps {
+            if !out.contains(keep.as_str()) {
+                problems.push(format!("{}: harmless `{keep}` was removed", shape.file));
+            }
+        }
+        if shape.secrets.is_empty() && out != shape.body {
+            problems.push(format!("{}: a negative control was changed", shape.file));
+        }
+        if !shape.secrets.is_empty() && !out.contains(REDACTED) {
+            problems.push(format!("{}: nothing was marked redacted", shape.file));
+        }
+        if shape.json && serde_json::from_str::<serde_json::Value>(&out).is_err() {
+            problems.push(format!("{}: no longer JSON", shape.file));
+        }
+        if !shape.argv && redact(&out) != out {
+            problems.push(format!("{}: redacting twice changes the text", shape.file));
+        }
+        if !problems.is_empty() && problems.last().is_some_and(|p| p.starts_with(shape.file.as_str())) {
+            problems.push(format!("{}: redacted text was:\n{out}", shape.file));
+        }
+    }
+    eprintln!("redaction corpus: {} shapes, {secrets} secrets, {leaked} leaked", corpus.len());
+    assert!(corpus.len() >= 20, "the corpus holds {} shapes, at least 20 are wanted", corpus.len());
+    assert!(corpus.iter().any(|s| s.secrets.is_empty()), "the corpus lacks a negative control");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The per-line cases of the issue, each on its own so a failure names it.
+#[test]
+fn the_shapes_the_issue_names_are_redacted() {
+    for (text, secret) in [
+        ("PASSWORD=issue-pw-1", "issue-pw-1"),
+        ("run --password issue-pw-2 now", "issue-pw-2"),
+        ("run --token issue-tok-3 now", "issue-tok-3"),
+        ("--set grafana.adminPassword=issue-pw-4", "issue-pw-4"),
+        ("adminPassword=issue-pw-5", "issue-pw-5"),
+        ("Authorization: Basic aXNzdWUtYmFzaWMtNg==", "aXNzdWUtYmFzaWMtNg=="),
+        ("aws_secret_access_key = issue-aws-7", "issue-aws-7"),
+        ("token: issue-first-8 password: issue-second-9", "issue-second-9"),
+        ("TOKEN=issue-first-10 PASSWORD=issue-second-11", "issue-second-11"),
+        ("Password: issue-case-12", "issue-case-12"),
+    ] {
+        let out = redact(text);
+        assert!(!out.contains(secret), "`{text}` kept its secret: {out}");
+    }
+}
+
+/// A secret flag's value given as an argument of its own goes too; `redact` on each argument
+/// alone could not see it.
+#[test]
+fn argv_values_after_secret_flags_are_redacted() {
+    let argv: Vec<String> =
+        ["docker", "login", "--password", "s3cr3t", "--username", "ci", "-p", "8080:80"].map(String::from).into();
+    let out = redact_argv(&argv);
+    assert_eq!(out, ["docker", "login", "--password", REDACTED, "--username", "ci", "-p", "8080:80"]);
+    assert!(argv.iter().map(|a| redact(a)).any(|a| a == "s3cr3t"), "per-argument redaction cannot see it");
+}
+
+fn object(json: serde_json::Value) -> kube::api::DynamicObject {
+    serde_json::from_value(json).unwrap()
+}
+
+fn recorded(dir: &Path) -> String {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.join("manifests")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::read_to_string(&files[0]).unwrap()
+}
+
+/// A Secret's values are replaced before it is serialized, whatever the keys are called (`api`
+/// matches no secret word), including the copy `kubectl apply` keeps in an annotation; its keys
+/// and name stay. A ConfigMap's data is evidence and stays.
+#[test]
+fn record_manifest_blanks_secret_values_structurally() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = object(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db-creds", "namespace": "book-info", "annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": "{\"data\":{\"api\":\"bGFzdC1hcHBsaWVk\"}}"}},
+        "data": {"api": "c3RydWN0LWFwaQ==", "ca.crt": "c3RydWN0LWNh"},
+        "stringData": {"config": "url=https://db\nkey=struct-plain"}
+    }));
+    meshcheck::util::record_manifest(dir.path(), &secret, None).unwrap();
+    let text = recorded(dir.path());
+    for value in ["c3RydWN0LWFwaQ==", "c3RydWN0LWNh", "struct-plain", "bGFzdC1hcHBsaWVk"] {
+        assert!(!text.contains(value), "{value} leaked:\n{text}");
+    }
+    for kept in ["\"api\"", "\"ca.crt\"", "\"config\"", "\"name\": \"db-creds\""] {
+        assert!(text.contains(kept), "{kept} is missing:\n{text}");
+    }
+    assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok(), "no longer JSON:\n{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = object(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio"},
+        "data": {"mesh": "defaultConfig:\n  discoveryAddress: istiod:15012"}
+    }));
+    meshcheck::util::record_manifest(dir.path(), &config, Some("istio-system")).unwrap();
+    assert!(recorded(dir.path()).contains("discoveryAddress: istiod:15012"));
+}
+
+/// Real upstream outputs (pods, config dumps, metrics, Kiali and Prometheus responses, Bookinfo
+/// manifests) are what meshcheck records: the lines redaction touches there measure its false
+/// positives on real data. The only lines it may touch are Kiali's own config keys that do name
+/// secrets (Kiali already prints `xxx` for them).
+#[test]
+fn real_upstream_outputs_lose_only_secret_values() {
+    let Some(up) = crate::common::upstream() else { return };
+    let secret_keys = ["\"clientSecret\" :", "\"password\" :", "\"token\" :"];
+    let mut changed = 0;
+    let mut lines = 0;
+    let mut wrong = Vec::new();
+    for sub in ["observed", "bookinfo"] {
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(up.join(sub)).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+        files.sort();
+        for file in files {
+            let Ok(text) = std::fs::read_to_string(&file) else { continue };
+            let out = redact(&text);
+            lines += text.lines().count();
+            for (before, after) in text.lines().zip(out.lines()).filter(|(b, a)| b != a) {
+                changed += 1;
+                if !secret_keys.iter().any(|k| before.trim_start().starts_with(k)) {
+                    wrong.push(format!("{}:\n  {before}\n  {after}", file.display()));
+                }
+            }
+        }
+    }
+    eprintln!("real upstream outputs: {lines} lines, {changed} redacted, {} of them not a secret", wrong.len());
+    assert!(wrong.is_empty(), "redaction changed harmless lines of real outputs:\n{}", wrong.join("\n"));
+}
+
+// ----- judge stays inside the run folder -----
+
+#[cfg(unix)]
+fn symlink(target: impl AsRef<Path>, link: impl AsRef<Path>) {
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+const KIALI_STATUS: &[u8] = br#"{"status":{"Kiali state":"running","Kiali version":"v2.29.0"}}"#;
+
+/// A Kiali graph with the three edges the kiali check wants; `prefix` names its nodes.
+fn kiali_graph(prefix: &str) -> Vec<u8> {
+    let node = |id: &str, w: &str| serde_json::json!({"data": {"id": id, "workload": format!("{prefix}{w}")}});
+    let edge = |s: &str, t: &str| serde_json::json!({"data": {"source": s, "target": t, "isMTLS": "100"}});
+    serde_json::to_vec(&serde_json::json!({"elements": {
+        "nodes": [node("a", "productpage-v1"), node("b", "details-v1"), node("c", "reviews-v2"), node("d", "ratings-v1")],
+        "edges": [edge("a", "b"), edge("a", "c"), edge("c", "d")]}}))
+    .unwrap()
+}
+
+/// Writes passing Kiali evidence into `dir`.
+fn kiali_evidence(dir: &Path, prefix: &str) {
+    std::fs::create_dir_all(dir.join("kiali")).unwrap();
+    std::fs::write(dir.join("kiali/status.json"), KIALI_STATUS).unwrap();
+    std::fs::write(dir.join("kiali/graph-book-info.json"), kiali_graph(prefix)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn evidence_reads_refuse_paths_that_leave_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("evidence");
+    kiali_evidence(&root, "");
+    std::fs::write(dir.path().join("outside.json"), b"{}").unwrap();
+    symlink(dir.path().join("outside.json"), root.join("kiali/escape.json"));
+    symlink("status.json", root.join("kiali/alias.json"));
+    std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+    std::fs::write(dir.path().join("elsewhere/x.json"), b"{}").unwrap();
+    symlink(dir.path().join("elsewhere"), root.join("linked"));
+    let ev = Evidence::new(&root);
+
+    let outside = |r: Result<Vec<u8>, EvidenceError>| {
+        matches!(r, Err(EvidenceError::Refused { why: Escape::Outside { .. }, .. }))
+    };
+    assert!(outside(ev.read_bytes("kiali/escape.json")), "a symlinked file leading out");
+    assert!(outside(ev.read_bytes("linked/x.json")), "a file under a symlinked folder leading out");
+    assert!(matches!(ev.read_bytes("../outside.json"), Err(EvidenceError::Refused { why: Escape::NotBelow, .. })));
+    let absolute = dir.path().join("outside.json").display().to_string();
+    assert!(matches!(ev.read_bytes(&absolute), Err(EvidenceError::Refused { why: Escape::NotBelow, .. })));
+    assert!(!ev.exists("../outside.json"));
+    // A symlink that stays inside is fine, and so are plain files.
+    assert_eq!(ev.read_bytes("kiali/alias.json").unwrap(), KIALI_STATUS);
+    assert!(ev.read_json::<serde_json::Value>("kiali/status.json").is_ok());
+    assert!(matches!(ev.read_bytes("kiali/none.json"), Err(EvidenceError::Missing(_))));
+    // Listings show the symlinked folder, so reading under it fails by name, not silently.
+    assert!(ev.subdirs("").contains(&"linked".to_string()));
+    let v: Verdict = ev.read_bytes("kiali/escape.json").unwrap_err().into();
+    assert_eq!(v.outcome, Outcome::Error);
+    assert!(v.reason.contains("kiali/escape.json refused") && v.reason.contains("outside"), "{}", v.reason);
+}
+
+fn trial(suite: &str, root: &str) -> TrialResult {
+    TrialResult {
+        suite: suite.into(),
+        name: "kiali".into(),
+        verdict: Verdict::pass("recorded"),
+        duration_secs: 1.0,
+        evidence_root: Some(root.into()),
+        collected: true,
+    }
+}
+
+/// `judge` on a run folder whose record points out of it. Choice: each offending trial becomes an
+/// `error` verdict naming the refusal, rather than the whole judge failing with bad input, so one
+/// bad entry neither hides the verdicts that can be reproduced nor passes; the overall outcome is
+/// `error` and the exit code 1. Refused evidence is also kept out of the summary's graph.
+#[cfg(unix)]
+#[test]
+fn judge_refuses_evidence_outside_the_run_folder() {
+    let base = tempfile::tempdir().unwrap();
+    let run = base.path().join("run");
+    kiali_evidence(&run.join("evidence"), "");
+    // Passing evidence outside the run folder, reachable by `..`, an absolute path and symlinks.
+    let outside = base.path().join("outside/evidence");
+    kiali_evidence(&outside, "outside-");
+    symlink(&outside, run.join("linked"));
+    let escaping = run.join("escaping");
+    std::fs::create_dir_all(escaping.join("kiali")).unwrap();
+    std::fs::write(escaping.join("kiali/status.json"), KIALI_STATUS).unwrap();
+    symlink(outside.join("kiali/graph-book-info.json"), escaping.join("kiali/graph-book-info.json"));
+    // The summary's graph must not be drawn from outside either.
+    let graph_link = base.path().join("run-graph");
+    kiali_evidence(&graph_link.join("evidence"), "");
+    std::fs::remove_file(graph_link.join("evidence/kiali/graph-book-info.json")).unwrap();
+    symlink(outside.join("kiali/graph-book-info.json"), graph_link.join("evidence/kiali/graph-book-info.json"));
+
+    let absolute = outside.display().to_string();
+    let mut record: RunRecord = serde_json::from_value(serde_json::json!({
+        "format": report::FORMAT, "run_id": "r", "scenario_name": "s", "scenario": {}, "provider": "kind",
+        "architecture": "amd64", "host": {}, "versions": {}, "started_at": "", "ended_at": "",
+        "outcome": "not-run", "phase_durations_secs": {}, "steps": [], "results": []
+    }))
+    .unwrap();
+    record.results = vec![
+        trial("inside", "evidence"),
+        trial("dotdot", "../outside/evidence"),
+        trial("dotdot-inside", "evidence/../evidence"),
+        trial("absolute", &absolute),
+        trial("linked", "linked"),
+        trial("escaping", "escaping"),
+    ];
+    record.write_all(&run, &[]).unwrap();
+    record.results.truncate(1);
+    record.write_all(&graph_link, &[]).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck")).arg("judge").arg(&run).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let judged = RunRecord::load(&run).unwrap();
+    let verdict = |suite: &str| &judged.results.iter().find(|r| r.suite == suite).unwrap().verdict;
+    assert_eq!(verdict("inside").outcome, Outcome::Pass, "{}", verdict("inside").reason);
+    for (suite, says) in [
+        ("dotdot", "evidence folder ../outside/evidence refused: the path is absolute or climbs out"),
+        ("dotdot-inside", "evidence folder evidence/../evidence refused: the path is absolute or climbs out"),
+        ("absolute", "refused: the path is absolute or climbs out"),
+        ("linked", "evidence folder linked refused: it resolves to"),
+        ("escaping", "evidence file kiali/graph-book-info.json refused: it resolves to"),
+    ] {
+        let v = verdict(suite);
+        assert_eq!(v.outcome, Outcome::Error, "{suite}: {}", v.reason);
+        assert!(v.reason.contains(says), "{suite}: {}", v.reason);
+        assert!(stdout.contains(&format!("{suite}::kiali error: ")), "{stdout}");
+    }
+    assert_eq!(judged.outcome, Outcome::Error);
+    let junit = std::fs::read_to_string(run.join("junit.xml")).unwrap();
+    assert!(junit.contains("refused"), "{junit}");
+
+    let judged = meshcheck::session::rejudge(&graph_link).unwrap();
+    assert_eq!(judged.results[0].verdict.outcome, Outcome::Error, "{}", judged.results[0].verdict.reason);
+    let summary = std::fs::read_to_string(graph_link.join("summary.md")).unwrap();
+    assert!(!summary.contains("outside-"), "the summary drew a graph read from outside:\n{summary}");
+}
