@@ -28,7 +28,7 @@ use rustix::process::{Pid, Signal};
 
 use serde::{Deserialize, Serialize};
 
-use crate::util::{redact, tail, write_atomic};
+use crate::util::{redact, redact_argv, tail, write_atomic};
 
 /// Set by the Ctrl-C handler; commands in flight are killed and report [`CommandError::Interrupted`].
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -370,7 +370,9 @@ impl Runner {
         let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
         let tool = Path::new(&spec.program).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let record = CommandRecord {
-            argv: std::iter::once(spec.program.clone()).chain(spec.args.iter().cloned()).map(|a| redact(&a)).collect(),
+            argv: redact_argv(
+                &std::iter::once(spec.program.clone()).chain(spec.args.iter().cloned()).collect::<Vec<_>>(),
+            ),
             cwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
             started_at: started_at.to_string(),
             duration_secs: started.elapsed().as_secs_f64(),
@@ -378,8 +380,10 @@ impl Runner {
             timed_out: ending.timed_out,
             interrupted: ending.interrupted,
             stopped_with: ending.stopped_with,
-            stdout: redact(&tail(&String::from_utf8_lossy(stdout), OUTPUT_TAIL_BYTES)),
-            stderr: redact(&tail(&String::from_utf8_lossy(stderr), OUTPUT_TAIL_BYTES)),
+            // Redact the whole output, then cut: a cut could separate a Secret's values from the
+            // `data:` line that marks them.
+            stdout: tail(&redact(&String::from_utf8_lossy(stdout)), OUTPUT_TAIL_BYTES),
+            stderr: tail(&redact(&String::from_utf8_lossy(stderr)), OUTPUT_TAIL_BYTES),
         };
         let path = self.dir.join(format!("{n:03}-{tool}.json"));
         if let Err(e) = write_atomic(&path, &serde_json::to_vec_pretty(&record).expect("record serializes")) {

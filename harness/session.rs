@@ -360,7 +360,7 @@ impl Session {
                     Err(e) => e.to_string(),
                 };
                 Evidence::new(self.run_dir.join("evidence"))
-                    .write(file, text.as_bytes())
+                    .write(file, crate::util::redact(&text).as_bytes())
                     .map(|_| ())
                     .map_err(|source| StepError::Write { path: format!("evidence/{file}"), source })
             }
@@ -671,7 +671,7 @@ impl Session {
     }
 
     fn write_reports(&self) {
-        let graph = checks::kiali::recorded_graph(&self.run_dir.join("evidence"));
+        let graph = checks::kiali::recorded_graph(&Evidence::new(self.run_dir.join("evidence")));
         if let Err(e) = self.record.write_all(&self.run_dir, &graph) {
             tracing::error!("could not write the report: {e}");
         }
@@ -770,11 +770,7 @@ pub fn rejudge(run_dir: &Path) -> Result<RunRecord, crate::report::ReportError> 
     }
     record.outcome = record.overall();
     // The graph drawn in summary.md is read through the same guard as the judges' evidence.
-    let graph = Evidence::within(run_dir, "evidence")
-        .and_then(|evidence| evidence.read_bytes("kiali/graph-book-info.json"))
-        .ok()
-        .and_then(|body| checks::kiali::graph_edges(&body).ok())
-        .unwrap_or_default();
+    let graph = Evidence::within(run_dir, "evidence").map(|e| checks::kiali::recorded_graph(&e)).unwrap_or_default();
     record.write_all(run_dir, &graph)?;
     Ok(record)
 }

@@ -31,18 +31,18 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
                 "kiali/api/namespaces/graph?namespaces=book-info&graphType=workload&duration=600s",
             )
             .await?;
-        live.save("kiali/graph-book-info.json", &graph)
+        live.save(GRAPH, &graph)
     })
 }
 
 /// The service graph a run's Kiali evidence holds (empty when there is none or it does not parse),
 /// for the report to draw.
-pub fn recorded_graph(evidence_root: &std::path::Path) -> Vec<ServiceEdge> {
-    std::fs::read(evidence_root.join("kiali/graph-book-info.json"))
-        .ok()
-        .and_then(|b| graph_edges(&b).ok())
-        .unwrap_or_default()
+pub fn recorded_graph(evidence: &Evidence) -> Vec<ServiceEdge> {
+    evidence.read_bytes(GRAPH).ok().and_then(|b| graph_edges(&b).ok()).unwrap_or_default()
 }
+
+/// Kiali's graph of book-info, as the collector saves it and the judge and the report read it.
+const GRAPH: &str = "kiali/graph-book-info.json";
 
 /// Reads the edges of a Kiali graph response, naming nodes by workload, app or service.
 pub fn graph_edges(body: &[u8]) -> Result<Vec<ServiceEdge>, String> {
@@ -83,7 +83,7 @@ fn app_of(name: &str) -> &str {
 
 /// Judges status and graph.
 pub fn judge(ev: &Evidence) -> Verdict {
-    let files = vec!["kiali/status.json".to_string(), "kiali/graph-book-info.json".to_string()];
+    let files = vec!["kiali/status.json".to_string(), GRAPH.to_string()];
     let status: Value = match ev.read_json("kiali/status.json") {
         Ok(v) => v,
         Err(e) => return e.into(),
@@ -97,7 +97,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
     if version.is_empty() {
         problems.push("Kiali's status has no `Kiali version`".into());
     }
-    let body = match ev.read_bytes("kiali/graph-book-info.json") {
+    let body = match ev.read_bytes(GRAPH) {
         Ok(b) => b,
         Err(e) => return e.into(),
     };

@@ -185,3 +185,23 @@ async fn an_http_error_names_its_cause() {
     assert!(text.starts_with("GET /api/v1/nodes: ") && text.contains(&refused), "{text}");
     assert_eq!(text.matches("client error (Connect)").count(), 1, "causes are not repeated: {text}");
 }
+
+/// A flag with a separate value (`--password X`) is redacted in the command record's argv and in
+/// its printed form, and a Secret the command prints is redacted before its output is cut.
+#[test]
+fn a_command_record_keeps_no_secret_from_its_arguments_or_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in =
+        script(dir.path(), "stand-in", "printf 'apiVersion: v1\\nkind: Secret\\ndata:\\n  token: c2VjcmV0LXZhbHVl\\n'");
+    let spec = CommandSpec::new(
+        stand_in.to_str().unwrap(),
+        ["--password", "hunter2", "--set", "grafana.adminPassword=swordfish"],
+        Duration::from_secs(10),
+    );
+    Runner::new(dir.path()).run(&spec).unwrap();
+    let record = std::fs::read_to_string(dir.path().join("commands/001-stand-in.json")).unwrap();
+    for secret in ["hunter2", "swordfish", "c2VjcmV0LXZhbHVl"] {
+        assert!(!record.contains(secret), "{secret} leaked into the command record:\n{record}");
+    }
+    assert!(record.contains("--password"), "the flag itself stays: {record}");
+}

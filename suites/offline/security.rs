@@ -282,6 +282,7 @@ fn trial(suite: &str, root: &str) -> TrialResult {
         name: "kiali".into(),
         verdict: Verdict::pass("recorded"),
         duration_secs: 1.0,
+        started_at: "2026-11-25T00:00:00Z".into(),
         evidence_root: Some(root.into()),
         collected: true,
     }
