@@ -107,7 +107,7 @@ impl TrafficGenerator {
                     let t0 = Instant::now();
                     let (status, error) = match http.get(&url).send().await {
                         Ok(resp) => (resp.status().as_u16(), None),
-                        Err(e) => (0, Some(e.to_string())),
+                        Err(e) => (0, Some(crate::live::with_causes(&e))),
                     };
                     let rec =
                         RequestRecord { at_ms, phase, status, latency_ms: t0.elapsed().as_secs_f64() * 1000.0, error };

@@ -161,7 +161,7 @@ pub async fn collect_for(scenario: &Scenario, evidence: &Evidence) -> Result<(),
 async fn fetch_manifest(http: &reqwest::Client, scenario: &Scenario, image: &str) -> Result<Vec<u8>, String> {
     let r = ImageRef::parse(image).ok_or_else(|| format!("cannot parse image reference `{image}`"))?;
     let url = scenario.mirrored(&r.manifest_url());
-    let first = http.get(&url).header("Accept", ACCEPT).send().await.map_err(|e| e.to_string())?;
+    let first = http.get(&url).header("Accept", ACCEPT).send().await.map_err(|e| crate::live::with_causes(&e))?;
     let resp = if first.status() == reqwest::StatusCode::UNAUTHORIZED {
         let challenge = first
             .headers()
@@ -170,12 +170,12 @@ async fn fetch_manifest(http: &reqwest::Client, scenario: &Scenario, image: &str
             .ok_or("401 without a WWW-Authenticate challenge")?
             .to_string();
         let token = anonymous_token(http, &challenge, &r.repository).await?;
-        http.get(&url).header("Accept", ACCEPT).bearer_auth(token).send().await.map_err(|e| e.to_string())?
+        http.get(&url).header("Accept", ACCEPT).bearer_auth(token).send().await.map_err(|e| crate::live::with_causes(&e))?
     } else {
         first
     };
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    let body = resp.bytes().await.map_err(|e| crate::live::with_causes(&e))?;
     if !status.is_success() {
         return Err(format!("GET {url}: HTTP {status}"));
     }
@@ -191,8 +191,8 @@ async fn anonymous_token(http: &reqwest::Client, challenge: &str, repository: &s
     let realm = param("realm").ok_or("challenge without realm")?;
     let service = param("service").unwrap_or_default();
     let scope = param("scope").unwrap_or_else(|| format!("repository:{repository}:pull"));
-    let resp = http.get(format!("{realm}?service={service}&scope={scope}")).send().await.map_err(|e| e.to_string())?;
-    let v: Value = resp.json().await.map_err(|e| e.to_string())?;
+    let resp = http.get(format!("{realm}?service={service}&scope={scope}")).send().await.map_err(|e| crate::live::with_causes(&e))?;
+    let v: Value = resp.json().await.map_err(|e| crate::live::with_causes(&e))?;
     v.get("token")
         .or_else(|| v.get("access_token"))
         .and_then(Value::as_str)

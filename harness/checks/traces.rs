@@ -77,7 +77,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             let status =
                 match live.http.get(&url).header("traceparent", format!("00-{trace_id}-{parent}-01")).send().await {
                     Ok(r) => r.status().as_u16().to_string(),
-                    Err(e) => format!("error: {e}"),
+                    Err(e) => format!("error: {}", crate::live::with_causes(&e)),
                 };
             sent.push(Sent { trace_id, sent_at, status, seq });
         }
