@@ -29,14 +29,27 @@ fn main() -> ExitCode {
     let mut args = Arguments::from_args();
     // Trials share one environment and depend on each other: run them in plan order.
     args.test_threads = Some(1);
-    let scenario = match Scenario::from_env() {
+    let mut scenario = match Scenario::from_env() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(meshcheck::EXIT_BAD_INPUT);
         }
     };
-    let specs = Session::trials(&plan::build(&scenario, &plan::RunContext::for_plan()));
+    let mut specs = Session::trials(&plan::build(&scenario, &plan::RunContext::for_plan()));
+    // Under nextest every process is handed one exact trial name and all of them share one run, so
+    // a filter there selects what to report, never what to run.
+    let nextest = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
+    if !nextest && let Some(checks) = selected_checks(&args, &specs) {
+        // `-- checks::mtls`: run that check and the phases it stands on (and install only what it
+        // needs), instead of filtering the phases out and reporting the check as not run.
+        eprintln!("meshcheck: the filter selects checks [{}]; their phases run too", checks.join(", "));
+        scenario.checks = checks;
+        specs = Session::trials(&plan::build(&scenario, &plan::RunContext::for_plan()));
+        args.filter = None;
+        args.skip.clear();
+        args.exact = false;
+    }
     if args.list {
         let trials = specs.iter().map(|t| Trial::test(t.trial_name(), || Ok(()))).collect();
         return libtest_mimic::run(&args, trials).exit_code();
@@ -95,6 +108,30 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     conclusion.exit_code()
+}
+
+/// The checks a test filter selects (libtest's rules: a substring of the trial name, or the whole
+/// name with `--exact`; `--skip` removes), when it selects at least one check; `None` without a
+/// filter or when it selects phases only, which libtest then filters as usual.
+fn selected_checks(args: &Arguments, specs: &[TrialSpec]) -> Option<Vec<String>> {
+    if args.filter.is_none() && args.skip.is_empty() {
+        return None;
+    }
+    let matches = |pattern: &str, name: &str| if args.exact { name == pattern } else { name.contains(pattern) };
+    let checks: Vec<String> = specs
+        .iter()
+        .filter(|t| matches!(t.trial, meshcheck::session::Trial::Check(_)))
+        .filter(|t| args.filter.as_deref().is_none_or(|f| matches(f, &t.trial_name())))
+        .filter(|t| !args.skip.iter().any(|s| matches(s, &t.trial_name())))
+        .map(|t| t.name().to_string())
+        .collect();
+    let mut unique = Vec::new();
+    for c in checks {
+        if !unique.contains(&c) {
+            unique.push(c);
+        }
+    }
+    (!unique.is_empty()).then_some(unique)
 }
 
 /// One trial in nextest's process-per-test mode: the first process runs everything, every process

@@ -170,7 +170,12 @@ async fn fetch_manifest(http: &reqwest::Client, scenario: &Scenario, image: &str
             .ok_or("401 without a WWW-Authenticate challenge")?
             .to_string();
         let token = anonymous_token(http, &challenge, &r.repository).await?;
-        http.get(&url).header("Accept", ACCEPT).bearer_auth(token).send().await.map_err(|e| crate::live::with_causes(&e))?
+        http.get(&url)
+            .header("Accept", ACCEPT)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| crate::live::with_causes(&e))?
     } else {
         first
     };
@@ -191,7 +196,11 @@ async fn anonymous_token(http: &reqwest::Client, challenge: &str, repository: &s
     let realm = param("realm").ok_or("challenge without realm")?;
     let service = param("service").unwrap_or_default();
     let scope = param("scope").unwrap_or_else(|| format!("repository:{repository}:pull"));
-    let resp = http.get(format!("{realm}?service={service}&scope={scope}")).send().await.map_err(|e| crate::live::with_causes(&e))?;
+    let resp = http
+        .get(format!("{realm}?service={service}&scope={scope}"))
+        .send()
+        .await
+        .map_err(|e| crate::live::with_causes(&e))?;
     let v: Value = resp.json().await.map_err(|e| crate::live::with_causes(&e))?;
     v.get("token")
         .or_else(|| v.get("access_token"))

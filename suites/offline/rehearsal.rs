@@ -282,6 +282,32 @@ fn the_conformance_entry_runs_every_trial_against_a_kind_cluster_and_deletes_it(
 }
 
 #[test]
+fn a_test_filter_on_one_check_runs_that_check_and_the_phases_it_stands_on() {
+    let Some(r) = Rehearsal::new("existing", Faults::default()) else { return };
+    let scenario = r.scenario("existing-cluster", |t| t);
+    let out = r
+        .command(&conformance_binary())
+        .env("MESHCHECK_SCENARIO", &scenario)
+        .env("MESHCHECK_REPORTS", r.reports())
+        .env("MESHCHECK_PROGRESS", "quiet")
+        .arg("checks::mtls")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let ran: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.ends_with("... ok"))
+        .filter_map(|l| l.strip_prefix("test ")?.split_whitespace().next())
+        .collect();
+    assert_eq!(ran, ["preflight::phase", "provision::phase", "deploy::phase", "checks::mtls"], "{stdout}");
+    let record = r.record();
+    assert_eq!(verdicts(&record).get("checks::mtls"), Some(&Outcome::Pass));
+    assert!(!verdicts(&record).contains_key("checks::traces"), "a check the filter left out is not part of the run");
+    assert_eq!(r.sim.leftovers(), Default::default());
+}
+
+#[test]
 fn upgrade_gate_passes_baseline_upgrade_under_traffic_and_candidate() {
     let Some(r) = Rehearsal::new("kind", Faults::default()) else { return };
     let scenario = r.scenario("upgrade-gate", |t| t);
