@@ -82,7 +82,10 @@ fn main() -> ExitCode {
         .map(|spec: TrialSpec| {
             let shared = shared.clone();
             Trial::ignorable_test(spec.trial_name(), move || {
-                let mut guard = shared.lock().map_err(|_| Failed::from("session lock poisoned"))?;
+                // A trial that panicked poisoned the lock: libtest-mimic caught the panic and failed
+                // it; what follows does not run on a session in an unknown state.
+                let mut guard =
+                    shared.lock().map_err(|_| Failed::from("not run: an earlier trial panicked (see its output)"))?;
                 let session = guard.as_mut().ok_or_else(|| Failed::from("session already finished"))?;
                 if session.run_trial(&spec).outcome == Outcome::Pass {
                     return Ok(Completion::Completed);
@@ -96,9 +99,16 @@ fn main() -> ExitCode {
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
-    let mut session = shared.lock().expect("no trial holds the lock now").take().expect("session present");
+    // Even after a trial panicked, the session finishes: cleanup runs and the report is written.
+    let panicked = shared.is_poisoned();
+    let mut session = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .expect("the session is taken only here");
     // Trials filtered out on the command line are recorded as not run, never as passes.
-    session.mark_rest_not_run(&specs, "not selected by the test filter");
+    let why = if panicked { "not run: an earlier trial panicked" } else { "not selected by the test filter" };
+    session.mark_rest_not_run(&specs, why);
     let record = session.finish();
     eprintln!("meshcheck report: {}/junit.xml ({})", run_dir.display(), record.outcome);
     if meshcheck::runner::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
