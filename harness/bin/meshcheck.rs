@@ -56,6 +56,9 @@ enum Command {
         /// Folder for run folders.
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
+        /// How many steps (or checks) run at once; 1 runs them one after another, in plan order.
+        #[arg(long, env = "MESHCHECK_PARALLEL", default_value_t = meshcheck::session::DEFAULT_PARALLEL)]
+        parallel: std::num::NonZeroUsize,
     },
     /// Re-judge a run folder offline and rewrite its junit.xml and summary.md.
     Judge {
@@ -140,12 +143,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
-        Command::Run { scenario, keep, reports } => {
+        Command::Run { scenario, keep, reports, parallel } => {
             let s = load(scenario)?;
             meshcheck::runner::install_interrupt_handler().context("installing the Ctrl-C handler")?;
             let mut session = Session::start(
                 s,
-                &RunOptions { reports_dir: reports, keep, progress: meshcheck::progress::Style::detect() },
+                &RunOptions { reports_dir: reports, keep, progress: meshcheck::progress::Style::detect(), parallel },
             )
             .context("creating the run folder")?;
             let trials = Session::trials(&session.plan);
