@@ -263,8 +263,12 @@ pub struct Session {
     /// The trials this run will be asked for: its checks run together, so a check that a test
     /// filter left out must not run with them.
     selected: Vec<TrialSpec>,
-    /// Every step that ended so far, with its failure: steps of a later phase may end early.
+    /// Every step that ended so far, with why it did not end well: steps of a later phase may
+    /// end early.
     ended: BTreeMap<StepId, Option<String>>,
+    /// The failures of each phase's steps, in the order they ended (a wait stopped because another
+    /// step failed is not one).
+    failures: BTreeMap<Phase, Vec<String>>,
     /// Checks that ran ahead of their trials.
     checked: BTreeMap<(Phase, &'static str), CheckRun>,
     /// The span of each phase's steps, for its trial.
@@ -387,6 +391,7 @@ impl Session {
             progress: crate::progress::Progress::new(opts.progress),
             parallel: opts.parallel.get(),
             ended: BTreeMap::new(),
+            failures: BTreeMap::new(),
             checked: BTreeMap::new(),
             step_spans: BTreeMap::new(),
             phase_spans: BTreeMap::new(),
@@ -520,33 +525,17 @@ impl Session {
             .map(|(p, s)| (p, s.clone()))
             .collect();
         // A step of this phase that failed early stops it before anything else starts.
-        if !self.failures(name, &own).is_empty() {
+        if self.failures.contains_key(&name) {
             return self.phase_verdict(name, &own);
         }
         self.run_graph(name, jobs);
         self.phase_verdict(name, &own)
     }
 
-    /// The failures of `steps`, in the order they ended, with the step that failed first first.
-    fn failures(&self, phase: Phase, steps: &[StepId]) -> Vec<String> {
-        let mut failed: Vec<(String, String)> = self
-            .record
-            .steps
-            .iter()
-            .filter(|r| r.phase == phase.as_str())
-            .filter_map(|r| r.error.clone().map(|e| (r.step.clone(), e)))
-            .filter(|(_, e)| !e.starts_with(NOT_AWAITED))
-            .collect();
-        failed.retain(|(label, _)| {
-            steps.iter().any(|id| self.plan.steps().any(|(_, s)| s.id == *id && s.step.label() == *label))
-        });
-        failed.into_iter().map(|(_, e)| e).collect()
-    }
-
     fn phase_verdict(&self, name: Phase, own: &[StepId]) -> Verdict {
-        let failures = self.failures(name, own);
-        if let Some(first) = failures.first() {
-            return Verdict::error(format!("phase `{name}` stopped: {}", first_line(first))).with_details(failures);
+        if let Some(failures) = self.failures.get(&name) {
+            let first = first_line(&failures[0]);
+            return Verdict::error(format!("phase `{name}` stopped: {first}")).with_details(failures.clone());
         }
         if own.iter().any(|id| !matches!(self.ended.get(id), Some(None))) {
             return Verdict::error(format!("phase `{name}` interrupted (Ctrl-C, SIGTERM or SIGHUP)"));
@@ -640,10 +629,11 @@ impl Session {
                     for other in running.values().filter(|r| r.observes && stopped.contains_key(&r.phase)) {
                         other.handle.abort();
                     }
+                    self.failures.entry(run.phase).or_default().push(e.clone());
                     Some(e)
                 }
                 None => Some(format!(
-                    "{NOT_AWAITED}: the phase stopped when `{}` failed",
+                    "not awaited further: the phase stopped when `{}` failed",
                     stopped.get(&run.phase).map_or("a step", String::as_str)
                 )),
             };
@@ -849,9 +839,6 @@ impl Session {
         }
     }
 }
-
-/// How a step stopped because another of its phase failed is recorded: not a failure of its own.
-const NOT_AWAITED: &str = "not awaited further";
 
 /// Runs `fut` until it ends or Ctrl-C is pressed.
 async fn interruptible<T>(fut: impl std::future::Future<Output = Result<T, StepError>>) -> Result<T, StepError> {
