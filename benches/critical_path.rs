@@ -11,7 +11,7 @@
 //! it: each step's needs, phases in order (a phase starts once the one before and its checks have
 //! ended, steps the plan lets start during an earlier phase excepted), checks after their phase's
 //! steps. A step weighs what it takes: a rollout wait what the table says the rollout takes once
-//! its needs have ended (a DaemonSet upgrade a node at a time), everything meshcheck does itself
+//! what it awaits exists (a DaemonSet upgrade a node at a time), everything meshcheck does itself
 //! (a helm command with its process, an apply, a check) the least it took in the two runs. The
 //! wall time runs from the start of the run to the end of its last check (cleanup excluded).
 //!
@@ -158,7 +158,7 @@ struct CriticalPath {
 /// The critical path of `plan` in real seconds, as the executor must follow the plan: a step
 /// starts once its needs and the phases before its own (or before the one it may start during)
 /// have ended, a check once its phase's steps have. Rollouts weigh what the upstream table says (at
-/// [`SCALE`]) from the end of the steps they need (a rollout awaited late is already under way);
+/// [`SCALE`]) from the moment what they await exists (a rollout awaited late is already under way);
 /// meshcheck's own work weighs the least it took in `runs`.
 fn critical_path(plan: &Plan, runs: &[&RunRecord], nodes: u32) -> CriticalPath {
     let timings = Timings::upstream();
@@ -191,6 +191,10 @@ fn critical_path(plan: &Plan, runs: &[&RunRecord], nodes: u32) -> CriticalPath {
     // The preflight phase's own trial (tools, network) comes first.
     let preflight = trial(Phase::Preflight, "phase");
     let mut end: BTreeMap<StepId, (f64, String)> = BTreeMap::new();
+    // When what a step makes exists: a helm release's objects appear when helm has sent them (the
+    // table's time after it started), before the runner sees the process exit; anything else at
+    // its end.
+    let mut appears: BTreeMap<StepId, f64> = BTreeMap::new();
     let mut came_after: BTreeMap<StepId, Option<StepId>> = BTreeMap::new();
     // The latest end of the steps run in each phase, and of those steps and the phase's checks.
     let mut steps_end: BTreeMap<Phase, (f64, Option<StepId>)> = BTreeMap::new();
@@ -215,7 +219,8 @@ fn critical_path(plan: &Plan, runs: &[&RunRecord], nodes: u32) -> CriticalPath {
         let finish = match &s.step {
             Step::Check { name, .. } => start.0 + trial(own, name),
             Step::Wait { kind, name, .. } if kind != "CustomResourceDefinition" => {
-                let rolled_out = needs.0 + rollout(kind, name, own, &timings, nodes) * SCALE;
+                let from = s.needs.iter().filter_map(|n| appears.get(&n.step)).fold(preflight, |a, b| a.max(*b));
+                let rolled_out = from + rollout(kind, name, own, &timings, nodes) * SCALE;
                 if rolled_out >= start.0 {
                     start = needs;
                 }
@@ -223,7 +228,13 @@ fn critical_path(plan: &Plan, runs: &[&RunRecord], nodes: u32) -> CriticalPath {
             }
             other => start.0 + measured(own, &other.label()),
         };
-        end.insert(s.id, (finish, format!("{own}: {}", s.step.label())));
+        let label = s.step.label();
+        let made = match label.strip_prefix("helm ") {
+            Some(release) if !release.starts_with("repo ") => start.0 + timings.helm(release).as_secs_f64() * SCALE,
+            _ => finish,
+        };
+        appears.insert(s.id, made.min(finish));
+        end.insert(s.id, (finish, format!("{own}: {label}")));
         came_after.insert(s.id, start.1);
         let phases = if is_check { vec![&mut all_end] } else { vec![&mut steps_end, &mut all_end] };
         for ends in phases {

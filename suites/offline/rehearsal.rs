@@ -459,7 +459,7 @@ fn fault_helm_install_failing_after_the_cluster_exists_stops_the_run_and_deletes
         return;
     }
     let faults = Faults { helm_fails: Some("istiod".into()), ..Faults::default() };
-    fault(
+    let r = fault(
         "kind",
         "ambient-kind",
         faults,
@@ -470,6 +470,13 @@ fn fault_helm_install_failing_after_the_cluster_exists_stops_the_run_and_deletes
             ("checks::mtls", Outcome::NotRun, "phase `install` did not pass"),
         ],
     );
+    // Nothing starts once istiod's install has failed; what was in flight is recorded.
+    let record = r.record();
+    let failed = span(&record, "helm istiod");
+    for s in record.steps.iter().filter(|s| s.phase != "provision") {
+        assert!(span(&record, &s.step).0 <= failed.1 + 0.001, "`{}` started after istiod's install failed", s.step);
+    }
+    assert!(!record.steps.iter().any(|s| s.step == "helm istio-cni"), "the chain went on after istiod");
 }
 
 #[test]
