@@ -1,17 +1,27 @@
-//! The plan: every step a run takes, in order, computed from the scenario without touching anything.
+//! The plan: every step a run takes, computed from the scenario without touching anything, as a
+//! dependency graph.
 //!
 //! `meshcheck plan` prints it and the executor runs exactly it, so what a user reviews is what runs.
+//! Each step names the steps it needs, each with the reason; the executor starts every step whose
+//! needs have finished. Phases stay in order (each is a JUnit suite, and a phase's checks judge what
+//! its steps built): a phase's steps start once the phase before it and its checks have ended, and
+//! its checks once its steps have. The one exception is a step that says it starts during an
+//! earlier phase ([`PlannedStep::starts_during`]): bookinfo is applied as soon as ztunnel is up,
+//! while the observability stack is still installing, so its images pull in the meantime. Plan
+//! order (the step numbers) is one valid order of the graph, which the sequential executor follows.
+//!
 //! The Istio install order is the one of istio.io's "Install with Helm" for ambient mode at Istio
 //! 1.30 (docs/ambient/install/helm: base → Gateway API CRDs → istiod → cni → ztunnel → gateway), and
 //! the upgrade order that of "Upgrade with Helm" (docs/ambient/upgrade/helm: base → istiod → cni →
-//! ztunnel → gateway); then the observability stack and bookinfo.
+//! ztunnel → gateway); each is a chain in the graph. The observability stack needs none of it but
+//! the CRDs of base, and installs beside it.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::{
-    catalog::{self, Stage},
+    catalog::{self, Effect, Stage},
     names::{AMBIENT, BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS, Phase, RUN_LABEL},
     runner::CommandSpec,
     scenario::{Provider, Scenario},
@@ -46,8 +56,127 @@ pub struct Plan {
 pub struct PhasePlan {
     /// Which phase.
     pub name: Phase,
-    /// Steps in order.
-    pub steps: Vec<Step>,
+    /// Steps in plan order, checks last.
+    pub steps: Vec<PlannedStep>,
+}
+
+/// A step's number: its position in the whole plan, from 1, as `meshcheck plan` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StepId(pub usize);
+
+impl std::fmt::Display for StepId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A step that must have finished before another starts, and why.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Need {
+    /// The step needed (always an earlier one).
+    pub step: StepId,
+    /// Why, in one line.
+    pub why: &'static str,
+}
+
+/// An earlier phase during which a step may already start, once its needs have finished.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Overlap {
+    /// The phase it may start during.
+    pub phase: Phase,
+    /// Why it is worth starting early.
+    pub why: &'static str,
+}
+
+/// A step in the plan's graph.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    /// Its number.
+    pub id: StepId,
+    /// What must have finished before it starts. Needs on steps of earlier phases are met when
+    /// the phase starts; they are listed where they say why the step belongs after them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<Need>,
+    /// An earlier phase it may start during; `None`: it starts within its own phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_during: Option<Overlap>,
+    /// What it does.
+    #[serde(flatten)]
+    pub step: Step,
+}
+
+impl Plan {
+    /// Every step with its phase, in plan order.
+    pub fn steps(&self) -> impl Iterator<Item = (Phase, &PlannedStep)> {
+        self.phases.iter().flat_map(|p| p.steps.iter().map(move |s| (p.name, s)))
+    }
+
+    /// The phase during which a step may start: its own, or the earlier one it overlaps.
+    pub fn host_phase(phase: Phase, step: &PlannedStep) -> Phase {
+        step.starts_during.map_or(phase, |o| o.phase)
+    }
+}
+
+/// Reads checks can run beside each other; one that changes the mesh runs alone.
+const AFTER_MUTATING: &str = "that check changes the mesh while it runs (STRICT, default-deny): nothing runs beside it";
+const MUTATING_ALONE: &str =
+    "this check changes the mesh while it runs (STRICT, default-deny): it waits for the checks before it";
+const READS_VALUES: &str = "helm reads this values file";
+const FROM_REPOSITORY: &str = "the chart comes from this repository (helm repo add)";
+
+/// Builds the graph phase by phase, numbering steps in plan order.
+struct Graph {
+    phases: Vec<PhasePlan>,
+    count: usize,
+}
+
+impl Graph {
+    fn phase(&mut self, name: Phase) {
+        self.phases.push(PhasePlan { name, steps: Vec::new() });
+    }
+
+    /// Adds a step to the current phase; every need names an earlier step.
+    fn add(&mut self, step: Step, needs: &[(StepId, &'static str)]) -> StepId {
+        self.count += 1;
+        let id = StepId(self.count);
+        let mut needs: Vec<Need> = needs.iter().map(|&(step, why)| Need { step, why }).collect();
+        needs.sort_by_key(|n| n.step);
+        needs.dedup_by_key(|n| n.step);
+        let phase = self.phases.last_mut().expect("a phase is open");
+        phase.steps.push(PlannedStep { id, needs, starts_during: None, step });
+        id
+    }
+
+    /// Adds a step that may start during the earlier phase `overlap.phase`.
+    fn add_early(&mut self, step: Step, needs: &[(StepId, &'static str)], overlap: Overlap) -> StepId {
+        let id = self.add(step, needs);
+        let phase = self.phases.last_mut().expect("a phase is open");
+        phase.steps.last_mut().expect("just added").starts_during = Some(overlap);
+        id
+    }
+
+    /// The scenario's checks of a stage, in catalog order: those that only read run side by side,
+    /// one that changes the mesh runs alone, between the reads before and after it.
+    fn checks(&mut self, s: &Scenario, stage: Stage) {
+        let mut mutating: Option<StepId> = None;
+        let mut reads: Vec<StepId> = Vec::new();
+        for c in catalog::CATALOG.iter().filter(|c| c.stage == stage && s.runs_check(c.name)) {
+            let needs: Vec<(StepId, &'static str)> = match c.effect {
+                Effect::Reads => mutating.map(|m| (m, AFTER_MUTATING)).into_iter().collect(),
+                Effect::Mutates if reads.is_empty() => mutating.map(|m| (m, AFTER_MUTATING)).into_iter().collect(),
+                Effect::Mutates => reads.iter().map(|&r| (r, MUTATING_ALONE)).collect(),
+            };
+            let id = self.add(Step::Check { name: c.name.into(), asserts: c.asserts.into() }, &needs);
+            match c.effect {
+                Effect::Reads => reads.push(id),
+                Effect::Mutates => {
+                    mutating = Some(id);
+                    reads.clear();
+                }
+            }
+        }
+    }
 }
 
 /// Where a manifest comes from.
@@ -262,6 +391,9 @@ struct IstioChart<'a> {
 
 const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 
+/// Why a rollout wait follows its helm command.
+const ROLLOUT: &str = "the workload this chart installs";
+
 struct Builder<'a> {
     s: &'a Scenario,
     ctx: &'a RunContext,
@@ -352,22 +484,37 @@ impl Builder<'_> {
         }
     }
 
-    /// The steps of one Istio chart: its values file(s), the helm command, the rollout wait.
-    fn istio_release(&self, c: IstioChart, version: &str, install: bool) -> Vec<Step> {
-        let mut steps = Vec::new();
+    /// The steps of one Istio chart: its values file(s), the helm command (after `needs`), the
+    /// rollout wait. Returns the step after which the chart is up: its rollout wait, or for a chart
+    /// without one (`base`, which `helm --wait` covers) the helm command.
+    fn istio_release(
+        &self,
+        g: &mut Graph,
+        c: IstioChart,
+        version: &str,
+        install: bool,
+        needs: &[(StepId, &'static str)],
+    ) -> StepId {
+        let mut needs = needs.to_vec();
         let generated = c.ports_from.map(|gateway| {
             let path = format!("{}/values/istio-gateway-ports.yaml", self.ctx.run_dir);
-            steps.push(Step::GatewayPorts { gateway, node_port: self.s.ingress.node_port, path: path.clone() });
+            let ports =
+                g.add(Step::GatewayPorts { gateway, node_port: self.s.ingress.node_port, path: path.clone() }, &[]);
+            needs.push((ports, "helm reads the Service ports written from bookinfo's Gateway"));
             path
         });
         let (w, values) = self.values(c.fixture);
-        steps.push(w);
+        needs.push((g.add(w, &[]), READS_VALUES));
         let files: Vec<String> = std::iter::once(values).chain(generated).collect();
-        steps.push(self.helm_release(install, c.release, c.chart, version, c.namespace, &files, c.helm_wait));
-        if let Some((kind, name, condition)) = c.rollout {
-            steps.push(self.wait(kind, Some(c.namespace), name, condition, self.s.timeouts.install.0));
+        let helm =
+            g.add(self.helm_release(install, c.release, c.chart, version, c.namespace, &files, c.helm_wait), &needs);
+        match c.rollout {
+            Some((kind, name, condition)) => g.add(
+                self.wait(kind, Some(c.namespace), name, condition, self.s.timeouts.install.0),
+                &[(helm, ROLLOUT)],
+            ),
+            None => helm,
         }
-        steps
     }
 
     fn wait(
@@ -400,14 +547,21 @@ impl Builder<'_> {
         self.ctx.run_id.to_lowercase()
     }
 
-    /// The test clients of the mTLS check, each in a namespace of the run's own.
-    fn mesh_clients(&self, steps: &mut Vec<Step>) {
-        steps.push(self.namespace(OUTSIDE_NS, &[]));
-        steps.push(self.namespace(INSIDE_NS, &[AMBIENT]));
-        steps.push(self.fixture_apply("mesh-clients.yaml", None, &[]));
+    /// The test clients of the mTLS check, each in a namespace of the run's own. `early` lets
+    /// them start during the install, once `captured` (ztunnel up) has finished.
+    fn mesh_clients(&self, g: &mut Graph, early: Option<(Overlap, (StepId, &'static str))>) {
+        let add = |g: &mut Graph, step: Step, needs: &[(StepId, &'static str)]| match early {
+            Some((overlap, _)) => g.add_early(step, needs, overlap),
+            None => g.add(step, needs),
+        };
+        let outside = add(g, self.namespace(OUTSIDE_NS, &[]), &[]);
+        let inside = add(g, self.namespace(INSIDE_NS, &[AMBIENT]), &[]);
+        let mut needs = vec![(outside, INTO_NAMESPACE), (inside, INTO_NAMESPACE)];
+        needs.extend(early.map(|(_, captured)| captured));
+        let clients = add(g, self.fixture_apply("mesh-clients.yaml", None, &[]), &needs);
         let t = self.s.timeouts.deploy.0;
-        steps.push(self.wait("Pod", Some(OUTSIDE_NS), "curl-outside", Condition::PodReady, t));
-        steps.push(self.wait("Pod", Some(INSIDE_NS), "curl-inside", Condition::PodReady, t));
+        g.add(self.wait("Pod", Some(OUTSIDE_NS), "curl-outside", Condition::PodReady, t), &[(clients, APPLIED)]);
+        g.add(self.wait("Pod", Some(INSIDE_NS), "curl-inside", Condition::PodReady, t), &[(clients, APPLIED)]);
     }
 
     fn fixture_apply(&self, name: &str, ns: Option<&str>, vars: &[(&str, &str)]) -> Step {
@@ -430,29 +584,12 @@ impl Builder<'_> {
             dry_run_first: true,
         }
     }
-
-    fn checks(&self, stage: Stage) -> Vec<Step> {
-        catalog::CATALOG
-            .iter()
-            .filter(|c| c.stage == stage && self.s.runs_check(c.name))
-            .map(|c| Step::Check { name: c.name.into(), asserts: c.asserts.into() })
-            .collect()
-    }
 }
 
-/// Splits a phase's executable steps (checks excluded) into batches, in order: a run of
-/// consecutive waits is one batch, awaited concurrently (waits only observe, so they cannot depend
-/// on each other); every other step is a batch of its own.
-pub fn batches(steps: &[Step]) -> Vec<Vec<&Step>> {
-    let mut out: Vec<Vec<&Step>> = Vec::new();
-    for step in steps.iter().filter(|s| !matches!(s, Step::Check { .. })) {
-        match out.last_mut() {
-            Some(last) if matches!(step, Step::Wait { .. }) && matches!(last[0], Step::Wait { .. }) => last.push(step),
-            _ => out.push(vec![step]),
-        }
-    }
-    out
-}
+/// Why a step follows the namespace it puts objects into.
+const INTO_NAMESPACE: &str = "its objects go into this namespace, which the run creates and owns";
+/// Why a wait follows the apply of what it awaits.
+const APPLIED: &str = "the objects this applies";
 
 /// Builds the plan for a scenario.
 pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
@@ -465,31 +602,48 @@ pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
         None => (format!("{}/kubeconfig", ctx.private_dir), None),
     };
     let b = Builder { s, ctx, kubeconfig: kubeconfig.clone(), context: context.clone(), cluster: cluster.clone() };
-    let mut phases = vec![PhasePlan { name: Phase::Preflight, steps: b.checks(Stage::Preflight) }];
-    phases.push(PhasePlan { name: Phase::Provision, steps: provision(&b) });
+    let mut g = Graph { phases: Vec::new(), count: 0 };
+    g.phase(Phase::Preflight);
+    g.checks(s, Stage::Preflight);
+    g.phase(Phase::Provision);
+    let cilium_operator = provision(&b, &mut g);
     if s.installs() {
-        phases.push(PhasePlan { name: Phase::Install, steps: install(&b, &s.versions.istio, false) });
-        phases.push(PhasePlan { name: Phase::Deploy, steps: deploy(&b) });
+        g.phase(Phase::Install);
+        let installed = istio(&b, &mut g, &s.versions.istio, false, &[]);
+        observability(&b, &mut g, &installed, cilium_operator);
+        g.phase(Phase::Deploy);
+        deploy(&b, &mut g, &installed);
     } else {
         // Observe only: the mesh and bookinfo are the user's; the run adds just its test clients.
-        let mut steps = Vec::new();
-        b.mesh_clients(&mut steps);
-        steps.extend(b.checks(Stage::Deploy));
-        phases.push(PhasePlan { name: Phase::Deploy, steps });
+        g.phase(Phase::Deploy);
+        b.mesh_clients(&mut g, None);
+        g.checks(s, Stage::Deploy);
     }
-    let gate = s.versions.upgrade_to.is_some();
-    phases.push(PhasePlan { name: if gate { Phase::Baseline } else { Phase::Checks }, steps: b.checks(Stage::Checks) });
+    g.phase(if s.versions.upgrade_to.is_some() { Phase::Baseline } else { Phase::Checks });
+    g.checks(s, Stage::Checks);
     if let Some(target) = &s.versions.upgrade_to {
-        let mut steps =
-            vec![Step::Traffic { action: TrafficAction::Start }, Step::Traffic { action: TrafficAction::During }];
-        steps.extend(install(&b, target, true));
-        steps.push(Step::Traffic { action: TrafficAction::After });
-        steps.push(Step::Traffic { action: TrafficAction::Stop });
-        steps.extend(b.checks(Stage::Upgrade));
-        phases.push(PhasePlan { name: Phase::Upgrade, steps });
-        phases.push(PhasePlan { name: Phase::Candidate, steps: b.checks(Stage::Checks) });
+        g.phase(Phase::Upgrade);
+        let start = g.add(Step::Traffic { action: TrafficAction::Start }, &[]);
+        let during = g.add(
+            Step::Traffic { action: TrafficAction::During },
+            &[(start, "traffic flows for `traffic.settle` before the upgrade begins")],
+        );
+        let upgraded =
+            istio(&b, &mut g, target, true, &[(during, "what is sent from here on counts as during the upgrade")]);
+        let after = g.add(
+            Step::Traffic { action: TrafficAction::After },
+            &[(upgraded.gateway, "the upgrade ends with the last rollout, the gateway's")],
+        );
+        g.add(
+            Step::Traffic { action: TrafficAction::Stop },
+            &[(after, "traffic flows for `traffic.settle` after the upgrade")],
+        );
+        g.checks(s, Stage::Upgrade);
+        g.phase(Phase::Candidate);
+        g.checks(s, Stage::Checks);
     }
-    phases.push(PhasePlan { name: Phase::Cleanup, steps: cleanup(&b) });
+    g.phase(Phase::Cleanup);
+    cleanup(&b, &mut g);
     Plan {
         scenario: s.name.clone(),
         provider: s.provider,
@@ -498,23 +652,25 @@ pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
         cluster_name: cluster,
         kubeconfig,
         context,
-        phases,
+        phases: g.phases,
     }
 }
 
-fn provision(b: &Builder) -> Vec<Step> {
+/// The cluster and Cilium. Returns the wait for Cilium's operator, which registers Cilium's CRDs,
+/// when the run installs Cilium.
+fn provision(b: &Builder, g: &mut Graph) -> Option<StepId> {
     let s = b.s;
     let t = s.timeouts.provision.0;
-    let mut steps = Vec::new();
     let Some(cluster) = &b.cluster else {
-        steps.push(b.wait("Node", None, "", Condition::NodesReady, t));
-        steps.extend(b.checks(Stage::Provision));
-        return steps;
+        g.add(b.wait("Node", None, "", Condition::NodesReady, t), &[]);
+        g.checks(s, Stage::Provision);
+        return None;
     };
-    let host = match s.provider {
+    // The steps Cilium's install needs from the cluster's creation, and the creation itself.
+    let (host, created, mut cilium_needs) = match s.provider {
         Provider::Kind => {
             let (w, path) = b.generated("kind-config.yaml", crate::providers::kind_config(s, cluster));
-            steps.push(w);
+            let config = g.add(w, &[]);
             let args = [
                 "create",
                 "cluster",
@@ -527,41 +683,59 @@ fn provision(b: &Builder) -> Vec<Step> {
                 "--wait",
                 "0s",
             ];
-            steps.push(Step::Command {
-                name: "create kind cluster".into(),
-                command: CommandSpec::new("kind", args, t),
-                advisory: None,
-                creates_cluster: true,
-            });
-            format!("{cluster}-control-plane")
+            let create = g.add(
+                Step::Command {
+                    name: "create kind cluster".into(),
+                    command: CommandSpec::new("kind", args, t),
+                    advisory: None,
+                    creates_cluster: true,
+                },
+                &[(config, "kind reads the cluster config written here")],
+            );
+            let needs = vec![(create, "helm installs into the cluster kind creates, with the kubeconfig it writes")];
+            (format!("{cluster}-control-plane"), create, needs)
         }
         Provider::K3d => {
             let deadline = crate::providers::k3d_create_deadline(s);
             let create = CommandSpec::new("k3d", crate::providers::k3d_create_args(s, cluster), deadline)
                 .env("K3D_FIX_MOUNTS", "1");
-            steps.push(Step::Command {
-                name: "create k3d cluster".into(),
-                command: create,
-                advisory: None,
-                creates_cluster: true,
-            });
+            let create = g.add(
+                Step::Command {
+                    name: "create k3d cluster".into(),
+                    command: create,
+                    advisory: None,
+                    creates_cluster: true,
+                },
+                &[],
+            );
             let kc = ["kubeconfig", "write", cluster, "--output", &b.kubeconfig];
-            steps.push(Step::Command {
-                name: "export kubeconfig".into(),
-                command: CommandSpec::new("k3d", kc, t),
-                advisory: None,
-                creates_cluster: false,
-            });
-            for node in crate::providers::k3d_nodes(s, cluster) {
-                let args = ["exec", &node, "sh", "-c", crate::providers::K3D_MOUNT_SCRIPT];
-                steps.push(Step::Command {
-                    name: format!("shared mounts on {node}"),
-                    command: CommandSpec::new("docker", args, t),
+            let kubeconfig = g.add(
+                Step::Command {
+                    name: "export kubeconfig".into(),
+                    command: CommandSpec::new("k3d", kc, t),
                     advisory: None,
                     creates_cluster: false,
-                });
+                },
+                &[(create, "k3d writes the kubeconfig of the cluster it created")],
+            );
+            let mut needs = vec![(kubeconfig, "helm connects with the kubeconfig k3d writes")];
+            for node in crate::providers::k3d_nodes(s, cluster) {
+                let args = ["exec", &node, "sh", "-c", crate::providers::K3D_MOUNT_SCRIPT];
+                let mount = g.add(
+                    Step::Command {
+                        name: format!("shared mounts on {node}"),
+                        command: CommandSpec::new("docker", args, t),
+                        advisory: None,
+                        creates_cluster: false,
+                    },
+                    &[(create, "runs in the node's container, which k3d creates")],
+                );
+                needs.push((
+                    mount,
+                    "Cilium's agent needs bpffs and cgroup v2 mounted shared on every node (field guide §2.3)",
+                ));
             }
-            format!("k3d-{cluster}-server-0")
+            (format!("k3d-{cluster}-server-0"), create, needs)
         }
         Provider::Existing => unreachable!("handled above"),
     };
@@ -570,49 +744,91 @@ fn provision(b: &Builder) -> Vec<Step> {
             Provider::Kind => CommandSpec::new("kind", ["load", "image-archive", archive, "--name", cluster], t),
             _ => CommandSpec::new("k3d", ["image", "import", archive, "--cluster", cluster], t),
         };
-        steps.push(Step::Command {
-            name: "load cached images into the nodes".into(),
-            command,
-            advisory: None,
-            creates_cluster: false,
-        });
+        let load = g.add(
+            Step::Command {
+                name: "load cached images into the nodes".into(),
+                command,
+                advisory: None,
+                creates_cluster: false,
+            },
+            &[(created, "loads the archive into the nodes of the new cluster")],
+        );
+        cilium_needs.push((
+            load,
+            "Cilium starts the first pods: their images come from the archive, so it is loaded first (the rest overlaps it)",
+        ));
     }
     let (w1, base) = b.values("values/cilium.yaml");
     let (w2, cluster_values) =
         b.generated("values/cilium-cluster.yaml", format!("k8sServiceHost: {host}\nk8sServicePort: 6443\n"));
-    steps.extend([w1, w2, b.repo_add("cilium", "https://helm.cilium.io/")]);
-    steps.push(b.helm_release(
-        true,
-        "cilium",
-        "cilium/cilium",
-        &s.versions.cilium,
-        "kube-system",
-        &[base, cluster_values],
-        false,
-    ));
-    steps.push(b.wait("DaemonSet", Some("kube-system"), "cilium", Condition::DaemonSetReady, t));
-    steps.push(b.wait("DaemonSet", Some("kube-system"), "cilium-envoy", Condition::DaemonSetReady, t));
-    steps.push(b.wait("Deployment", Some("kube-system"), "cilium-operator", Condition::DeploymentAvailable, t));
-    steps.push(b.wait("Node", None, "", Condition::NodesReady, t));
-    steps.push(b.wait("Deployment", Some("kube-system"), "coredns", Condition::DeploymentAvailable, t));
-    steps.extend(b.checks(Stage::Provision));
-    steps
+    cilium_needs.push((g.add(w1, &[]), READS_VALUES));
+    cilium_needs.push((g.add(w2, &[]), READS_VALUES));
+    cilium_needs.push((g.add(b.repo_add("cilium", "https://helm.cilium.io/"), &[]), FROM_REPOSITORY));
+    let cilium = g.add(
+        b.helm_release(
+            true,
+            "cilium",
+            "cilium/cilium",
+            &s.versions.cilium,
+            "kube-system",
+            &[base, cluster_values],
+            false,
+        ),
+        &cilium_needs,
+    );
+    g.add(b.wait("DaemonSet", Some("kube-system"), "cilium", Condition::DaemonSetReady, t), &[(cilium, ROLLOUT)]);
+    g.add(b.wait("DaemonSet", Some("kube-system"), "cilium-envoy", Condition::DaemonSetReady, t), &[(cilium, ROLLOUT)]);
+    let operator = g.add(
+        b.wait("Deployment", Some("kube-system"), "cilium-operator", Condition::DeploymentAvailable, t),
+        &[(cilium, ROLLOUT)],
+    );
+    let nodes = g.add(
+        b.wait("Node", None, "", Condition::NodesReady, t),
+        &[(cilium, "the nodes have no CNI (kind and k3d are created without one) until Cilium's agent runs on them")],
+    );
+    g.add(
+        b.wait("Deployment", Some("kube-system"), "coredns", Condition::DeploymentAvailable, t),
+        &[(nodes, "CoreDNS is scheduled once a node is Ready")],
+    );
+    g.checks(s, Stage::Provision);
+    Some(operator)
+}
+
+/// The steps of the Istio chain other steps need.
+struct Istio {
+    /// The namespaces the first install creates, by name.
+    namespaces: Vec<(&'static str, StepId)>,
+    /// istiod available.
+    istiod: StepId,
+    /// ztunnel ready on every node.
+    ztunnel: StepId,
+    /// The ingress gateway available.
+    gateway: StepId,
+}
+
+impl Istio {
+    /// The need on a namespace the first install created; none on an upgrade.
+    fn namespace(&self, name: &str) -> Option<(StepId, &'static str)> {
+        self.namespaces.iter().find(|(n, _)| *n == name).map(|&(_, id)| (id, INTO_NAMESPACE))
+    }
 }
 
 /// The Istio part of the install, or (with `upgrade`) the documented in-place upgrade order:
 /// base (CRDs) → istiod → cni → ztunnel → gateway, each with its full values file and a rollout
-/// wait (field guide §4.4).
-fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
+/// wait (field guide §4.4), each after the one before it is up. `after` is what the chain's first
+/// link waits for besides.
+fn istio(b: &Builder, g: &mut Graph, istio: &str, upgrade: bool, after: &[(StepId, &'static str)]) -> Istio {
     let s = b.s;
     let t = s.timeouts.install.0;
-    let mut steps = Vec::new();
     let install = !upgrade;
+    let mut namespaces = Vec::new();
     if install {
         for ns in ["istio-system", "istio-ingress", "monitoring", "tempo", "kiali-operator"] {
-            steps.push(b.namespace(ns, &[]));
+            namespaces.push((ns, g.add(b.namespace(ns, &[]), &[])));
         }
     }
-    steps.push(b.repo_add("istio", ISTIO_REPO));
+    let ns_need = |name: &str| namespaces.iter().find(|(n, _)| *n == name).map(|&(_, id)| (id, INTO_NAMESPACE));
+    let repo = (g.add(b.repo_add("istio", ISTIO_REPO), &[]), FROM_REPOSITORY);
     let chart = |release, chart, fixture, rollout| IstioChart {
         release,
         chart,
@@ -651,117 +867,201 @@ fn install(b: &Builder, istio: &str, upgrade: bool) -> Vec<Step> {
             Some(("Deployment", "istio-ingress", Condition::DeploymentAvailable)),
         )
     };
-    steps.extend(b.istio_release(base, istio, install));
-    if !upgrade {
+    // Install (istio.io ambient/install/helm, Istio 1.30): base → Gateway API CRDs → istiod → cni →
+    // ztunnel → gateway. Upgrade (istio.io ambient/upgrade/helm): base → istiod → cni → ztunnel →
+    // gateway, "the control plane must be upgraded before Istio CNI". One chain serves both.
+    let mut needs: Vec<(StepId, &'static str)> = after.to_vec();
+    needs.extend(ns_need("istio-system"));
+    needs.push(repo);
+    let base = b.istio_release(g, base, istio, install, &needs);
+    let before_istiod = if upgrade {
+        (base, "istio.io ambient/upgrade/helm: base (the CRDs) before istiod")
+    } else {
         let url = format!(
             "https://github.com/kubernetes-sigs/gateway-api/releases/download/{}/standard-install.yaml",
             s.versions.gateway_api
         );
-        steps.push(Step::Apply {
-            source: Source::Url { url: s.mirrored(&url) },
-            namespace: None,
-            objects: Vec::new(),
-            dry_run_first: false,
-        });
-        steps.push(b.wait(
-            "CustomResourceDefinition",
-            None,
-            "gateways.gateway.networking.k8s.io",
-            Condition::CrdEstablished,
-            t,
-        ));
-    }
-    // Install (istio.io ambient/install/helm, Istio 1.30): base → Gateway API CRDs → istiod → cni →
-    // ztunnel → gateway. Upgrade (istio.io ambient/upgrade/helm): base → istiod → cni → ztunnel →
-    // gateway, "the control plane must be upgraded before Istio CNI". One order serves both.
-    for c in [istiod, cni, ztunnel, gateway] {
-        steps.extend(b.istio_release(c, istio, install));
-    }
-    if upgrade {
-        return steps;
-    }
+        let apply = g.add(
+            Step::Apply {
+                source: Source::Url { url: s.mirrored(&url) },
+                namespace: None,
+                objects: Vec::new(),
+                dry_run_first: false,
+            },
+            &[(base, "istio.io ambient/install/helm: the Gateway API CRDs come after base")],
+        );
+        let established = g.add(
+            b.wait(
+                "CustomResourceDefinition",
+                None,
+                "gateways.gateway.networking.k8s.io",
+                Condition::CrdEstablished,
+                t,
+            ),
+            &[(apply, APPLIED)],
+        );
+        (established, "istio.io ambient/install/helm: istiod after the Gateway API CRDs")
+    };
+    let istiod = b.istio_release(g, istiod, istio, install, &[before_istiod, repo]);
+    let cni = b.istio_release(
+        g,
+        cni,
+        istio,
+        install,
+        &[(istiod, "the control plane before istio-cni: CNI 1.x works with control plane 1.x and 1.x+1 (istio.io ambient/upgrade/helm)"), repo],
+    );
+    let ztunnel =
+        b.istio_release(g, ztunnel, istio, install, &[(cni, "the documented order: istio-cni up, then ztunnel"), repo]);
+    let mut needs = vec![(ztunnel, "the documented order: ztunnel up, then the gateway")];
+    needs.extend(ns_need("istio-ingress"));
+    needs.push(repo);
+    let gateway = b.istio_release(g, gateway, istio, install, &needs);
+    Istio { namespaces, istiod, ztunnel, gateway }
+}
+
+/// kube-prometheus-stack, Tempo and Kiali, beside the Istio chain: they need only its namespaces,
+/// base's CRDs and a serving istiod for the Istio config they come with; then `istioctl analyze`
+/// of the whole mesh.
+fn observability(b: &Builder, g: &mut Graph, istio: &Istio, cilium_operator: Option<StepId>) {
+    let s = b.s;
+    let t = s.timeouts.install.0;
+    let release = |g: &mut Graph, repo: (&str, &str), fixture: &str, release: (&str, &str, &str, &str)| {
+        let (name, chart, version, ns) = release;
+        let repo = g.add(b.repo_add(repo.0, repo.1), &[]);
+        let (w, v) = b.values(fixture);
+        let w = g.add(w, &[]);
+        let mut needs: Vec<(StepId, &'static str)> = istio.namespace(ns).into_iter().collect();
+        needs.extend([(repo, FROM_REPOSITORY), (w, READS_VALUES)]);
+        (b.helm_release(true, name, chart, version, ns, &[v], false), needs)
+    };
+    let (helm, needs) = release(
+        g,
+        ("prometheus-community", "https://prometheus-community.github.io/helm-charts"),
+        "values/kube-prometheus-stack.yaml",
+        ("kps", "prometheus-community/kube-prometheus-stack", &s.versions.kube_prometheus_stack, "monitoring"),
+    );
+    let kps = g.add(helm, &needs);
+    g.add(
+        b.wait("Deployment", Some("monitoring"), "prom-operator", Condition::DeploymentAvailable, t),
+        &[(kps, ROLLOUT)],
+    );
+    g.add(
+        b.wait("StatefulSet", Some("monitoring"), "prometheus-prom-prometheus", Condition::StatefulSetReady, t),
+        &[(kps, "the operator creates Prometheus from the CR this chart installs")],
+    );
+    g.add(
+        b.fixture_apply("istio-monitors.yaml", None, &[]),
+        &[(kps, "ServiceMonitor and PodMonitor are CRDs of kube-prometheus-stack")],
+    );
+    let (helm, needs) = release(
+        g,
+        ("grafana-community", "https://grafana-community.github.io/helm-charts"),
+        "values/tempo.yaml",
+        ("tempo", "grafana-community/tempo", &s.versions.tempo, "tempo"),
+    );
+    let tempo = g.add(helm, &needs);
+    g.add(b.wait("StatefulSet", Some("tempo"), "tempo", Condition::StatefulSetReady, t), &[(tempo, ROLLOUT)]);
+    let telemetry = g.add(
+        b.fixture_apply("telemetry.yaml", None, &[]),
+        &[(
+            istio.istiod,
+            "Telemetry is Istio config: its CRD comes with base, and istiod's validating webhook must answer (llm-d/llm-d-benchmark#1920)",
+        )],
+    );
+    let (helm, mut needs) = release(
+        g,
+        ("kiali", "https://kiali.org/helm-charts"),
+        "values/kiali-operator.yaml",
+        ("kiali-operator", "kiali/kiali-operator", &s.versions.kiali, "kiali-operator"),
+    );
+    needs.extend(
+        istio
+            .namespace("istio-system")
+            .map(|(id, _)| (id, "its Kiali CR goes into istio-system (values/kiali-operator.yaml)")),
+    );
+    let kiali = g.add(helm, &needs);
+    g.add(
+        b.wait("Deployment", Some("istio-system"), "kiali", Condition::DeploymentAvailable, t),
+        &[(kiali, "the operator creates Kiali from the CR this chart installs")],
+    );
+    let ccnp: Vec<(StepId, &'static str)> = cilium_operator
+        .map(|op| (op, "CiliumClusterwideNetworkPolicy is a CRD Cilium's operator registers"))
+        .into_iter()
+        .collect();
+    g.add(b.fixture_apply("cilium-allow-ambient-hostprobes.yaml", None, &[]), &ccnp);
     let mut analyze =
         vec!["analyze".to_string(), "--all-namespaces".into(), "--kubeconfig".into(), b.kubeconfig.clone()];
     if let Some(c) = &b.context {
         analyze.extend(["--context".into(), c.clone()]);
     }
-    steps.push(Step::Command {
-        name: "istioctl analyze".into(),
-        command: CommandSpec::new("istioctl", analyze, t),
-        advisory: Some("istioctl-analyze.txt".into()),
-        creates_cluster: false,
-    });
-    observability(b, &mut steps);
-    steps
+    g.add(
+        Step::Command {
+            name: "istioctl analyze".into(),
+            command: CommandSpec::new("istioctl", analyze, t),
+            advisory: Some("istioctl-analyze.txt".into()),
+            creates_cluster: false,
+        },
+        &[
+            (istio.gateway, "analyzes the mesh once every Istio chart is up"),
+            (telemetry, "and the Istio config the install applies"),
+        ],
+    );
 }
 
-fn observability(b: &Builder, steps: &mut Vec<Step>) {
-    let s = b.s;
-    let t = s.timeouts.install.0;
-    steps.push(b.repo_add("prometheus-community", "https://prometheus-community.github.io/helm-charts"));
-    let (w, v) = b.values("values/kube-prometheus-stack.yaml");
-    steps.push(w);
-    steps.push(b.helm_release(
-        true,
-        "kps",
-        "prometheus-community/kube-prometheus-stack",
-        &s.versions.kube_prometheus_stack,
-        "monitoring",
-        &[v],
-        false,
-    ));
-    steps.push(b.wait("Deployment", Some("monitoring"), "prom-operator", Condition::DeploymentAvailable, t));
-    steps.push(b.wait("StatefulSet", Some("monitoring"), "prometheus-prom-prometheus", Condition::StatefulSetReady, t));
-    steps.push(b.fixture_apply("istio-monitors.yaml", None, &[]));
-    steps.push(b.repo_add("grafana-community", "https://grafana-community.github.io/helm-charts"));
-    let (w, v) = b.values("values/tempo.yaml");
-    steps.push(w);
-    steps.push(b.helm_release(true, "tempo", "grafana-community/tempo", &s.versions.tempo, "tempo", &[v], false));
-    steps.push(b.wait("StatefulSet", Some("tempo"), "tempo", Condition::StatefulSetReady, t));
-    steps.push(b.fixture_apply("telemetry.yaml", None, &[]));
-    steps.push(b.repo_add("kiali", "https://kiali.org/helm-charts"));
-    let (w, v) = b.values("values/kiali-operator.yaml");
-    steps.push(w);
-    steps.push(b.helm_release(
-        true,
-        "kiali-operator",
-        "kiali/kiali-operator",
-        &s.versions.kiali,
-        "kiali-operator",
-        &[v],
-        false,
-    ));
-    steps.push(b.wait("Deployment", Some("istio-system"), "kiali", Condition::DeploymentAvailable, t));
-    steps.push(b.fixture_apply("cilium-allow-ambient-hostprobes.yaml", None, &[]));
-}
-
-fn deploy(b: &Builder) -> Vec<Step> {
+/// bookinfo, the probe target and the test clients. They need only their namespaces and ztunnel
+/// up, so they are applied during the install; their rollouts are awaited in this phase.
+fn deploy(b: &Builder, g: &mut Graph, istio: &Istio) {
     let s = b.s;
     let t = s.timeouts.deploy.0;
     let ns = Some(BOOKINFO_NS);
     let release = s.versions.bookinfo();
-    let mut steps = vec![b.namespace(BOOKINFO_NS, &[AMBIENT])];
-    for file in
-        ["platform/kube/bookinfo.yaml", "platform/kube/bookinfo-versions.yaml", "networking/bookinfo-gateway.yaml"]
-    {
-        steps.push(Step::Apply {
+    let early = Overlap {
+        phase: Phase::Install,
+        why: "bookinfo and the test clients need only ztunnel up: their images pull while the observability stack installs",
+    };
+    let captured = (
+        istio.ztunnel,
+        "ambient captures a pod when istio-cni and ztunnel run on its node: started after them, it is in the mesh from its first request",
+    );
+    let namespace = g.add_early(b.namespace(BOOKINFO_NS, &[AMBIENT]), &[], early);
+    let mut applies = Vec::new();
+    for file in ["platform/kube/bookinfo.yaml", "platform/kube/bookinfo-versions.yaml"] {
+        let apply = Step::Apply {
             source: Source::Url { url: bookinfo_url(s, file) },
             namespace: ns.map(String::from),
             objects: Vec::new(),
             dry_run_first: true,
-        });
+        };
+        applies.push(g.add_early(apply, &[(namespace, INTO_NAMESPACE), captured], early));
     }
+    let gateway = Step::Apply {
+        source: Source::Url { url: bookinfo_url(s, "networking/bookinfo-gateway.yaml") },
+        namespace: ns.map(String::from),
+        objects: Vec::new(),
+        dry_run_first: true,
+    };
+    g.add_early(
+        gateway,
+        &[
+            (namespace, INTO_NAMESPACE),
+            (istio.istiod, "an Istio Gateway is Istio config: istiod's validating webhook must answer"),
+        ],
+        early,
+    );
     let hub = crate::fixtures::istio_hub(release);
-    steps.push(b.fixture_apply("probe-target.yaml", ns, &[("BOOKINFO_HUB", hub)]));
-    b.mesh_clients(&mut steps);
-    for d in ["details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1", "probe-target"] {
-        steps.push(b.wait("Deployment", ns, d, Condition::DeploymentAvailable, t));
+    let probe_target = g.add_early(
+        b.fixture_apply("probe-target.yaml", ns, &[("BOOKINFO_HUB", hub)]),
+        &[(namespace, INTO_NAMESPACE), captured],
+        early,
+    );
+    b.mesh_clients(g, Some((early, captured)));
+    for d in ["details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1"] {
+        g.add(b.wait("Deployment", ns, d, Condition::DeploymentAvailable, t), &[(applies[0], APPLIED)]);
     }
-    steps.extend(b.checks(Stage::Deploy));
-    steps
+    g.add(b.wait("Deployment", ns, "probe-target", Condition::DeploymentAvailable, t), &[(probe_target, APPLIED)]);
+    g.checks(s, Stage::Deploy);
 }
 
-/// A file of the bookinfo sample at the scenario's bookinfo release (istio/istio samples/bookinfo).
 fn bookinfo_url(s: &Scenario, file: &str) -> String {
     s.mirrored(&format!(
         "https://raw.githubusercontent.com/istio/istio/{}/samples/bookinfo/{file}",
@@ -769,23 +1069,24 @@ fn bookinfo_url(s: &Scenario, file: &str) -> String {
     ))
 }
 
-fn cleanup(b: &Builder) -> Vec<Step> {
+fn cleanup(b: &Builder, g: &mut Graph) {
     let t = std::time::Duration::from_secs(300);
-    match (&b.cluster, b.s.provider) {
-        (Some(c), Provider::Kind) => vec![Step::Command {
+    let step = match (&b.cluster, b.s.provider) {
+        (Some(c), Provider::Kind) => Step::Command {
             name: "delete kind cluster".into(),
             command: CommandSpec::new("kind", ["delete", "cluster", "--name", c], t),
             advisory: None,
             creates_cluster: false,
-        }],
-        (Some(c), Provider::K3d) => vec![Step::Command {
+        },
+        (Some(c), Provider::K3d) => Step::Command {
             name: "delete k3d cluster".into(),
             command: CommandSpec::new("k3d", ["cluster", "delete", c], t),
             advisory: None,
             creates_cluster: false,
-        }],
-        _ => vec![Step::DeleteOwnedNamespaces { run: b.run_label() }],
-    }
+        },
+        _ => Step::DeleteOwnedNamespaces { run: b.run_label() },
+    };
+    g.add(step, &[]);
 }
 
 fn expand_home(p: &str) -> String {
@@ -799,7 +1100,7 @@ fn default_kubeconfig() -> String {
     std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty()).unwrap_or_else(|| expand_home("~/.kube/config"))
 }
 
-/// Renders the plan for people: one numbered line per step, grouped by phase.
+/// Renders the plan for people: one numbered line per step with what it comes after, grouped by phase.
 pub fn render_text(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "meshcheck plan: scenario {} (provider {})", plan.scenario, plan.provider.as_str());
@@ -813,15 +1114,18 @@ pub fn render_text(plan: &Plan) -> String {
         plan.kubeconfig,
         plan.context.as_ref().map(|c| format!(" (context {c})")).unwrap_or_default()
     );
-    let mut n = 0;
+    let _ = writeln!(
+        out,
+        "Each step starts once the steps it comes after have finished; a phase starts once the one \
+         before it and its checks have ended, but for steps marked to start during an earlier phase."
+    );
     for phase in &plan.phases {
         let _ = writeln!(out, "\n== {} ==", phase.name);
         if phase.steps.is_empty() {
             let _ = writeln!(out, "  (nothing)");
         }
-        for step in &phase.steps {
-            n += 1;
-            let line = match step {
+        for planned in &phase.steps {
+            let line = match &planned.step {
                 Step::Command { command, advisory, .. } => {
                     format!(
                         "run     {}{} (timeout {}s)",
@@ -869,7 +1173,13 @@ pub fn render_text(plan: &Plan) -> String {
                     gateway.describe()
                 ),
             };
-            let _ = writeln!(out, "{n:3}. {line}");
+            let _ = writeln!(out, "{:3}. {line}", planned.id);
+            for need in &planned.needs {
+                let _ = writeln!(out, "       after {}: {}", need.step, need.why);
+            }
+            if let Some(o) = &planned.starts_during {
+                let _ = writeln!(out, "       may start during {}: {}", o.phase, o.why);
+            }
         }
     }
     out

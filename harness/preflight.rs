@@ -356,7 +356,7 @@ async fn reachability_problems(s: &Scenario, plan: &Plan, t: Duration) -> Vec<St
     let mut endpoints = Vec::new();
     // In plan order, each repository once (the upgrade adds `istio` again).
     let mut repos: Vec<(&str, &str)> = Vec::new();
-    for step in plan.phases.iter().flat_map(|p| &p.steps) {
+    for step in plan.phases.iter().flat_map(|p| &p.steps).map(|s| &s.step) {
         let Step::Command { command, .. } = step else { continue };
         if let ("helm", [verb, add, name, url, ..]) = (command.program.as_str(), command.args.as_slice())
             && (verb.as_str(), add.as_str()) == ("repo", "add")

@@ -1,5 +1,7 @@
 //! Progress of the long phases on the terminal: a spinner line with the running step and its
 //! elapsed time when stderr is a terminal, plain timestamped lines otherwise (CI logs, files).
+//! Steps run side by side, so several can be in flight: each ends by its label, and the spinner
+//! shows the oldest with how many more run beside it.
 //! Only presentation: the run folder is the record, so a failed write (a closed pipe) is ignored.
 
 use std::{
@@ -45,7 +47,8 @@ struct Current {
 /// Reports steps as they start and end.
 pub struct Progress {
     style: Style,
-    current: Arc<Mutex<Option<Current>>>,
+    /// The steps in flight, oldest first.
+    current: Arc<Mutex<Vec<Current>>>,
     stop: Arc<AtomicBool>,
     out: Arc<Mutex<Box<dyn Write + Send>>>,
 }
@@ -60,7 +63,7 @@ impl Progress {
     pub fn to_writer(style: Style, out: Box<dyn Write + Send>) -> Progress {
         let progress = Progress {
             style,
-            current: Arc::new(Mutex::new(None)),
+            current: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
             out: Arc::new(Mutex::new(out)),
         };
@@ -69,11 +72,16 @@ impl Progress {
             std::thread::spawn(move || {
                 let mut frame = 0;
                 while !stop.load(Ordering::SeqCst) {
-                    if let Some(c) = current.lock().expect("progress lock").as_ref() {
+                    let current = current.lock().expect("progress lock");
+                    if let Some(c) = current.first() {
+                        let more = match current.len() - 1 {
+                            0 => String::new(),
+                            n => format!(" and {n} more"),
+                        };
                         let mut out = out.lock().expect("progress lock");
                         let _ = write!(
                             out,
-                            "\r\x1b[2K{} {} ({})",
+                            "\r\x1b[2K{} {} ({}){more}",
                             FRAMES[frame % FRAMES.len()],
                             c.label,
                             elapsed(c.started.elapsed())
@@ -90,16 +98,19 @@ impl Progress {
 
     /// A step starts.
     pub fn begin(&self, label: &str) {
-        *self.current.lock().expect("progress lock") =
-            Some(Current { label: label.to_string(), started: Instant::now() });
+        self.current.lock().expect("progress lock").push(Current { label: label.to_string(), started: Instant::now() });
         if self.style == Style::Lines {
             self.line(&format!("{label} …"));
         }
     }
 
-    /// The running step ends; `outcome` is a short word (`done`, `failed`, `pass`, …).
-    pub fn end(&self, outcome: &str) {
-        let Some(c) = self.current.lock().expect("progress lock").take() else { return };
+    /// The step begun with `label` ends; `outcome` is a short word (`done`, `failed`, `pass`, …).
+    pub fn end(&self, label: &str, outcome: &str) {
+        let c = {
+            let mut current = self.current.lock().expect("progress lock");
+            let Some(at) = current.iter().position(|c| c.label == label) else { return };
+            current.remove(at)
+        };
         let took = elapsed(c.started.elapsed());
         match self.style {
             Style::Spinner => {

@@ -31,7 +31,7 @@ pub const FORMAT: u32 = 2;
 pub struct StepRecord {
     /// The phase.
     pub phase: String,
-    /// What ran ([`crate::plan::Step::label`]; concurrent waits joined with ` + `).
+    /// What ran ([`crate::plan::Step::label`]).
     pub step: String,
     /// Start time, RFC 3339.
     pub started_at: String,
@@ -52,7 +52,7 @@ pub struct TrialResult {
     pub name: String,
     /// The verdict.
     pub verdict: Verdict,
-    /// Start time, RFC 3339 ([`start_of`]). Empty for a trial the session never reached (one a
+    /// Start time, RFC 3339. Empty for a trial the session never reached (one a
     /// test filter left out) and in run folders written before starts were recorded: those load,
     /// they only lack a place on the timeline.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -66,14 +66,6 @@ pub struct TrialResult {
     /// error and `judge` keeps it rather than re-judging partial evidence.
     #[serde(default = "yes")]
     pub collected: bool,
-}
-
-/// The start, RFC 3339, of something that took `duration_secs` and has just ended: lets the code
-/// that times a trial with an [`std::time::Instant`] record its wall-clock start when it records
-/// the result.
-pub fn start_of(duration_secs: f64) -> String {
-    let took = chrono::TimeDelta::milliseconds(millis(duration_secs));
-    (chrono::Utc::now() - took).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn millis(secs: f64) -> i64 {
@@ -114,7 +106,7 @@ pub struct RunRecord {
     /// Wall time of each phase so far (its steps and its checks), in seconds, including `cleanup`.
     #[serde(default)]
     pub phase_durations_secs: BTreeMap<String, f64>,
-    /// Every step (or batch of concurrent waits) executed so far, in order, with its outcome.
+    /// Every step executed so far, in the order each ended, with its own start, duration and outcome.
     #[serde(default)]
     pub steps: Vec<StepRecord>,
     /// Every result so far, in order.

@@ -1,22 +1,37 @@
 //! A run: executes the plan phase by phase, collects and judges checks, and keeps the run folder
 //! current after every result, so a crash, a timeout or Ctrl-C still leaves a readable report.
 //!
+//! Within a phase the executor runs the plan's graph: every step whose needs have finished starts,
+//! up to [`RunOptions::parallel`] at once, the lowest step number first, together with the steps
+//! of later phases the plan lets start during this one. When a step fails, nothing new starts in
+//! its phase (nor anywhere, when the failure is the running phase's own), the waits in flight are
+//! stopped, the other steps in flight finish, everything is recorded, and the phase fails naming
+//! its first failure. The checks of a phase run the same way once its steps have: those that only
+//! read side by side, one that changes the mesh alone (the plan's needs among checks say so), each
+//! with its own view of the cluster ([`Live`]) and its own ledger of changes to take back.
+//! With `parallel` 1 the same executor runs one step at a time in plan order.
+//!
 //! The same session drives `meshcheck run` and the libtest-mimic conformance entry point, which
-//! only maps each phase and check onto a trial.
+//! only maps each phase and check onto a trial. A check's trial reports the check's own start and
+//! duration, and a phase's trial the span of its steps, so the report shows what ran side by side.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
+    num::NonZeroUsize,
     path::{Path, PathBuf},
-    sync::atomic::Ordering,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 
 use crate::{
     checks::{self, CheckDef, Collector},
     evidence::{Evidence, Outcome, Verdict},
-    live::{Live, LiveError},
+    live::{Live, LiveError, Reverted},
     names::Phase,
-    plan::{self, Plan, RunContext, Source, Step, TrafficAction},
+    plan::{self, Plan, PlannedStep, RunContext, Source, Step, StepId, TrafficAction},
     preflight,
     report::{RunRecord, StepRecord, TrialResult},
     runner::{CommandError, INTERRUPTED, Runner},
@@ -24,6 +39,15 @@ use crate::{
     traffic::TrafficGenerator,
     util::{now_rfc3339, write_atomic},
 };
+
+/// How many steps (or checks) of a phase run at once unless [`RunOptions::parallel`] says
+/// otherwise. The widest layer of the shipped plans is the start of the install: the five
+/// namespaces, the four `helm repo add`, the values files, then the head of the Istio chain beside
+/// the three observability charts and their rollouts. Eight keeps every rollout of a layer awaited
+/// at once while bounding the helm processes that render charts side by side on a CI runner (GitHub's
+/// standard Linux runner has 4 vCPUs and 16 GB, field guide §7); a helm install spends most of its
+/// time waiting on the API server, not on a CPU.
+pub const DEFAULT_PARALLEL: NonZeroUsize = NonZeroUsize::new(8).expect("8 is not zero");
 
 /// Options of a run that are not part of the scenario.
 #[derive(Debug, Clone)]
@@ -34,6 +58,9 @@ pub struct RunOptions {
     pub keep: bool,
     /// How progress is shown on the terminal.
     pub progress: crate::progress::Style,
+    /// How many steps, or checks, run at once: [`DEFAULT_PARALLEL`]; 1 runs them one after another
+    /// in plan order.
+    pub parallel: NonZeroUsize,
 }
 
 /// One trial of a run: a phase, or a check in a phase.
@@ -127,9 +154,90 @@ pub enum StepError {
     /// The gateway Service's ports cannot be derived.
     #[error("no Istio Gateway with a server port in {0}")]
     NoGatewayPorts(String),
-    /// Several waits of one batch failed.
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-    Several(Vec<StepError>),
+}
+
+/// When something of the run started and how long it took: a step, a check, or a phase's span.
+#[derive(Debug, Clone)]
+struct Timing {
+    /// Start, RFC 3339.
+    started_at: String,
+    /// Start, for arithmetic.
+    started: Instant,
+    /// Wall time in seconds.
+    duration_secs: f64,
+}
+
+impl Timing {
+    fn since(started_at: String, started: Instant) -> Timing {
+        Timing { started_at, started, duration_secs: started.elapsed().as_secs_f64() }
+    }
+
+    fn ended(&self) -> Instant {
+        self.started + std::time::Duration::from_secs_f64(self.duration_secs)
+    }
+}
+
+/// A check that ran ahead of its trial (with the others of its phase).
+struct CheckRun {
+    verdict: Verdict,
+    collected: bool,
+    timing: Timing,
+}
+
+/// The cluster connection every step and collector shares, opened once the kubeconfig exists.
+struct Cluster {
+    kubeconfig: PathBuf,
+    context: Option<String>,
+    scenario: Scenario,
+    run_dir: PathBuf,
+    live: tokio::sync::OnceCell<Live>,
+}
+
+impl Cluster {
+    /// The connection, opened on first use (a failure is not kept: the kubeconfig may come later).
+    async fn live(&self) -> Result<&Live, StepError> {
+        self.live
+            .get_or_try_init(|| async {
+                let bad = |e: &dyn std::fmt::Display| StepError::Kubeconfig {
+                    path: self.kubeconfig.display().to_string(),
+                    message: e.to_string(),
+                };
+                let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| bad(&e))?;
+                let opts = kube::config::KubeConfigOptions { context: self.context.clone(), ..Default::default() };
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| bad(&e))?;
+                let client = kube::Client::try_from(cfg).map_err(|e| bad(&e))?;
+                let evidence = Evidence::new(self.run_dir.join("evidence"));
+                Ok(Live::new(client, self.scenario.clone(), self.run_dir.clone(), evidence)?)
+            })
+            .await
+    }
+
+    /// A view of the cluster for one check: the shared client, the check's evidence folder, and a
+    /// ledger of changes of its own, so that checks running side by side never take back each
+    /// other's changes.
+    async fn live_for_check(&self, evidence: Evidence) -> Result<Live, StepError> {
+        let shared = self.live().await?;
+        Ok(Live {
+            client: shared.client.clone(),
+            scenario: shared.scenario.clone(),
+            run_dir: shared.run_dir.clone(),
+            evidence,
+            changes: Default::default(),
+            http: shared.http.clone(),
+        })
+    }
+}
+
+/// What a step in flight works with; cloned into each.
+#[derive(Clone)]
+struct Exec {
+    runner: Runner,
+    scenario: Arc<Scenario>,
+    cluster: Arc<Cluster>,
+    run_dir: PathBuf,
+    traffic: Arc<Mutex<Option<TrafficGenerator>>>,
+    /// The throw-away cluster's kubeconfig, kept private as soon as a tool writes it.
+    private_kubeconfig: Option<PathBuf>,
 }
 
 /// A live run in progress.
@@ -141,14 +249,28 @@ pub struct Session {
     /// The run folder.
     pub run_dir: PathBuf,
     record: RunRecord,
-    runner: Runner,
     rt: tokio::runtime::Runtime,
-    live: Option<Live>,
+    exec: Exec,
     blocked: Option<String>,
-    cluster_created: bool,
-    traffic: Option<TrafficGenerator>,
+    cluster_created: Arc<AtomicBool>,
     keep: bool,
     progress: crate::progress::Progress,
+    parallel: usize,
+    /// The trials this run will be asked for: its checks run together, so a check that a test
+    /// filter left out must not run with them.
+    selected: Vec<TrialSpec>,
+    /// Every step that ended so far, with why it did not end well: steps of a later phase may
+    /// end early.
+    ended: BTreeMap<StepId, Option<String>>,
+    /// The failures of each phase's steps, in the order they ended (a wait stopped because another
+    /// step failed is not one).
+    failures: BTreeMap<Phase, Vec<String>>,
+    /// Checks that ran ahead of their trials.
+    checked: BTreeMap<(Phase, &'static str), CheckRun>,
+    /// The span of each phase's steps, for its trial.
+    step_spans: BTreeMap<Phase, Timing>,
+    /// The span of everything each phase did (steps, checks), for `phase_durations_secs`.
+    phase_spans: BTreeMap<Phase, Timing>,
 }
 
 /// A fresh run id: UTC time, sortable, plus a random suffix. Runs started in the same second (a CI
@@ -163,6 +285,17 @@ pub fn new_run_id() -> String {
     }
     let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
     format!("{}-{hex}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))
+}
+
+/// Widens `span` to cover `t`.
+fn widen(spans: &mut BTreeMap<Phase, Timing>, phase: Phase, t: &Timing) {
+    let span = spans.entry(phase).or_insert_with(|| t.clone());
+    let end = span.ended().max(t.ended());
+    if t.started < span.started {
+        span.started = t.started;
+        span.started_at = t.started_at.clone();
+    }
+    span.duration_secs = end.duration_since(span.started).as_secs_f64();
 }
 
 impl Session {
@@ -225,19 +358,39 @@ impl Session {
             results: Vec::new(),
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let session = Session {
+        let cluster = Cluster {
+            kubeconfig: PathBuf::from(&plan.kubeconfig),
+            context: plan.context.clone(),
+            scenario: scenario.clone(),
+            run_dir: run_dir.clone(),
+            live: tokio::sync::OnceCell::new(),
+        };
+        let exec = Exec {
             runner: Runner::new(&run_dir),
+            scenario: Arc::new(scenario.clone()),
+            cluster: Arc::new(cluster),
+            run_dir: run_dir.clone(),
+            traffic: Arc::default(),
+            private_kubeconfig: plan.cluster_name.is_some().then(|| PathBuf::from(&plan.kubeconfig)),
+        };
+        let session = Session {
+            selected: Session::trials(&plan),
             scenario,
             plan,
             run_dir,
             record,
             rt,
-            live: None,
+            exec,
             blocked: None,
-            cluster_created: false,
-            traffic: None,
+            cluster_created: Arc::default(),
             keep: opts.keep,
             progress: crate::progress::Progress::new(opts.progress),
+            parallel: opts.parallel.get(),
+            ended: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            checked: BTreeMap::new(),
+            step_spans: BTreeMap::new(),
+            phase_spans: BTreeMap::new(),
         };
         session.write_reports();
         Ok(session)
@@ -247,12 +400,12 @@ impl Session {
     pub fn trials(plan: &Plan) -> Vec<TrialSpec> {
         let mut out = Vec::new();
         for phase in plan.phases.iter().filter(|p| p.name != Phase::Cleanup) {
-            let has_work = phase.steps.iter().any(|s| !matches!(s, Step::Check { .. }));
+            let has_work = phase.steps.iter().any(|s| !matches!(s.step, Step::Check { .. }));
             if phase.name == Phase::Preflight || has_work {
                 out.push(TrialSpec { phase: phase.name, trial: Trial::Phase });
             }
-            for step in &phase.steps {
-                if let Step::Check { name, .. } = step {
+            for planned in &phase.steps {
+                if let Step::Check { name, .. } = &planned.step {
                     let def =
                         checks::find(name).expect("plans name registered checks (catalog and registry agree, tested)");
                     out.push(TrialSpec { phase: phase.name, trial: Trial::Check(def) });
@@ -262,15 +415,28 @@ impl Session {
         out
     }
 
+    /// The trials the run will be asked for, when a test filter chose some (all by default): the
+    /// checks of a phase run together, and one left out must not run with them.
+    pub fn select(&mut self, trials: &[TrialSpec]) {
+        self.selected = trials.to_vec();
+    }
+
     /// Runs one trial and records its result.
     pub fn run_trial(&mut self, trial: &TrialSpec) -> Verdict {
-        let started = Instant::now();
+        let called = (now_rfc3339(), Instant::now());
         let phase = trial.phase;
-        let (verdict, evidence_root, collected) = if let Some(why) = &self.blocked {
-            (Verdict::not_run(format!("not run: {why}")), None, true)
+        let root = || Some(phase.evidence_root().to_string());
+        let (verdict, evidence_root, collected, timing) = if let Trial::Check(def) = trial.trial
+            && let Some(run) = self.checked.remove(&(phase, def.info.name))
+        {
+            // It ran with the others of its phase, before this trial was asked for.
+            (run.verdict, root(), run.collected, run.timing)
+        } else if let Some(why) = &self.blocked {
+            (Verdict::not_run(format!("not run: {why}")), None, true, Timing::since(called.0, called.1))
         } else if INTERRUPTED.load(Ordering::SeqCst) {
             self.blocked = Some("interrupted (Ctrl-C, SIGTERM or SIGHUP)".into());
-            (Verdict::error("interrupted (Ctrl-C, SIGTERM or SIGHUP) before this step"), None, true)
+            let v = Verdict::error("interrupted (Ctrl-C, SIGTERM or SIGHUP) before this step");
+            (v, None, true, Timing::since(called.0, called.1))
         } else {
             match trial.trial {
                 Trial::Phase => {
@@ -278,29 +444,49 @@ impl Session {
                     if v.outcome != Outcome::Pass {
                         self.blocked = Some(format!("phase `{phase}` did not pass"));
                     }
-                    (v, None, true)
+                    let timing =
+                        self.step_spans.get(&phase).cloned().unwrap_or_else(|| Timing::since(called.0, called.1));
+                    (v, None, true, timing)
                 }
                 Trial::Check(def) => {
-                    self.progress.begin(&format!("{phase}: check {}", def.info.name));
-                    let (v, collected) = self.run_check(phase, def);
-                    self.progress.end(&v.outcome.to_string());
-                    (v, Some(phase.evidence_root().to_string()), collected)
+                    self.run_checks(phase, def);
+                    match self.checked.remove(&(phase, def.info.name)) {
+                        Some(run) => (run.verdict, root(), run.collected, run.timing),
+                        // Ctrl-C came before it could start.
+                        None => {
+                            self.blocked = Some("interrupted (Ctrl-C, SIGTERM or SIGHUP)".into());
+                            let v = Verdict::error("interrupted (Ctrl-C, SIGTERM or SIGHUP) before this step");
+                            (v, None, true, Timing::since(called.0, called.1))
+                        }
+                    }
                 }
             }
         };
-        let duration_secs = started.elapsed().as_secs_f64();
-        *self.record.phase_durations_secs.entry(phase.as_str().to_string()).or_default() += duration_secs;
+        self.widen_phase(phase, &timing);
+        tracing::debug!(
+            trial = %trial.trial_name(),
+            started_at = %timing.started_at,
+            duration_secs = timing.duration_secs,
+            "trial recorded"
+        );
         self.record.results.push(TrialResult {
             suite: phase.as_str().to_string(),
             name: trial.name().to_string(),
             verdict: verdict.clone(),
-            started_at: crate::report::start_of(duration_secs),
-            duration_secs,
+            started_at: timing.started_at.clone(),
+            duration_secs: timing.duration_secs,
             evidence_root,
             collected,
         });
         self.write_reports();
         verdict
+    }
+
+    /// Counts `t` in the wall time of `phase` (`phase_durations_secs`: from its first start to its
+    /// last end, so that what ran side by side is not counted twice).
+    fn widen_phase(&mut self, phase: Phase, t: &Timing) {
+        widen(&mut self.phase_spans, phase, t);
+        self.record.phase_durations_secs.insert(phase.as_str().to_string(), self.phase_spans[&phase].duration_secs);
     }
 
     fn evidence_for(&self, phase: Phase) -> Evidence {
@@ -309,7 +495,7 @@ impl Session {
 
     fn run_phase(&mut self, name: Phase) -> Verdict {
         if name == Phase::Preflight {
-            let problems = preflight::tool_problems(&self.scenario, &self.runner);
+            let problems = preflight::tool_problems(&self.scenario, &self.exec.runner);
             return if problems.is_empty() {
                 Verdict::pass("container engine, cluster tool and helm answer")
             } else {
@@ -317,244 +503,210 @@ impl Session {
                     .with_details(problems)
             };
         }
-        let steps: Vec<Step> =
-            self.plan.phases.iter().find(|p| p.name == name).map(|p| p.steps.clone()).unwrap_or_default();
-        for batch in plan::batches(&steps) {
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                return Verdict::error(format!("phase `{name}` interrupted (Ctrl-C, SIGTERM or SIGHUP)"));
+        let own: Vec<StepId> = self
+            .plan
+            .steps()
+            .filter(|(p, s)| *p == name && !matches!(s.step, Step::Check { .. }))
+            .map(|(_, s)| s.id)
+            .collect();
+        // This phase's own steps, those of them that did not start early, and the steps of later
+        // phases that may start during it.
+        let jobs: Vec<(Phase, PlannedStep)> = self
+            .plan
+            .steps()
+            .filter(|(p, s)| {
+                !matches!(s.step, Step::Check { .. })
+                    && !self.ended.contains_key(&s.id)
+                    && (*p == name || (*p > name && Plan::host_phase(*p, s) == name))
+            })
+            .map(|(p, s)| (p, s.clone()))
+            .collect();
+        // A step of this phase that failed early stops it before anything else starts.
+        if self.failures.contains_key(&name) {
+            return self.phase_verdict(name, &own);
+        }
+        self.run_graph(name, jobs);
+        self.phase_verdict(name, &own)
+    }
+
+    fn phase_verdict(&self, name: Phase, own: &[StepId]) -> Verdict {
+        if let Some(failures) = self.failures.get(&name) {
+            let first = first_line(&failures[0]);
+            return Verdict::error(format!("phase `{name}` stopped: {first}")).with_details(failures.clone());
+        }
+        if own.iter().any(|id| !matches!(self.ended.get(id), Some(None))) {
+            return Verdict::error(format!("phase `{name}` interrupted (Ctrl-C, SIGTERM or SIGHUP)"));
+        }
+        Verdict::pass(format!("phase `{name}`: {} steps done", own.len()))
+    }
+
+    /// Whether a step that `needs` can start as far as `need` goes: it ended well, or it is not
+    /// part of this run's graph (an earlier phase, or a step a test filter left out).
+    fn need_met(&self, need: StepId, pending: &BTreeSet<StepId>) -> bool {
+        !pending.contains(&need) && self.ended.get(&need).is_none_or(Option::is_none)
+    }
+
+    /// Runs `jobs` (the steps of phase `host` and of later phases that may start during it) as the
+    /// plan's graph: each starts once its needs have ended well, up to `parallel` at once, the
+    /// lowest step number first. A failure stops new starts in its phase, or everywhere when it is
+    /// `host`'s, and stops the waits in flight there; every step that ran is recorded.
+    fn run_graph(&mut self, host: Phase, mut waiting: Vec<(Phase, PlannedStep)>) {
+        struct Running {
+            phase: Phase,
+            id: StepId,
+            label: String,
+            started_at: String,
+            started: Instant,
+            observes: bool,
+            handle: tokio::task::AbortHandle,
+        }
+        let mut set = tokio::task::JoinSet::new();
+        let mut running: BTreeMap<tokio::task::Id, Running> = BTreeMap::new();
+        let mut stopped: BTreeMap<Phase, String> = BTreeMap::new();
+        loop {
+            if !INTERRUPTED.load(Ordering::SeqCst) && !stopped.contains_key(&host) {
+                let pending: BTreeSet<StepId> =
+                    waiting.iter().map(|(_, s)| s.id).chain(running.values().map(|r| r.id)).collect();
+                let mut at = 0;
+                while running.len() < self.parallel && at < waiting.len() {
+                    let (phase, step) = &waiting[at];
+                    let ready =
+                        !stopped.contains_key(phase) && step.needs.iter().all(|n| self.need_met(n.step, &pending));
+                    if !ready {
+                        at += 1;
+                        continue;
+                    }
+                    let (phase, step) = waiting.remove(at);
+                    let label = step.step.label();
+                    if let Step::Command { creates_cluster: true, .. } = step.step {
+                        // Even a failed create can leave containers behind; cleanup must try.
+                        self.cluster_created.store(true, Ordering::SeqCst);
+                    }
+                    self.progress.begin(&format!("{phase}: {label}"));
+                    let observes = matches!(step.step, Step::Wait { .. });
+                    let started = (now_rfc3339(), Instant::now());
+                    let handle = {
+                        let _runtime = self.rt.enter();
+                        set.spawn(run_step(self.exec.clone(), step.step))
+                    };
+                    let run = Running {
+                        phase,
+                        id: step.id,
+                        label,
+                        started_at: started.0,
+                        started: started.1,
+                        observes,
+                        handle: handle.clone(),
+                    };
+                    running.insert(handle.id(), run);
+                }
             }
-            let label = batch.iter().map(|s| s.label()).collect::<Vec<_>>().join(" + ");
-            self.progress.begin(&format!("{name}: {label}"));
-            let (started_at, started) = (now_rfc3339(), Instant::now());
-            let result = if batch.len() > 1 { self.run_waits(&batch) } else { self.run_step(batch[0]) };
-            self.progress.end(if result.is_ok() { "done" } else { "failed" });
-            let result = result.map_err(|e| e.to_string());
+            if running.is_empty() {
+                break;
+            }
+            let (task, result) = match self.rt.block_on(set.join_next_with_id()).expect("a step is running") {
+                Ok((task, result)) => (task, Some(result)),
+                Err(e) if e.is_cancelled() => (e.id(), None),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            let run = running.remove(&task).expect("every task is a running step");
+            let error = match result {
+                Some(Ok(())) => None,
+                Some(Err(e)) => {
+                    let e = e.to_string();
+                    // The first failure of a phase stops it; one of `host` stops everything.
+                    let stops: Vec<Phase> = if run.phase == host {
+                        running.values().map(|r| r.phase).chain([host]).collect()
+                    } else {
+                        vec![run.phase]
+                    };
+                    for phase in stops {
+                        stopped.entry(phase).or_insert_with(|| run.label.clone());
+                    }
+                    for other in running.values().filter(|r| r.observes && stopped.contains_key(&r.phase)) {
+                        other.handle.abort();
+                    }
+                    self.failures.entry(run.phase).or_default().push(e.clone());
+                    Some(e)
+                }
+                None => Some(format!(
+                    "not awaited further: the phase stopped when `{}` failed",
+                    stopped.get(&run.phase).map_or("a step", String::as_str)
+                )),
+            };
+            let timing = Timing::since(run.started_at.clone(), run.started);
+            self.progress
+                .end(&format!("{}: {}", run.phase, run.label), if error.is_none() { "done" } else { "failed" });
+            widen(&mut self.step_spans, run.phase, &timing);
+            self.widen_phase(run.phase, &timing);
             self.record.steps.push(StepRecord {
-                phase: name.as_str().to_string(),
-                step: label,
-                started_at,
-                duration_secs: started.elapsed().as_secs_f64(),
-                error: result.as_ref().err().cloned(),
+                phase: run.phase.as_str().to_string(),
+                step: run.label,
+                started_at: timing.started_at,
+                duration_secs: timing.duration_secs,
+                error: error.clone(),
             });
+            self.ended.insert(run.id, error);
             self.write_reports();
-            if let Err(e) = result {
-                return Verdict::error(format!("phase `{name}` stopped: {}", first_line(&e))).with_details([e]);
-            }
         }
-        Verdict::pass(format!("phase `{name}`: {} steps done", steps.len()))
     }
 
-    fn run_step(&mut self, step: &Step) -> Result<(), StepError> {
-        match step {
-            Step::Command { command, advisory, creates_cluster, .. } => {
-                // Even a failed create can leave containers behind; cleanup must try.
-                self.cluster_created |= *creates_cluster;
-                let result = self.runner.run(command);
-                self.protect_kubeconfig();
-                let Some(file) = advisory else { return result.map(|_| ()).map_err(StepError::from) };
-                let text = match result {
-                    Err(CommandError::NotFound { .. }) => return Ok(()),
-                    Err(CommandError::Interrupted { .. }) => return Err(StepError::Interrupted),
-                    Ok(out) => out,
-                    // Findings: the full output is in the command record; the tail goes to evidence.
-                    Err(e) => e.to_string(),
-                };
-                Evidence::new(self.run_dir.join("evidence"))
-                    .write(file, crate::util::redact(&text).as_bytes())
-                    .map(|_| ())
-                    .map_err(|source| StepError::Write { path: format!("evidence/{file}"), source })
-            }
-            Step::WriteFile { path, content, .. } => write_atomic(Path::new(path), content.as_bytes())
-                .map_err(|source| StepError::Write { path: path.clone(), source }),
-            Step::Apply { source, namespace, dry_run_first, .. } => {
-                self.connect()?;
-                let live = self.live.as_ref().expect("connected");
-                until_interrupted(&self.rt, async {
-                    Ok(apply_source(live, source, namespace.as_deref(), *dry_run_first).await?)
-                })
-            }
-            Step::Wait { .. } => self.run_waits(&[step]),
-            Step::Traffic { action } => {
-                match action {
-                    TrafficAction::Start => {
-                        let t = &self.scenario.traffic;
-                        let url = format!("{}/productpage", self.scenario.ingress.base_url());
-                        let max = usize::try_from(t.rate_per_second).unwrap_or(20) * 3600;
-                        let _guard = self.rt.enter();
-                        let budget =
-                            crate::traffic::Budget { failed_requests: t.failure_budget, max_outage: t.max_outage.0 };
-                        self.traffic =
-                            Some(TrafficGenerator::start(&url, t.rate_per_second, t.request_timeout.0, budget, max));
-                        drop(_guard);
-                        // The baseline: traffic flows for a while before the upgrade begins.
-                        self.settle();
-                    }
-                    TrafficAction::Stop => {
-                        if let Some(g) = self.traffic.take() {
-                            let record = self.rt.block_on(g.finish());
-                            Evidence::new(self.run_dir.join("evidence"))
-                                .write_json("upgrade/traffic.json", &record)
-                                .map_err(|source| StepError::Write {
-                                    path: "evidence/upgrade/traffic.json".into(),
-                                    source,
-                                })?;
-                        }
-                    }
-                    TrafficAction::During | TrafficAction::After => {
-                        if let Some(g) = &self.traffic {
-                            g.set_phase(action.as_str());
-                        }
-                        if *action == TrafficAction::After {
-                            // Keep sending for a while after the last rollout, so "after" has data.
-                            self.settle();
-                        }
-                    }
+    /// Runs the selected checks of `phase` (and `asked`, whichever trial came first) as the plan's
+    /// graph: checks that only read side by side, one that changes the mesh alone. Each check's
+    /// result waits in [`Session::checked`] for its trial.
+    fn run_checks(&mut self, phase: Phase, asked: &'static CheckDef) {
+        let selected: BTreeSet<&str> =
+            self.selected.iter().filter(|t| t.phase == phase).map(|t| t.name()).chain([asked.info.name]).collect();
+        let mut waiting: Vec<(StepId, &'static CheckDef, Vec<StepId>)> = self
+            .plan
+            .steps()
+            .filter(|(p, _)| *p == phase)
+            .filter_map(|(_, s)| match &s.step {
+                Step::Check { name, .. } if selected.contains(name.as_str()) => {
+                    let def = checks::find(name).expect("plans name registered checks");
+                    Some((s.id, def, s.needs.iter().map(|n| n.step).collect()))
                 }
-                Ok(())
-            }
-            Step::Namespace { name, labels, run } => {
-                self.connect()?;
-                let live = self.live.as_ref().expect("connected");
-                let ensured = until_interrupted(&self.rt, async {
-                    Ok(crate::namespaces::ensure(&live.client, name, labels, run).await?)
-                })?;
-                if let crate::namespaces::Ensured::Created(ns) = ensured {
-                    let obj: kube::api::DynamicObject =
-                        serde_json::from_value(serde_json::to_value(&*ns).expect("a Namespace serializes"))
-                            .expect("a Namespace reads as a DynamicObject");
-                    crate::util::record_manifest(&self.run_dir, &obj, None).map_err(|source| StepError::Write {
-                        path: format!("manifests/ (namespace {name})"),
-                        source,
-                    })?;
-                }
-                Ok(())
-            }
-            Step::DeleteOwnedNamespaces { run } => {
-                self.connect()?;
-                let live = self.live.as_ref().expect("connected");
-                let deleted = self.rt.block_on(crate::namespaces::delete_owned(&live.client, run))?;
-                tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
-                Ok(())
-            }
-            Step::GatewayPorts { gateway, node_port, path } => {
-                let objects = until_interrupted(&self.rt, async { Ok(load_source(gateway).await?) })?;
-                let ports = crate::providers::gateway_server_ports(&objects);
-                if ports.is_empty() {
-                    return Err(StepError::NoGatewayPorts(gateway.describe()));
-                }
-                write_atomic(Path::new(path), crate::providers::gateway_ports(*node_port, &ports).as_bytes())
-                    .map_err(|source| StepError::Write { path: path.clone(), source })
-            }
-            Step::Check { .. } => Ok(()),
-        }
-    }
-
-    /// Keeps the throw-away cluster's kubeconfig private (0600) as soon as a tool has written it;
-    /// a user's own kubeconfig (provider existing) is never touched.
-    fn protect_kubeconfig(&self) {
-        let path = Path::new(&self.plan.kubeconfig);
-        if self.plan.cluster_name.is_some()
-            && path.is_file()
-            && let Err(e) = make_private(path)
-        {
-            tracing::warn!("could not make {} private: {e}", path.display());
-        }
-    }
-
-    /// Lets the traffic generator run for the scenario's `traffic.settle` (until Ctrl-C).
-    fn settle(&self) {
-        let settle = self.scenario.settle(self.scenario.traffic.settle.0);
-        let _ = until_interrupted(&self.rt, async {
-            tokio::time::sleep(settle).await;
-            Ok(())
-        });
-    }
-
-    /// Awaits waits concurrently (a batch of consecutive ones, or a single one); every one that
-    /// fails is reported.
-    fn run_waits(&mut self, waits: &[&Step]) -> Result<(), StepError> {
-        self.connect()?;
-        let live = self.live.as_ref().expect("connected");
-        let futures = waits.iter().filter_map(|step| match step {
-            Step::Wait { kind, namespace, name, condition, timeout_secs } => Some(crate::waits::wait_for(
-                &live.client,
-                kind,
-                namespace.as_deref(),
-                name,
-                condition,
-                std::time::Duration::from_secs(*timeout_secs),
-            )),
-            _ => None,
-        });
-        until_interrupted(&self.rt, async {
-            let mut failures: Vec<StepError> = futures::future::join_all(futures)
-                .await
-                .into_iter()
-                .filter_map(Result::err)
-                .map(StepError::from)
-                .collect();
-            match failures.len() {
-                0 => Ok(()),
-                1 => Err(failures.remove(0)),
-                _ => Err(StepError::Several(failures)),
-            }
-        })
-    }
-
-    /// Connects to the cluster (once the kubeconfig exists).
-    fn connect(&mut self) -> Result<(), StepError> {
-        if self.live.is_none() {
-            let kubeconfig = PathBuf::from(&self.plan.kubeconfig);
-            let context = self.plan.context.clone();
-            let client = self.rt.block_on(async {
-                let bad = |e: &dyn std::fmt::Display| StepError::Kubeconfig {
-                    path: kubeconfig.display().to_string(),
-                    message: e.to_string(),
-                };
-                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| bad(&e))?;
-                let opts = kube::config::KubeConfigOptions { context, ..Default::default() };
-                let cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| bad(&e))?;
-                kube::Client::try_from(cfg).map_err(|e| bad(&e))
-            })?;
-            let evidence = Evidence::new(self.run_dir.join("evidence"));
-            self.live = Some(Live::new(client, self.scenario.clone(), self.run_dir.clone(), evidence)?);
-        }
-        Ok(())
-    }
-
-    fn run_check(&mut self, phase: Phase, def: &'static CheckDef) -> (Verdict, bool) {
+                _ => None,
+            })
+            .collect();
         let evidence = self.evidence_for(phase);
-        let collected = match def.collect {
-            Collector::Scenario(collect) => {
-                let (s, ev) = (self.scenario.clone(), evidence.clone());
-                self.rt.block_on(collect(&s, &ev)).map_err(|e| e.to_string())
-            }
-            // A collector is not abandoned on Ctrl-C (the interrupt takes effect at the next
-            // trial); `timeouts.check` bounds it. Whatever it changed on the cluster and did not
-            // take back (STRICT, default-deny, a deleted policy) is taken back here, whether it
-            // returned, failed or ran out of time: on an existing cluster that is the user's mesh.
-            Collector::Cluster(collect) => {
-                let timeout = self.scenario.timeouts.check.0;
-                match self.connect() {
-                    Err(e) => Err(e.to_string()),
-                    Ok(_) => {
-                        let mut live = self.live.take().expect("connected");
-                        live.evidence = evidence.clone();
-                        let r = self.rt.block_on(async { tokio::time::timeout(timeout, collect(&live)).await });
-                        let reverted = self.rt.block_on(live.revert_all(crate::live::MUTATION_DEADLINE));
-                        live.evidence = Evidence::new(self.run_dir.join("evidence"));
-                        self.live = Some(live);
-                        let collected = match r {
-                            Ok(Ok(())) => Ok(()),
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(_) => Err(format!("collector did not finish within {}s", timeout.as_secs())),
-                        };
-                        return self.judged(def, &evidence, collected, &reverted);
+        let timeout = self.scenario.timeouts.check.0;
+        let mut set = tokio::task::JoinSet::new();
+        let mut running: BTreeMap<tokio::task::Id, (StepId, &'static CheckDef, String, Instant)> = BTreeMap::new();
+        loop {
+            if !INTERRUPTED.load(Ordering::SeqCst) {
+                let pending: BTreeSet<StepId> =
+                    waiting.iter().map(|(id, _, _)| *id).chain(running.values().map(|r| r.0)).collect();
+                let mut at = 0;
+                while running.len() < self.parallel && at < waiting.len() {
+                    if waiting[at].2.iter().any(|n| pending.contains(n)) {
+                        at += 1;
+                        continue;
                     }
+                    let (id, def, _) = waiting.remove(at);
+                    self.progress.begin(&format!("{phase}: check {}", def.info.name));
+                    let collect = collect_check(def, self.exec.clone(), evidence.clone(), timeout);
+                    let handle = {
+                        let _runtime = self.rt.enter();
+                        set.spawn(collect)
+                    };
+                    running.insert(handle.id(), (id, def, now_rfc3339(), Instant::now()));
                 }
             }
-        };
-        self.judged(def, &evidence, collected, &[])
+            if running.is_empty() {
+                break;
+            }
+            let (task, (collected, reverted)) =
+                match self.rt.block_on(set.join_next_with_id()).expect("a check is running") {
+                    Ok(done) => done,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                };
+            let (_, def, started_at, started) = running.remove(&task).expect("every task is a running check");
+            let (verdict, collected) = self.judged(def, &evidence, collected, &reverted);
+            let timing = Timing::since(started_at, started);
+            self.progress.end(&format!("{phase}: check {}", def.info.name), &verdict.outcome.to_string());
+            self.checked.insert((phase, def.info.name), CheckRun { verdict, collected, timing });
+        }
     }
 
     /// The verdict of a check from its collector's result and what the session took back after it.
@@ -565,7 +717,7 @@ impl Session {
         def: &CheckDef,
         evidence: &Evidence,
         collected: Result<(), String>,
-        reverted: &[crate::live::Reverted],
+        reverted: &[Reverted],
     ) -> (Verdict, bool) {
         let name = def.info.name;
         if !reverted.is_empty()
@@ -602,10 +754,11 @@ impl Session {
 
     /// Cleans up (unless `--keep`), writes the final reports and returns the record.
     pub fn finish(mut self) -> RunRecord {
-        if let Some(g) = self.traffic.take() {
+        let traffic = self.exec.traffic.lock().expect("traffic lock").take();
+        if let Some(g) = traffic {
             let _ = self.rt.block_on(g.finish());
         }
-        if let Some(live) = &self.live
+        if let Some(live) = self.exec.cluster.live.get()
             && !INTERRUPTED.load(Ordering::SeqCst)
         {
             // The timer must be created inside the runtime: a `Sleep` built outside panics.
@@ -618,18 +771,25 @@ impl Session {
             }
         }
         let cleanup_started = Instant::now();
-        let cleanup: Vec<Step> =
-            self.plan.phases.iter().find(|p| p.name == Phase::Cleanup).map(|p| p.steps.clone()).unwrap_or_default();
+        let cleanup: Vec<Step> = self
+            .plan
+            .phases
+            .iter()
+            .filter(|p| p.name == Phase::Cleanup)
+            .flat_map(|p| p.steps.iter().map(|s| s.step.clone()))
+            .collect();
         if self.keep {
             tracing::info!("--keep: leaving cluster {:?}; kubeconfig {}", self.plan.cluster_name, self.plan.kubeconfig);
         } else {
             for step in cleanup {
                 let result = match &step {
-                    Step::Command { command, .. } if self.cluster_created => {
-                        self.runner.run_ignoring_interrupt(command).map(|_| ()).map_err(StepError::from)
+                    Step::Command { command, .. } if self.cluster_created.load(Ordering::SeqCst) => {
+                        self.exec.runner.run_ignoring_interrupt(command).map(|_| ()).map_err(StepError::from)
                     }
                     // Only a run that reached the cluster can have created namespaces there.
-                    Step::DeleteOwnedNamespaces { .. } if self.live.is_some() => self.run_step(&step),
+                    Step::DeleteOwnedNamespaces { .. } if self.exec.cluster.live.initialized() => {
+                        self.rt.block_on(run_step(self.exec.clone(), step))
+                    }
                     _ => Ok(()),
                 };
                 if let Err(e) = result {
@@ -674,6 +834,182 @@ impl Session {
         let graph = checks::kiali::recorded_graph(&Evidence::new(self.run_dir.join("evidence")));
         if let Err(e) = self.record.write_all(&self.run_dir, &graph) {
             tracing::error!("could not write the report: {e}");
+        }
+    }
+}
+
+/// Runs `fut` until it ends or Ctrl-C is pressed.
+async fn interruptible<T>(fut: impl std::future::Future<Output = Result<T, StepError>>) -> Result<T, StepError> {
+    tokio::select! {
+        r = fut => r,
+        _ = crate::runner::interrupted() => Err(StepError::Interrupted),
+    }
+}
+
+/// Runs one step. Commands run on a blocking thread each (the runner stops them on Ctrl-C and
+/// records what they printed); everything else is a call to the cluster or a file write, raced
+/// against Ctrl-C.
+async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
+    match step {
+        Step::Command { command, advisory, .. } => {
+            let runner = exec.runner.clone();
+            let result = match tokio::task::spawn_blocking(move || runner.run(&command)).await {
+                Ok(result) => result,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            exec.protect_kubeconfig();
+            let Some(file) = advisory else { return result.map(|_| ()).map_err(StepError::from) };
+            let text = match result {
+                Err(CommandError::NotFound { .. }) => return Ok(()),
+                Err(CommandError::Interrupted { .. }) => return Err(StepError::Interrupted),
+                Ok(out) => out,
+                // Findings: the full output is in the command record; the tail goes to evidence.
+                Err(e) => e.to_string(),
+            };
+            Evidence::new(exec.run_dir.join("evidence"))
+                .write(&file, crate::util::redact(&text).as_bytes())
+                .map(|_| ())
+                .map_err(|source| StepError::Write { path: format!("evidence/{file}"), source })
+        }
+        Step::WriteFile { path, content, .. } => {
+            write_atomic(Path::new(&path), content.as_bytes()).map_err(|source| StepError::Write { path, source })
+        }
+        Step::Apply { source, namespace, dry_run_first, .. } => {
+            let live = exec.cluster.live().await?;
+            interruptible(async { Ok(apply_source(live, &source, namespace.as_deref(), dry_run_first).await?) }).await
+        }
+        Step::Wait { kind, namespace, name, condition, timeout_secs } => {
+            let live = exec.cluster.live().await?;
+            let timeout = std::time::Duration::from_secs(timeout_secs);
+            interruptible(async {
+                Ok(crate::waits::wait_for(&live.client, &kind, namespace.as_deref(), &name, &condition, timeout)
+                    .await?)
+            })
+            .await
+        }
+        Step::Traffic { action } => {
+            let s = &exec.scenario;
+            match action {
+                TrafficAction::Start => {
+                    let t = &s.traffic;
+                    let url = format!("{}/productpage", s.ingress.base_url());
+                    let max = usize::try_from(t.rate_per_second).unwrap_or(20) * 3600;
+                    let budget =
+                        crate::traffic::Budget { failed_requests: t.failure_budget, max_outage: t.max_outage.0 };
+                    let generator = TrafficGenerator::start(&url, t.rate_per_second, t.request_timeout.0, budget, max);
+                    *exec.traffic.lock().expect("traffic lock") = Some(generator);
+                    // The baseline: traffic flows for a while before the upgrade begins.
+                    settle(s).await;
+                }
+                TrafficAction::Stop => {
+                    let generator = exec.traffic.lock().expect("traffic lock").take();
+                    if let Some(g) = generator {
+                        let record = g.finish().await;
+                        Evidence::new(exec.run_dir.join("evidence"))
+                            .write_json("upgrade/traffic.json", &record)
+                            .map_err(|source| StepError::Write {
+                                path: "evidence/upgrade/traffic.json".into(),
+                                source,
+                            })?;
+                    }
+                }
+                TrafficAction::During | TrafficAction::After => {
+                    if let Some(g) = exec.traffic.lock().expect("traffic lock").as_ref() {
+                        g.set_phase(action.as_str());
+                    }
+                    if action == TrafficAction::After {
+                        // Keep sending for a while after the last rollout, so "after" has data.
+                        settle(s).await;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Step::Namespace { name, labels, run } => {
+            let live = exec.cluster.live().await?;
+            let ensured =
+                interruptible(async { Ok(crate::namespaces::ensure(&live.client, &name, &labels, &run).await?) })
+                    .await?;
+            if let crate::namespaces::Ensured::Created(ns) = ensured {
+                let obj: kube::api::DynamicObject =
+                    serde_json::from_value(serde_json::to_value(&*ns).expect("a Namespace serializes"))
+                        .expect("a Namespace reads as a DynamicObject");
+                crate::util::record_manifest(&exec.run_dir, &obj, None)
+                    .map_err(|source| StepError::Write { path: format!("manifests/ (namespace {name})"), source })?;
+            }
+            Ok(())
+        }
+        Step::DeleteOwnedNamespaces { run } => {
+            let live = exec.cluster.live().await?;
+            let deleted = crate::namespaces::delete_owned(&live.client, &run).await?;
+            tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
+            Ok(())
+        }
+        Step::GatewayPorts { gateway, node_port, path } => {
+            let objects = interruptible(async { Ok(load_source(&gateway).await?) }).await?;
+            let ports = crate::providers::gateway_server_ports(&objects);
+            if ports.is_empty() {
+                return Err(StepError::NoGatewayPorts(gateway.describe()));
+            }
+            write_atomic(Path::new(&path), crate::providers::gateway_ports(node_port, &ports).as_bytes())
+                .map_err(|source| StepError::Write { path, source })
+        }
+        Step::Check { .. } => Ok(()),
+    }
+}
+
+/// Lets the traffic generator run for the scenario's `traffic.settle` (until Ctrl-C).
+async fn settle(s: &Scenario) {
+    let settle = s.settle(s.traffic.settle.0);
+    let _ = interruptible(async {
+        tokio::time::sleep(settle).await;
+        Ok(())
+    })
+    .await;
+}
+
+/// Collects one check's evidence with its own view of the cluster, then takes back whatever it
+/// changed and did not take back (STRICT, default-deny, a deleted policy), whether it returned,
+/// failed, ran out of `timeout` or was stopped by Ctrl-C: on an existing cluster that is the
+/// user's mesh. Returns the collector's result and what was taken back.
+async fn collect_check(
+    def: &'static CheckDef,
+    exec: Exec,
+    evidence: Evidence,
+    timeout: std::time::Duration,
+) -> (Result<(), String>, Vec<Reverted>) {
+    match def.collect {
+        Collector::Scenario(collect) => {
+            let collected = interruptible(async { Ok(collect(&exec.scenario, &evidence).await?) }).await;
+            (collected.map_err(|e| e.to_string()), Vec::new())
+        }
+        Collector::Cluster(collect) => {
+            let live = match exec.cluster.live_for_check(evidence).await {
+                Ok(live) => live,
+                Err(e) => return (Err(e.to_string()), Vec::new()),
+            };
+            let collected = tokio::select! {
+                r = tokio::time::timeout(timeout, collect(&live)) => match r {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("collector did not finish within {}s", timeout.as_secs())),
+                },
+                _ = crate::runner::interrupted() => Err(StepError::Interrupted.to_string()),
+            };
+            let reverted = live.revert_all(crate::live::MUTATION_DEADLINE).await;
+            (collected, reverted)
+        }
+    }
+}
+
+impl Exec {
+    /// Keeps the throw-away cluster's kubeconfig private (0600) as soon as a tool has written it;
+    /// a user's own kubeconfig (provider existing) is never touched.
+    fn protect_kubeconfig(&self) {
+        if let Some(path) = &self.private_kubeconfig
+            && path.is_file()
+            && let Err(e) = make_private(path)
+        {
+            tracing::warn!("could not make {} private: {e}", path.display());
         }
     }
 }
@@ -729,19 +1065,6 @@ fn make_private(path: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
-}
-
-/// Runs a future on the session's runtime until it ends or Ctrl-C is pressed.
-fn until_interrupted<T>(
-    rt: &tokio::runtime::Runtime,
-    fut: impl std::future::Future<Output = Result<T, StepError>>,
-) -> Result<T, StepError> {
-    rt.block_on(async {
-        tokio::select! {
-            r = fut => r,
-            _ = crate::runner::interrupted() => Err(StepError::Interrupted),
-        }
-    })
 }
 
 fn first_line(s: &str) -> &str {

@@ -61,19 +61,41 @@ fn main() -> ExitCode {
     let reports =
         std::env::var("MESHCHECK_REPORTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/reports").into());
     let keep = matches!(std::env::var("MESHCHECK_KEEP").as_deref(), Ok("1") | Ok("true"));
-    let opts = RunOptions { reports_dir: reports.into(), keep, progress: meshcheck::progress::Style::detect() };
+    // As `meshcheck run --parallel`: how many steps run at once, 1 for one after another.
+    let parallel = match std::env::var("MESHCHECK_PARALLEL") {
+        Err(_) => meshcheck::session::DEFAULT_PARALLEL,
+        Ok(v) => match v.parse() {
+            Ok(n) => n,
+            Err(_) => {
+                eprintln!("error: MESHCHECK_PARALLEL={v:?} is not a number of steps (1 or more)");
+                return ExitCode::from(meshcheck::EXIT_BAD_INPUT);
+            }
+        },
+    };
+    let opts =
+        RunOptions { reports_dir: reports.into(), keep, progress: meshcheck::progress::Style::detect(), parallel };
     if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test")
         && let Ok(run_id) = std::env::var("NEXTEST_RUN_ID")
     {
         return nextest_trial(&args, scenario, &opts, &specs, &run_id);
     }
-    let session = match Session::start(scenario, &opts) {
+    let mut session = match Session::start(scenario, &opts) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot create the run folder: {e}");
             return ExitCode::from(meshcheck::EXIT_COULD_NOT_RUN);
         }
     };
+    // The checks of a phase run together: only those the test filter keeps.
+    let selected: Vec<TrialSpec> = specs
+        .iter()
+        .filter(|t| {
+            let trial = Trial::test(t.trial_name(), || Ok(()));
+            !args.is_filtered_out(&trial) && !args.is_ignored(&trial)
+        })
+        .cloned()
+        .collect();
+    session.select(&selected);
     let run_dir = session.run_dir.clone();
     let shared = Arc::new(Mutex::new(Some(session)));
     let trials: Vec<Trial> = specs

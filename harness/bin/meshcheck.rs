@@ -56,6 +56,9 @@ enum Command {
         /// Folder for run folders (the flag wins over $MESHCHECK_REPORTS).
         #[arg(long, env = "MESHCHECK_REPORTS", default_value = "reports")]
         reports: PathBuf,
+        /// How many steps (or checks) run at once; 1 runs them one after another, in plan order.
+        #[arg(long, env = "MESHCHECK_PARALLEL", default_value_t = meshcheck::session::DEFAULT_PARALLEL)]
+        parallel: std::num::NonZeroUsize,
     },
     /// Re-judge a run folder offline and rewrite its junit.xml and summary.md.
     Judge {
@@ -210,14 +213,14 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
             }
             Ok(ExitCode::from(EXIT_COULD_NOT_RUN))
         }
-        Command::Run { scenario, keep, reports } => {
+        Command::Run { scenario, keep, reports, parallel } => {
             let s = load(scenario)?;
             meshcheck::runner::install_interrupt_handler()
                 .context("installing the Ctrl-C handler")
                 .or_could_not_run()?;
             let mut session = Session::start(
                 s,
-                &RunOptions { reports_dir: reports, keep, progress: meshcheck::progress::Style::detect() },
+                &RunOptions { reports_dir: reports, keep, progress: meshcheck::progress::Style::detect(), parallel },
             )
             .context("creating the run folder")
             .or_could_not_run()?;

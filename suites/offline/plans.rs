@@ -1,7 +1,10 @@
 //! Golden plans for every shipped scenario, and the orders they must follow.
 
+use std::collections::BTreeSet;
+
 use meshcheck::{
-    plan::{self, RunContext, Step},
+    names::Phase,
+    plan::{self, PlannedStep, RunContext, Step, StepId},
     providers,
     scenario::Scenario,
 };
@@ -25,7 +28,7 @@ fn command_lines(p: &plan::Plan, phase: &str) -> Vec<String> {
         .iter()
         .filter(|ph| ph.name.as_str() == phase)
         .flat_map(|ph| ph.steps.iter())
-        .filter_map(|s| match s {
+        .filter_map(|s| match &s.step {
             Step::Command { command, .. } => Some(command.display()),
             _ => None,
         })
@@ -50,8 +53,9 @@ fn install_follows_the_documented_order() {
     ];
     let idx: Vec<usize> = order.iter().map(|n| position(&lines, n)).collect();
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "{order:?} out of order: {idx:?}");
-    let install = &p.phases.iter().find(|ph| ph.name.as_str() == "install").unwrap().steps;
-    let at = |f: &dyn Fn(&Step) -> bool| install.iter().position(f).unwrap();
+    let install: Vec<&Step> =
+        p.phases.iter().find(|ph| ph.name.as_str() == "install").unwrap().steps.iter().map(|s| &s.step).collect();
+    let at = |f: &dyn Fn(&Step) -> bool| install.iter().position(|s| f(s)).unwrap();
     let crds =
         at(&|s| matches!(s, Step::Apply { source: plan::Source::Url { url }, .. } if url.contains("gateway-api")));
     let istiod =
@@ -100,11 +104,12 @@ fn existing_cluster_without_install_never_creates_installs_or_deletes() {
 #[test]
 fn existing_cluster_cleanup_deletes_only_the_runs_own_namespaces() {
     let p = plan_of("existing-cluster");
-    let cleanup = &p.phases.iter().find(|ph| ph.name.as_str() == "cleanup").unwrap().steps;
+    let cleanup: Vec<&Step> =
+        p.phases.iter().find(|ph| ph.name.as_str() == "cleanup").unwrap().steps.iter().map(|s| &s.step).collect();
     assert!(matches!(cleanup.as_slice(), [Step::DeleteOwnedNamespaces { run }] if run == "run-id"), "{cleanup:?}");
     // Every namespace the run uses is created through an ownership step, never by helm or a manifest.
     for ph in &p.phases {
-        for step in &ph.steps {
+        for step in ph.steps.iter().map(|s| &s.step) {
             if let Step::Command { command, .. } = step {
                 assert!(!command.args.iter().any(|a| a == "--create-namespace"), "{}", command.display());
             }
@@ -115,16 +120,189 @@ fn existing_cluster_cleanup_deletes_only_the_runs_own_namespaces() {
     }
 }
 
+/// The step whose command line or label contains `needle`.
+fn step<'a>(p: &'a plan::Plan, needle: &str) -> &'a PlannedStep {
+    p.steps()
+        .map(|(_, s)| s)
+        .find(|s| match &s.step {
+            Step::Command { command, .. } => command.display().contains(needle) || s.step.label() == needle,
+            other => other.label().contains(needle),
+        })
+        .unwrap_or_else(|| panic!("no step with `{needle}`"))
+}
+
+/// Every step `id` needs, directly or through others.
+fn needed_by(p: &plan::Plan, id: StepId) -> BTreeSet<StepId> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![id];
+    while let Some(at) = todo.pop() {
+        let s = p.steps().find(|(_, s)| s.id == at).unwrap().1;
+        for n in &s.needs {
+            if out.insert(n.step) {
+                todo.push(n.step);
+            }
+        }
+    }
+    out
+}
+
+fn needs_directly(s: &PlannedStep, on: &PlannedStep) -> bool {
+    s.needs.iter().any(|n| n.step == on.id)
+}
+
 #[test]
-fn consecutive_waits_form_one_concurrent_batch() {
+fn every_plan_is_a_graph_in_plan_order_whose_early_steps_can_start_where_they_say() {
+    for name in ["ambient-kind", "ambient-k3d", "existing-cluster", "upgrade-gate"] {
+        let p = plan_of(name);
+        let steps: Vec<(Phase, &PlannedStep)> = p.steps().collect();
+        let ids: Vec<usize> = steps.iter().map(|(_, s)| s.id.0).collect();
+        assert_eq!(ids, (1..=steps.len()).collect::<Vec<_>>(), "{name}: steps are numbered in plan order");
+        let phase_of = |id: StepId| steps.iter().find(|(_, s)| s.id == id).unwrap();
+        for (phase, s) in &steps {
+            for n in &s.needs {
+                assert!(n.step < s.id, "{name}: step {} needs the later step {}", s.id, n.step);
+                assert!(!n.why.is_empty(), "{name}: step {} needs {} without a reason", s.id, n.step);
+                if let Some(early) = s.starts_during {
+                    // What it needs has ended by the time the earlier phase runs it.
+                    let (np, ns) = phase_of(n.step);
+                    assert!(
+                        *np <= early.phase || plan::Plan::host_phase(*np, ns) == early.phase,
+                        "{name}: step {} starts during {} but needs step {} of {np}",
+                        s.id,
+                        early.phase,
+                        n.step
+                    );
+                }
+            }
+            if let Some(early) = s.starts_during {
+                assert!(
+                    early.phase < *phase,
+                    "{name}: step {} starts during {}, not before its phase",
+                    s.id,
+                    early.phase
+                );
+                assert!(!matches!(s.step, Step::Check { .. } | Step::Wait { .. }), "{name}: only work starts early");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_documented_istio_order_is_a_chain_in_the_graph() {
     let p = plan_of("ambient-kind");
-    let provision = &p.phases.iter().find(|ph| ph.name.as_str() == "provision").unwrap().steps;
-    let batches = plan::batches(provision);
-    let waits: Vec<usize> = batches.iter().filter(|b| matches!(b[0], Step::Wait { .. })).map(Vec::len).collect();
-    assert_eq!(waits, [5], "cilium, cilium-envoy, operator, nodes, coredns are awaited together");
-    assert!(batches.iter().all(|b| b.len() == 1 || b.iter().all(|s| matches!(s, Step::Wait { .. }))));
-    let steps = provision.iter().filter(|s| !matches!(s, Step::Check { .. })).count();
-    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), steps, "every step runs exactly once, in order");
+    // istio.io ambient/install/helm: base → Gateway API CRDs → istiod → cni → ztunnel → gateway, each up
+    // before the next.
+    let chain = [
+        "istio-base istio/base",
+        "apply standard-install.yaml",
+        "wait for CustomResourceDefinition gateways.gateway.networking.k8s.io",
+        "istiod istio/istiod",
+        "wait for Deployment istio-system/istiod",
+        "istio-cni istio/cni",
+        "wait for DaemonSet istio-system/istio-cni-node",
+        "ztunnel istio/ztunnel",
+        "wait for DaemonSet istio-system/ztunnel",
+        "istio-ingress istio/gateway",
+        "wait for Deployment istio-ingress/istio-ingress",
+    ];
+    for link in chain.windows(2) {
+        assert!(
+            needs_directly(step(&p, link[1]), step(&p, link[0])),
+            "`{}` does not come after `{}`",
+            link[1],
+            link[0]
+        );
+    }
+    let p = plan_of("upgrade-gate");
+    let upgrade: Vec<&PlannedStep> = p.steps().filter(|(ph, _)| *ph == Phase::Upgrade).map(|(_, s)| s).collect();
+    let find = |needle: &str| {
+        *upgrade
+            .iter()
+            .find(|s| match &s.step {
+                Step::Command { command, .. } => command.display().contains(needle),
+                other => other.label().contains(needle),
+            })
+            .unwrap_or_else(|| panic!("no upgrade step `{needle}`"))
+    };
+    let chain = [
+        "traffic during",
+        "upgrade istio-base",
+        "upgrade istiod",
+        "wait for Deployment istio-system/istiod",
+        "upgrade istio-cni",
+        "wait for DaemonSet istio-system/istio-cni-node",
+        "upgrade ztunnel",
+        "wait for DaemonSet istio-system/ztunnel",
+        "upgrade istio-ingress",
+        "wait for Deployment istio-ingress/istio-ingress",
+        "traffic after",
+        "traffic stop",
+    ];
+    for link in chain.windows(2) {
+        assert!(needs_directly(find(link[1]), find(link[0])), "`{}` does not come after `{}`", link[1], link[0]);
+    }
+}
+
+#[test]
+fn the_observability_stack_installs_beside_the_istio_chain_with_only_the_needs_it_has() {
+    let p = plan_of("ambient-kind");
+    let istiod = step(&p, "istiod istio/istiod");
+    for chart in ["kps prometheus-community", "tempo grafana-community", "kiali-operator kiali/kiali-operator"] {
+        let helm = step(&p, chart);
+        assert!(!needed_by(&p, helm.id).contains(&istiod.id), "{chart} waits for the Istio chain");
+    }
+    let kps = step(&p, "kps prometheus-community");
+    assert!(needs_directly(step(&p, "apply manifests/istio-monitors.yaml"), kps), "ServiceMonitor CRD first");
+    let istiod_up = step(&p, "wait for Deployment istio-system/istiod");
+    assert!(needs_directly(step(&p, "apply manifests/telemetry.yaml"), istiod_up), "Telemetry after istiod");
+    let operator = step(&p, "wait for Deployment kube-system/cilium-operator");
+    assert!(needs_directly(step(&p, "apply manifests/cilium-allow-ambient-hostprobes.yaml"), operator));
+    // helm repo add before each install from that repository.
+    for (repo, chart) in [("helm repo istio", "istiod istio/istiod"), ("helm repo kiali", "kiali/kiali-operator")] {
+        assert!(needed_by(&p, step(&p, chart).id).contains(&step(&p, repo).id), "{chart} before {repo}");
+    }
+}
+
+#[test]
+fn bookinfo_is_applied_during_the_install_once_ztunnel_is_up_and_awaited_in_deploy() {
+    let p = plan_of("ambient-kind");
+    let ztunnel = step(&p, "wait for DaemonSet istio-system/ztunnel");
+    let bookinfo = step(&p, "apply bookinfo.yaml");
+    assert_eq!(bookinfo.starts_during.map(|o| o.phase), Some(Phase::Install));
+    assert!(needs_directly(bookinfo, ztunnel), "captured by ambient: after ztunnel");
+    assert!(needs_directly(bookinfo, step(&p, "namespace book-info")));
+    let productpage = step(&p, "wait for Deployment book-info/productpage-v1");
+    assert!(productpage.starts_during.is_none() && needs_directly(productpage, bookinfo));
+    // Nothing of the observability stack is in bookinfo's way.
+    let kiali = step(&p, "wait for Deployment istio-system/kiali");
+    assert!(!needed_by(&p, bookinfo.id).contains(&kiali.id));
+    // An existing cluster's run installs nothing and starts nothing early.
+    assert!(plan_of("existing-cluster").steps().all(|(_, s)| s.starts_during.is_none()));
+}
+
+#[test]
+fn checks_that_change_the_mesh_run_alone_and_reading_checks_side_by_side() {
+    for name in ["ambient-kind", "upgrade-gate"] {
+        let p = plan_of(name);
+        for phase in &p.phases {
+            let checks: Vec<(&PlannedStep, meshcheck::catalog::Effect)> = phase
+                .steps
+                .iter()
+                .filter_map(|s| match &s.step {
+                    Step::Check { name, .. } => Some((s, meshcheck::catalog::find(name).unwrap().effect)),
+                    _ => None,
+                })
+                .collect();
+            for (i, (a, ea)) in checks.iter().enumerate() {
+                for (b, eb) in &checks[i + 1..] {
+                    let ordered = needed_by(&p, b.id).contains(&a.id);
+                    let mutating =
+                        *ea == meshcheck::catalog::Effect::Mutates || *eb == meshcheck::catalog::Effect::Mutates;
+                    assert_eq!(ordered, mutating, "{name} {}: {} and {}", phase.name, a.step.label(), b.step.label());
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -157,11 +335,17 @@ fn plan_json_round_trips_and_kubeconfig_stays_outside_the_run_folder() {
     let p = plan_of("ambient-kind");
     let v = serde_json::to_value(&p).unwrap();
     assert_eq!(v["phases"][0]["name"], "preflight");
+    // The graph is in the JSON: each step's number, what it needs and why, what starts early.
+    let istiod = v["phases"][2]["steps"].as_array().unwrap().iter().find(|s| s["name"] == "helm istiod").unwrap();
+    assert_eq!(istiod["type"], "command");
+    assert!(istiod["id"].as_u64().is_some() && istiod["needs"][0]["why"].as_str().is_some(), "{istiod:#}");
+    let deploy = v["phases"][3]["steps"].as_array().unwrap();
+    assert!(deploy.iter().any(|s| s["starts_during"]["phase"] == "install"));
     assert!(!p.kubeconfig.starts_with(&format!("{}/", p.run_dir)), "{}", p.kubeconfig);
 }
 
 #[test]
-fn a_cached_image_archive_is_loaded_into_the_nodes_before_cilium() {
+fn a_cached_image_archive_is_loaded_before_cilium_beside_what_does_not_need_it() {
     for (name, load) in [
         ("ambient-kind", "kind load image-archive /cache/images.tar --name meshcheck-run-id"),
         ("ambient-k3d", "k3d image import /cache/images.tar --cluster meshcheck-run-id"),
@@ -171,10 +355,14 @@ fn a_cached_image_archive_is_loaded_into_the_nodes_before_cilium() {
             .replace("cluster:\n", "cluster:\n  image_archive: /cache/images.tar\n");
         let s = Scenario::from_yaml(&text, name).unwrap();
         let p = plan::build(&s, &RunContext::for_plan());
-        let lines = command_lines(&p, "provision");
-        let created = lines.iter().position(|l| l.contains("create cluster") || l.contains("cluster create")).unwrap();
-        assert!(position(&lines, load) > created, "{lines:#?}");
-        assert!(position(&lines, load) < position(&lines, "cilium/cilium"), "{lines:#?}");
+        let create = step(&p, if name == "ambient-kind" { "kind create cluster" } else { "k3d cluster create" });
+        let load = step(&p, load);
+        let cilium = step(&p, "cilium/cilium");
+        assert!(needs_directly(load, create) && needs_directly(cilium, load), "after the cluster, before Cilium");
+        // The rest of the provisioning overlaps the load.
+        for other in ["cilium.yaml", "cilium-cluster.yaml", "helm repo cilium"] {
+            assert!(!needed_by(&p, step(&p, other).id).contains(&load.id), "{other} waits for the load");
+        }
     }
     assert!(command_lines(&plan_of("ambient-kind"), "provision").iter().all(|l| !l.contains("image-archive")));
 }

@@ -9,9 +9,9 @@ use std::{
 
 use meshcheck::{evidence::Outcome, report::RunRecord};
 
-use crate::sim::{Faults, Sim, SimOptions};
+use crate::sim::{Faults, Sim, SimOptions, Timings};
 
-/// Simulated time per real time, and the matching `timeouts.settle_scale`.
+/// Simulated time per real time (the collectors' settle waits are scaled alike).
 const SCALE: f64 = 0.01;
 
 /// A simulation and a work folder for one run.
@@ -23,49 +23,23 @@ struct Rehearsal {
 impl Rehearsal {
     /// `None` (and a SKIP line) when ../shared/upstream is absent: the simulation reads its shapes there.
     fn new(provider: &'static str, faults: Faults) -> Option<Rehearsal> {
+        Rehearsal::timed(provider, faults, Timings::rehearsal())
+    }
+
+    /// A rehearsal whose cluster takes `timings` (in cluster time, scaled by [`SCALE`]).
+    fn timed(provider: &'static str, faults: Faults, timings: Timings) -> Option<Rehearsal> {
         crate::common::upstream()?;
         let mut work = tempfile::tempdir().unwrap();
         // MESHCHECK_REHEARSAL_KEEP=1 keeps the run folders for a look after a failure.
         work.disable_cleanup(std::env::var_os("MESHCHECK_REHEARSAL_KEEP").is_some());
-        Some(Rehearsal { sim: Sim::start(SimOptions { provider, scale: SCALE, faults }), work })
+        Some(Rehearsal { sim: Sim::start_timed(SimOptions { provider, scale: SCALE, faults }, timings), work })
     }
 
-    /// A shipped scenario pointed at the simulation: its kubeconfig or ingress port, the mirrors,
-    /// the settle scale, and `edit` on top.
+    /// A shipped scenario pointed at the simulation ([`Sim::point_scenario`]), `edit` on top.
     fn scenario(&self, name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
-        let mut text = std::fs::read_to_string(crate::common::root().join(format!("scenarios/{name}.yaml"))).unwrap();
-        let port = self.sim.ingress_port();
-        text = text
-            .replace("kubeconfig: ~/.kube/config", &format!("kubeconfig: {}", self.sim.kubeconfig().display()))
-            .replace("url: http://127.0.0.1:8080", &format!("url: http://127.0.0.1:{port}"))
-            .replace("host_port: 8080", &format!("host_port: {port}"));
-        if !text.contains("ingress:") {
-            text.push_str(&format!("ingress:\n  host_port: {port}\n"));
-        }
-        let settle = format!("  settle_scale: {SCALE}\n");
-        text = match text.find("timeouts:\n") {
-            Some(i) => format!("{}{settle}{}", &text[..i + 10], &text[i + 10..]),
-            None => format!("{text}timeouts:\n{settle}"),
-        };
-        let m = self.sim.mirror();
-        text.push_str("mirrors:\n");
-        for host in [
-            "raw.githubusercontent.com",
-            "github.com",
-            "quay.io",
-            "registry.istio.io",
-            "registry-1.docker.io",
-            "registry.k8s.io",
-            "helm.cilium.io",
-            "istio-release.storage.googleapis.com",
-            "prometheus-community.github.io",
-            "grafana-community.github.io",
-            "kiali.org",
-        ] {
-            text.push_str(&format!("  https://{host}/: {m}/{host}/\n"));
-        }
+        let text = std::fs::read_to_string(crate::common::root().join(format!("scenarios/{name}.yaml"))).unwrap();
         let path = self.work.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, edit(text)).unwrap();
+        std::fs::write(&path, edit(self.sim.point_scenario(&text))).unwrap();
         path
     }
 
@@ -95,11 +69,17 @@ impl Rehearsal {
 
     /// `meshcheck run` on the scenario.
     fn run(&self, scenario: &Path) -> Output {
+        self.run_with(scenario, &[])
+    }
+
+    /// `meshcheck run` on the scenario with more arguments.
+    fn run_with(&self, scenario: &Path, args: &[&str]) -> Output {
         self.meshcheck()
             .args(["run", "--scenario"])
             .arg(scenario)
             .arg("--reports")
             .arg(self.reports())
+            .args(args)
             .output()
             .unwrap()
     }
@@ -328,6 +308,84 @@ fn upgrade_gate_passes_baseline_upgrade_under_traffic_and_candidate() {
     assert!(phases.iter().any(|p| p.phase == "during" && p.total > 0), "no traffic during the upgrade: {phases:?}");
 }
 
+/// When a step of the run ran: start and end in seconds since the run started.
+fn span(record: &RunRecord, step: &str) -> (f64, f64) {
+    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis() as f64 / 1000.0;
+    let s = record
+        .steps
+        .iter()
+        .find(|s| s.step == step)
+        .unwrap_or_else(|| panic!("no step `{step}` in run.json: {:#?}", record.steps));
+    let start = t(&s.started_at) - t(&record.started_at);
+    (start, start + s.duration_secs)
+}
+
+/// The executor runs the plan's graph. With upstream durations: kube-prometheus-stack installs
+/// while the Istio chain does, bookinfo is applied during the install once ztunnel is up, and the
+/// checks that only read run side by side.
+#[test]
+fn ambient_kind_runs_what_does_not_depend_on_each_other_side_by_side() {
+    let Some(r) = Rehearsal::timed("kind", Faults::default(), Timings::upstream()) else { return };
+    let scenario = r.scenario("ambient-kind", |t| t);
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    let record = r.record();
+    let kps = span(&record, "helm kps");
+    let chain = (span(&record, "helm istio-base").0, span(&record, "wait for DaemonSet istio-system/ztunnel").1);
+    assert!(kps.0 < chain.1 && chain.0 < kps.1, "kps {kps:?} does not overlap the Istio chain {chain:?}");
+    let bookinfo = span(&record, "apply bookinfo.yaml");
+    let ztunnel = span(&record, "wait for DaemonSet istio-system/ztunnel");
+    let gateway = span(&record, "wait for Deployment istio-ingress/istio-ingress");
+    assert!(
+        ztunnel.1 <= bookinfo.0 && bookinfo.0 < gateway.1,
+        "bookinfo {bookinfo:?}: not after ztunnel {ztunnel:?} and during the gateway's rollout {gateway:?}"
+    );
+    // Checks side by side take less wall time than one after another.
+    let checks: f64 = record.results.iter().filter(|t| t.suite == "checks").map(|t| t.duration_secs).sum();
+    let wall = record.phase_durations_secs["checks"];
+    assert!(wall < checks, "the checks took {wall}s of wall time for {checks}s of work");
+}
+
+/// `--parallel 1` runs one step at a time, in plan order, and the run still passes.
+#[test]
+fn with_parallel_1_steps_run_one_after_another_in_plan_order() {
+    let Some(r) = Rehearsal::new("kind", Faults::default()) else { return };
+    let scenario = r.scenario("ambient-kind", |t| t);
+    let out = r.run_with(&scenario, &["--parallel", "1"]);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    let record = r.record();
+    let plan = meshcheck::plan::build(
+        &meshcheck::scenario::Scenario::from_path(&scenario).unwrap(),
+        &meshcheck::plan::RunContext::for_plan(),
+    );
+    let in_plan: Vec<String> = plan
+        .steps()
+        .filter(|(phase, s)| {
+            *phase != meshcheck::names::Phase::Cleanup && !matches!(s.step, meshcheck::plan::Step::Check { .. })
+        })
+        .map(|(_, s)| s.step.label())
+        .collect();
+    let ran: Vec<String> = record.steps.iter().map(|s| s.step.clone()).collect();
+    assert_eq!(ran, in_plan, "not in plan order");
+    for pair in record.steps.windows(2) {
+        let (a, b) = (span(&record, &pair[0].step), span(&record, &pair[1].step));
+        // Start times are kept to the millisecond.
+        assert!(b.0 >= a.1 - 0.001, "`{}` {a:?} and `{}` {b:?} overlap", pair[0].step, pair[1].step);
+    }
+}
+
+#[test]
+fn parallel_0_is_refused_before_anything_runs() {
+    let Some(r) = Rehearsal::new("kind", Faults::default()) else { return };
+    let scenario = r.scenario("ambient-kind", |t| t);
+    let out = r.run_with(&scenario, &["--parallel", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--parallel"));
+    assert!(r.sim.calls().is_empty(), "{:#?}", r.sim.calls());
+}
+
 /// The documented in-place upgrade awaits each rollout before the next chart. Revealed by the
 /// simulation: the waits return while the new pods are not Ready yet, because old pods still count.
 #[test]
@@ -478,7 +536,7 @@ fn fault_helm_install_failing_after_the_cluster_exists_stops_the_run_and_deletes
         return;
     }
     let faults = Faults { helm_fails: Some("istiod".into()), ..Faults::default() };
-    fault(
+    let r = fault(
         "kind",
         "ambient-kind",
         faults,
@@ -489,6 +547,13 @@ fn fault_helm_install_failing_after_the_cluster_exists_stops_the_run_and_deletes
             ("checks::mtls", Outcome::NotRun, "phase `install` did not pass"),
         ],
     );
+    // Nothing starts once istiod's install has failed; what was in flight is recorded.
+    let record = r.record();
+    let failed = span(&record, "helm istiod");
+    for s in record.steps.iter().filter(|s| s.phase != "provision") {
+        assert!(span(&record, &s.step).0 <= failed.1 + 0.001, "`{}` started after istiod's install failed", s.step);
+    }
+    assert!(!record.steps.iter().any(|s| s.step == "helm istio-cni"), "the chain went on after istiod");
 }
 
 #[test]

@@ -219,7 +219,7 @@ fn progress_is_timestamped_lines_off_a_terminal_and_a_spinner_on_one() {
     let buf = Shared::default();
     let p = Progress::to_writer(Style::Lines, Box::new(buf.clone()));
     p.begin("install: helm istiod");
-    p.end("done");
+    p.end("install: helm istiod", "done");
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
@@ -230,7 +230,7 @@ fn progress_is_timestamped_lines_off_a_terminal_and_a_spinner_on_one() {
     let p = Progress::to_writer(Style::Spinner, Box::new(buf.clone()));
     p.begin("provision: create kind cluster");
     std::thread::sleep(std::time::Duration::from_millis(350));
-    p.end("failed");
+    p.end("provision: create kind cluster", "failed");
     drop(p);
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     assert!(text.matches('\r').count() >= 3, "redrawn in place: {text:?}");

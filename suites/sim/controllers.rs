@@ -1,6 +1,7 @@
 //! The simulated controllers and kubelets: nodes become Ready once Cilium runs on them;
 //! Deployments, DaemonSets and StatefulSets become pods (labelled `pod-template-hash` /
-//! `controller-revision-hash`) that start after [`POD_START`] of cluster time and report status
+//! `controller-revision-hash`) that start their workload's [`super::Timings::pod`] of cluster time
+//! after they are scheduled on a Ready node (any node, for host-network pods) and report status
 //! as the real controllers do, including rolling updates where old pods serve until new ones are
 //! Ready; kubelets run readiness and liveness probes (which default-deny breaks unless the Cilium
 //! probe policy lets the SNAT-ed probes in) and record events; terminating namespaces lose their
@@ -19,15 +20,14 @@ use super::{
     store::{Store, now},
 };
 
-/// Cluster time from a pod's creation to Ready (image pulled, container started, probe passed).
-pub const POD_START: Duration = Duration::from_secs(5);
-
 /// Per-pod bookkeeping that is not part of the Pod object.
 #[derive(Debug, Clone)]
 pub struct PodSim {
     /// (kind, name) of the workload that owns it.
     pub owner: Option<(String, String)>,
-    pub created: Instant,
+    /// Since when it could start: scheduled on a Ready node, or on any node for host networking.
+    /// The kubelet pulls images only then.
+    pub startable: Option<Instant>,
     pub started: Option<Instant>,
     pub probe_failing_since: Option<Instant>,
     pub last_unhealthy: Option<Instant>,
@@ -304,7 +304,7 @@ fn create_pod(
         format!("{namespace}/{pod_name}"),
         PodSim {
             owner: Some((owner.0.to_string(), owner.1.to_string())),
-            created: Instant::now(),
+            startable: None,
             started: None,
             probe_failing_since: None,
             last_unhealthy: None,
@@ -597,7 +597,7 @@ fn kubelet(shared: &Shared, st: &mut State) {
         // Pods applied directly (the curl clients) are as much the kubelet's as a workload's.
         let mut sim = st.pods.get(&key).cloned().unwrap_or(PodSim {
             owner: None,
-            created: Instant::now(),
+            startable: None,
             started: None,
             probe_failing_since: None,
             last_unhealthy: None,
@@ -628,7 +628,14 @@ fn kubelet(shared: &Shared, st: &mut State) {
         let node = s(&p, "/spec/nodeName").to_string();
         let Some(&(node_index, node_ready)) = nodes.get(&node) else { continue };
         if sim.started.is_none() {
-            if sim.created.elapsed() < shared.sim(POD_START) || !(node_ready || host_network) {
+            if !(node_ready || host_network) {
+                sim.startable = None;
+                st.pods.insert(key, sim);
+                continue;
+            }
+            let since = *sim.startable.get_or_insert_with(Instant::now);
+            let workload = sim.owner.as_ref().map_or(pod.as_str(), |(_, owner)| owner.as_str());
+            if since.elapsed() < shared.sim(shared.timings.pod(workload)) {
                 st.pods.insert(key, sim);
                 continue;
             }

@@ -9,12 +9,15 @@
 //! read from `../shared/upstream` at run time, never copied here. Faults are switches.
 //!
 //! Simulated time runs at `scale` of real time: a pod that takes 5 s to start takes 5 s × scale.
+//! How long each thing takes is a [`Timings`] table: uniform and short for the rehearsals, upstream
+//! figures for the critical-path benchmark.
 
 mod apiserver;
 mod charts;
 mod controllers;
 mod services;
 mod store;
+mod timings;
 mod tools;
 
 use std::{
@@ -27,6 +30,7 @@ use std::{
 use serde_json::Value;
 
 pub use store::Key;
+pub use timings::Timings;
 
 /// Fault switches. Each makes the simulation misbehave the way a real cluster does.
 #[derive(Debug, Clone, Default)]
@@ -93,6 +97,7 @@ pub struct Sim {
 pub(crate) struct Shared {
     state: Mutex<State>,
     pub scale: f64,
+    pub timings: Timings,
     pub provider: &'static str,
     pub upstream: PathBuf,
     pub api_port: u16,
@@ -164,8 +169,14 @@ fn bind() -> std::net::TcpListener {
 }
 
 impl Sim {
-    /// Starts the servers and controllers; for `existing`, with a cluster already set up.
+    /// Starts the servers and controllers with the rehearsals' timings; for `existing`, with a
+    /// cluster already set up.
     pub fn start(opts: SimOptions) -> Sim {
+        Sim::start_timed(opts, Timings::rehearsal())
+    }
+
+    /// [`Sim::start`] with durations of its own.
+    pub fn start_timed(opts: SimOptions, timings: Timings) -> Sim {
         let dir = tempfile::tempdir().expect("temp dir");
         let (api, mirror, ingress, ctl) = (bind(), bind(), bind(), bind());
         let port = |l: &std::net::TcpListener| l.local_addr().expect("bound").port();
@@ -186,6 +197,7 @@ impl Sim {
                 ips: 0,
             }),
             scale: opts.scale,
+            timings,
             provider: opts.provider,
             upstream: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/upstream"),
             api_port: port(&api),
@@ -293,6 +305,43 @@ impl Sim {
     /// `kind`, `k3d` or `existing`.
     pub fn provider(&self) -> &'static str {
         self.shared.provider
+    }
+
+    /// A shipped scenario's YAML pointed at this simulation: its kubeconfig (an existing cluster)
+    /// or ingress port, every upstream host it reaches mirrored here, and the collectors' settle
+    /// waits (`timeouts.settle_scale`) scaled as the simulation's time is.
+    pub fn point_scenario(&self, text: &str) -> String {
+        let port = self.ingress_port();
+        let mut text = text
+            .replace("kubeconfig: ~/.kube/config", &format!("kubeconfig: {}", self.kubeconfig().display()))
+            .replace("url: http://127.0.0.1:8080", &format!("url: http://127.0.0.1:{port}"))
+            .replace("host_port: 8080", &format!("host_port: {port}"));
+        if !text.contains("ingress:") {
+            text.push_str(&format!("ingress:\n  host_port: {port}\n"));
+        }
+        let settle = format!("  settle_scale: {}\n", self.shared.scale);
+        text = match text.find("timeouts:\n") {
+            Some(i) => format!("{}{settle}{}", &text[..i + 10], &text[i + 10..]),
+            None => format!("{text}timeouts:\n{settle}"),
+        };
+        let m = self.mirror();
+        text.push_str("mirrors:\n");
+        for host in [
+            "raw.githubusercontent.com",
+            "github.com",
+            "quay.io",
+            "registry.istio.io",
+            "registry-1.docker.io",
+            "registry.k8s.io",
+            "helm.cilium.io",
+            "istio-release.storage.googleapis.com",
+            "prometheus-community.github.io",
+            "grafana-community.github.io",
+            "kiali.org",
+        ] {
+            text.push_str(&format!("  https://{host}/: {m}/{host}/\n"));
+        }
+        text
     }
 }
 

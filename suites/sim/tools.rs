@@ -119,7 +119,10 @@ async fn run(shared: &Arc<Shared>, tool: &str, args: &[String]) -> Answer {
         }
         ("kind", ["create", "cluster", ..]) => kind_create(shared, args).await,
         ("kind", ["delete", "cluster", ..]) => delete_cluster(shared, opt(args, "--name").unwrap_or("kind"), "kind"),
-        ("kind", ["load", ..]) | ("k3d", ["image", "import", ..]) => ok(""),
+        ("kind", ["load", ..]) | ("k3d", ["image", "import", ..]) => {
+            tokio::time::sleep(shared.sim(shared.timings.image_load)).await;
+            ok("")
+        }
         ("k3d", ["version"]) => ok("k3d version v5.8.3\nk3s version v1.31.5-k3s1 (default)\n"),
         ("k3d", ["cluster", "create", name, ..]) => k3d_create(shared, name, args).await,
         ("k3d", ["cluster", "delete", name]) => delete_cluster(shared, name, "k3d"),
@@ -136,7 +139,10 @@ async fn run(shared: &Arc<Shared>, tool: &str, args: &[String]) -> Answer {
             }
         }
         ("helm", ["version", ..]) => ok("v3.20.0+g1a2b3c4\n"),
-        ("helm", ["repo", "add", name, ..]) => ok(format!("\"{name}\" has been added to your repositories\n")),
+        ("helm", ["repo", "add", name, ..]) => {
+            tokio::time::sleep(shared.sim(shared.timings.repo_add)).await;
+            ok(format!("\"{name}\" has been added to your repositories\n"))
+        }
         ("helm", ["upgrade", ..]) => helm_upgrade(shared, args).await,
         _ => fail(1, format!("{tool}: the simulation does not know `{}`\n", args.join(" "))),
     }
@@ -162,7 +168,7 @@ async fn kind_create(shared: &Arc<Shared>, args: &[String]) -> Answer {
     if let Err(e) = create(shared, &name, names, host_port, "kind") {
         return e;
     }
-    tokio::time::sleep(shared.sim(Duration::from_secs(20))).await;
+    tokio::time::sleep(shared.sim(shared.timings.create_cluster)).await;
     match std::fs::write(kc, kubeconfig(shared, &format!("kind-{name}"))) {
         Ok(()) => Answer {
             code: 0,
@@ -184,7 +190,7 @@ async fn k3d_create(shared: &Arc<Shared>, name: &str, args: &[String]) -> Answer
     if let Err(e) = create(shared, name, names, host_port, "k3d") {
         return e;
     }
-    tokio::time::sleep(shared.sim(Duration::from_secs(20))).await;
+    tokio::time::sleep(shared.sim(shared.timings.create_cluster)).await;
     Answer {
         code: 0,
         stdout: String::new(),
@@ -305,6 +311,8 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
             }
         }
     }
+    // helm renders the chart and sends it to the API server; its objects exist when it returns.
+    tokio::time::sleep(shared.sim(shared.timings.helm(release))).await;
     let objects = {
         let mut st = shared.lock();
         if !install && super::controllers::rollout_in_progress(&st) {
@@ -331,7 +339,6 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
         st.releases.insert(key, Release { version: version.clone() });
         rest
     };
-    tokio::time::sleep(shared.sim(Duration::from_secs(2))).await;
     if args.iter().any(|a| a == "--wait") {
         let timeout = opt(args, "--timeout").and_then(|t| t.trim_end_matches('s').parse().ok()).unwrap_or(300u64);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
