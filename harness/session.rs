@@ -271,6 +271,10 @@ pub struct Session {
     step_spans: BTreeMap<Phase, Timing>,
     /// The span of everything each phase did (steps, checks), for `phase_durations_secs`.
     phase_spans: BTreeMap<Phase, Timing>,
+    /// Whether cleanup has run (as its trial, or from `finish` or the drop guard).
+    cleaned: bool,
+    /// Whether the final report has been written.
+    finished: bool,
 }
 
 /// A fresh run id: UTC time, sortable, plus a random suffix. Runs started in the same second (a CI
@@ -391,6 +395,8 @@ impl Session {
             checked: BTreeMap::new(),
             step_spans: BTreeMap::new(),
             phase_spans: BTreeMap::new(),
+            cleaned: false,
+            finished: false,
         };
         session.write_reports();
         Ok(session)
@@ -412,6 +418,9 @@ impl Session {
                 }
             }
         }
+        // Cleanup is a trial of its own, last, so that every report (libtest, nextest, JUnit,
+        // summary.md) says whether the cluster or the run's namespaces are gone.
+        out.push(TrialSpec { phase: Phase::Cleanup, trial: Trial::Phase });
         out
     }
 
@@ -426,7 +435,11 @@ impl Session {
         let called = (now_rfc3339(), Instant::now());
         let phase = trial.phase;
         let root = || Some(phase.evidence_root().to_string());
-        let (verdict, evidence_root, collected, timing) = if let Trial::Check(def) = trial.trial
+        let (verdict, evidence_root, collected, timing) = if phase == Phase::Cleanup {
+            // Whatever stopped the run before, cleanup runs.
+            let v = self.clean_up();
+            (v, None, true, Timing::since(called.0, called.1))
+        } else if let Trial::Check(def) = trial.trial
             && let Some(run) = self.checked.remove(&(phase, def.info.name))
         {
             // It ran with the others of its phase, before this trial was asked for.
@@ -469,6 +482,8 @@ impl Session {
             duration_secs = timing.duration_secs,
             "trial recorded"
         );
+        // A trial recorded as not run (a test filter) and run after all (cleanup) keeps one result.
+        self.record.results.retain(|r| !(r.suite == trial.suite() && r.name == trial.name()));
         self.record.results.push(TrialResult {
             suite: phase.as_str().to_string(),
             name: trial.name().to_string(),
@@ -754,7 +769,31 @@ impl Session {
 
     /// Cleans up (unless `--keep`), writes the final reports and returns the record.
     pub fn finish(mut self) -> RunRecord {
-        let traffic = self.exec.traffic.lock().expect("traffic lock").take();
+        self.conclude();
+        self.record.clone()
+    }
+
+    /// Cleans up if the cleanup trial did not run, and writes the final reports; once. `finish`
+    /// calls it, and so does the drop guard when a panic unwinds past a session.
+    fn conclude(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if !self.cleaned {
+            self.run_trial(&TrialSpec { phase: Phase::Cleanup, trial: Trial::Phase });
+        }
+        self.record.ended_at = now_rfc3339();
+        self.record.outcome = self.record.overall();
+        self.write_reports();
+    }
+
+    /// The cleanup trial: stops the traffic generator, keeps the cluster's state as evidence, then
+    /// deletes the cluster (kind, k3d) or the namespaces the run created (existing), unless
+    /// `--keep`. Each action is a step record; a failure names what may be left and how to remove it.
+    fn clean_up(&mut self) -> Verdict {
+        self.cleaned = true;
+        let traffic = self.exec.traffic.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(g) = traffic {
             let _ = self.rt.block_on(g.finish());
         }
@@ -770,7 +809,16 @@ impl Session {
                 Err(_) => tracing::warn!("cluster snapshot incomplete: no answer within 60s"),
             }
         }
-        let cleanup_started = Instant::now();
+        let cluster = self.plan.cluster_name.clone();
+        let created = self.cluster_created.load(Ordering::SeqCst);
+        if self.keep {
+            let what = match &cluster {
+                Some(c) if created => format!("kept cluster {c} (--keep); kubeconfig {}", self.plan.kubeconfig),
+                Some(_) => "--keep: no cluster was created".to_string(),
+                None => "kept the run's namespaces (--keep)".to_string(),
+            };
+            return Verdict::pass(format!("{what}; remove it later with `meshcheck gc --delete`"));
+        }
         let cleanup: Vec<Step> = self
             .plan
             .phases
@@ -778,38 +826,64 @@ impl Session {
             .filter(|p| p.name == Phase::Cleanup)
             .flat_map(|p| p.steps.iter().map(|s| s.step.clone()))
             .collect();
-        if self.keep {
-            tracing::info!("--keep: leaving cluster {:?}; kubeconfig {}", self.plan.cluster_name, self.plan.kubeconfig);
-        } else {
-            for step in cleanup {
-                let result = match &step {
-                    Step::Command { command, .. } if self.cluster_created.load(Ordering::SeqCst) => {
-                        self.exec.runner.run_ignoring_interrupt(command).map(|_| ()).map_err(StepError::from)
-                    }
-                    // Only a run that reached the cluster can have created namespaces there.
-                    Step::DeleteOwnedNamespaces { .. } if self.exec.cluster.live.initialized() => {
-                        self.rt.block_on(run_step(self.exec.clone(), step))
-                    }
-                    _ => Ok(()),
-                };
-                if let Err(e) = result {
-                    tracing::warn!("cleanup failed: {e}");
+        let mut failures = Vec::new();
+        let mut done = Vec::new();
+        for step in cleanup {
+            let (started_at, started) = (now_rfc3339(), Instant::now());
+            let result = match &step {
+                Step::Command { command, .. } if created => {
+                    self.exec.runner.run_ignoring_interrupt(command).map(|_| ()).map_err(StepError::from)
                 }
+                // Only a run that reached the cluster can have created namespaces there.
+                Step::DeleteOwnedNamespaces { .. } if self.exec.cluster.live.initialized() => {
+                    self.rt.block_on(run_step(self.exec.clone(), step.clone()))
+                }
+                _ => continue,
+            };
+            let error = result.err().map(|e| e.to_string());
+            self.record.steps.push(StepRecord {
+                phase: Phase::Cleanup.as_str().to_string(),
+                step: step.label(),
+                started_at,
+                duration_secs: started.elapsed().as_secs_f64(),
+                error: error.clone(),
+            });
+            match error {
+                Some(e) => failures.push(format!("{}: {e}", step.label())),
+                None => done.push(step.label()),
             }
         }
-        self.record.phase_durations_secs.insert("cleanup".into(), cleanup_started.elapsed().as_secs_f64());
         // The private folder holds the throw-away cluster's kubeconfig: it goes with the cluster.
-        if !self.keep
-            && let Some(dir) = Path::new(&self.plan.kubeconfig).parent().filter(|_| self.plan.cluster_name.is_some())
+        if let Some(dir) = Path::new(&self.plan.kubeconfig).parent().filter(|_| cluster.is_some())
             && let Err(e) = std::fs::remove_dir_all(dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!("could not delete {}: {e}", dir.display());
         }
-        self.record.ended_at = now_rfc3339();
-        self.record.outcome = self.record.overall();
-        self.write_reports();
-        self.record
+        if failures.is_empty() {
+            return if done.is_empty() {
+                Verdict::pass("nothing to clean up: the run created no cluster and reached none")
+            } else {
+                Verdict::pass(format!("cleaned up: {}", done.join(", ")))
+            };
+        }
+        let left = match &cluster {
+            Some(c) => {
+                let by_hand = match self.plan.provider {
+                    crate::scenario::Provider::K3d => format!("k3d cluster delete {c}"),
+                    _ => format!("kind delete cluster --name {c}"),
+                };
+                format!("cluster {c} may be left: delete it with `meshcheck gc --delete` (or `{by_hand}`)")
+            }
+            None => format!(
+                "namespaces labelled {}={} may be left: delete them with `kubectl delete namespace -l {}={}`",
+                crate::names::RUN_LABEL,
+                self.plan.run_id.to_lowercase(),
+                crate::names::RUN_LABEL,
+                self.plan.run_id.to_lowercase()
+            ),
+        };
+        Verdict::error(format!("cleanup failed; {left}")).with_details(failures)
     }
 
     /// Marks every trial not yet run as not run (when a run stops early).
@@ -1069,6 +1143,17 @@ fn make_private(path: &Path) -> std::io::Result<()> {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
+}
+
+/// A panic that unwinds past a session still cleans up and finishes the report: the cluster is
+/// not left running and run.json does not stay unfinished.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::error!("the run stopped unexpectedly; cleaning up and writing the report");
+            self.conclude();
+        }
+    }
 }
 
 /// Re-judges every check of a run folder from its evidence and rewrites `junit.xml`/`summary.md`.

@@ -288,3 +288,33 @@ fn gc_reports_tool_failures_tries_every_cluster_and_exits_non_zero() {
     assert!(calls.contains("kind delete cluster --name meshcheck-b"), "{calls}");
     assert!(!calls.contains("--name other"), "{calls}");
 }
+
+/// Cleanup is a trial of its own: when the cluster cannot be deleted, run.json, junit.xml and
+/// summary.md say so, name the cluster that may be left and how to remove it.
+#[test]
+fn a_failing_cluster_delete_is_a_cleanup_error_naming_the_cluster_and_gc() {
+    let bench = Bench::new();
+    bench.stub("docker", "exit 0");
+    bench.stub(
+        "k3d",
+        "case \"$1 $2\" in \"version \") echo 'k3d version v5.8.3';; \"cluster delete\") echo 'FATA[0000] docker is gone' >&2; exit 1;; *) exit 0;; esac",
+    );
+    bench.stub(
+        "helm",
+        "case \"$1 $2\" in \"version --short\") echo v3.20.0;; \"repo add\") exit 0;; *) echo 'Error: INSTALLATION FAILED: boom' >&2; exit 1;; esac",
+    );
+    let scenario = bench.k3d_scenario(|t| format!("{}checks: [node-architecture]\n", t.replace("  - mtls\n", "")));
+    let out = bench.meshcheck_run(&scenario).output().unwrap();
+    assert!(!out.status.success());
+    let record: serde_json::Value = serde_json::from_str(&bench.latest("run.json")).unwrap();
+    let cleanup =
+        record["results"].as_array().unwrap().iter().find(|r| r["suite"] == "cleanup").expect("a cleanup result");
+    let reason = cleanup["verdict"]["reason"].as_str().unwrap();
+    assert_eq!(cleanup["verdict"]["outcome"], "error", "{cleanup}");
+    assert!(reason.contains("cluster meshcheck-") && reason.contains("meshcheck gc --delete"), "{reason}");
+    assert!(cleanup["verdict"]["details"].to_string().contains("docker is gone"), "{cleanup}");
+    assert!(record["steps"].as_array().unwrap().iter().any(|s| s["phase"] == "cleanup"), "cleanup has step records");
+    let junit = bench.latest("junit.xml");
+    assert!(junit.contains("<testsuite name=\"cleanup\""), "{junit}");
+    assert!(bench.latest("summary.md").contains("meshcheck gc --delete"));
+}

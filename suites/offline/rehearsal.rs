@@ -280,7 +280,11 @@ fn a_test_filter_on_one_check_runs_that_check_and_the_phases_it_stands_on() {
         .filter(|l| l.ends_with("... ok"))
         .filter_map(|l| l.strip_prefix("test ")?.split_whitespace().next())
         .collect();
-    assert_eq!(ran, ["preflight::phase", "provision::phase", "deploy::phase", "checks::mtls"], "{stdout}");
+    assert_eq!(
+        ran,
+        ["preflight::phase", "provision::phase", "deploy::phase", "checks::mtls", "cleanup::phase"],
+        "{stdout}"
+    );
     let record = r.record();
     assert_eq!(verdicts(&record).get("checks::mtls"), Some(&Outcome::Pass));
     assert!(!verdicts(&record).contains_key("checks::traces"), "a check the filter left out is not part of the run");
@@ -367,9 +371,10 @@ fn with_parallel_1_steps_run_one_after_another_in_plan_order() {
         })
         .map(|(_, s)| s.step.label())
         .collect();
-    let ran: Vec<String> = record.steps.iter().map(|s| s.step.clone()).collect();
+    let steps: Vec<_> = record.steps.iter().filter(|s| s.phase != "cleanup").cloned().collect();
+    let ran: Vec<String> = steps.iter().map(|s| s.step.clone()).collect();
     assert_eq!(ran, in_plan, "not in plan order");
-    for pair in record.steps.windows(2) {
+    for pair in steps.windows(2) {
         let (a, b) = (span(&record, &pair[0].step), span(&record, &pair[1].step));
         // Start times are kept to the millisecond.
         assert!(b.0 >= a.1 - 0.001, "`{}` {a:?} and `{}` {b:?} overlap", pair[0].step, pair[1].step);
@@ -550,7 +555,8 @@ fn fault_helm_install_failing_after_the_cluster_exists_stops_the_run_and_deletes
     // Nothing starts once istiod's install has failed; what was in flight is recorded.
     let record = r.record();
     let failed = span(&record, "helm istiod");
-    for s in record.steps.iter().filter(|s| s.phase != "provision") {
+    // Cleanup (after the run, a step record of its own) is the one thing that starts later.
+    for s in record.steps.iter().filter(|s| s.phase != "provision" && s.phase != "cleanup") {
         assert!(span(&record, &s.step).0 <= failed.1 + 0.001, "`{}` started after istiod's install failed", s.step);
     }
     assert!(!record.steps.iter().any(|s| s.step == "helm istio-cni"), "the chain went on after istiod");
@@ -733,4 +739,49 @@ fn kind_control_plane_targets_down_as_on_a_real_kind_cluster_still_pass_probes()
     let out = r.run(&scenario);
     assert_report_complete(&r, &scenario, &out);
     assert_all_pass(&r, &out);
+}
+
+/// A panic that unwinds past a session (here a bug in the caller, after the run created its
+/// namespaces on an existing cluster) still takes back what the run created and finishes run.json:
+/// the session's drop guard.
+#[test]
+fn a_panic_mid_run_still_deletes_what_the_run_created_and_finishes_the_report() {
+    use meshcheck::{names::Phase, session::Session};
+    let Some(r) = Rehearsal::new("existing", Faults::default()) else { return };
+    let before = r.sim.namespaces();
+    let path = r.scenario("existing-cluster", |t| only_checks(t, &["mtls"]));
+    let scenario = meshcheck::scenario::Scenario::from_path(&path).unwrap();
+    let opts = meshcheck::session::RunOptions {
+        reports_dir: r.reports(),
+        keep: false,
+        progress: meshcheck::progress::Style::Quiet,
+        parallel: std::num::NonZeroUsize::new(1).unwrap(),
+    };
+    let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = created.clone();
+    let sim_namespaces = {
+        let r = &r;
+        move || r.sim.namespaces()
+    };
+    let outcome = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut session = Session::start(scenario, &opts).unwrap();
+                let trials = Session::trials(&session.plan);
+                for t in trials.iter().filter(|t| t.phase == Phase::Provision || t.phase == Phase::Deploy) {
+                    session.run_trial(t);
+                }
+                *seen.lock().unwrap() = sim_namespaces();
+                panic!("a bug in the middle of a run");
+            })
+            .join()
+    });
+    assert!(outcome.is_err(), "the run panicked");
+    let during = created.lock().unwrap().clone();
+    assert!(during.iter().any(|n| n == "meshcheck-outside"), "the run had created its namespaces: {during:?}");
+    assert_nothing_left(&r, &before);
+    let record = r.record();
+    assert!(!record.ended_at.is_empty(), "run.json is final");
+    let cleanup = record.results.iter().find(|t| t.suite == "cleanup").expect("a cleanup result");
+    assert_eq!(cleanup.verdict.outcome, Outcome::Pass, "{}", cleanup.verdict.reason);
 }
