@@ -34,6 +34,20 @@ pub enum Effect {
     Mutates,
 }
 
+/// A part of the observability stack a check reads from. A scenario's `checks:` subset installs
+/// only the parts its checks read (Istio, bookinfo and the Cilium probe policy are the system under
+/// test and always installed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Component {
+    /// kube-prometheus-stack with the istiod ServiceMonitor and ztunnel PodMonitor.
+    Prometheus,
+    /// Tempo and the `Telemetry` resource that sends Istio's spans to it.
+    Tempo,
+    /// The Kiali operator and its Kiali.
+    Kiali,
+}
+
 /// A check's description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CheckInfo {
@@ -47,6 +61,8 @@ pub struct CheckInfo {
     pub asserts: &'static str,
     /// Whether it changes the mesh while it runs.
     pub effect: Effect,
+    /// What of the observability stack it reads.
+    pub reads: &'static [Component],
 }
 
 /// [`crate::checks::image_architectures`].
@@ -56,6 +72,7 @@ pub const IMAGE_ARCHITECTURES: CheckInfo = CheckInfo {
     default_on: true,
     asserts: "every image the run starts publishes a linux manifest for the node architecture",
     effect: Effect::Reads,
+    reads: &[],
 };
 
 /// [`crate::checks::node_architecture`].
@@ -65,6 +82,7 @@ pub const NODE_ARCHITECTURE: CheckInfo = CheckInfo {
     default_on: true,
     asserts: "every node is Ready and reports the expected architecture",
     effect: Effect::Reads,
+    reads: &[],
 };
 
 /// [`crate::checks::cilium_prerequisites`].
@@ -74,6 +92,7 @@ pub const CILIUM_PREREQUISITES: CheckInfo = CheckInfo {
     default_on: true,
     asserts: "cilium-config has socket LB host-namespace-only, non-exclusive CNI, no BPF masquerade, legacy host routing, no Cilium ztunnel",
     effect: Effect::Reads,
+    reads: &[],
 };
 
 /// [`crate::checks::gateway_binding`].
@@ -83,6 +102,7 @@ pub const GATEWAY_BINDING: CheckInfo = CheckInfo {
     default_on: true,
     asserts: "every Istio Gateway in book-info selects a Ready gateway pod, and each server port is the target of a port of a Service selecting it",
     effect: Effect::Reads,
+    reads: &[],
 };
 
 /// [`crate::checks::mtls`].
@@ -92,6 +112,7 @@ pub const MTLS: CheckInfo = CheckInfo {
     default_on: true,
     asserts: "HBONE capture in ztunnel's config, mutual_tls with book-info SPIFFE principals in ztunnel metrics, STRICT refuses plaintext from outside the mesh",
     effect: Effect::Mutates,
+    reads: &[],
 };
 
 /// [`crate::checks::traces`].
@@ -101,6 +122,7 @@ pub const TRACES: CheckInfo = CheckInfo {
     default_on: true,
     asserts: "traces sent through the gateway with chosen ids arrive in Tempo with gateway spans carrying the custom tag",
     effect: Effect::Reads,
+    reads: &[Component::Tempo],
 };
 
 /// [`crate::checks::metrics`].
@@ -110,6 +132,7 @@ pub const METRICS: CheckInfo = CheckInfo {
     default_on: true,
     asserts: "Prometheus scrapes istiod (ServiceMonitor) and every ztunnel (PodMonitor); ztunnel TCP metrics for book-info are queryable",
     effect: Effect::Reads,
+    reads: &[Component::Prometheus],
 };
 
 /// [`crate::checks::kiali`].
@@ -119,6 +142,8 @@ pub const KIALI: CheckInfo = CheckInfo {
     default_on: true,
     asserts: "Kiali's status API says running, and its book-info graph has productpage→details, productpage→reviews, reviews→ratings",
     effect: Effect::Reads,
+    // Kiali draws its graph from Istio's metrics in Prometheus (values/kiali-operator.yaml points it there).
+    reads: &[Component::Kiali, Component::Prometheus],
 };
 
 /// [`crate::checks::probes`].
@@ -128,6 +153,8 @@ pub const PROBES: CheckInfo = CheckInfo {
     default_on: true,
     asserts: "under default-deny ingress, probed pods in book-info stay Ready with no restarts or Unhealthy events, nothing else breaks",
     effect: Effect::Mutates,
+    // It compares Prometheus's scrape targets before and under default-deny (collateral damage).
+    reads: &[Component::Prometheus],
 };
 
 /// [`crate::checks::traffic_continuity`].
@@ -137,6 +164,7 @@ pub const TRAFFIC_CONTINUITY: CheckInfo = CheckInfo {
     default_on: false,
     asserts: "no request to productpage fails before or after the Istio upgrade; during it, failed requests and the longest outage stay within the budget",
     effect: Effect::Reads,
+    reads: &[],
 };
 
 /// Every check, in the order a run executes them within a stage.
@@ -152,6 +180,11 @@ pub static CATALOG: &[CheckInfo] = &[
     PROBES,
     TRAFFIC_CONTINUITY,
 ];
+
+/// Whether any of the named checks reads `component`.
+pub fn any_reads(checks: &[String], component: Component) -> bool {
+    checks.iter().filter_map(|name| find(name)).any(|c| c.reads.contains(&component))
+}
 
 /// Looks a check up by name.
 pub fn find(name: &str) -> Option<&'static CheckInfo> {

@@ -366,3 +366,38 @@ fn a_cached_image_archive_is_loaded_before_cilium_beside_what_does_not_need_it()
     }
     assert!(command_lines(&plan_of("ambient-kind"), "provision").iter().all(|l| !l.contains("image-archive")));
 }
+
+/// A `checks:` subset installs only the parts of the observability stack its checks read.
+#[test]
+fn a_checks_subset_installs_only_what_its_checks_read() {
+    let releases = |checks: &[&str]| -> Vec<String> {
+        let mut s = Scenario::from_path(&root().join("scenarios/ambient-kind.yaml")).unwrap();
+        s.checks = checks.iter().map(|c| c.to_string()).collect();
+        let p = plan::build(&s, &RunContext::for_plan());
+        let labels: Vec<String> = p.steps().map(|(_, step)| step.step.label()).collect();
+        [
+            "helm kps",
+            "helm tempo",
+            "helm kiali-operator",
+            "apply manifests/telemetry.yaml",
+            "helm istiod",
+            "apply bookinfo.yaml",
+        ]
+        .iter()
+        .filter(|step| labels.iter().any(|l| l == *step))
+        .map(|step| step.to_string())
+        .collect()
+    };
+    assert_eq!(releases(&["mtls"]), ["helm istiod", "apply bookinfo.yaml"]);
+    assert_eq!(
+        releases(&["traces"]),
+        ["helm tempo", "apply manifests/telemetry.yaml", "helm istiod", "apply bookinfo.yaml"]
+    );
+    assert_eq!(releases(&["probes"]), ["helm kps", "helm istiod", "apply bookinfo.yaml"]);
+    assert_eq!(
+        releases(&["kiali"]),
+        ["helm kps", "helm kiali-operator", "helm istiod", "apply bookinfo.yaml"],
+        "Kiali's graph comes from Prometheus"
+    );
+    assert_eq!(releases(&["metrics", "traces", "kiali", "probes", "mtls"]).len(), 6, "the default installs everything");
+}
