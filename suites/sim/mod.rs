@@ -268,20 +268,17 @@ impl Sim {
         loop {
             let left = {
                 let st = self.shared.lock();
+                // The keys of `keys` whose object is (`present`) or is not in the store now.
+                let named = |keys: &BTreeSet<Key>, present: bool| -> Vec<String> {
+                    keys.iter()
+                        .filter(|(g, p, ns, n)| st.store.get(g, p, ns, n).is_some() == present)
+                        .map(|(g, p, ns, n)| format!("{p}.{g}/{ns}/{n}").replace("./", "/"))
+                        .collect()
+                };
                 Leftovers {
                     cluster: st.cluster.as_ref().map(|c| c.name.clone()),
-                    applied: st
-                        .applied
-                        .iter()
-                        .filter(|(g, p, ns, n)| st.store.get(g, p, ns, n).is_some())
-                        .map(|(g, p, ns, n)| format!("{p}.{g}/{ns}/{n}").replace("./", "/"))
-                        .collect(),
-                    removed: st
-                        .removed
-                        .iter()
-                        .filter(|(g, p, ns, n)| st.store.get(g, p, ns, n).is_none())
-                        .map(|(g, p, ns, n)| format!("{p}.{g}/{ns}/{n}").replace("./", "/"))
-                        .collect(),
+                    applied: named(&st.applied, true),
+                    removed: named(&st.removed, false),
                 }
             };
             if left == Leftovers::default() || std::time::Instant::now() > deadline {
