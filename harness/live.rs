@@ -192,11 +192,6 @@ impl Changes {
     fn take_all(&self) -> Vec<Undo> {
         std::mem::take(&mut *self.0.lock().expect("changes lock")).into_iter().rev().map(|(_, u)| u).collect()
     }
-
-    /// Whether every change has been taken back.
-    pub fn is_empty(&self) -> bool {
-        self.0.lock().expect("changes lock").is_empty()
-    }
 }
 
 /// Deadline of one exec or port-forward exchange.

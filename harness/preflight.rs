@@ -18,6 +18,7 @@ use crate::{
     plan::{self, Plan, RunContext, Step},
     runner::{CommandError, CommandSpec, Runner},
     scenario::{Architecture, Provider, Scenario},
+    util::first_line,
 };
 
 /// Runs every preflight check; returns one line per problem (empty when all is well).
@@ -260,12 +261,8 @@ fn tool_problem(runner: &Runner, tool: Tool, t: Duration) -> Option<String> {
 fn short(e: &CommandError) -> String {
     match e {
         CommandError::NotFound { program, .. } => format!("`{program}` is not on PATH"),
-        other => first_line(&other.to_string()),
+        other => first_line(&other.to_string()).to_string(),
     }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
 }
 
 /// kind's documented inotify limits for multi-node clusters (field guide §1.4), read with

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     evidence::{Outcome, ServiceEdge, Verdict},
     runner::CommandRecord,
-    util::write_atomic,
+    util::{first_line, write_atomic},
 };
 
 /// Version of the run-folder format written into `run.json`; `judge` reads this and older ones.
@@ -451,10 +451,6 @@ pub fn junit(record: &RunRecord) -> Report {
         suite
     }));
     report
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
 }
 
 /// `summary.md`, the GitHub job summary: what stopped the run (if anything) first, versions, a

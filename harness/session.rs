@@ -37,7 +37,7 @@ use crate::{
     runner::{CommandError, INTERRUPTED, Runner},
     scenario::Scenario,
     traffic::TrafficGenerator,
-    util::{now_rfc3339, write_atomic},
+    util::{first_line, now_rfc3339, write_atomic},
 };
 
 /// How many steps (or checks) of a phase run at once unless [`RunOptions::parallel`] says
@@ -1139,10 +1139,6 @@ fn make_private(path: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
 }
 
 /// A panic that unwinds past a session still cleans up and finishes the report: the cluster is

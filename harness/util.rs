@@ -33,6 +33,11 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The first line of a (possibly multi-line) message, for one-line summaries.
+pub fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
 /// The last `max` bytes of text, cut at a character boundary, marked when cut.
 pub fn tail(text: &str, max: usize) -> String {
     if text.len() <= max {
