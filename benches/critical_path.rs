@@ -29,7 +29,7 @@ use std::{
 };
 
 use meshcheck::{
-    names::Phase,
+    common::names::Phase,
     plan::{Plan, PlannedStep, Step, StepId},
     report::RunRecord,
     scenario::Scenario,
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     let mut kind_run = None;
     for name in ["ambient-kind", "upgrade-gate"] {
         let sequential = run(name, 1, work.path());
-        let concurrent = run(name, meshcheck::session::DEFAULT_PARALLEL.get(), work.path());
+        let concurrent = run(name, meshcheck::run::session::DEFAULT_PARALLEL.get(), work.path());
         let (Ok(sequential), Ok(concurrent)) = (sequential, concurrent) else {
             return ExitCode::FAILURE;
         };

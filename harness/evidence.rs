@@ -7,6 +7,7 @@
 use std::{
     fmt,
     path::{Component, Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -291,7 +292,7 @@ impl Evidence {
     /// Writes a file, creating its folder; the write is atomic (temp file, then rename).
     pub fn write(&self, rel: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let path = self.path(rel);
-        crate::util::write_atomic(&path, bytes)?;
+        crate::common::util::write_atomic(&path, bytes)?;
         Ok(path)
     }
 
@@ -306,4 +307,26 @@ impl Evidence {
 /// path (the folder itself) counts.
 fn is_plain_relative(rel: &str) -> bool {
     Path::new(rel).components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+static MANIFEST_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Records an applied object as `manifests/NNN-<kind>-<namespace>-<name>.yaml` (as JSON-compatible
+/// YAML, redacted). A Secret's `data`/`stringData` values are replaced before it is serialized,
+/// whatever its keys are called, so the record names the keys but holds none of the values.
+pub fn record_manifest(
+    run_dir: &Path,
+    obj: &kube::api::DynamicObject,
+    default_ns: Option<&str>,
+) -> std::io::Result<()> {
+    let n = MANIFEST_COUNTER.fetch_add(1, Ordering::SeqCst) + 1;
+    let kind = obj.types.as_ref().map(|t| t.kind.to_lowercase()).unwrap_or_default();
+    let ns = obj.metadata.namespace.as_deref().or(default_ns).unwrap_or("cluster");
+    let name = obj.metadata.name.as_deref().unwrap_or("unnamed");
+    let text =
+        serde_json::to_string_pretty(&crate::redact::without_secret_values(obj)).map_err(std::io::Error::other)?;
+    crate::common::util::write_atomic(
+        &run_dir.join(format!("manifests/{n:03}-{kind}-{ns}-{name}.yaml")),
+        crate::redact::redact(&text).as_bytes(),
+    )
 }

@@ -1,45 +1,36 @@
 //! meshcheck: an integration-test harness and conformance suite for Istio ambient mode on Cilium.
 //!
-//! Data flows one way: [`scenario`] → [`plan`] → steps executed by [`session`] (provision, install,
-//! deploy, act) → evidence ([`evidence`]) → verdicts ([`checks`], pure judges) → reports ([`report`]).
-//! Judges never touch a cluster, so `meshcheck judge <run folder>` reproduces every verdict offline.
+//! Data flows one way, and the folders say so: [`scenario`] (what the user asked for) → [`plan`]
+//! (the steps as data) → [`run`] (executes the plan, owns every side effect) → [`cluster`] (the
+//! API, the tools, the waits) → [`checks`] (collectors write [`evidence`], pure judges read it) →
+//! [`report`] (run.json, JUnit, summary, compare). Judges never touch a cluster, so `meshcheck judge
+//! <run folder>` reproduces every verdict offline. `ARCHITECTURE.md` draws the whole picture.
 //!
 //! The imports say the same. Layers, lowest first; a module imports only from layers below its own
 //! (the offline test `layers` reads this list and fails on any import against it):
 //!
-//! 1. util, names, catalog, kjson, oci, promtext, tempo: leaves (utilities, shared names, what each check is, wire formats)
-//! 2. scenario, progress: what the user asked for; the console
-//! 3. providers, fixtures, runner, evidence: cluster tools, embedded files, commands, the evidence folder
-//! 4. live, report: the cluster API; the run folder's reports
-//! 5. waits, namespaces, traffic: what is built on the cluster API
-//! 6. plan, checks: the plan as data; collectors and judges
+//! 1. common, formats, redact: leaves (shared names, the check catalog, utilities; wire formats; the redaction engine)
+//! 2. scenario: what the user asked for
+//! 3. plan: the plan as data (steps, commands, wait conditions, embedded fixtures, provider configs)
+//! 4. evidence: the evidence folder and verdicts
+//! 5. cluster: the cluster API, external commands, waits, namespaces, traffic
+//! 6. checks, report: collectors and judges; the run folder's reports
 //! 7. preflight: what a run needs, read from its plan
-//! 8. session: executes a plan and owns every side effect
+//! 8. run: executes a plan and owns every side effect
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod catalog;
 pub mod checks;
+pub mod cluster;
+pub mod common;
 pub mod evidence;
-pub mod fixtures;
-pub mod kjson;
-pub mod live;
-pub mod names;
-pub mod namespaces;
-pub mod oci;
+pub mod formats;
 pub mod plan;
 pub mod preflight;
-pub mod progress;
-pub mod promtext;
-pub mod providers;
+pub mod redact;
 pub mod report;
-pub mod runner;
+pub mod run;
 pub mod scenario;
-pub mod session;
-pub mod tempo;
-pub mod traffic;
-pub mod util;
-pub mod waits;
 
 /// Exit code when checks failed or errored, or a phase after preflight did not pass (`run`, `judge`),
 /// or a check regressed (`compare`). Shown in the README section "Exit codes".

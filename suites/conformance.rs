@@ -21,8 +21,8 @@ use meshcheck::{
     evidence::Outcome,
     plan,
     report::{self, RunRecord, TrialResult},
+    run::session::{RunOptions, Session, TrialSpec},
     scenario::Scenario,
-    session::{RunOptions, Session, TrialSpec},
 };
 
 fn main() -> ExitCode {
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         let trials = specs.iter().map(|t| Trial::test(t.trial_name(), || Ok(()))).collect();
         return libtest_mimic::run(&args, trials).exit_code();
     }
-    if let Err(e) = meshcheck::runner::install_interrupt_handler() {
+    if let Err(e) = meshcheck::cluster::runner::install_interrupt_handler() {
         eprintln!("error: cannot install the Ctrl-C handler: {e}");
         return ExitCode::from(meshcheck::EXIT_COULD_NOT_RUN);
     }
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     let keep = matches!(std::env::var("MESHCHECK_KEEP").as_deref(), Ok("1") | Ok("true"));
     // As `meshcheck run --parallel`: how many steps run at once, 1 for one after another.
     let parallel = match std::env::var("MESHCHECK_PARALLEL") {
-        Err(_) => meshcheck::session::DEFAULT_PARALLEL,
+        Err(_) => meshcheck::run::session::DEFAULT_PARALLEL,
         Ok(v) => match v.parse() {
             Ok(n) => n,
             Err(_) => {
@@ -72,8 +72,12 @@ fn main() -> ExitCode {
             }
         },
     };
-    let opts =
-        RunOptions { reports_dir: reports.into(), keep, progress: meshcheck::progress::Style::detect(), parallel };
+    let opts = RunOptions {
+        reports_dir: reports.into(),
+        keep,
+        progress: meshcheck::common::progress::Style::detect(),
+        parallel,
+    };
     if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test")
         && let Ok(run_id) = std::env::var("NEXTEST_RUN_ID")
     {
@@ -133,7 +137,7 @@ fn main() -> ExitCode {
     session.mark_rest_not_run(&specs, why);
     let record = session.finish();
     eprintln!("meshcheck report: {}/junit.xml ({})", run_dir.display(), record.outcome);
-    if meshcheck::runner::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+    if meshcheck::cluster::runner::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
         return ExitCode::from(meshcheck::EXIT_INTERRUPTED);
     }
     if record.outcome != Outcome::Pass && !conclusion.has_failed() {
@@ -152,7 +156,7 @@ fn selected_checks(args: &Arguments, specs: &[TrialSpec]) -> Option<Vec<String>>
     let matches = |pattern: &str, name: &str| if args.exact { name == pattern } else { name.contains(pattern) };
     let checks: Vec<String> = specs
         .iter()
-        .filter(|t| matches!(t.trial, meshcheck::session::Trial::Check(_)))
+        .filter(|t| matches!(t.trial, meshcheck::run::session::Trial::Check(_)))
         .filter(|t| args.filter.as_deref().is_none_or(|f| matches(f, &t.trial_name())))
         .filter(|t| !args.skip.iter().any(|s| matches(s, &t.trial_name())))
         .map(|t| t.name().to_string())
@@ -179,7 +183,7 @@ fn nextest_trial(args: &Arguments, scenario: Scenario, opts: &RunOptions, specs:
         eprintln!("meshcheck report: {}/junit.xml", dir.display());
         Ok(dir)
     };
-    let record = match meshcheck::session::shared_run(&opts.reports_dir, key, run) {
+    let record = match meshcheck::run::session::shared_run(&opts.reports_dir, key, run) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -6,13 +6,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use meshcheck::{
     EXIT_BAD_INPUT, EXIT_CHECKS_FAILED, EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED,
+    cluster::runner::{CommandError, INTERRUPTED, Runner},
+    common::progress::stderr_line,
     evidence::Outcome,
     plan,
-    progress::stderr_line,
+    plan::CommandSpec,
     report::{self, GateVerdict, RunRecord},
-    runner::{CommandError, CommandSpec, INTERRUPTED, Runner},
+    run::session::{RunOptions, Session},
     scenario::{self, Scenario},
-    session::{RunOptions, Session},
 };
 
 #[derive(Parser)]
@@ -57,7 +58,7 @@ enum Command {
         #[arg(long, env = "MESHCHECK_REPORTS", default_value = "reports")]
         reports: PathBuf,
         /// How many steps (or checks) run at once; 1 runs them one after another, in plan order.
-        #[arg(long, env = "MESHCHECK_PARALLEL", default_value_t = meshcheck::session::DEFAULT_PARALLEL)]
+        #[arg(long, env = "MESHCHECK_PARALLEL", default_value_t = meshcheck::run::session::DEFAULT_PARALLEL)]
         parallel: std::num::NonZeroUsize,
     },
     /// Re-judge a run folder offline and rewrite its junit.xml and summary.md.
@@ -215,12 +216,17 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
         }
         Command::Run { scenario, keep, reports, parallel } => {
             let s = load(scenario)?;
-            meshcheck::runner::install_interrupt_handler()
+            meshcheck::cluster::runner::install_interrupt_handler()
                 .context("installing the Ctrl-C handler")
                 .or_could_not_run()?;
             let mut session = Session::start(
                 s,
-                &RunOptions { reports_dir: reports, keep, progress: meshcheck::progress::Style::detect(), parallel },
+                &RunOptions {
+                    reports_dir: reports,
+                    keep,
+                    progress: meshcheck::common::progress::Style::detect(),
+                    parallel,
+                },
             )
             .context("creating the run folder")
             .or_could_not_run()?;
@@ -230,7 +236,7 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
                 let text = trial_report(&session.run_dir, t.suite(), t.name(), &v);
                 stderr_line(format_args!(
                     "[{}] {} {}: {text}",
-                    meshcheck::util::now_rfc3339(),
+                    meshcheck::common::util::now_rfc3339(),
                     t.trial_name(),
                     v.outcome
                 ));
@@ -255,7 +261,7 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
         Command::Judge { run } => {
             // A folder that cannot be read is bad input; one that cannot be written back is not.
             RunRecord::load(&run).or_bad_input()?;
-            let record = meshcheck::session::rejudge(&run).or_could_not_run()?;
+            let record = meshcheck::run::session::rejudge(&run).or_could_not_run()?;
             for (i, r) in record.results.iter().enumerate() {
                 println!("{} {}: {}", r.trial_name(), r.verdict.outcome, report::explain(&record.results, i));
             }

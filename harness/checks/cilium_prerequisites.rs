@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
-    catalog,
+    cluster::live::{Live, LiveError},
+    common::catalog,
     evidence::{Evidence, Verdict},
-    live::{Live, LiveError},
 };
 
 /// Registration.

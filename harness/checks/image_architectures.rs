@@ -6,11 +6,11 @@ use serde_json::Value;
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
-    catalog,
+    cluster::live::LiveError,
+    common::catalog,
     evidence::{Evidence, Verdict},
-    fixtures::istio_hub,
-    live::LiveError,
-    oci::{self, ImageRef, ManifestKind},
+    formats::oci::{self, ImageRef, ManifestKind},
+    plan::fixtures::istio_hub,
     scenario::{Provider, Scenario},
 };
 
@@ -53,7 +53,7 @@ pub fn cluster_images(s: &Scenario) -> Images {
         ("tempo", v.tempo.as_str()),
         ("kiali", v.kiali.as_str()),
     ] {
-        match crate::fixtures::chart_images(component, version) {
+        match crate::plan::fixtures::chart_images(component, version) {
             Some(refs) => out.refs.extend(refs),
             None => out.unlisted.push(format!("{component} {version}")),
         }
@@ -161,7 +161,8 @@ pub async fn collect_for(scenario: &Scenario, evidence: &Evidence) -> Result<(),
 async fn fetch_manifest(http: &reqwest::Client, scenario: &Scenario, image: &str) -> Result<Vec<u8>, String> {
     let r = ImageRef::parse(image).ok_or_else(|| format!("cannot parse image reference `{image}`"))?;
     let url = scenario.mirrored(&r.manifest_url());
-    let first = http.get(&url).header("Accept", ACCEPT).send().await.map_err(|e| crate::live::with_causes(&e))?;
+    let first =
+        http.get(&url).header("Accept", ACCEPT).send().await.map_err(|e| crate::cluster::live::with_causes(&e))?;
     let resp = if first.status() == reqwest::StatusCode::UNAUTHORIZED {
         let challenge = first
             .headers()
@@ -175,12 +176,12 @@ async fn fetch_manifest(http: &reqwest::Client, scenario: &Scenario, image: &str
             .bearer_auth(token)
             .send()
             .await
-            .map_err(|e| crate::live::with_causes(&e))?
+            .map_err(|e| crate::cluster::live::with_causes(&e))?
     } else {
         first
     };
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| crate::live::with_causes(&e))?;
+    let body = resp.bytes().await.map_err(|e| crate::cluster::live::with_causes(&e))?;
     if !status.is_success() {
         return Err(format!("GET {url}: HTTP {status}"));
     }
@@ -200,8 +201,8 @@ async fn anonymous_token(http: &reqwest::Client, challenge: &str, repository: &s
         .get(format!("{realm}?service={service}&scope={scope}"))
         .send()
         .await
-        .map_err(|e| crate::live::with_causes(&e))?;
-    let v: Value = resp.json().await.map_err(|e| crate::live::with_causes(&e))?;
+        .map_err(|e| crate::cluster::live::with_causes(&e))?;
+    let v: Value = resp.json().await.map_err(|e| crate::cluster::live::with_causes(&e))?;
     v.get("token")
         .or_else(|| v.get("access_token"))
         .and_then(Value::as_str)

@@ -5,9 +5,9 @@ use serde_json::Value;
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
-    catalog,
+    cluster::live::{Live, LiveError},
+    common::catalog,
     evidence::{Evidence, ServiceEdge, Verdict},
-    live::{Live, LiveError},
 };
 
 /// Registration.
@@ -21,7 +21,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         // The kiali-server chart and the operator's default web_root is /kiali on Kubernetes.
         let status = live.service_get("istio-system", "kiali", 20001, "kiali/api/status").await?;
         live.save("kiali/status.json", &status)?;
-        crate::traffic::drive_bookinfo(live, 30).await;
+        crate::cluster::traffic::drive_bookinfo(live, 30).await;
         tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(30))).await;
         let graph = live
             .service_get(

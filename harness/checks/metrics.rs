@@ -6,11 +6,11 @@ use serde_json::Value;
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
-    catalog,
+    cluster::live::{Live, LiveError},
+    common::catalog,
     evidence::{Evidence, Verdict},
-    kjson,
-    live::{Live, LiveError},
-    promtext,
+    formats::kjson,
+    formats::promtext,
 };
 
 /// Registration.
@@ -52,7 +52,7 @@ const ZTUNNEL_PODS: &str = "metrics/ztunnel-pods.json";
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
-        crate::traffic::drive_bookinfo(live, 20).await;
+        crate::cluster::traffic::drive_bookinfo(live, 20).await;
         // Two scrape intervals, so the traffic just sent is in Prometheus.
         tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(35))).await;
         collect_prometheus(&ViaServiceProxy(live), &live.evidence).await?;

@@ -2,15 +2,15 @@
 //! evidence) and a judge (a pure function from the evidence folder to a [`Verdict`]).
 //!
 //! Adding a check means one new file here, one line in [`REGISTRY`], and its description in
-//! [`crate::catalog`] (kept apart so that scenarios and plans can name checks without importing
+//! [`crate::common::catalog`] (kept apart so that scenarios and plans can name checks without importing
 //! collectors).
 
 use std::{future::Future, pin::Pin};
 
 use crate::{
-    catalog::CheckInfo,
+    cluster::live::{Live, LiveError},
+    common::catalog::CheckInfo,
     evidence::{Evidence, Verdict},
-    live::{Live, LiveError},
     scenario::Scenario,
 };
 

@@ -10,11 +10,12 @@ use serde_json::{Value, json};
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
-    catalog,
+    cluster::live::{Live, LiveError},
+    common::catalog,
+    common::names,
     evidence::{Evidence, Verdict},
-    fixtures,
-    live::{Live, LiveError},
-    names, promtext,
+    formats::promtext,
+    plan::fixtures,
 };
 
 /// Registration.
@@ -51,7 +52,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
         let expect = Expect { namespace: NAMESPACE.into(), apps: APPS.iter().map(|a| a.to_string()).collect() };
         live.save_json(EXPECT, &expect)?;
-        crate::traffic::drive_bookinfo(live, 20).await;
+        crate::cluster::traffic::drive_bookinfo(live, 20).await;
         collect_ztunnels(live, ZTUNNEL_DIR).await?;
         let target = format!("http://productpage.{NAMESPACE}.svc.cluster.local:9080/productpage");
         // The baseline: before STRICT the plaintext client must get through, else a "refusal" under

@@ -4,10 +4,10 @@ use serde_json::Value;
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
-    catalog,
+    cluster::live::{Live, LiveError},
+    common::catalog,
     evidence::{Evidence, Verdict},
-    kjson,
-    live::{Live, LiveError},
+    formats::kjson,
 };
 
 /// Registration.

@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
-    catalog,
+    cluster::live::{Live, LiveError},
+    common::catalog,
     evidence::{Evidence, Verdict},
-    fixtures, kjson,
-    live::{Live, LiveError},
+    formats::kjson,
+    plan::fixtures,
 };
 
 /// Registration.
@@ -41,7 +42,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             Some(url) => Some(plaintext_curl(live, url).await),
             None => None,
         };
-        let applied_at = crate::util::now_rfc3339();
+        let applied_at = crate::common::util::now_rfc3339();
         // Default-deny is undone by the session (Live::revert_all) if anything below fails or the
         // collector runs out of time; on success it comes off at the end of this collector.
         let deny = live.apply(&deny, Some(NS), true).await?;
@@ -59,13 +60,13 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             };
             result = live.save_json(
                 ENFORCEMENT,
-                &json!({ "client": format!("{}/curl-outside", crate::names::OUTSIDE_NS), "target": target,
+                &json!({ "client": format!("{}/curl-outside", crate::common::names::OUTSIDE_NS), "target": target,
                          "before": before, "during": during }),
             );
         }
         if result.is_ok() && live.scenario.probes.negative_control {
             let ccnp = fixtures::manifest("cilium-allow-ambient-hostprobes.yaml")?;
-            let removed_at = crate::util::now_rfc3339();
+            let removed_at = crate::common::util::now_rfc3339();
             let removed = live.delete(&ccnp, None).await?;
             let negative = observe(live, wait, "probes/negative", &removed_at).await;
             live.revert(removed).await?;
@@ -89,7 +90,7 @@ fn enforcement_target(pods: &Value) -> Option<String> {
 }
 
 async fn plaintext_curl(live: &Live, url: &str) -> Value {
-    super::curl_from(live, crate::names::OUTSIDE_NS, "curl-outside", url, 5).await
+    super::curl_from(live, crate::common::names::OUTSIDE_NS, "curl-outside", url, 5).await
 }
 
 async fn observe(live: &Live, wait: Duration, dir: &str, since: &str) -> Result<(), LiveError> {

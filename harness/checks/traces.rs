@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
-    catalog,
+    cluster::live::{Live, LiveError},
+    common::catalog,
     evidence::{Evidence, Verdict},
-    live::{Live, LiveError},
-    tempo::{self, TraceFormat},
+    formats::tempo::{self, TraceFormat},
 };
 
 /// Registration.
@@ -73,11 +73,11 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             };
             let trace_id = tempo::hex(&random_bytes::<16>().map_err(no_randomness)?);
             let parent = tempo::hex(&random_bytes::<8>().map_err(no_randomness)?);
-            let sent_at = crate::util::now_rfc3339();
+            let sent_at = crate::common::util::now_rfc3339();
             let status =
                 match live.http.get(&url).header("traceparent", format!("00-{trace_id}-{parent}-01")).send().await {
                     Ok(r) => r.status().as_u16().to_string(),
-                    Err(e) => format!("error: {}", crate::live::with_causes(&e)),
+                    Err(e) => format!("error: {}", crate::cluster::live::with_causes(&e)),
                 };
             sent.push(Sent { trace_id, sent_at, status, seq });
         }

@@ -4,10 +4,10 @@
 
 use super::{BoxFuture, CheckDef, Collector};
 use crate::{
-    catalog,
+    cluster::live::{Live, LiveError},
+    cluster::traffic::{TrafficRecord, longest_outage_secs, phase_stats},
+    common::catalog,
     evidence::{Evidence, Verdict},
-    live::{Live, LiveError},
-    traffic::{TrafficRecord, longest_outage_secs, phase_stats},
 };
 
 /// Registration.

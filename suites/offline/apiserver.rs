@@ -8,7 +8,7 @@
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::{Client, client::Body};
-use meshcheck::namespaces::{self, Ensured};
+use meshcheck::cluster::namespaces::{self, Ensured};
 use serde_json::{Value, json};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -145,8 +145,8 @@ fn serve(mut handle: Handle, deployment: Value) -> tokio::task::JoinHandle<()> {
 #[tokio::test]
 async fn a_wait_passes_on_a_ready_rollout_and_times_out_naming_what_it_last_saw() {
     use meshcheck::{
-        live::LiveError,
-        waits::{Condition, wait_for},
+        cluster::{live::LiveError, waits::wait_for},
+        plan::Condition,
     };
     let t = std::time::Duration::from_millis(800);
     let (client, handle) = mock();
@@ -180,7 +180,7 @@ async fn a_wait_passes_on_a_ready_rollout_and_times_out_naming_what_it_last_saw(
 #[test]
 fn a_daemonset_rollout_is_done_only_when_the_current_revision_is_ready() {
     use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Pod};
-    use meshcheck::waits::{daemonset_progress, revision_pods_progress};
+    use meshcheck::cluster::waits::{daemonset_progress, revision_pods_progress};
     let ds = |generation: i64, observed: i64, updated: i32, available: i32, ready: i32| -> DaemonSet {
         serde_json::from_value(json!({"metadata": {"name": "ztunnel", "generation": generation},
             "spec": {"selector": {"matchLabels": {"app": "ztunnel"}}, "template": {}},
@@ -213,7 +213,7 @@ async fn the_cluster_snapshot_keeps_api_responses_as_returned() {
     // A nodes.json a check already judged is never overwritten by the later snapshot.
     evidence.write("cluster/nodes.json", b"{\"judged\":true}").unwrap();
     let scenario = meshcheck::scenario::Scenario::embedded_default();
-    let live = meshcheck::live::Live::new(client, scenario, dir.path().into(), evidence.clone()).unwrap();
+    let live = meshcheck::cluster::live::Live::new(client, scenario, dir.path().into(), evidence.clone()).unwrap();
     let server = tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
             let path = req.uri().path().to_string();
@@ -227,7 +227,7 @@ async fn the_cluster_snapshot_keeps_api_responses_as_returned() {
     drop(live);
     server.await.unwrap();
     assert_eq!(evidence.read_text("cluster/nodes.json").unwrap(), "{\"judged\":true}");
-    for ns in meshcheck::live::SNAPSHOT_NAMESPACES {
+    for ns in meshcheck::cluster::live::SNAPSHOT_NAMESPACES {
         let pods = evidence.read_text(&format!("cluster/pods-{ns}.json")).unwrap();
         assert_eq!(pods, format!("{{\"kind\":\"List\",\"from\":\"/api/v1/namespaces/{ns}/pods\"}}"));
         assert!(evidence.exists(&format!("cluster/events-{ns}.json")));
@@ -240,7 +240,7 @@ async fn a_service_get_asks_for_its_media_type_and_keeps_a_binary_body_as_sent()
     let dir = tempfile::tempdir().unwrap();
     let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
     let scenario = meshcheck::scenario::Scenario::embedded_default();
-    let live = meshcheck::live::Live::new(client, scenario, dir.path().into(), evidence).unwrap();
+    let live = meshcheck::cluster::live::Live::new(client, scenario, dir.path().into(), evidence).unwrap();
     let path = "/api/v1/namespaces/tempo/services/http:tempo:3200/proxy/api/traces/ab";
     let server = tokio::spawn(async move {
         for (status, content_type, body) in
@@ -262,7 +262,10 @@ async fn a_service_get_asks_for_its_media_type_and_keeps_a_binary_body_as_sent()
     let got = get().await.unwrap();
     assert_eq!(
         got,
-        meshcheck::live::Fetched { content_type: "application/protobuf".into(), body: b"\xff\x00\x80".to_vec() },
+        meshcheck::cluster::live::Fetched {
+            content_type: "application/protobuf".into(),
+            body: b"\xff\x00\x80".to_vec()
+        },
         "a body that is not UTF-8 comes back byte for byte"
     );
     let err = get().await.unwrap_err().to_string();
@@ -273,7 +276,7 @@ async fn a_service_get_asks_for_its_media_type_and_keeps_a_binary_body_as_sent()
 
 /// Running pods of `ns` matching `selector`, once there are some (the simulated controllers start
 /// them within simulated seconds).
-async fn running(live: &meshcheck::live::Live, ns: &str, selector: &str) -> Vec<String> {
+async fn running(live: &meshcheck::cluster::live::Live, ns: &str, selector: &str) -> Vec<String> {
     for _ in 0..600 {
         let pods = live.running_pods(ns, selector).await.unwrap();
         if !pods.is_empty() {
@@ -297,7 +300,8 @@ async fn a_port_forward_get_speaks_http1_and_names_what_went_wrong() {
     let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
     let scenario = meshcheck::scenario::Scenario::embedded_default();
     let live =
-        meshcheck::live::Live::new(Client::try_from(config).unwrap(), scenario, dir.path().into(), evidence).unwrap();
+        meshcheck::cluster::live::Live::new(Client::try_from(config).unwrap(), scenario, dir.path().into(), evidence)
+            .unwrap();
     let ztunnel = running(&live, "istio-system", "app=ztunnel").await.remove(0);
     let dump = live.pod_get("istio-system", &ztunnel, 15000, "/config_dump").await.unwrap();
     let dump: Value = serde_json::from_slice(&dump).unwrap();

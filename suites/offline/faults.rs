@@ -2,7 +2,10 @@
 
 use std::{os::unix::fs::PermissionsExt, path::Path, process::Command, time::Duration};
 
-use meshcheck::runner::{CommandError, CommandSpec, Runner};
+use meshcheck::{
+    cluster::runner::{CommandError, Runner},
+    plan::CommandSpec,
+};
 
 /// Writes a stand-in tool that logs its argv and then runs `body`.
 fn stub(dir: &Path, tool: &str, body: &str) {

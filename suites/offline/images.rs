@@ -35,13 +35,13 @@ fn cilium_images_are_what_the_chart_renders_digests_included() {
     let (repo, tag, digest) = with_digest(&values["envoy"]["image"], "digest");
     let envoy = format!("{repo}:{tag}{digest}");
     assert!(values["l7Proxy"] == true, "the standalone cilium-envoy DaemonSet is on by default with l7Proxy");
-    assert_eq!(meshcheck::fixtures::chart_images("cilium", "1.19.6").unwrap(), [agent, operator, envoy]);
+    assert_eq!(meshcheck::plan::fixtures::chart_images("cilium", "1.19.6").unwrap(), [agent, operator, envoy]);
 }
 
 #[test]
 fn observability_images_follow_the_chart_values() {
     let Some(kps) = yaml("schemas/kube-prometheus-stack-77.0.0-chart-values.yaml") else { return };
-    let listed = meshcheck::fixtures::chart_images("kube_prometheus_stack", "77.0.0").unwrap();
+    let listed = meshcheck::plan::fixtures::chart_images("kube_prometheus_stack", "77.0.0").unwrap();
     let reference = |img: &Value| format!("{}/{}:{}", s(&img["registry"]), s(&img["repository"]), s(&img["tag"]));
     for img in [
         &kps["prometheus"]["prometheusSpec"]["image"],
@@ -59,7 +59,7 @@ fn observability_images_follow_the_chart_values() {
     assert!(!listed.iter().any(|l| l.contains("alertmanager")));
     let Some(tempo) = yaml("schemas/tempo-1.26.1-chart-values.yaml") else { return };
     assert_eq!((s(&tempo["tempo"]["repository"]), &tempo["tempo"]["tag"]), ("grafana/tempo", &Value::from("")));
-    let listed = meshcheck::fixtures::chart_images("tempo", "1.26.1").unwrap();
+    let listed = meshcheck::plan::fixtures::chart_images("tempo", "1.26.1").unwrap();
     assert!(listed.len() == 1 && listed[0].starts_with("docker.io/grafana/tempo:"), "{listed:?}");
 }
 
@@ -70,12 +70,12 @@ fn istio_images_match_the_variants_the_charts_render() {
     let imgs = images::istio_images("1.30.3");
     assert!(imgs.contains(&"registry.istio.io/release/ztunnel:1.30.3".to_string()), "{imgs:?}");
     assert!(imgs.contains(&"registry.istio.io/release/pilot:1.30.3-distroless".to_string()), "{imgs:?}");
-    assert_eq!(meshcheck::fixtures::istio_hub("1.29.2"), "docker.io/istio");
-    assert_eq!(meshcheck::fixtures::istio_hub("1.31.0"), "docker.io/istio", "1.31 is back on Docker Hub");
+    assert_eq!(meshcheck::plan::fixtures::istio_hub("1.29.2"), "docker.io/istio");
+    assert_eq!(meshcheck::plan::fixtures::istio_hub("1.31.0"), "docker.io/istio", "1.31 is back on Docker Hub");
     let Some(zt) = yaml("schemas/istio-1.30.3-chart-ztunnel-values.yaml") else { return };
     let zt = &zt["_internal_defaults_do_not_set"];
     assert_eq!((s(&zt["image"]), s(&zt["variant"])), ("ztunnel", ""));
-    let ours: Value = serde_saphyr::from_str(meshcheck::fixtures::text("values/ztunnel.yaml")).unwrap();
+    let ours: Value = serde_saphyr::from_str(meshcheck::plan::fixtures::text("values/ztunnel.yaml")).unwrap();
     assert!(ours.get("profile").is_none(), "ztunnel is installed without a profile, as the docs do");
     let Some(profile) = yaml("schemas/istio-1.30.3-chart-files-profile-ambient.yaml") else { return };
     assert_eq!(profile["global"]["variant"], "distroless");

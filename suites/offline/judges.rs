@@ -44,12 +44,12 @@ fn missing_evidence_is_an_error_never_a_pass() {
 #[test]
 fn the_registry_has_one_check_per_catalog_entry_in_the_same_order() {
     let registered: Vec<&str> = checks::REGISTRY.iter().map(|d| d.info.name).collect();
-    assert_eq!(registered, meshcheck::catalog::names());
+    assert_eq!(registered, meshcheck::common::catalog::names());
 }
 
 #[test]
 fn only_checks_that_run_before_the_cluster_collect_from_the_scenario_alone() {
-    use meshcheck::{catalog::Stage, checks::Collector};
+    use meshcheck::{checks::Collector, common::catalog::Stage};
     for def in checks::REGISTRY {
         let scenario_only = matches!(def.collect, Collector::Scenario(_));
         assert_eq!(scenario_only, def.info.stage == Stage::Preflight, "{}", def.info.name);
@@ -232,7 +232,7 @@ fn gateway_binding_names_the_release_name_trap() {
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("no Service selects"), "{}", v.explanation());
     // The real 1.30.3 sample's Gateway against the chart's real default Service ports fails the same way.
     let Some(sample) = upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml") else { return };
-    let objs = meshcheck::fixtures::parse_manifests(std::str::from_utf8(&sample).unwrap(), "sample").unwrap();
+    let objs = meshcheck::plan::fixtures::parse_manifests(std::str::from_utf8(&sample).unwrap(), "sample").unwrap();
     let gw = objs.iter().find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Gateway")).unwrap();
     let gws = serde_json::to_vec(&json!({"items": [serde_json::to_value(gw).unwrap()]})).unwrap();
     let (_, p, s) = gateway_evidence("ingressgateway", true, 80);
@@ -440,11 +440,11 @@ fn mtls_reads_real_ztunnel_config_dumps() {
 fn traces_on_real_tempo_shapes() {
     let Some(v1) = upstream_file("observed/tempo-trace-v1-batches.tempopb.json") else { return };
     let Some(v2) = upstream_file("observed/tempo-api-v2-traces-by-id.docs-example.json") else { return };
-    assert!(!meshcheck::tempo::decode_json(&v1).unwrap().is_empty());
-    let spans = meshcheck::tempo::decode_json(&v2).unwrap();
+    assert!(!meshcheck::formats::tempo::decode_json(&v1).unwrap().is_empty());
+    let spans = meshcheck::formats::tempo::decode_json(&v2).unwrap();
     assert_eq!(spans[0].trace_id.len(), 32);
     // A real trace without gateway spans fails, naming the services it has.
-    let id = meshcheck::tempo::normalize_id("5B8EFFF798038103D269B633813FC60C");
+    let id = meshcheck::formats::tempo::normalize_id("5B8EFFF798038103D269B633813FC60C");
     let sent = serde_json::to_vec(&json!([{"trace_id": id, "status": "200"}])).unwrap();
     let expect = br#"{"tag_key":"meshcheck.run","tag_value":"conformance","gateway_service":"istio-ingress"}"#;
     let file = format!("traces/tempo/{id}.json");
@@ -489,7 +489,7 @@ fn traces_pass_on_tagged_gateway_protobuf_and_fail_when_missing() {
             ..Default::default()
         }],
     };
-    let hex = meshcheck::tempo::hex(&id);
+    let hex = meshcheck::formats::tempo::hex(&id);
     let other = "cd".repeat(16);
     let mut untagged = data.clone();
     untagged.resource_spans[0].scope_spans[0].spans[0].attributes = vec![kv("meshcheck.run", "something-else")];
@@ -872,7 +872,7 @@ fn traffic_continuity_judge() {
 #[test]
 fn prometheus_parser_reads_the_real_exposition_sample() {
     let Some(text) = upstream_file("observed/prometheus-exposition-text.alltypes-237mfs.prom.txt") else { return };
-    let scrape = meshcheck::promtext::parse(&String::from_utf8_lossy(&text));
+    let scrape = meshcheck::formats::promtext::parse(&String::from_utf8_lossy(&text));
     assert!(scrape.samples.len() > 200, "{}", scrape.samples.len());
     assert!(scrape.bad_lines.is_empty(), "{:?}", &scrape.bad_lines[..scrape.bad_lines.len().min(3)]);
 }

@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 
 use meshcheck::{
-    names::Phase,
+    common::names::Phase,
+    plan::providers,
     plan::{self, PlannedStep, RunContext, Step, StepId},
-    providers,
     scenario::Scenario,
 };
 
@@ -285,19 +285,19 @@ fn checks_that_change_the_mesh_run_alone_and_reading_checks_side_by_side() {
     for name in ["ambient-kind", "upgrade-gate"] {
         let p = plan_of(name);
         for phase in &p.phases {
-            let checks: Vec<(&PlannedStep, meshcheck::catalog::Effect)> = phase
+            let checks: Vec<(&PlannedStep, meshcheck::common::catalog::Effect)> = phase
                 .steps
                 .iter()
                 .filter_map(|s| match &s.step {
-                    Step::Check { name, .. } => Some((s, meshcheck::catalog::find(name).unwrap().effect)),
+                    Step::Check { name, .. } => Some((s, meshcheck::common::catalog::find(name).unwrap().effect)),
                     _ => None,
                 })
                 .collect();
             for (i, (a, ea)) in checks.iter().enumerate() {
                 for (b, eb) in &checks[i + 1..] {
                     let ordered = needed_by(&p, b.id).contains(&a.id);
-                    let mutating =
-                        *ea == meshcheck::catalog::Effect::Mutates || *eb == meshcheck::catalog::Effect::Mutates;
+                    let mutating = *ea == meshcheck::common::catalog::Effect::Mutates
+                        || *eb == meshcheck::common::catalog::Effect::Mutates;
                     assert_eq!(ordered, mutating, "{name} {}: {} and {}", phase.name, a.step.label(), b.step.label());
                 }
             }

@@ -10,8 +10,9 @@ use std::{
 };
 
 use meshcheck::{
-    live::LiveError,
-    runner::{CommandError, CommandSpec, OutputTails, Runner},
+    cluster::live::LiveError,
+    cluster::runner::{CommandError, OutputTails, Runner},
+    plan::CommandSpec,
 };
 use serde_json::Value;
 

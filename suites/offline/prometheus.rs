@@ -16,8 +16,8 @@ use meshcheck::{
         BoxFuture,
         metrics::{self, PromApi},
     },
+    cluster::live::LiveError,
     evidence::{Evidence, Outcome},
-    live::LiveError,
 };
 use serde_json::Value;
 

@@ -129,7 +129,7 @@ fn assert_report_complete(r: &Rehearsal, scenario: &Path, out: &Output) {
     assert!(!record.ended_at.is_empty(), "run.json is not final");
     let scenario = meshcheck::scenario::Scenario::from_path(scenario).unwrap();
     let plan = meshcheck::plan::build(&scenario, &meshcheck::plan::RunContext::for_plan());
-    let trials = meshcheck::session::Session::trials(&plan);
+    let trials = meshcheck::run::session::Session::trials(&plan);
     assert_eq!(record.results.len(), trials.len(), "run.json lacks trials:\n{:#?}", verdicts(&record));
     let junit = std::fs::read_to_string(r.run_dir().join("junit.xml")).unwrap();
     let summary = std::fs::read_to_string(r.run_dir().join("summary.md")).unwrap();
@@ -306,9 +306,9 @@ fn upgrade_gate_passes_baseline_upgrade_under_traffic_and_candidate() {
             "no upgrade of {release}"
         );
     }
-    let traffic: meshcheck::traffic::TrafficRecord =
+    let traffic: meshcheck::cluster::traffic::TrafficRecord =
         serde_json::from_slice(&std::fs::read(r.run_dir().join("evidence/upgrade/traffic.json")).unwrap()).unwrap();
-    let phases = meshcheck::traffic::phase_stats(&traffic);
+    let phases = meshcheck::cluster::traffic::phase_stats(&traffic);
     assert!(phases.iter().any(|p| p.phase == "during" && p.total > 0), "no traffic during the upgrade: {phases:?}");
 }
 
@@ -367,7 +367,7 @@ fn with_parallel_1_steps_run_one_after_another_in_plan_order() {
     let in_plan: Vec<String> = plan
         .steps()
         .filter(|(phase, s)| {
-            *phase != meshcheck::names::Phase::Cleanup && !matches!(s.step, meshcheck::plan::Step::Check { .. })
+            *phase != meshcheck::common::names::Phase::Cleanup && !matches!(s.step, meshcheck::plan::Step::Check { .. })
         })
         .map(|(_, s)| s.step.label())
         .collect();
@@ -746,15 +746,15 @@ fn kind_control_plane_targets_down_as_on_a_real_kind_cluster_still_pass_probes()
 /// the session's drop guard.
 #[test]
 fn a_panic_mid_run_still_deletes_what_the_run_created_and_finishes_the_report() {
-    use meshcheck::{names::Phase, session::Session};
+    use meshcheck::{common::names::Phase, run::session::Session};
     let Some(r) = Rehearsal::new("existing", Faults::default()) else { return };
     let before = r.sim.namespaces();
     let path = r.scenario("existing-cluster", |t| only_checks(t, &["mtls"]));
     let scenario = meshcheck::scenario::Scenario::from_path(&path).unwrap();
-    let opts = meshcheck::session::RunOptions {
+    let opts = meshcheck::run::session::RunOptions {
         reports_dir: r.reports(),
         keep: false,
-        progress: meshcheck::progress::Style::Quiet,
+        progress: meshcheck::common::progress::Style::Quiet,
         parallel: std::num::NonZeroUsize::new(1).unwrap(),
     };
     let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -3,9 +3,9 @@
 use std::{collections::BTreeMap, ffi::OsStr, os::unix::fs::PermissionsExt, path::Path, process::Command};
 
 use meshcheck::{
+    cluster::runner::CommandRecord,
     evidence::{Outcome, Verdict},
     report::{self, Change, RunRecord, StepRecord, TrialResult},
-    runner::CommandRecord,
 };
 
 use crate::common::upstream;
@@ -189,12 +189,12 @@ fn judge_reproduces_verdicts_from_evidence() {
 #[test]
 fn secrets_are_redacted() {
     let text = "users:\n- name: x\n  user:\n    token: abc.def\n    client-key-data: LS0tLS1\nAuthorization: Bearer eyJhbGci\nurl: https://admin:hunter2@host/x\n";
-    let r = meshcheck::util::redact(text);
+    let r = meshcheck::redact::redact(text);
     for secret in ["abc.def", "LS0tLS1", "eyJhbGci", "hunter2"] {
         assert!(!r.contains(secret), "{secret} leaked:\n{r}");
     }
     let secret = "apiVersion: v1\nkind: Secret\ndata:\n  password: c2VjcmV0\n  api: dG9rZW4=\nmetadata:\n  name: s\n";
-    let r = meshcheck::util::redact(secret);
+    let r = meshcheck::redact::redact(secret);
     assert!(!r.contains("c2VjcmV0") && !r.contains("dG9rZW4="), "{r}");
     assert!(r.contains("name: s"));
 }
@@ -215,7 +215,7 @@ impl std::io::Write for Shared {
 
 #[test]
 fn progress_is_timestamped_lines_off_a_terminal_and_a_spinner_on_one() {
-    use meshcheck::progress::{Progress, Style};
+    use meshcheck::common::progress::{Progress, Style};
     let buf = Shared::default();
     let p = Progress::to_writer(Style::Lines, Box::new(buf.clone()));
     p.begin("install: helm istiod");
@@ -247,7 +247,7 @@ fn under_nextest_one_process_runs_and_the_others_report_its_verdicts() {
         .map(|_| {
             let (reports, runs) = (reports.path().to_path_buf(), runs.clone());
             std::thread::spawn(move || {
-                meshcheck::session::shared_run(&reports, "1f79aa0d-4ec8", || {
+                meshcheck::run::session::shared_run(&reports, "1f79aa0d-4ec8", || {
                     runs.fetch_add(1, Ordering::SeqCst);
                     // The whole run takes a while; the other processes wait for it.
                     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -271,7 +271,7 @@ fn under_nextest_one_process_runs_and_the_others_report_its_verdicts() {
         assert_eq!(r.results[1].verdict.outcome, Outcome::Fail);
     }
     // A new nextest run (another id) runs again.
-    let again = meshcheck::session::shared_run(reports.path(), "other-run", || Err("no cluster".into()));
+    let again = meshcheck::run::session::shared_run(reports.path(), "other-run", || Err("no cluster".into()));
     assert_eq!(again.unwrap_err(), "no cluster");
 }
 

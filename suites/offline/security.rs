@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use meshcheck::{
     evidence::{Escape, Evidence, EvidenceError, Outcome, Verdict},
+    redact::{REDACTED, redact, redact_argv},
     report::{self, RunRecord, TrialResult},
-    util::{REDACTED, redact, redact_argv},
 };
 
 /// One shape of the corpus in `secrets/` (its README gives the format).
@@ -166,7 +166,7 @@ fn record_manifest_blanks_secret_values_structurally() {
         "data": {"api": "c3RydWN0LWFwaQ==", "ca.crt": "c3RydWN0LWNh"},
         "stringData": {"config": "url=https://db\nkey=struct-plain"}
     }));
-    meshcheck::util::record_manifest(dir.path(), &secret, None).unwrap();
+    meshcheck::evidence::record_manifest(dir.path(), &secret, None).unwrap();
     let text = recorded(dir.path());
     for value in ["c3RydWN0LWFwaQ==", "c3RydWN0LWNh", "struct-plain", "bGFzdC1hcHBsaWVk"] {
         assert!(!text.contains(value), "{value} leaked:\n{text}");
@@ -181,7 +181,7 @@ fn record_manifest_blanks_secret_values_structurally() {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio"},
         "data": {"mesh": "defaultConfig:\n  discoveryAddress: istiod:15012"}
     }));
-    meshcheck::util::record_manifest(dir.path(), &config, Some("istio-system")).unwrap();
+    meshcheck::evidence::record_manifest(dir.path(), &config, Some("istio-system")).unwrap();
     assert!(recorded(dir.path()).contains("discoveryAddress: istiod:15012"));
 }
 
@@ -353,7 +353,7 @@ fn judge_refuses_evidence_outside_the_run_folder() {
     let junit = std::fs::read_to_string(run.join("junit.xml")).unwrap();
     assert!(junit.contains("refused"), "{junit}");
 
-    let judged = meshcheck::session::rejudge(&graph_link).unwrap();
+    let judged = meshcheck::run::session::rejudge(&graph_link).unwrap();
     assert_eq!(judged.results[0].verdict.outcome, Outcome::Error, "{}", judged.results[0].verdict.reason);
     let summary = std::fs::read_to_string(graph_link.join("summary.md")).unwrap();
     assert!(!summary.contains("outside-"), "the summary drew a graph read from outside:\n{summary}");

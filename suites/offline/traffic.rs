@@ -9,8 +9,8 @@ use std::{
 
 use meshcheck::{
     checks,
+    cluster::traffic::{Budget, TrafficGenerator, phase_stats},
     evidence::{Evidence, Outcome},
-    traffic::{Budget, TrafficGenerator, phase_stats},
 };
 
 use crate::common::{http_response, http_server};
@@ -74,7 +74,8 @@ async fn generator_counts_failures_and_stalls_and_the_check_judges_them() {
     assert!(e.contains("during:") && e.contains("p99") && e.contains("status 503") && e.contains("status 0"), "{e}");
 
     // However large the budget, a failure before or after the upgrade is never allowed.
-    let generous = meshcheck::traffic::TrafficRecord { failure_budget: 60, max_outage_secs: Some(60.0), ..record };
+    let generous =
+        meshcheck::cluster::traffic::TrafficRecord { failure_budget: 60, max_outage_secs: Some(60.0), ..record };
     ev.write_json("upgrade/traffic.json", &generous).unwrap();
     let v = judge(&ev);
     assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation());

@@ -28,16 +28,16 @@ use std::{
 
 use crate::{
     checks::{self, CheckDef, Collector},
+    cluster::live::{Live, LiveError, Reverted},
+    cluster::runner::{CommandError, INTERRUPTED, Runner},
+    cluster::traffic::TrafficGenerator,
+    common::names::Phase,
+    common::util::{first_line, now_rfc3339, write_atomic},
     evidence::{Evidence, Outcome, Verdict},
-    live::{Live, LiveError, Reverted},
-    names::Phase,
     plan::{self, Plan, PlannedStep, RunContext, Source, Step, StepId, TrafficAction},
     preflight,
     report::{RunRecord, StepRecord, TrialResult},
-    runner::{CommandError, INTERRUPTED, Runner},
     scenario::Scenario,
-    traffic::TrafficGenerator,
-    util::{first_line, now_rfc3339, write_atomic},
 };
 
 /// How many steps (or checks) of a phase run at once unless [`RunOptions::parallel`] says
@@ -57,7 +57,7 @@ pub struct RunOptions {
     /// Keep the cluster at the end.
     pub keep: bool,
     /// How progress is shown on the terminal.
-    pub progress: crate::progress::Style,
+    pub progress: crate::common::progress::Style,
     /// How many steps, or checks, run at once: [`DEFAULT_PARALLEL`]; 1 runs them one after another
     /// in plan order.
     pub parallel: NonZeroUsize,
@@ -254,7 +254,7 @@ pub struct Session {
     blocked: Option<String>,
     cluster_created: Arc<AtomicBool>,
     keep: bool,
-    progress: crate::progress::Progress,
+    progress: crate::common::progress::Progress,
     parallel: usize,
     /// The trials this run will be asked for: its checks run together, so a check that a test
     /// filter left out must not run with them.
@@ -388,7 +388,7 @@ impl Session {
             blocked: None,
             cluster_created: Arc::default(),
             keep: opts.keep,
-            progress: crate::progress::Progress::new(opts.progress),
+            progress: crate::common::progress::Progress::new(opts.progress),
             parallel: opts.parallel.get(),
             ended: BTreeMap::new(),
             failures: BTreeMap::new(),
@@ -877,9 +877,9 @@ impl Session {
             }
             None => format!(
                 "namespaces labelled {}={} may be left: delete them with `kubectl delete namespace -l {}={}`",
-                crate::names::RUN_LABEL,
+                crate::common::names::RUN_LABEL,
                 self.plan.run_id.to_lowercase(),
-                crate::names::RUN_LABEL,
+                crate::common::names::RUN_LABEL,
                 self.plan.run_id.to_lowercase()
             ),
         };
@@ -916,7 +916,7 @@ impl Session {
 async fn interruptible<T>(fut: impl std::future::Future<Output = Result<T, StepError>>) -> Result<T, StepError> {
     tokio::select! {
         r = fut => r,
-        _ = crate::runner::interrupted() => Err(StepError::Interrupted),
+        _ = crate::cluster::runner::interrupted() => Err(StepError::Interrupted),
     }
 }
 
@@ -941,7 +941,7 @@ async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
                 Err(e) => e.to_string(),
             };
             Evidence::new(exec.run_dir.join("evidence"))
-                .write(&file, crate::util::redact(&text).as_bytes())
+                .write(&file, crate::redact::redact(&text).as_bytes())
                 .map(|_| ())
                 .map_err(|source| StepError::Write { path: format!("evidence/{file}"), source })
         }
@@ -956,8 +956,15 @@ async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
             let live = exec.cluster.live().await?;
             let timeout = std::time::Duration::from_secs(timeout_secs);
             interruptible(async {
-                Ok(crate::waits::wait_for(&live.client, &kind, namespace.as_deref(), &name, &condition, timeout)
-                    .await?)
+                Ok(crate::cluster::waits::wait_for(
+                    &live.client,
+                    &kind,
+                    namespace.as_deref(),
+                    &name,
+                    &condition,
+                    timeout,
+                )
+                .await?)
             })
             .await
         }
@@ -968,8 +975,10 @@ async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
                     let t = &s.traffic;
                     let url = format!("{}/productpage", s.ingress.base_url());
                     let max = usize::try_from(t.rate_per_second).unwrap_or(20) * 3600;
-                    let budget =
-                        crate::traffic::Budget { failed_requests: t.failure_budget, max_outage: t.max_outage.0 };
+                    let budget = crate::cluster::traffic::Budget {
+                        failed_requests: t.failure_budget,
+                        max_outage: t.max_outage.0,
+                    };
                     let generator = TrafficGenerator::start(&url, t.rate_per_second, t.request_timeout.0, budget, max);
                     *exec.traffic.lock().expect("traffic lock") = Some(generator);
                     // The baseline: traffic flows for a while before the upgrade begins.
@@ -1001,31 +1010,32 @@ async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
         }
         Step::Namespace { name, labels, run } => {
             let live = exec.cluster.live().await?;
-            let ensured =
-                interruptible(async { Ok(crate::namespaces::ensure(&live.client, &name, &labels, &run).await?) })
-                    .await?;
-            if let crate::namespaces::Ensured::Created(ns) = ensured {
+            let ensured = interruptible(async {
+                Ok(crate::cluster::namespaces::ensure(&live.client, &name, &labels, &run).await?)
+            })
+            .await?;
+            if let crate::cluster::namespaces::Ensured::Created(ns) = ensured {
                 let obj: kube::api::DynamicObject =
                     serde_json::from_value(serde_json::to_value(&*ns).expect("a Namespace serializes"))
                         .expect("a Namespace reads as a DynamicObject");
-                crate::util::record_manifest(&exec.run_dir, &obj, None)
+                crate::evidence::record_manifest(&exec.run_dir, &obj, None)
                     .map_err(|source| StepError::Write { path: format!("manifests/ (namespace {name})"), source })?;
             }
             Ok(())
         }
         Step::DeleteOwnedNamespaces { run } => {
             let live = exec.cluster.live().await?;
-            let deleted = crate::namespaces::delete_owned(&live.client, &run).await?;
+            let deleted = crate::cluster::namespaces::delete_owned(&live.client, &run).await?;
             tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
             Ok(())
         }
         Step::GatewayPorts { gateway, node_port, path } => {
             let objects = interruptible(async { Ok(load_source(&gateway).await?) }).await?;
-            let ports = crate::providers::gateway_server_ports(&objects);
+            let ports = crate::plan::providers::gateway_server_ports(&objects);
             if ports.is_empty() {
                 return Err(StepError::NoGatewayPorts(gateway.describe()));
             }
-            write_atomic(Path::new(&path), crate::providers::gateway_ports(node_port, &ports).as_bytes())
+            write_atomic(Path::new(&path), crate::plan::providers::gateway_ports(node_port, &ports).as_bytes())
                 .map_err(|source| StepError::Write { path, source })
         }
         Step::Check { .. } => Ok(()),
@@ -1067,9 +1077,9 @@ async fn collect_check(
                     Ok(r) => r.map_err(|e| e.to_string()),
                     Err(_) => Err(format!("collector did not finish within {}s", timeout.as_secs())),
                 },
-                _ = crate::runner::interrupted() => Err(StepError::Interrupted.to_string()),
+                _ = crate::cluster::runner::interrupted() => Err(StepError::Interrupted.to_string()),
             };
-            let reverted = live.revert_all(crate::live::MUTATION_DEADLINE).await;
+            let reverted = live.revert_all(crate::cluster::live::MUTATION_DEADLINE).await;
             (collected, reverted)
         }
     }
@@ -1104,7 +1114,7 @@ async fn load_source(source: &Source) -> Result<Vec<kube::api::DynamicObject>, L
         Source::Fixture { path, vars } => {
             let name = path.trim_start_matches("manifests/");
             let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            Ok(crate::fixtures::manifest_rendered(name, &vars)?)
+            Ok(crate::plan::fixtures::manifest_rendered(name, &vars)?)
         }
         Source::Url { url } => fetch_manifests(url).await,
     }
@@ -1117,7 +1127,7 @@ async fn fetch_manifests(url: &str) -> Result<Vec<kube::api::DynamicObject>, Liv
         return Err(LiveError::Http { what, message: format!("HTTP {}", resp.status()) });
     }
     let text = resp.text().await.map_err(|e| LiveError::http(&what, &e))?;
-    Ok(crate::fixtures::parse_manifests(&text, url)?)
+    Ok(crate::plan::fixtures::parse_manifests(&text, url)?)
 }
 
 /// Creates the run's private folder, readable by this user only (0700).

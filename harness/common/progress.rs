@@ -129,7 +129,7 @@ impl Progress {
 
     fn line(&self, text: &str) {
         let mut out = self.out.lock().expect("progress lock");
-        let _ = writeln!(out, "[{}] {text}", crate::util::now_rfc3339());
+        let _ = writeln!(out, "[{}] {text}", crate::common::util::now_rfc3339());
     }
 }
 

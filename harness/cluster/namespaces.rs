@@ -12,8 +12,8 @@ use kube::{
 };
 
 use crate::{
-    live::{LiveError, MUTATION_DEADLINE, within},
-    names::{FIELD_MANAGER, MANAGED_BY, RUN_LABEL},
+    cluster::live::{LiveError, MUTATION_DEADLINE, within},
+    common::names::{FIELD_MANAGER, MANAGED_BY, RUN_LABEL},
 };
 
 /// What [`ensure`] found.

@@ -21,12 +21,18 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::{
-    catalog::{self, Component, Effect, Stage},
-    names::{AMBIENT, BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS, Phase, RUN_LABEL},
-    runner::CommandSpec,
+    common::catalog::{self, Component, Effect, Stage},
+    common::names::{AMBIENT, BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS, Phase, RUN_LABEL},
     scenario::{Provider, Scenario},
-    waits::Condition,
 };
+
+mod command;
+mod condition;
+pub mod fixtures;
+pub mod providers;
+
+pub use command::CommandSpec;
+pub use condition::Condition;
 
 /// Everything a run needs to know to execute.
 #[derive(Debug, Clone, Serialize)]
@@ -431,7 +437,7 @@ impl Builder<'_> {
         let step = Step::WriteFile {
             path: path.clone(),
             from: format!("fixtures/{fixture}"),
-            content: crate::fixtures::text(fixture).to_string(),
+            content: crate::plan::fixtures::text(fixture).to_string(),
         };
         (step, path)
     }
@@ -565,7 +571,7 @@ impl Builder<'_> {
     }
 
     fn fixture_apply(&self, name: &str, ns: Option<&str>, vars: &[(&str, &str)]) -> Step {
-        let objects = crate::fixtures::manifest_rendered(name, vars)
+        let objects = crate::plan::fixtures::manifest_rendered(name, vars)
             .expect("fixtures parse (tested)")
             .iter()
             .map(|o| {
@@ -669,7 +675,7 @@ fn provision(b: &Builder, g: &mut Graph) -> Option<StepId> {
     // The steps Cilium's install needs from the cluster's creation, and the creation itself.
     let (host, created, mut cilium_needs) = match s.provider {
         Provider::Kind => {
-            let (w, path) = b.generated("kind-config.yaml", crate::providers::kind_config(s, cluster));
+            let (w, path) = b.generated("kind-config.yaml", crate::plan::providers::kind_config(s, cluster));
             let config = g.add(w, &[]);
             let args = [
                 "create",
@@ -696,8 +702,8 @@ fn provision(b: &Builder, g: &mut Graph) -> Option<StepId> {
             (format!("{cluster}-control-plane"), create, needs)
         }
         Provider::K3d => {
-            let deadline = crate::providers::k3d_create_deadline(s);
-            let create = CommandSpec::new("k3d", crate::providers::k3d_create_args(s, cluster), deadline)
+            let deadline = crate::plan::providers::k3d_create_deadline(s);
+            let create = CommandSpec::new("k3d", crate::plan::providers::k3d_create_args(s, cluster), deadline)
                 .env("K3D_FIX_MOUNTS", "1");
             let create = g.add(
                 Step::Command {
@@ -719,8 +725,8 @@ fn provision(b: &Builder, g: &mut Graph) -> Option<StepId> {
                 &[(create, "k3d writes the kubeconfig of the cluster it created")],
             );
             let mut needs = vec![(kubeconfig, "helm connects with the kubeconfig k3d writes")];
-            for node in crate::providers::k3d_nodes(s, cluster) {
-                let args = ["exec", &node, "sh", "-c", crate::providers::K3D_MOUNT_SCRIPT];
+            for node in crate::plan::providers::k3d_nodes(s, cluster) {
+                let args = ["exec", &node, "sh", "-c", crate::plan::providers::K3D_MOUNT_SCRIPT];
                 let mount = g.add(
                     Step::Command {
                         name: format!("shared mounts on {node}"),
@@ -1059,7 +1065,7 @@ fn deploy(b: &Builder, g: &mut Graph, istio: &Istio) {
         ],
         early,
     );
-    let hub = crate::fixtures::istio_hub(release);
+    let hub = crate::plan::fixtures::istio_hub(release);
     let probe_target = g.add_early(
         b.fixture_apply("probe-target.yaml", ns, &[("BOOKINFO_HUB", hub)]),
         &[(namespace, INTO_NAMESPACE), captured],

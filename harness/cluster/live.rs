@@ -25,9 +25,9 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
 use crate::{
+    common::names::{BOOKINFO_NS, FIELD_MANAGER, INSIDE_NS, OUTSIDE_NS},
     evidence::Evidence,
-    fixtures::ManifestError,
-    names::{BOOKINFO_NS, FIELD_MANAGER, INSIDE_NS, OUTSIDE_NS},
+    plan::fixtures::ManifestError,
     scenario::Scenario,
 };
 
@@ -89,7 +89,7 @@ pub enum LiveError {
     Manifest(#[from] ManifestError),
     /// An external command failed (see the command log in the run folder).
     #[error(transparent)]
-    Command(#[from] crate::runner::CommandError),
+    Command(#[from] crate::cluster::runner::CommandError),
 }
 
 /// Everything a collector may touch.
@@ -579,7 +579,7 @@ impl Live {
                     .patch(&name, &pp, &Patch::Apply(obj))
                     .await
                     .map_err(kube_err(format!("server-side apply of {} {name}", ar.kind)))?;
-                crate::util::record_manifest(&self.run_dir, obj, default_ns)
+                crate::evidence::record_manifest(&self.run_dir, obj, default_ns)
                     .map_err(|source| LiveError::Write { path: "manifests/".into(), source })?;
             }
             Ok(())
@@ -651,5 +651,5 @@ fn service_proxy_path(ns: &str, svc: &str, port: u16, path: &str) -> String {
 /// A non-2xx answer as an error naming the status and the end of the body.
 fn http_status_error(what: String, status: http::StatusCode, body: &[u8]) -> LiveError {
     let text = String::from_utf8_lossy(body);
-    LiveError::Http { what, message: format!("HTTP {status}: {}", crate::util::tail(text.trim(), 300)) }
+    LiveError::Http { what, message: format!("HTTP {status}: {}", crate::common::util::tail(text.trim(), 300)) }
 }

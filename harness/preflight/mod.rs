@@ -11,14 +11,15 @@ use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessR
 use kube::api::{Api, PostParams};
 
 use crate::{
-    catalog,
     checks::image_architectures,
-    names::{BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS},
-    oci::ImageRef,
+    cluster::runner::{CommandError, Runner},
+    common::catalog,
+    common::names::{BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS},
+    common::util::first_line,
+    formats::oci::ImageRef,
+    plan::CommandSpec,
     plan::{self, Plan, RunContext, Step},
-    runner::{CommandError, CommandSpec, Runner},
     scenario::{Architecture, Provider, Scenario},
-    util::first_line,
 };
 
 /// Runs every preflight check; returns one line per problem (empty when all is well).

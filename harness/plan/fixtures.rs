@@ -18,26 +18,26 @@ pub struct ManifestError {
 
 /// Every fixture: (path under `fixtures/`, content).
 pub const ALL: &[(&str, &str)] = &[
-    ("values/cilium.yaml", include_str!("../fixtures/values/cilium.yaml")),
-    ("values/istio-base.yaml", include_str!("../fixtures/values/istio-base.yaml")),
-    ("values/istio-cni.yaml", include_str!("../fixtures/values/istio-cni.yaml")),
-    ("values/istiod.yaml", include_str!("../fixtures/values/istiod.yaml")),
-    ("values/ztunnel.yaml", include_str!("../fixtures/values/ztunnel.yaml")),
-    ("values/istio-gateway.yaml", include_str!("../fixtures/values/istio-gateway.yaml")),
-    ("values/kube-prometheus-stack.yaml", include_str!("../fixtures/values/kube-prometheus-stack.yaml")),
-    ("values/tempo.yaml", include_str!("../fixtures/values/tempo.yaml")),
-    ("values/kiali-operator.yaml", include_str!("../fixtures/values/kiali-operator.yaml")),
-    ("manifests/istio-monitors.yaml", include_str!("../fixtures/manifests/istio-monitors.yaml")),
-    ("manifests/telemetry.yaml", include_str!("../fixtures/manifests/telemetry.yaml")),
+    ("values/cilium.yaml", include_str!("../../fixtures/values/cilium.yaml")),
+    ("values/istio-base.yaml", include_str!("../../fixtures/values/istio-base.yaml")),
+    ("values/istio-cni.yaml", include_str!("../../fixtures/values/istio-cni.yaml")),
+    ("values/istiod.yaml", include_str!("../../fixtures/values/istiod.yaml")),
+    ("values/ztunnel.yaml", include_str!("../../fixtures/values/ztunnel.yaml")),
+    ("values/istio-gateway.yaml", include_str!("../../fixtures/values/istio-gateway.yaml")),
+    ("values/kube-prometheus-stack.yaml", include_str!("../../fixtures/values/kube-prometheus-stack.yaml")),
+    ("values/tempo.yaml", include_str!("../../fixtures/values/tempo.yaml")),
+    ("values/kiali-operator.yaml", include_str!("../../fixtures/values/kiali-operator.yaml")),
+    ("manifests/istio-monitors.yaml", include_str!("../../fixtures/manifests/istio-monitors.yaml")),
+    ("manifests/telemetry.yaml", include_str!("../../fixtures/manifests/telemetry.yaml")),
     (
         "manifests/cilium-allow-ambient-hostprobes.yaml",
-        include_str!("../fixtures/manifests/cilium-allow-ambient-hostprobes.yaml"),
+        include_str!("../../fixtures/manifests/cilium-allow-ambient-hostprobes.yaml"),
     ),
-    ("manifests/mesh-clients.yaml", include_str!("../fixtures/manifests/mesh-clients.yaml")),
-    ("manifests/mtls-strict.yaml", include_str!("../fixtures/manifests/mtls-strict.yaml")),
-    ("manifests/default-deny.yaml", include_str!("../fixtures/manifests/default-deny.yaml")),
-    ("manifests/probe-target.yaml", include_str!("../fixtures/manifests/probe-target.yaml")),
-    ("images.yaml", include_str!("../fixtures/images.yaml")),
+    ("manifests/mesh-clients.yaml", include_str!("../../fixtures/manifests/mesh-clients.yaml")),
+    ("manifests/mtls-strict.yaml", include_str!("../../fixtures/manifests/mtls-strict.yaml")),
+    ("manifests/default-deny.yaml", include_str!("../../fixtures/manifests/default-deny.yaml")),
+    ("manifests/probe-target.yaml", include_str!("../../fixtures/manifests/probe-target.yaml")),
+    ("images.yaml", include_str!("../../fixtures/images.yaml")),
 ];
 
 /// A fixture's text by its path under `fixtures/`.

@@ -14,9 +14,9 @@ use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, Te
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    cluster::runner::CommandRecord,
+    common::util::{first_line, write_atomic},
     evidence::{Outcome, ServiceEdge, Verdict},
-    runner::CommandRecord,
-    util::{first_line, write_atomic},
 };
 
 /// Version of the run-folder format written into `run.json`; `judge` reads this and older ones.

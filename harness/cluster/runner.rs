@@ -28,7 +28,11 @@ use rustix::process::{Pid, Signal};
 
 use serde::{Deserialize, Serialize};
 
-use crate::util::{redact, redact_argv, tail, write_atomic};
+use crate::{
+    common::util::{tail, write_atomic},
+    plan::CommandSpec,
+    redact::{redact, redact_argv},
+};
 
 /// Set by the Ctrl-C handler; commands in flight are killed and report [`CommandError::Interrupted`].
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -54,7 +58,7 @@ pub fn install_interrupt_handler() -> std::io::Result<()> {
                 _ = term.recv() => "SIGTERM",
                 _ = hup.recv() => "SIGHUP",
             };
-            crate::progress::stderr_line(format_args!(
+            crate::common::progress::stderr_line(format_args!(
                 "interrupted ({name}): stopping, cleaning up and writing the report"
             ));
             INTERRUPTED.store(true, Ordering::SeqCst);
@@ -94,54 +98,6 @@ const DRAIN_AFTER_STOP: Duration = Duration::from_secs(2);
 /// Longest pause between two looks at a running command (exit, deadline, Ctrl-C). Looks start
 /// at 1 ms and double up to this, so a quick `helm version` is not slowed down by the polling.
 const MAX_POLL: Duration = Duration::from_millis(100);
-
-/// One command to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandSpec {
-    /// Program name, looked up on `PATH`.
-    pub program: String,
-    /// Arguments.
-    pub args: Vec<String>,
-    /// Extra environment variables.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<(String, String)>,
-    /// Deadline.
-    pub timeout_secs: u64,
-}
-
-impl CommandSpec {
-    /// A command with a deadline.
-    pub fn new(program: &str, args: impl IntoIterator<Item = impl Into<String>>, timeout: Duration) -> CommandSpec {
-        CommandSpec {
-            program: program.to_string(),
-            args: args.into_iter().map(Into::into).collect(),
-            env: Vec::new(),
-            timeout_secs: timeout.as_secs().max(1),
-        }
-    }
-
-    /// Adds an environment variable.
-    pub fn env(mut self, key: &str, value: &str) -> CommandSpec {
-        self.env.push((key.to_string(), value.to_string()));
-        self
-    }
-
-    /// The command line as one shell-like string (for messages and plans).
-    pub fn display(&self) -> String {
-        let mut parts: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
-        parts.push(self.program.clone());
-        parts.extend(self.args.iter().map(|a| quote(a)));
-        parts.join(" ")
-    }
-}
-
-fn quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
 
 /// The signal that ended a command meshcheck stopped (deadline or Ctrl-C).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,7 +238,7 @@ impl Runner {
     fn run_inner(&self, spec: &CommandSpec, interruptible: bool) -> Result<String, CommandError> {
         let command = redact(&spec.display());
         let started = Instant::now();
-        let started_at = crate::util::now_rfc3339();
+        let started_at = crate::common::util::now_rfc3339();
         let spawned = std::process::Command::new(&spec.program)
             .args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))

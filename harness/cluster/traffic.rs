@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::live::Live;
+use crate::cluster::live::Live;
 
 /// Sends `n` GETs to `/productpage` so that ztunnel, Prometheus and Kiali have traffic to show.
 /// Returns how many got HTTP 200; the judges decide what that means, so a dead gateway is not an
@@ -107,7 +107,7 @@ impl TrafficGenerator {
                     let t0 = Instant::now();
                     let (status, error) = match http.get(&url).send().await {
                         Ok(resp) => (resp.status().as_u16(), None),
-                        Err(e) => (0, Some(crate::live::with_causes(&e))),
+                        Err(e) => (0, Some(crate::cluster::live::with_causes(&e))),
                     };
                     let rec =
                         RequestRecord { at_ms, phase, status, latency_ms: t0.elapsed().as_secs_f64() * 1000.0, error };

@@ -1,54 +1,9 @@
-//! Small utilities every layer uses: atomic writes, timestamps, tails of long text, and the redaction
-//! of secrets from anything recorded. A leaf: it imports no other meshcheck module, so the run
-//! folder writers ([`crate::report`], [`crate::evidence`]) and the executors ([`crate::runner`],
-//! [`crate::live`]) can share it without importing each other.
+//! The redaction of secrets from anything meshcheck records: command lines and their output, applied
+//! manifests, evidence. The run folder is uploaded as a CI artifact, so whatever survives here is
+//! public. A security component of its own (not a utility): a leaf that imports nothing of meshcheck,
+//! so every writer of the run folder can use it. Its corpus tests are in `suites/offline/security.rs`.
 
-use std::{
-    borrow::Cow,
-    io::Write,
-    ops::Range,
-    path::Path,
-    sync::atomic::{AtomicUsize, Ordering},
-};
-
-/// Writes a file atomically: a temp file in the same folder, then rename. Creates parent folders.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default(),
-        std::process::id()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
-/// Current time, RFC 3339 UTC.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// The first line of a (possibly multi-line) message, for one-line summaries.
-pub fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
-}
-
-/// The last `max` bytes of text, cut at a character boundary, marked when cut.
-pub fn tail(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[… {start} bytes cut …]{}", &text[start..])
-}
+use std::{borrow::Cow, ops::Range};
 
 /// What stands in for a removed secret.
 pub const REDACTED: &str = "[REDACTED]";
@@ -848,27 +803,9 @@ fn splice(line: &str, mut spans: Vec<Range<usize>>) -> String {
     out
 }
 
-static MANIFEST_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
 /// The annotation in which `kubectl apply` keeps the whole object it applied, a Secret's data
 /// included (`LastAppliedConfigAnnotation`, k8s.io/kubernetes pkg/api/annotations).
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Records an applied object as `manifests/NNN-<kind>-<namespace>-<name>.yaml` (as JSON-compatible
-/// YAML, redacted). A Secret's `data`/`stringData` values are replaced before it is serialized,
-/// whatever its keys are called, so the record names the keys but holds none of the values.
-pub fn record_manifest(
-    run_dir: &Path,
-    obj: &kube::api::DynamicObject,
-    default_ns: Option<&str>,
-) -> std::io::Result<()> {
-    let n = MANIFEST_COUNTER.fetch_add(1, Ordering::SeqCst) + 1;
-    let kind = obj.types.as_ref().map(|t| t.kind.to_lowercase()).unwrap_or_default();
-    let ns = obj.metadata.namespace.as_deref().or(default_ns).unwrap_or("cluster");
-    let name = obj.metadata.name.as_deref().unwrap_or("unnamed");
-    let text = serde_json::to_string_pretty(&without_secret_values(obj)).map_err(std::io::Error::other)?;
-    write_atomic(&run_dir.join(format!("manifests/{n:03}-{kind}-{ns}-{name}.yaml")), redact(&text).as_bytes())
-}
 
 /// The object with a Secret's values replaced by [`REDACTED`]; other kinds unchanged.
 pub fn without_secret_values(obj: &kube::api::DynamicObject) -> Cow<'_, kube::api::DynamicObject> {
@@ -885,15 +822,4 @@ pub fn without_secret_values(obj: &kube::api::DynamicObject) -> Cow<'_, kube::ap
         *last_applied = REDACTED.into();
     }
     Cow::Owned(secret)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tails_cut_at_char_boundaries() {
-        let t = tail("ééééé", 3);
-        assert!(t.ends_with('é'));
-    }
 }

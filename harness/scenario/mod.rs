@@ -31,11 +31,11 @@ pub use self::{
     format::Format,
     validate::{ANNOTATION_KEYWORDS, ENFORCED_KEYWORDS},
 };
-use crate::catalog;
+use crate::common::catalog;
 
 /// The default scenario, compiled into the binary so that `cargo test --test conformance` needs
 /// no configuration. It is the same file as `scenarios/ambient-kind.yaml` (a test pins that).
-pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/ambient-kind.yaml");
+pub const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/ambient-kind.yaml");
 
 /// Where the embedded default scenario says it came from, in error messages and reports.
 pub const DEFAULT_ORIGIN: &str = "<embedded scenarios/ambient-kind.yaml>";

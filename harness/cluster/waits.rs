@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
@@ -19,25 +17,7 @@ use kube::{
     runtime::{WatchStreamExt, wait::await_condition, watcher},
 };
 
-use crate::live::LiveError;
-
-/// What a wait waits for.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Condition {
-    /// DaemonSet: every scheduled pod updated and ready.
-    DaemonSetReady,
-    /// Deployment: Available and every replica updated.
-    DeploymentAvailable,
-    /// StatefulSet: every replica ready.
-    StatefulSetReady,
-    /// Every node Ready.
-    NodesReady,
-    /// CRD Established.
-    CrdEstablished,
-    /// Pod Ready.
-    PodReady,
-}
+use crate::{cluster::live::LiveError, plan::Condition};
 
 /// Waits for a condition on an object (or on all nodes).
 pub async fn wait_for(

@@ -1,0 +1,13 @@
+//! The cluster side: everything that talks to a cluster or runs a tool. The Kubernetes API client
+//! ([`live`]), external commands in their own process groups ([`runner`]), the wait conditions the
+//! plan names, carried out ([`waits`]), the run's namespaces ([`namespaces`]) and the traffic
+//! generator ([`traffic`]). The plan says *what* (a [`crate::plan::CommandSpec`], a
+//! [`crate::plan::Condition`]); this stage carries it out.
+//!
+//! May import: common, formats, redact, scenario, plan, evidence.
+
+pub mod live;
+pub mod namespaces;
+pub mod runner;
+pub mod traffic;
+pub mod waits;
