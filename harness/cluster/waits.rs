@@ -1,9 +1,12 @@
 //! Waits are watches with deadlines (kube-runtime), never sleeps. Each says what it waited for and,
 //! on timeout, what it last saw.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use futures::StreamExt;
+use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::{
     api::{
         apps::v1::{ControllerRevision, DaemonSet, Deployment, StatefulSet},
@@ -14,12 +17,121 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource,
     api::ListParams,
-    runtime::{WatchStreamExt, wait::await_condition, watcher},
+    runtime::{WatchStreamExt, wait::Condition as _, watcher},
 };
 
 use crate::{cluster::live::LiveError, plan::Condition};
 
-/// Waits for a condition on an object (or on all nodes).
+/// How a wait went besides its result: the watch errors it rode out. kube-runtime's watcher yields
+/// every watch error (a 410 Gone once etcd has compacted the resource version, a dropped
+/// connection) and recovers on its next poll, after its backoff (kube-runtime 3.0
+/// `watcher::watcher` docs: "errors are yielded ... the watcher will recover"); one such error in a
+/// 15-minute Cilium wait is weather, not a failed phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitReport {
+    /// Watch and read errors seen (and ridden out) before the condition held.
+    pub watch_errors: u32,
+    /// The last of them, for the step's record.
+    pub last_error: Option<String>,
+}
+
+impl WaitReport {
+    /// One line for the console and the step record, or `None` when nothing went wrong.
+    pub fn note(&self) -> Option<String> {
+        let last = self.last_error.as_deref()?;
+        Some(format!("{} watch error(s) ridden out; last: {last}", self.watch_errors))
+    }
+}
+
+/// What a wait saw while it waited, shared with the timeout branch (which outlives the watch).
+#[derive(Debug)]
+struct Watching {
+    last_seen: String,
+    report: WaitReport,
+}
+
+/// Shared view of a running wait.
+#[derive(Clone)]
+struct Observer(Arc<Mutex<Watching>>);
+
+impl Observer {
+    fn seen(&self, s: String) {
+        self.0.lock().expect("wait lock").last_seen = s;
+    }
+
+    fn error(&self, e: String) {
+        tracing::warn!(error = %e, "a watch error during a wait; waiting on");
+        let mut w = self.0.lock().expect("wait lock");
+        w.report.watch_errors += 1;
+        w.report.last_error = Some(e);
+    }
+
+    fn snapshot(&self) -> Watching {
+        let w = self.0.lock().expect("wait lock");
+        Watching { last_seen: w.last_seen.clone(), report: w.report.clone() }
+    }
+}
+
+/// How long a wait whose last read failed sleeps before it reads again when no watch event comes.
+const REREAD_AFTER_ERROR: Duration = Duration::from_secs(5);
+
+/// Something that changed: an event of one of the watches a wait follows, or the error it yielded.
+type Events<'a> = BoxStream<'a, Result<(), String>>;
+
+/// The events of a watch on `api` (every object, or one by name), with kube-runtime's default
+/// backoff between a watch error and the next attempt.
+fn events<'a, K>(api: Api<K>, name: Option<&str>) -> Events<'a>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let config = match name {
+        Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
+        None => watcher::Config::default(),
+    };
+    watcher(api, config).default_backoff().map(|e| e.map(|_| ()).map_err(|e| e.to_string())).boxed()
+}
+
+/// Reads the state with `check` until it says done: again after every watch event, and after
+/// [`REREAD_AFTER_ERROR`] when a read failed. Errors are counted in the observer, never returned:
+/// only the deadline ends a wait that has not succeeded.
+async fn until<F, Fut>(mut events: Events<'_>, observer: &Observer, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Progress, String>>,
+{
+    loop {
+        let read_failed = match check().await {
+            Ok(progress) if progress.done => return,
+            Ok(progress) => {
+                observer.seen(progress.seen);
+                false
+            }
+            Err(e) => {
+                observer.error(e);
+                true
+            }
+        };
+        let event = if read_failed {
+            tokio::select! {
+                e = events.next() => e,
+                () = tokio::time::sleep(REREAD_AFTER_ERROR) => Some(Ok(())),
+            }
+        } else {
+            events.next().await
+        };
+        match event {
+            Some(Ok(())) => {}
+            Some(Err(e)) => observer.error(e),
+            // A watcher's stream does not end; if it did, read again after a pause rather than spin.
+            None => {
+                observer.error("the watch ended".into());
+                tokio::time::sleep(REREAD_AFTER_ERROR).await;
+            }
+        }
+    }
+}
+
+/// Waits for a condition on an object (or on all nodes) until `timeout`, riding out watch errors.
 pub async fn wait_for(
     client: &Client,
     kind: &str,
@@ -27,124 +139,125 @@ pub async fn wait_for(
     name: &str,
     cond: &Condition,
     timeout: Duration,
-) -> Result<(), LiveError> {
+) -> Result<WaitReport, LiveError> {
     let what = format!("{kind} {}{name} to be {cond:?}", ns.map(|n| format!("{n}/")).unwrap_or_default());
-    let last_seen = std::sync::Arc::new(std::sync::Mutex::new("nothing yet (object not found)".to_string()));
-    let seen = last_seen.clone();
-    let note = move |s: String| *seen.lock().expect("lock") = s;
-    let fut = async {
+    let observer = Observer(Arc::new(Mutex::new(Watching {
+        last_seen: "nothing yet (object not found)".into(),
+        report: WaitReport::default(),
+    })));
+    let ns = ns.unwrap_or("default");
+    let waiting = async {
         match cond {
             Condition::DaemonSetReady => {
-                let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
-                let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-                let mut stream = watcher(api.clone(), config).default_backoff().applied_objects().boxed();
+                let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
                 // A new pod turning Ready need not change the DaemonSet's counts (the old pod on
                 // that node was ready too), so pod events re-check as well.
-                let pods: Api<Pod> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
-                let mut pod_events =
-                    watcher(pods, watcher::Config::default()).default_backoff().applied_objects().boxed();
-                loop {
-                    if let Some(ds) = api.get_opt(name).await.map_err(|e| e.to_string())? {
-                        let progress = daemonset_progress(&ds);
-                        note(progress.seen.clone());
-                        if progress.done {
-                            let pods = current_revision_pods(client, &ds).await?;
-                            note(pods.seen.clone());
-                            if pods.done {
-                                return Ok(());
-                            }
-                        }
-                    }
-                    let event = tokio::select! {
-                        e = stream.next() => e.map(|r| r.map(|_| ())),
-                        e = pod_events.next() => e.map(|r| r.map(|_| ())),
-                    };
-                    match event {
-                        Some(Ok(())) => {}
-                        Some(Err(e)) => return Err(e.to_string()),
-                        None => return Err("DaemonSet watch ended".into()),
-                    }
-                }
+                let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+                let both = futures::stream::select(events(api.clone(), Some(name)), events(pods, None)).boxed();
+                until(both, &observer, || daemonset_ready(client, &api, name, &observer)).await;
             }
             Condition::DeploymentAvailable => {
-                let api: Api<Deployment> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
-                await_condition(api, name, move |d: Option<&Deployment>| {
-                    let Some(d) = d else { return false };
-                    let progress = deployment_progress(d);
-                    note(progress.seen);
-                    progress.done
-                })
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+                let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+                until(events(api.clone(), Some(name)), &observer, || read(&api, name, deployment_progress)).await;
             }
             Condition::StatefulSetReady => {
-                let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
-                await_condition(api, name, move |s: Option<&StatefulSet>| {
-                    let Some(s) = s else { return false };
-                    let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                    let ready = s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0);
-                    note(format!("replicas {want}, ready {ready}"));
-                    ready >= want
-                })
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+                let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+                until(events(api.clone(), Some(name)), &observer, || read(&api, name, statefulset_progress)).await;
             }
             Condition::PodReady => {
-                let api: Api<Pod> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
-                await_condition(api, name, move |p: Option<&Pod>| {
-                    let Some(st) = p.and_then(|p| p.status.as_ref()) else { return false };
-                    let ready = p.is_some_and(pod_ready);
-                    note(format!("phase {}, ready {ready}", st.phase.as_deref().unwrap_or("?")));
-                    ready
-                })
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+                let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+                until(events(api.clone(), Some(name)), &observer, || read(&api, name, pod_progress)).await;
             }
             Condition::CrdEstablished => {
                 let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-                await_condition(api, name, kube::runtime::conditions::is_crd_established())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                until(events(api.clone(), Some(name)), &observer, || read(&api, name, crd_progress)).await;
             }
             Condition::NodesReady => {
                 let api: Api<Node> = Api::all(client.clone());
-                let mut stream =
-                    watcher(api.clone(), watcher::Config::default()).default_backoff().applied_objects().boxed();
-                loop {
-                    let nodes = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
-                    let not_ready: Vec<String> = nodes
-                        .items
-                        .iter()
-                        .filter(|n| {
-                            !n.status
-                                .as_ref()
-                                .and_then(|s| s.conditions.as_ref())
-                                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                        })
-                        .filter_map(|n| n.metadata.name.clone())
-                        .collect();
-                    note(format!("{} nodes, not Ready: [{}]", nodes.items.len(), not_ready.join(", ")));
-                    if !nodes.items.is_empty() && not_ready.is_empty() {
-                        return Ok(());
-                    }
-                    match stream.next().await {
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => return Err(e.to_string()),
-                        None => return Err("node watch ended".into()),
-                    }
-                }
+                until(events(api.clone(), None), &observer, || nodes_ready(&api)).await;
             }
         }
     };
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(message)) => Err(LiveError::Http { what: format!("waiting for {what}"), message }),
-        Err(_) => Err(LiveError::Timeout { what, after: timeout, last_seen: last_seen.lock().expect("lock").clone() }),
+    let outcome = tokio::time::timeout(timeout, waiting).await;
+    let Watching { last_seen, report } = observer.snapshot();
+    match outcome {
+        Ok(()) => Ok(report),
+        Err(_) => {
+            let last_seen = match report.note() {
+                Some(note) => format!("{last_seen} ({note})"),
+                None => last_seen,
+            };
+            Err(LiveError::Timeout { what, after: timeout, last_seen })
+        }
     }
+}
+
+/// Reads one object and measures it; a missing object is progress not yet made.
+async fn read<K>(api: &Api<K>, name: &str, measure: fn(&K) -> Progress) -> Result<Progress, String>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await.map_err(|e| e.to_string())? {
+        Some(obj) => Ok(measure(&obj)),
+        None => Ok(Progress { done: false, seen: "nothing yet (object not found)".into() }),
+    }
+}
+
+/// The DaemonSet's own counts, then the pods of its current revision.
+async fn daemonset_ready(
+    client: &Client,
+    api: &Api<DaemonSet>,
+    name: &str,
+    observer: &Observer,
+) -> Result<Progress, String> {
+    let Some(ds) = api.get_opt(name).await.map_err(|e| e.to_string())? else {
+        return Ok(Progress { done: false, seen: "nothing yet (object not found)".into() });
+    };
+    let progress = daemonset_progress(&ds);
+    if !progress.done {
+        return Ok(progress);
+    }
+    observer.seen(progress.seen);
+    current_revision_pods(client, &ds).await
+}
+
+/// Every node Ready, and at least one node.
+async fn nodes_ready(api: &Api<Node>) -> Result<Progress, String> {
+    let nodes = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
+    let not_ready: Vec<String> =
+        nodes.items.iter().filter(|n| !node_ready(n)).filter_map(|n| n.metadata.name.clone()).collect();
+    Ok(Progress {
+        done: !nodes.items.is_empty() && not_ready.is_empty(),
+        seen: format!("{} nodes, not Ready: [{}]", nodes.items.len(), not_ready.join(", ")),
+    })
+}
+
+/// Whether a node's Ready condition is True.
+fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A StatefulSet with every replica ready.
+fn statefulset_progress(s: &StatefulSet) -> Progress {
+    let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0);
+    Progress { done: ready >= want, seen: format!("replicas {want}, ready {ready}") }
+}
+
+/// A pod whose Ready condition is True.
+fn pod_progress(p: &Pod) -> Progress {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("?");
+    let ready = pod_ready(p);
+    Progress { done: ready, seen: format!("phase {phase}, ready {ready}") }
+}
+
+/// A CRD with condition Established (kube-runtime's `is_crd_established`).
+fn crd_progress(crd: &CustomResourceDefinition) -> Progress {
+    let established = kube::runtime::conditions::is_crd_established().matches_object(Some(crd));
+    Progress { done: established, seen: format!("established {established}") }
 }
 
 /// Whether a rollout is complete, and what was seen (for the timeout message).

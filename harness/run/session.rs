@@ -964,7 +964,12 @@ async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
                     &condition,
                     timeout,
                 )
-                .await?)
+                .await
+                .map(|report| {
+                    if let Some(note) = report.note() {
+                        tracing::warn!(step = %name, "{note}");
+                    }
+                })?)
             })
             .await
         }

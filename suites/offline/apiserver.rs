@@ -135,11 +135,78 @@ fn serve(mut handle: Handle, deployment: Value) -> tokio::task::JoinHandle<()> {
                 held.push(send);
                 continue;
             }
+            if req.uri().path().ends_with("/deployments/istiod") {
+                send.send_response(reply(StatusCode::OK, &deployment));
+                continue;
+            }
             let list = json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {"resourceVersion": "7"},
                               "items": [deployment.clone()]});
             send.send_response(reply(StatusCode::OK, &list));
         }
     })
+}
+
+/// Serves istiod unavailable until its first watch has failed with 410 Gone (etcd compacted the
+/// resource version: `too old resource version`, apimachinery's `NewResourceExpired`), available
+/// after that when `recovers`. Later watches are held open.
+fn serve_expiring_watch(mut handle: Handle, recovers: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        let mut expired = false;
+        while let Some((req, send)) = handle.next_request().await {
+            let query = req.uri().query().unwrap_or_default().to_string();
+            if query.contains("watch=true") {
+                if expired {
+                    held.push(send);
+                } else {
+                    expired = true;
+                    let event = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "Expired", "code": 410,
+                        "message": "too old resource version: 7 (9)"}});
+                    send.send_response(reply(StatusCode::OK, &event));
+                }
+                continue;
+            }
+            let now = deployment(i32::from(expired && recovers));
+            if req.uri().path().ends_with("/deployments/istiod") {
+                send.send_response(reply(StatusCode::OK, &now));
+            } else {
+                let list = json!({"apiVersion": "apps/v1", "kind": "DeploymentList",
+                                  "metadata": {"resourceVersion": "7"}, "items": [now]});
+                send.send_response(reply(StatusCode::OK, &list));
+            }
+        }
+    })
+}
+
+/// kube-runtime's watcher yields a 410 after compaction as an error and recovers on its next poll
+/// (issue 22, item 4): the wait rides it out, counts it, and still ends at its deadline otherwise.
+#[tokio::test]
+async fn a_wait_rides_out_an_expired_watch_and_counts_it() {
+    use meshcheck::{
+        cluster::{live::LiveError, waits::wait_for},
+        plan::Condition,
+    };
+    let t = std::time::Duration::from_secs(10);
+    let (client, handle) = mock();
+    let server = serve_expiring_watch(handle, true);
+    let report = wait_for(&client, "Deployment", Some("istio-system"), "istiod", &Condition::DeploymentAvailable, t)
+        .await
+        .expect("one expired watch does not end a wait");
+    assert_eq!(report.watch_errors, 1, "{report:?}");
+    assert!(report.note().unwrap().contains("too old resource version"), "{report:?}");
+    drop(client);
+    server.abort();
+
+    let (client, handle) = mock();
+    let server = serve_expiring_watch(handle, false);
+    let t = std::time::Duration::from_secs(2);
+    let err = wait_for(&client, "Deployment", Some("istio-system"), "istiod", &Condition::DeploymentAvailable, t)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LiveError::Timeout { .. }), "only the deadline ends the wait: {err}");
+    assert!(err.to_string().contains("1 watch error(s) ridden out"), "{err}");
+    server.abort();
 }
 
 #[tokio::test]
