@@ -2,8 +2,13 @@
 //! created itself, so ownership is decided at creation: a namespace that does not exist is created
 //! with the run's label; one that exists is used as it is and never labelled. Cleanup deletes by that
 //! label and checks the label again on every object it is about to delete.
+//!
+//! A namespace still Terminating (an earlier run's, on an existing cluster) is neither: nothing can
+//! be created in it (the NamespaceLifecycle admission plugin answers 403 "because it is being
+//! terminated", k8s.io/apiserver plugin/namespace/lifecycle/admission.go), so [`ensure`] waits for it
+//! to be gone, bounded by [`TERMINATING_DEADLINE`], and then creates it as the run's own.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
@@ -12,9 +17,16 @@ use kube::{
 };
 
 use crate::{
-    cluster::live::{LiveError, MUTATION_DEADLINE, within},
+    cluster::{
+        live::{LiveError, MUTATION_DEADLINE, within},
+        waits::wait_gone,
+    },
     common::names::{FIELD_MANAGER, MANAGED_BY, RUN_LABEL},
 };
+
+/// How long [`ensure`] waits for a Terminating namespace to be gone. Deleting a namespace deletes
+/// everything in it first, finalizers included (a waypoint's, a Kiali CR's): minutes, not seconds.
+pub const TERMINATING_DEADLINE: Duration = Duration::from_secs(300);
 
 /// What [`ensure`] found.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,16 +40,27 @@ pub enum Ensured {
 /// Creates `name` with the ownership labels (`run` as the [`RUN_LABEL`] value) plus `labels`,
 /// unless it exists, within [`MUTATION_DEADLINE`].
 pub async fn ensure(client: &Client, name: &str, labels: &[(String, String)], run: &str) -> Result<Ensured, LiveError> {
-    within(MUTATION_DEADLINE, &format!("ensure namespace {name}"), async {
-        let api: Api<Namespace> = Api::all(client.clone());
-        let err = |what: &str| {
-            let what = format!("{what} namespace {name}");
-            move |source| LiveError::Kube { what, source }
-        };
-        if api.get_opt(name).await.map_err(err("read"))?.is_some() {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let err = |what: &str| {
+        let what = format!("{what} namespace {name}");
+        move |source| LiveError::Kube { what, source }
+    };
+    let found = within(MUTATION_DEADLINE, &format!("read namespace {name}"), async {
+        api.get_opt(name).await.map_err(err("read"))
+    })
+    .await?;
+    match found {
+        Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
+            tracing::info!("namespace {name} is still Terminating (an earlier run's?); waiting for it to go");
+            wait_gone(&api, &format!("namespace {name}, still Terminating,"), name, TERMINATING_DEADLINE).await?;
+        }
+        Some(_) => {
             tracing::info!("namespace {name} exists; using it as it is (it will not be deleted)");
             return Ok(Ensured::Existed);
         }
+        None => {}
+    }
+    within(MUTATION_DEADLINE, &format!("create namespace {name}"), async {
         let mut all: BTreeMap<String, String> = labels.iter().cloned().collect();
         all.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
         all.insert(RUN_LABEL.into(), run.to_string());

@@ -192,6 +192,27 @@ pub async fn wait_for(
     }
 }
 
+/// Waits until the object `name` is gone (deleted and its finalizers done), riding out watch errors
+/// like [`wait_for`]. For a namespace an earlier run deleted and that is still Terminating.
+pub async fn wait_gone<K>(api: &Api<K>, what: &str, name: &str, timeout: Duration) -> Result<WaitReport, LiveError>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let observer =
+        Observer(Arc::new(Mutex::new(Watching { last_seen: "still there".into(), report: WaitReport::default() })));
+    let gone = until(events(api.clone(), Some(name)), &observer, || async {
+        let left = api.get_opt(name).await.map_err(|e| e.to_string())?;
+        Ok(Progress { done: left.is_none(), seen: "still there".into() })
+    });
+    let outcome = tokio::time::timeout(timeout, gone).await;
+    let Watching { last_seen, report } = observer.snapshot();
+    outcome.map(|()| report).map_err(|_| LiveError::Timeout {
+        what: format!("{what} to be gone"),
+        after: timeout,
+        last_seen,
+    })
+}
+
 /// Reads one object and measures it; a missing object is progress not yet made.
 async fn read<K>(api: &Api<K>, name: &str, measure: fn(&K) -> Progress) -> Result<Progress, String>
 where

@@ -79,6 +79,57 @@ async fn an_existing_namespace_is_used_as_is_and_never_labelled() {
     server.await.unwrap();
 }
 
+/// A re-run on an existing cluster finds the earlier run's namespace still Terminating (issue 22,
+/// item 5): nothing can be created in it (403), and it is not someone else's either. `ensure` waits
+/// for it to go and creates it as this run's own.
+#[tokio::test]
+async fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own() {
+    let (client, mut handle) = mock();
+    let terminating = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "meshcheck-inside", "resourceVersion": "41", "deletionTimestamp": "2026-12-03T09:00:00Z",
+                     "labels": {"meshcheck.io/run": "20261203-085900", "app.kubernetes.io/managed-by": "meshcheck"}},
+        "status": {"phase": "Terminating"}});
+    let server = tokio::spawn(async move {
+        let mut gone = false;
+        while let Some((req, send)) = handle.next_request().await {
+            let (method, path) = (req.method().clone(), req.uri().path().to_string());
+            let query = req.uri().query().unwrap_or_default().to_string();
+            if method == Method::POST {
+                let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&bytes).unwrap();
+                assert!(gone, "created before the old namespace was gone");
+                assert_eq!(body["metadata"]["labels"]["meshcheck.io/run"], "20261203-091500");
+                send.send_response(reply(StatusCode::CREATED, &body));
+            } else if query.contains("watch=true") {
+                // The namespace controller finishes: the watch sees it deleted.
+                gone = true;
+                let event = json!({"type": "DELETED", "object": terminating});
+                send.send_response(reply(StatusCode::OK, &event));
+            } else if path == "/api/v1/namespaces/meshcheck-inside" {
+                if gone {
+                    send.send_response(reply(StatusCode::NOT_FOUND, &not_found("meshcheck-inside")));
+                } else {
+                    send.send_response(reply(StatusCode::OK, &terminating));
+                }
+            } else {
+                let items = if gone { json!([]) } else { json!([terminating]) };
+                let list = json!({"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": "41"}, "items": items});
+                send.send_response(reply(StatusCode::OK, &list));
+            }
+        }
+    });
+    let got = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        namespaces::ensure(&client, "meshcheck-inside", &[], "20261203-091500"),
+    )
+    .await
+    .expect("ensure ends once the namespace is gone")
+    .unwrap();
+    assert!(matches!(got, Ensured::Created(_)), "a Terminating namespace is not someone else's: {got:?}");
+    drop(client);
+    server.abort();
+}
+
 #[tokio::test]
 async fn cleanup_deletes_only_namespaces_with_both_run_labels() {
     let (client, mut handle) = mock();
