@@ -81,3 +81,59 @@ async fn generator_counts_failures_and_stalls_and_the_check_judges_them() {
     assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation());
     assert!(v.reason.contains("before the upgrade") || v.reason.contains("after the upgrade"), "{}", v.reason);
 }
+
+/// A server on loopback that answers each connection with the next of `answers`; `None` accepts and
+/// never answers (a stalled download).
+async fn answering(answers: Vec<Option<&'static str>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut stalled = Vec::new();
+        for answer in answers {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            match answer {
+                Some(status_and_body) => {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let (status, body) = status_and_body.split_once('|').unwrap();
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    conn.write_all(reply.as_bytes()).await.unwrap();
+                }
+                None => stalled.push(conn),
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    format!("http://{addr}/standard-install.yaml")
+}
+
+fn quick(attempts: u32) -> meshcheck::cluster::download::Download {
+    meshcheck::cluster::download::Download {
+        connect: std::time::Duration::from_millis(300),
+        total: std::time::Duration::from_millis(300),
+        attempts,
+        backoff: std::time::Duration::from_millis(10),
+    }
+}
+
+/// Issue 22, item 2: a stalled manifest download ends at its deadline with the cause, and a passing
+/// server error is retried.
+#[tokio::test]
+async fn a_stalled_download_ends_at_its_deadline_and_a_server_error_is_retried() {
+    let url = answering(vec![None, None]).await;
+    let started = std::time::Instant::now();
+    let err = quick(2).text(&url).await.unwrap_err().to_string();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "bounded: {:?}", started.elapsed());
+    assert!(err.contains("attempt 2 of 2") && err.contains("timed out"), "{err}");
+
+    let url = answering(vec![Some("503 Service Unavailable|busy"), Some("200 OK|kind: List")]).await;
+    assert_eq!(quick(3).text(&url).await.unwrap(), "kind: List");
+
+    let url = answering(vec![Some("404 Not Found|no such file")]).await;
+    let err = quick(3).text(&url).await.unwrap_err().to_string();
+    assert!(err.contains("attempt 1 of 3: HTTP 404"), "a 404 of a pinned URL is not retried: {err}");
+}
