@@ -4,20 +4,33 @@
 use std::{io::Write, path::Path};
 
 /// Writes a file atomically: a temp file in the same folder, then rename. Creates parent folders.
+///
+/// The temp file has a random name and is created with `create_new` (`O_CREAT | O_EXCL`, which
+/// refuses an existing path, a symlink included: open(2)): `judge` writes into run folders that
+/// came from elsewhere, and a symlink planted under a predictable temp name would otherwise make
+/// the write land outside the folder. The rename replaces a link at `path` itself, never its target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
     let tmp = dir.join(format!(
-        ".{}.tmp{}",
+        ".{}.{:016x}.tmp",
         path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default(),
-        std::process::id()
+        u64::from_le_bytes(nonce)
     ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        f.sync_all()
+    })();
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    std::fs::rename(&tmp, path)
 }
 
 /// Current time, RFC 3339 UTC.
@@ -45,6 +58,22 @@ pub fn tail(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_atomic_write_never_follows_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.txt");
+        std::fs::write(&outside, "theirs").unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        // The old predictable temp name, and the file itself, both planted as links outside.
+        std::os::unix::fs::symlink(&outside, run.join(format!(".summary.md.tmp{}", std::process::id()))).unwrap();
+        std::os::unix::fs::symlink(&outside, run.join("summary.md")).unwrap();
+        write_atomic(&run.join("summary.md"), b"ours").unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "theirs");
+        assert_eq!(std::fs::read_to_string(run.join("summary.md")).unwrap(), "ours");
+        assert!(!run.join("summary.md").is_symlink(), "the link itself was replaced");
+    }
 
     #[test]
     fn tails_cut_at_char_boundaries() {
