@@ -16,6 +16,23 @@ pub(super) const INTO_NAMESPACE: &str = "its objects go into this namespace, whi
 /// Why a wait follows the apply of what it awaits.
 pub(super) const APPLIED: &str = "the objects this applies";
 
+/// A command that neither creates the cluster nor is advisory: a non-zero exit fails its step.
+pub(super) fn command(name: impl Into<String>, command: CommandSpec) -> Step {
+    Step::Command { name: name.into(), command, advisory: None, creates_cluster: false }
+}
+
+/// A helm release of a pinned chart version.
+pub(super) struct HelmRelease<'a> {
+    /// Release name.
+    pub(super) name: &'a str,
+    /// `repository/chart`.
+    pub(super) chart: &'a str,
+    /// Chart version.
+    pub(super) version: &'a str,
+    /// Namespace it installs into.
+    pub(super) namespace: &'a str,
+}
+
 /// What the steps of every phase share: the scenario, the run's context, and the cluster it reaches.
 pub(super) struct Builder<'a> {
     pub(super) s: &'a Scenario,
@@ -29,6 +46,8 @@ pub(super) struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The flags every helm command gets: the run's kubeconfig and context, and a repository
+    /// config in the run folder, so the user's own helm repositories are neither read nor changed.
     fn helm_globals(&self) -> Vec<String> {
         let mut g = vec!["--kubeconfig".into(), self.kubeconfig.clone()];
         if let Some(c) = &self.context {
@@ -38,19 +57,17 @@ impl Builder<'_> {
         g
     }
 
+    /// `helm repo add` of a chart repository.
     pub(super) fn repo_add(&self, name: &str, url: &str) -> Step {
         // The same mirrored URL preflight checks (`mirrors` covers chart repositories too).
         let mut args =
             vec!["repo".to_string(), "add".into(), name.into(), self.s.mirrored(url), "--force-update".into()];
         args.extend(self.helm_globals());
-        Step::Command {
-            name: format!("helm repo {name}"),
-            command: CommandSpec::new("helm", args, self.s.timeouts.install.0),
-            advisory: None,
-            creates_cluster: false,
-        }
+        command(format!("helm repo {name}"), CommandSpec::new("helm", args, self.s.timeouts.install.0))
     }
 
+    /// Writes a values fixture into the run folder, where helm reads it and the reader finds it.
+    /// Returns the step and the file's path.
     pub(super) fn values(&self, fixture: &str) -> (Step, String) {
         let file = fixture.trim_start_matches("values/");
         let path = format!("{}/values/{file}", self.ctx.run_dir);
@@ -62,36 +79,27 @@ impl Builder<'_> {
         (step, path)
     }
 
+    /// Writes a file the plan generates into the run folder. Returns the step and the file's path.
     pub(super) fn generated(&self, file: &str, content: String) -> (Step, String) {
         let path = format!("{}/{file}", self.ctx.run_dir);
         (Step::WriteFile { path: path.clone(), from: "generated".into(), content }, path)
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// `helm upgrade [--install] …`: `install` for a first install, plain `upgrade` for the
     /// documented in-place upgrade. Namespaces come from [`Step::Namespace`], not from helm, so
     /// that the run knows which ones it created.
-    pub(super) fn helm_release(
-        &self,
-        install: bool,
-        release: &str,
-        chart: &str,
-        version: &str,
-        ns: &str,
-        values: &[String],
-        wait: bool,
-    ) -> Step {
+    pub(super) fn helm_release(&self, install: bool, release: &HelmRelease, values: &[String], wait: bool) -> Step {
         let mut args: Vec<String> = vec!["upgrade".into()];
         if install {
             args.push("--install".into());
         }
         args.extend([
-            release.into(),
-            chart.into(),
+            release.name.into(),
+            release.chart.into(),
             "--version".into(),
-            version.into(),
+            release.version.into(),
             "--namespace".into(),
-            ns.into(),
+            release.namespace.into(),
         ]);
         for v in values {
             args.extend(["--values".into(), v.clone()]);
@@ -102,14 +110,10 @@ impl Builder<'_> {
         args.extend(["--timeout".into(), format!("{}s", self.s.timeouts.install.0.as_secs())]);
         args.extend(self.helm_globals());
         let timeout = self.s.timeouts.install.0 + std::time::Duration::from_secs(60);
-        Step::Command {
-            name: format!("helm {release}"),
-            command: CommandSpec::new("helm", args, timeout),
-            advisory: None,
-            creates_cluster: false,
-        }
+        command(format!("helm {}", release.name), CommandSpec::new("helm", args, timeout))
     }
 
+    /// A watch on `kind` `ns/name` until `condition`, within `timeout`.
     pub(super) fn wait(
         &self,
         kind: &str,
@@ -127,6 +131,7 @@ impl Builder<'_> {
         }
     }
 
+    /// A namespace of the run's own, with `labels` besides the ownership label.
     pub(super) fn namespace(&self, name: &str, labels: &[(&str, &str)]) -> Step {
         Step::Namespace {
             name: name.into(),
@@ -135,11 +140,14 @@ impl Builder<'_> {
         }
     }
 
-    /// The run's [`RUN_LABEL`](crate::common::names::RUN_LABEL) value: label values must be lowercase-friendly, run ids need not be.
+    /// The run's [`RUN_LABEL`](crate::common::names::RUN_LABEL) value: label values must be
+    /// lowercase-friendly, run ids need not be.
     pub(super) fn run_label(&self) -> String {
         self.ctx.run_id.to_lowercase()
     }
 
+    /// The apply of a manifest fixture (`manifests/<name>`, placeholders filled from `vars`), its
+    /// objects listed in the plan; `ns` for objects without a namespace.
     pub(super) fn fixture_apply(&self, name: &str, ns: Option<&str>, vars: &[(&str, &str)]) -> Step {
         let objects = fixtures::manifest_rendered(name, vars)
             .expect("fixtures parse (tested)")

@@ -33,22 +33,10 @@ pub(super) fn deploy(b: &Builder, g: &mut Graph, istio: &Istio) {
     let namespace = g.add_early(b.namespace(BOOKINFO_NS, &[AMBIENT]), &[], early);
     let mut applies = Vec::new();
     for file in ["platform/kube/bookinfo.yaml", "platform/kube/bookinfo-versions.yaml"] {
-        let apply = Step::Apply {
-            source: Source::Url { url: bookinfo_url(s, file) },
-            namespace: ns.map(String::from),
-            objects: Vec::new(),
-            dry_run_first: true,
-        };
-        applies.push(g.add_early(apply, &[(namespace, INTO_NAMESPACE), captured], early));
+        applies.push(g.add_early(bookinfo_apply(s, file), &[(namespace, INTO_NAMESPACE), captured], early));
     }
-    let gateway = Step::Apply {
-        source: Source::Url { url: bookinfo_url(s, "networking/bookinfo-gateway.yaml") },
-        namespace: ns.map(String::from),
-        objects: Vec::new(),
-        dry_run_first: true,
-    };
     g.add_early(
-        gateway,
+        bookinfo_apply(s, "networking/bookinfo-gateway.yaml"),
         &[
             (namespace, INTO_NAMESPACE),
             (istio.istiod, "an Istio Gateway is Istio config: istiod's validating webhook must answer"),
@@ -69,11 +57,22 @@ pub(super) fn deploy(b: &Builder, g: &mut Graph, istio: &Istio) {
     g.checks(s, Stage::Deploy);
 }
 
+/// A file of the bookinfo sample at the scenario's bookinfo release (through its mirrors).
 pub(super) fn bookinfo_url(s: &Scenario, file: &str) -> String {
     s.mirrored(&format!(
         "https://raw.githubusercontent.com/istio/istio/{}/samples/bookinfo/{file}",
         s.versions.bookinfo()
     ))
+}
+
+/// The apply of a bookinfo sample file into the bookinfo namespace.
+fn bookinfo_apply(s: &Scenario, file: &str) -> Step {
+    Step::Apply {
+        source: Source::Url { url: bookinfo_url(s, file) },
+        namespace: Some(BOOKINFO_NS.into()),
+        objects: Vec::new(),
+        dry_run_first: true,
+    }
 }
 
 /// The test clients of the mTLS check, each in a namespace of the run's own. `early` lets

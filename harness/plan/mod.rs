@@ -46,6 +46,7 @@ mod observability;
 pub mod providers;
 mod provision;
 mod render;
+mod upgrade;
 
 pub use command::CommandSpec;
 pub use condition::Condition;
@@ -53,7 +54,7 @@ pub use render::render_text;
 
 use self::{
     builder::Builder, cleanup::cleanup, deploy::deploy, graph::Graph, istio::istio, observability::observability,
-    provision::provision,
+    provision::provision, upgrade::upgrade,
 };
 
 /// Everything a run needs to know to execute.
@@ -245,7 +246,8 @@ pub enum Step {
         /// Labels besides the ownership labels (`istio.io/dataplane-mode`).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         labels: Vec<(String, String)>,
-        /// Value of the [`RUN_LABEL`](crate::common::names::RUN_LABEL) a created namespace gets: the run id, lowercased.
+        /// Value of the [`RUN_LABEL`](crate::common::names::RUN_LABEL) a created namespace gets: the run
+        /// id, lowercased.
         run: String,
     },
     /// Delete the namespaces carrying this run's ownership labels (the cleanup of an existing cluster).
@@ -322,13 +324,7 @@ impl RunContext {
 /// Builds the plan for a scenario.
 pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
     let cluster = (s.provider != Provider::Existing).then(|| format!("meshcheck-{}", ctx.run_id.to_lowercase()));
-    let (kubeconfig, context) = match &s.existing {
-        Some(e) => {
-            (e.kubeconfig.clone().map(|k| expand_home(&k)).unwrap_or_else(default_kubeconfig), e.context.clone())
-        }
-        // Never under reports/: CI uploads that folder as an artifact.
-        None => (format!("{}/kubeconfig", ctx.private_dir), None),
-    };
+    let (kubeconfig, context) = kubeconfig(s, ctx);
     let b = Builder { s, ctx, kubeconfig: kubeconfig.clone(), context: context.clone(), cluster: cluster.clone() };
     let mut g = Graph::new();
     g.phase(Phase::Preflight);
@@ -351,22 +347,7 @@ pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
     g.checks(s, Stage::Checks);
     if let Some(target) = &s.versions.upgrade_to {
         g.phase(Phase::Upgrade);
-        let start = g.add(Step::Traffic { action: TrafficAction::Start }, &[]);
-        let during = g.add(
-            Step::Traffic { action: TrafficAction::During },
-            &[(start, "traffic flows for `traffic.settle` before the upgrade begins")],
-        );
-        let upgraded =
-            istio(&b, &mut g, target, true, &[(during, "what is sent from here on counts as during the upgrade")]);
-        let after = g.add(
-            Step::Traffic { action: TrafficAction::After },
-            &[(upgraded.gateway, "the upgrade ends with the last rollout, the gateway's")],
-        );
-        g.add(
-            Step::Traffic { action: TrafficAction::Stop },
-            &[(after, "traffic flows for `traffic.settle` after the upgrade")],
-        );
-        g.checks(s, Stage::Upgrade);
+        upgrade(&b, &mut g, target);
         g.phase(Phase::Candidate);
         g.checks(s, Stage::Checks);
     }
@@ -384,6 +365,20 @@ pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
     }
 }
 
+/// The kubeconfig and context the run connects with: on an existing cluster the scenario's
+/// kubeconfig (else `$KUBECONFIG`, else `~/.kube/config`) and context (else the current one); for a
+/// cluster the run creates, a kubeconfig in the private folder.
+fn kubeconfig(s: &Scenario, ctx: &RunContext) -> (String, Option<String>) {
+    match &s.existing {
+        Some(e) => {
+            (e.kubeconfig.clone().map(|k| expand_home(&k)).unwrap_or_else(default_kubeconfig), e.context.clone())
+        }
+        // Never under reports/: CI uploads that folder as an artifact.
+        None => (format!("{}/kubeconfig", ctx.private_dir), None),
+    }
+}
+
+/// `~/…` with the home folder spelled out, as a shell would (helm and kubectl get the path as is).
 fn expand_home(p: &str) -> String {
     match (p.strip_prefix("~/"), std::env::var("HOME")) {
         (Some(rest), Ok(home)) => format!("{home}/{rest}"),
@@ -391,6 +386,7 @@ fn expand_home(p: &str) -> String {
     }
 }
 
+/// The kubeconfig kubectl would use: `$KUBECONFIG` if set, else `~/.kube/config`.
 fn default_kubeconfig() -> String {
     std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty()).unwrap_or_else(|| expand_home("~/.kube/config"))
 }
