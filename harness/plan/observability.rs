@@ -1,0 +1,163 @@
+//! The observability part of the install phase: kube-prometheus-stack, Tempo and Kiali as far as
+//! the scenario's checks read them, Cilium's policy for ambient's host probes, and `istioctl
+//! analyze` once the mesh is up.
+
+use super::{
+    CommandSpec, Condition, Step, StepId,
+    builder::{Builder, FROM_REPOSITORY, HelmRelease, READS_VALUES, ROLLOUT},
+    graph::Graph,
+    istio::Istio,
+};
+use crate::common::catalog::{self, Component};
+
+/// kube-prometheus-stack, Tempo and Kiali, beside the Istio chain: they need only its namespaces,
+/// base's CRDs and a serving istiod for the Istio config they come with; then `istioctl analyze`
+/// of the whole mesh.
+pub(super) fn observability(b: &Builder, g: &mut Graph, istio: &Istio, cilium_operator: Option<StepId>) {
+    // A `checks:` subset installs only what its checks read (catalog::CheckInfo::reads).
+    let wanted = |c: Component| catalog::any_reads(&b.s.checks, c);
+    if wanted(Component::Prometheus) {
+        prometheus(b, g, istio);
+    }
+    let telemetry = if wanted(Component::Tempo) { Some(tempo(b, g, istio)) } else { None };
+    if wanted(Component::Kiali) {
+        kiali(b, g, istio);
+    }
+    hostprobe_policy(b, g, cilium_operator);
+    istioctl_analyze(b, g, istio, telemetry);
+}
+
+/// A chart of the observability stack: the repository it comes from, its values fixture, its release.
+struct StackChart<'a> {
+    /// `helm repo add` name and URL.
+    repo: (&'a str, &'a str),
+    /// Values fixture.
+    fixture: &'a str,
+    release: HelmRelease<'a>,
+}
+
+/// A chart's repository and values file, then its helm command after them, after its namespace
+/// and after `needs`. Returns the helm command.
+fn install_chart(
+    b: &Builder,
+    g: &mut Graph,
+    istio: &Istio,
+    chart: StackChart,
+    needs: &[(StepId, &'static str)],
+) -> StepId {
+    let repo = g.add(b.repo_add(chart.repo.0, chart.repo.1), &[]);
+    let (w, v) = b.values(chart.fixture);
+    let w = g.add(w, &[]);
+    let mut all: Vec<(StepId, &'static str)> = istio.namespace(chart.release.namespace).into_iter().collect();
+    all.extend([(repo, FROM_REPOSITORY), (w, READS_VALUES)]);
+    all.extend_from_slice(needs);
+    g.add(b.helm_release(true, &chart.release, &[v], false), &all)
+}
+
+/// kube-prometheus-stack, its operator's Prometheus, and the monitors that scrape the mesh.
+fn prometheus(b: &Builder, g: &mut Graph, istio: &Istio) {
+    let t = b.s.timeouts.install.0;
+    let chart = StackChart {
+        repo: ("prometheus-community", "https://prometheus-community.github.io/helm-charts"),
+        fixture: "values/kube-prometheus-stack.yaml",
+        release: HelmRelease {
+            name: "kps",
+            chart: "prometheus-community/kube-prometheus-stack",
+            version: &b.s.versions.kube_prometheus_stack,
+            namespace: "monitoring",
+        },
+    };
+    let kps = install_chart(b, g, istio, chart, &[]);
+    g.add(
+        b.wait("Deployment", Some("monitoring"), "prom-operator", Condition::DeploymentAvailable, t),
+        &[(kps, ROLLOUT)],
+    );
+    g.add(
+        b.wait("StatefulSet", Some("monitoring"), "prometheus-prom-prometheus", Condition::StatefulSetReady, t),
+        &[(kps, "the operator creates Prometheus from the CR this chart installs")],
+    );
+    g.add(
+        b.fixture_apply("istio-monitors.yaml", None, &[]),
+        &[(kps, "ServiceMonitor and PodMonitor are CRDs of kube-prometheus-stack")],
+    );
+}
+
+/// Tempo, and the Istio Telemetry that sends the mesh's traces to it. Returns the Telemetry's apply.
+fn tempo(b: &Builder, g: &mut Graph, istio: &Istio) -> StepId {
+    let chart = StackChart {
+        repo: ("grafana-community", "https://grafana-community.github.io/helm-charts"),
+        fixture: "values/tempo.yaml",
+        release: HelmRelease {
+            name: "tempo",
+            chart: "grafana-community/tempo",
+            version: &b.s.versions.tempo,
+            namespace: "tempo",
+        },
+    };
+    let tempo = install_chart(b, g, istio, chart, &[]);
+    g.add(
+        b.wait("StatefulSet", Some("tempo"), "tempo", Condition::StatefulSetReady, b.s.timeouts.install.0),
+        &[(tempo, ROLLOUT)],
+    );
+    g.add(
+        b.fixture_apply("telemetry.yaml", None, &[]),
+        &[(
+            istio.istiod,
+            "Telemetry is Istio config: its CRD comes with base, and istiod's validating webhook must answer (llm-d/llm-d-benchmark#1920)",
+        )],
+    )
+}
+
+/// The Kiali operator, and the Kiali it creates in istio-system.
+fn kiali(b: &Builder, g: &mut Graph, istio: &Istio) {
+    let chart = StackChart {
+        repo: ("kiali", "https://kiali.org/helm-charts"),
+        fixture: "values/kiali-operator.yaml",
+        release: HelmRelease {
+            name: "kiali-operator",
+            chart: "kiali/kiali-operator",
+            version: &b.s.versions.kiali,
+            namespace: "kiali-operator",
+        },
+    };
+    let into_istio_system = istio
+        .namespace("istio-system")
+        .map(|(id, _)| (id, "its Kiali CR goes into istio-system (values/kiali-operator.yaml)"));
+    let kiali = install_chart(b, g, istio, chart, &into_istio_system.into_iter().collect::<Vec<_>>());
+    g.add(
+        b.wait("Deployment", Some("istio-system"), "kiali", Condition::DeploymentAvailable, b.s.timeouts.install.0),
+        &[(kiali, "the operator creates Kiali from the CR this chart installs")],
+    );
+}
+
+/// Cilium's policy that lets the kubelet's probes, which istio-cni SNATs to 169.254.7.127, reach
+/// ambient pods under default-deny; after Cilium's operator, which registers its CRD, when the run
+/// installed Cilium.
+fn hostprobe_policy(b: &Builder, g: &mut Graph, cilium_operator: Option<StepId>) {
+    let ccnp: Vec<(StepId, &'static str)> = cilium_operator
+        .map(|op| (op, "CiliumClusterwideNetworkPolicy is a CRD Cilium's operator registers"))
+        .into_iter()
+        .collect();
+    g.add(b.fixture_apply("cilium-allow-ambient-hostprobes.yaml", None, &[]), &ccnp);
+}
+
+/// `istioctl analyze` of the whole mesh, advisory: its findings go to the evidence.
+fn istioctl_analyze(b: &Builder, g: &mut Graph, istio: &Istio, telemetry: Option<StepId>) {
+    let mut analyze =
+        vec!["analyze".to_string(), "--all-namespaces".into(), "--kubeconfig".into(), b.kubeconfig.clone()];
+    if let Some(c) = &b.context {
+        analyze.extend(["--context".into(), c.clone()]);
+    }
+    g.add(
+        Step::Command {
+            name: "istioctl analyze".into(),
+            command: CommandSpec::new("istioctl", analyze, b.s.timeouts.install.0),
+            advisory: Some("istioctl-analyze.txt".into()),
+            creates_cluster: false,
+        },
+        &[(istio.gateway, "analyzes the mesh once every Istio chart is up")]
+            .into_iter()
+            .chain(telemetry.map(|t| (t, "and the Istio config the install applies")))
+            .collect::<Vec<_>>(),
+    );
+}

@@ -1,0 +1,153 @@
+//! The provision phase: the kind or k3d cluster (created without a CNI and without kube-proxy,
+//! which Cilium replaces), Cilium on it, and the nodes Ready. On an existing cluster, only the
+//! wait for its nodes.
+
+use super::{
+    CommandSpec, Condition, Step, StepId,
+    builder::{Builder, FROM_REPOSITORY, HelmRelease, READS_VALUES, ROLLOUT, command},
+    graph::Graph,
+    providers,
+};
+use crate::{common::catalog::Stage, scenario::Provider};
+
+/// The cluster and Cilium. Returns the wait for Cilium's operator, which registers Cilium's CRDs,
+/// when the run installs Cilium.
+pub(super) fn provision(b: &Builder, g: &mut Graph) -> Option<StepId> {
+    let s = b.s;
+    let Some(cluster) = &b.cluster else {
+        g.add(b.wait("Node", None, "", Condition::NodesReady, s.timeouts.provision.0), &[]);
+        g.checks(s, Stage::Provision);
+        return None;
+    };
+    let mut created = match s.provider {
+        Provider::Kind => create_kind(b, g, cluster),
+        Provider::K3d => create_k3d(b, g, cluster),
+        Provider::Existing => unreachable!("handled above"),
+    };
+    if let Some(archive) = &s.cluster.image_archive {
+        let load = load_image_archive(b, g, cluster, archive, created.create);
+        created.cilium_needs.push((
+            load,
+            "Cilium starts the first pods: their images come from the archive, so it is loaded first (the rest overlaps it)",
+        ));
+    }
+    let operator = cilium(b, g, &created.api_host, &created.cilium_needs);
+    g.checks(s, Stage::Provision);
+    Some(operator)
+}
+
+/// A cluster the run creates, as Cilium's install sees it.
+struct Created {
+    /// The control-plane node, where Cilium's agent reaches the API server: without kube-proxy, the
+    /// `kubernetes` Service does not route until Cilium itself does.
+    api_host: String,
+    /// The step that creates the cluster.
+    create: StepId,
+    /// The steps Cilium's install needs from the cluster's creation.
+    cilium_needs: Vec<(StepId, &'static str)>,
+}
+
+/// The kind cluster: its config written, then `kind create cluster` with it.
+fn create_kind(b: &Builder, g: &mut Graph, cluster: &str) -> Created {
+    let t = b.s.timeouts.provision.0;
+    let (w, path) = b.generated("kind-config.yaml", providers::kind_config(b.s, cluster));
+    let config = g.add(w, &[]);
+    let args =
+        ["create", "cluster", "--name", cluster, "--config", &path, "--kubeconfig", &b.kubeconfig, "--wait", "0s"];
+    let create = g.add(
+        Step::Command {
+            name: "create kind cluster".into(),
+            command: CommandSpec::new("kind", args, t),
+            advisory: None,
+            creates_cluster: true,
+        },
+        &[(config, "kind reads the cluster config written here")],
+    );
+    let needs = vec![(create, "helm installs into the cluster kind creates, with the kubeconfig it writes")];
+    Created { api_host: format!("{cluster}-control-plane"), create, cilium_needs: needs }
+}
+
+/// The k3d cluster: `k3d cluster create`, its kubeconfig exported, and the mounts Cilium needs made
+/// shared on every node.
+fn create_k3d(b: &Builder, g: &mut Graph, cluster: &str) -> Created {
+    let s = b.s;
+    let t = s.timeouts.provision.0;
+    let create = CommandSpec::new("k3d", providers::k3d_create_args(s, cluster), providers::k3d_create_deadline(s))
+        .env("K3D_FIX_MOUNTS", "1");
+    let create = g.add(
+        Step::Command { name: "create k3d cluster".into(), command: create, advisory: None, creates_cluster: true },
+        &[],
+    );
+    let kc = ["kubeconfig", "write", cluster, "--output", &b.kubeconfig];
+    let kubeconfig = g.add(
+        command("export kubeconfig", CommandSpec::new("k3d", kc, t)),
+        &[(create, "k3d writes the kubeconfig of the cluster it created")],
+    );
+    let mut needs = vec![(kubeconfig, "helm connects with the kubeconfig k3d writes")];
+    for node in providers::k3d_nodes(s, cluster) {
+        let args = ["exec", &node, "sh", "-c", providers::K3D_MOUNT_SCRIPT];
+        let mount = g.add(
+            command(format!("shared mounts on {node}"), CommandSpec::new("docker", args, t)),
+            &[(create, "runs in the node's container, which k3d creates")],
+        );
+        needs.push((mount, "Cilium's agent needs bpffs and cgroup v2 mounted shared on every node (field guide §2.3)"));
+    }
+    Created { api_host: format!("k3d-{cluster}-server-0"), create, cilium_needs: needs }
+}
+
+/// Loads the scenario's image archive into the new cluster's nodes (`cluster.image_archive`).
+fn load_image_archive(b: &Builder, g: &mut Graph, cluster: &str, archive: &str, create: StepId) -> StepId {
+    let t = b.s.timeouts.provision.0;
+    let load = match b.s.provider {
+        Provider::Kind => CommandSpec::new("kind", ["load", "image-archive", archive, "--name", cluster], t),
+        _ => CommandSpec::new("k3d", ["image", "import", archive, "--cluster", cluster], t),
+    };
+    g.add(
+        command("load cached images into the nodes", load),
+        &[(create, "loads the archive into the nodes of the new cluster")],
+    )
+}
+
+/// Cilium's chart with the fixture's values and the API server's address, then its rollouts and the
+/// nodes Ready. Returns the wait for Cilium's operator.
+fn cilium(b: &Builder, g: &mut Graph, api_host: &str, needs: &[(StepId, &'static str)]) -> StepId {
+    let s = b.s;
+    let t = s.timeouts.provision.0;
+    let mut needs = needs.to_vec();
+    let (w1, base) = b.values("values/cilium.yaml");
+    let (w2, cluster_values) =
+        b.generated("values/cilium-cluster.yaml", format!("k8sServiceHost: {api_host}\nk8sServicePort: 6443\n"));
+    needs.push((g.add(w1, &[]), READS_VALUES));
+    needs.push((g.add(w2, &[]), READS_VALUES));
+    needs.push((g.add(b.repo_add("cilium", "https://helm.cilium.io/"), &[]), FROM_REPOSITORY));
+    let cilium = g.add(
+        b.helm_release(
+            true,
+            &HelmRelease {
+                name: "cilium",
+                chart: "cilium/cilium",
+                version: &s.versions.cilium,
+                namespace: "kube-system",
+            },
+            &[base, cluster_values],
+            false,
+        ),
+        &needs,
+    );
+    let rollout = |name| b.wait("DaemonSet", Some("kube-system"), name, Condition::DaemonSetReady, t);
+    g.add(rollout("cilium"), &[(cilium, ROLLOUT)]);
+    g.add(rollout("cilium-envoy"), &[(cilium, ROLLOUT)]);
+    let operator = g.add(
+        b.wait("Deployment", Some("kube-system"), "cilium-operator", Condition::DeploymentAvailable, t),
+        &[(cilium, ROLLOUT)],
+    );
+    let nodes = g.add(
+        b.wait("Node", None, "", Condition::NodesReady, t),
+        &[(cilium, "the nodes have no CNI (kind and k3d are created without one) until Cilium's agent runs on them")],
+    );
+    g.add(
+        b.wait("Deployment", Some("kube-system"), "coredns", Condition::DeploymentAvailable, t),
+        &[(nodes, "CoreDNS is scheduled once a node is Ready")],
+    );
+    operator
+}
