@@ -321,9 +321,22 @@ impl RunContext {
     }
 }
 
+/// The longest cluster name k3d accepts (k3d-io/k3d v5.9.0 pkg/types/defaults.go
+/// `DefaultClusterNameMaxLength = 32`, checked in pkg/client/clusterName.go).
+pub const K3D_CLUSTER_NAME_MAX: usize = 32;
+
+/// The kind/k3d cluster of a run: `meshcheck-` (what `meshcheck gc` looks for) and the run id without
+/// its century. A run id (`YYYYMMDD-HHMMSS-xxxxxx`, 22 characters) after `meshcheck-` made 32, k3d's
+/// very limit: one more character anywhere broke every k3d run. This leaves two to spare.
+pub fn cluster_name(run_id: &str) -> String {
+    let id = run_id.to_lowercase();
+    let dated = id.len() > 8 && id.as_bytes()[..8].iter().all(u8::is_ascii_digit);
+    format!("meshcheck-{}", if dated { &id[2..] } else { &id })
+}
+
 /// Builds the plan for a scenario.
 pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
-    let cluster = (s.provider != Provider::Existing).then(|| format!("meshcheck-{}", ctx.run_id.to_lowercase()));
+    let cluster = (s.provider != Provider::Existing).then(|| cluster_name(&ctx.run_id));
     let (kubeconfig, context) = kubeconfig(s, ctx);
     let b = Builder { s, ctx, kubeconfig: kubeconfig.clone(), context: context.clone(), cluster: cluster.clone() };
     let mut g = Graph::new();

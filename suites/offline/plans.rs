@@ -401,3 +401,14 @@ fn a_checks_subset_installs_only_what_its_checks_read() {
     );
     assert_eq!(releases(&["metrics", "traces", "kiali", "probes", "mtls"]).len(), 6, "the default installs everything");
 }
+
+/// Issue 22 (smaller): the cluster name of a real run id stays under k3d's limit with room to spare.
+#[test]
+fn a_runs_cluster_name_fits_k3d_with_room_to_spare() {
+    use meshcheck::plan::{K3D_CLUSTER_NAME_MAX, cluster_name};
+    let id = meshcheck::run::session::new_run_id();
+    let name = cluster_name(&id);
+    assert!(name.starts_with("meshcheck-"), "gc finds clusters by their prefix: {name}");
+    assert!(name.len() + 2 <= K3D_CLUSTER_NAME_MAX, "{name} ({} characters)", name.len());
+    assert_eq!(cluster_name("20261203-091436-7E8394"), "meshcheck-261203-091436-7e8394");
+}
