@@ -72,11 +72,51 @@ impl Observer {
     }
 }
 
+/// Why a read or a watch of a wait failed, and whether waiting on makes sense.
+#[derive(Debug)]
+enum Trouble {
+    /// Weather: a 410 after compaction, a dropped or refused connection, a 5xx, throttling. The
+    /// watcher recovers on its next poll; a read is tried again.
+    Passing(String),
+    /// The API said no for good (403, 404 of a list, 422): waiting on cannot change it.
+    Final(String),
+}
+
+/// Whether an API error is one a later attempt may not meet: 408 (timeout), 410 (Gone: the
+/// resource version was compacted), 429 (throttled) and 5xx are, other statuses are answers
+/// (apimachinery pkg/api/errors: `IsResourceExpired`, `IsTooManyRequests`, `IsServerTimeout`...);
+/// anything that is not an API status (a connection refused or dropped, a broken stream) is.
+fn passing(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 408 | 410 | 429 | 500..=599),
+        _ => true,
+    }
+}
+
+impl From<kube::Error> for Trouble {
+    fn from(e: kube::Error) -> Trouble {
+        if passing(&e) { Trouble::Passing(e.to_string()) } else { Trouble::Final(e.to_string()) }
+    }
+}
+
+impl From<watcher::Error> for Trouble {
+    fn from(e: watcher::Error) -> Trouble {
+        let passes = match &e {
+            watcher::Error::InitialListFailed(k)
+            | watcher::Error::WatchStartFailed(k)
+            | watcher::Error::WatchFailed(k) => passing(k),
+            watcher::Error::WatchError(s) => matches!(s.code, 408 | 410 | 429 | 500..=599),
+            watcher::Error::NoResourceVersion => true,
+        };
+        if passes { Trouble::Passing(e.to_string()) } else { Trouble::Final(e.to_string()) }
+    }
+}
+
 /// How long a wait whose last read failed sleeps before it reads again when no watch event comes.
 const REREAD_AFTER_ERROR: Duration = Duration::from_secs(5);
 
 /// Something that changed: an event of one of the watches a wait follows, or the error it yielded.
-type Events<'a> = BoxStream<'a, Result<(), String>>;
+type Events<'a> = BoxStream<'a, Result<(), Trouble>>;
 
 /// The events of a watch on `api` (every object, or one by name), with kube-runtime's default
 /// backoff between a watch error and the next attempt.
@@ -88,25 +128,26 @@ where
         Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
         None => watcher::Config::default(),
     };
-    watcher(api, config).default_backoff().map(|e| e.map(|_| ()).map_err(|e| e.to_string())).boxed()
+    watcher(api, config).default_backoff().map(|e| e.map(|_| ()).map_err(Trouble::from)).boxed()
 }
 
 /// Reads the state with `check` until it says done: again after every watch event, and after
-/// [`REREAD_AFTER_ERROR`] when a read failed. Errors are counted in the observer, never returned:
-/// only the deadline ends a wait that has not succeeded.
-async fn until<F, Fut>(mut events: Events<'_>, observer: &Observer, mut check: F)
+/// [`REREAD_AFTER_ERROR`] when a read failed. Passing trouble is counted in the observer and waited
+/// out; only final trouble ends the wait early, and the deadline ends it otherwise.
+async fn until<F, Fut>(mut events: Events<'_>, observer: &Observer, mut check: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Progress, String>>,
+    Fut: Future<Output = Result<Progress, Trouble>>,
 {
     loop {
         let read_failed = match check().await {
-            Ok(progress) if progress.done => return,
+            Ok(progress) if progress.done => return Ok(()),
             Ok(progress) => {
                 observer.seen(progress.seen);
                 false
             }
-            Err(e) => {
+            Err(Trouble::Final(e)) => return Err(e),
+            Err(Trouble::Passing(e)) => {
                 observer.error(e);
                 true
             }
@@ -121,7 +162,8 @@ where
         };
         match event {
             Some(Ok(())) => {}
-            Some(Err(e)) => observer.error(e),
+            Some(Err(Trouble::Final(e))) => return Err(e),
+            Some(Err(Trouble::Passing(e))) => observer.error(e),
             // A watcher's stream does not end; if it did, read again after a pause rather than spin.
             None => {
                 observer.error("the watch ended".into());
@@ -154,34 +196,35 @@ pub async fn wait_for(
                 // that node was ready too), so pod events re-check as well.
                 let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
                 let both = futures::stream::select(events(api.clone(), Some(name)), events(pods, None)).boxed();
-                until(both, &observer, || daemonset_ready(client, &api, name, &observer)).await;
+                until(both, &observer, || daemonset_ready(client, &api, name, &observer)).await
             }
             Condition::DeploymentAvailable => {
                 let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-                until(events(api.clone(), Some(name)), &observer, || read(&api, name, deployment_progress)).await;
+                until(events(api.clone(), Some(name)), &observer, || read(&api, name, deployment_progress)).await
             }
             Condition::StatefulSetReady => {
                 let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-                until(events(api.clone(), Some(name)), &observer, || read(&api, name, statefulset_progress)).await;
+                until(events(api.clone(), Some(name)), &observer, || read(&api, name, statefulset_progress)).await
             }
             Condition::PodReady => {
                 let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-                until(events(api.clone(), Some(name)), &observer, || read(&api, name, pod_progress)).await;
+                until(events(api.clone(), Some(name)), &observer, || read(&api, name, pod_progress)).await
             }
             Condition::CrdEstablished => {
                 let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-                until(events(api.clone(), Some(name)), &observer, || read(&api, name, crd_progress)).await;
+                until(events(api.clone(), Some(name)), &observer, || read(&api, name, crd_progress)).await
             }
             Condition::NodesReady => {
                 let api: Api<Node> = Api::all(client.clone());
-                until(events(api.clone(), None), &observer, || nodes_ready(&api)).await;
+                until(events(api.clone(), None), &observer, || nodes_ready(&api)).await
             }
         }
     };
     let outcome = tokio::time::timeout(timeout, waiting).await;
     let Watching { last_seen, report } = observer.snapshot();
     match outcome {
-        Ok(()) => Ok(report),
+        Ok(Ok(())) => Ok(report),
+        Ok(Err(message)) => Err(LiveError::Http { what: format!("waiting for {what}"), message }),
         Err(_) => {
             let last_seen = match report.note() {
                 Some(note) => format!("{last_seen} ({note})"),
@@ -201,24 +244,24 @@ where
     let observer =
         Observer(Arc::new(Mutex::new(Watching { last_seen: "still there".into(), report: WaitReport::default() })));
     let gone = until(events(api.clone(), Some(name)), &observer, || async {
-        let left = api.get_opt(name).await.map_err(|e| e.to_string())?;
+        let left = api.get_opt(name).await?;
         Ok(Progress { done: left.is_none(), seen: "still there".into() })
     });
     let outcome = tokio::time::timeout(timeout, gone).await;
     let Watching { last_seen, report } = observer.snapshot();
-    outcome.map(|()| report).map_err(|_| LiveError::Timeout {
-        what: format!("{what} to be gone"),
-        after: timeout,
-        last_seen,
-    })
+    match outcome {
+        Ok(Ok(())) => Ok(report),
+        Ok(Err(message)) => Err(LiveError::Http { what: format!("waiting for {what} to be gone"), message }),
+        Err(_) => Err(LiveError::Timeout { what: format!("{what} to be gone"), after: timeout, last_seen }),
+    }
 }
 
 /// Reads one object and measures it; a missing object is progress not yet made.
-async fn read<K>(api: &Api<K>, name: &str, measure: fn(&K) -> Progress) -> Result<Progress, String>
+async fn read<K>(api: &Api<K>, name: &str, measure: fn(&K) -> Progress) -> Result<Progress, Trouble>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.get_opt(name).await.map_err(|e| e.to_string())? {
+    match api.get_opt(name).await? {
         Some(obj) => Ok(measure(&obj)),
         None => Ok(Progress { done: false, seen: "nothing yet (object not found)".into() }),
     }
@@ -230,8 +273,8 @@ async fn daemonset_ready(
     api: &Api<DaemonSet>,
     name: &str,
     observer: &Observer,
-) -> Result<Progress, String> {
-    let Some(ds) = api.get_opt(name).await.map_err(|e| e.to_string())? else {
+) -> Result<Progress, Trouble> {
+    let Some(ds) = api.get_opt(name).await? else {
         return Ok(Progress { done: false, seen: "nothing yet (object not found)".into() });
     };
     let progress = daemonset_progress(&ds);
@@ -239,12 +282,12 @@ async fn daemonset_ready(
         return Ok(progress);
     }
     observer.seen(progress.seen);
-    current_revision_pods(client, &ds).await
+    current_revision_pods(client, &ds).await.map_err(Trouble::from)
 }
 
 /// Every node Ready, and at least one node.
-async fn nodes_ready(api: &Api<Node>) -> Result<Progress, String> {
-    let nodes = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
+async fn nodes_ready(api: &Api<Node>) -> Result<Progress, Trouble> {
+    let nodes = api.list(&Default::default()).await?;
     let not_ready: Vec<String> =
         nodes.items.iter().filter(|n| !node_ready(n)).filter_map(|n| n.metadata.name.clone()).collect();
     Ok(Progress {
@@ -328,7 +371,7 @@ pub fn daemonset_progress(ds: &DaemonSet) -> Progress {
 
 /// Whether every pod of the DaemonSet's current revision is Ready: the pods labelled with the
 /// `controller-revision-hash` of its newest ControllerRevision, one per scheduled node.
-async fn current_revision_pods(client: &Client, ds: &DaemonSet) -> Result<Progress, String> {
+async fn current_revision_pods(client: &Client, ds: &DaemonSet) -> Result<Progress, kube::Error> {
     let ns = ds.metadata.namespace.as_deref().unwrap_or("default");
     let selector: Vec<String> = ds
         .spec
@@ -340,7 +383,7 @@ async fn current_revision_pods(client: &Client, ds: &DaemonSet) -> Result<Progre
         .collect();
     let selector = selector.join(",");
     let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
-    let list = revisions.list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?;
+    let list = revisions.list(&ListParams::default().labels(&selector)).await?;
     let uid = ds.metadata.uid.as_deref();
     let newest = list
         .items
@@ -351,10 +394,8 @@ async fn current_revision_pods(client: &Client, ds: &DaemonSet) -> Result<Progre
         return Ok(Progress { done: false, seen: "no ControllerRevision of the DaemonSet yet".into() });
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let current = pods
-        .list(&ListParams::default().labels(&format!("{selector},controller-revision-hash={hash}")))
-        .await
-        .map_err(|e| e.to_string())?;
+    let current =
+        pods.list(&ListParams::default().labels(&format!("{selector},controller-revision-hash={hash}"))).await?;
     let desired = ds.status.as_ref().map(|s| s.desired_number_scheduled).unwrap_or(0);
     Ok(revision_pods_progress(&hash, desired, &current.items))
 }
