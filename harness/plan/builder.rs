@@ -7,8 +7,6 @@ use crate::scenario::Scenario;
 
 /// Why a helm command follows the step that writes its values file.
 pub(super) const READS_VALUES: &str = "helm reads this values file";
-/// Why a helm command follows its `helm repo add`.
-pub(super) const FROM_REPOSITORY: &str = "the chart comes from this repository (helm repo add)";
 /// Why a rollout wait follows its helm command.
 pub(super) const ROLLOUT: &str = "the workload this chart installs";
 /// Why a step follows the namespace it puts objects into.
@@ -25,7 +23,9 @@ pub(super) fn command(name: impl Into<String>, command: CommandSpec) -> Step {
 pub(super) struct HelmRelease<'a> {
     /// Release name.
     pub(super) name: &'a str,
-    /// `repository/chart`.
+    /// The chart repository's URL, as its project documents it.
+    pub(super) repo: &'a str,
+    /// The chart's name in that repository.
     pub(super) chart: &'a str,
     /// Chart version.
     pub(super) version: &'a str,
@@ -57,15 +57,6 @@ impl Builder<'_> {
         g
     }
 
-    /// `helm repo add` of a chart repository.
-    pub(super) fn repo_add(&self, name: &str, url: &str) -> Step {
-        // The same mirrored URL preflight checks (`mirrors` covers chart repositories too).
-        let mut args =
-            vec!["repo".to_string(), "add".into(), name.into(), self.s.mirrored(url), "--force-update".into()];
-        args.extend(self.helm_globals());
-        command(format!("helm repo {name}"), CommandSpec::new("helm", args, self.s.timeouts.install.0))
-    }
-
     /// Writes a values fixture into the run folder, where helm reads it and the reader finds it.
     /// Returns the step and the file's path.
     pub(super) fn values(&self, fixture: &str) -> (Step, String) {
@@ -85,9 +76,17 @@ impl Builder<'_> {
         (Step::WriteFile { path: path.clone(), from: "generated".into(), content }, path)
     }
 
-    /// `helm upgrade [--install] …`: `install` for a first install, plain `upgrade` for the
-    /// documented in-place upgrade. Namespaces come from [`Step::Namespace`], not from helm, so
-    /// that the run knows which ones it created.
+    /// `helm upgrade [--install] … --repo <url>`: `install` for a first install, plain `upgrade`
+    /// for the documented in-place upgrade. Namespaces come from [`Step::Namespace`], not from helm,
+    /// so that the run knows which ones it created.
+    ///
+    /// `--repo` instead of `helm repo add`: each command downloads its repository's index under a
+    /// random name of its own (helm v3.20.0 pkg/repo/chartrepo.go
+    /// `FindChartInAuthAndTLSAndPassRepoURL`: "Download and write the index file to a temporary
+    /// location"). Concurrent `helm repo add`s hold one repository-file lock for a whole index
+    /// download and give up after 30 s (cmd/helm/repo_add.go), and an install reads
+    /// repositories.yaml without that lock while an add rewrites it ("repo istio not found"). The
+    /// URL goes through the scenario's `mirrors`, as preflight probes it.
     pub(super) fn helm_release(&self, install: bool, release: &HelmRelease, values: &[String], wait: bool) -> Step {
         let mut args: Vec<String> = vec!["upgrade".into()];
         if install {
@@ -96,6 +95,8 @@ impl Builder<'_> {
         args.extend([
             release.name.into(),
             release.chart.into(),
+            "--repo".into(),
+            self.s.mirrored(release.repo),
             "--version".into(),
             release.version.into(),
             "--namespace".into(),

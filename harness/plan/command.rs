@@ -36,6 +36,11 @@ impl CommandSpec {
         self
     }
 
+    /// The value of a `--flag value` argument, if the command has one.
+    pub fn flag(&self, name: &str) -> Option<&str> {
+        self.args.windows(2).find(|w| w[0] == name).map(|w| w[1].as_str())
+    }
+
     /// The command line as one shell-like string (for messages and plans).
     pub fn display(&self) -> String {
         let mut parts: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();

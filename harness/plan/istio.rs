@@ -7,7 +7,7 @@
 
 use super::{
     Condition, Source, Step, StepId,
-    builder::{APPLIED, Builder, FROM_REPOSITORY, HelmRelease, INTO_NAMESPACE, READS_VALUES, ROLLOUT},
+    builder::{APPLIED, Builder, HelmRelease, INTO_NAMESPACE, READS_VALUES, ROLLOUT},
     deploy::bookinfo_url,
     graph::Graph,
 };
@@ -52,22 +52,22 @@ struct IstioCharts<'a> {
 fn charts(s: &Scenario) -> IstioCharts<'static> {
     let chart = IstioChart::in_istio_system;
     IstioCharts {
-        base: IstioChart { helm_wait: true, ..chart("istio-base", "istio/base", "values/istio-base.yaml", None) },
+        base: IstioChart { helm_wait: true, ..chart("istio-base", "base", "values/istio-base.yaml", None) },
         istiod: chart(
             "istiod",
-            "istio/istiod",
+            "istiod",
             "values/istiod.yaml",
             Some(("Deployment", "istiod", Condition::DeploymentAvailable)),
         ),
         cni: chart(
             "istio-cni",
-            "istio/cni",
+            "cni",
             "values/istio-cni.yaml",
             Some(("DaemonSet", "istio-cni-node", Condition::DaemonSetReady)),
         ),
         ztunnel: chart(
             "ztunnel",
-            "istio/ztunnel",
+            "ztunnel",
             "values/ztunnel.yaml",
             Some(("DaemonSet", "ztunnel", Condition::DaemonSetReady)),
         ),
@@ -76,7 +76,7 @@ fn charts(s: &Scenario) -> IstioCharts<'static> {
             ports_from: Some(Source::Url { url: bookinfo_url(s, "networking/bookinfo-gateway.yaml") }),
             ..chart(
                 "istio-ingress",
-                "istio/gateway",
+                "gateway",
                 "values/istio-gateway.yaml",
                 Some(("Deployment", "istio-ingress", Condition::DeploymentAvailable)),
             )
@@ -84,6 +84,8 @@ fn charts(s: &Scenario) -> IstioCharts<'static> {
     }
 }
 
+/// Istio's chart repository (istio.io docs/ambient/install/helm, Istio 1.30: `helm repo add istio
+/// https://istio-release.storage.googleapis.com/charts`).
 const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 
 /// The steps of the Istio chain other steps need.
@@ -132,28 +134,25 @@ pub(super) fn istio(
 ) -> Istio {
     let install = !upgrade;
     let namespaces = if install { namespaces(b, g) } else { Vec::new() };
-    let repo = (g.add(b.repo_add("istio", ISTIO_REPO), &[]), FROM_REPOSITORY);
     let IstioCharts { base, istiod, cni, ztunnel, gateway } = charts(b.s);
     // Install (istio.io ambient/install/helm, Istio 1.30): base → Gateway API CRDs → istiod → cni →
     // ztunnel → gateway. Upgrade (istio.io ambient/upgrade/helm): base → istiod → cni → ztunnel →
     // gateway, "the control plane must be upgraded before Istio CNI". One chain serves both.
     let mut needs: Vec<(StepId, &'static str)> = after.to_vec();
     needs.extend(namespace_need(&namespaces, "istio-system"));
-    needs.push(repo);
     let base = istio_release(b, g, base, version, install, &needs);
     let before_istiod = if upgrade {
         (base, "istio.io ambient/upgrade/helm: base (the CRDs) before istiod")
     } else {
         gateway_api_crds(b, g, base)
     };
-    let istiod = istio_release(b, g, istiod, version, install, &[before_istiod, repo]);
+    let istiod = istio_release(b, g, istiod, version, install, &[before_istiod]);
     let cni_after_istiod = "the control plane before istio-cni: CNI 1.x works with control plane 1.x and 1.x+1 (istio.io ambient/upgrade/helm)";
-    let cni = istio_release(b, g, cni, version, install, &[(istiod, cni_after_istiod), repo]);
+    let cni = istio_release(b, g, cni, version, install, &[(istiod, cni_after_istiod)]);
     let ztunnel_after_cni = (cni, "the documented order: istio-cni up, then ztunnel");
-    let ztunnel = istio_release(b, g, ztunnel, version, install, &[ztunnel_after_cni, repo]);
+    let ztunnel = istio_release(b, g, ztunnel, version, install, &[ztunnel_after_cni]);
     let mut needs = vec![(ztunnel, "the documented order: ztunnel up, then the gateway")];
     needs.extend(namespace_need(&namespaces, "istio-ingress"));
-    needs.push(repo);
     let gateway = istio_release(b, g, gateway, version, install, &needs);
     Istio { namespaces, istiod, ztunnel, gateway }
 }
@@ -204,7 +203,7 @@ fn istio_release(
     let (w, values) = b.values(c.fixture);
     needs.push((g.add(w, &[]), READS_VALUES));
     let files: Vec<String> = std::iter::once(values).chain(generated).collect();
-    let release = HelmRelease { name: c.release, chart: c.chart, version, namespace: c.namespace };
+    let release = HelmRelease { name: c.release, repo: ISTIO_REPO, chart: c.chart, version, namespace: c.namespace };
     let helm = g.add(b.helm_release(install, &release, &files, c.helm_wait), &needs);
     match c.rollout {
         Some((kind, name, condition)) => {

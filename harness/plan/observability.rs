@@ -4,7 +4,7 @@
 
 use super::{
     CommandSpec, Condition, Step, StepId,
-    builder::{Builder, FROM_REPOSITORY, HelmRelease, READS_VALUES, ROLLOUT},
+    builder::{Builder, HelmRelease, READS_VALUES, ROLLOUT},
     graph::Graph,
     istio::Istio,
 };
@@ -27,17 +27,15 @@ pub(super) fn observability(b: &Builder, g: &mut Graph, istio: &Istio, cilium_op
     istioctl_analyze(b, g, istio, telemetry);
 }
 
-/// A chart of the observability stack: the repository it comes from, its values fixture, its release.
+/// A chart of the observability stack: its values fixture and its release.
 struct StackChart<'a> {
-    /// `helm repo add` name and URL.
-    repo: (&'a str, &'a str),
     /// Values fixture.
     fixture: &'a str,
     release: HelmRelease<'a>,
 }
 
-/// A chart's repository and values file, then its helm command after them, after its namespace
-/// and after `needs`. Returns the helm command.
+/// A chart's values file, then its helm command after it, after its namespace and after `needs`.
+/// Returns the helm command.
 fn install_chart(
     b: &Builder,
     g: &mut Graph,
@@ -45,11 +43,10 @@ fn install_chart(
     chart: StackChart,
     needs: &[(StepId, &'static str)],
 ) -> StepId {
-    let repo = g.add(b.repo_add(chart.repo.0, chart.repo.1), &[]);
     let (w, v) = b.values(chart.fixture);
     let w = g.add(w, &[]);
     let mut all: Vec<(StepId, &'static str)> = istio.namespace(chart.release.namespace).into_iter().collect();
-    all.extend([(repo, FROM_REPOSITORY), (w, READS_VALUES)]);
+    all.push((w, READS_VALUES));
     all.extend_from_slice(needs);
     g.add(b.helm_release(true, &chart.release, &[v], false), &all)
 }
@@ -58,11 +55,13 @@ fn install_chart(
 fn prometheus(b: &Builder, g: &mut Graph, istio: &Istio) {
     let t = b.s.timeouts.install.0;
     let chart = StackChart {
-        repo: ("prometheus-community", "https://prometheus-community.github.io/helm-charts"),
         fixture: "values/kube-prometheus-stack.yaml",
         release: HelmRelease {
             name: "kps",
-            chart: "prometheus-community/kube-prometheus-stack",
+            // prometheus-community/helm-charts README: `helm repo add prometheus-community
+            // https://prometheus-community.github.io/helm-charts`.
+            repo: "https://prometheus-community.github.io/helm-charts",
+            chart: "kube-prometheus-stack",
             version: &b.s.versions.kube_prometheus_stack,
             namespace: "monitoring",
         },
@@ -85,11 +84,14 @@ fn prometheus(b: &Builder, g: &mut Graph, istio: &Istio) {
 /// Tempo, and the Istio Telemetry that sends the mesh's traces to it. Returns the Telemetry's apply.
 fn tempo(b: &Builder, g: &mut Graph, istio: &Istio) -> StepId {
     let chart = StackChart {
-        repo: ("grafana-community", "https://grafana-community.github.io/helm-charts"),
         fixture: "values/tempo.yaml",
         release: HelmRelease {
             name: "tempo",
-            chart: "grafana-community/tempo",
+            // grafana-community/helm-charts README (where the tempo chart moved from
+            // grafana/helm-charts): `helm repo add grafana-community
+            // https://grafana-community.github.io/helm-charts`.
+            repo: "https://grafana-community.github.io/helm-charts",
+            chart: "tempo",
             version: &b.s.versions.tempo,
             namespace: "tempo",
         },
@@ -111,11 +113,13 @@ fn tempo(b: &Builder, g: &mut Graph, istio: &Istio) -> StepId {
 /// The Kiali operator, and the Kiali it creates in istio-system.
 fn kiali(b: &Builder, g: &mut Graph, istio: &Istio) {
     let chart = StackChart {
-        repo: ("kiali", "https://kiali.org/helm-charts"),
         fixture: "values/kiali-operator.yaml",
         release: HelmRelease {
             name: "kiali-operator",
-            chart: "kiali/kiali-operator",
+            // kiali.io docs installation-guide (Helm): `helm repo add kiali
+            // https://kiali.org/helm-charts`.
+            repo: "https://kiali.org/helm-charts",
+            chart: "kiali-operator",
             version: &b.s.versions.kiali,
             namespace: "kiali-operator",
         },

@@ -4,7 +4,7 @@
 
 use super::{
     CommandSpec, Condition, Step, StepId,
-    builder::{Builder, FROM_REPOSITORY, HelmRelease, READS_VALUES, ROLLOUT, command},
+    builder::{Builder, HelmRelease, READS_VALUES, ROLLOUT, command},
     graph::Graph,
     providers,
 };
@@ -119,13 +119,15 @@ fn cilium(b: &Builder, g: &mut Graph, api_host: &str, needs: &[(StepId, &'static
         b.generated("values/cilium-cluster.yaml", format!("k8sServiceHost: {api_host}\nk8sServicePort: 6443\n"));
     needs.push((g.add(w1, &[]), READS_VALUES));
     needs.push((g.add(w2, &[]), READS_VALUES));
-    needs.push((g.add(b.repo_add("cilium", "https://helm.cilium.io/"), &[]), FROM_REPOSITORY));
     let cilium = g.add(
         b.helm_release(
             true,
             &HelmRelease {
                 name: "cilium",
-                chart: "cilium/cilium",
+                // docs.cilium.io installation/k8s-install-helm: `helm repo add cilium
+                // https://helm.cilium.io/`.
+                repo: "https://helm.cilium.io/",
+                chart: "cilium",
                 version: &s.versions.cilium,
                 namespace: "kube-system",
             },

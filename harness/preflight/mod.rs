@@ -348,29 +348,33 @@ struct Endpoint {
     accept: fn(reqwest::StatusCode) -> bool,
 }
 
-/// The chart repositories of the plan's `helm repo add` steps and the registries of the images
+/// The chart repositories of the plan's helm commands (`--repo`) and the registries of the images
 /// the nodes pull, each probed once over HTTP(S) after the scenario's `mirrors`.
 async fn reachability_problems(s: &Scenario, plan: &Plan, t: Duration) -> Vec<String> {
     let mut endpoints = Vec::new();
-    // In plan order, each repository once (the upgrade adds `istio` again).
+    // In plan order, each repository once (Istio's serves five charts, and the upgrade again).
     let mut repos: Vec<(&str, &str)> = Vec::new();
     for step in plan.phases.iter().flat_map(|p| &p.steps).map(|s| &s.step) {
         let Step::Command { command, .. } = step else { continue };
-        if let ("helm", [verb, add, name, url, ..]) = (command.program.as_str(), command.args.as_slice())
-            && (verb.as_str(), add.as_str()) == ("repo", "add")
-            && !repos.iter().any(|(_, u)| u == url)
-        {
-            repos.push((name, url));
+        if command.program != "helm" {
+            continue;
+        }
+        // `upgrade [--install] RELEASE CHART …`
+        let chart = command.args.iter().skip(1).filter(|a| *a != "--install").nth(1);
+        let (Some(url), Some(chart)) = (command.flag("--repo"), chart) else { continue };
+        if !repos.iter().any(|(_, u)| *u == url) {
+            repos.push((chart.as_str(), url));
         }
     }
-    for (name, url) in repos {
-        // `helm repo add` downloads `<url>/index.yaml` (helm v3.19.0 pkg/repo/chartrepo.go
+    for (chart, url) in repos {
+        // `helm upgrade --repo` downloads `<url>/index.yaml` (helm v3.20.0 pkg/repo/chartrepo.go
         // `DownloadIndexFile` with `ResolveReferenceURL`, which adds the missing `/`) and fails
-        // with "is not a valid chart repository or cannot be reached" unless it gets one.
+        // with "is not a valid chart repository or cannot be reached" unless it gets one. The URL
+        // is already mirrored in the plan.
         endpoints.push(Endpoint {
-            what: format!("chart repository `{name}` ({url})"),
-            url: s.mirrored(&format!("{}/index.yaml", url.trim_end_matches('/'))),
-            fix: "allow HTTPS from this machine to it: `helm repo add` reads its index.yaml".into(),
+            what: format!("chart repository of `{chart}` ({url})"),
+            url: format!("{}/index.yaml", url.trim_end_matches('/')),
+            fix: "allow HTTPS from this machine to it, or map it with the scenario's `mirrors`: helm reads its index.yaml".into(),
             accept: |status| status.is_success(),
         });
     }

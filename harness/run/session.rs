@@ -42,7 +42,7 @@ use crate::{
 
 /// How many steps (or checks) of a phase run at once unless [`RunOptions::parallel`] says
 /// otherwise. The widest layer of the shipped plans is the start of the install: the five
-/// namespaces, the four `helm repo add`, the values files, then the head of the Istio chain beside
+/// namespaces, the values files, then the head of the Istio chain beside
 /// the three observability charts and their rollouts. Eight keeps every rollout of a layer awaited
 /// at once while bounding the helm processes that render charts side by side on a CI runner (GitHub's
 /// standard Linux runner has 4 vCPUs and 16 GB, field guide §7); a helm install spends most of its

@@ -89,7 +89,7 @@ fn a_failing_helm_install_stops_the_run_reports_it_and_deletes_the_cluster() {
     bench.stub("k3d", "[ \"$1\" = version ] && echo 'k3d version v5.8.3'; exit 0");
     bench.stub(
         "helm",
-        "case \"$1 $2\" in \"version --short\") echo v3.20.0;; \"repo add\") exit 0;; *) echo 'Error: INSTALLATION FAILED: cilium boom' >&2; exit 1;; esac",
+        "case \"$1 $2\" in \"version --short\") echo v3.20.0;; *) echo 'Error: INSTALLATION FAILED: cilium boom' >&2; exit 1;; esac",
     );
     let scenario = bench.k3d_scenario(|t| format!("{}checks: [node-architecture]\n", t.replace("  - mtls\n", "")));
     let out = bench.meshcheck_run(&scenario).output().unwrap();
@@ -304,7 +304,7 @@ fn a_failing_cluster_delete_is_a_cleanup_error_naming_the_cluster_and_gc() {
     );
     bench.stub(
         "helm",
-        "case \"$1 $2\" in \"version --short\") echo v3.20.0;; \"repo add\") exit 0;; *) echo 'Error: INSTALLATION FAILED: boom' >&2; exit 1;; esac",
+        "case \"$1 $2\" in \"version --short\") echo v3.20.0;; *) echo 'Error: INSTALLATION FAILED: boom' >&2; exit 1;; esac",
     );
     let scenario = bench.k3d_scenario(|t| format!("{}checks: [node-architecture]\n", t.replace("  - mtls\n", "")));
     let out = bench.meshcheck_run(&scenario).output().unwrap();

@@ -45,11 +45,11 @@ fn install_follows_the_documented_order() {
     let lines = command_lines(&p, "install");
     // istio.io ambient/install/helm (Istio 1.30): base → Gateway API CRDs → istiod → cni → ztunnel → gateway.
     let order = [
-        "istio-base istio/base",
-        "istiod istio/istiod",
-        "istio-cni istio/cni",
-        "ztunnel istio/ztunnel",
-        "istio-ingress istio/gateway",
+        "istio-base base --repo",
+        "istiod istiod --repo",
+        "istio-cni cni --repo",
+        "ztunnel ztunnel --repo",
+        "istio-ingress gateway --repo",
     ];
     let idx: Vec<usize> = order.iter().map(|n| position(&lines, n)).collect();
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "{order:?} out of order: {idx:?}");
@@ -59,9 +59,9 @@ fn install_follows_the_documented_order() {
     let crds =
         at(&|s| matches!(s, Step::Apply { source: plan::Source::Url { url }, .. } if url.contains("gateway-api")));
     let istiod =
-        at(&|s| matches!(s, Step::Command { command, .. } if command.display().contains("istiod istio/istiod")));
+        at(&|s| matches!(s, Step::Command { command, .. } if command.display().contains("istiod istiod --repo")));
     let base =
-        at(&|s| matches!(s, Step::Command { command, .. } if command.display().contains("istio-base istio/base")));
+        at(&|s| matches!(s, Step::Command { command, .. } if command.display().contains("istio-base base --repo")));
     assert!(base < crds && crds < istiod, "the Gateway API CRDs come between base and istiod");
     // The gateway's Service ports come from bookinfo's Gateway, written before the gateway chart.
     let ports = at(&|s| {
@@ -69,7 +69,7 @@ fn install_follows_the_documented_order() {
         if url.ends_with("/samples/bookinfo/networking/bookinfo-gateway.yaml"))
     });
     let gateway = at(
-        &|s| matches!(s, Step::Command { command, .. } if command.display().contains("istio-ingress istio/gateway")),
+        &|s| matches!(s, Step::Command { command, .. } if command.display().contains("istio-ingress gateway --repo")),
     );
     assert!(ports < gateway);
     assert!(lines.iter().all(|l| !l.contains("global.platform")), "no platform preset with Cilium");
@@ -193,16 +193,16 @@ fn the_documented_istio_order_is_a_chain_in_the_graph() {
     // istio.io ambient/install/helm: base → Gateway API CRDs → istiod → cni → ztunnel → gateway, each up
     // before the next.
     let chain = [
-        "istio-base istio/base",
+        "istio-base base --repo",
         "apply standard-install.yaml",
         "wait for CustomResourceDefinition gateways.gateway.networking.k8s.io",
-        "istiod istio/istiod",
+        "istiod istiod --repo",
         "wait for Deployment istio-system/istiod",
-        "istio-cni istio/cni",
+        "istio-cni cni --repo",
         "wait for DaemonSet istio-system/istio-cni-node",
-        "ztunnel istio/ztunnel",
+        "ztunnel ztunnel --repo",
         "wait for DaemonSet istio-system/ztunnel",
-        "istio-ingress istio/gateway",
+        "istio-ingress gateway --repo",
         "wait for Deployment istio-ingress/istio-ingress",
     ];
     for link in chain.windows(2) {
@@ -246,20 +246,40 @@ fn the_documented_istio_order_is_a_chain_in_the_graph() {
 #[test]
 fn the_observability_stack_installs_beside_the_istio_chain_with_only_the_needs_it_has() {
     let p = plan_of("ambient-kind");
-    let istiod = step(&p, "istiod istio/istiod");
-    for chart in ["kps prometheus-community", "tempo grafana-community", "kiali-operator kiali/kiali-operator"] {
+    let istiod = step(&p, "istiod istiod --repo");
+    for chart in ["kps kube-prometheus-stack --repo", "tempo tempo --repo", "kiali-operator kiali-operator --repo"] {
         let helm = step(&p, chart);
         assert!(!needed_by(&p, helm.id).contains(&istiod.id), "{chart} waits for the Istio chain");
     }
-    let kps = step(&p, "kps prometheus-community");
+    let kps = step(&p, "kps kube-prometheus-stack --repo");
     assert!(needs_directly(step(&p, "apply manifests/istio-monitors.yaml"), kps), "ServiceMonitor CRD first");
     let istiod_up = step(&p, "wait for Deployment istio-system/istiod");
     assert!(needs_directly(step(&p, "apply manifests/telemetry.yaml"), istiod_up), "Telemetry after istiod");
     let operator = step(&p, "wait for Deployment kube-system/cilium-operator");
     assert!(needs_directly(step(&p, "apply manifests/cilium-allow-ambient-hostprobes.yaml"), operator));
-    // helm repo add before each install from that repository.
-    for (repo, chart) in [("helm repo istio", "istiod istio/istiod"), ("helm repo kiali", "kiali/kiali-operator")] {
-        assert!(needed_by(&p, step(&p, chart).id).contains(&step(&p, repo).id), "{chart} before {repo}");
+}
+
+/// Issue 22, item 1: no `helm repo add` (concurrent adds fight over one lock for 30 s, and an
+/// install reads the repository file while an add rewrites it); each helm command names its
+/// repository with `--repo`, the upstream URL through the scenario's mirrors.
+#[test]
+fn every_helm_release_names_its_repository_and_no_step_adds_one() {
+    for name in ["ambient-kind", "ambient-k3d", "upgrade-gate"] {
+        let p = plan_of(name);
+        let helm: Vec<&Step> = p
+            .phases
+            .iter()
+            .flat_map(|ph| &ph.steps)
+            .map(|s| &s.step)
+            .filter(|s| matches!(s, Step::Command { command, .. } if command.program == "helm"))
+            .collect();
+        assert!(!helm.is_empty());
+        for s in helm {
+            let Step::Command { command, .. } = s else { unreachable!() };
+            assert_ne!(command.args.first().map(String::as_str), Some("repo"), "{}", command.display());
+            let repo = command.flag("--repo").unwrap_or_else(|| panic!("no --repo: {}", command.display()));
+            assert!(repo.starts_with("https://"), "{repo}");
+        }
     }
 }
 
@@ -357,10 +377,10 @@ fn a_cached_image_archive_is_loaded_before_cilium_beside_what_does_not_need_it()
         let p = plan::build(&s, &RunContext::for_plan());
         let create = step(&p, if name == "ambient-kind" { "kind create cluster" } else { "k3d cluster create" });
         let load = step(&p, load);
-        let cilium = step(&p, "cilium/cilium");
+        let cilium = step(&p, "cilium cilium --repo");
         assert!(needs_directly(load, create) && needs_directly(cilium, load), "after the cluster, before Cilium");
         // The rest of the provisioning overlaps the load.
-        for other in ["cilium.yaml", "cilium-cluster.yaml", "helm repo cilium"] {
+        for other in ["cilium.yaml", "cilium-cluster.yaml"] {
             assert!(!needed_by(&p, step(&p, other).id).contains(&load.id), "{other} waits for the load");
         }
     }

@@ -207,7 +207,7 @@ fn repositories_and_registries_that_do_not_answer_each_get_a_line() {
     problems.sort();
     assert_eq!(problems.len(), 3, "{problems:#?}");
     let expect = [
-        "chart repository `kiali` (http://127.0.0.1:",
+        "chart repository of `kiali-operator` (http://127.0.0.1:",
         "registry quay.io does not answer: GET http://127.0.0.1:",
         "registry registry.k8s.io does not answer: GET http://127.0.0.1:",
     ];

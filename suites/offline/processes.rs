@@ -131,7 +131,7 @@ fn a_closed_stderr_pipe_does_not_panic_the_run() {
     );
     stand_in(
         "helm",
-        "case \"$1 $2\" in \"version --short\") echo v3.20.0;; \"repo add\") exit 0;; *) echo 'Error: INSTALLATION FAILED: boom' >&2; exit 1;; esac",
+        "case \"$1 $2\" in \"version --short\") echo v3.20.0;; *) echo 'Error: INSTALLATION FAILED: boom' >&2; exit 1;; esac",
     );
     let scenario = work.path().join("s.yaml");
     let text = std::fs::read_to_string(crate::common::root().join("scenarios/ambient-k3d.yaml")).unwrap();

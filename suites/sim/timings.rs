@@ -15,8 +15,8 @@ use std::{collections::BTreeMap, time::Duration};
 pub struct Timings {
     /// `kind create cluster` (three nodes) or `k3d cluster create`, until the API server answers.
     pub create_cluster: Duration,
-    /// `helm repo add`: downloading the repository's index.yaml.
-    pub repo_add: Duration,
+    /// `helm upgrade --repo`: downloading the repository's index.yaml before the chart.
+    pub repo_index: Duration,
     /// `kind load image-archive` / `k3d image import` of the run's cached images.
     pub image_load: Duration,
     /// `helm upgrade [--install]` of a release without `--wait`, by release; [`Timings::helm_default`]
@@ -41,7 +41,7 @@ impl Timings {
     pub fn rehearsal() -> Timings {
         Timings {
             create_cluster: s(20),
-            repo_add: Duration::ZERO,
+            repo_index: Duration::ZERO,
             image_load: Duration::ZERO,
             helm: BTreeMap::new(),
             helm_default: s(2),
@@ -55,7 +55,7 @@ impl Timings {
     /// | what | s | source |
     /// |---|---|---|
     /// | kind create, 1 control plane + 2 workers, `--wait 0s` | 90 | cilium/cilium#12279, a GitHub Actions log: node image 25 s, nodes 34 s, control plane 22 s, workers 33 s (114 s, with the node image pull); aws/eks-anywhere#4303: a one-node kind cluster in 39 s |
-    /// | helm repo add | 2 | estimate: one index.yaml download (prometheus-community's is several MB) |
+    /// | helm --repo index | 2 | estimate: one index.yaml download (prometheus-community's is several MB) |
     /// | image archive load | 60 | estimate: `docker save` of ~2 GB into three nodes' containerd (field guide §1.3) |
     /// | helm install without `--wait` | 5 | llm-d/llm-d-benchmark#1920: istiod's helm release without `wait` "returns in a few seconds" |
     /// | helm istio-base `--wait` | 8 | estimate: the helm install above plus the Istio CRDs becoming Established |
@@ -102,7 +102,7 @@ impl Timings {
         ];
         Timings {
             create_cluster: s(90),
-            repo_add: s(2),
+            repo_index: s(2),
             image_load: s(60),
             helm: BTreeMap::from([("istio-base", s(8)), ("kps", s(20))]),
             helm_default: s(5),

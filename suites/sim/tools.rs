@@ -139,10 +139,6 @@ async fn run(shared: &Arc<Shared>, tool: &str, args: &[String]) -> Answer {
             }
         }
         ("helm", ["version", ..]) => ok("v3.20.0+g1a2b3c4\n"),
-        ("helm", ["repo", "add", name, ..]) => {
-            tokio::time::sleep(shared.sim(shared.timings.repo_add)).await;
-            ok(format!("\"{name}\" has been added to your repositories\n"))
-        }
         ("helm", ["upgrade", ..]) => helm_upgrade(shared, args).await,
         _ => fail(1, format!("{tool}: the simulation does not know `{}`\n", args.join(" "))),
     }
@@ -241,7 +237,34 @@ fn delete_cluster(shared: &Shared, name: &str, provider: &str) -> Answer {
     }
 }
 
-/// `helm upgrade [--install] REL CHART --version V --namespace NS --values F… [--wait] --timeout Ts --kubeconfig K …`
+/// The chart repositories the simulation serves, by host and path, each as its project documents
+/// it (`helm repo add <name> <url>`): istio.io docs/ambient/install/helm, docs.cilium.io
+/// k8s-install-helm, the prometheus-community and grafana-community helm-charts READMEs, kiali.io's
+/// installation guide. A chart asked of any other URL is not found, as helm would say.
+const REPOSITORIES: &[(&str, &str)] = &[
+    ("istio-release.storage.googleapis.com/charts", "istio"),
+    ("helm.cilium.io", "cilium"),
+    ("prometheus-community.github.io/helm-charts", "prometheus-community"),
+    ("grafana-community.github.io/helm-charts", "grafana-community"),
+    ("kiali.org/helm-charts", "kiali"),
+];
+
+/// The chart `name` of the repository at `url` (the simulation's mirror of it, or the URL itself),
+/// as `repository/chart`; or helm's error.
+fn chart_in(shared: &Shared, url: Option<&str>, name: &str, version: &str) -> Result<String, String> {
+    let Some(url) = url else {
+        // helm v3.20.0 pkg/cmd install: a chart reference without a local repository of that name.
+        return Err(format!("Error: repo {} not found", name.split('/').next().unwrap_or(name)));
+    };
+    let mirror = format!("http://127.0.0.1:{}/", shared.mirror_port);
+    let path = url.strip_prefix(&mirror).or_else(|| url.split_once("://").map(|(_, rest)| rest)).unwrap_or(url);
+    match REPOSITORIES.iter().find(|(at, _)| *at == path.trim_end_matches('/')) {
+        Some((_, repository)) => Ok(format!("{repository}/{name}")),
+        None => Err(format!("Error: chart \"{name}\" version \"{version}\" not found in {url} repository")),
+    }
+}
+
+/// `helm upgrade [--install] REL CHART --repo URL --version V --namespace NS --values F… [--wait] --timeout Ts --kubeconfig K …`
 async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
     let install = args.iter().any(|a| a == "--install");
     let positional: Vec<&String> = {
@@ -263,6 +286,13 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
         return fail(1, "Error: \"helm upgrade\" requires 2 arguments\n");
     };
     let version = opt(args, "--version").unwrap_or("").to_string();
+    let chart = match chart_in(shared, opt(args, "--repo"), chart, &version) {
+        Ok(chart) => chart,
+        Err(e) => return fail(1, format!("{e}\n")),
+    };
+    let chart = &chart;
+    // `--repo`: helm downloads the repository's index before it renders anything.
+    tokio::time::sleep(shared.sim(shared.timings.repo_index)).await;
     let ns = opt(args, "--namespace").unwrap_or("default").to_string();
     let verb = if install { "INSTALLATION" } else { "UPGRADE" };
     let reachable = opt(args, "--kubeconfig")
