@@ -1,8 +1,9 @@
 //! Evidence folders and verdicts.
 //!
 //! A judge sees only an [`Evidence`] folder, never a cluster, so `meshcheck judge` can reproduce every
-//! verdict offline from a downloaded nightly artifact. A missing or unreadable file is never a pass:
-//! it turns into an `error` verdict that names the file.
+//! verdict offline from a downloaded nightly artifact. A missing or unreadable file is never a pass
+//! nor a fail: it turns into an `error` verdict that names the file, and so does any evidence that
+//! leaves the question open ([`Findings`]). An evidence folder has the [`Format`] its run wrote.
 
 use std::{
     fmt,
@@ -73,24 +74,6 @@ impl Verdict {
         Verdict { outcome: Outcome::NotRun, reason: reason.into(), details: Vec::new(), evidence: Vec::new() }
     }
 
-    /// The usual end of a judge: with no findings a pass whose details are `notes`; otherwise a
-    /// fail whose reason `fail` writes from the number of findings and whose details are the
-    /// findings. Either way the evidence files are attached.
-    pub fn from_findings(
-        findings: Vec<String>,
-        notes: Vec<String>,
-        evidence: Vec<String>,
-        pass: impl Into<String>,
-        fail: impl FnOnce(usize) -> String,
-    ) -> Verdict {
-        let verdict = if findings.is_empty() {
-            Verdict::pass(pass).with_details(notes)
-        } else {
-            Verdict::fail(fail(findings.len())).with_details(findings)
-        };
-        verdict.with_evidence(evidence)
-    }
-
     /// Adds detail lines.
     pub fn with_details(mut self, details: impl IntoIterator<Item = String>) -> Verdict {
         self.details.extend(details);
@@ -110,6 +93,68 @@ impl Verdict {
         } else {
             format!("{}\n  - {}", self.reason, self.details.join("\n  - "))
         }
+    }
+}
+
+/// What a judge found, sorted by what it means for the verdict. One rule for every judge: a
+/// finding that the evidence contradicts the install guide is a failure; a finding that leaves the
+/// question open (a missing file, a baseline that failed, an exec that could not run, a curl exit
+/// that proves nothing) is unjudged. Any unjudged finding makes the verdict an `error`: a release
+/// gate must not read "regressed" when it could not tell.
+#[derive(Debug, Default)]
+pub struct Findings {
+    failures: Vec<String>,
+    unjudged: Vec<String>,
+    notes: Vec<String>,
+    evidence: Vec<String>,
+}
+
+impl Findings {
+    /// No findings yet, having read `evidence`.
+    pub fn reading(evidence: impl IntoIterator<Item = String>) -> Findings {
+        Findings { evidence: evidence.into_iter().collect(), ..Findings::default() }
+    }
+
+    /// The evidence contradicts what the install guide promises.
+    pub fn fail(&mut self, finding: impl Into<String>) {
+        self.failures.push(finding.into());
+    }
+
+    /// Something this check needed could not be judged.
+    pub fn unjudged(&mut self, finding: impl Into<String>) {
+        self.unjudged.push(finding.into());
+    }
+
+    /// A needed file that could not be read: unjudged, naming the file.
+    pub fn unreadable(&mut self, error: EvidenceError) {
+        self.evidence.extend(error.file());
+        self.unjudged.push(error.to_string());
+    }
+
+    /// Context for a pass (what was seen); a fail or an error shows its findings instead.
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+
+    /// Records an evidence file as read.
+    pub fn read(&mut self, file: impl Into<String>) {
+        self.evidence.push(file.into());
+    }
+
+    /// The verdict: `error` when anything was unjudged (its findings first, then any failures seen
+    /// on the way), else `fail` when anything failed (the reason from `fail` and the count), else
+    /// `pass` with the notes.
+    pub fn verdict(self, pass: impl Into<String>, fail: impl FnOnce(usize) -> String) -> Verdict {
+        let Findings { failures, unjudged, notes, evidence } = self;
+        let failed = failures.iter().map(|f| format!("also failed: {f}"));
+        let verdict = match unjudged.as_slice() {
+            [] if failures.is_empty() => Verdict::pass(pass).with_details(notes),
+            [] => Verdict::fail(fail(failures.len())).with_details(failures),
+            [only] => Verdict::error(only.clone()).with_details(failed),
+            [first, ..] => Verdict::error(format!("{} things could not be judged, first: {first}", unjudged.len()))
+                .with_details(unjudged.iter().cloned().chain(failed)),
+        };
+        verdict.with_evidence(evidence)
     }
 }
 
@@ -147,6 +192,25 @@ pub enum EvidenceError {
         /// Where it leads.
         why: Escape,
     },
+    /// The file holds evidence that a later format added, and the folder is of an earlier one:
+    /// the run that wrote it never gathered what this check now needs.
+    #[error("format {folder}: no {file}, evidence of format {added}, which this run folder predates")]
+    Predates {
+        /// Relative path.
+        file: String,
+        /// The folder's format.
+        folder: Format,
+        /// The format that added the file.
+        added: Format,
+    },
+    /// The run folder's `run.json` does not say which format its evidence is in.
+    #[error("run.json of {run_dir}: {message}")]
+    UnknownFormat {
+        /// The run folder.
+        run_dir: PathBuf,
+        /// What is wrong with its `format`.
+        message: String,
+    },
     /// The evidence folder itself lies outside the run folder, so nothing in it was read.
     #[error("evidence folder {root} refused: {why}")]
     RootRefused {
@@ -175,14 +239,65 @@ pub enum Escape {
     },
 }
 
+impl EvidenceError {
+    /// The evidence file it is about, if it is about one.
+    pub fn file(&self) -> Option<String> {
+        match self {
+            EvidenceError::Missing(file)
+            | EvidenceError::Malformed { file, .. }
+            | EvidenceError::Refused { file, .. }
+            | EvidenceError::Predates { file, .. } => Some(file.clone()),
+            EvidenceError::UnknownFormat { .. } | EvidenceError::RootRefused { .. } => None,
+        }
+    }
+}
+
 impl From<EvidenceError> for Verdict {
     fn from(e: EvidenceError) -> Verdict {
-        let file = match &e {
-            EvidenceError::Missing(f) => Some(f.clone()),
-            EvidenceError::Malformed { file, .. } | EvidenceError::Refused { file, .. } => Some(file.clone()),
-            EvidenceError::RootRefused { .. } => None,
-        };
+        let file = e.file();
         Verdict::error(e.to_string()).with_evidence(file)
+    }
+}
+
+/// The format of an evidence folder, `format` in its run's `run.json`. A judge reads a folder by
+/// its own format: evidence that a later format added is absent from an earlier folder, which is
+/// an error naming the format ([`EvidenceError::Predates`]), never a pass nor a fail.
+/// `reports/README.md` lists what each format changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Format {
+    /// One shared `ztunnel/` folder; no STRICT baseline, no curl exit codes, no ztunnel pod list,
+    /// no probe targets before the policy, no enforcement probe, no gateway Services.
+    One,
+    /// Each check keeps its own ztunnel evidence, and the evidence format 1 lacked.
+    Two,
+}
+
+impl Format {
+    /// The format this meshcheck writes (`crate::report::FORMAT` is its number in run.json; an
+    /// offline test holds the two together).
+    pub const CURRENT: Format = Format::Two;
+
+    /// The format numbered `n` in run.json.
+    pub fn numbered(n: u64) -> Option<Format> {
+        match n {
+            1 => Some(Format::One),
+            2 => Some(Format::Two),
+            _ => None,
+        }
+    }
+
+    /// Its number in run.json.
+    pub fn number(self) -> u32 {
+        match self {
+            Format::One => 1,
+            Format::Two => 2,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.number())
     }
 }
 
@@ -190,18 +305,20 @@ impl From<EvidenceError> for Verdict {
 #[derive(Debug, Clone)]
 pub struct Evidence {
     root: PathBuf,
+    format: Format,
 }
 
 impl Evidence {
-    /// Opens an evidence folder (it need not exist yet; reads then report missing files).
+    /// Opens an evidence folder that this meshcheck writes (or wrote), so of [`Format::CURRENT`]
+    /// (it need not exist yet; reads then report missing files).
     pub fn new(root: impl Into<PathBuf>) -> Evidence {
-        Evidence { root: root.into() }
+        Evidence { root: root.into(), format: Format::CURRENT }
     }
 
-    /// Opens the evidence folder `rel` of the run folder `run_dir`, as a run record names it,
-    /// refusing one that is absolute, climbs out with `..`, or resolves (through a symlink)
-    /// outside the run folder. A folder that does not exist is accepted: its reads report
-    /// missing files.
+    /// Opens the evidence folder `rel` of the run folder `run_dir`, as a run record names it, in
+    /// the format its `run.json` names, refusing one that is absolute, climbs out with `..`, or
+    /// resolves (through a symlink) outside the run folder. A folder that does not exist is
+    /// accepted: its reads report missing files.
     pub fn within(run_dir: &Path, rel: &str) -> Result<Evidence, EvidenceError> {
         let refused = |why| EvidenceError::RootRefused { root: rel.to_string(), why };
         if !is_plain_relative(rel) {
@@ -213,7 +330,12 @@ impl Evidence {
         {
             return Err(refused(Escape::Outside { resolved, folder }));
         }
-        Ok(Evidence { root })
+        Ok(Evidence { root, format: run_format(run_dir)? })
+    }
+
+    /// The format the folder was written in.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// Absolute path of a relative evidence file.
@@ -262,6 +384,17 @@ impl Evidence {
             .map_err(|e| EvidenceError::Malformed { file: rel.to_string(), message: e.to_string() })
     }
 
+    /// A JSON file that format `added` introduced: in a folder of an earlier format its absence
+    /// says so ([`EvidenceError::Predates`]) instead of only that it is missing.
+    pub fn read_json_added<T: DeserializeOwned>(&self, rel: &str, added: Format) -> Result<T, EvidenceError> {
+        self.read_json(rel).map_err(|e| match e {
+            EvidenceError::Missing(file) if self.format < added => {
+                EvidenceError::Predates { file, folder: self.format, added }
+            }
+            other => other,
+        })
+    }
+
     /// Names of the sub-folders of a folder, sorted (e.g. the nodes under `ztunnel/`).
     pub fn subdirs(&self, rel: &str) -> Vec<String> {
         self.entries(rel, true)
@@ -301,6 +434,18 @@ impl Evidence {
         let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
         self.write(rel, &bytes)
     }
+}
+
+/// The evidence format `run.json` of `run_dir` names. The run record was read before (a
+/// `judge` loads it first), so a run.json that cannot say is an error, not a guess.
+fn run_format(run_dir: &Path) -> Result<Format, EvidenceError> {
+    let unknown = |message: String| EvidenceError::UnknownFormat { run_dir: run_dir.to_path_buf(), message };
+    let bytes = std::fs::read(run_dir.join("run.json")).map_err(|e| unknown(e.to_string()))?;
+    let record: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| unknown(e.to_string()))?;
+    let number =
+        record.get("format").and_then(serde_json::Value::as_u64).ok_or_else(|| unknown("no `format`".into()))?;
+    Format::numbered(number)
+        .ok_or_else(|| unknown(format!("format {number} is not one this meshcheck reads (1 to {})", Format::CURRENT)))
 }
 
 /// Whether a path is relative and only goes down: no root, no drive prefix, no `..`. An empty

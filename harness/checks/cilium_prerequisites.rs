@@ -8,7 +8,7 @@ use super::{BoxFuture, CheckDef, Collector};
 use crate::{
     cluster::live::{Live, LiveError},
     common::catalog,
-    evidence::{Evidence, Verdict},
+    evidence::{Evidence, Findings, Verdict},
 };
 
 /// Registration.
@@ -35,25 +35,25 @@ pub fn judge(ev: &Evidence) -> Verdict {
             .with_evidence([FILE.to_string()]);
     };
     let get = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let mut problems = Vec::new();
+    let mut found = Findings::reading([FILE.to_string()]);
     if get("bpf-lb-sock-hostns-only") != "true" {
-        problems.push(format!(
+        found.fail(format!(
             "bpf-lb-sock-hostns-only is `{}`: socket LB rewrites ClusterIPs inside pods before ztunnel sees them. Fix: Helm value socketLB.hostNamespaceOnly=true",
             get("bpf-lb-sock-hostns-only")
         ));
     }
     if get("cni-exclusive") != "false" {
-        problems.push(format!(
+        found.fail(format!(
             "cni-exclusive is `{}`: Cilium renames istio-cni's config to *.cilium_bak and ambient pods are never captured. Fix: cni.exclusive=false",
             get("cni-exclusive")
         ));
     }
     if get("enable-bpf-masquerade") == "true" {
-        problems.push("enable-bpf-masquerade is `true`: unsupported with ambient, SNAT-ed probe replies are dropped. Fix: bpf.masquerade=false".into());
+        found.fail("enable-bpf-masquerade is `true`: unsupported with ambient, SNAT-ed probe replies are dropped. Fix: bpf.masquerade=false");
     }
     let kpr = get("kube-proxy-replacement") == "true";
     if get("enable-host-legacy-routing") != "true" && (kpr || get("enable-bpf-masquerade") == "true") {
-        problems.push(format!(
+        found.fail(format!(
             "enable-host-legacy-routing is `{}`: BPF host routing drops the SYN-ACK to 169.254.7.127 so probes fail (cilium#36022). Fix: bpf.hostLegacyRouting=true",
             get("enable-host-legacy-routing")
         ));
@@ -61,16 +61,14 @@ pub fn judge(ev: &Evidence) -> Verdict {
     let ztunnel_on = data.iter().any(|(k, v)| k.contains("ztunnel") && v.as_str() == Some("true"))
         || get("encryption-type") == "ztunnel";
     if ztunnel_on {
-        problems.push("Cilium's own ztunnel encryption is on: it competes with Istio's ztunnel for the same traffic. Fix: do not set encryption.type=ztunnel".into());
+        found.fail("Cilium's own ztunnel encryption is on: it competes with Istio's ztunnel for the same traffic. Fix: do not set encryption.type=ztunnel");
     }
     if !kpr {
-        problems.push(format!(
+        found.fail(format!(
             "kube-proxy-replacement is `{}`: the scenario's clusters run without kube-proxy. Fix: kubeProxyReplacement=true",
             get("kube-proxy-replacement")
         ));
     }
     let pass = "cilium-config: socket LB host-namespace only, CNI not exclusive, no BPF masquerade, legacy host routing, KPR on";
-    Verdict::from_findings(problems, Vec::new(), vec![FILE.to_string()], pass, |n| {
-        format!("{n} Cilium setting(s) break Istio ambient")
-    })
+    found.verdict(pass, |n| format!("{n} Cilium setting(s) break Istio ambient"))
 }

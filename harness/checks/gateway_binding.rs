@@ -18,7 +18,7 @@ use super::{BoxFuture, CheckDef, Collector};
 use crate::{
     cluster::live::{Live, LiveError},
     common::catalog,
-    evidence::{Evidence, Verdict},
+    evidence::{Evidence, Findings, Format, Verdict},
     formats::kjson,
 };
 
@@ -92,24 +92,26 @@ pub fn judge(ev: &Evidence) -> Verdict {
         return Verdict::fail("no Istio Gateway in book-info: bookinfo's gateway manifest was not applied")
             .with_evidence(files);
     }
+    // The collector saved the Services of every namespace holding a selected pod: each is needed,
+    // or "no Service selects the pods" could be a file that is not there.
     let mut services = Vec::new();
-    for file in ev.files("gateway").into_iter().filter(|f| f.starts_with(SERVICES_PREFIX)) {
-        let rel = format!("gateway/{file}");
-        match ev.read_json::<Value>(&rel) {
+    for ns in selected_namespaces(&gws, &pods) {
+        let rel = format!("gateway/{SERVICES_PREFIX}{ns}.json");
+        match ev.read_json_added::<Value>(&rel, Format::Two) {
             Ok(list) => services.extend(kjson::items(&list).iter().cloned()),
             Err(e) => return e.into(),
         }
         files.push(rel);
     }
     let pods = kjson::items(&pods);
-    let (mut problems, mut notes) = (Vec::new(), Vec::new());
+    let mut found = Findings::reading(files);
     for gw in gateways {
         let selector = selector(gw);
         let selected: Vec<&Value> = pods.iter().filter(|p| kjson::labels_match(p, &selector)).collect();
         let ready: Vec<&Value> = selected.iter().copied().filter(|p| kjson::pod_ready(p)).collect();
         let sel: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
         if ready.is_empty() {
-            problems.push(if selected.is_empty() {
+            found.fail(if selected.is_empty() {
                 let seen: Vec<String> = pods
                     .iter()
                     .filter_map(|p| {
@@ -162,7 +164,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
             })
             .collect();
         if fronting.is_empty() {
-            problems.push(format!(
+            found.fail(format!(
                 "Gateway {}: no Service selects its Ready pod(s) [{}]; nothing routes to the gateway",
                 kjson::name(gw),
                 ready
@@ -185,7 +187,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
             let names: Vec<String> =
                 fronting.iter().map(|s| format!("{}/{}", kjson::namespace(s), kjson::name(s))).collect();
             if reached {
-                notes.push(format!(
+                found.note(format!(
                     "Gateway {} server port {number}: the pod listens on {}, targeted by Service {}",
                     kjson::name(gw),
                     listen.unwrap_or(number),
@@ -203,7 +205,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
                         )
                     })
                     .collect();
-                problems.push(format!(
+                found.fail(format!(
                     "Gateway {} server port {number}: the gateway pod listens on {}, but no port of Service {} targets it \
                      (ports: {}); every request through the Service reaches a port nothing listens on. Since Istio 1.20 \
                      bookinfo's Gateway uses 8080 (istio/istio#45943) while the gateway chart's `http2` port targets 80: \
@@ -218,7 +220,5 @@ pub fn judge(ev: &Evidence) -> Verdict {
     }
     let pass =
         format!("all {} Gateway(s) in book-info are served by a Ready gateway pod on their ports", gateways.len());
-    Verdict::from_findings(problems, notes, files, pass, |n| {
-        format!("{n} gateway-binding finding(s) for {} Gateway(s) in book-info", gateways.len())
-    })
+    found.verdict(pass, |n| format!("{n} gateway-binding finding(s) for {} Gateway(s) in book-info", gateways.len()))
 }

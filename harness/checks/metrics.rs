@@ -4,11 +4,14 @@
 
 use serde_json::Value;
 
-use super::{BoxFuture, CheckDef, Collector};
+use super::{
+    BoxFuture, CheckDef, Collector,
+    ztunnel::{self, Parts},
+};
 use crate::{
     cluster::live::{Live, LiveError},
     common::catalog,
-    evidence::{Evidence, Verdict},
+    evidence::{Evidence, Findings, Format, Verdict},
     formats::kjson,
     formats::promtext,
 };
@@ -45,10 +48,9 @@ impl PromApi for ViaServiceProxy<'_> {
     }
 }
 
-/// This check's own ztunnel evidence (`metrics/ztunnel/<node>/metrics.prom`).
-const ZTUNNEL_DIR: &str = "metrics/ztunnel";
-/// The ztunnel pods as the API listed them, to hold the targets against.
-const ZTUNNEL_PODS: &str = "metrics/ztunnel-pods.json";
+/// This check's folder; its own ztunnel evidence is under `metrics/ztunnel/<node>/`, and the
+/// ztunnel pods as the API listed them (to hold the targets against) in `metrics/ztunnel-pods.json`.
+const CHECK_DIR: &str = "metrics";
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
@@ -56,12 +58,10 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         // Two scrape intervals, so the traffic just sent is in Prometheus.
         tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(35))).await;
         collect_prometheus(&ViaServiceProxy(live), &live.evidence).await?;
-        live.save(
-            ZTUNNEL_PODS,
-            &live.get_raw("/api/v1/namespaces/istio-system/pods?labelSelector=app%3Dztunnel").await?,
-        )?;
-        super::mtls::collect_ztunnels(live, ZTUNNEL_DIR).await?;
-        for pod in live.running_pods("istio-system", "app=istiod").await? {
+        ztunnel::collect(live, CHECK_DIR, Parts::All).await?;
+        // An istiod being replaced drains too (its Deployment rolls with surge): read the serving ones.
+        let istiods = live.running_pods("istio-system", "app=istiod").await?;
+        for pod in istiods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let body = live.pod_get("istio-system", &name, 15014, "/metrics").await?;
             live.save(&format!("metrics/istiod/{name}.prom"), &body)?;
@@ -85,17 +85,15 @@ pub async fn collect_prometheus(api: &dyn PromApi, ev: &Evidence) -> Result<(), 
 
 /// Judges targets, query, and direct scrapes.
 pub fn judge(ev: &Evidence) -> Verdict {
-    let mut files = vec!["metrics/targets.json".to_string(), "metrics/query-ztunnel-tcp.json".to_string()];
     let targets: Value = match ev.read_json("metrics/targets.json") {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
+    let mut found = Findings::reading(["metrics/targets.json".to_string()]);
     if targets["status"] != "success" {
         return Verdict::error(format!("Prometheus /api/v1/targets answered status {}", targets["status"]))
-            .with_evidence(files);
+            .with_evidence(["metrics/targets.json".to_string()]);
     }
-    let mut problems = Vec::new();
-    let mut notes = Vec::new();
     let active = targets.pointer("/data/activeTargets").and_then(Value::as_array).cloned().unwrap_or_default();
     let in_pool = |pool: &str| -> Vec<&Value> {
         active.iter().filter(|t| t["scrapePool"].as_str().unwrap_or_default().starts_with(pool)).collect()
@@ -111,15 +109,15 @@ pub fn judge(ev: &Evidence) -> Verdict {
     let istiod = in_pool(ISTIOD_POOL);
     if istiod.is_empty() {
         let pools: std::collections::BTreeSet<&str> = active.iter().filter_map(|t| t["scrapePool"].as_str()).collect();
-        problems.push(format!(
+        found.fail(format!(
             "no active target of the istiod ServiceMonitor (scrape pool {ISTIOD_POOL}*): Prometheus does not select it; pools seen: {pools:?}"
         ));
     } else {
         let down: Vec<String> = istiod.iter().filter(|t| t["health"] != "up").map(|t| describe(t)).collect();
         if down.is_empty() {
-            notes.push(format!("istiod ServiceMonitor: {} target(s) up", istiod.len()));
+            found.note(format!("istiod ServiceMonitor: {} target(s) up", istiod.len()));
         } else {
-            problems.push(format!(
+            found.fail(format!(
                 "istiod ServiceMonitor: {} of {} targets not up: {}",
                 down.len(),
                 istiod.len(),
@@ -127,20 +125,23 @@ pub fn judge(ev: &Evidence) -> Verdict {
             ));
         }
     }
-    // Every running ztunnel must be scraped: one up target is not "every ztunnel".
-    let pods: Value = match ev.read_json(ZTUNNEL_PODS) {
+    // Every serving ztunnel must be scraped: one up target is not "every ztunnel". One being
+    // deleted (draining during a rollout, its stats port closed) is skipped and noted.
+    let pods_file = ztunnel::pods_file(CHECK_DIR);
+    let pods: Value = match ev.read_json_added(&pods_file, Format::Two) {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
-    files.push(ZTUNNEL_PODS.to_string());
+    found.read(pods_file.clone());
+    ztunnel::draining_notes(&pods).into_iter().for_each(|n| found.note(n));
     let ztunnel = in_pool(ZTUNNEL_POOL);
-    let running: Vec<&Value> = kjson::items(&pods).iter().filter(|p| kjson::pod_phase(p) == "Running").collect();
-    if running.is_empty() {
-        problems.push(format!("{ZTUNNEL_PODS}: no running ztunnel pod"));
+    let serving = ztunnel::serving(&pods);
+    if serving.is_empty() {
+        found.fail(format!("{pods_file}: no running ztunnel pod that is not being deleted"));
     }
     let mut scraped = 0;
-    for pod in &running {
-        let (name, node) = (kjson::name(pod), pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("?"));
+    for pod in &serving {
+        let (name, node) = (kjson::name(pod), ztunnel::node_of(pod));
         let ip = pod.pointer("/status/podIP").and_then(Value::as_str).unwrap_or_default();
         // By the pod label the PodMonitor sets; by IP only for a target without one.
         let target =
@@ -153,31 +154,42 @@ pub fn judge(ev: &Evidence) -> Verdict {
             });
         match target {
             Some(t) if t["health"] == "up" => scraped += 1,
-            Some(t) => problems.push(format!("ztunnel on node {node} (pod {name}): target {}", describe(t))),
-            None => problems.push(format!(
+            Some(t) => found.fail(format!("ztunnel on node {node} (pod {name}): target {}", describe(t))),
+            None => found.fail(format!(
                 "ztunnel on node {node} (pod {name}, IP {ip}) is not scraped: no target of the ztunnel PodMonitor (scrape pool {ZTUNNEL_POOL}*) points at it"
             )),
         }
     }
     if scraped > 0 {
-        notes.push(format!("ztunnel PodMonitor: {scraped} of {} running ztunnel(s) scraped and up", running.len()));
+        found.note(format!("ztunnel PodMonitor: {scraped} of {} serving ztunnel(s) scraped and up", serving.len()));
     }
     match ev.read_json::<Value>("metrics/query-ztunnel-tcp.json") {
         Err(e) => return e.into(),
         Ok(q) => {
+            found.read("metrics/query-ztunnel-tcp.json");
+            let promql = ev.read_text("metrics/query-ztunnel-tcp.promql").unwrap_or_default();
             let n = q.pointer("/data/result").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-            if q["status"] != "success" || n == 0 {
-                let promql = ev.read_text("metrics/query-ztunnel-tcp.promql").unwrap_or_default();
-                problems.push(format!("query `{}` returned no series (status {})", promql.trim(), q["status"]));
+            if q["status"] != "success" {
+                // Prometheus could not answer the query: nothing was learnt about the series.
+                found.unjudged(format!(
+                    "query `{}` was not answered: status {}, {}",
+                    promql.trim(),
+                    q["status"],
+                    q["error"].as_str().unwrap_or("no error given")
+                ));
+            } else if n == 0 {
+                found.fail(format!("query `{}` returned no series", promql.trim()));
             } else {
-                notes.push(format!("ztunnel TCP query: {n} series"));
+                found.note(format!("ztunnel TCP query: {n} series"));
             }
         }
     }
-    let root = super::mtls::ztunnel_root(ev, ZTUNNEL_DIR);
+    let root = ztunnel::root(ev, CHECK_DIR);
     let nodes = ev.subdirs(&root);
     if nodes.is_empty() {
-        problems.push(format!("no direct ztunnel scrape under {ZTUNNEL_DIR}/<node>/metrics.prom"));
+        found.unjudged(format!(
+            "needed evidence {root}/<node>/metrics.prom is missing: no ztunnel was scraped directly"
+        ));
     }
     for node in nodes {
         let file = format!("{root}/{node}/metrics.prom");
@@ -185,10 +197,10 @@ pub fn judge(ev: &Evidence) -> Verdict {
             Ok(t) => t,
             Err(e) => return e.into(),
         };
-        files.push(file.clone());
+        found.read(file.clone());
         let scrape = promtext::parse(&text);
         if !scrape.bad_lines.is_empty() {
-            problems.push(format!(
+            found.fail(format!(
                 "{file}: {} unparsable line(s), first at line {}",
                 scrape.bad_lines.len(),
                 scrape.bad_lines[0].0
@@ -196,12 +208,12 @@ pub fn judge(ev: &Evidence) -> Verdict {
         }
         let missing: Vec<&str> = ZTUNNEL_FAMILIES.iter().copied().filter(|f| !scrape.has_family(f)).collect();
         if !missing.is_empty() {
-            problems.push(format!("{file}: missing families {}", missing.join(", ")));
+            found.fail(format!("{file}: missing families {}", missing.join(", ")));
         }
     }
     let istiod = ev.files("metrics/istiod");
     if istiod.is_empty() {
-        problems.push("no direct istiod scrape under metrics/istiod/".into());
+        found.unjudged("needed evidence metrics/istiod/<pod>.prom is missing: no istiod was scraped directly");
     }
     for f in istiod {
         let file = format!("metrics/istiod/{f}");
@@ -209,17 +221,13 @@ pub fn judge(ev: &Evidence) -> Verdict {
             Ok(t) => t,
             Err(e) => return e.into(),
         };
-        files.push(file.clone());
+        found.read(file.clone());
         let scrape = promtext::parse(&text);
         if !scrape.samples.iter().any(|s| s.name.starts_with("pilot_")) {
-            problems.push(format!("{file}: no pilot_* metrics in istiod's monitoring endpoint"));
+            found.fail(format!("{file}: no pilot_* metrics in istiod's monitoring endpoint"));
         }
     }
-    Verdict::from_findings(
-        problems,
-        notes,
-        files,
-        "istiod and ztunnel are scraped and their metrics are queryable",
-        |n| format!("{n} metric-scraping finding(s): expected both monitors up and ztunnel TCP series for book-info"),
-    )
+    found.verdict("istiod and ztunnel are scraped and their metrics are queryable", |n| {
+        format!("{n} metric-scraping finding(s): expected both monitors up and ztunnel TCP series for book-info")
+    })
 }

@@ -24,6 +24,7 @@ pub mod node_architecture;
 pub mod probes;
 pub mod traces;
 pub mod traffic_continuity;
+pub mod ztunnel;
 
 /// A boxed future, for collectors stored as function pointers.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -73,6 +74,77 @@ pub(crate) async fn curl_from(live: &Live, ns: &str, pod: &str, url: &str, max_t
             serde_json::json!({ "http_code": out.stdout.trim(), "exit_code": out.exit_code, "exec_status": out.status })
         }
         Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
+}
+
+/// What one curl record of [`curl_from`] shows. The exit codes are curl's
+/// (curl/curl@curl-8_17_0 docs/cmdline-opts/_EXITCODES.md; the client image is curl 8.17.0).
+/// Whether a result proves anything depends on the question: no answer proves nothing where one
+/// was expected (a baseline, a meshed client), while it is the very proof where a block was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Curl {
+    /// The exec itself failed (the API's error): nothing was tried.
+    NotRun(String),
+    /// An HTTP answer came, with this code.
+    Answered(String),
+    /// The server end closed the connection without an answer: 52 ("the server did not reply
+    /// anything") or 56 ("failure in receiving network data", a reset). What ztunnel does to
+    /// plaintext under STRICT.
+    Reset(i64),
+    /// No connection at all: 6 ("could not resolve host"), 7 ("failed to connect to host") or
+    /// 28 ("operation timeout"). Says nothing about mTLS, and where an answer was expected,
+    /// nothing about the mesh either: DNS, a dead pod, a dropped packet.
+    NoConnection(i64),
+    /// No answer, with another exit code or none recorded.
+    Failed(Option<i64>),
+}
+
+/// curl exits that mean the server end closed the connection.
+const RESET_EXITS: [i64; 2] = [52, 56];
+/// curl exits that mean no connection was made.
+const NO_CONNECTION_EXITS: [i64; 3] = [6, 7, 28];
+
+impl Curl {
+    /// Reads a record of [`curl_from`]: `{http_code, exit_code, exec_status}` or `{error}`.
+    pub(crate) fn of(record: &serde_json::Value) -> Curl {
+        if let Some(error) = record["error"].as_str() {
+            return Curl::NotRun(error.to_string());
+        }
+        let code = record["http_code"].as_str().unwrap_or("").trim();
+        let exit = record["exit_code"].as_i64();
+        match exit {
+            // curl -w %{http_code} writes 000 when no response came.
+            _ if !code.is_empty() && code != "000" => Curl::Answered(code.to_string()),
+            Some(x) if RESET_EXITS.contains(&x) => Curl::Reset(x),
+            Some(x) if NO_CONNECTION_EXITS.contains(&x) => Curl::NoConnection(x),
+            other => Curl::Failed(other),
+        }
+    }
+
+    /// A 2xx or 3xx answer: the request got through.
+    pub(crate) fn got_through(&self) -> bool {
+        matches!(self, Curl::Answered(c) if c.starts_with('2') || c.starts_with('3'))
+    }
+}
+
+impl std::fmt::Display for Curl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let meaning = |x: i64| match x {
+            6 => "could not resolve host",
+            7 => "failed to connect",
+            28 => "timed out",
+            52 => "empty reply from server",
+            56 => "connection reset while receiving",
+            _ => "see curl's exit codes",
+        };
+        match self {
+            Curl::NotRun(error) => write!(f, "the exec could not run: {error}"),
+            Curl::Answered(code) => write!(f, "HTTP {code}"),
+            Curl::Reset(x) | Curl::NoConnection(x) | Curl::Failed(Some(x)) => {
+                write!(f, "HTTP 000, curl exit {x}: {}", meaning(*x))
+            }
+            Curl::Failed(None) => write!(f, "HTTP 000, no exit code recorded"),
+        }
     }
 }
 

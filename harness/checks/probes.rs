@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{BoxFuture, CheckDef, Collector};
+use super::{
+    BoxFuture, CheckDef, Collector, Curl,
+    ztunnel::{self, Parts},
+};
 use crate::{
     cluster::live::{Live, LiveError},
     common::catalog,
-    evidence::{Evidence, Verdict},
+    evidence::{Evidence, Findings, Format, Verdict},
     formats::kjson,
     plan::fixtures,
 };
@@ -24,19 +27,37 @@ pub const CHECK: CheckDef = CheckDef { info: &catalog::PROBES, collect: Collecto
 pub const COLLATERAL: &[&str] = &["kube-system", "monitoring", "tempo"];
 const NS: &str = "book-info";
 
+/// This check's folder; ztunnel's config dumps from before the policy are under `probes/ztunnel/`.
+const CHECK_DIR: &str = "probes";
 /// The plaintext probe that proves default-deny is enforced at all.
 const ENFORCEMENT: &str = "probes/enforcement.json";
+/// The Prometheus targets before the policy: only a target that was up and went down is collateral.
+const TARGETS_BEFORE: &str = "probes/targets-before.json";
+const TARGETS_AFTER: &str = "probes/targets-after.json";
+const NEGATIVE_PODS: &str = "probes/negative/pods-after.json";
+const NEGATIVE_EVENTS: &str = "probes/negative/events-after.json";
+
+/// The annotation istio-cni sets on a pod once it has set up its redirection to ztunnel, with the
+/// value that means the pod is captured (istio/istio@1.30.3 cni/pkg/util/podutil.go,
+/// `PodFullyEnrolled`: `annotation.AmbientRedirection.Name == constants.AmbientRedirectionEnabled`;
+/// pkg/config/constants/constants.go: "The presence of this annotation with this specific value
+/// indicates the pod is captured. Anything else indicates it is not.").
+const REDIRECTION_ANNOTATION: &str = "ambient.istio.io/redirection";
+/// Its value on a captured pod (`constants.AmbientRedirectionEnabled`).
+const REDIRECTION_ENABLED: &str = "enabled";
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
         let deny = fixtures::manifest("default-deny.yaml")?;
         let pods = live.get_raw(&format!("/api/v1/namespaces/{NS}/pods")).await?;
         live.save("probes/pods-before.json", &pods)?;
+        // Who ztunnel holds captured before the policy: a probed pod outside ambient proves nothing.
+        ztunnel::collect(live, CHECK_DIR, Parts::ConfigDump).await?;
         let pods: Value = serde_json::from_slice(&pods).unwrap_or(Value::Null);
         let wait = live.scenario.settle(probe_wait(&pods, live.scenario.probes.periods));
         // Targets before the policy: only a target that was up and went down is collateral damage.
         let targets = live.service_get("monitoring", "prom-prometheus", 9090, "api/v1/targets?state=active").await?;
-        live.save("probes/targets-before.json", &targets)?;
+        live.save(TARGETS_BEFORE, &targets)?;
         let target = enforcement_target(&pods);
         let before = match &target {
             Some(url) => Some(plaintext_curl(live, url).await),
@@ -110,7 +131,7 @@ async fn observe(live: &Live, wait: Duration, dir: &str, since: &str) -> Result<
             )?;
         }
         let targets = live.service_get("monitoring", "prom-prometheus", 9090, "api/v1/targets?state=active").await?;
-        live.save("probes/targets-after.json", &targets)?;
+        live.save(TARGETS_AFTER, &targets)?;
     }
     Ok(())
 }
@@ -165,8 +186,8 @@ fn unhealthy(events: &Value) -> Vec<String> {
 
 /// Judges the before/after pod lists, events, collateral namespaces and the negative control.
 pub fn judge(ev: &Evidence) -> Verdict {
-    let mut files = vec![
-        "probes/policy.json".into(),
+    let files = [
+        "probes/policy.json".to_string(),
         "probes/pods-before.json".into(),
         "probes/pods-after.json".into(),
         "probes/events-after.json".into(),
@@ -197,79 +218,132 @@ pub fn judge(ev: &Evidence) -> Verdict {
         ))
         .with_evidence(files);
     }
-    let mut problems = Vec::new();
+    let mut found = Findings::reading(files);
+    judge_capture(ev, &probed, &mut found);
     for p in kjson::items(&after) {
         let name = kjson::name(p);
         if !kjson::pod_ready(p) {
-            problems.push(format!("pod {name} is not Ready under default-deny"));
+            found.fail(format!("pod {name} is not Ready under default-deny"));
         }
         if let Some(b) = kjson::items(&before).iter().find(|b| kjson::name(b) == name) {
             let (r0, r1) = (kjson::pod_restarts(b), kjson::pod_restarts(p));
             if r1 > r0 {
-                problems.push(format!("pod {name} restarted {} time(s) under default-deny", r1 - r0));
+                found.fail(format!("pod {name} restarted {} time(s) under default-deny", r1 - r0));
             }
         }
     }
     for b in kjson::items(&before) {
         if !kjson::items(&after).iter().any(|a| kjson::name(a) == kjson::name(b)) {
-            problems.push(format!(
+            found.fail(format!(
                 "pod {} disappeared under default-deny (replaced after failing probes?)",
                 kjson::name(b)
             ));
         }
     }
-    problems.extend(
-        unhealthy(&events)
-            .into_iter()
-            .map(|u| format!("Unhealthy event after {}: {u}", policy["applied_at"].as_str().unwrap_or("?"))),
-    );
+    for u in unhealthy(&events) {
+        found.fail(format!("Unhealthy event after {}: {u}", policy["applied_at"].as_str().unwrap_or("?")));
+    }
     for ns in COLLATERAL {
         let f = format!("probes/collateral-pods-{ns}.json");
         match read(&f) {
             Ok(list) => {
-                files.push(f.clone());
+                found.read(f.clone());
                 for p in
                     kjson::items(&list).iter().filter(|p| kjson::pod_phase(p) != "Succeeded" && !kjson::pod_ready(p))
                 {
-                    problems.push(format!("collateral: pod {ns}/{} is not Ready", kjson::name(p)));
+                    found.fail(format!("collateral: pod {ns}/{} is not Ready", kjson::name(p)));
                 }
             }
-            Err(e) => problems.push(format!("collateral check incomplete: {e}")),
+            Err(e) => found.unreadable(e),
         }
     }
-    match (read("probes/targets-before.json"), read("probes/targets-after.json")) {
+    match (ev.read_json_added::<Value>(TARGETS_BEFORE, Format::Two), read(TARGETS_AFTER)) {
         (Ok(before), Ok(after)) => {
-            files.extend(["probes/targets-before.json".into(), "probes/targets-after.json".into()]);
-            problems.extend(targets_gone_down(&before, &after));
+            found.read(TARGETS_BEFORE);
+            found.read(TARGETS_AFTER);
+            targets_gone_down(&before, &after).into_iter().for_each(|f| found.fail(f));
         }
-        (Err(e), _) | (_, Err(e)) => problems.push(format!("collateral check incomplete: {e}")),
+        (before, after) => before.err().into_iter().chain(after.err()).for_each(|e| found.unreadable(e)),
     }
-    match read(ENFORCEMENT) {
+    match ev.read_json_added::<Value>(ENFORCEMENT, Format::Two) {
         Ok(e) => {
-            files.push(ENFORCEMENT.into());
-            problems.extend(enforcement_problems(&e));
+            found.read(ENFORCEMENT);
+            judge_enforcement(&e, &mut found);
         }
-        Err(e) => problems.push(format!("default-deny enforcement not proven: {e}")),
+        Err(e) => found.unreadable(e),
     }
-    if ev.exists("probes/negative/pods-after.json") {
-        files.push("probes/negative/pods-after.json".into());
-        let neg_pods = read("probes/negative/pods-after.json").unwrap_or(Value::Null);
-        let neg_events = read("probes/negative/events-after.json").unwrap_or(Value::Null);
-        let failing =
-            kjson::items(&neg_pods).iter().filter(|p| !kjson::pod_ready(p)).count() + unhealthy(&neg_events).len();
-        if failing == 0 {
-            problems.push("negative control: without allow-ambient-hostprobes probes still passed, so this check cannot see the problem (is default-deny enforced?)".into());
+    // The negative control ran when either of its files is there; then both are needed.
+    if ev.exists(NEGATIVE_PODS) || ev.exists(NEGATIVE_EVENTS) {
+        match (read(NEGATIVE_PODS), read(NEGATIVE_EVENTS)) {
+            (Ok(pods), Ok(events)) => {
+                found.read(NEGATIVE_PODS);
+                found.read(NEGATIVE_EVENTS);
+                let failing =
+                    kjson::items(&pods).iter().filter(|p| !kjson::pod_ready(p)).count() + unhealthy(&events).len();
+                if failing == 0 {
+                    found.fail("negative control: without allow-ambient-hostprobes probes still passed, so this check cannot see the problem (is default-deny enforced?)");
+                }
+            }
+            (pods, events) => pods.err().into_iter().chain(events.err()).for_each(|e| found.unreadable(e)),
         }
     }
     let pass = format!(
         "{} probed pod(s) stayed Ready under default-deny; no restarts, no Unhealthy events, no collateral damage",
         probed.len()
     );
-    Verdict::from_findings(problems, Vec::new(), files, pass, |n| {
-        format!("{n} finding(s) under default-deny: expected probes to keep passing")
-    })
+    found.verdict(pass, |n| format!("{n} finding(s) under default-deny: expected probes to keep passing"))
 }
 
+/// Every probed pod must be captured by ambient, or its probes passing says nothing about ambient
+/// under default-deny: kubelet's probes to a captured pod arrive SNAT-ed from 169.254.7.127, which
+/// the allow-ambient-hostprobes policy admits, while an uncaptured pod is probed on the plain host
+/// path and passes without it. Captured means istio-cni's annotation
+/// [`REDIRECTION_ANNOTATION`]`: enabled` on the pod before the policy, or a ztunnel config dump
+/// from then listing the pod with protocol HBONE. Without either, the check could not tell.
+fn judge_capture(ev: &Evidence, probed: &[&Value], found: &mut Findings) {
+    if let Some((_, draining)) = ztunnel::recorded_pods(ev, CHECK_DIR) {
+        found.read(ztunnel::pods_file(CHECK_DIR));
+        draining.into_iter().for_each(|n| found.note(n));
+    }
+    let root = ztunnel::dir(CHECK_DIR);
+    let mut hbone = std::collections::BTreeSet::new();
+    let nodes = ev.subdirs(&root);
+    for node in &nodes {
+        let file = format!("{root}/{node}/config_dump.json");
+        match ev.read_json::<Value>(&file) {
+            Ok(dump) => {
+                found.read(file);
+                for w in ztunnel::dump_workloads(&dump) {
+                    if w["namespace"] == NS && w["protocol"] == "HBONE" {
+                        hbone.extend(w["name"].as_str().map(str::to_string));
+                    }
+                }
+            }
+            Err(e) => found.unreadable(e),
+        }
+    }
+    for pod in probed {
+        let name = kjson::name(pod);
+        let annotation =
+            pod.pointer("/metadata/annotations").and_then(|a| a.get(REDIRECTION_ANNOTATION)).and_then(Value::as_str);
+        if annotation == Some(REDIRECTION_ENABLED) || hbone.contains(name) {
+            continue;
+        }
+        let seen = match annotation {
+            Some(v) => format!("annotation {REDIRECTION_ANNOTATION}: {v}"),
+            None => format!("no annotation {REDIRECTION_ANNOTATION}"),
+        };
+        found.unjudged(if nodes.is_empty() {
+            format!(
+                "no evidence that probed pod {NS}/{name} is captured by ambient: {seen} and no ztunnel config dump under {root}/; its probes passing would say nothing about ambient under default-deny"
+            )
+        } else {
+            format!(
+                "probed pod {NS}/{name} is not captured by ambient: {seen} (istio-cni sets `enabled` once it redirects the pod) and no ztunnel config dump under {root}/ lists it with protocol HBONE; kubelet probes it on the plain host path, so its probes passing says nothing about ambient under default-deny"
+            )
+        });
+    }
+}
 /// Prometheus targets that were up before the policy and are not up under it. A target that was
 /// already down (a control-plane component the cluster does not expose) is not the policy's doing.
 fn targets_gone_down(before: &Value, after: &Value) -> Vec<String> {
@@ -294,35 +368,30 @@ fn targets_gone_down(before: &Value, after: &Value) -> Vec<String> {
 
 /// Default-deny must be enforced, or "probes still pass" proves nothing: plaintext from the outside
 /// client to a book-info pod on 9080 reaches it before the policy and gets no answer under it.
-fn enforcement_problems(e: &Value) -> Vec<String> {
+/// Under the policy no answer is the proof (Cilium drops: curl times out, 28), so only an answer
+/// fails; before it, anything but an answer is a failed baseline, and nothing is judged.
+fn judge_enforcement(e: &Value, found: &mut Findings) {
     let Some(target) = e["target"].as_str() else {
-        return vec![format!(
+        found.unjudged(format!(
             "{ENFORCEMENT}: no Ready book-info pod serves 9080, so enforcement of default-deny could not be tested"
-        )];
+        ));
+        return;
     };
-    let code = |phase: &str| -> Result<String, String> {
-        let r = &e[phase];
-        if let Some(err) = r["error"].as_str() {
-            return Err(format!("the {phase} probe to {target} could not run: {err}"));
+    match Curl::of(&e["before"]) {
+        c @ Curl::NotRun(_) => found.unjudged(format!("the probe to {target} before default-deny: {c}")),
+        c if !c.got_through() => found.unjudged(format!(
+            "before default-deny, plaintext from the outside client to {target} got {c}: the baseline failed, so the block under the policy would prove nothing"
+        )),
+        _ => {}
+    }
+    match Curl::of(&e["during"]) {
+        c @ Curl::NotRun(_) => found.unjudged(format!("the probe to {target} under default-deny: {c}")),
+        c @ Curl::Answered(_) => found.fail(format!(
+            "default-deny is not enforced: under it, plaintext from the outside client still reached {target} ({c}); a cluster that enforces no NetworkPolicy would pass this check"
+        )),
+        c @ Curl::NoConnection(6) => {
+            found.unjudged(format!("the probe to {target} under default-deny could not resolve it ({c}): that proves no block"))
         }
-        Ok(r["http_code"].as_str().unwrap_or("").to_string())
-    };
-    let exit = |phase: &str| e[phase]["exit_code"].as_i64().map(|x| format!(", curl exit {x}")).unwrap_or_default();
-    let mut problems = Vec::new();
-    match code("before") {
-        Err(p) => problems.push(p),
-        Ok(c) if c.is_empty() || c == "000" => problems.push(format!(
-            "before default-deny, plaintext from the outside client to {target} got no answer (HTTP {c}{}): the baseline failed, so the block under the policy would prove nothing",
-            exit("before")
-        )),
-        Ok(_) => {}
+        c => found.note(format!("under default-deny plaintext to {target} got {c}: blocked")),
     }
-    match code("during") {
-        Err(p) => problems.push(p),
-        Ok(c) if !c.is_empty() && c != "000" => problems.push(format!(
-            "default-deny is not enforced: under it, plaintext from the outside client still reached {target} (HTTP {c}); a cluster that enforces no NetworkPolicy would pass this check"
-        )),
-        Ok(_) => {}
-    }
-    problems
 }

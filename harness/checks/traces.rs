@@ -13,7 +13,7 @@ use super::{BoxFuture, CheckDef, Collector};
 use crate::{
     cluster::live::{Live, LiveError},
     common::catalog,
-    evidence::{Evidence, Verdict},
+    evidence::{Evidence, Findings, Verdict},
     formats::tempo::{self, TraceFormat},
 };
 
@@ -133,8 +133,8 @@ pub fn judge(ev: &Evidence) -> Verdict {
     }
     // Arrival times are notes only: a run folder without them is still judged.
     let arrival: BTreeMap<String, f64> = ev.read_json(ARRIVAL).unwrap_or_default();
-    let mut files = vec![EXPECT.to_string(), SENT.to_string()];
-    let (mut ok, mut problems, mut notes) = (0, Vec::new(), Vec::new());
+    let mut found = Findings::reading([EXPECT.to_string(), SENT.to_string()]);
+    let mut ok = 0;
     for s in &sent {
         let id = s.trace_id.to_ascii_lowercase();
         let status = &s.status;
@@ -143,10 +143,17 @@ pub fn judge(ev: &Evidence) -> Verdict {
             .map(|format| (format!("traces/tempo/{id}.{}", format.suffix()), format))
             .find(|(file, _)| ev.exists(file));
         let Some((file, format)) = stored else {
-            problems.push(format!("trace {id} (gateway answered {status}) never arrived in Tempo"));
+            // A request the gateway never answered started no trace there: nothing to look for.
+            if status.starts_with("error") {
+                found.unjudged(format!(
+                    "trace {id}: the request got no answer from the gateway ({status}), so no trace was expected"
+                ));
+            } else {
+                found.fail(format!("trace {id} (gateway answered {status}) never arrived in Tempo"));
+            }
             continue;
         };
-        files.push(file.clone());
+        found.read(file.clone());
         let bytes = match ev.read_bytes(&file) {
             Ok(b) => b,
             Err(e) => return e.into(),
@@ -155,28 +162,29 @@ pub fn judge(ev: &Evidence) -> Verdict {
         let spans = match format.decode(&bytes) {
             Ok(s) => s,
             Err(e) => {
-                return Verdict::error(format!("evidence file {file} cannot be decoded: {e}")).with_evidence(files);
+                found.unjudged(format!("evidence file {file} cannot be decoded: {e}"));
+                continue;
             }
         };
         let ours: Vec<_> = spans.iter().filter(|sp| sp.trace_id == id).collect();
         let gw: Vec<_> = ours.iter().filter(|sp| sp.service.contains(gateway.as_str())).collect();
         let tagged = gw.iter().any(|sp| sp.attributes.get(&key) == Some(&value));
         if ours.is_empty() {
-            problems.push(format!("{file}: Tempo returned spans, none with trace id {id}"));
+            found.fail(format!("{file}: Tempo returned spans, none with trace id {id}"));
         } else if gw.is_empty() {
             let services: BTreeSet<&str> = ours.iter().map(|s| s.service.as_str()).collect();
-            problems.push(format!("trace {id}: no span from the gateway (`{gateway}`); services seen: {services:?}"));
+            found.fail(format!("trace {id}: no span from the gateway (`{gateway}`); services seen: {services:?}"));
         } else if !tagged {
-            problems.push(format!("trace {id}: gateway spans lack the Telemetry custom tag {key}={value}"));
+            found.fail(format!("trace {id}: gateway spans lack the Telemetry custom tag {key}={value}"));
         } else {
             ok += 1;
             if let Some(lat) = arrival.get(&id) {
-                notes.push(format!("trace {id} arrived after {lat:.1}s"));
+                found.note(format!("trace {id} arrived after {lat:.1}s"));
             }
         }
     }
     let pass = format!("{ok} of {} traces arrived with tagged gateway spans", sent.len());
-    Verdict::from_findings(problems, notes, files, pass, |n| {
+    found.verdict(pass, |n| {
         format!("{n} of {} traces missing or incomplete: expected gateway spans tagged {key}={value}", sent.len())
     })
 }

@@ -5,12 +5,12 @@ use serde_json::json;
 
 use crate::common::{evidence, upstream_file};
 
-fn judge(name: &str, files: &[(&str, &[u8])]) -> meshcheck::evidence::Verdict {
+pub(crate) fn judge(name: &str, files: &[(&str, &[u8])]) -> meshcheck::evidence::Verdict {
     let (_dir, ev) = evidence(files);
     (checks::find(name).unwrap().judge)(&ev)
 }
 
-fn node(arch: &str, ready: bool) -> serde_json::Value {
+pub(crate) fn node(arch: &str, ready: bool) -> serde_json::Value {
     json!({"metadata": {"name": format!("n-{arch}")}, "status": {"nodeInfo": {"architecture": arch},
            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
 }
@@ -144,7 +144,7 @@ fn image_architectures_on_real_oci_indexes() {
     );
 }
 
-fn cilium_cm(overrides: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn cilium_cm(overrides: &[(&str, &str)]) -> Vec<u8> {
     let mut data = json!({"bpf-lb-sock-hostns-only": "true", "cni-exclusive": "false", "enable-bpf-masquerade": "false",
                           "enable-host-legacy-routing": "true", "kube-proxy-replacement": "true"});
     for (k, v) in overrides {
@@ -170,7 +170,7 @@ fn cilium_prerequisites_name_each_trap() {
 }
 
 /// A gateway pod `label`led, Ready or not, and the Service the chart renders with `target` for http2.
-fn gateway_evidence(label: &str, ready: bool, target: u16) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+pub(crate) fn gateway_evidence(label: &str, ready: bool, target: u16) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let gws = serde_json::to_vec(
         &json!({"items": [{"metadata": {"name": "bookinfo-gateway"}, "spec": {"selector": {"istio": "ingressgateway"},
         "servers": [{"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}]}),
@@ -226,10 +226,27 @@ fn gateway_binding_names_the_release_name_trap() {
         "{}",
         v.explanation()
     );
-    // No Service at all in front of the pods.
+    // No Service in front of the pods: the namespace's Services were read, none selects them.
     let (g, p, _) = gateway_evidence("ingressgateway", true, 8080);
-    let v = judge("gateway-binding", &[("gateway/gateways.json", &g), ("gateway/pods.json", &p)]);
+    let elsewhere = serde_json::to_vec(&json!({"items": [{"metadata": {"name": "other", "namespace": "istio-ingress"},
+        "spec": {"selector": {"app": "other"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}]}))
+    .unwrap();
+    let v = judge(
+        "gateway-binding",
+        &[
+            ("gateway/gateways.json", &g),
+            ("gateway/pods.json", &p),
+            ("gateway/services-istio-ingress.json", &elsewhere),
+        ],
+    );
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("no Service selects"), "{}", v.explanation());
+    // Without the namespace's Services nothing says whether one selects them: an error naming the file.
+    let v = judge("gateway-binding", &[("gateway/gateways.json", &g), ("gateway/pods.json", &p)]);
+    assert!(
+        v.outcome == Outcome::Error && v.reason.contains("gateway/services-istio-ingress.json"),
+        "{}",
+        v.explanation()
+    );
     // The real 1.30.3 sample's Gateway against the chart's real default Service ports fails the same way.
     let Some(sample) = upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml") else { return };
     let objs = meshcheck::plan::fixtures::parse_manifests(std::str::from_utf8(&sample).unwrap(), "sample").unwrap();
@@ -243,24 +260,24 @@ fn gateway_binding_names_the_release_name_trap() {
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("listens on 8080"), "{}", v.explanation());
 }
 
-const ZT_METRICS_OK: &str = "# TYPE istio_tcp_connections_opened counter\n\
+pub(crate) const ZT_METRICS_OK: &str = "# TYPE istio_tcp_connections_opened counter\n\
 istio_tcp_connections_opened_total{reporter=\"destination\",source_workload=\"productpage-v1\",source_workload_namespace=\"book-info\",source_principal=\"spiffe://cluster.local/ns/book-info/sa/bookinfo-productpage\",destination_workload=\"details-v1\",destination_workload_namespace=\"book-info\",destination_principal=\"spiffe://cluster.local/ns/book-info/sa/bookinfo-details\",connection_security_policy=\"mutual_tls\",response_flags=\"UF,URX\"} 4\n\
 # TYPE istio_tcp_connections_closed counter\nistio_tcp_connections_closed_total 1\n\
 # TYPE istio_tcp_sent_bytes counter\nistio_tcp_sent_bytes_total 10\n\
 # TYPE istio_tcp_received_bytes counter\nistio_tcp_received_bytes_total 10\n# EOF\n";
 
-fn config_dump(protocol_of_details: &str) -> Vec<u8> {
+pub(crate) fn config_dump(protocol_of_details: &str) -> Vec<u8> {
     let w = |app: &str, proto: &str| json!({"name": format!("{app}-v1-abc"), "namespace": "book-info", "canonicalName": app, "protocol": proto});
     serde_json::to_vec(&json!({"workloads": [w("productpage", "HBONE"), w("details", protocol_of_details), w("ratings", "HBONE"), w("reviews", "HBONE")]})).unwrap()
 }
 
 /// The STRICT probe's record: the outside client before STRICT got 200; under STRICT the outside
 /// client got `outside` with curl exit `exit`, the inside client `inside`.
-fn strict(outside: &str, inside: &str) -> Vec<u8> {
+pub(crate) fn strict(outside: &str, inside: &str) -> Vec<u8> {
     strict_exit(outside, if outside == "000" { 56 } else { 0 }, inside)
 }
 
-fn strict_exit(outside: &str, exit: i64, inside: &str) -> Vec<u8> {
+pub(crate) fn strict_exit(outside: &str, exit: i64, inside: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"results": [
         {"phase": "before", "client": "outside", "http_code": "200", "exit_code": 0, "target": "t"},
         {"phase": "strict", "client": "outside", "http_code": outside, "exit_code": exit, "target": "t"},
@@ -305,17 +322,21 @@ fn mtls_needs_all_three_signals() {
         "{}",
         v.explanation()
     );
-    // HTTP 000 is not a refusal by itself: DNS failure (6), a dead pod (7) or a timeout (28) are not mTLS.
+    // HTTP 000 is not a refusal by itself: DNS failure (6), a dead pod (7) or a timeout (28) say
+    // nothing about mTLS, so nothing is judged (curl/curl@curl-8_17_0 docs/cmdline-opts/_EXITCODES.md).
     for (exit, meaning) in [(6, "could not resolve host"), (7, "failed to connect"), (28, "timed out")] {
         let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &strict_exit("000", exit, "200"));
         assert!(
-            v.outcome == Outcome::Fail
-                && v.explanation().contains(&format!("curl exit {exit}: {meaning}"))
-                && v.explanation().contains("not a connection reset"),
+            v.outcome == Outcome::Error
+                && v.reason.contains(&format!("curl exit {exit}: {meaning}"))
+                && v.reason.contains("proves nothing about mTLS"),
             "{}",
             v.explanation()
         );
     }
+    // Another exit without an answer is no refusal by ztunnel: a failure.
+    let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &strict_exit("000", 35, "200"));
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("not a connection reset"), "{}", v.explanation());
     assert_eq!(case(&config_dump("HBONE"), ZT_METRICS_OK, &strict_exit("000", 52, "200")).outcome, Outcome::Pass);
     // Without a baseline (the outside client never got through before STRICT) a refusal proves nothing.
     let no_baseline = serde_json::to_vec(&json!({"results": [
@@ -324,7 +345,7 @@ fn mtls_needs_all_three_signals() {
         {"phase": "strict", "client": "inside", "http_code": "200", "exit_code": 0, "target": "t"}]}))
     .unwrap();
     let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &no_baseline);
-    assert!(v.outcome == Outcome::Fail && v.explanation().contains("the baseline failed"), "{}", v.explanation());
+    assert!(v.outcome == Outcome::Error && v.reason.contains("the baseline failed"), "{}", v.explanation());
     // A waypoint in book-info speaks TCP by design: noted, not failed.
     let with_waypoint: serde_json::Value = {
         let mut d: serde_json::Value = serde_json::from_slice(&config_dump("HBONE")).unwrap();
@@ -340,14 +361,23 @@ fn mtls_needs_all_three_signals() {
         "{}",
         v.explanation()
     );
-    let only_outside = serde_json::to_vec(&json!({"results": [{"client": "outside", "http_code": "000"}]})).unwrap();
+    let only_outside = serde_json::to_vec(&json!({"results": [
+        {"phase": "before", "client": "outside", "http_code": "200", "exit_code": 0},
+        {"phase": "strict", "client": "outside", "http_code": "000", "exit_code": 56}]}))
+    .unwrap();
     let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &only_outside);
-    assert!(v.outcome == Outcome::Fail && v.explanation().contains("no result for the inside client"));
-    let exec_failed =
-        serde_json::to_vec(&json!({"results": [{"phase": "before", "client": "outside", "http_code": "200"}, {"client": "outside", "error": "pod curl-outside not found"}, {"client": "inside", "http_code": "200"}]}))
-            .unwrap();
+    assert!(v.outcome == Outcome::Error && v.reason.contains("no result for the inside client"), "{}", v.explanation());
+    let exec_failed = serde_json::to_vec(&json!({"results": [
+        {"phase": "before", "client": "outside", "http_code": "200", "exit_code": 0},
+        {"phase": "strict", "client": "outside", "error": "pod curl-outside not found"},
+        {"phase": "strict", "client": "inside", "http_code": "200", "exit_code": 0}]}))
+    .unwrap();
     let v = case(&config_dump("HBONE"), ZT_METRICS_OK, &exec_failed);
-    assert!(v.outcome == Outcome::Fail && v.explanation().contains("could not run: pod curl-outside not found"));
+    assert!(
+        v.outcome == Outcome::Error && v.reason.contains("could not run: pod curl-outside not found"),
+        "{}",
+        v.explanation()
+    );
     // No connection between book-info workloads at all: nothing proves mTLS.
     let v = case(&config_dump("HBONE"), "# EOF\n", &strict("000", "200"));
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("no ztunnel metric shows a connection"));
@@ -402,7 +432,7 @@ fn mtls_reads_real_ztunnel_config_dumps() {
     );
     // The same dump with an app's workload on TCP fails, naming it.
     let mut parsed: serde_json::Value = serde_json::from_slice(&dump).unwrap();
-    // ztunnel 1.30's dump keys workloads by uid.
+    // istioctl's test data keys workloads by address (ztunnel 1.30 itself writes a list).
     let workloads = parsed["workloads"].as_object_mut().unwrap();
     let details =
         workloads.values_mut().find(|w| w["namespace"] == "bookinfo" && w["canonicalName"] == "details").unwrap();
@@ -423,17 +453,6 @@ fn mtls_reads_real_ztunnel_config_dumps() {
         "{}",
         v.explanation()
     );
-    // A run folder of format 1 kept the ztunnel evidence in the shared `ztunnel/`: still judged.
-    let v = judge(
-        "mtls",
-        &[
-            ("mtls/expect.json", expect),
-            ("ztunnel/n1/config_dump.json", &dump),
-            ("ztunnel/n1/metrics.prom", metrics.as_bytes()),
-            ("mtls/strict.json", &strict("000", "200")),
-        ],
-    );
-    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
 }
 
 #[test]
@@ -576,14 +595,14 @@ fn traces_judge_the_protobuf_the_collector_stores_before_json() {
     assert!(v.outcome == Outcome::Error && v.reason.contains(&pb), "{}", v.explanation());
 }
 
-fn targets(ztunnel_health: &str) -> Vec<u8> {
+pub(crate) fn targets(ztunnel_health: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"status": "success", "data": {"activeTargets": [
         {"scrapePool": "serviceMonitor/monitoring/istiod/0", "scrapeUrl": "http://10.0.0.1:15014/metrics", "health": "up", "lastError": ""},
         {"scrapePool": "podMonitor/monitoring/ztunnel/0", "scrapeUrl": "http://10.0.0.2:15020/stats/prometheus", "health": ztunnel_health, "lastError": "connection refused"}]}})).unwrap()
 }
 
 /// A PodList of Running ztunnel pods: (name, node, IP).
-fn ztunnel_pods(pods: &[(&str, &str, &str)]) -> Vec<u8> {
+pub(crate) fn ztunnel_pods(pods: &[(&str, &str, &str)]) -> Vec<u8> {
     serde_json::to_vec(&json!({"kind": "PodList", "items": pods.iter().map(|(name, node, ip)| json!({
         "metadata": {"name": name, "namespace": "istio-system", "labels": {"app": "ztunnel"}},
         "spec": {"nodeName": node}, "status": {"phase": "Running", "podIP": ip}})).collect::<Vec<_>>()}))
@@ -690,13 +709,16 @@ fn kiali_judge_on_real_graphs() {
     );
 }
 
-fn pod(name: &str, ready: bool, restarts: u64) -> serde_json::Value {
-    json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "readinessProbe": {"periodSeconds": 5}}]},
+/// A probed book-info pod, captured by ambient (istio-cni's annotation, as istio/istio@1.30.3
+/// cni/pkg/util/podutil.go reads it).
+pub(crate) fn pod(name: &str, ready: bool, restarts: u64) -> serde_json::Value {
+    json!({"metadata": {"name": name, "namespace": "book-info", "annotations": {"ambient.istio.io/redirection": "enabled"}},
+           "spec": {"containers": [{"name": "c", "readinessProbe": {"periodSeconds": 5}}]},
            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}], "containerStatuses": [{"restartCount": restarts}]}})
 }
 
 /// The enforcement probe: plaintext from outside to a book-info pod before and under default-deny.
-fn enforcement(before: &str, during: &str) -> Vec<u8> {
+pub(crate) fn enforcement(before: &str, during: &str) -> Vec<u8> {
     let exit = |c: &str| if c == "000" { 28 } else { 0 };
     serde_json::to_vec(&json!({"client": "meshcheck-outside/curl-outside", "target": "http://10.244.1.7:9080/",
         "before": {"http_code": before, "exit_code": exit(before)}, "during": {"http_code": during, "exit_code": exit(during)}})).unwrap()
@@ -742,11 +764,11 @@ fn probes_judge() {
     assert!(e.contains("not Ready") && e.contains("restarted 1") && e.contains("Readiness probe failed"), "{e}");
 
     // Collateral damage outside book-info and a scrape target lost under the policy.
-    let v = case(&[
+    let damage: [(&str, Option<Vec<u8>>); 2] = [
         ("probes/collateral-pods-kube-system.json", Some(list(vec![pod("coredns-1", false, 0)]))),
-        ("probes/collateral-pods-tempo.json", None),
         ("probes/targets-after.json", Some(targets("down"))),
-    ]);
+    ];
+    let v = case(&damage);
     assert_eq!(v.outcome, Outcome::Fail);
     let e = v.explanation();
     assert!(e.contains("collateral: pod kube-system/coredns-1 is not Ready"), "{e}");
@@ -754,7 +776,13 @@ fn probes_judge() {
         e.contains("collateral: Prometheus target http://10.0.0.2:15020/stats/prometheus went from up to down"),
         "{e}"
     );
-    assert!(e.contains("collateral check incomplete") && e.contains("collateral-pods-tempo.json"), "{e}");
+    // With a namespace's pods missing, the collateral check is incomplete: an error naming the
+    // file, which still lists what failed on the way.
+    let mut incomplete = damage.to_vec();
+    incomplete.push(("probes/collateral-pods-tempo.json", None));
+    let v = case(&incomplete);
+    assert!(v.outcome == Outcome::Error && v.reason.contains("probes/collateral-pods-tempo.json"), "{}", v.reason);
+    assert!(v.explanation().contains("also failed: collateral: pod kube-system/coredns-1"), "{}", v.explanation());
 
     // A target already down before the policy (kind's controller manager on 127.0.0.1) is not collateral.
     let v = case(&[
@@ -763,7 +791,7 @@ fn probes_judge() {
     ]);
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
     let v = case(&[("probes/targets-before.json", None)]);
-    assert!(v.outcome == Outcome::Fail && v.explanation().contains("targets-before.json"), "{}", v.explanation());
+    assert!(v.outcome == Outcome::Error && v.reason.contains("probes/targets-before.json"), "{}", v.explanation());
 
     // Default-deny never proven: a cluster that enforces no NetworkPolicy lets plaintext through.
     let v = case(&[("probes/enforcement.json", Some(enforcement("200", "200")))]);
@@ -773,9 +801,9 @@ fn probes_judge() {
         v.explanation()
     );
     let v = case(&[("probes/enforcement.json", Some(enforcement("000", "000")))]);
-    assert!(v.outcome == Outcome::Fail && v.explanation().contains("the baseline failed"), "{}", v.explanation());
+    assert!(v.outcome == Outcome::Error && v.reason.contains("the baseline failed"), "{}", v.explanation());
     let v = case(&[("probes/enforcement.json", None)]);
-    assert!(v.outcome == Outcome::Fail && v.explanation().contains("enforcement not proven"), "{}", v.explanation());
+    assert!(v.outcome == Outcome::Error && v.reason.contains("probes/enforcement.json"), "{}", v.explanation());
 
     // A pod replaced under the policy counts, even if its successor is Ready.
     let v = case(&[("probes/pods-after.json", Some(list(vec![pod("probe-target-2", true, 0)])))]);
@@ -800,7 +828,7 @@ fn probes_judge() {
 
     // Nothing probed in book-info: default-deny would prove nothing.
     let unprobed = list(vec![
-        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Running"}}),
+        json!({"metadata": {"name": "p", "namespace": "book-info"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Running"}}),
     ]);
     let v = case(&[("probes/pods-before.json", Some(unprobed.clone())), ("probes/pods-after.json", Some(unprobed))]);
     assert!(v.outcome == Outcome::Error && v.reason.contains("prove nothing"), "{}", v.reason);

@@ -18,4 +18,5 @@ mod security;
 #[path = "../sim/mod.rs"]
 mod sim;
 mod traffic;
+mod verdict_rules;
 mod workflows;
