@@ -214,9 +214,9 @@ pub async fn wait_for(
                 let api: Api<CustomResourceDefinition> = Api::all(client.clone());
                 until(events(api.clone(), Some(name)), &observer, || read(&api, name, crd_progress)).await
             }
-            Condition::NodesReady => {
+            Condition::NodesReady { count } => {
                 let api: Api<Node> = Api::all(client.clone());
-                until(events(api.clone(), None), &observer, || nodes_ready(&api)).await
+                until(events(api.clone(), None), &observer, || nodes_ready(&api, *count)).await
             }
         }
     };
@@ -285,15 +285,22 @@ async fn daemonset_ready(
     current_revision_pods(client, &ds).await.map_err(Trouble::from)
 }
 
-/// Every node Ready, and at least one node.
-async fn nodes_ready(api: &Api<Node>) -> Result<Progress, Trouble> {
+/// Every node Ready, at least one node, and `count` nodes when the run knows how many it made.
+async fn nodes_ready(api: &Api<Node>, count: Option<u32>) -> Result<Progress, Trouble> {
     let nodes = api.list(&Default::default()).await?;
+    Ok(nodes_progress(&nodes.items, count))
+}
+
+/// The nodes' progress: all Ready, and as many as expected.
+pub fn nodes_progress(nodes: &[Node], count: Option<u32>) -> Progress {
     let not_ready: Vec<String> =
-        nodes.items.iter().filter(|n| !node_ready(n)).filter_map(|n| n.metadata.name.clone()).collect();
-    Ok(Progress {
-        done: !nodes.items.is_empty() && not_ready.is_empty(),
-        seen: format!("{} nodes, not Ready: [{}]", nodes.items.len(), not_ready.join(", ")),
-    })
+        nodes.iter().filter(|n| !node_ready(n)).filter_map(|n| n.metadata.name.clone()).collect();
+    let enough = count.is_none_or(|c| usize::try_from(c).is_ok_and(|c| nodes.len() == c));
+    let of = count.map(|c| format!(" of {c}")).unwrap_or_default();
+    Progress {
+        done: !nodes.is_empty() && not_ready.is_empty() && enough,
+        seen: format!("{}{of} nodes, not Ready: [{}]", nodes.len(), not_ready.join(", ")),
+    }
 }
 
 /// Whether a node's Ready condition is True.

@@ -15,7 +15,8 @@ use crate::{common::catalog::Stage, scenario::Provider};
 pub(super) fn provision(b: &Builder, g: &mut Graph) -> Option<StepId> {
     let s = b.s;
     let Some(cluster) = &b.cluster else {
-        g.add(b.wait("Node", None, "", Condition::NodesReady, s.timeouts.provision.0), &[]);
+        let nodes = Condition::NodesReady { count: None };
+        g.add(b.wait("Node", None, "", nodes, s.timeouts.provision.0), &[]);
         g.checks(s, Stage::Provision);
         return None;
     };
@@ -144,7 +145,13 @@ fn cilium(b: &Builder, g: &mut Graph, api_host: &str, needs: &[(StepId, &'static
         &[(cilium, ROLLOUT)],
     );
     let nodes = g.add(
-        b.wait("Node", None, "", Condition::NodesReady, t),
+        b.wait(
+            "Node",
+            None,
+            "",
+            Condition::NodesReady { count: Some(s.cluster.control_planes + s.cluster.workers) },
+            t,
+        ),
         &[(cilium, "the nodes have no CNI (kind and k3d are created without one) until Cilium's agent runs on them")],
     );
     g.add(

@@ -100,10 +100,7 @@ fn step_line(step: &Step) -> String {
                 (Some(ns), n) => format!("{kind} {ns}/{n}"),
                 (None, n) => format!("{kind} {n}"),
             };
-            format!(
-                "wait    {obj} until {} (timeout {timeout_secs}s)",
-                serde_json::to_value(condition).expect("serializes").as_str().unwrap_or("")
-            )
+            format!("wait    {obj} until {} (timeout {timeout_secs}s)", condition)
         }
         Step::Check { name, asserts } => format!("check   {name}: {asserts}"),
         Step::Namespace { name, labels, run } => {

@@ -432,3 +432,23 @@ async fn a_port_forward_get_speaks_http1_and_names_what_went_wrong() {
     let err = live.pod_get("tempo", &tempo, 15000, "/config_dump").await.unwrap_err().to_string();
     assert!(err.contains("connection refused") && err.contains(&format!("tempo/{tempo}:15000")), "{err}");
 }
+
+/// Issue 22, item 8: the nodes-Ready wait of a cluster the run creates waits for as many nodes as it
+/// asked for; two Ready nodes of three is not "every node Ready".
+#[test]
+fn the_nodes_wait_counts_control_planes_and_workers() {
+    use k8s_openapi::api::core::v1::Node;
+    use meshcheck::cluster::waits::nodes_progress;
+    let node = |name: &str, ready: bool| -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
+        .unwrap()
+    };
+    let two = [node("cp", true), node("w1", true)];
+    let p = nodes_progress(&two, Some(3));
+    assert!(!p.done && p.seen == "2 of 3 nodes, not Ready: []", "{p:?}");
+    assert!(nodes_progress(&[node("cp", true), node("w1", true), node("w2", true)], Some(3)).done);
+    assert!(nodes_progress(&two, None).done, "an existing cluster: every node it has");
+    assert!(!nodes_progress(&[node("cp", true), node("w1", false), node("w2", true)], Some(3)).done);
+    assert!(!nodes_progress(&[], None).done, "no node at all is not Ready");
+}
