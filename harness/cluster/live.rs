@@ -628,7 +628,9 @@ impl Live {
         Ok(())
     }
 
-    /// Names of running pods matching a label selector.
+    /// Running pods matching a label selector, without those being deleted: a pod with a
+    /// `deletionTimestamp` still shows `Running` for its grace period while a rollout replaces it
+    /// (its ports already closing), so evidence from it would judge the old pod, not the mesh.
     pub async fn running_pods(&self, ns: &str, selector: &str) -> Result<Vec<Pod>, LiveError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let list = pods
@@ -639,6 +641,7 @@ impl Live {
             .items
             .into_iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect())
     }
 }
