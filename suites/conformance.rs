@@ -26,6 +26,7 @@ use meshcheck::{
 };
 
 fn main() -> ExitCode {
+    meshcheck::common::progress::init_logging();
     let mut args = Arguments::from_args();
     // Trials share one environment and depend on each other: run them in plan order.
     args.test_threads = Some(1);
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::from(meshcheck::EXIT_BAD_INPUT);
         }
     };
+    tracing::debug!(scenario = %scenario.name, provider = ?scenario.provider, "conformance run");
     let mut specs = Session::trials(&plan::build(&scenario, &plan::RunContext::for_plan()));
     // Under nextest every process is handed one exact trial name and all of them share one run, so
     // a filter there selects what to report, never what to run.
@@ -54,13 +56,34 @@ fn main() -> ExitCode {
         let trials = specs.iter().map(|t| Trial::test(t.trial_name(), || Ok(()))).collect();
         return libtest_mimic::run(&args, trials).exit_code();
     }
+    // A filter that selects nothing (a typo: `checks::mlts`) would run nothing and pass.
+    if !nextest && selects_nothing(&args, &specs) {
+        let names: Vec<String> = specs.iter().map(TrialSpec::trial_name).collect();
+        eprintln!("error: the test filter selects no trial; the trials are:\n  {}", names.join("\n  "));
+        return ExitCode::from(meshcheck::EXIT_COULD_NOT_RUN);
+    }
     if let Err(e) = meshcheck::cluster::runner::install_interrupt_handler() {
         eprintln!("error: cannot install the Ctrl-C handler: {e}");
         return ExitCode::from(meshcheck::EXIT_COULD_NOT_RUN);
     }
     let reports =
         std::env::var("MESHCHECK_REPORTS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/reports").into());
-    let keep = matches!(std::env::var("MESHCHECK_KEEP").as_deref(), Ok("1") | Ok("true"));
+    // The same words as `meshcheck run --keep` (clap's BoolishValueParser: y/yes/t/true/on/1).
+    let keep = match std::env::var_os("MESHCHECK_KEEP") {
+        None => false,
+        Some(v) => match clap::builder::TypedValueParser::parse_ref(
+            &clap::builder::BoolishValueParser::new(),
+            &clap::Command::new("conformance"),
+            None,
+            &v,
+        ) {
+            Ok(keep) => keep,
+            Err(_) => {
+                eprintln!("error: MESHCHECK_KEEP={v:?} is not yes or no (1/0, true/false, on/off)");
+                return ExitCode::from(meshcheck::EXIT_BAD_INPUT);
+            }
+        },
+    };
     // As `meshcheck run --parallel`: how many steps run at once, 1 for one after another.
     let parallel = match std::env::var("MESHCHECK_PARALLEL") {
         Err(_) => meshcheck::run::session::DEFAULT_PARALLEL,
@@ -168,6 +191,16 @@ fn selected_checks(args: &Arguments, specs: &[TrialSpec]) -> Option<Vec<String>>
         }
     }
     (!unique.is_empty()).then_some(unique)
+}
+
+/// Whether a test filter is given and keeps no trial at all.
+fn selects_nothing(args: &Arguments, specs: &[TrialSpec]) -> bool {
+    let filtered = args.filter.is_some() || !args.skip.is_empty();
+    filtered
+        && specs.iter().all(|t| {
+            let trial = Trial::test(t.trial_name(), || Ok(()));
+            args.is_filtered_out(&trial)
+        })
 }
 
 /// One trial in nextest's process-per-test mode: the first process runs everything, every process

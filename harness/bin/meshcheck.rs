@@ -133,10 +133,7 @@ impl<T, E: Into<anyhow::Error>> StopAs<T> for Result<T, E> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MESHCHECK_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    meshcheck::common::progress::init_logging();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

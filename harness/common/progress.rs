@@ -13,6 +13,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Sends `tracing` events to stderr, filtered by `MESHCHECK_LOG` (an `EnvFilter`, `info` by
+/// default). Both entries call it, `meshcheck` and the conformance suite, so the variable means the
+/// same under `cargo test --test conformance` as on the command line.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHCHECK_LOG").unwrap_or_else(|_| "info".into());
+    // A second call (a test that calls it twice) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
 const FRAMES: &[char] = &['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 /// Where progress goes.

@@ -785,3 +785,34 @@ fn a_panic_mid_run_still_deletes_what_the_run_created_and_finishes_the_report() 
     let cleanup = record.results.iter().find(|t| t.suite == "cleanup").expect("a cleanup result");
     assert_eq!(cleanup.verdict.outcome, Outcome::Pass, "{}", cleanup.verdict.reason);
 }
+
+/// Issue 27, items 2 and 6: a test filter that selects no trial (a typo) exits 3 and lists the
+/// trials instead of running nothing and passing; `MESHCHECK_LOG` reaches the conformance entry's
+/// log as it does `meshcheck`'s. No cluster is needed: both happen before a session starts.
+#[test]
+fn a_filter_that_selects_nothing_exits_3_naming_the_trials_and_meshcheck_log_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.yaml");
+    let text = std::fs::read_to_string(crate::common::root().join("scenarios/existing-cluster.yaml")).unwrap();
+    std::fs::write(&scenario, text.replace("~/.kube/config", "/nonexistent/kubeconfig")).unwrap();
+    let run = |filter: &str, log: &str| {
+        Command::new(conformance_binary())
+            .arg(filter)
+            .env("MESHCHECK_SCENARIO", &scenario)
+            .env("MESHCHECK_REPORTS", dir.path().join("reports"))
+            .env("MESHCHECK_LOG", log)
+            .env("MESHCHECK_PROGRESS", "quiet")
+            .env_remove("NEXTEST_EXECUTION_MODE")
+            .output()
+            .unwrap()
+    };
+    let out = run("checks::mlts", "debug");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("selects no trial") && stderr.contains("checks::mtls"), "{stderr}");
+    assert!(stderr.contains("conformance run") && stderr.contains("existing"), "MESHCHECK_LOG=debug: {stderr}");
+    assert!(!dir.path().join("reports").exists(), "nothing ran, so no run folder");
+    // The negative control: at the default level the debug line stays out.
+    let out = run("checks::mlts", "info");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("conformance run"));
+}
