@@ -26,7 +26,7 @@ use meshcheck::{
 };
 
 fn main() -> ExitCode {
-    meshcheck::common::progress::init_logging();
+    meshcheck::common::progress::init_logging(meshcheck::common::progress::Color::Auto);
     let mut args = Arguments::from_args();
     // Trials share one environment and depend on each other: run them in plan order.
     args.test_threads = Some(1);

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use meshcheck::{
     EXIT_BAD_INPUT, EXIT_CHECKS_FAILED, EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED,
     cluster::runner::{CommandError, INTERRUPTED, Runner},
-    common::progress::stderr_line,
+    common::progress::{Color, stderr_line},
     evidence::Outcome,
     plan,
     plan::CommandSpec,
@@ -21,11 +21,35 @@ use meshcheck::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// When to use colour and terminal escapes on stderr: auto (a terminal, and NO_COLOR unset),
+    /// always, never.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    color: ColorChoice,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl From<ColorChoice> for Color {
+    fn from(c: ColorChoice) -> Color {
+        match c {
+            ColorChoice::Auto => Color::Auto,
+            ColorChoice::Always => Color::Always,
+            ColorChoice::Never => Color::Never,
+        }
+    }
+}
+
+/// How a command prints its result on stdout.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
+    /// Lines for people.
     Text,
+    /// One JSON document for programs.
     Json,
 }
 
@@ -33,22 +57,25 @@ enum Output {
 enum Command {
     /// Print every step a run would take, without touching anything.
     Plan {
-        /// Scenario file (default: $MESHCHECK_SCENARIO, else the embedded ambient-kind scenario).
+        /// Scenario file [default: $MESHCHECK_SCENARIO, else the embedded scenarios/ambient-kind.yaml].
         #[arg(long)]
         scenario: Option<PathBuf>,
         /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
+        #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Check that this machine can do a live run.
     Preflight {
-        /// Scenario file.
+        /// Scenario file [default: $MESHCHECK_SCENARIO, else the embedded scenarios/ambient-kind.yaml].
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Run the whole suite (provision, install, deploy, checks, cleanup).
     Run {
-        /// Scenario file.
+        /// Scenario file [default: $MESHCHECK_SCENARIO, else the embedded scenarios/ambient-kind.yaml].
         #[arg(long)]
         scenario: Option<PathBuf>,
         /// Keep the cluster at the end.
@@ -65,6 +92,9 @@ enum Command {
     Judge {
         /// The run folder.
         run: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Compare a baseline with a candidate (run folders or junit.xml files): exit 1 on a regression
     /// or when no check passed in the candidate, 3 when no check ran in it.
@@ -73,16 +103,22 @@ enum Command {
         baseline: PathBuf,
         /// Candidate.
         candidate: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// List the pinned images a run starts, one per line (for a CI image cache).
     Images {
-        /// Scenario file.
+        /// Scenario file [default: $MESHCHECK_SCENARIO, else the embedded scenarios/ambient-kind.yaml].
         #[arg(long)]
         scenario: Option<PathBuf>,
         /// Only the images that run inside the cluster (not the node image): what
         /// `cluster.image_archive` should hold.
         #[arg(long)]
         in_cluster: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Print the JSON Schema of the scenario format.
     Schema,
@@ -133,8 +169,9 @@ impl<T, E: Into<anyhow::Error>> StopAs<T> for Result<T, E> {
 }
 
 fn main() -> ExitCode {
-    meshcheck::common::progress::init_logging();
     let cli = Cli::parse();
+    meshcheck::common::progress::init_logging(cli.color.into());
+    tracing::debug!(version = env!("CARGO_PKG_VERSION"), "meshcheck starts");
     match run(cli) {
         Ok(code) => code,
         Err(Stop::BadInput(e)) => {
@@ -182,6 +219,7 @@ fn indented(text: &str, indent: &str) -> String {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Stop> {
+    let color = Color::from(cli.color);
     match cli.command {
         Command::Plan { scenario, output } => {
             let s = load(scenario)?;
@@ -192,15 +230,27 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Preflight { scenario } => {
+        Command::Preflight { scenario, output } => {
             let s = load(scenario)?;
             let dir = scratch_dir().or_could_not_run()?;
             let problems = meshcheck::preflight::tool_problems(&s, &Runner::new(&dir));
             let failed = report::failed_commands(&dir);
             let _ = std::fs::remove_dir_all(&dir);
+            let code = if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_COULD_NOT_RUN) };
+            if output == Output::Json {
+                let failed: Vec<String> = failed.iter().map(report::command_failure).collect();
+                let doc = serde_json::json!({
+                    "provider": s.provider.as_str(),
+                    "ready": problems.is_empty(),
+                    "problems": problems,
+                    "failed_commands": failed,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc).or_could_not_run()?);
+                return Ok(code);
+            }
             if problems.is_empty() {
                 println!("preflight: ready for a live {} run", s.provider.as_str());
-                return Ok(ExitCode::SUCCESS);
+                return Ok(code);
             }
             for p in &problems {
                 println!("missing: {p}");
@@ -209,7 +259,7 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
             for c in &failed {
                 println!("\n{}", indented(&report::command_failure(c), "  "));
             }
-            Ok(ExitCode::from(EXIT_COULD_NOT_RUN))
+            Ok(code)
         }
         Command::Run { scenario, keep, reports, parallel } => {
             let s = load(scenario)?;
@@ -221,7 +271,7 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
                 &RunOptions {
                     reports_dir: reports,
                     keep,
-                    progress: meshcheck::common::progress::Style::detect(),
+                    progress: meshcheck::common::progress::Style::detect_with(color),
                     parallel,
                 },
             )
@@ -255,22 +305,40 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
             }
             Ok(exit_for(&record))
         }
-        Command::Judge { run } => {
+        Command::Judge { run, output } => {
             // A folder that cannot be read is bad input; one that cannot be written back is not.
             RunRecord::load(&run).or_bad_input()?;
             let record = meshcheck::run::session::rejudge(&run).or_could_not_run()?;
+            if output == Output::Json {
+                let results: Vec<serde_json::Value> = (0..record.results.len())
+                    .map(|i| {
+                        let r = &record.results[i];
+                        serde_json::json!({
+                            "trial": r.trial_name(),
+                            "outcome": r.verdict.outcome,
+                            "explanation": report::explain(&record.results, i),
+                        })
+                    })
+                    .collect();
+                let doc = serde_json::json!({"run": run, "outcome": record.outcome, "results": results});
+                println!("{}", serde_json::to_string_pretty(&doc).or_could_not_run()?);
+                return Ok(exit_for(&record));
+            }
             for (i, r) in record.results.iter().enumerate() {
                 println!("{} {}: {}", r.trial_name(), r.verdict.outcome, report::explain(&record.results, i));
             }
             Ok(exit_for(&record))
         }
-        Command::Compare { baseline, candidate } => {
+        Command::Compare { baseline, candidate, output } => {
             // For a release-gate run folder the baseline and candidate passes are suites of one
             // report; for separate runs each side has only `checks`, which both filters keep.
             let before = report::load_outcomes(&baseline, Some("baseline")).or_bad_input()?;
             let after = report::load_outcomes(&candidate, Some("candidate")).or_bad_input()?;
             let rows = report::compare(&before, &after);
             let verdict = report::gate(&rows);
+            if output == Output::Json {
+                return compare_json(&rows, verdict);
+            }
             for c in &rows {
                 let label = match c.change {
                     report::Change::Regressed => "REGRESSED",
@@ -306,15 +374,20 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
                 }
             })
         }
-        Command::Images { scenario, in_cluster } => {
+        Command::Images { scenario, in_cluster, output } => {
             let s = load(scenario)?;
             let images = if in_cluster {
                 meshcheck::checks::image_architectures::cluster_images(&s)
             } else {
                 meshcheck::checks::image_architectures::images(&s)
             };
-            for image in &images.refs {
-                println!("{image}");
+            if output == Output::Json {
+                let doc = serde_json::json!({"images": images.refs, "unlisted": images.unlisted});
+                println!("{}", serde_json::to_string_pretty(&doc).or_could_not_run()?);
+            } else {
+                for image in &images.refs {
+                    println!("{image}");
+                }
             }
             for c in &images.unlisted {
                 stderr_line(format_args!("error: no pinned image list for {c}: add it to fixtures/images.yaml"));
@@ -379,6 +452,41 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
             Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_COULD_NOT_RUN) })
         }
     }
+}
+
+/// The verdict's exit code, as `compare` gives it.
+fn gate_exit(verdict: GateVerdict) -> ExitCode {
+    match verdict {
+        GateVerdict::Pass => ExitCode::SUCCESS,
+        GateVerdict::Regressed | GateVerdict::NothingPassed => ExitCode::from(EXIT_CHECKS_FAILED),
+        GateVerdict::NothingRan => ExitCode::from(EXIT_COULD_NOT_RUN),
+    }
+}
+
+/// `compare -o json`: every row, the gate's verdict, and the same exit code as the text output.
+fn compare_json(rows: &[report::Comparison], verdict: GateVerdict) -> Result<ExitCode, Stop> {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|c| {
+            let change = match c.change {
+                report::Change::Regressed => "regressed",
+                report::Change::Fixed => "fixed",
+                report::Change::New => "new",
+                report::Change::Missing => "missing",
+                report::Change::Same => "same",
+            };
+            serde_json::json!({"key": c.key, "change": change, "before": c.before, "after": c.after, "check": c.is_check()})
+        })
+        .collect();
+    let verdict_name = match verdict {
+        GateVerdict::Pass => "pass",
+        GateVerdict::Regressed => "regressed",
+        GateVerdict::NothingPassed => "nothing-passed",
+        GateVerdict::NothingRan => "nothing-ran",
+    };
+    let doc = serde_json::json!({"verdict": verdict_name, "rows": rows});
+    println!("{}", serde_json::to_string_pretty(&doc).or_could_not_run()?);
+    Ok(gate_exit(verdict))
 }
 
 fn show(o: Option<Outcome>) -> String {

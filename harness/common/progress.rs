@@ -13,13 +13,40 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// When the console may use terminal escapes: colours in the log, the redrawn spinner line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Color {
+    /// Only when stderr is a terminal and `NO_COLOR` is unset or empty (no-color.org).
+    #[default]
+    Auto,
+    /// Always, even into a file or a pipe.
+    Always,
+    /// Never: plain text for logs that are read later.
+    Never,
+}
+
+impl Color {
+    /// Whether escapes are used on stderr.
+    pub fn enabled(self) -> bool {
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+}
+
 /// Sends `tracing` events to stderr, filtered by `MESHCHECK_LOG` (an `EnvFilter`, `info` by
-/// default). Both entries call it, `meshcheck` and the conformance suite, so the variable means the
-/// same under `cargo test --test conformance` as on the command line.
-pub fn init_logging() {
+/// default), coloured only as `color` allows. Both entries call it, `meshcheck` and the conformance
+/// suite, so the variable means the same under `cargo test --test conformance` as on the command line.
+pub fn init_logging(color: Color) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESHCHECK_LOG").unwrap_or_else(|_| "info".into());
     // A second call (a test that calls it twice) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(color.enabled())
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 const FRAMES: &[char] = &['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -38,11 +65,17 @@ pub enum Style {
 impl Style {
     /// Spinner on a terminal, lines otherwise; `MESHCHECK_PROGRESS=lines|spinner|quiet` overrides.
     pub fn detect() -> Style {
+        Style::detect_with(Color::Auto)
+    }
+
+    /// As [`Style::detect`], the spinner only where `color` allows terminal escapes (it redraws
+    /// its line with them): `--color never` gives plain lines on a terminal too.
+    pub fn detect_with(color: Color) -> Style {
         match std::env::var("MESHCHECK_PROGRESS").as_deref() {
             Ok("lines") => Style::Lines,
             Ok("spinner") => Style::Spinner,
             Ok("quiet") => Style::Quiet,
-            _ if std::io::stderr().is_terminal() => Style::Spinner,
+            _ if color != Color::Never && std::io::stderr().is_terminal() => Style::Spinner,
             _ => Style::Lines,
         }
     }

@@ -72,6 +72,21 @@ impl Bench {
         let problems: Vec<String> =
             stdout.lines().filter_map(|l| l.strip_prefix("missing: ")).map(String::from).collect();
         assert_eq!(out.status.success(), problems.is_empty(), "exit status and problem lines disagree:\n{stdout}");
+        // `-o json` (issue 27, item 13) says the same, with the same exit status.
+        let json = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+            .args(["preflight", "-o", "json", "--scenario"])
+            .arg(scenario)
+            .env("PATH", self.bin.path())
+            .env("MESHCHECK_LOG", "warn")
+            .env_remove("KUBECONFIG")
+            .current_dir(self.work.path())
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
+        assert_eq!(json.status.code(), out.status.code());
+        assert_eq!(doc["ready"], problems.is_empty(), "{doc}");
+        let listed: Vec<&str> = doc["problems"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert_eq!(listed.len(), problems.len(), "{doc}");
         Said { ready: stdout.contains("preflight: ready for a live"), problems }
     }
 }

@@ -835,3 +835,68 @@ fn run_honours_meshcheck_reports_and_shows_what_preflight_missed_in_full() {
     assert_eq!(out.status.code(), Some(i32::from(meshcheck::EXIT_COULD_NOT_RUN)), "{stdout}");
     assert!(stdout.contains("missing: helm: ") && stdout.contains("  second line of the stand-in reason"), "{stdout}");
 }
+
+/// Issue 27, item 13: `judge`, `compare`, `images` and `preflight` print one JSON document with
+/// `-o json`, with the same exit code as their text; escapes on stderr only where `--color` allows.
+#[test]
+fn judge_compare_images_and_preflight_speak_json_and_color_follows_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    let pass = |suite: &str| result(suite, "phase", Verdict::pass("ok"));
+    record(vec![pass("preflight"), result("checks", "mtls", Verdict::pass("ok"))]).write_all(&at("good"), &[]).unwrap();
+    record(vec![pass("preflight"), result("checks", "mtls", Verdict::fail("plaintext"))])
+        .write_all(&at("regressed"), &[])
+        .unwrap();
+    let json = |args: &[&OsStr]| -> (Option<i32>, serde_json::Value) {
+        let (status, stdout, stderr) = meshcheck(args);
+        (status, serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}")))
+    };
+    // compare first: judge rewrites the folder's junit.xml from what it re-judges.
+    let (status, doc) = json(&[
+        OsStr::new("compare"),
+        at("good").as_os_str(),
+        at("regressed").as_os_str(),
+        OsStr::new("--output"),
+        OsStr::new("json"),
+    ]);
+    assert_eq!(status, Some(1), "{doc}");
+    assert_eq!(doc["verdict"], "regressed");
+    let row = doc["rows"].as_array().unwrap().iter().find(|r| r["key"] == "checks::mtls").unwrap();
+    assert_eq!(
+        (row["change"].as_str(), row["before"].as_str(), row["after"].as_str()),
+        (Some("regressed"), Some("pass"), Some("fail"))
+    );
+    let (status, doc) = json(&[OsStr::new("judge"), at("regressed").as_os_str(), OsStr::new("-o"), OsStr::new("json")]);
+    let (text_status, text, _) = meshcheck(&[OsStr::new("judge"), at("regressed").as_os_str()]);
+    assert_eq!(status, text_status, "the same exit code as the text output");
+    assert_eq!(status, Some(1));
+    // Re-judged from its (here absent) evidence: an error naming what is missing, never a pass.
+    assert_eq!(doc["results"][1]["trial"], "checks::mtls");
+    let outcome = doc["results"][1]["outcome"].as_str().unwrap();
+    assert!(text.contains(&format!("checks::mtls {outcome}:")), "{text}\n{doc}");
+    assert_ne!(outcome, "pass");
+    let scenario = crate::common::root().join("scenarios/ambient-kind.yaml");
+    let (status, doc) = json(&[
+        OsStr::new("images"),
+        OsStr::new("--scenario"),
+        scenario.as_os_str(),
+        OsStr::new("-o"),
+        OsStr::new("json"),
+    ]);
+    assert_eq!(status, Some(0));
+    assert!(doc["images"].as_array().unwrap().iter().any(|i| i.as_str().unwrap().contains("ztunnel")), "{doc}");
+    // Colour: never into a pipe unless asked for.
+    let debug = |color: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+            .args(["--color", color, "schema"])
+            .env("MESHCHECK_LOG", "debug")
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let (auto, always, never) = (debug("auto"), debug("always"), debug("never"));
+    assert!(auto.contains("meshcheck starts") && !auto.contains('\u{1b}'), "auto into a pipe: {auto:?}");
+    assert!(always.contains('\u{1b}'), "always: {always:?}");
+    assert!(!never.contains('\u{1b}'), "never: {never:?}");
+}
