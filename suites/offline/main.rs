@@ -1,6 +1,7 @@
 //! Offline tests: everything that can be proven without a cluster.
 
 mod apiserver;
+mod charts;
 mod common;
 mod faults;
 mod fixtures;
