@@ -330,7 +330,7 @@ fn the_charts_prometheus_selects_meshchecks_monitors() {
         let labels = &m["metadata"]["labels"];
         let all = selector.as_object().is_some_and(|s| s.is_empty());
         assert!(all || selects(&selector["matchLabels"], labels), "{field} {selector} misses {}", name_of(&m));
-        let ns_selector = &prometheus["spec"][format!("{field}").replace("Selector", "NamespaceSelector")];
+        let ns_selector = &prometheus["spec"][field.replace("Selector", "NamespaceSelector")];
         assert!(
             ns_selector.as_object().is_some_and(|s| s.is_empty()),
             "{field}'s namespace selector {ns_selector} may leave out `monitoring`"
