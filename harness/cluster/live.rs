@@ -476,12 +476,60 @@ impl Live {
     }
 
     /// Deletes objects for a check and registers their re-apply, which [`Live::revert`] or the
-    /// session carries out.
+    /// session carries out. What is put back is each object as the cluster had it (read first,
+    /// without the fields the server owns), not as meshcheck would have written it: on an existing
+    /// cluster the object may be the user's, with their own labels and rules. An object that is
+    /// not there is neither deleted nor put back.
     pub async fn delete(&self, objects: &[DynamicObject], default_ns: Option<&str>) -> Result<Change, LiveError> {
+        let found = self.as_found(objects, default_ns).await?;
         let change =
-            self.changes.register(Undo::Restore { objects: objects.to_vec(), namespace: default_ns.map(String::from) });
-        self.delete_objects(objects, default_ns).await?;
+            self.changes.register(Undo::Restore { objects: found.clone(), namespace: default_ns.map(String::from) });
+        self.delete_objects(&found, default_ns).await?;
         Ok(change)
+    }
+
+    /// `objects` as the cluster has them, each stripped of what the API server sets (uid,
+    /// resourceVersion, creationTimestamp, generation, managedFields, deletion fields, status:
+    /// ObjectMeta's read-only fields, k8s.io/apimachinery pkg/apis/meta/v1 types.go), so the copy
+    /// can be applied again; those it does not have are left out.
+    async fn as_found(
+        &self,
+        objects: &[DynamicObject],
+        default_ns: Option<&str>,
+    ) -> Result<Vec<DynamicObject>, LiveError> {
+        within(MUTATION_DEADLINE, "read before delete", async {
+            let discovery = self.discover().await?;
+            let mut out = Vec::new();
+            for obj in objects {
+                let (ar, caps) = resolve(&discovery, obj)?;
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                let found = self
+                    .api_for(obj, &ar, &caps, default_ns)
+                    .get_opt(&name)
+                    .await
+                    .map_err(kube_err(format!("read {} {name}", ar.kind)))?;
+                if let Some(mut found) = found {
+                    let meta = &mut found.metadata;
+                    meta.uid = None;
+                    meta.resource_version = None;
+                    meta.creation_timestamp = None;
+                    meta.generation = None;
+                    meta.managed_fields = None;
+                    meta.deletion_timestamp = None;
+                    meta.deletion_grace_period_seconds = None;
+                    meta.self_link = None;
+                    if let Some(data) = found.data.as_object_mut() {
+                        data.remove("status");
+                    }
+                    if found.types.is_none() {
+                        found.types = obj.types.clone();
+                    }
+                    out.push(found);
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Takes one change back now (the check is done with it).

@@ -816,3 +816,39 @@ fn a_filter_that_selects_nothing_exits_3_naming_the_trials_and_meshcheck_log_is_
     let out = run("checks::mlts", "info");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("conformance run"));
 }
+
+/// Issue 26: on an existing cluster the Cilium probe policy may be the user's own. The probes
+/// negative control deletes it for a while; what it puts back is the policy as it was (the user's
+/// label and extra rule included), not meshcheck's fixture.
+#[test]
+fn the_probes_negative_control_puts_back_the_users_probe_policy_as_it_was() {
+    let Some(r) = Rehearsal::new("existing", Faults::default()) else { return };
+    let kubeconfig = std::fs::read_to_string(r.sim.kubeconfig()).unwrap();
+    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
+    let url = format!("{server}/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies/allow-ambient-hostprobes");
+    let users = serde_json::json!({
+        "apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": {"name": "allow-ambient-hostprobes", "labels": {"team": "platform"}},
+        "spec": {"description": "ours, with a rule for the node-local DNS cache",
+                 "enableDefaultDeny": {"egress": false, "ingress": false}, "endpointSelector": {},
+                 "ingress": [{"fromCIDR": ["169.254.7.127/32"]}, {"fromCIDR": ["169.254.20.10/32"]}]}});
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let put = rt.block_on(
+        http.patch(format!("{url}?fieldManager=platform-team"))
+            .header("content-type", "application/apply-patch+yaml")
+            .body(users.to_string())
+            .send(),
+    );
+    assert!(put.unwrap().status().is_success());
+    let scenario = r.scenario("existing-cluster", |t| {
+        format!("{}\nprobes:\n  negative_control: true\n", only_checks(t, &["probes"]))
+    });
+    let out = r.run(&scenario);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(r.sim.calls().iter().any(|c| c.starts_with("delete ciliumclusterwidenetworkpolicies")), "the control ran");
+    let after: serde_json::Value = rt.block_on(async { http.get(&url).send().await.unwrap().json().await.unwrap() });
+    assert_eq!(after["metadata"]["labels"]["team"], "platform", "{after}");
+    assert_eq!(after["spec"]["description"], users["spec"]["description"], "{after}");
+    assert_eq!(after["spec"]["ingress"], users["spec"]["ingress"], "the user's rules are back: {after}");
+}
