@@ -127,7 +127,14 @@ fn kiali(b: &Builder, g: &mut Graph, istio: &Istio) {
     let into_istio_system = istio
         .namespace("istio-system")
         .map(|(id, _)| (id, "its Kiali CR goes into istio-system (values/kiali-operator.yaml)"));
-    let kiali = install_chart(b, g, istio, chart, &into_istio_system.into_iter().collect::<Vec<_>>());
+    // Kiali looks once and remembers: whether the Istio API exists, for the life of its client
+    // (kiali v2.29.0 kubernetes/kubernetes.go `IsIstioAPI`), and whether ztunnel's DaemonSet does,
+    // for 10 minutes (cache/cache.go `IsAmbientEnabled`, config.go `AmbientCheck: 10 * time.Minute`).
+    // Started beside the Istio chain, it could see neither and show bookinfo as outside the mesh.
+    let after_ztunnel =
+        (istio.ztunnel, "Kiali caches whether Istio and ambient (ztunnel) are there from its first look");
+    let needs: Vec<(StepId, &'static str)> = into_istio_system.into_iter().chain([after_ztunnel]).collect();
+    let kiali = install_chart(b, g, istio, chart, &needs);
     g.add(
         b.wait("Deployment", Some("istio-system"), "kiali", Condition::DeploymentAvailable, b.s.timeouts.install.0),
         &[(kiali, "the operator creates Kiali from the CR this chart installs")],
