@@ -1,0 +1,87 @@
+//! `junit.xml`: one `<testsuite>` per phase, one `<testcase>` per trial, as JUnit consumers read it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::{common::util::first_line, evidence::Outcome};
+
+use super::record::{PHASE, RunRecord, explain, headline, parse_time};
+
+/// Builds the JUnit report: one testsuite per phase, one testcase per step or check.
+///
+/// Each testsuite's `timestamp` is the start of its first trial. The Jenkins xUnit schema
+/// (`junit-10.xsd`, which the offline tests validate against) allows no `timestamp` on a
+/// testcase, so a testcase's start is the first line of its `system-out`, and a phase lists its
+/// steps there with their starts and durations.
+pub fn junit(record: &RunRecord) -> Report {
+    let results = &record.results;
+    let mut report = Report::new(format!("meshcheck {}", record.scenario_name));
+    let mut suites: Vec<(String, TestSuite, Option<DateTime<FixedOffset>>)> = Vec::new();
+    for (index, r) in results.iter().enumerate() {
+        if !suites.iter().any(|(n, _, _)| n == &r.suite) {
+            let mut suite = TestSuite::new(r.suite.clone());
+            suite.add_property(Property::new("scenario", record.scenario_name.clone()));
+            suite.add_property(Property::new("provider", record.provider.clone()));
+            suite.add_property(Property::new("architecture", record.architecture.clone()));
+            suite.add_property(Property::new("run_id", record.run_id.clone()));
+            for (k, v) in &record.versions {
+                suite.add_property(Property::new(format!("version.{k}"), v.clone()));
+            }
+            suites.push((r.suite.clone(), suite, None));
+        }
+        let (_, suite, first_start) = suites.iter_mut().find(|(n, _, _)| n == &r.suite).expect("just added");
+        let started = parse_time(&r.started_at);
+        if let Some(t) = started
+            && first_start.is_none_or(|first| t < first)
+        {
+            *first_start = Some(t);
+        }
+        let mut status = match r.verdict.outcome {
+            Outcome::Pass => TestCaseStatus::success(),
+            Outcome::Fail => TestCaseStatus::non_success(NonSuccessKind::Failure),
+            Outcome::Error => TestCaseStatus::non_success(NonSuccessKind::Error),
+            Outcome::NotRun => TestCaseStatus::skipped(),
+        };
+        if r.verdict.outcome != Outcome::Pass {
+            status.set_message(headline(results, index));
+            if !r.verdict.details.is_empty() {
+                status.set_description(explain(results, index));
+            }
+        }
+        let mut case = TestCase::new(r.name.clone(), status);
+        case.set_classname(format!("meshcheck.{}", r.suite));
+        case.set_time(Duration::from_secs_f64(r.duration_secs.max(0.0)));
+        let mut out = String::new();
+        if started.is_some() {
+            out.push_str(&format!("started_at: {}\n", r.started_at));
+        }
+        if r.verdict.outcome == Outcome::Pass {
+            out.push_str(&r.verdict.explanation());
+            out.push('\n');
+        }
+        if r.name == PHASE {
+            for step in record.steps.iter().filter(|s| s.phase == r.suite) {
+                let failed = step.error.as_deref().map(|e| format!(": {}", first_line(e))).unwrap_or_default();
+                out.push_str(&format!("step {} {:.3}s {}{failed}\n", step.started_at, step.duration_secs, step.step));
+            }
+        }
+        if let Some(root) = &r.evidence_root {
+            for e in &r.verdict.evidence {
+                out.push_str(&format!("evidence: {root}/{e}\n"));
+            }
+        }
+        if !out.is_empty() {
+            case.set_system_out(out);
+        }
+        suite.add_test_case(case);
+    }
+    report.add_test_suites(suites.into_iter().map(|(_, mut suite, first_start)| {
+        if let Some(t) = first_start {
+            suite.set_timestamp(t);
+        }
+        suite
+    }));
+    report
+}

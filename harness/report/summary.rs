@@ -1,0 +1,173 @@
+//! `summary.md`: the human summary, root cause first, with the failed commands' output.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    cluster::runner::CommandRecord,
+    evidence::{Outcome, ServiceEdge},
+};
+
+use super::{
+    compare::{Change, Comparison, compare},
+    gantt::{gantt, mermaid_graph},
+    record::{RunRecord, TrialResult, blocked_by, did_not_pass, failure_details, headline, parse_time, root_cause},
+};
+
+/// `summary.md`, the GitHub job summary: what stopped the run (if anything) first, versions, a
+/// table of results, every failure with its details and the failed commands' output, the release
+/// gate, a timeline of steps and checks, and Kiali's observed service graph.
+pub fn summary(record: &RunRecord, service_graph: &[ServiceEdge], failed_commands: &[CommandRecord]) -> String {
+    let results = &record.results;
+    let mut md = format!("# meshcheck: {} ({})\n\n", record.scenario_name, record.overall());
+    md.push_str(&format!(
+        "Run `{}` · provider **{}** · architecture **{}** · started {}{}\n\n",
+        record.run_id,
+        record.provider,
+        record.architecture,
+        record.started_at,
+        if record.ended_at.is_empty() { String::new() } else { format!(" · ended {}", record.ended_at) }
+    ));
+    if let Some(cause) = root_cause(results) {
+        let r = &results[cause];
+        let blocked = (0..results.len()).filter(|&i| blocked_by(results, i).is_some()).count();
+        md.push_str(&format!(
+            "**Stopped at `{}`** ({}): {}",
+            r.trial_name(),
+            r.verdict.outcome,
+            markdown_text(&r.verdict.reason)
+        ));
+        if blocked > 0 {
+            md.push_str(&format!(" — {blocked} trial(s) after it did not run"));
+        }
+        md.push_str(". See [Failures](#failures).\n\n");
+    }
+    if !record.phase_durations_secs.is_empty() {
+        let phases: Vec<String> =
+            record.phase_durations_secs.iter().map(|(phase, secs)| format!("{phase} {secs:.1}s")).collect();
+        md.push_str(&format!("Phase durations: {}\n\n", phases.join(" · ")));
+    }
+    md.push_str("| component | version |\n|---|---|\n");
+    for (k, v) in &record.versions {
+        md.push_str(&format!("| {k} | {v} |\n"));
+    }
+    md.push_str("\n| suite | check | verdict | started (UTC) | duration | reason |\n|---|---|---|---|---|---|\n");
+    for (index, r) in results.iter().enumerate() {
+        let started = parse_time(&r.started_at).map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_else(|| "—".into());
+        md.push_str(&format!(
+            "| {} | {} | {} | {started} | {:.1}s | {} |\n",
+            r.suite,
+            r.name,
+            icon(r.verdict.outcome),
+            r.duration_secs,
+            table_cell(&headline(results, index))
+        ));
+    }
+    md.push_str(&failures(results, failed_commands));
+    if results.iter().any(|r| r.suite == "candidate") {
+        md.push_str(&gate_table(record));
+    }
+    if let Some(chart) = gantt(record) {
+        md.push_str("\n## Timeline\n\nWhen each step and check ran (UTC); bars that overlap ran at the same time.\n\n```mermaid\n");
+        md.push_str(&chart);
+        md.push_str("```\n");
+    }
+    if let Some(mermaid) = mermaid_graph(service_graph) {
+        md.push_str("\n## Service graph observed by Kiali\n\n```mermaid\n");
+        md.push_str(&mermaid);
+        md.push_str("```\n");
+    }
+    md
+}
+
+fn icon(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Pass => "✅ pass",
+        Outcome::Fail => "❌ fail",
+        Outcome::Error => "💥 error",
+        Outcome::NotRun => "⏭️ not run",
+    }
+}
+
+/// The failed and errored trials, root cause first: each with its reason as the summary of a
+/// `<details>` block that holds its [`failure_details`].
+fn failures(results: &[TrialResult], commands: &[CommandRecord]) -> String {
+    let cause = root_cause(results);
+    let mut order: Vec<usize> = cause.into_iter().collect();
+    order.extend((0..results.len()).filter(|&i| Some(i) != cause && did_not_pass(results[i].verdict.outcome)));
+    if order.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("\n## Failures\n");
+    for index in order {
+        let r = &results[index];
+        let role = if Some(index) == cause { " — root cause" } else { "" };
+        md.push_str(&format!(
+            "\n### {} `{}`{role}\n\n<details><summary>{}</summary>\n\n",
+            icon(r.verdict.outcome),
+            r.trial_name(),
+            markdown_text(&r.verdict.reason)
+        ));
+        let details = failure_details(r, commands);
+        if details.is_empty() {
+            md.push_str("No further details were recorded.\n");
+        } else {
+            md.push_str(&fenced(&details));
+        }
+        md.push_str("\n</details>\n");
+    }
+    md
+}
+
+/// Text for Markdown prose or HTML: `&`, `<` and `>` as entities, so GitHub shows them rather than
+/// reading a tag (`STRICT <broken>` would vanish).
+fn markdown_text(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn table_cell(s: &str) -> String {
+    markdown_text(s).replace('|', "\\|").replace('\n', " ")
+}
+
+/// A fenced code block longer than any run of backticks in `text`, so the text cannot close it.
+fn fenced(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}text\n{text}\n{fence}\n")
+}
+
+/// The release-gate view: each check's baseline and candidate verdicts side by side, under the
+/// Istio version each pass ran on.
+fn gate_table(record: &RunRecord) -> String {
+    let version = |k: &str| record.versions.get(k).map(String::as_str).unwrap_or("?");
+    let mut md = format!(
+        "\n## Release gate: Istio {} → {}\n\n| check | baseline (Istio {}) | candidate (Istio {}) | change |\n|---|---|---|---|\n",
+        version("istio"),
+        version("istio_upgrade_to"),
+        version("istio"),
+        version("istio_upgrade_to")
+    );
+    let pass = |suite: &str| -> BTreeMap<String, Outcome> {
+        record
+            .results
+            .iter()
+            .filter(|r| r.suite == suite && r.name != "phase")
+            .map(|r| (r.name.clone(), r.verdict.outcome))
+            .collect()
+    };
+    let mut rows: BTreeMap<String, Comparison> =
+        compare(&pass("baseline"), &pass("candidate")).into_iter().map(|c| (c.key.clone(), c)).collect();
+    // In plan order; taking each row out means a check present in both passes is listed once.
+    for r in record.results.iter().filter(|r| (r.suite == "baseline" || r.suite == "candidate") && r.name != "phase") {
+        let Some(c) = rows.remove(&r.name) else { continue };
+        let change = match c.change {
+            Change::Regressed => "**regressed**",
+            Change::Fixed => "fixed",
+            Change::Missing => "missing",
+            Change::New => "new",
+            Change::Same => "",
+        };
+        let show = |o: Option<Outcome>| o.map(|o| o.to_string()).unwrap_or_else(|| "—".into());
+        md.push_str(&format!("| {} | {} | {} | {change} |\n", r.name, show(c.before), show(c.after)));
+    }
+    md
+}
