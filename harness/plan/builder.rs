@@ -19,6 +19,14 @@ pub(super) fn command(name: impl Into<String>, command: CommandSpec) -> Step {
     Step::Command { name: name.into(), command, advisory: None, creates_cluster: false }
 }
 
+/// A file of the bookinfo sample at the scenario's bookinfo release (through its mirrors).
+pub(super) fn bookinfo_url(s: &Scenario, file: &str) -> String {
+    s.mirrored(&format!(
+        "https://raw.githubusercontent.com/istio/istio/{}/samples/bookinfo/{file}",
+        s.versions.bookinfo()
+    ))
+}
+
 /// A helm release of a pinned chart version.
 pub(super) struct HelmRelease<'a> {
     /// Release name.

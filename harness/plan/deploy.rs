@@ -2,7 +2,7 @@
 
 use super::{
     Condition, Overlap, Source, Step, StepId,
-    builder::{APPLIED, Builder, INTO_NAMESPACE},
+    builder::{APPLIED, Builder, INTO_NAMESPACE, bookinfo_url},
     fixtures,
     graph::Graph,
     istio::Istio,
@@ -55,14 +55,6 @@ pub(super) fn deploy(b: &Builder, g: &mut Graph, istio: &Istio) {
     }
     g.add(b.wait("Deployment", ns, "probe-target", Condition::DeploymentAvailable, t), &[(probe_target, APPLIED)]);
     g.checks(s, Stage::Deploy);
-}
-
-/// A file of the bookinfo sample at the scenario's bookinfo release (through its mirrors).
-pub(super) fn bookinfo_url(s: &Scenario, file: &str) -> String {
-    s.mirrored(&format!(
-        "https://raw.githubusercontent.com/istio/istio/{}/samples/bookinfo/{file}",
-        s.versions.bookinfo()
-    ))
 }
 
 /// The apply of a bookinfo sample file into the bookinfo namespace.

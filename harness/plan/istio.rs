@@ -7,8 +7,7 @@
 
 use super::{
     Condition, Source, Step, StepId,
-    builder::{APPLIED, Builder, HelmRelease, INTO_NAMESPACE, READS_VALUES, ROLLOUT},
-    deploy::bookinfo_url,
+    builder::{APPLIED, Builder, HelmRelease, INTO_NAMESPACE, READS_VALUES, ROLLOUT, bookinfo_url},
     graph::Graph,
 };
 use crate::scenario::Scenario;

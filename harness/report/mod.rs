@@ -3,8 +3,8 @@
 //! every writer here takes a finished or partial [`RunRecord`], so a run that dies at any phase still
 //! leaves a valid `junit.xml` and `summary.md`.
 //!
-//! Files: [`record`] (run.json and how a trial that did not pass is explained), [`junit`],
-//! [`summary`], [`gantt`] (summary.md's diagrams), [`compare`] (two reports side by side); the
+//! Files: `record` (run.json and how a trial that did not pass is explained), `junit`,
+//! `summary`, `gantt` (summary.md's diagrams), `compare` (two reports side by side); the
 //! others import only `record` (and `summary` the diagrams and the comparison for the gate table).
 //! May import: common, evidence, and the command records of `cluster::runner`.
 
