@@ -15,9 +15,12 @@
 //! (a helm command with its process, an apply, a check) the least it took in the two runs. The
 //! wall time runs from the start of the run to the end of its last check (cleanup excluded).
 //!
-//! Then it times `meshcheck judge` on the concurrent ambient-kind run folder grown to 100 nodes
-//! (every per-node file the judges read: nodes, ztunnel config dumps and scrapes, DaemonSet pods,
-//! Prometheus targets), and prints `judge 100-node folder: X.XXX s` (the median of five).
+//! Then it times `judge` and `compare` on the concurrent ambient-kind run folder grown to 100 and to
+//! 1000 nodes (every per-node file the judges read: nodes, ztunnel config dumps and scrapes,
+//! DaemonSet pods, Prometheus targets), each in a process of its own (this benchmark run again
+//! with `MESHCHECK_BENCH_CHILD`) so that its peak memory (`VmHWM` of /proc/self/status) is its own,
+//! and prints `judge N-node folder: X.XXX s, peak P MiB` (the median of five) and the same for
+//! `compare`. Goal (issue 24): at most 0.3 s for 1000 nodes in a release build, memory flat.
 //!
 //! Needs `../shared/upstream` (the simulation's shapes); without it, it says so and stops.
 
@@ -48,14 +51,20 @@ use sim::{Sim, SimOptions, Timings};
 /// apply, a helm process) still weighs little beside the rollouts.
 const SCALE: f64 = 0.03;
 
-/// Nodes of the grown run folder `meshcheck judge` is timed on.
-const JUDGE_NODES: usize = 100;
+/// Nodes of the grown run folders `judge` and `compare` are timed on.
+const JUDGE_NODES: [usize; 2] = [100, 1000];
+
+/// Set in the child process that runs one `judge` or `compare` and reports its own peak memory.
+const CHILD: &str = "MESHCHECK_BENCH_CHILD";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn main() -> ExitCode {
+    if let Ok(what) = std::env::var(CHILD) {
+        return child(&what);
+    }
     if !root().join("../shared/upstream").is_dir() {
         println!("SKIP: ../shared/upstream is absent; the simulated cluster reads its shapes there");
         return ExitCode::SUCCESS;
@@ -64,7 +73,7 @@ fn main() -> ExitCode {
     let mut kind_run = None;
     for name in ["ambient-kind", "upgrade-gate"] {
         let sequential = run(name, 1, work.path());
-        let concurrent = run(name, meshcheck::run::session::DEFAULT_PARALLEL.get(), work.path());
+        let concurrent = run(name, meshcheck::run::DEFAULT_PARALLEL.get(), work.path());
         let (Ok(sequential), Ok(concurrent)) = (sequential, concurrent) else {
             return ExitCode::FAILURE;
         };
@@ -90,16 +99,37 @@ fn main() -> ExitCode {
         }
     }
     let Some(kind_run) = kind_run else { return ExitCode::FAILURE };
-    match time_judge(&kind_run, work.path()) {
-        Ok(secs) => {
-            println!("judge {JUDGE_NODES}-node folder: {secs:.3} s");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+    for nodes in JUDGE_NODES {
+        match time_judge_and_compare(&kind_run, work.path(), nodes) {
+            Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// The child: one `judge` (a re-judge of the folder, as `meshcheck judge` does) or `compare` (the
+/// folder with itself), then its peak resident memory in KiB on stdout.
+fn child(what: &str) -> ExitCode {
+    let (verb, dir) = what.split_once(' ').expect("`judge DIR` or `compare DIR`");
+    let dir = Path::new(dir);
+    match verb {
+        "judge" => {
+            meshcheck::run::rejudge(dir).expect("the grown folder re-judges");
+        }
+        _ => {
+            let before = meshcheck::report::load_outcomes(dir, None).expect("outcomes");
+            let rows = meshcheck::report::compare(&before, &before);
+            assert!(!rows.is_empty());
+        }
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("0 kB").trim().to_string();
+    println!("{}", peak.trim_end_matches(" kB"));
+    ExitCode::SUCCESS
 }
 
 /// A finished run: its record, folder and wall time in real seconds.
@@ -272,30 +302,35 @@ fn rollout(kind: &str, name: &str, phase: Phase, t: &Timings, nodes: u32) -> f64
     }
 }
 
-/// Times `meshcheck judge` on a copy of `run_dir` grown to [`JUDGE_NODES`] nodes; the median of five.
-fn time_judge(run_dir: &Path, work: &Path) -> Result<f64, String> {
-    let grown = work.join("judge-100-nodes");
+/// Times `judge` and `compare` on a copy of `run_dir` grown to `nodes` nodes, each the median of
+/// five runs in a child process, with the child's peak memory.
+fn time_judge_and_compare(run_dir: &Path, work: &Path, nodes: usize) -> Result<Vec<String>, String> {
+    let grown = work.join(format!("judge-{nodes}-nodes"));
     copy_dir(run_dir, &grown).map_err(|e| format!("copy {}: {e}", run_dir.display()))?;
-    grow(&grown.join("evidence"), JUDGE_NODES)?;
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
-            .env("MESHCHECK_LOG", "warn")
-            .arg("judge")
-            .arg(&grown)
-            .output()
-            .map_err(|e| format!("meshcheck judge: {e}"))?;
-        times.push(started.elapsed().as_secs_f64());
-        if !out.status.success() {
-            return Err(format!(
-                "meshcheck judge on the grown folder did not pass:\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            ));
+    grow(&grown.join("evidence"), nodes)?;
+    let mut lines = Vec::new();
+    for verb in ["judge", "compare"] {
+        let mut times = Vec::new();
+        let mut peak_kib = 0u64;
+        for _ in 0..5 {
+            let started = Instant::now();
+            let out = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+                .env(CHILD, format!("{verb} {}", grown.display()))
+                .env("MESHCHECK_LOG", "warn")
+                .output()
+                .map_err(|e| format!("{verb}: {e}"))?;
+            times.push(started.elapsed().as_secs_f64());
+            if !out.status.success() {
+                return Err(format!("{verb} on the grown folder failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+            }
+            let kib = String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0);
+            peak_kib = peak_kib.max(kib);
         }
+        times.sort_by(f64::total_cmp);
+        let secs = times[times.len() / 2];
+        lines.push(format!("{verb} {nodes}-node folder: {secs:.3} s, peak {:.1} MiB", peak_kib as f64 / 1024.0));
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(lines)
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

@@ -21,7 +21,7 @@ use meshcheck::{
     evidence::Outcome,
     plan,
     report::{self, RunRecord, TrialResult},
-    run::session::{RunOptions, Session, TrialSpec},
+    run::{RunOptions, Session, TrialSpec},
     scenario::Scenario,
 };
 
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     };
     // As `meshcheck run --parallel`: how many steps run at once, 1 for one after another.
     let parallel = match std::env::var("MESHCHECK_PARALLEL") {
-        Err(_) => meshcheck::run::session::DEFAULT_PARALLEL,
+        Err(_) => meshcheck::run::DEFAULT_PARALLEL,
         Ok(v) => match v.parse() {
             Ok(n) => n,
             Err(_) => {
@@ -179,7 +179,7 @@ fn selected_checks(args: &Arguments, specs: &[TrialSpec]) -> Option<Vec<String>>
     let matches = |pattern: &str, name: &str| if args.exact { name == pattern } else { name.contains(pattern) };
     let checks: Vec<String> = specs
         .iter()
-        .filter(|t| matches!(t.trial, meshcheck::run::session::Trial::Check(_)))
+        .filter(|t| matches!(t.trial, meshcheck::run::Trial::Check(_)))
         .filter(|t| args.filter.as_deref().is_none_or(|f| matches(f, &t.trial_name())))
         .filter(|t| !args.skip.iter().any(|s| matches(s, &t.trial_name())))
         .map(|t| t.name().to_string())
@@ -216,7 +216,7 @@ fn nextest_trial(args: &Arguments, scenario: Scenario, opts: &RunOptions, specs:
         eprintln!("meshcheck report: {}/junit.xml", dir.display());
         Ok(dir)
     };
-    let record = match meshcheck::run::session::shared_run(&opts.reports_dir, key, run) {
+    let record = match meshcheck::run::shared_run(&opts.reports_dir, key, run) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

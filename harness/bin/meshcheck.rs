@@ -12,7 +12,7 @@ use meshcheck::{
     plan,
     plan::CommandSpec,
     report::{self, GateVerdict, RunRecord},
-    run::session::{RunOptions, Session},
+    run::{RunOptions, Session},
     scenario::{self, Scenario},
 };
 
@@ -85,7 +85,7 @@ enum Command {
         #[arg(long, env = "MESHCHECK_REPORTS", default_value = "reports")]
         reports: PathBuf,
         /// How many steps (or checks) run at once; 1 runs them one after another, in plan order.
-        #[arg(long, env = "MESHCHECK_PARALLEL", default_value_t = meshcheck::run::session::DEFAULT_PARALLEL)]
+        #[arg(long, env = "MESHCHECK_PARALLEL", default_value_t = meshcheck::run::DEFAULT_PARALLEL)]
         parallel: std::num::NonZeroUsize,
     },
     /// Re-judge a run folder offline and rewrite its junit.xml and summary.md.
@@ -308,7 +308,7 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
         Command::Judge { run, output } => {
             // A folder that cannot be read is bad input; one that cannot be written back is not.
             RunRecord::load(&run).or_bad_input()?;
-            let record = meshcheck::run::session::rejudge(&run).or_could_not_run()?;
+            let record = meshcheck::run::rejudge(&run).or_could_not_run()?;
             if output == Output::Json {
                 let results: Vec<serde_json::Value> = (0..record.results.len())
                     .map(|i| {

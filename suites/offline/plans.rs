@@ -430,7 +430,7 @@ fn a_checks_subset_installs_only_what_its_checks_read() {
 #[test]
 fn a_runs_cluster_name_fits_k3d_with_room_to_spare() {
     use meshcheck::plan::{K3D_CLUSTER_NAME_MAX, cluster_name};
-    let id = meshcheck::run::session::new_run_id();
+    let id = meshcheck::run::new_run_id();
     let name = cluster_name(&id);
     assert!(name.starts_with("meshcheck-"), "gc finds clusters by their prefix: {name}");
     assert!(name.len() + 2 <= K3D_CLUSTER_NAME_MAX, "{name} ({} characters)", name.len());

@@ -129,7 +129,7 @@ fn assert_report_complete(r: &Rehearsal, scenario: &Path, out: &Output) {
     assert!(!record.ended_at.is_empty(), "run.json is not final");
     let scenario = meshcheck::scenario::Scenario::from_path(scenario).unwrap();
     let plan = meshcheck::plan::build(&scenario, &meshcheck::plan::RunContext::for_plan());
-    let trials = meshcheck::run::session::Session::trials(&plan);
+    let trials = meshcheck::run::Session::trials(&plan);
     assert_eq!(record.results.len(), trials.len(), "run.json lacks trials:\n{:#?}", verdicts(&record));
     let junit = std::fs::read_to_string(r.run_dir().join("junit.xml")).unwrap();
     let summary = std::fs::read_to_string(r.run_dir().join("summary.md")).unwrap();
@@ -746,12 +746,12 @@ fn kind_control_plane_targets_down_as_on_a_real_kind_cluster_still_pass_probes()
 /// the session's drop guard.
 #[test]
 fn a_panic_mid_run_still_deletes_what_the_run_created_and_finishes_the_report() {
-    use meshcheck::{common::names::Phase, run::session::Session};
+    use meshcheck::{common::names::Phase, run::Session};
     let Some(r) = Rehearsal::new("existing", Faults::default()) else { return };
     let before = r.sim.namespaces();
     let path = r.scenario("existing-cluster", |t| only_checks(t, &["mtls"]));
     let scenario = meshcheck::scenario::Scenario::from_path(&path).unwrap();
-    let opts = meshcheck::run::session::RunOptions {
+    let opts = meshcheck::run::RunOptions {
         reports_dir: r.reports(),
         keep: false,
         progress: meshcheck::common::progress::Style::Quiet,

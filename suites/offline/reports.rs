@@ -247,7 +247,7 @@ fn under_nextest_one_process_runs_and_the_others_report_its_verdicts() {
         .map(|_| {
             let (reports, runs) = (reports.path().to_path_buf(), runs.clone());
             std::thread::spawn(move || {
-                meshcheck::run::session::shared_run(&reports, "1f79aa0d-4ec8", || {
+                meshcheck::run::shared_run(&reports, "1f79aa0d-4ec8", || {
                     runs.fetch_add(1, Ordering::SeqCst);
                     // The whole run takes a while; the other processes wait for it.
                     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -271,7 +271,7 @@ fn under_nextest_one_process_runs_and_the_others_report_its_verdicts() {
         assert_eq!(r.results[1].verdict.outcome, Outcome::Fail);
     }
     // A new nextest run (another id) runs again.
-    let again = meshcheck::run::session::shared_run(reports.path(), "other-run", || Err("no cluster".into()));
+    let again = meshcheck::run::shared_run(reports.path(), "other-run", || Err("no cluster".into()));
     assert_eq!(again.unwrap_err(), "no cluster");
 }
 

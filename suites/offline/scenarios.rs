@@ -516,7 +516,7 @@ fn the_longest_duration_plans_without_overflow() {
 
 #[test]
 fn run_ids_started_in_the_same_second_differ() {
-    let ids: std::collections::BTreeSet<String> = (0..50).map(|_| meshcheck::run::session::new_run_id()).collect();
+    let ids: std::collections::BTreeSet<String> = (0..50).map(|_| meshcheck::run::new_run_id()).collect();
     assert_eq!(ids.len(), 50, "{ids:?}");
     let id = ids.iter().next().unwrap();
     assert!(id.len() == "20261126-000000-abcdef".len() && id.as_bytes()[15] == b'-', "{id}");

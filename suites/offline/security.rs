@@ -220,7 +220,7 @@ fn judge_refuses_evidence_outside_the_run_folder() {
     let junit = std::fs::read_to_string(run.join("junit.xml")).unwrap();
     assert!(junit.contains("refused"), "{junit}");
 
-    let judged = meshcheck::run::session::rejudge(&graph_link).unwrap();
+    let judged = meshcheck::run::rejudge(&graph_link).unwrap();
     assert_eq!(judged.results[0].verdict.outcome, Outcome::Error, "{}", judged.results[0].verdict.reason);
     let summary = std::fs::read_to_string(graph_link.join("summary.md")).unwrap();
     assert!(!summary.contains("outside-"), "the summary drew a graph read from outside:\n{summary}");

@@ -587,7 +587,7 @@ fn rejudging_a_format_1_run_folder_names_the_format() {
                      "duration_secs": 1.0, "evidence_root": "evidence"}]
     });
     std::fs::write(run.join("run.json"), record.to_string()).unwrap();
-    let judged = meshcheck::run::session::rejudge(run).unwrap();
+    let judged = meshcheck::run::rejudge(run).unwrap();
     let v = &judged.results[0].verdict;
     assert!(
         v.outcome == Outcome::Error && v.reason.starts_with("format 1: no gateway/services-istio-ingress.json"),
