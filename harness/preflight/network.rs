@@ -1,0 +1,163 @@
+//! What a run reaches over the network: the scenario's URLs, the image archive, the chart
+//! repositories and the registries, each probed once.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use crate::{
+    checks::image_architectures,
+    common::catalog,
+    formats::oci::ImageRef,
+    plan::{Plan, Step},
+    scenario::{Provider, Scenario},
+};
+
+/// The URLs a scenario states: both sides of every `mirrors` entry and `ingress.url`. Scenario
+/// validation only checks their `http(s)://` prefix; a URL that does not parse would fail the
+/// first request that uses it.
+pub(super) fn url_problems(s: &Scenario) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut check = |field: String, url: &str| {
+        if let Err(why) = http_url(url) {
+            problems.push(format!(
+                "scenario: {field} `{url}` is not a URL ({why}). Fix: write it as http(s)://HOST[:PORT]/PATH"
+            ));
+        }
+    };
+    for (from, to) in &s.mirrors {
+        check("mirrors key".into(), from);
+        check(format!("mirrors value for `{from}`"), to);
+    }
+    if let Some(url) = &s.ingress.url {
+        check("ingress.url".into(), url);
+    }
+    problems
+}
+
+pub(super) fn http_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
+    match (url.scheme(), url.host_str()) {
+        ("http" | "https", Some(host)) if !host.is_empty() => Ok(url),
+        ("http" | "https", _) => Err("no host".into()),
+        (scheme, _) => Err(format!("scheme `{scheme}`, not http or https")),
+    }
+}
+
+/// `cluster.image_archive` is loaded into the nodes right after a kind or k3d cluster is created
+/// (plan::provision, from the working directory); an existing cluster never loads it.
+pub(super) fn image_archive_problem(s: &Scenario) -> Option<String> {
+    let archive = s.cluster.image_archive.as_deref().filter(|_| s.provider != Provider::Existing)?;
+    let shown = std::path::absolute(archive).unwrap_or_else(|_| Path::new(archive).to_path_buf());
+    let why = match std::fs::metadata(archive) {
+        Ok(m) if m.is_file() => return None,
+        Ok(_) => "is not a file".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    Some(format!(
+        "cluster.image_archive: {} {why}. Fix: write it with `docker save -o {archive} $(meshcheck images --in-cluster)`, or remove the key",
+        shown.display()
+    ))
+}
+
+/// One HTTP endpoint the run reaches, and what counts as an answer.
+pub(super) struct Endpoint {
+    /// What it is, for the problem line.
+    pub(super) what: String,
+    /// The URL probed (after `mirrors`).
+    pub(super) url: String,
+    /// How the run uses it, for the fix.
+    pub(super) fix: String,
+    /// Which statuses are an answer.
+    pub(super) accept: fn(reqwest::StatusCode) -> bool,
+}
+
+/// The chart repositories of the plan's helm commands (`--repo`) and the registries of the images
+/// the nodes pull, each probed once over HTTP(S) after the scenario's `mirrors`.
+pub(super) async fn reachability_problems(s: &Scenario, plan: &Plan, t: Duration) -> Vec<String> {
+    let mut endpoints = Vec::new();
+    // In plan order, each repository once (Istio's serves five charts, and the upgrade again).
+    let mut repos: Vec<(&str, &str)> = Vec::new();
+    for step in plan.phases.iter().flat_map(|p| &p.steps).map(|s| &s.step) {
+        let Step::Command { command, .. } = step else { continue };
+        if command.program != "helm" {
+            continue;
+        }
+        // `upgrade [--install] RELEASE CHART …`
+        let chart = command.args.iter().skip(1).filter(|a| *a != "--install").nth(1);
+        let (Some(url), Some(chart)) = (command.flag("--repo"), chart) else { continue };
+        if !repos.iter().any(|(_, u)| *u == url) {
+            repos.push((chart.as_str(), url));
+        }
+    }
+    for (chart, url) in repos {
+        // `helm upgrade --repo` downloads `<url>/index.yaml` (helm v3.20.0 pkg/repo/chartrepo.go
+        // `DownloadIndexFile` with `ResolveReferenceURL`, which adds the missing `/`) and fails
+        // with "is not a valid chart repository or cannot be reached" unless it gets one. The URL
+        // is already mirrored in the plan.
+        endpoints.push(Endpoint {
+            what: format!("chart repository of `{chart}` ({url})"),
+            url: format!("{}/index.yaml", url.trim_end_matches('/')),
+            fix: "allow HTTPS from this machine to it, or map it with the scenario's `mirrors`: helm reads its index.yaml".into(),
+            accept: |status| status.is_success(),
+        });
+    }
+    // The nodes of a kind/k3d cluster pull through this machine's container engine, and
+    // image-architectures reads the indexes from here; an existing cluster's nodes pull from
+    // wherever they are, which this machine cannot speak for.
+    if s.provider != Provider::Existing || s.runs_check(catalog::IMAGE_ARCHITECTURES.name) {
+        let mut registries: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for image in image_architectures::images(s).refs {
+            if let Some(r) = ImageRef::parse(&image) {
+                registries.entry(r.registry).or_default().push(image);
+            }
+        }
+        for (registry, images) in registries {
+            // The API version check of the OCI distribution spec (v1.1.1 spec.md, end-1
+            // `GET /v2/`): 200, or 401 from a registry that wants a token first (Docker Hub).
+            endpoints.push(Endpoint {
+                what: format!("registry {registry}"),
+                url: s.mirrored(&format!("https://{registry}/v2/")),
+                fix: format!(
+                    "allow HTTPS from this machine to it: {} of the run's images come from it (e.g. {})",
+                    images.len(),
+                    images[0]
+                ),
+                accept: |status| status.is_success() || status == reqwest::StatusCode::UNAUTHORIZED,
+            });
+        }
+    }
+    if endpoints.is_empty() {
+        return Vec::new();
+    }
+    let http = match reqwest::Client::builder().timeout(t).build() {
+        Ok(c) => c,
+        Err(e) => return vec![format!("preflight: cannot build an HTTP client: {e}")],
+    };
+    let probes = endpoints.iter().map(|e| probe(&http, e, t));
+    futures::future::join_all(probes).await.into_iter().flatten().collect()
+}
+
+/// One problem line if `endpoint` does not answer as it should. A URL that does not parse (a bad
+/// `mirrors` value) is left to [`url_problems`], which names the scenario field.
+pub(super) async fn probe(http: &reqwest::Client, endpoint: &Endpoint, t: Duration) -> Option<String> {
+    let url = http_url(&endpoint.url).ok()?;
+    let answer = http.get(url).send().await;
+    tracing::debug!("preflight: GET {} → {:?}", endpoint.url, answer.as_ref().map(reqwest::Response::status));
+    let why = match answer {
+        Ok(r) if (endpoint.accept)(r.status()) => return None,
+        Ok(r) => format!("HTTP {}", r.status()),
+        Err(e) if e.is_timeout() => format!("no answer within {}s", t.as_secs()),
+        Err(e) => innermost(&e),
+    };
+    Some(format!("{} does not answer: GET {}: {why}. Fix: {}", endpoint.what, endpoint.url, endpoint.fix))
+}
+
+/// The root cause of an error chain (`Connection refused`, `failed to lookup address`), which
+/// the outer layers only wrap.
+pub(super) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
