@@ -66,7 +66,7 @@ fn release_gate_runs_the_upgrade_scenario_and_compares() {
 
 #[test]
 fn actions_are_pinned_by_commit_and_permissions_are_read_only() {
-    for name in ["ci.yml", "nightly.yml", "release-gate.yml"] {
+    for name in WORKFLOWS {
         let w = workflow(name);
         assert_eq!(w["permissions"], serde_json::json!({"contents": "read"}), "{name}: minimal permissions");
         for (job_name, job) in w["jobs"].as_object().unwrap() {
@@ -80,6 +80,77 @@ fn actions_are_pinned_by_commit_and_permissions_are_read_only() {
             }
         }
     }
+}
+
+const WORKFLOWS: [&str; 3] = ["ci.yml", "nightly.yml", "release-gate.yml"];
+
+/// zizmor's findings, checked here without it: checkout keeps no credentials for later steps
+/// (artipacked), no `${{ }}` is expanded into a script, where a value would run as code (template
+/// injection: values go through `env:`), every workflow has a concurrency group and every job a name.
+#[test]
+fn workflows_keep_no_credentials_expand_nothing_into_scripts_and_name_their_jobs() {
+    for name in WORKFLOWS {
+        let w = workflow(name);
+        assert!(w["concurrency"]["group"].is_string(), "{name}: a concurrency group");
+        for (job_name, job) in w["jobs"].as_object().unwrap() {
+            assert!(job["name"].is_string(), "{name}/{job_name}: a job name");
+            for step in job["steps"].as_array().into_iter().flatten() {
+                if step["uses"].as_str().is_some_and(|u| u.starts_with("actions/checkout@")) {
+                    assert_eq!(
+                        step["with"]["persist-credentials"], false,
+                        "{name}/{job_name}: checkout keeps its token"
+                    );
+                }
+                if let Some(run) = step["run"].as_str() {
+                    assert!(!run.contains("${{"), "{name}/{job_name}: `${{{{` expanded into a script:\n{run}");
+                }
+            }
+        }
+    }
+}
+
+/// The toolchain of `job` in ci.yml (`RUSTUP_TOOLCHAIN`).
+fn toolchain(job: &str) -> String {
+    workflow("ci.yml")["jobs"][job]["env"]["RUSTUP_TOOLCHAIN"]
+        .as_str()
+        .unwrap_or_else(|| panic!("ci.yml/{job}: no RUSTUP_TOOLCHAIN"))
+        .to_string()
+}
+
+/// ci.yml builds with one pinned toolchain (the same in every workflow) and checks the build on the
+/// MSRV, Cargo.toml's `rust-version`; it fetches and verifies the upstream data, then runs `.ci/run`,
+/// which runs the offline suite under cargo-nextest.
+#[test]
+fn ci_pins_the_toolchain_checks_the_msrv_and_runs_the_offline_suite_under_nextest() {
+    let pinned = toolchain("offline");
+    assert!(
+        pinned.split('.').count() == 3 && pinned.split('.').all(|n| n.parse::<u32>().is_ok()),
+        "{pinned}: not X.Y.Z"
+    );
+    for name in ["nightly.yml", "release-gate.yml"] {
+        for (job_name, job) in workflow(name)["jobs"].as_object().unwrap() {
+            assert_eq!(job["env"]["RUSTUP_TOOLCHAIN"].as_str(), Some(pinned.as_str()), "{name}/{job_name}");
+        }
+    }
+    let cargo_toml = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let msrv = cargo_toml.lines().find_map(|l| l.strip_prefix("rust-version = ")).expect("Cargo.toml rust-version");
+    let msrv = msrv.trim_matches('"');
+    assert!(
+        toolchain("msrv") == msrv || toolchain("msrv") == format!("{msrv}.0"),
+        "ci.yml msrv job builds on {} ≠ rust-version {msrv}",
+        toolchain("msrv")
+    );
+    let runs: Vec<String> = workflow("ci.yml")["jobs"]["offline"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["run"].as_str().map(String::from))
+        .collect();
+    let fetch = runs.iter().position(|r| r.starts_with("suites/fetch-upstream ../shared/upstream"));
+    let ci_run = runs.iter().position(|r| r.trim() == ".ci/run");
+    assert!(fetch.is_some() && fetch < ci_run, "ci.yml fetches the upstream data, then runs .ci/run: {runs:?}");
+    let script = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(script.contains("\ncargo test\n") && script.contains("\ncargo nextest run --test offline"), "{script}");
 }
 
 /// `sha256sum` of `bytes`, as the manifest writes it.
