@@ -3,7 +3,7 @@
 //! (`.ci/run` validates the same files against the GitHub workflow JSON Schema and lints them with
 //! zizmor and actionlint.) And what ci.yml relies on to run the whole offline suite on a clone with
 //! no `../shared`: the upstream data fetched and verified from suites/upstream-manifest.tsv, and a
-//! test without that data failing under CI.
+//! test without that data failing under CI. And the licence Cargo.toml names is the LICENSE file.
 
 use std::{
     io::Write,
@@ -298,4 +298,17 @@ fn a_test_without_upstream_data_fails_under_ci_and_skips_loudly_elsewhere() {
     assert!(passed && stdout.contains("1 passed"), "{stdout}");
     assert!(stderr.contains(&format!("SKIP {SUBJECT}: no upstream data: MESHCHECK_UPSTREAM=")), "{stderr}");
     assert!(stderr.contains("upstream data: 1 tests skipped so far"), "{stderr}");
+}
+
+/// Cargo.toml's `license` is the text in LICENSE: the Apache License 2.0 as apache.org publishes it.
+#[test]
+fn the_licence_cargo_toml_names_is_in_license() {
+    let cargo_toml = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(cargo_toml.lines().any(|l| l == "license = \"Apache-2.0\""), "Cargo.toml names another licence");
+    let text = std::fs::read_to_string(root().join("LICENSE")).expect("a LICENSE file");
+    assert!(
+        text.contains("Apache License\n                           Version 2.0, January 2004"),
+        "LICENSE is not Apache-2.0"
+    );
+    assert!(text.contains("END OF TERMS AND CONDITIONS") && text.contains("APPENDIX: How to apply the Apache License"));
 }
