@@ -1,24 +1,79 @@
 //! Helpers shared by the offline tests.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared/upstream`, if present. Tests that need it skip (and say so) when it is absent.
-pub fn upstream() -> Option<PathBuf> {
-    let p = root().join("../shared/upstream");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: ../shared/upstream is absent; upstream-data assertions not run");
-        None
+/// The list of every upstream file the tests read: path, sha256, licence, source URL at the pinned
+/// commit. `suites/fetch-upstream` fetches and verifies it into the cache `target/upstream`.
+pub const UPSTREAM_MANIFEST: &str = "suites/upstream-manifest.tsv";
+
+/// Where the upstream data is, first found of: `$MESHCHECK_UPSTREAM` (when set, nothing else is
+/// tried, so a wrong value never falls back silently); `../shared/upstream` beside the repository;
+/// the cache `target/upstream`, taken only while its copy of the manifest equals this checkout's
+/// (a manifest that gained a file makes an older cache stale). `Err` says why none serves.
+fn locate_upstream() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("MESHCHECK_UPSTREAM").filter(|v| !v.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(format!("MESHCHECK_UPSTREAM={} is not a folder", dir.display()))
+        };
+    }
+    let shared = root().join("../shared/upstream");
+    if shared.is_dir() {
+        return Ok(shared);
+    }
+    let cache = root().join("target/upstream");
+    let manifest = std::fs::read(root().join(UPSTREAM_MANIFEST)).unwrap_or_else(|e| panic!("{UPSTREAM_MANIFEST}: {e}"));
+    match std::fs::read(cache.join("upstream-manifest.tsv")) {
+        Ok(copy) if copy == manifest => Ok(cache),
+        Ok(_) => Err(format!("target/upstream was fetched for another {UPSTREAM_MANIFEST}")),
+        Err(_) => Err("neither $MESHCHECK_UPSTREAM, ../shared/upstream nor target/upstream is there".to_string()),
     }
 }
 
-/// Reads an upstream file.
+/// `CI` set to anything but empty, `0` or `false`, as GitHub Actions and this project's CI set it.
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
+}
+
+/// How many tests of this process skipped for want of upstream data.
+static UPSTREAM_SKIPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The upstream data folder ([`locate_upstream`]), for a test that reads it. Without one the test
+/// fails under CI, which must never count a test that did not run as passed; elsewhere it returns
+/// `None` and the test skips, after a SKIP line naming it and the running count. The line goes to
+/// the process's stderr directly: libtest captures only `print!`/`eprint!` output, so `cargo test`
+/// shows it (nextest keeps each test's stderr; `--success-output immediate` shows it).
+/// The simulated cluster (suites/sim) reads `../shared/upstream` itself, whatever this returns.
+pub fn upstream() -> Option<PathBuf> {
+    static LOCATED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let why = match LOCATED.get_or_init(locate_upstream) {
+        Ok(dir) => return Some(dir.clone()),
+        Err(why) => why,
+    };
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let fix = format!(
+        "run suites/fetch-upstream (fetches and verifies what {UPSTREAM_MANIFEST} lists into target/upstream) or set MESHCHECK_UPSTREAM"
+    );
+    assert!(!under_ci(), "{test} needs the upstream data, and CI is set: {why}; {fix}");
+    let skipped = UPSTREAM_SKIPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: no upstream data: {why}; {fix}. upstream data: {skipped} tests skipped so far"
+    );
+    None
+}
+
+/// Reads an upstream file ([`upstream`]).
 pub fn upstream_file(rel: &str) -> Option<Vec<u8>> {
     upstream().map(|u| std::fs::read(u.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")))
 }

@@ -57,6 +57,11 @@ impl Rehearsal {
             .env_remove("MESHCHECK_KEEP")
             .env("TMPDIR", self.tmp())
             .current_dir(self.work.path());
+        // Under nextest this process has NEXTEST_EXECUTION_MODE and NEXTEST_RUN_ID; the conformance
+        // entry would take them for its own and act as one trial of that nextest run.
+        for (name, _) in std::env::vars_os().filter(|(name, _)| name.to_string_lossy().starts_with("NEXTEST")) {
+            cmd.env_remove(name);
+        }
         cmd
     }
 
