@@ -22,7 +22,8 @@
 //! and prints `judge N-node folder: X.XXX s, peak P MiB` (the median of five) and the same for
 //! `compare`. Goal (issue 24): at most 0.3 s for 1000 nodes in a release build, memory flat.
 //!
-//! Needs `../shared/upstream` (the simulation's shapes); without it, it says so and stops.
+//! Needs the upstream data (`$MESHCHECK_UPSTREAM` or `../shared/upstream`: the simulation's shapes);
+//! without it, it says so and stops.
 
 use std::{
     collections::BTreeMap,
@@ -57,6 +58,11 @@ const JUDGE_NODES: [usize; 2] = [100, 1000];
 /// Set in the child process that runs one `judge` or `compare` and reports its own peak memory.
 const CHILD: &str = "MESHCHECK_BENCH_CHILD";
 
+/// The upstream data: `$MESHCHECK_UPSTREAM`, else `../shared/upstream`.
+fn upstream() -> PathBuf {
+    std::env::var_os("MESHCHECK_UPSTREAM").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/upstream"))
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -65,8 +71,10 @@ fn main() -> ExitCode {
     if let Ok(what) = std::env::var(CHILD) {
         return child(&what);
     }
-    if !root().join("../shared/upstream").is_dir() {
-        println!("SKIP: ../shared/upstream is absent; the simulated cluster reads its shapes there");
+    if !upstream().is_dir() {
+        println!(
+            "SKIP: no upstream data ($MESHCHECK_UPSTREAM or ../shared/upstream); the simulated cluster reads its shapes there"
+        );
         return ExitCode::SUCCESS;
     }
     let work = tempfile::tempdir().expect("a work folder");
@@ -142,7 +150,7 @@ struct Run {
 /// `meshcheck run` of a shipped scenario against a fresh simulated kind cluster.
 fn run(name: &str, parallel: usize, work: &Path) -> Result<Run, ()> {
     let sim = Sim::start_timed(
-        SimOptions { provider: "kind", scale: SCALE, faults: Default::default() },
+        SimOptions { provider: "kind", scale: SCALE, faults: Default::default(), upstream: upstream() },
         Timings::upstream(),
     );
     let text = std::fs::read_to_string(root().join(format!("scenarios/{name}.yaml"))).expect("a shipped scenario");

@@ -4,7 +4,7 @@
 //!
 //! helm is the pinned release `.ci/build-go-tools helm` builds from its Go module (or
 //! `$MESHCHECK_HELM`); the charts are the pinned ones in `../shared/upstream/charts/` (PROVENANCE.md
-//! there). Each helm command of the plan is rendered as `helm template` with the plan's own values
+//! there), or `$MESHCHECK_CHARTS` where `suites/fetch-charts` put them (a clone without ../shared). Each helm command of the plan is rendered as `helm template` with the plan's own values
 //! files, written by the plan's own steps, so a value the plan changes is a value this test sees.
 
 use std::{
@@ -41,9 +41,24 @@ struct Chart {
     sets: Vec<String>,
 }
 
-/// The pinned chart in `../shared/upstream/charts/` for a chart of a repository at a version.
-fn local_chart(upstream: &Path, repo: &str, chart: &str, version: &str) -> Chart {
-    let charts = upstream.join("charts");
+/// The folder of pinned charts: `$MESHCHECK_CHARTS` (what `suites/fetch-charts` fetched), else
+/// `charts/` of the upstream data. Under `CI=true` a missing folder fails the test.
+fn charts_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("MESHCHECK_CHARTS").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    let shared = root().join("../shared/upstream/charts");
+    if shared.is_dir() {
+        return Some(shared);
+    }
+    let why = "no pinned charts: set MESHCHECK_CHARTS or run `suites/fetch-charts target/charts`";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+    eprintln!("SKIP: {why}");
+    None
+}
+
+/// The pinned chart for a chart of a repository at a version.
+fn local_chart(charts: &Path, repo: &str, chart: &str, version: &str) -> Chart {
     let path = |p: String| Chart { path: charts.join(p), sets: Vec::new() };
     match repo.trim_end_matches('/') {
         "https://istio-release.storage.googleapis.com/charts" => path(format!("istio-{version}/{chart}")),
@@ -144,13 +159,13 @@ fn write_files(plan: &plan::Plan, upstream: &Path) {
 }
 
 /// `helm template` of one helm command of the plan, with its release, chart, namespace and values.
-fn render(helm: &Path, upstream: &Path, command: &CommandSpec) -> Release {
+fn render(helm: &Path, charts: &Path, command: &CommandSpec) -> Release {
     // upgrade [--install] RELEASE CHART --repo URL --version V --namespace NS --values F…
     let positional: Vec<&String> = command.args.iter().skip(1).filter(|a| *a != "--install").take(2).collect();
     let (name, chart) = (positional[0].clone(), positional[1].as_str());
     let flag = |f: &str| command.flag(f).unwrap_or_else(|| panic!("{f} missing: {}", command.display())).to_string();
     let (repo, version, namespace) = (flag("--repo"), flag("--version"), flag("--namespace"));
-    let chart = local_chart(upstream, &repo, chart, &version);
+    let chart = local_chart(charts, &repo, chart, &version);
     let mut args = vec![
         "template".to_string(),
         name.clone(),
@@ -183,6 +198,7 @@ fn render(helm: &Path, upstream: &Path, command: &CommandSpec) -> Release {
 fn rendered(scenario: &str) -> Option<(plan::Plan, BTreeMap<usize, Release>)> {
     let helm = helm()?;
     let upstream = crate::common::upstream()?;
+    let charts = charts_dir()?;
     let work = tempfile::tempdir().unwrap();
     let s = Scenario::from_path(&root().join(format!("scenarios/{scenario}.yaml"))).unwrap();
     let ctx = RunContext {
@@ -197,7 +213,7 @@ fn rendered(scenario: &str) -> Option<(plan::Plan, BTreeMap<usize, Release>)> {
         if let Step::Command { command, .. } = &step.step
             && command.program == "helm"
         {
-            releases.insert(step.id.0, render(&helm, &upstream, command));
+            releases.insert(step.id.0, render(&helm, &charts, command));
         }
     }
     Some((plan, releases))

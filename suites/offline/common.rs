@@ -53,7 +53,7 @@ static UPSTREAM_SKIPS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 /// `None` and the test skips, after a SKIP line naming it and the running count. The line goes to
 /// the process's stderr directly: libtest captures only `print!`/`eprint!` output, so `cargo test`
 /// shows it (nextest keeps each test's stderr; `--success-output immediate` shows it).
-/// The simulated cluster (suites/sim) reads `../shared/upstream` itself, whatever this returns.
+/// The simulated cluster (suites/sim) is handed the same folder (`SimOptions::upstream`).
 pub fn upstream() -> Option<PathBuf> {
     static LOCATED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     let why = match LOCATED.get_or_init(locate_upstream) {

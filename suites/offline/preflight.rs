@@ -301,11 +301,12 @@ fn existing_install(bench: &Bench, kubeconfig: &Path) -> PathBuf {
 
 #[test]
 fn an_existing_cluster_against_the_simulation_is_ready_and_needs_helm_only_to_install() {
-    let Some(_) = crate::common::upstream() else { return };
+    let Some(upstream) = crate::common::upstream() else { return };
     let sim = crate::sim::Sim::start(crate::sim::SimOptions {
         provider: "existing",
         scale: 0.01,
         faults: Default::default(),
+        upstream,
     });
     let bench = Bench::new();
     bench.remove("helm");

@@ -28,11 +28,14 @@ impl Rehearsal {
 
     /// A rehearsal whose cluster takes `timings` (in cluster time, scaled by [`SCALE`]).
     fn timed(provider: &'static str, faults: Faults, timings: Timings) -> Option<Rehearsal> {
-        crate::common::upstream()?;
+        let upstream = crate::common::upstream()?;
         let mut work = tempfile::tempdir().unwrap();
         // MESHCHECK_REHEARSAL_KEEP=1 keeps the run folders for a look after a failure.
         work.disable_cleanup(std::env::var_os("MESHCHECK_REHEARSAL_KEEP").is_some());
-        Some(Rehearsal { sim: Sim::start_timed(SimOptions { provider, scale: SCALE, faults }, timings), work })
+        Some(Rehearsal {
+            sim: Sim::start_timed(SimOptions { provider, scale: SCALE, faults, upstream }, timings),
+            work,
+        })
     }
 
     /// A shipped scenario pointed at the simulation ([`Sim::point_scenario`]), `edit` on top.

@@ -606,10 +606,8 @@ async fn the_ztunnel_collector_skips_a_pod_being_deleted() {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, Patch, PatchParams};
     use meshcheck::checks::ztunnel::{self, Parts};
-    if crate::common::upstream().is_none() {
-        return;
-    }
-    let sim = Sim::start(SimOptions { provider: "existing", scale: 0.01, faults: Faults::default() });
+    let Some(upstream) = crate::common::upstream() else { return };
+    let sim = Sim::start(SimOptions { provider: "existing", scale: 0.01, faults: Faults::default(), upstream });
     let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
     let client = kube::Client::try_from(config).unwrap();

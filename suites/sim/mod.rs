@@ -6,7 +6,7 @@
 //! istiod, Prometheus, Tempo, Kiali, the curl clients), the ingress gateway on the host, a mirror
 //! for the upstream manifests and registry indexes, and stand-in `kind`, `k3d`, `helm`, `docker`
 //! and `sysctl` that act on it. Upstream shapes (CRDs, bookinfo, config dumps, index documents) are
-//! read from `../shared/upstream` at run time, never copied here. Faults are switches.
+//! read from the upstream data folder at run time (`SimOptions::upstream`), never copied here. Faults are switches.
 //!
 //! Simulated time runs at `scale` of real time: a pod that takes 5 s to start takes 5 s × scale.
 //! How long each thing takes is a [`Timings`] table: uniform and short for the rehearsals, upstream
@@ -72,6 +72,9 @@ pub struct SimOptions {
     pub scale: f64,
     /// Fault switches.
     pub faults: Faults,
+    /// The upstream data folder the simulation reads its shapes from (the tests' resolved one:
+    /// `$MESHCHECK_UPSTREAM`, `../shared/upstream` or the fetched cache).
+    pub upstream: PathBuf,
 }
 
 /// What a run left behind, for the teardown assertions.
@@ -199,7 +202,7 @@ impl Sim {
             scale: opts.scale,
             timings,
             provider: opts.provider,
-            upstream: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/upstream"),
+            upstream: opts.upstream.clone(),
             api_port: port(&api),
             mirror_port: port(&mirror),
             ingress_port: port(&ingress),
