@@ -580,7 +580,8 @@ fn fault_a_rollout_that_never_completes_times_out_naming_what_it_saw() {
         "k3d",
         "ambient-k3d",
         faults,
-        |t| t.replace("  install: 10m\n", "  install: 1s\n"),
+        // 3 s: long enough for the waits before istiod (the Gateway API CRDs) on a loaded machine.
+        |t| t.replace("  install: 10m\n", "  install: 3s\n"),
         &[
             ("install::phase", Outcome::Error, "waiting for Deployment istio-system/istiod"),
             ("install::phase", Outcome::Error, "last seen: replicas 1, current 1, updated 1, available 0"),
