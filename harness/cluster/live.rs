@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Client,
-    api::{Api, AttachParams, DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+    api::{Api, AttachParams, DynamicObject, ListParams},
     core::GroupVersionKind,
     discovery::{ApiCapabilities, ApiResource, Discovery, Scope},
 };
@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
 use crate::{
-    common::names::{BOOKINFO_NS, FIELD_MANAGER, INSIDE_NS, OUTSIDE_NS},
+    common::names::{BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS},
     evidence::Evidence,
     plan::fixtures::ManifestError,
     scenario::Scenario,
@@ -126,7 +126,7 @@ pub const MUTATION_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A change a check made to the cluster, and how to take it back.
 #[derive(Debug, Clone)]
-enum Undo {
+pub(super) enum Undo {
     /// The check applied these objects: delete them.
     Delete { objects: Vec<DynamicObject>, namespace: Option<String> },
     /// The check deleted these objects: apply them again.
@@ -134,7 +134,7 @@ enum Undo {
 }
 
 impl Undo {
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let (verb, objects, ns) = match self {
             Undo::Delete { objects, namespace } => ("delete", objects, namespace),
             Undo::Restore { objects, namespace } => ("re-apply", objects, namespace),
@@ -176,20 +176,20 @@ pub struct Reverted {
 }
 
 impl Changes {
-    fn register(&self, undo: Undo) -> Change {
+    pub(super) fn register(&self, undo: Undo) -> Change {
         let mut list = self.0.lock().expect("changes lock");
         let id = list.last().map_or(0, |(id, _)| id + 1);
         list.push((id, undo));
         Change(id)
     }
 
-    fn take(&self, change: &Change) -> Option<Undo> {
+    pub(super) fn take(&self, change: &Change) -> Option<Undo> {
         let mut list = self.0.lock().expect("changes lock");
         let at = list.iter().position(|(id, _)| *id == change.0)?;
         Some(list.remove(at).1)
     }
 
-    fn take_all(&self) -> Vec<Undo> {
+    pub(super) fn take_all(&self) -> Vec<Undo> {
         std::mem::take(&mut *self.0.lock().expect("changes lock")).into_iter().rev().map(|(_, u)| u).collect()
     }
 }
@@ -246,7 +246,7 @@ impl ExecOutcome {
 }
 
 /// Resolves an object's kind to its API resource.
-fn resolve(discovery: &Discovery, obj: &DynamicObject) -> Result<(ApiResource, ApiCapabilities), LiveError> {
+pub(super) fn resolve(discovery: &Discovery, obj: &DynamicObject) -> Result<(ApiResource, ApiCapabilities), LiveError> {
     let types = obj.types.as_ref().ok_or_else(|| ManifestError {
         origin: obj.metadata.name.clone().unwrap_or_default(),
         message: "object without apiVersion/kind".into(),
@@ -285,7 +285,7 @@ pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> LiveError {
+pub(super) fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> LiveError {
     let what = what.into();
     move |source| LiveError::Kube { what, source }
 }
@@ -441,11 +441,11 @@ impl Live {
     }
 
     /// The API's resources now (CRDs may have just landed, so each batch runs it afresh).
-    async fn discover(&self) -> Result<Discovery, LiveError> {
+    pub(super) async fn discover(&self) -> Result<Discovery, LiveError> {
         Discovery::new(self.client.clone()).run_aggregated().await.map_err(kube_err("API discovery"))
     }
 
-    fn api_for(
+    pub(super) fn api_for(
         &self,
         obj: &DynamicObject,
         ar: &ApiResource,
@@ -459,201 +459,6 @@ impl Live {
                 Api::namespaced_with(self.client.clone(), ns, ar)
             }
         }
-    }
-
-    /// Server-side applies objects for a check and registers their deletion, which
-    /// [`Live::revert`] or the session carries out. Each object is recorded under `manifests/`.
-    pub async fn apply(
-        &self,
-        objects: &[DynamicObject],
-        default_ns: Option<&str>,
-        dry_run_first: bool,
-    ) -> Result<Change, LiveError> {
-        let change =
-            self.changes.register(Undo::Delete { objects: objects.to_vec(), namespace: default_ns.map(String::from) });
-        self.apply_objects(objects, default_ns, dry_run_first).await?;
-        Ok(change)
-    }
-
-    /// Deletes objects for a check and registers their re-apply, which [`Live::revert`] or the
-    /// session carries out. What is put back is each object as the cluster had it (read first,
-    /// without the fields the server owns), not as meshcheck would have written it: on an existing
-    /// cluster the object may be the user's, with their own labels and rules. An object that is
-    /// not there is neither deleted nor put back.
-    pub async fn delete(&self, objects: &[DynamicObject], default_ns: Option<&str>) -> Result<Change, LiveError> {
-        let found = self.as_found(objects, default_ns).await?;
-        let change =
-            self.changes.register(Undo::Restore { objects: found.clone(), namespace: default_ns.map(String::from) });
-        self.delete_objects(&found, default_ns).await?;
-        Ok(change)
-    }
-
-    /// `objects` as the cluster has them, each stripped of what the API server sets (uid,
-    /// resourceVersion, creationTimestamp, generation, managedFields, deletion fields, status:
-    /// ObjectMeta's read-only fields, k8s.io/apimachinery pkg/apis/meta/v1 types.go), so the copy
-    /// can be applied again; those it does not have are left out.
-    async fn as_found(
-        &self,
-        objects: &[DynamicObject],
-        default_ns: Option<&str>,
-    ) -> Result<Vec<DynamicObject>, LiveError> {
-        within(MUTATION_DEADLINE, "read before delete", async {
-            let discovery = self.discover().await?;
-            let mut out = Vec::new();
-            for obj in objects {
-                let (ar, caps) = resolve(&discovery, obj)?;
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                let found = self
-                    .api_for(obj, &ar, &caps, default_ns)
-                    .get_opt(&name)
-                    .await
-                    .map_err(kube_err(format!("read {} {name}", ar.kind)))?;
-                if let Some(mut found) = found {
-                    let meta = &mut found.metadata;
-                    meta.uid = None;
-                    meta.resource_version = None;
-                    meta.creation_timestamp = None;
-                    meta.generation = None;
-                    meta.managed_fields = None;
-                    meta.deletion_timestamp = None;
-                    meta.deletion_grace_period_seconds = None;
-                    meta.self_link = None;
-                    if let Some(data) = found.data.as_object_mut() {
-                        data.remove("status");
-                    }
-                    if found.types.is_none() {
-                        found.types = obj.types.clone();
-                    }
-                    out.push(found);
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// Takes one change back now (the check is done with it).
-    pub async fn revert(&self, change: Change) -> Result<(), LiveError> {
-        match self.changes.take(&change) {
-            Some(undo) => self.undo(&undo).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Takes back every change still registered, newest first, each within `deadline`, and says
-    /// how each went. The session calls this after every collector, whatever became of it.
-    pub async fn revert_all(&self, deadline: Duration) -> Vec<Reverted> {
-        let mut out = Vec::new();
-        for undo in self.changes.take_all() {
-            let action = undo.describe();
-            let error = match tokio::time::timeout(deadline, self.undo(&undo)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(format!("no answer within {}s", deadline.as_secs())),
-            };
-            out.push(Reverted { action, error });
-        }
-        out
-    }
-
-    async fn undo(&self, undo: &Undo) -> Result<(), LiveError> {
-        match undo {
-            Undo::Delete { objects, namespace } => self.delete_objects(objects, namespace.as_deref()).await,
-            Undo::Restore { objects, namespace } => {
-                let missing = self.missing(objects, namespace.as_deref()).await?;
-                self.apply_objects(&missing, namespace.as_deref(), false).await
-            }
-        }
-    }
-
-    /// Those of `objects` the cluster does not have: a delete that failed or was cut off may have
-    /// left the object in place, and putting back what is still there would only take it over.
-    async fn missing(
-        &self,
-        objects: &[DynamicObject],
-        default_ns: Option<&str>,
-    ) -> Result<Vec<DynamicObject>, LiveError> {
-        within(MUTATION_DEADLINE, "read before re-apply", async {
-            let discovery = self.discover().await?;
-            let mut out = Vec::new();
-            for obj in objects {
-                let (ar, caps) = resolve(&discovery, obj)?;
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                let found = self
-                    .api_for(obj, &ar, &caps, default_ns)
-                    .get_opt(&name)
-                    .await
-                    .map_err(kube_err(format!("read {} {name}", ar.kind)))?;
-                if found.is_none() {
-                    out.push(obj.clone());
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// Server-side applies objects in order (a dry run of all first, so a typo fails before anything
-    /// changes unless `dry_run_first` is off because the objects need CRDs created by earlier ones).
-    /// Each applied object is recorded under `manifests/`. Nothing is registered for undo: this is
-    /// for the plan's install steps, which the cluster's or the namespaces' deletion takes back.
-    /// One discovery serves the whole batch, and the batch has [`MUTATION_DEADLINE`].
-    pub async fn apply_objects(
-        &self,
-        objects: &[DynamicObject],
-        default_ns: Option<&str>,
-        dry_run_first: bool,
-    ) -> Result<(), LiveError> {
-        if objects.is_empty() {
-            return Ok(());
-        }
-        within(MUTATION_DEADLINE, "server-side apply", async {
-            let discovery = self.discover().await?;
-            let resolved =
-                objects.iter().map(|o| Ok((o, resolve(&discovery, o)?))).collect::<Result<Vec<_>, LiveError>>()?;
-            let pp = PatchParams::apply(FIELD_MANAGER).force();
-            if dry_run_first {
-                for (obj, (ar, caps)) in &resolved {
-                    let name = obj.metadata.name.clone().unwrap_or_default();
-                    self.api_for(obj, ar, caps, default_ns)
-                        .patch(&name, &pp.clone().dry_run(), &Patch::Apply(obj))
-                        .await
-                        .map_err(kube_err(format!("server-side dry run of {} {name}", ar.kind)))?;
-                }
-            }
-            for (obj, (ar, caps)) in &resolved {
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                self.api_for(obj, ar, caps, default_ns)
-                    .patch(&name, &pp, &Patch::Apply(obj))
-                    .await
-                    .map_err(kube_err(format!("server-side apply of {} {name}", ar.kind)))?;
-                crate::evidence::record_manifest(&self.run_dir, obj, default_ns)
-                    .map_err(|source| LiveError::Write { path: "manifests/".into(), source })?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Deletes objects (missing ones are fine), within [`MUTATION_DEADLINE`].
-    pub async fn delete_objects(&self, objects: &[DynamicObject], default_ns: Option<&str>) -> Result<(), LiveError> {
-        if objects.is_empty() {
-            return Ok(());
-        }
-        within(MUTATION_DEADLINE, "delete", async {
-            let discovery = self.discover().await?;
-            for obj in objects {
-                let (ar, caps) = resolve(&discovery, obj)?;
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                match self.api_for(obj, &ar, &caps, default_ns).delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(kube_err(format!("delete {} {name}", ar.kind))(e)),
-                }
-            }
-            Ok(())
-        })
-        .await
     }
 
     /// Keeps the cluster's state as evidence (`cluster/pods-<ns>.json`, `cluster/events-<ns>.json`, and

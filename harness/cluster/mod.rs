@@ -6,6 +6,7 @@
 //!
 //! May import: common, formats, redact, scenario, plan, evidence.
 
+pub mod changes;
 pub mod download;
 pub mod live;
 pub mod namespaces;

@@ -1,0 +1,209 @@
+//! The changes a check makes to the cluster and their undo: every apply or delete registers how to
+//! take it back before it acts ([`Live::apply`], [`Live::delete`]), and the session takes back what
+//! is left after every collector ([`Live::revert_all`]). Also the plain applies and deletes of the
+//! plan's install steps, which the cluster's or the namespaces' deletion takes back.
+
+use std::time::Duration;
+
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+
+use crate::common::names::FIELD_MANAGER;
+
+use super::live::{Change, Live, LiveError, MUTATION_DEADLINE, Reverted, Undo, kube_err, resolve, within};
+
+impl Live {
+    /// Server-side applies objects for a check and registers their deletion, which
+    /// [`Live::revert`] or the session carries out. Each object is recorded under `manifests/`.
+    pub async fn apply(
+        &self,
+        objects: &[DynamicObject],
+        default_ns: Option<&str>,
+        dry_run_first: bool,
+    ) -> Result<Change, LiveError> {
+        let change =
+            self.changes.register(Undo::Delete { objects: objects.to_vec(), namespace: default_ns.map(String::from) });
+        self.apply_objects(objects, default_ns, dry_run_first).await?;
+        Ok(change)
+    }
+
+    /// Deletes objects for a check and registers their re-apply, which [`Live::revert`] or the
+    /// session carries out. What is put back is each object as the cluster had it (read first,
+    /// without the fields the server owns), not as meshcheck would have written it: on an existing
+    /// cluster the object may be the user's, with their own labels and rules. An object that is
+    /// not there is neither deleted nor put back.
+    pub async fn delete(&self, objects: &[DynamicObject], default_ns: Option<&str>) -> Result<Change, LiveError> {
+        let found = self.as_found(objects, default_ns).await?;
+        let change =
+            self.changes.register(Undo::Restore { objects: found.clone(), namespace: default_ns.map(String::from) });
+        self.delete_objects(&found, default_ns).await?;
+        Ok(change)
+    }
+
+    /// `objects` as the cluster has them, each stripped of what the API server sets (uid,
+    /// resourceVersion, creationTimestamp, generation, managedFields, deletion fields, status:
+    /// ObjectMeta's read-only fields, k8s.io/apimachinery pkg/apis/meta/v1 types.go), so the copy
+    /// can be applied again; those it does not have are left out.
+    async fn as_found(
+        &self,
+        objects: &[DynamicObject],
+        default_ns: Option<&str>,
+    ) -> Result<Vec<DynamicObject>, LiveError> {
+        within(MUTATION_DEADLINE, "read before delete", async {
+            let discovery = self.discover().await?;
+            let mut out = Vec::new();
+            for obj in objects {
+                let (ar, caps) = resolve(&discovery, obj)?;
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                let found = self
+                    .api_for(obj, &ar, &caps, default_ns)
+                    .get_opt(&name)
+                    .await
+                    .map_err(kube_err(format!("read {} {name}", ar.kind)))?;
+                if let Some(mut found) = found {
+                    let meta = &mut found.metadata;
+                    meta.uid = None;
+                    meta.resource_version = None;
+                    meta.creation_timestamp = None;
+                    meta.generation = None;
+                    meta.managed_fields = None;
+                    meta.deletion_timestamp = None;
+                    meta.deletion_grace_period_seconds = None;
+                    meta.self_link = None;
+                    if let Some(data) = found.data.as_object_mut() {
+                        data.remove("status");
+                    }
+                    if found.types.is_none() {
+                        found.types = obj.types.clone();
+                    }
+                    out.push(found);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Takes one change back now (the check is done with it).
+    pub async fn revert(&self, change: Change) -> Result<(), LiveError> {
+        match self.changes.take(&change) {
+            Some(undo) => self.undo(&undo).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Takes back every change still registered, newest first, each within `deadline`, and says
+    /// how each went. The session calls this after every collector, whatever became of it.
+    pub async fn revert_all(&self, deadline: Duration) -> Vec<Reverted> {
+        let mut out = Vec::new();
+        for undo in self.changes.take_all() {
+            let action = undo.describe();
+            let error = match tokio::time::timeout(deadline, self.undo(&undo)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {}s", deadline.as_secs())),
+            };
+            out.push(Reverted { action, error });
+        }
+        out
+    }
+
+    async fn undo(&self, undo: &Undo) -> Result<(), LiveError> {
+        match undo {
+            Undo::Delete { objects, namespace } => self.delete_objects(objects, namespace.as_deref()).await,
+            Undo::Restore { objects, namespace } => {
+                let missing = self.missing(objects, namespace.as_deref()).await?;
+                self.apply_objects(&missing, namespace.as_deref(), false).await
+            }
+        }
+    }
+
+    /// Those of `objects` the cluster does not have: a delete that failed or was cut off may have
+    /// left the object in place, and putting back what is still there would only take it over.
+    async fn missing(
+        &self,
+        objects: &[DynamicObject],
+        default_ns: Option<&str>,
+    ) -> Result<Vec<DynamicObject>, LiveError> {
+        within(MUTATION_DEADLINE, "read before re-apply", async {
+            let discovery = self.discover().await?;
+            let mut out = Vec::new();
+            for obj in objects {
+                let (ar, caps) = resolve(&discovery, obj)?;
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                let found = self
+                    .api_for(obj, &ar, &caps, default_ns)
+                    .get_opt(&name)
+                    .await
+                    .map_err(kube_err(format!("read {} {name}", ar.kind)))?;
+                if found.is_none() {
+                    out.push(obj.clone());
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Server-side applies objects in order (a dry run of all first, so a typo fails before anything
+    /// changes unless `dry_run_first` is off because the objects need CRDs created by earlier ones).
+    /// Each applied object is recorded under `manifests/`. Nothing is registered for undo: this is
+    /// for the plan's install steps, which the cluster's or the namespaces' deletion takes back.
+    /// One discovery serves the whole batch, and the batch has [`MUTATION_DEADLINE`].
+    pub async fn apply_objects(
+        &self,
+        objects: &[DynamicObject],
+        default_ns: Option<&str>,
+        dry_run_first: bool,
+    ) -> Result<(), LiveError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        within(MUTATION_DEADLINE, "server-side apply", async {
+            let discovery = self.discover().await?;
+            let resolved =
+                objects.iter().map(|o| Ok((o, resolve(&discovery, o)?))).collect::<Result<Vec<_>, LiveError>>()?;
+            let pp = PatchParams::apply(FIELD_MANAGER).force();
+            if dry_run_first {
+                for (obj, (ar, caps)) in &resolved {
+                    let name = obj.metadata.name.clone().unwrap_or_default();
+                    self.api_for(obj, ar, caps, default_ns)
+                        .patch(&name, &pp.clone().dry_run(), &Patch::Apply(obj))
+                        .await
+                        .map_err(kube_err(format!("server-side dry run of {} {name}", ar.kind)))?;
+                }
+            }
+            for (obj, (ar, caps)) in &resolved {
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                self.api_for(obj, ar, caps, default_ns)
+                    .patch(&name, &pp, &Patch::Apply(obj))
+                    .await
+                    .map_err(kube_err(format!("server-side apply of {} {name}", ar.kind)))?;
+                crate::evidence::record_manifest(&self.run_dir, obj, default_ns)
+                    .map_err(|source| LiveError::Write { path: "manifests/".into(), source })?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes objects (missing ones are fine), within [`MUTATION_DEADLINE`].
+    pub async fn delete_objects(&self, objects: &[DynamicObject], default_ns: Option<&str>) -> Result<(), LiveError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        within(MUTATION_DEADLINE, "delete", async {
+            let discovery = self.discover().await?;
+            for obj in objects {
+                let (ar, caps) = resolve(&discovery, obj)?;
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                match self.api_for(obj, &ar, &caps, default_ns).delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(kube_err(format!("delete {} {name}", ar.kind))(e)),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
