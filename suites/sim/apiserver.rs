@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::Duration}
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
@@ -21,30 +21,10 @@ use tokio_tungstenite::{
     tungstenite::{Message, protocol::Role},
 };
 
-use super::{Shared, services, store};
-
-pub type Body = BoxBody<Bytes, std::io::Error>;
-
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
-}
-
-pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder().status(status).header("content-type", content_type).body(full(body)).expect("response")
-}
-
-fn json_reply(status: StatusCode, v: &Value) -> Response<Body> {
-    respond(status, "application/json", serde_json::to_vec(v).expect("json"))
-}
-
-/// A `Status` error as the API server sends it.
-pub fn status_error(code: u16, reason: &str, message: &str) -> Response<Body> {
-    json_reply(
-        StatusCode::from_u16(code).expect("status code"),
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": message, "reason": reason, "code": code}),
-    )
-}
+use super::{
+    Shared, services, store,
+    web::{Body, decode, full, json_reply, respond, status_error},
+};
 
 /// Accepts connections while the API server is up; when it goes away, open connections (and the
 /// watches and streams on them) are cut.
@@ -78,32 +58,6 @@ fn query(req: &Request<Incoming>) -> BTreeMap<String, Vec<String>> {
         out.entry(decode(k)).or_default().push(decode(v));
     }
     out
-}
-
-/// Percent-decoding (and `+` as space) of a query component.
-pub fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(c) => {
-                        out.push(c);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn first<'a>(q: &'a BTreeMap<String, Vec<String>>, k: &str) -> Option<&'a str> {

@@ -8,17 +8,38 @@
 //! and `sysctl` that act on it. Upstream shapes (CRDs, bookinfo, config dumps, index documents) are
 //! read from the upstream data folder at run time (`SimOptions::upstream`), never copied here. Faults are switches.
 //!
+//! Files, and the direction of their imports (none imports one that imports it back; the offline
+//! `layers` test checks): `store` (objects, history) and `web` (HTTP plumbing) are the floor;
+//! `apiserver` serves the API and hands the service proxy, port-forward, logs and exec to
+//! `services`, which routes each to its component: `ztunnel`, `istiod`, `prometheus`, `tempo`,
+//! `kiali`, `clients` (curl in the client pods); `gateway` and `mirror` serve on the host through
+//! `host_servers`; `mesh` (who is enrolled), `shapes` (upstream recordings) and `controllers`
+//! (workloads into pods, Cilium's policy on probes) are below the components; `charts` and `tools`
+//! (the stand-in kind, k3d, helm, docker) act on the store; `timings` says how long things take.
+//!
 //! Simulated time runs at `scale` of real time: a pod that takes 5 s to start takes 5 s × scale.
 //! How long each thing takes is a [`Timings`] table: uniform and short for the rehearsals, upstream
 //! figures for the critical-path benchmark.
 
 mod apiserver;
 mod charts;
+mod clients;
 mod controllers;
+mod gateway;
+mod host_servers;
+mod istiod;
+mod kiali;
+mod mesh;
+mod mirror;
+mod prometheus;
 mod services;
+mod shapes;
 mod store;
+mod tempo;
 mod timings;
 mod tools;
+mod web;
+mod ztunnel;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -1,0 +1,81 @@
+//! The curl clients: what `curl` in a client pod answers, by where it runs and what it asks.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{Shared, controllers::deny_ingress};
+use super::{gateway::has_endpoints, shapes::s};
+
+use super::mesh::ambient;
+
+/// A command in a pod. Only curl is installed in the client images; it behaves as curl does:
+/// `-w %{http_code}` prints `000` when no response came, and the exit code says why (6 no such
+/// host, 7 refused, 28 timed out, 56 connection reset).
+pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String]) -> (String, i32) {
+    if command.first().map(String::as_str) != Some("curl") {
+        return (String::new(), 127);
+    }
+    let max_time: u64 = command
+        .iter()
+        .position(|a| a == "--max-time")
+        .and_then(|i| command.get(i + 1))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(300);
+    let Some(url) = command.iter().rev().find(|a| a.starts_with("http://")) else { return ("000".into(), 3) };
+    let host = url.trim_start_matches("http://").split(['/', ':']).next().unwrap_or("").to_string();
+    enum Outcome {
+        Ok,
+        Fail(i32),
+        Hang,
+        TimeOut,
+    }
+    let outcome = {
+        let mut st = shared.lock();
+        let labels: Vec<&str> = host.split('.').collect();
+        // A pod IP reaches that pod directly; a name goes through its Service.
+        let by_ip = host
+            .parse::<std::net::Ipv4Addr>()
+            .ok()
+            .and_then(|_| st.store.list("", "pods", None).into_iter().find(|p| s(p, "/status/podIP") == host));
+        let (svc, target_ns) = match (&by_ip, labels.as_slice()) {
+            (Some(p), _) => (String::new(), s(p, "/metadata/namespace").to_string()),
+            (None, [svc, tns, "svc", ..]) => (svc.to_string(), tns.to_string()),
+            (None, [svc, tns]) => (svc.to_string(), tns.to_string()),
+            (None, [svc]) => (svc.to_string(), ns.to_string()),
+            _ => (String::new(), String::new()),
+        };
+        let strict = st.store.list("security.istio.io", "peerauthentications", None).iter().any(|pa| {
+            (s(pa, "/metadata/namespace") == target_ns || s(pa, "/metadata/namespace") == "istio-system")
+                && s(pa, "/spec/mtls/mode") == "STRICT"
+        });
+        let in_mesh = ambient(&st, ns);
+        if by_ip.is_none() && st.store.get("", "services", &target_ns, &svc).is_none() {
+            Outcome::Fail(if host.parse::<std::net::Ipv4Addr>().is_ok() { 7 } else { 6 })
+        } else if by_ip.is_none() && !has_endpoints(&st, &target_ns, &svc) {
+            Outcome::Fail(7)
+        } else if strict && st.faults.curl_hangs_under_strict {
+            Outcome::Hang
+        } else if !in_mesh && deny_ingress(&st.store, &target_ns) {
+            Outcome::TimeOut
+        } else if !in_mesh && strict && ambient(&st, &target_ns) {
+            Outcome::Fail(56)
+        } else if by_ip.is_some() {
+            Outcome::Ok
+        } else {
+            let client = format!("{ns}/{}", pod);
+            *st.connections.entry((client, format!("{target_ns}/{svc}-v1"))).or_default() += 1;
+            Outcome::Ok
+        }
+    };
+    match outcome {
+        Outcome::Ok => ("200".into(), 0),
+        Outcome::Fail(code) => ("000".into(), code),
+        Outcome::TimeOut => {
+            tokio::time::sleep(shared.sim(Duration::from_secs(max_time))).await;
+            ("000".into(), 28)
+        }
+        Outcome::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            ("000".into(), 28)
+        }
+    }
+}

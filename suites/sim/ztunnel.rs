@@ -1,0 +1,139 @@
+//! ztunnel: its admin port's config dump (15000) and its stats (15020).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::shapes::{observed, s};
+use super::{Shared, State};
+
+use super::mesh::{ambient, workload_pod};
+
+/// ztunnel's config dump: every pod it knows, HBONE for pods of ambient namespaces on a node
+/// with a ztunnel, in the shape of istioctl's testdata.
+pub(super) fn config_dump(shared: &Shared, st: &State) -> Value {
+    let mut dump = observed(shared, "ztunnel-config-dump.istioctl-testdata.json");
+    let template = dump["workloads"].as_object().and_then(|w| w.values().next()).cloned().unwrap_or(json!({}));
+    let mut workloads = serde_json::Map::new();
+    for p in st
+        .store
+        .list("", "pods", None)
+        .iter()
+        .filter(|p| s(p, "/status/phase") == "Running" && p.pointer("/spec/hostNetwork").is_none())
+    {
+        let (ns, name, ip) = (s(p, "/metadata/namespace"), s(p, "/metadata/name"), s(p, "/status/podIP"));
+        let labels = p.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+        let app = labels["app"].as_str().unwrap_or(name);
+        let captured = ambient(st, ns) && !(st.faults.ztunnel_reports_tcp && ns == "book-info");
+        let mut w = template.clone();
+        if let Some(m) = w.as_object_mut() {
+            m.remove("waypoint");
+            m.remove("network");
+        }
+        let workload_name = name.rsplitn(3, '-').nth(2).unwrap_or(name);
+        w["workloadIps"] = json!([ip]);
+        w["protocol"] = json!(if captured { "HBONE" } else { "TCP" });
+        w["uid"] = json!(format!("Kubernetes//Pod/{ns}/{name}"));
+        w["name"] = json!(name);
+        w["namespace"] = json!(ns);
+        w["serviceAccount"] = json!(s(p, "/spec/serviceAccountName"));
+        w["workloadName"] = json!(workload_name);
+        w["canonicalName"] = json!(app);
+        w["canonicalRevision"] = json!(labels["version"].as_str().unwrap_or("latest"));
+        w["node"] = json!(s(p, "/spec/nodeName"));
+        w["nativeTunnel"] = json!(captured);
+        workloads.insert(format!("/{ip}"), w);
+    }
+    dump["workloads"] = Value::Object(workloads);
+    dump
+}
+
+/// Service account and app of a workload (`book-info/reviews-v2`).
+pub(super) fn identity(st: &State, workload: &str) -> (String, String, String) {
+    let (ns, wl) = workload.split_once('/').unwrap_or(("", workload));
+    let pod = workload_pod(st, workload);
+    let sa = pod.as_ref().map(|p| s(p, "/spec/serviceAccountName").to_string()).unwrap_or_else(|| "default".into());
+    let app = pod
+        .as_ref()
+        .and_then(|p| p.pointer("/metadata/labels/app").and_then(Value::as_str).map(String::from))
+        .unwrap_or_else(|| wl.to_string());
+    (ns.to_string(), sa, app)
+}
+
+/// ztunnel's Prometheus text: the TCP families for connections it saw on its node, labelled
+/// as ztunnel labels them (label names as in the upstream sample, workload labels added).
+pub(super) fn ztunnel_metrics(shared: &Shared, st: &State, ztunnel: &Value) -> String {
+    let sample = std::fs::read_to_string(
+        shared.upstream.join("observed/ztunnel-metric-tcp-opened.istio-docs-verify-mtls.ELIDED.txt"),
+    )
+    .unwrap_or_default();
+    let upstream_labels: Vec<String> =
+        sample.split(['{', ',', '\n']).filter_map(|l| l.trim().split_once('=').map(|(k, _)| k.to_string())).collect();
+    let node = s(ztunnel, "/spec/nodeName");
+    let mut out = String::new();
+    for (family, help, factor) in [
+        ("istio_tcp_connections_opened", "The total number of TCP connections opened.", 1u64),
+        ("istio_tcp_connections_closed", "The total number of TCP connections closed.", 1),
+        ("istio_tcp_sent_bytes", "The size of total bytes sent during response in case of a TCP connection.", 1843),
+        (
+            "istio_tcp_received_bytes",
+            "The size of total bytes received during request in case of a TCP connection.",
+            421,
+        ),
+    ] {
+        out.push_str(&format!("# HELP {family} {help}\n# TYPE {family} counter\n"));
+        for ((src, dst), n) in &st.connections {
+            let (dst_pod, src_pod) = (workload_pod(st, dst), workload_pod(st, src));
+            let on = |p: &Option<Value>| p.as_ref().is_some_and(|p| s(p, "/spec/nodeName") == node);
+            let (sns, ssa, sapp) = identity(st, src);
+            let (dns, dsa, dapp) = identity(st, dst);
+            let secure = ambient(st, &sns) && ambient(st, &dns);
+            for reporter in ["source", "destination"] {
+                let here = if reporter == "source" {
+                    on(&src_pod) && ambient(st, &sns)
+                } else {
+                    on(&dst_pod) && ambient(st, &dns)
+                };
+                if !here {
+                    continue;
+                }
+                let mut labels: BTreeMap<&str, String> = BTreeMap::new();
+                labels.insert("app", "ztunnel".into());
+                labels.insert("reporter", reporter.into());
+                labels.insert("connection_security_policy", if secure { "mutual_tls" } else { "unknown" }.into());
+                labels.insert(
+                    "source_principal",
+                    if secure || ambient(st, &sns) {
+                        format!("spiffe://cluster.local/ns/{sns}/sa/{ssa}")
+                    } else {
+                        "unknown".into()
+                    },
+                );
+                labels.insert("destination_principal", format!("spiffe://cluster.local/ns/{dns}/sa/{dsa}"));
+                labels.insert("destination_service", format!("{dapp}.{dns}.svc.cluster.local"));
+                labels.insert("request_protocol", "tcp".into());
+                labels.insert("response_flags", "-".into());
+                labels.insert("source_app", sapp.clone());
+                labels.insert("source_workload", src.split('/').nth(1).unwrap_or("").into());
+                labels.insert("source_workload_namespace", sns.clone());
+                labels.insert("destination_app", dapp.clone());
+                labels.insert("destination_workload", dst.split('/').nth(1).unwrap_or("").into());
+                labels.insert("destination_workload_namespace", dns.clone());
+                let mut keys: Vec<&str> =
+                    upstream_labels.iter().map(String::as_str).filter(|k| labels.contains_key(k)).collect();
+                keys.extend(labels.keys().filter(|k| !keys.contains(k)).copied().collect::<Vec<_>>());
+                let text: Vec<String> = keys.iter().map(|k| format!("{k}=\"{}\"", labels[k])).collect();
+                out.push_str(&format!("{family}_total{{{}}} {}\n", text.join(","), n * factor));
+            }
+        }
+    }
+    out.push_str("# HELP istio_build Istio component build info.\n# TYPE istio_build gauge\nistio_build{component=\"ztunnel\",tag=\"");
+    out.push_str(
+        &st.releases
+            .get(&("istio-system".to_string(), "ztunnel".to_string()))
+            .map(|r| r.version.clone())
+            .unwrap_or_default(),
+    );
+    out.push_str("\"} 1\n");
+    out
+}
