@@ -49,7 +49,7 @@ pub struct CheckDef {
     pub judge: fn(&Evidence) -> Verdict,
 }
 
-/// Every check, in the order of [`catalog::CATALOG`] (a test holds the two to the same names).
+/// Every check, in the order of [`crate::common::catalog::CATALOG`] (a test holds the two to the same names).
 pub static REGISTRY: &[CheckDef] = &[
     image_architectures::CHECK,
     node_architecture::CHECK,

@@ -361,7 +361,7 @@ pub fn deployment_progress(d: &Deployment) -> Progress {
 
 /// `kubectl rollout status` for a DaemonSet: the latest spec observed, every scheduled pod updated
 /// and available. `numberReady` also counts old pods, so the pods of the current revision are
-/// checked separately ([`current_revision_pods`]).
+/// checked separately (`current_revision_pods`).
 pub fn daemonset_progress(ds: &DaemonSet) -> Progress {
     let Some(st) = ds.status.as_ref() else { return Progress { done: false, seen: "no status yet".into() } };
     let observed = ds.meta().generation.unwrap_or(0) <= st.observed_generation.unwrap_or(0);

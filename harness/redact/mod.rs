@@ -46,7 +46,7 @@ pub const REDACTED: &str = "[REDACTED]";
 /// (`automountServiceAccountToken: false` is evidence, not a secret), names that only contain a
 /// secret word (`tokenizer`, `passwordless`, `token_count`, `secretName`, `secretKeyRef`,
 /// `bypass`), the shell's `PWD`, image digests (`alpine@sha256:…`), and single-letter flags such
-/// as `-p` (see [`is_secret_flag`]).
+/// as `-p` (see `names::is_secret_flag`).
 ///
 /// Not caught: a bare secret with no name next to it (`kubectl get secret -o jsonpath=...` prints
 /// only the value).

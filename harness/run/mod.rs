@@ -17,7 +17,7 @@
 //! stopped, the other steps in flight finish, everything is recorded, and the phase fails naming
 //! its first failure. The checks of a phase run the same way once its steps have: those that only
 //! read side by side, one that changes the mesh alone (the plan's needs among checks say so), each
-//! with its own view of the cluster ([`Live`]) and its own ledger of changes to take back.
+//! with its own view of the cluster ([`Live`](crate::cluster::live::Live)) and its own ledger of changes to take back.
 //! With `parallel` 1 the same executor runs one step at a time in plan order.
 //!
 //! The same session drives `meshcheck run` and the libtest-mimic conformance entry point, which

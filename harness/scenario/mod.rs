@@ -7,8 +7,8 @@
 //! a cluster.
 //!
 //! The rules live in one place: the JSON Schema generated from the types below (`meshcheck
-//! schema`, for editors). The loader reads the file into a located YAML tree ([`yaml`]), checks the
-//! tree against that same schema ([`validate`]), and only then builds the typed [`Scenario`]. The
+//! schema`, for editors). The loader reads the file into a located YAML tree (`yaml`), checks the
+//! tree against that same schema (`validate`), and only then builds the typed [`Scenario`]. The
 //! only rules outside the schema compare two versions with each other (an upgrade must go forward
 //! by at most one minor release), which JSON Schema cannot express.
 //!
