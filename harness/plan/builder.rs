@@ -89,7 +89,7 @@ impl Builder<'_> {
     /// so that the run knows which ones it created.
     ///
     /// `--repo` instead of `helm repo add`: each command downloads its repository's index under a
-    /// random name of its own (helm v3.20.0 pkg/repo/chartrepo.go
+    /// random name of its own (helm v3.22.0 pkg/repo/chartrepo.go
     /// `FindChartInAuthAndTLSAndPassRepoURL`: "Download and write the index file to a temporary
     /// location"). Concurrent `helm repo add`s hold one repository-file lock for a whole index
     /// download and give up after 30 s (cmd/helm/repo_add.go), and an install reads

@@ -90,7 +90,7 @@ pub(super) async fn reachability_problems(s: &Scenario, plan: &Plan, t: Duration
         }
     }
     for (chart, url) in repos {
-        // `helm upgrade --repo` downloads `<url>/index.yaml` (helm v3.20.0 pkg/repo/chartrepo.go
+        // `helm upgrade --repo` downloads `<url>/index.yaml` (helm v3.22.0 pkg/repo/chartrepo.go
         // `DownloadIndexFile` with `ResolveReferenceURL`, which adds the missing `/`) and fails
         // with "is not a valid chart repository or cannot be reached" unless it gets one. The URL
         // is already mirrored in the plan.
