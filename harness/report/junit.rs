@@ -15,6 +15,9 @@ use super::record::{PHASE, RunRecord, explain, headline, parse_time};
 /// (`junit-10.xsd`, which the offline tests validate against) allows no `timestamp` on a
 /// testcase, so a testcase's start is the first line of its `system-out`, and a phase lists its
 /// steps there with their starts and durations.
+///
+/// `time` is on every element (report actions that sum testsuites compute NaN without it): a
+/// testcase its own duration, a testsuite the sum of its testcases', the root the sum of all.
 pub fn junit(record: &RunRecord) -> Report {
     let results = &record.results;
     let mut report = Report::new(format!("meshcheck {}", record.scenario_name));
@@ -77,11 +80,17 @@ pub fn junit(record: &RunRecord) -> Report {
         }
         suite.add_test_case(case);
     }
-    report.add_test_suites(suites.into_iter().map(|(_, mut suite, first_start)| {
+    let mut total = Duration::ZERO;
+    report.add_test_suites(suites.into_iter().map(|(name, mut suite, first_start)| {
         if let Some(t) = first_start {
             suite.set_timestamp(t);
         }
+        let secs: f64 = results.iter().filter(|r| r.suite == name).map(|r| r.duration_secs.max(0.0)).sum();
+        let time = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
+        suite.set_time(time);
+        total = total.saturating_add(time);
         suite
     }));
+    report.set_time(total);
     report
 }

@@ -97,6 +97,12 @@ fn junit_validates_against_the_xsd_and_parses_back() {
         "{text}"
     );
     assert!(text.contains("started_at: 2026-11-25T10:00:01.000Z\nstep 2026-11-25T10:00:01.000Z 0.010s write kind-config.yaml\nstep 2026-11-25T10:00:01.100Z 3.800s create kind cluster: `kind create cluster --name"), "{text}");
+    // Issue 27, item 11: `time` on the root and on every testsuite, the sum of its testcases.
+    let root = text.lines().find(|l| l.trim_start().starts_with("<testsuites")).unwrap();
+    assert!(root.contains(" time=\""), "{root}");
+    for suite in text.lines().filter(|l| l.trim_start().starts_with("<testsuite ")) {
+        assert!(suite.contains(" time=\""), "{suite}");
+    }
     let outcomes = report::load_outcomes(dir.path(), None).unwrap();
     assert_eq!(outcomes["checks::mtls"], Outcome::Fail);
     assert_eq!(outcomes["checks::traces"], Outcome::Error);
