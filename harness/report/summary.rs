@@ -42,8 +42,20 @@ pub fn summary(record: &RunRecord, service_graph: &[ServiceEdge], failed_command
         md.push_str(". See [Failures](#failures).\n\n");
     }
     if !record.phase_durations_secs.is_empty() {
-        let phases: Vec<String> =
-            record.phase_durations_secs.iter().map(|(phase, secs)| format!("{phase} {secs:.1}s")).collect();
+        // In the order the phases ran (their trials' order), not alphabetically.
+        let mut order: Vec<&str> = Vec::new();
+        for r in &record.results {
+            if !order.contains(&r.suite.as_str()) {
+                order.push(&r.suite);
+            }
+        }
+        let rest: Vec<&str> =
+            record.phase_durations_secs.keys().map(String::as_str).filter(|p| !order.contains(p)).collect();
+        order.extend(rest);
+        let phases: Vec<String> = order
+            .iter()
+            .filter_map(|p| record.phase_durations_secs.get(*p).map(|secs| format!("{p} {secs:.1}s")))
+            .collect();
         md.push_str(&format!("Phase durations: {}\n\n", phases.join(" · ")));
     }
     md.push_str("| component | version |\n|---|---|\n");
@@ -89,7 +101,8 @@ fn icon(outcome: Outcome) -> &'static str {
 }
 
 /// The failed and errored trials, root cause first: each with its reason as the summary of a
-/// `<details>` block that holds its [`failure_details`].
+/// `<details>` block that holds its [`failure_details`], the root cause's open (a preflight's list
+/// of fixes is what the reader came for).
 fn failures(results: &[TrialResult], commands: &[CommandRecord]) -> String {
     let cause = root_cause(results);
     let mut order: Vec<usize> = cause.into_iter().collect();
@@ -100,9 +113,9 @@ fn failures(results: &[TrialResult], commands: &[CommandRecord]) -> String {
     let mut md = String::from("\n## Failures\n");
     for index in order {
         let r = &results[index];
-        let role = if Some(index) == cause { " — root cause" } else { "" };
+        let (role, open) = if Some(index) == cause { (" — root cause", " open") } else { ("", "") };
         md.push_str(&format!(
-            "\n### {} `{}`{role}\n\n<details><summary>{}</summary>\n\n",
+            "\n### {} `{}`{role}\n\n<details{open}><summary>{}</summary>\n\n",
             icon(r.verdict.outcome),
             r.trial_name(),
             markdown_text(&r.verdict.reason)

@@ -487,7 +487,7 @@ fn summary_names_the_root_cause_first_and_shows_each_failure_with_its_stderr_in_
     assert!(cause < check, "the root cause is the first failure shown:\n{failures}");
     let block = &failures[cause..check];
     assert!(
-        block.contains("<details><summary>phase `provision` stopped: `kind create cluster --name meshcheck-r1` failed with exit code 1; stderr ends with:</summary>"),
+        block.contains("<details open><summary>phase `provision` stopped: `kind create cluster --name meshcheck-r1` failed with exit code 1; stderr ends with:</summary>"),
         "{block}"
     );
     assert!(
@@ -821,7 +821,10 @@ fn run_honours_meshcheck_reports_and_shows_what_preflight_missed_in_full() {
     );
     assert!(stderr.contains("provision::phase not-run: not run because `preflight::phase` did not pass"), "{stderr}");
     let summary = std::fs::read_to_string(work.path().join("from-env/latest/summary.md")).unwrap();
-    assert!(summary.contains("<details><summary>preflight: 2 missing piece(s) for a live run</summary>"), "{summary}");
+    assert!(
+        summary.contains("<details open><summary>preflight: 2 missing piece(s) for a live run</summary>"),
+        "{summary}"
+    );
     assert!(summary.contains("second line of the stand-in reason"), "{summary}");
     // The flag wins over the variable.
     let flagged = work.path().join("from-flag");
@@ -905,4 +908,20 @@ fn judge_compare_images_and_preflight_speak_json_and_color_follows_the_flag() {
     assert!(auto.contains("meshcheck starts") && !auto.contains('\u{1b}'), "auto into a pipe: {auto:?}");
     assert!(always.contains('\u{1b}'), "always: {always:?}");
     assert!(!never.contains('\u{1b}'), "never: {never:?}");
+}
+
+/// Issue 27, item 10: phase durations in the order the phases ran, not alphabetically.
+#[test]
+fn phase_durations_are_listed_in_run_order() {
+    let pass = |suite: &str| result(suite, "phase", Verdict::pass("ok"));
+    let mut r = record(vec![pass("preflight"), pass("provision"), pass("install"), pass("deploy"), pass("cleanup")]);
+    r.phase_durations_secs =
+        [("cleanup", 1.0), ("deploy", 2.0), ("install", 3.0), ("preflight", 0.1), ("provision", 4.0)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
+    let md = report::summary(&r, &[], &[]);
+    assert!(
+        md.contains("Phase durations: preflight 0.1s · provision 4.0s · install 3.0s · deploy 2.0s · cleanup 1.0s"),
+        "{md}"
+    );
 }
