@@ -7,7 +7,7 @@ use crate::{
     checks::image_architectures,
     common::catalog,
     formats::oci::ImageRef,
-    plan::{Plan, Step},
+    plan::{Plan, Source, Step},
     scenario::{Provider, Scenario},
 };
 
@@ -101,12 +101,41 @@ pub(super) async fn reachability_problems(s: &Scenario, plan: &Plan, t: Duration
             accept: |status| status.is_success(),
         });
     }
+    // The manifests the run downloads itself (the Gateway API CRDs, bookinfo), each once.
+    let mut manifests: Vec<&str> = Vec::new();
+    for step in plan.phases.iter().flat_map(|p| &p.steps).map(|s| &s.step) {
+        let (Step::Apply { source: Source::Url { url }, .. } | Step::GatewayPorts { gateway: Source::Url { url }, .. }) =
+            step
+        else {
+            continue;
+        };
+        if !manifests.contains(&url.as_str()) {
+            manifests.push(url);
+        }
+    }
+    for url in manifests {
+        endpoints.push(Endpoint {
+            what: "manifest".into(),
+            url: url.to_string(),
+            fix:
+                "allow HTTPS from this machine to its host, or map it with the scenario's `mirrors`: the run applies it"
+                    .into(),
+            accept: |status| status.is_success(),
+        });
+    }
     // The nodes of a kind/k3d cluster pull through this machine's container engine, and
     // image-architectures reads the indexes from here; an existing cluster's nodes pull from
     // wherever they are, which this machine cannot speak for.
     if s.provider != Provider::Existing || s.runs_check(catalog::IMAGE_ARCHITECTURES.name) {
         let mut registries: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for image in image_architectures::images(s).refs {
+        let mut images = image_architectures::images(s).refs;
+        if s.provider == Provider::K3d {
+            // k3d's own load balancer and tools images, which `k3d cluster create` and `k3d image
+            // import` start (k3d-io/k3d v5.9.0 pkg/types/images.go `DefaultLBImageRepo`,
+            // `DefaultToolsImageRepo`); meshcheck pins none of them, so no list names them.
+            images.extend(["ghcr.io/k3d-io/k3d-proxy".to_string(), "ghcr.io/k3d-io/k3d-tools".to_string()]);
+        }
+        for image in images {
             if let Some(r) = ImageRef::parse(&image) {
                 registries.entry(r.registry).or_default().push(image);
             }

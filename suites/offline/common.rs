@@ -161,6 +161,9 @@ pub const UPSTREAM_HOSTS: &[&str] = &[
     "registry.k8s.io",
     "registry-1.docker.io",
     "registry.istio.io",
+    "ghcr.io",
+    "raw.githubusercontent.com",
+    "github.com",
 ];
 
 /// `scenario` with `mirrors` that send every [`UPSTREAM_HOSTS`] request to `<base>/<host>/`.
@@ -177,7 +180,7 @@ pub fn mirrored_to(scenario: &str, base: &str) -> String {
 pub fn with_answering_upstream(scenario: &str) -> String {
     let port = http_server(|request_line| {
         let path = request_line.split_whitespace().nth(1).unwrap_or("");
-        if path.ends_with("/index.yaml") || path.ends_with("/v2/") {
+        if path.ends_with("/index.yaml") || path.ends_with("/v2/") || path.ends_with(".yaml") {
             http_response("200 OK", "application/json", "{}")
         } else {
             http_response("404 Not Found", "text/plain", "404 page not found")

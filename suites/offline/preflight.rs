@@ -207,6 +207,7 @@ fn repositories_and_registries_that_do_not_answer_each_get_a_line() {
             "/quay.io/v2/" => http_response("503 Service Unavailable", "text/plain", "down"),
             "/registry-1.docker.io/v2/" => http_response("401 Unauthorized", "application/json", "{}"),
             p if p.ends_with("/index.yaml") || p.ends_with("/v2/") => http_response("200 OK", "application/json", "{}"),
+            p if p.ends_with(".yaml") => http_response("200 OK", "text/plain", "kind: List"),
             _ => http_response("404 Not Found", "text/plain", "404"),
         }
     });
@@ -233,6 +234,31 @@ fn repositories_and_registries_that_do_not_answer_each_get_a_line() {
     assert!(problems[0].contains("/kiali.org/helm-charts/index.yaml: HTTP 404"), "{}", problems[0]);
     assert!(problems[1].contains("HTTP 503") && problems[1].contains("images come from it"), "{}", problems[1]);
     assert!(problems[2].contains("refused"), "{}", problems[2]);
+}
+
+/// Issue 22 (smaller): preflight also probes the manifests the run downloads itself and, for k3d,
+/// ghcr.io, where k3d's own proxy and tools images come from.
+#[test]
+fn the_manifests_and_k3ds_own_registry_are_probed_too() {
+    let bench = Bench::new();
+    let port = http_server(|request_line| {
+        let path = request_line.split_whitespace().nth(1).unwrap_or("");
+        match path {
+            "/ghcr.io/v2/" => http_response("503 Service Unavailable", "text/plain", "down"),
+            p if p.ends_with("/standard-install.yaml") => http_response("404 Not Found", "text/plain", "404"),
+            p if p.ends_with("/index.yaml") || p.ends_with("/v2/") || p.ends_with(".yaml") => {
+                http_response("200 OK", "application/json", "{}")
+            }
+            _ => http_response("404 Not Found", "text/plain", "404"),
+        }
+    });
+    let scenario =
+        bench.scenario("ambient-k3d", |t| crate::common::mirrored_to(&t, &format!("http://127.0.0.1:{port}")));
+    let said = bench.preflight(&scenario);
+    let manifest = said.problems.iter().find(|p| p.starts_with("manifest does not answer"));
+    assert!(manifest.is_some_and(|p| p.contains("standard-install.yaml: HTTP 404")), "{:#?}", said.problems);
+    let ghcr = said.problems.iter().find(|p| p.starts_with("registry ghcr.io"));
+    assert!(ghcr.is_some_and(|p| p.contains("HTTP 503") && p.contains("k3d-proxy")), "{:#?}", said.problems);
 }
 
 #[test]

@@ -354,6 +354,7 @@ impl Sim {
             "registry.istio.io",
             "registry-1.docker.io",
             "registry.k8s.io",
+            "ghcr.io",
             "helm.cilium.io",
             "istio-release.storage.googleapis.com",
             "prometheus-community.github.io",
