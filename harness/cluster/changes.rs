@@ -48,7 +48,40 @@ impl Live {
         objects: &[DynamicObject],
         default_ns: Option<&str>,
     ) -> Result<Vec<DynamicObject>, LiveError> {
-        within(MUTATION_DEADLINE, "read before delete", async {
+        let read = self.read_each(objects, default_ns, "read before delete").await?;
+        Ok(read
+            .into_iter()
+            .filter_map(|(obj, found)| {
+                let mut found = found?;
+                let meta = &mut found.metadata;
+                meta.uid = None;
+                meta.resource_version = None;
+                meta.creation_timestamp = None;
+                meta.generation = None;
+                meta.managed_fields = None;
+                meta.deletion_timestamp = None;
+                meta.deletion_grace_period_seconds = None;
+                meta.self_link = None;
+                if let Some(data) = found.data.as_object_mut() {
+                    data.remove("status");
+                }
+                if found.types.is_none() {
+                    found.types = obj.types.clone();
+                }
+                Some(found)
+            })
+            .collect())
+    }
+
+    /// Each of `objects` with what the cluster has under its name (`None`: absent), one discovery
+    /// for the batch, within [`MUTATION_DEADLINE`].
+    async fn read_each<'a>(
+        &self,
+        objects: &'a [DynamicObject],
+        default_ns: Option<&str>,
+        what: &str,
+    ) -> Result<Vec<(&'a DynamicObject, Option<DynamicObject>)>, LiveError> {
+        within(MUTATION_DEADLINE, what, async {
             let discovery = self.discover().await?;
             let mut out = Vec::new();
             for obj in objects {
@@ -59,24 +92,7 @@ impl Live {
                     .get_opt(&name)
                     .await
                     .map_err(kube_err(format!("read {} {name}", ar.kind)))?;
-                if let Some(mut found) = found {
-                    let meta = &mut found.metadata;
-                    meta.uid = None;
-                    meta.resource_version = None;
-                    meta.creation_timestamp = None;
-                    meta.generation = None;
-                    meta.managed_fields = None;
-                    meta.deletion_timestamp = None;
-                    meta.deletion_grace_period_seconds = None;
-                    meta.self_link = None;
-                    if let Some(data) = found.data.as_object_mut() {
-                        data.remove("status");
-                    }
-                    if found.types.is_none() {
-                        found.types = obj.types.clone();
-                    }
-                    out.push(found);
-                }
+                out.push((obj, found));
             }
             Ok(out)
         })
@@ -124,24 +140,8 @@ impl Live {
         objects: &[DynamicObject],
         default_ns: Option<&str>,
     ) -> Result<Vec<DynamicObject>, LiveError> {
-        within(MUTATION_DEADLINE, "read before re-apply", async {
-            let discovery = self.discover().await?;
-            let mut out = Vec::new();
-            for obj in objects {
-                let (ar, caps) = resolve(&discovery, obj)?;
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                let found = self
-                    .api_for(obj, &ar, &caps, default_ns)
-                    .get_opt(&name)
-                    .await
-                    .map_err(kube_err(format!("read {} {name}", ar.kind)))?;
-                if found.is_none() {
-                    out.push(obj.clone());
-                }
-            }
-            Ok(out)
-        })
-        .await
+        let read = self.read_each(objects, default_ns, "read before re-apply").await?;
+        Ok(read.into_iter().filter(|(_, found)| found.is_none()).map(|(obj, _)| obj.clone()).collect())
     }
 
     /// Server-side applies objects in order (a dry run of all first, so a typo fails before anything
