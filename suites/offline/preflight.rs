@@ -55,17 +55,24 @@ impl Bench {
         path
     }
 
-    /// `meshcheck preflight --scenario <scenario>`, from the work folder.
-    fn preflight(&self, scenario: &Path) -> Said {
-        let out = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
-            .args(["preflight", "--scenario"])
+    /// `meshcheck preflight [extra] --scenario <scenario>`, from the work folder.
+    fn run(&self, extra: &[&str], scenario: &Path) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+            .arg("preflight")
+            .args(extra)
+            .arg("--scenario")
             .arg(scenario)
             .env("PATH", self.bin.path())
             .env("MESHCHECK_LOG", "warn")
             .env_remove("KUBECONFIG")
             .current_dir(self.work.path())
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `meshcheck preflight --scenario <scenario>`, and the same with `-o json`, which must agree.
+    fn preflight(&self, scenario: &Path) -> Said {
+        let out = self.run(&[], scenario);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{stderr}");
@@ -73,15 +80,7 @@ impl Bench {
             stdout.lines().filter_map(|l| l.strip_prefix("missing: ")).map(String::from).collect();
         assert_eq!(out.status.success(), problems.is_empty(), "exit status and problem lines disagree:\n{stdout}");
         // `-o json` (issue 27, item 13) says the same, with the same exit status.
-        let json = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
-            .args(["preflight", "-o", "json", "--scenario"])
-            .arg(scenario)
-            .env("PATH", self.bin.path())
-            .env("MESHCHECK_LOG", "warn")
-            .env_remove("KUBECONFIG")
-            .current_dir(self.work.path())
-            .output()
-            .unwrap();
+        let json = self.run(&["-o", "json"], scenario);
         let doc: Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
         assert_eq!(json.status.code(), out.status.code());
         assert_eq!(doc["ready"], problems.is_empty(), "{doc}");
