@@ -29,15 +29,12 @@ pub use span::{Release, Span};
 pub use spec::{ClusterSpec, ExistingSpec, IngressSpec, ProbeOptions, Timeouts, TrafficOptions, Versions};
 
 use std::{
-    fmt,
     path::{Path, PathBuf},
-    sync::LazyLock,
     time::Duration,
 };
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 pub use self::{
     format::Format,

@@ -1,12 +1,16 @@
 //! The scenario format's JSON Schema (what `meshcheck schema` prints and the loader validates
 //! against): the derived schema plus the rules between fields that serde cannot say.
 
+use std::sync::LazyLock;
+
+use serde_json::json;
+
 use super::{
+    Format, ISTIO_K8S_SUPPORT, Scenario,
     span::Release,
     spec::{MAX_WORKERS, Versions},
 };
-
-use super::*;
+use crate::common::catalog;
 
 pub(super) fn checks_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let names: Vec<&str> = catalog::CATALOG.iter().map(|c| c.name).collect();

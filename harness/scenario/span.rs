@@ -1,6 +1,11 @@
 //! Durations as a scenario writes them (`90s`, `10m`) and releases as versions compare.
 
-use super::*;
+use std::{fmt, time::Duration};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Format, format};
 
 /// A duration written the way Helm and kubectl write them (`90s`, `10m`, `1h30m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,9 +1,12 @@
 //! The parts of a scenario: cluster, existing cluster, versions, ingress, timeouts, probes and
 //! traffic, each with its defaults.
 
-use super::span::Span;
+use std::sync::LazyLock;
 
-use super::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Architecture, DEFAULT_SCENARIO, Format, span::Span};
 
 /// Most worker nodes meshcheck creates: each one is a container on the CI runner, and more do not
 /// fit one.
