@@ -65,15 +65,8 @@ fn host_problems(s: &Scenario, runner: &Runner, t: Duration) -> Vec<String> {
             );
         }
         let engine_ok = docker.is_ok() || podman;
-        if !engine_ok {
-            let why = match docker {
-                Err(CommandError::NotFound { .. }) => "docker is not installed".to_string(),
-                Err(e) => format!("`docker info` failed: {}", first_line(&e.to_string())),
-                Ok(_) => unreachable!("engine_ok"),
-            };
-            problems.push(format!(
-                "container engine: {why}. Install Docker Engine (or Podman) and start it; `docker info` must answer"
-            ));
+        if !engine_ok && let Err(e) = docker {
+            problems.push(engine_problem(&e));
         }
         match s.provider {
             Provider::Kind => {
@@ -102,4 +95,27 @@ fn host_problems(s: &Scenario, runner: &Runner, t: Duration) -> Vec<String> {
         _ => {}
     }
     problems
+}
+
+/// The container-engine problem, from how `docker info` failed: not installed, or installed with
+/// its daemon down (the docker CLI then prints "Cannot connect to the Docker daemon at
+/// unix:///var/run/docker.sock. Is the docker daemon running?" and exits 1), or anything else,
+/// quoted by its last lines rather than a first line that says only that stderr follows.
+fn engine_problem(e: &CommandError) -> String {
+    match e {
+        CommandError::NotFound { .. } => {
+            "container engine: docker is not installed. Install Docker Engine (or Podman) and start it; `docker info` must answer".to_string()
+        }
+        CommandError::Failed { code, stderr_tail, .. } => {
+            let lines: Vec<&str> = stderr_tail.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let said = lines[lines.len().saturating_sub(2)..].join(" / ");
+            let fix = if said.contains("Cannot connect to the Docker daemon") || said.contains("daemon running") {
+                "start the Docker daemon (e.g. `sudo systemctl start docker`), or point DOCKER_HOST at a running one"
+            } else {
+                "make `docker info` answer (Docker Engine or Podman, running)"
+            };
+            format!("container engine: `docker info` failed with exit code {code}: {said}. Fix: {fix}")
+        }
+        other => format!("container engine: `docker info` failed: {}. Fix: make `docker info` answer", first_line(&other.to_string())),
+    }
 }

@@ -432,3 +432,23 @@ fn each_access_the_run_needs_and_may_not_have_is_one_line_with_why() {
         assert!(asked_for(&asked, verb, resource), "{verb} {resource} not asked");
     }
 }
+
+/// Issue 27, item 5: docker installed with its daemon down says so, quoting docker's own words,
+/// and asks to start the daemon rather than to install Docker.
+#[test]
+fn docker_installed_with_its_daemon_down_is_told_to_start_it() {
+    let bench = Bench::new();
+    bench.stub(
+        "docker",
+        "echo 'Client: Docker Engine - Community' >&2; echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2; exit 1",
+    );
+    let scenario = bench.scenario("ambient-kind", |t| crate::common::with_answering_upstream(&t));
+    let said = bench.preflight(&scenario);
+    let engine = said.problems.iter().find(|p| p.starts_with("container engine")).expect("an engine problem");
+    assert!(engine.contains("Cannot connect to the Docker daemon"), "{engine}");
+    assert!(engine.contains("start the Docker daemon") && !engine.contains("Install Docker"), "{engine}");
+    // The negative control: no docker at all still says to install it.
+    bench.remove("docker");
+    let said = bench.preflight(&scenario);
+    assert!(said.problems.iter().any(|p| p.contains("docker is not installed")), "{:#?}", said.problems);
+}
