@@ -63,6 +63,17 @@ fn upstream() -> PathBuf {
     std::env::var_os("MESHCHECK_UPSTREAM").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/upstream"))
 }
 
+/// The real helm and the pinned charts the simulation's stand-in helm renders with: as the offline
+/// suite finds them (`$MESHCHECK_HELM` or `target/go-tools/bin/helm`, `$MESHCHECK_CHARTS` or the
+/// upstream data's `charts/`).
+fn helm() -> Option<sim::helm::Helm> {
+    let binary = std::env::var_os("MESHCHECK_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/go-tools/bin/helm"));
+    let charts = std::env::var_os("MESHCHECK_CHARTS").map(PathBuf::from).unwrap_or_else(|| upstream().join("charts"));
+    (binary.is_file() && charts.is_dir()).then_some(sim::helm::Helm { binary, charts })
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -71,9 +82,9 @@ fn main() -> ExitCode {
     if let Ok(what) = std::env::var(CHILD) {
         return child(&what);
     }
-    if !upstream().is_dir() {
+    if !upstream().is_dir() || helm().is_none() {
         println!(
-            "SKIP: no upstream data ($MESHCHECK_UPSTREAM or ../shared/upstream); the simulated cluster reads its shapes there"
+            "SKIP: no upstream data ($MESHCHECK_UPSTREAM or ../shared/upstream) or no pinned helm and charts (`.ci/build-go-tools helm`); the simulated cluster needs both"
         );
         return ExitCode::SUCCESS;
     }
@@ -150,7 +161,13 @@ struct Run {
 /// `meshcheck run` of a shipped scenario against a fresh simulated kind cluster.
 fn run(name: &str, parallel: usize, work: &Path) -> Result<Run, ()> {
     let sim = Sim::start_timed(
-        SimOptions { provider: "kind", scale: SCALE, faults: Default::default(), upstream: upstream() },
+        SimOptions {
+            provider: "kind",
+            scale: SCALE,
+            faults: Default::default(),
+            upstream: upstream(),
+            helm: helm().expect("checked in main"),
+        },
         Timings::upstream(),
     );
     let text = std::fs::read_to_string(root().join(format!("scenarios/{name}.yaml"))).expect("a shipped scenario");

@@ -73,7 +73,7 @@ impl Builder<'_> {
         let step = Step::WriteFile {
             path: path.clone(),
             from: format!("fixtures/{fixture}"),
-            content: fixtures::text(fixture).to_string(),
+            content: fixtures::text(fixture),
         };
         (step, path)
     }

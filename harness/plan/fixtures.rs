@@ -1,6 +1,11 @@
 //! The manifests and values files the harness applies, embedded in the binary so a run does not
 //! depend on the working directory. Each is also a file under `fixtures/`, validated against the
 //! upstream schemas by the offline tests.
+//!
+//! `MESHCHECK_FIXTURES=<dir>` overrides them at run time, file by file (`<dir>/values/istiod.yaml`
+//! replaces `values/istiod.yaml`; a file the folder lacks stays the embedded one): a platform team
+//! adapts a value without rebuilding, and the mutation catalog (`suites/mutations`) edits a copy
+//! without a rebuild per mutation.
 
 use kube::api::DynamicObject;
 
@@ -40,9 +45,17 @@ pub const ALL: &[(&str, &str)] = &[
     ("images.yaml", include_str!("../../fixtures/images.yaml")),
 ];
 
-/// A fixture's text by its path under `fixtures/`.
-pub fn text(path: &str) -> &'static str {
-    ALL.iter().find(|(p, _)| *p == path).map(|(_, t)| *t).unwrap_or_else(|| panic!("no fixture {path}"))
+/// The folder that overrides the embedded fixtures, if any.
+pub const OVERRIDE_ENV: &str = "MESHCHECK_FIXTURES";
+
+/// A fixture's text by its path under `fixtures/`: the override folder's copy when there is one,
+/// else the embedded text.
+pub fn text(path: &str) -> String {
+    let embedded = ALL.iter().find(|(p, _)| *p == path).map(|(_, t)| *t).unwrap_or_else(|| panic!("no fixture {path}"));
+    std::env::var_os(OVERRIDE_ENV)
+        .filter(|d| !d.is_empty())
+        .and_then(|dir| std::fs::read_to_string(std::path::Path::new(&dir).join(path)).ok())
+        .unwrap_or_else(|| embedded.to_string())
 }
 
 /// Parses a manifest fixture (`manifests/<name>`), filling placeholders.
@@ -53,7 +66,7 @@ pub fn manifest(name: &str) -> Result<Vec<DynamicObject>, ManifestError> {
 /// Parses a manifest fixture after replacing `{{KEY}}` placeholders.
 pub fn manifest_rendered(name: &str, vars: &[(&str, &str)]) -> Result<Vec<DynamicObject>, ManifestError> {
     let path = format!("manifests/{name}");
-    let mut yaml = text(&path).to_string();
+    let mut yaml = text(&path);
     for (k, v) in vars {
         yaml = yaml.replace(&format!("{{{{{k}}}}}"), v);
     }
@@ -64,7 +77,7 @@ pub fn manifest_rendered(name: &str, vars: &[(&str, &str)]) -> Result<Vec<Dynami
 /// `cilium`, `kube_prometheus_stack`, `tempo`, `kiali`. `None` when that version is not listed.
 pub fn chart_images(component: &str, version: &str) -> Option<Vec<String>> {
     type Table = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
-    let table: Table = serde_saphyr::from_str(text("images.yaml")).expect("fixtures/images.yaml parses (tested)");
+    let table: Table = serde_saphyr::from_str(&text("images.yaml")).expect("fixtures/images.yaml parses (tested)");
     table.get(component)?.get(version).cloned()
 }
 

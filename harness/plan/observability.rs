@@ -142,11 +142,25 @@ fn kiali(b: &Builder, g: &mut Graph, istio: &Istio) {
 }
 
 /// Cilium's policy that lets the kubelet's probes, which istio-cni SNATs to 169.254.7.127, reach
-/// ambient pods under default-deny; after Cilium's operator, which registers its CRD, when the run
-/// installed Cilium.
+/// ambient pods under default-deny; when the run installed Cilium, after the CRD is Established:
+/// the Cilium chart ships no CRDs, its operator registers them once it runs (cilium v1.19
+/// pkg/k8s/apis/cilium.io/client/register.go `RegisterCRDs`, skipped only with
+/// `--skip-crd-creation`), and an available operator Deployment does not say it has finished.
 fn hostprobe_policy(b: &Builder, g: &mut Graph, cilium_operator: Option<StepId>) {
     let ccnp: Vec<(StepId, &'static str)> = cilium_operator
-        .map(|op| (op, "CiliumClusterwideNetworkPolicy is a CRD Cilium's operator registers"))
+        .map(|op| {
+            let crd = g.add(
+                b.wait(
+                    "CustomResourceDefinition",
+                    None,
+                    "ciliumclusterwidenetworkpolicies.cilium.io",
+                    Condition::CrdEstablished,
+                    b.s.timeouts.install.0,
+                ),
+                &[(op, "Cilium's operator registers its CRDs when it runs")],
+            );
+            (crd, "CiliumClusterwideNetworkPolicy is served once its CRD is Established")
+        })
         .into_iter()
         .collect();
     g.add(b.fixture_apply("cilium-allow-ambient-hostprobes.yaml", None, &[]), &ccnp);

@@ -407,9 +407,9 @@ async fn running(live: &meshcheck::cluster::live::Live, ns: &str, selector: &str
 
 #[tokio::test]
 async fn a_port_forward_get_speaks_http1_and_names_what_went_wrong() {
-    use crate::sim::{Faults, Sim, SimOptions};
-    let Some(upstream) = crate::common::upstream() else { return };
-    let sim = Sim::start(SimOptions { provider: "existing", scale: 0.01, faults: Faults::default(), upstream });
+    use crate::sim::{Faults, Sim};
+    let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
+    let sim = Sim::start(options);
     let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

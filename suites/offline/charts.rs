@@ -10,7 +10,6 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use meshcheck::{
@@ -19,107 +18,7 @@ use meshcheck::{
 };
 use serde_json::Value;
 
-use crate::common::root;
-
-/// The pinned helm: `$MESHCHECK_HELM`, else what `.ci/build-go-tools` built. Under `CI=true` a
-/// missing helm fails the test; elsewhere the test says SKIP.
-fn helm() -> Option<PathBuf> {
-    let built = root().join("target/go-tools/bin/helm");
-    let helm = std::env::var_os("MESHCHECK_HELM").map(PathBuf::from).unwrap_or(built);
-    if helm.is_file() {
-        return Some(helm);
-    }
-    let why = format!("{} is missing: build it with `.ci/build-go-tools helm`", helm.display());
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-    eprintln!("SKIP: the chart-rendering tests need the pinned helm; {why}");
-    None
-}
-
-/// A pinned chart to render, and the `--set` flags it needs besides the plan's values.
-struct Chart {
-    path: PathBuf,
-    sets: Vec<String>,
-}
-
-/// The folder of pinned charts: `$MESHCHECK_CHARTS` (what `suites/fetch-charts` fetched), else
-/// `charts/` of the upstream data. Under `CI=true` a missing folder fails the test.
-fn charts_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("MESHCHECK_CHARTS").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(dir));
-    }
-    let shared = root().join("../shared/upstream/charts");
-    if shared.is_dir() {
-        return Some(shared);
-    }
-    let why = "no pinned charts: set MESHCHECK_CHARTS or run `suites/fetch-charts target/charts`";
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-    eprintln!("SKIP: {why}");
-    None
-}
-
-/// The pinned chart for a chart of a repository at a version.
-fn local_chart(charts: &Path, repo: &str, chart: &str, version: &str) -> Chart {
-    let path = |p: String| Chart { path: charts.join(p), sets: Vec::new() };
-    match repo.trim_end_matches('/') {
-        "https://istio-release.storage.googleapis.com/charts" => path(format!("istio-{version}/{chart}")),
-        "https://helm.cilium.io" => path(format!("cilium-{version}.tgz")),
-        "https://prometheus-community.github.io/helm-charts" => {
-            with_present_dependencies(&charts.join(format!("{chart}-{version}")))
-        }
-        "https://grafana-community.github.io/helm-charts" => path(format!("{chart}-{version}")),
-        "https://kiali.org/helm-charts" => path(format!("{chart}-{version}.tgz")),
-        other => panic!("no pinned chart for the repository {other}"),
-    }
-}
-
-/// The chart, or where a dependency it declares is absent from its `charts/` folder, a copy under
-/// `target/` whose Chart.yaml leaves that dependency out, with the dependency's condition turned
-/// off (helm refuses to render a chart with a missing dependency, even one its values turn off,
-/// and the parent's templates read the subchart's values when its condition is on).
-/// `../shared/upstream` holds kube-prometheus-stack 77.0.0 with only its `crds` subchart, although
-/// PROVENANCE.md lists the others: what they render (kube-state-metrics, node-exporter) is nothing
-/// the harness relies on.
-fn with_present_dependencies(chart: &Path) -> Chart {
-    static COPIES: std::sync::Mutex<BTreeMap<PathBuf, (PathBuf, Vec<String>)>> = std::sync::Mutex::new(BTreeMap::new());
-    let mut copies = COPIES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((path, sets)) = copies.get(chart) {
-        return Chart { path: path.clone(), sets: sets.clone() };
-    }
-    let text = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
-    let mut meta: Value = serde_saphyr::from_str(&text).unwrap();
-    let present = |d: &Value| chart.join("charts").join(d["name"].as_str().unwrap_or_default()).is_dir();
-    let deps = meta["dependencies"].as_array().cloned().unwrap_or_default();
-    let missing: Vec<&Value> = deps.iter().filter(|d| !present(d)).collect();
-    let (path, sets) = if missing.is_empty() {
-        (chart.to_path_buf(), Vec::new())
-    } else {
-        let names: Vec<&str> = missing.iter().filter_map(|d| d["name"].as_str()).collect();
-        eprintln!("NOTE: {} lacks the subcharts {names:?}; rendered without them", chart.display());
-        let sets = missing.iter().filter_map(|d| d["condition"].as_str()).map(|c| format!("{c}=false")).collect();
-        meta["dependencies"] = Value::Array(deps.iter().filter(|d| present(d)).cloned().collect());
-        let copy = root().join("target/charts-without-missing-dependencies").join(chart.file_name().unwrap());
-        let _ = std::fs::remove_dir_all(&copy);
-        copy_dir(chart, &copy);
-        // JSON is YAML: helm reads it as the Chart.yaml it is.
-        std::fs::write(copy.join("Chart.yaml"), serde_json::to_string_pretty(&meta).unwrap()).unwrap();
-        (copy, sets)
-    };
-    copies.insert(chart.to_path_buf(), (path.clone(), sets.clone()));
-    Chart { path, sets }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
+use crate::{common::root, sim::helm::Helm};
 
 /// One helm command of the plan, rendered.
 struct Release {
@@ -159,46 +58,24 @@ fn write_files(plan: &plan::Plan, upstream: &Path) {
 }
 
 /// `helm template` of one helm command of the plan, with its release, chart, namespace and values.
-fn render(helm: &Path, charts: &Path, command: &CommandSpec) -> Release {
+fn render(helm: &Helm, command: &CommandSpec) -> Release {
     // upgrade [--install] RELEASE CHART --repo URL --version V --namespace NS --values F…
     let positional: Vec<&String> = command.args.iter().skip(1).filter(|a| *a != "--install").take(2).collect();
     let (name, chart) = (positional[0].clone(), positional[1].as_str());
     let flag = |f: &str| command.flag(f).unwrap_or_else(|| panic!("{f} missing: {}", command.display())).to_string();
     let (repo, version, namespace) = (flag("--repo"), flag("--version"), flag("--namespace"));
-    let chart = local_chart(charts, &repo, chart, &version);
-    let mut args = vec![
-        "template".to_string(),
-        name.clone(),
-        chart.path.display().to_string(),
-        "--namespace".into(),
-        namespace.clone(),
-        "--include-crds".into(),
-        // The default kind node image is Kubernetes 1.35 (field guide §1.2).
-        "--kube-version".into(),
-        "1.35.0".into(),
-    ];
-    for w in command.args.windows(2).filter(|w| w[0] == "--values") {
-        args.extend(["--values".into(), w[1].clone()]);
-    }
-    for set in chart.sets {
-        args.extend(["--set".into(), set]);
-    }
-    let out = Command::new(helm).args(&args).output().unwrap();
-    assert!(out.status.success(), "helm {}:\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let objects = meshcheck::plan::fixtures::parse_manifests(&text, &name)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .into_iter()
-        .map(|o| serde_json::to_value(o).unwrap())
-        .collect();
+    let chart = helm.chart(&repo, chart, &version).unwrap_or_else(|e| panic!("{e}"));
+    let values: Vec<PathBuf> =
+        command.args.windows(2).filter(|w| w[0] == "--values").map(|w| PathBuf::from(&w[1])).collect();
+    let objects =
+        helm.template(&chart, &name, &namespace, &values, &[]).unwrap_or_else(|e| panic!("helm template {name}: {e}"));
     Release { name, namespace, objects }
 }
 
 /// Every helm command of a shipped scenario's plan, rendered, by plan step id.
 fn rendered(scenario: &str) -> Option<(plan::Plan, BTreeMap<usize, Release>)> {
-    let helm = helm()?;
+    let helm = crate::common::helm()?;
     let upstream = crate::common::upstream()?;
-    let charts = charts_dir()?;
     let work = tempfile::tempdir().unwrap();
     let s = Scenario::from_path(&root().join(format!("scenarios/{scenario}.yaml"))).unwrap();
     let ctx = RunContext {
@@ -213,7 +90,7 @@ fn rendered(scenario: &str) -> Option<(plan::Plan, BTreeMap<usize, Release>)> {
         if let Step::Command { command, .. } = &step.step
             && command.program == "helm"
         {
-            releases.insert(step.id.0, render(&helm, &charts, command));
+            releases.insert(step.id.0, render(&helm, command));
         }
     }
     Some((plan, releases))

@@ -196,3 +196,67 @@ pub fn http_response(status: &str, content_type: &str, body: &str) -> String {
         body.len()
     )
 }
+
+/// The real helm and the pinned charts the simulation's stand-in helm renders with (issue 21):
+/// helm is `$MESHCHECK_HELM`, else what `.ci/build-go-tools helm` built into
+/// `target/go-tools/bin` (built here, once, when Go is on PATH and it is missing); the charts are
+/// `$MESHCHECK_CHARTS`, else `charts/` of the upstream data, else `target/charts` (what
+/// `suites/fetch-charts target/charts` fetches). Without them a test fails under `CI=true` and
+/// says SKIP elsewhere.
+pub fn helm() -> Option<crate::sim::helm::Helm> {
+    static LOCATED: std::sync::OnceLock<Result<crate::sim::helm::Helm, String>> = std::sync::OnceLock::new();
+    let located = LOCATED.get_or_init(|| {
+        let upstream = upstream().ok_or("no upstream data")?;
+        Ok(crate::sim::helm::Helm { binary: helm_binary()?, charts: charts_dir(&upstream)? })
+    });
+    match located {
+        Ok(helm) => Some(helm.clone()),
+        Err(why) => {
+            let test = std::thread::current().name().unwrap_or("a test").to_string();
+            assert!(!under_ci(), "{test} needs the pinned helm and charts, and CI is set: {why}");
+            let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
+            None
+        }
+    }
+}
+
+fn helm_binary() -> Result<PathBuf, String> {
+    if let Some(helm) = std::env::var_os("MESHCHECK_HELM").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(helm));
+    }
+    let built = root().join("target/go-tools/bin/helm");
+    if !built.is_file() {
+        // Go and the module proxy are all it needs (`.ci/build-go-tools`); a second test process
+        // finds the stamp and skips the build.
+        let out = std::process::Command::new(root().join(".ci/build-go-tools"))
+            .arg("helm")
+            .current_dir(root())
+            .output()
+            .map_err(|e| format!(".ci/build-go-tools helm: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} is missing and `.ci/build-go-tools helm` failed: {}",
+                built.display(),
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            ));
+        }
+    }
+    Ok(built)
+}
+
+fn charts_dir(upstream: &Path) -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("MESHCHECK_CHARTS").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    [upstream.join("charts"), root().join("../shared/upstream/charts"), root().join("target/charts")]
+        .into_iter()
+        .find(|d| d.is_dir())
+        .ok_or_else(|| "no pinned charts: set MESHCHECK_CHARTS or run `suites/fetch-charts target/charts`".to_string())
+}
+
+/// What a simulation needs: the upstream data and the real helm with the pinned charts.
+pub fn sim_options(provider: &'static str, scale: f64, faults: crate::sim::Faults) -> Option<crate::sim::SimOptions> {
+    let upstream = upstream()?;
+    let helm = helm()?;
+    Some(crate::sim::SimOptions { provider, scale, faults, upstream, helm })
+}

@@ -35,7 +35,7 @@ fn cilium_values_merged_with_chart_defaults_validate_against_the_chart_schema() 
     let Some(up) = upstream() else { return };
     let mut values =
         yaml_docs(&std::fs::read_to_string(up.join("schemas/cilium-1.19.6-chart-values.yaml")).unwrap()).remove(0);
-    merge(&mut values, &yaml_docs(meshcheck::plan::fixtures::text("values/cilium.yaml"))[0]);
+    merge(&mut values, &yaml_docs(&meshcheck::plan::fixtures::text("values/cilium.yaml"))[0]);
     merge(&mut values, &yaml_docs("k8sServiceHost: meshcheck-x-control-plane\nk8sServicePort: 6443\n")[0]);
     validate("schemas/cilium-1.19.6-chart-values.schema.json", &values, "cilium values");
     assert_eq!(values["socketLB"]["hostNamespaceOnly"], true);
@@ -50,7 +50,7 @@ fn gateway_values_validate_against_the_gateway_chart_schema() {
             .remove(0);
     let defaults = values["_internal_defaults_do_not_set"].take();
     values = defaults;
-    merge(&mut values, &yaml_docs(meshcheck::plan::fixtures::text("values/istio-gateway.yaml"))[0]);
+    merge(&mut values, &yaml_docs(&meshcheck::plan::fixtures::text("values/istio-gateway.yaml"))[0]);
     let ports = meshcheck::plan::providers::gateway_ports(30080, &[8080, 8443]);
     merge(&mut values, &yaml_docs(&ports)[0]);
     validate("schemas/istio-1.30.3-chart-gateway-values.schema.json", &values, "gateway values");
@@ -116,7 +116,7 @@ fn istio_values_only_set_keys_the_charts_know() {
         keys(&defaults["_internal_defaults_do_not_set"], "", &mut known);
         keys(&defaults, "", &mut known);
         let mut ours = BTreeSet::new();
-        keys(&yaml_docs(meshcheck::plan::fixtures::text(fixture))[0], "", &mut ours);
+        keys(&yaml_docs(&meshcheck::plan::fixtures::text(fixture))[0], "", &mut ours);
         for k in ours {
             // `profile` is read by every chart's zzz_profile.yaml; meshConfig is free-form below its top.
             let free = k == "profile" || (k.starts_with("meshConfig.") && known.contains("meshConfig"));
@@ -152,7 +152,7 @@ fn manifests_validate_against_crd_and_kubernetes_schemas() {
 
 #[test]
 fn the_ccnp_keeps_default_deny_off_and_allows_the_probe_addresses() {
-    let doc = &yaml_docs(meshcheck::plan::fixtures::text("manifests/cilium-allow-ambient-hostprobes.yaml"))[0];
+    let doc = &yaml_docs(&meshcheck::plan::fixtures::text("manifests/cilium-allow-ambient-hostprobes.yaml"))[0];
     assert_eq!(doc["spec"]["enableDefaultDeny"]["ingress"], false);
     assert_eq!(doc["spec"]["enableDefaultDeny"]["egress"], false);
     let cidrs = doc["spec"]["ingress"][0]["fromCIDR"].to_string();
@@ -161,14 +161,14 @@ fn the_ccnp_keeps_default_deny_off_and_allows_the_probe_addresses() {
 
 #[test]
 fn istiod_provider_matches_the_tempo_service_and_telemetry() {
-    let istiod = &yaml_docs(meshcheck::plan::fixtures::text("values/istiod.yaml"))[0];
+    let istiod = &yaml_docs(&meshcheck::plan::fixtures::text("values/istiod.yaml"))[0];
     let provider = &istiod["meshConfig"]["extensionProviders"][0];
     assert_eq!(provider["opentelemetry"]["service"], "tempo.tempo.svc.cluster.local");
     assert_eq!(provider["opentelemetry"]["port"], 4317);
-    let telemetry = &yaml_docs(meshcheck::plan::fixtures::text("manifests/telemetry.yaml"))[0];
+    let telemetry = &yaml_docs(&meshcheck::plan::fixtures::text("manifests/telemetry.yaml"))[0];
     assert_eq!(telemetry["spec"]["tracing"][0]["providers"][0]["name"], provider["name"]);
     assert_eq!(telemetry["spec"]["tracing"][0]["randomSamplingPercentage"], 100);
-    let tempo = &yaml_docs(meshcheck::plan::fixtures::text("values/tempo.yaml"))[0];
+    let tempo = &yaml_docs(&meshcheck::plan::fixtures::text("values/tempo.yaml"))[0];
     assert_eq!(tempo["tempo"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"], "0.0.0.0:4317");
 }
 

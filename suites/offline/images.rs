@@ -75,7 +75,7 @@ fn istio_images_match_the_variants_the_charts_render() {
     let Some(zt) = yaml("schemas/istio-1.30.3-chart-ztunnel-values.yaml") else { return };
     let zt = &zt["_internal_defaults_do_not_set"];
     assert_eq!((s(&zt["image"]), s(&zt["variant"])), ("ztunnel", ""));
-    let ours: Value = serde_saphyr::from_str(meshcheck::plan::fixtures::text("values/ztunnel.yaml")).unwrap();
+    let ours: Value = serde_saphyr::from_str(&meshcheck::plan::fixtures::text("values/ztunnel.yaml")).unwrap();
     assert!(ours.get("profile").is_none(), "ztunnel is installed without a profile, as the docs do");
     let Some(profile) = yaml("schemas/istio-1.30.3-chart-files-profile-ambient.yaml") else { return };
     assert_eq!(profile["global"]["variant"], "distroless");

@@ -259,8 +259,11 @@ fn the_observability_stack_installs_beside_the_istio_chain_with_only_the_needs_i
     assert!(needs_directly(step(&p, "apply manifests/istio-monitors.yaml"), kps), "ServiceMonitor CRD first");
     let istiod_up = step(&p, "wait for Deployment istio-system/istiod");
     assert!(needs_directly(step(&p, "apply manifests/telemetry.yaml"), istiod_up), "Telemetry after istiod");
+    // The Cilium chart ships no CRDs; its operator registers them: the policy waits for its CRD.
     let operator = step(&p, "wait for Deployment kube-system/cilium-operator");
-    assert!(needs_directly(step(&p, "apply manifests/cilium-allow-ambient-hostprobes.yaml"), operator));
+    let crd = step(&p, "wait for CustomResourceDefinition ciliumclusterwidenetworkpolicies.cilium.io");
+    assert!(needs_directly(crd, operator), "the CRD wait after the operator");
+    assert!(needs_directly(step(&p, "apply manifests/cilium-allow-ambient-hostprobes.yaml"), crd));
 }
 
 /// Issue 22, item 1: no `helm repo add` (concurrent adds fight over one lock for 30 s, and an

@@ -326,13 +326,8 @@ fn existing_install(bench: &Bench, kubeconfig: &Path) -> PathBuf {
 
 #[test]
 fn an_existing_cluster_against_the_simulation_is_ready_and_needs_helm_only_to_install() {
-    let Some(upstream) = crate::common::upstream() else { return };
-    let sim = crate::sim::Sim::start(crate::sim::SimOptions {
-        provider: "existing",
-        scale: 0.01,
-        faults: Default::default(),
-        upstream,
-    });
+    let Some(options) = crate::common::sim_options("existing", 0.01, Default::default()) else { return };
+    let sim = crate::sim::Sim::start(options);
     let bench = Bench::new();
     bench.remove("helm");
     let said = bench.preflight(&existing(&bench, &sim.kubeconfig(), ""));

@@ -602,12 +602,12 @@ fn rejudging_a_format_1_run_folder_names_the_format() {
 /// pod of a surge rollout.) Before, every Running ztunnel was port-forwarded to.
 #[tokio::test]
 async fn the_ztunnel_collector_skips_a_pod_being_deleted() {
-    use crate::sim::{Faults, Sim, SimOptions};
+    use crate::sim::{Faults, Sim};
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, Patch, PatchParams};
     use meshcheck::checks::ztunnel::{self, Parts};
-    let Some(upstream) = crate::common::upstream() else { return };
-    let sim = Sim::start(SimOptions { provider: "existing", scale: 0.01, faults: Faults::default(), upstream });
+    let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
+    let sim = Sim::start(options);
     let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
     let client = kube::Client::try_from(config).unwrap();

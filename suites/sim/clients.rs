@@ -2,10 +2,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Shared, controllers::deny_ingress};
-use super::{gateway::has_endpoints, shapes::s};
-
-use super::mesh::ambient;
+use super::{
+    Shared,
+    cilium::{Source, ingress_allowed},
+    mesh::{captured, resolve},
+    shapes::s,
+};
 
 /// A command in a pod. Only curl is installed in the client images; it behaves as curl does:
 /// `-w %{http_code}` prints `000` when no response came, and the exit code says why (6 no such
@@ -21,7 +23,9 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
         .and_then(|t| t.parse().ok())
         .unwrap_or(300);
     let Some(url) = command.iter().rev().find(|a| a.starts_with("http://")) else { return ("000".into(), 3) };
-    let host = url.trim_start_matches("http://").split(['/', ':']).next().unwrap_or("").to_string();
+    let authority = url.trim_start_matches("http://").split('/').next().unwrap_or("").to_string();
+    let host = authority.split(':').next().unwrap_or("").to_string();
+    let port: u16 = authority.split(':').nth(1).and_then(|p| p.parse().ok()).unwrap_or(80);
     enum Outcome {
         Ok,
         Fail(i32),
@@ -47,16 +51,20 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
             (s(pa, "/metadata/namespace") == target_ns || s(pa, "/metadata/namespace") == "istio-system")
                 && s(pa, "/spec/mtls/mode") == "STRICT"
         });
-        let in_mesh = ambient(&st, ns);
+        let in_mesh = st.store.get("", "pods", ns, pod).is_some_and(|p| captured(&st, p));
+        let target_captured = match &by_ip {
+            Some(p) => captured(&st, p),
+            None => resolve(&st, &target_ns, &svc, port).is_ok_and(|(p, _)| captured(&st, &p)),
+        };
         if by_ip.is_none() && st.store.get("", "services", &target_ns, &svc).is_none() {
             Outcome::Fail(if host.parse::<std::net::Ipv4Addr>().is_ok() { 7 } else { 6 })
-        } else if by_ip.is_none() && !has_endpoints(&st, &target_ns, &svc) {
+        } else if by_ip.is_none() && resolve(&st, &target_ns, &svc, port).is_err() {
             Outcome::Fail(7)
         } else if strict && st.faults.curl_hangs_under_strict {
             Outcome::Hang
-        } else if !in_mesh && deny_ingress(&st.store, &target_ns) {
+        } else if !in_mesh && !reachable_in_plaintext(&st, by_ip.clone(), &target_ns, &svc, port) {
             Outcome::TimeOut
-        } else if !in_mesh && strict && ambient(&st, &target_ns) {
+        } else if !in_mesh && strict && target_captured {
             Outcome::Fail(56)
         } else if by_ip.is_some() {
             Outcome::Ok
@@ -78,4 +86,14 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
             ("000".into(), 28)
         }
     }
+}
+
+/// Whether a client outside the mesh reaches the pod behind a Service (or a pod IP) in plaintext
+/// through Cilium's policies ([`super::cilium`]).
+fn reachable_in_plaintext(st: &super::State, by_ip: Option<serde_json::Value>, ns: &str, svc: &str, port: u16) -> bool {
+    let target = match by_ip {
+        Some(pod) => Some((pod, port)),
+        None => resolve(st, ns, svc, port).ok(),
+    };
+    target.is_some_and(|(pod, target_port)| ingress_allowed(&st.store, &pod, Source::Cluster, target_port))
 }

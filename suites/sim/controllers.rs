@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use super::{
     Shared, State,
-    store::{Store, now},
+    mesh::{Program, pod_ready, program},
+    store::now,
 };
 
 /// Per-pod bookkeeping that is not part of the Pod object.
@@ -89,12 +90,6 @@ fn suffix(seed: &str) -> String {
     template_hash(&json!(seed))[..5].to_string()
 }
 
-pub fn pod_ready(p: &Value) -> bool {
-    p.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
 fn node_ready(n: &Value) -> bool {
     pod_ready(n)
 }
@@ -152,62 +147,86 @@ fn terminate_namespaces(st: &mut State) {
     }
 }
 
-/// What the Prometheus and Kiali operators do with their custom resources.
+/// Whether an operator (a Deployment running `wanted`) has an available replica.
+fn operator_running(st: &State, wanted: Program) -> bool {
+    st.store.list("apps", "deployments", None).iter().any(|d| {
+        program(&json!({"spec": d.pointer("/spec/template/spec").cloned().unwrap_or_default()})) == wanted
+            && d.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0) > 0
+    })
+}
+
+/// What the Prometheus and Kiali operators make of their custom resources, wherever they are
+/// and whatever they are named.
 fn operators(st: &mut State) {
-    let available = |st: &State, ns: &str, n: &str| {
-        st.store
-            .get("apps", "deployments", ns, n)
-            .is_some_and(|d| d.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0) > 0)
-    };
-    if available(st, "monitoring", "prom-operator")
-        && st.store.get("monitoring.coreos.com", "prometheuses", "monitoring", "prom-prometheus").is_some()
-        && st.store.get("apps", "statefulsets", "monitoring", "prometheus-prom-prometheus").is_none()
-    {
-        // prometheus-operator pkg/prometheus/statefulset.go: `prometheus-<name>`, labels for the Service.
-        let labels = json!({"app.kubernetes.io/name": "prometheus", "operator.prometheus.io/name": "prom-prometheus", "prometheus": "prom-prometheus"});
-        st.store.put(
-            "apps",
-            "statefulsets",
-            super::charts::workload(
+    if operator_running(st, Program::CiliumOperator) {
+        super::charts::register_cilium_crds(st);
+    }
+    if operator_running(st, Program::PrometheusOperator) {
+        for cr in st.store.list("monitoring.coreos.com", "prometheuses", None) {
+            let (namespace, cr_name) = (ns(&cr), name(&cr));
+            let sts = format!("prometheus-{cr_name}");
+            if st.store.get("apps", "statefulsets", &namespace, &sts).is_some() {
+                continue;
+            }
+            // prometheus-operator v0.85.0 pkg/prometheus/server/statefulset.go: StatefulSet
+            // `prometheus-<name>`, pods labelled with the CR's name (what the chart's Service
+            // selects), container `prometheus` on 9090 named by `portName` (default `web`).
+            let labels = json!({"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/managed-by": "prometheus-operator",
+                                "app.kubernetes.io/instance": cr_name, "operator.prometheus.io/name": cr_name,
+                                "operator.prometheus.io/shard": "0", "prometheus": cr_name});
+            let mut workload = super::charts::workload(
                 "StatefulSet",
-                "monitoring",
-                "prometheus-prom-prometheus",
-                1,
+                &namespace,
+                &sts,
+                cr.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
                 &labels,
                 "quay.io/prometheus/prometheus:v3.5.0",
-                &[9090],
+                &[],
                 None,
-            ),
-        );
+            );
+            let port_name = cr.pointer("/spec/portName").and_then(Value::as_str).unwrap_or("web");
+            workload["spec"]["template"]["spec"]["containers"][0]["name"] = json!("prometheus");
+            workload["spec"]["template"]["spec"]["containers"][0]["ports"] =
+                json!([{"name": port_name, "containerPort": super::prometheus::PORT, "protocol": "TCP"}]);
+            st.store.put("apps", "statefulsets", workload);
+        }
     }
-    if available(st, "kiali-operator", "kiali-operator")
-        && let Some(cr) = st.store.get("kiali.io", "kialis", "istio-system", "kiali").cloned()
-        && st.store.get("apps", "deployments", "istio-system", "kiali").is_none()
-    {
-        // kiali-operator roles/default/kiali-deploy/templates/kubernetes/deployment.yaml and service.yaml.
-        let labels = json!({"app": "kiali", "app.kubernetes.io/name": "kiali", "app.kubernetes.io/instance": "kiali"});
-        st.store.put(
-            "apps",
-            "deployments",
-            super::charts::workload(
-                "Deployment",
-                "istio-system",
-                "kiali",
-                1,
-                &labels,
-                "quay.io/kiali/kiali:v2.29.0",
-                &[20001, 9090],
-                None,
-            ),
-        );
-        st.store.put(
-            "",
-            "services",
-            super::charts::service("istio-system", "kiali", &labels, &[("http", 20001), ("http-metrics", 9090)]),
-        );
-        let mut cr = cr;
-        cr["status"] = json!({"deployment": {"instanceName": "kiali", "namespace": "istio-system"}, "conditions": [{"type": "Successful", "status": "True", "reason": "Successful", "message": "Reconcile successful"}]});
-        st.store.put("kiali.io", "kialis", cr);
+    if operator_running(st, Program::KialiOperator) {
+        for mut cr in st.store.list("kiali.io", "kialis", None) {
+            let namespace = ns(&cr);
+            let instance =
+                cr.pointer("/spec/deployment/instance_name").and_then(Value::as_str).unwrap_or("kiali").to_string();
+            if st.store.get("apps", "deployments", &namespace, &instance).is_some() {
+                continue;
+            }
+            // kiali-operator v2.29.0 roles/default/kiali-deploy/templates/kubernetes/deployment.yaml
+            // and service.yaml: both named `deployment.instance_name`, in the CR's namespace, the
+            // server on `server.port` (20001) named `http`, its metrics on 9090.
+            let port = cr.pointer("/spec/server/port").and_then(Value::as_u64).unwrap_or(20001) as u16;
+            let labels =
+                json!({"app": "kiali", "app.kubernetes.io/name": "kiali", "app.kubernetes.io/instance": instance});
+            st.store.put(
+                "apps",
+                "deployments",
+                super::charts::workload(
+                    "Deployment",
+                    &namespace,
+                    &instance,
+                    1,
+                    &labels,
+                    "quay.io/kiali/kiali:v2.29.0",
+                    &[port, 9090],
+                    None,
+                ),
+            );
+            st.store.put(
+                "",
+                "services",
+                super::charts::service(&namespace, &instance, &labels, &[("http", port), ("http-metrics", 9090)]),
+            );
+            cr["status"] = json!({"deployment": {"instanceName": instance, "namespace": namespace}, "conditions": [{"type": "Successful", "status": "True", "reason": "Successful", "message": "Reconcile successful"}]});
+            st.store.put("kiali.io", "kialis", cr);
+        }
     }
 }
 
@@ -264,6 +283,34 @@ fn node_list(st: &State) -> Vec<(usize, String, bool, bool)> {
         .collect()
 }
 
+/// istiod's injection webhook: a container whose image is `auto` (the gateway chart's, istio
+/// 1.30.3 manifests/charts/gateway/templates/deployment.yaml) gets the proxy image of the
+/// injector's values, `<global.hub>/<global.proxy.image>:<global.tag>[-<global.variant>]`
+/// (istio-discovery files/gateway-injection-template.yaml). Without the injector's ConfigMap
+/// the image stays `auto` and the kubelet can never pull it.
+fn inject_proxy_image(st: &State, spec: &mut Value) {
+    let values: Option<Value> = st
+        .store
+        .list("", "configmaps", None)
+        .into_iter()
+        .find(|c| name(c) == "istio-sidecar-injector")
+        .and_then(|c| serde_json::from_str(s(&c, "/data/values")).ok());
+    let Some(values) = values else { return };
+    let g = &values["global"];
+    let variant = g["variant"].as_str().filter(|v| !v.is_empty()).map(|v| format!("-{v}")).unwrap_or_default();
+    let image = format!(
+        "{}/{}:{}{variant}",
+        g["hub"].as_str().unwrap_or_default(),
+        g.pointer("/proxy/image").and_then(Value::as_str).unwrap_or("proxyv2"),
+        g["tag"].as_str().unwrap_or_default()
+    );
+    for c in spec.get_mut("containers").and_then(Value::as_array_mut).into_iter().flatten() {
+        if c["image"] == "auto" {
+            c["image"] = json!(image);
+        }
+    }
+}
+
 /// A new pod of a workload, Pending, on `node` if given.
 #[allow(clippy::too_many_arguments)]
 fn create_pod(
@@ -285,6 +332,7 @@ fn create_pod(
         _ => owner.1.to_string(),
     };
     let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
+    inject_proxy_image(st, &mut spec);
     spec["nodeName"] = json!(node);
     if spec.get("serviceAccountName").is_none() {
         spec["serviceAccountName"] = json!("default");
@@ -558,26 +606,26 @@ fn garbage_collect(st: &mut State) {
     }
 }
 
-/// Whether kubelet probes reach pods of `namespace`: default-deny ingress blocks them unless the
-/// Cilium policy admitting the SNAT-ed probe source (169.254.7.127) is in place and works.
-pub fn probes_reach(st: &State, namespace: &str) -> bool {
-    !deny_ingress(&st.store, namespace)
-        || (!st.faults.probes_dropped_under_deny
-            && st.store.list("cilium.io", "ciliumclusterwidenetworkpolicies", None).iter().any(|p| {
-                p.pointer("/spec/ingress")
-                    .and_then(Value::as_array)
-                    .is_some_and(|rules| rules.iter().any(|r| r.to_string().contains("169.254.7.127")))
-            }))
-}
-
-/// Whether a NetworkPolicy selecting every pod of the namespace restricts its ingress.
-pub fn deny_ingress(store: &Store, namespace: &str) -> bool {
-    store.list("networking.k8s.io", "networkpolicies", Some(namespace)).iter().any(|p| {
-        p.pointer("/spec/podSelector").is_some_and(|s| {
-            s.as_object()
-                .is_none_or(|m| m.is_empty() || m.values().all(|v| v.as_object().is_some_and(|o| o.is_empty())))
-        }) && p.pointer("/spec/policyTypes").and_then(Value::as_array).is_some_and(|t| t.iter().any(|t| t == "Ingress"))
-    })
+/// Whether the kubelet's probes reach a pod's probed port: from the node for pods outside the
+/// mesh (always admitted), from istio-cni's SNAT address for captured ones, which Cilium's
+/// policies must admit under default-deny ([`super::cilium`]).
+fn probes_reach(st: &State, pod: &Value) -> bool {
+    if !super::mesh::captured(st, pod) {
+        return true;
+    }
+    let probed = pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten().find_map(|c| {
+        ["readinessProbe", "livenessProbe"].iter().find_map(|k| {
+            let p = c.get(*k)?;
+            p.pointer("/httpGet/port")
+                .or_else(|| p.pointer("/tcpSocket/port"))
+                .or_else(|| p.pointer("/grpc/port"))
+                .cloned()
+        })
+    });
+    let Some(port) = probed.and_then(|p| super::mesh::container_port(pod, &p)) else { return true };
+    !st.faults.probes_dropped_under_deny
+        && super::cilium::ingress_allowed(&st.store, pod, super::cilium::Source::World(super::cilium::PROBE_SNAT), port)
+        || !super::cilium::ingress_default_deny(&st.store, pod)
 }
 
 fn probe(c: &Value, kind: &str) -> Option<(u64, u64)> {
@@ -628,7 +676,13 @@ fn kubelet(shared: &Shared, st: &mut State) {
         let node = s(&p, "/spec/nodeName").to_string();
         let Some(&(node_index, node_ready)) = nodes.get(&node) else { continue };
         if sim.started.is_none() {
-            if !(node_ready || host_network) {
+            let unpullable = p
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|c| c["image"] == "auto");
+            if !(node_ready || host_network) || unpullable {
                 sim.startable = None;
                 st.pods.insert(key, sim);
                 continue;
@@ -661,7 +715,7 @@ fn kubelet(shared: &Shared, st: &mut State) {
         }
         let containers = p.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
         let mut restarts = p.pointer("/status/containerStatuses/0/restartCount").and_then(Value::as_i64).unwrap_or(0);
-        let reach = probes_reach(st, &namespace);
+        let reach = probes_reach(st, &p);
         let mut ready = true;
         if sim.stuck {
             ready = false;

@@ -5,27 +5,68 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
     Shared, State,
-    controllers::pod_ready,
     store::match_labels,
     web::{Body, respond},
 };
-use super::{host_servers::serve_http, shapes::s, tempo::Span};
+use super::{
+    host_servers::serve_http,
+    mesh::{Program, ambient, container_port, pod_ready, program, ready_on, resolve_host},
+    shapes::s,
+    tempo::Span,
+};
 
-/// The gateway answers on the host port only if the cluster maps it (kind's extraPortMappings,
-/// k3d's `-p`) or, for an existing cluster, always; and only while a gateway pod runs.
+/// The gateway answers on the host port only along the path a real request takes: the host port
+/// the cluster maps (kind's `extraPortMappings`, k3d's `-p`) to a node port, a Service port with
+/// that `nodePort`, its `targetPort` on a Ready Istio proxy pod the Service selects, and a
+/// bookinfo Gateway server on that port selecting the pod (istio/istio#45943: the gateway chart's
+/// `http2` port must reach the Gateway's 8080). On an existing cluster the host port reaches the
+/// gateway Service as its LoadBalancer would.
 pub async fn serve_gateway(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     serve_http(listener, shared, gateway_reachable, |s, r| Box::pin(gateway(s, r))).await
 }
 
 pub(super) fn gateway_reachable(shared: &Shared) -> bool {
     let st = shared.lock();
-    let mapped =
-        shared.provider == "existing" || st.cluster.as_ref().is_some_and(|c| c.host_port == Some(shared.ingress_port));
-    mapped && !ready_pods(&st, "istio-ingress", &json!({"app": "istio-ingress"})).is_empty()
+    gateway_pod(&st, shared).is_some()
+}
+
+/// The gateway pod a request on the host port reaches, with the port it arrives on.
+fn gateway_pod(st: &State, shared: &Shared) -> Option<(Value, u16)> {
+    let node_port = match (&st.cluster, shared.provider) {
+        (_, "existing") => None,
+        (Some(c), _) if c.host_port == Some(shared.ingress_port) => Some(c.node_port?),
+        _ => return None,
+    };
+    st.store.list("", "services", None).into_iter().find_map(|svc| {
+        let ports = svc.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+        let sp = ports.iter().find(|p| match node_port {
+            Some(np) => p["nodePort"].as_u64() == Some(u64::from(np)),
+            None => p["port"].as_u64() == Some(80),
+        })?;
+        let selector = svc.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
+        let pods = ready_pods(st, s(&svc, "/metadata/namespace"), &selector);
+        pods.into_iter().filter(|p| program(p) == Program::Proxy).find_map(|pod| {
+            let target = container_port(&pod, sp.get("targetPort").unwrap_or(&sp["port"]))?;
+            serves_gateway_port(st, &pod, target).then_some((pod, target))
+        })
+    })
+}
+
+/// Whether a bookinfo Gateway selecting the pod has a server on the port.
+fn serves_gateway_port(st: &State, pod: &Value, port: u16) -> bool {
+    let labels = pod.pointer("/metadata/labels").cloned().unwrap_or(Value::Null);
+    st.store.list("networking.istio.io", "gateways", None).iter().any(|g| {
+        match_labels(g.pointer("/spec/selector").unwrap_or(&Value::Null), &labels)
+            && g.pointer("/spec/servers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|srv| srv.pointer("/port/number").and_then(Value::as_u64) == Some(u64::from(port)))
+    })
 }
 
 pub(super) fn ready_pods(st: &State, ns: &str, selector: &Value) -> Vec<Value> {
@@ -36,22 +77,11 @@ pub(super) fn ready_pods(st: &State, ns: &str, selector: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// Whether a Service has a Ready endpoint.
-pub(super) fn has_endpoints(st: &State, ns: &str, svc: &str) -> bool {
-    st.store
-        .get("", "services", ns, svc)
-        .is_some_and(|s| !ready_pods(st, ns, s.pointer("/spec/selector").unwrap_or(&Value::Null)).is_empty())
-}
-
 pub(super) async fn gateway(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(String::from);
     let mut st = shared.lock();
-    // The bookinfo Gateway must select the gateway pods and a VirtualService must route the path.
-    let gw_pods = ready_pods(&st, "istio-ingress", &json!({"app": "istio-ingress"}));
-    let bound = st.store.list("networking.istio.io", "gateways", Some("book-info")).iter().any(|g| {
-        let sel = g.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
-        gw_pods.iter().any(|p| match_labels(&sel, p.pointer("/metadata/labels").unwrap_or(&Value::Null)))
-    });
+    // The bookinfo Gateway must select the gateway pod and a VirtualService must route the path.
+    let bound = gateway_pod(&st, &shared).is_some();
     let routed = st
         .store
         .list("networking.istio.io", "virtualservices", Some("book-info"))
@@ -60,7 +90,17 @@ pub(super) async fn gateway(shared: Arc<Shared>, req: Request<Incoming>) -> Resp
     if !bound || !routed || req.uri().path() != "/productpage" {
         return respond(StatusCode::NOT_FOUND, "text/plain", "");
     }
-    if !has_endpoints(&st, "book-info", "productpage") {
+    // In an ambient namespace the gateway reaches productpage over HBONE through the ztunnel on
+    // productpage's node: a pod whose node has no Ready ztunnel cannot be reached.
+    let selector =
+        st.store.get("", "services", "book-info", "productpage").and_then(|s| s.pointer("/spec/selector").cloned());
+    let served = selector.is_some_and(|sel| {
+        ready_pods(&st, "book-info", &sel).iter().any(|p| {
+            !(ambient(&st, "book-info") && s(p, "/metadata/labels/istio.io~1dataplane-mode") != "none")
+                || ready_on(&st, Program::Ztunnel, s(p, "/spec/nodeName"))
+        })
+    });
+    if !served {
         return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no healthy upstream");
     }
     st.requests_served(&traceparent);
@@ -124,27 +164,33 @@ impl State {
         self.traces.entry(parts[1].to_ascii_lowercase()).or_default().push(span);
     }
 
-    /// istiod exports spans when a Telemetry names a provider of its mesh config whose service
-    /// is Tempo's, and Tempo runs.
+    /// Spans reach Tempo when istiod's mesh config (ConfigMap `istio`, key `mesh`, YAML as the
+    /// istiod chart renders it) has an OpenTelemetry extension provider whose `service` and `port`
+    /// lead to a Tempo pod's OTLP gRPC receiver, and a Telemetry in the root namespace names that
+    /// provider without turning sampling off (istio 1.30.3 pilot/pkg/model/telemetry.go: root
+    /// namespace Telemetry applies mesh-wide; `randomSamplingPercentage: 0` samples nothing).
     fn tracing_configured(&self) -> bool {
-        let mesh = self
+        let mesh: Value = self
             .store
             .get("", "configmaps", "istio-system", "istio")
-            .map(|c| s(c, "/data/mesh").to_string())
-            .unwrap_or_default();
-        let mesh: Value = serde_json::from_str(&mesh).unwrap_or(Value::Null);
+            .and_then(|c| serde_saphyr::from_str(s(c, "/data/mesh")).ok())
+            .unwrap_or(Value::Null);
+        let root = mesh["rootNamespace"].as_str().unwrap_or("istio-system");
+        let reaches_tempo = |provider: &Value| {
+            let (service, port) = (s(provider, "/opentelemetry/service"), provider.pointer("/opentelemetry/port"));
+            let port = port.and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
+            resolve_host(self, service, port).is_ok_and(|(pod, target)| {
+                program(&pod) == Program::Tempo && super::tempo::otlp_grpc_port(self, &pod) == Some(target)
+            })
+        };
         let providers: Vec<&Value> = mesh["extensionProviders"].as_array().into_iter().flatten().collect();
-        let telemetry = self.store.list("telemetry.istio.io", "telemetries", Some("istio-system"));
-        let named = telemetry
+        self.store
+            .list("telemetry.istio.io", "telemetries", Some(root))
             .iter()
             .flat_map(|t| t.pointer("/spec/tracing").and_then(Value::as_array).cloned().unwrap_or_default())
+            .filter(|t| t.get("randomSamplingPercentage").and_then(Value::as_f64) != Some(0.0))
             .flat_map(|t| t["providers"].as_array().cloned().unwrap_or_default())
-            .any(|p| {
-                providers.iter().any(|m| {
-                    m["name"] == p["name"] && s(m, "/opentelemetry/service") == "tempo.tempo.svc.cluster.local"
-                })
-            });
-        named && has_endpoints(self, "tempo", "tempo")
+            .any(|p| providers.iter().any(|m| m["name"] == p["name"] && reaches_tempo(m)))
     }
 
     fn custom_tags(&self) -> Vec<(String, String)> {

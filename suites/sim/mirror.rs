@@ -34,7 +34,11 @@ pub(super) async fn mirror(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             }
         }
         ["github.com", "kubernetes-sigs", "gateway-api", "releases", "download", version, "standard-install.yaml"] => {
-            respond(StatusCode::OK, "application/octet-stream", super::charts::gateway_api_bundle(version))
+            // The pinned release's bundle (../shared/upstream/charts/gateway-api-<version>/).
+            match std::fs::read(shared.helm.charts.join(format!("gateway-api-{version}/standard-install.yaml"))) {
+                Ok(bundle) => respond(StatusCode::OK, "application/octet-stream", bundle),
+                Err(_) => respond(StatusCode::NOT_FOUND, "text/plain", "Not Found"),
+            }
         }
         // A chart repository's index, which meshcheck's preflight reads as `helm repo add` would:
         // empty, because the stand-in helm renders charts from the simulation, not from a repository.

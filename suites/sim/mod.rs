@@ -2,20 +2,34 @@
 //!
 //! One [`Sim`] is a Kubernetes API server on 127.0.0.1 (plain HTTP; discovery, list/watch, server-
 //! side apply, exec and port-forward over WebSocket, the service proxy), the controllers that turn
-//! workloads into pods on simulated nodes, the in-cluster services meshcheck reads (ztunnel,
-//! istiod, Prometheus, Tempo, Kiali, the curl clients), the ingress gateway on the host, a mirror
-//! for the upstream manifests and registry indexes, and stand-in `kind`, `k3d`, `helm`, `docker`
-//! and `sysctl` that act on it. Upstream shapes (CRDs, bookinfo, config dumps, index documents) are
-//! read from the upstream data folder at run time (`SimOptions::upstream`), never copied here. Faults are switches.
+//! workloads into pods on simulated nodes, the programs those pods run (ztunnel, istiod,
+//! Prometheus, Tempo, Kiali, the curl clients), the ingress gateway on the host, a mirror for the
+//! upstream manifests and registry indexes, and stand-in `kind`, `k3d`, `helm`, `docker` and
+//! `sysctl` that act on it. Faults are switches.
+//!
+//! What is installed is real, what answers is evaluated. The stand-in helm puts into the API
+//! server what the **real helm** renders of the **pinned chart** with the run's values
+//! ([`helm`]). Each component then computes its answer from the objects there by the rules of the
+//! upstream program at the pinned version (suites/sim/UPSTREAM-RULES.md, cited beside the code):
+//! which program a pod runs comes from its image; a Service leads to a pod's port by its selector
+//! and `targetPort`; Prometheus selects monitors by its custom resource and keeps targets by
+//! prometheus-operator's relabelling rules, scraping each; Kiali follows its custom resource
+//! (auth strategy, web root, Prometheus URL); Cilium's policies are evaluated for kubelet probes
+//! and plaintext clients; ambient capture follows istio-cni's enablement selector; spans reach
+//! Tempo only along istiod's extension provider to a receiver that listens. Upstream shapes
+//! (CRDs, bookinfo, config dumps, index documents) are read from the upstream data folder at run
+//! time (`SimOptions::upstream`), never copied here.
 //!
 //! Files, and the direction of their imports (none imports one that imports it back; the offline
-//! `layers` test checks): `store` (objects, history) and `web` (HTTP plumbing) are the floor;
-//! `apiserver` serves the API and hands the service proxy, port-forward, logs and exec to
-//! `services`, which routes each to its component: `ztunnel`, `istiod`, `prometheus`, `tempo`,
-//! `kiali`, `clients` (curl in the client pods); `gateway` and `mirror` serve on the host through
-//! `host_servers`; `mesh` (who is enrolled), `shapes` (upstream recordings) and `controllers`
-//! (workloads into pods, Cilium's policy on probes) are below the components; `charts` and `tools`
-//! (the stand-in kind, k3d, helm, docker) act on the store; `timings` says how long things take.
+//! `layers` test checks): `store` (objects, history, label selectors) and `web` (HTTP plumbing) are
+//! the floor; `apiserver` serves the API and hands the service proxy, port-forward, logs and exec
+//! to `services`, which routes each to the program in the pod: `ztunnel`, `istiod`,
+//! `prometheus`, `tempo`, `kiali`, `clients` (curl in the client pods); `gateway` and `mirror`
+//! serve on the host through `host_servers`; `mesh` (programs, capture, Service resolution),
+//! `cilium` (policy), `shapes` (upstream recordings) and `controllers` (workloads into pods, the
+//! operators, the kubelet) are below the components; `charts` (cluster bootstrap, the existing
+//! cluster), `helm` (the real helm and charts) and `tools` (the stand-in kind, k3d, helm, docker)
+//! act on the store; `timings` says how long things take.
 //!
 //! Simulated time runs at `scale` of real time: a pod that takes 5 s to start takes 5 s × scale.
 //! How long each thing takes is a [`Timings`] table: uniform and short for the rehearsals, upstream
@@ -23,9 +37,11 @@
 
 mod apiserver;
 mod charts;
+mod cilium;
 mod clients;
 mod controllers;
 mod gateway;
+pub mod helm;
 mod host_servers;
 mod istiod;
 mod kiali;
@@ -77,8 +93,6 @@ pub struct Faults {
     pub curl_hangs_under_strict: bool,
     /// The first list of book-info's events while a NetworkPolicy is in book-info hangs.
     pub events_hang_under_deny: bool,
-    /// kube-prometheus-stack's control-plane targets are down, as on a real kind cluster.
-    pub control_plane_targets_down: bool,
     /// Deleting a CiliumClusterwideNetworkPolicy fails with 500 (the probes negative control
     /// then fails half-way, with default-deny applied).
     pub ccnp_delete_fails: bool,
@@ -96,6 +110,8 @@ pub struct SimOptions {
     /// The upstream data folder the simulation reads its shapes from (the tests' resolved one:
     /// `$MESHCHECK_UPSTREAM`, `../shared/upstream` or the fetched cache).
     pub upstream: PathBuf,
+    /// The real helm and the pinned charts the stand-in `helm` renders with.
+    pub helm: helm::Helm,
 }
 
 /// What a run left behind, for the teardown assertions.
@@ -124,6 +140,7 @@ pub(crate) struct Shared {
     pub timings: Timings,
     pub provider: &'static str,
     pub upstream: PathBuf,
+    pub helm: helm::Helm,
     pub api_port: u16,
     pub mirror_port: u16,
     pub ingress_port: u16,
@@ -138,6 +155,8 @@ pub(crate) struct Cluster {
     pub name: String,
     pub nodes: Vec<String>,
     pub host_port: Option<u16>,
+    /// The node port the host port maps to (kind `containerPort`, k3d `-p …:H:NP@server:0`).
+    pub node_port: Option<u16>,
 }
 
 /// A helm release the stand-in installed.
@@ -224,6 +243,7 @@ impl Sim {
             timings,
             provider: opts.provider,
             upstream: opts.upstream.clone(),
+            helm: opts.helm.clone(),
             api_port: port(&api),
             mirror_port: port(&mirror),
             ingress_port: port(&ingress),
@@ -232,7 +252,7 @@ impl Sim {
         });
         tools::write_stand_ins(dir.path(), shared.ctl_port);
         if opts.provider == "existing" {
-            charts::existing_cluster(&shared);
+            charts::existing_cluster(&shared, dir.path()).expect("the existing cluster installs");
             std::fs::write(dir.path().join("kubeconfig"), tools::kubeconfig(&shared, "existing"))
                 .expect("write kubeconfig");
         }

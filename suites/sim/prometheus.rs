@@ -1,110 +1,410 @@
-//! Prometheus: its targets and query API.
+//! Prometheus, as prometheus-operator v0.85.0 configures it from the objects in the cluster: the
+//! monitors its Prometheus custom resource selects, the targets each monitor's rules keep, their
+//! scrape pool and `job` names, each target scraped for real from the simulated pod (up only when
+//! the program there answers 200 on that port and path), and instant queries evaluated over
+//! those scrapes. The rules, with their upstream lines, are in suites/sim/UPSTREAM-RULES.md §1-2.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Shared, State, store::now};
 use super::{
-    gateway::ready_pods,
-    shapes::{observed, s},
+    State,
+    mesh::{Program, container_port, pod_ready, program},
+    shapes::s,
+    store::{label_selector_matches, match_labels, now},
 };
 
-pub(super) fn prom_targets(shared: &Shared, st: &State) -> Value {
-    let template = observed(shared, "prometheus-api-v1-targets.docs-example.json")["data"]["activeTargets"][0].clone();
-    let mut targets = Vec::new();
-    let mut target = |pool: &str, job: &str, url: &str, labels: Value, down: Option<String>| {
-        let mut t = template.clone();
-        let instance = url.split('/').nth(2).unwrap_or("").to_string();
-        let mut l = json!({"instance": instance, "job": job});
-        for (k, v) in labels.as_object().into_iter().flatten() {
-            l[k] = v.clone();
-        }
-        t["labels"] = l;
-        t["discoveredLabels"] =
-            json!({"__address__": instance, "__metrics_path__": "/metrics", "__scheme__": "http", "job": pool});
-        t["scrapePool"] = json!(pool);
-        t["scrapeUrl"] = json!(url);
-        t["globalUrl"] = json!(url);
-        t["lastScrape"] = json!(now());
-        t["scrapeInterval"] = json!("15s");
-        t["health"] = json!(if down.is_some() { "down" } else { "up" });
-        t["lastError"] = json!(down.unwrap_or_default());
-        targets.push(t);
-    };
-    let monitor =
-        |plural: &str, name: &str| st.store.get("monitoring.coreos.com", plural, "monitoring", name).is_some();
-    if monitor("podmonitors", "ztunnel") {
-        for (i, p) in ready_pods(st, "istio-system", &json!({"app": "ztunnel"})).iter().enumerate() {
-            let ip = s(p, "/status/podIP");
-            let url = format!("http://{ip}:15020/stats/prometheus");
-            let down = (i == 0 && st.faults.ztunnel_target_down)
-                .then(|| format!("Get \"{url}\": dial tcp {ip}:15020: connect: connection refused"));
-            target(
-                "podMonitor/monitoring/ztunnel/0",
-                "monitoring/ztunnel",
-                &url,
-                json!({"namespace": "istio-system", "pod": s(p, "/metadata/name"), "container": "istio-proxy", "node": s(p, "/spec/nodeName")}),
-                down,
-            );
-        }
-    }
-    if monitor("servicemonitors", "istiod") {
-        for p in ready_pods(st, "istio-system", &json!({"app": "istiod"})) {
-            let url = format!("http://{}:15014/metrics", s(&p, "/status/podIP"));
-            target(
-                "serviceMonitor/monitoring/istiod/0",
-                "istiod",
-                &url,
-                json!({"namespace": "istio-system", "pod": s(&p, "/metadata/name"), "service": "istiod", "endpoint": "http-monitoring"}),
-                None,
-            );
-        }
-    }
-    // kube-prometheus-stack's default monitors. On kind the control plane binds its metrics
-    // ports to 127.0.0.1, so Prometheus cannot reach them.
-    let cp = st
-        .store
-        .list("", "nodes", None)
-        .first()
-        .map(|n| s(n, "/status/addresses/0/address").to_string())
-        .unwrap_or_default();
-    for (job, port, scheme) in [
-        ("apiserver", 6443, "https"),
-        ("kubelet", 10250, "https"),
-        ("kube-controller-manager", 10257, "https"),
-        ("kube-scheduler", 10259, "https"),
-        ("kube-etcd", 2381, "http"),
-    ] {
-        let url = format!("{scheme}://{cp}:{port}/metrics");
-        let down = (st.faults.control_plane_targets_down && !matches!(job, "apiserver" | "kubelet"))
-            .then(|| format!("Get \"{url}\": dial tcp {cp}:{port}: connect: connection refused"));
-        target(
-            &format!("serviceMonitor/monitoring/prom-{job}/0"),
-            job,
-            &url,
-            json!({"namespace": "kube-system"}),
-            down,
-        );
-    }
-    json!({"status": "success", "data": {"activeTargets": targets, "droppedTargets": [], "droppedTargetCounts": {}}})
+/// Scrapes a pod's port and path: the program's answer, or `None` when nothing listens there.
+pub(super) type Scraper<'a> = &'a dyn Fn(&Value, u16, &str) -> Option<(u16, Vec<u8>)>;
+
+/// One scrape target, as the generated relabelings leave it.
+struct Target {
+    pool: String,
+    labels: BTreeMap<String, String>,
+    pod: Value,
+    port: u16,
+    path: String,
+    scheme: String,
 }
 
-pub(super) fn prom_query(st: &State, query: &str) -> Value {
-    let q = super::web::decode(query.trim_start_matches("query="));
-    let scraped = st.store.get("monitoring.coreos.com", "podmonitors", "monitoring", "ztunnel").is_some();
-    let result: Vec<Value> = if scraped
-        && q.contains("istio_tcp_connections_opened_total")
-        && q.contains("destination_workload_namespace=\"book-info\"")
-    {
-        st.connections
-            .iter()
-            .filter(|((_, d), _)| d.starts_with("book-info/"))
-            .map(|((src, dst), n)| {
-                json!({"metric": {"source_workload": src.split('/').nth(1), "destination_workload": dst.split('/').nth(1)},
-                       "value": [chrono::Utc::now().timestamp() as f64, (2 * n).to_string()]})
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    json!({"status": "success", "data": {"resultType": "vector", "result": result}})
+impl Target {
+    fn url(&self) -> String {
+        format!("{}://{}:{}{}", self.scheme, s(&self.pod, "/status/podIP"), self.port, self.path)
+    }
 }
+
+/// The Prometheus custom resource a Prometheus pod belongs to (prometheus-operator labels its
+/// StatefulSet's pods `operator.prometheus.io/name: <name>`, pkg/prometheus/server/statefulset.go).
+fn custom_resource(st: &State, pod: &Value) -> Option<Value> {
+    let name = s(pod, "/metadata/labels/operator.prometheus.io~1name");
+    st.store.get("monitoring.coreos.com", "prometheuses", s(pod, "/metadata/namespace"), name).cloned()
+}
+
+/// A monitor selector of the CR: null selects no monitor, `{}` every one
+/// (pkg/prometheus/resource_selector.go#L152).
+fn selects(selector: &Value, labels: &Value) -> bool {
+    !selector.is_null() && label_selector_matches(selector, labels)
+}
+
+/// A monitor namespace selector of the CR: null means the CR's own namespace, else namespaces
+/// whose labels match (resource_selector.go#L157-L169).
+fn namespace_selected(st: &State, selector: &Value, own: &str, ns: &str) -> bool {
+    if selector.is_null() {
+        return ns == own;
+    }
+    let labels = st.store.get("", "namespaces", "", ns).and_then(|n| n.pointer("/metadata/labels").cloned());
+    label_selector_matches(selector, &labels.unwrap_or(json!({})))
+}
+
+/// The monitors of one kind the CR selects, sorted by `<ns>/<name>` (promcfg.go#L2950-L2994).
+fn monitors(st: &State, cr: &Value, plural: &str, field: &str) -> Vec<Value> {
+    let own = s(cr, "/metadata/namespace");
+    let selector = cr.pointer(&format!("/spec/{field}Selector")).cloned().unwrap_or(Value::Null);
+    let ns_selector = cr.pointer(&format!("/spec/{field}NamespaceSelector")).cloned().unwrap_or(Value::Null);
+    let mut out: Vec<Value> = st
+        .store
+        .list("monitoring.coreos.com", plural, None)
+        .into_iter()
+        .filter(|m| namespace_selected(st, &ns_selector, own, s(m, "/metadata/namespace")))
+        .filter(|m| selects(&selector, m.pointer("/metadata/labels").unwrap_or(&json!({}))))
+        .collect();
+    out.sort_by_key(|m| format!("{}/{}", s(m, "/metadata/namespace"), s(m, "/metadata/name")));
+    out
+}
+
+/// The namespaces a monitor discovers in: `any: true` all, `matchNames` those, else its own
+/// (promcfg.go#L2191-L2254).
+fn discovery_namespaces(st: &State, monitor: &Value) -> Vec<String> {
+    let sel = monitor.pointer("/spec/namespaceSelector").cloned().unwrap_or(json!({}));
+    if sel["any"] == json!(true) {
+        return st.store.list("", "namespaces", None).iter().map(|n| s(n, "/metadata/name").to_string()).collect();
+    }
+    let names: Vec<String> =
+        sel["matchNames"].as_array().into_iter().flatten().filter_map(Value::as_str).map(String::from).collect();
+    if names.is_empty() { vec![s(monitor, "/metadata/namespace").to_string()] } else { names }
+}
+
+/// A pod Prometheus discovers: it has an IP and has not finished (`filterRunning` drops
+/// Failed/Succeeded, promcfg.go#L2080-L2086; the pod role lists no pod without an IP).
+fn discoverable(p: &Value) -> bool {
+    !s(p, "/status/podIP").is_empty() && !matches!(s(p, "/status/phase"), "Failed" | "Succeeded")
+}
+
+fn declared_ports(pod: &Value) -> Vec<(String, String, u16)> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| {
+            let container = c["name"].as_str().unwrap_or_default().to_string();
+            c["ports"].as_array().cloned().unwrap_or_default().into_iter().filter_map(move |p| {
+                let n = u16::try_from(p["containerPort"].as_u64()?).ok()?;
+                Some((container.clone(), p["name"].as_str().unwrap_or_default().to_string(), n))
+            })
+        })
+        .collect()
+}
+
+/// Whether a `targetPort` (name or number) names a container port.
+fn target_port_matches(target: &Value, name: &str, number: u16) -> bool {
+    match target {
+        Value::String(t) => t == name || t.parse::<u16>().ok() == Some(number),
+        Value::Number(n) => n.as_u64() == Some(u64::from(number)),
+        _ => true,
+    }
+}
+
+/// The targets of one ServiceMonitor endpoint (promcfg.go#L1879-L2053): Services selected by
+/// label, their port named `port` (else any port whose target is `targetPort`), each pod behind it.
+fn service_monitor_targets(st: &State, m: &Value, i: usize, e: &Value, out: &mut Vec<Target>) {
+    let (mns, mname) = (s(m, "/metadata/namespace"), s(m, "/metadata/name"));
+    let selector = m.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+    for ns in discovery_namespaces(st, m) {
+        for svc in st.store.list("", "services", Some(&ns)) {
+            if !label_selector_matches(&selector, svc.pointer("/metadata/labels").unwrap_or(&json!({}))) {
+                continue;
+            }
+            let pod_selector = svc.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
+            let pods: Vec<Value> = st
+                .store
+                .list("", "pods", Some(&ns))
+                .into_iter()
+                .filter(|p| {
+                    discoverable(p) && match_labels(&pod_selector, p.pointer("/metadata/labels").unwrap_or(&json!({})))
+                })
+                .collect();
+            for sp in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+                let sp_name = sp["name"].as_str().unwrap_or_default();
+                if e["port"].as_str().is_some_and(|port| port != sp_name) {
+                    continue;
+                }
+                for pod in &pods {
+                    let target = sp.get("targetPort").cloned().unwrap_or_else(|| sp["port"].clone());
+                    let Some(number) = container_port(pod, &target) else { continue };
+                    let container = declared_ports(pod).into_iter().find(|(_, _, n)| *n == number);
+                    if e.get("port").is_none()
+                        && let Some(t) = e.get("targetPort")
+                        && !container.as_ref().is_some_and(|(_, name, n)| target_port_matches(t, name, *n))
+                    {
+                        continue;
+                    }
+                    // job = the Service name, or its label `jobLabel` when set (promcfg.go#L2014-L2029).
+                    let job = m
+                        .pointer("/spec/jobLabel")
+                        .and_then(Value::as_str)
+                        .and_then(|l| svc.pointer(&format!("/metadata/labels/{}", l.replace('/', "~1"))))
+                        .and_then(Value::as_str)
+                        .filter(|j| !j.is_empty())
+                        .unwrap_or(s(&svc, "/metadata/name"));
+                    let mut labels = BTreeMap::from([
+                        ("job".to_string(), job.to_string()),
+                        ("namespace".into(), ns.clone()),
+                        ("service".into(), s(&svc, "/metadata/name").to_string()),
+                        ("pod".into(), s(pod, "/metadata/name").to_string()),
+                        ("endpoint".into(), e["port"].as_str().unwrap_or(sp_name).to_string()),
+                    ]);
+                    if let Some((c, _, _)) = container {
+                        labels.insert("container".into(), c);
+                    }
+                    out.push(Target {
+                        pool: format!("serviceMonitor/{mns}/{mname}/{i}"),
+                        labels,
+                        pod: pod.clone(),
+                        port: number,
+                        path: e["path"].as_str().unwrap_or("/metrics").to_string(),
+                        scheme: e["scheme"].as_str().unwrap_or("http").to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The targets of one PodMonitor endpoint (promcfg.go#L1362-L1512): pods selected by label, each
+/// declared container port named `port` (or numbered `portNumber`, or matching `targetPort`). A
+/// pod without declared ports passes no port rule.
+fn pod_monitor_targets(st: &State, m: &Value, i: usize, e: &Value, out: &mut Vec<Target>) {
+    let (mns, mname) = (s(m, "/metadata/namespace"), s(m, "/metadata/name"));
+    let selector = m.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+    for ns in discovery_namespaces(st, m) {
+        for pod in st.store.list("", "pods", Some(&ns)) {
+            if !discoverable(&pod)
+                || !label_selector_matches(&selector, pod.pointer("/metadata/labels").unwrap_or(&json!({})))
+            {
+                continue;
+            }
+            for (container, name, number) in declared_ports(&pod) {
+                let keep = if let Some(port) = e["port"].as_str() {
+                    name == port
+                } else if let Some(n) = e["portNumber"].as_u64() {
+                    n == u64::from(number)
+                } else if let Some(t) = e.get("targetPort") {
+                    target_port_matches(t, &name, number)
+                } else {
+                    true
+                };
+                if !keep {
+                    continue;
+                }
+                // job = `<ns>/<podmonitor>`, or the pod's label `jobLabel` (promcfg.go#L1476-L1487).
+                let job = m
+                    .pointer("/spec/jobLabel")
+                    .and_then(Value::as_str)
+                    .and_then(|l| pod.pointer(&format!("/metadata/labels/{}", l.replace('/', "~1"))))
+                    .and_then(Value::as_str)
+                    .filter(|j| !j.is_empty())
+                    .map_or_else(|| format!("{mns}/{mname}"), String::from);
+                let labels = BTreeMap::from([
+                    ("job".to_string(), job),
+                    ("namespace".into(), ns.clone()),
+                    ("pod".into(), s(&pod, "/metadata/name").to_string()),
+                    ("container".into(), container),
+                    ("endpoint".into(), e["port"].as_str().unwrap_or(&name).to_string()),
+                ]);
+                out.push(Target {
+                    pool: format!("podMonitor/{mns}/{mname}/{i}"),
+                    labels,
+                    pod: pod.clone(),
+                    port: number,
+                    path: e["path"].as_str().unwrap_or("/metrics").to_string(),
+                    scheme: e["scheme"].as_str().unwrap_or("http").to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Every target of the Prometheus a pod runs: ServiceMonitors first, then PodMonitors
+/// (promcfg.go#L937-L945).
+fn targets(st: &State, pod: &Value) -> Vec<Target> {
+    let Some(cr) = custom_resource(st, pod) else { return Vec::new() };
+    let mut out = Vec::new();
+    for m in monitors(st, &cr, "servicemonitors", "serviceMonitor") {
+        for (i, e) in m.pointer("/spec/endpoints").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            service_monitor_targets(st, &m, i, e, &mut out);
+        }
+    }
+    for m in monitors(st, &cr, "podmonitors", "podMonitor") {
+        for (i, e) in m.pointer("/spec/podMetricsEndpoints").and_then(Value::as_array).into_iter().flatten().enumerate()
+        {
+            pod_monitor_targets(st, &m, i, e, &mut out);
+        }
+    }
+    out
+}
+
+/// A target's scrape: the body when up, else Prometheus' `lastError`.
+fn scrape(st: &State, t: &Target, scraper: Scraper) -> Result<Vec<u8>, String> {
+    let ip = s(&t.pod, "/status/podIP");
+    let refused = || format!("Get \"{}\": dial tcp {ip}:{}: connect: connection refused", t.url(), t.port);
+    let first_ztunnel = program(&t.pod) == Program::Ztunnel
+        && st
+            .store
+            .list("", "pods", None)
+            .iter()
+            .find(|p| program(p) == Program::Ztunnel && pod_ready(p))
+            .is_some_and(|p| p.pointer("/metadata/uid") == t.pod.pointer("/metadata/uid"));
+    if st.faults.ztunnel_target_down && first_ztunnel {
+        return Err(refused());
+    }
+    match scraper(&t.pod, t.port, &t.path) {
+        None => Err(refused()),
+        // What the simulation serves is plain HTTP; a TLS handshake with it fails.
+        Some(_) if t.scheme != "http" => {
+            Err(format!("Get \"{}\": http: server gave HTTP response to HTTPS client", t.url()))
+        }
+        Some((200, body)) => Ok(body),
+        Some((code, _)) => Err(format!("server returned HTTP status {code} {}", reason(code))),
+    }
+}
+
+fn reason(code: u16) -> &'static str {
+    http::StatusCode::from_u16(code).ok().and_then(|c| c.canonical_reason()).unwrap_or("")
+}
+
+/// `/api/v1/targets`: every active target in the shape of the upstream example.
+fn targets_api(st: &State, pod: &Value, template: &Value, scraper: Scraper) -> Value {
+    let active: Vec<Value> = targets(st, pod)
+        .iter()
+        .map(|t| {
+            let mut v = template.clone();
+            let instance = format!("{}:{}", s(&t.pod, "/status/podIP"), t.port);
+            let mut labels: serde_json::Map<String, Value> =
+                t.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            labels.insert("instance".into(), json!(instance));
+            let health = scrape(st, t, scraper);
+            v["labels"] = Value::Object(labels);
+            v["discoveredLabels"] =
+                json!({"__address__": instance, "__metrics_path__": t.path, "__scheme__": t.scheme, "job": t.pool});
+            v["scrapePool"] = json!(t.pool);
+            v["scrapeUrl"] = json!(t.url());
+            v["globalUrl"] = json!(t.url());
+            v["lastScrape"] = json!(now());
+            v["scrapeInterval"] = json!("15s");
+            v["health"] = json!(if health.is_ok() { "up" } else { "down" });
+            v["lastError"] = json!(health.err().unwrap_or_default());
+            v
+        })
+        .collect();
+    json!({"status": "success", "data": {"activeTargets": active, "droppedTargets": [], "droppedTargetCounts": {}}})
+}
+
+/// The subset of PromQL the harness and Kiali send: an instant vector selector
+/// `name{label="value",…}`, optionally under `sum by (labels) (…)`.
+struct Query {
+    by: Option<Vec<String>>,
+    name: String,
+    matchers: Vec<(String, String)>,
+}
+
+fn parse_query(q: &str) -> Option<Query> {
+    let q = q.trim();
+    let (by, inner) = match q.strip_prefix("sum by") {
+        Some(rest) => {
+            let rest = rest.trim_start().strip_prefix('(')?;
+            let (labels, rest) = rest.split_once(')')?;
+            let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+            (Some(labels.split(',').map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()), inner)
+        }
+        None => (None, q),
+    };
+    let (name, matchers) = match inner.split_once('{') {
+        Some((name, rest)) => (name.trim(), rest.strip_suffix('}')?),
+        None => (inner.trim(), ""),
+    };
+    let matchers = matchers
+        .split(',')
+        .filter(|m| !m.trim().is_empty())
+        .map(|m| {
+            let (k, v) = m.split_once('=')?;
+            Some((k.trim().to_string(), v.trim().strip_prefix('"')?.strip_suffix('"')?.to_string()))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    valid.then(|| Query { by, name: name.to_string(), matchers })
+}
+
+/// `/api/v1/query`: the query over the current scrape of every up target, target labels added.
+fn query_api(st: &State, pod: &Value, query: &str, scraper: Scraper) -> (u16, Value) {
+    let q = super::web::decode(query.split('&').find_map(|p| p.strip_prefix("query=")).unwrap_or_default());
+    let Some(parsed) = parse_query(&q) else {
+        // prometheus v3.5.0 web/api/v1/api.go: a parse error is 400 `bad_data`.
+        return (
+            400,
+            json!({"status": "error", "errorType": "bad_data", "error": format!("invalid parameter \"query\": 1:1: parse error: unexpected input in {q:?}")}),
+        );
+    };
+    let mut series: BTreeMap<Vec<(String, String)>, f64> = BTreeMap::new();
+    for t in targets(st, pod) {
+        let Ok(body) = scrape(st, &t, scraper) else { continue };
+        for sample in meshcheck::formats::promtext::parse(&String::from_utf8_lossy(&body)).samples_named(&parsed.name) {
+            let mut labels: BTreeMap<String, String> = sample.labels.clone();
+            for (k, v) in &t.labels {
+                labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            labels.insert("instance".into(), format!("{}:{}", s(&t.pod, "/status/podIP"), t.port));
+            if !parsed.matchers.iter().all(|(k, v)| labels.get(k).map_or("", String::as_str) == v) {
+                continue;
+            }
+            let key: Vec<(String, String)> = match &parsed.by {
+                Some(by) => by.iter().map(|l| (l.clone(), labels.get(l).cloned().unwrap_or_default())).collect(),
+                None => {
+                    labels.insert("__name__".into(), parsed.name.clone());
+                    labels.into_iter().collect()
+                }
+            };
+            *series.entry(key).or_default() += sample.value;
+        }
+    }
+    let now = chrono::Utc::now().timestamp() as f64;
+    let result: Vec<Value> = series
+        .into_iter()
+        .map(|(labels, v)| {
+            let metric: serde_json::Map<String, Value> =
+                labels.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k, json!(v))).collect();
+            json!({"metric": metric, "value": [now, v.to_string()]})
+        })
+        .collect();
+    (200, json!({"status": "success", "data": {"resultType": "vector", "result": result}}))
+}
+
+/// What a Prometheus pod answers on its web port.
+pub(super) fn serve(
+    st: &State,
+    pod: &Value,
+    template: &Value,
+    route: &str,
+    query: &str,
+    scraper: Scraper,
+) -> (u16, Value) {
+    match route {
+        "/api/v1/targets" => (200, targets_api(st, pod, template, scraper)),
+        "/api/v1/query" => query_api(st, pod, query, scraper),
+        _ => (404, Value::Null),
+    }
+}
+
+/// The port Prometheus listens on: 9090 (prometheus-operator's `--web.listen-address`), named by
+/// the CR's `portName` (default `web`).
+pub(super) const PORT: u16 = 9090;

@@ -8,26 +8,32 @@
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
+use serde_json::Value;
 
 use super::{
-    Shared,
-    mesh::workload_pod,
+    Shared, State,
+    mesh::{Program, host_port, program, resolve, resolve_host, workload_pod},
+    shapes::{observed, s},
     store::now,
+    tempo::http_port,
     web::{Body, respond, status_error},
 };
 
 pub use super::clients::exec;
-use super::gateway::has_endpoints;
 pub use super::gateway::serve_gateway;
 use super::istiod::istiod_metrics;
-use super::kiali::{kiali_graph, kiali_status};
+use super::kiali;
 pub use super::mirror::serve_mirror;
-use super::prometheus::{prom_query, prom_targets};
-use super::shapes::{json, s};
+use super::prometheus;
 pub use super::tempo::Span;
 use super::tempo::{tempo_json, tempo_protobuf};
 use super::ztunnel::{config_dump, identity, ztunnel_metrics};
 
+/// The API server's service proxy (`/api/v1/namespaces/{ns}/services/{name}/proxy/{path}`): the
+/// Service port, a Ready pod behind it and that pod's target port, then whatever the program in
+/// the pod answers there (kubernetes v1.35 pkg/registry/core/service/proxy.go; a Service without
+/// a Ready endpoint is 503 `no endpoints available`, a closed port 503 `error trying to reach
+/// service`).
 pub async fn proxy(shared: &Arc<Shared>, ns: &str, name: &str, path: &str, accept: &str) -> Response<Body> {
     let parts: Vec<&str> = name.split(':').collect();
     let (svc, port) = match parts.as_slice() {
@@ -37,47 +43,102 @@ pub async fn proxy(shared: &Arc<Shared>, ns: &str, name: &str, path: &str, accep
         _ => return status_error(400, "BadRequest", "bad service name"),
     };
     let st = shared.lock();
-    if st.store.get("", "services", ns, svc).is_none() {
-        return status_error(404, "NotFound", &format!("services \"{svc}\" not found"));
-    }
-    if !has_endpoints(&st, ns, svc) {
-        return status_error(503, "ServiceUnavailable", &format!("no endpoints available for service \"{svc}\""));
-    }
-    let (route, query) = path.split_once('?').unwrap_or((path, ""));
-    match (ns, svc, port, route) {
-        ("monitoring", "prom-prometheus", 9090, "/api/v1/targets") => json(&prom_targets(shared, &st)),
-        ("monitoring", "prom-prometheus", 9090, "/api/v1/query") => json(&prom_query(&st, query)),
-        ("tempo", "tempo", 3200, r) if r.starts_with("/api/traces/") => {
-            let id = r.trim_start_matches("/api/traces/").to_ascii_lowercase();
-            match st.traces.get(&id) {
-                None => respond(StatusCode::NOT_FOUND, "text/plain", format!("trace not found: {id}")),
-                Some(spans) if accept.contains("application/protobuf") => {
-                    respond(StatusCode::OK, "application/protobuf", tempo_protobuf(&id, spans))
-                }
-                Some(spans) => json(&tempo_json(&id, spans)),
-            }
+    let (pod, target) = match resolve(&st, ns, svc, port) {
+        Ok(found) => found,
+        Err(e) if st.store.get("", "services", ns, svc).is_none() => return status_error(404, "NotFound", &e),
+        Err(e) => return status_error(503, "ServiceUnavailable", &e),
+    };
+    match answer(shared, &st, &pod, target, path, accept) {
+        Some((code, content_type, body)) => {
+            respond(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY), content_type, body)
         }
-        ("istio-system", "kiali", 20001, "/kiali/api/status") => json(&kiali_status(&st)),
-        ("istio-system", "kiali", 20001, "/kiali/api/namespaces/graph") => json(&kiali_graph(&st)),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "404 page not found"),
+        None => status_error(
+            503,
+            "ServiceUnavailable",
+            &format!(
+                "error trying to reach service: dial tcp {}:{target}: connect: connection refused",
+                s(&pod, "/status/podIP")
+            ),
+        ),
     }
 }
 
-/// An HTTP answer from a port inside a pod, or `None` when nothing listens there.
+/// An HTTP answer from a port inside a pod (port-forward), or `None` when nothing listens there.
 pub fn pod_port(shared: &Shared, ns: &str, pod: &str, port: u16, path: &str) -> Option<(u16, &'static str, Vec<u8>)> {
     let st = shared.lock();
     let p = st.store.get("", "pods", ns, pod)?.clone();
-    let app = s(&p, "/metadata/labels/app");
-    match (app, port, path) {
-        ("ztunnel", 15000, "/config_dump") => {
-            Some((200, "application/json", serde_json::to_vec_pretty(&config_dump(shared, &st)).expect("json")))
+    answer(shared, &st, &p, port, path, "")
+}
+
+type Answer = (u16, &'static str, Vec<u8>);
+
+/// What the program a pod runs answers on a port and path, or `None` when nothing listens there.
+/// Which program and which ports come from the pod and its configuration objects, never from its
+/// name: a Service or monitor that points elsewhere meets a closed port.
+fn answer(shared: &Shared, st: &State, pod: &Value, port: u16, path: &str, accept: &str) -> Option<Answer> {
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    let metrics = |text: String| -> Answer { (200, "text/plain; version=0.0.4", text.into_bytes()) };
+    let json_body =
+        |code: u16, v: &Value| -> Answer { (code, "application/json", serde_json::to_vec(v).expect("json")) };
+    let not_found = || -> Answer { (404, "text/plain", b"404 page not found".to_vec()) };
+    let ok = |text: &str| -> Answer { (200, "text/plain", text.as_bytes().to_vec()) };
+    let answer = match (program(pod), port, route) {
+        // ztunnel 1.30.3 src/admin.rs (15000), src/metrics/server.rs (15020), readiness 15021.
+        (Program::Ztunnel, 15000, "/config_dump") => json_body(200, &config_dump(shared, st)),
+        (Program::Ztunnel, 15020, "/stats/prometheus") => metrics(ztunnel_metrics(shared, st, pod)),
+        (Program::Ztunnel, 15021, "/healthz/ready") => ok(""),
+        (Program::Ztunnel, 15000 | 15020 | 15021, _) => not_found(),
+        // istiod's monitoring port (pilot/pkg/features: monitoringPort 15014).
+        (Program::Istiod, 15014, "/metrics") => metrics(istiod_metrics(st)),
+        (Program::Istiod, 15014, _) => not_found(),
+        (Program::CoreDns, 9153, "/metrics") => {
+            metrics("# TYPE coredns_build_info gauge\ncoredns_build_info{version=\"1.12.1\"} 1\n".into())
         }
-        ("ztunnel", 15020, "/stats/prometheus") => {
-            Some((200, "text/plain; version=0.0.4", ztunnel_metrics(shared, &st, &p).into_bytes()))
+        (Program::Prometheus, prometheus::PORT, "/-/healthy") => ok("Prometheus Server is Healthy.\n"),
+        (Program::Prometheus, prometheus::PORT, "/metrics") => {
+            metrics("# TYPE prometheus_build_info gauge\nprometheus_build_info{version=\"3.5.0\"} 1\n".into())
         }
-        ("istiod", 15014, "/metrics") => Some((200, "text/plain; version=0.0.4", istiod_metrics(&st).into_bytes())),
-        ("ztunnel" | "istiod", _, _) => Some((404, "text/plain", b"404 page not found".to_vec())),
-        _ => None,
+        (Program::Prometheus, prometheus::PORT, _) => {
+            let template =
+                observed(shared, "prometheus-api-v1-targets.docs-example.json")["data"]["activeTargets"][0].clone();
+            let scraper = |p: &Value, port: u16, path: &str| {
+                answer(shared, st, p, port, path, "").map(|(code, _, body)| (code, body))
+            };
+            match prometheus::serve(st, pod, &template, route, query, &scraper) {
+                (404, _) => not_found(),
+                (code, v) => json_body(code, &v),
+            }
+        }
+        (Program::Tempo, p, r) if p == http_port(st, pod) => match r.strip_prefix("/api/traces/") {
+            Some(id) => tempo_trace(st, id, accept),
+            None => not_found(),
+        },
+        (Program::Kiali, p, _) if kiali::config(st, pod).is_some_and(|c| c.port == p) => {
+            let config = kiali::config(st, pod).expect("checked");
+            let prometheus = |url: &str, promql: &str| -> Option<Value> {
+                let (host, port) = host_port(url)?;
+                let (p, target) = resolve_host(st, &host, port).ok()?;
+                let q = format!("/api/v1/query?query={}", super::web::encode(promql));
+                let (code, _, body) = answer(shared, st, &p, target, &q, "")?;
+                (code == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
+            };
+            kiali::serve(st, &config, path, &prometheus)
+        }
+        _ => return None,
+    };
+    Some(answer)
+}
+
+/// Tempo's v1 trace-by-id: the spans, or for an unknown id 404 with an empty body
+/// (tempo v2.10.0 modules/frontend/combiner/trace_by_id.go#L37-L68).
+fn tempo_trace(st: &State, id: &str, accept: &str) -> Answer {
+    let id = id.to_ascii_lowercase();
+    match st.traces.get(&id) {
+        None => (404, "text/plain", Vec::new()),
+        Some(spans) if accept.contains("application/protobuf") => {
+            (200, "application/protobuf", tempo_protobuf(&id, spans))
+        }
+        Some(spans) => (200, "application/json", serde_json::to_vec(&tempo_json(&id, spans)).expect("json")),
     }
 }
 

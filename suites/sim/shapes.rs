@@ -1,13 +1,9 @@
 //! Upstream shapes the components answer in: recordings under `observed/` of the upstream data,
 //! and a JSON pointer helper.
 
-use http::{Response, StatusCode};
 use serde_json::Value;
 
-use super::{
-    Shared,
-    web::{Body, respond},
-};
+use super::Shared;
 
 pub(super) fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
@@ -18,8 +14,4 @@ pub(super) fn observed(shared: &Shared, file: &str) -> Value {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| panic!("../shared/upstream/observed/{file} is needed by the simulation"))
-}
-
-pub(super) fn json(v: &Value) -> Response<Body> {
-    respond(StatusCode::OK, "application/json", serde_json::to_vec(v).expect("json"))
 }

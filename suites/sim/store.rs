@@ -60,6 +60,36 @@ fn builtins() -> Vec<ResourceType> {
         ResourceType::new("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
         ResourceType::new("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true),
         ResourceType::new("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true),
+        ResourceType::new("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true),
+        ResourceType::new("batch", "v1", "Job", "jobs", true),
+        ResourceType::new(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingWebhookConfiguration",
+            "validatingwebhookconfigurations",
+            false,
+        ),
+        ResourceType::new(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            false,
+        ),
+        ResourceType::new(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicy",
+            "validatingadmissionpolicies",
+            false,
+        ),
+        ResourceType::new(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+            false,
+        ),
     ];
     for (kind, plural) in [
         ("Deployment", "deployments"),
@@ -315,4 +345,29 @@ pub fn fields_match(selector: &str, obj: &Value) -> bool {
         let have = obj.pointer(&format!("/{}", field.replace('.', "/"))).and_then(Value::as_str).unwrap_or("");
         (have == want) == eq
     })
+}
+
+/// A Kubernetes `LabelSelector` (`matchLabels` and `matchExpressions` with `In`, `NotIn`,
+/// `Exists`, `DoesNotExist`) against labels: apimachinery v0.35 `LabelSelectorAsSelector`, where
+/// an empty selector matches everything. A null selector matches nothing there; callers whose
+/// upstream gives null another meaning (the monitors' namespace selectors) decide before calling.
+pub fn label_selector_matches(selector: &Value, labels: &Value) -> bool {
+    let Some(sel) = selector.as_object() else { return false };
+    let label = |k: &str| labels.get(k).and_then(Value::as_str);
+    let by_labels =
+        sel.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.iter().all(|(k, v)| label(k) == v.as_str()));
+    let by_expressions = sel.get("matchExpressions").and_then(Value::as_array).is_none_or(|exprs| {
+        exprs.iter().all(|e| {
+            let key = e["key"].as_str().unwrap_or_default();
+            let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            match e["operator"].as_str().unwrap_or_default() {
+                "In" => label(key).is_some_and(|v| values.contains(&v)),
+                "NotIn" => label(key).is_none_or(|v| !values.contains(&v)),
+                "Exists" => label(key).is_some(),
+                "DoesNotExist" => label(key).is_none(),
+                _ => false,
+            }
+        })
+    });
+    by_labels && by_expressions
 }

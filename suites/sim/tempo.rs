@@ -72,3 +72,44 @@ pub(super) fn tempo_protobuf(id: &str, spans: &[Span]) -> Vec<u8> {
     }
     .encode_to_vec()
 }
+
+/// Tempo's configuration file as its pod mounts it: `tempo.yaml` of the ConfigMap volume (the
+/// tempo chart 1.26.1 templates/statefulset.yaml mounts ConfigMap `<fullname>` at /conf and runs
+/// `-config.file=/conf/tempo.yaml`).
+fn config(st: &super::State, pod: &Value) -> Value {
+    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    pod.pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer("/configMap/name").and_then(Value::as_str))
+        .filter_map(|name| st.store.get("", "configmaps", ns, name))
+        .find_map(|cm| cm.pointer("/data/tempo.yaml").and_then(Value::as_str).map(String::from))
+        .and_then(|text| serde_saphyr::from_str::<Value>(&text).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The HTTP API port: `server.http_listen_port`, default 3200 (tempo v2.10.0
+/// cmd/tempo/app/config.go `HTTPListenPort`).
+pub(super) fn http_port(st: &super::State, pod: &Value) -> u16 {
+    config(st, pod)
+        .pointer("/server/http_listen_port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(3200)
+}
+
+/// The port the OTLP gRPC receiver accepts connections from other pods on, if any: its
+/// `endpoint` must bind a non-loopback address. Tempo's receivers default to `localhost:4317`
+/// ("By default, receivers listen to localhost", tempo v2.10.0
+/// docs/sources/tempo/configuration/_index.md#L155-L162), so an endpoint left out or on
+/// localhost receives nothing from istiod's exporters.
+pub(super) fn otlp_grpc_port(st: &super::State, pod: &Value) -> Option<u16> {
+    let endpoint = config(st, pod)
+        .pointer("/distributor/receivers/otlp/protocols/grpc/endpoint")
+        .and_then(Value::as_str)
+        .map(String::from)?;
+    let (host, port) = endpoint.rsplit_once(':')?;
+    let reachable = !matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+    reachable.then(|| port.parse().ok()).flatten()
+}

@@ -7,7 +7,7 @@
 use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
 use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::{Cluster, Release, Shared, charts};
@@ -155,13 +155,14 @@ async fn kind_create(shared: &Arc<Shared>, args: &[String]) -> Answer {
     let mut names = vec![format!("{name}-control-plane")];
     let workers = nodes.iter().filter(|n| n["role"] == "worker").count();
     names.extend((1..=workers).map(|i| if i == 1 { format!("{name}-worker") } else { format!("{name}-worker{i}") }));
-    let host_port = nodes
+    let mapping = nodes
         .iter()
         .flat_map(|n| n["extraPortMappings"].as_array().cloned().unwrap_or_default())
-        .find_map(|m| m["hostPort"].as_u64())
-        .map(|p| p as u16);
+        .find(|m| m["hostPort"].is_u64());
+    let port = |k: &str| mapping.as_ref().and_then(|m| m[k].as_u64()).and_then(|p| u16::try_from(p).ok());
+    let ports = (port("hostPort"), port("containerPort"));
     let Some(kc) = opt(args, "--kubeconfig") else { return fail(1, "ERROR: no --kubeconfig\n") };
-    if let Err(e) = create(shared, &name, names, host_port, "kind") {
+    if let Err(e) = create(shared, &name, names, ports, "kind") {
         return e;
     }
     tokio::time::sleep(shared.sim(shared.timings.create_cluster)).await;
@@ -180,10 +181,11 @@ async fn kind_create(shared: &Arc<Shared>, args: &[String]) -> Answer {
 /// k3d: `cluster create N --image … --agents W … -p 127.0.0.1:H:NP@server:0 …`.
 async fn k3d_create(shared: &Arc<Shared>, name: &str, args: &[String]) -> Answer {
     let agents: usize = opt(args, "--agents").and_then(|a| a.parse().ok()).unwrap_or(0);
-    let host_port = opt(args, "-p").and_then(|p| p.split(':').nth(1)).and_then(|p| p.parse().ok());
+    let mapping: Vec<&str> = opt(args, "-p").map(|p| p.split(['@', ':']).collect()).unwrap_or_default();
+    let ports = (mapping.get(1).and_then(|p| p.parse().ok()), mapping.get(2).and_then(|p| p.parse().ok()));
     let mut names = vec![format!("k3d-{name}-server-0")];
     names.extend((0..agents).map(|i| format!("k3d-{name}-agent-{i}")));
-    if let Err(e) = create(shared, name, names, host_port, "k3d") {
+    if let Err(e) = create(shared, name, names, ports, "k3d") {
         return e;
     }
     tokio::time::sleep(shared.sim(shared.timings.create_cluster)).await;
@@ -198,7 +200,7 @@ fn create(
     shared: &Shared,
     name: &str,
     nodes: Vec<String>,
-    host_port: Option<u16>,
+    (host_port, node_port): (Option<u16>, Option<u16>),
     provider: &str,
 ) -> Result<(), Answer> {
     let mut st = shared.lock();
@@ -213,7 +215,7 @@ fn create(
     }
     st.store.reset();
     charts::create_cluster(&mut st, provider, &nodes);
-    st.cluster = Some(Cluster { name: name.into(), nodes, host_port });
+    st.cluster = Some(Cluster { name: name.into(), nodes, host_port, node_port });
     let _ = shared.api_up.send(true);
     Ok(())
 }
@@ -237,31 +239,11 @@ fn delete_cluster(shared: &Shared, name: &str, provider: &str) -> Answer {
     }
 }
 
-/// The chart repositories the simulation serves, by host and path, each as its project documents
-/// it (`helm repo add <name> <url>`): istio.io docs/ambient/install/helm, docs.cilium.io
-/// k8s-install-helm, the prometheus-community and grafana-community helm-charts READMEs, kiali.io's
-/// installation guide. A chart asked of any other URL is not found, as helm would say.
-const REPOSITORIES: &[(&str, &str)] = &[
-    ("istio-release.storage.googleapis.com/charts", "istio"),
-    ("helm.cilium.io", "cilium"),
-    ("prometheus-community.github.io/helm-charts", "prometheus-community"),
-    ("grafana-community.github.io/helm-charts", "grafana-community"),
-    ("kiali.org/helm-charts", "kiali"),
-];
-
-/// The chart `name` of the repository at `url` (the simulation's mirror of it, or the URL itself),
-/// as `repository/chart`; or helm's error.
-fn chart_in(shared: &Shared, url: Option<&str>, name: &str, version: &str) -> Result<String, String> {
-    let Some(url) = url else {
-        // helm v3.20.0 pkg/cmd install: a chart reference without a local repository of that name.
-        return Err(format!("Error: repo {} not found", name.split('/').next().unwrap_or(name)));
-    };
+/// The repository URL a run names with `--repo`, with the simulation's mirror prefix taken off
+/// (a scenario's `mirrors` point the chart repositories here).
+fn repository(shared: &Shared, url: &str) -> String {
     let mirror = format!("http://127.0.0.1:{}/", shared.mirror_port);
-    let path = url.strip_prefix(&mirror).or_else(|| url.split_once("://").map(|(_, rest)| rest)).unwrap_or(url);
-    match REPOSITORIES.iter().find(|(at, _)| *at == path.trim_end_matches('/')) {
-        Some((_, repository)) => Ok(format!("{repository}/{name}")),
-        None => Err(format!("Error: chart \"{name}\" version \"{version}\" not found in {url} repository")),
-    }
+    url.strip_prefix(&mirror).map_or_else(|| url.to_string(), |rest| format!("https://{rest}"))
 }
 
 /// `helm upgrade [--install] REL CHART --repo URL --version V --namespace NS --values F… [--wait] --timeout Ts --kubeconfig K …`
@@ -286,11 +268,15 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
         return fail(1, "Error: \"helm upgrade\" requires 2 arguments\n");
     };
     let version = opt(args, "--version").unwrap_or("").to_string();
-    let chart = match chart_in(shared, opt(args, "--repo"), chart, &version) {
+    let Some(repo) = opt(args, "--repo") else {
+        // helm v3.22.0 pkg/cmd install: a chart reference without a local repository of that name.
+        return fail(1, format!("Error: repo {} not found\n", chart.split('/').next().unwrap_or(chart)));
+    };
+    let chart_name = chart.to_string();
+    let chart = match shared.helm.chart(&repository(shared, repo), chart, &version) {
         Ok(chart) => chart,
         Err(e) => return fail(1, format!("{e}\n")),
     };
-    let chart = &chart;
     // `--repo`: helm downloads the repository's index before it renders anything.
     tokio::time::sleep(shared.sim(shared.timings.repo_index)).await;
     let ns = opt(args, "--namespace").unwrap_or("default").to_string();
@@ -327,20 +313,10 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
             ),
         );
     }
-    let mut values = json!({});
-    let mut rest = args.iter();
-    while let Some(a) = rest.next() {
-        if a == "--values" {
-            let file = rest.next().cloned().unwrap_or_default();
-            match std::fs::read_to_string(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|t| serde_saphyr::from_str::<Value>(&t).map_err(|e| e.to_string()))
-            {
-                Ok(v) => charts::merge(&mut values, &v),
-                Err(e) => return fail(1, format!("Error: open {file}: {e}\n")),
-            }
-        }
-    }
+    let values: Vec<std::path::PathBuf> =
+        args.windows(2).filter(|w| w[0] == "--values").map(|w| std::path::PathBuf::from(&w[1])).collect();
+    let sets: Vec<String> = args.windows(2).filter(|w| w[0] == "--set").map(|w| w[1].clone()).collect();
+    let rendered = tokio::task::block_in_place(|| shared.helm.template(&chart, release, &ns, &values, &sets));
     // helm renders the chart and sends it to the API server; its objects exist when it returns.
     tokio::time::sleep(shared.sim(shared.timings.helm(release))).await;
     let objects = {
@@ -355,7 +331,7 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
         if st.store.get("", "namespaces", "", &ns).is_none() {
             return fail(1, format!("Error: {verb} FAILED: create: failed to create: namespaces \"{ns}\" not found\n"));
         }
-        let objects = match charts::render(shared, chart, &version, release, &ns, &values) {
+        let objects = match rendered {
             Ok(o) => o,
             Err(e) => return fail(1, format!("{e}\n")),
         };
@@ -380,7 +356,7 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
         }
     }
     ok(format!(
-        "Release \"{release}\" has been {}. Happy Helming!\nNAME: {release}\nNAMESPACE: {ns}\nSTATUS: deployed\nCHART: {chart}-{version}\n",
+        "Release \"{release}\" has been {}. Happy Helming!\nNAME: {release}\nNAMESPACE: {ns}\nSTATUS: deployed\nCHART: {chart_name}-{version}\n",
         if install { "installed" } else { "upgraded" }
     ))
 }

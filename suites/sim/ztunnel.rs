@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::shapes::{observed, s};
 use super::{Shared, State};
 
-use super::mesh::{ambient, workload_pod};
+use super::mesh::{captured, workload_pod};
 
 /// ztunnel's config dump: every pod it knows, HBONE for pods of ambient namespaces on a node
 /// with a ztunnel, in the shape of istioctl's testdata.
@@ -24,7 +24,7 @@ pub(super) fn config_dump(shared: &Shared, st: &State) -> Value {
         let (ns, name, ip) = (s(p, "/metadata/namespace"), s(p, "/metadata/name"), s(p, "/status/podIP"));
         let labels = p.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
         let app = labels["app"].as_str().unwrap_or(name);
-        let captured = ambient(st, ns) && !(st.faults.ztunnel_reports_tcp && ns == "book-info");
+        let captured = captured(st, p) && !(st.faults.ztunnel_reports_tcp && ns == "book-info");
         let mut w = template.clone();
         if let Some(m) = w.as_object_mut() {
             m.remove("waypoint");
@@ -87,13 +87,12 @@ pub(super) fn ztunnel_metrics(shared: &Shared, st: &State, ztunnel: &Value) -> S
             let on = |p: &Option<Value>| p.as_ref().is_some_and(|p| s(p, "/spec/nodeName") == node);
             let (sns, ssa, sapp) = identity(st, src);
             let (dns, dsa, dapp) = identity(st, dst);
-            let secure = ambient(st, &sns) && ambient(st, &dns);
+            let in_mesh = |p: &Option<Value>| p.as_ref().is_some_and(|p| captured(st, p));
+            let (src_captured, dst_captured) = (in_mesh(&src_pod), in_mesh(&dst_pod));
+            let secure = src_captured && dst_captured;
             for reporter in ["source", "destination"] {
-                let here = if reporter == "source" {
-                    on(&src_pod) && ambient(st, &sns)
-                } else {
-                    on(&dst_pod) && ambient(st, &dns)
-                };
+                let here =
+                    if reporter == "source" { on(&src_pod) && src_captured } else { on(&dst_pod) && dst_captured };
                 if !here {
                     continue;
                 }
@@ -103,7 +102,7 @@ pub(super) fn ztunnel_metrics(shared: &Shared, st: &State, ztunnel: &Value) -> S
                 labels.insert("connection_security_policy", if secure { "mutual_tls" } else { "unknown" }.into());
                 labels.insert(
                     "source_principal",
-                    if secure || ambient(st, &sns) {
+                    if secure || src_captured {
                         format!("spiffe://cluster.local/ns/{sns}/sa/{ssa}")
                     } else {
                         "unknown".into()
