@@ -19,7 +19,8 @@ pub const EDGES: &[(&str, &str)] = &[("productpage", "details"), ("productpage",
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
         // The kiali-server chart and the operator's default web_root is /kiali on Kubernetes.
-        let status = live.service_get("istio-system", "kiali", 20001, "kiali/api/status").await?;
+        let status =
+            live.service_get("istio-system", "kiali", 20001, "kiali/api/status").await.map_err(login_needed)?;
         live.save("kiali/status.json", &status)?;
         crate::cluster::traffic::drive_bookinfo(live, 30).await;
         tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(30))).await;
@@ -33,6 +34,29 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             .await?;
         live.save(GRAPH, &graph)
     })
+}
+
+/// A 401 from Kiali's status API said plainly: Kiali's `auth.strategy` asks for a login, and the
+/// API server's service proxy carries no Kiali session (kiali v2.29.0 handlers/authentication.go:
+/// `token` and `openid` read only the `kiali-token` cookie; `/api/status` is an authenticated
+/// route, routing/routes.go). meshcheck's own install sets `anonymous`.
+fn login_needed(e: LiveError) -> LiveError {
+    let unauthorized = match &e {
+        LiveError::Kube { source: kube::Error::Api(status), .. } => status.code == 401,
+        LiveError::Http { message, .. } => message.starts_with("HTTP 401"),
+        _ => false,
+    };
+    if !unauthorized {
+        return e;
+    }
+    LiveError::Http {
+        what: "Kiali's status API (kiali/api/status through the API server's service proxy)".into(),
+        message: format!(
+            "401 Unauthorized ({e}); Kiali's auth.strategy asks for a login, which the service proxy cannot give: \
+             set `auth.strategy: anonymous` in the Kiali CR (meshcheck's install does, fixtures/values/kiali-operator.yaml) \
+             or leave the kiali check out of this run's `checks`"
+        ),
+    }
 }
 
 /// The service graph a run's Kiali evidence holds (empty when there is none or it does not parse),

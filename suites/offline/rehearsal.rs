@@ -39,7 +39,7 @@ impl Rehearsal {
     fn scenario(&self, name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
         let text = std::fs::read_to_string(crate::common::root().join(format!("scenarios/{name}.yaml"))).unwrap();
         let path = self.work.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, edit(self.sim.point_scenario(&text))).unwrap();
+        std::fs::write(&path, edit(cut_timeouts(self.sim.point_scenario(&text)))).unwrap();
         path
     }
 
@@ -101,6 +101,23 @@ impl Rehearsal {
     fn record(&self) -> RunRecord {
         RunRecord::load(&self.run_dir()).unwrap()
     }
+}
+
+/// With `MESHCHECK_REHEARSAL_TIMEOUTS=<duration>` (the mutation runner's setting) every phase
+/// deadline of the scenario becomes that duration: a mutated run waiting for what never comes
+/// fails in seconds instead of the shipped 10 to 15 minutes.
+fn cut_timeouts(text: String) -> String {
+    let Ok(cut) = std::env::var("MESHCHECK_REHEARSAL_TIMEOUTS") else { return text };
+    text.lines()
+        .map(|line| match line.split_once(": ") {
+            Some((key, _)) if ["  provision", "  install", "  deploy", "  check"].contains(&key) => {
+                format!("{key}: {cut}")
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// `suite::name` → outcome of every result.
@@ -887,4 +904,75 @@ fn the_probes_negative_control_puts_back_the_users_probe_policy_as_it_was() {
     assert_eq!(after["metadata"]["labels"]["team"], "platform", "{after}");
     assert_eq!(after["spec"]["description"], users["spec"]["description"], "{after}");
     assert_eq!(after["spec"]["ingress"], users["spec"]["ingress"], "the user's rules are back: {after}");
+}
+
+/// A kind rehearsal of `checks` with one fixture edited (`find` → `replace`) through
+/// `MESHCHECK_FIXTURES`, as a user adapting a value would: the simulation evaluates what the edit
+/// makes of the cluster.
+fn with_fixture_edit(file: &str, find: &str, replace: &str, checks: &[&str]) -> Option<Rehearsal> {
+    let r = Rehearsal::new("kind", Faults::default())?;
+    let fixtures = r.work.path().join("fixtures");
+    let path = fixtures.join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let text = meshcheck::plan::fixtures::text(file);
+    assert_eq!(text.matches(find).count(), 1, "{file} holds `{find}` once");
+    std::fs::write(&path, text.replace(find, replace)).unwrap();
+    let scenario = r.scenario("ambient-kind", |t| only_checks(t, checks));
+    let out = r
+        .meshcheck()
+        .env(meshcheck::plan::fixtures::OVERRIDE_ENV, &fixtures)
+        .args(["run", "--scenario"])
+        .arg(&scenario)
+        .arg("--reports")
+        .arg(r.reports())
+        .output()
+        .unwrap();
+    assert_report_complete(&r, &scenario, &out);
+    Some(r)
+}
+
+/// A PodMonitor that selects no pod (its label edited): Prometheus, evaluating the monitor against
+/// the pods, has no ztunnel target, and metrics fails naming the PodMonitor and each unscraped
+/// ztunnel. The healthy kind rehearsal is the baseline.
+#[test]
+fn a_monitor_that_selects_nothing_fails_metrics_naming_the_monitor() {
+    let Some(r) = with_fixture_edit(
+        "manifests/istio-monitors.yaml",
+        "      app: ztunnel",
+        "      app: ztunnel-node",
+        &["metrics"],
+    ) else {
+        return;
+    };
+    assert_verdicts(&r, &[("checks::metrics", Outcome::Fail, "no target of the ztunnel PodMonitor")]);
+}
+
+/// Kiali on `token` auth (its CR edited): through the API server's service proxy its status API
+/// answers 401, and the kiali check errors saying why and what to set.
+#[test]
+fn kiali_on_token_auth_errors_with_the_fix() {
+    let Some(r) = with_fixture_edit(
+        "values/kiali-operator.yaml",
+        "      strategy: anonymous",
+        "      strategy: token",
+        &["kiali"],
+    ) else {
+        return;
+    };
+    assert_verdicts(&r, &[("checks::kiali", Outcome::Error, "set `auth.strategy: anonymous` in the Kiali CR")]);
+}
+
+/// A probe policy that selects no pod (its `endpointSelector` edited): under default-deny the
+/// SNAT-ed probes of the ambient probe targets are dropped, and probes fails.
+#[test]
+fn a_probe_policy_that_selects_no_pod_fails_probes() {
+    let Some(r) = with_fixture_edit(
+        "manifests/cilium-allow-ambient-hostprobes.yaml",
+        "  endpointSelector: {}",
+        "  endpointSelector:\n    matchLabels:\n      app: nothing-has-this-label",
+        &["probes"],
+    ) else {
+        return;
+    };
+    assert_verdicts(&r, &[("checks::probes", Outcome::Fail, "Unhealthy")]);
 }

@@ -324,6 +324,9 @@ fn create(
         obj["status"] = json!({"phase": "Active"});
         obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
     }
+    if let Err(message) = store::validate(group, plural, &obj, None) {
+        return status_error(422, "Invalid", &message);
+    }
     let stored = st.store.put(group, plural, obj);
     if owned_by_run(q) {
         st.applied.insert((group.into(), plural.into(), ns.into(), name.clone()));
@@ -379,6 +382,9 @@ fn apply(
     }
     obj["apiVersion"] = json!(rtype.api_version());
     obj["kind"] = json!(rtype.kind);
+    if let Err(message) = store::validate(group, plural, &obj, existing.as_ref()) {
+        return status_error(422, "Invalid", &message);
+    }
     if dry_run {
         return json_reply(StatusCode::OK, &obj);
     }

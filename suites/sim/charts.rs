@@ -79,6 +79,9 @@ pub fn put_all(st: &mut State, objects: Vec<Value>, default_ns: &str) -> Result<
         {
             m.remove("namespace");
         }
+        let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+        super::store::validate(&t.group, &t.plural, &o, st.store.get(&t.group, &t.plural, ns, name))?;
         st.store.put(&t.group, &t.plural, o);
     }
     Ok(())

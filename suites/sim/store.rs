@@ -371,3 +371,32 @@ pub fn label_selector_matches(selector: &Value, labels: &Value) -> bool {
     });
     by_labels && by_expressions
 }
+
+/// What the API server's validation refuses (422 Invalid) of the objects runs write, as
+/// kubernetes v1.35 pkg/apis/core/validation/validation.go and pkg/apis/apps/validation say it:
+/// a `nodePort` on a Service of type ClusterIP (`ValidateService`), and a changed `spec.selector`
+/// of a Deployment, DaemonSet or StatefulSet (`ValidateDeploymentUpdate` and friends: "field is
+/// immutable"). `existing` is the stored object an update replaces.
+pub fn validate(group: &str, plural: &str, obj: &Value, existing: Option<&Value>) -> Result<(), String> {
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    if group.is_empty() && plural == "services" {
+        let kind = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+        for (i, port) in obj.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            if kind == "ClusterIP" && port.get("nodePort").is_some_and(|p| !p.is_null()) {
+                return Err(format!(
+                    "Service \"{name}\" is invalid: spec.ports[{i}].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"
+                ));
+            }
+        }
+    }
+    if group == "apps"
+        && let Some(before) = existing.and_then(|e| e.pointer("/spec/selector"))
+        && obj.pointer("/spec/selector").is_some_and(|after| after != before)
+    {
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
+        return Err(format!(
+            "{kind}.apps \"{name}\" is invalid: spec.selector: Invalid value: {before}: field is immutable"
+        ));
+    }
+    Ok(())
+}
