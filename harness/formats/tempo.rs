@@ -148,9 +148,15 @@ fn any_to_string(v: &AnyValue) -> String {
 }
 
 /// Decodes any of Tempo's JSON shapes: v1 `batches`, v2 `trace.resourceSpans`, or plain OTLP
-/// `resourceSpans`.
+/// `resourceSpans`. v2's answer for an unknown id is 200 with `"trace": {}` (an empty
+/// `tempopb.Trace`, its empty list omitted by jsonpb: grafana/tempo@v2.10.0
+/// modules/frontend/combiner/trace_by_id_v2.go `traceResult = &tempopb.Trace{}`): no spans, not
+/// an unreadable body.
 pub fn decode_json(body: &[u8]) -> Result<Vec<SpanInfo>, TraceError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| TraceError::Json(e.to_string()))?;
+    if v.get("trace").and_then(Value::as_object).is_some_and(|t| t.is_empty()) {
+        return Ok(Vec::new());
+    }
     let resource_spans = v
         .get("batches")
         .or_else(|| v.get("trace").and_then(|t| t.get("resourceSpans").or_else(|| t.get("batches"))))

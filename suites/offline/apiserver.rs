@@ -421,7 +421,13 @@ async fn a_port_forward_get_speaks_http1_and_names_what_went_wrong() {
     let ztunnel = running(&live, "istio-system", "app=ztunnel").await.remove(0);
     let dump = live.pod_get("istio-system", &ztunnel, 15000, "/config_dump").await.unwrap();
     let dump: Value = serde_json::from_slice(&dump).unwrap();
-    assert!(dump.get("workloads").is_some(), "a ztunnel config dump: {dump}");
+    // ztunnel 1.30's shape: a list of workloads sorted by uid, each with `capacity`, read by the
+    // harness's reader (before, the simulation served the old map keyed by address).
+    let workloads = dump["workloads"].as_array().expect("workloads is a list");
+    let uids: Vec<&str> = workloads.iter().filter_map(|w| w["uid"].as_str()).collect();
+    assert!(uids.is_sorted() && uids.len() == workloads.len(), "{uids:?}");
+    assert!(workloads.iter().all(|w| w["capacity"] == 1), "{dump}");
+    assert_eq!(meshcheck::checks::ztunnel::dump_workloads(&dump).len(), workloads.len());
     // A status other than 2xx is an error page, not evidence.
     let err = live.pod_get("istio-system", &ztunnel, 15000, "/no-such-path").await.unwrap_err().to_string();
     assert!(err.contains("HTTP 404") && err.contains("/no-such-path"), "{err}");
@@ -449,4 +455,34 @@ fn the_nodes_wait_counts_control_planes_and_workers() {
     assert!(nodes_progress(&two, None).done, "an existing cluster: every node it has");
     assert!(!nodes_progress(&[node("cp", true), node("w1", false), node("w2", true)], Some(3)).done);
     assert!(!nodes_progress(&[], None).done, "no node at all is not Ready");
+}
+
+/// Tempo 2.10's two trace-by-id APIs as the simulation serves them: v2 answers an unknown id with
+/// 200 and an empty trace, which the harness's reader takes as no spans; v1 answers 404 with an
+/// empty body, which the service GET reports as an error.
+#[tokio::test]
+async fn tempo_answers_an_unknown_trace_by_its_api_version() {
+    use crate::sim::{Faults, Sim};
+    let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
+    let sim = Sim::start(options);
+    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
+    let scenario = meshcheck::scenario::Scenario::embedded_default();
+    let live =
+        meshcheck::cluster::live::Live::new(Client::try_from(config).unwrap(), scenario, dir.path().into(), evidence)
+            .unwrap();
+    running(&live, "tempo", "").await;
+    let id = "0af7651916cd43dd8448eb211c80319c";
+    let v2 = live.service_get_as("tempo", "tempo", 3200, &format!("api/v2/traces/{id}"), "application/json").await;
+    let fetched = v2.expect("v2 answers 200 for an unknown id");
+    assert_eq!(fetched.content_type, "application/json");
+    let body: Value = serde_json::from_slice(&fetched.body).unwrap();
+    assert_eq!(body["trace"], serde_json::json!({}), "{body}");
+    assert!(meshcheck::formats::tempo::decode_json(&serde_json::to_vec(&body).unwrap()).unwrap().is_empty());
+    // Control: a body of none of Tempo's shapes is still unreadable, not "no spans".
+    assert!(meshcheck::formats::tempo::decode_json(br#"{"traces": []}"#).is_err());
+    let v1 = live.service_get_as("tempo", "tempo", 3200, &format!("api/traces/{id}"), "application/json").await;
+    assert!(v1.unwrap_err().to_string().contains("404"));
 }

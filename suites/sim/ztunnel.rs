@@ -9,12 +9,16 @@ use super::{Shared, State};
 
 use super::mesh::{captured, workload_pod};
 
-/// ztunnel's config dump: every pod it knows, HBONE for pods of ambient namespaces on a node
-/// with a ztunnel, in the shape of istioctl's testdata.
+/// ztunnel's config dump in the shape ztunnel 1.30.3 serves (src/admin.rs, src/state.rs: lists
+/// `workloads`, `services`, `policies` sorted by uid/hostname/key, camelCase, and `capacity`
+/// always serialized, src/state/workload.rs#L286-L292), from the recorded dump of
+/// `observed/ztunnel-config-dump.kiali-testdata.json`: every running pod not on the host network,
+/// `HBONE` where ambient captures it ([`captured`]). The recording's own workloads and services
+/// are dropped; its other sections stay as recorded.
 pub(super) fn config_dump(shared: &Shared, st: &State) -> Value {
-    let mut dump = observed(shared, "ztunnel-config-dump.istioctl-testdata.json");
-    let template = dump["workloads"].as_object().and_then(|w| w.values().next()).cloned().unwrap_or(json!({}));
-    let mut workloads = serde_json::Map::new();
+    let mut dump = observed(shared, "ztunnel-config-dump.kiali-testdata.json");
+    let template = dump["workloads"].as_array().and_then(|w| w.first()).cloned().unwrap_or(json!({}));
+    let mut workloads = Vec::new();
     for p in st
         .store
         .list("", "pods", None)
@@ -26,14 +30,11 @@ pub(super) fn config_dump(shared: &Shared, st: &State) -> Value {
         let app = labels["app"].as_str().unwrap_or(name);
         let captured = captured(st, p) && !(st.faults.ztunnel_reports_tcp && ns == "book-info");
         let mut w = template.clone();
-        if let Some(m) = w.as_object_mut() {
-            m.remove("waypoint");
-            m.remove("network");
-        }
         let workload_name = name.rsplitn(3, '-').nth(2).unwrap_or(name);
         w["workloadIps"] = json!([ip]);
         w["protocol"] = json!(if captured { "HBONE" } else { "TCP" });
         w["uid"] = json!(format!("Kubernetes//Pod/{ns}/{name}"));
+        w["clusterId"] = json!("Kubernetes");
         w["name"] = json!(name);
         w["namespace"] = json!(ns);
         w["serviceAccount"] = json!(s(p, "/spec/serviceAccountName"));
@@ -41,10 +42,13 @@ pub(super) fn config_dump(shared: &Shared, st: &State) -> Value {
         w["canonicalName"] = json!(app);
         w["canonicalRevision"] = json!(labels["version"].as_str().unwrap_or("latest"));
         w["node"] = json!(s(p, "/spec/nodeName"));
-        w["nativeTunnel"] = json!(captured);
-        workloads.insert(format!("/{ip}"), w);
+        w["services"] = json!([]);
+        w["capacity"] = json!(1);
+        workloads.push(w);
     }
-    dump["workloads"] = Value::Object(workloads);
+    workloads.sort_by(|a, b| a["uid"].as_str().cmp(&b["uid"].as_str()));
+    dump["workloads"] = Value::Array(workloads);
+    dump["services"] = json!([]);
     dump
 }
 
