@@ -333,6 +333,10 @@ fn upgrade_gate_passes_baseline_upgrade_under_traffic_and_candidate() {
         serde_json::from_slice(&std::fs::read(r.run_dir().join("evidence/upgrade/traffic.json")).unwrap()).unwrap();
     let phases = meshcheck::cluster::traffic::phase_stats(&traffic);
     assert!(phases.iter().any(|p| p.phase == "during" && p.total > 0), "no traffic during the upgrade: {phases:?}");
+    // The charts' rollouts replace before they remove (ztunnel `maxSurge: 1`, the gateway's
+    // Deployment surge), and a draining pod takes no new connection: nothing fails. The baseline
+    // of `a_ztunnel_upgrade_without_surge_…`.
+    assert!(phases.iter().all(|p| p.failed == 0), "requests failed: {phases:?}");
 }
 
 /// When a step of the run ran: start and end in seconds since the run started.
@@ -910,6 +914,17 @@ fn the_probes_negative_control_puts_back_the_users_probe_policy_as_it_was() {
 /// `MESHCHECK_FIXTURES`, as a user adapting a value would: the simulation evaluates what the edit
 /// makes of the cluster.
 fn with_fixture_edit(file: &str, find: &str, replace: &str, checks: &[&str]) -> Option<Rehearsal> {
+    with_fixture_edit_in("ambient-kind", file, find, replace, |t| only_checks(t, checks))
+}
+
+/// [`with_fixture_edit`] on a shipped scenario of kind, with `edit` on its text.
+fn with_fixture_edit_in(
+    scenario: &str,
+    file: &str,
+    find: &str,
+    replace: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Option<Rehearsal> {
     let r = Rehearsal::new("kind", Faults::default())?;
     let fixtures = r.work.path().join("fixtures");
     let path = fixtures.join(file);
@@ -917,7 +932,7 @@ fn with_fixture_edit(file: &str, find: &str, replace: &str, checks: &[&str]) -> 
     let text = meshcheck::plan::fixtures::text(file);
     assert_eq!(text.matches(find).count(), 1, "{file} holds `{find}` once");
     std::fs::write(&path, text.replace(find, replace)).unwrap();
-    let scenario = r.scenario("ambient-kind", |t| only_checks(t, checks));
+    let scenario = r.scenario(scenario, edit);
     let out = r
         .meshcheck()
         .env(meshcheck::plan::fixtures::OVERRIDE_ENV, &fixtures)
@@ -975,4 +990,122 @@ fn a_probe_policy_that_selects_no_pod_fails_probes() {
         return;
     };
     assert_verdicts(&r, &[("checks::probes", Outcome::Fail, "Unhealthy")]);
+}
+
+/// The upgrade's traffic record of a rehearsal's run.
+fn upgrade_traffic(r: &Rehearsal) -> meshcheck::cluster::traffic::TrafficRecord {
+    serde_json::from_slice(&std::fs::read(r.run_dir().join("evidence/upgrade/traffic.json")).unwrap()).unwrap()
+}
+
+/// Issue 20 (a ztunnel upgrade with drain): ztunnel rolled without surge (`maxSurge: 0`, the
+/// DaemonSet default) with a 300 s grace period deletes the old pod first; it drains 295 s (the
+/// grace period minus 5 s) with its listeners closed, and the node gets its new ztunnel only once
+/// the old one is gone. Requests to productpage through that node fail meanwhile:
+/// traffic-continuity measures the outage and fails on a budget of 1 s (100 s of cluster time).
+/// The healthy upgrade gate (the chart's `maxSurge: 1`) is the baseline: no request fails there.
+#[test]
+fn a_ztunnel_upgrade_without_surge_drains_before_replacing_and_fails_continuity() {
+    let Some(r) = with_fixture_edit_in(
+        "upgrade-gate",
+        "values/ztunnel.yaml",
+        "logLevel: info",
+        "logLevel: info\nterminationGracePeriodSeconds: 300\nupdateStrategy:\n  type: RollingUpdate\n  rollingUpdate:\n    maxSurge: 0\n    maxUnavailable: 1",
+        |t| only_checks(t, &["traffic-continuity"]).replace("max_outage: 10s", "max_outage: 1s"),
+    ) else {
+        return;
+    };
+    assert_verdicts(&r, &[("upgrade::traffic-continuity", Outcome::Fail, "longest outage")]);
+    let outage = meshcheck::cluster::traffic::longest_outage_secs(&upgrade_traffic(&r), "during");
+    // Drain (295 s) plus the new pod's start (5 s) of cluster time. What the generator measures
+    // depends on how often it gets to send on a loaded machine, so the bound is the budget: over
+    // 100 s of cluster time, twenty times what the new pod's start alone would cost.
+    assert!(outage > 100.0 * SCALE, "outage {outage:.3} s, no more than a pod start");
+}
+
+/// Issue 22, item 4, against the simulated API server: etcd compacts under every watch (a watch
+/// from an old resourceVersion, or one that has sent a change, ends with a 410 `Expired`).
+/// kube-runtime's watcher yields each as an error and relists; the waits ride them out, count
+/// them, and the run passes. Before, the first such error failed the phase. Pods take 60 s of
+/// cluster time here, so that the waits outlast their watchers' first list and watch.
+#[test]
+fn waits_ride_out_watches_that_expire_and_say_how_many() {
+    let timings = Timings { pod_default: std::time::Duration::from_secs(60), ..Timings::rehearsal() };
+    let Some(r) = Rehearsal::timed("kind", Faults { watches_expire: true, ..Faults::default() }, timings) else {
+        return;
+    };
+    let scenario = r.scenario("ambient-kind", |t| only_checks(t, &["mtls"]));
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    assert!(r.sim.calls().iter().any(|c| c.starts_with("watch ") && c.ends_with(" expired")), "no watch expired");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("watch error(s) ridden out") && log.contains("too old resource version"),
+        "{}",
+        tail(&log, 40)
+    );
+}
+
+/// Issue 22, item 5, against the simulated API server: an earlier run's namespace is still
+/// Terminating (a pod in it takes 300 s of cluster time to stop). The run waits for it to go, then
+/// creates it as its own; before, the create met 403 and the phase failed.
+#[test]
+fn an_existing_cluster_rerun_waits_out_the_previous_runs_terminating_namespace() {
+    let timings = Timings { pod_exit: std::time::Duration::from_secs(300), ..Timings::rehearsal() };
+    let Some(r) = Rehearsal::timed("existing", Faults::default(), timings) else { return };
+    let kubeconfig = std::fs::read_to_string(r.sim.kubeconfig()).unwrap();
+    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let apply = |path: &str, body: serde_json::Value| {
+        let put = rt.block_on(
+            http.patch(format!("{server}{path}?fieldManager=meshcheck"))
+                .header("content-type", "application/apply-patch+yaml")
+                .body(body.to_string())
+                .send(),
+        );
+        assert!(put.unwrap().status().is_success(), "{path}");
+    };
+    apply(
+        "/api/v1/namespaces/meshcheck-inside",
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "meshcheck-inside"}}),
+    );
+    apply(
+        "/api/v1/namespaces/meshcheck-inside/pods/slow-to-stop",
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "slow-to-stop"},
+            "spec": {"terminationGracePeriodSeconds": 600, "containers": [{"name": "app", "image": "docker.io/library/busybox:1.37"}]}}),
+    );
+    let pod = format!("{server}/api/v1/namespaces/meshcheck-inside/pods/slow-to-stop");
+    let phase = || -> String {
+        let p: serde_json::Value = rt.block_on(async { http.get(&pod).send().await.unwrap().json().await.unwrap() });
+        p["status"]["phase"].as_str().unwrap_or_default().to_string()
+    };
+    let started = std::time::Instant::now();
+    while phase() != "Running" {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the pod never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let deleted = rt.block_on(http.delete(format!("{server}/api/v1/namespaces/meshcheck-inside")).send()).unwrap();
+    assert!(deleted.status().is_success());
+    // The sign that the condition holds: creating in it is refused as the API server refuses it.
+    let refused = rt.block_on(
+        http.post(format!("{server}/api/v1/namespaces/meshcheck-inside/configmaps"))
+            .body(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#)
+            .send(),
+    );
+    assert_eq!(refused.unwrap().status(), 403);
+    let scenario = r.scenario("existing-cluster", |t| only_checks(t, &["mtls"]));
+    let out = r
+        .meshcheck()
+        .env("MESHCHECK_LOG", "info")
+        .args(["run", "--scenario"])
+        .arg(&scenario)
+        .arg("--reports")
+        .arg(r.reports())
+        .output()
+        .unwrap();
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("namespace meshcheck-inside is still Terminating"), "{}", tail(&log, 40));
 }

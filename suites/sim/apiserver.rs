@@ -224,6 +224,13 @@ fn watch(
     let (tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
     let (mut rx_rv, initial) = {
         let st = shared.lock();
+        // Compacted under the client: a watch from a resourceVersion older than the newest is
+        // answered with the 410 at once (kube-runtime's watcher then relists).
+        if st.faults.watches_expire && since != 0 && since < st.store.rv() {
+            drop(st);
+            shared.note(format!("watch {plural} expired"));
+            return expired_watch(since, shared.lock().store.rv());
+        }
         let initial: Vec<Value> = if since == 0 {
             st.store
                 .list(group, plural, if ns.is_empty() { None } else { Some(ns) })
@@ -269,11 +276,20 @@ fn watch(
                     .chain(std::iter::once((st.store.rv(), "", Value::Null)))
                     .collect()
             };
+            let mut sent = false;
             for (rv, kind, o) in changes {
                 last = last.max(rv);
-                if !kind.is_empty() && tx.send(line(kind, &o)).await.is_err() {
-                    return;
+                if !kind.is_empty() {
+                    if tx.send(line(kind, &o)).await.is_err() {
+                        return;
+                    }
+                    sent = true;
                 }
+            }
+            if sent && shared.lock().faults.watches_expire {
+                shared.note(format!("watch {plural} expired"));
+                let _ = tx.send(line("ERROR", &expired(since, last))).await;
+                return;
             }
             tokio::select! {
                 r = rx_rv.changed() => if r.is_err() { return },
@@ -285,6 +301,25 @@ fn watch(
         .status(StatusCode::OK)
         .header("content-type", "application/json")
         .body(BodyExt::boxed(StreamBody::new(rx)))
+        .expect("response")
+}
+
+/// The Status of a watch whose resourceVersion etcd has compacted away (apiserver v0.35.4
+/// pkg/storage/cacher/watch_cache.go: `errors.NewResourceExpired(fmt.Sprintf("too old resource
+/// version: %d (%d)", …))`).
+fn expired(since: u64, now: u64) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": format!("too old resource version: {since} ({now})"), "reason": "Expired", "code": 410})
+}
+
+/// A watch that ends at once with the 410 ERROR event.
+fn expired_watch(since: u64, now: u64) -> Response<Body> {
+    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": expired(since, now)})).expect("json");
+    line.push(b'\n');
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(super::web::full(line))
         .expect("response")
 }
 
@@ -313,8 +348,8 @@ fn create(
     }
     if rtype.namespaced {
         obj["metadata"]["namespace"] = json!(ns);
-        if !namespace_active(&st.store, ns) {
-            return status_error(404, "NotFound", &format!("namespaces \"{ns}\" not found"));
+        if let Some(refused) = creation_refused(&st.store, ns) {
+            return refused;
         }
     }
     obj["apiVersion"] = json!(rtype.api_version());
@@ -335,10 +370,20 @@ fn create(
     json_reply(StatusCode::CREATED, &stored)
 }
 
-fn namespace_active(store: &store::Store, ns: &str) -> bool {
-    store
-        .get("", "namespaces", "", ns)
-        .is_some_and(|n| n.pointer("/status/phase").and_then(Value::as_str) != Some("Terminating"))
+/// Whether objects can be created in a namespace: `Some` is the API server's answer when not, 404
+/// for a namespace that does not exist and 403 for one being terminated (kubernetes v1.35.4
+/// plugin/pkg/admission/namespace/lifecycle/admission.go: `unable to create new content in
+/// namespace %s because it is being terminated`, apimachinery `NewForbidden`).
+fn creation_refused(store: &store::Store, ns: &str) -> Option<Response<Body>> {
+    match store.get("", "namespaces", "", ns) {
+        None => Some(status_error(404, "NotFound", &format!("namespaces \"{ns}\" not found"))),
+        Some(n) if n.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") => Some(status_error(
+            403,
+            "Forbidden",
+            &format!("unable to create new content in namespace {ns} because it is being terminated"),
+        )),
+        Some(_) => None,
+    }
 }
 
 /// Server-side apply. One field manager per object is all meshcheck uses, so the applied
@@ -357,10 +402,14 @@ fn apply(
     let Some(applied) = parse_body(body) else { return status_error(400, "BadRequest", "invalid apply patch") };
     let dry_run = first(q, "dryRun") == Some("All");
     let mut st = shared.lock();
-    if rtype.namespaced && !namespace_active(&st.store, ns) {
-        return status_error(404, "NotFound", &format!("namespaces \"{ns}\" not found"));
-    }
     let existing = st.store.get(group, plural, ns, name).cloned();
+    // Admission refuses creations only: an object already in a Terminating namespace can change.
+    if rtype.namespaced
+        && existing.is_none()
+        && let Some(refused) = creation_refused(&st.store, ns)
+    {
+        return refused;
+    }
     let mut obj = existing.clone().unwrap_or_else(|| json!({"metadata": {}}));
     for (k, v) in applied.as_object().into_iter().flatten() {
         if k == "metadata" {
@@ -421,6 +470,12 @@ fn delete(shared: &Arc<Shared>, group: &str, plural: &str, ns: &str, name: &str)
         obj["status"]["phase"] = json!("Terminating");
         let stored = st.store.put(group, plural, obj);
         return json_reply(StatusCode::OK, &stored);
+    }
+    if group.is_empty() && plural == "pods" {
+        // Graceful: a started pod runs on through its grace period (see `delete_pod`).
+        super::controllers::delete_pod(&mut st, ns, name);
+        let now = st.store.get(group, plural, ns, name).cloned().unwrap_or(obj);
+        return json_reply(StatusCode::OK, &now);
     }
     let gone = st.store.delete(group, plural, ns, name).unwrap_or(obj);
     json_reply(StatusCode::OK, &gone)

@@ -17,12 +17,12 @@ use serde_json::{Value, json};
 
 use super::{
     Shared, State,
-    mesh::{Program, pod_ready, program},
+    mesh::{Program, deleting, pod_ready, program, serving},
     store::now,
 };
 
 /// Per-pod bookkeeping that is not part of the Pod object.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PodSim {
     /// (kind, name) of the workload that owns it.
     pub owner: Option<(String, String)>,
@@ -34,6 +34,8 @@ pub struct PodSim {
     pub last_unhealthy: Option<Instant>,
     /// Created while its workload's rollout was switched to never complete: never Ready.
     pub stuck: bool,
+    /// When its deletion began: it runs on until its program exits ([`exits_after`]).
+    pub deleted: Option<Instant>,
 }
 
 /// Runs the controllers until the simulation ends.
@@ -57,9 +59,10 @@ pub async fn run(shared: Arc<Shared>) {
 }
 
 impl PodSim {
-    /// Whether time alone will change this pod: it is starting, stuck, or failing probes.
+    /// Whether time alone will change this pod: it is starting, stuck, failing probes or
+    /// terminating.
     fn busy(&self) -> bool {
-        self.started.is_none() || self.stuck || self.probe_failing_since.is_some()
+        self.started.is_none() || self.stuck || self.probe_failing_since.is_some() || self.deleted.is_some()
     }
 }
 
@@ -132,18 +135,31 @@ fn reconcile(shared: &Shared, st: &mut State) {
     kubelet(shared, st);
 }
 
+/// The namespace controller: deletes what a Terminating namespace holds, pods gracefully, and
+/// removes the namespace once no pod is left in it (kubernetes v1.35.4
+/// pkg/controller/namespace/deletion/namespaced_resources_deleter.go: the namespace's finalizer
+/// is removed only when every resource is gone). Until then nothing new can be created in it.
 fn terminate_namespaces(st: &mut State) {
     for n in st.store.list("", "namespaces", None) {
         if s(&n, "/status/phase") != "Terminating" {
             continue;
         }
         let gone = name(&n);
+        let mut pods_left = false;
         for (g, p, ns, name) in st.store.keys() {
-            if ns == gone {
+            if ns != gone {
+                continue;
+            }
+            if g.is_empty() && p == "pods" {
+                delete_pod(st, &ns, &name);
+                pods_left |= st.store.get("", "pods", &ns, &name).is_some();
+            } else {
                 st.store.delete(&g, &p, &ns, &name);
             }
         }
-        st.store.delete("", "namespaces", "", &gone);
+        if !pods_left {
+            st.store.delete("", "namespaces", "", &gone);
+        }
     }
 }
 
@@ -352,11 +368,8 @@ fn create_pod(
         format!("{namespace}/{pod_name}"),
         PodSim {
             owner: Some((owner.0.to_string(), owner.1.to_string())),
-            startable: None,
-            started: None,
-            probe_failing_since: None,
-            last_unhealthy: None,
             stuck: st.faults.rollout_stuck.as_deref() == Some(owner.1),
+            ..PodSim::default()
         },
     );
     if let Some(node) = node {
@@ -383,10 +396,63 @@ fn owned_pods(st: &State, kind: &str, namespace: &str, owner: &str) -> Vec<Value
         .collect()
 }
 
-fn delete_pod(st: &mut State, namespace: &str, pod: &str) {
-    st.store.delete("", "pods", namespace, pod);
-    st.pods.remove(&format!("{namespace}/{pod}"));
+/// Deletes a pod as the API server and its kubelet do. One that never started goes at once; a
+/// started one is marked (`deletionTimestamp`, `deletionGracePeriodSeconds` from its
+/// `terminationGracePeriodSeconds`) and keeps running, no longer [`super::mesh::serving`], until its
+/// program exits ([`exits_after`]) and the kubelet removes it. Deleting a pod already terminating
+/// changes nothing.
+pub fn delete_pod(st: &mut State, namespace: &str, pod: &str) {
+    let key = format!("{namespace}/{pod}");
+    let Some(mut p) = st.store.get("", "pods", namespace, pod).cloned() else { return };
+    let sim = st.pods.get(&key).cloned().unwrap_or_default();
+    if sim.deleted.is_some() {
+        return;
+    }
+    if sim.started.is_none() {
+        st.store.delete("", "pods", namespace, pod);
+        st.pods.remove(&key);
+        return;
+    }
+    p["metadata"]["deletionTimestamp"] = json!(now());
+    p["metadata"]["deletionGracePeriodSeconds"] = json!(grace_period(&p).as_secs());
+    st.store.put("", "pods", p);
+    st.pods.insert(key, PodSim { deleted: Some(Instant::now()), ..sim });
     event(st, namespace, pod, "Normal", "Killing", "Stopping container", "kubelet");
+}
+
+/// A pod's `terminationGracePeriodSeconds`, by default 30 (k8s.io/api v0.35.4 core/v1
+/// `DefaultTerminationGracePeriodSeconds`): when the kubelet kills what still runs.
+fn grace_period(p: &Value) -> Duration {
+    Duration::from_secs(p.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_u64).unwrap_or(30))
+}
+
+/// How long a terminating pod's program runs after SIGTERM, never past its grace period.
+/// - ztunnel drains until its self-termination deadline, derived from its
+///   `TERMINATION_GRACE_PERIOD_SECONDS` (grace − 5 s above 10 s, else grace − 1 s, at least 1 s:
+///   ztunnel 1.30.3 src/config.rs#L748-L762; 25 s with the chart's 30). Connections stay open
+///   through a rollout's traffic, so it uses all of it.
+/// - Istio's proxy (the gateway) drains for `terminationDrainDuration`, 5 s by default (istio/api
+///   1.30 mesh/v1alpha1/proxy.proto `termination_drain_duration`).
+/// - Anything else exits after [`super::Timings::pod_exit`].
+fn exits_after(shared: &Shared, p: &Value) -> Duration {
+    let grace = grace_period(p);
+    let runs = match program(p) {
+        Program::Ztunnel => {
+            let configured = p
+                .pointer("/spec/containers/0/env")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == "TERMINATION_GRACE_PERIOD_SECONDS")
+                .and_then(|e| e["value"].as_str()?.parse::<u64>().ok());
+            configured.map_or(grace, |secs| {
+                Duration::from_secs(if secs > 10 { secs - 5 } else { secs.saturating_sub(1) }.max(1))
+            })
+        }
+        Program::Proxy => Duration::from_secs(5),
+        _ => shared.timings.pod_exit,
+    };
+    runs.min(grace)
 }
 
 fn pick_node(st: &State, template: &Value, n: usize) -> Option<String> {
@@ -410,7 +476,10 @@ fn deployment(st: &mut State, d: &Value) {
     let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) as usize;
     let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let hash = template_hash(&template);
-    let pods = owned_pods(st, "Deployment", &namespace, &dname);
+    // The ReplicaSet controller counts active pods only: a terminating one is already gone for it
+    // (kubernetes v1.35.4 pkg/controller/controller_utils.go `IsPodActive`).
+    let active = |pods: Vec<Value>| -> Vec<Value> { pods.into_iter().filter(|p| !deleting(p)).collect() };
+    let pods = active(owned_pods(st, "Deployment", &namespace, &dname));
     let (new, old): (Vec<&Value>, Vec<&Value>) =
         pods.iter().partition(|p| s(p, "/metadata/labels/pod-template-hash") == hash);
     let (new_ready, old_ready) =
@@ -442,7 +511,7 @@ fn deployment(st: &mut State, d: &Value) {
     for extra in new.iter().skip(want) {
         delete_pod(st, &namespace, &name(extra));
     }
-    let pods = owned_pods(st, "Deployment", &namespace, &dname);
+    let pods = active(owned_pods(st, "Deployment", &namespace, &dname));
     let updated = pods.iter().filter(|p| s(p, "/metadata/labels/pod-template-hash") == hash).count();
     let ready = pods.iter().filter(|p| pod_ready(p)).count();
     let complete = updated == want && pods.len() == want && ready == want;
@@ -493,19 +562,24 @@ fn daemonset(st: &mut State, d: &Value) {
     let nodes = node_list(st);
     let pods = owned_pods(st, "DaemonSet", &namespace, &dname);
     let on = |node: &str| -> Vec<&Value> { pods.iter().filter(|p| s(p, "/spec/nodeName") == node).collect() };
-    // One node at a time: a new pod next to the old one, the old one removed once the new is Ready.
+    let is_current = |p: &Value| s(p, "/metadata/labels/controller-revision-hash") == hash;
+    let (max_surge, max_unavailable) = rolling_update(d, nodes.len());
+    // With surge, one node at a time: a new pod next to the old one, the old one deleted once the
+    // new is Ready. Without, up to `maxUnavailable` old pods deleted, and a node gets its new pod
+    // only when the old one is gone: a terminating pod still counts as the node's pod
+    // (kubernetes v1.35.4 pkg/controller/daemon/update.go `rollingUpdate`, daemon_controller.go
+    // `podsShouldBeOnNode`: `shouldRun && !exists`).
     let mut busy = nodes.iter().any(|(_, node, _, _)| {
         let here = on(node);
-        here.iter().any(|p| s(p, "/metadata/labels/controller-revision-hash") == hash && !pod_ready(p))
-            && here.iter().any(|p| s(p, "/metadata/labels/controller-revision-hash") != hash)
+        here.iter().any(|p| is_current(p) && !pod_ready(p)) && here.iter().any(|p| !is_current(p))
     });
+    let mut unavailable = nodes.iter().filter(|(_, node, _, _)| !on(node).iter().any(|p| serving(p))).count();
     for (i, node, _, _) in &nodes {
         let here = on(node);
-        let current: Vec<&&Value> =
-            here.iter().filter(|p| s(p, "/metadata/labels/controller-revision-hash") == hash).collect();
-        let old: Vec<&&Value> =
-            here.iter().filter(|p| s(p, "/metadata/labels/controller-revision-hash") != hash).collect();
-        if current.is_empty() && (old.is_empty() || !busy) {
+        let current: Vec<&&Value> = here.iter().filter(|p| is_current(p)).collect();
+        let old: Vec<&&Value> = here.iter().filter(|p| !is_current(p)).collect();
+        let create = here.is_empty() || (max_surge > 0 && current.is_empty() && !busy);
+        if create {
             let pod = format!("{dname}-{}", suffix(&format!("{dname}{node}{hash}{i}")));
             create_pod(
                 st,
@@ -517,10 +591,17 @@ fn daemonset(st: &mut State, d: &Value) {
                 Some(node.clone()),
             );
             busy |= !old.is_empty();
-        } else if current.iter().any(|p| pod_ready(p)) {
+        } else if max_surge > 0 && current.iter().any(|p| pod_ready(p)) {
             for p in old {
                 delete_pod(st, &namespace, &name(p));
             }
+        } else if max_surge == 0
+            && current.is_empty()
+            && unavailable < max_unavailable
+            && let Some(p) = old.iter().find(|p| serving(p))
+        {
+            delete_pod(st, &namespace, &name(p));
+            unavailable += 1;
         }
     }
     let pods = owned_pods(st, "DaemonSet", &namespace, &dname);
@@ -538,6 +619,24 @@ fn daemonset(st: &mut State, d: &Value) {
         "updatedNumberScheduled": updated,
     });
     write_status(st, "daemonsets", d.clone(), status);
+}
+
+/// A DaemonSet's `maxSurge` and `maxUnavailable` over `nodes` nodes: numbers, or percentages
+/// rounded up; each by default (k8s.io/api v0.35.4 apps/v1 defaults; kubernetes v1.35.4
+/// pkg/controller/daemon/util `SurgeCount`, `UnavailableCount`). The ztunnel chart sets
+/// `maxSurge: 1, maxUnavailable: 0` (istio 1.30.3 manifests/charts/ztunnel/values.yaml).
+fn rolling_update(d: &Value, nodes: usize) -> (usize, usize) {
+    let value = |key: &str, default: usize| -> usize {
+        match d.pointer(&format!("/spec/updateStrategy/rollingUpdate/{key}")) {
+            Some(Value::Number(n)) => n.as_u64().map_or(default, |n| n as usize),
+            Some(Value::String(p)) => {
+                p.trim_end_matches('%').parse::<usize>().map_or(default, |pct| (pct * nodes).div_ceil(100))
+            }
+            _ => default,
+        }
+    };
+    let surge = value("maxSurge", 0);
+    (surge, value("maxUnavailable", 1))
 }
 
 fn statefulset(st: &mut State, d: &Value) {
@@ -600,8 +699,7 @@ fn garbage_collect(st: &mut State) {
             _ => "statefulsets",
         };
         if st.store.get("apps", plural, &ns(&p), &owner).is_none() {
-            st.store.delete("", "pods", &ns(&p), &name(&p));
-            st.pods.remove(&key);
+            delete_pod(st, &ns(&p), &name(&p));
         }
     }
 }
@@ -643,14 +741,15 @@ fn kubelet(shared: &Shared, st: &mut State) {
         let (namespace, pod) = (ns(&p), name(&p));
         let key = format!("{namespace}/{pod}");
         // Pods applied directly (the curl clients) are as much the kubelet's as a workload's.
-        let mut sim = st.pods.get(&key).cloned().unwrap_or(PodSim {
-            owner: None,
-            startable: None,
-            started: None,
-            probe_failing_since: None,
-            last_unhealthy: None,
-            stuck: false,
-        });
+        let mut sim = st.pods.get(&key).cloned().unwrap_or_default();
+        if let Some(since) = sim.deleted {
+            // Terminating: the kubelet removes the pod once its program has exited.
+            if since.elapsed() >= shared.sim(exits_after(shared, &p)) {
+                st.store.delete("", "pods", &namespace, &pod);
+                st.pods.remove(&key);
+            }
+            continue;
+        }
         let host_network = p.pointer("/spec/hostNetwork") == Some(&json!(true));
         // Unscheduled pods wait for a Ready node.
         if p.pointer("/spec/nodeName").and_then(Value::as_str).is_none() {

@@ -14,7 +14,7 @@ use super::{
 };
 use super::{
     host_servers::serve_http,
-    mesh::{Program, ambient, container_port, pod_ready, program, ready_on, resolve_host},
+    mesh::{Program, ambient, container_port, program, ready_on, resolve_host, serving},
     shapes::s,
     tempo::Span,
 };
@@ -73,7 +73,7 @@ pub(super) fn ready_pods(st: &State, ns: &str, selector: &Value) -> Vec<Value> {
     st.store
         .list("", "pods", Some(ns))
         .into_iter()
-        .filter(|p| pod_ready(p) && match_labels(selector, p.pointer("/metadata/labels").unwrap_or(&Value::Null)))
+        .filter(|p| serving(p) && match_labels(selector, p.pointer("/metadata/labels").unwrap_or(&Value::Null)))
         .collect()
 }
 
@@ -91,7 +91,7 @@ pub(super) async fn gateway(shared: Arc<Shared>, req: Request<Incoming>) -> Resp
         return respond(StatusCode::NOT_FOUND, "text/plain", "");
     }
     // In an ambient namespace the gateway reaches productpage over HBONE through the ztunnel on
-    // productpage's node: a pod whose node has no Ready ztunnel cannot be reached.
+    // productpage's node: a pod whose node has no serving ztunnel (Ready, not draining) cannot be reached.
     let selector =
         st.store.get("", "services", "book-info", "productpage").and_then(|s| s.pointer("/spec/selector").cloned());
     let served = selector.is_some_and(|sel| {

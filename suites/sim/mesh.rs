@@ -58,13 +58,27 @@ pub fn pod_ready(p: &Value) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
+/// Whether a new connection to the pod reaches it: Ready and not being deleted. A terminating pod
+/// is not a ready endpoint of its Services (kubernetes v1.35.4
+/// pkg/controller/util/endpointslice/utils.go: `ready = … && !terminating`), and a draining
+/// ztunnel has stopped accepting on its listeners (ztunnel 1.30.3 src/hyper_util.rs#L232: the
+/// accept stream ends at the drain signal).
+pub fn serving(p: &Value) -> bool {
+    pod_ready(p) && !deleting(p)
+}
+
+/// Whether a pod is being deleted (its grace period running: `metadata.deletionTimestamp` set).
+pub fn deleting(p: &Value) -> bool {
+    p.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+}
+
 /// The pod of a workload (`book-info/details-v1`) and its node, service account and IP.
 pub(super) fn workload_pod(st: &State, workload: &str) -> Option<Value> {
     let (ns, wl) = workload.split_once('/')?;
     st.store
         .list("", "pods", Some(ns))
         .into_iter()
-        .find(|p| s(p, "/metadata/name").starts_with(&format!("{wl}-")) && pod_ready(p))
+        .find(|p| s(p, "/metadata/name").starts_with(&format!("{wl}-")) && serving(p))
 }
 
 /// Whether a namespace is labelled into ambient mode.
@@ -74,12 +88,9 @@ pub(super) fn ambient(st: &State, ns: &str) -> bool {
         .is_some_and(|n| s(n, "/metadata/labels/istio.io~1dataplane-mode") == "ambient")
 }
 
-/// Whether a program runs Ready on a node.
+/// Whether a program serves on a node: a pod of it Ready there and not draining ([`serving`]).
 pub(super) fn ready_on(st: &State, wanted: Program, node: &str) -> bool {
-    st.store
-        .list("", "pods", None)
-        .iter()
-        .any(|p| program(p) == wanted && s(p, "/spec/nodeName") == node && pod_ready(p))
+    st.store.list("", "pods", None).iter().any(|p| program(p) == wanted && s(p, "/spec/nodeName") == node && serving(p))
 }
 
 /// Whether Cilium leaves other CNI plugins' configuration in place: `cni-exclusive: "false"` in
@@ -149,7 +160,7 @@ pub(super) fn container_port(pod: &Value, port: &Value) -> Option<u16> {
         .and_then(|n| u16::try_from(n).ok())
 }
 
-/// Where a Service port leads: a Ready pod the Service selects and the pod's port its
+/// Where a Service port leads: a serving pod the Service selects and the pod's port its
 /// `targetPort` names (defaulting to `port`). `Err` is what the API server's proxy would answer.
 pub(super) fn resolve(st: &State, ns: &str, svc: &str, port: u16) -> Result<(Value, u16), String> {
     let service = st.store.get("", "services", ns, svc).ok_or_else(|| format!("services \"{svc}\" not found"))?;
@@ -164,7 +175,7 @@ pub(super) fn resolve(st: &State, ns: &str, svc: &str, port: u16) -> Result<(Val
         .store
         .list("", "pods", Some(ns))
         .into_iter()
-        .find(|p| pod_ready(p) && match_labels(&selector, p.pointer("/metadata/labels").unwrap_or(&Value::Null)))
+        .find(|p| serving(p) && match_labels(&selector, p.pointer("/metadata/labels").unwrap_or(&Value::Null)))
         .ok_or_else(|| format!("no endpoints available for service \"{svc}\""))?;
     let target = sp.get("targetPort").cloned().unwrap_or_else(|| sp["port"].clone());
     let target =

@@ -93,6 +93,12 @@ pub struct Faults {
     pub curl_hangs_under_strict: bool,
     /// The first list of book-info's events while a NetworkPolicy is in book-info hangs.
     pub events_hang_under_deny: bool,
+    /// etcd compacts continuously: a watch from a resourceVersion older than the newest ends at
+    /// once with a 410 `Expired` ERROR event, and any other ends so after its first change, as
+    /// kube-apiserver's watch cache answers for a resourceVersion older than its window (apiserver
+    /// v0.35.4 pkg/storage/cacher/watch_cache.go `errors.NewResourceExpired`). Clients must relist
+    /// and watch again.
+    pub watches_expire: bool,
     /// Deleting a CiliumClusterwideNetworkPolicy fails with 500 (the probes negative control
     /// then fails half-way, with default-deny applied).
     pub ccnp_delete_fails: bool,
@@ -332,15 +338,22 @@ impl Sim {
         }
     }
 
-    /// Names of the namespaces that exist.
+    /// Names of the namespaces that exist, once none is Terminating (or after 5 s).
     pub fn namespaces(&self) -> Vec<String> {
-        self.shared
-            .lock()
-            .store
-            .list("", "namespaces", None)
-            .iter()
-            .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str).map(String::from))
-            .collect()
+        // Deleted namespaces stay Terminating while their pods stop: wait for that (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let namespaces = self.shared.lock().store.list("", "namespaces", None);
+            let terminating =
+                namespaces.iter().any(|n| n.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating"));
+            if !terminating || std::time::Instant::now() > deadline {
+                return namespaces
+                    .iter()
+                    .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str).map(String::from))
+                    .collect();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `kind`, `k3d` or `existing`.

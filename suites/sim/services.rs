@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{
     Shared, State,
-    mesh::{Program, host_port, program, resolve, resolve_host, workload_pod},
+    mesh::{Program, deleting, host_port, program, resolve, resolve_host, workload_pod},
     shapes::{observed, s},
     store::now,
     tempo::http_port,
@@ -82,6 +82,11 @@ fn answer(shared: &Shared, st: &State, pod: &Value, port: u16, path: &str, accep
         |code: u16, v: &Value| -> Answer { (code, "application/json", serde_json::to_vec(v).expect("json")) };
     let not_found = || -> Answer { (404, "text/plain", b"404 page not found".to_vec()) };
     let ok = |text: &str| -> Answer { (200, "text/plain", text.as_bytes().to_vec()) };
+    // A draining ztunnel accepts nothing on any listener, admin and stats included (ztunnel 1.30.3
+    // src/hyper_util.rs#L232: `take_until(drain.wait_for_drain())` on the accept stream).
+    if program(pod) == Program::Ztunnel && deleting(pod) {
+        return None;
+    }
     let answer = match (program(pod), port, route) {
         // ztunnel 1.30.3 src/admin.rs (15000), src/metrics/server.rs (15020), readiness 15021.
         (Program::Ztunnel, 15000, "/config_dump") => json_body(200, &config_dump(shared, st)),

@@ -30,6 +30,9 @@ pub struct Timings {
     pub pods: BTreeMap<&'static str, Duration>,
     /// A pod not in [`Timings::pods`].
     pub pod_default: Duration,
+    /// From SIGTERM to exit for a program that does not drain (ztunnel and Istio's proxy do, by
+    /// their own rules: `controllers::exits_after`); never past the pod's grace period.
+    pub pod_exit: Duration,
 }
 
 const fn s(secs: u64) -> Duration {
@@ -47,6 +50,7 @@ impl Timings {
             helm_default: s(2),
             pods: BTreeMap::new(),
             pod_default: s(5),
+            pod_exit: s(1),
         }
     }
 
@@ -75,6 +79,7 @@ impl Timings {
     /// | bookinfo productpage Ready | 40 | estimate: a Python image |
     /// | bookinfo reviews-v1/v2/v3 Ready | 60 | estimate: a WebSphere Liberty (Java) image, the largest of bookinfo |
     /// | probe target, curl clients Ready | 15 | estimate: small images |
+    /// | a program that does not drain exits after SIGTERM | 1 | estimate: the apps and servers here stop at once; ztunnel and Istio's proxy drain by their own rules |
     pub fn upstream() -> Timings {
         let pods = [
             ("cilium", s(60)),
@@ -108,6 +113,7 @@ impl Timings {
             helm_default: s(5),
             pods: pods.into_iter().collect(),
             pod_default: s(15),
+            pod_exit: s(1),
         }
     }
 
