@@ -277,7 +277,8 @@ impl Scenario {
 
     /// The rules JSON Schema cannot express because they compare two fields' values: an upgrade
     /// goes to a newer Istio, by at most one minor release (istio.io docs/ambient/upgrade/helm:
-    /// istio-cni and ztunnel at 1.x work with control plane 1.x and 1.x+1).
+    /// istio-cni and ztunnel at 1.x work with control plane 1.x and 1.x+1), and only of an Istio
+    /// meshcheck installed.
     fn check_upgrade(&self) -> Result<(), String> {
         let v = &self.versions;
         let (Some(target), Some(istio)) = (v.upgrade_to.as_deref().and_then(Release::parse), Release::parse(&v.istio))
@@ -292,6 +293,15 @@ impl Scenario {
                 "`{target}` skips a minor release; in-place ambient upgrades go one minor at a time from \
                  versions.istio `{istio}` (istio-cni and ztunnel at 1.x work with control plane 1.x and 1.x+1)"
             ));
+        }
+        // On an existing cluster meshcheck did not install, the Istio releases are the owner's:
+        // an upgrade would rewrite them with meshcheck's values (issue 26).
+        if self.provider == Provider::Existing && !self.installs() {
+            return Err("an existing cluster's Istio is not meshcheck's to upgrade: with `existing.install: false` \
+                        (the default) meshcheck installs nothing, and the upgrade would rewrite the owner's Helm \
+                        releases with meshcheck's values. Upgrade it yourself between two runs and compare them \
+                        (README, Release gates), or remove versions.upgrade_to"
+                .into());
         }
         Ok(())
     }
