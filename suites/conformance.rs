@@ -251,7 +251,7 @@ fn trial_result(results: &[TrialResult], index: usize, under_nextest: bool) -> R
     match outcome {
         Outcome::Pass => Ok(Completion::Completed),
         Outcome::NotRun => {
-            let why = report::headline(results, index);
+            let why = report::not_run_explanation(results, index);
             let why = if why.starts_with("not run") { why } else { format!("not run: {why}") };
             if under_nextest { Err(Failed::from(why)) } else { Ok(Completion::ignored_with(why)) }
         }

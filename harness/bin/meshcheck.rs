@@ -175,14 +175,31 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(Stop::BadInput(e)) => {
-            stderr_line(format_args!("error: {e:#}"));
+            stderr_line(format_args!("error: {}", chain(&e)));
             ExitCode::from(EXIT_BAD_INPUT)
         }
         Err(Stop::CouldNotRun(e)) => {
-            stderr_line(format_args!("error: {e:#}"));
+            stderr_line(format_args!("error: {}", chain(&e)));
             ExitCode::from(EXIT_COULD_NOT_RUN)
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: the library's errors already say their
+/// source in their message (`{path}: {source}`), so a cause whose text is already there is not
+/// repeated (anyhow's `{:#}` would print "No such file or directory (os error 2)" twice).
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.is_empty() {
+            text = said;
+        } else if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+    }
+    text
 }
 
 /// The exit code of a finished run or a re-judged run folder: 0 when it passed; 3 when it could

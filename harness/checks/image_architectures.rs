@@ -43,16 +43,21 @@ pub fn images(s: &Scenario) -> Images {
 
 /// The images that run inside the cluster (everything but the node image): what
 /// `meshcheck images --in-cluster` lists for the image cache, and what the architecture check reads.
-/// Chart-chosen images come from `fixtures/images.yaml`; Istio's follow from its version.
+/// Chart-chosen images come from `fixtures/images.yaml`; Istio's follow from its version. A
+/// `checks:` subset installs only the observability its checks read (the plan's rule,
+/// [`catalog::any_reads`]), so only those charts' images are listed: the nightly image cache never
+/// pulls what the run never starts.
 pub fn cluster_images(s: &Scenario) -> Images {
     let mut out = Images::default();
     let v = &s.versions;
-    for (component, version) in [
-        ("cilium", v.cilium.as_str()),
-        ("kube_prometheus_stack", v.kube_prometheus_stack.as_str()),
-        ("tempo", v.tempo.as_str()),
-        ("kiali", v.kiali.as_str()),
-    ] {
+    let wanted = |c: catalog::Component| catalog::any_reads(&s.checks, c);
+    let charts = [
+        ("cilium", v.cilium.as_str(), true),
+        ("kube_prometheus_stack", v.kube_prometheus_stack.as_str(), wanted(catalog::Component::Prometheus)),
+        ("tempo", v.tempo.as_str(), wanted(catalog::Component::Tempo)),
+        ("kiali", v.kiali.as_str(), wanted(catalog::Component::Kiali)),
+    ];
+    for (component, version) in charts.into_iter().filter(|(_, _, installed)| *installed).map(|(c, v, _)| (c, v)) {
         match crate::plan::fixtures::chart_images(component, version) {
             Some(refs) => out.refs.extend(refs),
             None => out.unlisted.push(format!("{component} {version}")),

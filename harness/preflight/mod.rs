@@ -47,6 +47,21 @@ pub fn tool_problems(s: &Scenario, runner: &Runner) -> Vec<String> {
     problems
 }
 
+/// What [`tool_problems`] checks for this scenario, said when it found nothing wrong: an existing
+/// cluster's run never hears of a container engine or a cluster tool it did not need.
+pub fn checked(s: &Scenario) -> String {
+    let mut parts: Vec<&str> = match s.provider {
+        Provider::Kind => vec!["the container engine", "kind and the inotify limits"],
+        Provider::K3d => vec!["the container engine", "k3d"],
+        Provider::Existing => vec!["the kubeconfig, its context, the API server and the run's permissions"],
+    };
+    if s.installs() {
+        parts.push("helm");
+    }
+    parts.push("the hosts the run downloads from");
+    format!("checked {}: all answer", parts.join(", "))
+}
+
 /// The container engine, the tools, the architecture and (for kind) the inotify limits.
 fn host_problems(s: &Scenario, runner: &Runner, t: Duration) -> Vec<String> {
     let mut problems = Vec::new();

@@ -147,7 +147,7 @@ pub(super) async fn reachability_problems(s: &Scenario, plan: &Plan, t: Duration
                 what: format!("registry {registry}"),
                 url: s.mirrored(&format!("https://{registry}/v2/")),
                 fix: format!(
-                    "allow HTTPS from this machine to it: {} of the run's images come from it (e.g. {})",
+                    "allow HTTPS from this machine to it, or map it with the scenario's `mirrors`: {} of the run's images come from it (e.g. {})",
                     images.len(),
                     images[0]
                 ),

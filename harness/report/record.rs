@@ -217,6 +217,21 @@ pub fn headline(results: &[TrialResult], index: usize) -> String {
     }
 }
 
+/// What a trial that did not run says: its [`headline`] and, when a root cause kept it from
+/// running, that root cause's whole [`explain`] indented under it. A runner that shows trials in
+/// its own order and stops at the first failure (cargo-nextest: alphabetical, fail-fast) may never
+/// show the root cause's own trial; every trial it kept from running carries its fixes.
+pub fn not_run_explanation(results: &[TrialResult], index: usize) -> String {
+    let mut out = headline(results, index);
+    if let Some(cause) = root_cause(results).filter(|_| blocked_by(results, index).is_some()) {
+        for line in explain(results, cause).lines() {
+            out.push_str("\n  ");
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// [`headline`], then the verdict's details one per line. A detail of several lines (a failed
 /// command's stderr tail) keeps every line, indented under its first.
 pub fn explain(results: &[TrialResult], index: usize) -> String {

@@ -119,7 +119,7 @@ impl Session {
         if name == Phase::Preflight {
             let problems = preflight::tool_problems(&self.scenario, &self.exec.runner);
             return if problems.is_empty() {
-                Verdict::pass("container engine, cluster tool and helm answer")
+                Verdict::pass(preflight::checked(&self.scenario))
             } else {
                 Verdict::error(format!("preflight: {} missing piece(s) for a live run", problems.len()))
                     .with_details(problems)

@@ -224,13 +224,31 @@ fn check_name(text: &str) -> Result<(), String> {
         ));
     }
     if let Some(c) = text.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
-        let hint =
-            if c.is_ascii_uppercase() { format!(" (write `{}`)", text.to_ascii_lowercase()) } else { String::new() };
+        // A suggestion only when it is itself a valid name (`My_Test` → `my-test`, never `my_test`).
+        let suggestion = name_like(text);
+        let hint = if !suggestion.is_empty() && check_name(&suggestion).is_ok() {
+            format!(" (write `{suggestion}`)")
+        } else {
+            String::new()
+        };
         return Err(format!(
             "`{text}` contains `{c}`; use only a-z, 0-9 and `-`, because it becomes part of a cluster name{hint}"
         ));
     }
     Ok(())
+}
+
+/// `text` lowercased, each run of other characters than a-z and 0-9 made one `-`, no `-` at the ends.
+fn name_like(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().map(|c| c.to_ascii_lowercase()) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
 }
 
 /// `X.Y.Z` with optional SemVer suffixes, with a `v` in front exactly when `v_prefix`.

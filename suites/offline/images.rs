@@ -146,3 +146,23 @@ fn meshcheck_images_lists_every_pinned_image_and_refuses_an_unknown_version() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 27, item 7: a `checks:` subset lists only the images of what it installs (the plan's
+/// rule): mtls alone starts no Prometheus, Tempo or Kiali, so the nightly cache does not pull them.
+/// The whole suite is the baseline that lists them.
+#[test]
+fn a_checks_subset_lists_only_the_images_of_what_it_installs() {
+    let text = std::fs::read_to_string(root().join("scenarios/ambient-kind.yaml")).unwrap();
+    let all = meshcheck::scenario::Scenario::from_yaml(&text, "ambient-kind").unwrap();
+    let mut mtls_only = all.clone();
+    mtls_only.checks = vec!["mtls".into()];
+    let mut traces_only = all.clone();
+    traces_only.checks = vec!["traces".into()];
+    let listed = |s: &meshcheck::scenario::Scenario| images::cluster_images(s).refs.join("\n");
+    let observability = ["prometheus:v3.5.0", "grafana/tempo:2.10.0", "kiali/kiali:v2.29.0"];
+    assert!(observability.iter().all(|i| listed(&all).contains(i)), "{}", listed(&all));
+    assert!(observability.iter().all(|i| !listed(&mtls_only).contains(i)), "{}", listed(&mtls_only));
+    assert!(listed(&mtls_only).contains("ztunnel:1.30.3") && listed(&mtls_only).contains("cilium:v1.19.6"));
+    let traces = listed(&traces_only);
+    assert!(traces.contains("grafana/tempo:2.10.0") && !traces.contains("kiali/kiali"), "{traces}");
+}

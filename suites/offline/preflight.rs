@@ -232,6 +232,8 @@ fn repositories_and_registries_that_do_not_answer_each_get_a_line() {
     assert!(problems[0].contains("/kiali.org/helm-charts) does not answer"), "{}", problems[0]);
     assert!(problems[0].contains("/kiali.org/helm-charts/index.yaml: HTTP 404"), "{}", problems[0]);
     assert!(problems[1].contains("HTTP 503") && problems[1].contains("images come from it"), "{}", problems[1]);
+    // Issue 27, item 8: every unreachable host's line names the option made for an offline machine.
+    assert!(problems.iter().all(|p| p.contains("`mirrors`")), "{problems:#?}");
     assert!(problems[2].contains("refused"), "{}", problems[2]);
 }
 
@@ -446,4 +448,19 @@ fn docker_installed_with_its_daemon_down_is_told_to_start_it() {
     bench.remove("docker");
     let said = bench.preflight(&scenario);
     assert!(said.problems.iter().any(|p| p.contains("docker is not installed")), "{:#?}", said.problems);
+}
+
+/// Issue 27, item 8: a preflight that passed says what it checked for this scenario. An existing
+/// cluster's run checks no container engine and no cluster tool, and no longer claims it did.
+#[test]
+fn a_passed_preflight_names_what_it_checked_for_the_provider() {
+    let scenario = |name: &str| {
+        let text = std::fs::read_to_string(root().join(format!("scenarios/{name}.yaml"))).unwrap();
+        meshcheck::scenario::Scenario::from_yaml(&text, name).unwrap()
+    };
+    let existing = meshcheck::preflight::checked(&scenario("existing-cluster"));
+    assert!(existing.contains("the API server") && !existing.contains("container engine"), "{existing}");
+    assert!(!existing.contains("kind") && !existing.contains("k3d"), "{existing}");
+    let kind = meshcheck::preflight::checked(&scenario("ambient-kind"));
+    assert!(kind.contains("the container engine") && kind.contains("kind") && kind.contains("helm"), "{kind}");
 }

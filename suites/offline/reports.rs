@@ -386,6 +386,15 @@ fn the_root_cause_says_so_and_every_trial_it_kept_from_running_names_it() {
         assert_eq!(report::headline(results, blocked), "not run because `provision::phase` did not pass");
     }
     assert_eq!(report::headline(results, 4), "not selected by the test filter", "never reached: its own reason");
+    // Issue 27, item 4: a trial the root cause kept from running carries the root cause's whole
+    // explanation (under nextest it may be the only one shown); one never reached does not.
+    let not_run = report::not_run_explanation(results, 2);
+    assert!(
+        not_run.starts_with("not run because `provision::phase` did not pass\n  root cause: phase `provision` stopped"),
+        "{not_run}"
+    );
+    assert!(not_run.ends_with("the control-plane node never became ready"), "{not_run}");
+    assert_eq!(report::not_run_explanation(results, 4), "not selected by the test filter");
     // Every line of the stderr tail, not only the one that ends with "stderr ends with:".
     let text = report::explain(results, 1);
     assert!(
@@ -924,4 +933,20 @@ fn phase_durations_are_listed_in_run_order() {
         md.contains("Phase durations: preflight 0.1s · provision 4.0s · install 3.0s · deploy 2.0s · cleanup 1.0s"),
         "{md}"
     );
+}
+
+/// Issue 27, item 8: an OS error is said once. The library's errors name their source in their
+/// message, and the CLI's chain printing used to repeat it ("No such file or directory (os error
+/// 2): No such file or directory (os error 2)").
+#[test]
+fn an_os_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-run");
+    for args in [vec!["judge"], vec!["compare", "/dev/null/a"]] {
+        let out =
+            std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck")).args(&args).arg(&missing).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert_eq!(stderr.matches("(os error").count(), 1, "{args:?}: {stderr}");
+    }
 }
