@@ -1,7 +1,7 @@
 //! Namespaces a run owns. On an existing cluster meshcheck may only ever delete namespaces it
 //! created itself, so ownership is decided at creation: a namespace that does not exist is created
-//! with the run's label; one that exists is used as it is and never labelled. Cleanup deletes by that
-//! label and checks the label again on every object it is about to delete.
+//! with the run's label; one that exists is used as it is and never labelled. Cleanup deletes exactly
+//! the namespaces the run created, by name and uid ([`delete_created`]).
 //!
 //! A namespace still Terminating (an earlier run's, on an existing cluster) is neither: nothing can
 //! be created in it (the NamespaceLifecycle admission plugin answers 403 "because it is being
@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, time::Duration};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+    api::{DeleteParams, ObjectMeta, PostParams, Preconditions},
 };
 
 use crate::{
@@ -78,29 +78,48 @@ pub async fn ensure(client: &Client, name: &str, labels: &[(String, String)], ru
     .await
 }
 
-/// Deletes every namespace whose [`RUN_LABEL`] is `run` (and that meshcheck manages) and returns
-/// their names, within [`MUTATION_DEADLINE`].
-pub async fn delete_owned(client: &Client, run: &str) -> Result<Vec<String>, LiveError> {
+/// A namespace the run created: its name and the uid the API server gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedNamespace {
+    /// Name.
+    pub name: String,
+    /// `metadata.uid` at creation.
+    pub uid: String,
+}
+
+impl CreatedNamespace {
+    /// The name and uid of a namespace as [`ensure`] created it.
+    pub fn of(ns: &Namespace) -> Option<CreatedNamespace> {
+        Some(CreatedNamespace { name: ns.metadata.name.clone()?, uid: ns.metadata.uid.clone()? })
+    }
+}
+
+/// Deletes exactly the namespaces the run created, each by name with its uid as a precondition,
+/// and returns the names deleted, within [`MUTATION_DEADLINE`]. A namespace already gone is
+/// skipped; one whose uid changed (deleted and made again by someone else since) fails the
+/// precondition with 409 and is left alone (apimachinery `Preconditions`: "the UID in the
+/// precondition does not match the UID in record"). Nothing is chosen by label: a namespace
+/// someone else created with copied labels is never touched.
+pub async fn delete_created(client: &Client, created: &[CreatedNamespace]) -> Result<Vec<String>, LiveError> {
     within(MUTATION_DEADLINE, "delete the run's namespaces", async {
         let api: Api<Namespace> = Api::all(client.clone());
-        let selector = format!("{RUN_LABEL}={run}");
-        let list = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|source| LiveError::Kube { what: format!("list namespaces {selector}"), source })?;
         let mut deleted = Vec::new();
-        for ns in list.items {
-            let labels = ns.metadata.labels.clone().unwrap_or_default();
-            let ours = labels.get(RUN_LABEL).map(String::as_str) == Some(run)
-                && labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
-            let Some(name) = ns.metadata.name.clone().filter(|_| ours) else {
-                tracing::warn!("not deleting namespace {:?}: it lacks this run's labels", ns.metadata.name);
-                continue;
+        for ns in created {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions { uid: Some(ns.uid.clone()), resource_version: None }),
+                ..DeleteParams::default()
             };
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => deleted.push(name),
+            match api.delete(&ns.name, &params).await {
+                Ok(_) => deleted.push(ns.name.clone()),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(source) => return Err(LiveError::Kube { what: format!("delete namespace {name}"), source }),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    tracing::warn!(
+                        "not deleting namespace {}: it is not the one this run created ({})",
+                        ns.name,
+                        s.message
+                    );
+                }
+                Err(source) => return Err(LiveError::Kube { what: format!("delete namespace {}", ns.name), source }),
             }
         }
         Ok(deleted)

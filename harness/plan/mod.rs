@@ -250,9 +250,10 @@ pub enum Step {
         /// id, lowercased.
         run: String,
     },
-    /// Delete the namespaces carrying this run's ownership labels (the cleanup of an existing cluster).
+    /// Delete the namespaces this run created, by name and uid (the cleanup of an existing
+    /// cluster); they carry the run's ownership labels, which the plan shows.
     DeleteOwnedNamespaces {
-        /// Value of the [`RUN_LABEL`](crate::common::names::RUN_LABEL) to delete by.
+        /// Value of the [`RUN_LABEL`](crate::common::names::RUN_LABEL) the run's namespaces carry.
         run: String,
     },
     /// Write the gateway chart's Service ports, derived from the server ports of the Istio

@@ -110,7 +110,9 @@ fn step_line(step: &Step) -> String {
                 if extra.is_empty() { String::new() } else { format!(", {}", extra.join(", ")) }
             )
         }
-        Step::DeleteOwnedNamespaces { run } => format!("delete  namespaces labelled {RUN_LABEL}={run}"),
+        Step::DeleteOwnedNamespaces { run } => {
+            format!("delete  the namespaces this run created (labelled {RUN_LABEL}={run}), by name and uid")
+        }
         Step::Traffic { action } => format!("traffic {}", action.as_str()),
         Step::GatewayPorts { gateway, node_port, path } => format!(
             "write   {path} (gateway Service ports: http2 NodePort {node_port} → the server ports of the Gateway in {})",

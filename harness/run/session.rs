@@ -83,6 +83,7 @@ impl Session {
             run_dir: run_dir.clone(),
             traffic: Arc::default(),
             private_kubeconfig: plan.cluster_name.is_some().then(|| PathBuf::from(&plan.kubeconfig)),
+            created_namespaces: Arc::default(),
         };
         let session = Session {
             state: ExecState {

@@ -104,6 +104,8 @@ pub(super) struct Exec {
     pub(super) traffic: Arc<Mutex<Option<TrafficGenerator>>>,
     /// The throw-away cluster's kubeconfig, kept private as soon as a tool writes it.
     pub(super) private_kubeconfig: Option<PathBuf>,
+    /// The namespaces this run created (name and uid): what cleanup deletes.
+    pub(super) created_namespaces: Arc<Mutex<Vec<crate::cluster::namespaces::CreatedNamespace>>>,
 }
 
 impl Exec {
@@ -156,9 +158,10 @@ pub(super) async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
         }
         Step::Traffic { action } => traffic(&exec, action).await,
         Step::Namespace { name, labels, run } => namespace(&exec, &name, &labels, &run).await,
-        Step::DeleteOwnedNamespaces { run } => {
+        Step::DeleteOwnedNamespaces { .. } => {
             let live = exec.cluster.live().await?;
-            let deleted = crate::cluster::namespaces::delete_owned(&live.client, &run).await?;
+            let created = exec.created_namespaces.lock().expect("namespaces lock").clone();
+            let deleted = crate::cluster::namespaces::delete_created(&live.client, &created).await?;
             tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
             Ok(())
         }
@@ -245,6 +248,9 @@ async fn namespace(exec: &Exec, name: &str, labels: &[(String, String)], run: &s
     let ensured =
         interruptible(async { Ok(crate::cluster::namespaces::ensure(&live.client, name, labels, run).await?) }).await?;
     if let crate::cluster::namespaces::Ensured::Created(ns) = ensured {
+        if let Some(created) = crate::cluster::namespaces::CreatedNamespace::of(&ns) {
+            exec.created_namespaces.lock().expect("namespaces lock").push(created);
+        }
         let obj: kube::api::DynamicObject =
             serde_json::from_value(serde_json::to_value(&*ns).expect("a Namespace serializes"))
                 .expect("a Namespace reads as a DynamicObject");

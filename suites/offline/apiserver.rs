@@ -130,30 +130,43 @@ async fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own()
     server.abort();
 }
 
+/// Issue 26: cleanup deletes exactly the namespaces the run created, by name with their uid as a
+/// precondition, and never lists by label: a namespace someone created with copied labels is never
+/// asked for, one re-created under the same name (another uid) is refused by the precondition and
+/// left, one already gone is skipped.
 #[tokio::test]
-async fn cleanup_deletes_only_namespaces_with_both_run_labels() {
+async fn cleanup_deletes_exactly_the_namespaces_the_run_created_by_name_and_uid() {
+    use meshcheck::cluster::namespaces::CreatedNamespace;
     let (client, mut handle) = mock();
     let server = tokio::spawn(async move {
-        let (_, send) =
-            expect(&mut handle, Method::GET, "/api/v1/namespaces?&labelSelector=meshcheck.io%2Frun%3D20261125-101500")
-                .await;
-        let ns = |name: &str, labels: Value| json!({"metadata": {"name": name, "labels": labels}});
-        send.send_response(reply(
-            StatusCode::OK,
-            &json!({"apiVersion": "v1", "kind": "NamespaceList", "metadata": {}, "items": [
-                ns("meshcheck-outside", json!({"meshcheck.io/run": "20261125-101500", "app.kubernetes.io/managed-by": "meshcheck"})),
-                // Someone copied our run label onto their namespace: not created by us, not deleted.
-                ns("shop", json!({"meshcheck.io/run": "20261125-101500"})),
-            ]}),
-        ));
-        let (_, send) = expect(&mut handle, Method::DELETE, "/api/v1/namespaces/meshcheck-outside?").await;
+        let (body, send) = expect(&mut handle, Method::DELETE, "/api/v1/namespaces/meshcheck-outside?").await;
+        assert_eq!(body["preconditions"]["uid"], "uid-outside", "{body}");
         send.send_response(reply(
             StatusCode::OK,
             &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "meshcheck-outside"}, "status": {"phase": "Terminating"}}),
         ));
-        assert!(handle.next_request().await.is_none(), "nothing else may be deleted");
+        let (body, send) = expect(&mut handle, Method::DELETE, "/api/v1/namespaces/meshcheck-inside?").await;
+        assert_eq!(body["preconditions"]["uid"], "uid-inside", "{body}");
+        send.send_response(reply(
+            StatusCode::CONFLICT,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+                    "message": "Precondition failed: UID in precondition: uid-inside, UID in object meta: uid-other"}),
+        ));
+        let (_, send) = expect(&mut handle, Method::DELETE, "/api/v1/namespaces/meshcheck-gone?").await;
+        send.send_response(reply(StatusCode::NOT_FOUND, &not_found("meshcheck-gone")));
+        assert!(handle.next_request().await.is_none(), "nothing else may be asked for or deleted");
     });
-    let deleted = namespaces::delete_owned(&client, "20261125-101500").await.unwrap();
+    let created = |name: &str, uid: &str| CreatedNamespace { name: name.into(), uid: uid.into() };
+    let deleted = namespaces::delete_created(
+        &client,
+        &[
+            created("meshcheck-outside", "uid-outside"),
+            created("meshcheck-inside", "uid-inside"),
+            created("meshcheck-gone", "uid-gone"),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(deleted, ["meshcheck-outside"]);
     drop(client);
     server.await.unwrap();

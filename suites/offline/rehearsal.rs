@@ -1109,3 +1109,53 @@ fn an_existing_cluster_rerun_waits_out_the_previous_runs_terminating_namespace()
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("namespace meshcheck-inside is still Terminating"), "{}", tail(&log, 40));
 }
+
+/// Issue 26: on an existing cluster cleanup deletes exactly the namespaces the run created. While
+/// the run goes on, someone creates `shop` with labels copied from the run's own namespace: before,
+/// cleanup deleted by label and took `shop` with it; now it deletes by name and uid, and `shop`
+/// stays.
+#[test]
+fn cleanup_leaves_a_namespace_someone_made_with_the_runs_labels() {
+    let Some(r) = Rehearsal::new("existing", Faults::default()) else { return };
+    let kubeconfig = std::fs::read_to_string(r.sim.kubeconfig()).unwrap();
+    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
+    let copier = std::thread::spawn(move || {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let http = reqwest::Client::new();
+            let started = std::time::Instant::now();
+            while started.elapsed() < std::time::Duration::from_secs(60) {
+                let found = http.get(format!("{server}/api/v1/namespaces/meshcheck-inside")).send().await;
+                let Some(ns) = found.ok().filter(|r| r.status().is_success()) else {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                };
+                let ns: serde_json::Value = ns.json().await.unwrap();
+                let shop = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": "shop", "labels": ns["metadata"]["labels"]}});
+                let made = http
+                    .patch(format!("{server}/api/v1/namespaces/shop?fieldManager=someone-else"))
+                    .header("content-type", "application/apply-patch+yaml")
+                    .body(shop.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(made.status().is_success());
+                return ns["metadata"]["labels"].clone();
+            }
+            panic!("the run never created meshcheck-inside");
+        })
+    });
+    let before = r.sim.namespaces();
+    let scenario = r.scenario("existing-cluster", |t| only_checks(t, &["mtls"]));
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    let copied = copier.join().unwrap();
+    assert!(copied.get("meshcheck.io/run").is_some(), "the run's label was copied: {copied}");
+    let mut expected = before;
+    expected.push("shop".into());
+    expected.sort();
+    let mut after = r.sim.namespaces();
+    after.sort();
+    assert_eq!(after, expected, "the run's own namespaces gone, `shop` kept");
+}

@@ -117,7 +117,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         },
         (Method::POST, None) => create(&shared, &group, &plural, &obj_ns, &body, &q, &rtype),
         (Method::PATCH, Some(name)) => apply(&shared, &group, &plural, &obj_ns, &name, &body, &q, &rtype),
-        (Method::DELETE, Some(name)) => delete(&shared, &group, &plural, &obj_ns, &name),
+        (Method::DELETE, Some(name)) => delete(&shared, &group, &plural, &obj_ns, &name, &body),
         _ => status_error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"),
     }
 }
@@ -453,13 +453,25 @@ fn apply(
     json_reply(if created { StatusCode::CREATED } else { StatusCode::OK }, &stored)
 }
 
-fn delete(shared: &Arc<Shared>, group: &str, plural: &str, ns: &str, name: &str) -> Response<Body> {
+/// A DELETE, with its `DeleteOptions` body's uid precondition checked (apimachinery v0.35.4
+/// pkg/apis/meta/v1 `Preconditions`; a mismatch is 409 Conflict).
+fn delete(shared: &Arc<Shared>, group: &str, plural: &str, ns: &str, name: &str, body: &[u8]) -> Response<Body> {
     let mut st = shared.lock();
     st.calls.push(format!("delete {plural} {ns}/{name}"));
     if st.faults.ccnp_delete_fails && plural == "ciliumclusterwidenetworkpolicies" {
         return status_error(500, "InternalError", "etcdserver: request timed out");
     }
     let Some(mut obj) = st.store.get(group, plural, ns, name).cloned() else { return not_found(plural, name) };
+    let wanted_uid =
+        parse_body(body).and_then(|o| o.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from));
+    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    if let Some(wanted) = wanted_uid.filter(|w| w != uid) {
+        return status_error(
+            409,
+            "Conflict",
+            &format!("Precondition failed: UID in precondition: {wanted}, UID in object meta: {uid}"),
+        );
+    }
     let key = (group.to_string(), plural.to_string(), ns.to_string(), name.to_string());
     if plural != "namespaces" && !st.applied.contains(&key) {
         st.removed.insert(key);
