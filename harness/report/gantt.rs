@@ -93,7 +93,12 @@ pub fn gantt(record: &RunRecord) -> Option<String> {
     for section in sections {
         out.push_str(&format!("    section {}\n", gantt_label(section)));
         for b in bars.iter().filter(|b| b.section == section) {
-            let end = b.start + chrono::TimeDelta::milliseconds(millis(b.secs));
+            // A duration no clock can add (a run folder from elsewhere, edited) draws no bar.
+            let Some(end) =
+                chrono::TimeDelta::try_milliseconds(millis(b.secs)).and_then(|d| b.start.checked_add_signed(d))
+            else {
+                continue;
+            };
             let tag = if b.failed { "crit, " } else { "" };
             out.push_str(&format!("    {} :{tag}{}, {}\n", gantt_label(&b.label), when(b.start), when(end)));
         }

@@ -55,7 +55,10 @@ pub fn junit(record: &RunRecord) -> Report {
         }
         let mut case = TestCase::new(r.name.clone(), status);
         case.set_classname(format!("meshcheck.{}", r.suite));
-        case.set_time(Duration::from_secs_f64(r.duration_secs.max(0.0)));
+        // A duration no `Duration` holds (a hostile record) is left out rather than panicking.
+        if let Ok(time) = Duration::try_from_secs_f64(r.duration_secs.max(0.0)) {
+            case.set_time(time);
+        }
         let mut out = String::new();
         if started.is_some() {
             out.push_str(&format!("started_at: {}\n", r.started_at));

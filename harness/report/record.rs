@@ -64,7 +64,8 @@ pub struct TrialResult {
 }
 
 pub(super) fn millis(secs: f64) -> i64 {
-    // Durations are wall times of a run (at most hours): far inside i64 milliseconds.
+    // A run's own durations are at most hours; one read from a hostile record saturates (NaN is 0)
+    // and whoever adds it to a time checks the sum.
     (secs.max(0.0) * 1000.0).round() as i64
 }
 
@@ -324,10 +325,13 @@ pub fn failed_commands(run_dir: &Path) -> Vec<CommandRecord> {
 pub(super) fn commands_during<'a>(r: &TrialResult, commands: &'a [CommandRecord]) -> Vec<&'a CommandRecord> {
     let Some(start) = parse_time(&r.started_at) else { return Vec::new() };
     let slack = chrono::TimeDelta::milliseconds(2);
-    let end = start + chrono::TimeDelta::milliseconds(millis(r.duration_secs));
+    // A duration no clock can add (a hostile record) counts to the end of time.
+    let end = chrono::TimeDelta::try_milliseconds(millis(r.duration_secs))
+        .and_then(|d| start.checked_add_signed(d))
+        .unwrap_or(DateTime::<FixedOffset>::MAX_UTC.fixed_offset());
     commands
         .iter()
-        .filter(|c| parse_time(&c.started_at).is_some_and(|t| t >= start - slack && t <= end + slack))
+        .filter(|c| parse_time(&c.started_at).is_some_and(|t| t >= start - slack && t - slack <= end))
         .collect()
 }
 

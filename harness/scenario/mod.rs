@@ -211,14 +211,32 @@ const ISTIO_K8S_SUPPORT: &[(u64, u64, u64)] =
 impl Scenario {
     /// Loads a scenario from a file. A missing file says which path was tried.
     pub fn from_path(path: &Path) -> Result<Scenario, ScenarioError> {
-        let bytes = std::fs::read(path).map_err(|source| {
+        use std::io::Read;
+        let read_error = |source: std::io::Error| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 ScenarioError::NotFound { tried: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()) }
             } else {
                 ScenarioError::Read { path: path.to_path_buf(), source }
             }
-        })?;
+        };
+        // At most one byte past the limit is read: a huge file (or /dev/zero) costs nothing.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(yaml::MAX_BYTES as u64 + 1).read_to_end(&mut bytes))
+            .map_err(read_error)?;
         let origin = path.display().to_string();
+        if bytes.len() > yaml::MAX_BYTES {
+            return Err(ScenarioError::Invalid {
+                origin,
+                line: 1,
+                column: 1,
+                field: None,
+                message: format!(
+                    "the file is larger than {} KiB; a scenario is a few dozen lines — is this the right file?",
+                    yaml::MAX_BYTES / 1024
+                ),
+            });
+        }
         let text = String::from_utf8(bytes).map_err(|e| {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = valid.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
@@ -259,6 +277,22 @@ impl Scenario {
             let (line, column) = at(&["versions", "upgrade_to"]);
             invalid(line, column, Some("versions.upgrade_to".into()), message)
         })?;
+        // A prefix that ends with `/` replaced by one that does not glues the rest of the URL onto
+        // the last segment (`https://quay.io/v2/` → `https://mirror/quay.iov2/`).
+        if let Some((prefix, replacement)) =
+            scenario.mirrors.iter().find(|(prefix, replacement)| prefix.ends_with('/') && !replacement.ends_with('/'))
+        {
+            let (line, column) = at(&["mirrors", prefix]);
+            return Err(invalid(
+                line,
+                column,
+                Some(format!("mirrors.{prefix}")),
+                format!(
+                    "`{replacement}` lacks the trailing `/` of `{prefix}`: `{prefix}v2/` would become \
+                     `{replacement}v2/`; write `{replacement}/`"
+                ),
+            ));
+        }
         Ok(scenario)
     }
 
@@ -285,8 +319,18 @@ impl Scenario {
         else {
             return Ok(());
         };
-        if target <= istio {
-            return Err(format!("`{target}` must be newer than versions.istio `{istio}`"));
+        // SemVer precedence (semver.org §11): `1.30.3` is newer than `1.30.3-rc.1`.
+        let precedence = |text: &str| semver::Version::parse(text).ok();
+        let newer = match (v.upgrade_to.as_deref().and_then(precedence), precedence(&v.istio)) {
+            (Some(t), Some(i)) => t > i,
+            _ => target > istio,
+        };
+        if !newer {
+            return Err(format!(
+                "`{}` must be newer than versions.istio `{}`",
+                v.upgrade_to.as_deref().unwrap_or_default(),
+                v.istio
+            ));
         }
         if target.minor > istio.minor + 1 {
             return Err(format!(

@@ -950,3 +950,22 @@ fn an_os_error_is_printed_once() {
         assert_eq!(stderr.matches("(os error").count(), 1, "{args:?}: {stderr}");
     }
 }
+
+/// Issue 26: a run folder from elsewhere may claim any duration; the gantt chart draws no bar for
+/// one no clock can add (before: `DateTime + TimeDelta` overflowed and the summary panicked), and
+/// still draws the others.
+#[test]
+fn a_duration_no_clock_can_add_draws_no_bar_and_no_panic() {
+    let r = record(vec![
+        timed(result("deploy", "phase", Verdict::pass("ok")), "2026-11-26T00:00:00.000Z", 3.0),
+        timed(result("checks", "mtls", Verdict::fail("plaintext")), "2026-11-26T00:00:03.100Z", 1e300),
+        timed(result("checks", "traces", Verdict::pass("ok")), "2026-11-26T00:00:03.200Z", f64::NAN),
+    ]);
+    let md = report::summary(&r, &[], &[]);
+    assert!(md.contains("deploy phase :2026-11-26 00:00:00.000, 2026-11-26 00:00:03.000"), "{md}");
+    assert!(!md.contains("check mtls :"), "{md}");
+    assert!(md.contains("check traces :2026-11-26 00:00:03.200, 2026-11-26 00:00:03.200"), "{md}");
+    // JUnit too: the case is written, without a time it cannot hold.
+    let xml = report::junit(&r).to_string().unwrap();
+    assert!(xml.contains("<testcase name=\"mtls\""), "{xml}");
+}

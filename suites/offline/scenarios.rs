@@ -479,6 +479,19 @@ fn oversized_files_are_refused_before_parsing() {
     assert!(err.starts_with("big.yaml:1:1: the file is 70 KiB"), "{err}");
 }
 
+/// Issue 26: a file is read only up to the limit (plus one byte), so a huge file or an endless
+/// one (`/dev/zero`) is refused at once instead of read into memory.
+#[test]
+fn an_endless_or_huge_scenario_file_is_refused_after_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, "#".repeat(8 << 20)).unwrap();
+    for path in [Path::new("/dev/zero"), big.as_path()] {
+        let err = Scenario::from_path(path).unwrap_err().to_string();
+        assert!(err.contains(":1:1: the file is larger than 64 KiB"), "{err}");
+    }
+}
+
 #[test]
 fn missing_file_says_which_path_was_tried() {
     let err = Scenario::from_path(Path::new("no/such/scenario.yaml")).unwrap_err().to_string();
