@@ -342,7 +342,9 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
                 return Ok(exit_for(&record));
             }
             for (i, r) in record.results.iter().enumerate() {
-                println!("{} {}: {}", r.trial_name(), r.verdict.outcome, report::explain(&record.results, i));
+                // A run folder from elsewhere: its text never drives the terminal.
+                let line = format!("{} {}: {}", r.trial_name(), r.verdict.outcome, report::explain(&record.results, i));
+                println!("{}", meshcheck::common::util::printable(&line));
             }
             Ok(exit_for(&record))
         }
@@ -365,7 +367,8 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
                     report::Change::Same if c.is_check() && c.after == Some(Outcome::NotRun) => "not run",
                     report::Change::Same => continue,
                 };
-                println!("{label:10} {} ({} -> {})", c.key, show(c.before), show(c.after));
+                let line = format!("{label:10} {} ({} -> {})", c.key, show(c.before), show(c.after));
+                println!("{}", meshcheck::common::util::printable(&line));
             }
             let checks: Vec<&report::Comparison> = rows.iter().filter(|c| c.is_check()).collect();
             let passed = checks.iter().filter(|c| c.after == Some(Outcome::Pass)).count();

@@ -185,7 +185,7 @@ impl Drop for Progress {
 /// (`meshcheck run 2>&1 | head` once `head` has its lines), and a panic would skip the cleanup
 /// and the report.
 pub fn stderr_line(line: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "{line}");
+    let _ = writeln!(std::io::stderr(), "{}", crate::common::util::printable(&line.to_string()));
 }
 
 fn elapsed(d: Duration) -> String {

@@ -55,6 +55,42 @@ pub fn tail(text: &str, max: usize) -> String {
     format!("[… {start} bytes cut …]{}", &text[start..])
 }
 
+/// Text safe to print on a terminal: control characters other than newline and tab (ESC starts
+/// terminal escape sequences, which a run folder from elsewhere may carry in its verdicts) and
+/// C1 controls are written as `\u{..}`.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if (c.is_control() && c != '\n' && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Text that XML 1.0 can hold: characters outside its `Char` production (C0 controls other than
+/// tab, newline and carriage return, surrogates, U+FFFE and U+FFFF; XML 1.0 §2.2) are written as
+/// `\u{..}`. Not even a character reference may stand for them, so a JUnit file with one is invalid.
+pub fn xml_chars(text: &str) -> String {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r')
+            || ('\u{20}'..='\u{d7ff}').contains(&c)
+            || ('\u{e000}'..='\u{fffd}').contains(&c)
+            || c >= '\u{10000}'
+    };
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if allowed(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

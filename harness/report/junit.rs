@@ -5,11 +5,16 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::{common::util::first_line, evidence::Outcome};
+use crate::{
+    common::util::{first_line, xml_chars},
+    evidence::Outcome,
+};
 
 use super::record::{PHASE, RunRecord, explain, headline, parse_time};
 
-/// Builds the JUnit report: one testsuite per phase, one testcase per step or check.
+/// Builds the JUnit report: one testsuite per phase, one testcase per step or check. Text from
+/// the record passes through [`xml_chars`]: a record from elsewhere may hold characters XML 1.0
+/// cannot (quick-junit drops the rest of a text at the first of them).
 ///
 /// Each testsuite's `timestamp` is the start of its first trial. The Jenkins xUnit schema
 /// (`junit-10.xsd`, which the offline tests validate against) allows no `timestamp` on a
@@ -48,13 +53,13 @@ pub fn junit(record: &RunRecord) -> Report {
             Outcome::NotRun => TestCaseStatus::skipped(),
         };
         if r.verdict.outcome != Outcome::Pass {
-            status.set_message(headline(results, index));
+            status.set_message(xml_chars(&headline(results, index)));
             if !r.verdict.details.is_empty() {
-                status.set_description(explain(results, index));
+                status.set_description(xml_chars(&explain(results, index)));
             }
         }
-        let mut case = TestCase::new(r.name.clone(), status);
-        case.set_classname(format!("meshcheck.{}", r.suite));
+        let mut case = TestCase::new(xml_chars(&r.name), status);
+        case.set_classname(xml_chars(&format!("meshcheck.{}", r.suite)));
         // A duration no `Duration` holds (a hostile record) is left out rather than panicking.
         if let Ok(time) = Duration::try_from_secs_f64(r.duration_secs.max(0.0)) {
             case.set_time(time);
@@ -79,7 +84,7 @@ pub fn junit(record: &RunRecord) -> Report {
             }
         }
         if !out.is_empty() {
-            case.set_system_out(out);
+            case.set_system_out(xml_chars(&out));
         }
         suite.add_test_case(case);
     }

@@ -34,7 +34,7 @@ impl RunRecord {
         write_atomic(&run_dir.join("run.json"), &json).map_err(io(run_dir.join("run.json")))?;
         let xml = junit(self)
             .to_string()
-            .map(|x| strip_root_skipped(&x))
+            .map(|x| crate::common::util::xml_chars(&strip_root_skipped(&x)))
             .map_err(|e| ReportError::Format { path: run_dir.join("junit.xml"), message: e.to_string() })?;
         write_atomic(&run_dir.join("junit.xml"), xml.as_bytes()).map_err(io(run_dir.join("junit.xml")))?;
         let commands = if self.results.iter().any(|r| did_not_pass(r.verdict.outcome)) {

@@ -969,3 +969,25 @@ fn a_duration_no_clock_can_add_draws_no_bar_and_no_panic() {
     let xml = report::junit(&r).to_string().unwrap();
     assert!(xml.contains("<testcase name=\"mtls\""), "{xml}");
 }
+
+/// Issue 26: text from a run folder is hostile. A verdict carrying U+FFFE and an ESC sequence
+/// still makes a junit.xml that XML 1.0 (and the XSD) accepts, and `judge` never prints the ESC.
+#[test]
+fn control_characters_in_a_run_record_reach_neither_the_xml_nor_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = "plaintext \u{fffe} \u{1b}[2J\u{1b}]0;owned\u{7}";
+    let r = record(vec![
+        result("provision", "phase", Verdict::error(hostile)),
+        result("checks", "mtls", Verdict::not_run("not run: phase failed")),
+    ]);
+    r.write_all(dir.path(), &[]).unwrap();
+    let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert!(!xml.contains('\u{fffe}') && !xml.contains('\u{1b}') && !xml.contains('\u{7}'), "{xml}");
+    assert!(xml.contains("plaintext \\u{fffe} \\u{1b}[2J"), "{xml}");
+    assert_valid_junit(&dir.path().join("junit.xml"));
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck")).arg("judge").arg(dir.path()).output().unwrap();
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("provision::phase"), "{printed}");
+    assert!(!printed.contains('\u{1b}') && !printed.contains('\u{7}'), "{printed:?}");
+}
