@@ -1,7 +1,7 @@
 //! What a live run needs before it starts, checked so that a run never fails half-way through for
 //! something it could have known at the start: a container engine that answers; kind, k3d and helm
-//! at the versions the README names; a supported host architecture; kind's inotify limits; the URLs
-//! in the scenario; `cluster.image_archive`; the chart repositories and registries the run reaches;
+//! at the versions the README names; a supported host architecture; kind's inotify limits;
+//! `cluster.image_archive`; the chart repositories and registries the run reaches;
 //! and for an existing cluster its kubeconfig, context, API server and the user's permissions for
 //! what this scenario does there. Each problem is one line that says what is wrong and how to fix it.
 
@@ -20,7 +20,7 @@ mod network;
 mod tools;
 
 use access::existing_cluster_problems;
-use network::{image_archive_problem, reachability_problems, url_problems};
+use network::{image_archive_problem, reachability_problems};
 use tools::tool_problem;
 pub use tools::{Tool, ToolVersion, inotify_problems};
 
@@ -31,7 +31,6 @@ pub fn tool_problems(s: &Scenario, runner: &Runner) -> Vec<String> {
     // reads them from there rather than knowing them twice.
     let plan = plan::build(s, &RunContext::for_plan());
     let mut problems = host_problems(s, runner, t);
-    problems.extend(url_problems(s));
     problems.extend(image_archive_problem(s));
     let network = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| {
         rt.block_on(async {

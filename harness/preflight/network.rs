@@ -11,37 +11,6 @@ use crate::{
     scenario::{Provider, Scenario},
 };
 
-/// The URLs a scenario states: both sides of every `mirrors` entry and `ingress.url`. Scenario
-/// validation only checks their `http(s)://` prefix; a URL that does not parse would fail the
-/// first request that uses it.
-pub(super) fn url_problems(s: &Scenario) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut check = |field: String, url: &str| {
-        if let Err(why) = http_url(url) {
-            problems.push(format!(
-                "scenario: {field} `{url}` is not a URL ({why}). Fix: write it as http(s)://HOST[:PORT]/PATH"
-            ));
-        }
-    };
-    for (from, to) in &s.mirrors {
-        check("mirrors key".into(), from);
-        check(format!("mirrors value for `{from}`"), to);
-    }
-    if let Some(url) = &s.ingress.url {
-        check("ingress.url".into(), url);
-    }
-    problems
-}
-
-pub(super) fn http_url(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
-    match (url.scheme(), url.host_str()) {
-        ("http" | "https", Some(host)) if !host.is_empty() => Ok(url),
-        ("http" | "https", _) => Err("no host".into()),
-        (scheme, _) => Err(format!("scheme `{scheme}`, not http or https")),
-    }
-}
-
 /// `cluster.image_archive` is loaded into the nodes right after a kind or k3d cluster is created
 /// (plan::provision, from the working directory); an existing cluster never loads it.
 pub(super) fn image_archive_problem(s: &Scenario) -> Option<String> {
@@ -169,7 +138,7 @@ pub(super) async fn reachability_problems(s: &Scenario, plan: &Plan, t: Duration
 /// One problem line if `endpoint` does not answer as it should. A URL that does not parse (a bad
 /// `mirrors` value) is left to [`url_problems`], which names the scenario field.
 pub(super) async fn probe(http: &reqwest::Client, endpoint: &Endpoint, t: Duration) -> Option<String> {
-    let url = http_url(&endpoint.url).ok()?;
+    let url = crate::scenario::http_url(&endpoint.url).ok()?;
     let answer = http.get(url).send().await;
     tracing::debug!("preflight: GET {} → {:?}", endpoint.url, answer.as_ref().map(reqwest::Response::status));
     let why = match answer {

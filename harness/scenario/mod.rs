@@ -277,6 +277,29 @@ impl Scenario {
             let (line, column) = at(&["versions", "upgrade_to"]);
             invalid(line, column, Some("versions.upgrade_to".into()), message)
         })?;
+        // The URL format checks the scheme and the characters; a URL must also parse (an unclosed
+        // IPv6 bracket passes the format) or its first request would fail mid-run.
+        let urls = scenario
+            .mirrors
+            .iter()
+            .flat_map(|(from, to)| {
+                [
+                    (vec!["mirrors", from.as_str()], format!("mirrors.{from}"), from),
+                    (vec!["mirrors", from.as_str()], format!("mirrors.{from}"), to),
+                ]
+            })
+            .chain(scenario.ingress.url.iter().map(|u| (vec!["ingress", "url"], "ingress.url".to_string(), u)));
+        for (path, field, url) in urls {
+            if let Err(why) = http_url(url) {
+                let (line, column) = at(&path);
+                return Err(invalid(
+                    line,
+                    column,
+                    Some(field),
+                    format!("`{url}` is not a URL ({why}); write it as http(s)://HOST[:PORT]/PATH"),
+                ));
+            }
+        }
         // A prefix that ends with `/` replaced by one that does not glues the rest of the URL onto
         // the last segment (`https://quay.io/v2/` → `https://mirror/quay.iov2/`).
         if let Some((prefix, replacement)) =
@@ -411,4 +434,15 @@ fn locate(root: &yaml::Node, text: &str, path: &[&str]) -> Option<(u64, u64)> {
         node = &entries.iter().find(|(k, _)| k.key_text(text).as_deref() == Some(key))?.1;
     }
     Some((node.line, node.column))
+}
+
+/// An http(s) URL with a host, parsed as the HTTP client will parse it (the `url` crate, WHATWG URL
+/// rules).
+pub fn http_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
+    match (url.scheme(), url.host_str()) {
+        ("http" | "https", Some(host)) if !host.is_empty() => Ok(url),
+        ("http" | "https", _) => Err("no host".into()),
+        (scheme, _) => Err(format!("scheme `{scheme}`, not http or https")),
+    }
 }

@@ -557,30 +557,9 @@ fn closest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Option<
     let word_lower = word.to_ascii_lowercase();
     candidates
         .filter(|c| *c != word)
-        .map(|c| (edit_distance(&word_lower, c), c))
+        // Optimal string alignment: Levenshtein plus swaps of neighbouring characters.
+        .map(|c| (strsim::osa_distance(&word_lower, c), c))
         .filter(|(d, c)| *d <= (c.len() / 3).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-/// Optimal string alignment distance (Levenshtein plus transpositions of adjacent characters).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
-    }
-    d[a.len()][b.len()]
 }
