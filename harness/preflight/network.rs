@@ -135,8 +135,8 @@ pub(super) async fn reachability_problems(s: &Scenario, plan: &Plan, t: Duration
     futures::future::join_all(probes).await.into_iter().flatten().collect()
 }
 
-/// One problem line if `endpoint` does not answer as it should. A URL that does not parse (a bad
-/// `mirrors` value) is left to [`url_problems`], which names the scenario field.
+/// One problem line if `endpoint` does not answer as it should. Every URL here parses: the
+/// scenario loader refuses a `mirrors` entry that does not ([`crate::scenario::http_url`]).
 pub(super) async fn probe(http: &reqwest::Client, endpoint: &Endpoint, t: Duration) -> Option<String> {
     let url = crate::scenario::http_url(&endpoint.url).ok()?;
     let answer = http.get(url).send().await;
