@@ -121,6 +121,14 @@ pub struct Fetched {
     pub body: Vec<u8>,
 }
 
+/// A kubeconfig error as one line that is safe to record. kube's YAML errors quote the source
+/// around the fault (`  7 |     password: …`), and that may be a token, a password or a key of
+/// the kubeconfig: only the first line (what and where: "line 9 column 9: …") is kept, run through
+/// [`crate::redact::redact`] as well.
+pub fn kubeconfig_error(e: &dyn std::fmt::Display) -> String {
+    crate::redact::redact(crate::common::util::first_line(&e.to_string()).trim_end())
+}
+
 /// Deadline of one apply, delete or namespace call (each object of it, and the discovery before it).
 pub const MUTATION_DEADLINE: Duration = Duration::from_secs(60);
 

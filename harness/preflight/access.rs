@@ -8,6 +8,7 @@ use kube::api::{Api, PostParams};
 
 use super::network::innermost;
 use crate::{
+    cluster::live::kubeconfig_error,
     common::names::{BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS},
     plan::Plan,
     scenario::{Provider, Scenario},
@@ -201,7 +202,7 @@ pub(super) async fn existing_cluster_problems(s: &Scenario, plan: &Plan, t: Dura
     }
     let kubeconfig = match kube::config::Kubeconfig::read_from(path) {
         Ok(k) => k,
-        Err(e) => return vec![format!("kubeconfig: {path} is not a kubeconfig: {e}. {fix_path}")],
+        Err(e) => return vec![format!("kubeconfig: {path} is not a kubeconfig: {}. {fix_path}", kubeconfig_error(&e))],
     };
     let names: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
     let listed = if names.is_empty() { "none".to_string() } else { names.join(", ") };
@@ -228,7 +229,12 @@ pub(super) async fn existing_cluster_problems(s: &Scenario, plan: &Plan, t: Dura
         });
     let (client, server) = match connected {
         Ok(c) => c,
-        Err(e) => return vec![format!("kubeconfig: context `{context}` in {path} cannot be used: {e}. {fix_path}")],
+        Err(e) => {
+            return vec![format!(
+                "kubeconfig: context `{context}` in {path} cannot be used: {}. {fix_path}",
+                kubeconfig_error(&e)
+            )];
+        }
     };
     let why = match tokio::time::timeout(t, client.apiserver_version()).await {
         Ok(Ok(_)) => None,

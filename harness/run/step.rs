@@ -66,7 +66,7 @@ impl Cluster {
             .get_or_try_init(|| async {
                 let bad = |e: &dyn std::fmt::Display| StepError::Kubeconfig {
                     path: self.kubeconfig.display().to_string(),
-                    message: e.to_string(),
+                    message: crate::cluster::live::kubeconfig_error(e),
                 };
                 let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| bad(&e))?;
                 let opts = kube::config::KubeConfigOptions { context: self.context.clone(), ..Default::default() };

@@ -335,6 +335,15 @@ fn an_unusable_kubeconfig_context_or_api_server_is_one_line_saying_which() {
     let config = dir.join("kubeconfig");
     std::fs::write(&config, "clusters: [").unwrap();
     only_problem(&bench.preflight(&existing(&bench, &config, "")), &["is not a kubeconfig"]);
+    // Issue 26: kube's YAML error quotes the lines around the fault; none of them is recorded.
+    std::fs::write(
+        &config,
+        "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: s3cr3t-token-value\n    password: hunter2-pw\n  bad: [unclosed\nclusters: []\n",
+    )
+    .unwrap();
+    let said = bench.preflight(&existing(&bench, &config, ""));
+    only_problem(&said, &["is not a kubeconfig", "line 9 column 9"]);
+    assert!(said.problems.iter().all(|p| !p.contains("hunter2") && !p.contains("s3cr3t")), "{:#?}", said.problems);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     kubeconfig(&config, &format!("http://127.0.0.1:{closed}"));
     only_problem(
