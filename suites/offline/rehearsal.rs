@@ -1001,8 +1001,9 @@ fn upgrade_traffic(r: &Rehearsal) -> meshcheck::cluster::traffic::TrafficRecord 
 /// DaemonSet default) with a 300 s grace period deletes the old pod first; it drains 295 s (the
 /// grace period minus 5 s) with its listeners closed, and the node gets its new ztunnel only once
 /// the old one is gone. Requests to productpage through that node fail meanwhile:
-/// traffic-continuity measures the outage and fails on a budget of 1 s (100 s of cluster time).
-/// The healthy upgrade gate (the chart's `maxSurge: 1`) is the baseline: no request fails there.
+/// traffic-continuity counts them and measures the outage, and fails on budgets of 5 requests and
+/// 1 s (100 s of cluster time). The healthy upgrade gate (the chart's `maxSurge: 1`) is the
+/// baseline: no request fails there.
 #[test]
 fn a_ztunnel_upgrade_without_surge_drains_before_replacing_and_fails_continuity() {
     let Some(r) = with_fixture_edit_in(
@@ -1010,16 +1011,21 @@ fn a_ztunnel_upgrade_without_surge_drains_before_replacing_and_fails_continuity(
         "values/ztunnel.yaml",
         "logLevel: info",
         "logLevel: info\nterminationGracePeriodSeconds: 300\nupdateStrategy:\n  type: RollingUpdate\n  rollingUpdate:\n    maxSurge: 0\n    maxUnavailable: 1",
-        |t| only_checks(t, &["traffic-continuity"]).replace("max_outage: 10s", "max_outage: 1s"),
+        |t| {
+            only_checks(t, &["traffic-continuity"])
+                .replace("max_outage: 10s", "max_outage: 1s")
+                .replace("failure_budget: 200", "failure_budget: 5")
+        },
     ) else {
         return;
     };
-    assert_verdicts(&r, &[("upgrade::traffic-continuity", Outcome::Fail, "longest outage")]);
+    assert_verdicts(&r, &[("upgrade::traffic-continuity", Outcome::Fail, "requests failed during the upgrade")]);
     let outage = meshcheck::cluster::traffic::longest_outage_secs(&upgrade_traffic(&r), "during");
-    // Drain (295 s) plus the new pod's start (5 s) of cluster time. What the generator measures
-    // depends on how often it gets to send on a loaded machine, so the bound is the budget: over
-    // 100 s of cluster time, twenty times what the new pod's start alone would cost.
-    assert!(outage > 100.0 * SCALE, "outage {outage:.3} s, no more than a pod start");
+    // Drain (295 s) plus the new pod's start (5 s) of cluster time. The generator orders requests
+    // by when they were sent, and on a loaded machine answers come late and interleave, which cuts
+    // the measured stretch short (0.7 s seen under a parallel suite): the bound is 25 s of cluster
+    // time, five times what the new pod's start alone would cost.
+    assert!(outage > 25.0 * SCALE, "outage {outage:.3} s, no more than a pod start");
 }
 
 /// Issue 22, item 4, against the simulated API server: etcd compacts under every watch (a watch
