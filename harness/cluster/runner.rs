@@ -251,7 +251,7 @@ impl Runner {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let ending = Ending { code: None, timed_out: false, interrupted: false, stopped_with: None };
-                self.record(spec, &started_at, started, ending, b"", e.to_string().as_bytes());
+                self.record(spec, &started_at, started, ending, "", &redact(&e.to_string()));
                 return Err(CommandError::NotFound { program: spec.program.clone(), command });
             }
             Err(source) => return Err(CommandError::Io { command, source }),
@@ -290,27 +290,30 @@ impl Runner {
             None
         };
         let (stdout, stderr) = (stdout.bytes(), stderr.bytes());
+        let (stdout_text, stderr_text) = (redacted_output(&stdout), redacted_output(&stderr));
         let code = status.and_then(|s| s.code());
         self.record(
             spec,
             &started_at,
             started,
             Ending { code, timed_out, interrupted, stopped_with },
-            &stdout,
-            &stderr,
+            &stdout_text,
+            &stderr_text,
         );
-        let tail_of = |bytes: &[u8]| tail_lines(&redact(&String::from_utf8_lossy(bytes)), OUTPUT_TAIL_LINES);
+        let tail_of = |text: &str| tail_lines(text, OUTPUT_TAIL_LINES);
         if interrupted {
-            let output = OutputTails { stdout: tail_of(&stdout), stderr: tail_of(&stderr) };
+            let output = OutputTails { stdout: tail_of(&stdout_text), stderr: tail_of(&stderr_text) };
             return Err(CommandError::Interrupted { command, output });
         }
         if timed_out {
-            let output = OutputTails { stdout: tail_of(&stdout), stderr: tail_of(&stderr) };
+            let output = OutputTails { stdout: tail_of(&stdout_text), stderr: tail_of(&stderr_text) };
             return Err(CommandError::TimedOut { command, after_secs: spec.timeout_secs, output });
         }
         match status {
-            Some(s) if s.success() => Ok(String::from_utf8_lossy(&stdout).into_owned()),
-            _ => Err(CommandError::Failed { command, code: code.unwrap_or(-1), stderr_tail: tail_of(&stderr) }),
+            // What a caller reads (a tool's version, a list of clusters) is small; a cut one says so.
+            Some(s) if s.success() && stdout.1 == 0 => Ok(String::from_utf8_lossy(&stdout.0).into_owned()),
+            Some(s) if s.success() => Ok(stdout_text),
+            _ => Err(CommandError::Failed { command, code: code.unwrap_or(-1), stderr_tail: tail_of(&stderr_text) }),
         }
     }
 
@@ -320,8 +323,8 @@ impl Runner {
         started_at: &str,
         started: Instant,
         ending: Ending,
-        stdout: &[u8],
-        stderr: &[u8],
+        stdout: &str,
+        stderr: &str,
     ) {
         let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
         let tool = Path::new(&spec.program).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -336,10 +339,10 @@ impl Runner {
             timed_out: ending.timed_out,
             interrupted: ending.interrupted,
             stopped_with: ending.stopped_with,
-            // Redact the whole output, then cut: a cut could separate a Secret's values from the
-            // `data:` line that marks them.
-            stdout: tail(&redact(&String::from_utf8_lossy(stdout)), OUTPUT_TAIL_BYTES),
-            stderr: tail(&redact(&String::from_utf8_lossy(stderr)), OUTPUT_TAIL_BYTES),
+            // Redacted whole (what was kept), then cut: a cut could separate a Secret's values from
+            // the `data:` line that marks them.
+            stdout: tail(stdout, OUTPUT_TAIL_BYTES),
+            stderr: tail(stderr, OUTPUT_TAIL_BYTES),
         };
         let path = self.dir.join(format!("{n:03}-{tool}.json"));
         if let Err(e) = write_atomic(&path, &serde_json::to_vec_pretty(&record).expect("record serializes")) {
@@ -385,27 +388,71 @@ fn signal_group(group: Pid, signal: Signal) -> std::io::Result<()> {
 
 /// One of a command's output pipes, read to its end on a thread of its own so that what the
 /// command printed is there even when it has to be stopped.
+/// Most output kept of one stream while a command runs: its end, from the start of a line. A tool
+/// that prints hundreds of MB costs this much memory and redaction time, not the whole.
+const CAPTURE_MAX: usize = 4 * OUTPUT_TAIL_BYTES;
+
+/// The end of a stream, and how many bytes before it were not kept.
+#[derive(Debug, Default)]
+struct Kept {
+    bytes: Vec<u8>,
+    dropped: u64,
+    /// Inside a line whose start was dropped: the rest of it goes too.
+    mid_line: bool,
+}
+
+impl Kept {
+    /// Appends, then (past twice the bound) drops the front down to [`CAPTURE_MAX`], cutting at a
+    /// line start; a line longer than that is dropped whole, to its end, since a fragment of it
+    /// could be a secret whose name was cut away.
+    fn push(&mut self, mut chunk: &[u8]) {
+        if self.mid_line {
+            let Some(end) = chunk.iter().position(|&b| b == b'\n') else {
+                self.dropped += chunk.len() as u64;
+                return;
+            };
+            self.dropped += end as u64 + 1;
+            chunk = &chunk[end + 1..];
+            self.mid_line = false;
+        }
+        self.bytes.extend_from_slice(chunk);
+        if self.bytes.len() <= 2 * CAPTURE_MAX {
+            return;
+        }
+        let cut = self.bytes.len() - CAPTURE_MAX;
+        let from = match self.bytes[cut..].iter().position(|&b| b == b'\n') {
+            Some(i) => cut + i + 1,
+            None => {
+                self.mid_line = true;
+                self.bytes.len()
+            }
+        };
+        self.dropped += from as u64;
+        self.bytes.drain(..from);
+    }
+}
+
 struct Capture {
-    bytes: Arc<Mutex<Vec<u8>>>,
+    kept: Arc<Mutex<Kept>>,
     reader: JoinHandle<()>,
 }
 
 impl Capture {
     fn start(mut pipe: impl Read + Send + 'static) -> Capture {
-        let bytes = Arc::new(Mutex::new(Vec::new()));
-        let sink = bytes.clone();
+        let kept = Arc::new(Mutex::new(Kept::default()));
+        let sink = kept.clone();
         let reader = std::thread::spawn(move || {
             let mut chunk = [0u8; 8192];
             loop {
                 match pipe.read(&mut chunk) {
                     Ok(0) => break,
-                    Ok(n) => sink.lock().expect("capture lock").extend_from_slice(&chunk[..n]),
+                    Ok(n) => sink.lock().expect("capture lock").push(&chunk[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
             }
         });
-        Capture { bytes, reader }
+        Capture { kept, reader }
     }
 
     /// Whether the pipe reached its end (every process holding it exited or closed it).
@@ -413,10 +460,24 @@ impl Capture {
         self.reader.is_finished()
     }
 
-    /// What was read so far.
-    fn bytes(&self) -> Vec<u8> {
-        self.bytes.lock().expect("capture lock").clone()
+    /// What was kept so far, and how many bytes before it were not.
+    fn bytes(&self) -> (Vec<u8>, u64) {
+        let kept = self.kept.lock().expect("capture lock");
+        (kept.bytes.clone(), kept.dropped)
     }
+}
+
+/// Captured output as text for a record or an error, redacted. When its beginning was dropped the
+/// text may have lost the `kind: Secret` line that makes `data` values secret, so it is redacted as
+/// if it held one; a first line says how much is missing.
+fn redacted_output((bytes, dropped): &(Vec<u8>, u64)) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if *dropped == 0 {
+        return redact(&text);
+    }
+    const AS_SECRET: &str = "kind: Secret\n";
+    let red = redact(&format!("{AS_SECRET}{text}"));
+    format!("[meshcheck: the first {dropped} bytes were not kept]\n{}", red.strip_prefix(AS_SECRET).unwrap_or(&red))
 }
 
 /// How a command ended, for its record.

@@ -206,3 +206,25 @@ fn a_command_record_keeps_no_secret_from_its_arguments_or_output() {
     }
     assert!(record.contains("--password"), "the flag itself stays: {record}");
 }
+
+/// Issue 26: a tool that prints without end costs a bounded tail, not its whole output in memory
+/// and redaction. 64 MiB on one line, then a secret and a last line: the line is dropped whole (a
+/// fragment could be a secret whose name was cut away), what follows is kept and redacted, and the
+/// record says how much was not kept.
+#[test]
+fn a_flood_of_output_keeps_a_bounded_redacted_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let flood = "head -c 67108864 /dev/zero | tr '\\0' x; echo; echo 'password: hunter2'; echo last";
+    let runner = Runner::new(dir.path());
+    let out = runner.run(&CommandSpec::new("sh", ["-c", flood], Duration::from_secs(60))).unwrap();
+    assert!(out.len() < 512 * 1024, "returned {} bytes", out.len());
+    assert!(out.starts_with("[meshcheck: the first 67108865 bytes were not kept]\n"), "{}", &out[..out.len().min(200)]);
+    assert!(out.ends_with("password: [REDACTED]\nlast\n"), "{out}");
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("commands/001-sh.json")).unwrap()).unwrap();
+    let stdout = record["stdout"].as_str().unwrap();
+    assert!(!stdout.contains("hunter2") && stdout.ends_with("last\n"), "{stdout}");
+    // Without a flood nothing is dropped or marked (the control).
+    let out = runner.run(&CommandSpec::new("sh", ["-c", "echo 'password: hunter2'"], Duration::from_secs(5))).unwrap();
+    assert_eq!(out, "password: hunter2\n", "a caller reads a short output as printed");
+}
