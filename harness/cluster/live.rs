@@ -308,9 +308,12 @@ impl Live {
         Ok(Live { client, scenario, run_dir, evidence, changes: Changes::default(), http })
     }
 
-    /// Writes an evidence file; I/O errors become [`LiveError::Write`].
+    /// Writes an evidence file; I/O errors become [`LiveError::Write`]. JSON goes through
+    /// [`crate::redact::api_json`] first: pods and other objects lose their env values, secret
+    /// flags' values and secret annotations.
     pub fn save(&self, rel: &str, bytes: &[u8]) -> Result<(), LiveError> {
-        self.evidence.write(rel, bytes).map(|_| ()).map_err(|source| LiveError::Write { path: rel.into(), source })
+        let bytes = if rel.ends_with(".json") { crate::redact::api_json(bytes) } else { bytes.into() };
+        self.evidence.write(rel, &bytes).map(|_| ()).map_err(|source| LiveError::Write { path: rel.into(), source })
     }
 
     /// Writes a JSON evidence file.

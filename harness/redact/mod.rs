@@ -153,6 +153,82 @@ struct EnvName {
 /// included (`LastAppliedConfigAnnotation`, k8s.io/kubernetes pkg/api/annotations).
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// An API response (a JSON object or list, as the API server returned it) with its secret-bearing
+/// fields blanked structurally before it is kept as evidence: every container env var's literal
+/// `value` (names and `valueFrom` references stay: on an existing cluster a cloud or CSI pod's env
+/// may carry credentials), the values that follow secret flags in `command`/`args`
+/// ([`redact_argv`]), `last-applied-configuration` and any secret pairs in other annotations
+/// ([`redact`]), and a Secret's `data`/`stringData`. A body with none of these, or that is not
+/// JSON, is returned as it came (so evidence stays what the API server said); one that changed is
+/// written back pretty-printed.
+pub fn api_json(bytes: &[u8]) -> Cow<'_, [u8]> {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) else { return Cow::Borrowed(bytes) };
+    if !blank(&mut value) {
+        return Cow::Borrowed(bytes);
+    }
+    Cow::Owned(serde_json::to_vec_pretty(&value).expect("JSON serializes"))
+}
+
+/// [`api_json`]'s walk; whether anything changed.
+fn blank(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    let mut changed = false;
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                changed |= blank(item);
+            }
+        }
+        Value::Object(map) => {
+            if map.get("kind").and_then(Value::as_str) == Some("Secret") {
+                for field in ["data", "stringData"] {
+                    if let Some(values) = map.get_mut(field).and_then(Value::as_object_mut) {
+                        for value in values.values_mut().filter(|v| v.as_str() != Some(REDACTED)) {
+                            *value = Value::String(REDACTED.into());
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            for (key, value) in map.iter_mut() {
+                match (key.as_str(), value) {
+                    ("env", Value::Array(vars)) => {
+                        for var in vars.iter_mut().filter_map(Value::as_object_mut) {
+                            if let Some(literal) =
+                                var.get_mut("value").filter(|v| v.as_str().is_some_and(|s| s != REDACTED))
+                            {
+                                *literal = Value::String(REDACTED.into());
+                                changed = true;
+                            }
+                        }
+                    }
+                    ("command" | "args", Value::Array(argv)) if argv.iter().all(Value::is_string) => {
+                        let words: Vec<String> = argv.iter().filter_map(|a| a.as_str().map(String::from)).collect();
+                        let redacted = redact_argv(&words);
+                        if redacted != words {
+                            *argv = redacted.into_iter().map(Value::String).collect();
+                            changed = true;
+                        }
+                    }
+                    ("annotations", Value::Object(annotations)) => {
+                        for (name, text) in annotations.iter_mut() {
+                            let Some(was) = text.as_str() else { continue };
+                            let now = if name == LAST_APPLIED { REDACTED.to_string() } else { redact(was) };
+                            if now != was {
+                                *text = Value::String(now);
+                                changed = true;
+                            }
+                        }
+                    }
+                    (_, nested) => changed |= blank(nested),
+                }
+            }
+        }
+        _ => {}
+    }
+    changed
+}
+
 /// The object with a Secret's values replaced by [`REDACTED`]; other kinds unchanged.
 pub fn without_secret_values(obj: &kube::api::DynamicObject) -> Cow<'_, kube::api::DynamicObject> {
     if obj.types.as_ref().is_none_or(|t| t.kind != "Secret") {

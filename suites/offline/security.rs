@@ -225,3 +225,32 @@ fn judge_refuses_evidence_outside_the_run_folder() {
     let summary = std::fs::read_to_string(graph_link.join("summary.md")).unwrap();
     assert!(!summary.contains("outside-"), "the summary drew a graph read from outside:\n{summary}");
 }
+
+/// Issue 26: objects saved as evidence (the cluster snapshot, the PodLists the checks keep) lose
+/// their secret-bearing fields structurally: env values, values after secret flags, secret
+/// annotations, a Secret's data. Names, shapes and everything else stay; a body without any of
+/// them is kept byte for byte (the control).
+#[test]
+fn api_responses_lose_env_values_secret_flags_and_annotations_before_they_are_kept() {
+    let pods = serde_json::json!({"kind": "PodList", "items": [{
+        "metadata": {"name": "csi-node", "annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": "{\"spec\":{\"password\":\"hunter2\"}}",
+            "note": "db password: swordfish"}},
+        "spec": {"containers": [{"name": "driver",
+            "command": ["/driver", "--token", "s3cr3t-token", "--endpoint=unix:///csi.sock"],
+            "args": ["--client-secret=abcdef123456"],
+            "env": [{"name": "AWS_REGION", "value": "eu-west-1"},
+                    {"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI"},
+                    {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "k"}}}]}]}}]});
+    let bytes = serde_json::to_vec(&pods).unwrap();
+    let kept = meshcheck::redact::api_json(&bytes);
+    let text = String::from_utf8_lossy(&kept);
+    for secret in ["hunter2", "swordfish", "s3cr3t-token", "abcdef123456", "wJalrXUtnFEMI", "eu-west-1"] {
+        assert!(!text.contains(secret), "{secret} kept:\n{text}");
+    }
+    for kept_as_is in ["AWS_SECRET_ACCESS_KEY", "secretKeyRef", "--endpoint=unix:///csi.sock", "/driver", "csi-node"] {
+        assert!(text.contains(kept_as_is), "{kept_as_is} lost:\n{text}");
+    }
+    let plain = br#"{"kind":"NodeList","items":[{"metadata":{"name":"n1"}}]}"#;
+    assert!(matches!(meshcheck::redact::api_json(plain), std::borrow::Cow::Borrowed(b) if b == plain));
+}
