@@ -242,8 +242,11 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
             let s = load(scenario)?;
             let p = plan::build(&s, &plan::RunContext::for_plan());
             match output {
-                Output::Text => print!("{}", plan::render_text(&p)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&p).or_could_not_run()?),
+                // Redacted: commands carry the mirrored URLs, credentials included.
+                Output::Text => print!("{}", meshcheck::redact::redact(&plan::render_text(&p))),
+                Output::Json => {
+                    println!("{}", meshcheck::redact::redact(&serde_json::to_string_pretty(&p).or_could_not_run()?))
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

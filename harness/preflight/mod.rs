@@ -43,7 +43,8 @@ pub fn tool_problems(s: &Scenario, runner: &Runner) -> Vec<String> {
         Ok(lines) => problems.extend(lines),
         Err(e) => problems.push(format!("preflight: cannot start the network checks: {e}")),
     }
-    problems
+    // A problem quotes URLs and tool output: credentials in a mirror's URL go no further.
+    problems.iter().map(|p| crate::redact::redact(p)).collect()
 }
 
 /// What [`tool_problems`] checks for this scenario, said when it found nothing wrong: an existing

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{common::util::write_atomic, evidence::ServiceEdge};
+use crate::{common::util::write_atomic, evidence::ServiceEdge, redact::redact};
 
 mod compare;
 mod gantt;
@@ -30,11 +30,15 @@ impl RunRecord {
     /// summary.md also quotes the commands that failed while it ran, read from `commands/`.
     pub fn write_all(&self, run_dir: &Path, service_graph: &[ServiceEdge]) -> Result<(), ReportError> {
         let io = |path: PathBuf| move |source| ReportError::Io { path, source };
-        let json = serde_json::to_vec_pretty(self).expect("run record serializes");
-        write_atomic(&run_dir.join("run.json"), &json).map_err(io(run_dir.join("run.json")))?;
+        // Every text file of the report is redacted as a whole, last: what a verdict or the
+        // scenario quotes (a mirror URL with credentials) is public once the folder is uploaded.
+        let json = redact(
+            &String::from_utf8(serde_json::to_vec_pretty(self).expect("run record serializes")).expect("JSON is UTF-8"),
+        );
+        write_atomic(&run_dir.join("run.json"), json.as_bytes()).map_err(io(run_dir.join("run.json")))?;
         let xml = junit(self)
             .to_string()
-            .map(|x| crate::common::util::xml_chars(&strip_root_skipped(&x)))
+            .map(|x| redact(&crate::common::util::xml_chars(&strip_root_skipped(&x))))
             .map_err(|e| ReportError::Format { path: run_dir.join("junit.xml"), message: e.to_string() })?;
         write_atomic(&run_dir.join("junit.xml"), xml.as_bytes()).map_err(io(run_dir.join("junit.xml")))?;
         let commands = if self.results.iter().any(|r| did_not_pass(r.verdict.outcome)) {
@@ -42,7 +46,7 @@ impl RunRecord {
         } else {
             Vec::new()
         };
-        let md = summary(self, service_graph, &commands);
+        let md = redact(&summary(self, service_graph, &commands));
         write_atomic(&run_dir.join("summary.md"), md.as_bytes()).map_err(io(run_dir.join("summary.md")))
     }
 }

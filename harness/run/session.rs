@@ -62,7 +62,9 @@ impl Session {
             private_dir: private_dir.display().to_string(),
         };
         let plan = plan::build(&scenario, &ctx);
-        write_atomic(&run_dir.join("plan.json"), &serde_json::to_vec_pretty(&plan).expect("plan serializes"))?;
+        // Redacted: the plan's commands carry the mirrored URLs, credentials included.
+        let plan_json = serde_json::to_string_pretty(&plan).expect("plan serializes");
+        write_atomic(&run_dir.join("plan.json"), crate::redact::redact(&plan_json).as_bytes())?;
         let latest = opts.reports_dir.join("latest");
         let _ = std::fs::remove_file(&latest);
         #[cfg(unix)]

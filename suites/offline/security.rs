@@ -254,3 +254,56 @@ fn api_responses_lose_env_values_secret_flags_and_annotations_before_they_are_ke
     let plain = br#"{"kind":"NodeList","items":[{"metadata":{"name":"n1"}}]}"#;
     assert!(matches!(meshcheck::redact::api_json(plain), std::borrow::Cow::Borrowed(b) if b == plain));
 }
+
+/// Issue 26: credentials in a mirror's URL (a private registry or chart mirror) reach no file of
+/// the run folder, not the console, and not `meshcheck plan`, although the run's own commands use
+/// them. The run stops at preflight here (nothing answers), which quotes every mirrored URL.
+#[test]
+fn credentials_in_mirror_urls_stay_out_of_the_run_folder_and_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let scenario = dir.path().join("s.yaml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name: creds\nprovider: kind\ncluster:\n  node_image: kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f\nmirrors:\n  https://quay.io/: http://bob:S3CRETPW@127.0.0.1:{closed}/quay.io/\n  https://helm.cilium.io/: http://bob:S3CRETPW@127.0.0.1:{closed}/cilium/\n"
+        ),
+    )
+    .unwrap();
+    let meshcheck = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck"));
+        cmd.env("PATH", "/nonexistent").env_remove("MESHCHECK_SCENARIO");
+        cmd
+    };
+    let reports = dir.path().join("reports");
+    let run = meshcheck().args(["run", "--scenario"]).arg(&scenario).arg("--reports").arg(&reports).output().unwrap();
+    let mut said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    for args in [vec!["plan", "--scenario"], vec!["plan", "-o", "json", "--scenario"]] {
+        let plan = meshcheck().args(&args).arg(&scenario).output().unwrap();
+        assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+        said.push_str(&String::from_utf8_lossy(&plan.stdout));
+    }
+    assert!(
+        said.contains("bob:[REDACTED]@127.0.0.1") || said.contains("[REDACTED]@127.0.0.1"),
+        "the URLs are shown, masked:\n{said}"
+    );
+    assert!(!said.contains("S3CRETPW"), "on the console:\n{said}");
+    let mut files = 0;
+    let mut stack = vec![reports.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_symlink() {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files += 1;
+                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                assert!(!text.contains("S3CRETPW"), "{} holds the password:\n{text}", path.display());
+            }
+        }
+    }
+    assert!(files >= 4, "plan.json, run.json, junit.xml, summary.md at least: {files}");
+}
