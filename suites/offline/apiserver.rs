@@ -499,3 +499,48 @@ async fn tempo_answers_an_unknown_trace_by_its_api_version() {
     let v1 = live.service_get_as("tempo", "tempo", 3200, &format!("api/traces/{id}"), "application/json").await;
     assert!(v1.unwrap_err().to_string().contains("404"));
 }
+
+/// Issue 20, item 5: a span reaches Tempo at the proxy's next export, 5 s of cluster time after the
+/// request (Envoy's OpenTelemetry flush interval), not at once: right after a traced request Tempo
+/// knows no such trace (v1: 404), and after the interval it returns the gateway's span.
+#[tokio::test]
+async fn tempo_returns_a_trace_only_once_the_proxy_exported_its_span() {
+    use crate::sim::{Faults, Sim};
+    // 0.2: the 5 s export delay is 1 s of real time, long enough to look before it.
+    let Some(options) = crate::common::sim_options("existing", 0.2, Faults::default()) else { return };
+    let sim = Sim::start(options);
+    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
+    let scenario = meshcheck::scenario::Scenario::embedded_default();
+    let live =
+        meshcheck::cluster::live::Live::new(Client::try_from(config).unwrap(), scenario, dir.path().into(), evidence)
+            .unwrap();
+    running(&live, "tempo", "").await;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/productpage", sim.ingress_port());
+    let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut served = false;
+    for _ in 0..200 {
+        let sent = http.get(&url).header("traceparent", format!("00-{id}-00f067aa0ba902b7-01")).send().await;
+        if sent.is_ok_and(|r| r.status() == 200) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(served, "the gateway never served productpage");
+    let path = format!("api/traces/{id}");
+    let get = || live.service_get_as("tempo", "tempo", 3200, &path, "application/protobuf");
+    let early = get().await;
+    assert!(
+        early.as_ref().is_err_and(|e| e.to_string().contains("404")),
+        "before the export: {:?}",
+        early.map(|f| f.body.len())
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let late = get().await.expect("exported after the flush interval");
+    let spans = meshcheck::formats::tempo::TraceFormat::of_v1_answer(&late.content_type).decode(&late.body).unwrap();
+    assert!(spans.iter().any(|s| s.service == "istio-ingress.istio-ingress"), "{spans:?}");
+}

@@ -154,6 +154,7 @@ impl State {
         ];
         attributes.extend(tags);
         let span = Span {
+            recorded: std::time::Instant::now(),
             service: "istio-ingress.istio-ingress".into(),
             name: "productpage.book-info.svc.cluster.local:9080/productpage".into(),
             span_id: hex8(&format!("{:016x}", start ^ 0x5eed)),

@@ -116,8 +116,8 @@ fn answer(shared: &Shared, st: &State, pod: &Value, port: u16, path: &str, accep
         }
         (Program::Tempo, p, r) if p == http_port(st, pod) => {
             match (r.strip_prefix("/api/traces/"), r.strip_prefix("/api/v2/traces/")) {
-                (Some(id), _) => tempo_trace(st, id, accept),
-                (_, Some(id)) => tempo_trace_v2(st, id),
+                (Some(id), _) => tempo_trace(&exported(shared, st, id), id, accept),
+                (_, Some(id)) => tempo_trace_v2(&exported(shared, st, id), id),
                 _ => not_found(),
             }
         }
@@ -137,28 +137,34 @@ fn answer(shared: &Shared, st: &State, pod: &Value, port: u16, path: &str, accep
     Some(answer)
 }
 
+/// The spans of a trace that have reached Tempo: those the proxy has exported
+/// ([`super::tempo::EXPORT_DELAY`] of cluster time after they finished).
+fn exported(shared: &Shared, st: &State, id: &str) -> Vec<Span> {
+    let delay = shared.sim(super::tempo::EXPORT_DELAY);
+    let spans = st.traces.get(&id.to_ascii_lowercase()).map(Vec::as_slice).unwrap_or_default();
+    spans.iter().filter(|sp| sp.recorded.elapsed() >= delay).cloned().collect()
+}
+
 /// Tempo's v2 trace-by-id (JSON): `{"trace": {"resourceSpans": …}}`, and for an unknown id 200
 /// with an empty trace, not 404 (tempo v2.10.0 modules/frontend/combiner/trace_by_id_v2.go#L30-L34;
 /// the frontend test "empty returns").
-fn tempo_trace_v2(st: &State, id: &str) -> Answer {
+fn tempo_trace_v2(spans: &[Span], id: &str) -> Answer {
     let id = id.to_ascii_lowercase();
-    let trace = match st.traces.get(&id) {
-        Some(spans) => serde_json::json!({"resourceSpans": tempo_json(&id, spans)["batches"].clone()}),
-        None => serde_json::json!({}),
+    let trace = match spans {
+        [] => serde_json::json!({}),
+        spans => serde_json::json!({"resourceSpans": tempo_json(&id, spans)["batches"].clone()}),
     };
     (200, "application/json", serde_json::to_vec(&serde_json::json!({"trace": trace, "metrics": {}})).expect("json"))
 }
 
 /// Tempo's v1 trace-by-id: the spans, or for an unknown id 404 with an empty body
 /// (tempo v2.10.0 modules/frontend/combiner/trace_by_id.go#L37-L68).
-fn tempo_trace(st: &State, id: &str, accept: &str) -> Answer {
+fn tempo_trace(spans: &[Span], id: &str, accept: &str) -> Answer {
     let id = id.to_ascii_lowercase();
-    match st.traces.get(&id) {
-        None => (404, "text/plain", Vec::new()),
-        Some(spans) if accept.contains("application/protobuf") => {
-            (200, "application/protobuf", tempo_protobuf(&id, spans))
-        }
-        Some(spans) => (200, "application/json", serde_json::to_vec(&tempo_json(&id, spans)).expect("json")),
+    match spans {
+        [] => (404, "text/plain", Vec::new()),
+        spans if accept.contains("application/protobuf") => (200, "application/protobuf", tempo_protobuf(&id, spans)),
+        spans => (200, "application/json", serde_json::to_vec(&tempo_json(&id, spans)).expect("json")),
     }
 }
 

@@ -3,9 +3,18 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
+/// How long a finished span waits in the proxy before Tempo can return it: Envoy's OpenTelemetry
+/// tracer exports its buffer every `tracing.opentelemetry.flush_interval_ms`, 5000 by default, or
+/// once `min_flush_spans` (5) are buffered (envoy source/extensions/tracers/opentelemetry/tracer.cc
+/// `Tracer::enableTimer`). The simulation takes the timer's bound for every span: a collector
+/// that does not wait for it sees no trace.
+pub(super) const EXPORT_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One span as the gateway reports it to Tempo.
 #[derive(Debug, Clone)]
 pub struct Span {
+    /// When the proxy finished it: it reaches Tempo at the proxy's next flush ([`EXPORT_DELAY`]).
+    pub recorded: std::time::Instant,
     pub service: String,
     pub name: String,
     pub span_id: [u8; 8],
