@@ -361,6 +361,18 @@ impl Scenario {
                  versions.istio `{istio}` (istio-cni and ztunnel at 1.x work with control plane 1.x and 1.x+1)"
             ));
         }
+        // The target must support the nodes' Kubernetes as the starting release must (the schema
+        // holds `versions.istio` to its window; this is the same rule for the release upgraded to).
+        if let Some(k8s) = self.kubernetes_version()
+            && let Some(&(_, lo, hi)) = ISTIO_K8S_SUPPORT.iter().find(|(minor, _, _)| *minor == target.minor)
+            && !(lo..=hi).contains(&k8s.minor)
+        {
+            return Err(format!(
+                "`{target}` does not support the nodes' Kubernetes 1.{}: Istio 1.{} supports Kubernetes 1.{lo} to 1.{hi} \
+                 (field guide §4.3); pick a node image both releases support",
+                k8s.minor, target.minor
+            ));
+        }
         // On an existing cluster meshcheck did not install, the Istio releases are the owner's:
         // an upgrade would rewrite them with meshcheck's values (issue 26).
         if self.provider == Provider::Existing && !self.installs() {

@@ -124,12 +124,59 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
             ),
         });
     }
+    prescan(text)?;
     let root: Node = serde_saphyr::from_str_with_options(text, options()).map_err(|e| translate(&e, text))?;
     reject_duplicates(&root, text, "")?;
     Ok(root)
 }
 
 /// The reading rules described in the module comment, with limits sized for a scenario.
+/// What the parser would misreport: a raw control character (it says a plain value "cannot start
+/// with this character", naming `@` and a backtick), and a `!!binary` tag (which it decodes into
+/// text without a word). Quoted text and comments are skipped for the tag, never for control
+/// characters, which a file of plain text does not hold anywhere.
+fn prescan(text: &str) -> Result<(), YamlError> {
+    for (l, line) in text.lines().enumerate() {
+        let at = |column: usize, message: String| YamlError {
+            line: l as u64 + 1,
+            column: column as u64 + 1,
+            field: None,
+            message,
+        };
+        let chars: Vec<char> = line.chars().collect();
+        if let Some(c) = chars.iter().position(|&c| c.is_control() && c != '\t' && c != '\r') {
+            return Err(at(
+                c,
+                format!(
+                    "the file holds the control character U+{:04X}; a scenario is plain text: remove it (inside double \
+                     quotes, write it as \\u{:04x} if it must be there)",
+                    chars[c] as u32, chars[c] as u32
+                ),
+            ));
+        }
+        let mut quote = None;
+        for (c, &ch) in chars.iter().enumerate() {
+            match (quote, ch) {
+                (None, '#') if c == 0 || chars[c - 1].is_whitespace() => break,
+                (None, '"' | '\'') => quote = Some(ch),
+                (Some(q), _) if ch == q => quote = None,
+                (None, '!') if (c == 0 || " \t:-[{,".contains(chars[c - 1])) && is_binary_tag(&chars[c..]) => {
+                    return Err(at(c, "binary values (`!!binary`) are not used in scenarios; write text".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a tag starting here is YAML's binary tag in any spelling (`!!binary`, `!binary`,
+/// `!<tag:yaml.org,2002:binary>`).
+fn is_binary_tag(from: &[char]) -> bool {
+    let token: String = from.iter().take_while(|c| !c.is_whitespace()).collect();
+    matches!(token.as_str(), "!!binary" | "!binary" | "!<tag:yaml.org,2002:binary>")
+}
+
 fn options() -> Options {
     let mut budget = Budget::default();
     budget.max_depth = MAX_DEPTH;
