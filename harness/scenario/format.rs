@@ -14,8 +14,15 @@ use super::Release;
 const NUMBER: &str = "(0|[1-9][0-9]{0,8})";
 /// SemVer 2.0 pre-release and build suffixes (semver.org §9, §10), e.g. `-rc.1`, `+build.5`.
 const SUFFIX: &str = "(-[0-9A-Za-z.-]+)?(\\+[0-9A-Za-z.-]+)?";
-/// Registry host and path segments in front of an image's repository, e.g. `mirror.example:5000/`.
-const IMAGE_PREFIX: &str = "([a-z0-9._:-]+/)*";
+/// Registry host and path segments in front of an image's repository, e.g. `mirror.example:5000/`,
+/// by the distribution reference grammar (distribution/reference `reference.go`, lower case only):
+/// `[domain "/"] (path-component "/")*`, a domain being `domain-component`s (a-z, 0-9, inner `-`)
+/// joined by `.` with an optional port, a path component `[a-z0-9]+` runs joined by `.`, `_`, `__`
+/// or runs of `-`.
+const IMAGE_PREFIX: &str = concat!(
+    "([a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?/)?",
+    "([a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*/)*"
+);
 /// An OCI content digest of the sha256 algorithm, as `docker pull` prints it.
 const DIGEST: &str = "@sha256:[0-9a-f]{64}";
 /// The longest allowed duration in seconds: [`super::Span::MAX`], one week.
@@ -251,6 +258,58 @@ fn name_like(text: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
+/// Whether `prefix` (empty, or segments each ending in `/`) is what [`IMAGE_PREFIX`] describes.
+fn image_prefix_ok(prefix: &str) -> bool {
+    if prefix.is_empty() {
+        return true;
+    }
+    let Some(segments) = prefix.strip_suffix('/') else { return false };
+    let segments: Vec<&str> = segments.split('/').collect();
+    let paths = |s: &[&str]| s.iter().all(|s| path_component(s));
+    paths(&segments) || (registry_host(segments[0]) && paths(&segments[1..]))
+}
+
+/// `domain-component`s joined by `.`, with an optional `:port` of 1 to 5 digits.
+fn registry_host(text: &str) -> bool {
+    let (host, port) = match text.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (text, None),
+    };
+    let port_ok = port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    let component = |c: &str| {
+        !c.is_empty()
+            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !c.starts_with('-')
+            && !c.ends_with('-')
+    };
+    port_ok && host.split('.').all(component)
+}
+
+/// `[a-z0-9]+` runs joined by `.`, `_`, `__` or runs of `-`.
+fn path_component(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.first().is_none_or(|&b| !alnum(b)) || bytes.last().is_none_or(|&b| !alnum(b)) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let separator = &text[start..i];
+        if !(matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
 /// `X.Y.Z` with optional SemVer suffixes, with a `v` in front exactly when `v_prefix`.
 fn check_release(text: &str, v_prefix: bool) -> Result<Release, String> {
     let core = match (v_prefix, text.strip_prefix('v')) {
@@ -435,15 +494,11 @@ fn check_node_image(image: &str, kind: NodeImage) -> Result<(), String> {
     let Some(prefix) = repo.strip_suffix(repository) else {
         return Err(format!("`{image}`: {provider} needs a {repository} image, e.g. {example}"));
     };
-    let prefix_ok = prefix.is_empty()
-        || (prefix.ends_with('/')
-            && prefix[..prefix.len() - 1].split('/').all(|segment| {
-                !segment.is_empty()
-                    && segment.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b':' | b'-'))
-            }));
-    if !prefix_ok {
+    if !image_prefix_ok(prefix) {
         return Err(format!(
-            "`{image}`: the registry in front of {repository} may use only a-z, 0-9, `.`, `_`, `:`, `-` and `/`"
+            "`{image}`: `{prefix}` in front of {repository} is not a registry and path: a host like \
+             mirror.example:5000 (a-z, 0-9 and `-` between dots, an optional port), then path segments of \
+             a-z and 0-9 joined by `.`, `_`, `__` or `-`, each followed by `/`"
         ));
     }
     match digest {

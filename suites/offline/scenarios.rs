@@ -291,6 +291,12 @@ fn candidates(format: Format) -> Vec<String> {
         Format::KindNodeImage | Format::K3sNodeImage | Format::KubernetesMinors(..) => vec![
             format!("kindest/node:v1.35.0@sha256:{digest}"),
             format!("mirror.example:5000/x/kindest/node:v1.32.9@sha256:{digest}"),
+            format!("localhost:5000/a__b/c.d/e--f/kindest/node:v1.35.0@sha256:{digest}"),
+            format!("-bad.example/kindest/node:v1.35.0@sha256:{digest}"),
+            format!("a..b/kindest/node:v1.35.0@sha256:{digest}"),
+            format!("host:/kindest/node:v1.35.0@sha256:{digest}"),
+            format!("ex_ample.com/kindest/node:v1.35.0@sha256:{digest}"),
+            format!("mirrors/kindest/node:v1.35.0@sha256:{digest}"),
             "rancher/k3s:v1.35.5-k3s1".into(),
             format!("rancher/k3s:v1.31.0-k3s12@sha256:{digest}"),
             "rancher/k3s:v1.35.5+k3s1".into(),
