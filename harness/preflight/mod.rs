@@ -34,9 +34,18 @@ pub fn tool_problems(s: &Scenario, runner: &Runner) -> Vec<String> {
     problems.extend(image_archive_problem(s));
     let network = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| {
         rt.block_on(async {
-            let (reach, cluster) =
-                tokio::join!(reachability_problems(s, &plan, t), existing_cluster_problems(s, &plan, t));
-            reach.into_iter().chain(cluster).collect::<Vec<_>>()
+            let checks = async {
+                let (reach, cluster) =
+                    tokio::join!(reachability_problems(s, &plan, t), existing_cluster_problems(s, &plan, t));
+                reach.into_iter().chain(cluster).collect::<Vec<_>>()
+            };
+            // Ctrl-C stops the probes at once rather than after their timeout.
+            tokio::select! {
+                problems = checks => problems,
+                () = crate::cluster::runner::interrupted() => {
+                    vec!["preflight: interrupted (Ctrl-C, SIGTERM or SIGHUP) during the network checks".to_string()]
+                }
+            }
         })
     });
     match network {

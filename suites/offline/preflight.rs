@@ -457,3 +457,56 @@ fn a_passed_preflight_names_what_it_checked_for_the_provider() {
     let kind = meshcheck::preflight::checked(&scenario("ambient-kind"));
     assert!(kind.contains("the container engine") && kind.contains("kind") && kind.contains("helm"), "{kind}");
 }
+
+/// Issue 26: Ctrl-C during preflight's network checks stops them at once. Every chart repository
+/// and registry is mirrored to a server that accepts connections and never answers, with a 120 s
+/// preflight timeout: the run stops, reports and exits within seconds of the signal, not after the
+/// probes' timeout.
+#[test]
+fn ctrl_c_during_the_network_checks_stops_the_run_without_waiting_out_the_probes() {
+    let bench = Bench::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let scenario = bench.scenario("ambient-kind", |t| {
+        crate::common::mirrored_to(&t, &format!("http://127.0.0.1:{port}"))
+            .replace("  preflight: 20s\n", "  preflight: 120s\n")
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+        .args(["run", "--scenario"])
+        .arg(&scenario)
+        .arg("--reports")
+        .arg(bench.work.path().join("reports"))
+        .env("PATH", bench.bin.path())
+        .env("MESHCHECK_LOG", "warn")
+        .env("MESHCHECK_PROGRESS", "lines")
+        .current_dir(bench.work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let signalled = std::time::Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(signalled.elapsed() < std::time::Duration::from_secs(60), "still waiting out the probes");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(signalled.elapsed() < std::time::Duration::from_secs(30), "took {:?}:\n{stderr}", signalled.elapsed());
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}
