@@ -53,18 +53,41 @@ pub fn install_interrupt_handler() -> std::io::Result<()> {
     })?;
     std::thread::spawn(move || {
         rt.block_on(async {
-            let name = tokio::select! {
-                _ = int.recv() => "Ctrl-C",
-                _ = term.recv() => "SIGTERM",
-                _ = hup.recv() => "SIGHUP",
+            let mut next = async || {
+                tokio::select! {
+                    _ = int.recv() => "Ctrl-C",
+                    _ = term.recv() => "SIGTERM",
+                    _ = hup.recv() => "SIGHUP",
+                }
             };
+            let name = next().await;
             crate::common::progress::stderr_line(format_args!(
-                "interrupted ({name}): stopping, cleaning up and writing the report"
+                "interrupted ({name}): stopping, cleaning up and writing the report (again to stop at once)"
             ));
             INTERRUPTED.store(true, Ordering::SeqCst);
+            // A second signal means cleanup itself is stuck (a wedged container engine): leave now,
+            // saying what may be left and how to remove it.
+            let name = next().await;
+            let left = LEFT_BEHIND.lock().map(|l| l.clone()).unwrap_or_default();
+            crate::common::progress::stderr_line(format_args!(
+                "interrupted again ({name}): stopping now, without finishing cleanup or the report; {}",
+                left.unwrap_or_else(|| "what the run created may be left".into())
+            ));
+            std::process::exit(i32::from(crate::EXIT_INTERRUPTED));
         })
     });
     Ok(())
+}
+
+/// What a run may leave if it is stopped before its cleanup finishes, and how to remove it: said on
+/// a second Ctrl-C ([`install_interrupt_handler`]). The session sets it once it knows its plan.
+static LEFT_BEHIND: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Sets what a second Ctrl-C says may be left.
+pub fn set_left_behind(hint: String) {
+    if let Ok(mut left) = LEFT_BEHIND.lock() {
+        *left = Some(hint);
+    }
 }
 
 /// Resolves when [`INTERRUPTED`] is set, for racing against a future that has no deadline of its own.

@@ -127,7 +127,7 @@ impl Session {
     }
 
     /// What a failed cleanup may have left, and how to remove it.
-    fn what_may_be_left(&self) -> String {
+    pub(super) fn what_may_be_left(&self) -> String {
         let run = self.plan.run_id.to_lowercase();
         match &self.plan.cluster_name {
             Some(c) => {

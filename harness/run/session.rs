@@ -108,6 +108,7 @@ impl Session {
             exec,
         };
         session.write_reports();
+        crate::cluster::runner::set_left_behind(session.what_may_be_left());
         Ok(session)
     }
 

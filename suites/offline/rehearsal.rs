@@ -1165,3 +1165,56 @@ fn cleanup_leaves_a_namespace_someone_made_with_the_runs_labels() {
     after.sort();
     assert_eq!(after, expected, "the run's own namespaces gone, `shop` kept");
 }
+
+/// Issue 26: a second Ctrl-C stops a run whose cleanup hangs (here `kind delete cluster` never
+/// returns, as with a wedged container engine) within seconds, and says what may be left and how to
+/// remove it. Before, the second signal did nothing and the run hung with the cleanup.
+#[test]
+fn a_second_ctrl_c_stops_a_hanging_cleanup_and_says_what_may_be_left() {
+    let faults = Faults { cluster_delete_hangs: true, ..hanging_istiod() };
+    let Some(r) = Rehearsal::new("kind", faults) else { return };
+    let scenario = r.scenario("ambient-kind", |t| t);
+    let mut child = r
+        .meshcheck()
+        .args(["run", "--scenario"])
+        .arg(&scenario)
+        .arg("--reports")
+        .arg(r.reports())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait_for = |trigger: &str| {
+        let started = std::time::Instant::now();
+        while !r.sim.calls().iter().any(|c| c.starts_with(trigger)) {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "`{trigger}` never came");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let interrupt =
+        |pid: u32| assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
+    wait_for("helm upgrade --install istiod");
+    interrupt(child.id());
+    wait_for("kind delete cluster");
+    let second = std::time::Instant::now();
+    interrupt(child.id());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(second.elapsed() < std::time::Duration::from_secs(30), "the second Ctrl-C did not stop the run");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(second.elapsed() < std::time::Duration::from_secs(10), "took {:?}", second.elapsed());
+    assert!(stderr.contains("interrupted again (Ctrl-C): stopping now"), "{}", tail(&stderr, 20));
+    assert!(
+        stderr
+            .contains("may be left: delete it with `meshcheck gc --delete` (or `kind delete cluster --name meshcheck-"),
+        "{}",
+        tail(&stderr, 20)
+    );
+}

@@ -99,6 +99,8 @@ pub struct Faults {
     /// v0.35.4 pkg/storage/cacher/watch_cache.go `errors.NewResourceExpired`). Clients must relist
     /// and watch again.
     pub watches_expire: bool,
+    /// `kind delete cluster` hangs (a wedged container engine): cleanup cannot finish.
+    pub cluster_delete_hangs: bool,
     /// Deleting a CiliumClusterwideNetworkPolicy fails with 500 (the probes negative control
     /// then fails half-way, with default-deny applied).
     pub ccnp_delete_fails: bool,

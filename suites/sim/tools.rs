@@ -118,7 +118,12 @@ async fn run(shared: &Arc<Shared>, tool: &str, args: &[String]) -> Answer {
             ok(shared.lock().cluster.as_ref().map(|c| format!("{}\n", c.name)).unwrap_or_default())
         }
         ("kind", ["create", "cluster", ..]) => kind_create(shared, args).await,
-        ("kind", ["delete", "cluster", ..]) => delete_cluster(shared, opt(args, "--name").unwrap_or("kind"), "kind"),
+        ("kind", ["delete", "cluster", ..]) => {
+            if shared.lock().faults.cluster_delete_hangs {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            delete_cluster(shared, opt(args, "--name").unwrap_or("kind"), "kind")
+        }
         ("kind", ["load", ..]) | ("k3d", ["image", "import", ..]) => {
             tokio::time::sleep(shared.sim(shared.timings.image_load)).await;
             ok("")
