@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         eprintln!("error: the test filter selects no trial; the trials are:\n  {}", names.join("\n  "));
         return ExitCode::from(meshcheck::EXIT_COULD_NOT_RUN);
     }
-    if let Err(e) = meshcheck::cluster::runner::install_interrupt_handler() {
+    if let Err(e) = meshcheck::cluster::runner::install_interrupt_handler(meshcheck::EXIT_INTERRUPTED) {
         eprintln!("error: cannot install the Ctrl-C handler: {e}");
         return ExitCode::from(meshcheck::EXIT_COULD_NOT_RUN);
     }

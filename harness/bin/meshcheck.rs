@@ -283,7 +283,7 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
         }
         Command::Run { scenario, keep, reports, parallel } => {
             let s = load(scenario)?;
-            meshcheck::cluster::runner::install_interrupt_handler()
+            meshcheck::cluster::runner::install_interrupt_handler(EXIT_INTERRUPTED)
                 .context("installing the Ctrl-C handler")
                 .or_could_not_run()?;
             let mut session = Session::start(

@@ -41,7 +41,10 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Jenkins and Kubernetes-hosted CI send on cancel) and SIGHUP (a closed terminal): the command in
 /// flight is killed, awaited API calls are abandoned, cleanup runs and the report is written (exit
 /// code 130). Both `meshcheck run` and the conformance entry point install it.
-pub fn install_interrupt_handler() -> std::io::Result<()> {
+///
+/// A second signal exits at once with `second_exit_code` (cleanup itself is stuck), saying what
+/// may be left ([`set_left_behind`]).
+pub fn install_interrupt_handler(second_exit_code: u8) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut int, mut term, mut hup) = rt.block_on(async {
@@ -73,7 +76,7 @@ pub fn install_interrupt_handler() -> std::io::Result<()> {
                 "interrupted again ({name}): stopping now, without finishing cleanup or the report; {}",
                 left.unwrap_or_else(|| "what the run created may be left".into())
             ));
-            std::process::exit(i32::from(crate::EXIT_INTERRUPTED));
+            std::process::exit(i32::from(second_exit_code));
         })
     });
     Ok(())

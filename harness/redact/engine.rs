@@ -8,8 +8,8 @@ use super::{
     names::{holds_secret_object, is_secret_flag, is_secret_name, words},
     scan::{
         after_scheme, array_values, bearer_tokens, find, flag_value, is_block_indicator, is_literal, key_before,
-        leading_pair, object_values, quote_states, skip_blanks, splice, trim_punctuation, url_userinfo, value_span,
-        whole, words_of,
+        leading_pair, netrc_passwords, object_values, quote_states, skip_blanks, splice, token_shapes,
+        trim_punctuation, url_userinfo, user_password_flags, value_span, whole, words_of, xml_elements,
     },
 };
 
@@ -58,6 +58,11 @@ impl Redactor {
             Some(Block::PrivateKey) if !trimmed.starts_with("-----END") => return whole(line, indent),
             Some(Block::Array) if !trimmed.starts_with(']') => return whole(line, indent),
             Some(Block::Indented { indent: key }) if indent > key => return whole(line, indent),
+            Some(Block::ScalarBelow { indent: key })
+                if indent > key && !trimmed.starts_with("- ") && leading_pair(line.as_bytes(), indent).is_none() =>
+            {
+                return whole(line, indent);
+            }
             Some(Block::SecretData { indent: key, child }) if indent > key => {
                 let child = child.unwrap_or(indent);
                 self.block = Some(Block::SecretData { indent: key, child: Some(child) });
@@ -74,6 +79,10 @@ impl Redactor {
         self.flags(bytes, &mut spans);
         bearer_tokens(bytes, &mut spans);
         url_userinfo(bytes, &mut spans);
+        token_shapes(bytes, &mut spans);
+        xml_elements(bytes, &mut spans);
+        netrc_passwords(bytes, &mut spans);
+        user_password_flags(bytes, &mut spans);
         self.private_keys(bytes, &mut spans);
         splice(line, spans)
     }
@@ -117,8 +126,15 @@ impl Redactor {
             }
             let v = skip_blanks(b, i + 1);
             if v >= b.len() {
-                if role == Role::SecretData && sep == Sep::Colon {
-                    self.block = Some(Block::SecretData { indent, child: None });
+                match role {
+                    Role::SecretData if sep == Sep::Colon => {
+                        self.block = Some(Block::SecretData { indent, child: None })
+                    }
+                    // `password:` with its value on the lines below, indented deeper.
+                    Role::Secret | Role::Authorization if sep == Sep::Colon => {
+                        self.block = Some(Block::ScalarBelow { indent })
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -172,6 +188,8 @@ impl Redactor {
         match b[v] {
             // A nested object: its own keys are judged one by one.
             b'{' => {}
+            // Already redacted (`[[REDACTED]]`): redacting twice changes nothing.
+            b'[' if b[v + 1..].starts_with(REDACTED.as_bytes()) => {}
             b'[' => match b[v..].iter().position(|&c| c == b']') {
                 Some(len) => array_values(b, v, v + len, spans),
                 None => {
@@ -191,6 +209,11 @@ impl Redactor {
                 }
                 if role == Role::Authorization {
                     span.start = after_scheme(b, span.clone());
+                    // A scheme's credentials are the rest of the header (Digest's `response="…"`
+                    // after `username="…",`), unless the header sits in a quoted string.
+                    if enclosing == 0 && !matches!(b[v], b'"' | b'\'') {
+                        span.end = b.len();
+                    }
                 }
                 spans.push(span);
             }
@@ -200,6 +223,11 @@ impl Redactor {
     /// The value after a secret flag given as a word of its own (`--token abc`), on this line or,
     /// for a flag that ends a line (a YAML or JSON args list), the next.
     fn flags(&mut self, b: &[u8], spans: &mut Vec<Range<usize>>) {
+        // docker login's own warning names the flag, followed by prose, not a value (docker/cli
+        // cli/command/registry/login.go).
+        if find(b, 0, b"Using --password via the CLI is insecure").is_some() {
+            return;
+        }
         let words = words_of(b);
         if std::mem::take(&mut self.flag_value_pending)
             && let Some(first) = words.iter().find(|w| &b[(*w).clone()] != b"-")
@@ -226,7 +254,8 @@ impl Redactor {
             let Some(label_end) = find(b, label, b"-----") else { return };
             let body = label_end + "-----".len();
             from = body;
-            if !b[label..label_end].ends_with(b"PRIVATE KEY") {
+            // PEM's `… PRIVATE KEY` and OpenPGP's armored `PGP PRIVATE KEY BLOCK` (RFC 9580 §6.2).
+            if !(b[label..label_end].ends_with(b"PRIVATE KEY") || b[label..label_end].ends_with(b"PRIVATE KEY BLOCK")) {
                 continue;
             }
             match find(b, body, b"-----END") {

@@ -51,7 +51,45 @@ pub const REDACTED: &str = "[REDACTED]";
 /// Not caught: a bare secret with no name next to it (`kubectl get secret -o jsonpath=...` prints
 /// only the value).
 pub fn redact(text: &str) -> String {
+    if text.contains('\u{1b}') {
+        // Colours split a key from its value (`\e[33mpassword\e[0m: x`): what is recorded loses them.
+        let plain = without_ansi(text);
+        return Redactor::new(&plain, Unit::Text).run(&plain);
+    }
     Redactor::new(text, Unit::Text).run(text)
+}
+
+/// `text` without ANSI escape sequences: CSI (`ESC [ … final byte`) and OSC (`ESC ] … BEL` or
+/// `ESC \\`); any other ESC goes alone.
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            Some('[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Redacts a program's argument vector. Unlike [`redact`] on each argument, it also removes the
@@ -96,6 +134,10 @@ enum Block {
     SecretData { indent: usize, child: Option<usize> },
     /// A secret YAML block scalar (`token: |`): every line indented deeper than its key line.
     Indented { indent: usize },
+    /// A secret key with nothing after it (`password:`): the plain value on the deeper lines below
+    /// it goes; a mapping or list below it (`serviceAccountToken:` then `path: token`) is judged
+    /// key by key as usual.
+    ScalarBelow { indent: usize },
     /// A secret array left open (`"token": [`): every line up to the one starting with `]`.
     Array,
     /// The body of a PEM private key, up to its `-----END` line.

@@ -30,16 +30,34 @@ pub(super) fn is_secret_name(name: &str) -> bool {
         "credential",
         "credentials",
         "fromliteral",
+        // Plural keys (`passwords: [a, b]`; not `tokens`, a count in LLM and quota settings), Rails'
+        // `SECRET_KEY_BASE`, `JWT_SIGNING_KEY`, Azure
+        // connection strings' `AccountKey=`/`SharedAccessKey=`, request signatures
+        // (`X-Amz-Signature=`).
+        "passwords",
+        "secrets",
+        "apikeys",
+        "keybase",
+        "signingkey",
+        "accountkey",
+        "sharedaccesskey",
+        "signature",
     ];
-    // `grafana.adminPassword`, `auth/token`, `list[0].password`: the last segment names it.
+    // `grafana.adminPassword`, `auth/token`, `list[0].password`: the last segment names it; in Go's
+    // `map[password:x]` the key follows an unclosed `[`.
     let last = name.rsplit(['.', '/']).next().unwrap_or(name);
-    let last = last.split('[').next().unwrap_or(last);
+    let last = match last.rsplit_once('[') {
+        Some((_, after)) if !after.contains(']') => after,
+        _ => last.split('[').next().unwrap_or(last),
+    };
     let words = words(last);
     let joined = words.concat();
     match words.as_slice() {
         [] => false,
         [.., last] if last == "auth" => true,
         [_, .., last] if last == "pass" => true,
+        // An Azure SAS token's signature (`?sv=…&sig=…`).
+        [only] if only == "sig" => true,
         _ => ENDINGS.iter().any(|e| joined.ends_with(e)),
     }
 }

@@ -357,3 +357,112 @@ pub(super) fn splice(line: &str, mut spans: Vec<Range<usize>>) -> String {
     out.push_str(&line[copied..]);
     out
 }
+
+/// Tokens known by their shape, wherever they stand (no name next to them needed): GitHub tokens
+/// (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_`; GitHub docs "About authentication to
+/// GitHub": token formats), Slack tokens (`xoxb-`, `xoxp-`, `xoxa-`, `xoxr-`, `xoxs-`), Google API
+/// keys (`AIza` and 35 more characters), and the secret path of a Slack incoming webhook.
+pub(super) fn token_shapes(b: &[u8], spans: &mut Vec<Range<usize>>) {
+    let token_byte = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+    const PREFIXES: &[(&[u8], usize)] = &[
+        (b"ghp_", 30),
+        (b"gho_", 30),
+        (b"ghu_", 30),
+        (b"ghs_", 30),
+        (b"ghr_", 30),
+        (b"github_pat_", 40),
+        (b"xoxb-", 20),
+        (b"xoxp-", 20),
+        (b"xoxa-", 20),
+        (b"xoxr-", 20),
+        (b"xoxs-", 20),
+        (b"AIza", 39),
+    ];
+    for &(prefix, min_len) in PREFIXES {
+        let mut from = 0;
+        while let Some(at) = find(b, from, prefix) {
+            let end = at + b[at..].iter().take_while(|&&c| token_byte(c)).count();
+            from = end.max(at + 1);
+            let starts_a_word = at == 0 || !token_byte(b[at - 1]);
+            if starts_a_word && end - at >= min_len {
+                spans.push(at..end);
+            }
+        }
+    }
+    let hook = b"hooks.slack.com/services/";
+    let mut from = 0;
+    while let Some(at) = find(b, from, hook) {
+        let start = at + hook.len();
+        let end = start + b[start..].iter().take_while(|c| !c.is_ascii_whitespace() && !b"\"'".contains(c)).count();
+        from = end.max(start);
+        if end > start {
+            spans.push(start..end);
+        }
+    }
+}
+
+/// The text of an XML element whose name says secret (`<password>x</password>`, Maven's
+/// `settings.xml`, NuGet's config).
+pub(super) fn xml_elements(b: &[u8], spans: &mut Vec<Range<usize>>) {
+    let mut from = 0;
+    while let Some(open) = find(b, from, b"<") {
+        from = open + 1;
+        let name_end =
+            open + 1 + b[open + 1..].iter().take_while(|c| c.is_ascii_alphanumeric() || b"_-.:".contains(c)).count();
+        if b.get(name_end) != Some(&b'>') || name_end == open + 1 {
+            continue;
+        }
+        let name = std::str::from_utf8(&b[open + 1..name_end]).unwrap_or_default();
+        if !super::names::is_secret_name(name) {
+            continue;
+        }
+        let body = name_end + 1;
+        let end = find(b, body, b"</").unwrap_or(b.len());
+        if end > body {
+            spans.push(body..end);
+        }
+        from = end.max(body);
+    }
+}
+
+/// A `.netrc` line's password (`machine h login u password p`, keywords and values separated by
+/// whitespace; GNU inetutils netrc(5)): the word after `password` on a line with `machine`,
+/// `default` or `login`.
+pub(super) fn netrc_passwords(b: &[u8], spans: &mut Vec<Range<usize>>) {
+    let words = words_of(b);
+    let is = |w: &Range<usize>, k: &[u8]| &b[w.clone()] == k;
+    if !words.iter().any(|w| is(w, b"machine") || is(w, b"default") || is(w, b"login")) {
+        return;
+    }
+    for pair in words.windows(2) {
+        if is(&pair[0], b"password") || is(&pair[0], b"passwd") {
+            spans.push(pair[1].clone());
+        }
+    }
+}
+
+/// `user:password` given to curl's `--user`/`-u` and `--proxy-user`/`-U` (curl(1)): the part after
+/// the first `:`. A bare user name (`docker login -u bot`) has no `:` and stays.
+pub(super) fn user_password_flags(b: &[u8], spans: &mut Vec<Range<usize>>) {
+    let words = words_of(b);
+    for (i, w) in words.iter().enumerate() {
+        let word = trim_punctuation(&b[w.clone()]);
+        let (value_start, value_end) = match word {
+            b"--user" | b"-u" | b"--proxy-user" | b"-U" => match words.get(i + 1) {
+                Some(next) => (next.start, next.end),
+                None => continue,
+            },
+            _ if word.starts_with(b"--user=") || word.starts_with(b"--proxy-user=") => {
+                (w.start + word.iter().position(|&c| c == b'=').unwrap_or(0) + 1, w.end)
+            }
+            _ => continue,
+        };
+        let value = &b[value_start..value_end];
+        if let Some(colon) = value.iter().position(|&c| c == b':') {
+            let end = value_start + value.iter().rposition(|c| !b"\"',".contains(c)).map_or(value.len(), |e| e + 1);
+            if value_start + colon + 1 < end {
+                spans.push(value_start + colon + 1..end);
+            }
+        }
+    }
+}

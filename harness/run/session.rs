@@ -48,6 +48,12 @@ impl Drop for Session {
     }
 }
 
+/// `plan.json`, redacted: the plan's commands carry the mirrored URLs, credentials included.
+fn write_plan(run_dir: &std::path::Path, plan: &Plan) -> std::io::Result<()> {
+    let plan_json = serde_json::to_string_pretty(plan).expect("plan serializes");
+    write_atomic(&run_dir.join("plan.json"), crate::redact::redact(&plan_json).as_bytes())
+}
+
 impl Session {
     /// Creates the run folder, writes `plan.json` and a first `run.json`/`junit.xml`.
     pub fn start(scenario: Scenario, opts: &RunOptions) -> std::io::Result<Session> {
@@ -62,9 +68,7 @@ impl Session {
             private_dir: private_dir.display().to_string(),
         };
         let plan = plan::build(&scenario, &ctx);
-        // Redacted: the plan's commands carry the mirrored URLs, credentials included.
-        let plan_json = serde_json::to_string_pretty(&plan).expect("plan serializes");
-        write_atomic(&run_dir.join("plan.json"), crate::redact::redact(&plan_json).as_bytes())?;
+        write_plan(&run_dir, &plan)?;
         let latest = opts.reports_dir.join("latest");
         let _ = std::fs::remove_file(&latest);
         #[cfg(unix)]
