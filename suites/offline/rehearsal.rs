@@ -615,13 +615,16 @@ fn fault_the_api_server_going_away_mid_run_errors_and_still_deletes_the_cluster(
         return;
     }
     let faults = Faults { api_down_after_applies: Some(30), ..Faults::default() };
-    let r = fault("kind", "ambient-kind", faults, |t| t, &[("provision::phase", Outcome::Pass, "steps done")]);
+    // A wait in flight when the API server goes rides out the refused connections until its
+    // deadline (issue 22, item 4): 30 s here, not the shipped 10 minutes.
+    let short = |t: String| t.replace("  install: 10m", "  install: 30s").replace("  deploy: 10m", "  deploy: 30s");
+    let r = fault("kind", "ambient-kind", faults, short, &[("provision::phase", Outcome::Pass, "steps done")]);
     assert!(r.sim.calls().iter().any(|c| c == "API server went away"));
     let record = r.record();
     let first = record.results.iter().find(|t| t.verdict.outcome != Outcome::Pass).expect("a trial that did not pass");
     assert_eq!(first.verdict.outcome, Outcome::Error, "{first:?}");
     let explanation = format!("{} {}", first.verdict.reason, first.verdict.details.join(" "));
-    assert!(explanation.contains("server-side") || explanation.contains("API discovery"), "{explanation}");
+    assert!(["server-side", "API discovery", "ridden out"].iter().any(|w| explanation.contains(w)), "{explanation}");
 }
 
 /// Runs `meshcheck run` and sends `signal` once the simulation has seen `trigger`; returns its output.
