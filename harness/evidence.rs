@@ -367,7 +367,9 @@ impl Evidence {
 
     /// Raw bytes of a file.
     pub fn read_bytes(&self, rel: &str) -> Result<Vec<u8>, EvidenceError> {
-        std::fs::read(self.resolve(rel)?)
+        // Resolved inside the folder (links there are followed), then read as a regular file of
+        // bounded size.
+        crate::common::util::read_run_file(&self.resolve(rel)?, crate::common::util::RUN_FILE_MAX)
             .map_err(|e| EvidenceError::Malformed { file: rel.to_string(), message: e.to_string() })
     }
 
@@ -440,7 +442,8 @@ impl Evidence {
 /// `judge` loads it first), so a run.json that cannot say is an error, not a guess.
 fn run_format(run_dir: &Path) -> Result<Format, EvidenceError> {
     let unknown = |message: String| EvidenceError::UnknownFormat { run_dir: run_dir.to_path_buf(), message };
-    let bytes = std::fs::read(run_dir.join("run.json")).map_err(|e| unknown(e.to_string()))?;
+    let bytes = crate::common::util::read_run_file(&run_dir.join("run.json"), crate::common::util::RUN_FILE_MAX)
+        .map_err(|e| unknown(e.to_string()))?;
     let record: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| unknown(e.to_string()))?;
     let number =
         record.get("format").and_then(serde_json::Value::as_u64).ok_or_else(|| unknown("no `format`".into()))?;

@@ -55,6 +55,34 @@ pub fn tail(text: &str, max: usize) -> String {
     format!("[… {start} bytes cut …]{}", &text[start..])
 }
 
+/// Reads a file of a run folder that may come from elsewhere (`judge`, `compare`): only a regular
+/// file, not through a symlink (which could lead out of the folder), at most `max` bytes (a FIFO
+/// would block for ever, `/dev/zero` or a huge file would fill memory). The errors say which.
+pub fn read_run_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let refused = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Err(refused("a symlink; files of a run folder are read only as regular files".into()));
+    }
+    if !meta.is_file() {
+        return Err(refused("not a regular file (a FIFO, socket or device)".into()));
+    }
+    if meta.len() > max {
+        return Err(refused(format!("{} bytes, more than the {max} a run folder's file may have", meta.len())));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(refused(format!("more than the {max} bytes a run folder's file may have")));
+    }
+    Ok(bytes)
+}
+
+/// Most bytes of `run.json`, `junit.xml` or one evidence file read from a run folder: far above a
+/// 1000-node run's largest (a Prometheus targets list of a few MiB).
+pub const RUN_FILE_MAX: u64 = 256 << 20;
+
 /// Text safe to print on a terminal: control characters other than newline and tab (ESC starts
 /// terminal escape sequences, which a run folder from elsewhere may carry in its verdicts) and
 /// C1 controls are written as `\u{..}`.

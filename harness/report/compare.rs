@@ -88,8 +88,10 @@ pub fn gate(rows: &[Comparison]) -> GateVerdict {
 /// silently hiding the other, and so is a report without testcases.
 pub fn load_outcomes(path: &Path, pass: Option<&str>) -> Result<BTreeMap<String, Outcome>, ReportError> {
     let junit_path = if path.is_dir() { path.join("junit.xml") } else { path.to_path_buf() };
-    let text =
-        std::fs::read_to_string(&junit_path).map_err(|source| ReportError::Io { path: junit_path.clone(), source })?;
+    let io = |source| ReportError::Io { path: junit_path.clone(), source };
+    let bytes = crate::common::util::read_run_file(&junit_path, crate::common::util::RUN_FILE_MAX).map_err(io)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| ReportError::Format { path: junit_path.clone(), message: e.to_string() })?;
     let report = Report::deserialize_from_str(&text)
         .map_err(|e| ReportError::Format { path: junit_path.clone(), message: e.to_string() })?;
     let mut out = BTreeMap::new();

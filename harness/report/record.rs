@@ -127,7 +127,8 @@ impl RunRecord {
     /// Reads `run.json` of a run folder.
     pub fn load(run_dir: &Path) -> Result<RunRecord, ReportError> {
         let path = run_dir.join("run.json");
-        let bytes = std::fs::read(&path).map_err(|source| ReportError::Io { path: path.clone(), source })?;
+        let bytes = crate::common::util::read_run_file(&path, crate::common::util::RUN_FILE_MAX)
+            .map_err(|source| ReportError::Io { path: path.clone(), source })?;
         let record: RunRecord = serde_json::from_slice(&bytes)
             .map_err(|e| ReportError::Format { path: path.clone(), message: e.to_string() })?;
         if record.format > FORMAT {
@@ -304,7 +305,8 @@ pub fn failed_commands(run_dir: &Path) -> Vec<CommandRecord> {
     let mut commands: Vec<CommandRecord> = paths
         .iter()
         .filter_map(|p| {
-            let read = std::fs::read(p).map_err(|e| e.to_string());
+            let read =
+                crate::common::util::read_run_file(p, crate::common::util::RUN_FILE_MAX).map_err(|e| e.to_string());
             match read.and_then(|b| serde_json::from_slice::<CommandRecord>(&b).map_err(|e| e.to_string())) {
                 Ok(c) => Some(c),
                 Err(e) => {

@@ -307,3 +307,85 @@ fn credentials_in_mirror_urls_stay_out_of_the_run_folder_and_the_console() {
     }
     assert!(files >= 4, "plan.json, run.json, junit.xml, summary.md at least: {files}");
 }
+
+/// Issue 26: every file `judge` and `compare` read from a run folder that came from elsewhere is
+/// read only as a regular file of bounded size: run.json as a symlink out of the folder, as a FIFO
+/// (which blocked for ever) or as a 300 MiB file is refused with a line saying why; a FIFO among
+/// the command records is skipped; compare refuses a junit.xml FIFO. Each answers within seconds.
+#[cfg(unix)]
+#[test]
+fn run_folder_files_are_read_only_as_bounded_regular_files() {
+    let meshcheck = |args: &[&std::ffi::OsStr]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("meshcheck {args:?} blocked");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let fifo = |path: &Path| assert!(std::process::Command::new("mkfifo").arg(path).status().unwrap().success());
+    let base = tempfile::tempdir().unwrap();
+    let os = |p: &Path| p.as_os_str().to_owned();
+    let judge = |dir: &Path| meshcheck(&[std::ffi::OsStr::new("judge"), &os(dir)]);
+
+    let linked = base.path().join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::fs::write(base.path().join("elsewhere.json"), "{}").unwrap();
+    symlink(base.path().join("elsewhere.json"), linked.join("run.json"));
+    let (code, said) = judge(&linked);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("a symlink"), "{said}");
+
+    let piped = base.path().join("piped");
+    std::fs::create_dir_all(&piped).unwrap();
+    fifo(&piped.join("run.json"));
+    let (code, said) = judge(&piped);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("not a regular file"), "{said}");
+
+    let huge = base.path().join("huge");
+    std::fs::create_dir_all(&huge).unwrap();
+    std::fs::File::create(huge.join("run.json")).unwrap().set_len(300 << 20).unwrap();
+    let (code, said) = judge(&huge);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("more than the"), "{said}");
+
+    // A readable record whose trial failed, beside a FIFO among its command records.
+    let commands = base.path().join("commands");
+    let mut record: RunRecord = serde_json::from_value(serde_json::json!({
+        "format": report::FORMAT, "run_id": "r", "scenario_name": "s", "scenario": {}, "provider": "kind",
+        "architecture": "amd64", "host": {}, "versions": {}, "started_at": "", "ended_at": "",
+        "outcome": "error", "phase_durations_secs": {}, "steps": [], "results": []
+    }))
+    .unwrap();
+    record.results = vec![TrialResult {
+        suite: "provision".into(),
+        name: "phase".into(),
+        verdict: Verdict::error("kind create failed"),
+        duration_secs: 1.0,
+        started_at: "2026-11-25T00:00:00Z".into(),
+        evidence_root: None,
+        collected: false,
+    }];
+    record.write_all(&commands, &[]).unwrap();
+    std::fs::create_dir_all(commands.join("commands")).unwrap();
+    fifo(&commands.join("commands/001-kind.json"));
+    let (code, said) = judge(&commands);
+    assert_eq!(code, Some(1), "judged, not blocked: {said}");
+
+    let junit_fifo = base.path().join("junit-fifo.xml");
+    fifo(&junit_fifo);
+    let (code, said) = meshcheck(&[std::ffi::OsStr::new("compare"), &os(&junit_fifo), &os(&junit_fifo)]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("not a regular file"), "{said}");
+}
