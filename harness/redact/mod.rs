@@ -29,8 +29,13 @@ pub const REDACTED: &str = "[REDACTED]";
 ///   `exec` plugin);
 /// - every value under `data`/`stringData` when the text holds a Secret (`kind: Secret`, YAML or
 ///   JSON), whatever the keys are called;
-/// - bearer tokens, the credentials of `Authorization:` (the scheme stays), URL userinfo
-///   (`https://user:pw@host`), and PEM private keys.
+/// - bearer tokens, the credentials of `Authorization:` (the scheme stays, the rest of the header
+///   goes: Digest's `response=`), URL userinfo (`https://user:pw@host`), PEM and PGP private keys;
+/// - tokens known by their shape wherever they stand (GitHub `ghp_`/`github_pat_`…, Slack `xoxb-`…,
+///   Google `AIza…`, a Slack webhook's path), the text of XML elements with a secret name, a
+///   `.netrc` password, the password of curl's `--user user:password`;
+/// - a secret key's value on the deeper lines below it (`password:` then the value), and keys
+///   split from their value by ANSI colours (the colours are dropped first).
 ///
 /// Every match on a line is redacted, not only the first. Text around a secret stays, with one
 /// exception: an unquoted YAML-style value (`key: v`) runs to the end of the line (or of the
