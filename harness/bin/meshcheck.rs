@@ -448,6 +448,11 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
                 }
             }
             for (tool, name) in &found {
+                // A run still working on it holds its lock: not a leftover.
+                if meshcheck::cluster::liveness::in_use(name) {
+                    println!("{tool} {name} (in use by a running meshcheck: left alone)");
+                    continue;
+                }
                 println!("{tool} {name}");
                 if delete {
                     let args: Vec<&str> = if *tool == "kind" {

@@ -65,4 +65,6 @@ pub struct Session {
     reporting: Reporting,
     /// What cleanup must take back, and whether it has.
     ledger: CleanupLedger,
+    /// The lock that tells `gc` this run's cluster is in use, held for the session's life.
+    _cluster_lock: Option<crate::cluster::liveness::ClusterLock>,
 }

@@ -106,6 +106,11 @@ impl Session {
             reporting: Reporting { record, finished: false },
             ledger: CleanupLedger { cluster_created: Arc::default(), keep: opts.keep, cleaned: false },
             scenario,
+            _cluster_lock: plan.cluster_name.as_deref().and_then(|c| {
+                crate::cluster::liveness::hold(c)
+                    .inspect_err(|e| tracing::warn!("cannot mark cluster {c} as in use for gc: {e}"))
+                    .ok()
+            }),
             plan,
             run_dir,
             rt,

@@ -1221,3 +1221,43 @@ fn a_second_ctrl_c_stops_a_hanging_cleanup_and_says_what_may_be_left() {
         tail(&stderr, 20)
     );
 }
+
+/// Issue 26: `gc --delete` leaves alone the cluster of a run still working (the run holds its
+/// lock) and deletes one a finished run kept (`--keep`; the control).
+#[test]
+fn gc_leaves_the_cluster_of_a_running_run_and_deletes_a_kept_one() {
+    let Some(r) = Rehearsal::new("kind", hanging_istiod()) else { return };
+    let scenario = r.scenario("ambient-kind", |t| t);
+    let gc = || r.meshcheck().args(["gc", "--delete"]).output().unwrap();
+    let mut child = r
+        .meshcheck()
+        .args(["run", "--scenario"])
+        .arg(&scenario)
+        .arg("--reports")
+        .arg(r.reports())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !r.sim.calls().iter().any(|c| c.starts_with("helm upgrade --install istiod")) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the install never reached istiod");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = gc();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("in use by a running meshcheck: left alone"), "{said}");
+    assert!(r.sim.leftovers().cluster.is_some(), "gc deleted the cluster of a running run");
+    assert!(!r.sim.calls().iter().any(|c| c.starts_with("kind delete")), "{:#?}", r.sim.calls());
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    child.wait().unwrap();
+
+    let kept = Rehearsal::new("kind", Faults::default()).unwrap();
+    let scenario = kept.scenario("ambient-kind", |t| only_checks(t, &["node-architecture"]));
+    let out = kept.run_with(&scenario, &["--keep"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(kept.sim.leftovers().cluster.is_some(), "--keep keeps the cluster");
+    let out = kept.meshcheck().args(["gc", "--delete"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(kept.sim.leftovers().cluster.is_none(), "a kept cluster of a finished run is a leftover");
+}
