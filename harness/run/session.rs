@@ -48,6 +48,14 @@ impl Drop for Session {
     }
 }
 
+/// The lock that marks the run's cluster as in use for `gc` (a run on an existing cluster has none).
+fn cluster_lock(plan: &Plan) -> Option<crate::cluster::liveness::ClusterLock> {
+    let cluster = plan.cluster_name.as_deref()?;
+    crate::cluster::liveness::hold(cluster)
+        .inspect_err(|e| tracing::warn!("cannot mark cluster {cluster} as in use for gc: {e}"))
+        .ok()
+}
+
 /// `plan.json`, redacted: the plan's commands carry the mirrored URLs, credentials included.
 fn write_plan(run_dir: &std::path::Path, plan: &Plan) -> std::io::Result<()> {
     let plan_json = serde_json::to_string_pretty(plan).expect("plan serializes");
@@ -106,11 +114,7 @@ impl Session {
             reporting: Reporting { record, finished: false },
             ledger: CleanupLedger { cluster_created: Arc::default(), keep: opts.keep, cleaned: false },
             scenario,
-            _cluster_lock: plan.cluster_name.as_deref().and_then(|c| {
-                crate::cluster::liveness::hold(c)
-                    .inspect_err(|e| tracing::warn!("cannot mark cluster {c} as in use for gc: {e}"))
-                    .ok()
-            }),
+            _cluster_lock: cluster_lock(&plan),
             plan,
             run_dir,
             rt,
