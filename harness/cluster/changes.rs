@@ -99,6 +99,42 @@ impl Live {
         .await
     }
 
+    /// `objects` less a Gateway API bundle older than the one the cluster already has, and a line
+    /// saying so when it was left out. Every CRD of the bundle and its `safe-upgrades` policy carry
+    /// `gateway.networking.k8s.io/bundle-version` (gateway-api v1.5.1 standard-install.yaml);
+    /// applying an older bundle over a newer one is a downgrade that the newer bundle's policy
+    /// refuses, or that drops fields its users rely on, so the newer one stays whole (an existing
+    /// cluster with its own Gateway API).
+    pub async fn without_downgrades(
+        &self,
+        objects: &[DynamicObject],
+        default_ns: Option<&str>,
+    ) -> Result<(Vec<DynamicObject>, Vec<String>), LiveError> {
+        const BUNDLE_VERSION: &str = "gateway.networking.k8s.io/bundle-version";
+        let version = |o: &DynamicObject| {
+            let text = o.metadata.annotations.as_ref()?.get(BUNDLE_VERSION)?;
+            Some((text.clone(), semver::Version::parse(text.trim_start_matches('v')).ok()?))
+        };
+        let (bundled, rest): (Vec<DynamicObject>, Vec<DynamicObject>) =
+            objects.iter().cloned().partition(|o| version(o).is_some());
+        let Some((ours_text, ours)) = bundled.iter().find_map(version) else {
+            return Ok((objects.to_vec(), Vec::new()));
+        };
+        let present = self.read_each(&bundled, default_ns, "read the Gateway API objects present").await?;
+        let newest =
+            present.iter().filter_map(|(_, theirs)| theirs.as_ref().and_then(version)).max_by(|a, b| a.1.cmp(&b.1));
+        match newest {
+            Some((theirs_text, theirs)) if theirs > ours => Ok((
+                rest,
+                vec![format!(
+                    "Gateway API {ours_text} not applied: the cluster has {theirs_text}, newer ({} objects left as they are)",
+                    bundled.len()
+                )],
+            )),
+            _ => Ok((objects.to_vec(), Vec::new())),
+        }
+    }
+
     /// Takes one change back now (the check is done with it).
     pub async fn revert(&self, change: Change) -> Result<(), LiveError> {
         match self.changes.take(&change) {

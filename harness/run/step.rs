@@ -279,6 +279,10 @@ pub(super) async fn apply_source(
     dry_run_first: bool,
 ) -> Result<(), LiveError> {
     let objects = load_source(source).await?;
+    let (objects, downgrades) = live.without_downgrades(&objects, ns).await?;
+    for skipped in downgrades {
+        tracing::warn!("{skipped}");
+    }
     let (crds, rest): (Vec<_>, Vec<_>) =
         objects.into_iter().partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
     live.apply_objects(&crds, ns, false).await?;

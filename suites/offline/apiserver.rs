@@ -544,3 +544,46 @@ async fn tempo_returns_a_trace_only_once_the_proxy_exported_its_span() {
     let spans = meshcheck::formats::tempo::TraceFormat::of_v1_answer(&late.content_type).decode(&late.body).unwrap();
     assert!(spans.iter().any(|s| s.service == "istio-ingress.istio-ingress"), "{spans:?}");
 }
+
+/// Issue 26: the Gateway API bundle is not applied over a newer one already on the cluster. Against
+/// the simulated existing cluster (which holds the pinned v1.5.1 bundle's CRDs, annotated as its
+/// release file is), an older bundle is left out whole, with one line; a newer one is kept whole
+/// (the control), and objects without the annotation always are.
+#[tokio::test]
+async fn an_older_gateway_api_bundle_is_not_applied_over_a_newer_one() {
+    use crate::sim::{Faults, Sim};
+    let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
+    let bundle = options.upstream.join("charts/gateway-api-v1.5.1/standard-install.yaml");
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let sim = Sim::start(options);
+    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
+    let scenario = meshcheck::scenario::Scenario::embedded_default();
+    let live =
+        meshcheck::cluster::live::Live::new(Client::try_from(config).unwrap(), scenario, dir.path().into(), evidence)
+            .unwrap();
+    running(&live, "istio-system", "app=istiod").await;
+    let present =
+        text.lines().find_map(|l| l.trim().strip_prefix("gateway.networking.k8s.io/bundle-version: ")).unwrap();
+    let with_version = |v: &str| {
+        let mut objects = meshcheck::plan::fixtures::parse_manifests(&text.replace(present, v), "bundle").unwrap();
+        objects.push(
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plain"}}))
+                .unwrap(),
+        );
+        objects
+    };
+    let older = with_version("v1.4.0");
+    let (kept, skipped) = live.without_downgrades(&older, Some("default")).await.unwrap();
+    assert_eq!(kept.len(), 1, "only the object without the annotation: {kept:?}");
+    let expected = format!(
+        "Gateway API v1.4.0 not applied: the cluster has {present}, newer ({} objects left as they are)",
+        older.len() - 1
+    );
+    assert_eq!(skipped, [expected]);
+    let newer = with_version("v1.6.0");
+    let (kept, skipped) = live.without_downgrades(&newer, Some("default")).await.unwrap();
+    assert_eq!((kept.len(), skipped.len()), (newer.len(), 0));
+}
