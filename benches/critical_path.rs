@@ -331,7 +331,7 @@ fn rollout(kind: &str, name: &str, phase: Phase, t: &Timings, nodes: u32) -> f64
 /// five runs in a child process, with the child's peak memory.
 fn time_judge_and_compare(run_dir: &Path, work: &Path, nodes: usize) -> Result<Vec<String>, String> {
     let grown = work.join(format!("judge-{nodes}-nodes"));
-    copy_dir(run_dir, &grown).map_err(|e| format!("copy {}: {e}", run_dir.display()))?;
+    sim::helm::copy_dir(run_dir, &grown).map_err(|e| format!("copy {}: {e}", run_dir.display()))?;
     grow(&grown.join("evidence"), nodes)?;
     let mut lines = Vec::new();
     for verb in ["judge", "compare"] {
@@ -356,20 +356,6 @@ fn time_judge_and_compare(run_dir: &Path, work: &Path, nodes: usize) -> Result<V
         lines.push(format!("{verb} {nodes}-node folder: {secs:.3} s, peak {:.1} MiB", peak_kib as f64 / 1024.0));
     }
     Ok(lines)
-}
-
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), target)?;
-        }
-    }
-    Ok(())
 }
 
 fn node_name(i: usize) -> String {
@@ -424,7 +410,7 @@ fn grow(evidence: &Path, n: usize) -> Result<(), String> {
         std::fs::rename(&ztunnels, &staged).map_err(|e| e.to_string())?;
         for i in 0..n {
             let from = staged.join(nodes[i % nodes.len()].file_name().expect("a node folder"));
-            copy_dir(&from, &ztunnels.join(node_name(i))).map_err(|e| e.to_string())?;
+            sim::helm::copy_dir(&from, &ztunnels.join(node_name(i))).map_err(|e| e.to_string())?;
         }
         std::fs::remove_dir_all(&staged).map_err(|e| e.to_string())?;
     }

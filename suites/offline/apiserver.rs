@@ -423,14 +423,7 @@ async fn a_port_forward_get_speaks_http1_and_names_what_went_wrong() {
     use crate::sim::{Faults, Sim};
     let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
     let sim = Sim::start(options);
-    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
-    let scenario = meshcheck::scenario::Scenario::embedded_default();
-    let live =
-        meshcheck::cluster::live::Live::new(Client::try_from(config).unwrap(), scenario, dir.path().into(), evidence)
-            .unwrap();
+    let (_, live, _dir) = crate::common::live_on(&sim).await;
     let ztunnel = running(&live, "istio-system", "app=ztunnel").await.remove(0);
     let dump = live.pod_get("istio-system", &ztunnel, 15000, "/config_dump").await.unwrap();
     let dump: Value = serde_json::from_slice(&dump).unwrap();
@@ -478,14 +471,7 @@ async fn tempo_answers_an_unknown_trace_by_its_api_version() {
     use crate::sim::{Faults, Sim};
     let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
     let sim = Sim::start(options);
-    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
-    let scenario = meshcheck::scenario::Scenario::embedded_default();
-    let live =
-        meshcheck::cluster::live::Live::new(Client::try_from(config).unwrap(), scenario, dir.path().into(), evidence)
-            .unwrap();
+    let (_, live, _dir) = crate::common::live_on(&sim).await;
     running(&live, "tempo", "").await;
     let id = "0af7651916cd43dd8448eb211c80319c";
     let v2 = live.service_get_as("tempo", "tempo", 3200, &format!("api/v2/traces/{id}"), "application/json").await;
@@ -509,14 +495,7 @@ async fn tempo_returns_a_trace_only_once_the_proxy_exported_its_span() {
     // 0.2: the 5 s export delay is 1 s of real time, long enough to look before it.
     let Some(options) = crate::common::sim_options("existing", 0.2, Faults::default()) else { return };
     let sim = Sim::start(options);
-    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
-    let scenario = meshcheck::scenario::Scenario::embedded_default();
-    let live =
-        meshcheck::cluster::live::Live::new(Client::try_from(config).unwrap(), scenario, dir.path().into(), evidence)
-            .unwrap();
+    let (_, live, _dir) = crate::common::live_on(&sim).await;
     running(&live, "tempo", "").await;
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{}/productpage", sim.ingress_port());
@@ -556,14 +535,7 @@ async fn an_older_gateway_api_bundle_is_not_applied_over_a_newer_one() {
     let bundle = options.upstream.join("charts/gateway-api-v1.5.1/standard-install.yaml");
     let text = std::fs::read_to_string(&bundle).unwrap();
     let sim = Sim::start(options);
-    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
-    let scenario = meshcheck::scenario::Scenario::embedded_default();
-    let live =
-        meshcheck::cluster::live::Live::new(Client::try_from(config).unwrap(), scenario, dir.path().into(), evidence)
-            .unwrap();
+    let (_, live, _dir) = crate::common::live_on(&sim).await;
     running(&live, "istio-system", "app=istiod").await;
     let present =
         text.lines().find_map(|l| l.trim().strip_prefix("gateway.networking.k8s.io/bundle-version: ")).unwrap();

@@ -260,3 +260,39 @@ pub fn sim_options(provider: &'static str, scale: f64, faults: crate::sim::Fault
     let helm = helm()?;
     Some(crate::sim::SimOptions { provider, scale, faults, upstream, helm })
 }
+
+/// Waits for `child` to exit, at most `limit` after `since`; panics naming `what` if it does not
+/// (after killing it), so a test of "stops at once" can never hang the suite.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    since: std::time::Instant,
+    limit: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if since.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what}: still running {limit:?} on");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// meshcheck's API client on a running simulation, as a run makes it: the client, a [`Live`] over
+/// the embedded default scenario with its evidence in a temporary folder (kept alive by the
+/// returned guard).
+///
+/// [`Live`]: meshcheck::cluster::live::Live
+pub async fn live_on(sim: &crate::sim::Sim) -> (kube::Client, meshcheck::cluster::live::Live, tempfile::TempDir) {
+    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
+    let scenario = meshcheck::scenario::Scenario::embedded_default();
+    let live = meshcheck::cluster::live::Live::new(client.clone(), scenario, dir.path().into(), evidence).unwrap();
+    (client, live, dir)
+}

@@ -497,13 +497,12 @@ fn ctrl_c_during_the_network_checks_stops_the_run_without_waiting_out_the_probes
         rustix::process::Signal::INT,
     )
     .unwrap();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(signalled.elapsed() < std::time::Duration::from_secs(60), "still waiting out the probes");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let status = crate::common::exit_within(
+        &mut child,
+        signalled,
+        std::time::Duration::from_secs(60),
+        "the run waiting out the probes",
+    );
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(signalled.elapsed() < std::time::Duration::from_secs(30), "took {:?}:\n{stderr}", signalled.elapsed());

@@ -79,6 +79,15 @@ impl Rehearsal {
     }
 
     /// `meshcheck run` on the scenario with more arguments.
+    /// `meshcheck run` of `scenario` with `env` set on top of the rehearsal's.
+    fn run_env(&self, scenario: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Output {
+        let mut cmd = self.meshcheck();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args(["run", "--scenario"]).arg(scenario).arg("--reports").arg(self.reports()).output().unwrap()
+    }
+
     fn run_with(&self, scenario: &Path, args: &[&str]) -> Output {
         self.meshcheck()
             .args(["run", "--scenario"])
@@ -627,10 +636,9 @@ fn fault_the_api_server_going_away_mid_run_errors_and_still_deletes_the_cluster(
     assert!(["server-side", "API discovery", "ridden out"].iter().any(|w| explanation.contains(w)), "{explanation}");
 }
 
-/// Runs `meshcheck run` and sends `signal` once the simulation has seen `trigger`; returns its output.
-fn interrupted(r: &Rehearsal, scenario: &Path, trigger: &str, signal: &str) -> Output {
-    let child = r
-        .meshcheck()
+/// `meshcheck run` of `scenario` in the background, its output piped.
+fn spawn_run(r: &Rehearsal, scenario: &Path) -> std::process::Child {
+    r.meshcheck()
         .args(["run", "--scenario"])
         .arg(scenario)
         .arg("--reports")
@@ -638,14 +646,30 @@ fn interrupted(r: &Rehearsal, scenario: &Path, trigger: &str, signal: &str) -> O
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Returns once the simulation has seen a call starting with `trigger` (and 100 ms more, so the
+/// run is inside it), within 30 s.
+fn await_call(r: &Rehearsal, trigger: &str) {
     let started = std::time::Instant::now();
     while !r.sim.calls().iter().any(|c| c.starts_with(trigger)) {
         assert!(started.elapsed() < std::time::Duration::from_secs(30), "`{trigger}` never came: {:#?}", r.sim.calls());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap().success());
+}
+
+/// Sends `signal` (`-INT`, `-TERM`) to a process.
+fn signal(pid: u32, signal: &str) {
+    assert!(Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
+}
+
+/// Runs `meshcheck run` and sends `signal` once the simulation has seen `trigger`; returns its output.
+fn interrupted(r: &Rehearsal, scenario: &Path, trigger: &str, sig: &str) -> Output {
+    let child = spawn_run(r, scenario);
+    await_call(r, trigger);
+    signal(child.id(), sig);
     child.wait_with_output().unwrap()
 }
 
@@ -778,15 +802,7 @@ fn kind_control_plane_targets_down_as_on_a_real_kind_cluster_still_pass_probes()
     assert_ne!(defaults, values, "the values turn the control-plane monitors off");
     std::fs::write(fixtures.join("values/kube-prometheus-stack.yaml"), defaults).unwrap();
     let scenario = r.scenario("ambient-kind", |t| only_checks(t, &["probes", "metrics"]));
-    let out = r
-        .meshcheck()
-        .env(meshcheck::plan::fixtures::OVERRIDE_ENV, &fixtures)
-        .args(["run", "--scenario"])
-        .arg(&scenario)
-        .arg("--reports")
-        .arg(r.reports())
-        .output()
-        .unwrap();
+    let out = r.run_env(&scenario, &[(meshcheck::plan::fixtures::OVERRIDE_ENV, fixtures.as_os_str())]);
     assert_report_complete(&r, &scenario, &out);
     assert_all_pass(&r, &out);
     // The could-fail sign: the monitors selected their targets, and those are down.
@@ -936,15 +952,7 @@ fn with_fixture_edit_in(
     assert_eq!(text.matches(find).count(), 1, "{file} holds `{find}` once");
     std::fs::write(&path, text.replace(find, replace)).unwrap();
     let scenario = r.scenario(scenario, edit);
-    let out = r
-        .meshcheck()
-        .env(meshcheck::plan::fixtures::OVERRIDE_ENV, &fixtures)
-        .args(["run", "--scenario"])
-        .arg(&scenario)
-        .arg("--reports")
-        .arg(r.reports())
-        .output()
-        .unwrap();
+    let out = r.run_env(&scenario, &[(meshcheck::plan::fixtures::OVERRIDE_ENV, fixtures.as_os_str())]);
     assert_report_complete(&r, &scenario, &out);
     Some(r)
 }
@@ -954,45 +962,41 @@ fn with_fixture_edit_in(
 /// ztunnel. The healthy kind rehearsal is the baseline.
 #[test]
 fn a_monitor_that_selects_nothing_fails_metrics_naming_the_monitor() {
-    let Some(r) = with_fixture_edit(
-        "manifests/istio-monitors.yaml",
-        "      app: ztunnel",
-        "      app: ztunnel-node",
-        &["metrics"],
-    ) else {
-        return;
-    };
-    assert_verdicts(&r, &[("checks::metrics", Outcome::Fail, "no target of the ztunnel PodMonitor")]);
+    fixture_fault(
+        ("manifests/istio-monitors.yaml", "      app: ztunnel", "      app: ztunnel-node"),
+        ("metrics", Outcome::Fail, "no target of the ztunnel PodMonitor"),
+    );
+}
+
+/// A kind rehearsal of one check with one fixture edited (`file`, `find`, `replace`), whose
+/// verdict must be `outcome` with `words` in its explanation.
+fn fixture_fault((file, find, replace): (&str, &str, &str), (check, outcome, words): (&str, Outcome, &str)) {
+    let Some(r) = with_fixture_edit(file, find, replace, &[check]) else { return };
+    assert_verdicts(&r, &[(&format!("checks::{check}"), outcome, words)]);
 }
 
 /// Kiali on `token` auth (its CR edited): through the API server's service proxy its status API
 /// answers 401, and the kiali check errors saying why and what to set.
 #[test]
 fn kiali_on_token_auth_errors_with_the_fix() {
-    let Some(r) = with_fixture_edit(
-        "values/kiali-operator.yaml",
-        "      strategy: anonymous",
-        "      strategy: token",
-        &["kiali"],
-    ) else {
-        return;
-    };
-    assert_verdicts(&r, &[("checks::kiali", Outcome::Error, "set `auth.strategy: anonymous` in the Kiali CR")]);
+    fixture_fault(
+        ("values/kiali-operator.yaml", "      strategy: anonymous", "      strategy: token"),
+        ("kiali", Outcome::Error, "set `auth.strategy: anonymous` in the Kiali CR"),
+    );
 }
 
 /// A probe policy that selects no pod (its `endpointSelector` edited): under default-deny the
 /// SNAT-ed probes of the ambient probe targets are dropped, and probes fails.
 #[test]
 fn a_probe_policy_that_selects_no_pod_fails_probes() {
-    let Some(r) = with_fixture_edit(
-        "manifests/cilium-allow-ambient-hostprobes.yaml",
-        "  endpointSelector: {}",
-        "  endpointSelector:\n    matchLabels:\n      app: nothing-has-this-label",
-        &["probes"],
-    ) else {
-        return;
-    };
-    assert_verdicts(&r, &[("checks::probes", Outcome::Fail, "Unhealthy")]);
+    fixture_fault(
+        (
+            "manifests/cilium-allow-ambient-hostprobes.yaml",
+            "  endpointSelector: {}",
+            "  endpointSelector:\n    matchLabels:\n      app: nothing-has-this-label",
+        ),
+        ("probes", Outcome::Fail, "Unhealthy"),
+    );
 }
 
 /// The upgrade's traffic record of a rehearsal's run.
@@ -1104,15 +1108,7 @@ fn an_existing_cluster_rerun_waits_out_the_previous_runs_terminating_namespace()
     );
     assert_eq!(refused.unwrap().status(), 403);
     let scenario = r.scenario("existing-cluster", |t| only_checks(t, &["mtls"]));
-    let out = r
-        .meshcheck()
-        .env("MESHCHECK_LOG", "info")
-        .args(["run", "--scenario"])
-        .arg(&scenario)
-        .arg("--reports")
-        .arg(r.reports())
-        .output()
-        .unwrap();
+    let out = r.run_env(&scenario, &[("MESHCHECK_LOG", std::ffi::OsStr::new("info"))]);
     assert_report_complete(&r, &scenario, &out);
     assert_all_pass(&r, &out);
     let log = String::from_utf8_lossy(&out.stderr);
@@ -1177,38 +1173,14 @@ fn a_second_ctrl_c_stops_a_hanging_cleanup_and_says_what_may_be_left() {
     let faults = Faults { cluster_delete_hangs: true, ..hanging_istiod() };
     let Some(r) = Rehearsal::new("kind", faults) else { return };
     let scenario = r.scenario("ambient-kind", |t| t);
-    let mut child = r
-        .meshcheck()
-        .args(["run", "--scenario"])
-        .arg(&scenario)
-        .arg("--reports")
-        .arg(r.reports())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let wait_for = |trigger: &str| {
-        let started = std::time::Instant::now();
-        while !r.sim.calls().iter().any(|c| c.starts_with(trigger)) {
-            assert!(started.elapsed() < std::time::Duration::from_secs(30), "`{trigger}` never came");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
-    let interrupt =
-        |pid: u32| assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
-    wait_for("helm upgrade --install istiod");
-    interrupt(child.id());
-    wait_for("kind delete cluster");
+    let mut child = spawn_run(&r, &scenario);
+    await_call(&r, "helm upgrade --install istiod");
+    signal(child.id(), "-INT");
+    await_call(&r, "kind delete cluster");
     let second = std::time::Instant::now();
-    interrupt(child.id());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(second.elapsed() < std::time::Duration::from_secs(30), "the second Ctrl-C did not stop the run");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    signal(child.id(), "-INT");
+    let status =
+        crate::common::exit_within(&mut child, second, std::time::Duration::from_secs(30), "after the second Ctrl-C");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(status.code(), Some(130), "{stderr}");
@@ -1229,28 +1201,15 @@ fn gc_leaves_the_cluster_of_a_running_run_and_deletes_a_kept_one() {
     let Some(r) = Rehearsal::new("kind", hanging_istiod()) else { return };
     let scenario = r.scenario("ambient-kind", |t| t);
     let gc = || r.meshcheck().args(["gc", "--delete"]).output().unwrap();
-    let mut child = r
-        .meshcheck()
-        .args(["run", "--scenario"])
-        .arg(&scenario)
-        .arg("--reports")
-        .arg(r.reports())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !r.sim.calls().iter().any(|c| c.starts_with("helm upgrade --install istiod")) {
-        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the install never reached istiod");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let child = spawn_run(&r, &scenario);
+    await_call(&r, "helm upgrade --install istiod");
     let out = gc();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && said.contains("in use by a running meshcheck: left alone"), "{said}");
     assert!(r.sim.leftovers().cluster.is_some(), "gc deleted the cluster of a running run");
     assert!(!r.sim.calls().iter().any(|c| c.starts_with("kind delete")), "{:#?}", r.sim.calls());
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    child.wait().unwrap();
+    signal(child.id(), "-INT");
+    child.wait_with_output().unwrap();
 
     let kept = Rehearsal::new("kind", Faults::default()).unwrap();
     let scenario = kept.scenario("ambient-kind", |t| only_checks(t, &["node-architecture"]));

@@ -322,14 +322,12 @@ fn run_folder_files_are_read_only_as_bounded_regular_files() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let started = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > std::time::Duration::from_secs(20) {
-                child.kill().unwrap();
-                panic!("meshcheck {args:?} blocked");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        crate::common::exit_within(
+            &mut child,
+            std::time::Instant::now(),
+            std::time::Duration::from_secs(20),
+            &format!("meshcheck {args:?}"),
+        );
         let out = child.wait_with_output().unwrap();
         (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     };

@@ -608,14 +608,8 @@ async fn the_ztunnel_collector_skips_a_pod_being_deleted() {
     use meshcheck::checks::ztunnel::{self, Parts};
     let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
     let sim = Sim::start(options);
-    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let client = kube::Client::try_from(config).unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (client, live, dir) = crate::common::live_on(&sim).await;
     let evidence = Evidence::new(dir.path().join("evidence"));
-    let scenario = meshcheck::scenario::Scenario::embedded_default();
-    let live =
-        meshcheck::cluster::live::Live::new(client.clone(), scenario, dir.path().into(), evidence.clone()).unwrap();
     let mut running = Vec::new();
     for _ in 0..600 {
         running = live.running_pods("istio-system", "app=ztunnel").await.unwrap();

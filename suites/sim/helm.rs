@@ -173,7 +173,9 @@ fn with_present_dependencies(chart: &Path) -> Chart {
     made
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Copies a folder tree (regular files and folders), as the chart copies and the benchmark's grown
+/// run folders need.
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;

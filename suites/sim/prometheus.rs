@@ -150,13 +150,7 @@ fn service_monitor_targets(st: &State, m: &Value, i: usize, e: &Value, out: &mut
                         continue;
                     }
                     // job = the Service name, or its label `jobLabel` when set (promcfg.go#L2014-L2029).
-                    let job = m
-                        .pointer("/spec/jobLabel")
-                        .and_then(Value::as_str)
-                        .and_then(|l| svc.pointer(&format!("/metadata/labels/{}", l.replace('/', "~1"))))
-                        .and_then(Value::as_str)
-                        .filter(|j| !j.is_empty())
-                        .unwrap_or(s(&svc, "/metadata/name"));
+                    let job = job_label(m, &svc).unwrap_or(s(&svc, "/metadata/name"));
                     let mut labels = BTreeMap::from([
                         ("job".to_string(), job.to_string()),
                         ("namespace".into(), ns.clone()),
@@ -208,13 +202,7 @@ fn pod_monitor_targets(st: &State, m: &Value, i: usize, e: &Value, out: &mut Vec
                     continue;
                 }
                 // job = `<ns>/<podmonitor>`, or the pod's label `jobLabel` (promcfg.go#L1476-L1487).
-                let job = m
-                    .pointer("/spec/jobLabel")
-                    .and_then(Value::as_str)
-                    .and_then(|l| pod.pointer(&format!("/metadata/labels/{}", l.replace('/', "~1"))))
-                    .and_then(Value::as_str)
-                    .filter(|j| !j.is_empty())
-                    .map_or_else(|| format!("{mns}/{mname}"), String::from);
+                let job = job_label(m, &pod).map_or_else(|| format!("{mns}/{mname}"), String::from);
                 let labels = BTreeMap::from([
                     ("job".to_string(), job),
                     ("namespace".into(), ns.clone()),
@@ -252,6 +240,16 @@ fn targets(st: &State, pod: &Value) -> Vec<Target> {
         }
     }
     out
+}
+
+/// The value of the label a monitor's `spec.jobLabel` names on `target` (its Service or pod),
+/// when both are set and the value is not empty.
+fn job_label<'a>(monitor: &Value, target: &'a Value) -> Option<&'a str> {
+    let label = monitor.pointer("/spec/jobLabel").and_then(Value::as_str)?;
+    target
+        .pointer(&format!("/metadata/labels/{}", label.replace('/', "~1")))
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty())
 }
 
 /// A target's scrape: the body when up, else Prometheus' `lastError`.
