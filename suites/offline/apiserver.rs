@@ -532,7 +532,9 @@ async fn tempo_returns_a_trace_only_once_the_proxy_exported_its_span() {
 async fn an_older_gateway_api_bundle_is_not_applied_over_a_newer_one() {
     use crate::sim::{Faults, Sim};
     let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
-    let bundle = options.upstream.join("charts/gateway-api-v1.5.1/standard-install.yaml");
+    // The pinned charts' folder (`$MESHCHECK_CHARTS`, `../shared/upstream/charts` or
+    // `target/charts`), not the upstream data, which holds only what the manifest lists.
+    let bundle = options.helm.charts.join("gateway-api-v1.5.1/standard-install.yaml");
     let text = std::fs::read_to_string(&bundle).unwrap();
     let sim = Sim::start(options);
     let (_, live, _dir) = crate::common::live_on(&sim).await;
