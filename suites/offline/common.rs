@@ -45,6 +45,13 @@ fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
 }
 
+/// A tool a test needs is missing: under CI that fails the test (CI installs it, so its absence is
+/// a broken setup, never a pass); elsewhere the test says SKIP on stderr and returns.
+pub fn tool_missing(test: &str, tool: &str, fix: &str) {
+    assert!(!under_ci(), "{test} needs {tool}, and CI is set: {fix}");
+    eprintln!("SKIP {test}: {tool} is missing ({fix}); this part did not run");
+}
+
 /// How many tests of this process skipped for want of upstream data.
 static UPSTREAM_SKIPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 

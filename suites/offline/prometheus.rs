@@ -89,7 +89,11 @@ fn start(dir: &Path, metrics_port: u16, extra_ztunnel_target: Option<u16>) -> Op
             std::env::var_os("MESHCHECK_REQUIRE_PROMETHEUS").is_none(),
             "MESHCHECK_REQUIRE_PROMETHEUS is set but `prometheus` is not on PATH (apt-get install prometheus)"
         );
-        eprintln!("SKIP: `prometheus` is not on PATH; the real-Prometheus metric test did not run");
+        crate::common::tool_missing(
+            "the real-Prometheus metric test",
+            "`prometheus` on PATH",
+            "apt-get install prometheus",
+        );
         return None;
     }
     // One static config per ztunnel, labelled with its pod as the PodMonitor's relabelling does,

@@ -74,7 +74,7 @@ fn assert_valid_junit(xml: &Path) {
         {
             Ok(out) => assert!(out.status.success(), "xmllint: {}", String::from_utf8_lossy(&out.stderr)),
             Err(_) => {
-                eprintln!("SKIP: xmllint is not installed (.ci/run installs libxml2-utils); XSD validation not run")
+                crate::common::tool_missing("the JUnit XSD validation", "xmllint", ".ci/run installs libxml2-utils")
             }
         }
     }

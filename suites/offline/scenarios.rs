@@ -186,7 +186,11 @@ fn good_scenarios_are_accepted_by_the_loader_and_the_schema() {
 fn check_jsonschema_agrees_on_both_corpora() {
     let tool = root().join("target/ci-venv/bin/check-jsonschema");
     if !tool.is_file() {
-        eprintln!("SKIP: {} is absent (.ci/run installs it); the jsonschema crate half ran", tool.display());
+        crate::common::tool_missing(
+            "check_jsonschema_agrees_on_both_corpora",
+            &tool.display().to_string(),
+            ".ci/run installs it into target/ci-venv; the jsonschema crate half ran",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
