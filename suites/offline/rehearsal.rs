@@ -1035,14 +1035,14 @@ fn a_ztunnel_upgrade_without_surge_drains_before_replacing_and_fails_continuity(
     assert!(outage > 25.0 * SCALE, "outage {outage:.3} s, no more than a pod start");
 }
 
-/// Issue 22, item 4, against the simulated API server: etcd compacts under every watch (a watch
-/// from an old resourceVersion, or one that has sent a change, ends with a 410 `Expired`).
-/// kube-runtime's watcher yields each as an error and relists; the waits ride them out, count
-/// them, and the run passes. Before, the first such error failed the phase. Pods take 60 s of
-/// cluster time here, so that the waits outlast their watchers' first list and watch.
+/// Issue 22, item 4, against the simulated API server: etcd compacts under the waits (every other
+/// watch of a named object ends at once with a 410 `Expired`). kube-runtime's watcher yields each
+/// as an error and relists; the waits ride them out, count them, and the run passes. Before, the
+/// first such error failed the phase. Pods take 300 s of cluster time here, so that the waits
+/// outlast their watchers' first list and watch.
 #[test]
 fn waits_ride_out_watches_that_expire_and_say_how_many() {
-    let timings = Timings { pod_default: std::time::Duration::from_secs(60), ..Timings::rehearsal() };
+    let timings = Timings { pod_default: std::time::Duration::from_secs(300), ..Timings::rehearsal() };
     let Some(r) = Rehearsal::timed("kind", Faults { watches_expire: true, ..Faults::default() }, timings) else {
         return;
     };

@@ -223,13 +223,19 @@ fn watch(
     let since: u64 = first(q, "resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
     let (tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
     let (mut rx_rv, initial) = {
-        let st = shared.lock();
-        // Compacted under the client: a watch from a resourceVersion older than the newest is
-        // answered with the 410 at once (kube-runtime's watcher then relists).
-        if st.faults.watches_expire && since != 0 && since < st.store.rv() {
-            drop(st);
-            shared.note(format!("watch {plural} expired"));
-            return expired_watch(since, shared.lock().store.rv());
+        let mut st = shared.lock();
+        // Compacted under the client: every other watch of one object (`metadata.name=`, as a
+        // wait watches) from a resourceVersion finds it gone and is answered with the 410 at once
+        // (kube-runtime's watcher then relists and watches again, which the next one lets through).
+        let of_one_object = first(q, "fieldSelector").is_some_and(|f| f.starts_with("metadata.name="));
+        if st.faults.watches_expire && since != 0 && of_one_object {
+            st.watch_requests += 1;
+            if st.watch_requests % 2 == 1 {
+                let now = st.store.rv();
+                drop(st);
+                shared.note(format!("watch {plural} expired"));
+                return expired_watch(since, now);
+            }
         }
         let initial: Vec<Value> = if since == 0 {
             st.store
@@ -276,20 +282,11 @@ fn watch(
                     .chain(std::iter::once((st.store.rv(), "", Value::Null)))
                     .collect()
             };
-            let mut sent = false;
             for (rv, kind, o) in changes {
                 last = last.max(rv);
-                if !kind.is_empty() {
-                    if tx.send(line(kind, &o)).await.is_err() {
-                        return;
-                    }
-                    sent = true;
+                if !kind.is_empty() && tx.send(line(kind, &o)).await.is_err() {
+                    return;
                 }
-            }
-            if sent && shared.lock().faults.watches_expire {
-                shared.note(format!("watch {plural} expired"));
-                let _ = tx.send(line("ERROR", &expired(since, last))).await;
-                return;
             }
             tokio::select! {
                 r = rx_rv.changed() => if r.is_err() { return },

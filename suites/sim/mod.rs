@@ -93,11 +93,11 @@ pub struct Faults {
     pub curl_hangs_under_strict: bool,
     /// The first list of book-info's events while a NetworkPolicy is in book-info hangs.
     pub events_hang_under_deny: bool,
-    /// etcd compacts continuously: a watch from a resourceVersion older than the newest ends at
-    /// once with a 410 `Expired` ERROR event, and any other ends so after its first change, as
-    /// kube-apiserver's watch cache answers for a resourceVersion older than its window (apiserver
-    /// v0.35.4 pkg/storage/cacher/watch_cache.go `errors.NewResourceExpired`). Clients must relist
-    /// and watch again.
+    /// etcd compacts under the clients: every other watch of one named object from a
+    /// resourceVersion ends at once with
+    /// a 410 `Expired` ERROR event, as kube-apiserver's watch cache answers for a resourceVersion
+    /// older than its window (apiserver v0.35.4 pkg/storage/cacher/watch_cache.go
+    /// `errors.NewResourceExpired`). Clients must relist and watch again.
     pub watches_expire: bool,
     /// `kind delete cluster` hangs (a wedged container engine): cleanup cannot finish.
     pub cluster_delete_hangs: bool,
@@ -184,6 +184,8 @@ pub(crate) struct State {
     /// Objects that were there before the run and that it deleted.
     pub removed: BTreeSet<Key>,
     pub applies: usize,
+    /// Watches asked for from a resourceVersion (for [`Faults::watches_expire`]).
+    pub watch_requests: u64,
     /// Every stand-in call and notable API call, in order.
     pub calls: Vec<String>,
     /// Trace id (hex) → spans recorded by the gateway and the apps.
@@ -240,6 +242,7 @@ impl Sim {
                 applied: BTreeSet::new(),
                 removed: BTreeSet::new(),
                 applies: 0,
+                watch_requests: 0,
                 calls: Vec::new(),
                 traces: BTreeMap::new(),
                 connections: BTreeMap::new(),
