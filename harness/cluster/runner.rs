@@ -412,8 +412,6 @@ fn signal_group(group: Pid, signal: Signal) -> std::io::Result<()> {
     }
 }
 
-/// One of a command's output pipes, read to its end on a thread of its own so that what the
-/// command printed is there even when it has to be stopped.
 /// Most output kept of one stream while a command runs: its end, from the start of a line. A tool
 /// that prints hundreds of MB costs this much memory and redaction time, not the whole.
 const CAPTURE_MAX: usize = 4 * OUTPUT_TAIL_BYTES;
@@ -458,6 +456,8 @@ impl Kept {
     }
 }
 
+/// One of a command's output pipes, read to its end on a thread of its own so that what the
+/// command printed is there even when it has to be stopped.
 struct Capture {
     kept: Arc<Mutex<Kept>>,
     reader: JoinHandle<()>,

@@ -87,15 +87,8 @@ pub const RUN_FILE_MAX: u64 = 256 << 20;
 /// terminal escape sequences, which a run folder from elsewhere may carry in its verdicts) and
 /// C1 controls are written as `\u{..}`.
 pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if (c.is_control() && c != '\n' && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c) {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    // `is_control` is Unicode's Cc: the C0 controls, DEL and the C1 controls.
+    escaped_unless(text, |c| !c.is_control() || c == '\n' || c == '\t')
 }
 
 /// Text that XML 1.0 can hold: characters outside its `Char` production (C0 controls other than
@@ -108,6 +101,11 @@ pub fn xml_chars(text: &str) -> String {
             || ('\u{e000}'..='\u{fffd}').contains(&c)
             || c >= '\u{10000}'
     };
+    escaped_unless(text, allowed)
+}
+
+/// `text` with every character that `allowed` refuses written as `\u{..}`.
+fn escaped_unless(text: &str, allowed: impl Fn(char) -> bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if allowed(c) {
