@@ -1,8 +1,9 @@
-//! mTLS between bookinfo workloads, from three independent signals that must all agree:
+//! mTLS between bookinfo workloads, from four independent signals that must all agree:
 //! ztunnel's workload view (every bookinfo workload captured with HBONE), ztunnel's metrics (every
 //! connection between bookinfo workloads is `mutual_tls` with SPIFFE principals of book-info
-//! service accounts), and behaviour (under STRICT, a client outside the mesh is refused while a
-//! client inside gets through).
+//! service accounts), ztunnel's access log (every hop of bookinfo's call graph logged with both
+//! SPIFFE identities, each that of the workload's own service account), and behaviour (under
+//! STRICT, a client outside the mesh is refused while a client inside gets through).
 
 use std::collections::BTreeSet;
 
@@ -17,7 +18,7 @@ use crate::{
     common::catalog,
     common::names,
     evidence::{Evidence, Findings, Format, Verdict},
-    formats::promtext,
+    formats::{promtext, ztunnel_log},
     plan::fixtures,
 };
 
@@ -40,6 +41,30 @@ pub struct Expect {
     pub namespace: String,
     /// The apps, each of which must have a captured workload.
     pub apps: Vec<String>,
+    /// The calls between apps that ztunnel's access log must show as mutual TLS. Folders written
+    /// before the access log was judged have none recorded: bookinfo's, the only app ever deployed.
+    #[serde(default = "bookinfo_hops")]
+    pub hops: Vec<Hop>,
+}
+
+/// One call of an app's graph: `from` opens connections to `to`'s Service.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hop {
+    /// The calling app.
+    pub from: String,
+    /// The called app.
+    pub to: String,
+}
+
+/// Bookinfo's calls between its apps: productpage calls details and reviews
+/// (istio/istio@1.30.3 samples/bookinfo/src/productpage/productpage.py, `details`/`reviews`
+/// services), reviews v2 and v3 call ratings (samples/bookinfo/src/reviews/.../LibertyRestEndpoint.java,
+/// `ENABLE_RATINGS`, set by platform/kube/bookinfo.yaml for v2 and v3 only).
+pub fn bookinfo_hops() -> Vec<Hop> {
+    [("productpage", "details"), ("productpage", "reviews"), ("reviews", "ratings")]
+        .into_iter()
+        .map(|(from, to)| Hop { from: from.into(), to: to.into() })
+        .collect()
 }
 
 /// This check's folder. Its ztunnel evidence is its own (`mtls/ztunnel/<node>/`, the metrics check
@@ -48,7 +73,11 @@ const CHECK_DIR: &str = "mtls";
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
-        let expect = Expect { namespace: NAMESPACE.into(), apps: APPS.iter().map(|a| a.to_string()).collect() };
+        let expect = Expect {
+            namespace: NAMESPACE.into(),
+            apps: APPS.iter().map(|a| a.to_string()).collect(),
+            hops: bookinfo_hops(),
+        };
         live.save_json(EXPECT, &expect)?;
         crate::cluster::traffic::drive_bookinfo(live, 20).await;
         ztunnel::collect(live, CHECK_DIR, Parts::All).await?;
@@ -100,7 +129,7 @@ async fn curl(live: &Live, phase: &str, client: Client, target: &str) -> Value {
 
 /// Judges the three signals.
 pub fn judge(ev: &Evidence) -> Verdict {
-    let Expect { namespace: ns, apps } = match ev.read_json(EXPECT) {
+    let Expect { namespace: ns, apps, hops } = match ev.read_json(EXPECT) {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
@@ -121,6 +150,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
 
     // Signal 1: capture.
     let mut captured = BTreeSet::new();
+    let mut workloads = Workloads::default();
     for node in &nodes {
         let file = format!("{root}/{node}/config_dump.json");
         let dump: Value = match ev.read_json(&file) {
@@ -132,6 +162,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
             let name = w["name"].as_str().unwrap_or("?");
             let app = w["canonicalName"].as_str().or(w["workloadName"].as_str()).unwrap_or(name);
             let protocol = w["protocol"].as_str().unwrap_or("none");
+            workloads.add(name, app, w["serviceAccount"].as_str());
             match (protocol, apps.iter().any(|a| a == app)) {
                 ("HBONE", true) => {
                     captured.insert(app.to_string());
@@ -193,7 +224,21 @@ pub fn judge(ev: &Evidence) -> Verdict {
     }
     found.note(format!("{mtls_series} mutual_tls connection series between {ns} workloads"));
 
-    // Signal 3: behaviour under STRICT, against a baseline taken before it.
+    // Signal 3: the access log, hop by hop.
+    let mut events = Vec::new();
+    for node in &nodes {
+        let file = format!("{root}/{node}/access.log");
+        match ev.read_text(&file) {
+            Ok(text) => {
+                found.read(file.clone());
+                events.extend(ztunnel_log::parse(&text));
+            }
+            Err(e) => return e.into(),
+        }
+    }
+    judge_access_log(&events, &ns, &apps, &hops, &workloads, &mut found);
+
+    // Signal 4: behaviour under STRICT, against a baseline taken before it.
     match ev.read_json::<Value>(STRICT) {
         Err(e) => found.unreadable(e),
         Ok(_) if ev.format() == Format::One => {
@@ -209,10 +254,109 @@ pub fn judge(ev: &Evidence) -> Verdict {
         }
     }
 
-    let pass = format!("mTLS confirmed by capture, metrics and STRICT behaviour for {ns}");
+    let pass = format!("mTLS confirmed by capture, metrics, access log and STRICT behaviour for {ns}");
     found.verdict(pass, |n| {
-        format!("{n} mTLS finding(s) in {ns}: expected HBONE capture, mutual_tls connections and STRICT refusal")
+        format!(
+            "{n} mTLS finding(s) in {ns}: expected HBONE capture, mutual_tls connections, both identities logged per hop and STRICT refusal"
+        )
     })
+}
+
+/// The workloads the config dumps list: pod name → (app, service account).
+#[derive(Default)]
+struct Workloads(std::collections::BTreeMap<String, (String, Option<String>)>);
+
+impl Workloads {
+    fn add(&mut self, pod: &str, app: &str, service_account: Option<&str>) {
+        self.0.insert(pod.to_string(), (app.to_string(), service_account.map(str::to_string)));
+    }
+
+    /// The app of a logged workload: the config dump's canonical name for the pod, else the app
+    /// (of `apps`) whose name prefixes the pod's (Deployment pods are `<app>-<version>-<hash>-<hash>`).
+    fn app<'a>(&'a self, pod: &str, apps: &'a [String]) -> Option<&'a str> {
+        self.0.get(pod).map(|(app, _)| app.as_str()).or_else(|| {
+            apps.iter().find(|a| pod.strip_prefix(a.as_str()).is_some_and(|r| r.starts_with('-'))).map(String::as_str)
+        })
+    }
+
+    /// The service account the config dump gives the pod, if it does.
+    fn service_account(&self, pod: &str) -> Option<&str> {
+        self.0.get(pod).and_then(|(_, sa)| sa.as_deref())
+    }
+}
+
+/// Signal 3: each hop of the app graph is proven when ztunnel logged a completed connection for it
+/// with both SPIFFE identities, which ztunnel writes only for `mutual_tls` connections
+/// ([`ztunnel_log`]), each in the namespace and, where the config dump names the pod's service
+/// account, that account's. A hop logged only without identities was plaintext; a hop never
+/// logged is unproven. Either fails, naming the hop.
+fn judge_access_log(
+    events: &[ztunnel_log::AccessEvent],
+    ns: &str,
+    apps: &[String],
+    hops: &[Hop],
+    workloads: &Workloads,
+    found: &mut Findings,
+) {
+    let mut proven = Vec::new();
+    let mut names: Vec<String> = apps.to_vec();
+    names.extend(hops.iter().flat_map(|h| [h.from.clone(), h.to.clone()]));
+    let apps = names.as_slice();
+    for Hop { from, to } in hops {
+        let of_hop: Vec<&ztunnel_log::AccessEvent> = events
+            .iter()
+            .filter(|e| e.message == "connection complete")
+            .filter(|e| {
+                // ztunnel leaves out dst.namespace when it knows no destination workload; the
+                // Service's host (`<svc>.<ns>.svc…`) still names it.
+                let dst_ns =
+                    e.field("dst.namespace").or_else(|| e.field("dst.service").and_then(|s| s.split('.').nth(1)));
+                e.field("src.namespace") == Some(ns) && dst_ns == Some(ns)
+            })
+            .filter(|e| e.field("src.workload").and_then(|w| workloads.app(w, apps)) == Some(from.as_str()))
+            .filter(|e| {
+                let by_pod = e.field("dst.workload").and_then(|w| workloads.app(w, apps));
+                let by_service = e.field("dst.service").and_then(|s| s.split('.').next());
+                by_pod.or(by_service) == Some(to.as_str())
+            })
+            .collect();
+        let identity_ok = |e: &ztunnel_log::AccessEvent, end: &str| {
+            let Some(id) = e.field(&format!("{end}.identity")) else { return false };
+            let sa = e.field(&format!("{end}.workload")).and_then(|w| workloads.service_account(w));
+            id.starts_with("spiffe://")
+                && match sa {
+                    Some(sa) => id.ends_with(&format!("/ns/{ns}/sa/{sa}")),
+                    None => id.contains(&format!("/ns/{ns}/sa/")),
+                }
+        };
+        let completed: Vec<_> = of_hop.iter().filter(|e| e.level == "info").collect();
+        let good = completed.iter().filter(|e| identity_ok(e, "src") && identity_ok(e, "dst")).count();
+        let failed = of_hop.len() - completed.len();
+        if failed > 0 {
+            found.note(format!("{from} -> {to}: {failed} failed connection(s) logged by ztunnel"));
+        }
+        match (completed.first(), good) {
+            _ if of_hop.is_empty() => {
+                found.fail(format!("no ztunnel access-log line shows a connection {from} -> {to} in {ns}"))
+            }
+            (None, _) => found.fail(format!(
+                "{from} -> {to}: all {failed} logged connection(s) failed (level error), e.g. error={}",
+                of_hop[0].field("error").unwrap_or("(none given)")
+            )),
+            (Some(e), 0) => {
+                found.fail(format!(
+                    "{from} -> {to}: {} access-log line(s), none with both SPIFFE identities of {ns} service accounts \
+                     (ztunnel writes them only for mutual TLS); e.g. src.identity={}, dst.identity={}, direction={}",
+                    completed.len(),
+                    e.field("src.identity").unwrap_or("(absent)"),
+                    e.field("dst.identity").unwrap_or("(absent)"),
+                    e.field("direction").unwrap_or("?")
+                ));
+            }
+            (_, good) => proven.push(format!("{from} -> {to} ({good})")),
+        }
+    }
+    found.note(format!("hops logged with both identities: {}", proven.join(", ")));
 }
 
 /// The STRICT probe: the outside client reached productpage before STRICT, is refused at the

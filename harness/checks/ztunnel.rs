@@ -13,11 +13,17 @@ use serde_json::Value;
 use crate::{
     cluster::live::{Live, LiveError},
     evidence::{Evidence, Format},
-    formats::kjson,
+    formats::{kjson, ztunnel_log},
 };
 
 /// The namespace ztunnel runs in (istio.io docs/ambient/install/helm installs it there).
 const NAMESPACE: &str = "istio-system";
+
+/// The last this many lines of a ztunnel's log are read: ztunnel writes one access line per
+/// connection (about 600 bytes), so 20 000 lines hold the traffic of any check many times over.
+const LOG_LINES: i64 = 20_000;
+/// And at most this many bytes of them, whatever the lines' length (`limitBytes` of `pods/log`).
+const LOG_BYTES: i64 = 16 * 1024 * 1024;
 
 /// What to read from each serving ztunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +78,7 @@ pub fn node_of(pod: &Value) -> &str {
 
 /// Saves the ztunnel PodList as [`pods_file`], and from each serving ztunnel the `parts` under
 /// `<check>/ztunnel/<node>/`: `config_dump.json` (admin port 15000), `metrics.prom` (15020
-/// `/stats/prometheus`) and `access.log`. Pods being deleted are skipped; the PodList shows them.
+/// `/stats/prometheus`) and `access.log` (its `access` events, [`ztunnel_log`]). Pods being deleted are skipped; the PodList shows them.
 pub async fn collect(live: &Live, check: &str, parts: Parts) -> Result<(), LiveError> {
     let list = live.get_raw(&format!("/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app%3Dztunnel")).await?;
     live.save(&pods_file(check), &list)?;
@@ -96,11 +102,18 @@ pub async fn collect(live: &Live, check: &str, parts: Parts) -> Result<(), LiveE
         }
         let metrics = live.pod_get(NAMESPACE, name, 15020, "/stats/prometheus").await?;
         live.save(&format!("{folder}/metrics.prom"), &metrics)?;
+        let bounded = kube::api::LogParams {
+            since_seconds: Some(3600),
+            tail_lines: Some(LOG_LINES),
+            limit_bytes: Some(LOG_BYTES),
+            ..Default::default()
+        };
         let logs = api
-            .logs(name, &kube::api::LogParams { since_seconds: Some(3600), ..Default::default() })
+            .logs(name, &bounded)
             .await
             .map_err(|source| LiveError::Kube { what: format!("logs of {NAMESPACE}/{name}"), source })?;
-        let access: String = logs.lines().filter(|l| l.contains("access")).map(|l| format!("{l}\n")).collect();
+        let access: String =
+            logs.lines().filter(|l| !ztunnel_log::parse(l).is_empty()).map(|l| format!("{l}\n")).collect();
         live.save(&format!("{folder}/access.log"), access.as_bytes())?;
     }
     Ok(())

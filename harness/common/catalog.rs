@@ -110,7 +110,7 @@ pub const MTLS: CheckInfo = CheckInfo {
     name: "mtls",
     stage: Stage::Checks,
     default_on: true,
-    asserts: "HBONE capture in ztunnel's config, mutual_tls with book-info SPIFFE principals in ztunnel metrics, STRICT refuses plaintext from outside the mesh",
+    asserts: "HBONE capture in ztunnel's config, mutual_tls with book-info SPIFFE principals in ztunnel metrics, both SPIFFE identities in ztunnel's access log for each bookinfo hop, STRICT refuses plaintext from outside the mesh",
     effect: Effect::Mutates,
     reads: &[],
 };

@@ -266,6 +266,22 @@ istio_tcp_connections_opened_total{reporter=\"destination\",source_workload=\"pr
 # TYPE istio_tcp_sent_bytes counter\nistio_tcp_sent_bytes_total 10\n\
 # TYPE istio_tcp_received_bytes counter\nistio_tcp_received_bytes_total 10\n# EOF\n";
 
+/// ztunnel 1.30.3's access log for bookinfo's three hops, both identities on each (mutual TLS).
+pub(crate) fn access_log_ok() -> String {
+    [("productpage", "details"), ("productpage", "reviews"), ("reviews", "ratings")]
+        .iter()
+        .map(|(from, to)| {
+            format!(
+                "2026-12-04T01:00:00.000000Z\tinfo\taccess\tconnection complete\tsrc.addr=10.244.1.12:60059 \
+                 src.workload=\"{from}-v1-abc\" src.namespace=\"book-info\" src.identity=\"spiffe://cluster.local/ns/book-info/sa/bookinfo-{from}\" \
+                 dst.addr=10.244.1.10:15008 dst.hbone_addr=10.244.1.10:9080 dst.service=\"{to}.book-info.svc.cluster.local\" \
+                 dst.workload=\"{to}-v1-abc\" dst.namespace=\"book-info\" dst.identity=\"spiffe://cluster.local/ns/book-info/sa/bookinfo-{to}\" \
+                 direction=\"inbound\" bytes_sent=175 bytes_recv=80 duration=\"1ms\"\n"
+            )
+        })
+        .collect()
+}
+
 pub(crate) fn config_dump(protocol_of_details: &str) -> Vec<u8> {
     let w = |app: &str, proto: &str| json!({"name": format!("{app}-v1-abc"), "namespace": "book-info", "canonicalName": app, "protocol": proto});
     serde_json::to_vec(&json!({"workloads": [w("productpage", "HBONE"), w("details", protocol_of_details), w("ratings", "HBONE"), w("reviews", "HBONE")]})).unwrap()
@@ -285,8 +301,9 @@ pub(crate) fn strict_exit(outside: &str, exit: i64, inside: &str) -> Vec<u8> {
 }
 
 #[test]
-fn mtls_needs_all_three_signals() {
+fn mtls_needs_all_four_signals() {
     let expect = br#"{"namespace":"book-info","apps":["productpage","details","ratings","reviews"]}"#;
+    let log = access_log_ok();
     let case = |dump: &[u8], metrics: &str, strict: &[u8]| {
         judge(
             "mtls",
@@ -294,6 +311,7 @@ fn mtls_needs_all_three_signals() {
                 ("mtls/expect.json", expect),
                 ("mtls/ztunnel/n1/config_dump.json", dump),
                 ("mtls/ztunnel/n1/metrics.prom", metrics.as_bytes()),
+                ("mtls/ztunnel/n1/access.log", log.as_bytes()),
                 ("mtls/strict.json", strict),
             ],
         )
@@ -389,13 +407,14 @@ fn mtls_needs_all_three_signals() {
 
 #[test]
 fn mtls_with_a_malformed_expect_is_an_error() {
-    let (dump, strict) = (config_dump("HBONE"), strict("000", "200"));
+    let (dump, strict, log) = (config_dump("HBONE"), strict("000", "200"), access_log_ok());
     assert_malformed_expect_is_an_error(
         "mtls",
         &[
             ("mtls/expect.json", br#"{"namespace":"book-info","apps":["productpage","details","ratings","reviews"]}"#),
             ("mtls/ztunnel/n1/config_dump.json", &dump),
             ("mtls/ztunnel/n1/metrics.prom", ZT_METRICS_OK.as_bytes()),
+            ("mtls/ztunnel/n1/access.log", log.as_bytes()),
             ("mtls/strict.json", &strict),
         ],
         &[
@@ -413,6 +432,13 @@ fn mtls_reads_real_ztunnel_config_dumps() {
     let Some(dump) = upstream_file("observed/ztunnel-config-dump.istioctl-testdata.json") else { return };
     let expect = br#"{"namespace":"bookinfo","apps":["productpage","details","ratings","reviews"]}"#;
     let metrics = ZT_METRICS_OK.replace("book-info", "bookinfo");
+    // The access log names the dump's own pods, whose service accounts the dump gives.
+    let log = access_log_ok()
+        .replace("book-info", "bookinfo")
+        .replace("productpage-v1-abc", "productpage-v1-675fc69cf-jscn2")
+        .replace("details-v1-abc", "details-v1-698d88b-dqrbr")
+        .replace("reviews-v1-abc", "reviews-v3-5b9bd44f4-7fff4")
+        .replace("ratings-v1-abc", "ratings-v1-6484c4d9bb-mdxm5");
     // The real dump has every bookinfo app on HBONE and two waypoints in the namespace on TCP, as
     // waypoints are by design: they are listed, not failed (they made every such cluster fail before).
     let v = judge(
@@ -421,12 +447,31 @@ fn mtls_reads_real_ztunnel_config_dumps() {
             ("mtls/expect.json", expect),
             ("mtls/ztunnel/n1/config_dump.json", &dump),
             ("mtls/ztunnel/n1/metrics.prom", metrics.as_bytes()),
+            ("mtls/ztunnel/n1/access.log", log.as_bytes()),
             ("mtls/strict.json", &strict("000", "200")),
         ],
     );
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
     assert!(
         v.explanation().contains("bookinfo-productpage-istio-waypoint") && v.explanation().contains("protocol TCP"),
+        "{}",
+        v.explanation()
+    );
+    // A logged identity that is not the pod's service account (as the dump gives it) proves nothing.
+    let impostor = log.replace("sa/bookinfo-details", "sa/bookinfo-productpage");
+    let v = judge(
+        "mtls",
+        &[
+            ("mtls/expect.json", expect),
+            ("mtls/ztunnel/n1/config_dump.json", &dump),
+            ("mtls/ztunnel/n1/metrics.prom", metrics.as_bytes()),
+            ("mtls/ztunnel/n1/access.log", impostor.as_bytes()),
+            ("mtls/strict.json", &strict("000", "200")),
+        ],
+    );
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("productpage -> details: 1 access-log line(s), none with both"),
         "{}",
         v.explanation()
     );
@@ -443,6 +488,7 @@ fn mtls_reads_real_ztunnel_config_dumps() {
             ("mtls/expect.json", expect),
             ("mtls/ztunnel/n1/config_dump.json", &serde_json::to_vec(&parsed).unwrap()),
             ("mtls/ztunnel/n1/metrics.prom", metrics.as_bytes()),
+            ("mtls/ztunnel/n1/access.log", log.as_bytes()),
             ("mtls/strict.json", &strict("000", "200")),
         ],
     );
@@ -453,6 +499,158 @@ fn mtls_reads_real_ztunnel_config_dumps() {
         "{}",
         v.explanation()
     );
+}
+
+/// The access-log signal on ztunnel's real lines (istio.io docs and ztunnel's README, in the three
+/// shapes upstream prints: 1.30's tab-separated plain format, the same wrapped by the docs, and the
+/// older tracing format with the fields on the next lines).
+#[test]
+fn mtls_reads_real_ztunnel_access_logs() {
+    use meshcheck::formats::ztunnel_log;
+    let files = [
+        "observed/ztunnel-access-log.istio-docs-troubleshoot-ztunnel.txt",
+        "observed/ztunnel-access-log.istio-docs-verify-mtls.wrapped.txt",
+        "observed/ztunnel-access-log.readme-example.txt",
+    ];
+    let Some(logs) = files.iter().map(|f| upstream_file(f)).collect::<Option<Vec<_>>>() else { return };
+    let logs: Vec<String> = logs.into_iter().map(|b| String::from_utf8(b).unwrap()).collect();
+    let parsed: Vec<Vec<ztunnel_log::AccessEvent>> = logs.iter().map(|l| ztunnel_log::parse(l)).collect();
+    assert_eq!(parsed.iter().map(Vec::len).collect::<Vec<_>>(), [6, 1, 1]);
+    let troubleshoot = &parsed[0][0];
+    assert_eq!(troubleshoot.level, "info");
+    assert_eq!(troubleshoot.message, "connection complete");
+    assert_eq!(troubleshoot.field("src.identity"), Some("spiffe://cluster.local/ns/default/sa/curl"));
+    assert_eq!(troubleshoot.field("dst.addr"), Some("10.244.1.10:9080"));
+    assert_eq!(troubleshoot.field("duration"), Some("1ms"));
+    let wrapped = &parsed[1][0];
+    assert_eq!(wrapped.field("src.identity"), Some("spiffe://cluster.local/ns/default/sa/sleep"));
+    assert_eq!(wrapped.field("dst.identity"), Some("spiffe://cluster.local/ns/default/sa/bookinfo-details"));
+    assert_eq!(wrapped.field("direction"), Some("outbound"));
+    // The README's line has the source identity but no destination one.
+    let readme = &parsed[2][0];
+    assert_eq!((readme.level.as_str(), readme.field("dst.identity")), ("info", None));
+    assert_eq!(readme.field("dst.service"), Some("echo.default.svc.cluster.local"));
+
+    // Judged: the docs' sleep -> details hop carries both identities, each its pod's account.
+    let dump = |app: &str, pod: &str, sa: &str| {
+        serde_json::to_vec(&json!({"workloads": [
+            {"name": pod, "namespace": "default", "canonicalName": app, "serviceAccount": sa, "protocol": "HBONE"}]}))
+        .unwrap()
+    };
+    let metrics = ZT_METRICS_OK.replace("book-info", "default");
+    let case = |expect: &str, dump: &[u8], log: &str| {
+        judge(
+            "mtls",
+            &[
+                ("mtls/expect.json", expect.as_bytes()),
+                ("mtls/ztunnel/n1/config_dump.json", dump),
+                ("mtls/ztunnel/n1/metrics.prom", metrics.as_bytes()),
+                ("mtls/ztunnel/n1/access.log", log.as_bytes()),
+                ("mtls/strict.json", &strict("000", "200")),
+            ],
+        )
+    };
+    let details = r#"{"namespace":"default","apps":["details"],"hops":[{"from":"sleep","to":"details"}]}"#;
+    let v = case(details, &dump("details", "details-v1-857849f66-ft8wx", "bookinfo-details"), &logs[1]);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(v.explanation().contains("sleep -> details (1)"), "{}", v.explanation());
+    // The identity must be the pod's own service account, as the config dump gives it.
+    let v = case(details, &dump("details", "details-v1-857849f66-ft8wx", "details-other"), &logs[1]);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("sleep -> details: 1 access-log line(s), none with both"),
+        "{}",
+        v.explanation()
+    );
+    // The README's shell -> echo line lacks dst.identity: not proven mutual TLS, and said so.
+    let echo = r#"{"namespace":"default","apps":["echo"],"hops":[{"from":"shell","to":"echo"}]}"#;
+    let v = case(echo, &dump("echo", "echo-v1-abc", "default"), &logs[2]);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("dst.identity=(absent)"), "{}", v.explanation());
+    // A hop nobody logged is unproven: named.
+    let v = case(details, &dump("details", "details-v1-857849f66-ft8wx", "bookinfo-details"), "");
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("no ztunnel access-log line shows a connection sleep -> details in default"),
+        "{}",
+        v.explanation()
+    );
+}
+
+#[test]
+fn mtls_names_the_hop_the_access_log_lacks() {
+    let expect = br#"{"namespace":"book-info","apps":["productpage","details","ratings","reviews"]}"#;
+    let case = |log: &str| {
+        judge(
+            "mtls",
+            &[
+                ("mtls/expect.json", expect),
+                ("mtls/ztunnel/n1/config_dump.json", &config_dump("HBONE")),
+                ("mtls/ztunnel/n1/metrics.prom", ZT_METRICS_OK.as_bytes()),
+                ("mtls/ztunnel/n1/access.log", log.as_bytes()),
+                ("mtls/strict.json", &strict("000", "200")),
+            ],
+        )
+    };
+    let ok = access_log_ok();
+    let v = case(&ok);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    // The ratings hop logged as plaintext (ztunnel leaves both identities out): that hop is named.
+    let plaintext: String = ok
+        .lines()
+        .map(|l| {
+            if !l.contains("dst.workload=\"ratings") {
+                return format!("{l}\n");
+            }
+            let drop = |l: &str, key: &str| {
+                let start = l.find(key).unwrap();
+                let end = start + l[start..].find("\" ").unwrap() + 2;
+                format!("{}{}", &l[..start], &l[end..])
+            };
+            format!("{}\n", drop(&drop(l, "src.identity="), "dst.identity="))
+        })
+        .collect();
+    let v = case(&plaintext);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("reviews -> ratings: 1 access-log line(s), none with both SPIFFE identities")
+            && !v.explanation().contains("productpage -> details:"),
+        "{}",
+        v.explanation()
+    );
+    // A failed connection (level error) proves nothing, and a hop with only failures is not proven.
+    let failed = ok.replace("\tinfo\taccess", "\terror\taccess").replace("\n", " error=\"connection refused\"\n");
+    let v = case(&failed);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains(
+                "reviews -> ratings: all 1 logged connection(s) failed (level error), e.g. error=connection refused"
+            ),
+        "{}",
+        v.explanation()
+    );
+    // The log of another target (ztunnel's xds client) is not an access event.
+    let v = case(&ok.replace("\taccess\t", "\txds::client\t"));
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("no ztunnel access-log line"),
+        "{}",
+        v.explanation()
+    );
+    // LOG_FORMAT=json lines read the same (istio/ztunnel@1.30.3 src/telemetry.rs IstioJsonFormat).
+    let json_log: String = meshcheck::formats::ztunnel_log::parse(&ok)
+        .iter()
+        .map(|e| {
+            let mut o = serde_json::Map::new();
+            o.insert("level".into(), json!("info"));
+            o.insert("time".into(), json!("2026-12-04T01:00:00.000000Z"));
+            o.insert("scope".into(), json!("access"));
+            o.insert("message".into(), json!("connection complete"));
+            e.fields.iter().for_each(|(k, v)| {
+                o.insert(k.clone(), json!(v));
+            });
+            format!("{}\n", serde_json::Value::Object(o))
+        })
+        .collect();
+    assert_eq!(case(&json_log).outcome, Outcome::Pass);
 }
 
 #[test]

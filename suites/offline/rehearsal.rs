@@ -521,6 +521,29 @@ fn fault_ztunnel_reporting_bookinfo_as_tcp_fails_mtls_naming_the_workloads() {
     );
 }
 
+/// ratings opted out of ambient (its pods labelled `istio.io/dataplane-mode: none`): istio-cni
+/// leaves them out, so ztunnel logs the reviews -> ratings connections without identities, and
+/// mtls fails naming that hop in the access log (besides the capture and the metrics). Nothing in
+/// the fault speaks of logs: the log lines follow from the pod's label by ztunnel's rules.
+#[test]
+fn a_workload_opted_out_of_ambient_fails_mtls_naming_the_plaintext_hop() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { opted_out: Some("ratings-v1".into()), ..Faults::default() };
+    fault(
+        "existing",
+        "existing-cluster",
+        faults,
+        |t| only_checks(t, &["mtls"]),
+        &[
+            ("checks::mtls", Outcome::Fail, "reviews -> ratings: "),
+            ("checks::mtls", Outcome::Fail, "access-log line(s), none with both SPIFFE identities"),
+            ("checks::mtls", Outcome::Fail, "src.identity=(absent), dst.identity=(absent)"),
+        ],
+    );
+}
+
 #[test]
 fn fault_tempo_never_receiving_traces_fails_traces() {
     if crate::common::upstream().is_none() {

@@ -451,6 +451,31 @@ fn readme_reference_names_every_field_and_its_examples_load() {
     }
 }
 
+/// README's check table is the catalog's: each check's row says its stage, default, effect and
+/// what it asserts, word for word, and no row names a check the catalog lacks.
+#[test]
+fn readme_check_table_is_the_catalog() {
+    use meshcheck::common::catalog::{CATALOG, Effect};
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("## The checks").expect("README has a `## The checks` section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+    let expected: Vec<String> = CATALOG
+        .iter()
+        .map(|c| {
+            let stage = serde_json::to_value(c.stage).unwrap();
+            let effect = match c.effect {
+                Effect::Reads => "reads",
+                Effect::Mutates => "changes the mesh",
+            };
+            let default = if c.default_on { "yes" } else { "no" };
+            format!("| `{}` | {} | {default} | {effect} | {} |", c.name, stage.as_str().unwrap(), c.asserts)
+        })
+        .collect();
+    assert_eq!(rows, expected.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 #[test]
 fn embedded_default_is_the_ambient_kind_file() {
     let file = std::fs::read_to_string(root().join("scenarios/ambient-kind.yaml")).unwrap();

@@ -12,8 +12,8 @@ use meshcheck::{
 use serde_json::{Value, json};
 
 use crate::judges::{
-    ZT_METRICS_OK, config_dump, enforcement, gateway_evidence, judge, node, pod, strict, strict_exit, targets,
-    ztunnel_pods,
+    ZT_METRICS_OK, access_log_ok, config_dump, enforcement, gateway_evidence, judge, node, pod, strict, strict_exit,
+    targets, ztunnel_pods,
 };
 
 type Files = Vec<(String, Vec<u8>)>;
@@ -44,6 +44,7 @@ fn healthy_mtls() -> Files {
         ),
         ("mtls/ztunnel/n1/config_dump.json", config_dump("HBONE")),
         ("mtls/ztunnel/n1/metrics.prom", ZT_METRICS_OK.as_bytes().to_vec()),
+        ("mtls/ztunnel/n1/access.log", access_log_ok().into_bytes()),
         ("mtls/strict.json", strict("000", "200")),
     ])
 }
@@ -485,10 +486,12 @@ fn format_1_folders_name_the_format_2_evidence_they_lack() {
     let dump = config_dump("HBONE");
     // Format 1: one shared ztunnel/ folder, STRICT results without a phase or exit codes.
     let strict_1 = br#"{"results":[{"client":"outside","http_code":"000","target":"t"},{"client":"inside","http_code":"200","target":"t"}]}"#;
-    let mtls_1: [(&str, &[u8]); 4] = [
+    let log = access_log_ok();
+    let mtls_1: [(&str, &[u8]); 5] = [
         ("mtls/expect.json", br#"{"namespace":"book-info","apps":["productpage","details","ratings","reviews"]}"#),
         ("ztunnel/n1/config_dump.json", &dump),
         ("ztunnel/n1/metrics.prom", ZT_METRICS_OK.as_bytes()),
+        ("ztunnel/n1/access.log", log.as_bytes()),
         ("mtls/strict.json", strict_1),
     ];
     let v = judge_folder("mtls", 1, &mtls_1);

@@ -342,6 +342,9 @@ fn create_pod(
     for (k, v) in extra_labels {
         labels[*k] = json!(v);
     }
+    if st.faults.opted_out.as_deref() == Some(owner.1) {
+        labels["istio.io/dataplane-mode"] = json!("none");
+    }
     let owner_ref_kind = if owner.0 == "Deployment" { "ReplicaSet" } else { owner.0 };
     let owner_ref_name = match (owner.0, extra_labels.first()) {
         ("Deployment", Some((_, hash))) => format!("{}-{hash}", owner.1),

@@ -85,6 +85,9 @@ pub struct Faults {
     pub helm_fails: Option<String>,
     /// `helm upgrade --install` of this release hangs (for interrupting a run mid-install).
     pub helm_hangs: Option<String>,
+    /// This workload's new pods are labelled `istio.io/dataplane-mode: none` (a team opting its
+    /// Deployment out of ambient): the mesh leaves them out by its own rules, nothing more.
+    pub opted_out: Option<String>,
     /// This workload's new pods never become Ready, so its rollout never completes.
     pub rollout_stuck: Option<String>,
     /// The API server goes away when this many server-side applies have been made.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{
     Shared, State,
-    mesh::{Program, deleting, host_port, program, resolve, resolve_host, workload_pod},
+    mesh::{Program, deleting, host_port, program, resolve, resolve_host},
     shapes::{observed, s},
     store::now,
     tempo::http_port,
@@ -27,7 +27,7 @@ pub use super::mirror::serve_mirror;
 use super::prometheus;
 pub use super::tempo::Span;
 use super::tempo::{tempo_json, tempo_protobuf};
-use super::ztunnel::{config_dump, identity, ztunnel_metrics};
+use super::ztunnel::{access_log, config_dump, ztunnel_metrics};
 
 /// The API server's service proxy (`/api/v1/namespaces/{ns}/services/{name}/proxy/{path}`): the
 /// Service port, a Ready pod behind it and that pod's target port, then whatever the program in
@@ -168,23 +168,12 @@ fn tempo_trace(spans: &[Span], id: &str, accept: &str) -> Answer {
     }
 }
 
-/// `pods/log`: ztunnel's access log of the connections it carried.
+/// `pods/log`: for a ztunnel pod its access log ([`access_log`]), for any other a start line.
 pub fn pod_log(shared: &Shared, ns: &str, pod: &str) -> Option<String> {
     let st = shared.lock();
     let p = st.store.get("", "pods", ns, pod)?.clone();
     if s(&p, "/metadata/labels/app") != "ztunnel" {
         return Some(format!("{} INFO started\n", now()));
     }
-    let node = s(&p, "/spec/nodeName");
-    let mut out = format!("{} INFO ztunnel::app: ztunnel started\n", now());
-    for (src, dst) in st.connections.keys() {
-        let Some(d) = workload_pod(&st, dst).filter(|d| s(d, "/spec/nodeName") == node) else { continue };
-        let (sns, ssa, _) = identity(&st, src);
-        let (dns, dsa, dapp) = identity(&st, dst);
-        out.push_str(&format!(
-            "{} INFO access: connection complete src.addr=10.244.0.1:46238 src.workload=\"{}\" src.namespace=\"{sns}\" src.identity=\"spiffe://cluster.local/ns/{sns}/sa/{ssa}\" dst.addr={}:15008 dst.service=\"{dapp}.{dns}.svc.cluster.local\" dst.workload=\"{}\" dst.namespace=\"{dns}\" dst.identity=\"spiffe://cluster.local/ns/{dns}/sa/{dsa}\" direction=\"inbound\" bytes_sent=1843 bytes_recv=421 duration=\"3ms\"\n",
-            now(), src.split('/').nth(1).unwrap_or(""), s(&d, "/status/podIP"), s(&d, "/metadata/name")
-        ));
-    }
-    Some(out)
+    Some(format!("{}\tinfo\tztunnel::app\tztunnel started\n{}", now(), access_log(&st, &p)))
 }
