@@ -18,6 +18,7 @@ pub mod cilium_prerequisites;
 pub mod gateway_binding;
 pub mod image_architectures;
 pub mod kiali;
+pub mod l4_authorization;
 pub mod metrics;
 pub mod mtls;
 pub mod node_architecture;
@@ -56,6 +57,7 @@ pub static REGISTRY: &[CheckDef] = &[
     cilium_prerequisites::CHECK,
     gateway_binding::CHECK,
     mtls::CHECK,
+    l4_authorization::CHECK,
     traces::CHECK,
     metrics::CHECK,
     kiali::CHECK,

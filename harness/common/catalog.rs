@@ -115,6 +115,16 @@ pub const MTLS: CheckInfo = CheckInfo {
     reads: &[],
 };
 
+/// [`crate::checks::l4_authorization`].
+pub const L4_AUTHORIZATION: CheckInfo = CheckInfo {
+    name: "l4-authorization",
+    stage: Stage::Checks,
+    default_on: true,
+    asserts: "ztunnel enforces an ALLOW AuthorizationPolicy by principal without a waypoint: another meshed identity is refused within the propagation budget, the allowed one served, both served before and after",
+    effect: Effect::Mutates,
+    reads: &[],
+};
+
 /// [`crate::checks::traces`].
 pub const TRACES: CheckInfo = CheckInfo {
     name: "traces",
@@ -174,6 +184,7 @@ pub static CATALOG: &[CheckInfo] = &[
     CILIUM_PREREQUISITES,
     GATEWAY_BINDING,
     MTLS,
+    L4_AUTHORIZATION,
     TRACES,
     METRICS,
     KIALI,

@@ -67,7 +67,7 @@ fn bookinfo_apply(s: &Scenario, file: &str) -> Step {
     }
 }
 
-/// The test clients of the mTLS check, each in a namespace of the run's own. `early` lets
+/// The test clients of the mTLS and L4 authorization checks, each in a namespace of the run's own. `early` lets
 /// them start during the install, once `captured` (ztunnel up) has finished.
 pub(super) fn mesh_clients(b: &Builder, g: &mut Graph, early: Option<(Overlap, (StepId, &'static str))>) {
     let add = |g: &mut Graph, step: Step, needs: &[(StepId, &'static str)]| match early {
@@ -82,4 +82,5 @@ pub(super) fn mesh_clients(b: &Builder, g: &mut Graph, early: Option<(Overlap, (
     let t = b.s.timeouts.deploy.0;
     g.add(b.wait("Pod", Some(OUTSIDE_NS), "curl-outside", Condition::PodReady, t), &[(clients, APPLIED)]);
     g.add(b.wait("Pod", Some(INSIDE_NS), "curl-inside", Condition::PodReady, t), &[(clients, APPLIED)]);
+    g.add(b.wait("Pod", Some(INSIDE_NS), "curl-other", Condition::PodReady, t), &[(clients, APPLIED)]);
 }

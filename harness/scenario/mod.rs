@@ -26,7 +26,9 @@ mod yaml;
 pub use schema::json_schema;
 use schema::{SCHEMA, checks_schema, mirrors_schema, rules_between_fields};
 pub use span::{Release, Span};
-pub use spec::{ClusterSpec, ExistingSpec, IngressSpec, ProbeOptions, Timeouts, TrafficOptions, Versions};
+pub use spec::{
+    AuthorizationOptions, ClusterSpec, ExistingSpec, IngressSpec, ProbeOptions, Timeouts, TrafficOptions, Versions,
+};
 
 use std::{
     path::{Path, PathBuf},
@@ -187,6 +189,9 @@ pub struct Scenario {
     /// Settings of the probes-under-default-deny check.
     #[serde(default)]
     pub probes: ProbeOptions,
+    /// Settings of the L4 authorization check.
+    #[serde(default)]
+    pub authorization: AuthorizationOptions,
     /// Settings of the traffic generator used during upgrades.
     #[serde(default)]
     pub traffic: TrafficOptions,

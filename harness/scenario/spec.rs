@@ -294,6 +294,27 @@ impl Default for ProbeOptions {
     }
 }
 
+/// Settings of the `l4-authorization` check.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationOptions {
+    /// How soon after the AuthorizationPolicy is applied ztunnel must refuse the client it does
+    /// not allow (default 10s: istiod delays a push by at most `PILOT_DEBOUNCE_MAX`, 10 s,
+    /// istio/istio@1.30.3 pilot/pkg/features/tuning.go). Scaled by `timeouts.settle_scale`.
+    #[serde(default = "d_propagation_budget")]
+    pub propagation_budget: Span,
+}
+
+pub(super) fn d_propagation_budget() -> Span {
+    Span::secs(10)
+}
+
+impl Default for AuthorizationOptions {
+    fn default() -> Self {
+        AuthorizationOptions { propagation_budget: d_propagation_budget() }
+    }
+}
+
 /// Settings of the traffic generator that runs during an upgrade.
 ///
 /// Before and after the upgrade no request may fail. During it, istio.io's "Upgrade with Helm" for

@@ -1102,3 +1102,95 @@ fn prometheus_parser_reads_the_real_exposition_sample() {
     assert!(scrape.samples.len() > 200, "{}", scrape.samples.len());
     assert!(scrape.bad_lines.is_empty(), "{:?}", &scrape.bad_lines[..scrape.bad_lines.len().min(3)]);
 }
+
+/// One attempt of the l4-authorization collector: `code` 000 is a reset (curl exit 56).
+fn l4_attempt(phase: &str, client: &str, started_ms: u64, code: &str) -> serde_json::Value {
+    let exit = if code == "000" { 56 } else { 0 };
+    json!({"phase": phase, "client": client, "started_ms": started_ms, "ended_ms": started_ms + 100,
+           "curl": {"http_code": code, "exit_code": exit}})
+}
+
+fn l4_judge(attempts: Vec<serde_json::Value>) -> meshcheck::evidence::Verdict {
+    let results = json!({"policy": "AuthorizationPolicy book-info/meshcheck-l4-allow", "target": "t",
+                         "budget_ms": 1000, "attempts": attempts});
+    judge("l4-authorization", &[("l4-authorization/results.json", &serde_json::to_vec(&results).unwrap())])
+}
+
+/// The healthy sequence: both served before; the other client refused at 300 ms while the allowed
+/// one is served; the other served again once the policy is gone.
+fn l4_healthy() -> Vec<serde_json::Value> {
+    vec![
+        l4_attempt("before", "curl-inside", 0, "200"),
+        l4_attempt("before", "curl-other", 100, "200"),
+        l4_attempt("policy", "curl-other", 0, "200"),
+        l4_attempt("policy", "curl-other", 300, "000"),
+        l4_attempt("policy", "curl-inside", 450, "200"),
+        l4_attempt("policy", "curl-other", 600, "000"),
+        l4_attempt("after", "curl-other", 0, "000"),
+        l4_attempt("after", "curl-other", 300, "200"),
+    ]
+}
+
+#[test]
+fn l4_authorization_needs_a_baseline_a_timely_refusal_the_allowed_client_and_the_undo() {
+    let v = l4_judge(l4_healthy());
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(v.explanation().contains("between 0 and 400 ms after the apply (budget 1000 ms)"), "{}", v.explanation());
+    let with = |i: usize, a: serde_json::Value| {
+        let mut all = l4_healthy();
+        all[i] = a;
+        l4_judge(all)
+    };
+    // No baseline: a refusal proves nothing.
+    let v = with(1, l4_attempt("before", "curl-other", 100, "000"));
+    assert!(v.outcome == Outcome::Error && v.reason.contains("the baseline failed"), "{}", v.explanation());
+    // Never refused: the policy is not enforced.
+    let mut never = l4_healthy();
+    never[3] = l4_attempt("policy", "curl-other", 300, "200");
+    never[5] = l4_attempt("policy", "curl-other", 600, "200");
+    let v = l4_judge(never);
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("curl-other was never refused"),
+        "{}",
+        v.explanation()
+    );
+    // Refused only after the budget: certainly late, since it was still served at 1200 ms.
+    let mut late = l4_healthy();
+    late[2] = l4_attempt("policy", "curl-other", 1200, "200");
+    late[3] = l4_attempt("policy", "curl-other", 1500, "000");
+    let v = l4_judge(late);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("between 1200 and 1600 ms")
+            && v.explanation().contains("over budget"),
+        "{}",
+        v.explanation()
+    );
+    // The allowed identity refused too: a policy that locks out everyone is no pass.
+    let v = with(4, l4_attempt("policy", "curl-inside", 450, "000"));
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("whose principal it allows, got HTTP 000"),
+        "{}",
+        v.explanation()
+    );
+    // Served again with the policy in place: enforcement flapped.
+    let v = with(5, l4_attempt("policy", "curl-other", 600, "200"));
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("served again at 600 ms with the policy still in place"),
+        "{}",
+        v.explanation()
+    );
+    // Still refused after the policy was deleted.
+    let v = with(7, l4_attempt("after", "curl-other", 300, "000"));
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("the policy was not taken back"),
+        "{}",
+        v.explanation()
+    );
+    // A timeout is no refusal by ztunnel: polled until the end, never refused.
+    let mut timeout = l4_healthy();
+    timeout[3] = json!({"phase": "policy", "client": "curl-other", "started_ms": 300, "ended_ms": 10300, "curl": {"http_code": "000", "exit_code": 28}});
+    timeout[5] = timeout[3].clone();
+    let v = l4_judge(timeout);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("timed out"), "{}", v.explanation());
+}

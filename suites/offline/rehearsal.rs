@@ -998,6 +998,47 @@ fn fixture_fault((file, find, replace): (&str, &str, &str), (check, outcome, wor
     assert_verdicts(&r, &[(&format!("checks::{check}"), outcome, words)]);
 }
 
+/// An L4 policy whose selector matches no workload: ztunnel holds it for nobody, the other
+/// identity is never refused, and l4-authorization fails saying so.
+#[test]
+fn an_l4_policy_that_selects_nothing_fails_l4_authorization() {
+    fixture_fault(
+        ("manifests/l4-allow.yaml", "      app: details", "      app: detail"),
+        ("l4-authorization", Outcome::Fail, "curl-other was never refused"),
+    );
+}
+
+/// A principal written with its `spiffe://` scheme matches no peer (ztunnel strips the scheme
+/// before matching): the allowed client is refused as well, and l4-authorization fails naming it.
+#[test]
+fn an_l4_principal_with_its_scheme_refuses_the_allowed_client() {
+    fixture_fault(
+        (
+            "manifests/l4-allow.yaml",
+            "        - cluster.local/ns/meshcheck-inside/sa/curl-inside",
+            "        - spiffe://cluster.local/ns/meshcheck-inside/sa/curl-inside",
+        ),
+        ("l4-authorization", Outcome::Fail, "curl-inside, whose principal it allows, got HTTP 000"),
+    );
+}
+
+/// istiod pushing policy late (25 s of cluster time against a 10 s budget): the refusal comes,
+/// measured, after the budget, and l4-authorization fails naming both.
+#[test]
+fn a_policy_pushed_after_the_budget_fails_l4_authorization() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { policy_push_delay: Some(std::time::Duration::from_secs(25)), ..Faults::default() };
+    fault(
+        "existing",
+        "existing-cluster",
+        faults,
+        |t| only_checks(t, &["l4-authorization"]),
+        &[("checks::l4-authorization", Outcome::Fail, "over budget")],
+    );
+}
+
 /// Kiali on `token` auth (its CR edited): through the API server's service proxy its status API
 /// answers 401, and the kiali check errors saying why and what to set.
 #[test]

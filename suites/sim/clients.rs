@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    Shared,
+    Shared, authz,
     cilium::{Source, ingress_allowed},
     mesh::{captured, resolve},
     shapes::s,
@@ -47,11 +47,20 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
             (None, [svc]) => (svc.to_string(), ns.to_string()),
             _ => (String::new(), String::new()),
         };
-        let strict = st.store.list("security.istio.io", "peerauthentications", None).iter().any(|pa| {
-            (s(pa, "/metadata/namespace") == target_ns || s(pa, "/metadata/namespace") == "istio-system")
-                && s(pa, "/spec/mtls/mode") == "STRICT"
+        authz::push(shared, &mut st);
+        let strict = authz::strict(&st, &target_ns);
+        let client = st.store.get("", "pods", ns, pod).cloned();
+        let in_mesh = client.as_ref().is_some_and(|p| captured(&st, p));
+        // The destination's ztunnel decides by the policies pushed to it, for the peer's identity
+        // (none for plaintext) and the pod's port.
+        let target = by_ip.clone().map(|p| (p, port)).or_else(|| resolve(&st, &target_ns, &svc, port).ok());
+        let denied = target.as_ref().filter(|(p, _)| captured(&st, p)).and_then(|(p, target_port)| {
+            let peer = client
+                .as_ref()
+                .filter(|_| in_mesh)
+                .map(|c| (s(c, "/metadata/namespace"), s(c, "/spec/serviceAccountName")));
+            authz::decide(&st, peer, p, *target_port).err()
         });
-        let in_mesh = st.store.get("", "pods", ns, pod).is_some_and(|p| captured(&st, p));
         let target_captured = match &by_ip {
             Some(p) => captured(&st, p),
             None => resolve(&st, &target_ns, &svc, port).is_ok_and(|(p, _)| captured(&st, &p)),
@@ -65,6 +74,11 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
         } else if !in_mesh && !reachable_in_plaintext(&st, by_ip.clone(), &target_ns, &svc, port) {
             Outcome::TimeOut
         } else if !in_mesh && strict && target_captured {
+            Outcome::Fail(56)
+        } else if let Some(reason) = denied {
+            // ztunnel closes a denied connection: curl exits 56, as istio.io's ambient
+            // getting-started (secure-and-visualize) shows for a client an L4 policy refuses.
+            st.calls.push(format!("ztunnel {target_ns}: {ns}/{pod} {reason}"));
             Outcome::Fail(56)
         } else if by_ip.is_some() {
             Outcome::Ok

@@ -36,6 +36,7 @@
 //! figures for the critical-path benchmark.
 
 mod apiserver;
+mod authz;
 mod charts;
 mod cilium;
 mod clients;
@@ -88,6 +89,9 @@ pub struct Faults {
     /// This workload's new pods are labelled `istio.io/dataplane-mode: none` (a team opting its
     /// Deployment out of ambient): the mesh leaves them out by its own rules, nothing more.
     pub opted_out: Option<String>,
+    /// istiod pushes security policy to ztunnel this long (cluster time) after a change, instead
+    /// of [`Timings::policy_push`]: a control plane slow under load.
+    pub policy_push_delay: Option<Duration>,
     /// This workload's new pods never become Ready, so its rollout never completes.
     pub rollout_stuck: Option<String>,
     /// The API server goes away when this many server-side applies have been made.
@@ -201,6 +205,8 @@ pub(crate) struct State {
     pub during_rollout: Vec<String>,
     /// Pod IPs handed out so far (IPAM).
     pub ips: u32,
+    /// The security policy istiod has pushed to ztunnel, and what it has yet to push.
+    pub xds: authz::Xds,
 }
 
 impl Shared {
@@ -252,6 +258,7 @@ impl Sim {
                 pods: BTreeMap::new(),
                 during_rollout: Vec::new(),
                 ips: 0,
+                xds: authz::Xds::default(),
             }),
             scale: opts.scale,
             timings,

@@ -33,6 +33,8 @@ pub struct Timings {
     /// From SIGTERM to exit for a program that does not drain (ztunnel and Istio's proxy do, by
     /// their own rules: `controllers::exits_after`); never past the pod's grace period.
     pub pod_exit: Duration,
+    /// From a change of an AuthorizationPolicy or PeerAuthentication to ztunnel enforcing it.
+    pub policy_push: Duration,
 }
 
 const fn s(secs: u64) -> Duration {
@@ -51,6 +53,7 @@ impl Timings {
             pods: BTreeMap::new(),
             pod_default: s(5),
             pod_exit: s(1),
+            policy_push: s(1),
         }
     }
 
@@ -80,6 +83,7 @@ impl Timings {
     /// | bookinfo reviews-v1/v2/v3 Ready | 60 | estimate: a WebSphere Liberty (Java) image, the largest of bookinfo |
     /// | probe target, curl clients Ready | 15 | estimate: small images |
     /// | a program that does not drain exits after SIGTERM | 1 | estimate: the apps and servers here stop at once; ztunnel and Istio's proxy drain by their own rules |
+    /// | a policy change reaches ztunnel | 1 | estimate: istiod's debounce waits 100 ms of quiet (`PILOT_DEBOUNCE_AFTER`, istio/istio@1.30.3 pilot/pkg/features/tuning.go), then one xDS push to every ztunnel |
     pub fn upstream() -> Timings {
         let pods = [
             ("cilium", s(60)),
@@ -104,6 +108,7 @@ impl Timings {
             ("probe-target", s(15)),
             ("curl-outside", s(15)),
             ("curl-inside", s(15)),
+            ("curl-other", s(15)),
         ];
         Timings {
             create_cluster: s(90),
@@ -114,6 +119,7 @@ impl Timings {
             pods: pods.into_iter().collect(),
             pod_default: s(15),
             pod_exit: s(1),
+            policy_push: s(1),
         }
     }
 
