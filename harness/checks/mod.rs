@@ -15,16 +15,19 @@ use crate::{
 };
 
 pub mod cilium_prerequisites;
+pub(crate) mod enforcement;
 pub mod gateway_binding;
 pub mod image_architectures;
 pub mod kiali;
 pub mod l4_authorization;
+pub mod l7_policy;
 pub mod metrics;
 pub mod mtls;
 pub mod node_architecture;
 pub mod probes;
 pub mod traces;
 pub mod traffic_continuity;
+pub mod waypoint;
 pub mod ztunnel;
 
 /// A boxed future, for collectors stored as function pointers.
@@ -58,6 +61,8 @@ pub static REGISTRY: &[CheckDef] = &[
     gateway_binding::CHECK,
     mtls::CHECK,
     l4_authorization::CHECK,
+    waypoint::CHECK,
+    l7_policy::CHECK,
     traces::CHECK,
     metrics::CHECK,
     kiali::CHECK,

@@ -46,6 +46,9 @@ pub enum Component {
     Tempo,
     /// The Kiali operator and its Kiali.
     Kiali,
+    /// A waypoint for book-info: the `istio-waypoint` Gateway istiod deploys, and the namespace
+    /// labelled to use it (istio.io docs/ambient/usage/waypoint).
+    Waypoint,
 }
 
 /// A check's description.
@@ -125,6 +128,26 @@ pub const L4_AUTHORIZATION: CheckInfo = CheckInfo {
     reads: &[],
 };
 
+/// [`crate::checks::waypoint`].
+pub const WAYPOINT: CheckInfo = CheckInfo {
+    name: "waypoint",
+    stage: Stage::Checks,
+    default_on: false,
+    asserts: "book-info's istio-waypoint Gateway is Programmed, its pods Ready, and every ztunnel routes each book-info Service through it",
+    effect: Effect::Reads,
+    reads: &[Component::Waypoint],
+};
+
+/// [`crate::checks::l7_policy`].
+pub const L7_POLICY: CheckInfo = CheckInfo {
+    name: "l7-policy",
+    stage: Stage::Checks,
+    default_on: false,
+    asserts: "an AuthorizationPolicy on the waypoint denying GET /ratings/* to a meshed client answers it 403 there and 200 on another path, within the propagation budget, and is taken back",
+    effect: Effect::Mutates,
+    reads: &[Component::Waypoint],
+};
+
 /// [`crate::checks::traces`].
 pub const TRACES: CheckInfo = CheckInfo {
     name: "traces",
@@ -185,6 +208,8 @@ pub static CATALOG: &[CheckInfo] = &[
     GATEWAY_BINDING,
     MTLS,
     L4_AUTHORIZATION,
+    WAYPOINT,
+    L7_POLICY,
     TRACES,
     METRICS,
     KIALI,

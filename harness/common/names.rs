@@ -17,6 +17,11 @@ pub const BOOKINFO_NS: &str = "book-info";
 /// The namespace label that enrols every pod of a namespace in ambient mode
 /// (istio.io docs/ambient/usage/add-workloads: `istio.io/dataplane-mode=ambient`).
 pub const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+/// The namespace label that sends its Services' traffic through the waypoint of that name
+/// (istio.io docs/ambient/usage/waypoint: `istio.io/use-waypoint=waypoint`).
+pub const USE_WAYPOINT: (&str, &str) = ("istio.io/use-waypoint", WAYPOINT);
+/// The name of book-info's waypoint Gateway, its Deployment and its Service.
+pub const WAYPOINT: &str = "waypoint";
 
 /// The phases of a run, in order. Each is a JUnit suite; its checks' evidence goes to
 /// [`Phase::evidence_root`].

@@ -9,8 +9,8 @@ use super::{
 };
 use crate::{
     common::{
-        catalog::Stage,
-        names::{AMBIENT, BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS, Phase},
+        catalog::{self, Component, Stage},
+        names::{AMBIENT, BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS, Phase, USE_WAYPOINT, WAYPOINT},
     },
     scenario::Scenario,
 };
@@ -30,7 +30,9 @@ pub(super) fn deploy(b: &Builder, g: &mut Graph, istio: &Istio) {
         istio.ztunnel,
         "ambient captures a pod when istio-cni and ztunnel run on its node: started after them, it is in the mesh from its first request",
     );
-    let namespace = g.add_early(b.namespace(BOOKINFO_NS, &[AMBIENT]), &[], early);
+    let waypoint = catalog::any_reads(&s.checks, Component::Waypoint);
+    let labels: &[(&str, &str)] = if waypoint { &[AMBIENT, USE_WAYPOINT] } else { &[AMBIENT] };
+    let namespace = g.add_early(b.namespace(BOOKINFO_NS, labels), &[], early);
     let mut applies = Vec::new();
     for file in ["platform/kube/bookinfo.yaml", "platform/kube/bookinfo-versions.yaml"] {
         applies.push(g.add_early(bookinfo_apply(s, file), &[(namespace, INTO_NAMESPACE), captured], early));
@@ -54,6 +56,17 @@ pub(super) fn deploy(b: &Builder, g: &mut Graph, istio: &Istio) {
         g.add(b.wait("Deployment", ns, d, Condition::DeploymentAvailable, t), &[(applies[0], APPLIED)]);
     }
     g.add(b.wait("Deployment", ns, "probe-target", Condition::DeploymentAvailable, t), &[(probe_target, APPLIED)]);
+    if waypoint {
+        let gateway = g.add_early(
+            b.fixture_apply("waypoint.yaml", ns, &[]),
+            &[
+                (namespace, INTO_NAMESPACE),
+                (istio.istiod, "istiod's gateway controller deploys the waypoint from its Gateway"),
+            ],
+            early,
+        );
+        g.add(b.wait("Deployment", ns, WAYPOINT, Condition::DeploymentAvailable, t), &[(gateway, APPLIED)]);
+    }
     g.checks(s, Stage::Deploy);
 }
 

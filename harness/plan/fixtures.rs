@@ -41,6 +41,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("manifests/mesh-clients.yaml", include_str!("../../fixtures/manifests/mesh-clients.yaml")),
     ("manifests/mtls-strict.yaml", include_str!("../../fixtures/manifests/mtls-strict.yaml")),
     ("manifests/l4-allow.yaml", include_str!("../../fixtures/manifests/l4-allow.yaml")),
+    ("manifests/waypoint.yaml", include_str!("../../fixtures/manifests/waypoint.yaml")),
+    ("manifests/l7-deny.yaml", include_str!("../../fixtures/manifests/l7-deny.yaml")),
     ("manifests/default-deny.yaml", include_str!("../../fixtures/manifests/default-deny.yaml")),
     ("manifests/probe-target.yaml", include_str!("../../fixtures/manifests/probe-target.yaml")),
     ("images.yaml", include_str!("../../fixtures/images.yaml")),

@@ -116,6 +116,18 @@ pub(super) fn rules_between_fields(schema: &mut schemars::Schema) {
             "description": "`traffic-continuity` measures traffic during an upgrade; set versions.upgrade_to",
         },
     }));
+    rules.push(json!({
+        "if": { "allOf": [
+            provider_is(&["existing"]),
+            { "required": ["checks"], "properties": { "checks": { "contains": { "enum": ["waypoint", "l7-policy"] } } } },
+        ] },
+        "then": {
+            "required": ["existing"],
+            "properties": { "existing": { "required": ["install"], "properties": { "install": { "const": true } } } },
+            "description": "`waypoint` and `l7-policy` check the waypoint meshcheck deploys with the mesh; on an existing \
+                            cluster set existing.install: true",
+        },
+    }));
     schema.insert("allOf".into(), rules.into());
 }
 

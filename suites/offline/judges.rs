@@ -1106,13 +1106,13 @@ fn prometheus_parser_reads_the_real_exposition_sample() {
 /// One attempt of the l4-authorization collector: `code` 000 is a reset (curl exit 56).
 fn l4_attempt(phase: &str, client: &str, started_ms: u64, code: &str) -> serde_json::Value {
     let exit = if code == "000" { 56 } else { 0 };
-    json!({"phase": phase, "client": client, "started_ms": started_ms, "ended_ms": started_ms + 100,
-           "curl": {"http_code": code, "exit_code": exit}})
+    json!({"phase": phase, "client": client, "url": "http://details.book-info.svc.cluster.local:9080/details/0",
+           "started_ms": started_ms, "ended_ms": started_ms + 100, "curl": {"http_code": code, "exit_code": exit}})
 }
 
 fn l4_judge(attempts: Vec<serde_json::Value>) -> meshcheck::evidence::Verdict {
-    let results = json!({"policy": "AuthorizationPolicy book-info/meshcheck-l4-allow", "target": "t",
-                         "budget_ms": 1000, "attempts": attempts});
+    let results =
+        json!({"policy": "AuthorizationPolicy book-info/meshcheck-l4-allow", "budget_ms": 1000, "attempts": attempts});
     judge("l4-authorization", &[("l4-authorization/results.json", &serde_json::to_vec(&results).unwrap())])
 }
 
@@ -1189,8 +1189,198 @@ fn l4_authorization_needs_a_baseline_a_timely_refusal_the_allowed_client_and_the
     );
     // A timeout is no refusal by ztunnel: polled until the end, never refused.
     let mut timeout = l4_healthy();
-    timeout[3] = json!({"phase": "policy", "client": "curl-other", "started_ms": 300, "ended_ms": 10300, "curl": {"http_code": "000", "exit_code": 28}});
+    timeout[3] = l4_attempt("policy", "curl-other", 300, "000");
+    timeout[3]["ended_ms"] = json!(10300);
+    timeout[3]["curl"]["exit_code"] = json!(28);
     timeout[5] = timeout[3].clone();
     let v = l4_judge(timeout);
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("timed out"), "{}", v.explanation());
+}
+
+/// A waypoint Gateway with the status istiod gives it (istio/istio@1.30.3
+/// pilot/pkg/config/kube/gateway/testdata/waypoint.status.yaml.golden): Programmed with the
+/// Service's hostname, or not, with `AddressNotUsable`.
+fn waypoint_gateway(class: &str, programmed: bool) -> serde_json::Value {
+    let (status, reason) = if programmed { ("True", "Programmed") } else { ("False", "AddressNotUsable") };
+    json!({"metadata": {"name": "waypoint", "namespace": "book-info"},
+           "spec": {"gatewayClassName": class, "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]},
+           "status": {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"},
+                                     {"type": "Programmed", "status": status, "reason": reason,
+                                      "message": if programmed { "" } else { "Failed to assign to any requested addresses: hostname \"waypoint.book-info.svc.domain.suffix\" not found" }}],
+                      "addresses": if programmed { json!([{"type": "Hostname", "value": "waypoint.book-info.svc.cluster.local"}]) } else { json!([]) }}})
+}
+
+/// ztunnel 1.30.3's Services in a config dump, each with `waypoint` (or none).
+fn waypoint_dump(waypoint_of: impl Fn(&str) -> Option<String>) -> Vec<u8> {
+    let services: Vec<serde_json::Value> = ["details", "productpage", "ratings", "reviews"]
+        .iter()
+        .map(|svc| {
+            let mut s = json!({"name": svc, "namespace": "book-info", "hostname": format!("{svc}.book-info.svc.cluster.local"), "vips": []});
+            if let Some(d) = waypoint_of(svc) {
+                s["waypoint"] = json!({"destination": d, "hboneMtlsPort": 15008});
+            }
+            s
+        })
+        .collect();
+    serde_json::to_vec(&json!({"workloads": [], "services": services})).unwrap()
+}
+
+#[test]
+fn waypoint_needs_a_programmed_gateway_a_ready_pod_and_every_service_routed_through_it() {
+    let expect =
+        br#"{"namespace":"book-info","gateway":"waypoint","services":["details","productpage","ratings","reviews"]}"#;
+    let ours = |_: &str| Some("book-info/waypoint.book-info.svc.cluster.local".to_string());
+    let ready = serde_json::to_vec(&json!({"items": [pod("waypoint-abc", true, 0)]})).unwrap();
+    let case = |gw: serde_json::Value, pods: &[u8], dump: &[u8]| {
+        let gws = serde_json::to_vec(&json!({"items": [gw]})).unwrap();
+        judge(
+            "waypoint",
+            &[
+                ("waypoint/expect.json", expect),
+                ("waypoint/gateways.json", &gws),
+                ("waypoint/pods.json", pods),
+                ("waypoint/ztunnel/n1/config_dump.json", dump),
+            ],
+        )
+    };
+    let v = case(waypoint_gateway("istio-waypoint", true), &ready, &waypoint_dump(ours));
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    let v = case(waypoint_gateway("istio-waypoint", false), &ready, &waypoint_dump(ours));
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("is not Programmed: AddressNotUsable"),
+        "{}",
+        v.explanation()
+    );
+    let v = case(waypoint_gateway("istio", true), &ready, &waypoint_dump(ours));
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("has class `istio`"), "{}", v.explanation());
+    let not_ready = serde_json::to_vec(&json!({"items": [pod("waypoint-abc", false, 0)]})).unwrap();
+    let v = case(waypoint_gateway("istio-waypoint", true), &not_ready, &waypoint_dump(ours));
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("no Ready pod of waypoint"), "{}", v.explanation());
+    // One Service skipping the waypoint is named; one sent to another waypoint too.
+    let v = case(
+        waypoint_gateway("istio-waypoint", true),
+        &ready,
+        &waypoint_dump(|s| match s {
+            "ratings" => None,
+            "reviews" => Some("book-info/other.book-info.svc.cluster.local".into()),
+            _ => ours(s),
+        }),
+    );
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("ratings.book-info.svc.cluster.local has no waypoint")
+            && v.explanation().contains("reviews.book-info.svc.cluster.local goes through waypoint book-info/other")
+            && !v.explanation().contains("details.book-info"),
+        "{}",
+        v.explanation()
+    );
+    // An IP address in the Gateway's status is matched in ztunnel's `<network>/<ip>` form.
+    let mut by_ip = waypoint_gateway("istio-waypoint", true);
+    by_ip["status"]["addresses"] = json!([{"type": "IPAddress", "value": "10.96.65.117"}]);
+    let v = case(by_ip, &ready, &waypoint_dump(|_| Some("/10.96.65.117".into())));
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    let gws = serde_json::to_vec(&json!({"items": [waypoint_gateway("istio-waypoint", true)]})).unwrap();
+    assert_malformed_expect_is_an_error(
+        "waypoint",
+        &[
+            ("waypoint/expect.json", expect),
+            ("waypoint/gateways.json", &gws),
+            ("waypoint/pods.json", &ready),
+            ("waypoint/ztunnel/n1/config_dump.json", &waypoint_dump(ours)),
+        ],
+        &[
+            br#"{"namespace":"book-info","gateway":"waypoint","services":[]}"#,
+            br#"{"namespace":"book-info","services":["details"]}"#,
+        ],
+    );
+    // No Gateway at all.
+    let none = judge(
+        "waypoint",
+        &[
+            ("waypoint/expect.json", expect),
+            ("waypoint/gateways.json", br#"{"items":[]}"#),
+            ("waypoint/pods.json", br#"{"items":[]}"#),
+            ("waypoint/ztunnel/n1/config_dump.json", &waypoint_dump(ours)),
+        ],
+    );
+    assert!(
+        none.outcome == Outcome::Fail && none.explanation().contains("no Gateway book-info/waypoint"),
+        "{}",
+        none.explanation()
+    );
+}
+
+fn l7_attempt(phase: &str, path: &str, started_ms: u64, code: &str, exit: i64) -> serde_json::Value {
+    json!({"phase": phase, "client": "curl-inside", "url": format!("http://ratings.book-info.svc.cluster.local:9080{path}"),
+           "started_ms": started_ms, "ended_ms": started_ms + 100, "curl": {"http_code": code, "exit_code": exit}})
+}
+
+fn l7_healthy() -> Vec<serde_json::Value> {
+    vec![
+        l7_attempt("before", "/ratings/0", 0, "200", 0),
+        l7_attempt("before", "/health", 100, "200", 0),
+        l7_attempt("policy", "/ratings/0", 0, "200", 0),
+        l7_attempt("policy", "/ratings/0", 300, "403", 0),
+        l7_attempt("policy", "/health", 450, "200", 0),
+        l7_attempt("policy", "/ratings/0", 600, "403", 0),
+        l7_attempt("after", "/ratings/0", 0, "403", 0),
+        l7_attempt("after", "/ratings/0", 300, "200", 0),
+    ]
+}
+
+fn l7_judge(attempts: Vec<serde_json::Value>) -> meshcheck::evidence::Verdict {
+    let results =
+        json!({"policy": "AuthorizationPolicy book-info/meshcheck-l7-deny", "budget_ms": 1000, "attempts": attempts});
+    judge("l7-policy", &[("l7-policy/results.json", &serde_json::to_vec(&results).unwrap())])
+}
+
+#[test]
+fn l7_policy_needs_a_403_from_the_waypoint_on_its_path_alone_and_the_undo() {
+    let v = l7_judge(l7_healthy());
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    let with = |i: usize, a: serde_json::Value| {
+        let mut all = l7_healthy();
+        all[i] = a;
+        l7_judge(all)
+    };
+    // A reset is ztunnel refusing: the L7 policy landed on ztunnel, and the verdict says so.
+    let mut reset = l7_healthy();
+    reset[3] = l7_attempt("policy", "/ratings/0", 300, "000", 56);
+    reset[5] = l7_attempt("policy", "/ratings/0", 600, "000", 56);
+    let v = l7_judge(reset);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("refused at the connection (curl exit 56), not with HTTP 403"),
+        "{}",
+        v.explanation()
+    );
+    // The other path refused too: the policy is broader than its path.
+    let v = with(4, l7_attempt("policy", "/health", 450, "403", 0));
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("a path the policy does not name"),
+        "{}",
+        v.explanation()
+    );
+    // Never refused.
+    let mut never = l7_healthy();
+    never[3] = l7_attempt("policy", "/ratings/0", 300, "200", 0);
+    never[5] = l7_attempt("policy", "/ratings/0", 600, "200", 0);
+    let v = l7_judge(never);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("was never refused"), "{}", v.explanation());
+    // Still 403 after the policy is gone.
+    let v = with(7, l7_attempt("after", "/ratings/0", 300, "403", 0));
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("the policy was not taken back"),
+        "{}",
+        v.explanation()
+    );
+    // No baseline: the path was refused before the policy.
+    let v = with(0, l7_attempt("before", "/ratings/0", 0, "403", 0));
+    assert!(v.outcome == Outcome::Error && v.reason.contains("the baseline failed"), "{}", v.explanation());
+    // Late: still served at 1200 ms against a 1000 ms budget.
+    let mut late = l7_healthy();
+    late[2] = l7_attempt("policy", "/ratings/0", 1200, "200", 0);
+    late[3] = l7_attempt("policy", "/ratings/0", 1500, "403", 0);
+    let v = l7_judge(late);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("over budget"), "{}", v.explanation());
 }

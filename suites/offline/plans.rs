@@ -18,7 +18,7 @@ fn plan_of(name: &str) -> plan::Plan {
 
 #[test]
 fn golden_plans() {
-    for name in ["ambient-kind", "ambient-k3d", "existing-cluster", "upgrade-gate"] {
+    for name in ["ambient-kind", "ambient-k3d", "ambient-waypoint", "existing-cluster", "upgrade-gate"] {
         golden(&root().join(format!("suites/offline/golden/plan-{name}.txt")), &plan::render_text(&plan_of(name)));
     }
 }

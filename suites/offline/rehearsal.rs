@@ -242,6 +242,14 @@ fn ambient_kind_provisions_installs_passes_every_check_and_deletes_the_cluster()
     provider_rehearsal("kind", "ambient-kind");
 }
 
+/// The waypoint scenario: istiod deploys the waypoint from its Gateway, ztunnel routes book-info's
+/// Services through it, and the waypoint answers the L7 policy's path 403 (not ztunnel refusing the
+/// connection); the cluster, and with it the waypoint and the policies, is deleted.
+#[test]
+fn ambient_waypoint_deploys_the_waypoint_passes_its_checks_and_deletes_the_cluster() {
+    provider_rehearsal("kind", "ambient-waypoint");
+}
+
 #[test]
 fn ambient_k3d_provisions_installs_passes_every_check_and_deletes_the_cluster() {
     provider_rehearsal("k3d", "ambient-k3d");
@@ -1037,6 +1045,46 @@ fn a_policy_pushed_after_the_budget_fails_l4_authorization() {
         |t| only_checks(t, &["l4-authorization"]),
         &[("checks::l4-authorization", Outcome::Fail, "over budget")],
     );
+}
+
+/// A waypoint for workloads (`istio.io/waypoint-for: workload`) while bookinfo's traffic is
+/// addressed to Services: istiod assigns the waypoint to no Service, so ztunnel carries the traffic
+/// at L4 alone. The waypoint check names each Service without it, and l7-policy never sees a 403.
+#[test]
+fn a_waypoint_for_workloads_fails_waypoint_and_l7_policy() {
+    let Some(r) = with_fixture_edit_in(
+        "ambient-waypoint",
+        "manifests/waypoint.yaml",
+        "    istio.io/waypoint-for: service",
+        "    istio.io/waypoint-for: workload",
+        |t| t,
+    ) else {
+        return;
+    };
+    assert_verdicts(
+        &r,
+        &[
+            ("checks::waypoint", Outcome::Fail, "ratings.book-info.svc.cluster.local has no waypoint"),
+            ("checks::l7-policy", Outcome::Fail, "was never refused"),
+        ],
+    );
+}
+
+/// The L7 policy attached by `selector` instead of `targetRefs`: it goes to ztunnel, which behind
+/// the waypoint sees the waypoint's identity, never the client's, so the DENY never applies and
+/// l7-policy fails saying where such a policy belongs.
+#[test]
+fn an_l7_policy_with_a_selector_fails_l7_policy() {
+    let Some(r) = with_fixture_edit_in(
+        "ambient-waypoint",
+        "manifests/l7-deny.yaml",
+        "  targetRefs:\n  - kind: Gateway\n    group: gateway.networking.k8s.io\n    name: waypoint\n",
+        "  selector:\n    matchLabels:\n      app: ratings\n",
+        |t| only_checks(t, &["l7-policy"]),
+    ) else {
+        return;
+    };
+    assert_verdicts(&r, &[("checks::l7-policy", Outcome::Fail, "attach it to the waypoint with targetRefs")]);
 }
 
 /// Kiali on `token` auth (its CR edited): through the API server's service proxy its status API

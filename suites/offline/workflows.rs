@@ -37,13 +37,35 @@ fn nightly_matrix_covers_both_architectures_and_providers_with_existing_scenario
     assert!(runners.iter().any(|r| !r.ends_with("-arm")), "an x86_64 runner: {runners:?}");
     assert_eq!(job["runs-on"], "${{ matrix.runner }}");
     assert_eq!(job["strategy"]["fail-fast"], false, "one failing cell must not cancel the others");
-    let template = job["env"]["MESHCHECK_SCENARIO"].as_str().expect("the scenario comes from the matrix");
-    for p in &providers {
-        let path = template.replace("${{ matrix.provider }}", p);
+    // The scenario file of a cell: `ambient` is the provider's own, any other value names a file.
+    assert_eq!(
+        job["env"]["MESHCHECK_SCENARIO"],
+        "scenarios/${{ matrix.scenario == 'ambient' && format('ambient-{0}', matrix.provider) || matrix.scenario }}.yaml"
+    );
+    assert_eq!(strings(&matrix["scenario"]), ["ambient"]);
+    let mut cells: Vec<(&str, &str, String)> =
+        providers.iter().flat_map(|p| runners.iter().map(move |r| (*p, *r, format!("ambient-{p}")))).collect();
+    for extra in matrix["include"].as_array().into_iter().flatten() {
+        let (p, r, s) = (
+            extra["provider"].as_str().unwrap(),
+            extra["runner"].as_str().unwrap(),
+            extra["scenario"].as_str().unwrap(),
+        );
+        assert_ne!(s, "ambient", "an include with the listed scenario value would only add keys to an existing cell");
+        cells.push((p, r, s.to_string()));
+    }
+    for (p, _, name) in &cells {
+        let path = format!("scenarios/{name}.yaml");
         let scenario = meshcheck::scenario::Scenario::from_path(&root().join(&path))
             .unwrap_or_else(|e| panic!("{path} (matrix provider {p}): {e}"));
         assert_eq!(scenario.provider.as_str(), *p, "{path} provisions with its matrix provider");
     }
+    // Issue 23: the waypoint scenario runs nightly on both architectures.
+    let waypoint: Vec<&str> = cells.iter().filter(|c| c.2 == "ambient-waypoint").map(|c| c.1).collect();
+    assert!(
+        waypoint.iter().any(|r| r.ends_with("-arm")) && waypoint.iter().any(|r| !r.ends_with("-arm")),
+        "{waypoint:?}"
+    );
     let steps = job["steps"].as_array().unwrap();
     let runs_suite =
         steps.iter().any(|s| s["run"].as_str().is_some_and(|r| r.contains("cargo test --test conformance")));

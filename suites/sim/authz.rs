@@ -114,8 +114,17 @@ pub(super) fn strict(st: &State, ns: &str) -> bool {
 /// account, or none for plaintext.
 pub(super) type Peer<'a> = Option<(&'a str, &'a str)>;
 
-/// ztunnel's decision for a connection from `peer` to port `port` of the captured pod `dst`:
-/// `Err` names the policy that denied it (or says none allowed it).
+/// What a policy is matched against: the peer, the destination port and, at a waypoint, the
+/// HTTP method and path.
+#[derive(Clone, Copy)]
+pub(super) struct Request<'a> {
+    pub peer: Peer<'a>,
+    pub port: u16,
+    pub http: Option<(&'a str, &'a str)>,
+}
+
+/// ztunnel's decision for a connection to the captured pod `dst`: `Err` names the policy that
+/// denied it (or says none allowed it). Policies with `targetRefs` are a waypoint's, not ztunnel's.
 pub(super) fn decide(st: &State, peer: Peer, dst: &Value, port: u16) -> Result<(), String> {
     let (ns, labels) = (s(dst, "/metadata/namespace"), dst.pointer("/metadata/labels").cloned().unwrap_or(Value::Null));
     let applies = |p: &&Value| {
@@ -128,31 +137,61 @@ pub(super) fn decide(st: &State, peer: Peer, dst: &Value, port: u16) -> Result<(
             }
     };
     let policies: Vec<&Value> = pushed(st, "authorizationpolicies").filter(applies).collect();
+    evaluate(&policies, Request { peer, port, http: None })
+}
+
+/// A waypoint's decision for a request to Service `svc` through Gateway `gateway`: the policies
+/// whose `targetRefs` name that Gateway or that Service, in their namespace (istio.io
+/// docs/ambient/usage/l7-features), with their L7 attributes.
+pub(super) fn decide_at_waypoint(st: &State, gateway: &Value, svc: &Value, request: Request) -> Result<(), String> {
+    let ns = s(gateway, "/metadata/namespace");
+    let names = |p: &Value, kind: &str, name: &str| {
+        p.pointer("/spec/targetRefs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|r| r["kind"] == kind && r["name"] == name)
+    };
+    let policies: Vec<&Value> = pushed(st, "authorizationpolicies")
+        .filter(|p| s(p, "/metadata/namespace") == ns)
+        .filter(|p| names(p, "Gateway", s(gateway, "/metadata/name")) || names(p, "Service", s(svc, "/metadata/name")))
+        .collect();
+    evaluate(&policies, request)
+}
+
+/// DENY first, then ALLOW, then deny when ALLOW policies exist (src/state.rs `assert_rbac`).
+fn evaluate(policies: &[&Value], request: Request) -> Result<(), String> {
     let action = |p: &Value| p.pointer("/spec/action").and_then(Value::as_str).unwrap_or("ALLOW").to_string();
     let name = |p: &Value| format!("{}/{}", s(p, "/metadata/namespace"), s(p, "/metadata/name"));
-    if let Some(deny) = policies.iter().find(|p| action(p) == "DENY" && matches(p, peer, port, false)) {
+    if let Some(deny) = policies.iter().find(|p| action(p) == "DENY" && matches(p, request, false)) {
         return Err(format!("denied by DENY policy {}", name(deny)));
     }
     let allow: Vec<&&Value> = policies.iter().filter(|p| action(p) == "ALLOW").collect();
-    if allow.is_empty() || allow.iter().any(|p| matches(p, peer, port, true)) {
+    if allow.is_empty() || allow.iter().any(|p| matches(p, request, true)) {
         return Ok(());
     }
     Err(format!("no ALLOW policy matched ({})", allow.iter().map(|p| name(p)).collect::<Vec<_>>().join(", ")))
 }
 
-/// Whether any rule of a policy matches.
-fn matches(policy: &Value, peer: Peer, port: u16, allow: bool) -> bool {
+/// Whether any rule of a policy matches. Without HTTP (ztunnel) an ALLOW rule with an L7
+/// attribute never matches and a DENY rule's L7 attributes are left out.
+fn matches(policy: &Value, request: Request, allow: bool) -> bool {
     let rules = policy.pointer("/spec/rules").and_then(Value::as_array).cloned().unwrap_or_default();
     rules.iter().any(|rule| {
-        if allow && has_l7(rule) {
+        if allow && request.http.is_none() && has_l7(rule) {
             return false;
         }
         let clause = |entries: Option<&Value>, field: &str, f: &dyn Fn(&Value) -> bool| {
             entries.and_then(Value::as_array).is_none_or(|list| list.iter().any(|e| f(&e[field])))
         };
-        clause(rule.get("from"), "source", &|src| source_matches(src, peer))
-            && clause(rule.get("to"), "operation", &|op| ports_match(op, port))
-            && rule.get("when").and_then(Value::as_array).into_iter().flatten().all(|w| when_matches(w, peer, port))
+        clause(rule.get("from"), "source", &|src| source_matches(src, request.peer))
+            && clause(rule.get("to"), "operation", &|op| operation_matches(op, request))
+            && rule
+                .get("when")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .all(|w| when_matches(w, request.peer, request.port))
     })
 }
 
@@ -198,8 +237,15 @@ fn source_matches(src: &Value, peer: Peer) -> bool {
         && field(src, "namespaces", "notNamespaces", peer.map(|p| p.0))
 }
 
-fn ports_match(op: &Value, port: u16) -> bool {
-    field(op, "ports", "notPorts", Some(&port.to_string()))
+/// A `to.operation`: its ports always; its methods and paths only where HTTP is seen.
+fn operation_matches(op: &Value, request: Request) -> bool {
+    let ports = field(op, "ports", "notPorts", Some(&request.port.to_string()));
+    match request.http {
+        Some((method, path)) => {
+            ports && field(op, "methods", "notMethods", Some(method)) && field(op, "paths", "notPaths", Some(path))
+        }
+        None => ports,
+    }
 }
 
 fn when_matches(when: &Value, peer: Peer, port: u16) -> bool {

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use super::{
     Shared, authz,
     cilium::{Source, ingress_allowed},
-    mesh::{captured, resolve},
+    mesh::{captured, resolve, serving as mesh_serving, waypoint_of},
     shapes::s,
 };
 
@@ -26,8 +26,10 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
     let authority = url.trim_start_matches("http://").split('/').next().unwrap_or("").to_string();
     let host = authority.split(':').next().unwrap_or("").to_string();
     let port: u16 = authority.split(':').nth(1).and_then(|p| p.parse().ok()).unwrap_or(80);
+    let path = url.trim_start_matches("http://").find('/').map_or("/", |i| &url["http://".len() + i..]).to_string();
     enum Outcome {
         Ok,
+        Status(&'static str),
         Fail(i32),
         Hang,
         TimeOut,
@@ -51,16 +53,39 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
         let strict = authz::strict(&st, &target_ns);
         let client = st.store.get("", "pods", ns, pod).cloned();
         let in_mesh = client.as_ref().is_some_and(|p| captured(&st, p));
+        let client_peer = client
+            .as_ref()
+            .filter(|_| in_mesh)
+            .map(|c| (s(c, "/metadata/namespace"), s(c, "/spec/serviceAccountName")));
+        // A meshed client's request to a Service with a waypoint goes through the waypoint, which
+        // decides by the policies attached to it with the client's identity and the request's
+        // method and path; the destination's ztunnel then sees the waypoint's identity.
+        let service = st.store.get("", "services", &target_ns, &svc).cloned();
+        let via =
+            service.filter(|_| in_mesh && by_ip.is_none()).and_then(|sv| waypoint_of(&st, &sv).map(|gw| (gw, sv)));
+        let at_waypoint = via.as_ref().map(|(gw, sv)| {
+            let name = s(gw, "/metadata/name");
+            let up =
+                st.store.list("", "pods", Some(&target_ns)).iter().any(|p| {
+                    s(p, "/metadata/labels/gateway.networking.k8s.io~1gateway-name") == name && mesh_serving(p)
+                });
+            if !up {
+                return Err(format!("waypoint {target_ns}/{name} has no serving pod"));
+            }
+            let request = authz::Request { peer: client_peer, port, http: Some(("GET", path.as_str())) };
+            authz::decide_at_waypoint(&st, gw, sv, request).map_err(|reason| format!("403 {reason}"))
+        });
+        let peer = match &via {
+            Some((gw, _)) => Some((target_ns.as_str(), s(gw, "/metadata/name"))),
+            None => client_peer,
+        };
         // The destination's ztunnel decides by the policies pushed to it, for the peer's identity
         // (none for plaintext) and the pod's port.
         let target = by_ip.clone().map(|p| (p, port)).or_else(|| resolve(&st, &target_ns, &svc, port).ok());
-        let denied = target.as_ref().filter(|(p, _)| captured(&st, p)).and_then(|(p, target_port)| {
-            let peer = client
-                .as_ref()
-                .filter(|_| in_mesh)
-                .map(|c| (s(c, "/metadata/namespace"), s(c, "/spec/serviceAccountName")));
-            authz::decide(&st, peer, p, *target_port).err()
-        });
+        let denied = target
+            .as_ref()
+            .filter(|(p, _)| captured(&st, p))
+            .and_then(|(p, target_port)| authz::decide(&st, peer, p, *target_port).err());
         let target_captured = match &by_ip {
             Some(p) => captured(&st, p),
             None => resolve(&st, &target_ns, &svc, port).is_ok_and(|(p, _)| captured(&st, &p)),
@@ -75,6 +100,11 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
             Outcome::TimeOut
         } else if !in_mesh && strict && target_captured {
             Outcome::Fail(56)
+        } else if let Some(Err(reason)) = at_waypoint {
+            st.calls.push(format!("waypoint {target_ns}: {ns}/{pod} GET {path}: {reason}"));
+            // Envoy's RBAC filter answers a denied request 403 "RBAC: access denied"; a waypoint
+            // that does not serve leaves the connection to fail.
+            if reason.starts_with("403") { Outcome::Status("403") } else { Outcome::Fail(56) }
         } else if let Some(reason) = denied {
             // ztunnel closes a denied connection: curl exits 56, as istio.io's ambient
             // getting-started (secure-and-visualize) shows for a client an L4 policy refuses.
@@ -90,6 +120,7 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
     };
     match outcome {
         Outcome::Ok => ("200".into(), 0),
+        Outcome::Status(code) => (code.into(), 0),
         Outcome::Fail(code) => ("000".into(), code),
         Outcome::TimeOut => {
             tokio::time::sleep(shared.sim(Duration::from_secs(max_time))).await;

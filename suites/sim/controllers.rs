@@ -210,6 +210,9 @@ fn operators(st: &mut State) {
             st.store.put("apps", "statefulsets", workload);
         }
     }
+    if operator_running(st, Program::Istiod) {
+        super::istiod::waypoints(st);
+    }
     if operator_running(st, Program::KialiOperator) {
         for mut cr in st.store.list("kiali.io", "kialis", None) {
             let namespace = ns(&cr);

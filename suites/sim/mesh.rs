@@ -202,3 +202,29 @@ pub(super) fn host_port(url: &str) -> Option<(String, u16)> {
     };
     Some((host.to_string(), port))
 }
+
+/// The waypoint Gateway a Service's traffic goes through, by istiod's rules (istio/istio@1.30.3
+/// pilot/pkg/serviceregistry/ambient/waypoints.go): the Service's `istio.io/use-waypoint` label,
+/// else its namespace's (`none` opts out), naming a Gateway of class `istio-waypoint` in the
+/// namespace for `service` or `all` traffic (`istio.io/waypoint-for`, default `service`) that has
+/// an address in its status (`getGatewayAddress`: none, no waypoint). A waypoint's own Service
+/// has none.
+pub(super) fn waypoint_of(st: &State, svc: &Value) -> Option<Value> {
+    let ns = s(svc, "/metadata/namespace");
+    if svc.pointer("/metadata/labels/gateway.networking.k8s.io~1gateway-name").is_some() {
+        return None;
+    }
+    let label = "/metadata/labels/istio.io~1use-waypoint";
+    let name = svc.pointer(label).and_then(Value::as_str).map(String::from).or_else(|| {
+        st.store.get("", "namespaces", "", ns).and_then(|n| n.pointer(label).and_then(Value::as_str).map(String::from))
+    })?;
+    let gw = st.store.get("gateway.networking.k8s.io", "gateways", ns, &name)?;
+    let for_traffic =
+        gw.pointer("/metadata/labels/istio.io~1waypoint-for").and_then(Value::as_str).unwrap_or("service");
+    let addressed = gw.pointer("/status/addresses").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    (name != "none"
+        && s(gw, "/spec/gatewayClassName") == "istio-waypoint"
+        && matches!(for_traffic, "service" | "all")
+        && addressed)
+        .then(|| gw.clone())
+}

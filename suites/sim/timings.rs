@@ -82,6 +82,7 @@ impl Timings {
     /// | bookinfo productpage Ready | 40 | estimate: a Python image |
     /// | bookinfo reviews-v1/v2/v3 Ready | 60 | estimate: a WebSphere Liberty (Java) image, the largest of bookinfo |
     /// | probe target, curl clients Ready | 15 | estimate: small images |
+    /// | waypoint Ready | 25 | estimate: the proxyv2 image, as the ingress gateway |
     /// | a program that does not drain exits after SIGTERM | 1 | estimate: the apps and servers here stop at once; ztunnel and Istio's proxy drain by their own rules |
     /// | a policy change reaches ztunnel | 1 | estimate: istiod's debounce waits 100 ms of quiet (`PILOT_DEBOUNCE_AFTER`, istio/istio@1.30.3 pilot/pkg/features/tuning.go), then one xDS push to every ztunnel |
     pub fn upstream() -> Timings {
@@ -109,6 +110,7 @@ impl Timings {
             ("curl-outside", s(15)),
             ("curl-inside", s(15)),
             ("curl-other", s(15)),
+            ("waypoint", s(25)),
         ];
         Timings {
             create_cluster: s(90),

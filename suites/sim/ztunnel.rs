@@ -8,7 +8,7 @@ use super::shapes::{observed, s};
 use super::store::now;
 use super::{Shared, State};
 
-use super::mesh::{captured, workload_pod};
+use super::mesh::{captured, waypoint_of, workload_pod};
 
 /// ztunnel's config dump in the shape ztunnel 1.30.3 serves (src/admin.rs, src/state.rs: lists
 /// `workloads`, `services`, `policies` sorted by uid/hostname/key, camelCase, and `capacity`
@@ -49,8 +49,40 @@ pub(super) fn config_dump(shared: &Shared, st: &State) -> Value {
     }
     workloads.sort_by(|a, b| a["uid"].as_str().cmp(&b["uid"].as_str()));
     dump["workloads"] = Value::Array(workloads);
-    dump["services"] = json!([]);
+    dump["services"] = Value::Array(services(st));
     dump
+}
+
+/// The Services as ztunnel 1.30.3 lists them (src/state/service.rs `Service`, camelCase, sorted by
+/// hostname): name, namespace, hostname, `vips` (the simulation gives Services no cluster IP),
+/// `ports` (service port → target port), no endpoints, and `waypoint` when istiod assigned one
+/// ([`waypoint_of`]): `{destination: "<ns>/<hostname>", hboneMtlsPort: 15008}`, the hostname from
+/// the Gateway's status address (pilot/pkg/serviceregistry/ambient/waypoints.go `getGatewayAddress`).
+fn services(st: &State) -> Vec<Value> {
+    let mut out: Vec<Value> = st
+        .store
+        .list("", "services", None)
+        .iter()
+        .map(|svc| {
+            let (ns, name) = (s(svc, "/metadata/namespace"), s(svc, "/metadata/name"));
+            let ports: serde_json::Map<String, Value> = svc
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| (p["port"].to_string(), p.get("targetPort").filter(|t| t.is_u64()).unwrap_or(&p["port"]).clone()))
+                .collect();
+            let mut entry = json!({"name": name, "namespace": ns, "hostname": format!("{name}.{ns}.svc.cluster.local"),
+                                   "vips": [], "ports": ports, "endpoints": {}, "subjectAltNames": [], "canonical": true});
+            if let Some(gw) = waypoint_of(st, svc) {
+                let host = gw.pointer("/status/addresses/0/value").and_then(Value::as_str).unwrap_or_default();
+                entry["waypoint"] = json!({"destination": format!("{ns}/{host}"), "hboneMtlsPort": 15008});
+            }
+            entry
+        })
+        .collect();
+    out.sort_by(|a, b| a["hostname"].as_str().cmp(&b["hostname"].as_str()));
+    out
 }
 
 /// Service account and app of a workload (`book-info/reviews-v2`).

@@ -1,0 +1,116 @@
+//! Watching a policy take effect: a client's curl repeated from a moment (the policy's apply, or
+//! its removal) until the answer changes, every attempt timed, and those attempts read back. The
+//! checks that apply an AuthorizationPolicy (l4-authorization, l7-policy) collect and judge
+//! with it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Curl;
+use crate::{cluster::live::Live, common::names};
+
+/// Between two attempts while waiting for a change (a settle wait: scaled by
+/// `timeouts.settle_scale`). Each attempt is an exec of curl, itself some 100 ms.
+const POLL: Duration = Duration::from_millis(250);
+/// How long past the budget a change is still waited for, so that a late policy is measured,
+/// not only missed (a settle wait, scaled).
+const LATE: Duration = Duration::from_secs(30);
+
+/// One client asking for one URL. Clients are pods of the ambient namespace meshcheck-inside.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    /// The client pod.
+    pub client: &'static str,
+    /// What it asks for.
+    pub url: &'static str,
+}
+
+/// `<check>/results.json`: the policy and every attempt, in order.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Results {
+    /// The policy, as `Kind namespace/name`.
+    pub policy: String,
+    /// The propagation budget, scaled as the run's settle waits are, in milliseconds.
+    pub budget_ms: u64,
+    /// Every attempt, in order.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One curl of one probe.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Attempt {
+    /// Before the policy, under it, or after it was taken back.
+    pub phase: Phase,
+    /// The client pod.
+    pub client: String,
+    /// The URL asked for.
+    pub url: String,
+    /// When the attempt started, in milliseconds since its phase began (the policy's apply or
+    /// removal returned; for `before`, the first attempt).
+    pub started_ms: u64,
+    /// When it ended, on the same clock.
+    pub ended_ms: u64,
+    /// The curl record ([`super::curl_from`]).
+    pub curl: Value,
+}
+
+/// When an attempt was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Before the policy: what it changes must have been otherwise, else a change proves nothing.
+    Before,
+    /// The policy in place.
+    Policy,
+    /// After the policy was deleted.
+    After,
+}
+
+impl Results {
+    /// The attempts of one probe in one phase, in order.
+    pub fn of(&self, phase: Phase, probe: Probe) -> Vec<&Attempt> {
+        self.attempts.iter().filter(|a| a.phase == phase && a.client == probe.client && a.url == probe.url).collect()
+    }
+}
+
+/// The longest a change is waited for: the budget and [`LATE`] past it.
+pub fn limit(live: &Live, budget: Duration) -> Duration {
+    budget + live.scenario.settle(LATE)
+}
+
+/// One curl of `probe`, timed from `since`.
+pub async fn attempt(live: &Live, phase: Phase, probe: Probe, since: Instant) -> Attempt {
+    let started_ms = since.elapsed().as_millis() as u64;
+    let curl = super::curl_from(live, names::INSIDE_NS, probe.client, probe.url, 10).await;
+    let ended_ms = since.elapsed().as_millis() as u64;
+    Attempt { phase, client: probe.client.into(), url: probe.url.into(), started_ms, ended_ms, curl }
+}
+
+/// Curls `probe` until `done` holds for its answer or `limit` has passed since `since`.
+pub async fn poll(
+    live: &Live,
+    results: &mut Results,
+    (phase, probe): (Phase, Probe),
+    since: Instant,
+    limit: Duration,
+    done: impl Fn(&Curl) -> bool,
+) {
+    loop {
+        let a = attempt(live, phase, probe, since).await;
+        let finished = done(&Curl::of(&a.curl)) || since.elapsed() >= limit;
+        results.attempts.push(a);
+        if finished {
+            return;
+        }
+        tokio::time::sleep(live.scenario.settle(POLL)).await;
+    }
+}
+
+/// When a change showed: the first attempt for which `changed` holds, and the interval the change
+/// happened in: after the start of the attempt before it (0 for the first), by that attempt's end.
+pub fn first_change(attempts: &[&Attempt], changed: impl Fn(&Curl) -> bool) -> Option<(usize, u64, u64)> {
+    let i = attempts.iter().position(|a| changed(&Curl::of(&a.curl)))?;
+    let low = if i == 0 { 0 } else { attempts[i - 1].started_ms };
+    Some((i, low, attempts[i].ended_ms))
+}
