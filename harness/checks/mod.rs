@@ -21,6 +21,7 @@ pub mod image_architectures;
 pub mod kiali;
 pub mod l4_authorization;
 pub mod l7_policy;
+pub mod l7_routing;
 pub mod metrics;
 pub mod mtls;
 pub mod node_architecture;
@@ -63,6 +64,7 @@ pub static REGISTRY: &[CheckDef] = &[
     l4_authorization::CHECK,
     waypoint::CHECK,
     l7_policy::CHECK,
+    l7_routing::CHECK,
     traces::CHECK,
     metrics::CHECK,
     kiali::CHECK,

@@ -148,6 +148,16 @@ pub const L7_POLICY: CheckInfo = CheckInfo {
     reads: &[Component::Waypoint],
 };
 
+/// [`crate::checks::l7_routing`].
+pub const L7_ROUTING: CheckInfo = CheckInfo {
+    name: "l7-routing",
+    stage: Stage::Checks,
+    default_on: false,
+    asserts: "the sample HTTPRoute route-reviews-90-10 on the reviews Service splits 200 requests by its weights (exact binomial test, p >= 0.001 per backend), no other version answers, and all versions answer again once it is taken back",
+    effect: Effect::Mutates,
+    reads: &[Component::Waypoint],
+};
+
 /// [`crate::checks::traces`].
 pub const TRACES: CheckInfo = CheckInfo {
     name: "traces",
@@ -210,6 +220,7 @@ pub static CATALOG: &[CheckInfo] = &[
     L4_AUTHORIZATION,
     WAYPOINT,
     L7_POLICY,
+    L7_ROUTING,
     TRACES,
     METRICS,
     KIALI,

@@ -20,7 +20,7 @@ pub(super) fn command(name: impl Into<String>, command: CommandSpec) -> Step {
 }
 
 /// A file of the bookinfo sample at the scenario's bookinfo release (through its mirrors).
-pub(super) fn bookinfo_url(s: &Scenario, file: &str) -> String {
+pub fn bookinfo_url(s: &Scenario, file: &str) -> String {
     s.mirrored(&format!(
         "https://raw.githubusercontent.com/istio/istio/{}/samples/bookinfo/{file}",
         s.versions.bookinfo()

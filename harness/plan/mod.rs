@@ -48,6 +48,7 @@ mod provision;
 mod render;
 mod upgrade;
 
+pub use builder::bookinfo_url;
 pub use command::CommandSpec;
 pub use condition::Condition;
 pub use render::render_text;

@@ -119,13 +119,13 @@ pub(super) fn rules_between_fields(schema: &mut schemars::Schema) {
     rules.push(json!({
         "if": { "allOf": [
             provider_is(&["existing"]),
-            { "required": ["checks"], "properties": { "checks": { "contains": { "enum": ["waypoint", "l7-policy"] } } } },
+            { "required": ["checks"], "properties": { "checks": { "contains": { "enum": ["waypoint", "l7-policy", "l7-routing"] } } } },
         ] },
         "then": {
             "required": ["existing"],
             "properties": { "existing": { "required": ["install"], "properties": { "install": { "const": true } } } },
-            "description": "`waypoint` and `l7-policy` check the waypoint meshcheck deploys with the mesh; on an existing \
-                            cluster set existing.install: true",
+            "description": "`waypoint`, `l7-policy` and `l7-routing` check the waypoint meshcheck deploys with the mesh; on \
+                            an existing cluster set existing.install: true",
         },
     }));
     schema.insert("allOf".into(), rules.into());

@@ -1384,3 +1384,77 @@ fn l7_policy_needs_a_403_from_the_waypoint_on_its_path_alone_and_the_undo() {
     let v = l7_judge(late);
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("over budget"), "{}", v.explanation());
 }
+
+/// The binomial test against values computed independently (Python, exact sums of `math.comb`
+/// terms, the same minimum-likelihood rule as R's `binom.test`).
+#[test]
+fn binomial_two_sided_p_matches_known_values() {
+    use meshcheck::common::stats::binomial_two_sided_p as p;
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 + 1e-6 * b.abs();
+    for (k, n, prob, expected) in [
+        (0, 10, 0.5, 0.001953125),
+        (20, 200, 0.1, 1.0),
+        (35, 200, 0.1, 0.0012693433705207157),
+        (6, 200, 0.1, 0.0003338802830739445),
+        (34, 200, 0.1, 0.0020219360455171354),
+        (5, 200, 0.1, 7.760018001408426e-05),
+        (36, 200, 0.1, 0.0005358547428833895),
+        (100, 200, 0.5, 1.0),
+    ] {
+        assert!(close(p(k, n, prob), expected), "p({k}, {n}, {prob}) = {} not {expected}", p(k, n, prob));
+    }
+    // Far tails stay finite and tiny, not NaN.
+    let far = p(200, 200, 0.1);
+    assert!(far > 0.0 && far < 1e-190, "{far}");
+    assert_eq!(p(3, 2, 0.5), 0.0);
+    assert_eq!((p(0, 5, 0.0), p(1, 5, 0.0)), (1.0, 0.0));
+}
+
+fn l7_routing_judge(before: &[&str], during: &[(&str, usize)], after: &[&str]) -> meshcheck::evidence::Verdict {
+    let pods = |list: &[&str]| list.iter().map(|v| json!(format!("{v}-5b5d6494f4-qwjv4"))).collect::<Vec<_>>();
+    let during: Vec<serde_json::Value> =
+        during.iter().flat_map(|(v, n)| std::iter::repeat_n(json!(format!("{v}-5b5d6494f4-qwjv4")), *n)).collect();
+    let results = json!({"route": "HTTPRoute book-info/reviews", "source": "s",
+                         "weights": [["reviews-v1", 90], ["reviews-v2", 10]],
+                         "before": pods(before), "during": during, "after": pods(after)});
+    judge("l7-routing", &[("l7-routing/results.json", &serde_json::to_vec(&results).unwrap())])
+}
+
+#[test]
+fn l7_routing_holds_each_backend_to_its_weight_by_an_exact_binomial_test() {
+    let before = ["reviews-v1", "reviews-v3", "reviews-v2"];
+    let v = l7_routing_judge(&before, &[("reviews-v1", 180), ("reviews-v2", 20)], &["reviews-v1", "reviews-v3"]);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    // 34 of 200 is still 10 % by the test (p = 0.002); 36 is not (p = 0.0005).
+    let v = l7_routing_judge(&before, &[("reviews-v1", 166), ("reviews-v2", 34)], &["reviews-v3"]);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    let v = l7_routing_judge(&before, &[("reviews-v1", 164), ("reviews-v2", 36)], &["reviews-v3"]);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("reviews-v2: 36 of 200 (18.0 %), weight 10 of 100 (10.0 %), p = 0.0005"),
+        "{}",
+        v.explanation()
+    );
+    // A version outside the route answering: the route is not applied.
+    let v = l7_routing_judge(&before, &[("reviews-v1", 170), ("reviews-v2", 20), ("reviews-v3", 10)], &["reviews-v3"]);
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("10 of 200 answer(s) came from versions outside it"),
+        "{}",
+        v.explanation()
+    );
+    // No version outside the route before it: nothing to prove.
+    let v =
+        l7_routing_judge(&["reviews-v1", "reviews-v2"], &[("reviews-v1", 180), ("reviews-v2", 20)], &["reviews-v3"]);
+    assert!(
+        v.outcome == Outcome::Error && v.reason.contains("a route keeping them out would prove nothing"),
+        "{}",
+        v.explanation()
+    );
+    // Still only the route's versions after it was deleted.
+    let v = l7_routing_judge(&before, &[("reviews-v1", 180), ("reviews-v2", 20)], &["reviews-v1", "reviews-v1"]);
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("the route was not taken back"),
+        "{}",
+        v.explanation()
+    );
+}

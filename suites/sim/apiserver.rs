@@ -364,7 +364,7 @@ fn create(
         st.applied.insert((group.into(), plural.into(), ns.into(), name.clone()));
     }
     st.calls.push(format!("create {plural} {ns}/{name}"));
-    super::authz::push(shared, &mut st);
+    super::xds::push(shared, &mut st);
     json_reply(StatusCode::CREATED, &stored)
 }
 
@@ -444,7 +444,7 @@ fn apply(
     }
     st.applies += 1;
     st.calls.push(format!("apply {} {ns}/{name}", rtype.kind));
-    super::authz::push(shared, &mut st);
+    super::xds::push(shared, &mut st);
     if st.faults.api_down_after_applies.is_some_and(|n| st.applies >= n) {
         st.calls.push("API server went away".into());
         let _ = shared.api_up.send(false);
@@ -489,7 +489,7 @@ fn delete(shared: &Arc<Shared>, group: &str, plural: &str, ns: &str, name: &str,
         return json_reply(StatusCode::OK, &now);
     }
     let gone = st.store.delete(group, plural, ns, name).unwrap_or(obj);
-    super::authz::push(shared, &mut st);
+    super::xds::push(shared, &mut st);
     json_reply(StatusCode::OK, &gone)
 }
 

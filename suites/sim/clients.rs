@@ -3,10 +3,12 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    Shared, authz,
+    Shared,
     cilium::{Source, ingress_allowed},
     mesh::{captured, resolve, serving as mesh_serving, waypoint_of},
     shapes::s,
+    store::match_labels,
+    xds,
 };
 
 /// A command in a pod. Only curl is installed in the client images; it behaves as curl does:
@@ -28,7 +30,8 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
     let port: u16 = authority.split(':').nth(1).and_then(|p| p.parse().ok()).unwrap_or(80);
     let path = url.trim_start_matches("http://").find('/').map_or("/", |i| &url["http://".len() + i..]).to_string();
     enum Outcome {
-        Ok,
+        /// Answered 200, by this pod when a Service's backend answered.
+        Ok(Option<serde_json::Value>),
         Status(&'static str),
         Fail(i32),
         Hang,
@@ -49,8 +52,8 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
             (None, [svc]) => (svc.to_string(), ns.to_string()),
             _ => (String::new(), String::new()),
         };
-        authz::push(shared, &mut st);
-        let strict = authz::strict(&st, &target_ns);
+        xds::push(shared, &mut st);
+        let strict = xds::strict(&st, &target_ns);
         let client = st.store.get("", "pods", ns, pod).cloned();
         let in_mesh = client.as_ref().is_some_and(|p| captured(&st, p));
         let client_peer = client
@@ -72,8 +75,8 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
             if !up {
                 return Err(format!("waypoint {target_ns}/{name} has no serving pod"));
             }
-            let request = authz::Request { peer: client_peer, port, http: Some(("GET", path.as_str())) };
-            authz::decide_at_waypoint(&st, gw, sv, request).map_err(|reason| format!("403 {reason}"))
+            let request = xds::Request { peer: client_peer, port, http: Some(("GET", path.as_str())) };
+            xds::decide_at_waypoint(&st, gw, sv, request).map_err(|reason| format!("403 {reason}"))
         });
         let peer = match &via {
             Some((gw, _)) => Some((target_ns.as_str(), s(gw, "/metadata/name"))),
@@ -85,7 +88,7 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
         let denied = target
             .as_ref()
             .filter(|(p, _)| captured(&st, p))
-            .and_then(|(p, target_port)| authz::decide(&st, peer, p, *target_port).err());
+            .and_then(|(p, target_port)| xds::decide(&st, peer, p, *target_port).err());
         let target_captured = match &by_ip {
             Some(p) => captured(&st, p),
             None => resolve(&st, &target_ns, &svc, port).is_ok_and(|(p, _)| captured(&st, &p)),
@@ -111,15 +114,25 @@ pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String])
             st.calls.push(format!("ztunnel {target_ns}: {ns}/{pod} {reason}"));
             Outcome::Fail(56)
         } else if by_ip.is_some() {
-            Outcome::Ok
+            Outcome::Ok(None)
         } else {
             let client = format!("{ns}/{}", pod);
             *st.connections.entry((client, format!("{target_ns}/{svc}-v1"))).or_default() += 1;
-            Outcome::Ok
+            // Which pod answers: a waypoint follows the Service's HTTPRoute, else the Service
+            // balances over its serving pods (ztunnel and kube-proxy pick at random).
+            let draw = unit(st.draws);
+            st.draws += 1;
+            let backend =
+                via.as_ref().and_then(|(_, sv)| xds::routed_backend(&st, sv, draw)).unwrap_or_else(|| svc.clone());
+            let pods = backend_pods(&st, &target_ns, &backend);
+            let pick = unit(st.draws.wrapping_mul(31));
+            Outcome::Ok(pods.get((pick * pods.len() as f64) as usize).cloned())
         }
     };
     match outcome {
-        Outcome::Ok => ("200".into(), 0),
+        // `-w %{http_code}` prints the code; without it curl prints the body.
+        Outcome::Ok(pod) if !command.iter().any(|a| a == "-w") => (body(pod.as_ref()), 0),
+        Outcome::Ok(_) => ("200".into(), 0),
         Outcome::Status(code) => (code.into(), 0),
         Outcome::Fail(code) => ("000".into(), code),
         Outcome::TimeOut => {
@@ -141,4 +154,41 @@ fn reachable_in_plaintext(st: &super::State, by_ip: Option<serde_json::Value>, n
         None => resolve(st, ns, svc, port).ok(),
     };
     target.is_some_and(|(pod, target_port)| ingress_allowed(&st.store, &pod, Source::Cluster, target_port))
+}
+
+/// A uniform draw in [0, 1) from a counter (splitmix64): the simulation's balancing is repeatable
+/// and spread like a random choice.
+fn unit(counter: u64) -> f64 {
+    let mut z = counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) as f64 / (u64::MAX as f64 + 1.0)
+}
+
+/// The serving pods a Service selects.
+fn backend_pods(st: &super::State, ns: &str, svc: &str) -> Vec<serde_json::Value> {
+    let Some(selector) = st.store.get("", "services", ns, svc).and_then(|s| s.pointer("/spec/selector").cloned())
+    else {
+        return Vec::new();
+    };
+    st.store
+        .list("", "pods", Some(ns))
+        .into_iter()
+        .filter(|p| {
+            mesh_serving(p)
+                && match_labels(&selector, p.pointer("/metadata/labels").unwrap_or(&serde_json::Value::Null))
+        })
+        .collect()
+}
+
+/// What an app answers: reviews names the pod that answered (istio/istio@1.30.3
+/// samples/bookinfo/src/reviews/.../LibertyRestEndpoint.java: `podname` is `$HOSTNAME`).
+fn body(pod: Option<&serde_json::Value>) -> String {
+    match pod {
+        Some(p) if s(p, "/metadata/labels/app") == "reviews" => format!(
+            "{{\"id\": \"0\",\"podname\": \"{}\",\"clustername\": \"null\",\"reviews\": [{{  \"reviewer\": \"Reviewer1\",  \"text\": \"An extremely entertaining play by Shakespeare.\"}}]}}",
+            s(p, "/metadata/name")
+        ),
+        _ => "{}".into(),
+    }
 }

@@ -51,7 +51,7 @@ pub async fn run(shared: Arc<Shared>) {
         // A settled cluster (nothing changed, no pod starting or failing probes) needs no work.
         if st.store.rv() == settled_at && !st.pods.values().any(PodSim::busy) {
             // istiod's push waits on time alone.
-            super::authz::push(&shared, &mut st);
+            super::xds::push(&shared, &mut st);
             continue;
         }
         // What this pass changes is seen by the next one (statuses follow the pods they count).
@@ -135,7 +135,7 @@ fn reconcile(shared: &Shared, st: &mut State) {
     }
     garbage_collect(st);
     kubelet(shared, st);
-    super::authz::push(shared, st);
+    super::xds::push(shared, st);
 }
 
 /// The namespace controller: deletes what a Terminating namespace holds, pods gracefully, and

@@ -26,6 +26,7 @@ pub(super) async fn mirror(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                 "platform/kube/bookinfo.yaml" => "bookinfo",
                 "platform/kube/bookinfo-versions.yaml" => "bookinfo-versions",
                 "networking/bookinfo-gateway.yaml" => "networking-bookinfo-gateway",
+                "gateway-api/route-reviews-90-10.yaml" => "gateway-api-route-reviews-90-10",
                 _ => "",
             };
             match std::fs::read(shared.upstream.join(format!("bookinfo/istio-{release}-{file}.yaml"))) {

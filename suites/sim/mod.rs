@@ -36,7 +36,6 @@
 //! figures for the critical-path benchmark.
 
 mod apiserver;
-mod authz;
 mod charts;
 mod cilium;
 mod clients;
@@ -56,6 +55,7 @@ mod tempo;
 mod timings;
 mod tools;
 mod web;
+mod xds;
 mod ztunnel;
 
 use std::{
@@ -205,8 +205,10 @@ pub(crate) struct State {
     pub during_rollout: Vec<String>,
     /// Pod IPs handed out so far (IPAM).
     pub ips: u32,
-    /// The security policy istiod has pushed to ztunnel, and what it has yet to push.
-    pub xds: authz::Xds,
+    /// The policies and routes istiod has pushed to ztunnel and waypoints, and what it has yet to push.
+    pub xds: xds::Xds,
+    /// Requests the simulated Services have balanced so far: the seed of the next choice of backend.
+    pub draws: u64,
 }
 
 impl Shared {
@@ -258,7 +260,8 @@ impl Sim {
                 pods: BTreeMap::new(),
                 during_rollout: Vec::new(),
                 ips: 0,
-                xds: authz::Xds::default(),
+                xds: xds::Xds::default(),
+                draws: 0,
             }),
             scale: opts.scale,
             timings,

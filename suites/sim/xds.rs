@@ -1,6 +1,7 @@
-//! Security policy as ztunnel enforces it: istiod pushes the AuthorizationPolicies and
-//! PeerAuthentications of the API server to ztunnel after a delay, and only while an istiod
-//! serves; ztunnel decides each inbound connection from what it was sent, by the upstream rules.
+//! What istiod pushes to ztunnel and waypoints, and what they decide with it: the
+//! AuthorizationPolicies, PeerAuthentications and HTTPRoutes of the API server reach them after a
+//! delay, and only while an istiod serves; ztunnel decides each inbound connection, a waypoint each
+//! request, from what it was sent, by the upstream rules.
 //!
 //! Conversion, istio/istio@1.30.3 pilot/pkg/serviceregistry/ambient/authorization.go
 //! `convertAuthorizationPolicy`/`handleRule`/`stringToMatch`:
@@ -30,9 +31,12 @@ use super::{
     store::{Key, match_labels},
 };
 
-/// The kinds istiod pushes to ztunnel here.
-const PUSHED: [(&str, &str); 2] =
-    [("security.istio.io", "authorizationpolicies"), ("security.istio.io", "peerauthentications")];
+/// The kinds istiod pushes here.
+const PUSHED: [(&str, &str); 3] = [
+    ("security.istio.io", "authorizationpolicies"),
+    ("security.istio.io", "peerauthentications"),
+    ("gateway.networking.k8s.io", "httproutes"),
+];
 
 /// Istio's root namespace (the chart's `meshConfig.rootNamespace` default, istio-system).
 const ROOT_NAMESPACE: &str = "istio-system";
@@ -100,6 +104,39 @@ pub(super) fn push(shared: &Shared, st: &mut State) {
 /// The pushed objects of one kind.
 fn pushed<'a>(st: &'a State, plural: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
     st.xds.view.iter().filter(move |(k, _)| k.1 == plural).map(|(_, v)| v)
+}
+
+/// The backend Service a waypoint sends a request for Service `svc` to: by the weights of the
+/// first pushed HTTPRoute whose `parentRefs` name the Service (kind `Service`, group `""`), drawn
+/// with `draw` in [0, 1); `None` without such a route (the Service itself). The Gateway API's
+/// weight rule: each backendRef gets `weight / Σ weight` of the requests, weight 1 by default
+/// (gateway-api v1.5.1 apis/v1/shared_types.go `BackendRef.Weight`).
+pub(super) fn routed_backend(st: &State, svc: &Value, draw: f64) -> Option<String> {
+    let (ns, name) = (s(svc, "/metadata/namespace"), s(svc, "/metadata/name"));
+    let route = pushed(st, "httproutes").find(|r| {
+        s(r, "/metadata/namespace") == ns
+            && r.pointer("/spec/parentRefs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|p| p["kind"] == "Service" && p["name"] == name && p.get("group").is_none_or(|g| g == ""))
+    })?;
+    let backends: Vec<(String, f64)> = route
+        .pointer("/spec/rules/0/backendRefs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|b| (s(b, "/name").to_string(), b.get("weight").and_then(Value::as_f64).unwrap_or(1.0)))
+        .collect();
+    let total: f64 = backends.iter().map(|b| b.1).sum();
+    let mut at = draw * total;
+    for (backend, weight) in &backends {
+        if at < *weight {
+            return Some(backend.clone());
+        }
+        at -= weight;
+    }
+    backends.last().map(|b| b.0.clone())
 }
 
 /// Whether ztunnel holds a STRICT PeerAuthentication for the namespace (its own or the root's).

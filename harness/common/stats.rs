@@ -1,0 +1,28 @@
+//! Statistics the judges use on counted outcomes. Pure functions, tested on known values.
+
+/// The exact two-sided p-value of seeing `k` successes in `n` trials of probability `p`: the
+/// probability, under Binomial(n, p), of an outcome no more likely than `k` (the "minimum
+/// likelihood" method of R's `binom.test`). Computed in log space, so large `n` does not underflow.
+pub fn binomial_two_sided_p(k: u64, n: u64, p: f64) -> f64 {
+    if k > n {
+        return 0.0;
+    }
+    if p <= 0.0 || p >= 1.0 {
+        let certain = if p <= 0.0 { 0 } else { n };
+        return if k == certain { 1.0 } else { 0.0 };
+    }
+    // ln P(X = i), by the ratio P(i + 1) / P(i) = (n - i) / (i + 1) · p / (1 - p).
+    let mut ln = Vec::with_capacity(n as usize + 1);
+    let mut current = n as f64 * (1.0 - p).ln();
+    ln.push(current);
+    for i in 0..n {
+        current += ((n - i) as f64 / (i + 1) as f64).ln() + (p / (1.0 - p)).ln();
+        ln.push(current);
+    }
+    let observed = ln[k as usize];
+    let max = ln.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // A relative tolerance, as binom.test uses, so that outcomes as likely as `k` count in full.
+    let cutoff = observed + 1e-7_f64.ln_1p();
+    let sum: f64 = ln.iter().filter(|&&l| l <= cutoff).map(|l| (l - max).exp()).sum();
+    (sum * max.exp()).min(1.0)
+}
