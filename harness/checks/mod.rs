@@ -22,6 +22,7 @@ pub mod kiali;
 pub mod l4_authorization;
 pub mod l7_policy;
 pub mod l7_routing;
+pub mod l7_traces;
 pub mod metrics;
 pub mod mtls;
 pub mod node_architecture;
@@ -65,6 +66,7 @@ pub static REGISTRY: &[CheckDef] = &[
     waypoint::CHECK,
     l7_policy::CHECK,
     l7_routing::CHECK,
+    l7_traces::CHECK,
     traces::CHECK,
     metrics::CHECK,
     kiali::CHECK,

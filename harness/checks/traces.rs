@@ -64,49 +64,84 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         let expect =
             Expect { tag_key: TAG_KEY.into(), tag_value: TAG_VALUE.into(), gateway_service: GATEWAY_SERVICE.into() };
         live.save_json(EXPECT, &expect)?;
-        let url = format!("{}/productpage", live.scenario.ingress.base_url());
-        let mut sent = Vec::new();
-        for seq in 0..TRACES {
-            let no_randomness = |e: getrandom::Error| LiveError::Http {
-                what: format!("traceparent for GET {url}"),
-                message: e.to_string(),
-            };
-            let trace_id = tempo::hex(&random_bytes::<16>().map_err(no_randomness)?);
-            let parent = tempo::hex(&random_bytes::<8>().map_err(no_randomness)?);
-            let sent_at = crate::common::util::now_rfc3339();
-            let status =
-                match live.http.get(&url).header("traceparent", format!("00-{trace_id}-{parent}-01")).send().await {
-                    Ok(r) => r.status().as_u16().to_string(),
-                    Err(e) => format!("error: {}", crate::cluster::live::with_causes(&e)),
-                };
-            sent.push(Sent { trace_id, sent_at, status, seq });
-        }
-        live.save_json(SENT, &sent)?;
-        let deadline =
-            Instant::now() + live.scenario.timeouts.check.0.min(live.scenario.settle(Duration::from_secs(180)));
-        let mut arrival = BTreeMap::new();
-        for s in &sent {
-            let id = &s.trace_id;
-            let started = Instant::now();
-            loop {
-                let got =
-                    live.service_get_as("tempo", "tempo", 3200, &format!("api/traces/{id}"), tempo::PROTOBUF).await;
-                if let Ok(answer) = got {
-                    let format = TraceFormat::of_v1_answer(&answer.content_type);
-                    if format.decode(&answer.body).is_ok_and(|spans| !spans.is_empty()) {
-                        live.save(&format!("traces/tempo/{id}.{}", format.suffix()), &answer.body)?;
-                        arrival.insert(id.clone(), started.elapsed().as_secs_f64());
-                        break;
-                    }
-                }
-                if Instant::now() > deadline {
+        send_traced(live, "traces").await
+    })
+}
+
+/// Sends [`TRACES`] requests to productpage through the gateway, each with a `traceparent` of its
+/// own, and reads each trace back from Tempo until it arrives or the deadline passes. Writes
+/// `<dir>/sent.json`, `<dir>/tempo/<id>.<format>` per arrived trace and `<dir>/arrival.json`.
+pub(crate) async fn send_traced(live: &Live, dir: &str) -> Result<(), LiveError> {
+    let url = format!("{}/productpage", live.scenario.ingress.base_url());
+    let mut sent = Vec::new();
+    for seq in 0..TRACES {
+        let no_randomness = |e: getrandom::Error| LiveError::Http {
+            what: format!("traceparent for GET {url}"),
+            message: e.to_string(),
+        };
+        let trace_id = tempo::hex(&random_bytes::<16>().map_err(no_randomness)?);
+        let parent = tempo::hex(&random_bytes::<8>().map_err(no_randomness)?);
+        let sent_at = crate::common::util::now_rfc3339();
+        let status = match live.http.get(&url).header("traceparent", format!("00-{trace_id}-{parent}-01")).send().await
+        {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(e) => format!("error: {}", crate::cluster::live::with_causes(&e)),
+        };
+        sent.push(Sent { trace_id, sent_at, status, seq });
+    }
+    live.save_json(&format!("{dir}/sent.json"), &sent)?;
+    let deadline = Instant::now() + live.scenario.timeouts.check.0.min(live.scenario.settle(Duration::from_secs(180)));
+    let mut arrival = BTreeMap::new();
+    for s in &sent {
+        let id = &s.trace_id;
+        let started = Instant::now();
+        loop {
+            let got = live.service_get_as("tempo", "tempo", 3200, &format!("api/traces/{id}"), tempo::PROTOBUF).await;
+            if let Ok(answer) = got {
+                let format = TraceFormat::of_v1_answer(&answer.content_type);
+                if format.decode(&answer.body).is_ok_and(|spans| !spans.is_empty()) {
+                    live.save(&format!("{dir}/tempo/{id}.{}", format.suffix()), &answer.body)?;
+                    arrival.insert(id.clone(), started.elapsed().as_secs_f64());
                     break;
                 }
-                tokio::time::sleep(live.scenario.settle(Duration::from_secs(3))).await;
             }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(live.scenario.settle(Duration::from_secs(3))).await;
         }
-        live.save_json(ARRIVAL, &arrival)
-    })
+    }
+    live.save_json(&format!("{dir}/arrival.json"), &arrival)
+}
+
+/// What the evidence holds of one sent trace.
+pub(crate) enum Stored {
+    /// Tempo never returned it.
+    Missing,
+    /// Its file could not be read or decoded: the judge cannot judge it.
+    Unreadable(String),
+    /// Its file and the spans with its trace id.
+    Spans(String, Vec<tempo::SpanInfo>),
+}
+
+/// The spans of trace `id` as `<dir>/tempo/` holds them, in whichever format was stored.
+pub(crate) fn stored(ev: &Evidence, dir: &str, id: &str) -> Stored {
+    let Some((file, format)) = TraceFormat::ALL
+        .into_iter()
+        .map(|format| (format!("{dir}/tempo/{id}.{}", format.suffix()), format))
+        .find(|(file, _)| ev.exists(file))
+    else {
+        return Stored::Missing;
+    };
+    let bytes = match ev.read_bytes(&file) {
+        Ok(b) => b,
+        Err(e) => return Stored::Unreadable(e.to_string()),
+    };
+    // An undecodable body says nothing about the trace: the judge cannot judge, it does not fail.
+    match format.decode(&bytes) {
+        Ok(spans) => Stored::Spans(file, spans.into_iter().filter(|sp| sp.trace_id == id).collect()),
+        Err(e) => Stored::Unreadable(format!("evidence file {file} cannot be decoded: {e}")),
+    }
 }
 
 /// `N` bytes from the operating system's random source, for `traceparent` ids: W3C Trace Context
@@ -138,35 +173,25 @@ pub fn judge(ev: &Evidence) -> Verdict {
     for s in &sent {
         let id = s.trace_id.to_ascii_lowercase();
         let status = &s.status;
-        let stored = TraceFormat::ALL
-            .into_iter()
-            .map(|format| (format!("traces/tempo/{id}.{}", format.suffix()), format))
-            .find(|(file, _)| ev.exists(file));
-        let Some((file, format)) = stored else {
+        let (file, ours) = match stored(ev, "traces", &id) {
             // A request the gateway never answered started no trace there: nothing to look for.
-            if status.starts_with("error") {
+            Stored::Missing if status.starts_with("error") => {
                 found.unjudged(format!(
                     "trace {id}: the request got no answer from the gateway ({status}), so no trace was expected"
                 ));
-            } else {
-                found.fail(format!("trace {id} (gateway answered {status}) never arrived in Tempo"));
-            }
-            continue;
-        };
-        found.read(file.clone());
-        let bytes = match ev.read_bytes(&file) {
-            Ok(b) => b,
-            Err(e) => return e.into(),
-        };
-        // An undecodable body says nothing about the trace: the judge cannot judge, it does not fail.
-        let spans = match format.decode(&bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                found.unjudged(format!("evidence file {file} cannot be decoded: {e}"));
                 continue;
             }
+            Stored::Missing => {
+                found.fail(format!("trace {id} (gateway answered {status}) never arrived in Tempo"));
+                continue;
+            }
+            Stored::Unreadable(why) => {
+                found.unjudged(why);
+                continue;
+            }
+            Stored::Spans(file, spans) => (file, spans),
         };
-        let ours: Vec<_> = spans.iter().filter(|sp| sp.trace_id == id).collect();
+        found.read(file.clone());
         let gw: Vec<_> = ours.iter().filter(|sp| sp.service.contains(gateway.as_str())).collect();
         let tagged = gw.iter().any(|sp| sp.attributes.get(&key) == Some(&value));
         if ours.is_empty() {

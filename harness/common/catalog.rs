@@ -158,6 +158,16 @@ pub const L7_ROUTING: CheckInfo = CheckInfo {
     reads: &[Component::Waypoint],
 };
 
+/// [`crate::checks::l7_traces`].
+pub const L7_TRACES: CheckInfo = CheckInfo {
+    name: "l7-traces",
+    stage: Stage::Checks,
+    default_on: false,
+    asserts: "traces sent through the gateway with chosen ids arrive in Tempo with spans from book-info's waypoint (waypoint.book-info), not only the gateway's",
+    effect: Effect::Reads,
+    reads: &[Component::Waypoint, Component::Tempo],
+};
+
 /// [`crate::checks::traces`].
 pub const TRACES: CheckInfo = CheckInfo {
     name: "traces",
@@ -221,6 +231,7 @@ pub static CATALOG: &[CheckInfo] = &[
     WAYPOINT,
     L7_POLICY,
     L7_ROUTING,
+    L7_TRACES,
     TRACES,
     METRICS,
     KIALI,

@@ -119,12 +119,12 @@ pub(super) fn rules_between_fields(schema: &mut schemars::Schema) {
     rules.push(json!({
         "if": { "allOf": [
             provider_is(&["existing"]),
-            { "required": ["checks"], "properties": { "checks": { "contains": { "enum": ["waypoint", "l7-policy", "l7-routing"] } } } },
+            { "required": ["checks"], "properties": { "checks": { "contains": { "enum": ["waypoint", "l7-policy", "l7-routing", "l7-traces"] } } } },
         ] },
         "then": {
             "required": ["existing"],
             "properties": { "existing": { "required": ["install"], "properties": { "install": { "const": true } } } },
-            "description": "`waypoint`, `l7-policy` and `l7-routing` check the waypoint meshcheck deploys with the mesh; on \
+            "description": "the waypoint checks (`waypoint`, `l7-*`) read the waypoint meshcheck deploys with the mesh; on \
                             an existing cluster set existing.install: true",
         },
     }));

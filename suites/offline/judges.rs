@@ -1458,3 +1458,63 @@ fn l7_routing_holds_each_backend_to_its_weight_by_an_exact_binomial_test() {
         v.explanation()
     );
 }
+
+/// One trace as Tempo's v1 API returns it in protobuf, with one span per service name.
+fn tempo_trace_pb(id: [u8; 16], services: &[&str]) -> Vec<u8> {
+    use opentelemetry_proto::tonic::{
+        common::v1::{AnyValue, KeyValue, any_value::Value as V},
+        resource::v1::Resource,
+        trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData},
+    };
+    use prost::Message;
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(V::StringValue(v.into())) }),
+        ..Default::default()
+    };
+    let resource_spans = services
+        .iter()
+        .map(|service| ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span { trace_id: id.to_vec(), name: "call".into(), ..Default::default() }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    TracesData { resource_spans }.encode_to_vec()
+}
+
+#[test]
+fn l7_traces_need_spans_from_the_waypoint_in_every_trace() {
+    let (a, b) = ([0xabu8; 16], [0xcdu8; 16]);
+    let (ha, hb) = (meshcheck::formats::tempo::hex(&a), meshcheck::formats::tempo::hex(&b));
+    let sent =
+        serde_json::to_vec(&json!([{"trace_id": ha, "status": "200"}, {"trace_id": hb, "status": "200"}])).unwrap();
+    let expect = br#"{"waypoint_service":"waypoint.book-info"}"#;
+    let both = tempo_trace_pb(a, &["istio-ingress.istio-ingress", "waypoint.book-info"]);
+    let gateway_only = tempo_trace_pb(b, &["istio-ingress.istio-ingress"]);
+    let with_waypoint = tempo_trace_pb(b, &["istio-ingress.istio-ingress", "waypoint.book-info"]);
+    let (fa, fb) = (format!("l7-traces/tempo/{ha}.pb"), format!("l7-traces/tempo/{hb}.pb"));
+    let case = |second: Option<&[u8]>| {
+        let mut files: Vec<(&str, &[u8])> =
+            vec![("l7-traces/expect.json", expect), ("l7-traces/sent.json", &sent), (&fa, &both)];
+        if let Some(t) = second {
+            files.push((&fb, t));
+        }
+        judge("l7-traces", &files)
+    };
+    let v = case(Some(&with_waypoint));
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    // The gateway's spans alone: the calls skipped the waypoint.
+    let v = case(Some(&gateway_only));
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains(&format!("trace {hb}: no span from the waypoint (`waypoint.book-info`), only from {{\"istio-ingress.istio-ingress\"}}")),
+        "{}",
+        v.explanation()
+    );
+    let v = case(None);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("never arrived in Tempo"), "{}", v.explanation());
+}

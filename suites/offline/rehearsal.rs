@@ -1049,8 +1049,8 @@ fn a_policy_pushed_after_the_budget_fails_l4_authorization() {
 
 /// A waypoint for workloads (`istio.io/waypoint-for: workload`) while bookinfo's traffic is
 /// addressed to Services: istiod assigns the waypoint to no Service, so ztunnel carries the traffic
-/// at L4 alone. The waypoint check names each Service without it, l7-policy never sees a 403, and
-/// the HTTPRoute changes nothing (reviews-v3 still answers).
+/// at L4 alone. The waypoint check names each Service without it, l7-policy never sees a 403, the
+/// HTTPRoute changes nothing (reviews-v3 still answers) and no trace has a span from the waypoint.
 #[test]
 fn a_waypoint_for_workloads_fails_waypoint_and_l7_policy() {
     let Some(r) = with_fixture_edit_in(
@@ -1068,6 +1068,7 @@ fn a_waypoint_for_workloads_fails_waypoint_and_l7_policy() {
             ("checks::waypoint", Outcome::Fail, "ratings.book-info.svc.cluster.local has no waypoint"),
             ("checks::l7-policy", Outcome::Fail, "was never refused"),
             ("checks::l7-routing", Outcome::Fail, "came from versions outside it: the route is not applied"),
+            ("checks::l7-traces", Outcome::Fail, "no span from the waypoint (`waypoint.book-info`)"),
         ],
     );
 }

@@ -14,7 +14,7 @@ use super::{
 };
 use super::{
     host_servers::serve_http,
-    mesh::{Program, ambient, container_port, program, ready_on, resolve_host, serving},
+    mesh::{Program, ambient, container_port, program, ready_on, resolve_host, serving, waypoint_of},
     shapes::s,
     tempo::Span,
 };
@@ -113,8 +113,9 @@ pub(super) async fn gateway(shared: Arc<Shared>, req: Request<Incoming>) -> Resp
 }
 
 impl State {
-    /// Bookinfo's calls for one productpage request, and the gateway's span when the request
-    /// carries a sampled `traceparent` and tracing to Tempo is configured.
+    /// Bookinfo's calls for one productpage request, and the gateway's span (and a waypoint's for
+    /// each call through one) when the request carries a sampled `traceparent` and tracing to
+    /// Tempo is configured.
     fn requests_served(&mut self, traceparent: &Option<String>) {
         // The reviews Service balances over its three versions: round robin, by the requests served.
         let n: u64 =
@@ -129,7 +130,7 @@ impl State {
         if reviews != "reviews-v1" {
             edges.push((to_reviews.as_str(), "book-info/ratings-v1"));
         }
-        for (a, b) in edges {
+        for (a, b) in &edges {
             *self.connections.entry((a.to_string(), b.to_string())).or_default() += 1;
         }
         let Some(tp) = traceparent else { return };
@@ -155,16 +156,53 @@ impl State {
             ("upstream_cluster".to_string(), "outbound|9080||productpage.book-info.svc.cluster.local".to_string()),
         ];
         attributes.extend(tags);
+        let gateway_span = hex8(&format!("{:016x}", start ^ 0x5eed));
         let span = Span {
             recorded: std::time::Instant::now(),
             service: "istio-ingress.istio-ingress".into(),
             name: "productpage.book-info.svc.cluster.local:9080/productpage".into(),
-            span_id: hex8(&format!("{:016x}", start ^ 0x5eed)),
+            span_id: gateway_span,
             parent: hex8(parts[2]),
             start_ns: start,
-            attributes,
+            attributes: attributes.clone(),
         };
-        self.traces.entry(parts[1].to_ascii_lowercase()).or_default().push(span);
+        let mut spans = vec![span];
+        // bookinfo forwards the trace context on its calls (istio/istio@1.30.3
+        // samples/bookinfo/src/productpage/productpage.py `getForwardHeaders`: traceparent, b3, …),
+        // so a waypoint on the called Service adds its own span to the trace. Its service name is
+        // `<canonical name>.<namespace>` as for every Istio proxy, the canonical name being the
+        // waypoint Deployment's (istio-discovery/files/waypoint.yaml `service.istio.io/canonical-name`).
+        // The first edge is the ingress gateway's own call, which skips a waypoint unless the Service
+        // is labelled `istio.io/ingress-use-waypoint` (istio.io docs/ambient/usage/waypoint).
+        for (i, (_, to)) in edges.iter().skip(1).enumerate() {
+            let (ns, workload) = to.split_once('/').unwrap_or(("", to));
+            let svc = workload.rsplit_once('-').map_or(workload, |(app, _)| app);
+            let Some(waypoint) = self.store.get("", "services", ns, svc).and_then(|sv| waypoint_of(self, sv)) else {
+                continue;
+            };
+            let name = s(&waypoint, "/metadata/name");
+            let serving = self.store.list("", "pods", Some(ns)).into_iter().find(|p| {
+                s(p, "/metadata/labels/gateway.networking.k8s.io~1gateway-name") == name && super::mesh::serving(p)
+            });
+            let Some(pod) = serving else { continue };
+            let canonical = s(&pod, "/metadata/labels/service.istio.io~1canonical-name").to_string();
+            let mut attributes = attributes.clone();
+            attributes.retain(|(k, _)| {
+                !matches!(k.as_str(), "istio.canonical_service" | "istio.namespace" | "upstream_cluster" | "http.url")
+            });
+            attributes.push(("istio.canonical_service".into(), canonical.clone()));
+            attributes.push(("istio.namespace".into(), ns.into()));
+            spans.push(Span {
+                recorded: std::time::Instant::now(),
+                service: format!("{canonical}.{ns}"),
+                name: format!("{svc}.{ns}.svc.cluster.local:9080/*"),
+                span_id: hex8(&format!("{:016x}", start ^ (0x77a7 + i as u64))),
+                parent: gateway_span,
+                start_ns: start + 1000 * (i as u64 + 1),
+                attributes,
+            });
+        }
+        self.traces.entry(parts[1].to_ascii_lowercase()).or_default().extend(spans);
     }
 
     /// Spans reach Tempo when istiod's mesh config (ConfigMap `istio`, key `mesh`, YAML as the
