@@ -1,14 +1,18 @@
 //! Watching a policy take effect: a client's curl repeated from a moment (the policy's apply, or
-//! its removal) until the answer changes, every attempt timed, and those attempts read back. The
-//! checks that apply an AuthorizationPolicy (l4-authorization, l7-policy) collect and judge
-//! with it.
+//! its removal) until the answer changes, every attempt timed ([`watch`]), and those attempts read
+//! back. The checks that apply an AuthorizationPolicy (l4-authorization, l7-policy) collect with
+//! it and judge from its [`Results`].
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::Curl;
-use crate::{cluster::live::Live, common::names};
+use crate::{
+    cluster::live::{Live, LiveError},
+    common::names,
+    plan::fixtures,
+};
 
 /// Between two attempts while waiting for a change (a settle wait: scaled by
 /// `timeouts.settle_scale`). Each attempt is an exec of curl, itself some 100 ms.
@@ -74,13 +78,55 @@ impl Results {
     }
 }
 
+/// How a check watches its policy: which fixture it applies, which probe shows the policy, and
+/// what answer of that probe means the policy took effect.
+pub struct Watch {
+    /// The policy, as `Kind namespace/name`.
+    pub policy: &'static str,
+    /// Its fixture (`manifests/<name>`), applied into book-info.
+    pub fixture: &'static str,
+    /// Where the results go.
+    pub results: &'static str,
+    /// The probe whose answer the policy changes.
+    pub watched: Probe,
+    /// A probe the policy must leave alone.
+    pub other: Probe,
+    /// Whether an answer of `watched` shows the policy in effect.
+    pub takes_effect: fn(&Curl) -> bool,
+}
+
+/// Both probes before the policy (the baseline); the policy applied; `watched` until it takes
+/// effect; both probes under it; the policy taken back; `watched` until it answers again. Each
+/// wait lasts at most [`limit`] of `authorization.propagation_budget`.
+pub async fn watch(live: &Live, w: &Watch) -> Result<(), LiveError> {
+    let budget = live.scenario.settle(live.scenario.authorization.propagation_budget.0);
+    let mut results = Results { policy: w.policy.into(), budget_ms: budget.as_millis() as u64, attempts: Vec::new() };
+    let start = Instant::now();
+    for probe in [w.other, w.watched] {
+        results.attempts.push(attempt(live, Phase::Before, probe, start).await);
+    }
+    let policy = fixtures::manifest(w.fixture)?;
+    let change = live.apply(&policy, Some(names::BOOKINFO_NS), true).await?;
+    let limit = limit(live, budget);
+    let applied = Instant::now();
+    poll(live, &mut results, (Phase::Policy, w.watched), applied, limit, w.takes_effect).await;
+    for probe in [w.other, w.watched] {
+        results.attempts.push(attempt(live, Phase::Policy, probe, applied).await);
+    }
+    let removed = live.revert(change).await;
+    let reverted = Instant::now();
+    poll(live, &mut results, (Phase::After, w.watched), reverted, limit, Curl::got_through).await;
+    live.save_json(w.results, &results)?;
+    removed
+}
+
 /// The longest a change is waited for: the budget and [`LATE`] past it.
-pub fn limit(live: &Live, budget: Duration) -> Duration {
+fn limit(live: &Live, budget: Duration) -> Duration {
     budget + live.scenario.settle(LATE)
 }
 
 /// One curl of `probe`, timed from `since`.
-pub async fn attempt(live: &Live, phase: Phase, probe: Probe, since: Instant) -> Attempt {
+async fn attempt(live: &Live, phase: Phase, probe: Probe, since: Instant) -> Attempt {
     let started_ms = since.elapsed().as_millis() as u64;
     let curl = super::curl_from(live, names::INSIDE_NS, probe.client, probe.url, 10).await;
     let ended_ms = since.elapsed().as_millis() as u64;
@@ -88,7 +134,7 @@ pub async fn attempt(live: &Live, phase: Phase, probe: Probe, since: Instant) ->
 }
 
 /// Curls `probe` until `done` holds for its answer or `limit` has passed since `since`.
-pub async fn poll(
+async fn poll(
     live: &Live,
     results: &mut Results,
     (phase, probe): (Phase, Probe),

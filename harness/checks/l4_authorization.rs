@@ -5,17 +5,14 @@
 //! served again. How long the policy took to take effect, from the apply to the first refusal,
 //! is measured by polling and held against `authorization.propagation_budget`.
 
-use std::time::Instant;
-
 use super::{
     BoxFuture, CheckDef, Collector, Curl,
     enforcement::{self, Phase, Probe, Results},
 };
 use crate::{
     cluster::live::{Live, LiveError},
-    common::{catalog, names},
+    common::catalog,
     evidence::{Evidence, Findings, Verdict},
-    plan::fixtures,
 };
 
 /// Registration.
@@ -30,33 +27,18 @@ const ALLOWED: Probe = Probe { client: "curl-inside", url: TARGET };
 const REFUSED: Probe = Probe { client: "curl-other", url: TARGET };
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
-    Box::pin(async move {
-        let budget = live.scenario.settle(live.scenario.authorization.propagation_budget.0);
-        let mut results = Results {
-            policy: "AuthorizationPolicy book-info/meshcheck-l4-allow".into(),
-            budget_ms: budget.as_millis() as u64,
-            attempts: Vec::new(),
-        };
-        let start = Instant::now();
-        for probe in [ALLOWED, REFUSED] {
-            results.attempts.push(enforcement::attempt(live, Phase::Before, probe, start).await);
-        }
-        let policy = fixtures::manifest("l4-allow.yaml")?;
-        let change = live.apply(&policy, Some(names::BOOKINFO_NS), true).await?;
-        let limit = enforcement::limit(live, budget);
-        let applied = Instant::now();
-        let refused = |c: &Curl| matches!(c, Curl::Reset(_));
-        enforcement::poll(live, &mut results, (Phase::Policy, REFUSED), applied, limit, refused).await;
-        for probe in [ALLOWED, REFUSED] {
-            results.attempts.push(enforcement::attempt(live, Phase::Policy, probe, applied).await);
-        }
-        let removed = live.revert(change).await;
-        let reverted = Instant::now();
-        enforcement::poll(live, &mut results, (Phase::After, REFUSED), reverted, limit, Curl::got_through).await;
-        live.save_json(RESULTS, &results)?;
-        removed
-    })
+    Box::pin(enforcement::watch(live, &WATCH))
 }
+
+/// The policy and its probes: a refusal at the connection is ztunnel enforcing it.
+const WATCH: enforcement::Watch = enforcement::Watch {
+    policy: "AuthorizationPolicy book-info/meshcheck-l4-allow",
+    fixture: "l4-allow.yaml",
+    results: RESULTS,
+    watched: REFUSED,
+    other: ALLOWED,
+    takes_effect: |c| matches!(c, Curl::Reset(_)),
+};
 
 /// Judges the baseline, the enforcement, its propagation time and the policy's removal.
 pub fn judge(ev: &Evidence) -> Verdict {

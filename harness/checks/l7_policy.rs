@@ -10,17 +10,14 @@
 //! cannot see paths, refuses every connection a DENY with L7 attributes names (istio/istio@1.30.3
 //! pilot/pkg/serviceregistry/ambient/authorization.go `handleRule`). The verdict names that trap.
 
-use std::time::Instant;
-
 use super::{
     BoxFuture, CheckDef, Collector, Curl,
     enforcement::{self, Phase, Probe, Results},
 };
 use crate::{
     cluster::live::{Live, LiveError},
-    common::{catalog, names},
+    common::catalog,
     evidence::{Evidence, Findings, Verdict},
-    plan::fixtures,
 };
 
 /// Registration.
@@ -34,34 +31,18 @@ const DENIED: Probe = Probe { client: "curl-inside", url: "http://ratings.book-i
 const OTHER: Probe = Probe { client: "curl-inside", url: "http://ratings.book-info.svc.cluster.local:9080/health" };
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
-    Box::pin(async move {
-        let budget = live.scenario.settle(live.scenario.authorization.propagation_budget.0);
-        let mut results = Results {
-            policy: "AuthorizationPolicy book-info/meshcheck-l7-deny".into(),
-            budget_ms: budget.as_millis() as u64,
-            attempts: Vec::new(),
-        };
-        let start = Instant::now();
-        for probe in [DENIED, OTHER] {
-            results.attempts.push(enforcement::attempt(live, Phase::Before, probe, start).await);
-        }
-        let policy = fixtures::manifest("l7-deny.yaml")?;
-        let change = live.apply(&policy, Some(names::BOOKINFO_NS), true).await?;
-        let limit = enforcement::limit(live, budget);
-        let applied = Instant::now();
-        // Any refusal ends the wait, a 403 or a reset: the judge tells them apart.
-        let refused = |c: &Curl| !c.got_through();
-        enforcement::poll(live, &mut results, (Phase::Policy, DENIED), applied, limit, refused).await;
-        for probe in [OTHER, DENIED] {
-            results.attempts.push(enforcement::attempt(live, Phase::Policy, probe, applied).await);
-        }
-        let removed = live.revert(change).await;
-        let reverted = Instant::now();
-        enforcement::poll(live, &mut results, (Phase::After, DENIED), reverted, limit, Curl::got_through).await;
-        live.save_json(RESULTS, &results)?;
-        removed
-    })
+    Box::pin(enforcement::watch(live, &WATCH))
 }
+
+/// The policy and its probes. Any refusal ends the wait, a 403 or a reset: the judge tells them apart.
+const WATCH: enforcement::Watch = enforcement::Watch {
+    policy: "AuthorizationPolicy book-info/meshcheck-l7-deny",
+    fixture: "l7-deny.yaml",
+    results: RESULTS,
+    watched: DENIED,
+    other: OTHER,
+    takes_effect: |c| !c.got_through(),
+};
 
 /// Judges the baseline, the 403 and its timing, the other path, and the policy's removal.
 pub fn judge(ev: &Evidence) -> Verdict {
