@@ -313,10 +313,9 @@ fn node_list(st: &State) -> Vec<(usize, String, bool, bool)> {
 fn inject_proxy_image(st: &State, spec: &mut Value) {
     let values: Option<Value> = st
         .store
-        .list("", "configmaps", None)
-        .into_iter()
-        .find(|c| name(c) == "istio-sidecar-injector")
-        .and_then(|c| serde_json::from_str(s(&c, "/data/values")).ok());
+        .iter("", "configmaps", None)
+        .find(|c| s(c, "/metadata/name") == "istio-sidecar-injector")
+        .and_then(|c| serde_json::from_str(s(c, "/data/values")).ok());
     let Some(values) = values else { return };
     let g = &values["global"];
     let variant = g["variant"].as_str().filter(|v| !v.is_empty()).map(|v| format!("-{v}")).unwrap_or_default();

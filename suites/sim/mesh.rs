@@ -90,7 +90,7 @@ pub(super) fn ambient(st: &State, ns: &str) -> bool {
 
 /// Whether a program serves on a node: a pod of it Ready there and not draining ([`serving`]).
 pub(super) fn ready_on(st: &State, wanted: Program, node: &str) -> bool {
-    st.store.list("", "pods", None).iter().any(|p| program(p) == wanted && s(p, "/spec/nodeName") == node && serving(p))
+    st.store.iter("", "pods", None).any(|p| program(p) == wanted && s(p, "/spec/nodeName") == node && serving(p))
 }
 
 /// Whether Cilium leaves other CNI plugins' configuration in place: `cni-exclusive: "false"` in
@@ -98,7 +98,7 @@ pub(super) fn ready_on(st: &State, wanted: Program, node: &str) -> bool {
 /// Istio's Cilium prerequisites: with the default `true` Cilium removes istio-cni's chained
 /// configuration and no pod is captured).
 fn cni_chaining_kept(st: &State) -> bool {
-    st.store.list("", "configmaps", None).iter().any(|c| {
+    st.store.iter("", "configmaps", None).any(|c| {
         s(c, "/metadata/name") == "cilium-config"
             && c.pointer("/data/cni-exclusive").and_then(Value::as_str) == Some("false")
     })
@@ -109,12 +109,11 @@ fn cni_chaining_kept(st: &State) -> bool {
 /// `istio-cni-config` (istio 1.30.3 manifests/charts/istio-cni/templates/configmap-cni.yaml;
 /// `ambient.enabled` comes from the `ambient` profile, off by default).
 fn enablement(st: &State) -> Option<Vec<Value>> {
-    let config =
-        st.store.list("", "configmaps", None).into_iter().find(|c| s(c, "/metadata/name") == "istio-cni-config")?;
-    if s(&config, "/data/AMBIENT_ENABLED") != "true" {
+    let config = st.store.iter("", "configmaps", None).find(|c| s(c, "/metadata/name") == "istio-cni-config")?;
+    if s(config, "/data/AMBIENT_ENABLED") != "true" {
         return None;
     }
-    serde_saphyr::from_str(s(&config, "/data/AMBIENT_ENABLEMENT_SELECTOR")).ok()
+    serde_saphyr::from_str(s(config, "/data/AMBIENT_ENABLEMENT_SELECTOR")).ok()
 }
 
 /// Whether ambient captures a pod: istio-cni's enablement selector selects it (by default: the pod

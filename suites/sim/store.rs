@@ -174,12 +174,25 @@ impl Store {
     }
 
     /// Objects of a type, in one namespace or all.
+    /// Keys sort by group, plural, namespace and name, so the objects of a type (and of a
+    /// namespace) are one range of the map: the controllers list many times per pass.
     pub fn list(&self, group: &str, plural: &str, ns: Option<&str>) -> Vec<Value> {
+        self.iter(group, plural, ns).cloned().collect()
+    }
+
+    /// [`Store::list`] without the copies, for the questions the controllers ask of every pod on
+    /// every pass (kube-prometheus-stack's dashboards alone are megabytes of ConfigMaps).
+    pub fn iter<'a>(
+        &'a self,
+        group: &'a str,
+        plural: &'a str,
+        ns: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        let start = (group.to_string(), plural.to_string(), ns.unwrap_or_default().to_string(), String::new());
         self.objects
-            .iter()
-            .filter(|((g, p, n, _), _)| g == group && p == plural && ns.is_none_or(|ns| ns == n))
-            .map(|(_, v)| v.clone())
-            .collect()
+            .range(start..)
+            .take_while(move |((g, p, n, _), _)| g == group && p == plural && ns.is_none_or(|ns| ns == n))
+            .map(|(_, v)| v)
     }
 
     /// Every object's key.
