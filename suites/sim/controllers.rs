@@ -104,17 +104,17 @@ fn node_ready(n: &Value) -> bool {
 pub fn rollout_in_progress(st: &State) -> bool {
     let i = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
     let store = &st.store;
-    store.list("apps", "deployments", None).iter().any(|d| {
+    store.iter("apps", "deployments", None).any(|d| {
         let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
         i(d, "/status/updatedReplicas") < want
             || i(d, "/status/replicas") > i(d, "/status/updatedReplicas")
             || i(d, "/status/availableReplicas") < i(d, "/status/updatedReplicas")
-    }) || store.list("apps", "daemonsets", None).iter().any(|d| {
+    }) || store.iter("apps", "daemonsets", None).any(|d| {
         let want = i(d, "/status/desiredNumberScheduled");
         i(d, "/status/updatedNumberScheduled") < want
             || i(d, "/status/numberAvailable") < want
             || owned_pods(st, "DaemonSet", &ns(d), &name(d)).len() as i64 > want
-    }) || store.list("apps", "statefulsets", None).iter().any(|d| {
+    }) || store.iter("apps", "statefulsets", None).any(|d| {
         s(d, "/status/updateRevision") != s(d, "/status/currentRevision")
             || i(d, "/status/readyReplicas") < d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
     })
@@ -395,12 +395,12 @@ fn create_pod(
 
 fn owned_pods(st: &State, kind: &str, namespace: &str, owner: &str) -> Vec<Value> {
     st.store
-        .list("", "pods", Some(namespace))
-        .into_iter()
+        .iter("", "pods", Some(namespace))
         .filter(|p| {
             st.pods.get(&format!("{namespace}/{}", name(p))).and_then(|ps| ps.owner.as_ref())
                 == Some(&(kind.to_string(), owner.to_string()))
         })
+        .cloned()
         .collect()
 }
 
@@ -698,17 +698,25 @@ fn statefulset(st: &mut State, d: &Value) {
 
 /// Pods whose workload is gone go too (the garbage collector).
 fn garbage_collect(st: &mut State) {
-    for p in st.store.list("", "pods", None) {
-        let key = format!("{}/{}", ns(&p), name(&p));
-        let Some((kind, owner)) = st.pods.get(&key).and_then(|ps| ps.owner.clone()) else { continue };
-        let plural = match kind.as_str() {
-            "Deployment" => "deployments",
-            "DaemonSet" => "daemonsets",
-            _ => "statefulsets",
-        };
-        if st.store.get("apps", plural, &ns(&p), &owner).is_none() {
-            delete_pod(st, &ns(&p), &name(&p));
-        }
+    let orphans: Vec<(String, String)> = st
+        .store
+        .iter("", "pods", None)
+        .filter(|p| {
+            let Some((kind, owner)) = st.pods.get(&format!("{}/{}", ns(p), name(p))).and_then(|ps| ps.owner.as_ref())
+            else {
+                return false;
+            };
+            let plural = match kind.as_str() {
+                "Deployment" => "deployments",
+                "DaemonSet" => "daemonsets",
+                _ => "statefulsets",
+            };
+            st.store.get("apps", plural, &ns(p), owner).is_none()
+        })
+        .map(|p| (ns(p), name(p)))
+        .collect();
+    for (namespace, pod) in orphans {
+        delete_pod(st, &namespace, &pod);
     }
 }
 
