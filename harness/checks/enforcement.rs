@@ -11,6 +11,7 @@ use super::Curl;
 use crate::{
     cluster::live::{Live, LiveError},
     common::names,
+    evidence::Findings,
     plan::fixtures,
 };
 
@@ -120,6 +121,98 @@ pub async fn watch(live: &Live, w: &Watch) -> Result<(), LiveError> {
     removed
 }
 
+/// What the attempts under the policy show of its effect ([`Watch::judge_effect`]).
+pub enum Effect<'r> {
+    /// The first attempt that showed it.
+    Shown(&'r Attempt),
+    /// It never showed in these attempts.
+    Never(Vec<&'r Attempt>),
+    /// No attempt was recorded (already said, as unjudged).
+    Missing,
+}
+
+impl Watch {
+    /// The baseline: both probes got through before the policy. Without it a change could be
+    /// DNS, a dead pod or a policy that was already there.
+    pub fn judge_baseline(&self, r: &Results, found: &mut Findings) {
+        for probe in [self.other, self.watched] {
+            match r.of(Phase::Before, probe).first().map(|a| Curl::of(&a.curl)) {
+                None => found.unjudged(format!(
+                    "{} has no baseline attempt of {} from {}",
+                    self.results, probe.url, probe.client
+                )),
+                Some(c) if !c.got_through() => found.unjudged(format!(
+                    "before the policy {} got {c} from {}: the baseline failed, so a refusal would prove nothing",
+                    probe.client, probe.url
+                )),
+                Some(c) => found.note(format!("before the policy {} got {c} from {}", probe.client, probe.url)),
+            }
+        }
+    }
+
+    /// The policy's effect on `watched`: the first attempt that shows it, the interval it came in
+    /// ([`first_change`]) against the budget (over it only if even the interval's start is), and
+    /// no attempt after it that got through again.
+    pub fn judge_effect<'r>(&self, r: &'r Results, found: &mut Findings) -> Effect<'r> {
+        let budget = r.budget_ms;
+        let watched = r.of(Phase::Policy, self.watched);
+        let Some((i, low, high)) = first_change(&watched, self.takes_effect) else {
+            if watched.is_empty() {
+                found.unjudged(format!("{} has no attempt of {} under the policy", self.results, self.watched.url));
+                return Effect::Missing;
+            }
+            return Effect::Never(watched);
+        };
+        let seen = format!("the policy took effect between {low} and {high} ms after the apply (budget {budget} ms)");
+        if low > budget {
+            found.fail(format!("{seen}: over budget"));
+        } else {
+            found.note(seen);
+        }
+        if let Some(later) = watched[i..].iter().find(|a| Curl::of(&a.curl).got_through()) {
+            found.fail(format!(
+                "{} was served again at {} ms with the policy still in place ({})",
+                self.watched.client,
+                later.started_ms,
+                Curl::of(&later.curl)
+            ));
+        }
+        Effect::Shown(watched[i])
+    }
+
+    /// The probe the policy leaves alone got through under it; `why` says why it should.
+    pub fn judge_other(&self, r: &Results, why: &str, found: &mut Findings) {
+        let other = self.other;
+        match r.of(Phase::Policy, other).last().map(|a| Curl::of(&a.curl)) {
+            None => found.unjudged(format!("{} has no attempt of {} under the policy", self.results, other.url)),
+            Some(c) if c.got_through() => {
+                found.note(format!("under the policy {} got {c} from {}", other.client, other.url))
+            }
+            Some(c) => found.fail(format!(
+                "under the policy {} got {c} from {}, {why}: expected HTTP 200",
+                other.client, other.url
+            )),
+        }
+    }
+
+    /// The undo: after the policy was deleted, `watched` got through again.
+    pub fn judge_undo(&self, r: &Results, found: &mut Findings) {
+        let w = self.watched;
+        match r.of(Phase::After, w).last() {
+            None => found.unjudged(format!("{} has no attempt after the policy was taken back", self.results)),
+            Some(a) if Curl::of(&a.curl).got_through() => found
+                .note(format!("after the policy was deleted {} was served again within {} ms", w.client, a.ended_ms)),
+            Some(a) => found.fail(format!(
+                "{} ms after the policy was deleted {} still gets {} from {}: the policy was not taken back",
+                a.ended_ms,
+                w.client,
+                Curl::of(&a.curl),
+                w.url
+            )),
+        }
+    }
+}
+
 /// The longest a change is waited for: the budget and [`LATE`] past it.
 fn limit(live: &Live, budget: Duration) -> Duration {
     budget + live.scenario.settle(LATE)
@@ -155,7 +248,7 @@ async fn poll(
 
 /// When a change showed: the first attempt for which `changed` holds, and the interval the change
 /// happened in: after the start of the attempt before it (0 for the first), by that attempt's end.
-pub fn first_change(attempts: &[&Attempt], changed: impl Fn(&Curl) -> bool) -> Option<(usize, u64, u64)> {
+fn first_change(attempts: &[&Attempt], changed: impl Fn(&Curl) -> bool) -> Option<(usize, u64, u64)> {
     let i = attempts.iter().position(|a| changed(&Curl::of(&a.curl)))?;
     let low = if i == 0 { 0 } else { attempts[i - 1].started_ms };
     Some((i, low, attempts[i].ended_ms))

@@ -7,7 +7,7 @@
 
 use super::{
     BoxFuture, CheckDef, Collector, Curl,
-    enforcement::{self, Phase, Probe, Results},
+    enforcement::{self, Effect, Probe, Results},
 };
 use crate::{
     cluster::live::{Live, LiveError},
@@ -47,76 +47,22 @@ pub fn judge(ev: &Evidence) -> Verdict {
         Err(e) => return e.into(),
     };
     let mut found = Findings::reading([RESULTS.to_string()]);
-    // The baseline: without it a refusal could be DNS, a dead pod or a policy already there.
-    for probe in [ALLOWED, REFUSED] {
-        match results.of(Phase::Before, probe).first().map(|a| Curl::of(&a.curl)) {
-            None => found.unjudged(format!("{RESULTS} has no baseline attempt from {}", probe.client)),
-            Some(c) if !c.got_through() => found.unjudged(format!(
-                "before the policy {} could not reach {TARGET} ({c}): the baseline failed, so a refusal would prove nothing",
-                probe.client
-            )),
-            Some(c) => found.note(format!("before the policy {} got {c}", probe.client)),
-        }
-    }
-    judge_enforcement(&results, &mut found);
-    match results.of(Phase::After, REFUSED).last() {
-        None => found.unjudged(format!("{RESULTS} has no attempt after the policy was taken back")),
-        Some(a) if Curl::of(&a.curl).got_through() => found
-            .note(format!("after the policy was deleted {} was served again within {} ms", REFUSED.client, a.ended_ms)),
-        Some(a) => found.fail(format!(
-            "{} ms after the policy was deleted {} is still refused ({}): the policy was not taken back",
-            a.ended_ms,
+    WATCH.judge_baseline(&results, &mut found);
+    if let Effect::Never(attempts) = WATCH.judge_effect(&results, &mut found) {
+        let last = attempts[attempts.len() - 1];
+        found.fail(format!(
+            "{} was never refused in {} attempt(s) over {} ms under {} (last: {}); budget {} ms",
             REFUSED.client,
-            Curl::of(&a.curl)
-        )),
+            attempts.len(),
+            last.ended_ms,
+            results.policy,
+            Curl::of(&last.curl),
+            results.budget_ms
+        ));
     }
+    WATCH.judge_other(&results, "whose principal the policy allows", &mut found);
+    WATCH.judge_undo(&results, &mut found);
     found.verdict(format!("ztunnel enforced {} by principal and let it go", results.policy), |n| {
         format!("{n} L4 authorization finding(s) for {}", results.policy)
     })
-}
-
-/// Under the policy: the refused client's first refusal within the budget and the allowed client
-/// served. The propagation time is known to lie in an interval ([`enforcement::first_change`]);
-/// it is over budget only if even the interval's start is.
-fn judge_enforcement(results: &Results, found: &mut Findings) {
-    let budget = results.budget_ms;
-    let refused = results.of(Phase::Policy, REFUSED);
-    match enforcement::first_change(&refused, |c| matches!(c, Curl::Reset(_))) {
-        None => match refused.last() {
-            None => found.unjudged(format!("{RESULTS} has no attempt from {} under the policy", REFUSED.client)),
-            Some(last) => found.fail(format!(
-                "{} was never refused in {} attempt(s) over {} ms under {} (last: {}); budget {budget} ms",
-                REFUSED.client,
-                refused.len(),
-                last.ended_ms,
-                results.policy,
-                Curl::of(&last.curl)
-            )),
-        },
-        Some((i, low, high)) => {
-            let seen =
-                format!("the policy took effect between {low} and {high} ms after the apply (budget {budget} ms)");
-            if low > budget {
-                found.fail(format!("{seen}: over budget"));
-            } else {
-                found.note(seen);
-            }
-            if let Some(later) = refused[i..].iter().find(|a| Curl::of(&a.curl).got_through()) {
-                found.fail(format!(
-                    "{} was served again at {} ms with the policy still in place ({})",
-                    REFUSED.client,
-                    later.started_ms,
-                    Curl::of(&later.curl)
-                ));
-            }
-        }
-    }
-    match results.of(Phase::Policy, ALLOWED).last().map(|a| Curl::of(&a.curl)) {
-        None => found.unjudged(format!("{RESULTS} has no attempt from {} under the policy", ALLOWED.client)),
-        Some(c) if c.got_through() => found.note(format!("under the policy {} got {c}", ALLOWED.client)),
-        Some(c) => found.fail(format!(
-            "under the policy {}, whose principal it allows, got {c}: expected HTTP 200 from {TARGET}",
-            ALLOWED.client
-        )),
-    }
 }

@@ -1169,7 +1169,9 @@ fn l4_authorization_needs_a_baseline_a_timely_refusal_the_allowed_client_and_the
     // The allowed identity refused too: a policy that locks out everyone is no pass.
     let v = with(4, l4_attempt("policy", "curl-inside", 450, "000"));
     assert!(
-        v.outcome == Outcome::Fail && v.explanation().contains("whose principal it allows, got HTTP 000"),
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("under the policy curl-inside got HTTP 000")
+            && v.explanation().contains("whose principal the policy allows"),
         "{}",
         v.explanation()
     );

@@ -1026,7 +1026,7 @@ fn an_l4_principal_with_its_scheme_refuses_the_allowed_client() {
             "        - cluster.local/ns/meshcheck-inside/sa/curl-inside",
             "        - spiffe://cluster.local/ns/meshcheck-inside/sa/curl-inside",
         ),
-        ("l4-authorization", Outcome::Fail, "curl-inside, whose principal it allows, got HTTP 000"),
+        ("l4-authorization", Outcome::Fail, "under the policy curl-inside got HTTP 000, curl exit 56"),
     );
 }
 
