@@ -137,16 +137,12 @@ pub fn judge(ev: &Evidence) -> Verdict {
         return Verdict::error(format!("{EXPECT} names no apps: there is nothing to hold the mesh to"))
             .with_evidence([EXPECT.to_string()]);
     }
-    let root = ztunnel::root(ev, CHECK_DIR);
-    let nodes = ev.subdirs(&root);
-    if nodes.is_empty() {
-        return Verdict::error(format!("needed evidence folder {root}/<node>/ is missing: no ztunnel was read"));
-    }
+    let (root, nodes) = match ztunnel::nodes(ev, CHECK_DIR) {
+        Ok(n) => n,
+        Err(v) => return v,
+    };
     let mut found = Findings::reading([EXPECT.to_string()]);
-    if let Some((_, draining)) = ztunnel::recorded_pods(ev, CHECK_DIR) {
-        found.read(ztunnel::pods_file(CHECK_DIR));
-        draining.into_iter().for_each(|n| found.note(n));
-    }
+    ztunnel::note_draining(ev, CHECK_DIR, &mut found);
 
     // Signal 1: capture.
     let mut captured = BTreeSet::new();

@@ -301,10 +301,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
 /// [`REDIRECTION_ANNOTATION`]`: enabled` on the pod before the policy, or a ztunnel config dump
 /// from then listing the pod with protocol HBONE. Without either, the check could not tell.
 fn judge_capture(ev: &Evidence, probed: &[&Value], found: &mut Findings) {
-    if let Some((_, draining)) = ztunnel::recorded_pods(ev, CHECK_DIR) {
-        found.read(ztunnel::pods_file(CHECK_DIR));
-        draining.into_iter().for_each(|n| found.note(n));
-    }
+    ztunnel::note_draining(ev, CHECK_DIR, found);
     let root = ztunnel::dir(CHECK_DIR);
     let mut hbone = std::collections::BTreeSet::new();
     let nodes = ev.subdirs(&root);

@@ -99,15 +99,11 @@ pub fn judge(ev: &Evidence) -> Verdict {
         found.note(format!("{serving} Ready waypoint pod(s)"));
     }
     let addresses = destinations(gw);
-    let root = ztunnel::root(ev, CHECK_DIR);
-    let nodes = ev.subdirs(&root);
-    if nodes.is_empty() {
-        return Verdict::error(format!("needed evidence folder {root}/<node>/ is missing: no ztunnel was read"));
-    }
-    if let Some((_, draining)) = ztunnel::recorded_pods(ev, CHECK_DIR) {
-        found.read(ztunnel::pods_file(CHECK_DIR));
-        draining.into_iter().for_each(|n| found.note(n));
-    }
+    let (root, nodes) = match ztunnel::nodes(ev, CHECK_DIR) {
+        Ok(n) => n,
+        Err(v) => return v,
+    };
+    ztunnel::note_draining(ev, CHECK_DIR, &mut found);
     for node in &nodes {
         let file = format!("{root}/{node}/config_dump.json");
         let dump: Value = match ev.read_json(&file) {

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::{
     cluster::live::{Live, LiveError},
-    evidence::{Evidence, Format},
+    evidence::{Evidence, Findings, Format, Verdict},
     formats::{kjson, ztunnel_log},
 };
 
@@ -128,12 +128,24 @@ pub fn root(ev: &Evidence, check: &str) -> String {
     }
 }
 
-/// The ztunnel pods a check's collector saw and chose from, with a note for each one being
-/// deleted; `None` when the folder predates the list (it came with the draining-pod rule).
-pub fn recorded_pods(ev: &Evidence, check: &str) -> Option<(Value, Vec<String>)> {
-    let pods: Value = ev.read_json(&pods_file(check)).ok()?;
-    let notes = draining_notes(&pods);
-    Some((pods, notes))
+/// Notes each ztunnel pod the check's collector skipped because it was being deleted, reading
+/// the PodList it chose from; nothing when the folder predates the list (it came with the
+/// draining-pod rule).
+pub fn note_draining(ev: &Evidence, check: &str, found: &mut Findings) {
+    let Ok(pods) = ev.read_json::<Value>(&pods_file(check)) else { return };
+    found.read(pods_file(check));
+    draining_notes(&pods).into_iter().for_each(|n| found.note(n));
+}
+
+/// The folder of a check's per-node ztunnel evidence and its node folders, or the error verdict
+/// when no ztunnel was read.
+pub fn nodes(ev: &Evidence, check: &str) -> Result<(String, Vec<String>), Verdict> {
+    let root = root(ev, check);
+    let nodes = ev.subdirs(&root);
+    if nodes.is_empty() {
+        return Err(Verdict::error(format!("needed evidence folder {root}/<node>/ is missing: no ztunnel was read")));
+    }
+    Ok((root, nodes))
 }
 
 /// Workloads of a config dump. ztunnel 1.30 writes a list (istio/ztunnel@1.30.3 src/state.rs,

@@ -639,7 +639,8 @@ async fn the_ztunnel_collector_skips_a_pod_being_deleted() {
     serving.sort();
     assert_eq!(evidence.subdirs("mtls/ztunnel"), serving, "the draining ztunnel on {} was read", node(&running[0]));
     assert!(evidence.exists(&format!("mtls/ztunnel/{}/metrics.prom", serving[0])));
-    let (pods, notes) = ztunnel::recorded_pods(&evidence, "mtls").unwrap();
+    let pods: Value = evidence.read_json(&ztunnel::pods_file("mtls")).unwrap();
+    let notes = ztunnel::draining_notes(&pods);
     assert_eq!(pods["items"].as_array().unwrap().len(), 3, "the PodList is kept as the API returned it");
     assert_eq!(
         notes,
