@@ -2,14 +2,16 @@
 //! bookinfo has spans from anything but the ingress gateway only where a waypoint carries a call
 //! (istio.io docs/ambient/usage/l7-features). Requests sent through the gateway with chosen trace
 //! ids (as the traces check sends them) must arrive in Tempo with spans from book-info's waypoint,
-//! whose `service.name` is `<canonical name>.<namespace>` like every Istio proxy's (the gateway's
-//! is `istio-ingress.istio-ingress`), the canonical name the waypoint Deployment's (istio/istio@1.30.3
-//! manifests/charts/istio-control/istio-discovery/files/waypoint.yaml:
-//! `service.istio.io/canonical-name`).
+//! whose `service.name` is `waypoint.book-info`: istiod names an OpenTelemetry provider's service
+//! after the proxy's service cluster (istio/istio@1.30.3 pilot/pkg/networking/core/tracing.go
+//! `otelConfig(serviceCluster, …)`), which is `<app label>.<namespace>`, else
+//! `<workload name>.<namespace>` (pkg/bootstrap/config.go `serviceClusterOrDefault`); the waypoint
+//! template gives its pods no app label and the Deployment the Gateway's name
+//! (manifests/charts/istio-control/istio-discovery/files/waypoint.yaml).
 //!
-//! The gateway's own call to productpage skips the waypoint (unless the Service is labelled
-//! `istio.io/ingress-use-waypoint`); productpage's calls to details and reviews, which forward the
-//! trace context, go through it.
+//! The gateway's own call to productpage skips the waypoint unless the Service is labelled
+//! `istio.io/ingress-use-waypoint` (pilot/pkg/model/service.go); productpage's calls to details and
+//! reviews, which forward the trace context, go through it.
 
 use std::collections::BTreeSet;
 

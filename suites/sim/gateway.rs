@@ -170,10 +170,11 @@ impl State {
         // bookinfo forwards the trace context on its calls (istio/istio@1.30.3
         // samples/bookinfo/src/productpage/productpage.py `getForwardHeaders`: traceparent, b3, …),
         // so a waypoint on the called Service adds its own span to the trace. Its service name is
-        // `<canonical name>.<namespace>` as for every Istio proxy, the canonical name being the
-        // waypoint Deployment's (istio-discovery/files/waypoint.yaml `service.istio.io/canonical-name`).
+        // its workload's name and namespace (its pods have no app label: pkg/bootstrap/config.go
+        // `serviceClusterOrDefault`), the workload named after the Gateway; the canonical-name
+        // label the template sets carries the same name.
         // The first edge is the ingress gateway's own call, which skips a waypoint unless the Service
-        // is labelled `istio.io/ingress-use-waypoint` (istio.io docs/ambient/usage/waypoint).
+        // is labelled `istio.io/ingress-use-waypoint` (istio/istio@1.30.3 pilot/pkg/model/service.go).
         for (i, (_, to)) in edges.iter().skip(1).enumerate() {
             let (ns, workload) = to.split_once('/').unwrap_or(("", to));
             let svc = workload.rsplit_once('-').map_or(workload, |(app, _)| app);

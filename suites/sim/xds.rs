@@ -110,7 +110,8 @@ fn pushed<'a>(st: &'a State, plural: &'a str) -> impl Iterator<Item = &'a Value>
 /// first pushed HTTPRoute whose `parentRefs` name the Service (kind `Service`, group `""`), drawn
 /// with `draw` in [0, 1); `None` without such a route (the Service itself). The Gateway API's
 /// weight rule: each backendRef gets `weight / Σ weight` of the requests, weight 1 by default
-/// (gateway-api v1.5.1 apis/v1/shared_types.go `BackendRef.Weight`).
+/// (the pinned CRD, gateway-api v1.5.1 standard-install.yaml: HTTPRoute backendRefs `weight`,
+/// `default: 1`).
 pub(super) fn routed_backend(st: &State, svc: &Value, draw: f64) -> Option<String> {
     let (ns, name) = (s(svc, "/metadata/namespace"), s(svc, "/metadata/name"));
     let route = pushed(st, "httproutes").find(|r| {
