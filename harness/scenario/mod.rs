@@ -27,7 +27,8 @@ pub use schema::json_schema;
 use schema::{SCHEMA, checks_schema, mirrors_schema, rules_between_fields};
 pub use span::{Release, Span};
 pub use spec::{
-    AuthorizationOptions, ClusterSpec, ExistingSpec, IngressSpec, ProbeOptions, Timeouts, TrafficOptions, Versions,
+    AuthorizationOptions, ClusterSpec, ExistingSpec, IngressSpec, KialiAuth, KialiOptions, ProbeOptions, Timeouts,
+    TrafficOptions, Versions,
 };
 
 use std::{
@@ -192,6 +193,9 @@ pub struct Scenario {
     /// Settings of the L4 authorization check.
     #[serde(default)]
     pub authorization: AuthorizationOptions,
+    /// Settings of the Kiali meshcheck installs: how people log in to it.
+    #[serde(default)]
+    pub kiali: KialiOptions,
     /// Settings of the traffic generator used during upgrades.
     #[serde(default)]
     pub traffic: TrafficOptions,

@@ -128,6 +128,18 @@ pub(super) fn rules_between_fields(schema: &mut schemars::Schema) {
                             an existing cluster set existing.install: true",
         },
     }));
+    rules.push(json!({
+        "if": { "allOf": [
+            provider_is(&["existing"]),
+            { "required": ["kiali"], "properties": { "kiali": { "required": ["auth"], "properties": { "auth": { "const": "openid" } } } } },
+        ] },
+        "then": {
+            "required": ["existing"],
+            "properties": { "existing": { "required": ["install"], "properties": { "install": { "const": true } } } },
+            "description": "kiali.auth: openid logs in through the Keycloak and the Kiali meshcheck installs, with the \
+                            credentials it generates; on an existing cluster set existing.install: true",
+        },
+    }));
     schema.insert("allOf".into(), rules.into());
 }
 

@@ -315,6 +315,40 @@ impl Default for AuthorizationOptions {
     }
 }
 
+/// How Kiali authenticates the people who use it, as the guide offers it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KialiAuth {
+    /// No login (`auth.strategy: anonymous`): the kiali check reads the API through the API
+    /// server's service proxy.
+    #[default]
+    Anonymous,
+    /// OpenID Connect against a Keycloak meshcheck deploys in-cluster (`auth.strategy: openid`):
+    /// the kiali check proves that an anonymous call is refused, then logs in through the
+    /// authorization-code flow as a browser would and reads the graph with that session.
+    Openid,
+}
+
+impl KialiAuth {
+    /// The Kiali CR's `auth.strategy` value (kiali v2.29.0 config/config.go `AuthStrategyAnonymous`,
+    /// `AuthStrategyOpenId`).
+    pub fn strategy(self) -> &'static str {
+        match self {
+            KialiAuth::Anonymous => "anonymous",
+            KialiAuth::Openid => "openid",
+        }
+    }
+}
+
+/// Settings of the Kiali meshcheck installs and checks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KialiOptions {
+    /// `anonymous` (default) or `openid` (Keycloak in-cluster, the guide's optional configuration).
+    #[serde(default)]
+    pub auth: KialiAuth,
+}
+
 /// Settings of the traffic generator that runs during an upgrade.
 ///
 /// Before and after the upgrade no request may fail. During it, istio.io's "Upgrade with Helm" for
