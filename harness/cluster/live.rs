@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
@@ -373,11 +373,29 @@ impl Live {
     /// must not eat the check's whole timeout.
     pub async fn pod_get(&self, ns: &str, pod: &str, port: u16, path: &str) -> Result<Vec<u8>, LiveError> {
         let what = format!("port-forward {ns}/{pod}:{port} GET {path}");
-        let (status, body) = within(CALL_DEADLINE, &what, self.pod_get_raw(ns, pod, port, path, &what)).await?;
-        if !status.is_success() {
-            return Err(http_status_error(what, status, &body));
+        let request = http::Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .body(Bytes::new())
+            .map_err(|e| LiveError::http(&what, &e))?;
+        let answer = within(CALL_DEADLINE, &what, self.pod_request(ns, pod, port, request, &what)).await?;
+        if !answer.status().is_success() {
+            return Err(http_status_error(what, answer.status(), answer.body()));
         }
-        Ok(body.to_vec())
+        Ok(answer.into_body().to_vec())
+    }
+
+    /// Any HTTP/1 request to a port inside a pod, over a port-forward, within [`CALL_DEADLINE`]:
+    /// the answer whatever its status, headers included (a login flow reads `Location` and
+    /// `Set-Cookie`). The request's `Host` header is what the program in the pod sees.
+    pub async fn pod_http(
+        &self,
+        ns: &str,
+        pod: &str,
+        port: u16,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, LiveError> {
+        let what = format!("port-forward {ns}/{pod}:{port} {} {}", request.method(), request.uri().path());
+        within(CALL_DEADLINE, &what, self.pod_request(ns, pod, port, request, &what)).await
     }
 
     /// One HTTP/1 exchange over a port-forward stream, with hyper's client connection as kube-rs's
@@ -385,14 +403,14 @@ impl Live {
     /// `hyper::client::conn::http1::handshake(TokioIo::new(port))`). `Connection: close` ends the
     /// connection after the answer. When the exchange fails, the port-forward's error channel
     /// usually says why (e.g. nothing listens on the port).
-    async fn pod_get_raw(
+    async fn pod_request(
         &self,
         ns: &str,
         pod: &str,
         port: u16,
-        path: &str,
+        request: http::Request<Bytes>,
         what: &str,
-    ) -> Result<(http::StatusCode, Bytes), LiveError> {
+    ) -> Result<http::Response<Bytes>, LiveError> {
         let fail = |message: String| LiveError::Http { what: what.to_string(), message };
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let mut pf = pods.portforward(pod, &[port]).await.map_err(kube_err(what))?;
@@ -400,15 +418,13 @@ impl Live {
         let forward_error = pf.take_error(port);
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| LiveError::http(what, &e))?;
-        let request = http::Request::get(path)
-            .header(http::header::HOST, "localhost")
-            .header(http::header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| LiveError::http(what, &e))?;
+        let (mut parts, body) = request.into_parts();
+        parts.headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        let request = http::Request::from_parts(parts, Full::new(body));
         // The sender moves into the exchange and is dropped with it, which lets the connection end.
         let exchange = async move {
             let (parts, body) = sender.send_request(request).await?.into_parts();
-            Ok::<_, hyper::Error>((parts.status, body.collect().await?.to_bytes()))
+            Ok::<_, hyper::Error>(http::Response::from_parts(parts, body.collect().await?.to_bytes()))
         };
         let (answer, _closed) = tokio::join!(exchange, connection);
         let answer = match answer {

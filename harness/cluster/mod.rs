@@ -1,11 +1,12 @@
 //! The cluster side: everything that talks to a cluster or runs a tool. The Kubernetes API client
 //! ([`live`]), external commands in their own process groups ([`runner`]), the wait conditions the
 //! plan names, carried out ([`waits`]), the run's namespaces ([`namespaces`]), the traffic
-//! generator ([`traffic`]) and the lock that marks a run's cluster as in use ([`liveness`]). The plan says *what* (a [`crate::plan::CommandSpec`], a
+//! generator ([`traffic`]), a browser for login flows ([`browser`]) and the lock that marks a run's cluster as in use ([`liveness`]). The plan says *what* (a [`crate::plan::CommandSpec`], a
 //! [`crate::plan::Condition`]); this stage carries it out.
 //!
 //! May import: common, formats, redact, scenario, plan, evidence.
 
+pub mod browser;
 pub mod changes;
 pub mod download;
 pub mod live;
