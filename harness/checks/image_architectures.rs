@@ -11,7 +11,7 @@ use crate::{
     evidence::{Evidence, Verdict},
     formats::oci::{self, ImageRef, ManifestKind},
     plan::fixtures::istio_hub,
-    scenario::{Provider, Scenario},
+    scenario::{KialiAuth, Provider, Scenario},
 };
 
 /// Registration.
@@ -51,11 +51,13 @@ pub fn cluster_images(s: &Scenario) -> Images {
     let mut out = Images::default();
     let v = &s.versions;
     let wanted = |c: catalog::Component| catalog::any_reads(&s.checks, c);
+    let keycloak = crate::plan::fixtures::keycloak_version();
     let charts = [
         ("cilium", v.cilium.as_str(), true),
         ("kube_prometheus_stack", v.kube_prometheus_stack.as_str(), wanted(catalog::Component::Prometheus)),
         ("tempo", v.tempo.as_str(), wanted(catalog::Component::Tempo)),
         ("kiali", v.kiali.as_str(), wanted(catalog::Component::Kiali)),
+        ("keycloak", &keycloak, wanted(catalog::Component::Kiali) && s.kiali.auth == KialiAuth::Openid),
     ];
     for (component, version) in charts.into_iter().filter(|(_, _, installed)| *installed).map(|(c, v, _)| (c, v)) {
         match crate::plan::fixtures::chart_images(component, version) {

@@ -3,11 +3,15 @@
 
 use serde_json::Value;
 
-use super::{BoxFuture, CheckDef, Collector};
+use super::{
+    BoxFuture, CheckDef, Collector,
+    kiali_login::{self, LoggedIn},
+};
 use crate::{
     cluster::live::{Live, LiveError},
     common::catalog,
     evidence::{Evidence, ServiceEdge, Verdict},
+    scenario::KialiAuth,
 };
 
 /// Registration.
@@ -18,6 +22,9 @@ pub const EDGES: &[(&str, &str)] = &[("productpage", "details"), ("productpage",
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
+        if live.scenario.kiali.auth == KialiAuth::Openid {
+            return collect_with_login(live).await;
+        }
         // The kiali-server chart and the operator's default web_root is /kiali on Kubernetes.
         let status =
             live.service_get("istio-system", "kiali", 20001, "kiali/api/status").await.map_err(login_needed)?;
@@ -34,6 +41,23 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             .await?;
         live.save(GRAPH, &graph)
     })
+}
+
+/// Kiali behind OpenID Connect: the anonymous call and the login ([`kiali_login`]), then status
+/// and graph with the session the login got, over the same port-forwards.
+async fn collect_with_login(live: &Live) -> Result<(), LiveError> {
+    let LoggedIn { mut browser, login } = kiali_login::log_in(live).await?;
+    live.save_json(kiali_login::LOGIN, &login)?;
+    if !login.session {
+        return Ok(());
+    }
+    let status = browser.get(&format!("{}/api/status", kiali_login::KIALI_URL)).await?;
+    live.save("kiali/status.json", &status.body)?;
+    crate::cluster::traffic::drive_bookinfo(live, 30).await;
+    tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(30))).await;
+    let graph =
+        browser.get(&format!("{}/api/namespaces/graph?{}", kiali_login::KIALI_URL, kiali_login::GRAPH_QUERY)).await?;
+    live.save(GRAPH, &graph.body)
 }
 
 /// A 401 from Kiali's status API said plainly: Kiali's `auth.strategy` asks for a login, and the
@@ -107,12 +131,27 @@ fn app_of(name: &str) -> &str {
 
 /// Judges status and graph.
 pub fn judge(ev: &Evidence) -> Verdict {
-    let files = vec!["kiali/status.json".to_string(), GRAPH.to_string()];
+    let mut files = vec!["kiali/status.json".to_string(), GRAPH.to_string()];
+    let mut problems = Vec::new();
+    let mut login_note = "";
+    if let Some(login) = kiali_login::recorded(ev) {
+        files.insert(0, kiali_login::LOGIN.to_string());
+        let login = match login {
+            Ok(l) => l,
+            Err(e) => return e.into(),
+        };
+        problems = kiali_login::judge_login(&login);
+        if !problems.is_empty() || !login.session {
+            return Verdict::fail(format!("the Kiali login through {} failed", login.issuer))
+                .with_details(problems)
+                .with_evidence([kiali_login::LOGIN.to_string()]);
+        }
+        login_note = " after an OpenID login (anonymous call refused)";
+    }
     let status: Value = match ev.read_json("kiali/status.json") {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
-    let mut problems = Vec::new();
     let state = status.pointer("/status/Kiali state").and_then(Value::as_str).unwrap_or("");
     let version = status.pointer("/status/Kiali version").and_then(Value::as_str).unwrap_or("");
     if state != "running" {
@@ -139,7 +178,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
     }
     if problems.is_empty() {
         Verdict::pass(format!(
-            "Kiali {version} running; graph has productpage→details, productpage→reviews, reviews→ratings ({} edges)",
+            "Kiali {version} running{login_note}; graph has productpage→details, productpage→reviews, reviews→ratings ({} edges)",
             edges.len()
         ))
         .with_evidence(files)

@@ -19,6 +19,7 @@ pub(crate) mod enforcement;
 pub mod gateway_binding;
 pub mod image_architectures;
 pub mod kiali;
+pub mod kiali_login;
 pub mod l4_authorization;
 pub mod l7_policy;
 pub mod l7_routing;

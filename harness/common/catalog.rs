@@ -193,7 +193,7 @@ pub const KIALI: CheckInfo = CheckInfo {
     name: "kiali",
     stage: Stage::Checks,
     default_on: true,
-    asserts: "Kiali's status API says running, and its book-info graph has productpage→details, productpage→reviews, reviews→ratings",
+    asserts: "Kiali's status API says running, and its book-info graph has productpage→details, productpage→reviews, reviews→ratings; with kiali.auth openid, an anonymous call is refused and a browser login through Keycloak's authorization-code flow reaches them",
     effect: Effect::Reads,
     // Kiali draws its graph from Istio's metrics in Prometheus (values/kiali-operator.yaml points it there).
     reads: &[Component::Kiali, Component::Prometheus],

@@ -158,6 +158,17 @@ impl Builder<'_> {
     /// The apply of a manifest fixture (`manifests/<name>`, placeholders filled from `vars`), its
     /// objects listed in the plan; `ns` for objects without a namespace.
     pub(super) fn fixture_apply(&self, name: &str, ns: Option<&str>, vars: &[(&str, &str)]) -> Step {
+        self.fixture_apply_with_secrets(name, ns, vars, &[])
+    }
+
+    /// [`Self::fixture_apply`], with `secrets` placeholders the run fills with fresh random values.
+    pub(super) fn fixture_apply_with_secrets(
+        &self,
+        name: &str,
+        ns: Option<&str>,
+        vars: &[(&str, &str)],
+        secrets: &[&str],
+    ) -> Step {
         let objects = fixtures::manifest_rendered(name, vars)
             .expect("fixtures parse (tested)")
             .iter()
@@ -171,6 +182,7 @@ impl Builder<'_> {
             source: Source::Fixture {
                 path: format!("manifests/{name}"),
                 vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                secrets: secrets.iter().map(|s| s.to_string()).collect(),
             },
             namespace: ns.map(String::from),
             objects,

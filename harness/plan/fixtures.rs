@@ -45,6 +45,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("manifests/l7-deny.yaml", include_str!("../../fixtures/manifests/l7-deny.yaml")),
     ("manifests/default-deny.yaml", include_str!("../../fixtures/manifests/default-deny.yaml")),
     ("manifests/probe-target.yaml", include_str!("../../fixtures/manifests/probe-target.yaml")),
+    ("manifests/keycloak.yaml", include_str!("../../fixtures/manifests/keycloak.yaml")),
+    ("values/kiali-openid.yaml", include_str!("../../fixtures/values/kiali-openid.yaml")),
     ("images.yaml", include_str!("../../fixtures/images.yaml")),
 ];
 
@@ -82,6 +84,26 @@ pub fn chart_images(component: &str, version: &str) -> Option<Vec<String>> {
     type Table = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
     let table: Table = serde_saphyr::from_str(&text("images.yaml")).expect("fixtures/images.yaml parses (tested)");
     table.get(component)?.get(version).cloned()
+}
+
+/// The Keycloak release `manifests/keycloak.yaml` runs: the tag of its Deployment's image, which
+/// is how `images.yaml` lists it.
+pub fn keycloak_version() -> String {
+    let objects = manifest("keycloak.yaml").expect("fixtures parse (tested)");
+    let deployment = objects
+        .iter()
+        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Deployment"))
+        .expect("keycloak.yaml has a Deployment");
+    let image = deployment.data.pointer("/spec/template/spec/containers/0/image").and_then(|v| v.as_str());
+    image.and_then(|i| i.rsplit_once(':')).map(|(_, tag)| tag.to_string()).unwrap_or_default()
+}
+
+/// A fresh random credential: 24 bytes from the operating system, as 48 hex digits (safe in
+/// YAML, JSON and form bodies without quoting).
+pub fn fresh_secret() -> std::io::Result<String> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Parses a multi-document YAML manifest into objects (empty and comment-only documents skipped).

@@ -159,6 +159,11 @@ pub enum Source {
         /// `{{KEY}}` → value.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         vars: Vec<(String, String)>,
+        /// `{{KEY}}` placeholders the run fills with fresh random values when it applies the
+        /// file (credentials of a throw-away login): the plan names them, never holds them, so
+        /// no credential reaches the plan, the run folder or the repository.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        secrets: Vec<String>,
     },
     /// An upstream URL pinned to a release (bookinfo, Gateway API CRDs).
     Url {
@@ -171,6 +176,9 @@ impl Source {
     /// Where it comes from, for messages and the plan text.
     pub fn describe(&self) -> String {
         match self {
+            Source::Fixture { path, secrets, .. } if !secrets.is_empty() => {
+                format!("fixtures/{path} (with fresh random {})", secrets.join(", "))
+            }
             Source::Fixture { path, .. } => format!("fixtures/{path}"),
             Source::Url { url } => url.clone(),
         }

@@ -4,11 +4,14 @@
 
 use super::{
     CommandSpec, Condition, Step, StepId,
-    builder::{Builder, HelmRelease, READS_VALUES, ROLLOUT},
+    builder::{Builder, HelmRelease, INTO_NAMESPACE, READS_VALUES, ROLLOUT},
     graph::Graph,
     istio::Istio,
 };
-use crate::common::catalog::{self, Component};
+use crate::{
+    common::catalog::{self, Component},
+    scenario::KialiAuth,
+};
 
 /// kube-prometheus-stack, Tempo and Kiali, beside the Istio chain: they need only its namespaces,
 /// base's CRDs and a serving istiod for the Istio config they come with; then `istioctl analyze`
@@ -31,11 +34,13 @@ pub(super) fn observability(b: &Builder, g: &mut Graph, istio: &Istio, cilium_op
 struct StackChart<'a> {
     /// Values fixture.
     fixture: &'a str,
+    /// Values fixtures merged over it, in order.
+    overlays: &'a [&'a str],
     release: HelmRelease<'a>,
 }
 
-/// A chart's values file, then its helm command after it, after its namespace and after `needs`.
-/// Returns the helm command.
+/// A chart's values files (later ones merged over earlier ones), then its helm command after them,
+/// after its namespace and after `needs`. Returns the helm command.
 fn install_chart(
     b: &Builder,
     g: &mut Graph,
@@ -43,12 +48,15 @@ fn install_chart(
     chart: StackChart,
     needs: &[(StepId, &'static str)],
 ) -> StepId {
-    let (w, v) = b.values(chart.fixture);
-    let w = g.add(w, &[]);
     let mut all: Vec<(StepId, &'static str)> = istio.namespace(chart.release.namespace).into_iter().collect();
-    all.push((w, READS_VALUES));
+    let mut files = Vec::new();
+    for fixture in std::iter::once(chart.fixture).chain(chart.overlays.iter().copied()) {
+        let (w, v) = b.values(fixture);
+        all.push((g.add(w, &[]), READS_VALUES));
+        files.push(v);
+    }
     all.extend_from_slice(needs);
-    g.add(b.helm_release(true, &chart.release, &[v], false), &all)
+    g.add(b.helm_release(true, &chart.release, &files, false), &all)
 }
 
 /// kube-prometheus-stack, its operator's Prometheus, and the monitors that scrape the mesh.
@@ -56,6 +64,7 @@ fn prometheus(b: &Builder, g: &mut Graph, istio: &Istio) {
     let t = b.s.timeouts.install.0;
     let chart = StackChart {
         fixture: "values/kube-prometheus-stack.yaml",
+        overlays: &[],
         release: HelmRelease {
             name: "kps",
             // prometheus-community/helm-charts README: `helm repo add prometheus-community
@@ -85,6 +94,7 @@ fn prometheus(b: &Builder, g: &mut Graph, istio: &Istio) {
 fn tempo(b: &Builder, g: &mut Graph, istio: &Istio) -> StepId {
     let chart = StackChart {
         fixture: "values/tempo.yaml",
+        overlays: &[],
         release: HelmRelease {
             name: "tempo",
             // grafana-community/helm-charts README (where the tempo chart moved from
@@ -112,8 +122,10 @@ fn tempo(b: &Builder, g: &mut Graph, istio: &Istio) -> StepId {
 
 /// The Kiali operator, and the Kiali it creates in istio-system.
 fn kiali(b: &Builder, g: &mut Graph, istio: &Istio) {
+    let openid = b.s.kiali.auth == KialiAuth::Openid;
     let chart = StackChart {
         fixture: "values/kiali-operator.yaml",
+        overlays: if openid { &["values/kiali-openid.yaml"] } else { &[] },
         release: HelmRelease {
             name: "kiali-operator",
             // kiali.io docs installation-guide (Helm): `helm repo add kiali
@@ -133,12 +145,38 @@ fn kiali(b: &Builder, g: &mut Graph, istio: &Istio) {
     // Started beside the Istio chain, it could see neither and show bookinfo as outside the mesh.
     let after_ztunnel =
         (istio.ztunnel, "Kiali caches whether Istio and ambient (ztunnel) are there from its first look");
-    let needs: Vec<(StepId, &'static str)> = into_istio_system.into_iter().chain([after_ztunnel]).collect();
+    let mut needs: Vec<(StepId, &'static str)> = into_istio_system.into_iter().chain([after_ztunnel]).collect();
+    if openid {
+        needs.push((keycloak(b, g, istio), KIALI_SECRET_FIRST));
+    }
     let kiali = install_chart(b, g, istio, chart, &needs);
     g.add(
         b.wait("Deployment", Some("istio-system"), "kiali", Condition::DeploymentAvailable, b.s.timeouts.install.0),
         &[(kiali, "the operator creates Kiali from the CR this chart installs")],
     );
+}
+
+/// Why the Kiali chart waits for the Keycloak manifest: Kiali reads its client secret only if the
+/// Secret's file is there when it starts (kiali v2.29.0 config/config.go, `fileExists` at load).
+const KIALI_SECRET_FIRST: &str =
+    "Kiali reads the Secret kiali (oidc-secret) only if it exists when Kiali starts (config.go fileExists at load)";
+
+/// Keycloak for Kiali's OpenID login (`kiali.auth: openid`): its namespace, the realm, login and
+/// Kiali client Secrets with fresh credentials, Keycloak itself, and a wait until it serves.
+/// Returns the apply, which the Kiali chart must follow.
+fn keycloak(b: &Builder, g: &mut Graph, istio: &Istio) -> StepId {
+    let ns = g.add(b.namespace("keycloak", &[]), &[]);
+    let needs: Vec<(StepId, &'static str)> = [(ns, INTO_NAMESPACE)]
+        .into_iter()
+        .chain(istio.namespace("istio-system").map(|(id, _)| (id, "the Secret kiali goes into istio-system")))
+        .collect();
+    let apply =
+        g.add(b.fixture_apply_with_secrets("keycloak.yaml", None, &[], &["CLIENT_SECRET", "USER_PASSWORD"]), &needs);
+    g.add(
+        b.wait("Deployment", Some("keycloak"), "keycloak", Condition::DeploymentAvailable, b.s.timeouts.install.0),
+        &[(apply, "Keycloak imports the realm at start and is Ready once /health/ready answers")],
+    );
+    apply
 }
 
 /// Cilium's policy that lets the kubelet's probes, which istio-cni SNATs to 169.254.7.127, reach

@@ -292,9 +292,21 @@ pub(super) async fn apply_source(
 /// The objects of a manifest source: a rendered fixture, or a pinned upstream URL.
 pub(super) async fn load_source(source: &Source) -> Result<Vec<kube::api::DynamicObject>, LiveError> {
     match source {
-        Source::Fixture { path, vars } => {
+        Source::Fixture { path, vars, secrets } => {
             let name = path.trim_start_matches("manifests/");
-            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let fresh = secrets
+                .iter()
+                .map(|k| Ok((k.as_str(), crate::plan::fixtures::fresh_secret()?)))
+                .collect::<Result<Vec<_>, std::io::Error>>()
+                .map_err(|e| LiveError::Http {
+                    what: format!("fresh credentials for {path}"),
+                    message: e.to_string(),
+                })?;
+            let vars: Vec<(&str, &str)> = vars
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(fresh.iter().map(|(k, v)| (*k, v.as_str())))
+                .collect();
             Ok(crate::plan::fixtures::manifest_rendered(name, &vars)?)
         }
         Source::Url { url } => fetch_manifests(url).await,

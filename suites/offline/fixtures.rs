@@ -182,3 +182,49 @@ fn every_fixture_file_is_embedded_and_parses() {
         }
     }
 }
+
+/// The Kiali login's three names agree across the files that state them: the Kiali URL the check
+/// starts from is the one Kiali computes from its values (web_schema://web_fqdn:web_port + the
+/// default web_root) and the realm's only redirect URI; the issuer is Kiali's issuer_uri and
+/// Keycloak's KC_HOSTNAME + /realms/<realm>; the login Secret is in the manifest.
+#[test]
+fn the_kiali_login_names_agree_with_keycloak_and_kiali_fixtures() {
+    use meshcheck::checks::kiali_login::{ISSUER, KIALI_URL, LOGIN_SECRET};
+    let values: Value = serde_saphyr::from_str(&meshcheck::plan::fixtures::text("values/kiali-openid.yaml")).unwrap();
+    let spec = &values["cr"]["spec"];
+    let s = |p: &str| spec.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    assert_eq!(
+        format!("{}://{}:{}/kiali", s("/server/web_schema"), s("/server/web_fqdn"), s("/server/web_port")),
+        KIALI_URL
+    );
+    assert_eq!(s("/auth/openid/issuer_uri"), ISSUER);
+    assert_eq!(s("/auth/strategy"), "openid");
+    let docs = yaml_docs(&meshcheck::plan::fixtures::text("manifests/keycloak.yaml"));
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name}"))
+    };
+    let realm: Value =
+        serde_json::from_str(find("Secret", "meshcheck-realm")["stringData"]["meshcheck-realm.json"].as_str().unwrap())
+            .unwrap();
+    let client = realm["clients"].as_array().unwrap().iter().find(|c| c["clientId"] == "kiali").unwrap();
+    assert_eq!(client["redirectUris"], serde_json::json!([KIALI_URL]));
+    assert_eq!(client["publicClient"], false);
+    let env =
+        find("Deployment", "keycloak")["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().clone();
+    let hostname = env.iter().find(|e| e["name"] == "KC_HOSTNAME").unwrap()["value"].as_str().unwrap().to_string();
+    assert_eq!(format!("{hostname}/realms/{}", realm["realm"].as_str().unwrap()), ISSUER);
+    let login = find("Secret", LOGIN_SECRET.1);
+    assert_eq!(login["metadata"]["namespace"], LOGIN_SECRET.0);
+    // The users the realm creates have what the declarative user profile requires.
+    for user in realm["users"].as_array().unwrap() {
+        for field in ["email", "firstName", "lastName"] {
+            assert!(user[field].as_str().is_some_and(|v| !v.is_empty()), "{user} lacks {field}");
+        }
+    }
+    // Credentials are placeholders the run fills, never values in the repository.
+    assert_eq!(client["secret"], "{{CLIENT_SECRET}}");
+    assert_eq!(find("Secret", "kiali")["stringData"]["oidc-secret"], "{{CLIENT_SECRET}}");
+    assert_eq!(login["stringData"]["password"], "{{USER_PASSWORD}}");
+}

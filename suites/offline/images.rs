@@ -166,3 +166,22 @@ fn a_checks_subset_lists_only_the_images_of_what_it_installs() {
     let traces = listed(&traces_only);
     assert!(traces.contains("grafana/tempo:2.10.0") && !traces.contains("kiali/kiali"), "{traces}");
 }
+
+/// Keycloak's image is listed (from images.yaml, at the tag the manifest pins) exactly when the run
+/// starts Keycloak: `kiali.auth: openid` with the kiali check; the anonymous scenario is the baseline.
+#[test]
+fn keycloak_is_listed_only_when_kiali_logs_in_through_it() {
+    let load = |name: &str| {
+        let text = std::fs::read_to_string(root().join(format!("scenarios/{name}.yaml"))).unwrap();
+        meshcheck::scenario::Scenario::from_yaml(&text, name).unwrap()
+    };
+    let listed = |s: &meshcheck::scenario::Scenario| images::cluster_images(s).refs.join("\n");
+    let oidc = load("ambient-kiali-oidc");
+    assert_eq!(meshcheck::plan::fixtures::keycloak_version(), "26.6.4");
+    assert!(listed(&oidc).contains("quay.io/keycloak/keycloak:26.6.4"), "{}", listed(&oidc));
+    assert!(images::cluster_images(&oidc).unlisted.is_empty());
+    assert!(!listed(&load("ambient-kind")).contains("keycloak"));
+    let mut without_kiali = oidc.clone();
+    without_kiali.checks = vec!["mtls".into()];
+    assert!(!listed(&without_kiali).contains("keycloak"));
+}

@@ -907,6 +907,105 @@ fn kiali_judge_on_real_graphs() {
     );
 }
 
+/// A recorded Kiali login that went through: anonymous refused, Kiali → Keycloak's form → posted
+/// → back to Kiali with a code → session cookie.
+fn kiali_login_ok() -> serde_json::Value {
+    let kiali = meshcheck::checks::kiali_login::KIALI_URL;
+    let issuer = meshcheck::checks::kiali_login::ISSUER;
+    let auth = format!("{issuer}/protocol/openid-connect/auth?client_id=kiali&redirect_uri={kiali}&state=…");
+    json!({
+        "kiali_url": kiali, "issuer": issuer,
+        "anonymous": [{"method": "GET", "url": format!("{kiali}/api/namespaces/graph?namespaces=book-info"), "status": 401}],
+        "hops": [
+            {"method": "GET", "url": format!("{kiali}/api/auth/openid_redirect"), "status": 302, "location": auth,
+             "set_cookies": ["kiali-token-nonce-Kubernetes"]},
+            {"method": "GET", "url": auth, "status": 200, "title": "Sign in to meshcheck"},
+            {"method": "POST", "url": format!("{issuer}/login-actions/authenticate?session_code=…"), "status": 302,
+             "location": format!("{kiali}?state=…&code=…")},
+            {"method": "GET", "url": format!("{kiali}?state=…&code=…"), "status": 302, "location": format!("{kiali}/"),
+             "set_cookies": ["kiali-token-Kubernetes"]},
+            {"method": "GET", "url": format!("{kiali}/"), "status": 200, "title": "Kiali"}
+        ],
+        "session": true
+    })
+}
+
+/// The kiali judge under `kiali.auth: openid`: passes on a login that went through and a good
+/// graph, and fails on each way a login goes wrong, naming the step and its likely cause.
+#[test]
+fn kiali_judge_reads_the_login_and_names_where_it_stopped() {
+    let status = br#"{"status":{"Kiali state":"running","Kiali version":"v2.29.0"},"externalServices":[]}"#;
+    let node = |id: &str, w: &str| json!({"data": {"id": id, "workload": w}});
+    let edge = |s: &str, t: &str| json!({"data": {"source": s, "target": t, "isMTLS": "100"}});
+    let graph = serde_json::to_vec(&json!({"elements": {"nodes": [node("a", "productpage-v1"), node("b", "details-v1"), node("c", "reviews-v2"), node("d", "ratings-v1")],
+        "edges": [edge("a", "b"), edge("a", "c"), edge("c", "d")]}})).unwrap();
+    let run = |login: &serde_json::Value| {
+        let login = serde_json::to_vec(login).unwrap();
+        judge(
+            "kiali",
+            &[("kiali/login.json", &login), ("kiali/status.json", status), ("kiali/graph-book-info.json", &graph)],
+        )
+    };
+    let ok = run(&kiali_login_ok());
+    assert_eq!(ok.outcome, Outcome::Pass, "{}", ok.explanation());
+    assert!(ok.reason.contains("after an OpenID login"), "{}", ok.reason);
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        ("anonymous served", Box::new(|l| l["anonymous"][0]["status"] = json!(200)), "Kiali serves without a login"),
+        (
+            "no redirect to Keycloak",
+            Box::new(|l| {
+                l["hops"][0]["status"] = json!(500);
+                l["hops"][0]["location"] = serde_json::Value::Null;
+                l["hops"][0]["error"] =
+                    json!("Error fetching OpenID metadata: mismatch between the configured issuer_uri");
+            }),
+            "mismatch between the configured issuer_uri",
+        ),
+        (
+            "redirect URI refused",
+            Box::new(|l| {
+                l["hops"][1]["status"] = json!(400);
+                l["hops"][1]["title"] = json!("We are sorry...");
+                l["hops"].as_array_mut().unwrap().truncate(2);
+            }),
+            "is the redirect URI",
+        ),
+        (
+            "login refused",
+            Box::new(|l| {
+                l["hops"][2]["status"] = json!(200);
+                l["hops"][2]["location"] = serde_json::Value::Null;
+                l["hops"][2]["title"] = json!("Sign in to meshcheck");
+                l["hops"].as_array_mut().unwrap().truncate(3);
+                l["session"] = json!(false);
+            }),
+            "Keycloak did not accept the login",
+        ),
+        (
+            "client secret refused",
+            Box::new(|l| {
+                l["hops"][3]["location"] = json!(format!(
+                    "{}/?openid_error=request failed (HTTP response status = 401 Unauthorized)",
+                    meshcheck::checks::kiali_login::KIALI_URL
+                ));
+                l["session"] = json!(false);
+            }),
+            "must hold the realm's client secret",
+        ),
+        ("no session", Box::new(|l| l["session"] = json!(false)), "Kiali set no session cookie"),
+    ];
+    for (what, edit, words) in cases {
+        let mut login = kiali_login_ok();
+        edit(&mut login);
+        let v = run(&login);
+        assert_eq!(v.outcome, Outcome::Fail, "{what}: {}", v.explanation());
+        assert!(v.explanation().contains(words), "{what}: `{words}` not in {}", v.explanation());
+    }
+    let broken = judge("kiali", &[("kiali/login.json", b"{not json"), ("kiali/status.json", status)]);
+    assert_eq!(broken.outcome, Outcome::Error, "{}", broken.explanation());
+}
+
 /// A probed book-info pod, captured by ambient (istio-cni's annotation, as istio/istio@1.30.3
 /// cni/pkg/util/podutil.go reads it).
 pub(crate) fn pod(name: &str, ready: bool, restarts: u64) -> serde_json::Value {

@@ -18,7 +18,9 @@ fn plan_of(name: &str) -> plan::Plan {
 
 #[test]
 fn golden_plans() {
-    for name in ["ambient-kind", "ambient-k3d", "ambient-waypoint", "existing-cluster", "upgrade-gate"] {
+    for name in
+        ["ambient-kind", "ambient-k3d", "ambient-waypoint", "ambient-kiali-oidc", "existing-cluster", "upgrade-gate"]
+    {
         golden(&root().join(format!("suites/offline/golden/plan-{name}.txt")), &plan::render_text(&plan_of(name)));
     }
 }
@@ -438,4 +440,32 @@ fn a_runs_cluster_name_fits_k3d_with_room_to_spare() {
     assert!(name.starts_with("meshcheck-"), "gc finds clusters by their prefix: {name}");
     assert!(name.len() + 2 <= K3D_CLUSTER_NAME_MAX, "{name} ({} characters)", name.len());
     assert_eq!(cluster_name("20261203-091436-7E8394"), "meshcheck-261203-091436-7e8394");
+}
+
+/// Kiali behind OpenID: Keycloak and the Secret kiali are applied before the Kiali chart (Kiali
+/// reads its client secret only at start), the credentials are named in the plan and never held by
+/// it, the openid values are layered over the base values, and the anonymous scenario has none of it.
+#[test]
+fn kiali_openid_applies_keycloak_and_the_secret_before_the_kiali_chart() {
+    let p = plan_of("ambient-kiali-oidc");
+    let keycloak = step(&p, "apply manifests/keycloak.yaml");
+    let chart = step(&p, "helm kiali-operator");
+    assert!(needs_directly(chart, keycloak), "the Kiali chart must wait for the Secret kiali");
+    assert!(needed_by(&p, keycloak.id).contains(&step(&p, "namespace keycloak").id));
+    match &keycloak.step {
+        Step::Apply { source: plan::Source::Fixture { secrets, vars, .. }, .. } => {
+            assert_eq!(secrets, &["CLIENT_SECRET", "USER_PASSWORD"]);
+            assert!(vars.is_empty(), "no credential is a plan value: {vars:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(!json.contains("\"{{CLIENT_SECRET}}\""), "the plan holds no placeholder values");
+    let Step::Command { command, .. } = &chart.step else { panic!() };
+    let values: Vec<&str> =
+        command.args.windows(2).filter(|w| w[0] == "--values").map(|w| w[1].rsplit('/').next().unwrap()).collect();
+    assert_eq!(values, ["kiali-operator.yaml", "kiali-openid.yaml"], "openid is layered over the base values");
+    let anonymous = plan_of("ambient-kind");
+    assert!(anonymous.steps().all(|(_, s)| !s.step.label().contains("keycloak")));
+    assert!(command_lines(&anonymous, "install").iter().all(|l| !l.contains("kiali-openid")));
 }
