@@ -250,6 +250,52 @@ fn ambient_waypoint_deploys_the_waypoint_passes_its_checks_and_deletes_the_clust
     provider_rehearsal("kind", "ambient-waypoint");
 }
 
+/// Kiali behind OpenID Connect: Keycloak imports the realm from the Secret with the run's fresh
+/// credentials, Kiali (given its client secret before it started) sends the browser to Keycloak,
+/// the posted login comes back with a code Kiali exchanges, and the graph is read with the session.
+/// The anonymous call is refused. No credential the run generated is anywhere in the run folder,
+/// and the cluster, Keycloak and its Secrets with it, is deleted.
+#[test]
+fn ambient_kiali_oidc_logs_in_through_keycloak_keeps_no_credential_and_deletes_the_cluster() {
+    let Some(r) = Rehearsal::new("kind", Faults::default()) else { return };
+    let scenario = r.scenario("ambient-kiali-oidc", |t| t);
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    let kiali = r.record().results.into_iter().find(|t| t.name == "kiali").expect("a kiali trial");
+    assert!(kiali.verdict.reason.contains("after an OpenID login"), "{}", kiali.verdict.reason);
+    let login: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.run_dir().join("evidence/kiali/login.json")).unwrap()).unwrap();
+    let hops: Vec<String> = login["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{} {} {}", h["method"].as_str().unwrap(), h["status"], h["url"].as_str().unwrap()))
+        .collect();
+    assert!(hops.iter().any(|h| h.starts_with("POST 302 http://keycloak.keycloak")), "{hops:#?}");
+    assert_eq!(login["anonymous"][0]["status"], 401, "{login}");
+    // The run's fresh credentials: the client secret and the user's password (48 hex digits each).
+    let generated: Vec<String> = r
+        .sim
+        .secret_values()
+        .into_iter()
+        .filter(|v| v.len() == 48 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    assert_eq!(generated.len(), 2, "the client secret and the password: {generated:?}");
+    let mut files = vec![r.run_dir()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            for secret in &generated {
+                assert!(!text.contains(secret.as_str()), "{} holds a generated credential", path.display());
+            }
+        }
+    }
+    assert_eq!(r.sim.leftovers(), Default::default(), "the cluster must be deleted");
+}
+
 #[test]
 fn ambient_k3d_provisions_installs_passes_every_check_and_deletes_the_cluster() {
     provider_rehearsal("k3d", "ambient-k3d");
@@ -1335,4 +1381,74 @@ fn gc_leaves_the_cluster_of_a_running_run_and_deletes_a_kept_one() {
     let out = kept.meshcheck().args(["gc", "--delete"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(kept.sim.leftovers().cluster.is_none(), "a kept cluster of a finished run is a leftover");
+}
+
+/// A rehearsal of ambient-kiali-oidc's kiali check with one fixture edited: the kiali check must
+/// fail naming `words`. The healthy ambient-kiali-oidc rehearsal is the baseline.
+fn kiali_login_fault(file: &str, find: &str, replace: &str, words: &str) {
+    let Some(r) = with_fixture_edit_in("ambient-kiali-oidc", file, find, replace, |t| only_checks(t, &["kiali"]))
+    else {
+        return;
+    };
+    assert_verdicts(&r, &[("checks::kiali", Outcome::Fail, words)]);
+}
+
+/// The Secret kiali holding another value than the realm's client secret: Keycloak's token
+/// endpoint refuses Kiali's client credentials (401), and Kiali redirects with `openid_error`.
+#[test]
+fn a_kiali_client_secret_keycloak_does_not_know_fails_kiali_naming_the_secret() {
+    kiali_login_fault(
+        "manifests/keycloak.yaml",
+        "  oidc-secret: \"{{CLIENT_SECRET}}\"",
+        "  oidc-secret: \"{{USER_PASSWORD}}\"",
+        "the Secret kiali (oidc-secret) must hold the realm's client secret",
+    );
+}
+
+/// A realm whose client registers another redirect URI than the one Kiali computes: Keycloak's
+/// authorization endpoint answers 400 and never sends the browser back.
+#[test]
+fn a_redirect_uri_the_realm_does_not_register_fails_kiali() {
+    kiali_login_fault(
+        "manifests/keycloak.yaml",
+        "\"redirectUris\": [\"http://kiali.istio-system.svc.cluster.local:20001/kiali\"]",
+        "\"redirectUris\": [\"http://kiali.istio-system:20001/kiali\"]",
+        "answered HTTP 400 (We are sorry...)",
+    );
+}
+
+/// An issuer_uri with a trailing slash: Keycloak's discovery document states the issuer without
+/// it, Kiali refuses the provider and cannot even start the login.
+#[test]
+fn an_issuer_uri_that_differs_from_keycloaks_issuer_fails_kiali() {
+    kiali_login_fault(
+        "values/kiali-openid.yaml",
+        "issuer_uri: http://keycloak.keycloak.svc.cluster.local:8080/realms/meshcheck",
+        "issuer_uri: http://keycloak.keycloak.svc.cluster.local:8080/realms/meshcheck/",
+        "Kiali could not start the login",
+    );
+}
+
+/// A user without first and last name: Keycloak's declarative user profile stops the login at
+/// "Update Account Information" instead of redirecting back to Kiali.
+#[test]
+fn a_user_without_a_complete_profile_fails_kiali_at_update_account_information() {
+    kiali_login_fault(
+        "manifests/keycloak.yaml",
+        "          \"firstName\": \"Mesh\",\n          \"lastName\": \"Check\",\n",
+        "",
+        "Update Account Information",
+    );
+}
+
+/// Kiali left on anonymous while the scenario says openid: the anonymous call is served, and the
+/// kiali check fails saying so.
+#[test]
+fn kiali_serving_without_a_login_fails_kiali_under_openid() {
+    kiali_login_fault(
+        "values/kiali-openid.yaml",
+        "      strategy: openid",
+        "      strategy: anonymous",
+        "Kiali serves without a login",
+    );
 }

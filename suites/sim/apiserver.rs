@@ -22,7 +22,7 @@ use tokio_tungstenite::{
 };
 
 use super::{
-    Shared, services, store,
+    Shared, services, store, web,
     web::{Body, decode, full, json_reply, respond, status_error},
 };
 
@@ -618,23 +618,10 @@ async fn portforward(shared: &Arc<Shared>, mut ws: Ws, ns: &str, pod: &str, port
         let ch = data[0];
         let buf = buffers.entry(ch).or_default();
         buf.extend_from_slice(&data[1..]);
-        if !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            continue;
-        }
+        let Some(request) = web::parse_request(buf) else { continue };
         let Some(port) = ports.get(usize::from(ch / 2)).copied() else { break };
-        let head = String::from_utf8_lossy(buf).to_string();
-        let path = head.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("/").to_string();
-        let reply = match services::pod_port(shared, ns, pod, port, &path) {
-            Some((status, ctype, body)) => {
-                let mut r = format!(
-                    "HTTP/1.0 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
-                    if status == 200 { "OK" } else { "Not Found" },
-                    body.len()
-                )
-                .into_bytes();
-                r.extend_from_slice(&body);
-                r
-            }
+        let reply = match services::pod_exchange(shared, ns, pod, port, &request) {
+            Some(reply) => reply.to_bytes(),
             None => {
                 let msg = format!(
                     "an error occurred forwarding {port} -> {port}: error forwarding port {port} to pod {pod}: connection refused"

@@ -24,6 +24,8 @@ pub(super) enum Program {
     Tempo,
     Kiali,
     KialiOperator,
+    /// Keycloak (quay.io/keycloak/keycloak).
+    Keycloak,
     CiliumAgent,
     CiliumOperator,
     CoreDns,
@@ -44,6 +46,7 @@ pub(super) fn program(pod: &Value) -> Program {
         "tempo" => Program::Tempo,
         "kiali" => Program::Kiali,
         "kiali-operator" => Program::KialiOperator,
+        "keycloak" => Program::Keycloak,
         "cilium" => Program::CiliumAgent,
         "operator-generic" => Program::CiliumOperator,
         "coredns" => Program::CoreDns,

@@ -44,6 +44,7 @@ mod gateway;
 pub mod helm;
 mod host_servers;
 mod istiod;
+mod keycloak;
 mod kiali;
 mod mesh;
 mod mirror;
@@ -207,6 +208,8 @@ pub(crate) struct State {
     pub ips: u32,
     /// The policies and routes istiod has pushed to ztunnel and waypoints, and what it has yet to push.
     pub xds: xds::Xds,
+    /// Keycloak's login flows and Kiali's sessions.
+    pub oidc: keycloak::Oidc,
     /// Requests the simulated Services have balanced so far: the seed of the next choice of backend.
     pub draws: u64,
 }
@@ -261,6 +264,7 @@ impl Sim {
                 during_rollout: Vec::new(),
                 ips: 0,
                 xds: xds::Xds::default(),
+                oidc: keycloak::Oidc::default(),
                 draws: 0,
             }),
             scale: opts.scale,
@@ -328,6 +332,21 @@ impl Sim {
     /// progress (old pods beside new ones that are not Ready yet).
     pub fn calls_during_rollout(&self) -> Vec<String> {
         self.shared.lock().during_rollout.clone()
+    }
+
+    /// Every value a Secret ever held in this cluster, decoded: what a run folder must never
+    /// contain.
+    pub fn secret_values(&self) -> BTreeSet<String> {
+        use base64::Engine as _;
+        let st = self.shared.lock();
+        st.store
+            .history
+            .iter()
+            .filter(|c| c.group.is_empty() && c.plural == "secrets")
+            .flat_map(|c| c.object["data"].as_object().cloned().unwrap_or_default())
+            .filter_map(|(_, v)| base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok())
+            .filter_map(|b| String::from_utf8(b).ok())
+            .collect()
     }
 
     /// What the run left behind, once namespaces being deleted are gone (waits up to 5 s).

@@ -16,18 +16,18 @@ use super::{
     shapes::{observed, s},
     store::now,
     tempo::http_port,
-    web::{Body, respond, status_error},
+    web::{Body, HttpReply, HttpRequest, respond, status_error},
 };
 
 pub use super::clients::exec;
 pub use super::gateway::serve_gateway;
 use super::istiod::istiod_metrics;
-use super::kiali;
 pub use super::mirror::serve_mirror;
 use super::prometheus;
 pub use super::tempo::Span;
 use super::tempo::{tempo_json, tempo_protobuf};
 use super::ztunnel::{access_log, config_dump, ztunnel_metrics};
+use super::{keycloak, kiali};
 
 /// The API server's service proxy (`/api/v1/namespaces/{ns}/services/{name}/proxy/{path}`): the
 /// Service port, a Ready pod behind it and that pod's target port, then whatever the program in
@@ -61,13 +61,6 @@ pub async fn proxy(shared: &Arc<Shared>, ns: &str, name: &str, path: &str, accep
             ),
         ),
     }
-}
-
-/// An HTTP answer from a port inside a pod (port-forward), or `None` when nothing listens there.
-pub fn pod_port(shared: &Shared, ns: &str, pod: &str, port: u16, path: &str) -> Option<(u16, &'static str, Vec<u8>)> {
-    let st = shared.lock();
-    let p = st.store.get("", "pods", ns, pod)?.clone();
-    answer(shared, &st, &p, port, path, "")
 }
 
 type Answer = (u16, &'static str, Vec<u8>);
@@ -123,18 +116,62 @@ fn answer(shared: &Shared, st: &State, pod: &Value, port: u16, path: &str, accep
         }
         (Program::Kiali, p, _) if kiali::config(st, pod).is_some_and(|c| c.port == p) => {
             let config = kiali::config(st, pod).expect("checked");
-            let prometheus = |url: &str, promql: &str| -> Option<Value> {
-                let (host, port) = host_port(url)?;
-                let (p, target) = resolve_host(st, &host, port).ok()?;
-                let q = format!("/api/v1/query?query={}", super::web::encode(promql));
-                let (code, _, body) = answer(shared, st, &p, target, &q, "")?;
-                (code == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
-            };
-            kiali::serve(st, &config, path, &prometheus)
+            kiali::serve(st, &config, path, false, &|url, promql| kiali_prometheus(shared, st, url, promql))
         }
         _ => return None,
     };
     Some(answer)
+}
+
+/// Kiali's instant query to the Prometheus at `url`: its JSON answer, or `None` when it cannot be
+/// reached or does not answer 200.
+fn kiali_prometheus(shared: &Shared, st: &State, url: &str, promql: &str) -> Option<Value> {
+    let (host, port) = host_port(url)?;
+    let (p, target) = resolve_host(st, &host, port).ok()?;
+    let q = format!("/api/v1/query?query={}", super::web::encode(promql));
+    let (code, _, body) = answer(shared, st, &p, target, &q, "")?;
+    (code == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
+}
+
+/// Any HTTP request to a port inside a pod over a port-forward, headers and body included: the
+/// programs of a login flow (Keycloak, Kiali with its OpenID routes and sessions) answer it as
+/// they would; any other GET gets [`answer`]'s answer. `None` when nothing listens there.
+pub fn pod_exchange(shared: &Shared, ns: &str, pod: &str, port: u16, req: &HttpRequest) -> Option<HttpReply> {
+    let mut st = shared.lock();
+    let p = st.store.get("", "pods", ns, pod)?.clone();
+    exchange(shared, &mut st, &p, port, req)
+}
+
+fn exchange(shared: &Shared, st: &mut State, pod: &Value, port: u16, req: &HttpRequest) -> Option<HttpReply> {
+    match program(pod) {
+        // Keycloak's HTTP listener (`http-port`, default 8080; KC_HTTP_ENABLED or start-dev).
+        Program::Keycloak if port == 8080 => Some(keycloak::serve(st, pod, req)),
+        Program::Kiali => {
+            let config = kiali::config(st, pod).filter(|c| c.port == port)?;
+            // Kiali's own calls to the OpenID provider, by the provider's in-cluster name.
+            let mut fetch = |st: &mut State, url: &str, mut call: HttpRequest| -> Option<HttpReply> {
+                let (host, port) = host_port(url)?;
+                let (target, target_port) = resolve_host(st, &host, port).ok()?;
+                let authority = url.split_once("://").map_or(url, |(_, r)| r).split('/').next().unwrap_or_default();
+                if call.target.is_empty() {
+                    call.target = url.split_once("://").and_then(|(_, r)| r.find('/').map(|i| r[i..].to_string()))?;
+                }
+                call.headers.push(("host".into(), authority.to_string()));
+                exchange(shared, st, &target, target_port, &call)
+            };
+            if let Some(reply) = kiali::openid(st, &config, req, &mut fetch) {
+                return Some(reply);
+            }
+            let session = kiali::has_session(st, req);
+            let (code, content_type, body) = kiali::serve(st, &config, &req.target, session, &|url, promql| {
+                kiali_prometheus(shared, st, url, promql)
+            });
+            Some(HttpReply::new(code, content_type, body))
+        }
+        _ if req.method == "GET" => answer(shared, st, pod, port, &req.target, "")
+            .map(|(code, content_type, body)| HttpReply::new(code, content_type, body)),
+        _ => Some(HttpReply::new(405, "text/plain", "405 method not allowed\n")),
+    }
 }
 
 /// The spans of a trace that have reached Tempo: those the proxy has exported

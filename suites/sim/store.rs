@@ -128,6 +128,21 @@ pub struct Store {
     notify: tokio::sync::watch::Sender<u64>,
 }
 
+/// A Secret's `stringData` merged into `data`, base64-encoded, and dropped: it is write-only
+/// (kubernetes v1.35 pkg/apis/core/v1/conversion.go Convert_v1_Secret_To_core_Secret: "StringData
+/// overwrites Data").
+fn string_data_into_data(secret: &mut Value) {
+    use base64::Engine as _;
+    let Some(Value::Object(strings)) = secret.as_object_mut().and_then(|o| o.remove("stringData")) else { return };
+    let data = secret["data"].as_object().cloned().unwrap_or_default();
+    let mut data = data;
+    for (k, v) in strings {
+        let text = v.as_str().unwrap_or_default();
+        data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+    }
+    secret["data"] = Value::Object(data);
+}
+
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -208,6 +223,9 @@ impl Store {
     /// Creates or replaces an object, filling in what the API server owns. Returns it as stored;
     /// an unchanged object is not rewritten (no new resourceVersion, no event).
     pub fn put(&mut self, group: &str, plural: &str, mut obj: Value) -> Value {
+        if group.is_empty() && plural == "secrets" {
+            string_data_into_data(&mut obj);
+        }
         let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
         let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
         let key = (group.to_string(), plural.to_string(), ns, name);
