@@ -531,8 +531,8 @@ async fn subresource(
                 (shared.clone(), ns.to_string(), name.to_string(), sub.to_string(), q.clone());
             {
                 let mut st = shared.lock();
-                if super::controllers::rollout_in_progress(&st) {
-                    st.during_rollout.push(format!("{sub} {ns}/{name}"));
+                if let Some(rolling) = super::controllers::rollout_in_progress(&st) {
+                    st.during_rollout.push(format!("{sub} {ns}/{name} while {rolling}"));
                 }
             }
             tokio::spawn(async move {

@@ -99,25 +99,51 @@ fn node_ready(n: &Value) -> bool {
     pod_ready(n)
 }
 
-/// Whether any workload is mid-rollout, by the rules `kubectl rollout status` applies (and, for
-/// DaemonSets, old pods still beside new ones).
-pub fn rollout_in_progress(st: &State) -> bool {
+/// The workload mid-rollout, if any, by the rules `kubectl rollout status` applies (and, for
+/// DaemonSets, old pods still beside new ones), with the counts that say so.
+pub fn rollout_in_progress(st: &State) -> Option<String> {
     let i = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
     let store = &st.store;
-    store.iter("apps", "deployments", None).any(|d| {
+    let deployment = store.iter("apps", "deployments", None).find(|d| {
         let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
         i(d, "/status/updatedReplicas") < want
             || i(d, "/status/replicas") > i(d, "/status/updatedReplicas")
             || i(d, "/status/availableReplicas") < i(d, "/status/updatedReplicas")
-    }) || store.iter("apps", "daemonsets", None).any(|d| {
+    });
+    if let Some(d) = deployment {
+        return Some(format!(
+            "Deployment {}/{} (replicas {}, updated {}, available {})",
+            ns(d),
+            name(d),
+            i(d, "/status/replicas"),
+            i(d, "/status/updatedReplicas"),
+            i(d, "/status/availableReplicas")
+        ));
+    }
+    let daemonset = store.iter("apps", "daemonsets", None).find(|d| {
         let want = i(d, "/status/desiredNumberScheduled");
         i(d, "/status/updatedNumberScheduled") < want
             || i(d, "/status/numberAvailable") < want
             || owned_pods(st, "DaemonSet", &ns(d), &name(d)).len() as i64 > want
-    }) || store.iter("apps", "statefulsets", None).any(|d| {
-        s(d, "/status/updateRevision") != s(d, "/status/currentRevision")
-            || i(d, "/status/readyReplicas") < d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
-    })
+    });
+    if let Some(d) = daemonset {
+        return Some(format!(
+            "DaemonSet {}/{} (desired {}, updated {}, available {}, pods {})",
+            ns(d),
+            name(d),
+            i(d, "/status/desiredNumberScheduled"),
+            i(d, "/status/updatedNumberScheduled"),
+            i(d, "/status/numberAvailable"),
+            owned_pods(st, "DaemonSet", &ns(d), &name(d)).len()
+        ));
+    }
+    store
+        .iter("apps", "statefulsets", None)
+        .find(|d| {
+            s(d, "/status/updateRevision") != s(d, "/status/currentRevision")
+                || i(d, "/status/readyReplicas") < d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+        })
+        .map(|d| format!("StatefulSet {}/{} (ready {})", ns(d), name(d), i(d, "/status/readyReplicas")))
 }
 
 fn reconcile(shared: &Shared, st: &mut State) {

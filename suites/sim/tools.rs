@@ -326,8 +326,8 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
     tokio::time::sleep(shared.sim(shared.timings.helm(release))).await;
     let objects = {
         let mut st = shared.lock();
-        if !install && super::controllers::rollout_in_progress(&st) {
-            st.during_rollout.push(format!("helm upgrade {release}"));
+        if let Some(rolling) = super::controllers::rollout_in_progress(&st).filter(|_| !install) {
+            st.during_rollout.push(format!("helm upgrade {release} while {rolling}"));
         }
         let key = (ns.clone(), release.to_string());
         if !install && !st.releases.contains_key(&key) {
