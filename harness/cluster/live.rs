@@ -129,6 +129,39 @@ pub fn kubeconfig_error(e: &dyn std::fmt::Display) -> String {
     crate::redact::redact(crate::common::util::first_line(&e.to_string()).trim_end())
 }
 
+/// The client for a kubeconfig's cluster, through the proxy the environment names the way the Go
+/// tools of the same run (kubectl, helm, kind, istioctl) use it: kube-rs reads `HTTPS_PROXY`
+/// (kube-client 5.0.0 config/file_loader.rs `proxy_url`) and skips hosts `NO_PROXY` matches, but
+/// would send a loopback API server (kind's and k3d's 127.0.0.1) to the proxy, which Go's
+/// net/http never does (golang.org/x/net/http/httpproxy `useProxy`: "localhost" and loopback
+/// addresses are never proxied). A corporate proxy cannot reach this machine's loopback.
+pub fn client_for(mut config: kube::Config) -> Result<kube::Client, kube::Error> {
+    let host = config.cluster_url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        config.proxy_url = None;
+    }
+    kube::Client::try_from(config)
+}
+
+/// How a client reaches its API server, for messages: `through the proxy <url>` (credentials
+/// left out) or nothing when it connects directly.
+pub fn proxy_note(config: &kube::Config) -> Option<String> {
+    let proxy = config.proxy_url.as_ref()?;
+    let host = config.cluster_url.host().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "through the proxy {}://{}{} (HTTPS_PROXY; NO_PROXY does not exclude it)",
+            proxy.scheme_str().unwrap_or("http"),
+            proxy.host().unwrap_or_default(),
+            proxy.port_u16().map(|p| format!(":{p}")).unwrap_or_default()
+        )
+    })
+}
+
 /// Deadline of one apply, delete or namespace call (each object of it, and the discovery before it).
 pub const MUTATION_DEADLINE: Duration = Duration::from_secs(60);
 

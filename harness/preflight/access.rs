@@ -224,8 +224,11 @@ pub(super) async fn existing_cluster_problems(s: &Scenario, plan: &Plan, t: Dura
         .await
         .map_err(|e| e.to_string())
         .and_then(|config| {
-            let server = config.cluster_url.to_string();
-            kube::Client::try_from(config).map(|client| (client, server)).map_err(|e| e.to_string())
+            let server = match crate::cluster::live::proxy_note(&config) {
+                Some(proxy) => format!("{} {proxy}", config.cluster_url),
+                None => config.cluster_url.to_string(),
+            };
+            crate::cluster::live::client_for(config).map(|client| (client, server)).map_err(|e| e.to_string())
         });
     let (client, server) = match connected {
         Ok(c) => c,
@@ -244,7 +247,7 @@ pub(super) async fn existing_cluster_problems(s: &Scenario, plan: &Plan, t: Dura
     if let Some(why) = why {
         return vec![format!(
             "cluster: the API server of context `{context}` ({server}) does not answer GET /version: {why}. \
-             Fix: start the cluster, or make {server} reachable from this machine"
+             Fix: start the cluster, or make it reachable from this machine (a proxy that cannot reach it: add its host to NO_PROXY)"
         )];
     }
     access_problems(&client, &context, &required_access(s), t).await

@@ -71,7 +71,7 @@ impl Cluster {
                 let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| bad(&e))?;
                 let opts = kube::config::KubeConfigOptions { context: self.context.clone(), ..Default::default() };
                 let cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| bad(&e))?;
-                let client = kube::Client::try_from(cfg).map_err(|e| bad(&e))?;
+                let client = crate::cluster::live::client_for(cfg).map_err(|e| bad(&e))?;
                 let evidence = Evidence::new(self.run_dir.join("evidence"));
                 Ok(Live::new(client, self.scenario.clone(), self.run_dir.clone(), evidence)?)
             })

@@ -228,3 +228,71 @@ fn a_flood_of_output_keeps_a_bounded_redacted_tail() {
     let out = runner.run(&CommandSpec::new("sh", ["-c", "echo 'password: hunter2'"], Duration::from_secs(5))).unwrap();
     assert_eq!(out, "password: hunter2\n", "a caller reads a short output as printed");
 }
+
+/// A fake API server answering `GET /version`, and an HTTP CONNECT proxy that tunnels every
+/// CONNECT to it and records what was asked. Returns (api port, proxy port, the CONNECT lines).
+async fn api_behind_a_proxy() -> (u16, u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = api.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = api.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = r#"{"major":"1","minor":"35","gitVersion":"v1.35.0"}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = proxy.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = proxy.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read_exact(&mut byte).await.is_ok() {
+                    head.push(byte[0]);
+                }
+                let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_string();
+                record.lock().unwrap().push(line);
+                let mut upstream = tokio::net::TcpStream::connect(("127.0.0.1", api_port)).await.unwrap();
+                client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (api_port, proxy_port, seen)
+}
+
+/// Issue 26: with HTTPS_PROXY set (corporate runners), an API server the proxy must carry is
+/// reached through it with CONNECT, and a loopback one (kind's, k3d's) directly, as kubectl and
+/// helm of the same run do; preflight's message names the proxy. Without kube's http-proxy
+/// feature the first client cannot even be built, and without the loopback rule the second one
+/// goes to the proxy.
+#[tokio::test]
+async fn the_api_is_reached_through_https_proxy_except_on_loopback() {
+    let (api_port, proxy_port, seen) = api_behind_a_proxy().await;
+    let mut remote = kube::Config::new("http://kube.example.invalid:6443".parse().unwrap());
+    remote.proxy_url = Some(format!("http://127.0.0.1:{proxy_port}").parse().unwrap());
+    let note = meshcheck::cluster::live::proxy_note(&remote).unwrap();
+    assert!(note.contains(&format!("through the proxy http://127.0.0.1:{proxy_port}")), "{note}");
+    let version = meshcheck::cluster::live::client_for(remote).unwrap().apiserver_version().await.unwrap();
+    assert_eq!(version.git_version, "v1.35.0");
+    assert_eq!(seen.lock().unwrap().as_slice(), ["CONNECT kube.example.invalid:6443 HTTP/1.1"]);
+
+    let mut local = kube::Config::new(format!("http://127.0.0.1:{api_port}").parse().unwrap());
+    local.proxy_url = Some(format!("http://127.0.0.1:{}", closed_port()).parse().unwrap());
+    assert_eq!(meshcheck::cluster::live::proxy_note(&local), None);
+    let version = meshcheck::cluster::live::client_for(local).unwrap().apiserver_version().await.unwrap();
+    assert_eq!(version.git_version, "v1.35.0");
+    assert_eq!(seen.lock().unwrap().len(), 1, "the loopback API server is not proxied");
+}

@@ -1452,3 +1452,25 @@ fn kiali_serving_without_a_login_fails_kiali_under_openid() {
         "Kiali serves without a login",
     );
 }
+
+/// Issue 26: a runner whose environment names a proxy (`HTTPS_PROXY`, here one that answers
+/// nothing) and no `NO_PROXY`: kind's API server on 127.0.0.1 is reached directly, as kubectl and
+/// helm reach it, and the run passes. Before, kube refused to build a client at all.
+#[test]
+fn a_proxy_in_the_environment_does_not_stand_between_the_run_and_a_local_cluster() {
+    let Some(r) = Rehearsal::new("kind", Faults::default()) else { return };
+    let scenario = r.scenario("ambient-kind", |t| only_checks(t, &["node-architecture", "gateway-binding"]));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://127.0.0.1:{}", dead.local_addr().unwrap().port());
+    drop(dead);
+    let out = r.run_env(
+        &scenario,
+        &[
+            ("HTTPS_PROXY", std::ffi::OsStr::new(&proxy)),
+            ("NO_PROXY", std::ffi::OsStr::new("")),
+            ("no_proxy", std::ffi::OsStr::new("")),
+        ],
+    );
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+}
