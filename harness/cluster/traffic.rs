@@ -43,6 +43,10 @@ pub struct RequestRecord {
     /// Transport error, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The upgrade step under way when it was sent: the helm release being upgraded (from its
+    /// `helm upgrade` until the next one starts); none outside the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// What `upgrade/traffic.json` holds.
@@ -66,6 +70,7 @@ pub struct TrafficRecord {
 /// so a stalled gateway shows as slow or failed requests rather than as a lower rate.
 pub struct TrafficGenerator {
     phase: Arc<Mutex<String>>,
+    step: Arc<Mutex<Option<String>>>,
     records: Arc<Mutex<Vec<RequestRecord>>>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -87,10 +92,11 @@ impl TrafficGenerator {
     /// Starts sending GETs to `url` at `rate` per second, for at most `max_requests`.
     pub fn start(url: &str, rate: u32, timeout: Duration, budget: Budget, max_requests: usize) -> TrafficGenerator {
         let phase = Arc::new(Mutex::new("before".to_string()));
+        let step: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let records = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let http = reqwest::Client::builder().timeout(timeout).build().expect("client builds");
-        let (p, r, u) = (phase.clone(), records.clone(), url.to_string());
+        let (p, r, u, st) = (phase.clone(), records.clone(), url.to_string(), step.clone());
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
@@ -102,6 +108,7 @@ impl TrafficGenerator {
                 }
                 let (http, url, records) = (http.clone(), u.clone(), r.clone());
                 let phase = p.lock().expect("phase lock").clone();
+                let step = st.lock().expect("step lock").clone();
                 let at_ms = started.elapsed().as_millis() as u64;
                 inflight.spawn(async move {
                     let t0 = Instant::now();
@@ -109,19 +116,31 @@ impl TrafficGenerator {
                         Ok(resp) => (resp.status().as_u16(), None),
                         Err(e) => (0, Some(crate::cluster::live::with_causes(&e))),
                     };
-                    let rec =
-                        RequestRecord { at_ms, phase, status, latency_ms: t0.elapsed().as_secs_f64() * 1000.0, error };
+                    let rec = RequestRecord {
+                        at_ms,
+                        phase,
+                        status,
+                        latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                        error,
+                        step,
+                    };
                     records.lock().expect("records lock").push(rec);
                 });
             }
             while inflight.join_next().await.is_some() {}
         });
-        TrafficGenerator { phase, records, stop, task, url: url.to_string(), rate, budget }
+        TrafficGenerator { phase, step, records, stop, task, url: url.to_string(), rate, budget }
     }
 
-    /// Labels requests sent from now on.
+    /// Labels requests sent from now on; a new phase ends the step under way.
     pub fn set_phase(&self, phase: &str) {
         *self.phase.lock().expect("phase lock") = phase.to_string();
+        *self.step.lock().expect("step lock") = None;
+    }
+
+    /// Attributes requests sent from now on to an upgrade step.
+    pub fn set_step(&self, step: &str) {
+        *self.step.lock().expect("step lock") = Some(step.to_string());
     }
 
     /// Stops sending, waits for requests in flight, and returns the record sorted by send time.
@@ -175,6 +194,52 @@ pub fn phase_stats(record: &TrafficRecord) -> Vec<PhaseStats> {
                 p50_ms: percentile(&lat, 50.0),
                 p99_ms: percentile(&lat, 99.0),
                 phase,
+            }
+        })
+        .collect()
+}
+
+/// What one upgrade step cost: its requests, those without a 2xx answer, its longest outage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStats {
+    /// The helm release the step upgraded.
+    pub step: String,
+    /// Requests sent while it was under way.
+    pub total: usize,
+    /// Requests without a 2xx answer.
+    pub failed: usize,
+    /// The longest stretch of failures within the step, seconds.
+    pub longest_outage_secs: f64,
+}
+
+impl StepStats {
+    /// The share of requests answered 2xx (1 for a step that saw none).
+    pub fn success(&self) -> f64 {
+        if self.total == 0 { 1.0 } else { (self.total - self.failed) as f64 / self.total as f64 }
+    }
+}
+
+/// Per-step statistics of the requests sent during the upgrade, in the order the steps ran.
+pub fn step_stats(record: &TrafficRecord) -> Vec<StepStats> {
+    let mut steps: Vec<String> = Vec::new();
+    for step in record.requests.iter().filter_map(|r| r.step.as_ref()) {
+        if !steps.contains(step) {
+            steps.push(step.clone());
+        }
+    }
+    steps
+        .into_iter()
+        .map(|step| {
+            let only = TrafficRecord {
+                requests: record.requests.iter().filter(|r| r.step.as_ref() == Some(&step)).cloned().collect(),
+                ..record.clone()
+            };
+            let phase = only.requests.first().map(|r| r.phase.clone()).unwrap_or_default();
+            StepStats {
+                total: only.requests.len(),
+                failed: only.requests.iter().filter(|r| !(200..300).contains(&r.status)).count(),
+                longest_outage_secs: longest_outage_secs(&only, &phase),
+                step,
             }
         })
         .collect()

@@ -215,7 +215,7 @@ pub const TRAFFIC_CONTINUITY: CheckInfo = CheckInfo {
     name: "traffic-continuity",
     stage: Stage::Upgrade,
     default_on: false,
-    asserts: "no request to productpage fails before or after the Istio upgrade; during it, failed requests and the longest outage stay within the budget",
+    asserts: "no request to productpage fails before or after the Istio upgrade; during it, failed requests and the longest outage stay within the budget, and each upgrade step answers its share (ztunnel 90 %, istio-cni, istiod, istio-base 100 %)",
     effect: Effect::Reads,
     reads: &[],
 };

@@ -185,6 +185,16 @@ async fn run_command(
     command: crate::plan::CommandSpec,
     advisory: Option<String>,
 ) -> Result<(), StepError> {
+    // An in-place `helm upgrade` (no --install) while the traffic generator runs is a step of the
+    // upgrade chain: requests from now until the next one are attributed to its release.
+    if command.program == "helm"
+        && command.args.first().is_some_and(|a| a == "upgrade")
+        && !command.args.iter().any(|a| a == "--install")
+        && let (Some(release), Some(generator)) =
+            (command.args.get(1), exec.traffic.lock().expect("traffic lock").as_ref())
+    {
+        generator.set_step(release);
+    }
     let runner = exec.runner.clone();
     let result = match tokio::task::spawn_blocking(move || runner.run(&command)).await {
         Ok(result) => result,

@@ -1194,6 +1194,60 @@ fn traffic_continuity_judge() {
     assert!(v.outcome == Outcome::Error && v.reason.contains("during the upgrade, after the upgrade"), "{}", v.reason);
 }
 
+/// Issue 25, item 4: the upgrade's requests attributed to each step of the chain, each held to its
+/// rule: ztunnel at least 90 % answered (Istio's TestZtunnelRestart), istio-cni, istiod and
+/// istio-base every request; the gateway only to the whole upgrade's budget.
+#[test]
+fn traffic_continuity_holds_each_upgrade_step_to_its_rule() {
+    // Requests 100 ms apart: `n` of each (step, status) in order, between one before and one after.
+    let rec = |steps: &[(&str, u16, usize)]| {
+        let mut requests = vec![json!({"at_ms": 0, "phase": "before", "status": 200, "latency_ms": 5.0})];
+        for (step, status, n) in steps {
+            for _ in 0..*n {
+                let at = requests.len() * 100;
+                requests
+                    .push(json!({"at_ms": at, "phase": "during", "status": status, "latency_ms": 5.0, "step": step}));
+            }
+        }
+        let at = requests.len() * 100;
+        requests.push(json!({"at_ms": at, "phase": "after", "status": 200, "latency_ms": 5.0}));
+        serde_json::to_vec(&json!({"url": "u", "rate_per_second": 10, "failure_budget": 100, "max_outage_secs": 30.0, "requests": requests})).unwrap()
+    };
+    let chain = |ztunnel_failed: usize, cni_failed: usize, gateway_failed: usize| {
+        rec(&[
+            ("istio-base", 200, 10),
+            ("istiod", 200, 10),
+            ("istio-cni", 200, 10 - cni_failed),
+            ("istio-cni", 0, cni_failed),
+            ("ztunnel", 200, 20 - ztunnel_failed),
+            ("ztunnel", 0, ztunnel_failed),
+            ("istio-ingress", 0, gateway_failed),
+            ("istio-ingress", 200, 10),
+        ])
+    };
+    let ok = judge("traffic-continuity", &[("upgrade/traffic.json", &chain(2, 0, 5))]);
+    assert_eq!(ok.outcome, Outcome::Pass, "{}", ok.explanation());
+    for line in [
+        "step ztunnel: 20 requests, 2 failed (90.0 % answered, rule >= 90 %), longest outage 0.2 s",
+        "step istio-ingress: 15 requests, 5 failed (66.7 % answered), longest outage 0.5 s",
+    ] {
+        assert!(ok.explanation().contains(line), "`{line}` not in {}", ok.explanation());
+    }
+    let v = judge("traffic-continuity", &[("upgrade/traffic.json", &chain(3, 0, 0))]);
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation());
+    assert!(
+        v.reason.contains("the ztunnel step answered 85.0 % of its 20 requests (3 failed), its rule is at least 90 %"),
+        "{}",
+        v.reason
+    );
+    let v = judge("traffic-continuity", &[("upgrade/traffic.json", &chain(0, 1, 0))]);
+    assert!(v.outcome == Outcome::Fail && v.reason.contains("the istio-cni step answered 90.0 %"), "{}", v.reason);
+    assert!(v.explanation().contains("(during, step istio-cni): status 0"), "{}", v.explanation());
+    let stats = meshcheck::cluster::traffic::step_stats(&serde_json::from_slice(&chain(2, 0, 5)).unwrap());
+    let order: Vec<&str> = stats.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(order, ["istio-base", "istiod", "istio-cni", "ztunnel", "istio-ingress"]);
+}
+
 #[test]
 fn prometheus_parser_reads_the_real_exposition_sample() {
     let Some(text) = upstream_file("observed/prometheus-exposition-text.alltypes-237mfs.prom.txt") else { return };

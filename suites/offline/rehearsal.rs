@@ -400,6 +400,12 @@ fn upgrade_gate_passes_baseline_upgrade_under_traffic_and_candidate() {
     // Deployment surge), and a draining pod takes no new connection: nothing fails. The baseline
     // of `a_ztunnel_upgrade_without_surge_…`.
     assert!(phases.iter().all(|p| p.failed == 0), "requests failed: {phases:?}");
+    // Every request during the upgrade is attributed to the step under way, in the chain's order
+    // (istio.io docs/ambient/upgrade/helm), and each step saw traffic.
+    let steps = meshcheck::cluster::traffic::step_stats(&traffic);
+    let order: Vec<&str> = steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(order, ["istio-base", "istiod", "istio-cni", "ztunnel", "istio-ingress"], "{steps:?}");
+    assert!(steps.iter().all(|s| s.total > 0 && s.failed == 0), "{steps:?}");
 }
 
 /// When a step of the run ran: start and end in seconds since the run started.
@@ -1189,6 +1195,12 @@ fn a_ztunnel_upgrade_without_surge_drains_before_replacing_and_fails_continuity(
         return;
     };
     assert_verdicts(&r, &[("upgrade::traffic-continuity", Outcome::Fail, "requests failed during the upgrade")]);
+    // The failures are the ztunnel step's, and over its rule (Istio's 90 % bar for a restart).
+    let steps = meshcheck::cluster::traffic::step_stats(&upgrade_traffic(&r));
+    let failed: Vec<(&str, usize)> =
+        steps.iter().filter(|s| s.failed > 0).map(|s| (s.step.as_str(), s.failed)).collect();
+    assert!(failed.iter().all(|(s, _)| *s == "ztunnel") && !failed.is_empty(), "{steps:?}");
+    assert_verdicts(&r, &[("upgrade::traffic-continuity", Outcome::Fail, "the ztunnel step answered")]);
     let outage = meshcheck::cluster::traffic::longest_outage_secs(&upgrade_traffic(&r), "during");
     // Drain (295 s) plus the new pod's start (5 s) of cluster time. The generator orders requests
     // by when they were sent, and on a loaded machine answers come late and interleave, which cuts
