@@ -17,6 +17,7 @@ use crate::{
 pub mod cilium_prerequisites;
 pub(crate) mod enforcement;
 pub mod gateway_binding;
+pub mod health;
 pub mod image_architectures;
 pub mod kiali;
 pub mod kiali_login;
@@ -71,6 +72,7 @@ pub static REGISTRY: &[CheckDef] = &[
     traces::CHECK,
     metrics::CHECK,
     kiali::CHECK,
+    health::CHECK,
     probes::CHECK,
     traffic_continuity::CHECK,
 ];

@@ -210,6 +210,16 @@ pub const PROBES: CheckInfo = CheckInfo {
     reads: &[Component::Prometheus],
 };
 
+/// [`crate::checks::health`].
+pub const HEALTH: CheckInfo = CheckInfo {
+    name: "health",
+    stage: Stage::Checks,
+    default_on: true,
+    asserts: "no Istio or Cilium container was OOM-killed or is crash-looping; restarts and error-level lines of the ztunnel, istio-cni and istiod logs are counted and the first quoted",
+    effect: Effect::Reads,
+    reads: &[],
+};
+
 /// [`crate::checks::traffic_continuity`].
 pub const TRAFFIC_CONTINUITY: CheckInfo = CheckInfo {
     name: "traffic-continuity",
@@ -235,6 +245,7 @@ pub static CATALOG: &[CheckInfo] = &[
     TRACES,
     METRICS,
     KIALI,
+    HEALTH,
     PROBES,
     TRAFFIC_CONTINUITY,
 ];

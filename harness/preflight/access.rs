@@ -177,8 +177,39 @@ pub(super) fn required_access(s: &Scenario) -> Vec<Access> {
     if check("traces") {
         out.push(sub(&["get"], "services", "proxy", "tempo", "traces reads Tempo's trace API"));
     }
-    if check("kiali") {
+    if check("kiali") && s.kiali.auth == crate::scenario::KialiAuth::Anonymous {
         out.push(sub(&["get"], "services", "proxy", "istio-system", "kiali reads Kiali's API"));
+    }
+    if check("kiali") && s.kiali.auth == crate::scenario::KialiAuth::Openid {
+        out.push(access(&["get"], "", "secrets", Some("keycloak"), "kiali reads the Keycloak login the run created"));
+        for ns in ["istio-system", "keycloak"] {
+            out.push(access(
+                &["get"],
+                "",
+                "services",
+                Some(ns),
+                "kiali's browser finds the pods behind Kiali and Keycloak",
+            ));
+            out.push(sub(
+                CONNECT,
+                "pods",
+                "portforward",
+                ns,
+                "kiali's browser reaches Kiali and Keycloak over port-forwards",
+            ));
+        }
+    }
+    if check("health") {
+        for ns in ["istio-system", "istio-ingress", "kube-system"] {
+            out.push(access(&["list"], "", "pods", Some(ns), "health reads the restarts of Istio's and Cilium's pods"));
+        }
+        out.push(sub(
+            &["get"],
+            "pods",
+            "log",
+            "istio-system",
+            "health counts error lines of ztunnel, istio-cni and istiod",
+        ));
     }
     out
 }

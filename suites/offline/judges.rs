@@ -1248,6 +1248,85 @@ fn traffic_continuity_holds_each_upgrade_step_to_its_rule() {
     assert_eq!(order, ["istio-base", "istiod", "istio-cni", "ztunnel", "istio-ingress"]);
 }
 
+/// Issue 25, item 5: the health sentinels. Healthy pods pass and their restarts and error lines
+/// are counted; an OOM-killed or crash-looping container fails naming it; no pod at all is an error.
+#[test]
+fn health_judge_fails_on_oom_kills_and_crash_loops_and_counts_the_rest() {
+    let container = |name: &str, restarts: u64, extra: serde_json::Value| {
+        let mut c = json!({"name": name, "restartCount": restarts, "state": {"running": {}}});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let list = |pods: Vec<(&str, serde_json::Value)>| {
+        serde_json::to_vec(&json!({"kind": "PodList", "items": pods.into_iter().map(|(n, c)| json!({"metadata": {"name": n}, "status": {"phase": "Running", "containerStatuses": [c]}})).collect::<Vec<_>>()})).unwrap()
+    };
+    let logs = serde_json::to_vec(&json!([
+        {"pod": "istio-system/ztunnel-a", "errors": 2, "lines": 100, "first": ["2026-12-04T00:00:00Z\terror\taccess\tconnection failed"]},
+        {"pod": "istio-system/istiod-x", "errors": 0, "lines": 50, "first": []}
+    ])).unwrap();
+    let run = |istio: Vec<u8>, cilium: Vec<u8>| {
+        judge(
+            "health",
+            &[
+                ("health/pods-istio-system.json", &istio),
+                ("health/pods-istio-ingress.json", &list(vec![])),
+                ("health/pods-kube-system.json", &cilium),
+                ("health/log-errors.json", &logs),
+            ],
+        )
+    };
+    let cilium = list(vec![(
+        "cilium-abc",
+        container("cilium-agent", 1, json!({"lastState": {"terminated": {"reason": "Error"}}})),
+    )]);
+    let ok = run(list(vec![("ztunnel-a", container("istio-proxy", 0, json!({})))]), cilium.clone());
+    assert_eq!(ok.outcome, Outcome::Pass, "{}", ok.explanation());
+    assert!(ok.reason.contains("2 Istio and Cilium pods, 1 restart(s), 2 error-level log line(s)"), "{}", ok.reason);
+    assert!(
+        ok.explanation().contains("kube-system/cilium-abc container cilium-agent restarted 1 time(s) (last: Error)")
+    );
+    assert!(ok.explanation().contains("connection failed"));
+    let oom = run(
+        list(vec![(
+            "ztunnel-a",
+            container("istio-proxy", 1, json!({"lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}})),
+        )]),
+        cilium.clone(),
+    );
+    assert_eq!(oom.outcome, Outcome::Fail, "{}", oom.explanation());
+    assert!(
+        oom.explanation().contains("istio-system/ztunnel-a container istio-proxy was OOM-killed (restarts 1)"),
+        "{}",
+        oom.explanation()
+    );
+    let looping = run(
+        list(vec![(
+            "istiod-x",
+            container(
+                "discovery",
+                7,
+                json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"reason": "Error"}}}),
+            ),
+        )]),
+        cilium,
+    );
+    assert!(
+        looping.outcome == Outcome::Fail
+            && looping.explanation().contains("is crash-looping (restarts 7, last exit: Error)"),
+        "{}",
+        looping.explanation()
+    );
+    let nothing = run(list(vec![]), list(vec![]));
+    assert_eq!(nothing.outcome, Outcome::Error, "{}", nothing.explanation());
+    // Log levels in the formats Istio's programs write.
+    let text = "2026-12-04T00:00:00.1Z\terror\tads\tpush failed\n2026-12-04T00:00:00.2Z  ERROR ztunnel::proxy: reset\n\
+                {\"level\":\"error\",\"msg\":\"x\"}\n2026-12-04T00:00:00.3Z\tinfo\tok\nerror without a time\n";
+    let counted = meshcheck::checks::health::errors_in("ns/p", text);
+    assert_eq!((counted.errors, counted.lines, counted.first.len()), (3, 5, 3), "{counted:?}");
+}
+
 #[test]
 fn prometheus_parser_reads_the_real_exposition_sample() {
     let Some(text) = upstream_file("observed/prometheus-exposition-text.alltypes-237mfs.prom.txt") else { return };

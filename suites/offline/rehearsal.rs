@@ -1486,3 +1486,23 @@ fn a_proxy_in_the_environment_does_not_stand_between_the_run_and_a_local_cluster
     assert_report_complete(&r, &scenario, &out);
     assert_all_pass(&r, &out);
 }
+
+/// Issue 25, item 5: a ztunnel container that was OOM-killed once (the pod Running again, Ready):
+/// every other check passes, health fails naming the pod, the container and the kill. The healthy
+/// kind rehearsal, where health passes, is the baseline.
+#[test]
+fn an_oom_killed_ztunnel_fails_health_naming_it() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    fault(
+        "kind",
+        "ambient-kind",
+        Faults { oom_killed: Some("ztunnel-".into()), ..Faults::default() },
+        |t| only_checks(t, &["node-architecture", "health"]),
+        &[
+            ("checks::health", Outcome::Fail, "container istio-proxy was OOM-killed (restarts 1)"),
+            ("provision::node-architecture", Outcome::Pass, ""),
+        ],
+    );
+}

@@ -912,12 +912,23 @@ fn kubelet(shared: &Shared, st: &mut State) {
         }
         let cond =
             |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null});
+        let oom = st.faults.oom_killed.as_deref().is_some_and(|prefix| pod.starts_with(prefix));
+        if oom {
+            restarts = restarts.max(1);
+        }
         let statuses: Vec<Value> = containers
             .iter()
-            .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": format!("{}@sha256:{}", s(c, "/image"), "0".repeat(64)),
+            .map(|c| {
+                let mut status = json!({"name": c["name"], "image": c["image"], "imageID": format!("{}@sha256:{}", s(c, "/image"), "0".repeat(64)),
                             "containerID": format!("containerd://{}", template_hash(&json!([&pod, c["name"]]))),
                             "ready": ready, "started": true, "restartCount": restarts,
-                            "state": {"running": {"startedAt": p.pointer("/status/startTime").cloned().unwrap_or(json!(now()))}}}))
+                            "state": {"running": {"startedAt": p.pointer("/status/startTime").cloned().unwrap_or(json!(now()))}}});
+                if oom {
+                    status["lastState"] = json!({"terminated": {"exitCode": 137, "reason": "OOMKilled",
+                        "startedAt": p.pointer("/status/startTime").cloned().unwrap_or(json!(now())), "finishedAt": now()}});
+                }
+                status
+            })
             .collect();
         p["status"]["containerStatuses"] = json!(statuses);
         p["status"]["conditions"] = json!([

@@ -112,6 +112,9 @@ pub struct Faults {
     /// Deleting a CiliumClusterwideNetworkPolicy fails with 500 (the probes negative control
     /// then fails half-way, with default-deny applied).
     pub ccnp_delete_fails: bool,
+    /// Containers of pods whose name starts with this were OOM-killed once (kubelet's
+    /// `lastState.terminated.reason: OOMKilled`).
+    pub oom_killed: Option<String>,
 }
 
 /// How to start a simulation.
