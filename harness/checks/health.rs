@@ -63,22 +63,13 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             live.save(&pods_file(ns), &list)?;
             let pods: Value = serde_json::from_slice(&list)
                 .map_err(|e| LiveError::Http { what: format!("pods of {ns}"), message: e.to_string() })?;
-            let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(live.client.clone(), ns);
             for pod in kjson::items(&pods) {
                 let app = kjson::label(pod, "app").or(kjson::label(pod, "k8s-app")).unwrap_or_default();
                 if !LOGGED.contains(&app) || kjson::pod_phase(pod) != "Running" {
                     continue;
                 }
                 let name = kjson::name(pod);
-                let bounded = kube::api::LogParams {
-                    tail_lines: Some(LOG_LINES),
-                    limit_bytes: Some(LOG_BYTES),
-                    ..Default::default()
-                };
-                let text = api
-                    .logs(name, &bounded)
-                    .await
-                    .map_err(|source| LiveError::Kube { what: format!("logs of {ns}/{name}"), source })?;
+                let text = live.pod_logs(ns, name, LOG_LINES, LOG_BYTES, None).await?;
                 logs.push(errors_in(&format!("{ns}/{name}"), &text));
             }
         }

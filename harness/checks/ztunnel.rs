@@ -91,7 +91,6 @@ pub async fn collect(live: &Live, check: &str, parts: Parts) -> Result<(), LiveE
             message: format!("no running ztunnel pod in {NAMESPACE} that is not being deleted"),
         });
     }
-    let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(live.client.clone(), NAMESPACE);
     for pod in serving {
         let (name, node) = (kjson::name(pod), node_of(pod));
         let folder = format!("{}/{node}", dir(check));
@@ -102,16 +101,7 @@ pub async fn collect(live: &Live, check: &str, parts: Parts) -> Result<(), LiveE
         }
         let metrics = live.pod_get(NAMESPACE, name, 15020, "/stats/prometheus").await?;
         live.save(&format!("{folder}/metrics.prom"), &metrics)?;
-        let bounded = kube::api::LogParams {
-            since_seconds: Some(3600),
-            tail_lines: Some(LOG_LINES),
-            limit_bytes: Some(LOG_BYTES),
-            ..Default::default()
-        };
-        let logs = api
-            .logs(name, &bounded)
-            .await
-            .map_err(|source| LiveError::Kube { what: format!("logs of {NAMESPACE}/{name}"), source })?;
+        let logs = live.pod_logs(NAMESPACE, name, LOG_LINES, LOG_BYTES, Some(3600)).await?;
         let access: String =
             logs.lines().filter(|l| !ztunnel_log::parse(l).is_empty()).map(|l| format!("{l}\n")).collect();
         live.save(&format!("{folder}/access.log"), access.as_bytes())?;

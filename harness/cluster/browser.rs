@@ -18,7 +18,7 @@ const MAX_REDIRECTS: usize = 20;
 
 /// Query parameters whose values a hop keeps: what says where a flow went, never what proves it
 /// (`code`, `state`, `nonce`, `session_code`, PKCE challenges).
-const SHOWN_PARAMETERS: &[&str] = &[
+pub const SHOWN_PARAMETERS: &[&str] = &[
     "client_id",
     "response_type",
     "redirect_uri",

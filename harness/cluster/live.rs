@@ -475,6 +475,26 @@ impl Live {
         answer
     }
 
+    /// A pod's log, bounded: its last `lines` lines, at most `bytes` bytes, of the last
+    /// `since_secs` seconds when given (`pods/log` tailLines, limitBytes, sinceSeconds).
+    pub async fn pod_logs(
+        &self,
+        ns: &str,
+        pod: &str,
+        lines: i64,
+        bytes: i64,
+        since_secs: Option<i64>,
+    ) -> Result<String, LiveError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let bounded = kube::api::LogParams {
+            since_seconds: since_secs,
+            tail_lines: Some(lines),
+            limit_bytes: Some(bytes),
+            ..Default::default()
+        };
+        api.logs(pod, &bounded).await.map_err(|source| LiveError::Kube { what: format!("logs of {ns}/{pod}"), source })
+    }
+
     /// Runs a command in a pod's container within [`CALL_DEADLINE`] and returns its stdout, exit
     /// code and the API's status text. A command that ran and exited non-zero is an outcome, not an
     /// error: curl's exit code is what tells a refused connection from a DNS failure.
