@@ -77,6 +77,10 @@ pub struct Plan {
     /// Context within it, if not the current one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// For kind/k3d: the port on 127.0.0.1 mapped to the gateway's NodePort, or `None` when the
+    /// scenario fixes none and no run has chosen one yet (a plan preview shows the default then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
     /// Phases in order.
     pub phases: Vec<PhasePlan>,
 }
@@ -384,6 +388,7 @@ pub fn build(s: &Scenario, ctx: &RunContext) -> Plan {
         cluster_name: cluster,
         kubeconfig,
         context,
+        host_port: s.ingress.host_port.filter(|_| s.provider != Provider::Existing),
         phases: g.into_phases(),
     }
 }

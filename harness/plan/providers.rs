@@ -15,7 +15,8 @@ pub fn kind_config(s: &Scenario, cluster: &str) -> String {
     let _ = writeln!(
         out,
         "  - containerPort: {}\n    hostPort: {}\n    listenAddress: \"127.0.0.1\"\n    protocol: TCP",
-        s.ingress.node_port, s.ingress.host_port
+        s.ingress.node_port,
+        s.ingress.port()
     );
     for _ in 0..s.cluster.workers {
         let _ = writeln!(out, "- role: worker\n  image: {image}");
@@ -39,7 +40,7 @@ pub fn k3d_create_args(s: &Scenario, cluster: &str) -> Vec<String> {
     ] {
         a.extend(["--k3s-arg".into(), format!("{arg}@server:*")]);
     }
-    a.extend(["-p".into(), format!("127.0.0.1:{}:{}@server:0", s.ingress.host_port, s.ingress.node_port)]);
+    a.extend(["-p".into(), format!("127.0.0.1:{}:{}@server:0", s.ingress.port(), s.ingress.node_port)]);
     a.extend(["--kubeconfig-update-default=false".into(), "--kubeconfig-switch-context=false".into()]);
     a.extend(["--wait".into(), "--timeout".into(), format!("{}s", s.timeouts.provision.0.as_secs())]);
     a

@@ -58,6 +58,14 @@ fn header(plan: &Plan) -> String {
     let _ = writeln!(out, "run folder: {}", plan.run_dir);
     if let Some(c) = &plan.cluster_name {
         let _ = writeln!(out, "cluster: {c}");
+        let _ = match plan.host_port {
+            Some(port) => writeln!(out, "gateway on the host: 127.0.0.1:{port}"),
+            None => writeln!(
+                out,
+                "gateway on the host: a free port on 127.0.0.1, chosen when the run starts (the steps below show {})",
+                crate::scenario::DEFAULT_HOST_PORT
+            ),
+        };
     }
     let _ = writeln!(
         out,

@@ -56,6 +56,24 @@ fn cluster_lock(plan: &Plan) -> Option<crate::cluster::liveness::ClusterLock> {
         .ok()
 }
 
+/// A cluster of the run's own whose scenario fixes no host port gets a free one on 127.0.0.1, so
+/// that two runs of one scenario on one machine do not both map the same port. The plan and the
+/// run record show which (the port is free when chosen; kind or k3d binds it moments later).
+fn with_host_port(mut scenario: Scenario) -> std::io::Result<Scenario> {
+    if scenario.provider != crate::scenario::Provider::Existing && scenario.ingress.host_port.is_none() {
+        scenario.ingress.host_port = Some(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port());
+    }
+    Ok(scenario)
+}
+
+/// `reports/latest` → this run's folder (best effort: a reader's convenience).
+fn point_latest(reports_dir: &std::path::Path, run_id: &str) {
+    let latest = reports_dir.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    #[cfg(unix)]
+    let _ = std::os::unix::fs::symlink(run_id, &latest);
+}
+
 /// `plan.json`, redacted: the plan's commands carry the mirrored URLs, credentials included.
 fn write_plan(run_dir: &std::path::Path, plan: &Plan) -> std::io::Result<()> {
     let plan_json = serde_json::to_string_pretty(plan).expect("plan serializes");
@@ -65,6 +83,7 @@ fn write_plan(run_dir: &std::path::Path, plan: &Plan) -> std::io::Result<()> {
 impl Session {
     /// Creates the run folder, writes `plan.json` and a first `run.json`/`junit.xml`.
     pub fn start(scenario: Scenario, opts: &RunOptions) -> std::io::Result<Session> {
+        let scenario = with_host_port(scenario)?;
         let run_id = new_run_id();
         let run_dir = opts.reports_dir.join(&run_id);
         std::fs::create_dir_all(run_dir.join("evidence"))?;
@@ -77,10 +96,7 @@ impl Session {
         };
         let plan = plan::build(&scenario, &ctx);
         write_plan(&run_dir, &plan)?;
-        let latest = opts.reports_dir.join("latest");
-        let _ = std::fs::remove_file(&latest);
-        #[cfg(unix)]
-        let _ = std::os::unix::fs::symlink(&run_id, &latest);
+        point_latest(&opts.reports_dir, &run_id);
         let record = first_record(&scenario, run_id);
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let cluster = Cluster {

@@ -158,10 +158,12 @@ impl Versions {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IngressSpec {
-    /// Port on 127.0.0.1 of the host that kind/k3d map to the gateway's NodePort.
-    #[serde(default = "default_host_port")]
+    /// Port on 127.0.0.1 of the host that kind/k3d map to the gateway's NodePort. Unset, a kind or
+    /// k3d run takes a free port when it starts, so that two runs of one scenario on one machine do
+    /// not collide; an existing cluster's default `url` then uses 8080.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub host_port: u16,
+    pub host_port: Option<u16>,
     /// NodePort of the gateway's `http2` port, in Kubernetes' default NodePort range 30000–32767
     /// (kubernetes.io docs/concepts/services-networking/service, "type: NodePort").
     #[serde(default = "default_node_port")]
@@ -174,9 +176,9 @@ pub struct IngressSpec {
     pub url: Option<String>,
 }
 
-pub(super) fn default_host_port() -> u16 {
-    8080
-}
+/// The host port a plan shows, and an existing cluster's default URL uses, when the scenario
+/// fixes none.
+pub const DEFAULT_HOST_PORT: u16 = 8080;
 
 pub(super) fn default_node_port() -> u16 {
     30080
@@ -184,14 +186,19 @@ pub(super) fn default_node_port() -> u16 {
 
 impl Default for IngressSpec {
     fn default() -> Self {
-        IngressSpec { host_port: default_host_port(), node_port: default_node_port(), url: None }
+        IngressSpec { host_port: None, node_port: default_node_port(), url: None }
     }
 }
 
 impl IngressSpec {
     /// Base URL of the ingress gateway as seen from the host.
     pub fn base_url(&self) -> String {
-        self.url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{}", self.host_port))
+        self.url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{}", self.port()))
+    }
+
+    /// The host port: the scenario's, else [`DEFAULT_HOST_PORT`] (a run has chosen one by then).
+    pub fn port(&self) -> u16 {
+        self.host_port.unwrap_or(DEFAULT_HOST_PORT)
     }
 }
 

@@ -160,6 +160,11 @@ fn a_closed_stderr_pipe_does_not_panic_the_run() {
     assert!(junit.contains("INSTALLATION FAILED: boom"), "the report is written: {junit}");
     let run = std::fs::read_to_string(latest.join("run.json")).unwrap();
     assert!(!run.contains("panicked"), "{run}");
+    // Issue 26: the shipped scenario fixes no host port, so the run took a free one: plan.json
+    // names it and k3d was asked to map exactly it (not 8080, which another run may hold).
+    let plan: Value = serde_json::from_str(&std::fs::read_to_string(latest.join("plan.json")).unwrap()).unwrap();
+    let port = plan["host_port"].as_u64().expect("the run chose a host port");
+    assert!(calls.contains(&format!("-p 127.0.0.1:{port}:30080@server:0")), "{calls}");
 }
 
 /// A local port with nothing listening: bound, read, released.

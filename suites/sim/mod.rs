@@ -410,8 +410,11 @@ impl Sim {
             .replace("kubeconfig: ~/.kube/config", &format!("kubeconfig: {}", self.kubeconfig().display()))
             .replace("url: http://127.0.0.1:8080", &format!("url: http://127.0.0.1:{port}"))
             .replace("host_port: 8080", &format!("host_port: {port}"));
-        if !text.contains("ingress:") {
-            text.push_str(&format!("ingress:\n  host_port: {port}\n"));
+        if !text.contains("host_port:") {
+            text = match text.find("\ningress:\n") {
+                Some(i) => format!("{}  host_port: {port}\n{}", &text[..i + 10], &text[i + 10..]),
+                None => format!("{text}ingress:\n  host_port: {port}\n"),
+            };
         }
         let settle = format!("  settle_scale: {}\n", self.shared.scale);
         text = match text.find("timeouts:\n") {
