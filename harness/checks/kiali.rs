@@ -132,7 +132,6 @@ fn app_of(name: &str) -> &str {
 /// Judges status and graph.
 pub fn judge(ev: &Evidence) -> Verdict {
     let mut files = vec!["kiali/status.json".to_string(), GRAPH.to_string()];
-    let mut problems = Vec::new();
     let mut login_note = "";
     if let Some(login) = kiali_login::recorded(ev) {
         files.insert(0, kiali_login::LOGIN.to_string());
@@ -140,10 +139,10 @@ pub fn judge(ev: &Evidence) -> Verdict {
             Ok(l) => l,
             Err(e) => return e.into(),
         };
-        problems = kiali_login::judge_login(&login);
-        if !problems.is_empty() || !login.session {
+        let stopped = kiali_login::judge_login(&login);
+        if !stopped.is_empty() {
             return Verdict::fail(format!("the Kiali login through {} failed", login.issuer))
-                .with_details(problems)
+                .with_details(stopped)
                 .with_evidence([kiali_login::LOGIN.to_string()]);
         }
         login_note = " after an OpenID login (anonymous call refused)";
@@ -152,6 +151,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
         Ok(v) => v,
         Err(e) => return e.into(),
     };
+    let mut problems = Vec::new();
     let state = status.pointer("/status/Kiali state").and_then(Value::as_str).unwrap_or("");
     let version = status.pointer("/status/Kiali version").and_then(Value::as_str).unwrap_or("");
     if state != "running" {
