@@ -45,7 +45,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
         let expect = Expect { waypoint_service: format!("{}.{}", names::WAYPOINT, names::BOOKINFO_NS) };
         live.save_json(EXPECT, &expect)?;
-        traces::send_traced(live, DIR).await
+        traces::send_traced(live, DIR, |span| span.service == expect.waypoint_service).await
     })
 }
 

@@ -159,6 +159,7 @@ impl State {
         let gateway_span = hex8(&format!("{:016x}", start ^ 0x5eed));
         let span = Span {
             recorded: std::time::Instant::now(),
+            export_after: super::tempo::EXPORT_DELAY,
             service: "istio-ingress.istio-ingress".into(),
             name: "productpage.book-info.svc.cluster.local:9080/productpage".into(),
             span_id: gateway_span,
@@ -195,6 +196,7 @@ impl State {
             attributes.push(("istio.namespace".into(), ns.into()));
             spans.push(Span {
                 recorded: std::time::Instant::now(),
+                export_after: super::tempo::WAYPOINT_EXPORT_DELAY,
                 service: format!("{canonical}.{ns}"),
                 name: format!("{svc}.{ns}.svc.cluster.local:9080/*"),
                 span_id: hex8(&format!("{:016x}", start ^ (0x77a7 + i as u64))),

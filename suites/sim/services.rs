@@ -175,11 +175,10 @@ fn exchange(shared: &Shared, st: &mut State, pod: &Value, port: u16, req: &HttpR
 }
 
 /// The spans of a trace that have reached Tempo: those the proxy has exported
-/// ([`super::tempo::EXPORT_DELAY`] of cluster time after they finished).
+/// (each at its proxy's next flush, [`Span::export_after`] of cluster time after it finished).
 fn exported(shared: &Shared, st: &State, id: &str) -> Vec<Span> {
-    let delay = shared.sim(super::tempo::EXPORT_DELAY);
     let spans = st.traces.get(&id.to_ascii_lowercase()).map(Vec::as_slice).unwrap_or_default();
-    spans.iter().filter(|sp| sp.recorded.elapsed() >= delay).cloned().collect()
+    spans.iter().filter(|sp| sp.recorded.elapsed() >= shared.sim(sp.export_after)).cloned().collect()
 }
 
 /// Tempo's v2 trace-by-id (JSON): `{"trace": {"resourceSpans": …}}`, and for an unknown id 200

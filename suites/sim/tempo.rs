@@ -6,15 +6,22 @@ use serde_json::{Value, json};
 /// How long a finished span waits in the proxy before Tempo can return it: Envoy's OpenTelemetry
 /// tracer exports its buffer every `tracing.opentelemetry.flush_interval_ms`, 5000 by default, or
 /// once `min_flush_spans` (5) are buffered (envoy source/extensions/tracers/opentelemetry/tracer.cc
-/// `Tracer::enableTimer`). The simulation takes the timer's bound for every span: a collector
-/// that does not wait for it sees no trace.
+/// `Tracer::enableTimer`). The simulation takes the timer's bound for the gateway's spans: a
+/// collector that does not wait for it sees no trace. Each proxy runs its own timer, so the spans
+/// of one trace reach Tempo at different times: a waypoint's come one interval after the
+/// gateway's ([`WAYPOINT_EXPORT_DELAY`]), and until then Tempo answers with part of the trace.
 pub(super) const EXPORT_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// When a waypoint's spans reach Tempo: its flush timer is out of phase with the gateway's.
+pub(super) const WAYPOINT_EXPORT_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One span as the gateway reports it to Tempo.
 #[derive(Debug, Clone)]
 pub struct Span {
-    /// When the proxy finished it: it reaches Tempo at the proxy's next flush ([`EXPORT_DELAY`]).
+    /// When the proxy finished it.
     pub recorded: std::time::Instant,
+    /// How long after that it reaches Tempo: its proxy's next flush (cluster time).
+    pub export_after: std::time::Duration,
     pub service: String,
     pub name: String,
     pub span_id: [u8; 8],
