@@ -8,27 +8,16 @@ use crate::{
     cluster::traffic::{TrafficRecord, longest_outage_secs, phase_stats, step_stats},
     common::catalog,
     evidence::{Evidence, Verdict},
+    scenario::DEFAULT_STEP_MIN_SUCCESS,
 };
+
+use std::collections::BTreeMap;
 
 /// Registration.
 pub const CHECK: CheckDef =
     CheckDef { info: &catalog::TRAFFIC_CONTINUITY, collect: Collector::Cluster(collect), judge };
 
 const FILE: &str = "upgrade/traffic.json";
-
-/// The least share of requests each step of the documented upgrade chain must answer, by helm
-/// release. The gateway's step (one replica restarting) has no rule of its own: the scenario's
-/// budget for the whole upgrade holds it.
-/// - `ztunnel`: 90 %, Istio's own bar for a ztunnel restart under traffic (istio/istio 1.30.3
-///   tests/integration/ambient/baseline_test.go TestZtunnelRestart: `successThreshold = .9`, a
-///   request every 50 ms, "TODO(istio#51952) make this 1.0"); istio.io docs/ambient/upgrade/helm:
-///   an in-place ztunnel upgrade "may involve a short downtime".
-/// - `istio-cni`: 100 %: the CNI node agent "is not part of the data plane or control plane"
-///   (same docs), so its upgrade must not touch traffic of enrolled pods.
-/// - `istio-base`, `istiod`: 100 %: CRDs and the control plane; ztunnel and the gateway keep
-///   serving the configuration they hold while istiod restarts.
-pub const STEP_MIN_SUCCESS: &[(&str, f64)] =
-    &[("istio-base", 1.0), ("istiod", 1.0), ("istio-cni", 1.0), ("ztunnel", 0.9)];
 
 fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
     Box::pin(async move {
@@ -67,10 +56,16 @@ pub fn judge(ev: &Evidence) -> Verdict {
         })
         .collect();
     let steps = step_stats(&record);
+    // The run's rules; a record from before they were recorded is held to the defaults.
+    let rules: BTreeMap<String, f64> = if record.step_min_success.is_empty() {
+        DEFAULT_STEP_MIN_SUCCESS.iter().map(|(s, m)| (s.to_string(), *m)).collect()
+    } else {
+        record.step_min_success.clone()
+    };
     let lines: Vec<String> = lines
         .into_iter()
         .chain(steps.iter().map(|s| {
-            let rule = STEP_MIN_SUCCESS.iter().find(|(r, _)| *r == s.step).map(|(_, m)| *m);
+            let rule = rules.get(&s.step).copied();
             format!(
                 "  step {}: {} requests, {} failed ({:.1} % answered{}), longest outage {:.1} s",
                 s.step,
@@ -110,7 +105,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
         ));
     }
     for s in &steps {
-        if let Some((_, min)) = STEP_MIN_SUCCESS.iter().find(|(r, _)| *r == s.step)
+        if let Some(min) = rules.get(&s.step)
             && s.success() < *min
         {
             problems.push(format!(

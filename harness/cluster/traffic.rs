@@ -3,6 +3,7 @@
 //! and a steady-rate generator that records every response during an upgrade.
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -62,6 +63,10 @@ pub struct TrafficRecord {
     /// format 1, whose budget covered the whole record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_outage_secs: Option<f64>,
+    /// The least share of requests each upgrade step must answer, by helm release (the
+    /// scenario's rules with their defaults; empty in a record from before they existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub step_min_success: BTreeMap<String, f64>,
     /// Every request, in send order.
     pub requests: Vec<RequestRecord>,
 }
@@ -80,12 +85,14 @@ pub struct TrafficGenerator {
 }
 
 /// What the continuity check tolerates during the upgrade.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
     /// Failed requests.
     pub failed_requests: u64,
     /// Longest outage.
     pub max_outage: Duration,
+    /// The least share of requests each upgrade step must answer, by helm release.
+    pub step_min_success: BTreeMap<String, f64>,
 }
 
 impl TrafficGenerator {
@@ -154,6 +161,7 @@ impl TrafficGenerator {
             rate_per_second: self.rate,
             failure_budget: self.budget.failed_requests,
             max_outage_secs: Some(self.budget.max_outage.as_secs_f64()),
+            step_min_success: self.budget.step_min_success,
             requests,
         }
     }

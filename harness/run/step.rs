@@ -223,8 +223,11 @@ async fn traffic(exec: &Exec, action: TrafficAction) -> Result<(), StepError> {
             let t = &s.traffic;
             let url = format!("{}/productpage", s.ingress.base_url());
             let max = usize::try_from(t.rate_per_second).unwrap_or(20) * 3600;
-            let budget =
-                crate::cluster::traffic::Budget { failed_requests: t.failure_budget, max_outage: t.max_outage.0 };
+            let budget = crate::cluster::traffic::Budget {
+                failed_requests: t.failure_budget,
+                max_outage: t.max_outage.0,
+                step_min_success: t.step_rules(),
+            };
             let generator = TrafficGenerator::start(&url, t.rate_per_second, t.request_timeout.0, budget, max);
             *exec.traffic.lock().expect("traffic lock") = Some(generator);
             // The baseline: traffic flows for a while before the upgrade begins.

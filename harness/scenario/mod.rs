@@ -27,8 +27,8 @@ pub use schema::json_schema;
 use schema::{SCHEMA, checks_schema, mirrors_schema, rules_between_fields};
 pub use span::{Release, Span};
 pub use spec::{
-    AuthorizationOptions, ClusterSpec, DEFAULT_HOST_PORT, ExistingSpec, IngressSpec, KialiAuth, KialiOptions,
-    ProbeOptions, Timeouts, TrafficOptions, Versions,
+    AuthorizationOptions, ClusterSpec, DEFAULT_HOST_PORT, DEFAULT_STEP_MIN_SUCCESS, ExistingSpec, IngressSpec,
+    KialiAuth, KialiOptions, ProbeOptions, StepRules, Timeouts, TrafficOptions, Versions,
 };
 
 use std::{

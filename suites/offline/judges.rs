@@ -1243,6 +1243,31 @@ fn traffic_continuity_holds_each_upgrade_step_to_its_rule() {
     let v = judge("traffic-continuity", &[("upgrade/traffic.json", &chain(0, 1, 0))]);
     assert!(v.outcome == Outcome::Fail && v.reason.contains("the istio-cni step answered 90.0 %"), "{}", v.reason);
     assert!(v.explanation().contains("(during, step istio-cni): status 0"), "{}", v.explanation());
+    // The scenario's rules, recorded with the traffic, replace the defaults step by step.
+    let with_rules = |bytes: Vec<u8>, rules: serde_json::Value| {
+        let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        record["step_min_success"] = rules;
+        serde_json::to_vec(&record).unwrap()
+    };
+    let stricter =
+        with_rules(chain(2, 0, 0), json!({"istio-base": 1.0, "istiod": 1.0, "istio-cni": 1.0, "ztunnel": 0.95}));
+    let v = judge("traffic-continuity", &[("upgrade/traffic.json", &stricter)]);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.reason
+                .contains("the ztunnel step answered 90.0 % of its 20 requests (2 failed), its rule is at least 95 %"),
+        "{}",
+        v.reason
+    );
+    let lenient =
+        with_rules(chain(0, 1, 0), json!({"istio-base": 1.0, "istiod": 1.0, "istio-cni": 0.5, "ztunnel": 0.9}));
+    let v = judge("traffic-continuity", &[("upgrade/traffic.json", &lenient)]);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(
+        v.explanation().contains("step istio-cni: 10 requests, 1 failed (90.0 % answered, rule >= 50 %)"),
+        "{}",
+        v.explanation()
+    );
     let stats = meshcheck::cluster::traffic::step_stats(&serde_json::from_slice(&chain(2, 0, 5)).unwrap());
     let order: Vec<&str> = stats.iter().map(|s| s.step.as_str()).collect();
     assert_eq!(order, ["istio-base", "istiod", "istio-cni", "ztunnel", "istio-ingress"]);

@@ -406,6 +406,9 @@ fn upgrade_gate_passes_baseline_upgrade_under_traffic_and_candidate() {
     let order: Vec<&str> = steps.iter().map(|s| s.step.as_str()).collect();
     assert_eq!(order, ["istio-base", "istiod", "istio-cni", "ztunnel", "istio-ingress"], "{steps:?}");
     assert!(steps.iter().all(|s| s.total > 0 && s.failed == 0), "{steps:?}");
+    // The rules the run held them to are recorded with the traffic: the defaults here.
+    let rules: Vec<(&str, f64)> = traffic.step_min_success.iter().map(|(s, m)| (s.as_str(), *m)).collect();
+    assert_eq!(rules, [("istio-base", 1.0), ("istio-cni", 1.0), ("istiod", 1.0), ("ztunnel", 0.9)]);
 }
 
 /// When a step of the run ran: start and end in seconds since the run started.

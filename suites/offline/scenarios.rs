@@ -588,3 +588,20 @@ fn mirrors_replace_the_longest_matching_prefix() {
     assert_eq!(s.mirrored("https://quay.io/v2/x/manifests/1"), "https://mirror.example/quay.io/v2/x/manifests/1");
     assert_eq!(s.mirrored("https://registry.istio.io/v2/x"), "https://registry.istio.io/v2/x");
 }
+
+/// Issue 25, item 3 (the per-step part): a scenario's step rules replace the defaults one step at
+/// a time; the steps it leaves out keep theirs, and the gateway has none unless given.
+#[test]
+fn step_rules_merge_over_the_defaults() {
+    let text = "name: x\nprovider: existing\nexisting: {}\ntraffic:\n  step_min_success:\n    ztunnel: 0.99\n    istio-ingress: 0.5\n";
+    let s = meshcheck::scenario::Scenario::from_yaml(text, "x").unwrap();
+    let rules: Vec<(String, f64)> = s.traffic.step_rules().into_iter().collect();
+    let expect: Vec<(String, f64)> =
+        [("istio-base", 1.0), ("istio-cni", 1.0), ("istio-ingress", 0.5), ("istiod", 1.0), ("ztunnel", 0.99)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+    assert_eq!(rules, expect);
+    let plain = meshcheck::scenario::Scenario::from_yaml("name: x\nprovider: existing\nexisting: {}\n", "x").unwrap();
+    assert!(!plain.traffic.step_rules().contains_key("istio-ingress"));
+}

@@ -37,7 +37,8 @@ fn flaky_server() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generator_counts_failures_and_stalls_and_the_check_judges_them() {
     let url = flaky_server();
-    let budget = Budget { failed_requests: 0, max_outage: Duration::from_secs(10) };
+    let budget =
+        Budget { failed_requests: 0, max_outage: Duration::from_secs(10), step_min_success: Default::default() };
     let generator = TrafficGenerator::start(&url, 100, Duration::from_millis(500), budget, 60);
     tokio::time::sleep(Duration::from_millis(200)).await;
     generator.set_phase("during");
