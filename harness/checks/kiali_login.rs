@@ -62,14 +62,11 @@ pub struct LoggedIn<'a> {
     pub login: Login,
 }
 
-/// The graph query the kiali check asks (graph/options.go parameters).
-pub const GRAPH_QUERY: &str = "namespaces=book-info&graphType=workload&duration=600s";
-
 /// The anonymous call, then the login through the authorization-code flow. Transport failures
 /// are errors; an answer the flow did not expect is recorded, for the judge.
 pub async fn log_in(live: &Live) -> Result<LoggedIn<'_>, LiveError> {
     let mut anonymous = Browser::new(live);
-    anonymous.get(&format!("{KIALI_URL}/api/namespaces/graph?{GRAPH_QUERY}")).await?;
+    anonymous.get(&format!("{KIALI_URL}/api/namespaces/graph?{}", super::kiali::GRAPH_QUERY)).await?;
     let (user, password) = credentials(live).await?;
     let mut browser = Browser::new(live);
     let page = browser.get(&format!("{KIALI_URL}/api/auth/openid_redirect")).await?;

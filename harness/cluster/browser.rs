@@ -214,12 +214,7 @@ impl<'a> Browser<'a> {
         let pods = self.live.running_pods(&target.namespace, &selector).await?;
         let ready = pods
             .iter()
-            .find(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
+            .find(|p| super::waits::pod_ready(p))
             .ok_or_else(|| fail(format!("no Ready pod matches {selector}")))?;
         let name = ready.metadata.name.clone().unwrap_or_default();
         let number = match &port["targetPort"] {

@@ -419,7 +419,7 @@ pub fn revision_pods_progress(hash: &str, desired: i32, pods: &[Pod]) -> Progres
 }
 
 /// Whether a pod's Ready condition is True.
-fn pod_ready(p: &Pod) -> bool {
+pub(crate) fn pod_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
