@@ -17,10 +17,6 @@ use crate::{
 /// Registration.
 pub const CHECK: CheckDef = CheckDef { info: &catalog::KIALI, collect: Collector::Cluster(collect), judge };
 
-/// The graph query the kiali check asks, with or without a login (kiali v2.29.0 graph/options.go
-/// parameters).
-pub const GRAPH_QUERY: &str = "namespaces=book-info&graphType=workload&duration=600s";
-
 /// Edges (source app, destination app) the graph must contain.
 pub const EDGES: &[(&str, &str)] = &[("productpage", "details"), ("productpage", "reviews"), ("reviews", "ratings")];
 
@@ -36,7 +32,12 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         crate::cluster::traffic::drive_bookinfo(live, 30).await;
         tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(30))).await;
         let graph = live
-            .service_get("istio-system", "kiali", 20001, &format!("kiali/api/namespaces/graph?{GRAPH_QUERY}"))
+            .service_get(
+                "istio-system",
+                "kiali",
+                20001,
+                &format!("kiali/api/namespaces/graph?{}", kiali_login::GRAPH_QUERY),
+            )
             .await?;
         live.save(GRAPH, &graph)
     })
@@ -54,7 +55,8 @@ async fn collect_with_login(live: &Live) -> Result<(), LiveError> {
     live.save("kiali/status.json", &status.body)?;
     crate::cluster::traffic::drive_bookinfo(live, 30).await;
     tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(30))).await;
-    let graph = browser.get(&format!("{}/api/namespaces/graph?{GRAPH_QUERY}", kiali_login::KIALI_URL)).await?;
+    let graph =
+        browser.get(&format!("{}/api/namespaces/graph?{}", kiali_login::KIALI_URL, kiali_login::GRAPH_QUERY)).await?;
     live.save(GRAPH, &graph.body)
 }
 

@@ -29,6 +29,10 @@ pub const ISSUER: &str = "http://keycloak.keycloak.svc.cluster.local:8080/realms
 /// The Secret with the login the realm import created (fixtures/manifests/keycloak.yaml).
 pub const LOGIN_SECRET: (&str, &str) = ("keycloak", "meshcheck-login");
 
+/// The graph query the kiali check asks, with or without a login (kiali v2.29.0 graph/options.go
+/// parameters). Here rather than in `kiali` because that module uses this one.
+pub const GRAPH_QUERY: &str = "namespaces=book-info&graphType=workload&duration=600s";
+
 /// The evidence file of the login.
 pub const LOGIN: &str = "kiali/login.json";
 
@@ -66,7 +70,7 @@ pub struct LoggedIn<'a> {
 /// are errors; an answer the flow did not expect is recorded, for the judge.
 pub async fn log_in(live: &Live) -> Result<LoggedIn<'_>, LiveError> {
     let mut anonymous = Browser::new(live);
-    anonymous.get(&format!("{KIALI_URL}/api/namespaces/graph?{}", super::kiali::GRAPH_QUERY)).await?;
+    anonymous.get(&format!("{KIALI_URL}/api/namespaces/graph?{GRAPH_QUERY}")).await?;
     let (user, password) = credentials(live).await?;
     let mut browser = Browser::new(live);
     let page = browser.get(&format!("{KIALI_URL}/api/auth/openid_redirect")).await?;
