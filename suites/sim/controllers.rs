@@ -100,7 +100,10 @@ fn node_ready(n: &Value) -> bool {
 }
 
 /// The workload mid-rollout, if any, by the rules `kubectl rollout status` applies (and, for
-/// DaemonSets, old pods still beside new ones), with the counts that say so.
+/// DaemonSets, an old pod still serving beside a new one: with surge, `numberAvailable` counts the
+/// old pod while the new one is not Ready yet), with the counts that say so. An old pod already
+/// being deleted (ztunnel drains for its grace period after its successor is Ready) is the end of
+/// a rollout, not part of it: kubectl calls the rollout done then, and the upgrade goes on.
 pub fn rollout_in_progress(st: &State) -> Option<String> {
     let i = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
     let store = &st.store;
@@ -124,17 +127,17 @@ pub fn rollout_in_progress(st: &State) -> Option<String> {
         let want = i(d, "/status/desiredNumberScheduled");
         i(d, "/status/updatedNumberScheduled") < want
             || i(d, "/status/numberAvailable") < want
-            || owned_pods(st, "DaemonSet", &ns(d), &name(d)).len() as i64 > want
+            || live_pods(st, d) > want
     });
     if let Some(d) = daemonset {
         return Some(format!(
-            "DaemonSet {}/{} (desired {}, updated {}, available {}, pods {})",
+            "DaemonSet {}/{} (desired {}, updated {}, available {}, pods not being deleted {})",
             ns(d),
             name(d),
             i(d, "/status/desiredNumberScheduled"),
             i(d, "/status/updatedNumberScheduled"),
             i(d, "/status/numberAvailable"),
-            owned_pods(st, "DaemonSet", &ns(d), &name(d)).len()
+            live_pods(st, d)
         ));
     }
     store
@@ -144,6 +147,11 @@ pub fn rollout_in_progress(st: &State) -> Option<String> {
                 || i(d, "/status/readyReplicas") < d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
         })
         .map(|d| format!("StatefulSet {}/{} (ready {})", ns(d), name(d), i(d, "/status/readyReplicas")))
+}
+
+/// A DaemonSet's pods that are not being deleted.
+fn live_pods(st: &State, d: &Value) -> i64 {
+    owned_pods(st, "DaemonSet", &ns(d), &name(d)).iter().filter(|p| !deleting(p)).count() as i64
 }
 
 fn reconcile(shared: &Shared, st: &mut State) {
