@@ -7,8 +7,8 @@ use super::{
     Block, EnvName, REDACTED, Role, Sep, Unit, Value,
     names::{holds_secret_object, is_secret_flag, is_secret_name, words},
     scan::{
-        after_scheme, array_values, bearer_tokens, find, flag_value, is_block_indicator, is_literal, key_before,
-        leading_pair, netrc_passwords, object_values, quote_states, skip_blanks, splice, token_shapes,
+        after_scheme, array_values, bearer_tokens, find, flag_value, is_block_indicator, is_literal, is_prose,
+        key_before, leading_pair, netrc_passwords, object_values, quote_states, skip_blanks, splice, token_shapes,
         trim_punctuation, url_userinfo, user_password_flags, value_span, whole, words_of, xml_elements,
     },
 };
@@ -213,6 +213,9 @@ impl Redactor {
                     // after `username="…",`), unless the header sits in a quoted string.
                     if enclosing == 0 && !matches!(b[v], b'"' | b'\'') {
                         span.end = b.len();
+                    }
+                    if is_prose(&b[span.clone()]) {
+                        return;
                     }
                 }
                 spans.push(span);

@@ -166,6 +166,15 @@ pub(super) fn after_scheme(b: &[u8], value: Range<usize>) -> usize {
     }
 }
 
+/// Whether what follows an authorization key's scheme is prose rather than credentials: RFC 9110
+/// §11.4 credentials after the scheme are one token68 or comma-separated `name=value` parameters,
+/// never three plain words (`l4-authorization: ztunnel enforces an ALLOW policy`, a check's line in
+/// a plan).
+pub(super) fn is_prose(rest: &[u8]) -> bool {
+    let words = rest.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    !rest.contains(&b'=') && words.take(3).count() == 3
+}
+
 /// The values of an inline object (`{"password":"x","api":"y"}`, also escaped inside a JSON
 /// string, or a YAML flow mapping) starting at `open`. Returns whether the object closes on the
 /// line.
