@@ -75,7 +75,7 @@ impl Live {
 
     /// Each of `objects` with what the cluster has under its name (`None`: absent), one discovery
     /// for the batch, within [`MUTATION_DEADLINE`].
-    async fn read_each<'a>(
+    pub(super) async fn read_each<'a>(
         &self,
         objects: &'a [DynamicObject],
         default_ns: Option<&str>,

@@ -12,6 +12,7 @@ pub mod download;
 pub mod live;
 pub mod liveness;
 pub mod namespaces;
+pub mod owned;
 pub mod runner;
 pub mod traffic;
 pub mod waits;

@@ -2,7 +2,7 @@
 //! waits, namespaces, fixture applies. A [`Builder`] holds what they share: the scenario, where the
 //! run lives, and how to reach its cluster.
 
-use super::{CommandSpec, Condition, RunContext, Source, Step, fixtures};
+use super::{CommandSpec, Condition, ReleaseRef, RunContext, Source, Step, fixtures};
 use crate::scenario::Scenario;
 
 /// Why a helm command follows the step that writes its values file.
@@ -16,7 +16,7 @@ pub(super) const APPLIED: &str = "the objects this applies";
 
 /// A command that neither creates the cluster nor is advisory: a non-zero exit fails its step.
 pub(super) fn command(name: impl Into<String>, command: CommandSpec) -> Step {
-    Step::Command { name: name.into(), command, advisory: None, creates_cluster: false }
+    Step::Command { name: name.into(), command, advisory: None, creates_cluster: false, installs: None }
 }
 
 /// A file of the bookinfo sample at the scenario's bookinfo release (through its mirrors).
@@ -119,7 +119,32 @@ impl Builder<'_> {
         args.extend(["--timeout".into(), format!("{}s", self.s.timeouts.install.0.as_secs())]);
         args.extend(self.helm_globals());
         let timeout = self.s.timeouts.install.0 + std::time::Duration::from_secs(60);
-        command(format!("helm {}", release.name), CommandSpec::new("helm", args, timeout))
+        Step::Command {
+            name: format!("helm {}", release.name),
+            command: CommandSpec::new("helm", args, timeout),
+            advisory: None,
+            creates_cluster: false,
+            installs: install.then(|| ReleaseRef { name: release.name.into(), namespace: release.namespace.into() }),
+        }
+    }
+
+    /// `helm uninstall` of a release, waiting until its objects are gone. `--ignore-not-found`: an
+    /// install that failed before helm recorded the release leaves nothing to uninstall (helm
+    /// v3.22.0 cmd/helm/uninstall.go; pkg/action/uninstall.go returns "Release not loaded" without
+    /// it).
+    pub(super) fn helm_uninstall(&self, release: &ReleaseRef, timeout: std::time::Duration) -> CommandSpec {
+        let mut args: Vec<String> = vec![
+            "uninstall".into(),
+            release.name.clone(),
+            "--namespace".into(),
+            release.namespace.clone(),
+            "--ignore-not-found".into(),
+            "--wait".into(),
+            "--timeout".into(),
+            format!("{}s", timeout.as_secs()),
+        ];
+        args.extend(self.helm_globals());
+        CommandSpec::new("helm", args, timeout + std::time::Duration::from_secs(60))
     }
 
     /// A watch on `kind` `ns/name` until `condition`, within `timeout`.

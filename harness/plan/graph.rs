@@ -41,6 +41,11 @@ impl Graph {
         id
     }
 
+    /// The steps added so far, in plan order.
+    pub(super) fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.phases.iter().flat_map(|p| p.steps.iter().map(|s| &s.step))
+    }
+
     /// The finished phases, in order.
     pub(super) fn into_phases(self) -> Vec<PhasePlan> {
         self.phases

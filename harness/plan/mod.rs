@@ -189,6 +189,28 @@ impl Source {
     }
 }
 
+/// A helm release: its name and namespace.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReleaseRef {
+    /// Release name.
+    pub name: String,
+    /// Namespace it is installed into.
+    pub namespace: String,
+}
+
+/// One object by API version, kind, namespace and name.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// `group/version`.
+    pub api_version: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
 /// One step.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "type")]
@@ -208,6 +230,32 @@ pub enum Step {
         /// cluster (even a failed create can leave node containers behind).
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         creates_cluster: bool,
+        /// The helm release this `helm upgrade --install` creates: on an existing cluster, cleanup
+        /// uninstalls each release whose install the run started ([`Step::Uninstall`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        installs: Option<ReleaseRef>,
+    },
+    /// `helm uninstall` of a release the run installed on an existing cluster, if its install
+    /// started: a namespace's deletion leaves a chart's cluster-scoped objects, and istiod's
+    /// validating webhooks (`failurePolicy: Fail`) would refuse every later Istio write.
+    Uninstall {
+        /// The release.
+        release: ReleaseRef,
+        /// Custom resources to delete and see gone first: their operator (this release) takes
+        /// down what it made from them only while it runs.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        delete_first: Vec<ObjectRef>,
+        /// Deadline of each deletion in `delete_first`, in seconds.
+        timeout_secs: u64,
+        /// `helm uninstall …`.
+        command: CommandSpec,
+    },
+    /// Delete what the run created on an existing cluster outside its namespaces, by uid: objects
+    /// its install steps applied, and CRDs of the groups it installs that were not there before its
+    /// first install (helm keeps those).
+    DeleteOwnedObjects {
+        /// The API groups whose new CRDs are the run's (`*.istio.io` counts as `istio.io`).
+        crd_groups: Vec<String>,
     },
     /// Write a file into the run folder (values files, cluster configs).
     WriteFile {

@@ -120,6 +120,9 @@ fn tempo(b: &Builder, g: &mut Graph, istio: &Istio) -> StepId {
     )
 }
 
+/// The Kiali operator's release.
+pub(super) const KIALI_OPERATOR: &str = "kiali-operator";
+
 /// The Kiali operator, and the Kiali it creates in istio-system.
 fn kiali(b: &Builder, g: &mut Graph, istio: &Istio) {
     let openid = b.s.kiali.auth == KialiAuth::Openid;
@@ -127,7 +130,7 @@ fn kiali(b: &Builder, g: &mut Graph, istio: &Istio) {
         fixture: "values/kiali-operator.yaml",
         overlays: if openid { &["values/kiali-openid.yaml"] } else { &[] },
         release: HelmRelease {
-            name: "kiali-operator",
+            name: KIALI_OPERATOR,
             // kiali.io docs installation-guide (Helm): `helm repo add kiali
             // https://kiali.org/helm-charts`.
             repo: "https://kiali.org/helm-charts",
@@ -217,6 +220,7 @@ fn istioctl_analyze(b: &Builder, g: &mut Graph, istio: &Istio, telemetry: Option
             command: CommandSpec::new("istioctl", analyze, b.s.timeouts.install.0),
             advisory: Some("istioctl-analyze.txt".into()),
             creates_cluster: false,
+            installs: None,
         },
         &[(istio.gateway, "analyzes the mesh once every Istio chart is up")]
             .into_iter()

@@ -61,6 +61,7 @@ fn create_kind(b: &Builder, g: &mut Graph, cluster: &str) -> Created {
             command: CommandSpec::new("kind", args, t),
             advisory: None,
             creates_cluster: true,
+            installs: None,
         },
         &[(config, "kind reads the cluster config written here")],
     );
@@ -76,7 +77,13 @@ fn create_k3d(b: &Builder, g: &mut Graph, cluster: &str) -> Created {
     let create = CommandSpec::new("k3d", providers::k3d_create_args(s, cluster), providers::k3d_create_deadline(s))
         .env("K3D_FIX_MOUNTS", "1");
     let create = g.add(
-        Step::Command { name: "create k3d cluster".into(), command: create, advisory: None, creates_cluster: true },
+        Step::Command {
+            name: "create k3d cluster".into(),
+            command: create,
+            advisory: None,
+            creates_cluster: true,
+            installs: None,
+        },
         &[],
     );
     let kc = ["kubeconfig", "write", cluster, "--output", &b.kubeconfig];

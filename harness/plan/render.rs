@@ -24,6 +24,8 @@ impl Step {
             Step::Check { name, .. } => format!("check {name}"),
             Step::Namespace { name, .. } => format!("namespace {name}"),
             Step::DeleteOwnedNamespaces { .. } => "delete the run's namespaces".into(),
+            Step::Uninstall { release, .. } => format!("uninstall {}", release.name),
+            Step::DeleteOwnedObjects { .. } => "delete what the run installed".into(),
             Step::Traffic { action } => format!("traffic {}", action.as_str()),
             Step::GatewayPorts { path, .. } => format!("write {}", path.rsplit('/').next().unwrap_or(path)),
         }
@@ -81,6 +83,24 @@ fn header(plan: &Plan) -> String {
     out
 }
 
+/// An uninstall step's line: the custom resources deleted first, then the command.
+fn uninstall_line(step: &Step) -> String {
+    let Step::Uninstall { release, delete_first, timeout_secs, command } = step else { return String::new() };
+    let first: Vec<String> = delete_first
+        .iter()
+        .map(|o| {
+            format!("delete {} {}/{} and see it gone (within {timeout_secs}s), then ", o.kind, o.namespace, o.name)
+        })
+        .collect();
+    format!(
+        "run     {}{} (timeout {}s) if this run started installing {}",
+        first.concat(),
+        command.display(),
+        command.timeout_secs,
+        release.name
+    )
+}
+
 /// One step as a line: a verb column, then what it acts on.
 fn step_line(step: &Step) -> String {
     match step {
@@ -121,6 +141,11 @@ fn step_line(step: &Step) -> String {
         Step::DeleteOwnedNamespaces { run } => {
             format!("delete  the namespaces this run created (labelled {RUN_LABEL}={run}), by name and uid")
         }
+        Step::Uninstall { .. } => uninstall_line(step),
+        Step::DeleteOwnedObjects { crd_groups } => format!(
+            "delete  what this run's install applied outside its namespaces, by uid; CRDs of {} not there before its first install",
+            crd_groups.join(", ")
+        ),
         Step::Traffic { action } => format!("traffic {}", action.as_str()),
         Step::GatewayPorts { gateway, node_port, path } => format!(
             "write   {path} (gateway Service ports: http2 NodePort {node_port} → the server ports of the Gateway in {})",

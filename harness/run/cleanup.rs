@@ -104,8 +104,14 @@ impl Session {
                 Step::Command { command, .. } if created => {
                     self.exec.runner.run_ignoring_interrupt(command).map(|_| ()).map_err(StepError::from)
                 }
-                // Only a run that reached the cluster can have created namespaces there.
-                Step::DeleteOwnedNamespaces { .. } if self.exec.cluster.live.initialized() => {
+                // A release is the run's to uninstall once its install started.
+                Step::Uninstall { release, .. } if self.exec.owned.installed(release) => {
+                    self.rt.block_on(run_step(self.exec.clone(), step.clone()))
+                }
+                // Only a run that reached the cluster can have created namespaces or objects there.
+                Step::DeleteOwnedNamespaces { .. } | Step::DeleteOwnedObjects { .. }
+                    if self.exec.cluster.live.initialized() =>
+                {
                     self.rt.block_on(run_step(self.exec.clone(), step.clone()))
                 }
                 _ => continue,

@@ -114,6 +114,7 @@ impl Session {
             traffic: Arc::default(),
             private_kubeconfig: plan.cluster_name.is_some().then(|| PathBuf::from(&plan.kubeconfig)),
             created_namespaces: Arc::default(),
+            owned: Arc::default(),
         };
         let session = Session {
             state: ExecState {

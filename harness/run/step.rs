@@ -8,12 +8,13 @@ use std::{
 
 use crate::{
     cluster::live::{Live, LiveError},
+    cluster::owned::{Owned, delete_and_await},
     cluster::runner::{CommandError, Runner},
     cluster::traffic::TrafficGenerator,
     common::util::write_atomic,
     evidence::Evidence,
-    plan::{Source, Step, TrafficAction},
-    scenario::Scenario,
+    plan::{ObjectRef, ReleaseRef, Source, Step, TrafficAction},
+    scenario::{Provider, Scenario},
 };
 
 /// Why a step failed.
@@ -106,6 +107,8 @@ pub(super) struct Exec {
     pub(super) private_kubeconfig: Option<PathBuf>,
     /// The namespaces this run created (name and uid): what cleanup deletes.
     pub(super) created_namespaces: Arc<Mutex<Vec<crate::cluster::namespaces::CreatedNamespace>>>,
+    /// On an existing cluster, the releases and objects the run installed outside its namespaces.
+    pub(super) owned: Arc<Owned>,
 }
 
 impl Exec {
@@ -134,13 +137,27 @@ pub(super) async fn interruptible<T>(
 /// Carries out one step of the plan.
 pub(super) async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
     match step {
-        Step::Command { command, advisory, .. } => run_command(&exec, command, advisory).await,
+        Step::Command { command, advisory, installs, .. } => {
+            if let Some(release) = installs.filter(|_| exec.scenario.provider == Provider::Existing) {
+                note_install(&exec, &release).await?;
+            }
+            run_command(&exec, command, advisory).await
+        }
+        Step::Uninstall { delete_first, timeout_secs, command, .. } => {
+            uninstall(&exec, &delete_first, timeout_secs, command).await
+        }
+        Step::DeleteOwnedObjects { crd_groups } => {
+            Ok(exec.owned.delete(exec.cluster.live().await?, &crd_groups).await?)
+        }
         Step::WriteFile { path, content, .. } => {
             write_atomic(Path::new(&path), content.as_bytes()).map_err(|source| StepError::Write { path, source })
         }
         Step::Apply { source, namespace, dry_run_first, .. } => {
             let live = exec.cluster.live().await?;
-            interruptible(async { Ok(apply_source(live, &source, namespace.as_deref(), dry_run_first).await?) }).await
+            // On an existing cluster: the user's objects left as they are, the run's recorded.
+            let owned = (exec.scenario.provider == Provider::Existing).then_some(&*exec.owned);
+            interruptible(async { Ok(apply_source(live, &source, namespace.as_deref(), dry_run_first, owned).await?) })
+                .await
         }
         Step::Wait { kind, namespace, name, condition, timeout_secs } => {
             let live = exec.cluster.live().await?;
@@ -175,6 +192,34 @@ pub(super) async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
                 .map_err(|source| StepError::Write { path, source })
         }
         Step::Check { .. } => Ok(()),
+    }
+}
+
+/// Records, before helm creates anything, that the run installs `release` on an existing cluster;
+/// the first time, the CRDs already there (not the run's).
+async fn note_install(exec: &Exec, release: &ReleaseRef) -> Result<(), StepError> {
+    let live = exec.cluster.live().await?;
+    interruptible(async { Ok(exec.owned.note_crds(live).await?) }).await?;
+    exec.owned.install_started(release);
+    Ok(())
+}
+
+/// Deletes the custom resources an operator release made objects from and sees them gone, then
+/// `helm uninstall`s it; a cleanup step, so Ctrl-C does not cut the command short.
+async fn uninstall(
+    exec: &Exec,
+    delete_first: &[ObjectRef],
+    timeout_secs: u64,
+    command: crate::plan::CommandSpec,
+) -> Result<(), StepError> {
+    let live = exec.cluster.live().await?;
+    for object in delete_first {
+        delete_and_await(live, object, std::time::Duration::from_secs(timeout_secs)).await?;
+    }
+    let runner = exec.runner.clone();
+    match tokio::task::spawn_blocking(move || runner.run_ignoring_interrupt(&command)).await {
+        Ok(result) => result.map(|_| ()).map_err(StepError::from),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
@@ -290,6 +335,7 @@ pub(super) async fn apply_source(
     source: &Source,
     ns: Option<&str>,
     dry_run_first: bool,
+    owned: Option<&Owned>,
 ) -> Result<(), LiveError> {
     let objects = load_source(source).await?;
     let (objects, downgrades) = live.without_downgrades(&objects, ns).await?;
@@ -298,8 +344,20 @@ pub(super) async fn apply_source(
     }
     let (crds, rest): (Vec<_>, Vec<_>) =
         objects.into_iter().partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
-    live.apply_objects(&crds, ns, false).await?;
-    live.apply_objects(&rest, ns, dry_run_first).await
+    match owned {
+        Some(owned) => {
+            let mut left = owned.apply(live, &crds, ns, false).await?;
+            left.extend(owned.apply(live, &rest, ns, dry_run_first).await?);
+            for line in left {
+                tracing::warn!("{line}");
+            }
+            Ok(())
+        }
+        None => {
+            live.apply_objects(&crds, ns, false).await?;
+            live.apply_objects(&rest, ns, dry_run_first).await
+        }
+    }
 }
 
 /// The objects of a manifest source: a rendered fixture, or a pinned upstream URL.

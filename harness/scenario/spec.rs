@@ -73,7 +73,9 @@ pub struct ExistingSpec {
     /// Whether meshcheck may install Cilium-independent parts (mesh, observability, bookinfo).
     /// Without `install: true` it installs none of them: it adds only its two curl test clients, in
     /// namespaces it creates and labels as the run's own, and runs the checks against what is there.
-    /// Either way cleanup deletes exactly the namespaces the run created, never one that existed.
+    /// Either way cleanup deletes exactly the namespaces the run created, never one that existed;
+    /// with `install: true` it first uninstalls the releases it installed and deletes by uid what
+    /// it created outside those namespaces (the CRDs helm keeps among them).
     #[serde(default)]
     pub install: bool,
 }

@@ -1,0 +1,215 @@
+//! What a run installs on an existing cluster besides its namespaces, and taking it back
+//! (`existing.install: true`). Deleting the run's namespaces takes back what is inside them; what is
+//! not (cluster-scoped objects, objects in namespaces that were there before) is decided here:
+//!
+//! - An object an install step applies is applied only when the cluster does not have it, or when
+//!   this run created it; one that was there before the run is the user's and is left as it is.
+//!   Each object the run created is recorded with its uid and deleted at cleanup by that uid.
+//! - helm's objects are taken back by `helm uninstall`, except what helm keeps: CRDs from a chart's
+//!   `crds/` folder (helm never deletes them, helm.sh docs "Custom Resource Definitions") and
+//!   objects annotated `helm.sh/resource-policy: keep` (helm v3.22.0 pkg/action/uninstall.go
+//!   `filterManifestsToKeep`; Istio's base chart puts it on every Istio CRD). Those CRDs are found
+//!   by a list of the CRDs taken before the run's first install: a CRD of a group the run installs
+//!   that was not on that list is the run's.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api,
+    api::{DeleteParams, DynamicObject, ListParams, Preconditions},
+};
+
+use super::live::{Live, LiveError, MUTATION_DEADLINE, kube_err, resolve, within};
+use crate::plan::{ObjectRef, ReleaseRef};
+
+/// An object the run created outside its namespaces.
+#[derive(Debug, Clone)]
+struct OwnedObject {
+    object: DynamicObject,
+    uid: String,
+}
+
+/// The ledger of an existing-cluster run that installs: what it created, and what was there first.
+#[derive(Debug, Default)]
+pub struct Owned {
+    releases: std::sync::Mutex<BTreeSet<ReleaseRef>>,
+    objects: std::sync::Mutex<Vec<OwnedObject>>,
+    crds_before: tokio::sync::OnceCell<BTreeSet<String>>,
+}
+
+/// Whether a CRD's group is one of `groups` or under one (`telemetry.istio.io` is of `istio.io`).
+pub fn in_groups(group: &str, groups: &[String]) -> bool {
+    groups.iter().any(|g| group == g || group.ends_with(&format!(".{g}")))
+}
+
+impl Owned {
+    /// Records that the run starts installing `release` (helm may have created objects even if the
+    /// install then fails).
+    pub fn install_started(&self, release: &ReleaseRef) {
+        self.releases.lock().expect("owned lock").insert(release.clone());
+    }
+
+    /// Whether the run started installing `release`.
+    pub fn installed(&self, release: &ReleaseRef) -> bool {
+        self.releases.lock().expect("owned lock").contains(release)
+    }
+
+    /// Lists the cluster's CRDs once, before the run's first install; later calls do nothing.
+    pub async fn note_crds(&self, live: &Live) -> Result<(), LiveError> {
+        self.crds_before
+            .get_or_try_init(|| async {
+                let api: Api<CustomResourceDefinition> = Api::all(live.client.clone());
+                let list = within(MUTATION_DEADLINE, "list the CRDs before the first install", async {
+                    api.list(&ListParams::default()).await.map_err(kube_err("list CustomResourceDefinitions"))
+                })
+                .await?;
+                Ok(list.items.into_iter().filter_map(|c| c.metadata.name).collect())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Applies `objects` as [`Live::apply_objects`] does, leaving out each one the cluster had
+    /// before the run, and records those it created. Returns a line for each object left out.
+    pub async fn apply(
+        &self,
+        live: &Live,
+        objects: &[DynamicObject],
+        default_ns: Option<&str>,
+        dry_run_first: bool,
+    ) -> Result<Vec<String>, LiveError> {
+        let found = live.read_each(objects, default_ns, "read before an install apply").await?;
+        let mut to_apply = Vec::new();
+        let mut new = Vec::new();
+        let mut left = Vec::new();
+        for (obj, there) in found {
+            match there.and_then(|t| t.metadata.uid) {
+                Some(uid) if self.created(&uid) => to_apply.push(obj.clone()),
+                Some(_) => left.push(format!(
+                    "{} {} is on the cluster from before the run: left as it is",
+                    obj.types.as_ref().map_or("object", |t| t.kind.as_str()),
+                    obj.metadata.name.as_deref().unwrap_or_default()
+                )),
+                None => {
+                    to_apply.push(obj.clone());
+                    new.push(obj.clone());
+                }
+            }
+        }
+        live.apply_objects(&to_apply, default_ns, dry_run_first).await?;
+        for (obj, made) in live.read_each(&new, default_ns, "read what the install created").await? {
+            if let Some(uid) = made.and_then(|m| m.metadata.uid) {
+                let mut object = obj.clone();
+                if object.metadata.namespace.is_none() {
+                    object.metadata.namespace = default_ns.map(String::from);
+                }
+                self.objects.lock().expect("owned lock").push(OwnedObject { object, uid });
+            }
+        }
+        Ok(left)
+    }
+
+    fn created(&self, uid: &str) -> bool {
+        self.objects.lock().expect("owned lock").iter().any(|o| o.uid == uid)
+    }
+
+    /// Deletes what the run created outside its namespaces, newest first, each by uid (a 409 means
+    /// someone made it again since: left alone), then the CRDs of `crd_groups` that were not there
+    /// before the run's first install, saying in the log what was deleted.
+    pub async fn delete(&self, live: &Live, crd_groups: &[String]) -> Result<(), LiveError> {
+        let objects: Vec<OwnedObject> = self.objects.lock().expect("owned lock").iter().rev().cloned().collect();
+        let mut deleted = Vec::new();
+        within(MUTATION_DEADLINE, "delete what the run installed outside its namespaces", async {
+            let discovery = live.discover().await?;
+            for owned in &objects {
+                let (ar, caps) = resolve(&discovery, &owned.object)?;
+                let name = owned.object.metadata.name.clone().unwrap_or_default();
+                let api = live.api_for(&owned.object, &ar, &caps, owned.object.metadata.namespace.as_deref());
+                if by_uid(&api, &name, &owned.uid).await.map_err(kube_err(format!("delete {} {name}", ar.kind)))? {
+                    deleted.push(format!("{} {name}", ar.kind));
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        if let Some(before) = self.crds_before.get() {
+            deleted.extend(delete_new_crds(live, before, crd_groups).await?);
+        }
+        tracing::info!("deleted what the run installed: [{}]", deleted.join(", "));
+        Ok(())
+    }
+}
+
+/// Deletes, each by uid, the CRDs of `crd_groups` not among `before`; returns what went.
+async fn delete_new_crds(
+    live: &Live,
+    before: &BTreeSet<String>,
+    crd_groups: &[String],
+) -> Result<Vec<String>, LiveError> {
+    let mut deleted = Vec::new();
+    let api: Api<CustomResourceDefinition> = Api::all(live.client.clone());
+    within(MUTATION_DEADLINE, "delete the CRDs the run brought", async {
+        let now = api.list(&ListParams::default()).await.map_err(kube_err("list CustomResourceDefinitions"))?;
+        for crd in now.items {
+            let (Some(name), Some(uid)) = (crd.metadata.name.clone(), crd.metadata.uid.clone()) else { continue };
+            if before.contains(&name) || !in_groups(&crd.spec.group, crd_groups) {
+                continue;
+            }
+            if by_uid(&api, &name, &uid).await.map_err(kube_err(format!("delete CustomResourceDefinition {name}")))? {
+                deleted.push(format!("CustomResourceDefinition {name}"));
+            }
+        }
+        Ok(deleted)
+    })
+    .await
+}
+
+/// Deletes `name` if its uid is still `uid`: true when deleted, false when gone or made again.
+async fn by_uid<K>(api: &Api<K>, name: &str, uid: &str) -> Result<bool, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes `object` and waits until it is gone, within `deadline`: a custom resource whose
+/// operator must take down what it made before the operator itself goes. Already gone is done.
+pub async fn delete_and_await(live: &Live, object: &ObjectRef, deadline: std::time::Duration) -> Result<(), LiveError> {
+    let what = format!("{} {}/{}", object.kind, object.namespace, object.name);
+    let obj = DynamicObject {
+        types: Some(kube::api::TypeMeta { api_version: object.api_version.clone(), kind: object.kind.clone() }),
+        metadata: kube::api::ObjectMeta {
+            name: Some(object.name.clone()),
+            namespace: Some(object.namespace.clone()),
+            ..Default::default()
+        },
+        data: serde_json::Value::Null,
+    };
+    let discovery = within(MUTATION_DEADLINE, "API discovery", live.discover()).await?;
+    let (ar, caps) = match resolve(&discovery, &obj) {
+        Ok(found) => found,
+        // Its CRD is gone, so is it.
+        Err(LiveError::Manifest(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let api = live.api_for(&obj, &ar, &caps, None);
+    match within(MUTATION_DEADLINE, &format!("delete {what}"), async {
+        api.delete(&object.name, &DeleteParams::default()).await.map_err(kube_err(format!("delete {what}")))
+    })
+    .await
+    {
+        Ok(_) => {}
+        Err(LiveError::Kube { source: kube::Error::Api(s), .. }) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    super::waits::wait_gone(&api, &what, &object.name, deadline).await.map(|_| ())
+}
