@@ -9,7 +9,7 @@ use std::{
 
 use meshcheck::{evidence::Outcome, report::RunRecord};
 
-use crate::sim::{Faults, Sim, Timings};
+use crate::sim::{Faults, Key, Sim, Timings};
 
 /// Simulated time per real time (the collectors' settle waits are scaled alike).
 const SCALE: f64 = 0.01;
@@ -1508,4 +1508,30 @@ fn an_oom_killed_ztunnel_fails_health_naming_it() {
             ("provision::node-architecture", Outcome::Pass, ""),
         ],
     );
+}
+
+/// Issue 26: `existing.install: true` on a cluster with Cilium and the user's own objects but no
+/// mesh installs everything, passes, and leaves the cluster exactly as found: every object that
+/// was there keeps its uid, and nothing the run made is left. Before, cleanup deleted only the
+/// namespaces, leaving istiod's validating webhooks (`failurePolicy: Fail`), the charts' cluster
+/// roles, the CRDs, the probe policy, and a Kiali CR whose finalizer held istio-system Terminating.
+#[test]
+fn an_existing_cluster_install_is_uninstalled_leaving_the_cluster_as_found() {
+    let Some(r) = Rehearsal::new("existing", Faults { mesh_absent: true, ..Faults::default() }) else { return };
+    let before = r.sim.objects();
+    let scenario = r.scenario("existing-cluster", |t| t.replace("install: false", "install: true"));
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+    let _ = r.sim.namespaces();
+    let after = r.sim.objects();
+    let churn = |(g, p, _, _): &&Key| g == "coordination.k8s.io" || (g.is_empty() && p == "endpoints");
+    let left: Vec<&Key> = after.keys().filter(|k| !before.contains_key(*k)).filter(|k| !churn(k)).collect();
+    assert!(left.is_empty(), "left behind on the user's cluster: {left:#?}");
+    let changed: Vec<&Key> = before.iter().filter(|(k, uid)| after.get(*k) != Some(*uid)).map(|(k, _)| k).collect();
+    assert!(changed.is_empty(), "the user's objects deleted or replaced: {changed:#?}");
+    let calls = r.sim.calls();
+    let order: Vec<&String> = calls.iter().filter(|c| c.starts_with("helm uninstall")).collect();
+    assert_eq!(order.len(), 8, "one uninstall per release the run installed: {order:#?}");
+    assert!(order[0].contains("kiali-operator") && order[7].contains("istio-base"), "newest first: {order:#?}");
 }

@@ -482,6 +482,15 @@ fn delete(shared: &Arc<Shared>, group: &str, plural: &str, ns: &str, name: &str,
         let stored = st.store.put(group, plural, obj);
         return json_reply(StatusCode::OK, &stored);
     }
+    if store::has_finalizers(&obj) {
+        // Kept, marked for deletion, until its finalizers are removed (apiserver v0.35.4
+        // pkg/registry/generic/registry/store.go `updateForGracefulDeletionAndFinalizers`).
+        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            obj["metadata"]["deletionTimestamp"] = json!(store::now());
+        }
+        let stored = st.store.put(group, plural, obj);
+        return json_reply(StatusCode::OK, &stored);
+    }
     if group.is_empty() && plural == "pods" {
         // Graceful: a started pod runs on through its grace period (see `delete_pod`).
         super::controllers::delete_pod(&mut st, ns, name);

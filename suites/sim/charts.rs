@@ -87,6 +87,28 @@ pub fn put_all(st: &mut State, objects: Vec<Value>, default_ns: &str) -> Result<
     Ok(())
 }
 
+/// Of a release's rendered objects, those `helm uninstall` deletes: all but the CRDs (a chart's
+/// `crds/` folder is never deleted, helm.sh docs "Custom Resource Definitions"; the pinned charts'
+/// templated CRDs, Istio base's `files/crd-all.gen.yaml`, carry the keep annotation) and those
+/// annotated `helm.sh/resource-policy: keep` (helm v3.22.0 pkg/action/resource_policy.go
+/// `filterManifestsToKeep`).
+pub fn uninstalled_by_helm(st: &State, objects: &[Value], default_ns: &str) -> Vec<super::Key> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] != "CustomResourceDefinition")
+        .filter(|o| o.pointer("/metadata/annotations/helm.sh~1resource-policy").and_then(Value::as_str) != Some("keep"))
+        .filter_map(|o| {
+            let t = st.store.type_for(o["apiVersion"].as_str()?, o["kind"].as_str()?)?;
+            let ns = if t.namespaced {
+                o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(default_ns).to_string()
+            } else {
+                String::new()
+            };
+            Some((t.group, t.plural, ns, o.pointer("/metadata/name")?.as_str()?.to_string()))
+        })
+        .collect()
+}
+
 /// Parses a multi-document YAML stream, skipping empty documents.
 pub fn yaml_docs(text: &str) -> Result<Vec<Value>, String> {
     let docs: Vec<Value> = serde_saphyr::from_str_multiple(text).map_err(|e| e.to_string())?;
@@ -266,6 +288,10 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
     let nodes: Vec<String> =
         ["existing-control-plane", "existing-worker", "existing-worker2"].map(String::from).to_vec();
     create_cluster(&mut st, "kind", &nodes);
+    if st.faults.mesh_absent {
+        drop(st);
+        return cilium_and_user_objects(shared, dir);
+    }
     for ns in ["istio-system", "istio-ingress", "monitoring", "tempo", "kiali-operator"] {
         st.store.put("", "namespaces", namespace(ns));
     }
@@ -318,8 +344,9 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
         let objects = shared.helm.template(&chart, release, ns, &files, &[])?;
         let (crds, rest): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o["kind"] == "CustomResourceDefinition");
         put_all(&mut st, crds, ns)?;
+        let objects = uninstalled_by_helm(&st, &rest, ns);
         put_all(&mut st, rest, ns)?;
-        st.releases.insert((ns.into(), release.into()), super::Release { version: version.into() });
+        st.releases.insert((ns.into(), release.into()), super::Release { version: version.into(), objects });
     }
     let bundle = std::fs::read_to_string(shared.helm.charts.join("gateway-api-v1.5.1/standard-install.yaml"))
         .map_err(|e| format!("Gateway API bundle: {e}"))?;
@@ -335,4 +362,34 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
         put_all(&mut st, yaml_docs(&fixture(f))?, "default")?;
     }
     put_all(&mut st, yaml_docs(&probe_target)?, "book-info")
+}
+
+/// A cluster with Cilium (by meshcheck's values) and a user's own objects, without the mesh:
+/// what `existing.install: true` installs onto. The user's objects are of the kinds a run's
+/// install and cleanup touch: a namespace with a workload, a cluster-wide Cilium policy, a
+/// ClusterRole and a CRD of another group; no Istio, Gateway API, Prometheus Operator or Kiali.
+fn cilium_and_user_objects(shared: &Shared, dir: &std::path::Path) -> Result<(), String> {
+    let mut st = shared.lock();
+    register_cilium_crds(&mut st);
+    let file = dir.join("values-cilium.yaml");
+    std::fs::write(&file, fixture("values/cilium.yaml")).map_err(|e| e.to_string())?;
+    let chart = shared.helm.chart("https://helm.cilium.io", "cilium", "1.19.6")?;
+    let objects = shared.helm.template(&chart, "cilium", "kube-system", &[file], &[])?;
+    let (crds, rest): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o["kind"] == "CustomResourceDefinition");
+    put_all(&mut st, crds, "kube-system")?;
+    let objects = uninstalled_by_helm(&st, &rest, "kube-system");
+    put_all(&mut st, rest, "kube-system")?;
+    st.releases.insert(("kube-system".into(), "cilium".into()), super::Release { version: "1.19.6".into(), objects });
+    st.store.put("", "namespaces", namespace("shop"));
+    let labels = json!({"app": "web"});
+    let user = [
+        workload("Deployment", "shop", "web", 1, &labels, "registry.example/web:1.0", &[8080], None),
+        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+               "metadata": {"name": "user-allow-dns"},
+               "spec": {"endpointSelector": {}, "egress": [{"toEndpoints": [{"matchLabels": {"k8s-app": "kube-dns"}}]}]}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": "user-reader"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}),
+        crd("example.com", "Widget", "widgets", "Namespaced", "v1"),
+    ];
+    put_all(&mut st, user.to_vec(), "default")
 }

@@ -190,6 +190,16 @@ fn terminate_namespaces(st: &mut State) {
             if g.is_empty() && p == "pods" {
                 delete_pod(st, &ns, &name);
                 pods_left |= st.store.get("", "pods", &ns, &name).is_some();
+            } else if let Some(mut held) =
+                st.store.get(&g, &p, &ns, &name).filter(|o| super::store::has_finalizers(o)).cloned()
+            {
+                // Its finalizer's controller removes it, or nothing does and the namespace
+                // stays Terminating ("Some content in the namespace has finalizers remaining").
+                if held.pointer("/metadata/deletionTimestamp").is_none() {
+                    held["metadata"]["deletionTimestamp"] = json!(now());
+                    st.store.put(&g, &p, held);
+                }
+                pods_left = true;
             } else {
                 st.store.delete(&g, &p, &ns, &name);
             }
@@ -199,6 +209,9 @@ fn terminate_namespaces(st: &mut State) {
         }
     }
 }
+
+/// The Kiali operator's finalizer on a Kiali CR (kiali-operator watches.yaml).
+const KIALI_FINALIZER: &str = "kiali.io/finalizer";
 
 /// Whether an operator (a Deployment running `wanted`) has an available replica.
 fn operator_running(st: &State, wanted: Program) -> bool {
@@ -252,9 +265,18 @@ fn operators(st: &mut State) {
             let namespace = ns(&cr);
             let instance =
                 cr.pointer("/spec/deployment/instance_name").and_then(Value::as_str).unwrap_or("kiali").to_string();
+            // kiali-operator watches.yaml: the Kiali CR carries `kiali.io/finalizer`, whose
+            // playbook (kiali-remove.yml) takes down the server's objects before the CR may go.
+            if cr.pointer("/metadata/deletionTimestamp").is_some() {
+                st.store.delete("apps", "deployments", &namespace, &instance);
+                st.store.delete("", "services", &namespace, &instance);
+                st.store.delete("kiali.io", "kialis", &namespace, &name(&cr));
+                continue;
+            }
             if st.store.get("apps", "deployments", &namespace, &instance).is_some() {
                 continue;
             }
+            cr["metadata"]["finalizers"] = json!([KIALI_FINALIZER]);
             // kiali-operator v2.29.0 roles/default/kiali-deploy/templates/kubernetes/deployment.yaml
             // and service.yaml: both named `deployment.instance_name`, in the CR's namespace, the
             // server on `server.port` (20001) named `http`, its metrics on 9090.

@@ -112,6 +112,9 @@ pub struct Faults {
     /// Deleting a CiliumClusterwideNetworkPolicy fails with 500 (the probes negative control
     /// then fails half-way, with default-deny applied).
     pub ccnp_delete_fails: bool,
+    /// The existing cluster runs Cilium and the user's own objects, without the mesh or the
+    /// observability stack: what `existing.install: true` installs onto.
+    pub mesh_absent: bool,
     /// Containers of pods whose name starts with this were OOM-killed once (kubelet's
     /// `lastState.terminated.reason: OOMKilled`).
     pub oom_killed: Option<String>,
@@ -182,6 +185,9 @@ pub(crate) struct Cluster {
 #[derive(Debug, Clone)]
 pub(crate) struct Release {
     pub version: String,
+    /// What the release's manifest holds, as `helm uninstall` deletes it: (group, plural,
+    /// namespace, name) of each object.
+    pub objects: Vec<Key>,
 }
 
 /// Everything that changes.
@@ -376,6 +382,25 @@ impl Sim {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Every object but events and those a controller made for an owner (pods, ReplicaSets,
+    /// ControllerRevisions: their owners stand for them), with its uid: what "left exactly as
+    /// found" compares.
+    pub fn objects(&self) -> BTreeMap<Key, String> {
+        let st = self.shared.lock();
+        st.store
+            .keys()
+            .into_iter()
+            .filter(|(g, p, _, _)| !(g.is_empty() && p == "events"))
+            .filter_map(|k| {
+                let obj = st.store.get(&k.0, &k.1, &k.2, &k.3)?;
+                if obj.pointer("/metadata/ownerReferences").is_some() {
+                    return None;
+                }
+                Some((k, obj.pointer("/metadata/uid")?.as_str()?.to_string()))
+            })
+            .collect()
     }
 
     /// Names of the namespaces that exist, once none is Terminating (or after 5 s).

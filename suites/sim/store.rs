@@ -311,6 +311,12 @@ impl Store {
     }
 }
 
+/// Whether an object (not a namespace: its `spec.finalizers` are the namespace controller's) has
+/// `metadata.finalizers` left.
+pub fn has_finalizers(obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+}
+
 /// A parsed label selector (`a=b,c!=d,e,!f,g in (h,i)`).
 pub fn selector_matches(selector: &str, labels: &Value) -> bool {
     let label = |k: &str| labels.get(k).and_then(Value::as_str);

@@ -145,6 +145,7 @@ async fn run(shared: &Arc<Shared>, tool: &str, args: &[String]) -> Answer {
         }
         ("helm", ["version", ..]) => ok("v3.20.0+g1a2b3c4\n"),
         ("helm", ["upgrade", ..]) => helm_upgrade(shared, args).await,
+        ("helm", ["uninstall", release, ..]) => helm_uninstall(shared, release, args),
         _ => fail(1, format!("{tool}: the simulation does not know `{}`\n", args.join(" "))),
     }
 }
@@ -347,7 +348,8 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
                 format!("Error: {verb} FAILED: unable to build kubernetes objects from release manifest: {e}\n"),
             );
         }
-        st.releases.insert(key, Release { version: version.clone() });
+        let owned = charts::uninstalled_by_helm(&st, &rest, &ns);
+        st.releases.insert(key, Release { version: version.clone(), objects: owned });
         rest
     };
     if args.iter().any(|a| a == "--wait") {
@@ -364,6 +366,36 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
         "Release \"{release}\" has been {}. Happy Helming!\nNAME: {release}\nNAMESPACE: {ns}\nSTATUS: deployed\nCHART: {chart_name}-{version}\n",
         if install { "installed" } else { "upgraded" }
     ))
+}
+
+/// `helm uninstall REL --namespace NS [--ignore-not-found] [--wait] …`: deletes what the release's
+/// manifest holds (helm v3.22.0 pkg/action/uninstall.go: the release's resources less those kept,
+/// then the release record). Pods go through their grace period, as a real delete's do.
+fn helm_uninstall(shared: &Shared, release: &str, args: &[String]) -> Answer {
+    let ns = opt(args, "--namespace").unwrap_or("default").to_string();
+    let mut st = shared.lock();
+    let Some(found) = st.releases.remove(&(ns.clone(), release.to_string())) else {
+        return if args.iter().any(|a| a == "--ignore-not-found") {
+            ok("")
+        } else {
+            fail(1, format!("Error: uninstall: Release not loaded: {release}: release: not found\n"))
+        };
+    };
+    for (group, plural, ns, name) in found.objects {
+        let Some(mut obj) = st.store.get(&group, &plural, &ns, &name).cloned() else { continue };
+        if group.is_empty() && plural == "pods" {
+            super::controllers::delete_pod(&mut st, &ns, &name);
+        } else if super::store::has_finalizers(&obj) {
+            // helm deletes through the API server: an object with finalizers stays, marked, until
+            // its controller removes them (a Kiali CR whose operator goes in the same uninstall
+            // never does).
+            obj["metadata"]["deletionTimestamp"] = serde_json::json!(super::store::now());
+            st.store.put(&group, &plural, obj);
+        } else {
+            st.store.delete(&group, &plural, &ns, &name);
+        }
+    }
+    ok(format!("release \"{release}\" uninstalled\n"))
 }
 
 fn workload_ready(shared: &Shared, o: &Value) -> bool {
