@@ -14,7 +14,9 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::{
+    api::core::v1::Secret, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
     Api,
     api::{DeleteParams, DynamicObject, ListParams, Preconditions},
@@ -44,6 +46,21 @@ pub fn in_groups(group: &str, groups: &[String]) -> bool {
 }
 
 impl Owned {
+    /// Whether helm has a record of `release` in its namespace: a Secret labelled `owner=helm`,
+    /// `name=<release>` (helm v3.22.0 pkg/storage/driver/secrets.go `newSecretsObject`, the default
+    /// storage driver). One that is there before the run's install is not the run's to change.
+    pub async fn release_present(live: &Live, release: &ReleaseRef) -> Result<bool, LiveError> {
+        let api: Api<Secret> = Api::namespaced(live.client.clone(), &release.namespace);
+        let params = ListParams::default().labels(&format!("owner=helm,name={}", release.name)).limit(1);
+        let found = within(MUTATION_DEADLINE, "look for a helm release", async {
+            api.list(&params)
+                .await
+                .map_err(kube_err(format!("list helm's records of {} in {}", release.name, release.namespace)))
+        })
+        .await?;
+        Ok(!found.items.is_empty())
+    }
+
     /// Records that the run starts installing `release` (helm may have created objects even if the
     /// install then fails).
     pub fn install_started(&self, release: &ReleaseRef) {

@@ -83,6 +83,13 @@ pub(super) fn required_access(s: &Scenario) -> Vec<Access> {
                 "istio-base installs Istio's CRDs and the run applies the Gateway API CRDs",
             ),
             access(
+                &["list", "delete"],
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                None,
+                "on an existing cluster cleanup deletes the CRDs the run brought, found by a list before its first install",
+            ),
+            access(
                 &["create"],
                 "rbac.authorization.k8s.io",
                 "clusterroles",
@@ -104,15 +111,21 @@ pub(super) fn required_access(s: &Scenario) -> Vec<Access> {
                 "the istiod chart creates its injection webhook (templates/mutatingwebhook.yaml)",
             ),
             access(
-                &["create"],
+                &["create", "delete"],
                 "admissionregistration.k8s.io",
                 "validatingwebhookconfigurations",
                 None,
-                "the istiod chart creates its validation webhook (templates/validatingwebhookconfiguration.yaml)",
+                "the istiod chart creates its validation webhook (templates/validatingwebhookconfiguration.yaml), helm uninstall deletes it",
             ),
             // helm v3.19.0 pkg/action/action.go: the default storage driver ("secret") keeps each
             // release as a Secret in the release namespace.
-            access(&["create"], "", "secrets", Some("istio-system"), "helm records each Istio release as a Secret there"),
+            access(
+                &["create", "list", "delete"],
+                "",
+                "secrets",
+                Some("istio-system"),
+                "helm records each Istio release as a Secret there; the run looks for one before each install, helm uninstall deletes it",
+            ),
             access(&["create"], "apps", "daemonsets", Some("istio-system"), "the istio-cni and ztunnel charts run DaemonSets"),
             access(APPLY, "apps", "deployments", Some(BOOKINFO_NS), "the run applies bookinfo into book-info"),
         ]);

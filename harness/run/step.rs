@@ -46,6 +46,18 @@ pub enum StepError {
         /// What is wrong.
         message: String,
     },
+    /// On an existing cluster, a helm release the run would install is already there.
+    #[error(
+        "helm release {name} is already in namespace {namespace}, and this run did not install it: with \
+         existing.install: true meshcheck installs only where its releases are absent. Fix: set existing.install: \
+         false to check the mesh that is there, or uninstall it first"
+    )]
+    ReleaseExists {
+        /// Release name.
+        name: String,
+        /// Its namespace.
+        namespace: String,
+    },
     /// The gateway Service's ports cannot be derived.
     #[error("no Istio Gateway with a server port in {0}")]
     NoGatewayPorts(String),
@@ -195,10 +207,16 @@ pub(super) async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
     }
 }
 
-/// Records, before helm creates anything, that the run installs `release` on an existing cluster;
-/// the first time, the CRDs already there (not the run's).
+/// Records, before helm creates anything, that the run installs `release` on an existing cluster,
+/// and the first time the CRDs already there (not the run's); refuses a release that is there and
+/// not the run's (an upgrade would change the user's mesh).
 async fn note_install(exec: &Exec, release: &ReleaseRef) -> Result<(), StepError> {
     let live = exec.cluster.live().await?;
+    if !exec.owned.installed(release)
+        && interruptible(async { Ok(Owned::release_present(live, release).await?) }).await?
+    {
+        return Err(StepError::ReleaseExists { name: release.name.clone(), namespace: release.namespace.clone() });
+    }
     interruptible(async { Ok(exec.owned.note_crds(live).await?) }).await?;
     exec.owned.install_started(release);
     Ok(())

@@ -1518,13 +1518,12 @@ fn an_oom_killed_ztunnel_fails_health_naming_it() {
 #[test]
 fn an_existing_cluster_install_is_uninstalled_leaving_the_cluster_as_found() {
     let Some(r) = Rehearsal::new("existing", Faults { mesh_absent: true, ..Faults::default() }) else { return };
-    let before = r.sim.objects();
+    let before = settled_objects(&r);
     let scenario = r.scenario("existing-cluster", |t| t.replace("install: false", "install: true"));
     let out = r.run(&scenario);
     assert_report_complete(&r, &scenario, &out);
     assert_all_pass(&r, &out);
-    let _ = r.sim.namespaces();
-    let after = r.sim.objects();
+    let after = settled_objects(&r);
     let churn = |(g, p, _, _): &&Key| g == "coordination.k8s.io" || (g.is_empty() && p == "endpoints");
     let left: Vec<&Key> = after.keys().filter(|k| !before.contains_key(*k)).filter(|k| !churn(k)).collect();
     assert!(left.is_empty(), "left behind on the user's cluster: {left:#?}");
@@ -1534,4 +1533,47 @@ fn an_existing_cluster_install_is_uninstalled_leaving_the_cluster_as_found() {
     let order: Vec<&String> = calls.iter().filter(|c| c.starts_with("helm uninstall")).collect();
     assert_eq!(order.len(), 8, "one uninstall per release the run installed: {order:#?}");
     assert!(order[0].contains("kiali-operator") && order[7].contains("istio-base"), "newest first: {order:#?}");
+}
+
+/// Issue 26: `existing.install: true` on a cluster whose mesh is already installed by helm
+/// (the simulated existing cluster, releases and their records included) stops at the first
+/// release that is there, names it and the fix, and changes nothing: before, `helm upgrade
+/// --install` upgraded the user's Istio with meshcheck's values, and cleanup would have uninstalled it.
+#[test]
+fn an_existing_cluster_install_refuses_a_release_already_there_and_changes_nothing() {
+    let Some(r) = Rehearsal::new("existing", Faults::default()) else { return };
+    let before = settled_objects(&r);
+    let scenario = r.scenario("existing-cluster", |t| t.replace("install: false", "install: true"));
+    let out = r.run(&scenario);
+    assert!(!out.status.success(), "an install over the user's mesh must not pass");
+    assert_report_complete(&r, &scenario, &out);
+    assert_verdicts(
+        &r,
+        &[
+            ("install::phase", Outcome::Error, "helm release istio-base is already in namespace istio-system"),
+            ("install::phase", Outcome::Error, "set existing.install: false"),
+        ],
+    );
+    let calls = r.sim.calls();
+    assert!(!calls.iter().any(|c| c.starts_with("helm upgrade") || c.starts_with("helm uninstall")), "{calls:#?}");
+    let after = settled_objects(&r);
+    let left: Vec<&Key> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    let changed: Vec<&Key> = before.iter().filter(|(k, uid)| after.get(*k) != Some(*uid)).map(|(k, _)| k).collect();
+    assert!(left.is_empty() && changed.is_empty(), "left: {left:#?}\nchanged: {changed:#?}");
+}
+
+/// The simulated cluster's objects once its controllers and operators have stopped making new
+/// ones (two looks 300 ms apart agree; bounded) and no namespace is Terminating.
+fn settled_objects(r: &Rehearsal) -> std::collections::BTreeMap<Key, String> {
+    let _ = r.sim.namespaces();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = r.sim.objects();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = r.sim.objects();
+        if now == seen || std::time::Instant::now() > deadline {
+            return now;
+        }
+        seen = now;
+    }
 }

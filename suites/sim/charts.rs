@@ -109,6 +109,32 @@ pub fn uninstalled_by_helm(st: &State, objects: &[Value], default_ns: &str) -> V
         .collect()
 }
 
+/// Records a release as helm does: its revision, and the release Secret
+/// `sh.helm.release.v1.<name>.v<revision>` in its namespace, labelled `owner=helm`, `name`,
+/// `status`, `version` (helm v3.22.0 pkg/storage/driver/secrets.go `newSecretsObject`,
+/// pkg/storage/storage.go `makeKey`); the revision before it becomes `superseded`.
+pub fn record_release(st: &mut State, ns: &str, name: &str, version: &str, objects: Vec<super::Key>) {
+    let revision = st.releases.get(&(ns.to_string(), name.to_string())).map_or(1, |r| r.revision + 1);
+    if let Some(mut previous) = st.store.get("", "secrets", ns, &release_secret(name, revision - 1)).cloned() {
+        previous["metadata"]["labels"]["status"] = json!("superseded");
+        st.store.put("", "secrets", previous);
+    }
+    st.store.put(
+        "",
+        "secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+               "metadata": {"name": release_secret(name, revision), "namespace": ns,
+                            "labels": {"name": name, "owner": "helm", "status": "deployed", "version": revision.to_string()}},
+               "stringData": {"release": format!("simulated release {name} {version}")}}),
+    );
+    st.releases.insert((ns.into(), name.into()), super::Release { version: version.into(), revision, objects });
+}
+
+/// The name of a release's Secret at a revision.
+pub fn release_secret(name: &str, revision: u32) -> String {
+    format!("sh.helm.release.v1.{name}.v{revision}")
+}
+
 /// Parses a multi-document YAML stream, skipping empty documents.
 pub fn yaml_docs(text: &str) -> Result<Vec<Value>, String> {
     let docs: Vec<Value> = serde_saphyr::from_str_multiple(text).map_err(|e| e.to_string())?;
@@ -346,7 +372,7 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
         put_all(&mut st, crds, ns)?;
         let objects = uninstalled_by_helm(&st, &rest, ns);
         put_all(&mut st, rest, ns)?;
-        st.releases.insert((ns.into(), release.into()), super::Release { version: version.into(), objects });
+        record_release(&mut st, ns, release, version, objects);
     }
     let bundle = std::fs::read_to_string(shared.helm.charts.join("gateway-api-v1.5.1/standard-install.yaml"))
         .map_err(|e| format!("Gateway API bundle: {e}"))?;
@@ -379,7 +405,7 @@ fn cilium_and_user_objects(shared: &Shared, dir: &std::path::Path) -> Result<(),
     put_all(&mut st, crds, "kube-system")?;
     let objects = uninstalled_by_helm(&st, &rest, "kube-system");
     put_all(&mut st, rest, "kube-system")?;
-    st.releases.insert(("kube-system".into(), "cilium".into()), super::Release { version: "1.19.6".into(), objects });
+    record_release(&mut st, "kube-system", "cilium", "1.19.6", objects);
     st.store.put("", "namespaces", namespace("shop"));
     let labels = json!({"app": "web"});
     let user = [

@@ -185,6 +185,8 @@ pub(crate) struct Cluster {
 #[derive(Debug, Clone)]
 pub(crate) struct Release {
     pub version: String,
+    /// helm's revision: 1 at install, one more per upgrade.
+    pub revision: u32,
     /// What the release's manifest holds, as `helm uninstall` deletes it: (group, plural,
     /// namespace, name) of each object.
     pub objects: Vec<Key>,

@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::{Cluster, Release, Shared, charts};
+use super::{Cluster, Shared, charts};
 
 const TOOLS: &[&str] = &["kind", "k3d", "helm", "docker", "sysctl"];
 
@@ -349,7 +349,7 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
             );
         }
         let owned = charts::uninstalled_by_helm(&st, &rest, &ns);
-        st.releases.insert(key, Release { version: version.clone(), objects: owned });
+        charts::record_release(&mut st, &ns, release, &version, owned);
         rest
     };
     if args.iter().any(|a| a == "--wait") {
@@ -394,6 +394,10 @@ fn helm_uninstall(shared: &Shared, release: &str, args: &[String]) -> Answer {
         } else {
             st.store.delete(&group, &plural, &ns, &name);
         }
+    }
+    // Without --keep-history helm purges the release's records (pkg/action/uninstall.go).
+    for revision in 1..=found.revision {
+        st.store.delete("", "secrets", &ns, &charts::release_secret(release, revision));
     }
     ok(format!("release \"{release}\" uninstalled\n"))
 }
