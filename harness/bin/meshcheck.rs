@@ -116,6 +116,13 @@ enum Command {
         /// `cluster.image_archive` should hold.
         #[arg(long)]
         in_cluster: bool,
+        /// Only those whose pods run on every node, the control plane's included (DaemonSets,
+        /// Cilium's operator): `cluster.image_archive` beside a `workload_image_archive`.
+        #[arg(long, requires = "in_cluster", conflicts_with = "workloads")]
+        every_node: bool,
+        /// Only those whose pods run on worker nodes alone: `cluster.workload_image_archive`.
+        #[arg(long, requires = "in_cluster")]
+        workloads: bool,
         /// Output format.
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
@@ -397,13 +404,13 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
                 }
             })
         }
-        Command::Images { scenario, in_cluster, output } => {
+        Command::Images { scenario, in_cluster, every_node, workloads, output } => {
+            use meshcheck::checks::image_architectures::{cluster_images, images, runs_on_every_node};
             let s = load(scenario)?;
-            let images = if in_cluster {
-                meshcheck::checks::image_architectures::cluster_images(&s)
-            } else {
-                meshcheck::checks::image_architectures::images(&s)
-            };
+            let mut images = if in_cluster { cluster_images(&s) } else { images(&s) };
+            if every_node || workloads {
+                images.refs.retain(|image| runs_on_every_node(image) == every_node);
+            }
             if output == Output::Json {
                 let doc = serde_json::json!({"images": images.refs, "unlisted": images.unlisted});
                 println!("{}", serde_json::to_string_pretty(&doc).or_could_not_run()?);

@@ -78,6 +78,41 @@ pub fn cluster_images(s: &Scenario) -> Images {
     out
 }
 
+/// The repositories of the images that run on every node, the control plane's included: the
+/// DaemonSets and Cilium's operator, whose pods tolerate kubeadm's `node-role.kubernetes.io/
+/// control-plane:NoSchedule` taint (cilium 1.19.6 values.yaml `tolerations: [{operator: Exists}]`
+/// for the agent and envoy, `operator.tolerations` with the control-plane key; istio 1.30.3
+/// cni and ztunnel values `tolerations: [{effect: NoSchedule, operator: Exists}, …]`;
+/// prometheus-node-exporter 4.47.3 `tolerations: [{effect: NoSchedule, operator: Exists}]`).
+/// Every other pod (istiod, the gateway, the observability stack, bookinfo, the clients) runs
+/// only where no such taint is: kind keeps it on its control-plane nodes unless the cluster is a
+/// single node (kind v0.31.0 pkg/cluster/internal/create/actions/kubeadminit/init.go).
+/// suites/offline/charts.rs holds this list against the tolerations the charts render.
+pub const EVERY_NODE_REPOSITORIES: &[&str] = &[
+    "quay.io/cilium/cilium",
+    "quay.io/cilium/cilium-envoy",
+    "quay.io/cilium/operator-generic",
+    "install-cni",
+    "ztunnel",
+    "quay.io/prometheus/node-exporter",
+];
+
+/// An image reference's repository: without its digest and tag (a registry's `:port` stays).
+pub fn repository(image: &str) -> &str {
+    let named = image.split('@').next().unwrap_or(image);
+    match named.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => named,
+    }
+}
+
+/// Whether an image's pods run on every node ([`EVERY_NODE_REPOSITORIES`]; Istio's by the last
+/// path segment, whatever the hub).
+pub fn runs_on_every_node(image: &str) -> bool {
+    let repo = repository(image);
+    EVERY_NODE_REPOSITORIES.iter().any(|r| repo == *r || (!r.contains('/') && repo.ends_with(&format!("/{r}"))))
+}
+
 /// The images of Istio's charts at `version` as meshcheck installs them (istio/istio 1.30.3):
 /// istiod (`pilot`) and cni (`install-cni`) with `profile: ambient`, whose `global.variant:
 /// distroless` makes them `-distroless`; the gateway's `proxyv2`, injected with istiod's variant;

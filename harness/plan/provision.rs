@@ -26,11 +26,14 @@ pub(super) fn provision(b: &Builder, g: &mut Graph) -> Option<StepId> {
         Provider::Existing => unreachable!("handled above"),
     };
     if let Some(archive) = &s.cluster.image_archive {
-        let load = load_image_archive(b, g, cluster, archive, created.create);
+        let load = load_image_archive(b, g, cluster, archive, &[], created.create);
         created.cilium_needs.push((
             load,
             "Cilium starts the first pods: their images come from the archive, so it is loaded first (the rest overlaps it)",
         ));
+    }
+    if let Some(archive) = &s.cluster.workload_image_archive {
+        load_image_archive(b, g, cluster, archive, &worker_nodes(b, cluster), created.create);
     }
     let operator = cilium(b, g, &created.api_host, &created.cilium_needs);
     g.checks(s, Stage::Provision);
@@ -103,18 +106,50 @@ fn create_k3d(b: &Builder, g: &mut Graph, cluster: &str) -> Created {
     Created { api_host: format!("k3d-{cluster}-server-0"), create, cilium_needs: needs }
 }
 
-/// Loads the scenario's image archive into the new cluster's nodes (`cluster.image_archive`).
-fn load_image_archive(b: &Builder, g: &mut Graph, cluster: &str, archive: &str, create: StepId) -> StepId {
+/// Loads an image archive into the new cluster's nodes: `nodes` (kind only), else all of them.
+fn load_image_archive(
+    b: &Builder,
+    g: &mut Graph,
+    cluster: &str,
+    archive: &str,
+    nodes: &[String],
+    create: StepId,
+) -> StepId {
     let t = b.s.timeouts.provision.0;
     let load = match b.s.provider {
-        Provider::Kind => CommandSpec::new("kind", ["load", "image-archive", archive, "--name", cluster], t),
+        Provider::Kind => {
+            let mut args: Vec<String> =
+                ["load", "image-archive", archive, "--name", cluster].map(String::from).to_vec();
+            if !nodes.is_empty() {
+                // kind v0.31.0 pkg/cmd/kind/load/image-archive: `--nodes`, a comma-separated list.
+                args.extend(["--nodes".into(), nodes.join(",")]);
+            }
+            CommandSpec::new("kind", args, t)
+        }
         _ => CommandSpec::new("k3d", ["image", "import", archive, "--cluster", cluster], t),
     };
+    let what = if nodes.is_empty() { "the nodes" } else { "the worker nodes" };
     g.add(
-        command("load cached images into the nodes", load),
+        command(format!("load cached images into {what}"), load),
         &[(create, "loads the archive into the nodes of the new cluster")],
     )
 }
+
+/// The kind worker nodes the workload images go to: kind names them `<cluster>-worker`,
+/// `<cluster>-worker2`, … (kind v0.31.0 pkg/cluster/internal/providers/common/namer.go). None on
+/// k3d (its server runs workloads too) or without workers (the control plane is untainted then).
+fn worker_nodes(b: &Builder, cluster: &str) -> Vec<String> {
+    if b.s.provider != Provider::Kind {
+        return Vec::new();
+    }
+    (1..=b.s.cluster.workers)
+        .map(|i| if i == 1 { format!("{cluster}-worker") } else { format!("{cluster}-worker{i}") })
+        .collect()
+}
+
+/// Cilium's images named by tag (`<repository>:<tag>`), for a node whose images come from an archive.
+const CILIUM_IMAGES_BY_TAG: &str =
+    "image:\n  useDigest: false\noperator:\n  image:\n    useDigest: false\nenvoy:\n  image:\n    useDigest: false\n";
 
 /// Cilium's chart with the fixture's values and the API server's address, then its rollouts and the
 /// nodes Ready. Returns the wait for Cilium's operator.
@@ -123,8 +158,15 @@ fn cilium(b: &Builder, g: &mut Graph, api_host: &str, needs: &[(StepId, &'static
     let t = s.timeouts.provision.0;
     let mut needs = needs.to_vec();
     let (w1, base) = b.values("values/cilium.yaml");
-    let (w2, cluster_values) =
-        b.generated("values/cilium-cluster.yaml", format!("k8sServiceHost: {api_host}\nk8sServicePort: 6443\n"));
+    let mut generated = format!("k8sServiceHost: {api_host}\nk8sServicePort: 6443\n");
+    if s.cluster.image_archive.is_some() || s.cluster.workload_image_archive.is_some() {
+        // The node's copy of each image comes from the archive, saved by `name:tag` (a save of a
+        // digest reference keeps no name), so the pods name it by tag. The chart pins the index
+        // digest otherwise (cilium 1.19.6 values.yaml `useDigest: true` for image,
+        // operator.image, envoy.image), which a single-platform copy does not carry.
+        generated.push_str(CILIUM_IMAGES_BY_TAG);
+    }
+    let (w2, cluster_values) = b.generated("values/cilium-cluster.yaml", generated);
     needs.push((g.add(w1, &[]), READS_VALUES));
     needs.push((g.add(w2, &[]), READS_VALUES));
     let cilium = g.add(

@@ -20,7 +20,7 @@ mod network;
 mod tools;
 
 use access::existing_cluster_problems;
-use network::{image_archive_problem, reachability_problems};
+use network::{image_archive_problems, reachability_problems};
 use tools::tool_problem;
 pub use tools::{Tool, ToolVersion, inotify_problems};
 
@@ -31,7 +31,7 @@ pub fn tool_problems(s: &Scenario, runner: &Runner) -> Vec<String> {
     // reads them from there rather than knowing them twice.
     let plan = plan::build(s, &RunContext::for_plan());
     let mut problems = host_problems(s, runner, t);
-    problems.extend(image_archive_problem(s));
+    problems.extend(image_archive_problems(s));
     let network = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| {
         rt.block_on(async {
             let checks = async {

@@ -11,21 +11,35 @@ use crate::{
     scenario::{Provider, Scenario},
 };
 
-/// `cluster.image_archive` is loaded into the nodes right after a kind or k3d cluster is created
-/// (plan::provision, from the working directory); an existing cluster never loads it.
-pub(super) fn image_archive_problem(s: &Scenario) -> Option<String> {
-    let archive = s.cluster.image_archive.as_deref().filter(|_| s.provider != Provider::Existing)?;
-    let shown = std::path::absolute(archive).unwrap_or_else(|_| Path::new(archive).to_path_buf());
-    let why = match std::fs::metadata(archive) {
-        Ok(m) if m.is_file() => return None,
-        Ok(_) => "is not a file".to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
-        Err(e) => format!("cannot be read: {e}"),
-    };
-    Some(format!(
-        "cluster.image_archive: {} {why}. Fix: write it with `docker save -o {archive} $(meshcheck images --in-cluster)`, or remove the key",
-        shown.display()
-    ))
+/// `cluster.image_archive` and `cluster.workload_image_archive` are loaded into the nodes right
+/// after a kind or k3d cluster is created (plan::provision, from the working directory); an
+/// existing cluster never loads them.
+pub(super) fn image_archive_problems(s: &Scenario) -> Vec<String> {
+    if s.provider == Provider::Existing {
+        return Vec::new();
+    }
+    let archives = [
+        ("cluster.image_archive", s.cluster.image_archive.as_deref(), ""),
+        ("cluster.workload_image_archive", s.cluster.workload_image_archive.as_deref(), " --workloads"),
+    ];
+    archives
+        .into_iter()
+        .filter_map(|(key, archive, flag)| {
+            let archive = archive?;
+            let shown = std::path::absolute(archive).unwrap_or_else(|_| Path::new(archive).to_path_buf());
+            let why = match std::fs::metadata(archive) {
+                Ok(m) if m.is_file() => return None,
+                Ok(_) => "is not a file".to_string(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
+                Err(e) => format!("cannot be read: {e}"),
+            };
+            Some(format!(
+                "{key}: {} {why}. Fix: write it with `docker save -o {archive} $(meshcheck images --in-cluster{flag} | sed 's/@.*//')` \
+                 after pulling each image and tagging a digest-pinned one by its tag (`docker tag <repo>@<digest> <repo>:<tag>`), or remove the key",
+                shown.display()
+            ))
+        })
+        .collect()
 }
 
 /// One HTTP endpoint the run reaches, and what counts as an answer.

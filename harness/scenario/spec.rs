@@ -35,9 +35,17 @@ pub struct ClusterSpec {
     /// A `docker save` archive of the images the run starts (`meshcheck images --in-cluster`),
     /// loaded into every node right after the cluster is created, so a CI cache replaces the
     /// pulls. Save single-platform images: importing multi-arch archives fails with Docker's
-    /// containerd image store (field guide §1.3).
+    /// containerd image store (field guide §1.3). Save each image by `name:tag`: a save of a
+    /// digest reference keeps no name, so the node would pull it anyway; with an archive, Cilium's
+    /// pods name its images by tag (the copy in the archive is the one pulled by digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_archive: Option<String>,
+    /// A second archive, of the images only workloads run (`meshcheck images --in-cluster
+    /// --workloads`; `image_archive` then holds `--every-node`): kind loads it into the worker
+    /// nodes only, where those pods run (into every node when there is no worker); k3d into every
+    /// node. Saves the disk of one copy per control-plane node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_image_archive: Option<String>,
 }
 
 pub(super) fn one() -> u32 {
@@ -56,6 +64,7 @@ impl Default for ClusterSpec {
             architecture: Architecture::Auto,
             node_image: None,
             image_archive: None,
+            workload_image_archive: None,
         }
     }
 }

@@ -254,3 +254,60 @@ fn the_services_the_collectors_read_are_rendered_with_their_ports() {
     // A negative control: a port no chart renders.
     assert!(!port_of("monitoring", "prom-prometheus", 9091));
 }
+
+/// Whether a pod spec's tolerations tolerate kubeadm's `node-role.kubernetes.io/control-plane`
+/// `NoSchedule` taint, by the scheduler's rule (k8s.io/api core/v1 toleration.go
+/// `ToleratesTaint`: an empty key with `Exists` matches every key; an empty effect every effect;
+/// `Exists` any value, `Equal` (the default) the taint's empty value).
+fn tolerates_control_plane(pod_spec: &Value) -> bool {
+    pod_spec["tolerations"].as_array().into_iter().flatten().any(|t| {
+        let key = t["key"].as_str().unwrap_or_default();
+        let effect = t["effect"].as_str().unwrap_or_default();
+        let exists = t["operator"].as_str() == Some("Exists");
+        (key.is_empty() && exists || key == "node-role.kubernetes.io/control-plane")
+            && (effect.is_empty() || effect == "NoSchedule")
+            && (exists || t["value"].as_str().unwrap_or_default().is_empty())
+    })
+}
+
+/// Issue 22, item 3: the images meshcheck loads into every node (the control plane's included)
+/// are exactly those of the rendered pods that tolerate the control plane's taint; the rest go to
+/// the workers alone. An image no chart renders (what operators start: Prometheus, Kiali; bookinfo,
+/// the clients, Keycloak) runs on workers alone: none of those pod specs tolerates the taint.
+#[test]
+fn the_images_for_every_node_are_those_of_pods_that_tolerate_the_control_plane() {
+    use meshcheck::checks::image_architectures::{cluster_images, repository, runs_on_every_node};
+    let Some((_, releases)) = rendered("ambient-kind") else { return };
+    let mut tolerating: BTreeMap<String, bool> = BTreeMap::new();
+    for o in releases.values().flat_map(|r| &r.objects) {
+        let Some(spec) = o.pointer("/spec/template/spec").or_else(|| o.pointer("/spec/jobTemplate/spec/template/spec"))
+        else {
+            continue;
+        };
+        for c in ["containers", "initContainers"].iter().flat_map(|k| spec[*k].as_array().into_iter().flatten()) {
+            let image = repository(c["image"].as_str().unwrap_or_default()).to_string();
+            *tolerating.entry(image).or_default() |= tolerates_control_plane(spec);
+        }
+    }
+    assert!(tolerating.len() >= 10, "the charts render pod templates: {tolerating:#?}");
+    let s = Scenario::from_path(&root().join("scenarios/ambient-kind.yaml")).unwrap();
+    // ../shared/upstream holds kube-prometheus-stack without its node-exporter and
+    // kube-state-metrics subcharts (sim::helm::with_present_dependencies), so their pods are not
+    // rendered here: node-exporter's tolerate every NoSchedule taint (prometheus-community
+    // helm-charts charts/prometheus-node-exporter values.yaml `tolerations: [{effect: NoSchedule,
+    // operator: Exists}]`), kube-state-metrics' none.
+    let not_rendered_here =
+        [("quay.io/prometheus/node-exporter", true), ("registry.k8s.io/kube-state-metrics/kube-state-metrics", false)];
+    tolerating.extend(not_rendered_here.map(|(repo, tolerates)| (repo.to_string(), tolerates)));
+    let mut wrong = Vec::new();
+    for image in cluster_images(&s).refs {
+        let rendered = tolerating.get(repository(&image)).copied().unwrap_or(false);
+        if runs_on_every_node(&image) != rendered {
+            wrong.push(format!(
+                "{image}: meshcheck says every node {}, the charts' tolerations {rendered}",
+                runs_on_every_node(&image)
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}\nrendered: {tolerating:#?}");
+}

@@ -396,6 +396,42 @@ fn a_cached_image_archive_is_loaded_before_cilium_beside_what_does_not_need_it()
     assert!(command_lines(&plan_of("ambient-kind"), "provision").iter().all(|l| !l.contains("image-archive")));
 }
 
+/// Issue 22, item 3: a workload archive goes into kind's worker nodes alone (kind v0.31.0 names
+/// them `<cluster>-worker`, `<cluster>-worker2`; the control plane runs only what tolerates its
+/// taint), into every node on k3d; and with an archive, Cilium's images are named by tag, the name
+/// the archive keeps, where the chart would pin the index digest.
+#[test]
+fn a_workload_archive_goes_to_the_workers_and_archives_name_ciliums_images_by_tag() {
+    for (name, load) in [
+        (
+            "ambient-kind",
+            "kind load image-archive /cache/workloads.tar --name meshcheck-run-id --nodes meshcheck-run-id-worker,meshcheck-run-id-worker2",
+        ),
+        ("ambient-k3d", "k3d image import /cache/workloads.tar --cluster meshcheck-run-id"),
+    ] {
+        let text = std::fs::read_to_string(root().join(format!("scenarios/{name}.yaml"))).unwrap();
+        let cached = text.replace("cluster:\n", "cluster:\n  workload_image_archive: /cache/workloads.tar\n");
+        let p = plan::build(&Scenario::from_yaml(&cached, name).unwrap(), &RunContext::for_plan());
+        step(&p, load);
+        let values = p
+            .steps()
+            .find_map(|(_, s)| match &s.step {
+                plan::Step::WriteFile { path, content, .. } if path.ends_with("cilium-cluster.yaml") => {
+                    Some(content.clone())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let values: serde_json::Value = serde_saphyr::from_str(&values).unwrap();
+        for at in ["/image/useDigest", "/operator/image/useDigest", "/envoy/image/useDigest"] {
+            assert_eq!(values.pointer(at), Some(&serde_json::json!(false)), "{name} {at}: {values}");
+        }
+        let plain = plan::build(&Scenario::from_yaml(&text, name).unwrap(), &RunContext::for_plan());
+        let lines = command_lines(&plain, "provision");
+        assert!(lines.iter().all(|l| !l.contains("image-archive") && !l.contains("image import")), "{lines:#?}");
+    }
+}
+
 /// A `checks:` subset installs only the parts of the observability stack its checks read.
 #[test]
 fn a_checks_subset_installs_only_what_its_checks_read() {

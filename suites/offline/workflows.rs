@@ -334,3 +334,121 @@ fn the_licence_cargo_toml_names_is_in_license() {
     );
     assert!(text.contains("END OF TERMS AND CONDITIONS") && text.contains("APPENDIX: How to apply the Apache License"));
 }
+
+/// The run text of a nightly step, by name.
+fn nightly_step(name: &str) -> String {
+    let w = workflow("nightly.yml");
+    let steps = w["jobs"]["conformance"]["steps"].as_array().unwrap().clone();
+    let step = steps.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("nightly step {name}"));
+    step["run"].as_str().unwrap().to_string()
+}
+
+/// Runs a nightly step's script with bash from the repository root, with a stand-in `docker` that
+/// logs its arguments (one call a line) and writes what `save -o` names; the real meshcheck binary
+/// stands for `target/debug/meshcheck`.
+fn run_nightly_step(name: &str, work: &Path, scenario: &str) -> Output {
+    let bin = work.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let docker = bin.join("docker");
+    std::fs::write(
+        &docker,
+        format!(
+            "#!/usr/bin/env bash\necho \"$*\" >> {log}\ncase \"$1\" in\n  save) out=\"\"; while [ $# -gt 0 ]; do [ \"$1\" = -o ] && out=$2; shift; done; : > \"$out\";;\n  image) exit 1;;\nesac\n",
+            log = work.join("docker.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = nightly_step(name)
+        .replace("cargo build --quiet --bin meshcheck\n", "")
+        .replace("target/debug/meshcheck", env!("CARGO_BIN_EXE_meshcheck"));
+    std::fs::create_dir_all(work.join("home")).unwrap();
+    std::fs::create_dir_all(work.join("tmp")).unwrap();
+    Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(root())
+        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+        .env("HOME", work.join("home"))
+        .env("RUNNER_TEMP", work.join("tmp"))
+        .env("RUNNER_ARCH", "X64")
+        .env("GITHUB_OUTPUT", work.join("github-output"))
+        .env("MESHCHECK_SCENARIO", scenario)
+        .output()
+        .unwrap()
+}
+
+/// Issue 22, item 3: the nightly's image cache, run as the workflow runs it with a stand-in
+/// docker. Every image is pulled for one platform; each digest-pinned one is tagged by its tag
+/// (a save of a digest reference keeps no name, and the node would pull it anyway) and saved by
+/// that name; what every node runs goes into one archive, what only workloads run into another;
+/// and the scenario the suite then runs loads both, the workload archive into the workers alone.
+#[test]
+fn the_nightly_image_cache_saves_names_and_splits_every_node_from_workload_images() {
+    let work = tempfile::tempdir().unwrap();
+    let scenario = "scenarios/ambient-kind.yaml";
+    for step in ["List the pinned images", "Pull and save the images (cache miss)", "Use the cached images"] {
+        let out = run_nightly_step(step, work.path(), scenario);
+        assert!(
+            out.status.success(),
+            "{step}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if step == "Use the cached images" {
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                said.contains("node image kindest/node:"),
+                "the load says whether the node image was found: {said}"
+            );
+        }
+    }
+    let log = std::fs::read_to_string(work.path().join("docker.log")).unwrap();
+    let calls: Vec<&str> = log.lines().collect();
+    let all = std::fs::read_to_string(work.path().join("tmp/all-images.txt")).unwrap();
+    let digest_pinned: Vec<&str> = all.lines().filter(|i| i.contains('@')).collect();
+    assert!(digest_pinned.len() >= 4, "the node image and Cilium's three are digest-pinned: {digest_pinned:?}");
+    for image in all.lines() {
+        assert!(
+            calls.iter().any(|c| c.starts_with("pull ") && c.contains("--platform linux/") && c.ends_with(image)),
+            "{image} pulled: {calls:#?}"
+        );
+    }
+    for image in &digest_pinned {
+        let (named, digest) = image.split_once('@').unwrap();
+        let repo = named.rsplit_once(':').unwrap().0;
+        assert!(
+            calls.contains(&format!("tag {repo}@{digest} {named}").as_str()),
+            "{image} tagged by its tag: {calls:#?}"
+        );
+    }
+    let saves: Vec<&str> = calls.iter().copied().filter(|c| c.starts_with("save ")).collect();
+    assert!(
+        saves.iter().all(|s| s.contains("--platform linux/") && !s.contains('@')),
+        "saved by name, one platform: {saves:#?}"
+    );
+    let every = std::fs::read_to_string(work.path().join("tmp/every-node-images.txt")).unwrap();
+    let workloads = std::fs::read_to_string(work.path().join("tmp/workload-images.txt")).unwrap();
+    assert!(
+        every.contains("quay.io/cilium/cilium:") && every.contains("/ztunnel:") && !every.contains("pilot"),
+        "{every}"
+    );
+    assert!(
+        workloads.contains("/pilot:") && workloads.contains("curlimages") && !workloads.contains("cilium"),
+        "{workloads}"
+    );
+    let save_of = |archive: &str| {
+        saves.iter().find(|s| s.contains(archive)).unwrap_or_else(|| panic!("{archive}: {saves:#?}")).to_string()
+    };
+    for image in every.lines() {
+        assert!(save_of("every-node.tar").contains(image.split('@').next().unwrap()), "{image} in every-node.tar");
+    }
+    for image in workloads.lines() {
+        assert!(save_of("workloads.tar").contains(image.split('@').next().unwrap()), "{image} in workloads.tar");
+    }
+    assert!(save_of("node.tar").contains("kindest/node:") && !save_of("node.tar").contains("cilium"));
+    let edited = work.path().join("tmp/scenario.yaml");
+    let s = meshcheck::scenario::Scenario::from_path(&edited).unwrap_or_else(|e| panic!("the edited scenario: {e}"));
+    let home = work.path().join("home/image-cache");
+    assert_eq!(s.cluster.image_archive.as_deref(), Some(home.join("every-node.tar").to_str().unwrap()));
+    assert_eq!(s.cluster.workload_image_archive.as_deref(), Some(home.join("workloads.tar").to_str().unwrap()));
+}
