@@ -386,7 +386,12 @@ fn run_nightly_step(name: &str, work: &Path, scenario: &str) -> Output {
 fn the_nightly_image_cache_saves_names_and_splits_every_node_from_workload_images() {
     let work = tempfile::tempdir().unwrap();
     let scenario = "scenarios/ambient-kind.yaml";
-    for step in ["List the pinned images", "Pull and save the images (cache miss)", "Use the cached images"] {
+    for step in [
+        "List the pinned images",
+        "Pull and save the in-cluster images (cache miss)",
+        "Pull and save the node image (cache miss)",
+        "Use the cached images",
+    ] {
         let out = run_nightly_step(step, work.path(), scenario);
         assert!(
             out.status.success(),
@@ -437,7 +442,8 @@ fn the_nightly_image_cache_saves_names_and_splits_every_node_from_workload_image
         "{workloads}"
     );
     let save_of = |archive: &str| {
-        saves.iter().find(|s| s.contains(archive)).unwrap_or_else(|| panic!("{archive}: {saves:#?}")).to_string()
+        let out = format!("/{archive} ");
+        saves.iter().find(|s| s.contains(&out)).unwrap_or_else(|| panic!("{archive}: {saves:#?}")).to_string()
     };
     for image in every.lines() {
         assert!(save_of("every-node.tar").contains(image.split('@').next().unwrap()), "{image} in every-node.tar");
@@ -446,9 +452,18 @@ fn the_nightly_image_cache_saves_names_and_splits_every_node_from_workload_image
         assert!(save_of("workloads.tar").contains(image.split('@').next().unwrap()), "{image} in workloads.tar");
     }
     assert!(save_of("node.tar").contains("kindest/node:") && !save_of("node.tar").contains("cilium"));
+    // kind and k3d cells of one architecture share the in-cluster entry; the node image's is their own.
+    let k3d = tempfile::tempdir().unwrap();
+    assert!(run_nightly_step("List the pinned images", k3d.path(), "scenarios/ambient-k3d.yaml").status.success());
+    let key = |dir: &Path, name: &str| {
+        let out = std::fs::read_to_string(dir.join("github-output")).unwrap();
+        out.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap().to_string()
+    };
+    assert_eq!(key(work.path(), "cluster-key"), key(k3d.path(), "cluster-key"));
+    assert_ne!(key(work.path(), "node-key"), key(k3d.path(), "node-key"));
     let edited = work.path().join("tmp/scenario.yaml");
     let s = meshcheck::scenario::Scenario::from_path(&edited).unwrap_or_else(|e| panic!("the edited scenario: {e}"));
-    let home = work.path().join("home/image-cache");
+    let home = work.path().join("home/image-cache/cluster");
     assert_eq!(s.cluster.image_archive.as_deref(), Some(home.join("every-node.tar").to_str().unwrap()));
     assert_eq!(s.cluster.workload_image_archive.as_deref(), Some(home.join("workloads.tar").to_str().unwrap()));
 }
