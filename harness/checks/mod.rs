@@ -14,6 +14,7 @@ use crate::{
     scenario::Scenario,
 };
 
+pub mod bundle;
 pub mod cilium_prerequisites;
 pub(crate) mod enforcement;
 pub mod gateway_binding;

@@ -83,6 +83,9 @@ pub fn junit(record: &RunRecord) -> Report {
                 out.push_str(&format!("evidence: {root}/{e}\n"));
             }
         }
+        if let Some(b) = record.bundle.as_ref().filter(|b| b.trigger == r.trial_name()) {
+            out.push_str(&format!("diagnostic bundle: {} ({} files, {} KiB)\n", b.index, b.files, b.bytes / 1024));
+        }
         if !out.is_empty() {
             case.set_system_out(xml_chars(&out));
         }

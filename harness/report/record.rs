@@ -107,6 +107,24 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
     /// Every result so far, in order.
     pub results: Vec<TrialResult>,
+    /// The diagnostic bundle written at the first failure, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRecord>,
+}
+
+/// Where the diagnostic bundle is and what started it (its `index.json` says what it holds).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BundleRecord {
+    /// Its index, relative to the run folder (`evidence/bundle/index.json`).
+    pub index: String,
+    /// The trial whose failure started it (`checks::traces`).
+    pub trigger: String,
+    /// How many files it holds.
+    pub files: usize,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How many parts could not be collected (each is named in the index).
+    pub missing: usize,
 }
 
 impl RunRecord {

@@ -75,6 +75,17 @@ pub fn summary(record: &RunRecord, service_graph: &[ServiceEdge], failed_command
         ));
     }
     md.push_str(&failures(results, failed_commands));
+    if let Some(b) = &record.bundle {
+        md.push_str(&format!(
+            "\n## Diagnostic bundle\n\nTaken at the first failure (`{}`): [{}]({}), {} files, {} KiB{}. Logs, events, ztunnel config dumps, istiod's debug endpoints, Cilium's status and the policies in force, redacted.\n",
+            b.trigger,
+            b.index,
+            b.index,
+            b.files,
+            b.bytes / 1024,
+            if b.missing > 0 { format!("; {} parts could not be collected (listed in the index)", b.missing) } else { String::new() }
+        ));
+    }
     if results.iter().any(|r| r.suite == "candidate") {
         md.push_str(&gate_table(record));
     }

@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use crate::{plan::Plan, scenario::Scenario};
 
 mod cleanup;
+mod diagnostics;
 mod executor;
 mod reporting;
 mod session;

@@ -212,5 +212,6 @@ fn first_record(scenario: &Scenario, run_id: String) -> RunRecord {
         phase_durations_secs: BTreeMap::new(),
         steps: Vec::new(),
         results: Vec::new(),
+        bundle: None,
     }
 }

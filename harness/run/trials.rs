@@ -93,6 +93,7 @@ impl Session {
                 }
             }
         };
+        self.bundle_on_first_failure(phase, &trial.trial_name(), &verdict);
         self.record_trial(trial, &verdict, evidence_root, collected, timing);
         verdict
     }

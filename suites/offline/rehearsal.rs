@@ -205,6 +205,8 @@ fn assert_all_pass(r: &Rehearsal, out: &Output) {
         failed.join("\n"),
         tail(&String::from_utf8_lossy(&out.stderr), 40)
     );
+    // Issue 25, item 6: a run without a failure takes no diagnostic bundle.
+    assert!(record.bundle.is_none() && !r.run_dir().join("evidence/bundle").exists(), "{:?}", record.bundle);
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -620,6 +622,67 @@ fn fault_tempo_never_receiving_traces_fails_traces() {
         |t| only_checks(t, &["traces"]),
         &[("checks::traces", Outcome::Fail, "never arrived in Tempo")],
     );
+}
+
+/// Issue 25, item 6: the first failure (here traces, on a kind cluster whose Tempo drops every
+/// span) takes the diagnostic bundle while the cluster is still there: the mesh's and Cilium's
+/// pods, events and container logs, each ztunnel's config dump, the policies in force; what the
+/// cluster could not give (istiod's debug endpoints, `cilium-dbg` in the simulated agents) is named
+/// in the index. It holds none of the cluster's Secret values, and run.json, the failing JUnit case
+/// and summary.md point at it.
+#[test]
+fn the_first_failure_takes_a_redacted_diagnostic_bundle_linked_from_the_reports() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { tempo_drops_traces: true, ..Faults::default() };
+    let r = fault(
+        "kind",
+        "ambient-kind",
+        faults,
+        |t| only_checks(t, &["mtls", "traces"]),
+        &[("checks::traces", Outcome::Fail, "never arrived in Tempo")],
+    );
+    let record = r.record();
+    let bundle = record.bundle.clone().expect("a bundle in run.json");
+    assert_eq!(bundle.trigger, "checks::traces");
+    let index: meshcheck::checks::bundle::Index =
+        serde_json::from_slice(&std::fs::read(r.run_dir().join(&bundle.index)).unwrap()).unwrap();
+    let files: Vec<&str> = index.files.iter().map(|f| f.path.as_str()).collect();
+    for needed in [
+        "bundle/pods-istio-system.json",
+        "bundle/events-book-info.json",
+        "bundle/policies/ciliumclusterwidenetworkpolicies.json",
+        "bundle/policies/peerauthentications.json",
+    ] {
+        assert!(files.contains(&needed), "{needed} in {files:#?}");
+    }
+    assert!(
+        files.iter().any(|f| f.starts_with("bundle/logs/istio-system/istiod-") && f.ends_with("/discovery.log")),
+        "{files:#?}"
+    );
+    assert!(files.iter().any(|f| f.starts_with("bundle/logs/kube-system/cilium-")), "{files:#?}");
+    assert_eq!(files.iter().filter(|f| f.ends_with("config_dump.json")).count(), 3, "one per node: {files:#?}");
+    assert!(index.missing.iter().any(|m| m.contains("syncz")), "{:#?}", index.missing);
+    assert_eq!(bundle.files, index.files.len());
+    let on_disk: u64 =
+        index.files.iter().map(|f| std::fs::metadata(r.run_dir().join("evidence").join(&f.path)).unwrap().len()).sum();
+    assert_eq!(on_disk, index.bytes);
+    for f in &index.files {
+        let text = std::fs::read_to_string(r.run_dir().join("evidence").join(&f.path)).unwrap();
+        for secret in r.sim.secret_values().iter().filter(|v| v.len() >= 8) {
+            assert!(!text.contains(secret.as_str()), "{} holds a Secret value", f.path);
+        }
+    }
+    // Every log the run read was bounded (the simulated API server notes each request's options).
+    let logs: Vec<String> = r.sim.calls().into_iter().filter(|c| c.starts_with("log ")).collect();
+    assert!(logs.len() > 20, "{logs:#?}");
+    assert!(logs.iter().all(|c| c.contains("tailLines=") && c.contains("limitBytes=")), "{logs:#?}");
+    let junit = std::fs::read_to_string(r.run_dir().join("junit.xml")).unwrap();
+    let case = junit.split("<testcase").find(|c| c.contains("name=\"traces\"")).unwrap();
+    assert!(case.contains("diagnostic bundle: evidence/bundle/index.json"), "{case}");
+    let summary = std::fs::read_to_string(r.run_dir().join("summary.md")).unwrap();
+    assert!(summary.contains("## Diagnostic bundle") && summary.contains("(evidence/bundle/index.json)"), "{summary}");
 }
 
 #[test]

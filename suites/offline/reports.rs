@@ -45,6 +45,7 @@ fn record(results: Vec<TrialResult>) -> RunRecord {
         phase_durations_secs: BTreeMap::from([("checks".to_string(), 4.5)]),
         steps: Vec::new(),
         results,
+        bundle: None,
     }
 }
 

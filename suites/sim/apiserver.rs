@@ -502,6 +502,67 @@ fn delete(shared: &Arc<Shared>, group: &str, plural: &str, ns: &str, name: &str,
     json_reply(StatusCode::OK, &gone)
 }
 
+/// `GET pods/{name}/log` with `PodLogOptions` as the API server reads them (k8s.io/kubernetes
+/// v1.35 pkg/registry/core/pod/strategy.go `LogLocation`: a pod of several containers needs
+/// `container`, which must be one of them; `previous` needs a container that restarted), then
+/// `tailLines` (the last lines) and `limitBytes` (the first bytes of those). The call is noted
+/// with its options.
+fn pod_log(shared: &Shared, ns: &str, name: &str, q: &BTreeMap<String, Vec<String>>) -> Response<Body> {
+    let pod = shared.lock().store.get("", "pods", ns, name).cloned();
+    let Some(pod) = pod else { return not_found("pods", name) };
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
+    let container = match first(q, "container") {
+        Some(c) if containers.iter().any(|n| n == c) => c.to_string(),
+        Some(c) => return status_error(400, "BadRequest", &format!("container {c} is not valid for pod {name}")),
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return status_error(
+                400,
+                "BadRequest",
+                &format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                ),
+            );
+        }
+    };
+    let restarted = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|s| s["name"] == container.as_str() && s["restartCount"].as_u64().unwrap_or(0) > 0);
+    if first(q, "previous") == Some("true") && !restarted {
+        return status_error(
+            400,
+            "BadRequest",
+            &format!("previous terminated container \"{container}\" in pod \"{name}\" not found"),
+        );
+    }
+    let options: Vec<String> = ["tailLines", "limitBytes", "sinceSeconds", "previous"]
+        .iter()
+        .filter_map(|k| first(q, k).map(|v| format!("{k}={v}")))
+        .collect();
+    shared.note(format!("log {ns}/{name}/{container} {}", options.join(" ")));
+    let Some(mut text) = services::pod_log(shared, ns, name) else { return not_found("pods", name) };
+    if let Some(n) = first(q, "tailLines").and_then(|n| n.parse::<usize>().ok()) {
+        let lines: Vec<&str> = text.lines().collect();
+        text = lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("{l}\n")).collect();
+    }
+    if let Some(n) = first(q, "limitBytes").and_then(|n| n.parse::<usize>().ok())
+        && text.len() > n
+    {
+        text = String::from_utf8_lossy(&text.as_bytes()[..n]).into_owned();
+    }
+    respond(StatusCode::OK, "text/plain", text)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn subresource(
     shared: Arc<Shared>,
@@ -522,10 +583,7 @@ async fn subresource(
             let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             services::proxy(&shared, ns, name, &path, &accept).await
         }
-        ("pods", "log") => match services::pod_log(&shared, ns, name) {
-            Some(text) => respond(StatusCode::OK, "text/plain", text),
-            None => not_found("pods", name),
-        },
+        ("pods", "log") => pod_log(&shared, ns, name, q),
         ("pods", "exec" | "portforward") => {
             let pod = shared.lock().store.get("", "pods", ns, name).cloned();
             let Some(pod) = pod else { return not_found("pods", name) };
