@@ -48,6 +48,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("manifests/keycloak.yaml", include_str!("../../fixtures/manifests/keycloak.yaml")),
     ("values/kiali-openid.yaml", include_str!("../../fixtures/values/kiali-openid.yaml")),
     ("images.yaml", include_str!("../../fixtures/images.yaml")),
+    ("known-issues.yaml", include_str!("../../fixtures/known-issues.yaml")),
 ];
 
 /// The folder that overrides the embedded fixtures, if any.

@@ -15,6 +15,7 @@ use crate::{common::util::write_atomic, evidence::ServiceEdge, redact::redact};
 mod compare;
 mod gantt;
 mod junit;
+pub mod known_issues;
 mod record;
 mod summary;
 

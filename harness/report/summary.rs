@@ -10,7 +10,7 @@ use crate::{
 use super::{
     compare::{Change, Comparison, compare},
     gantt::{gantt, mermaid_graph},
-    record::{RunRecord, TrialResult, blocked_by, did_not_pass, failure_details, headline, parse_time, root_cause},
+    record::{RunRecord, blocked_by, did_not_pass, failure_details, headline, parse_time, root_cause},
 };
 
 /// `summary.md`, the GitHub job summary: what stopped the run (if anything) first, versions, a
@@ -74,7 +74,7 @@ pub fn summary(record: &RunRecord, service_graph: &[ServiceEdge], failed_command
             table_cell(&headline(results, index))
         ));
     }
-    md.push_str(&failures(results, failed_commands));
+    md.push_str(&failures(record, failed_commands));
     if let Some(b) = &record.bundle {
         md.push_str(&format!(
             "\n## Diagnostic bundle\n\nTaken at the first failure (`{}`): [{}]({}), {} files, {} KiB{}. Logs, events, ztunnel config dumps, istiod's debug endpoints, Cilium's status and the policies in force, redacted.\n",
@@ -113,8 +113,9 @@ fn icon(outcome: Outcome) -> &'static str {
 
 /// The failed and errored trials, root cause first: each with its reason as the summary of a
 /// `<details>` block that holds its [`failure_details`], the root cause's open (a preflight's list
-/// of fixes is what the reader came for).
-fn failures(results: &[TrialResult], commands: &[CommandRecord]) -> String {
+/// of fixes is what the reader came for), and after it any known upstream issue that explains it.
+fn failures(record: &RunRecord, commands: &[CommandRecord]) -> String {
+    let results = &record.results;
     let cause = root_cause(results);
     let mut order: Vec<usize> = cause.into_iter().collect();
     order.extend((0..results.len()).filter(|&i| Some(i) != cause && did_not_pass(results[i].verdict.outcome)));
@@ -138,6 +139,7 @@ fn failures(results: &[TrialResult], commands: &[CommandRecord]) -> String {
             md.push_str(&fenced(&details));
         }
         md.push_str("\n</details>\n");
+        md.push_str(&super::known_issues::citations(record, r));
     }
     md
 }
