@@ -136,33 +136,54 @@ impl Owned {
     /// before the run's first install, saying in the log what was deleted.
     pub async fn delete(&self, live: &Live, crd_groups: &[String]) -> Result<(), LiveError> {
         let objects: Vec<OwnedObject> = self.objects.lock().expect("owned lock").iter().rev().cloned().collect();
-        let mut deleted = Vec::new();
-        within(MUTATION_DEADLINE, "delete what the run installed outside its namespaces", async {
+        let (mut deleted, mut failed) = (Vec::new(), Vec::new());
+        // One failure does not keep the rest: each object is tried, then the CRDs.
+        let objects_done = within(MUTATION_DEADLINE, "delete what the run installed outside its namespaces", async {
             let discovery = live.discover().await?;
             for owned in &objects {
-                let (ar, caps) = resolve(&discovery, &owned.object)?;
+                let (ar, caps) = match resolve(&discovery, &owned.object) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        failed.push(e.to_string());
+                        continue;
+                    }
+                };
                 let name = owned.object.metadata.name.clone().unwrap_or_default();
                 let api = live.api_for(&owned.object, &ar, &caps, owned.object.metadata.namespace.as_deref());
-                if by_uid(&api, &name, &owned.uid).await.map_err(kube_err(format!("delete {} {name}", ar.kind)))? {
-                    deleted.push(format!("{} {name}", ar.kind));
+                match by_uid(&api, &name, &owned.uid).await {
+                    Ok(true) => deleted.push(format!("{} {name}", ar.kind)),
+                    Ok(false) => {}
+                    Err(e) => failed.push(kube_err(format!("delete {} {name}", ar.kind))(e).to_string()),
                 }
             }
             Ok(())
         })
-        .await?;
+        .await;
+        if let Err(e) = objects_done {
+            failed.push(e.to_string());
+        }
         if let Some(before) = self.crds_before.get() {
-            deleted.extend(delete_new_crds(live, before, crd_groups).await?);
+            match delete_new_crds(live, before, crd_groups, &mut failed).await {
+                Ok(crds) => deleted.extend(crds),
+                Err(e) => failed.push(e.to_string()),
+            }
         }
         tracing::info!("deleted what the run installed: [{}]", deleted.join(", "));
-        Ok(())
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(LiveError::Http { what: "delete what the run installed".into(), message: failed.join("; ") })
+        }
     }
 }
 
-/// Deletes, each by uid, the CRDs of `crd_groups` not among `before`; returns what went.
+/// Deletes, each by uid, the CRDs of `crd_groups` not among `before`; returns what went, and adds
+/// to `failed` each that could not be deleted.
 async fn delete_new_crds(
     live: &Live,
     before: &BTreeSet<String>,
     crd_groups: &[String],
+    failed: &mut Vec<String>,
 ) -> Result<Vec<String>, LiveError> {
     let mut deleted = Vec::new();
     let api: Api<CustomResourceDefinition> = Api::all(live.client.clone());
@@ -173,8 +194,10 @@ async fn delete_new_crds(
             if before.contains(&name) || !in_groups(&crd.spec.group, crd_groups) {
                 continue;
             }
-            if by_uid(&api, &name, &uid).await.map_err(kube_err(format!("delete CustomResourceDefinition {name}")))? {
-                deleted.push(format!("CustomResourceDefinition {name}"));
+            match by_uid(&api, &name, &uid).await {
+                Ok(true) => deleted.push(format!("CustomResourceDefinition {name}")),
+                Ok(false) => {}
+                Err(e) => failed.push(kube_err(format!("delete CustomResourceDefinition {name}"))(e).to_string()),
             }
         }
         Ok(deleted)

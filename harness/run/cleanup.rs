@@ -143,6 +143,13 @@ impl Session {
                 };
                 format!("cluster {c} may be left: delete it with `meshcheck gc --delete` (or `{by_hand}`)")
             }
+            None if self.scenario.installs() => format!(
+                "namespaces labelled {label}={run} may be left: delete them with `kubectl delete namespace -l {label}={run}`; \
+                 and what the run installed: its helm releases (`helm list -A`; delete the Kiali CR istio-system/kiali before \
+                 `helm uninstall kiali-operator`), the CiliumClusterwideNetworkPolicy allow-ambient-hostprobes and the CRDs of \
+                 istio.io, gateway.networking.k8s.io, monitoring.coreos.com and kiali.io if the cluster had none before",
+                label = crate::common::names::RUN_LABEL
+            ),
             None => format!(
                 "namespaces labelled {label}={run} may be left: delete them with `kubectl delete namespace -l {label}={run}`",
                 label = crate::common::names::RUN_LABEL

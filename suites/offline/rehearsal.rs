@@ -1648,3 +1648,36 @@ fn settled_objects(r: &Rehearsal) -> std::collections::BTreeMap<Key, String> {
         seen = now;
     }
 }
+
+/// Issue 26: when taking back an existing-cluster install fails half-way (here the API server
+/// refuses to delete the CiliumClusterwideNetworkPolicy the install applied), the other cleanup
+/// steps still run (every release uninstalled, the namespaces deleted) and the verdict names the
+/// step that failed and everything that may be left, with how to remove it.
+#[test]
+fn a_failed_existing_install_cleanup_names_what_may_be_left() {
+    let faults = Faults { mesh_absent: true, ccnp_delete_fails: true, ..Faults::default() };
+    let Some(r) = Rehearsal::new("existing", faults) else { return };
+    let scenario =
+        r.scenario("existing-cluster", |t| only_checks(t.replace("install: false", "install: true"), &["mtls"]));
+    let out = r.run(&scenario);
+    assert!(!out.status.success(), "a cleanup that failed must not pass");
+    assert_verdicts(
+        &r,
+        &[
+            ("checks::mtls", Outcome::Pass, ""),
+            ("cleanup::phase", Outcome::Error, "delete what the run installed"),
+            ("cleanup::phase", Outcome::Error, "helm list -A"),
+            ("cleanup::phase", Outcome::Error, "allow-ambient-hostprobes"),
+        ],
+    );
+    // A checks subset installs only the Istio charts: five releases, all uninstalled; Istio's CRDs
+    // deleted though the policy's deletion failed before them; the namespaces deleted last.
+    let calls = r.sim.calls();
+    assert_eq!(calls.iter().filter(|c| c.starts_with("helm uninstall")).count(), 5, "{calls:#?}");
+    let telemetry_crd = "delete customresourcedefinitions /telemetries.telemetry.istio.io";
+    assert!(calls.iter().any(|c| c.starts_with(telemetry_crd)), "{calls:#?}");
+    assert!(
+        calls.iter().any(|c| c.starts_with("delete namespaces /istio-system")),
+        "the namespaces still go: {calls:#?}"
+    );
+}
