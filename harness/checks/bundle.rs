@@ -7,8 +7,8 @@
 //! - pods and events of the mesh's and Cilium's namespaces, and each container's log (its previous
 //!   one too when it restarted: a crash loop's cause is there);
 //! - each serving ztunnel's `/config_dump` (admin port 15000);
-//! - istiod's `/debug/syncz` and `/debug/registryz` (monitoring port 15014; istio 1.30.3
-//!   pilot/pkg/xds/debug.go registers them there);
+//! - istiod's `/debug/syncz` and `/debug/registryz` (istio pilot/pkg/xds/debug.go `InitDebug`
+//!   registers them on the monitoring mux, port 15014; a refusal lands in the index);
 //! - each Cilium agent's `cilium-dbg status --verbose` (cilium 1.19 ships the agent CLI as
 //!   `cilium-dbg`);
 //! - the policies in force: Kubernetes NetworkPolicies, Cilium's namespaced and cluster-wide
@@ -118,6 +118,14 @@ impl Writer<'_> {
         }
     }
 
+    /// Keeps a file the cluster gave, or records why it did not.
+    fn keep(&mut self, rel: &str, got: Result<Vec<u8>, LiveError>) {
+        match got {
+            Ok(bytes) => self.put(rel, &bytes, FILE_BYTES),
+            Err(e) => self.lack(rel, &e),
+        }
+    }
+
     /// Records what `what` could not give.
     fn lack(&mut self, what: &str, e: &LiveError) {
         self.index.missing.push(format!("{what}: {}", crate::redact::redact(&e.to_string())));
@@ -138,10 +146,7 @@ pub async fn collect(live: &Live, trigger: &str) -> Index {
     istiod_debug(&mut w).await;
     cilium_status(&mut w).await;
     for (name, path) in POLICIES {
-        match live.get_raw(path).await {
-            Ok(list) => w.put(&format!("policies/{name}.json"), &list, FILE_BYTES),
-            Err(e) => w.lack(&format!("policies/{name}"), &e),
-        }
+        w.keep(&format!("policies/{name}.json"), live.get_raw(path).await);
     }
     let index = w.index;
     if let Err(e) = live.evidence.write_json(INDEX, &index) {
@@ -158,10 +163,7 @@ async fn pods_events_logs(w: &mut Writer<'_>, ns: &str, selector: &str) {
         Err(e) => return w.lack(&format!("pods of {ns}"), &e),
     };
     w.put(&format!("pods-{ns}.json"), &list, FILE_BYTES);
-    match w.live.get_raw(&format!("/api/v1/namespaces/{ns}/events")).await {
-        Ok(events) => w.put(&format!("events-{ns}.json"), &events, FILE_BYTES),
-        Err(e) => w.lack(&format!("events of {ns}"), &e),
-    }
+    w.keep(&format!("events-{ns}.json"), w.live.get_raw(&format!("/api/v1/namespaces/{ns}/events")).await);
     let pods: Value = serde_json::from_slice(&list).unwrap_or(Value::Null);
     for pod in kjson::items(&pods).iter().take(PODS_PER_NAMESPACE) {
         let name = kjson::name(pod);
@@ -204,10 +206,8 @@ async fn ztunnel_dumps(w: &mut Writer<'_>) {
     let pods: Value = serde_json::from_slice(&list).unwrap_or(Value::Null);
     for pod in super::ztunnel::serving(&pods) {
         let (name, node) = (kjson::name(pod), super::ztunnel::node_of(pod));
-        match w.live.pod_get("istio-system", name, 15000, "/config_dump").await {
-            Ok(dump) => w.put(&format!("ztunnel/{node}/config_dump.json"), &dump, FILE_BYTES),
-            Err(e) => w.lack(&format!("ztunnel/{node}/config_dump"), &e),
-        }
+        let dump = w.live.pod_get("istio-system", name, 15000, "/config_dump").await;
+        w.keep(&format!("ztunnel/{node}/config_dump.json"), dump);
     }
 }
 
@@ -220,10 +220,8 @@ async fn istiod_debug(w: &mut Writer<'_>) {
     for pod in istiods {
         let name = pod.metadata.name.unwrap_or_default();
         for endpoint in ["syncz", "registryz"] {
-            match w.live.pod_get("istio-system", &name, 15014, &format!("/debug/{endpoint}")).await {
-                Ok(body) => w.put(&format!("istiod/{name}/{endpoint}.json"), &body, FILE_BYTES),
-                Err(e) => w.lack(&format!("istiod/{name}/{endpoint}"), &e),
-            }
+            let body = w.live.pod_get("istio-system", &name, 15014, &format!("/debug/{endpoint}")).await;
+            w.keep(&format!("istiod/{name}/{endpoint}.json"), body);
         }
     }
 }
