@@ -400,6 +400,19 @@ fn apply(
     let Some(applied) = parse_body(body) else { return status_error(400, "BadRequest", "invalid apply patch") };
     let dry_run = first(q, "dryRun") == Some("All");
     let mut st = shared.lock();
+    let crd = st.store.get("apiextensions.k8s.io", "customresourcedefinitions", "", &format!("{plural}.{group}"));
+    if let Some(field) = crd.and_then(|crd| store::undeclared_fields(crd, &rtype.version, &applied).into_iter().next())
+    {
+        // A plain error of the field manager, which the API server answers as 500 InternalError.
+        return status_error(
+            500,
+            "InternalError",
+            &format!(
+                "failed to create typed patch object ({ns}/{name}; {group}/{}, Kind={}): {field}: field not declared in schema",
+                rtype.version, rtype.kind
+            ),
+        );
+    }
     let existing = st.store.get(group, plural, ns, name).cloned();
     // Admission refuses creations only: an object already in a Terminating namespace can change.
     if rtype.namespaced

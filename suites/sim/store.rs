@@ -317,6 +317,62 @@ pub fn has_finalizers(obj: &Value) -> bool {
     obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
 }
 
+/// The fields of an applied custom resource that its CRD's schema (at the version applied) does
+/// not declare, as `.spec.foo` paths. Server-side apply converts the patch to the schema's type
+/// before anything else and refuses a field it lacks, whatever `fieldValidation` says
+/// (structured-merge-diff v6.4.2 typed/validate.go "field not declared in schema"; k8s.io/apimachinery
+/// v0.37.0 pkg/util/managedfields/internal/structuredmerge.go "failed to create typed patch
+/// object"). Below `x-kubernetes-preserve-unknown-fields`, or an object schema that lists no
+/// properties, anything goes; `metadata`, `apiVersion`, `kind` and `status` are not the schema's.
+pub fn undeclared_fields(crd: &Value, version: &str, applied: &Value) -> Vec<String> {
+    let schema = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == version)
+        .and_then(|v| v.pointer("/schema/openAPIV3Schema"));
+    let Some(schema) = schema else { return Vec::new() };
+    let mut out = Vec::new();
+    for (key, value) in applied.as_object().into_iter().flatten() {
+        if ["metadata", "apiVersion", "kind", "status"].contains(&key.as_str()) {
+            continue;
+        }
+        undeclared_below(schema, key, value, &format!(".{key}"), &mut out);
+    }
+    out
+}
+
+/// [`undeclared_fields`] for the field `key` of an object whose schema is `parent`.
+fn undeclared_below(parent: &Value, key: &str, value: &Value, path: &str, out: &mut Vec<String>) {
+    if parent["x-kubernetes-preserve-unknown-fields"] == true {
+        return;
+    }
+    let declared = parent["properties"].as_object().filter(|p| !p.is_empty());
+    let schema = match (declared.and_then(|p| p.get(key)), &parent["additionalProperties"]) {
+        (Some(schema), _) => schema,
+        (None, Value::Object(_)) => &parent["additionalProperties"],
+        (None, Value::Bool(true)) => return,
+        (None, _) if declared.is_none() => return,
+        (None, _) => return out.push(path.to_string()),
+    };
+    match value {
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                undeclared_below(schema, k, v, &format!("{path}.{k}"), out);
+            }
+        }
+        Value::Array(items) if schema["items"].is_object() => {
+            for (i, item) in items.iter().enumerate() {
+                for (k, v) in item.as_object().into_iter().flatten() {
+                    undeclared_below(&schema["items"], k, v, &format!("{path}[{i}].{k}"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A parsed label selector (`a=b,c!=d,e,!f,g in (h,i)`).
 pub fn selector_matches(selector: &str, labels: &Value) -> bool {
     let label = |k: &str| labels.get(k).and_then(Value::as_str);
