@@ -561,3 +561,37 @@ async fn an_older_gateway_api_bundle_is_not_applied_over_a_newer_one() {
     let (kept, skipped) = live.without_downgrades(&newer, Some("default")).await.unwrap();
     assert_eq!((kept.len(), skipped.len()), (newer.len(), 0));
 }
+
+/// Issue 21: the simulated API server holds a server-side apply to its CRD's schema, as the real
+/// one does whatever `fieldValidation` says (structured-merge-diff's typed conversion): a
+/// ServiceMonitor endpoint with `scrapeInterval` (a field of the Prometheus CR, not of a monitor;
+/// prometheus-operator v0.85.0's CRD as kube-prometheus-stack 77.0.0 installs it) is refused, naming
+/// the field, on the dry run as on the apply; `interval` is accepted; a kind whose schema
+/// preserves unknown fields takes anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apply_with_a_field_its_crd_does_not_declare_is_refused() {
+    use crate::sim::{Faults, Sim};
+    let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
+    let sim = Sim::start(options);
+    let (_, live, _dir) = crate::common::live_on(&sim).await;
+    let monitor = |field: &str| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": "typo", "namespace": "monitoring"},
+            "spec": {"selector": {"matchLabels": {"app": "x"}}, "endpoints": [{"port": "http", field: "15s"}]},
+        }))
+        .unwrap()
+    };
+    for dry_run_first in [true, false] {
+        let refused =
+            live.apply_objects(&[monitor("scrapeInterval")], None, dry_run_first).await.unwrap_err().to_string();
+        assert!(refused.contains(".spec.endpoints[0].scrapeInterval: field not declared in schema"), "{refused}");
+    }
+    live.apply_objects(&[monitor("interval")], None, true).await.unwrap();
+    let policy: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": {"name": "anything-goes"}, "spec": {"whatever": {"deep": [1, 2]}},
+    }))
+    .unwrap();
+    live.apply_objects(&[policy], None, false).await.unwrap();
+}

@@ -155,6 +155,7 @@ fn live_pods(st: &State, d: &Value) -> i64 {
 }
 
 fn reconcile(shared: &Shared, st: &mut State) {
+    st.store.establish_pending();
     terminate_namespaces(st);
     operators(st);
     nodes(shared, st);

@@ -126,6 +126,9 @@ pub struct Store {
     pub types: Vec<ResourceType>,
     pub history: Vec<Change>,
     notify: tokio::sync::watch::Sender<u64>,
+    /// CRDs created and not yet Established: the apiextensions controller establishes them after
+    /// the call that created them ([`Store::establish_pending`]).
+    pending_crds: Vec<Key>,
 }
 
 /// A Secret's `stringData` merged into `data`, base64-encoded, and dropped: it is write-only
@@ -156,6 +159,7 @@ impl Store {
             types: builtins(),
             history: Vec::new(),
             notify: tokio::sync::watch::channel(1000).0,
+            pending_crds: Vec::new(),
         }
     }
 
@@ -163,6 +167,7 @@ impl Store {
     pub fn reset(&mut self) {
         self.objects.clear();
         self.types = builtins();
+        self.pending_crds.clear();
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -254,11 +259,46 @@ impl Store {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         if group == "apiextensions.k8s.io" && plural == "customresourcedefinitions" {
-            obj = self.establish_crd(obj);
+            // A CRD is Established by the apiextensions controller after the create returns (its
+            // kind is served, and in discovery, only then: apiextensions-apiserver v0.37.0
+            // pkg/controller/establish/establishing_controller.go); an update keeps what it has.
+            let established = old.as_ref().is_some_and(|o| {
+                o.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"))
+            });
+            if established {
+                obj = self.establish_crd(obj);
+            } else {
+                obj["status"] = json!({"conditions": []});
+                if !self.pending_crds.contains(&key) {
+                    self.pending_crds.push(key.clone());
+                }
+            }
         }
         self.objects.insert(key, obj.clone());
         self.record(if old.is_some() { "MODIFIED" } else { "ADDED" }, group, plural, obj.clone());
         obj
+    }
+
+    /// Establishes the CRDs created since the last call, as the apiextensions controller does:
+    /// their kinds served and in discovery, their status `Established` (a change watchers see).
+    pub fn establish_pending(&mut self) {
+        for (g, p, ns, name) in std::mem::take(&mut self.pending_crds) {
+            let Some(crd) = self.objects.get(&(g.clone(), p.clone(), ns.clone(), name.clone())).cloned() else {
+                continue;
+            };
+            let mut crd = self.establish_crd(crd);
+            self.rv += 1;
+            crd["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            self.objects.insert((g.clone(), p.clone(), ns, name), crd.clone());
+            self.record("MODIFIED", &g, &p, crd);
+        }
+    }
+
+    /// Whether every CRD created so far is Established.
+    pub fn crds_established(&self) -> bool {
+        self.pending_crds.is_empty()
     }
 
     /// Registers a CRD's kind for discovery and marks it Established, as the apiextensions

@@ -325,7 +325,7 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
     let rendered = tokio::task::block_in_place(|| shared.helm.template(&chart, release, &ns, &values, &sets));
     // helm renders the chart and sends it to the API server; its objects exist when it returns.
     tokio::time::sleep(shared.sim(shared.timings.helm(release))).await;
-    let objects = {
+    let rest = {
         let mut st = shared.lock();
         if let Some(rolling) = super::controllers::rollout_in_progress(&st).filter(|_| !install) {
             st.during_rollout.push(format!("helm upgrade {release} while {rolling}"));
@@ -342,7 +342,24 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
             Err(e) => return fail(1, format!("{e}\n")),
         };
         let (crds, rest): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o["kind"] == "CustomResourceDefinition");
-        if let Err(e) = charts::put_all(&mut st, crds, &ns).and_then(|_| charts::put_all(&mut st, rest.clone(), &ns)) {
+        if let Err(e) = charts::put_all(&mut st, crds, &ns) {
+            return fail(1, format!("Error: {verb} FAILED: failed to install CRD: {e}\n"));
+        }
+        rest
+    };
+    // helm installs a chart's CRDs first and waits (60 s) for the API server to establish them
+    // before it sends the objects that use them (helm v3.22.0 pkg/action/install.go installCRDs,
+    // `KubeClient.Wait`).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !shared.lock().store.crds_established() {
+        if tokio::time::Instant::now() > deadline {
+            return fail(1, format!("Error: {verb} FAILED: timed out waiting for the CRDs to be established\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let objects = {
+        let mut st = shared.lock();
+        if let Err(e) = charts::put_all(&mut st, rest.clone(), &ns) {
             return fail(
                 1,
                 format!("Error: {verb} FAILED: unable to build kubernetes objects from release manifest: {e}\n"),
