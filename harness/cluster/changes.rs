@@ -164,7 +164,7 @@ impl Live {
             Undo::Delete { objects, namespace } => self.delete_objects(objects, namespace.as_deref()).await,
             Undo::Restore { objects, namespace } => {
                 let missing = self.missing(objects, namespace.as_deref()).await?;
-                self.apply_objects(&missing, namespace.as_deref(), false).await
+                self.apply_objects(&missing, namespace.as_deref(), false).await.map(|_| ())
             }
         }
     }
@@ -184,15 +184,16 @@ impl Live {
     /// changes unless `dry_run_first` is off because the objects need CRDs created by earlier ones).
     /// Each applied object is recorded under `manifests/`. Nothing is registered for undo: this is
     /// for the plan's install steps, which the cluster's or the namespaces' deletion takes back.
-    /// One discovery serves the whole batch, and the batch has [`MUTATION_DEADLINE`].
+    /// One discovery serves the whole batch, and the batch has [`MUTATION_DEADLINE`]. Returns each
+    /// object as the API server stored it (uid included), in the order given.
     pub async fn apply_objects(
         &self,
         objects: &[DynamicObject],
         default_ns: Option<&str>,
         dry_run_first: bool,
-    ) -> Result<(), LiveError> {
+    ) -> Result<Vec<DynamicObject>, LiveError> {
         if objects.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         within(MUTATION_DEADLINE, "server-side apply", async {
             let discovery = self.discover().await?;
@@ -208,16 +209,19 @@ impl Live {
                         .map_err(kube_err(format!("server-side dry run of {} {name}", ar.kind)))?;
                 }
             }
+            let mut stored = Vec::with_capacity(resolved.len());
             for (obj, (ar, caps)) in &resolved {
                 let name = obj.metadata.name.clone().unwrap_or_default();
-                self.api_for(obj, ar, caps, default_ns)
-                    .patch(&name, &pp, &Patch::Apply(obj))
-                    .await
-                    .map_err(kube_err(format!("server-side apply of {} {name}", ar.kind)))?;
+                stored.push(
+                    self.api_for(obj, ar, caps, default_ns)
+                        .patch(&name, &pp, &Patch::Apply(obj))
+                        .await
+                        .map_err(kube_err(format!("server-side apply of {} {name}", ar.kind)))?,
+                );
                 crate::evidence::record_manifest(&self.run_dir, obj, default_ns)
                     .map_err(|source| LiveError::Write { path: "manifests/".into(), source })?;
             }
-            Ok(())
+            Ok(stored)
         })
         .await
     }

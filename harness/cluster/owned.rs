@@ -97,27 +97,25 @@ impl Owned {
         dry_run_first: bool,
     ) -> Result<Vec<String>, LiveError> {
         let found = live.read_each(objects, default_ns, "read before an install apply").await?;
-        let mut to_apply = Vec::new();
-        let mut new = Vec::new();
+        // Each object to apply, and whether the run creates it now.
+        let mut to_apply: Vec<(DynamicObject, bool)> = Vec::new();
         let mut left = Vec::new();
         for (obj, there) in found {
             match there.and_then(|t| t.metadata.uid) {
-                Some(uid) if self.created(&uid) => to_apply.push(obj.clone()),
+                Some(uid) if self.created(&uid) => to_apply.push((obj.clone(), false)),
                 Some(_) => left.push(format!(
                     "{} {} is on the cluster from before the run: left as it is",
                     obj.types.as_ref().map_or("object", |t| t.kind.as_str()),
                     obj.metadata.name.as_deref().unwrap_or_default()
                 )),
-                None => {
-                    to_apply.push(obj.clone());
-                    new.push(obj.clone());
-                }
+                None => to_apply.push((obj.clone(), true)),
             }
         }
-        live.apply_objects(&to_apply, default_ns, dry_run_first).await?;
-        for (obj, made) in live.read_each(&new, default_ns, "read what the install created").await? {
-            if let Some(uid) = made.and_then(|m| m.metadata.uid) {
-                let mut object = obj.clone();
+        let objects: Vec<DynamicObject> = to_apply.iter().map(|(o, _)| o.clone()).collect();
+        let stored = live.apply_objects(&objects, default_ns, dry_run_first).await?;
+        // The apply's answer is the stored object: its uid is what cleanup deletes by.
+        for ((mut object, new), made) in to_apply.into_iter().zip(stored) {
+            if let (true, Some(uid)) = (new, made.metadata.uid) {
                 if object.metadata.namespace.is_none() {
                     object.metadata.namespace = default_ns.map(String::from);
                 }

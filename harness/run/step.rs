@@ -373,7 +373,7 @@ pub(super) async fn apply_source(
         }
         None => {
             live.apply_objects(&crds, ns, false).await?;
-            live.apply_objects(&rest, ns, dry_run_first).await
+            live.apply_objects(&rest, ns, dry_run_first).await.map(|_| ())
         }
     }
 }
