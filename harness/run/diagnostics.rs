@@ -29,14 +29,14 @@ impl Session {
             return;
         }
         let Some(live) = self.exec.cluster.live.get() else { return };
-        self.state.progress.begin(&format!("diagnostic bundle for {trigger}"));
+        let label = format!("diagnostic bundle for {trigger}");
+        self.state.progress.begin(&label);
         let collect = async {
             tokio::select! {
                 index = tokio::time::timeout(BUNDLE_DEADLINE, bundle::collect(live, trigger)) => index.ok(),
                 _ = crate::cluster::runner::interrupted() => None,
             }
         };
-        let label = format!("diagnostic bundle for {trigger}");
         let Some(index) = self.rt.block_on(collect) else {
             self.state.progress.end(&label, "unfinished");
             tracing::warn!("diagnostic bundle: not finished within {}s or interrupted", BUNDLE_DEADLINE.as_secs());
