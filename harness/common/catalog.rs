@@ -32,6 +32,16 @@ pub enum Effect {
     Reads,
     /// Applies a policy that changes the mesh's behaviour while it is in place.
     Mutates,
+    /// Only reads and sends its own load, but measures: another check's traffic beside it would
+    /// be counted in its numbers, so it runs alone.
+    Measures,
+}
+
+impl Effect {
+    /// Whether nothing else may run beside a check of this effect.
+    pub fn runs_alone(self) -> bool {
+        self != Effect::Reads
+    }
 }
 
 /// A part of the observability stack a check reads from. A scenario's `checks:` subset installs
@@ -220,6 +230,16 @@ pub const HEALTH: CheckInfo = CheckInfo {
     reads: &[],
 };
 
+/// [`crate::checks::footprint`].
+pub const FOOTPRINT: CheckInfo = CheckInfo {
+    name: "footprint",
+    stage: Stage::Checks,
+    default_on: false,
+    asserts: "the cluster's Prometheus has cAdvisor CPU and memory of ztunnel, istio-cni, istiod and the gateway, idle and under a fixed load; in a release gate's candidate pass each stays within `gate.footprint.max_ratio` of the baseline's",
+    effect: Effect::Measures,
+    reads: &[Component::Prometheus],
+};
+
 /// [`crate::checks::traffic_continuity`].
 pub const TRAFFIC_CONTINUITY: CheckInfo = CheckInfo {
     name: "traffic-continuity",
@@ -246,6 +266,7 @@ pub static CATALOG: &[CheckInfo] = &[
     METRICS,
     KIALI,
     HEALTH,
+    FOOTPRINT,
     PROBES,
     TRAFFIC_CONTINUITY,
 ];

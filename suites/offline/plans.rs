@@ -325,8 +325,7 @@ fn checks_that_change_the_mesh_run_alone_and_reading_checks_side_by_side() {
             for (i, (a, ea)) in checks.iter().enumerate() {
                 for (b, eb) in &checks[i + 1..] {
                     let ordered = needed_by(&p, b.id).contains(&a.id);
-                    let mutating = *ea == meshcheck::common::catalog::Effect::Mutates
-                        || *eb == meshcheck::common::catalog::Effect::Mutates;
+                    let mutating = ea.runs_alone() || eb.runs_alone();
                     assert_eq!(ordered, mutating, "{name} {}: {} and {}", phase.name, a.step.label(), b.step.label());
                 }
             }

@@ -468,6 +468,7 @@ fn readme_check_table_is_the_catalog() {
             let effect = match c.effect {
                 Effect::Reads => "reads",
                 Effect::Mutates => "changes the mesh",
+                Effect::Measures => "measures, alone",
             };
             let default = if c.default_on { "yes" } else { "no" };
             format!("| `{}` | {} | {default} | {effect} | {} |", c.name, stage.as_str().unwrap(), c.asserts)
