@@ -38,6 +38,39 @@ pub struct Owned {
     releases: std::sync::Mutex<BTreeSet<ReleaseRef>>,
     objects: std::sync::Mutex<Vec<OwnedObject>>,
     crds_before: tokio::sync::OnceCell<BTreeSet<String>>,
+    /// Objects an operator of the run may create outside its release, by `kind ns/name`: their
+    /// uid before the release's install, `None` when absent then.
+    present_before: std::sync::Mutex<std::collections::BTreeMap<String, Option<String>>>,
+}
+
+fn key(object: &ObjectRef) -> String {
+    format!("{} {}/{}", object.kind, object.namespace, object.name)
+}
+
+/// An [`ObjectRef`] as a typed-only [`DynamicObject`], to resolve and address it.
+fn dynamic(object: &ObjectRef) -> DynamicObject {
+    DynamicObject {
+        types: Some(kube::api::TypeMeta { api_version: object.api_version.clone(), kind: object.kind.clone() }),
+        metadata: kube::api::ObjectMeta {
+            name: Some(object.name.clone()),
+            namespace: Some(object.namespace.clone()),
+            ..Default::default()
+        },
+        data: serde_json::Value::Null,
+    }
+}
+
+/// The uid of `object` on the cluster now, `None` when it is not there.
+async fn uid_now(live: &Live, object: &ObjectRef) -> Result<Option<String>, LiveError> {
+    let obj = dynamic(object);
+    let discovery = within(MUTATION_DEADLINE, "API discovery", live.discover()).await?;
+    let (ar, caps) = resolve(&discovery, &obj)?;
+    let api = live.api_for(&obj, &ar, &caps, None);
+    let found = within(MUTATION_DEADLINE, &format!("read {}", key(object)), async {
+        api.get_opt(&object.name).await.map_err(kube_err(format!("read {}", key(object))))
+    })
+    .await?;
+    Ok(found.and_then(|o| o.metadata.uid))
 }
 
 /// Whether a CRD's group is one of `groups` or under one (`telemetry.istio.io` is of `istio.io`).
@@ -85,6 +118,52 @@ impl Owned {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Notes, once each, whether `objects` are on the cluster before a release's install (what its
+    /// operator would create outside the release: [`crate::plan::operator_made`]).
+    pub async fn note_present(&self, live: &Live, objects: &[ObjectRef]) -> Result<(), LiveError> {
+        for object in objects {
+            if self.present_before.lock().expect("owned lock").contains_key(&key(object)) {
+                continue;
+            }
+            let uid = uid_now(live, object).await?;
+            self.present_before.lock().expect("owned lock").insert(key(object), uid);
+        }
+        Ok(())
+    }
+
+    /// Deletes, by uid, each of `objects` that is on the cluster now and was not before the
+    /// install ([`Owned::note_present`]): what the run's operator made and helm leaves. One that
+    /// was there before, or whose state before is unknown, is left as it is.
+    pub async fn delete_made_since(&self, live: &Live, objects: &[ObjectRef]) -> Result<(), LiveError> {
+        let mut failed = Vec::new();
+        for object in objects {
+            let before = self.present_before.lock().expect("owned lock").get(&key(object)).cloned();
+            let Some(None) = before else { continue };
+            let result = async {
+                let Some(uid) = uid_now(live, object).await? else { return Ok(()) };
+                let obj = dynamic(object);
+                let discovery = within(MUTATION_DEADLINE, "API discovery", live.discover()).await?;
+                let (ar, caps) = resolve(&discovery, &obj)?;
+                let api = live.api_for(&obj, &ar, &caps, None);
+                within(MUTATION_DEADLINE, &format!("delete {}", key(object)), async {
+                    by_uid(&api, &object.name, &uid).await.map_err(kube_err(format!("delete {}", key(object))))
+                })
+                .await?;
+                tracing::info!("deleted {}, which the run's operator made", key(object));
+                Ok::<(), LiveError>(())
+            }
+            .await;
+            if let Err(e) = result {
+                failed.push(e.to_string());
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(LiveError::Http { what: "delete what the run's operators made".into(), message: failed.join("; ") })
+        }
     }
 
     /// Applies `objects` as [`Live::apply_objects`] does, leaving out each one the cluster had
@@ -222,16 +301,8 @@ where
 /// Deletes `object` and waits until it is gone, within `deadline`: a custom resource whose
 /// operator must take down what it made before the operator itself goes. Already gone is done.
 pub async fn delete_and_await(live: &Live, object: &ObjectRef, deadline: std::time::Duration) -> Result<(), LiveError> {
-    let what = format!("{} {}/{}", object.kind, object.namespace, object.name);
-    let obj = DynamicObject {
-        types: Some(kube::api::TypeMeta { api_version: object.api_version.clone(), kind: object.kind.clone() }),
-        metadata: kube::api::ObjectMeta {
-            name: Some(object.name.clone()),
-            namespace: Some(object.namespace.clone()),
-            ..Default::default()
-        },
-        data: serde_json::Value::Null,
-    };
+    let what = key(object);
+    let obj = dynamic(object);
     let discovery = within(MUTATION_DEADLINE, "API discovery", live.discover()).await?;
     let (ar, caps) = match resolve(&discovery, &obj) {
         Ok(found) => found,

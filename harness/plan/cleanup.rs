@@ -38,6 +38,7 @@ pub(super) fn cleanup(b: &Builder, g: &mut Graph) {
             for release in installed.iter().rev() {
                 let step = Step::Uninstall {
                     delete_first: operated(&release.name),
+                    delete_after: operator_made(&release.name),
                     timeout_secs: t.as_secs(),
                     command: b.helm_uninstall(release, t),
                     release: release.clone(),
@@ -51,6 +52,29 @@ pub(super) fn cleanup(b: &Builder, g: &mut Graph) {
         }
     };
     g.add(step, &[]);
+}
+
+/// What a release's operator creates outside the release's manifest, so that `helm uninstall`
+/// leaves it: prometheus-operator's kubelet Service and its Endpoints in kube-system (the chart
+/// passes `--kubelet-service=kube-system/<fullname>-kubelet`, kube-prometheus-stack 77.0.0
+/// templates/prometheus-operator/deployment.yaml, values `prometheusOperator.kubeletService`;
+/// prometheus-operator v0.85.0 pkg/kubelet/controller.go `syncService`, `syncEndpoints`; the chart's
+/// README: "you have to manually remove the remaining … kubelet service"). The name follows
+/// `fullnameOverride: prom` of values/kube-prometheus-stack.yaml. Cleanup deletes each only when it
+/// was not on the cluster before the release's install ([`crate::cluster::owned`]).
+pub fn operator_made(release: &str) -> Vec<ObjectRef> {
+    let kube_system = |kind: &str, name: &str| ObjectRef {
+        api_version: "v1".into(),
+        kind: kind.into(),
+        namespace: "kube-system".into(),
+        name: name.into(),
+    };
+    match release {
+        super::observability::KPS => {
+            vec![kube_system("Service", "prom-kubelet"), kube_system("Endpoints", "prom-kubelet")]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The custom resources a release's operator made objects from, which go before the operator:

@@ -36,6 +36,7 @@ use crate::{
 mod builder;
 mod checks;
 mod cleanup;
+pub use cleanup::operator_made;
 mod command;
 mod condition;
 mod deploy;
@@ -249,6 +250,10 @@ pub enum Step {
         timeout_secs: u64,
         /// `helm uninstall …`.
         command: CommandSpec,
+        /// What the release's operator created outside its manifest, which helm leaves: deleted
+        /// after the uninstall when it was not on the cluster before the install ([`cleanup::operator_made`]).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        delete_after: Vec<ObjectRef>,
     },
     /// Delete what the run created on an existing cluster outside its namespaces, by uid: objects
     /// its install steps applied, and CRDs of the groups it installs that were not there before its

@@ -66,7 +66,7 @@ fn prometheus(b: &Builder, g: &mut Graph, istio: &Istio) {
         fixture: "values/kube-prometheus-stack.yaml",
         overlays: &[],
         release: HelmRelease {
-            name: "kps",
+            name: KPS,
             // prometheus-community/helm-charts README: `helm repo add prometheus-community
             // https://prometheus-community.github.io/helm-charts`.
             repo: "https://prometheus-community.github.io/helm-charts",
@@ -119,6 +119,9 @@ fn tempo(b: &Builder, g: &mut Graph, istio: &Istio) -> StepId {
         )],
     )
 }
+
+/// kube-prometheus-stack's release.
+pub(super) const KPS: &str = "kps";
 
 /// The Kiali operator's release.
 pub(super) const KIALI_OPERATOR: &str = "kiali-operator";

@@ -85,18 +85,25 @@ fn header(plan: &Plan) -> String {
 
 /// An uninstall step's line: the custom resources deleted first, then the command.
 fn uninstall_line(step: &Step) -> String {
-    let Step::Uninstall { release, delete_first, timeout_secs, command } = step else { return String::new() };
+    let Step::Uninstall { release, delete_first, timeout_secs, command, delete_after } = step else {
+        return String::new();
+    };
     let first: Vec<String> = delete_first
         .iter()
         .map(|o| {
             format!("delete {} {}/{} and see it gone (within {timeout_secs}s), then ", o.kind, o.namespace, o.name)
         })
         .collect();
+    let after: Vec<String> = delete_after
+        .iter()
+        .map(|o| format!(", then delete {} {}/{} unless it was there before the install", o.kind, o.namespace, o.name))
+        .collect();
     format!(
-        "run     {}{} (timeout {}s) if this run started installing {}",
+        "run     {}{} (timeout {}s){} if this run started installing {}",
         first.concat(),
         command.display(),
         command.timeout_secs,
+        after.concat(),
         release.name
     )
 }

@@ -155,8 +155,9 @@ pub(super) async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
             }
             run_command(&exec, command, advisory).await
         }
-        Step::Uninstall { delete_first, timeout_secs, command, .. } => {
-            uninstall(&exec, &delete_first, timeout_secs, command).await
+        Step::Uninstall { delete_first, timeout_secs, command, delete_after, .. } => {
+            uninstall(&exec, &delete_first, timeout_secs, command).await?;
+            Ok(exec.owned.delete_made_since(exec.cluster.live().await?, &delete_after).await?)
         }
         Step::DeleteOwnedObjects { crd_groups } => {
             Ok(exec.owned.delete(exec.cluster.live().await?, &crd_groups).await?)
@@ -218,6 +219,8 @@ async fn note_install(exec: &Exec, release: &ReleaseRef) -> Result<(), StepError
         return Err(StepError::ReleaseExists { name: release.name.clone(), namespace: release.namespace.clone() });
     }
     interruptible(async { Ok(exec.owned.note_crds(live).await?) }).await?;
+    let made = crate::plan::operator_made(&release.name);
+    interruptible(async { Ok(exec.owned.note_present(live, &made).await?) }).await?;
     exec.owned.install_started(release);
     Ok(())
 }
