@@ -17,6 +17,7 @@ use crate::{
 pub mod bundle;
 pub mod cilium_prerequisites;
 pub(crate) mod enforcement;
+pub mod footprint;
 pub mod gateway_binding;
 pub mod health;
 pub mod image_architectures;
@@ -74,6 +75,7 @@ pub static REGISTRY: &[CheckDef] = &[
     metrics::CHECK,
     kiali::CHECK,
     health::CHECK,
+    footprint::CHECK,
     probes::CHECK,
     traffic_continuity::CHECK,
 ];

@@ -27,8 +27,9 @@ pub use schema::json_schema;
 use schema::{SCHEMA, checks_schema, mirrors_schema, rules_between_fields};
 pub use span::{Release, Span};
 pub use spec::{
-    AuthorizationOptions, ClusterSpec, DEFAULT_HOST_PORT, DEFAULT_STEP_MIN_SUCCESS, ExistingSpec, IngressSpec,
-    KialiAuth, KialiOptions, ProbeOptions, StepRules, Timeouts, TrafficOptions, Versions,
+    AuthorizationOptions, CPU_NOISE_CORES, ClusterSpec, DEFAULT_HOST_PORT, DEFAULT_STEP_MIN_SUCCESS, ExistingSpec,
+    FootprintRules, GateOptions, IngressSpec, KialiAuth, KialiOptions, MEMORY_NOISE_BYTES, ProbeOptions, StepRules,
+    Timeouts, TrafficOptions, Versions,
 };
 
 use std::{
@@ -199,6 +200,10 @@ pub struct Scenario {
     /// Settings of the traffic generator used during upgrades.
     #[serde(default)]
     pub traffic: TrafficOptions,
+    /// The release gate's rules on numbers: what the footprint check measures and how much it may
+    /// grow from the baseline pass to the candidate.
+    #[serde(default)]
+    pub gate: GateOptions,
     /// URL prefix → replacement prefix, for every URL the run fetches itself: the upstream
     /// manifests it applies (bookinfo, the Gateway API CRDs), the chart repositories it adds to
     /// helm, and the registry indexes image-architectures reads (`https://quay.io/` →

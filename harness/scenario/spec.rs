@@ -489,3 +489,56 @@ impl Default for TrafficOptions {
         }
     }
 }
+
+/// The release gate's rules on numbers ([`Scenario::gate`](super::Scenario::gate)).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateOptions {
+    /// The footprint check: CPU and memory of ztunnel, istio-cni, istiod and the gateway.
+    #[serde(default)]
+    pub footprint: FootprintRules,
+}
+
+/// How the footprint check measures, and how much the candidate may exceed the baseline.
+///
+/// Istio publishes ztunnel at about 12 MB and 0.06 vCPU per 1000 requests per second
+/// (istio.io docs/ops/deployment/performance-and-scalability, "Ztunnel" under "Data plane
+/// performance"): small numbers, which a garbage collection or a noisy kind node on a shared
+/// runner moves by several percent. So the gate holds a same-run ratio, candidate over baseline,
+/// never an absolute figure, and a growth smaller than [`MEMORY_NOISE_BYTES`] or
+/// [`CPU_NOISE_CORES`] is never a regression whatever its ratio.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FootprintRules {
+    /// The largest candidate / baseline ratio of each component's CPU and memory, per pod, idle
+    /// and under load (default 1.2: a fifth more).
+    #[serde(default = "d_max_ratio")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_ratio: f64,
+    /// How long each reading lasts, idle and under load (default 60s: six of kube-prometheus-stack's
+    /// 10 s cAdvisor scrapes, so a reading's start and end each lag by at most a sixth of it).
+    #[serde(default = "d_window")]
+    pub window: Span,
+}
+
+/// A memory growth below this is noise, whatever its ratio: 4 MiB, a third of ztunnel's published
+/// 12 MB, about what one garbage-collection cycle of istiod moves.
+pub const MEMORY_NOISE_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
+
+/// A CPU growth below this is noise, whatever its ratio: 10 millicores, a sixth of ztunnel's
+/// published 0.06 vCPU at 1000 requests per second.
+pub const CPU_NOISE_CORES: f64 = 0.010;
+
+pub(super) fn d_max_ratio() -> f64 {
+    1.2
+}
+
+pub(super) fn d_window() -> Span {
+    Span::secs(60)
+}
+
+impl Default for FootprintRules {
+    fn default() -> Self {
+        FootprintRules { max_ratio: d_max_ratio(), window: d_window() }
+    }
+}

@@ -1777,3 +1777,174 @@ fn l7_traces_need_spans_from_the_waypoint_in_every_trace() {
     let v = case(None);
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("never arrived in Tempo"), "{}", v.explanation());
 }
+
+/// An instant-query answer in the shape of Prometheus's documented example
+/// (observed/prometheus-api-v1-query-instant-vector.docs-example.json), one sample per
+/// (namespace, pod, container).
+fn instant_vector(samples: &[(&str, &str, &str, f64)]) -> Vec<u8> {
+    let base: serde_json::Value = serde_json::from_slice(
+        &upstream_file("observed/prometheus-api-v1-query-instant-vector.docs-example.json").unwrap(),
+    )
+    .unwrap();
+    let template = base["data"]["result"][0].clone();
+    let result: Vec<serde_json::Value> = samples
+        .iter()
+        .map(|(ns, pod, container, v)| {
+            let mut r = template.clone();
+            r["metric"] = json!({"namespace": ns, "pod": pod, "container": container});
+            r["value"][1] = json!(v.to_string());
+            r
+        })
+        .collect();
+    let mut doc = base;
+    doc["data"]["result"] = json!(result);
+    serde_json::to_vec(&doc).unwrap()
+}
+
+/// The footprint's evidence of one pass: two ztunnels, istio-cni, istiod and a gateway, with a
+/// working set of `ztunnel_mib` MiB per ztunnel, each reading 100 s long.
+fn footprint_pass(prefix: &str, ztunnel_mib: f64) -> Vec<(String, Vec<u8>)> {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let pod = |name: &str, labels: serde_json::Value, cpu: &str, mem: &str| {
+        json!({"metadata": {"name": name, "namespace": "istio-system", "labels": labels},
+               "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}})
+    };
+    let system = json!({"items": [
+        pod("ztunnel-a", json!({"app": "ztunnel"}), "200m", "512Mi"),
+        pod("ztunnel-b", json!({"app": "ztunnel"}), "200m", "512Mi"),
+        pod("istio-cni-node-a", json!({"k8s-app": "istio-cni-node"}), "100m", "100Mi"),
+        pod("istiod-x", json!({"app": "istiod"}), "500m", "2Gi"),
+    ]});
+    let mut gateway = pod("istio-ingress-y", json!({"app": "istio-ingress"}), "100m", "128Mi");
+    gateway["metadata"]["namespace"] = json!("istio-ingress");
+    let ingress = json!({"items": [gateway]});
+    let every = |f: &dyn Fn(&str) -> f64| -> Vec<u8> {
+        let pods = [
+            ("istio-system", "ztunnel-a"),
+            ("istio-system", "ztunnel-b"),
+            ("istio-system", "istio-cni-node-a"),
+            ("istio-system", "istiod-x"),
+            ("istio-ingress", "istio-ingress-y"),
+        ];
+        let mut samples: Vec<(&str, &str, &str, f64)> = pods.iter().map(|(ns, p)| (*ns, *p, "c", f(p))).collect();
+        // The pod-level cgroup and the pause container: never counted.
+        samples.push(("istio-system", "ztunnel-a", "", 1e12));
+        samples.push(("istio-system", "ztunnel-a", "POD", 1e12));
+        instant_vector(&samples)
+    };
+    let memory = |p: &str| if p.starts_with("ztunnel") { ztunnel_mib * MIB } else { 50.0 * MIB };
+    // CPU counters: 100 s readings; ztunnel 1 s idle (10 mcore), 6 s under load (60 mcore).
+    let readings = json!({"idle": {"started": 1000.0, "ended": 1100.0}, "load": {"started": 1200.0, "ended": 1300.0},
+                          "rate_per_second": 20, "sent": 2000, "answered": 2000, "max_ratio": 1.2});
+    let files = [
+        ("pods-istio-system.json", serde_json::to_vec(&system).unwrap()),
+        ("pods-istio-ingress.json", serde_json::to_vec(&ingress).unwrap()),
+        ("readings.json", serde_json::to_vec(&readings).unwrap()),
+        ("idle-cpu-start.json", every(&|_| 50.0)),
+        ("idle-cpu-end.json", every(&|p| if p.starts_with("ztunnel") { 51.0 } else { 50.5 })),
+        ("idle-memory.json", every(&memory)),
+        ("load-cpu-start.json", every(&|_| 60.0)),
+        ("load-cpu-end.json", every(&|p| if p.starts_with("ztunnel") { 66.0 } else { 60.5 })),
+        ("load-memory.json", every(&memory)),
+    ];
+    files.into_iter().map(|(f, b)| (format!("footprint/{prefix}{f}"), b)).collect()
+}
+
+fn footprint_judge(files: &[(String, Vec<u8>)]) -> meshcheck::evidence::Verdict {
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(f, b)| (f.as_str(), b.as_slice())).collect();
+    judge("footprint", &refs)
+}
+
+#[test]
+fn footprint_judge_computes_per_pod_numbers_and_holds_the_candidate_to_the_ratio() {
+    use meshcheck::checks::footprint::quantity;
+    const MIB: f64 = 1024.0 * 1024.0;
+    // Quantities as the API server writes them (apimachinery resource/suffix.go).
+    for (text, value) in [
+        ("100m", 0.1),
+        ("2", 2.0),
+        ("0.5", 0.5),
+        ("128Mi", 128.0 * MIB),
+        ("1Gi", 1024.0 * MIB),
+        ("1G", 1e9),
+        ("512k", 512e3),
+        ("1e3", 1000.0),
+        ("250u", 250e-6),
+    ] {
+        assert_eq!(quantity(text), Some(value), "{text}");
+    }
+    assert_eq!(quantity("lots"), None);
+
+    // One pass: the numbers by hand. ztunnel: (51 - 50) / 100 s = 10 mcore idle, 60 mcore under
+    // load, 12 MiB; requests per pod and per node (two DaemonSets: 300 mcore, 612 MiB).
+    let alone = footprint_pass("", 12.0);
+    let v = footprint_judge(&alone);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    let m = |metric: &str| v.measurements.iter().find(|m| m.metric == metric).map(|m| m.value).unwrap();
+    assert!((m("ztunnel.cpu.idle") - 0.010).abs() < 1e-9);
+    assert!((m("ztunnel.cpu.load") - 0.060).abs() < 1e-9);
+    assert!((m("istiod.cpu.load") - 0.005).abs() < 1e-9);
+    assert_eq!(m("ztunnel.memory.load"), 12.0 * MIB, "the pod cgroup and pause series are not added");
+    assert!((m("node.requests.cpu") - 0.3).abs() < 1e-9);
+    assert_eq!(m("node.requests.memory"), 612.0 * MIB);
+    assert!(!v.reason.contains("baseline"));
+
+    // A candidate within the rule: 14 MiB over 12 is 1.17.
+    let mut within = footprint_pass("", 14.0);
+    within.extend(footprint_pass("baseline/", 12.0));
+    let v = footprint_judge(&within);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(v.reason.contains("within 1.2 of the baseline"), "{}", v.reason);
+
+    // Over the ratio: 24 MiB over 12 is 2.00, named with both values and the rule.
+    let mut doubled = footprint_pass("", 24.0);
+    doubled.extend(footprint_pass("baseline/", 12.0));
+    let v = footprint_judge(&doubled);
+    assert_eq!(v.outcome, Outcome::Fail);
+    assert_eq!(
+        v.reason,
+        "ztunnel.memory.idle per pod: 24.0 MiB in the candidate, 12.0 MiB in the baseline: ratio 2.00 over gate.footprint.max_ratio 1.2"
+    );
+    assert!(v.details.iter().any(|d| d.starts_with("ztunnel.memory.load per pod")));
+
+    // Over the ratio but under the noise floor: 2 MiB over 1 MiB is 2.00, yet only 1 MiB more.
+    let mut small = footprint_pass("", 2.0);
+    small.extend(footprint_pass("baseline/", 1.0));
+    assert_eq!(footprint_judge(&small).outcome, Outcome::Pass);
+
+    // No cAdvisor series: the memory answer is empty, and the judge says where to look.
+    let mut empty = footprint_pass("", 12.0);
+    for (_, b) in empty.iter_mut().filter(|(f, _)| f.ends_with("load-memory.json")) {
+        *b = instant_vector(&[]);
+    }
+    let v = footprint_judge(&empty);
+    assert_eq!(v.outcome, Outcome::Fail);
+    assert!(v.reason.contains("no cAdvisor CPU or memory series of the 2 ztunnel pod(s)"), "{}", v.reason);
+
+    // A counter that went down (a restart) leaves that pod out of that reading, and says so.
+    let mut restarted = footprint_pass("", 12.0);
+    for (_, b) in restarted.iter_mut().filter(|(f, _)| f.ends_with("load-cpu-end.json")) {
+        let mut doc: serde_json::Value = serde_json::from_slice(b).unwrap();
+        doc["data"]["result"][0]["value"][1] = json!("1");
+        *b = serde_json::to_vec(&doc).unwrap();
+    }
+    let v = footprint_judge(&restarted);
+    assert!(
+        v.details.iter().any(|d| d.starts_with("istio-system/ztunnel-a (load): its CPU counter went down")),
+        "{:?}",
+        v.details
+    );
+
+    // A load that was not served is not a load.
+    let mut unserved = footprint_pass("", 12.0);
+    for (_, b) in unserved.iter_mut().filter(|(f, _)| f.ends_with("readings.json")) {
+        let mut doc: serde_json::Value = serde_json::from_slice(b).unwrap();
+        doc["answered"] = json!(3);
+        *b = serde_json::to_vec(&doc).unwrap();
+    }
+    assert!(footprint_judge(&unserved).reason.contains("the load was not served"));
+
+    // Missing evidence is an error naming the file, never a pass.
+    let v = footprint_judge(&alone[1..]);
+    assert_eq!(v.outcome, Outcome::Error, "{}", v.explanation());
+}

@@ -229,6 +229,7 @@ fn operators(st: &mut State) {
         super::charts::register_cilium_crds(st);
     }
     if operator_running(st, Program::PrometheusOperator) {
+        super::kubelet::sync_kubelet_service(st);
         for cr in st.store.list("monitoring.coreos.com", "prometheuses", None) {
             let (namespace, cr_name) = (ns(&cr), name(&cr));
             let sts = format!("prometheus-{cr_name}");

@@ -46,6 +46,7 @@ mod host_servers;
 mod istiod;
 mod keycloak;
 mod kiali;
+mod kubelet;
 mod mesh;
 mod mirror;
 mod prometheus;
@@ -115,6 +116,8 @@ pub struct Faults {
     /// The existing cluster runs Cilium and the user's own objects, without the mesh or the
     /// observability stack: what `existing.install: true` installs onto.
     pub mesh_absent: bool,
+    /// ztunnel pods of this Istio version (image tag) use twice the working set.
+    pub ztunnel_memory_doubles: Option<String>,
     /// Containers of pods whose name starts with this were OOM-killed once (kubelet's
     /// `lastState.terminated.reason: OOMKilled`).
     pub oom_killed: Option<String>,

@@ -22,16 +22,61 @@ pub(super) type Scraper<'a> = &'a dyn Fn(&Value, u16, &str) -> Option<(u16, Vec<
 struct Target {
     pool: String,
     labels: BTreeMap<String, String>,
+    /// The pod, or the Node of a kubelet endpoint.
     pod: Value,
+    /// Its address: the pod's IP, or the Endpoints address.
+    address: String,
     port: u16,
     path: String,
     scheme: String,
+    /// The endpoint's `metricRelabelings`, applied to each scraped sample.
+    metric_relabelings: Value,
 }
 
 impl Target {
     fn url(&self) -> String {
-        format!("{}://{}:{}{}", self.scheme, s(&self.pod, "/status/podIP"), self.port, self.path)
+        format!("{}://{}:{}{}", self.scheme, self.address, self.port, self.path)
     }
+
+    fn instance(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+}
+
+/// One relabelling rule of Prometheus v3.5.0 model/relabel/relabel.go, for the actions the
+/// monitors of this simulation use: `replace` (the default), `keep`, `drop`. The source labels
+/// joined by `separator` (default `;`) are matched against the anchored `regex` (default `(.*)`);
+/// `replace` writes `replacement` (default `$1`) with its groups expanded to `targetLabel`, and
+/// writes nothing when the regex does not match. Returns whether the labels are kept.
+fn relabel(rules: &Value, labels: &mut BTreeMap<String, String>) -> bool {
+    for rule in rules.as_array().into_iter().flatten() {
+        let sources: Vec<&str> =
+            rule["sourceLabels"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let joined = sources
+            .iter()
+            .map(|l| labels.get(*l).cloned().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(rule["separator"].as_str().unwrap_or(";"));
+        let Ok(re) = regex::Regex::new(&format!("^(?:{})$", rule["regex"].as_str().unwrap_or("(.*)"))) else {
+            continue;
+        };
+        match rule["action"].as_str().unwrap_or("replace").to_ascii_lowercase().as_str() {
+            "drop" if re.is_match(&joined) => return false,
+            "keep" if !re.is_match(&joined) => return false,
+            "replace" => {
+                let (Some(target), Some(caps)) = (rule["targetLabel"].as_str(), re.captures(&joined)) else { continue };
+                let mut value = String::new();
+                caps.expand(rule["replacement"].as_str().unwrap_or("$1"), &mut value);
+                if value.is_empty() {
+                    labels.remove(target);
+                } else {
+                    labels.insert(target.to_string(), value);
+                }
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 /// The Prometheus custom resource a Prometheus pod belongs to (prometheus-operator labels its
@@ -125,7 +170,10 @@ fn service_monitor_targets(st: &State, m: &Value, i: usize, e: &Value, out: &mut
             if !label_selector_matches(&selector, svc.pointer("/metadata/labels").unwrap_or(&json!({}))) {
                 continue;
             }
-            let pod_selector = svc.pointer("/spec/selector").cloned().unwrap_or(Value::Null);
+            let Some(pod_selector) = svc.pointer("/spec/selector").cloned() else {
+                endpoints_targets(st, m, i, e, &svc, out);
+                continue;
+            };
             let pods: Vec<Value> = st
                 .store
                 .list("", "pods", Some(&ns))
@@ -165,12 +213,65 @@ fn service_monitor_targets(st: &State, m: &Value, i: usize, e: &Value, out: &mut
                         pool: format!("serviceMonitor/{mns}/{mname}/{i}"),
                         labels,
                         pod: pod.clone(),
+                        address: s(pod, "/status/podIP").to_string(),
                         port: number,
                         path: e["path"].as_str().unwrap_or("/metrics").to_string(),
                         scheme: e["scheme"].as_str().unwrap_or("http").to_string(),
+                        metric_relabelings: e["metricRelabelings"].clone(),
                     });
                 }
             }
+        }
+    }
+}
+
+/// The targets behind a Service without a selector (the kubelet Service prometheus-operator keeps,
+/// [`super::kubelet`]): each address of its Endpoints, on the port the endpoint names. A Node
+/// target gets the `node` label (promcfg.go#L1951-L1964); then the endpoint's `relabelings` run
+/// with `__metrics_path__` set (kube-prometheus-stack copies it to `metrics_path` for cAdvisor).
+fn endpoints_targets(st: &State, m: &Value, i: usize, e: &Value, svc: &Value, out: &mut Vec<Target>) {
+    let (mns, mname, ns, name) =
+        (s(m, "/metadata/namespace"), s(m, "/metadata/name"), s(svc, "/metadata/namespace"), s(svc, "/metadata/name"));
+    let Some(endpoints) = st.store.get("", "endpoints", ns, name) else { return };
+    for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+        let Some(port) =
+            subset["ports"].as_array().into_iter().flatten().find(|p| e["port"].as_str() == p["name"].as_str())
+        else {
+            continue;
+        };
+        for address in subset["addresses"].as_array().into_iter().flatten() {
+            let target_kind = address.pointer("/targetRef/kind").and_then(Value::as_str).unwrap_or_default();
+            let target_name = address.pointer("/targetRef/name").and_then(Value::as_str).unwrap_or_default();
+            let path = e["path"].as_str().unwrap_or("/metrics").to_string();
+            let job = job_label(m, svc).unwrap_or(name);
+            let mut labels = BTreeMap::from([
+                ("job".to_string(), job.to_string()),
+                ("namespace".into(), ns.to_string()),
+                ("service".into(), name.to_string()),
+                ("endpoint".into(), e["port"].as_str().unwrap_or_default().to_string()),
+                ("__metrics_path__".into(), path.clone()),
+            ]);
+            if target_kind == "Node" {
+                labels.insert("node".into(), target_name.to_string());
+            }
+            if !relabel(&e["relabelings"], &mut labels) {
+                continue;
+            }
+            labels.retain(|k, _| !k.starts_with("__"));
+            let object = match target_kind {
+                "Node" => st.store.get("", "nodes", "", target_name).cloned().unwrap_or_default(),
+                _ => Value::Null,
+            };
+            out.push(Target {
+                pool: format!("serviceMonitor/{mns}/{mname}/{i}"),
+                labels,
+                pod: object,
+                address: address["ip"].as_str().unwrap_or_default().to_string(),
+                port: port["port"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+                path,
+                scheme: e["scheme"].as_str().unwrap_or("http").to_string(),
+                metric_relabelings: e["metricRelabelings"].clone(),
+            });
         }
     }
 }
@@ -214,9 +315,11 @@ fn pod_monitor_targets(st: &State, m: &Value, i: usize, e: &Value, out: &mut Vec
                     pool: format!("podMonitor/{mns}/{mname}/{i}"),
                     labels,
                     pod: pod.clone(),
+                    address: s(&pod, "/status/podIP").to_string(),
                     port: number,
                     path: e["path"].as_str().unwrap_or("/metrics").to_string(),
                     scheme: e["scheme"].as_str().unwrap_or("http").to_string(),
+                    metric_relabelings: e["metricRelabelings"].clone(),
                 });
             }
         }
@@ -254,8 +357,23 @@ fn job_label<'a>(monitor: &Value, target: &'a Value) -> Option<&'a str> {
 
 /// A target's scrape: the body when up, else Prometheus' `lastError`.
 fn scrape(st: &State, t: &Target, scraper: Scraper) -> Result<Vec<u8>, String> {
-    let ip = s(&t.pod, "/status/podIP");
-    let refused = || format!("Get \"{}\": dial tcp {ip}:{}: connect: connection refused", t.url(), t.port);
+    let refused = || format!("Get \"{}\": dial tcp {}: connect: connection refused", t.url(), t.instance());
+    if s(&t.pod, "/kind") == "Node" {
+        // The kubelet serves HTTPS only on 10250 (a plain-HTTP client gets a 400 from Go's TLS
+        // server); the chart's endpoint skips verification of its self-signed certificate.
+        return match (t.port, t.scheme.as_str(), t.path.as_str()) {
+            (super::kubelet::HTTPS_PORT, "https", "/metrics/cadvisor") => {
+                Ok(super::kubelet::cadvisor(st, s(&t.pod, "/metadata/name")).into_bytes())
+            }
+            // The kubelet's own metrics and its probe metrics: families of no check's interest.
+            (super::kubelet::HTTPS_PORT, "https", "/metrics" | "/metrics/probes") => {
+                Ok(b"# TYPE kubelet_node_name gauge\nkubelet_node_name 1\n".to_vec())
+            }
+            (super::kubelet::HTTPS_PORT, "https", _) => Err("server returned HTTP status 404 Not Found".into()),
+            (super::kubelet::HTTPS_PORT, _, _) => Err("server returned HTTP status 400 Bad Request".into()),
+            _ => Err(refused()),
+        };
+    }
     let first_ztunnel = program(&t.pod) == Program::Ztunnel
         && st
             .store
@@ -287,7 +405,7 @@ fn targets_api(st: &State, pod: &Value, template: &Value, scraper: Scraper) -> V
         .iter()
         .map(|t| {
             let mut v = template.clone();
-            let instance = format!("{}:{}", s(&t.pod, "/status/podIP"), t.port);
+            let instance = t.instance();
             let mut labels: serde_json::Map<String, Value> =
                 t.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             labels.insert("instance".into(), json!(instance));
@@ -309,16 +427,19 @@ fn targets_api(st: &State, pod: &Value, template: &Value, scraper: Scraper) -> V
 }
 
 /// The subset of PromQL the harness and Kiali send: an instant vector selector
-/// `name{label="value",…}`, optionally under `sum by (labels) (…)`.
+/// `name{label="value",…}`, optionally under `sum by (labels) (…)` or `max by (labels) (…)`.
 struct Query {
     by: Option<Vec<String>>,
+    /// `max` rather than `sum` over each group.
+    max: bool,
     name: String,
     matchers: Vec<(String, String)>,
 }
 
 fn parse_query(q: &str) -> Option<Query> {
     let q = q.trim();
-    let (by, inner) = match q.strip_prefix("sum by") {
+    let max = q.starts_with("max by");
+    let (by, inner) = match q.strip_prefix("sum by").or_else(|| q.strip_prefix("max by")) {
         Some(rest) => {
             let rest = rest.trim_start().strip_prefix('(')?;
             let (labels, rest) = rest.split_once(')')?;
@@ -340,7 +461,7 @@ fn parse_query(q: &str) -> Option<Query> {
         })
         .collect::<Option<Vec<_>>>()?;
     let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
-    valid.then(|| Query { by, name: name.to_string(), matchers })
+    valid.then(|| Query { by, max, name: name.to_string(), matchers })
 }
 
 /// `/api/v1/query`: the query over the current scrape of every up target, target labels added.
@@ -361,7 +482,12 @@ fn query_api(st: &State, pod: &Value, query: &str, scraper: Scraper) -> (u16, Va
             for (k, v) in &t.labels {
                 labels.entry(k.clone()).or_insert_with(|| v.clone());
             }
-            labels.insert("instance".into(), format!("{}:{}", s(&t.pod, "/status/podIP"), t.port));
+            labels.insert("instance".into(), t.instance());
+            let mut with_name = labels.clone();
+            with_name.insert("__name__".into(), sample.name.clone());
+            if !relabel(&t.metric_relabelings, &mut with_name) {
+                continue;
+            }
             if !parsed.matchers.iter().all(|(k, v)| labels.get(k).map_or("", String::as_str) == v) {
                 continue;
             }
@@ -372,7 +498,8 @@ fn query_api(st: &State, pod: &Value, query: &str, scraper: Scraper) -> (u16, Va
                     labels.into_iter().collect()
                 }
             };
-            *series.entry(key).or_default() += sample.value;
+            let entry = series.entry(key).or_insert(if parsed.max { f64::NEG_INFINITY } else { 0.0 });
+            *entry = if parsed.max { entry.max(sample.value) } else { *entry + sample.value };
         }
     }
     let now = chrono::Utc::now().timestamp() as f64;
