@@ -364,9 +364,12 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
             let before = report::load_outcomes(&baseline, Some("baseline")).or_bad_input()?;
             let after = report::load_outcomes(&candidate, Some("candidate")).or_bad_input()?;
             let rows = report::compare(&before, &after);
-            let verdict = report::gate(&rows);
+            let (numbers_before, _) = report::load_measurements(&baseline, Some("baseline")).or_bad_input()?;
+            let (numbers_after, max_ratio) = report::load_measurements(&candidate, Some("candidate")).or_bad_input()?;
+            let numbers = report::compare_numbers(&numbers_before, &numbers_after, max_ratio);
+            let verdict = report::gate(&rows, &numbers);
             if output == Output::Json {
-                return compare_json(&rows, verdict);
+                return compare_json(&rows, &numbers, verdict);
             }
             for c in &rows {
                 let label = match c.change {
@@ -380,9 +383,21 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
                 let line = format!("{label:10} {} ({} -> {})", c.key, show(c.before), show(c.after));
                 println!("{}", meshcheck::common::util::printable(&line));
             }
+            for n in &numbers {
+                let label = if n.over { "OVER" } else { "number" };
+                let line = format!(
+                    "{label:10} {} ({} -> {}, ratio {:.2}{})",
+                    n.key,
+                    n.unit.show(n.before),
+                    n.unit.show(n.after),
+                    n.ratio,
+                    if n.over { format!(" over gate.footprint.max_ratio {max_ratio}") } else { String::new() }
+                );
+                println!("{}", meshcheck::common::util::printable(&line));
+            }
             let checks: Vec<&report::Comparison> = rows.iter().filter(|c| c.is_check()).collect();
             let passed = checks.iter().filter(|c| c.after == Some(Outcome::Pass)).count();
-            let regressed = rows.iter().filter(|c| c.regressed()).count();
+            let regressed = rows.iter().filter(|c| c.regressed()).count() + numbers.iter().filter(|n| n.over).count();
             let summary =
                 format!("{} compared, {passed} of {} checks passed in the candidate", rows.len(), checks.len());
             Ok(match verdict {
@@ -499,7 +514,11 @@ fn gate_exit(verdict: GateVerdict) -> ExitCode {
 }
 
 /// `compare -o json`: every row, the gate's verdict, and the same exit code as the text output.
-fn compare_json(rows: &[report::Comparison], verdict: GateVerdict) -> Result<ExitCode, Stop> {
+fn compare_json(
+    rows: &[report::Comparison],
+    numbers: &[report::NumberRow],
+    verdict: GateVerdict,
+) -> Result<ExitCode, Stop> {
     let rows: Vec<serde_json::Value> = rows
         .iter()
         .map(|c| {
@@ -519,7 +538,13 @@ fn compare_json(rows: &[report::Comparison], verdict: GateVerdict) -> Result<Exi
         GateVerdict::NothingPassed => "nothing-passed",
         GateVerdict::NothingRan => "nothing-ran",
     };
-    let doc = serde_json::json!({"verdict": verdict_name, "rows": rows});
+    let numbers: Vec<serde_json::Value> = numbers
+        .iter()
+        .map(|n| {
+            serde_json::json!({"key": n.key, "unit": n.unit, "before": n.before, "after": n.after, "ratio": n.ratio, "over": n.over})
+        })
+        .collect();
+    let doc = serde_json::json!({"verdict": verdict_name, "rows": rows, "numbers": numbers});
     println!("{}", serde_json::to_string_pretty(&doc).or_could_not_run()?);
     Ok(gate_exit(verdict))
 }

@@ -4,9 +4,9 @@ use std::{collections::BTreeMap, path::Path};
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus};
 
-use crate::evidence::Outcome;
+use crate::evidence::{Measurement, Outcome, Unit, over_ratio};
 
-use super::record::{PHASE, ReportError, did_not_pass};
+use super::record::{PHASE, ReportError, RunRecord, did_not_pass};
 
 /// One check's change between two runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,9 +63,10 @@ pub enum GateVerdict {
     NothingRan,
 }
 
-/// The gate's verdict on a comparison (see [`GateVerdict`]).
-pub fn gate(rows: &[Comparison]) -> GateVerdict {
-    if rows.iter().any(Comparison::regressed) {
+/// The gate's verdict on a comparison (see [`GateVerdict`]): a number over its rule regresses as a
+/// check does.
+pub fn gate(rows: &[Comparison], numbers: &[NumberRow]) -> GateVerdict {
+    if rows.iter().any(Comparison::regressed) || numbers.iter().any(|n| n.over) {
         return GateVerdict::Regressed;
     }
     let candidate: Vec<Outcome> = rows.iter().filter(|c| c.is_check()).filter_map(|c| c.after).collect();
@@ -161,6 +162,68 @@ pub fn compare(before: &BTreeMap<String, Outcome>, after: &BTreeMap<String, Outc
                 _ => Change::Same,
             };
             Comparison { key: k.clone(), before: b, after: a, change }
+        })
+        .collect()
+}
+
+/// One number of two runs (or of a release gate's two passes) side by side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberRow {
+    /// `<suite>::<check> <metric>`, passes folded to `checks` as for outcomes.
+    pub key: String,
+    /// Its unit.
+    pub unit: Unit,
+    /// The baseline's value.
+    pub before: f64,
+    /// The candidate's value.
+    pub after: f64,
+    /// `after / before`.
+    pub ratio: f64,
+    /// Whether the ratio breaks the candidate's `gate.footprint.max_ratio` ([`over_ratio`]).
+    pub over: bool,
+}
+
+/// The numbers of one pass of a run folder (see [`load_outcomes`] for `pass`), keyed like
+/// [`NumberRow::key`], with the run's `gate.footprint.max_ratio`. A JUnit file has no numbers.
+pub fn load_measurements(path: &Path, pass: Option<&str>) -> Result<(BTreeMap<String, Measurement>, f64), ReportError> {
+    let default_ratio = crate::scenario::FootprintRules::default().max_ratio;
+    if !path.is_dir() {
+        return Ok((BTreeMap::new(), default_ratio));
+    }
+    let record = RunRecord::load(path)?;
+    let max_ratio = record
+        .scenario
+        .pointer("/gate/footprint/max_ratio")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(default_ratio);
+    let mut out = BTreeMap::new();
+    for r in &record.results {
+        let suite = match (r.suite.as_str(), pass) {
+            ("baseline" | "candidate", Some(p)) if p != r.suite => continue,
+            ("baseline" | "candidate", Some(_)) => "checks",
+            (s, _) => s,
+        };
+        for m in &r.verdict.measurements {
+            out.insert(format!("{suite}::{} {}", r.name, m.metric), m.clone());
+        }
+    }
+    Ok((out, max_ratio))
+}
+
+/// The numbers both sides have, under the candidate's rule.
+pub fn compare_numbers(
+    before: &BTreeMap<String, Measurement>,
+    after: &BTreeMap<String, Measurement>,
+    max_ratio: f64,
+) -> Vec<NumberRow> {
+    after
+        .iter()
+        .filter_map(|(key, a)| {
+            let b = before.get(key).filter(|b| b.unit == a.unit)?;
+            // What a node reserves (requests) is configuration, shown but never held to the ratio.
+            let (ratio, over) = over_ratio(a.unit, b.value, a.value, max_ratio);
+            let over = over && !a.metric.contains(".requests.");
+            Some(NumberRow { key: key.clone(), unit: a.unit, before: b.value, after: a.value, ratio, over })
         })
         .collect()
 }

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use crate::{
     cluster::runner::CommandRecord,
-    evidence::{Outcome, ServiceEdge},
+    evidence::{Measurement, Outcome, ServiceEdge},
 };
 
 use super::{
-    compare::{Change, Comparison, compare},
+    compare::{Change, Comparison, compare, compare_numbers},
     gantt::{gantt, mermaid_graph},
     record::{RunRecord, blocked_by, did_not_pass, failure_details, headline, parse_time, root_cause},
 };
@@ -194,6 +194,49 @@ fn gate_table(record: &RunRecord) -> String {
         };
         let show = |o: Option<Outcome>| o.map(|o| o.to_string()).unwrap_or_else(|| "—".into());
         md.push_str(&format!("| {} | {} | {} | {change} |\n", r.name, show(c.before), show(c.after)));
+    }
+    md + &numbers_table(record)
+}
+
+/// The numbers both passes measured (the footprint check's), with the ratio and the rule.
+fn numbers_table(record: &RunRecord) -> String {
+    let pass = |suite: &str| -> BTreeMap<String, Measurement> {
+        record
+            .results
+            .iter()
+            .filter(|r| r.suite == suite)
+            .flat_map(|r| r.verdict.measurements.iter().map(|m| (format!("{} {}", r.name, m.metric), m.clone())))
+            .collect()
+    };
+    let max_ratio = record
+        .scenario
+        .pointer("/gate/footprint/max_ratio")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or_else(|| crate::scenario::FootprintRules::default().max_ratio);
+    let rows = compare_numbers(&pass("baseline"), &pass("candidate"), max_ratio);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut md = format!(
+        "\n### Numbers\n\nPer pod; `memory` is the cAdvisor working set, `cpu` cores over the reading, `requests` what each pod reserves. \
+         The rule: candidate / baseline at most {max_ratio} (`gate.footprint.max_ratio`), growths under 4 MiB or 10 mcore being noise.\n\n\
+         | number | baseline | candidate | ratio | verdict |\n|---|---|---|---|---|\n"
+    );
+    for n in rows {
+        let verdict = if n.over {
+            "**over the rule**"
+        } else if n.key.contains(".requests.") {
+            "configuration"
+        } else {
+            "within"
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {verdict} |\n",
+            n.key,
+            n.unit.show(n.before),
+            n.unit.show(n.after),
+            n.ratio
+        ));
     }
     md
 }

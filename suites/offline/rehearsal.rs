@@ -413,6 +413,51 @@ fn upgrade_gate_passes_baseline_upgrade_under_traffic_and_candidate() {
     assert_eq!(rules, [("istio-base", 1.0), ("istio-cni", 1.0), ("istiod", 1.0), ("ztunnel", 0.9)]);
 }
 
+/// Issue 25: a candidate ztunnel that needs twice the memory fails the release gate's footprint
+/// check, in the candidate pass only, with a message naming the metric, both values and the rule;
+/// the baseline pass (Istio 1.29.2) passes and records its numbers. Nothing in the fault names the
+/// check: the simulated kubelet's cAdvisor series of ztunnel 1.30.3 pods double, and Prometheus
+/// finds them through the operator's kubelet Service as kube-prometheus-stack has it.
+#[test]
+fn a_candidate_ztunnel_that_doubles_its_memory_fails_the_footprint_gate() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { ztunnel_memory_doubles: Some("1.30.3".into()), ..Faults::default() };
+    let r = fault(
+        "kind",
+        "upgrade-gate",
+        faults,
+        |t| only_checks(t, &["footprint"]),
+        &[
+            ("baseline::footprint", Outcome::Pass, "ztunnel.memory.load: 12."),
+            ("candidate::footprint", Outcome::Fail, "ratio 2.0"),
+            ("candidate::footprint", Outcome::Fail, "over gate.footprint.max_ratio 1.2"),
+        ],
+    );
+    let record = r.record();
+    let candidate = record.results.iter().find(|t| t.suite == "candidate" && t.name == "footprint").unwrap();
+    assert!(
+        candidate.verdict.reason.starts_with("ztunnel.memory.")
+            && candidate.verdict.reason.contains("MiB in the baseline"),
+        "{}",
+        candidate.verdict.reason
+    );
+    let memory = |suite: &str| {
+        let t = record.results.iter().find(|t| t.suite == suite && t.name == "footprint").unwrap();
+        t.verdict.measurements.iter().find(|m| m.metric == "ztunnel.memory.load").map(|m| m.value).unwrap()
+    };
+    let ratio = memory("candidate") / memory("baseline");
+    assert!((1.9..2.2).contains(&ratio), "candidate / baseline working set {ratio}");
+    // istiod is untouched by the fault and stays within the rule.
+    assert!(!candidate.verdict.details.iter().any(|d| d.starts_with("istiod.memory") && d.contains("ratio")));
+    // The release gate over the same run folder regresses on it.
+    let out = r.meshcheck().args(["compare"]).arg(r.run_dir()).arg(r.run_dir()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("footprint") && text.contains("ztunnel.memory.load"), "{text}");
+}
+
 /// When a step of the run ran: start and end in seconds since the run started.
 fn span(record: &RunRecord, step: &str) -> (f64, f64) {
     let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis() as f64 / 1000.0;

@@ -152,6 +152,63 @@ fn compare_cli_exits_non_zero_on_regression_and_gate_passes_fold() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).contains("REGRESSED  checks::mtls"));
 }
 
+/// Issue 25: `meshcheck compare` of two runs compares their numbers as well as their verdicts. Two
+/// plain runs whose footprint checks both passed: the candidate's ztunnel working set is 1.5 times
+/// the baseline's, over the candidate's `gate.footprint.max_ratio`, so the gate does not pass and
+/// says which number, both values and the ratio. What a pod requests is configuration, never held
+/// to the ratio; a growth under the noise floor never regresses.
+#[test]
+fn compare_cli_holds_numbers_to_the_candidates_ratio() {
+    use meshcheck::evidence::{Measurement, Unit};
+    const MIB: f64 = 1024.0 * 1024.0;
+    let footprint = |memory: f64, requests: f64, cpu: f64| {
+        let m = |metric: &str, unit, value| Measurement { metric: metric.into(), unit, value };
+        result(
+            "checks",
+            "footprint",
+            Verdict::pass("ok").with_measurements([
+                m("ztunnel.memory.load", Unit::Bytes, memory),
+                m("ztunnel.requests.memory", Unit::Bytes, requests),
+                m("istiod.cpu.load", Unit::Cores, cpu),
+            ]),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    record(vec![footprint(12.0 * MIB, 512.0 * MIB, 0.004)]).write_all(&a, &[]).unwrap();
+    record(vec![footprint(18.0 * MIB, 1024.0 * MIB, 0.008)]).write_all(&b, &[]).unwrap();
+    record(vec![footprint(14.0 * MIB, 1024.0 * MIB, 0.008)]).write_all(&c, &[]).unwrap();
+    let bin = env!("CARGO_BIN_EXE_meshcheck");
+    let out = Command::new(bin).args(["compare"]).arg(&a).arg(&b).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("OVER       checks::footprint ztunnel.memory.load (12.0 MiB -> 18.0 MiB, ratio 1.50 over gate.footprint.max_ratio 1.2)"),
+        "{text}"
+    );
+    // Requests doubled and istiod's CPU doubled by 4 mcore: shown, not over.
+    assert!(text.contains("number     checks::footprint ztunnel.requests.memory"), "{text}");
+    assert!(
+        text.contains("number     checks::footprint istiod.cpu.load (4.0 mcore -> 8.0 mcore, ratio 2.00)"),
+        "{text}"
+    );
+    // 14 over 12 MiB is 1.17: within the rule, the gate passes.
+    let out = Command::new(bin).args(["compare"]).arg(&a).arg(&c).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // The JSON form carries the numbers too.
+    let out = Command::new(bin).args(["compare", "-o", "json"]).arg(&a).arg(&b).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["verdict"], "regressed");
+    let over: Vec<&str> = doc["numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["over"] == true)
+        .map(|n| n["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(over, ["checks::footprint ztunnel.memory.load"]);
+}
+
 #[test]
 fn gate_summary_puts_baseline_and_candidate_side_by_side() {
     let mut r = record(vec![
