@@ -13,6 +13,9 @@ use std::{
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+mod numbers;
+pub use numbers::{Held, Measurement, NumberRules, Unit};
+
 /// The outcome of one check or step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "kebab-case")]
@@ -55,50 +58,6 @@ pub struct Verdict {
     /// that reports and `meshcheck compare` can set two passes or two runs side by side.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measurements: Vec<Measurement>,
-}
-
-/// The unit of a [`Measurement`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "kebab-case")]
-pub enum Unit {
-    /// Bytes (memory).
-    Bytes,
-    /// CPU cores (CPU seconds per second).
-    Cores,
-}
-
-impl Unit {
-    /// `value` in this unit, for people: MiB for bytes, millicores for cores.
-    pub fn show(self, value: f64) -> String {
-        match self {
-            Unit::Bytes => format!("{:.1} MiB", value / (1024.0 * 1024.0)),
-            Unit::Cores => format!("{:.1} mcore", value * 1000.0),
-        }
-    }
-}
-
-/// One number a judge computed, named so that the same number of two passes can be matched.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Measurement {
-    /// A stable key: `<component>.<quantity>.<condition>` (`ztunnel.memory.load`).
-    pub metric: String,
-    /// Its unit.
-    pub unit: Unit,
-    /// Its value.
-    pub value: f64,
-}
-
-/// The release gate's rule on one number of two passes: the candidate over the baseline, and
-/// whether that ratio breaks `max_ratio`. A growth below the unit's noise floor
-/// ([`crate::scenario::MEMORY_NOISE_BYTES`], [`crate::scenario::CPU_NOISE_CORES`]) never does,
-/// whatever its ratio: a few MiB or millicores are a garbage collection or a busy runner.
-pub fn over_ratio(unit: Unit, baseline: f64, candidate: f64, max_ratio: f64) -> (f64, bool) {
-    let noise = match unit {
-        Unit::Bytes => crate::scenario::MEMORY_NOISE_BYTES,
-        Unit::Cores => crate::scenario::CPU_NOISE_CORES,
-    };
-    let ratio = if baseline > 0.0 { candidate / baseline } else { f64::INFINITY };
-    (ratio, ratio > max_ratio && candidate - baseline >= noise)
 }
 
 impl Verdict {

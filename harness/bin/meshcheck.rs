@@ -365,8 +365,8 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
             let after = report::load_outcomes(&candidate, Some("candidate")).or_bad_input()?;
             let rows = report::compare(&before, &after);
             let (numbers_before, _) = report::load_measurements(&baseline, Some("baseline")).or_bad_input()?;
-            let (numbers_after, max_ratio) = report::load_measurements(&candidate, Some("candidate")).or_bad_input()?;
-            let numbers = report::compare_numbers(&numbers_before, &numbers_after, max_ratio);
+            let (numbers_after, rules) = report::load_measurements(&candidate, Some("candidate")).or_bad_input()?;
+            let numbers = report::compare_numbers(&numbers_before, &numbers_after, &rules);
             let verdict = report::gate(&rows, &numbers);
             if output == Output::Json {
                 return compare_json(&rows, &numbers, verdict);
@@ -384,20 +384,20 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
                 println!("{}", meshcheck::common::util::printable(&line));
             }
             for n in &numbers {
-                let label = if n.over { "OVER" } else { "number" };
+                let label = if n.over() { "OVER" } else { "number" };
                 let line = format!(
                     "{label:10} {} ({} -> {}, ratio {:.2}{})",
                     n.key,
                     n.unit.show(n.before),
                     n.unit.show(n.after),
                     n.ratio,
-                    if n.over { format!(" over gate.footprint.max_ratio {max_ratio}") } else { String::new() }
+                    n.broken.as_ref().map(|rule| format!(": {rule}")).unwrap_or_default()
                 );
                 println!("{}", meshcheck::common::util::printable(&line));
             }
             let checks: Vec<&report::Comparison> = rows.iter().filter(|c| c.is_check()).collect();
             let passed = checks.iter().filter(|c| c.after == Some(Outcome::Pass)).count();
-            let regressed = rows.iter().filter(|c| c.regressed()).count() + numbers.iter().filter(|n| n.over).count();
+            let regressed = rows.iter().filter(|c| c.regressed()).count() + numbers.iter().filter(|n| n.over()).count();
             let summary =
                 format!("{} compared, {passed} of {} checks passed in the candidate", rows.len(), checks.len());
             Ok(match verdict {
@@ -541,7 +541,8 @@ fn compare_json(
     let numbers: Vec<serde_json::Value> = numbers
         .iter()
         .map(|n| {
-            serde_json::json!({"key": n.key, "unit": n.unit, "before": n.before, "after": n.after, "ratio": n.ratio, "over": n.over})
+            serde_json::json!({"key": n.key, "unit": n.unit, "before": n.before, "after": n.after, "ratio": n.ratio,
+                               "over": n.over(), "rule": n.broken})
         })
         .collect();
     let doc = serde_json::json!({"verdict": verdict_name, "rows": rows, "numbers": numbers});

@@ -26,7 +26,7 @@ use crate::{
         traffic::{Budget, TrafficGenerator},
     },
     common::{catalog, names::Phase},
-    evidence::{Evidence, Measurement, Unit, Verdict, over_ratio},
+    evidence::{Evidence, Measurement, NumberRules, Unit, Verdict},
     formats::kjson,
 };
 
@@ -376,18 +376,20 @@ pub fn measure(ev: &Evidence, prefix: &str) -> Result<Footprint, Verdict> {
 
 /// Where a candidate number breaks the rule, said with the metric, both values and the rule.
 pub fn regressions(baseline: &Footprint, candidate: &Footprint, max_ratio: f64) -> Vec<String> {
+    let rules = NumberRules { max_ratio, p99_overhead_ms: f64::INFINITY };
     let mut out = Vec::new();
     for (part, after) in &candidate.parts {
         let Some(before) = baseline.parts.get(part) else { continue };
         for ((key, unit, b), (_, _, a)) in before.compared().into_iter().zip(after.compared()) {
             let (Some(b), Some(a)) = (b, a) else { continue };
-            let (ratio, over) = over_ratio(unit, b, a, max_ratio);
-            if over {
+            let metric = format!("{}.{key}", part.name());
+            let held = rules.hold(&metric, unit, b, a);
+            if let Some(rule) = held.broken {
                 out.push(format!(
-                    "{}.{key} per pod: {} in the candidate, {} in the baseline: ratio {ratio:.2} over gate.footprint.max_ratio {max_ratio}",
-                    part.name(),
+                    "{metric} per pod: {} in the candidate, {} in the baseline: ratio {:.2} {rule}",
                     unit.show(a),
                     unit.show(b),
+                    held.ratio
                 ));
             }
         }

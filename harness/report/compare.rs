@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus};
 
-use crate::evidence::{Measurement, Outcome, Unit, over_ratio};
+use crate::evidence::{Measurement, NumberRules, Outcome, Unit};
 
 use super::record::{PHASE, ReportError, RunRecord, did_not_pass};
 
@@ -66,7 +66,7 @@ pub enum GateVerdict {
 /// The gate's verdict on a comparison (see [`GateVerdict`]): a number over its rule regresses as a
 /// check does.
 pub fn gate(rows: &[Comparison], numbers: &[NumberRow]) -> GateVerdict {
-    if rows.iter().any(Comparison::regressed) || numbers.iter().any(|n| n.over) {
+    if rows.iter().any(Comparison::regressed) || numbers.iter().any(NumberRow::over) {
         return GateVerdict::Regressed;
     }
     let candidate: Vec<Outcome> = rows.iter().filter(|c| c.is_check()).filter_map(|c| c.after).collect();
@@ -179,23 +179,28 @@ pub struct NumberRow {
     pub after: f64,
     /// `after / before`.
     pub ratio: f64,
-    /// Whether the ratio breaks the candidate's `gate.footprint.max_ratio` ([`over_ratio`]).
-    pub over: bool,
+    /// The candidate's rule it breaks ([`NumberRules::hold`]), if any.
+    pub broken: Option<String>,
+}
+
+impl NumberRow {
+    /// Whether it breaks a rule.
+    pub fn over(&self) -> bool {
+        self.broken.is_some()
+    }
 }
 
 /// The numbers of one pass of a run folder (see [`load_outcomes`] for `pass`), keyed like
-/// [`NumberRow::key`], with the run's `gate.footprint.max_ratio`. A JUnit file has no numbers.
-pub fn load_measurements(path: &Path, pass: Option<&str>) -> Result<(BTreeMap<String, Measurement>, f64), ReportError> {
-    let default_ratio = crate::scenario::FootprintRules::default().max_ratio;
+/// [`NumberRow::key`], with the run's rules. A JUnit file has no numbers (and the default rules).
+pub fn load_measurements(
+    path: &Path,
+    pass: Option<&str>,
+) -> Result<(BTreeMap<String, Measurement>, NumberRules), ReportError> {
     if !path.is_dir() {
-        return Ok((BTreeMap::new(), default_ratio));
+        return Ok((BTreeMap::new(), NumberRules::of_scenario(&serde_json::Value::Null)));
     }
     let record = RunRecord::load(path)?;
-    let max_ratio = record
-        .scenario
-        .pointer("/gate/footprint/max_ratio")
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or(default_ratio);
+    let rules = NumberRules::of_scenario(&record.scenario);
     let mut out = BTreeMap::new();
     for r in &record.results {
         let suite = match (r.suite.as_str(), pass) {
@@ -207,23 +212,28 @@ pub fn load_measurements(path: &Path, pass: Option<&str>) -> Result<(BTreeMap<St
             out.insert(format!("{suite}::{} {}", r.name, m.metric), m.clone());
         }
     }
-    Ok((out, max_ratio))
+    Ok((out, rules))
 }
 
-/// The numbers both sides have, under the candidate's rule.
+/// The numbers both sides have, under the candidate's rules.
 pub fn compare_numbers(
     before: &BTreeMap<String, Measurement>,
     after: &BTreeMap<String, Measurement>,
-    max_ratio: f64,
+    rules: &NumberRules,
 ) -> Vec<NumberRow> {
     after
         .iter()
         .filter_map(|(key, a)| {
             let b = before.get(key).filter(|b| b.unit == a.unit)?;
-            // What a node reserves (requests) is configuration, shown but never held to the ratio.
-            let (ratio, over) = over_ratio(a.unit, b.value, a.value, max_ratio);
-            let over = over && !a.metric.contains(".requests.");
-            Some(NumberRow { key: key.clone(), unit: a.unit, before: b.value, after: a.value, ratio, over })
+            let held = rules.hold(&a.metric, a.unit, b.value, a.value);
+            Some(NumberRow {
+                key: key.clone(),
+                unit: a.unit,
+                before: b.value,
+                after: a.value,
+                ratio: held.ratio,
+                broken: held.broken,
+            })
         })
         .collect()
 }

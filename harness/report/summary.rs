@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     cluster::runner::CommandRecord,
-    evidence::{Measurement, Outcome, ServiceEdge},
+    evidence::{Measurement, NumberRules, Outcome, ServiceEdge},
 };
 
 use super::{
@@ -208,27 +208,23 @@ fn numbers_table(record: &RunRecord) -> String {
             .flat_map(|r| r.verdict.measurements.iter().map(|m| (format!("{} {}", r.name, m.metric), m.clone())))
             .collect()
     };
-    let max_ratio = record
-        .scenario
-        .pointer("/gate/footprint/max_ratio")
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or_else(|| crate::scenario::FootprintRules::default().max_ratio);
-    let rows = compare_numbers(&pass("baseline"), &pass("candidate"), max_ratio);
+    let rules = NumberRules::of_scenario(&record.scenario);
+    let rows = compare_numbers(&pass("baseline"), &pass("candidate"), &rules);
     if rows.is_empty() {
         return String::new();
     }
     let mut md = format!(
-        "\n### Numbers\n\nPer pod; `memory` is the cAdvisor working set, `cpu` cores over the reading, `requests` what each pod reserves. \
-         The rule: candidate / baseline at most {max_ratio} (`gate.footprint.max_ratio`), growths under 4 MiB or 10 mcore being noise.\n\n\
-         | number | baseline | candidate | ratio | verdict |\n|---|---|---|---|---|\n"
+        "\n### Numbers\n\nFootprint per pod: `memory` is the cAdvisor working set, `cpu` cores over the reading, `requests` what each pod reserves; \
+         each CPU and memory number at most {} times the baseline's (`gate.footprint.max_ratio`), growths under 4 MiB or 10 mcore being noise. \
+         Latency: medians over the repetitions; the p99 overhead (in the mesh minus outside) at most {} ms more than the baseline's (`gate.latency.p99_overhead_ms`).\n\n\
+         | number | baseline | candidate | ratio | verdict |\n|---|---|---|---|---|\n",
+        rules.max_ratio, rules.p99_overhead_ms
     );
     for n in rows {
-        let verdict = if n.over {
-            "**over the rule**"
-        } else if n.key.contains(".requests.") {
-            "configuration"
-        } else {
-            "within"
+        let verdict = match &n.broken {
+            Some(rule) => format!("**{rule}**"),
+            None if n.key.contains(".requests.") => "configuration".into(),
+            None => "within".into(),
         };
         md.push_str(&format!(
             "| {} | {} | {} | {:.2} | {verdict} |\n",

@@ -17,19 +17,20 @@
 //! `format` (formats of single values); this file the `Scenario` and its loader.
 
 mod format;
+mod gate;
 mod schema;
 mod span;
 mod spec;
 mod validate;
 mod yaml;
 
+pub use gate::{CPU_NOISE_CORES, FootprintRules, GateOptions, LatencyRules, MEMORY_NOISE_BYTES};
 pub use schema::json_schema;
 use schema::{SCHEMA, checks_schema, mirrors_schema, rules_between_fields};
 pub use span::{Release, Span};
 pub use spec::{
-    AuthorizationOptions, CPU_NOISE_CORES, ClusterSpec, DEFAULT_HOST_PORT, DEFAULT_STEP_MIN_SUCCESS, ExistingSpec,
-    FootprintRules, GateOptions, IngressSpec, KialiAuth, KialiOptions, MEMORY_NOISE_BYTES, ProbeOptions, StepRules,
-    Timeouts, TrafficOptions, Versions,
+    AuthorizationOptions, ClusterSpec, DEFAULT_HOST_PORT, DEFAULT_STEP_MIN_SUCCESS, ExistingSpec, IngressSpec,
+    KialiAuth, KialiOptions, ProbeOptions, StepRules, Timeouts, TrafficOptions, Versions,
 };
 
 use std::{
