@@ -75,6 +75,9 @@ pub fn cluster_images(s: &Scenario) -> Images {
         out.refs.push(format!("{bookinfo_hub}/examples-bookinfo-{app}:1.20.3"));
     }
     out.refs.push("docker.io/curlimages/curl:8.17.0".to_string());
+    if s.runs_check(catalog::LATENCY.name) {
+        out.refs.push(crate::plan::fixtures::fortio_image());
+    }
     out
 }
 

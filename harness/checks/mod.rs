@@ -27,6 +27,7 @@ pub mod l4_authorization;
 pub mod l7_policy;
 pub mod l7_routing;
 pub mod l7_traces;
+pub mod latency;
 pub mod metrics;
 pub mod mtls;
 pub mod node_architecture;
@@ -76,6 +77,7 @@ pub static REGISTRY: &[CheckDef] = &[
     kiali::CHECK,
     health::CHECK,
     footprint::CHECK,
+    latency::CHECK,
     probes::CHECK,
     traffic_continuity::CHECK,
 ];

@@ -240,6 +240,16 @@ pub const FOOTPRINT: CheckInfo = CheckInfo {
     reads: &[Component::Prometheus],
 };
 
+/// [`crate::checks::latency`].
+pub const LATENCY: CheckInfo = CheckInfo {
+    name: "latency",
+    stage: Stage::Checks,
+    default_on: false,
+    asserts: "fortio at a fixed rate against the same echo server outside the mesh and inside it, in turns: p50/p90/p99 of each side with their spread and the overhead in the mesh, no request failed; in a release gate's candidate pass the p99 overhead grows by at most `gate.latency.p99_overhead_ms`",
+    effect: Effect::Measures,
+    reads: &[],
+};
+
 /// [`crate::checks::traffic_continuity`].
 pub const TRAFFIC_CONTINUITY: CheckInfo = CheckInfo {
     name: "traffic-continuity",
@@ -267,6 +277,7 @@ pub static CATALOG: &[CheckInfo] = &[
     KIALI,
     HEALTH,
     FOOTPRINT,
+    LATENCY,
     PROBES,
     TRAFFIC_CONTINUITY,
 ];

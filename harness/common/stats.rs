@@ -26,3 +26,22 @@ pub fn binomial_two_sided_p(k: u64, n: u64, p: f64) -> f64 {
     let sum: f64 = ln.iter().filter(|&&l| l <= cutoff).map(|l| (l - max).exp()).sum();
     (sum * max.exp()).min(1.0)
 }
+
+/// The median of `values` (the mean of the middle two for an even count); `None` for none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] })
+}
+
+/// The smallest and the largest of `values`: the spread a handful of repetitions can honestly
+/// claim (no standard deviation of five samples); `None` for none.
+pub fn spread(values: &[f64]) -> Option<(f64, f64)> {
+    let mut it = values.iter().copied().filter(|v| !v.is_nan());
+    let first = it.next()?;
+    Some(it.fold((first, first), |(lo, hi), v| (lo.min(v), hi.max(v))))
+}

@@ -96,4 +96,13 @@ pub(super) fn mesh_clients(b: &Builder, g: &mut Graph, early: Option<(Overlap, (
     g.add(b.wait("Pod", Some(OUTSIDE_NS), "curl-outside", Condition::PodReady, t), &[(clients, APPLIED)]);
     g.add(b.wait("Pod", Some(INSIDE_NS), "curl-inside", Condition::PodReady, t), &[(clients, APPLIED)]);
     g.add(b.wait("Pod", Some(INSIDE_NS), "curl-other", Condition::PodReady, t), &[(clients, APPLIED)]);
+    if b.s.runs_check(catalog::LATENCY.name) {
+        // The latency check's fortio server and client, the same in both namespaces.
+        let fortio = add(g, b.fixture_apply("latency.yaml", None, &[]), &needs);
+        for ns in [OUTSIDE_NS, INSIDE_NS] {
+            for d in ["fortio-server", "fortio-client"] {
+                g.add(b.wait("Deployment", Some(ns), d, Condition::DeploymentAvailable, t), &[(fortio, APPLIED)]);
+            }
+        }
+    }
 }

@@ -46,6 +46,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("manifests/default-deny.yaml", include_str!("../../fixtures/manifests/default-deny.yaml")),
     ("manifests/probe-target.yaml", include_str!("../../fixtures/manifests/probe-target.yaml")),
     ("manifests/keycloak.yaml", include_str!("../../fixtures/manifests/keycloak.yaml")),
+    ("manifests/latency.yaml", include_str!("../../fixtures/manifests/latency.yaml")),
     ("values/kiali-openid.yaml", include_str!("../../fixtures/values/kiali-openid.yaml")),
     ("images.yaml", include_str!("../../fixtures/images.yaml")),
     ("known-issues.yaml", include_str!("../../fixtures/known-issues.yaml")),
@@ -97,6 +98,16 @@ pub fn keycloak_version() -> String {
         .expect("keycloak.yaml has a Deployment");
     let image = deployment.data.pointer("/spec/template/spec/containers/0/image").and_then(|v| v.as_str());
     image.and_then(|i| i.rsplit_once(':')).map(|(_, tag)| tag.to_string()).unwrap_or_default()
+}
+
+/// The fortio image of the latency check's fixture (`manifests/latency.yaml`).
+pub fn fortio_image() -> String {
+    let objects = manifest("latency.yaml").expect("fixtures parse (tested)");
+    objects
+        .iter()
+        .find_map(|o| o.data.pointer("/spec/template/spec/containers/0/image").and_then(|v| v.as_str()))
+        .expect("latency.yaml has a Deployment")
+        .to_string()
 }
 
 /// A fresh random credential: 24 bytes from the operating system, as 48 hex digits (safe in

@@ -228,27 +228,49 @@ pub fn helm() -> Option<crate::sim::helm::Helm> {
 }
 
 fn helm_binary() -> Result<PathBuf, String> {
-    if let Some(helm) = std::env::var_os("MESHCHECK_HELM").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(helm));
+    go_tool("helm", "MESHCHECK_HELM")
+}
+
+/// A pinned Go program of `.ci/build-go-tools`: `$<env>`, else what it built into
+/// `target/go-tools/bin` (built here, once, when Go is on PATH and it is missing).
+fn go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(path));
     }
-    let built = root().join("target/go-tools/bin/helm");
+    let built = root().join("target/go-tools/bin").join(name);
     if !built.is_file() {
         // Go and the module proxy are all it needs (`.ci/build-go-tools`); a second test process
         // finds the stamp and skips the build.
         let out = std::process::Command::new(root().join(".ci/build-go-tools"))
-            .arg("helm")
+            .arg(name)
             .current_dir(root())
             .output()
-            .map_err(|e| format!(".ci/build-go-tools helm: {e}"))?;
+            .map_err(|e| format!(".ci/build-go-tools {name}: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "{} is missing and `.ci/build-go-tools helm` failed: {}",
+                "{} is missing and `.ci/build-go-tools {name}` failed: {}",
                 built.display(),
                 String::from_utf8_lossy(&out.stderr).trim_end()
             ));
         }
     }
     Ok(built)
+}
+
+/// The real fortio (fortio.org/fortio at the version suites/controlplane/fortio/go.mod pins):
+/// `$MESHCHECK_FORTIO`, else `.ci/build-go-tools fortio`'s. Without it a test fails under
+/// `CI=true` and says SKIP elsewhere.
+pub fn fortio() -> Option<PathBuf> {
+    static LOCATED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    match LOCATED.get_or_init(|| go_tool("fortio", "MESHCHECK_FORTIO")) {
+        Ok(path) => Some(path.clone()),
+        Err(why) => {
+            let test = std::thread::current().name().unwrap_or("a test").to_string();
+            assert!(!under_ci(), "{test} needs the pinned fortio, and CI is set: {why}");
+            let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
+            None
+        }
+    }
 }
 
 fn charts_dir(upstream: &Path) -> Result<PathBuf, String> {

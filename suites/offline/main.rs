@@ -7,6 +7,7 @@ mod faults;
 mod fixtures;
 mod images;
 mod judges;
+mod latency;
 mod layers;
 mod plans;
 mod preflight;

@@ -458,6 +458,44 @@ fn a_candidate_ztunnel_that_doubles_its_memory_fails_the_footprint_gate() {
     assert!(text.contains("footprint") && text.contains("ztunnel.memory.load"), "{text}");
 }
 
+/// Issue 25: a candidate ztunnel that adds 1 ms to each request it carries grows the mesh's
+/// latency overhead by about 2 ms (both ends of an in-mesh request are captured), over the 1 ms
+/// rule: the candidate's latency check fails naming the number, both values and the rule; the
+/// baseline's passes with the overhead Istio publishes, of the order of 0.2 ms. Outside the mesh
+/// nothing changes: the fault is ztunnel's alone.
+#[test]
+fn a_candidate_ztunnel_that_adds_latency_fails_the_latency_gate() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = Faults { ztunnel_adds_ms: Some(("1.30.3".into(), 1.0)), ..Faults::default() };
+    let r = fault(
+        "kind",
+        "upgrade-gate",
+        faults,
+        |t| only_checks(t, &["latency"]),
+        &[
+            ("baseline::latency", Outcome::Pass, "the mesh adds +0."),
+            ("candidate::latency", Outcome::Fail, "over gate.latency.p99_overhead_ms 1"),
+        ],
+    );
+    let record = r.record();
+    let value = |suite: &str, metric: &str| {
+        let t = record.results.iter().find(|t| t.suite == suite && t.name == "latency").unwrap();
+        t.verdict.measurements.iter().find(|m| m.metric == metric).map(|m| m.value).unwrap()
+    };
+    let grown = value("candidate", "latency.overhead.p99") - value("baseline", "latency.overhead.p99");
+    assert!((2.5..4.0).contains(&grown), "p99 overhead grew by {grown} ms");
+    let outside = value("candidate", "latency.outside.p50") - value("baseline", "latency.outside.p50");
+    assert!(outside.abs() < 0.1, "outside the mesh moved by {outside} ms");
+    let summary = std::fs::read_to_string(r.run_dir().join("summary.md")).unwrap();
+    assert!(
+        summary.contains("| latency latency.overhead.p99 |")
+            && summary.contains("over gate.latency.p99_overhead_ms 1**"),
+        "{summary}"
+    );
+}
+
 /// When a step of the run ran: start and end in seconds since the run started.
 fn span(record: &RunRecord, step: &str) -> (f64, f64) {
     let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis() as f64 / 1000.0;

@@ -183,7 +183,7 @@ fn compare_cli_holds_numbers_to_the_candidates_ratio() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("OVER       checks::footprint ztunnel.memory.load (12.0 MiB -> 18.0 MiB, ratio 1.50 over gate.footprint.max_ratio 1.2)"),
+        text.contains("OVER       checks::footprint ztunnel.memory.load (12.0 MiB -> 18.0 MiB, ratio 1.50: over gate.footprint.max_ratio 1.2)"),
         "{text}"
     );
     // Requests doubled and istiod's CPU doubled by 4 mcore: shown, not over.
@@ -207,6 +207,31 @@ fn compare_cli_holds_numbers_to_the_candidates_ratio() {
         .map(|n| n["key"].as_str().unwrap())
         .collect();
     assert_eq!(over, ["checks::footprint ztunnel.memory.load"]);
+
+    // Latency: the p99 overhead is held to its growth in milliseconds; the other figures are shown.
+    let latency = |overhead: f64, inside: f64| {
+        let m = |metric: &str, value| Measurement { metric: metric.into(), unit: Unit::Millis, value };
+        result(
+            "checks",
+            "latency",
+            Verdict::pass("ok")
+                .with_measurements([m("latency.overhead.p99", overhead), m("latency.inside.p99", inside)]),
+        )
+    };
+    let (d, e, f) = (dir.path().join("d"), dir.path().join("e"), dir.path().join("f"));
+    record(vec![latency(0.3, 1.0)]).write_all(&d, &[]).unwrap();
+    record(vec![latency(1.6, 9.0)]).write_all(&e, &[]).unwrap();
+    record(vec![latency(0.9, 9.0)]).write_all(&f, &[]).unwrap();
+    let out = Command::new(bin).args(["compare"]).arg(&d).arg(&e).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("OVER       checks::latency latency.overhead.p99 (0.30 ms -> 1.60 ms, ratio 5.33: 1.30 ms more, over gate.latency.p99_overhead_ms 1)"),
+        "{text}"
+    );
+    assert!(text.contains("number     checks::latency latency.inside.p99 (1.00 ms -> 9.00 ms, ratio 9.00)"), "{text}");
+    // 0.6 ms more: within the rule.
+    assert!(Command::new(bin).args(["compare"]).arg(&d).arg(&f).status().unwrap().success());
 }
 
 #[test]

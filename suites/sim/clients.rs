@@ -11,10 +11,21 @@ use super::{
     xds,
 };
 
-/// A command in a pod. Only curl is installed in the client images; it behaves as curl does:
+/// A command in a pod. Only curl is installed in the client images (and fortio in fortio's,
+/// [`super::fortio`]); curl behaves as curl does:
 /// `-w %{http_code}` prints `000` when no response came, and the exit code says why (6 no such
 /// host, 7 refused, 28 timed out, 56 connection reset).
 pub async fn exec(shared: &Arc<Shared>, ns: &str, pod: &str, command: &[String]) -> (String, i32) {
+    if command.first().map(String::as_str) == Some("fortio") {
+        let mut st = shared.lock();
+        let Some(client) = st.store.get("", "pods", ns, pod).cloned().filter(super::fortio::runs_fortio) else {
+            return (String::new(), 127);
+        };
+        return match command.get(1).map(String::as_str) {
+            Some("load") => super::fortio::load(&mut st, &client, command),
+            _ => (String::new(), 1),
+        };
+    }
     if command.first().map(String::as_str) != Some("curl") {
         return (String::new(), 127);
     }

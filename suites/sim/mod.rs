@@ -40,6 +40,7 @@ mod charts;
 mod cilium;
 mod clients;
 mod controllers;
+pub mod fortio;
 mod gateway;
 pub mod helm;
 mod host_servers;
@@ -116,6 +117,9 @@ pub struct Faults {
     /// The existing cluster runs Cilium and the user's own objects, without the mesh or the
     /// observability stack: what `existing.install: true` installs onto.
     pub mesh_absent: bool,
+    /// ztunnel pods of this Istio version (image tag) add this many milliseconds to each request
+    /// they carry.
+    pub ztunnel_adds_ms: Option<(String, f64)>,
     /// ztunnel pods of this Istio version (image tag) use twice the working set.
     pub ztunnel_memory_doubles: Option<String>,
     /// Containers of pods whose name starts with this were OOM-killed once (kubelet's
