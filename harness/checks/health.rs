@@ -12,7 +12,7 @@ use super::{BoxFuture, CheckDef, Collector};
 use crate::{
     cluster::live::{Live, LiveError},
     common::catalog,
-    evidence::{Evidence, Verdict},
+    evidence::{Evidence, Measurement, Unit, Verdict},
     formats::kjson,
 };
 
@@ -169,11 +169,14 @@ pub fn judge(ev: &Evidence) -> Verdict {
         "{pods_seen} Istio and Cilium pods, {restarts} restart(s), {errors} error-level log line(s) in {} ztunnel, istio-cni and istiod logs",
         logs.len()
     );
-    if problems.is_empty() {
-        Verdict::pass(format!("none OOM-killed or crash-looping; {summary}")).with_details(notes).with_evidence(files)
+    // The sentinels' counts, so that a release gate's two passes can be set side by side.
+    let count = |metric: &str, value: f64| Measurement { metric: metric.into(), unit: Unit::Count, value };
+    let measurements = [count("health.restarts", restarts as f64), count("health.log_errors", errors as f64)];
+    let verdict = if problems.is_empty() {
+        Verdict::pass(format!("none OOM-killed or crash-looping; {summary}")).with_details(notes)
     } else {
         Verdict::fail(format!("{} sick container(s)", problems.len()))
             .with_details(problems.into_iter().chain([summary]).chain(notes))
-            .with_evidence(files)
-    }
+    };
+    verdict.with_evidence(files).with_measurements(measurements)
 }

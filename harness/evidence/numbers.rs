@@ -13,6 +13,8 @@ pub enum Unit {
     Cores,
     /// Milliseconds (latency).
     Millis,
+    /// A count (restarts, log lines).
+    Count,
 }
 
 impl Unit {
@@ -22,6 +24,7 @@ impl Unit {
             Unit::Bytes => format!("{:.1} MiB", value / (1024.0 * 1024.0)),
             Unit::Cores => format!("{:.1} mcore", value * 1000.0),
             Unit::Millis => format!("{value:.2} ms"),
+            Unit::Count => format!("{value:.0}"),
         }
     }
 }
@@ -71,7 +74,8 @@ impl NumberRules {
     /// growth below the unit's noise floor ([`crate::scenario::MEMORY_NOISE_BYTES`],
     /// [`crate::scenario::CPU_NOISE_CORES`]) never breaks it, whatever its ratio (a garbage
     /// collection, a busy runner). The latency overhead at p99 (`….overhead.p99`): its growth in
-    /// milliseconds. Requests and every other latency figure are shown, never held.
+    /// milliseconds. Requests, every other latency figure and the health sentinels' counts are
+    /// shown, never held (the health check fails on an OOM kill or a crash loop itself).
     pub fn hold(&self, metric: &str, unit: Unit, baseline: f64, candidate: f64) -> Held {
         let ratio = if baseline > 0.0 { candidate / baseline } else { f64::INFINITY };
         let broken = match unit {
@@ -94,7 +98,7 @@ impl NumberRules {
                     )
                 })
             }
-            Unit::Millis => None,
+            Unit::Millis | Unit::Count => None,
         };
         Held { ratio, broken }
     }

@@ -1309,6 +1309,9 @@ fn health_judge_fails_on_oom_kills_and_crash_loops_and_counts_the_rest() {
     let ok = run(list(vec![("ztunnel-a", container("istio-proxy", 0, json!({})))]), cilium.clone());
     assert_eq!(ok.outcome, Outcome::Pass, "{}", ok.explanation());
     assert!(ok.reason.contains("2 Istio and Cilium pods, 1 restart(s), 2 error-level log line(s)"), "{}", ok.reason);
+    // The counts travel with the verdict, so a release gate's passes are set side by side.
+    let counts: Vec<(&str, f64)> = ok.measurements.iter().map(|m| (m.metric.as_str(), m.value)).collect();
+    assert_eq!(counts, [("health.restarts", 1.0), ("health.log_errors", 2.0)]);
     assert!(
         ok.explanation().contains("kube-system/cilium-abc container cilium-agent restarted 1 time(s) (last: Error)")
     );
