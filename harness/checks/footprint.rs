@@ -248,7 +248,7 @@ impl Footprint {
     /// Every number, keyed `<part>.<quantity>.<condition>`, and what each node reserves.
     pub fn measurements(&self) -> Vec<Measurement> {
         let mut out = Vec::new();
-        let m = |metric: String, unit, value| Measurement { metric, unit, value };
+        let m = |metric: String, unit, value| Measurement::new(metric, unit, value);
         for (part, u) in &self.parts {
             for (key, unit, value) in u.compared() {
                 if let Some(v) = value {

@@ -170,7 +170,7 @@ pub fn judge(ev: &Evidence) -> Verdict {
         logs.len()
     );
     // The sentinels' counts, so that a release gate's two passes can be set side by side.
-    let count = |metric: &str, value: f64| Measurement { metric: metric.into(), unit: Unit::Count, value };
+    let count = |metric: &str, value: f64| Measurement::new(metric, Unit::Count, value);
     let measurements = [count("health.restarts", restarts as f64), count("health.log_errors", errors as f64)];
     let verdict = if problems.is_empty() {
         Verdict::pass(format!("none OOM-killed or crash-looping; {summary}")).with_details(notes)

@@ -294,14 +294,25 @@ pub fn measure(ev: &Evidence, prefix: &str) -> Result<Latency, Verdict> {
 }
 
 impl Latency {
-    /// `latency.<outside|inside|overhead>.<p50|p90|p99>`, medians, in milliseconds.
+    /// `latency.<outside|inside|overhead>.<p50|p90|p99>`, medians, in milliseconds, each with the
+    /// value of every repetition.
     pub fn measurements(&self) -> Vec<Measurement> {
+        let pick: [fn(&RunResult) -> f64; 3] = [|r| r.p50, |r| r.p90, |r| r.p99];
+        let paired: Vec<(&RunResult, &RunResult)> = self.inside.iter().zip(&self.outside).collect();
         let mut out = Vec::new();
         for (what, figures) in
             [("outside", &self.outside_figures), ("inside", &self.inside_figures), ("overhead", &self.overhead)]
         {
-            for (name, f) in NAMES.iter().zip(figures) {
-                out.push(Measurement { metric: format!("latency.{what}.{name}"), unit: Unit::Millis, value: f.median });
+            for ((name, f), p) in NAMES.iter().zip(figures).zip(pick) {
+                let samples = match what {
+                    "outside" => self.outside.iter().map(p).collect(),
+                    "inside" => self.inside.iter().map(p).collect(),
+                    _ => paired.iter().map(|(i, o)| p(i) - p(o)).collect(),
+                };
+                out.push(Measurement {
+                    samples,
+                    ..Measurement::new(format!("latency.{what}.{name}"), Unit::Millis, f.median)
+                });
             }
         }
         out

@@ -38,6 +38,17 @@ pub struct Measurement {
     pub unit: Unit,
     /// Its value.
     pub value: f64,
+    /// The samples it summarizes, in the order taken (the value of each repetition of which it is
+    /// the median): the spread behind the number, and what the run's plot draws.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<f64>,
+}
+
+impl Measurement {
+    /// A number of its own (no samples behind it).
+    pub fn new(metric: impl Into<String>, unit: Unit, value: f64) -> Measurement {
+        Measurement { metric: metric.into(), unit, value, samples: Vec::new() }
+    }
 }
 
 /// The release gate's rules on numbers ([`crate::scenario::GateOptions`]), as a run recorded them.

@@ -4,7 +4,8 @@
 //! leaves a valid `junit.xml` and `summary.md`.
 //!
 //! Files: `record` (run.json and how a trial that did not pass is explained), `junit`,
-//! `summary`, `gantt` (summary.md's diagrams), `compare` (two reports side by side); the
+//! `summary`, `gantt` (summary.md's diagrams), `compare` (two reports side by side), `plot`
+//! (numbers.svg); the
 //! others import only `record` (and `summary` the diagrams and the comparison for the gate table).
 //! May import: common, evidence, and the command records of `cluster::runner`.
 
@@ -16,17 +17,23 @@ mod compare;
 mod gantt;
 mod junit;
 pub mod known_issues;
+mod plot;
 mod record;
 mod summary;
 
 pub use compare::*;
 pub use gantt::*;
 pub use junit::*;
+pub use plot::numbers_svg;
 pub use record::*;
 pub use summary::*;
 
+/// The plot of a run's numbers, in the run folder ([`numbers_svg`]), linked from summary.md.
+pub const NUMBERS_SVG: &str = "numbers.svg";
+
 impl RunRecord {
-    /// Writes `run.json`, `junit.xml` and `summary.md` into the run folder, each atomically.
+    /// Writes `run.json`, `junit.xml`, `summary.md` and (when the run measured numbers)
+    /// `numbers.svg` into the run folder, each atomically.
     /// `service_graph` is drawn in summary.md (empty: no graph section). When a trial failed,
     /// summary.md also quotes the commands that failed while it ran, read from `commands/`.
     pub fn write_all(&self, run_dir: &Path, service_graph: &[ServiceEdge]) -> Result<(), ReportError> {
@@ -47,6 +54,9 @@ impl RunRecord {
         } else {
             Vec::new()
         };
+        if let Some(svg) = numbers_svg(self) {
+            write_atomic(&run_dir.join(NUMBERS_SVG), svg.as_bytes()).map_err(io(run_dir.join(NUMBERS_SVG)))?;
+        }
         let md = redact(&summary(self, service_graph, &commands));
         write_atomic(&run_dir.join("summary.md"), md.as_bytes()).map_err(io(run_dir.join("summary.md")))
     }

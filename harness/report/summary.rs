@@ -214,11 +214,13 @@ fn numbers_table(record: &RunRecord) -> String {
         return String::new();
     }
     let mut md = format!(
-        "\n### Numbers\n\nFootprint per pod: `memory` is the cAdvisor working set, `cpu` cores over the reading, `requests` what each pod reserves; \
+        "\n### Numbers\n\n![each latency run and footprint reading, baseline then candidate]({})\n\nFootprint per pod: `memory` is the cAdvisor working set, `cpu` cores over the reading, `requests` what each pod reserves; \
          each CPU and memory number at most {} times the baseline's (`gate.footprint.max_ratio`), growths under 4 MiB or 10 mcore being noise. \
          Latency: medians over the repetitions; the p99 overhead (in the mesh minus outside) at most {} ms more than the baseline's (`gate.latency.p99_overhead_ms`).\n\n\
          | number | baseline | candidate | ratio | verdict |\n|---|---|---|---|---|\n",
-        rules.max_ratio, rules.p99_overhead_ms
+        super::NUMBERS_SVG,
+        rules.max_ratio,
+        rules.p99_overhead_ms
     );
     for n in rows {
         let verdict = match &n.broken {

@@ -162,7 +162,7 @@ fn compare_cli_holds_numbers_to_the_candidates_ratio() {
     use meshcheck::evidence::{Measurement, Unit};
     const MIB: f64 = 1024.0 * 1024.0;
     let footprint = |memory: f64, requests: f64, cpu: f64| {
-        let m = |metric: &str, unit, value| Measurement { metric: metric.into(), unit, value };
+        let m = |metric: &str, unit, value| Measurement::new(metric, unit, value);
         result(
             "checks",
             "footprint",
@@ -210,7 +210,7 @@ fn compare_cli_holds_numbers_to_the_candidates_ratio() {
 
     // Latency: the p99 overhead is held to its growth in milliseconds; the other figures are shown.
     let latency = |overhead: f64, inside: f64| {
-        let m = |metric: &str, value| Measurement { metric: metric.into(), unit: Unit::Millis, value };
+        let m = |metric: &str, value| Measurement::new(metric, Unit::Millis, value);
         result(
             "checks",
             "latency",
@@ -232,6 +232,66 @@ fn compare_cli_holds_numbers_to_the_candidates_ratio() {
     assert!(text.contains("number     checks::latency latency.inside.p99 (1.00 ms -> 9.00 ms, ratio 9.00)"), "{text}");
     // 0.6 ms more: within the rule.
     assert!(Command::new(bin).args(["compare"]).arg(&d).arg(&f).status().unwrap().success());
+}
+
+/// numbers.svg draws what run.json holds: a line per latency series through every run of both
+/// passes (baseline then candidate), one per part through each footprint reading; nothing when
+/// the run measured nothing. summary.md links it.
+#[test]
+fn numbers_svg_draws_each_run_and_reading_of_both_passes() {
+    use meshcheck::evidence::{Measurement, Unit};
+    let with_samples = |metric: &str, samples: &[f64]| Measurement {
+        samples: samples.to_vec(),
+        ..Measurement::new(metric, Unit::Millis, samples[samples.len() / 2])
+    };
+    let pass = |suite: &str, slow: f64| {
+        vec![
+            result(
+                suite,
+                "latency",
+                Verdict::pass("ok").with_measurements([
+                    with_samples("latency.inside.p50", &[0.7 * slow, 0.71 * slow, 0.69 * slow]),
+                    with_samples("latency.outside.p99", &[0.8, 0.82, 0.79]),
+                ]),
+            ),
+            result(
+                suite,
+                "footprint",
+                Verdict::pass("ok").with_measurements([
+                    Measurement::new("ztunnel.memory.idle", Unit::Bytes, 12.0 * 1048576.0),
+                    Measurement::new("ztunnel.memory.load", Unit::Bytes, 13.0 * 1048576.0 * slow),
+                ]),
+            ),
+        ]
+    };
+    let mut results = pass("baseline", 1.0);
+    results.extend(pass("candidate", 2.0));
+    let gate = record(results);
+    let svg = report::numbers_svg(&gate).expect("a run with numbers has a plot");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..80]);
+    for title in [
+        "Latency of each fortio run (baseline, then candidate)",
+        "Working set per pod (baseline idle, baseline load, candidate idle, candidate load)",
+    ] {
+        assert!(svg.contains(title), "no panel {title}");
+    }
+    assert!(!svg.contains("CPU per pod"), "no CPU measured, no CPU panel");
+    // Each latency series through the six runs of both passes; ztunnel's memory through four readings.
+    let lines: Vec<usize> = svg
+        .split("<polyline")
+        .skip(1)
+        .filter(|l| l.contains("stroke-width=\"2\""))
+        .map(|l| l.split("points=\"").nth(1).unwrap().split('"').next().unwrap().split_whitespace().count())
+        .collect();
+    assert_eq!(lines, [6, 6, 4], "{lines:?}");
+    let dir = tempfile::tempdir().unwrap();
+    gate.write_all(dir.path(), &[]).unwrap();
+    assert!(dir.path().join("numbers.svg").is_file());
+    assert!(std::fs::read_to_string(dir.path().join("summary.md")).unwrap().contains("](numbers.svg)"));
+    assert_eq!(report::numbers_svg(&sample()), None, "nothing measured, nothing drawn");
+    let plain = tempfile::tempdir().unwrap();
+    sample().write_all(plain.path(), &[]).unwrap();
+    assert!(!plain.path().join("numbers.svg").exists());
 }
 
 #[test]
