@@ -143,7 +143,9 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
                 let (n, c) = (requests.to_string(), CONNECTIONS.to_string());
                 let command =
                     ["fortio", "load", "-qps", &qps, "-n", &n, "-c", &c, "-r", RESOLUTION, "-json", "-", &url];
-                let outcome = live.exec(side.namespace(), &clients[i], &command).await?;
+                // The run lasts `duration` by design; the API call gets that and its own deadline.
+                let deadline = live.scenario.settle(rules.duration.0) + crate::cluster::live::CALL_DEADLINE;
+                let outcome = live.exec_within(side.namespace(), &clients[i], &command, deadline).await?;
                 let file = format!("{}-{repetition}.json", side.name());
                 live.save(&format!("{DIR}/{file}"), outcome.stdout.as_bytes())?;
                 plan.runs.push(RunFile { side, repetition, file, exit_code: outcome.exit_code });

@@ -499,8 +499,20 @@ impl Live {
     /// code and the API's status text. A command that ran and exited non-zero is an outcome, not an
     /// error: curl's exit code is what tells a refused connection from a DNS failure.
     pub async fn exec(&self, ns: &str, pod: &str, command: &[&str]) -> Result<ExecOutcome, LiveError> {
+        self.exec_within(ns, pod, command, CALL_DEADLINE).await
+    }
+
+    /// [`Live::exec`] with a deadline of its own, for a command that runs longer by design (a
+    /// load generator holding a rate for a set time).
+    pub async fn exec_within(
+        &self,
+        ns: &str,
+        pod: &str,
+        command: &[&str],
+        deadline: Duration,
+    ) -> Result<ExecOutcome, LiveError> {
         let what = format!("exec in {ns}/{pod}: {}", command.join(" "));
-        within(CALL_DEADLINE, &what, async {
+        within(deadline, &what, async {
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
             let mut attached = pods
                 .exec(pod, command.iter().copied(), &AttachParams::default().stderr(false))
