@@ -184,8 +184,31 @@ pub(super) fn required_access(s: &Scenario) -> Vec<Access> {
             ));
         }
     }
-    if check("metrics") || check("probes") {
-        out.push(sub(&["get"], "services", "proxy", "monitoring", "metrics and probes query Prometheus"));
+    if check("metrics") || check("probes") || check("footprint") {
+        out.push(sub(&["get"], "services", "proxy", "monitoring", "metrics, probes and footprint query Prometheus"));
+    }
+    if check("footprint") {
+        for ns in ["istio-system", "istio-ingress"] {
+            out.push(access(&["list"], "", "pods", Some(ns), "footprint reads the mesh's pods and their requests"));
+        }
+    }
+    if check("latency") {
+        out.push(access(
+            APPLY,
+            "apps",
+            "deployments",
+            Some(INSIDE_NS),
+            "latency applies its fortio server and client into the run's own namespaces",
+        ));
+        out.push(access(APPLY, "", "services", Some(INSIDE_NS), "latency applies the fortio server's Service"));
+        out.push(sub(CONNECT, "pods", "exec", INSIDE_NS, "latency runs fortio in the run's fortio clients"));
+        out.push(sub(
+            CONNECT,
+            "pods",
+            "portforward",
+            "istio-system",
+            "latency reads ztunnel's config dumps (whether the mesh captured its pods)",
+        ));
     }
     if check("traces") {
         out.push(sub(&["get"], "services", "proxy", "tempo", "traces reads Tempo's trace API"));
