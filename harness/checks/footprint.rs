@@ -19,13 +19,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{BoxFuture, CheckDef, Collector};
+use super::{BASELINE_COPY, BoxFuture, CheckDef, Collector};
 use crate::{
     cluster::{
         live::{Live, LiveError},
         traffic::{Budget, TrafficGenerator},
     },
-    common::{catalog, names::Phase},
+    common::catalog,
     evidence::{Evidence, Measurement, NumberRules, Unit, Verdict},
     formats::kjson,
 };
@@ -34,9 +34,6 @@ use crate::{
 pub const CHECK: CheckDef = CheckDef { info: &catalog::FOOTPRINT, collect: Collector::Cluster(collect), judge };
 
 const DIR: &str = "footprint";
-
-/// Where the baseline pass's readings are copied in the candidate pass, inside [`DIR`].
-const BASELINE: &str = "baseline";
 
 /// The namespaces of the mesh's own pods (istio.io docs/ambient/install/helm: istiod, istio-cni and
 /// ztunnel into istio-system, the ingress gateway into istio-ingress).
@@ -179,27 +176,8 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             max_ratio: s.gate.footprint.max_ratio,
         };
         live.save_json(&format!("{DIR}/readings.json"), &readings)?;
-        copy_baseline(live)
+        super::copy_baseline(live, DIR)
     })
-}
-
-/// In a release gate's candidate pass, the baseline pass's footprint folder is copied beside this
-/// one, so that the judge compares the two from this evidence folder alone.
-fn copy_baseline(live: &Live) -> Result<(), LiveError> {
-    let from = live.run_dir.join(Phase::Baseline.evidence_root()).join(DIR);
-    if live.evidence.path(DIR) == from || !from.is_dir() {
-        return Ok(());
-    }
-    let entries = std::fs::read_dir(&from).map_err(|e| LiveError::Http {
-        what: format!("the baseline's footprint readings in {}", from.display()),
-        message: e.to_string(),
-    })?;
-    for entry in entries.flatten().filter(|e| e.path().is_file()) {
-        let bytes = std::fs::read(entry.path())
-            .map_err(|e| LiveError::Http { what: format!("{}", entry.path().display()), message: e.to_string() })?;
-        live.save(&format!("{DIR}/{BASELINE}/{}", entry.file_name().to_string_lossy()), &bytes)?;
-    }
-    Ok(())
 }
 
 /// One part's numbers, per pod (the mean over its pods).
@@ -428,9 +406,9 @@ pub fn judge(ev: &Evidence) -> Verdict {
             r.answered, r.sent
         ));
     }
-    let compared = ev.path(&format!("{DIR}/{BASELINE}/readings.json")).is_file();
+    let compared = ev.path(&format!("{DIR}/{BASELINE_COPY}/readings.json")).is_file();
     if compared && problems.is_empty() {
-        match measure(ev, &format!("{BASELINE}/")) {
+        match measure(ev, &format!("{BASELINE_COPY}/")) {
             Ok(baseline) => problems.extend(regressions(&baseline, &own, r.max_ratio)),
             Err(v) => return v,
         }

@@ -16,14 +16,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    BoxFuture, CheckDef, Collector,
+    BASELINE_COPY, BoxFuture, CheckDef, Collector,
     ztunnel::{self, Parts},
 };
 use crate::{
     cluster::live::{Live, LiveError},
     common::{
         catalog,
-        names::{INSIDE_NS, OUTSIDE_NS, Phase},
+        names::{INSIDE_NS, OUTSIDE_NS},
         stats::{median, spread},
     },
     evidence::{Evidence, Measurement, NumberRules, Unit, Verdict},
@@ -34,9 +34,6 @@ use crate::{
 pub const CHECK: CheckDef = CheckDef { info: &catalog::LATENCY, collect: Collector::Cluster(collect), judge };
 
 const DIR: &str = "latency";
-
-/// Where the baseline pass's runs are copied in the candidate pass, inside [`DIR`].
-const BASELINE: &str = "baseline";
 
 /// fortio's histogram resolution, seconds.
 const RESOLUTION: &str = "0.0001";
@@ -152,25 +149,8 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
             }
         }
         live.save_json(&format!("{DIR}/plan.json"), &plan)?;
-        copy_baseline(live)
+        super::copy_baseline(live, DIR)
     })
-}
-
-/// In a release gate's candidate pass, the baseline pass's runs are copied beside this pass's.
-fn copy_baseline(live: &Live) -> Result<(), LiveError> {
-    let from = live.run_dir.join(Phase::Baseline.evidence_root()).join(DIR);
-    if live.evidence.path(DIR) == from || !from.is_dir() {
-        return Ok(());
-    }
-    let io = |path: &std::path::Path, e: std::io::Error| LiveError::Http {
-        what: format!("the baseline's latency runs in {}", path.display()),
-        message: e.to_string(),
-    };
-    for entry in std::fs::read_dir(&from).map_err(|e| io(&from, e))?.flatten().filter(|e| e.path().is_file()) {
-        let bytes = std::fs::read(entry.path()).map_err(|e| io(&entry.path(), e))?;
-        live.save(&format!("{DIR}/{BASELINE}/{}", entry.file_name().to_string_lossy()), &bytes)?;
-    }
-    Ok(())
 }
 
 /// What one fortio run measured.
@@ -431,9 +411,9 @@ pub fn judge(ev: &Evidence) -> Verdict {
         line("overhead (in minus out, per run)", &own.overhead, "+"),
     ];
     notes.extend(nodes(ev));
-    let compared = ev.path(&format!("{DIR}/{BASELINE}/plan.json")).is_file();
+    let compared = ev.path(&format!("{DIR}/{BASELINE_COPY}/plan.json")).is_file();
     if compared && problems.is_empty() {
-        let baseline = match measure(ev, &format!("{BASELINE}/")) {
+        let baseline = match measure(ev, &format!("{BASELINE_COPY}/")) {
             Ok(b) => b,
             Err(v) => return v,
         };

@@ -171,3 +171,27 @@ impl std::fmt::Display for Curl {
 pub fn find(name: &str) -> Option<&'static CheckDef> {
     REGISTRY.iter().find(|c| c.info.name == name)
 }
+
+/// Where a check that measures keeps the baseline pass's files in the candidate pass, inside its
+/// own folder.
+pub const BASELINE_COPY: &str = "baseline";
+
+/// In a release gate's candidate pass, copies the files of the baseline pass's `dir` (its
+/// evidence folder's `dir/`, subfolders left out) to `dir/baseline/` of this pass, so that the
+/// judge compares the two from this evidence folder alone and `meshcheck judge` does the same
+/// offline. In any other pass (no baseline folder, or this is it) nothing happens.
+pub(crate) fn copy_baseline(live: &Live, dir: &str) -> Result<(), LiveError> {
+    let from = live.run_dir.join(crate::common::names::Phase::Baseline.evidence_root()).join(dir);
+    if live.evidence.path(dir) == from || !from.is_dir() {
+        return Ok(());
+    }
+    let io = |path: &std::path::Path, e: std::io::Error| LiveError::Http {
+        what: format!("the baseline's {dir} files in {}", path.display()),
+        message: e.to_string(),
+    };
+    for entry in std::fs::read_dir(&from).map_err(|e| io(&from, e))?.flatten().filter(|e| e.path().is_file()) {
+        let bytes = std::fs::read(entry.path()).map_err(|e| io(&entry.path(), e))?;
+        live.save(&format!("{dir}/{BASELINE_COPY}/{}", entry.file_name().to_string_lossy()), &bytes)?;
+    }
+    Ok(())
+}

@@ -216,11 +216,16 @@ pub fn helm() -> Option<crate::sim::helm::Helm> {
         let upstream = upstream().ok_or("no upstream data")?;
         Ok(crate::sim::helm::Helm { binary: helm_binary()?, charts: charts_dir(&upstream)? })
     });
+    or_skip(located, "the pinned helm and charts")
+}
+
+/// What a test needs, or (when it is missing) a failure under `CI=true` and a SKIP line elsewhere.
+fn or_skip<T: Clone>(located: &Result<T, String>, what: &str) -> Option<T> {
     match located {
-        Ok(helm) => Some(helm.clone()),
+        Ok(found) => Some(found.clone()),
         Err(why) => {
             let test = std::thread::current().name().unwrap_or("a test").to_string();
-            assert!(!under_ci(), "{test} needs the pinned helm and charts, and CI is set: {why}");
+            assert!(!under_ci(), "{test} needs {what}, and CI is set: {why}");
             let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
             None
         }
@@ -262,15 +267,7 @@ fn go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
 /// `CI=true` and says SKIP elsewhere.
 pub fn fortio() -> Option<PathBuf> {
     static LOCATED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    match LOCATED.get_or_init(|| go_tool("fortio", "MESHCHECK_FORTIO")) {
-        Ok(path) => Some(path.clone()),
-        Err(why) => {
-            let test = std::thread::current().name().unwrap_or("a test").to_string();
-            assert!(!under_ci(), "{test} needs the pinned fortio, and CI is set: {why}");
-            let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
-            None
-        }
-    }
+    or_skip(LOCATED.get_or_init(|| go_tool("fortio", "MESHCHECK_FORTIO")), "the pinned fortio")
 }
 
 fn charts_dir(upstream: &Path) -> Result<PathBuf, String> {
