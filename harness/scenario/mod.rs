@@ -292,6 +292,10 @@ impl Scenario {
             let (line, column) = at(&["versions", "upgrade_to"]);
             invalid(line, column, Some("versions.upgrade_to".into()), message)
         })?;
+        if let Some((path, message)) = scenario.measuring_beyond_deadline() {
+            let (line, column) = at(&path);
+            return Err(invalid(line, column, Some(path.join(".")), message));
+        }
         // The URL format checks the scheme and the characters; a URL must also parse (an unclosed
         // IPv6 bracket passes the format) or its first request would fail mid-run.
         let urls = scenario
@@ -332,6 +336,33 @@ impl Scenario {
             ));
         }
         Ok(scenario)
+    }
+
+    /// A measuring check whose own waits alone outlast `timeouts.check` (its collector's deadline)
+    /// would be cut off every time: the field that makes it so, and what to do. footprint: two
+    /// readings of `gate.footprint.window` and the 10 s warm-up; latency: two runs of
+    /// `gate.latency.duration` per repetition.
+    fn measuring_beyond_deadline(&self) -> Option<(Vec<&'static str>, String)> {
+        let deadline = self.timeouts.check.0;
+        let footprint = self.gate.footprint.window.0 * 2 + Duration::from_secs(10);
+        let latency = self.gate.latency.duration.0 * (2 * self.gate.latency.repetitions);
+        let over = |needs: Duration, what: &str| {
+            format!(
+                "{what} takes {}s, beyond timeouts.check ({}s) of its collector; shorten it or raise timeouts.check",
+                needs.as_secs(),
+                deadline.as_secs()
+            )
+        };
+        if self.runs_check(catalog::FOOTPRINT.name) && footprint >= deadline {
+            return Some((
+                vec!["gate", "footprint", "window"],
+                over(footprint, "two footprint readings and their warm-up"),
+            ));
+        }
+        if self.runs_check(catalog::LATENCY.name) && latency >= deadline {
+            return Some((vec!["gate", "latency", "duration"], over(latency, "two latency runs per repetition")));
+        }
+        None
     }
 
     /// The embedded default scenario.
