@@ -84,18 +84,6 @@ impl PromApi for Prometheus {
 
 /// Starts Prometheus with scrape pools named as the operator names our monitors' pools.
 fn start(dir: &Path, metrics_port: u16, extra_ztunnel_target: Option<u16>) -> Option<Prometheus> {
-    if Command::new("prometheus").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("MESHCHECK_REQUIRE_PROMETHEUS").is_none(),
-            "MESHCHECK_REQUIRE_PROMETHEUS is set but `prometheus` is not on PATH (apt-get install prometheus)"
-        );
-        crate::common::tool_missing(
-            "the real-Prometheus metric test",
-            "`prometheus` on PATH",
-            "apt-get install prometheus",
-        );
-        return None;
-    }
     // One static config per ztunnel, labelled with its pod as the PodMonitor's relabelling does,
     // so the judge can hold each running ztunnel against its own target.
     let mut ztunnel_targets = vec![format!("{{targets: ['127.0.0.1:{metrics_port}'], labels: {{pod: ztunnel-0}}}}")];
@@ -110,6 +98,23 @@ fn start(dir: &Path, metrics_port: u16, extra_ztunnel_target: Option<u16>) -> Op
         istiod = metrics::ISTIOD_POOL,
         ztunnel = metrics::ZTUNNEL_POOL,
     );
+    spawn(dir, &config)
+}
+
+/// The real Prometheus with `config`, or `None` (said) when it is not installed.
+fn spawn(dir: &Path, config: &str) -> Option<Prometheus> {
+    if Command::new("prometheus").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("MESHCHECK_REQUIRE_PROMETHEUS").is_none(),
+            "MESHCHECK_REQUIRE_PROMETHEUS is set but `prometheus` is not on PATH (apt-get install prometheus)"
+        );
+        crate::common::tool_missing(
+            "the real-Prometheus metric test",
+            "`prometheus` on PATH",
+            "apt-get install prometheus",
+        );
+        return None;
+    }
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let port = free_port();
     let child = Command::new("prometheus")
@@ -205,4 +210,152 @@ async fn metric_check_fails_when_a_real_prometheus_cannot_scrape_a_ztunnel() {
     assert!(e.contains("ztunnel on node node-1 (pod ztunnel-1): target"), "{e}");
     assert!(e.contains(&format!("127.0.0.1:{dead}/stats/prometheus is down")), "{e}");
     assert!(!e.contains("node node-0"), "the scraped ztunnel is fine: {e}");
+}
+
+/// The pods the cAdvisor endpoint below reports: (namespace, pod, container, labels, cores, MiB).
+const CADVISOR_PODS: &[(&str, &str, &str, &str, f64, f64)] = &[
+    ("istio-system", "ztunnel-a", "istio-proxy", r#"{"app": "ztunnel"}"#, 0.050, 12.0),
+    ("istio-system", "istio-cni-node-a", "install-cni", r#"{"k8s-app": "istio-cni-node"}"#, 0.010, 30.0),
+    ("istio-system", "istiod-x", "discovery", r#"{"app": "istiod"}"#, 0.020, 60.0),
+    ("istio-ingress", "istio-ingress-y", "istio-proxy", r#"{"app": "istio-ingress"}"#, 0.030, 40.0),
+];
+
+/// A kubelet's `/metrics/cadvisor` now: each container's CPU counter (its cores × the seconds
+/// since `start`) and working set, its pod's cgroup (`container=""`) with the same figures, and a
+/// family kube-prometheus-stack's relabelling drops.
+fn cadvisor_text(start: Instant) -> String {
+    let elapsed = start.elapsed().as_secs_f64() + 100.0;
+    let mut cpu = String::from("# TYPE container_cpu_usage_seconds_total counter\n");
+    let mut memory = String::from("# TYPE container_memory_working_set_bytes gauge\n");
+    let mut load = String::from("# TYPE container_cpu_load_average_10s gauge\n");
+    for (ns, pod, container, _, cores, mib) in CADVISOR_PODS {
+        for (c, id) in [(*container, format!("/kubepods/{pod}/{container}")), ("", format!("/kubepods/{pod}"))] {
+            let labels = format!("container=\"{c}\",id=\"{id}\",namespace=\"{ns}\",pod=\"{pod}\"");
+            cpu.push_str(&format!("container_cpu_usage_seconds_total{{{labels}}} {}\n", cores * elapsed));
+            memory.push_str(&format!("container_memory_working_set_bytes{{{labels}}} {}\n", mib * 1048576.0));
+            load.push_str(&format!("container_cpu_load_average_10s{{{labels}}} 0\n"));
+        }
+    }
+    cpu + &memory + &load
+}
+
+/// kube-prometheus-stack 77.0.0's cAdvisor endpoint of its kubelet ServiceMonitor, read from the
+/// pinned chart's values.yaml (`kubelet.serviceMonitor.cAdvisorMetricRelabelings` and
+/// `cAdvisorRelabelings`), as the Prometheus config prometheus-operator generates from it:
+/// `honor_labels: true`, the relabelings with their keys in Prometheus's spelling.
+fn kubelet_job(name: &str, port: u16) -> Option<String> {
+    let values = crate::common::helm()?.charts.join("kube-prometheus-stack-77.0.0/values.yaml");
+    let values: Value = serde_saphyr::from_str(&std::fs::read_to_string(values).unwrap()).unwrap();
+    let rules = |key: &str| -> Value {
+        let list = values.pointer(&format!("/kubelet/serviceMonitor/{key}")).cloned().unwrap_or_default();
+        fn snake(k: &str) -> &str {
+            match k {
+                "sourceLabels" => "source_labels",
+                "targetLabel" => "target_label",
+                other => other,
+            }
+        }
+        let converted: Vec<Value> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let map: serde_json::Map<String, Value> =
+                    r.as_object().unwrap().iter().map(|(k, v)| (snake(k).to_string(), v.clone())).collect();
+                Value::Object(map)
+            })
+            .collect();
+        Value::Array(converted)
+    };
+    Some(format!(
+        "- job_name: {name}\n  honor_labels: true\n  metrics_path: /metrics/cadvisor\n  static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n  relabel_configs: {}\n  metric_relabel_configs: {}\n",
+        rules("cAdvisorRelabelings"),
+        rules("cAdvisorMetricRelabelings"),
+    ))
+}
+
+/// The footprint check's queries against the real Prometheus scraping a kubelet's cAdvisor
+/// endpoint through two kubelet Services at once (a cluster's own kube-prometheus-stack and the
+/// run's, both matching the chart's ServiceMonitor: the trap the chart's README names), with the
+/// chart's own relabelling rules: each container's working set comes out once (not doubled), its
+/// CPU at the rate the endpoint grows it, the pod cgroups left out, and the family the chart drops
+/// absent; the judge passes on those answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn footprint_queries_against_a_real_prometheus_count_each_container_once() {
+    use meshcheck::checks::footprint;
+    let start = Instant::now();
+    let port = http_server(move |_| http_response("200 OK", "text/plain; version=0.0.4", &cadvisor_text(start)));
+    let dir = tempfile::tempdir().unwrap();
+    let (Some(ours), Some(theirs)) = (
+        kubelet_job("serviceMonitor/monitoring/prom-kubelet/1", port),
+        kubelet_job("serviceMonitor/monitoring/kube-prometheus-stack-kubelet/1", port),
+    ) else {
+        return;
+    };
+    let config = format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n{ours}{theirs}");
+    let Some(prom) = spawn(dir.path(), &config) else { return };
+    let query = |promql: &str| {
+        let q = form_urlencoded::Serializer::new(String::new()).append_pair("query", promql).finish();
+        format!("api/v1/query?{q}")
+    };
+    // Both jobs scraped twice, so that a counter has moved.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: Value =
+            serde_json::from_slice(&prom.get(&query("count(up == 1)")).await.unwrap_or_default()).unwrap_or_default();
+        if v.pointer("/data/result/0/value/1").and_then(Value::as_str) == Some("2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let ev = Evidence::new(dir.path().join("evidence"));
+    let unix = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let mut windows = Vec::new();
+    for condition in ["idle", "load"] {
+        let started = unix();
+        ev.write(
+            &format!("footprint/{condition}-cpu-start.json"),
+            &prom.get(&query(footprint::CPU_QUERY)).await.unwrap(),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        windows.push(serde_json::json!({"started": started, "ended": unix()}));
+        ev.write(
+            &format!("footprint/{condition}-cpu-end.json"),
+            &prom.get(&query(footprint::CPU_QUERY)).await.unwrap(),
+        )
+        .unwrap();
+        ev.write(
+            &format!("footprint/{condition}-memory.json"),
+            &prom.get(&query(footprint::MEMORY_QUERY)).await.unwrap(),
+        )
+        .unwrap();
+    }
+    let readings = serde_json::json!({"idle": windows[0], "load": windows[1], "rate_per_second": 20, "sent": 80,
+                                      "answered": 80, "max_ratio": 1.2});
+    ev.write_json("footprint/readings.json", &readings).unwrap();
+    for ns in ["istio-system", "istio-ingress"] {
+        let items: Vec<Value> = CADVISOR_PODS
+            .iter()
+            .filter(|p| p.0 == ns)
+            .map(|(ns, pod, _, labels, _, _)| {
+                serde_json::json!({"metadata": {"name": pod, "namespace": ns,
+                                                "labels": serde_json::from_str::<Value>(labels).unwrap()}})
+            })
+            .collect();
+        ev.write_json(&format!("footprint/pods-{ns}.json"), &serde_json::json!({"items": items})).unwrap();
+    }
+    let v = footprint::judge(&ev);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    let m = |metric: &str| v.measurements.iter().find(|m| m.metric == metric).map(|m| m.value).unwrap();
+    assert_eq!(m("ztunnel.memory.load"), 12.0 * 1048576.0, "once, though two jobs scrape it");
+    assert_eq!(m("istiod.memory.idle"), 60.0 * 1048576.0);
+    let cpu = m("ztunnel.cpu.load");
+    // The counter's last sample lags the query by up to one 1 s scrape at each end of a 4 s window.
+    assert!((0.025..0.075).contains(&cpu), "ztunnel at 50 mcore read as {cpu}");
+    // What the chart's relabelling drops is not there.
+    let dropped: Value =
+        serde_json::from_slice(&prom.get(&query("container_cpu_load_average_10s")).await.unwrap()).unwrap();
+    assert_eq!(dropped.pointer("/data/result"), Some(&serde_json::json!([])), "{dropped}");
 }
