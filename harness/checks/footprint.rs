@@ -133,7 +133,7 @@ fn unix_now() -> f64 {
 
 async fn query(live: &Live, promql: &str, file: &str) -> Result<(), LiveError> {
     let q = form_urlencoded::Serializer::new(String::new()).append_pair("query", promql).finish();
-    let body = live.service_get("monitoring", "prom-prometheus", 9090, &format!("api/v1/query?{q}")).await?;
+    let body = live.prometheus_get(&format!("api/v1/query?{q}")).await?;
     live.save(&format!("{DIR}/{file}"), &body)
 }
 

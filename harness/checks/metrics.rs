@@ -44,7 +44,7 @@ struct ViaServiceProxy<'a>(&'a Live);
 
 impl PromApi for ViaServiceProxy<'_> {
     fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>, LiveError>> {
-        Box::pin(self.0.service_get("monitoring", "prom-prometheus", 9090, path))
+        Box::pin(self.0.prometheus_get(path))
     }
 }
 

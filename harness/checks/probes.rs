@@ -56,7 +56,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         let pods: Value = serde_json::from_slice(&pods).unwrap_or(Value::Null);
         let wait = live.scenario.settle(probe_wait(&pods, live.scenario.probes.periods));
         // Targets before the policy: only a target that was up and went down is collateral damage.
-        let targets = live.service_get("monitoring", "prom-prometheus", 9090, "api/v1/targets?state=active").await?;
+        let targets = live.prometheus_get("api/v1/targets?state=active").await?;
         live.save(TARGETS_BEFORE, &targets)?;
         let target = enforcement_target(&pods);
         let before = match &target {
@@ -130,7 +130,7 @@ async fn observe(live: &Live, wait: Duration, dir: &str, since: &str) -> Result<
                 &live.get_raw(&format!("/api/v1/namespaces/{ns}/pods")).await?,
             )?;
         }
-        let targets = live.service_get("monitoring", "prom-prometheus", 9090, "api/v1/targets?state=active").await?;
+        let targets = live.prometheus_get("api/v1/targets?state=active").await?;
         live.save(TARGETS_AFTER, &targets)?;
     }
     Ok(())

@@ -366,6 +366,25 @@ impl Live {
         self.get_raw(&service_proxy_path(ns, svc, port, path)).await
     }
 
+    /// GET `path` of the cluster's Prometheus ([`Scenario::prometheus`]) through the service
+    /// proxy. A Service that is not there says where meshcheck looked and how to point it
+    /// elsewhere: a cluster set up by another guide names its Prometheus otherwise.
+    pub async fn prometheus_get(&self, path: &str) -> Result<Vec<u8>, LiveError> {
+        let at = self.scenario.prometheus();
+        match self.service_get(&at.namespace, &at.name, at.port, path).await {
+            Err(LiveError::Kube { what, source: kube::Error::Api(status) }) if status.code == 404 => {
+                Err(LiveError::Http {
+                    what,
+                    message: format!(
+                        "{}: no Prometheus Service {at}; on a cluster set up otherwise, set `existing.prometheus` to where its Prometheus answers (namespace/service:port)",
+                        status.message
+                    ),
+                })
+            }
+            other => other,
+        }
+    }
+
     /// GET through the API-server service proxy asking for `accept`. The body comes back as bytes
     /// (a protobuf body is not text) with the `Content-Type` the service answered, because a
     /// service may answer in another format than asked. A non-2xx answer is an error.

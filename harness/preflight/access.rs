@@ -21,7 +21,7 @@ pub(super) struct Access {
     pub(super) group: &'static str,
     pub(super) resource: &'static str,
     pub(super) subresource: &'static str,
-    pub(super) namespace: Option<&'static str>,
+    pub(super) namespace: Option<std::borrow::Cow<'static, str>>,
     pub(super) why: &'static str,
 }
 
@@ -32,7 +32,17 @@ pub(super) const fn access(
     namespace: Option<&'static str>,
     why: &'static str,
 ) -> Access {
-    Access { verbs, group, resource, subresource: "", namespace, why }
+    Access {
+        verbs,
+        group,
+        resource,
+        subresource: "",
+        namespace: match namespace {
+            Some(ns) => Some(std::borrow::Cow::Borrowed(ns)),
+            None => None,
+        },
+        why,
+    }
 }
 
 pub(super) const fn sub(
@@ -42,7 +52,7 @@ pub(super) const fn sub(
     namespace: &'static str,
     why: &'static str,
 ) -> Access {
-    Access { verbs, group: "", resource, subresource, namespace: Some(namespace), why }
+    Access { verbs, group: "", resource, subresource, namespace: Some(std::borrow::Cow::Borrowed(namespace)), why }
 }
 
 /// A server-side apply is a PATCH, and one that creates the object is authorized as `create` too
@@ -185,7 +195,10 @@ pub(super) fn required_access(s: &Scenario) -> Vec<Access> {
         }
     }
     if check("metrics") || check("probes") || check("footprint") {
-        out.push(sub(&["get"], "services", "proxy", "monitoring", "metrics, probes and footprint query Prometheus"));
+        let mut proxy =
+            sub(&["get"], "services", "proxy", "monitoring", "metrics, probes and footprint query Prometheus");
+        proxy.namespace = Some(s.prometheus().namespace.into());
+        out.push(proxy);
     }
     if check("footprint") {
         for ns in ["istio-system", "istio-ingress"] {
@@ -337,7 +350,7 @@ pub(super) async fn access_problems(
                     group: Some(a.group.into()),
                     resource: Some(a.resource.into()),
                     subresource: (!a.subresource.is_empty()).then(|| a.subresource.into()),
-                    namespace: a.namespace.map(Into::into),
+                    namespace: a.namespace.as_deref().map(Into::into),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -390,7 +403,7 @@ pub(super) async fn access_problems(
                 ("", sub) => format!("{}/{sub}", a.resource),
                 (group, _) => format!("{}.{group}", a.resource),
             };
-            let scope = a.namespace.map_or_else(|| "cluster-wide".to_string(), |ns| format!("in namespace {ns}"));
+            let scope = a.namespace.as_deref().map_or_else(|| "cluster-wide".to_string(), |ns| format!("in namespace {ns}"));
             let said = if said.is_empty() { String::new() } else { format!(" (the API server said: {said})") };
             format!(
                 "access: context `{context}` may not {} {resource} {scope}, and {}{said}. Fix: grant it to the kubeconfig's \

@@ -55,11 +55,13 @@ pub enum Format {
     IstioMinor(u64),
     /// A node image whose tag is Kubernetes `1.lo` to `1.hi`.
     KubernetesMinors(u64, u64),
+    /// `namespace/service:port`: a Kubernetes Service and one of its ports.
+    ServiceRef,
 }
 
 impl Format {
     /// The formats with no parameters.
-    pub const PLAIN: [Format; 8] = [
+    pub const PLAIN: [Format; 9] = [
         Format::Name,
         Format::ChartVersion,
         Format::IstioVersion,
@@ -68,6 +70,7 @@ impl Format {
         Format::KindNodeImage,
         Format::K3sNodeImage,
         Format::Url,
+        Format::ServiceRef,
     ];
 
     /// Every format the schema uses: the plain ones and, per Istio minor release meshcheck knows the
@@ -113,6 +116,13 @@ impl Format {
             Format::Url => "^https?://[!-~]+$".into(),
             Format::IstioMinor(minor) => format!("^1\\.{minor}\\."),
             Format::KubernetesMinors(lo, hi) => format!(":v1\\.({})\\.", integers(lo, hi)),
+            // A namespace is a DNS-1123 label, a Service name a DNS-1035 label (it starts with a
+            // letter), both at most 63 characters (apimachinery validation.IsDNS1123Label,
+            // IsDNS1035Label); a port 1 to 65535.
+            Format::ServiceRef => format!(
+                "^[a-z0-9]([-a-z0-9]{{0,61}}[a-z0-9])?/[a-z]([-a-z0-9]{{0,61}}[a-z0-9])?:({})$",
+                integers(1, 65535)
+            ),
         }
     }
 
@@ -143,6 +153,7 @@ impl Format {
             Format::KindNodeImage => check_node_image(text, NodeImage::Kind),
             Format::K3sNodeImage => check_node_image(text, NodeImage::K3s),
             Format::Url => check_url(text),
+            Format::ServiceRef => check_service_ref(text),
             Format::IstioMinor(minor) => {
                 if text.starts_with(&format!("1.{minor}.")) {
                     Ok(())
@@ -172,6 +183,7 @@ impl Format {
             Format::GatewayApiVersion => Some("v1.5.1"),
             Format::Duration => Some("10m"),
             Format::Url => Some("https://mirror.example/"),
+            Format::ServiceRef => Some("monitoring/prom-prometheus:9090"),
             _ => None,
         }
     }
@@ -218,6 +230,38 @@ fn same_length(a: &str, b: &str, prefix: &str, out: &mut Vec<String>) {
         out.push(format!("{prefix}{}{}", class(da + 1, db - 1), any(ra.len())));
     }
     same_length(&"0".repeat(rb.len()), rb, &format!("{prefix}{db}"), out);
+}
+
+/// `namespace/service:port` (see [`Format::ServiceRef`]).
+fn check_service_ref(text: &str) -> Result<(), String> {
+    let how = "write namespace/service:port, e.g. monitoring/prom-prometheus:9090";
+    let (Some((namespace, rest)), true) = (text.split_once('/'), text.contains(':')) else {
+        return Err(format!("`{text}` is not a Service reference; {how}"));
+    };
+    let Some((service, port)) = rest.rsplit_once(':') else {
+        return Err(format!("`{text}` is not a Service reference; {how}"));
+    };
+    let label = |s: &str, first_letter: bool| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.ends_with('-')
+            && s.chars().next().is_some_and(|c| if first_letter { c.is_ascii_lowercase() } else { c != '-' })
+    };
+    if !label(namespace, false) {
+        return Err(format!("`{namespace}` is not a namespace name (a-z, 0-9 and `-`, at most 63); {how}"));
+    }
+    if !label(service, true) {
+        return Err(format!(
+            "`{service}` is not a Service name (a-z, 0-9 and `-`, starting with a letter, at most 63); {how}"
+        ));
+    }
+    match port.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) && !port.starts_with('0') && port.chars().all(|c| c.is_ascii_digit()) => {
+            Ok(())
+        }
+        _ => Err(format!("`{port}` is not a port (1 to 65535); {how}")),
+    }
 }
 
 fn check_name(text: &str) -> Result<(), String> {

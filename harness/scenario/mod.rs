@@ -219,6 +219,32 @@ fn default_checks() -> Vec<String> {
     catalog::CATALOG.iter().filter(|c| c.default_on).map(|c| c.name.to_string()).collect()
 }
 
+/// A Service and one of its ports (`namespace/service:port`, [`Format::ServiceRef`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAt {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl ServiceAt {
+    /// `namespace/service:port`, as the schema's format has it.
+    pub fn parse(text: &str) -> Option<ServiceAt> {
+        let (namespace, rest) = text.split_once('/')?;
+        let (name, port) = rest.rsplit_once(':')?;
+        Some(ServiceAt { namespace: namespace.into(), name: name.into(), port: port.parse().ok()? })
+    }
+}
+
+impl std::fmt::Display for ServiceAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.name, self.port)
+    }
+}
+
 /// Kubernetes minor versions each Istio minor officially supports (field guide §4.3).
 const ISTIO_K8S_SUPPORT: &[(u64, u64, u64)] =
     &[(24, 28, 31), (25, 29, 32), (26, 29, 33), (27, 29, 33), (28, 29, 34), (29, 31, 35), (30, 32, 36)];
@@ -292,6 +318,18 @@ impl Scenario {
             let (line, column) = at(&["versions", "upgrade_to"]);
             invalid(line, column, Some("versions.upgrade_to".into()), message)
         })?;
+        if let Some(existing) = scenario.existing.as_ref().filter(|e| e.install && e.prometheus.is_some()) {
+            let (line, column) = at(&["existing", "prometheus"]);
+            return Err(invalid(
+                line,
+                column,
+                Some("existing.prometheus".into()),
+                format!(
+                    "`{}` names the cluster's own Prometheus, but with `install: true` meshcheck installs and reads its own; remove one of the two",
+                    existing.prometheus.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
         if let Some((path, message)) = scenario.measuring_beyond_deadline() {
             let (line, column) = at(&path);
             return Err(invalid(line, column, Some(path.join(".")), message));
@@ -336,6 +374,16 @@ impl Scenario {
             ));
         }
         Ok(scenario)
+    }
+
+    /// Where the checks read Prometheus: `existing.prometheus`, else where meshcheck's guide puts
+    /// it (kube-prometheus-stack with `fullnameOverride: prom`, values/kube-prometheus-stack.yaml).
+    pub fn prometheus(&self) -> ServiceAt {
+        self.existing
+            .as_ref()
+            .and_then(|e| e.prometheus.as_deref())
+            .and_then(ServiceAt::parse)
+            .unwrap_or_else(|| ServiceAt { namespace: "monitoring".into(), name: "prom-prometheus".into(), port: 9090 })
     }
 
     /// A measuring check whose own waits alone outlast `timeouts.check` (its collector's deadline)

@@ -87,6 +87,16 @@ pub struct ExistingSpec {
     /// it created outside those namespaces (the CRDs helm keeps among them).
     #[serde(default)]
     pub install: bool,
+    /// Where the cluster's Prometheus answers, as `namespace/service:port`, when it was not set up
+    /// by meshcheck's guide (default `monitoring/prom-prometheus:9090`, kube-prometheus-stack with
+    /// `fullnameOverride: prom`; without it kube-prometheus-stack 77.0.0 names it
+    /// `<fullname>-prometheus` on port 9090, the fullname being the release name when it contains
+    /// `kube-prometheus-stack`, else `<release>-kube-prometheus-stack`, cut to 26 characters:
+    /// templates/_helpers.tpl, templates/prometheus/service.yaml). The metrics, probes and
+    /// footprint checks read it through the API server's service proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = Format::ServiceRef.pattern()))]
+    pub prometheus: Option<String>,
 }
 
 /// Versions of everything the run installs. All are validated at load time; each one left out

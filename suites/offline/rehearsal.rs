@@ -654,6 +654,37 @@ fn fault(
     r
 }
 
+/// Issue 20, item 7: an existing cluster whose kube-prometheus-stack was installed by the chart's
+/// own guide (release `kube-prometheus-stack`, no `fullnameOverride`): its Prometheus is
+/// `monitoring/kube-prometheus-stack-prometheus:9090`. Where meshcheck looks by default, the
+/// metrics, probes and footprint checks error naming the Service they looked for and the field
+/// that points them elsewhere; with `existing.prometheus` set to it, they pass on that cluster.
+#[test]
+fn an_existing_cluster_with_kube_prometheus_stacks_default_names_needs_existing_prometheus() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let faults = || Faults { kps_default_names: true, ..Faults::default() };
+    let hint = "no Prometheus Service monitoring/prom-prometheus:9090; on a cluster set up otherwise, set `existing.prometheus`";
+    fault(
+        "existing",
+        "existing-cluster",
+        faults(),
+        |t| only_checks(t, &["metrics", "footprint"]),
+        &[("checks::metrics", Outcome::Error, hint), ("checks::footprint", Outcome::Error, hint)],
+    );
+    let Some(r) = Rehearsal::new("existing", faults()) else { return };
+    let scenario = r.scenario("existing-cluster", |t| {
+        only_checks(t, &["metrics", "probes", "footprint"]).replace(
+            "  install: false\n",
+            "  install: false\n  prometheus: monitoring/kube-prometheus-stack-prometheus:9090\n",
+        )
+    });
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+}
+
 #[test]
 fn fault_ztunnel_reporting_bookinfo_as_tcp_fails_mtls_naming_the_workloads() {
     if crate::common::upstream().is_none() {

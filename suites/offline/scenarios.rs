@@ -311,6 +311,24 @@ fn candidates(format: Format) -> Vec<String> {
         Format::Url => {
             vec!["https://quay.io/".into(), "http://127.0.0.1:8080".into(), "ftp://x".into(), "http://".into()]
         }
+        Format::ServiceRef => vec![
+            "monitoring/prom-prometheus:9090".into(),
+            "istio-system/prometheus:9090".into(),
+            "monitoring/kube-prometheus-stack-prometheus:65535".into(),
+            "a/b:1".into(),
+            "9ns/svc:80".into(),
+            "ns/9svc:80".into(),
+            "ns/svc-:80".into(),
+            "ns/svc:0".into(),
+            "ns/svc:65536".into(),
+            "ns/svc:080".into(),
+            "ns/svc".into(),
+            "svc:80".into(),
+            format!("{}/svc:80", "n".repeat(63)),
+            format!("{}/svc:80", "n".repeat(64)),
+            format!("ns/s{}:80", "v".repeat(62)),
+            format!("ns/s{}:80", "v".repeat(63)),
+        ],
         Format::IstioMinor(_) => {
             vec!["1.30.3".into(), "1.29.0".into(), "1.3.0".into(), "1.300.0".into(), "v1.30.3".into()]
         }

@@ -360,9 +360,19 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
     // Cilium's operator ran on this cluster long ago.
     register_cilium_crds(&mut st);
     st.store.establish_pending();
+    let kps_default_names = st.faults.kps_default_names;
     for (repo, chart, version, release, ns, values) in releases {
         let file = dir.join(format!("values-{values}"));
-        std::fs::write(&file, fixture(&format!("values/{values}"))).map_err(|e| e.to_string())?;
+        let mut text = fixture(&format!("values/{values}"));
+        // The chart's own guide: `helm install kube-prometheus-stack …` with its default names.
+        let release = match (chart, kps_default_names) {
+            ("kube-prometheus-stack", true) => {
+                text = text.lines().filter(|l| !l.starts_with("fullnameOverride:")).collect::<Vec<_>>().join("\n");
+                "kube-prometheus-stack"
+            }
+            _ => release,
+        };
+        std::fs::write(&file, text).map_err(|e| e.to_string())?;
         let mut files = vec![file];
         if chart == "gateway" {
             files.push(ports.clone());

@@ -117,6 +117,10 @@ pub struct Faults {
     /// The existing cluster runs Cilium and the user's own objects, without the mesh or the
     /// observability stack: what `existing.install: true` installs onto.
     pub mesh_absent: bool,
+    /// The existing cluster's kube-prometheus-stack was installed by the chart's own guide: release
+    /// `kube-prometheus-stack`, no `fullnameOverride`, so its Prometheus is
+    /// `monitoring/kube-prometheus-stack-prometheus:9090`, not where meshcheck's guide puts it.
+    pub kps_default_names: bool,
     /// ztunnel pods of this Istio version (image tag) add this many milliseconds to each request
     /// they carry.
     pub ztunnel_adds_ms: Option<(String, f64)>,
