@@ -11,7 +11,7 @@ use crate::{
     cluster::live::{Live, LiveError},
     common::catalog,
     evidence::{Evidence, ServiceEdge, Verdict},
-    scenario::KialiAuth,
+    scenario::{Backend, KialiAuth},
 };
 
 /// Registration.
@@ -27,18 +27,14 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         }
         // The kiali-server chart and the operator's default web_root is /kiali on Kubernetes.
         let status =
-            live.service_get("istio-system", "kiali", 20001, "kiali/api/status").await.map_err(login_needed)?;
+            live.backend_get(Backend::Kiali, "kiali/api/status", "").await.map(|f| f.body).map_err(login_needed)?;
         live.save("kiali/status.json", &status)?;
         crate::cluster::traffic::drive_bookinfo(live, 30).await;
         tokio::time::sleep(live.scenario.settle(std::time::Duration::from_secs(30))).await;
         let graph = live
-            .service_get(
-                "istio-system",
-                "kiali",
-                20001,
-                &format!("kiali/api/namespaces/graph?{}", kiali_login::GRAPH_QUERY),
-            )
-            .await?;
+            .backend_get(Backend::Kiali, &format!("kiali/api/namespaces/graph?{}", kiali_login::GRAPH_QUERY), "")
+            .await?
+            .body;
         live.save(GRAPH, &graph)
     })
 }

@@ -15,6 +15,7 @@ use crate::{
     common::catalog,
     evidence::{Evidence, Findings, Verdict},
     formats::tempo::{self, TraceFormat},
+    scenario::Backend,
 };
 
 /// Registration.
@@ -103,7 +104,11 @@ pub(crate) async fn send_traced(
         let id = &s.trace_id;
         let started = Instant::now();
         loop {
-            let got = live.service_get_as("tempo", "tempo", 3200, &format!("api/traces/{id}"), tempo::PROTOBUF).await;
+            let got = live.backend_get(Backend::Tempo, &format!("api/traces/{id}"), tempo::PROTOBUF).await;
+            // Tempo not where the scenario says is no trace that has yet to arrive.
+            if let Err(e @ LiveError::NoService { .. }) = got {
+                return Err(e);
+            }
             if let Ok(answer) = got {
                 let format = TraceFormat::of_v1_answer(&answer.content_type);
                 let spans = format.decode(&answer.body).unwrap_or_default();

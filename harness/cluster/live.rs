@@ -28,7 +28,7 @@ use crate::{
     common::names::{BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS},
     evidence::Evidence,
     plan::fixtures::ManifestError,
-    scenario::Scenario,
+    scenario::{Backend, Scenario},
 };
 
 /// Namespaces whose pods and events a run keeps at its end.
@@ -64,6 +64,19 @@ pub enum LiveError {
         what: String,
         /// What went wrong.
         message: String,
+    },
+    /// A part of the observability stack is not where the scenario says (or where meshcheck's guide
+    /// puts it, by default): the API server has no such Service.
+    #[error(
+        "{what}: the API server has no Service {at}; on a cluster set up otherwise, set `{field}` to where it answers (namespace/service:port)"
+    )]
+    NoService {
+        /// What was being requested.
+        what: String,
+        /// Where meshcheck looked.
+        at: String,
+        /// The scenario field that points elsewhere.
+        field: &'static str,
     },
     /// A wait ran out of time.
     #[error("timed out after {after:?} waiting for {what}; last seen: {last_seen}")]
@@ -366,23 +379,34 @@ impl Live {
         self.get_raw(&service_proxy_path(ns, svc, port, path)).await
     }
 
-    /// GET `path` of the cluster's Prometheus ([`Scenario::prometheus`]) through the service
-    /// proxy. A Service that is not there says where meshcheck looked and how to point it
-    /// elsewhere: a cluster set up by another guide names its Prometheus otherwise.
-    pub async fn prometheus_get(&self, path: &str) -> Result<Vec<u8>, LiveError> {
-        let at = self.scenario.prometheus();
-        match self.service_get(&at.namespace, &at.name, at.port, path).await {
-            Err(LiveError::Kube { what, source: kube::Error::Api(status) }) if status.code == 404 => {
-                Err(LiveError::Http {
-                    what,
-                    message: format!(
-                        "{}: no Prometheus Service {at}; on a cluster set up otherwise, set `existing.prometheus` to where its Prometheus answers (namespace/service:port)",
-                        status.message
-                    ),
-                })
+    /// GET `path` of `backend` where the scenario says it is ([`Scenario::service`]) through the
+    /// service proxy, asking for `accept` (empty: anything). A Service that is not there says where
+    /// meshcheck looked and which field points it elsewhere: a cluster set up by another guide
+    /// names its services otherwise.
+    pub async fn backend_get(&self, backend: Backend, path: &str, accept: &str) -> Result<Fetched, LiveError> {
+        let at = self.scenario.service(backend);
+        let got = if accept.is_empty() {
+            self.service_get(&at.namespace, &at.name, at.port, path)
+                .await
+                .map(|body| Fetched { content_type: String::new(), body })
+        } else {
+            self.service_get_as(&at.namespace, &at.name, at.port, path, accept).await
+        };
+        let Err(error) = got else { return got };
+        // Whatever went wrong, a Service that is not there is the cause to name: the proxy's own
+        // answer for it differs by path (a Status from the API server, a body from the proxy).
+        let path = format!("/api/v1/namespaces/{}/services/{}", at.namespace, at.name);
+        match self.get_raw(&path).await {
+            Err(LiveError::Kube { source: kube::Error::Api(status), .. }) if status.code == 404 => {
+                Err(LiveError::NoService { what: error.to_string(), at: at.to_string(), field: backend.field() })
             }
-            other => other,
+            _ => Err(error),
         }
+    }
+
+    /// [`Live::backend_get`] of Prometheus, its body.
+    pub async fn prometheus_get(&self, path: &str) -> Result<Vec<u8>, LiveError> {
+        self.backend_get(Backend::Prometheus, path, "").await.map(|f| f.body)
     }
 
     /// GET through the API-server service proxy asking for `accept`. The body comes back as bytes

@@ -11,7 +11,7 @@ use crate::{
     cluster::live::kubeconfig_error,
     common::names::{BOOKINFO_NS, INSIDE_NS, OUTSIDE_NS},
     plan::Plan,
-    scenario::{Provider, Scenario},
+    scenario::{Backend, Provider, Scenario},
 };
 
 /// What the run does on an existing cluster, as the API server authorizes it: the verbs on one
@@ -197,7 +197,7 @@ pub(super) fn required_access(s: &Scenario) -> Vec<Access> {
     if check("metrics") || check("probes") || check("footprint") {
         let mut proxy =
             sub(&["get"], "services", "proxy", "monitoring", "metrics, probes and footprint query Prometheus");
-        proxy.namespace = Some(s.prometheus().namespace.into());
+        proxy.namespace = Some(s.service(Backend::Prometheus).namespace.into());
         out.push(proxy);
     }
     if check("footprint") {
@@ -223,11 +223,15 @@ pub(super) fn required_access(s: &Scenario) -> Vec<Access> {
             "latency reads ztunnel's config dumps (whether the mesh captured its pods)",
         ));
     }
-    if check("traces") {
-        out.push(sub(&["get"], "services", "proxy", "tempo", "traces reads Tempo's trace API"));
+    if check("traces") || check("l7-traces") {
+        let mut proxy = sub(&["get"], "services", "proxy", "tempo", "traces reads Tempo's trace API");
+        proxy.namespace = Some(s.service(Backend::Tempo).namespace.into());
+        out.push(proxy);
     }
     if check("kiali") && s.kiali.auth == crate::scenario::KialiAuth::Anonymous {
-        out.push(sub(&["get"], "services", "proxy", "istio-system", "kiali reads Kiali's API"));
+        let mut proxy = sub(&["get"], "services", "proxy", "istio-system", "kiali reads Kiali's API");
+        proxy.namespace = Some(s.service(Backend::Kiali).namespace.into());
+        out.push(proxy);
     }
     if check("kiali") && s.kiali.auth == crate::scenario::KialiAuth::Openid {
         out.push(access(&["get"], "", "secrets", Some("keycloak"), "kiali reads the Keycloak login the run created"));

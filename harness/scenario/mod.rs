@@ -219,6 +219,44 @@ fn default_checks() -> Vec<String> {
     catalog::CATALOG.iter().filter(|c| c.default_on).map(|c| c.name.to_string()).collect()
 }
 
+/// A part of the observability stack the checks read over the API server's service proxy, which
+/// an existing cluster may keep elsewhere than meshcheck's guide does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Prometheus (metrics, probes, footprint).
+    Prometheus,
+    /// Tempo (traces, l7-traces).
+    Tempo,
+    /// Kiali (kiali).
+    Kiali,
+}
+
+impl Backend {
+    /// Every backend.
+    pub const ALL: [Backend; 3] = [Backend::Prometheus, Backend::Tempo, Backend::Kiali];
+
+    /// The scenario field that says where it is.
+    pub fn field(self) -> &'static str {
+        match self {
+            Backend::Prometheus => "existing.prometheus",
+            Backend::Tempo => "existing.tempo",
+            Backend::Kiali => "existing.kiali",
+        }
+    }
+
+    /// Where meshcheck's guide puts it: kube-prometheus-stack with `fullnameOverride: prom`
+    /// (values/kube-prometheus-stack.yaml, Service `<fullname>-prometheus` on 9090), the tempo
+    /// chart as release `tempo` (its Service on 3200), the Kiali CR's defaults (`kiali` on 20001).
+    pub fn default_at(self) -> ServiceAt {
+        let at = |namespace: &str, name: &str, port| ServiceAt { namespace: namespace.into(), name: name.into(), port };
+        match self {
+            Backend::Prometheus => at("monitoring", "prom-prometheus", 9090),
+            Backend::Tempo => at("tempo", "tempo", 3200),
+            Backend::Kiali => at("istio-system", "kiali", 20001),
+        }
+    }
+}
+
 /// A Service and one of its ports (`namespace/service:port`, [`Format::ServiceRef`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceAt {
@@ -318,17 +356,19 @@ impl Scenario {
             let (line, column) = at(&["versions", "upgrade_to"]);
             invalid(line, column, Some("versions.upgrade_to".into()), message)
         })?;
-        if let Some(existing) = scenario.existing.as_ref().filter(|e| e.install && e.prometheus.is_some()) {
-            let (line, column) = at(&["existing", "prometheus"]);
-            return Err(invalid(
-                line,
-                column,
-                Some("existing.prometheus".into()),
-                format!(
-                    "`{}` names the cluster's own Prometheus, but with `install: true` meshcheck installs and reads its own; remove one of the two",
-                    existing.prometheus.as_deref().unwrap_or_default()
-                ),
-            ));
+        if let Some(existing) = scenario.existing.as_ref().filter(|e| e.install) {
+            let given = [("prometheus", &existing.prometheus), ("tempo", &existing.tempo), ("kiali", &existing.kiali)];
+            if let Some((key, Some(value))) = given.into_iter().find(|(_, v)| v.is_some()) {
+                let (line, column) = at(&["existing", key]);
+                return Err(invalid(
+                    line,
+                    column,
+                    Some(format!("existing.{key}")),
+                    format!(
+                        "`{value}` names the cluster's own {key}, but with `install: true` meshcheck installs and reads its own; remove one of the two"
+                    ),
+                ));
+            }
         }
         if let Some((path, message)) = scenario.measuring_beyond_deadline() {
             let (line, column) = at(&path);
@@ -376,14 +416,14 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Where the checks read Prometheus: `existing.prometheus`, else where meshcheck's guide puts
-    /// it (kube-prometheus-stack with `fullnameOverride: prom`, values/kube-prometheus-stack.yaml).
-    pub fn prometheus(&self) -> ServiceAt {
-        self.existing
-            .as_ref()
-            .and_then(|e| e.prometheus.as_deref())
-            .and_then(ServiceAt::parse)
-            .unwrap_or_else(|| ServiceAt { namespace: "monitoring".into(), name: "prom-prometheus".into(), port: 9090 })
+    /// Where the checks read `backend`: its `existing.*` field, else where meshcheck's guide puts it.
+    pub fn service(&self, backend: Backend) -> ServiceAt {
+        let given = self.existing.as_ref().and_then(|e| match backend {
+            Backend::Prometheus => e.prometheus.as_deref(),
+            Backend::Tempo => e.tempo.as_deref(),
+            Backend::Kiali => e.kiali.as_deref(),
+        });
+        given.and_then(ServiceAt::parse).unwrap_or_else(|| backend.default_at())
     }
 
     /// A measuring check whose own waits alone outlast `timeouts.check` (its collector's deadline)

@@ -97,6 +97,17 @@ pub struct ExistingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = Format::ServiceRef.pattern()))]
     pub prometheus: Option<String>,
+    /// Where the cluster's Tempo answers its HTTP API (default `tempo/tempo:3200`, the grafana
+    /// tempo chart as release `tempo` in namespace `tempo`). The traces checks read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = Format::ServiceRef.pattern()))]
+    pub tempo: Option<String>,
+    /// Where the cluster's Kiali answers (default `istio-system/kiali:20001`, the Kiali CR's
+    /// `deployment.instance_name` and `server.port` defaults); its web root stays `/kiali`. The
+    /// kiali check reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = Format::ServiceRef.pattern()))]
+    pub kiali: Option<String>,
 }
 
 /// Versions of everything the run installs. All are validated at load time; each one left out

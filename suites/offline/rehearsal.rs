@@ -665,7 +665,7 @@ fn an_existing_cluster_with_kube_prometheus_stacks_default_names_needs_existing_
         return;
     }
     let faults = || Faults { kps_default_names: true, ..Faults::default() };
-    let hint = "no Prometheus Service monitoring/prom-prometheus:9090; on a cluster set up otherwise, set `existing.prometheus`";
+    let hint = "no Service monitoring/prom-prometheus:9090; on a cluster set up otherwise, set `existing.prometheus`";
     fault(
         "existing",
         "existing-cluster",
@@ -678,6 +678,49 @@ fn an_existing_cluster_with_kube_prometheus_stacks_default_names_needs_existing_
         only_checks(t, &["metrics", "probes", "footprint"]).replace(
             "  install: false\n",
             "  install: false\n  prometheus: monitoring/kube-prometheus-stack-prometheus:9090\n",
+        )
+    });
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_all_pass(&r, &out);
+}
+
+/// Issue 20, item 7: Tempo and Kiali are read where `existing.tempo` and `existing.kiali` say; a
+/// place where there is no Service errors naming it and the field, before any wait (the traces
+/// check does not poll a Service that is not there for its three minutes).
+#[test]
+fn existing_tempo_and_kiali_are_read_where_the_scenario_says() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    fault(
+        "existing",
+        "existing-cluster",
+        Faults::default(),
+        |t| {
+            only_checks(t, &["traces", "kiali"]).replace(
+                "  install: false\n",
+                "  install: false\n  tempo: observability/tempo:3200\n  kiali: kiali/kiali-server:20001\n",
+            )
+        },
+        &[
+            (
+                "checks::traces",
+                Outcome::Error,
+                "no Service observability/tempo:3200; on a cluster set up otherwise, set `existing.tempo`",
+            ),
+            (
+                "checks::kiali",
+                Outcome::Error,
+                "no Service kiali/kiali-server:20001; on a cluster set up otherwise, set `existing.kiali`",
+            ),
+        ],
+    );
+    let Some(r) = Rehearsal::new("existing", Faults::default()) else { return };
+    let scenario = r.scenario("existing-cluster", |t| {
+        only_checks(t, &["traces", "kiali"]).replace(
+            "  install: false\n",
+            "  install: false\n  tempo: tempo/tempo:3200\n  kiali: istio-system/kiali:20001\n",
         )
     });
     let out = r.run(&scenario);
