@@ -235,6 +235,24 @@ impl Backend {
     /// Every backend.
     pub const ALL: [Backend; 3] = [Backend::Prometheus, Backend::Tempo, Backend::Kiali];
 
+    /// Its key under `existing:`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Backend::Prometheus => "prometheus",
+            Backend::Tempo => "tempo",
+            Backend::Kiali => "kiali",
+        }
+    }
+
+    /// What `existing:` says of it, if anything.
+    pub fn given(self, e: &ExistingSpec) -> Option<&str> {
+        match self {
+            Backend::Prometheus => e.prometheus.as_deref(),
+            Backend::Tempo => e.tempo.as_deref(),
+            Backend::Kiali => e.kiali.as_deref(),
+        }
+    }
+
     /// The scenario field that says where it is.
     pub fn field(self) -> &'static str {
         match self {
@@ -356,19 +374,19 @@ impl Scenario {
             let (line, column) = at(&["versions", "upgrade_to"]);
             invalid(line, column, Some("versions.upgrade_to".into()), message)
         })?;
-        if let Some(existing) = scenario.existing.as_ref().filter(|e| e.install) {
-            let given = [("prometheus", &existing.prometheus), ("tempo", &existing.tempo), ("kiali", &existing.kiali)];
-            if let Some((key, Some(value))) = given.into_iter().find(|(_, v)| v.is_some()) {
-                let (line, column) = at(&["existing", key]);
-                return Err(invalid(
-                    line,
-                    column,
-                    Some(format!("existing.{key}")),
-                    format!(
-                        "`{value}` names the cluster's own {key}, but with `install: true` meshcheck installs and reads its own; remove one of the two"
-                    ),
-                ));
-            }
+        if let Some(existing) = scenario.existing.as_ref().filter(|e| e.install)
+            && let Some((backend, value)) = Backend::ALL.into_iter().find_map(|b| Some((b, b.given(existing)?)))
+        {
+            let (line, column) = at(&["existing", backend.key()]);
+            return Err(invalid(
+                line,
+                column,
+                Some(backend.field().into()),
+                format!(
+                    "`{value}` names the cluster's own {}, but with `install: true` meshcheck installs and reads its own; remove one of the two",
+                    backend.key()
+                ),
+            ));
         }
         if let Some((path, message)) = scenario.measuring_beyond_deadline() {
             let (line, column) = at(&path);
@@ -418,11 +436,7 @@ impl Scenario {
 
     /// Where the checks read `backend`: its `existing.*` field, else where meshcheck's guide puts it.
     pub fn service(&self, backend: Backend) -> ServiceAt {
-        let given = self.existing.as_ref().and_then(|e| match backend {
-            Backend::Prometheus => e.prometheus.as_deref(),
-            Backend::Tempo => e.tempo.as_deref(),
-            Backend::Kiali => e.kiali.as_deref(),
-        });
+        let given = self.existing.as_ref().and_then(|e| backend.given(e));
         given.and_then(ServiceAt::parse).unwrap_or_else(|| backend.default_at())
     }
 
