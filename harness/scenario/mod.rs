@@ -16,6 +16,7 @@
 //! `schema` (the JSON Schema), `yaml` (the located tree), `validate` (the tree against the schema),
 //! `format` (formats of single values); this file the `Scenario` and its loader.
 
+mod backend;
 mod format;
 mod gate;
 mod schema;
@@ -24,6 +25,7 @@ mod spec;
 mod validate;
 mod yaml;
 
+pub use backend::{Backend, ServiceAt};
 pub use gate::{CPU_NOISE_CORES, FootprintRules, GateOptions, LatencyRules, MEMORY_NOISE_BYTES};
 pub use schema::json_schema;
 use schema::{SCHEMA, checks_schema, mirrors_schema, rules_between_fields};
@@ -217,88 +219,6 @@ pub struct Scenario {
 
 fn default_checks() -> Vec<String> {
     catalog::CATALOG.iter().filter(|c| c.default_on).map(|c| c.name.to_string()).collect()
-}
-
-/// A part of the observability stack the checks read over the API server's service proxy, which
-/// an existing cluster may keep elsewhere than meshcheck's guide does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Prometheus (metrics, probes, footprint).
-    Prometheus,
-    /// Tempo (traces, l7-traces).
-    Tempo,
-    /// Kiali (kiali).
-    Kiali,
-}
-
-impl Backend {
-    /// Every backend.
-    pub const ALL: [Backend; 3] = [Backend::Prometheus, Backend::Tempo, Backend::Kiali];
-
-    /// Its key under `existing:`.
-    pub fn key(self) -> &'static str {
-        match self {
-            Backend::Prometheus => "prometheus",
-            Backend::Tempo => "tempo",
-            Backend::Kiali => "kiali",
-        }
-    }
-
-    /// What `existing:` says of it, if anything.
-    pub fn given(self, e: &ExistingSpec) -> Option<&str> {
-        match self {
-            Backend::Prometheus => e.prometheus.as_deref(),
-            Backend::Tempo => e.tempo.as_deref(),
-            Backend::Kiali => e.kiali.as_deref(),
-        }
-    }
-
-    /// The scenario field that says where it is.
-    pub fn field(self) -> &'static str {
-        match self {
-            Backend::Prometheus => "existing.prometheus",
-            Backend::Tempo => "existing.tempo",
-            Backend::Kiali => "existing.kiali",
-        }
-    }
-
-    /// Where meshcheck's guide puts it: kube-prometheus-stack with `fullnameOverride: prom`
-    /// (values/kube-prometheus-stack.yaml, Service `<fullname>-prometheus` on 9090), the tempo
-    /// chart as release `tempo` (its Service on 3200), the Kiali CR's defaults (`kiali` on 20001).
-    pub fn default_at(self) -> ServiceAt {
-        let at = |namespace: &str, name: &str, port| ServiceAt { namespace: namespace.into(), name: name.into(), port };
-        match self {
-            Backend::Prometheus => at("monitoring", "prom-prometheus", 9090),
-            Backend::Tempo => at("tempo", "tempo", 3200),
-            Backend::Kiali => at("istio-system", "kiali", 20001),
-        }
-    }
-}
-
-/// A Service and one of its ports (`namespace/service:port`, [`Format::ServiceRef`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceAt {
-    /// Its namespace.
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
-    /// The port.
-    pub port: u16,
-}
-
-impl ServiceAt {
-    /// `namespace/service:port`, as the schema's format has it.
-    pub fn parse(text: &str) -> Option<ServiceAt> {
-        let (namespace, rest) = text.split_once('/')?;
-        let (name, port) = rest.rsplit_once(':')?;
-        Some(ServiceAt { namespace: namespace.into(), name: name.into(), port: port.parse().ok()? })
-    }
-}
-
-impl std::fmt::Display for ServiceAt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}:{}", self.namespace, self.name, self.port)
-    }
 }
 
 /// Kubernetes minor versions each Istio minor officially supports (field guide §4.3).
