@@ -17,6 +17,8 @@
 #      MESHCHECK_CP_NODES           fake nodes (default 1)
 #      MESHCHECK_ETCD_COMPACTION    kube-apiserver --etcd-compaction-interval (default 5m)
 #      MESHCHECK_CP_READY_TIMEOUT   seconds to wait for readiness (default 120)
+#      MESHCHECK_CP_APISERVER_FLAGS extra kube-apiserver flags, space-separated (a test's fault, e.g.
+#                                   --watch-cache-sizes=configmaps#0)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -64,6 +66,7 @@ done
 nodes=${MESHCHECK_CP_NODES:-1}
 compaction=${MESHCHECK_ETCD_COMPACTION:-5m}
 ready_timeout=${MESHCHECK_CP_READY_TIMEOUT:-120}
+read -r -a apiserver_flags <<<"${MESHCHECK_CP_APISERVER_FLAGS:-}"
 
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -174,7 +177,7 @@ start kube-apiserver "$bin/kube-apiserver" \
   --service-cluster-ip-range=10.96.0.0/16 --endpoint-reconciler-type=none \
   --authorization-mode=RBAC --allow-privileged=true \
   --kubelet-client-certificate="$pki/admin.crt" --kubelet-client-key="$pki/admin.key" \
-  --kubelet-preferred-address-types=InternalIP --profiling=false
+  --kubelet-preferred-address-types=InternalIP --profiling=false ${apiserver_flags[@]+"${apiserver_flags[@]}"}
 wait_for kube-apiserver curl_api "$api/readyz"
 t_api=$(since "$t")
 

@@ -236,12 +236,17 @@ fn helm_binary() -> Result<PathBuf, String> {
     go_tool("helm", "MESHCHECK_HELM")
 }
 
-/// A pinned Go program of `.ci/build-go-tools`: `$<env>`, else what it built into
-/// `target/go-tools/bin` (built here, once, when Go is on PATH and it is missing).
+/// A pinned Go program of `.ci/build-go-tools`: `$<env>`, else [`built_go_tool`].
 fn go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(env).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(path));
     }
+    built_go_tool(name)
+}
+
+/// What `.ci/build-go-tools` built into `target/go-tools/bin`: built here, once, when Go is on PATH
+/// and it is missing.
+fn built_go_tool(name: &str) -> Result<PathBuf, String> {
     let built = root().join("target/go-tools/bin").join(name);
     if !built.is_file() {
         // Go and the module proxy are all it needs (`.ci/build-go-tools`); a second test process
@@ -260,6 +265,29 @@ fn go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
         }
     }
     Ok(built)
+}
+
+/// The folder holding the real control plane's programs (etcd, etcdctl, kube-apiserver,
+/// kube-controller-manager, kube-scheduler, kwok at the versions `suites/controlplane/*/go.mod`
+/// pin), for `suites/controlplane/start.sh`, which also needs root and `ip` for its network
+/// namespace. Without them a test fails under `CI=true` and says SKIP elsewhere.
+pub fn control_plane_tools() -> Option<PathBuf> {
+    static LOCATED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let located = LOCATED.get_or_init(|| {
+        if !rustix::process::geteuid().is_root() {
+            return Err("root, for the control plane's network namespace (`ip netns add`)".to_string());
+        }
+        let ip = std::process::Command::new("ip").arg("-V").output();
+        if !ip.is_ok_and(|o| o.status.success()) {
+            return Err("the `ip` command (iproute2), for the control plane's network namespace".to_string());
+        }
+        let mut folder = PathBuf::new();
+        for name in ["etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"] {
+            folder = built_go_tool(name)?.parent().map(Path::to_path_buf).unwrap_or_default();
+        }
+        Ok(folder)
+    });
+    or_skip(located, "the real control plane (.ci/build-go-tools)")
 }
 
 /// The real fortio (fortio.org/fortio at the version suites/controlplane/fortio/go.mod pins):

@@ -3,6 +3,7 @@
 mod apiserver;
 mod charts;
 mod common;
+mod controlplane;
 mod faults;
 mod fixtures;
 mod images;

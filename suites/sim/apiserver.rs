@@ -345,7 +345,7 @@ fn create(
     }
     if rtype.namespaced {
         obj["metadata"]["namespace"] = json!(ns);
-        if let Some(refused) = creation_refused(&st.store, ns) {
+        if let Some(refused) = creation_refused(&st.store, group, plural, ns, &name) {
             return refused;
         }
     }
@@ -371,14 +371,19 @@ fn create(
 /// Whether objects can be created in a namespace: `Some` is the API server's answer when not, 404
 /// for a namespace that does not exist and 403 for one being terminated (kubernetes v1.35.4
 /// plugin/pkg/admission/namespace/lifecycle/admission.go: `unable to create new content in
-/// namespace %s because it is being terminated`, apimachinery `NewForbidden`).
-fn creation_refused(store: &store::Store, ns: &str) -> Option<Response<Body>> {
+/// namespace %s because it is being terminated`, apimachinery `NewForbidden`, which puts
+/// `<resource> "<name>" is forbidden: ` before it; the real API server's wording, held by
+/// suites/offline/controlplane.rs).
+fn creation_refused(store: &store::Store, group: &str, plural: &str, ns: &str, name: &str) -> Option<Response<Body>> {
+    let resource = if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") };
     match store.get("", "namespaces", "", ns) {
         None => Some(status_error(404, "NotFound", &format!("namespaces \"{ns}\" not found"))),
         Some(n) if n.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") => Some(status_error(
             403,
             "Forbidden",
-            &format!("unable to create new content in namespace {ns} because it is being terminated"),
+            &format!(
+                "{resource} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated"
+            ),
         )),
         Some(_) => None,
     }
@@ -403,10 +408,12 @@ fn apply(
     let crd = st.store.get("apiextensions.k8s.io", "customresourcedefinitions", "", &format!("{plural}.{group}"));
     if let Some(field) = crd.and_then(|crd| store::undeclared_fields(crd, &rtype.version, &applied).into_iter().next())
     {
-        // A plain error of the field manager, which the API server answers as 500 InternalError.
+        // A plain error of the field manager, which the API server answers as 500 with no reason
+        // (k8s.io/apiserver v0.35.4 pkg/endpoints/handlers/responsewriters/status.go
+        // `ErrorToAPIStatus`: `StatusReasonUnknown`, ""; the real tier holds it).
         return status_error(
             500,
-            "InternalError",
+            "",
             &format!(
                 "failed to create typed patch object ({ns}/{name}; {group}/{}, Kind={}): {field}: field not declared in schema",
                 rtype.version, rtype.kind
@@ -417,7 +424,7 @@ fn apply(
     // Admission refuses creations only: an object already in a Terminating namespace can change.
     if rtype.namespaced
         && existing.is_none()
-        && let Some(refused) = creation_refused(&st.store, ns)
+        && let Some(refused) = creation_refused(&st.store, group, plural, ns, name)
     {
         return refused;
     }

@@ -1,0 +1,473 @@
+//! The real control-plane tier (issue 21): faults only a real API server gives, rehearsed against
+//! etcd, kube-apiserver v1.35.4, kube-controller-manager, kube-scheduler and kwok, built from their
+//! Go modules at the pinned versions (`.ci/build-go-tools`) and started by
+//! `suites/controlplane/start.sh` in a network namespace of their own. Each test starts its own
+//! control plane (about 10 s) and stops it when dropped; the harness's own code (waits, namespaces,
+//! applies) talks to it from a thread moved into that namespace, so no packet leaves it.
+//!
+//! `cargo test --test offline controlplane::` runs this tier alone.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    os::fd::AsFd,
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+};
+use meshcheck::cluster::namespaces::{self, Ensured};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::root;
+
+/// A running control plane: `start.sh up` into a temporary folder, `start.sh down` when dropped.
+struct ControlPlane {
+    dir: tempfile::TempDir,
+    /// `DIR/env` as start.sh wrote it: KUBECONFIG, NETNS, APISERVER, ETCD, readiness times.
+    env: BTreeMap<String, String>,
+}
+
+impl ControlPlane {
+    /// Starts one with `apiserver_flags` added to kube-apiserver's, or `None` (SKIP; a failure under
+    /// `CI=true`) when the programs, root or `ip` are missing.
+    fn start(apiserver_flags: &str) -> Option<ControlPlane> {
+        let tools = crate::common::control_plane_tools()?;
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(root().join("suites/controlplane/start.sh"))
+            .arg("up")
+            .arg(dir.path())
+            .env("MESHCHECK_GO_TOOLS", &tools)
+            .env("MESHCHECK_CP_APISERVER_FLAGS", apiserver_flags)
+            .output()
+            .unwrap();
+        let logs = || {
+            std::fs::read_dir(dir.path().join("logs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|f| format!("{}:\n{}", f.path().display(), std::fs::read_to_string(f.path()).unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(out.status.success(), "start.sh up: {}\n{}", String::from_utf8_lossy(&out.stderr), logs());
+        let env = std::fs::read_to_string(dir.path().join("env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(ControlPlane { dir, env })
+    }
+
+    fn var(&self, key: &str) -> &str {
+        self.env.get(key).unwrap_or_else(|| panic!("{key} missing from start.sh's env: {:?}", self.env))
+    }
+
+    /// Runs `work` on a thread moved into the control plane's network namespace, with a runtime of
+    /// its own on that thread (a current-thread runtime: every connection it opens is opened in the
+    /// namespace, and a thread-local log capture sees every task).
+    fn run<T, Fut>(&self, work: impl FnOnce() -> Fut + Send) -> T
+    where
+        T: Send,
+        Fut: Future<Output = T>,
+    {
+        let netns = std::fs::File::open(format!("/run/netns/{}", self.var("NETNS"))).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                rustix::thread::move_into_link_name_space(
+                    netns.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .unwrap();
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(work())
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// A client of the API server, or (with `via`) of a proxy in front of it; the serving
+    /// certificate names 127.0.0.1, so either verifies.
+    async fn client(&self, via: Option<SocketAddr>) -> Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.var("KUBECONFIG")).unwrap();
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        if let Some(addr) = via {
+            config.cluster_url = format!("https://{addr}").parse().unwrap();
+        }
+        Client::try_from(config).unwrap()
+    }
+
+    fn apiserver(&self) -> SocketAddr {
+        self.var("APISERVER").trim_start_matches("https://").parse().unwrap()
+    }
+
+    /// `etcdctl compact REVISION` in the namespace: etcd forgets every revision before it, as the
+    /// API server's own compactor does every `--etcd-compaction-interval`.
+    fn compact(&self, revision: &str) {
+        let etcdctl = crate::common::control_plane_tools().unwrap().join("etcdctl");
+        let out = Command::new("ip")
+            .args(["netns", "exec", self.var("NETNS")])
+            .arg(etcdctl)
+            .args(["--endpoints", self.var("ETCD"), "compact", revision])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "etcdctl compact: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A Live on this control plane (the embedded default scenario; evidence in a temporary folder).
+    async fn live(&self) -> (meshcheck::cluster::live::Live, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
+        let scenario = meshcheck::scenario::Scenario::embedded_default();
+        let live =
+            meshcheck::cluster::live::Live::new(self.client(None).await, scenario, dir.path().into(), evidence).unwrap();
+        (live, dir)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let out = Command::new(root().join("suites/controlplane/start.sh")).arg("down").arg(self.dir.path()).output();
+        if let Some(out) = out.ok().filter(|o| !o.status.success()) {
+            eprintln!("start.sh down: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// A TCP proxy in front of the API server that can drop every connection it carries and refuse new
+/// ones: what a client sees when the API server restarts or a load balancer in front of it goes.
+struct Proxy {
+    addr: SocketAddr,
+    refusing: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (flag, cuts) = (refusing.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                if flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, refusing, cut }
+    }
+
+    /// Drops every connection and refuses new ones until [`Proxy::resume`].
+    fn cut(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn resume(&self) {
+        self.refusing.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What the harness logs (its `tracing` events), captured on the current thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (at most `limit`) until the captured logs contain `needle`.
+    async fn until(&self, needle: &str, limit: Duration) {
+        let t0 = Instant::now();
+        while !self.text().contains(needle) {
+            assert!(t0.elapsed() < limit, "no {needle:?} in the harness's logs within {limit:?}:\n{}", self.text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn config_map(name: &str, finalizer: Option<&str>) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "finalizers": finalizer.map(|f| vec![f])},
+        "data": {"k": "v"},
+    }))
+    .unwrap()
+}
+
+/// A watch closed under a running wait, then a 410 Gone when the watch resumes from a revision etcd
+/// has compacted: the wait counts both, rides them out and ends when its condition holds. The watch
+/// cache is off for ConfigMaps (`--watch-cache-sizes=configmaps#0`), so a resumed watch is served
+/// by etcd, which answers a compacted revision with 410 (k8s.io/apiserver v0.35.4
+/// pkg/storage/etcd3/watcher.go: "The resourceVersion for the provided watch is too old"); with the
+/// cache on, the same 410 comes once the cache's window has moved past the revision.
+/// Before the harness rode out watch errors (waits.rs `Trouble::Passing`), the first of these ended
+/// the phase.
+#[test]
+fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
+    let Some(cp) = ControlPlane::start("--watch-cache-sizes=configmaps#0") else { return };
+    cp.run(|| async {
+        let logs = Logs::default();
+        let capture = logs.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || capture.clone()).with_ansi(false).with_max_level(tracing::Level::WARN).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let proxy = Proxy::start(cp.apiserver()).await;
+        let direct: Api<ConfigMap> = Api::namespaced(cp.client(None).await, "default");
+        let proxied: Api<ConfigMap> = Api::namespaced(cp.client(Some(proxy.addr)).await, "default");
+        direct.create(&PostParams::default(), &config_map("doomed", None)).await.unwrap();
+
+        let waiting = tokio::spawn(async move {
+            meshcheck::cluster::waits::wait_gone(&proxied, "configmap doomed", "doomed", Duration::from_secs(120)).await
+        });
+        // The wait lists and watches; then its connections go and stay refused while etcd moves on
+        // and is compacted past the revision the watch would resume from.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.cut();
+        let mut last = String::new();
+        for i in 0..5 {
+            let cm = direct.create(&PostParams::default(), &config_map(&format!("churn-{i}"), None)).await.unwrap();
+            last = cm.metadata.resource_version.unwrap();
+        }
+        cp.compact(&last);
+        logs.until("a watch error during a wait", Duration::from_secs(30)).await;
+        proxy.resume();
+        // kube-runtime words the 410 by its Status: message, then reason.
+        logs.until("is too old.: Expired", Duration::from_secs(60)).await;
+        assert!(!waiting.is_finished(), "the wait ended before its object was gone");
+
+        direct.delete("doomed", &DeleteParams::default()).await.unwrap();
+        let report = waiting.await.unwrap().unwrap();
+        assert!(report.watch_errors >= 2, "a dropped watch and a 410, counted: {report:?}\n{}", logs.text());
+    });
+}
+
+/// A namespace an earlier run deleted and that is still Terminating (here: a ConfigMap's finalizer
+/// holds it, as a Kiali CR's or a waypoint's does on a real cluster). The real server refuses
+/// creates into it with 403 (NamespaceLifecycle admission, k8s.io/apiserver v0.35.4
+/// plugin/namespace/lifecycle/admission.go), the trap; `namespaces::ensure` waits until the
+/// namespace controller has finished it and then creates it as the run's own.
+#[test]
+fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own() {
+    let Some(cp) = ControlPlane::start("") else { return };
+    cp.run(|| async {
+        let client = cp.client(None).await;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "left-over"}})).unwrap();
+        let before = namespaces.create(&PostParams::default(), &ns).await.unwrap().metadata.uid.unwrap();
+        let in_ns: Api<ConfigMap> = Api::namespaced(client.clone(), "left-over");
+        in_ns.create(&PostParams::default(), &config_map("held", Some("meshcheck.test/hold"))).await.unwrap();
+        namespaces.delete("left-over", &DeleteParams::default()).await.unwrap();
+
+        let refused = in_ns.create(&PostParams::default(), &config_map("new", None)).await.unwrap_err();
+        let kube::Error::Api(status) = &refused else { panic!("{refused}") };
+        assert_eq!(status.code, 403, "{status:?}");
+        assert!(status.message.contains("because it is being terminated"), "{status:?}");
+
+        let labels = [("purpose".to_string(), "test".to_string())];
+        let ensuring = {
+            let client = client.clone();
+            tokio::spawn(async move { namespaces::ensure(&client, "left-over", &labels, "run-2").await })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!ensuring.is_finished(), "ensure must wait while the namespace is Terminating");
+        let released = Instant::now();
+        in_ns.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+        let ensured = ensuring.await.unwrap().unwrap();
+        let Ensured::Created(created) = ensured else { panic!("not created as the run's own: {ensured:?}") };
+        assert_ne!(created.metadata.uid.as_deref(), Some(before.as_str()), "a new namespace, not the old one");
+        let labels = created.metadata.labels.unwrap_or_default();
+        assert_eq!(labels.get(meshcheck::common::names::RUN_LABEL).map(String::as_str), Some("run-2"), "{labels:?}");
+        eprintln!("namespace gone {:.1}s after its last finalizer went", released.elapsed().as_secs_f64());
+    });
+}
+
+/// A fixture with a field its CRD does not declare (a ServiceMonitor endpoint's `scrapeInterval`,
+/// a field of the Prometheus CR) is refused by the real API server on the server-side dry run
+/// (structured-merge-diff's typed conversion, k8s.io/apiserver v0.35.4 fieldmanager), naming the
+/// field, and nothing is created; `interval` is accepted. The CRD is prometheus-operator v0.85.0's,
+/// as kube-prometheus-stack 77.0.0 ships it.
+#[test]
+fn a_fixture_with_an_undeclared_field_fails_its_dry_run() {
+    let Some(helm) = crate::common::helm() else { return };
+    let Some(cp) = ControlPlane::start("") else { return };
+    let crd = std::fs::read_to_string(helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml"))
+        .unwrap();
+    let crd = meshcheck::plan::fixtures::parse_manifests(&crd, "crd-servicemonitors.yaml").unwrap();
+    cp.run(|| async {
+        let (live, _dir) = cp.live().await;
+        live.apply_objects(&crd, None, false).await.unwrap();
+        let name = crd[0].metadata.name.clone().unwrap();
+        meshcheck::cluster::waits::wait_for(
+            &live.client,
+            "CustomResourceDefinition",
+            None,
+            &name,
+            &meshcheck::plan::Condition::CrdEstablished,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let monitor = |field: &str| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+                "metadata": {"name": "typo", "namespace": "default"},
+                "spec": {"selector": {"matchLabels": {"app": "x"}}, "endpoints": [{"port": "http", field: "15s"}]},
+            }))
+            .unwrap()
+        };
+        let refused = live.apply_objects(&[monitor("scrapeInterval")], None, true).await.unwrap_err().to_string();
+        assert!(refused.contains("server-side dry run of ServiceMonitor typo"), "{refused}");
+        assert!(refused.contains("scrapeInterval"), "the field is named: {refused}");
+        let monitors = kube::Api::<DynamicObject>::namespaced_with(
+            live.client.clone(),
+            "default",
+            &kube::discovery::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
+                "servicemonitors",
+            ),
+        );
+        assert!(monitors.get_opt("typo").await.unwrap().is_none(), "the dry run stopped it");
+        live.apply_objects(&[monitor("interval")], None, true).await.unwrap();
+        assert!(monitors.get_opt("typo").await.unwrap().is_some());
+    });
+}
+
+/// Gateway API v1.5.1's `safe-upgrades` ValidatingAdmissionPolicy, served by the real API server
+/// (the Rust simulation cannot evaluate CEL): once the v1.5.1 bundle is in, applying an older
+/// bundle over it is refused with the policy's message (the trap an existing cluster with its own
+/// newer Gateway API sets), and `Live::without_downgrades` leaves the older bundle out, so the
+/// apply of what is left succeeds.
+#[test]
+fn a_gateway_api_downgrade_is_refused_by_its_policy_and_left_out() {
+    let Some(helm) = crate::common::helm() else { return };
+    let Some(cp) = ControlPlane::start("") else { return };
+    let text = std::fs::read_to_string(helm.charts.join("gateway-api-v1.5.1/standard-install.yaml")).unwrap();
+    let present = text.lines().find_map(|l| l.trim().strip_prefix("gateway.networking.k8s.io/bundle-version: ")).unwrap();
+    assert_eq!(present, "v1.5.1");
+    let bundle = meshcheck::plan::fixtures::parse_manifests(&text, "standard-install.yaml").unwrap();
+    let older = meshcheck::plan::fixtures::parse_manifests(&text.replace(present, "v1.4.0"), "older").unwrap();
+    let older_crds: Vec<DynamicObject> =
+        older.iter().filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition")).cloned().collect();
+    cp.run(|| async {
+        let (live, _dir) = cp.live().await;
+        live.apply_objects(&bundle, None, false).await.unwrap();
+        // The admission plugin loads a new policy and binding from its informers: a moment.
+        let t0 = Instant::now();
+        let refused = loop {
+            match live.apply_objects(&older_crds[..1], None, true).await {
+                Err(e) => break e.to_string(),
+                Ok(_) if t0.elapsed() < Duration::from_secs(30) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Ok(_) => panic!("the safe-upgrades policy never refused a v1.4.0 CRD"),
+            }
+        };
+        assert!(refused.contains("Installing CRDs with version before v1.5.0 is prohibited"), "{refused}");
+        let (kept, skipped) = live.without_downgrades(&older, None).await.unwrap();
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].starts_with("Gateway API v1.4.0 not applied: the cluster has v1.5.1, newer"), "{skipped:?}");
+        live.apply_objects(&kept, None, true).await.unwrap();
+    });
+}
+
+/// How an API error reads: code, reason and message, as a client sees them.
+fn answer(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {:?}: {}", s.code, s.reason, s.message),
+        other => format!("not an API status: {other}"),
+    }
+}
+
+/// The refusals a run meets when something is wrong, asked of an API server: a fixture field its
+/// CRD lacks (server-side dry run), a create into a Terminating namespace, a read of what is not
+/// there, a create of what is, a create into a namespace that does not exist.
+async fn refusals(live: &meshcheck::cluster::live::Live, crd: &[DynamicObject]) -> Vec<String> {
+    live.apply_objects(crd, None, false).await.unwrap();
+    let name = crd[0].metadata.name.clone().unwrap();
+    let established = meshcheck::plan::Condition::CrdEstablished;
+    meshcheck::cluster::waits::wait_for(&live.client, "CRD", None, &name, &established, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let monitor: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": {"name": "typo", "namespace": "default"},
+        "spec": {"selector": {}, "endpoints": [{"port": "http", "scrapeInterval": "15s"}]},
+    }))
+    .unwrap();
+    let monitors = Api::<DynamicObject>::namespaced_with(
+        live.client.clone(),
+        "default",
+        &kube::discovery::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
+            "servicemonitors",
+        ),
+    );
+    let typo = PatchParams::apply("meshcheck").force().dry_run();
+    let mut out = vec![answer(&monitors.patch("typo", &typo, &Patch::Apply(&monitor)).await.unwrap_err())];
+
+    let namespaces: Api<Namespace> = Api::all(live.client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "held"}})).unwrap();
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    let held: Api<ConfigMap> = Api::namespaced(live.client.clone(), "held");
+    held.create(&PostParams::default(), &config_map("held", Some("meshcheck.test/hold"))).await.unwrap();
+    namespaces.delete("held", &DeleteParams::default()).await.unwrap();
+    out.push(answer(&held.create(&PostParams::default(), &config_map("new", None)).await.unwrap_err()));
+
+    let default: Api<ConfigMap> = Api::namespaced(live.client.clone(), "default");
+    out.push(answer(&default.get("absent").await.unwrap_err()));
+    default.create(&PostParams::default(), &config_map("twice", None)).await.unwrap();
+    out.push(answer(&default.create(&PostParams::default(), &config_map("twice", None)).await.unwrap_err()));
+    let nowhere: Api<ConfigMap> = Api::namespaced(live.client.clone(), "nowhere");
+    out.push(answer(&nowhere.create(&PostParams::default(), &config_map("lost", None)).await.unwrap_err()));
+    out
+}
+
+/// The Rust simulation's API server refuses what the real kube-apiserver v1.35.4 refuses, with the
+/// same code, reason and message: the harness's messages and its retry decisions (waits.rs treats
+/// 5xx as passing) rest on them, and the rehearsals that cannot run on the real tier trust them.
+#[test]
+fn the_simulated_api_server_refuses_as_the_real_one_does() {
+    use crate::sim::{Faults, Sim};
+    let Some(helm) = crate::common::helm() else { return };
+    let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
+    let Some(cp) = ControlPlane::start("") else { return };
+    let crd = std::fs::read_to_string(helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml"))
+        .unwrap();
+    let crd = meshcheck::plan::fixtures::parse_manifests(&crd, "crd-servicemonitors.yaml").unwrap();
+    let real = cp.run(|| async { refusals(&cp.live().await.0, &crd).await });
+    let simulated = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let sim = Sim::start(options);
+        let (_, live, _dir) = crate::common::live_on(&sim).await;
+        refusals(&live, &crd).await
+    });
+    assert_eq!(simulated, real);
+}
