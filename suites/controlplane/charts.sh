@@ -33,10 +33,9 @@ helm=${MESHCHECK_GO_TOOLS:-$root/target/go-tools/bin}/helm
 timeout=${MESHCHECK_HELM_TIMEOUT:-180s}
 out=$dir/charts
 mkdir -p "$out"
-inns=()
-[ -z "${NETNS:-}" ] || inns=(ip netns exec "$NETNS")
 export KUBECONFIG HELM_CONFIG_HOME=$dir/helm/config HELM_CACHE_HOME=$dir/helm/cache HELM_DATA_HOME=$dir/helm/data
-api_port=${APISERVER##*:}
+# Cilium's pods would reach the API server from inside the control plane's namespace.
+api_port=${APISERVER_INTERNAL##*:}
 istio="--set global.hub=registry.istio.io/release --set global.tag=1.30.3"
 
 # gateway-api: helm applies no raw manifest, so a throwaway chart carries standard-install.yaml
@@ -110,7 +109,7 @@ for line in "${table[@]}"; do
   t=$(date +%s.%N)
   ires=ok
   # shellcheck disable=SC2086
-  "${inns[@]}" "$helm" install "$rel" $chart -n "$ns" --create-namespace --wait --timeout "$timeout" $args \
+  "$helm" install "$rel" $chart -n "$ns" --create-namespace --wait --timeout "$timeout" $args \
     >"$out/$rel.install.log" 2>&1 || ires=FAIL
   it=$(elapsed "$t")
   note=""
@@ -120,7 +119,7 @@ for line in "${table[@]}"; do
 done
 
 # Pods and their phases, per namespace, as the API server has them.
-"${inns[@]}" curl -fsS --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
+curl -fsS --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
   "$APISERVER/api/v1/pods" | python3 -c '
 import json, sys, collections
 items = json.load(sys.stdin)["items"]

@@ -10,8 +10,12 @@
 # binds 127.0.0.1 on random ports. The API server dials webhooks, service proxies and "kubelets"
 # at cluster and pod addresses (10.96.0.0/16, 10.0.0.0/24 here) that exist nowhere: inside the
 # namespace those dials fail at once ("network is unreachable") and no packet leaves the machine.
-# Clients must run inside it too: `ip netns exec "$NETNS" helm ...` (DIR/env names it).
-# MESHCHECK_CP_NETNS=- runs in the caller's namespace instead (only inside one you made yourself).
+# Clients stay in the caller's namespace: forward.py listens on 127.0.0.1 there and connects them
+# to the API server and etcd inside (DIR/kubeconfig, APISERVER and ETCD in DIR/env); the daemons
+# use DIR/kubeconfig.internal. MESHCHECK_CP_NETNS=- runs everything in the caller's namespace
+# instead (only inside one you made yourself).
+# Root is needed (ip netns, setns). Run by sudo, `up` gives the client's files (kubeconfig, pki,
+# env) to the calling user ($SUDO_UID), and `down` gives the whole folder back.
 #
 # Env: MESHCHECK_GO_TOOLS           binaries (default target/go-tools/bin)
 #      MESHCHECK_CP_NODES           fake nodes (default 1)
@@ -50,6 +54,7 @@ stop() {
   done
   rm -f "$d/pids"
   if [ -f "$d/netns" ]; then ip netns delete "$(cat "$d/netns")" 2>/dev/null || true; rm -f "$d/netns"; fi
+  if [ -n "${SUDO_UID:-}" ]; then chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$d"; fi
 }
 
 case $cmd in
@@ -116,14 +121,14 @@ pki=$dir/pki
   ossl rsa -in sa.key -pubout -out sa.pub
 )
 api=https://127.0.0.1:$p_api
-kubeconfig=$dir/kubeconfig
-cat >"$kubeconfig" <<EOF
+write_kubeconfig() { # path, server
+  cat >"$1" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
 - name: meshcheck-cp
   cluster:
-    server: $api
+    server: $2
     certificate-authority: $pki/ca.crt
 users:
 - name: meshcheck-admin
@@ -135,7 +140,11 @@ contexts:
   context: {cluster: meshcheck-cp, user: meshcheck-admin}
 current-context: meshcheck-cp
 EOF
-chmod 600 "$kubeconfig"
+  chmod 600 "$1"
+}
+# The daemons' (inside the namespace); the clients' is written once the forwarder listens.
+kubeconfig=$dir/kubeconfig.internal
+write_kubeconfig "$kubeconfig" "$api"
 
 # --- daemons -----------------------------------------------------------------------------------
 start() { # name, argv...
@@ -243,11 +252,25 @@ wait_for "default service account" curl_api "$api/api/v1/namespaces/default/serv
 run curl -fsS -k --max-time 5 "https://127.0.0.1:$p_kcm/healthz" >/dev/null
 run curl -fsS -k --max-time 5 "https://127.0.0.1:$p_sched/healthz" >/dev/null
 
+# The clients' door (forward.py): in the caller's namespace, to the API server and etcd inside.
+if ((${#inns[@]})); then
+  setsid python3 "$here/forward.py" "/run/netns/$ns" "$p_api" "$p_etcd" \
+    >"$dir/forward.ports" 2>"$dir/logs/forward.log" </dev/null &
+  echo $! >>"$dir/pids"
+  wait_for forward.py test -s "$dir/forward.ports"
+  read -r h_api h_etcd <"$dir/forward.ports"
+else
+  h_api=$p_api h_etcd=$p_etcd
+fi
+write_kubeconfig "$dir/kubeconfig" "https://127.0.0.1:$h_api"
+
 cat >"$dir/env" <<EOF
-KUBECONFIG=$kubeconfig
+KUBECONFIG=$dir/kubeconfig
 NETNS=${ns/#-/}
-APISERVER=$api
-ETCD=http://127.0.0.1:$p_etcd
+APISERVER=https://127.0.0.1:$h_api
+ETCD=http://127.0.0.1:$h_etcd
+APISERVER_INTERNAL=$api
+ETCD_INTERNAL=http://127.0.0.1:$p_etcd
 KCM_PORT=$p_kcm
 SCHEDULER_PORT=$p_sched
 KWOK_PORT=$p_kwok
@@ -255,5 +278,6 @@ ETCD_READY_S=$t_etcd
 APISERVER_READY_S=$t_api
 ALL_READY_S=$(since "$t_all")
 EOF
+if [ -n "${SUDO_UID:-}" ]; then chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$dir/kubeconfig" "$dir/pki" "$dir/env"; fi
 trap - EXIT
 cat "$dir/env"

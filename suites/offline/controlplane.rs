@@ -1,16 +1,16 @@
 //! The real control-plane tier (issue 21): faults only a real API server gives, rehearsed against
 //! etcd, kube-apiserver v1.35.4, kube-controller-manager, kube-scheduler and kwok, built from their
 //! Go modules at the pinned versions (`.ci/build-go-tools`) and started by
-//! `suites/controlplane/start.sh` in a network namespace of their own. Each test starts its own
-//! control plane (about 10 s) and stops it when dropped; the harness's own code (waits, namespaces,
-//! applies) talks to it from a thread moved into that namespace, so no packet leaves it.
+//! `suites/controlplane/start.sh` in a network namespace of their own (root or password-less sudo).
+//! Each test starts its own control plane (about 9 s) and stops it when dropped; the harness's own
+//! code (waits, namespaces, applies) talks to it through start.sh's door on this side's loopback.
 //!
 //! `cargo test --test offline controlplane::` runs this tier alone.
 
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    os::fd::AsFd,
+    path::Path,
     process::Command,
     sync::{
         Arc, Mutex,
@@ -30,6 +30,21 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::root;
 
+/// `suites/controlplane/start.sh ACTION DIR` with `env`, through `sudo -n` unless this is root.
+fn start_sh(action: &str, dir: &Path, env: &[(&str, &str)]) -> std::io::Result<std::process::Output> {
+    let script = root().join("suites/controlplane/start.sh");
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        let mut cmd = Command::new(script);
+        cmd.envs(env.iter().copied());
+        cmd
+    } else {
+        let mut cmd = Command::new("sudo");
+        cmd.args(["-n", "env"]).args(env.iter().map(|(k, v)| format!("{k}={v}"))).arg(script);
+        cmd
+    };
+    cmd.arg(action).arg(dir).output()
+}
+
 /// A running control plane: `start.sh up` into a temporary folder, `start.sh down` when dropped.
 struct ControlPlane {
     dir: tempfile::TempDir,
@@ -43,13 +58,9 @@ impl ControlPlane {
     fn start(apiserver_flags: &str) -> Option<ControlPlane> {
         let tools = crate::common::control_plane_tools()?;
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(root().join("suites/controlplane/start.sh"))
-            .arg("up")
-            .arg(dir.path())
-            .env("MESHCHECK_GO_TOOLS", &tools)
-            .env("MESHCHECK_CP_APISERVER_FLAGS", apiserver_flags)
-            .output()
-            .unwrap();
+        let tools = tools.to_string_lossy();
+        let env = [("MESHCHECK_GO_TOOLS", tools.as_ref()), ("MESHCHECK_CP_APISERVER_FLAGS", apiserver_flags)];
+        let out = start_sh("up", dir.path(), &env).unwrap();
         let logs = || {
             std::fs::read_dir(dir.path().join("logs"))
                 .into_iter()
@@ -73,29 +84,6 @@ impl ControlPlane {
         self.env.get(key).unwrap_or_else(|| panic!("{key} missing from start.sh's env: {:?}", self.env))
     }
 
-    /// Runs `work` on a thread moved into the control plane's network namespace, with a runtime of
-    /// its own on that thread (a current-thread runtime: every connection it opens is opened in the
-    /// namespace, and a thread-local log capture sees every task).
-    fn run<T, Fut>(&self, work: impl FnOnce() -> Fut + Send) -> T
-    where
-        T: Send,
-        Fut: Future<Output = T>,
-    {
-        let netns = std::fs::File::open(format!("/run/netns/{}", self.var("NETNS"))).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                rustix::thread::move_into_link_name_space(
-                    netns.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .unwrap();
-                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(work())
-            })
-            .join()
-            .unwrap()
-        })
-    }
-
     /// A client of the API server, or (with `via`) of a proxy in front of it; the serving
     /// certificate names 127.0.0.1, so either verifies.
     async fn client(&self, via: Option<SocketAddr>) -> Client {
@@ -111,16 +99,11 @@ impl ControlPlane {
         self.var("APISERVER").trim_start_matches("https://").parse().unwrap()
     }
 
-    /// `etcdctl compact REVISION` in the namespace: etcd forgets every revision before it, as the
-    /// API server's own compactor does every `--etcd-compaction-interval`.
+    /// `etcdctl compact REVISION`: etcd forgets every revision before it, as the API server's own
+    /// compactor does every `--etcd-compaction-interval`.
     fn compact(&self, revision: &str) {
         let etcdctl = crate::common::control_plane_tools().unwrap().join("etcdctl");
-        let out = Command::new("ip")
-            .args(["netns", "exec", self.var("NETNS")])
-            .arg(etcdctl)
-            .args(["--endpoints", self.var("ETCD"), "compact", revision])
-            .output()
-            .unwrap();
+        let out = Command::new(etcdctl).args(["--endpoints", self.var("ETCD"), "compact", revision]).output().unwrap();
         assert!(out.status.success(), "etcdctl compact: {}", String::from_utf8_lossy(&out.stderr));
     }
 
@@ -129,16 +112,15 @@ impl ControlPlane {
         let dir = tempfile::tempdir().unwrap();
         let evidence = meshcheck::evidence::Evidence::new(dir.path().join("evidence"));
         let scenario = meshcheck::scenario::Scenario::embedded_default();
-        let live =
-            meshcheck::cluster::live::Live::new(self.client(None).await, scenario, dir.path().into(), evidence).unwrap();
+        let live = meshcheck::cluster::live::Live::new(self.client(None).await, scenario, dir.path().into(), evidence)
+            .unwrap();
         (live, dir)
     }
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        let out = Command::new(root().join("suites/controlplane/start.sh")).arg("down").arg(self.dir.path()).output();
-        if let Some(out) = out.ok().filter(|o| !o.status.success()) {
+        if let Some(out) = start_sh("down", self.dir.path(), &[]).ok().filter(|o| !o.status.success()) {
             eprintln!("start.sh down: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
@@ -232,44 +214,54 @@ fn config_map(name: &str, finalizer: Option<&str>) -> ConfigMap {
 /// pkg/storage/etcd3/watcher.go: "The resourceVersion for the provided watch is too old"); with the
 /// cache on, the same 410 comes once the cache's window has moved past the revision.
 /// Before the harness rode out watch errors (waits.rs `Trouble::Passing`), the first of these ended
-/// the phase.
-#[test]
-fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
+/// the phase, as it ends kube-runtime's `await_condition` here (the negative control).
+#[tokio::test]
+async fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
     let Some(cp) = ControlPlane::start("--watch-cache-sizes=configmaps#0") else { return };
-    cp.run(|| async {
-        let logs = Logs::default();
-        let capture = logs.clone();
-        let subscriber =
-            tracing_subscriber::fmt().with_writer(move || capture.clone()).with_ansi(false).with_max_level(tracing::Level::WARN).finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        let proxy = Proxy::start(cp.apiserver()).await;
-        let direct: Api<ConfigMap> = Api::namespaced(cp.client(None).await, "default");
-        let proxied: Api<ConfigMap> = Api::namespaced(cp.client(Some(proxy.addr)).await, "default");
-        direct.create(&PostParams::default(), &config_map("doomed", None)).await.unwrap();
+    let logs = Logs::default();
+    let capture = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || capture.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let proxy = Proxy::start(cp.apiserver()).await;
+    let direct: Api<ConfigMap> = Api::namespaced(cp.client(None).await, "default");
+    let proxied: Api<ConfigMap> = Api::namespaced(cp.client(Some(proxy.addr)).await, "default");
+    let uid = direct.create(&PostParams::default(), &config_map("doomed", None)).await.unwrap().metadata.uid.unwrap();
 
-        let waiting = tokio::spawn(async move {
-            meshcheck::cluster::waits::wait_gone(&proxied, "configmap doomed", "doomed", Duration::from_secs(120)).await
-        });
-        // The wait lists and watches; then its connections go and stay refused while etcd moves on
-        // and is compacted past the revision the watch would resume from.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        proxy.cut();
-        let mut last = String::new();
-        for i in 0..5 {
-            let cm = direct.create(&PostParams::default(), &config_map(&format!("churn-{i}"), None)).await.unwrap();
-            last = cm.metadata.resource_version.unwrap();
-        }
-        cp.compact(&last);
-        logs.until("a watch error during a wait", Duration::from_secs(30)).await;
-        proxy.resume();
-        // kube-runtime words the 410 by its Status: message, then reason.
-        logs.until("is too old.: Expired", Duration::from_secs(60)).await;
-        assert!(!waiting.is_finished(), "the wait ended before its object was gone");
-
-        direct.delete("doomed", &DeleteParams::default()).await.unwrap();
-        let report = waiting.await.unwrap().unwrap();
-        assert!(report.watch_errors >= 2, "a dropped watch and a 410, counted: {report:?}\n{}", logs.text());
+    // The negative control: kube-runtime's own `await_condition` ends at the first watch error.
+    let naive = {
+        let api = proxied.clone();
+        tokio::spawn(async move {
+            kube::runtime::wait::await_condition(api, "doomed", kube::runtime::wait::conditions::is_deleted(&uid)).await
+        })
+    };
+    let waiting = tokio::spawn(async move {
+        meshcheck::cluster::waits::wait_gone(&proxied, "configmap doomed", "doomed", Duration::from_secs(120)).await
     });
+    // The wait lists and watches; then its connections go and stay refused while etcd moves on
+    // and is compacted past the revision the watch would resume from.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.cut();
+    let mut last = String::new();
+    for i in 0..5 {
+        let cm = direct.create(&PostParams::default(), &config_map(&format!("churn-{i}"), None)).await.unwrap();
+        last = cm.metadata.resource_version.unwrap();
+    }
+    cp.compact(&last);
+    logs.until("a watch error during a wait", Duration::from_secs(30)).await;
+    proxy.resume();
+    // kube-runtime words the 410 by its Status: message, then reason.
+    logs.until("is too old.: Expired", Duration::from_secs(60)).await;
+    assert!(!waiting.is_finished(), "the wait ended before its object was gone");
+    let naive = naive.await.unwrap();
+    assert!(naive.is_err(), "await_condition rode it out too? {naive:?}");
+
+    direct.delete("doomed", &DeleteParams::default()).await.unwrap();
+    let report = waiting.await.unwrap().unwrap();
+    assert!(report.watch_errors >= 2, "a dropped watch and a 410, counted: {report:?}\n{}", logs.text());
 }
 
 /// A namespace an earlier run deleted and that is still Terminating (here: a ConfigMap's finalizer
@@ -277,39 +269,40 @@ fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
 /// creates into it with 403 (NamespaceLifecycle admission, k8s.io/apiserver v0.35.4
 /// plugin/namespace/lifecycle/admission.go), the trap; `namespaces::ensure` waits until the
 /// namespace controller has finished it and then creates it as the run's own.
-#[test]
-fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own() {
+#[tokio::test]
+async fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own() {
     let Some(cp) = ControlPlane::start("") else { return };
-    cp.run(|| async {
-        let client = cp.client(None).await;
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "left-over"}})).unwrap();
-        let before = namespaces.create(&PostParams::default(), &ns).await.unwrap().metadata.uid.unwrap();
-        let in_ns: Api<ConfigMap> = Api::namespaced(client.clone(), "left-over");
-        in_ns.create(&PostParams::default(), &config_map("held", Some("meshcheck.test/hold"))).await.unwrap();
-        namespaces.delete("left-over", &DeleteParams::default()).await.unwrap();
+    let client = cp.client(None).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "left-over"}})).unwrap();
+    let before = namespaces.create(&PostParams::default(), &ns).await.unwrap().metadata.uid.unwrap();
+    let in_ns: Api<ConfigMap> = Api::namespaced(client.clone(), "left-over");
+    in_ns.create(&PostParams::default(), &config_map("held", Some("meshcheck.test/hold"))).await.unwrap();
+    namespaces.delete("left-over", &DeleteParams::default()).await.unwrap();
 
-        let refused = in_ns.create(&PostParams::default(), &config_map("new", None)).await.unwrap_err();
-        let kube::Error::Api(status) = &refused else { panic!("{refused}") };
-        assert_eq!(status.code, 403, "{status:?}");
-        assert!(status.message.contains("because it is being terminated"), "{status:?}");
+    let refused = in_ns.create(&PostParams::default(), &config_map("new", None)).await.unwrap_err();
+    let kube::Error::Api(status) = &refused else { panic!("{refused}") };
+    assert_eq!(status.code, 403, "{status:?}");
+    assert!(status.message.contains("because it is being terminated"), "{status:?}");
 
-        let labels = [("purpose".to_string(), "test".to_string())];
-        let ensuring = {
-            let client = client.clone();
-            tokio::spawn(async move { namespaces::ensure(&client, "left-over", &labels, "run-2").await })
-        };
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert!(!ensuring.is_finished(), "ensure must wait while the namespace is Terminating");
-        let released = Instant::now();
-        in_ns.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
-        let ensured = ensuring.await.unwrap().unwrap();
-        let Ensured::Created(created) = ensured else { panic!("not created as the run's own: {ensured:?}") };
-        assert_ne!(created.metadata.uid.as_deref(), Some(before.as_str()), "a new namespace, not the old one");
-        let labels = created.metadata.labels.unwrap_or_default();
-        assert_eq!(labels.get(meshcheck::common::names::RUN_LABEL).map(String::as_str), Some("run-2"), "{labels:?}");
-        eprintln!("namespace gone {:.1}s after its last finalizer went", released.elapsed().as_secs_f64());
-    });
+    let labels = [("purpose".to_string(), "test".to_string())];
+    let ensuring = {
+        let client = client.clone();
+        tokio::spawn(async move { namespaces::ensure(&client, "left-over", &labels, "run-2").await })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!ensuring.is_finished(), "ensure must wait while the namespace is Terminating");
+    let released = Instant::now();
+    in_ns
+        .patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await
+        .unwrap();
+    let ensured = ensuring.await.unwrap().unwrap();
+    let Ensured::Created(created) = ensured else { panic!("not created as the run's own: {ensured:?}") };
+    assert_ne!(created.metadata.uid.as_deref(), Some(before.as_str()), "a new namespace, not the old one");
+    let labels = created.metadata.labels.unwrap_or_default();
+    assert_eq!(labels.get(meshcheck::common::names::RUN_LABEL).map(String::as_str), Some("run-2"), "{labels:?}");
+    eprintln!("namespace gone {:.1}s after its last finalizer went", released.elapsed().as_secs_f64());
 }
 
 /// A fixture with a field its CRD does not declare (a ServiceMonitor endpoint's `scrapeInterval`,
@@ -317,50 +310,50 @@ fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own() {
 /// (structured-merge-diff's typed conversion, k8s.io/apiserver v0.35.4 fieldmanager), naming the
 /// field, and nothing is created; `interval` is accepted. The CRD is prometheus-operator v0.85.0's,
 /// as kube-prometheus-stack 77.0.0 ships it.
-#[test]
-fn a_fixture_with_an_undeclared_field_fails_its_dry_run() {
+#[tokio::test]
+async fn a_fixture_with_an_undeclared_field_fails_its_dry_run() {
     let Some(helm) = crate::common::helm() else { return };
     let Some(cp) = ControlPlane::start("") else { return };
-    let crd = std::fs::read_to_string(helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml"))
-        .unwrap();
+    let crd = std::fs::read_to_string(
+        helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml"),
+    )
+    .unwrap();
     let crd = meshcheck::plan::fixtures::parse_manifests(&crd, "crd-servicemonitors.yaml").unwrap();
-    cp.run(|| async {
-        let (live, _dir) = cp.live().await;
-        live.apply_objects(&crd, None, false).await.unwrap();
-        let name = crd[0].metadata.name.clone().unwrap();
-        meshcheck::cluster::waits::wait_for(
-            &live.client,
-            "CustomResourceDefinition",
-            None,
-            &name,
-            &meshcheck::plan::Condition::CrdEstablished,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-        let monitor = |field: &str| -> DynamicObject {
-            serde_json::from_value(json!({
-                "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-                "metadata": {"name": "typo", "namespace": "default"},
-                "spec": {"selector": {"matchLabels": {"app": "x"}}, "endpoints": [{"port": "http", field: "15s"}]},
-            }))
-            .unwrap()
-        };
-        let refused = live.apply_objects(&[monitor("scrapeInterval")], None, true).await.unwrap_err().to_string();
-        assert!(refused.contains("server-side dry run of ServiceMonitor typo"), "{refused}");
-        assert!(refused.contains("scrapeInterval"), "the field is named: {refused}");
-        let monitors = kube::Api::<DynamicObject>::namespaced_with(
-            live.client.clone(),
-            "default",
-            &kube::discovery::ApiResource::from_gvk_with_plural(
-                &kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
-                "servicemonitors",
-            ),
-        );
-        assert!(monitors.get_opt("typo").await.unwrap().is_none(), "the dry run stopped it");
-        live.apply_objects(&[monitor("interval")], None, true).await.unwrap();
-        assert!(monitors.get_opt("typo").await.unwrap().is_some());
-    });
+    let (live, _dir) = cp.live().await;
+    live.apply_objects(&crd, None, false).await.unwrap();
+    let name = crd[0].metadata.name.clone().unwrap();
+    meshcheck::cluster::waits::wait_for(
+        &live.client,
+        "CustomResourceDefinition",
+        None,
+        &name,
+        &meshcheck::plan::Condition::CrdEstablished,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let monitor = |field: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": "typo", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "x"}}, "endpoints": [{"port": "http", field: "15s"}]},
+        }))
+        .unwrap()
+    };
+    let refused = live.apply_objects(&[monitor("scrapeInterval")], None, true).await.unwrap_err().to_string();
+    assert!(refused.contains("server-side dry run of ServiceMonitor typo"), "{refused}");
+    assert!(refused.contains("scrapeInterval"), "the field is named: {refused}");
+    let monitors = kube::Api::<DynamicObject>::namespaced_with(
+        live.client.clone(),
+        "default",
+        &kube::discovery::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
+            "servicemonitors",
+        ),
+    );
+    assert!(monitors.get_opt("typo").await.unwrap().is_none(), "the dry run stopped it");
+    live.apply_objects(&[monitor("interval")], None, true).await.unwrap();
+    assert!(monitors.get_opt("typo").await.unwrap().is_some());
 }
 
 /// Gateway API v1.5.1's `safe-upgrades` ValidatingAdmissionPolicy, served by the real API server
@@ -368,35 +361,37 @@ fn a_fixture_with_an_undeclared_field_fails_its_dry_run() {
 /// bundle over it is refused with the policy's message (the trap an existing cluster with its own
 /// newer Gateway API sets), and `Live::without_downgrades` leaves the older bundle out, so the
 /// apply of what is left succeeds.
-#[test]
-fn a_gateway_api_downgrade_is_refused_by_its_policy_and_left_out() {
+#[tokio::test]
+async fn a_gateway_api_downgrade_is_refused_by_its_policy_and_left_out() {
     let Some(helm) = crate::common::helm() else { return };
     let Some(cp) = ControlPlane::start("") else { return };
     let text = std::fs::read_to_string(helm.charts.join("gateway-api-v1.5.1/standard-install.yaml")).unwrap();
-    let present = text.lines().find_map(|l| l.trim().strip_prefix("gateway.networking.k8s.io/bundle-version: ")).unwrap();
+    let present =
+        text.lines().find_map(|l| l.trim().strip_prefix("gateway.networking.k8s.io/bundle-version: ")).unwrap();
     assert_eq!(present, "v1.5.1");
     let bundle = meshcheck::plan::fixtures::parse_manifests(&text, "standard-install.yaml").unwrap();
     let older = meshcheck::plan::fixtures::parse_manifests(&text.replace(present, "v1.4.0"), "older").unwrap();
-    let older_crds: Vec<DynamicObject> =
-        older.iter().filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition")).cloned().collect();
-    cp.run(|| async {
-        let (live, _dir) = cp.live().await;
-        live.apply_objects(&bundle, None, false).await.unwrap();
-        // The admission plugin loads a new policy and binding from its informers: a moment.
-        let t0 = Instant::now();
-        let refused = loop {
-            match live.apply_objects(&older_crds[..1], None, true).await {
-                Err(e) => break e.to_string(),
-                Ok(_) if t0.elapsed() < Duration::from_secs(30) => tokio::time::sleep(Duration::from_millis(250)).await,
-                Ok(_) => panic!("the safe-upgrades policy never refused a v1.4.0 CRD"),
-            }
-        };
-        assert!(refused.contains("Installing CRDs with version before v1.5.0 is prohibited"), "{refused}");
-        let (kept, skipped) = live.without_downgrades(&older, None).await.unwrap();
-        assert_eq!(skipped.len(), 1, "{skipped:?}");
-        assert!(skipped[0].starts_with("Gateway API v1.4.0 not applied: the cluster has v1.5.1, newer"), "{skipped:?}");
-        live.apply_objects(&kept, None, true).await.unwrap();
-    });
+    let older_crds: Vec<DynamicObject> = older
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"))
+        .cloned()
+        .collect();
+    let (live, _dir) = cp.live().await;
+    live.apply_objects(&bundle, None, false).await.unwrap();
+    // The admission plugin loads a new policy and binding from its informers: a moment.
+    let t0 = Instant::now();
+    let refused = loop {
+        match live.apply_objects(&older_crds[..1], None, true).await {
+            Err(e) => break e.to_string(),
+            Ok(_) if t0.elapsed() < Duration::from_secs(30) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Ok(_) => panic!("the safe-upgrades policy never refused a v1.4.0 CRD"),
+        }
+    };
+    assert!(refused.contains("Installing CRDs with version before v1.5.0 is prohibited"), "{refused}");
+    let (kept, skipped) = live.without_downgrades(&older, None).await.unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].starts_with("Gateway API v1.4.0 not applied: the cluster has v1.5.1, newer"), "{skipped:?}");
+    live.apply_objects(&kept, None, true).await.unwrap();
 }
 
 /// How an API error reads: code, reason and message, as a client sees them.
@@ -454,20 +449,20 @@ async fn refusals(live: &meshcheck::cluster::live::Live, crd: &[DynamicObject]) 
 /// The Rust simulation's API server refuses what the real kube-apiserver v1.35.4 refuses, with the
 /// same code, reason and message: the harness's messages and its retry decisions (waits.rs treats
 /// 5xx as passing) rest on them, and the rehearsals that cannot run on the real tier trust them.
-#[test]
-fn the_simulated_api_server_refuses_as_the_real_one_does() {
+#[tokio::test]
+async fn the_simulated_api_server_refuses_as_the_real_one_does() {
     use crate::sim::{Faults, Sim};
     let Some(helm) = crate::common::helm() else { return };
     let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
     let Some(cp) = ControlPlane::start("") else { return };
-    let crd = std::fs::read_to_string(helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml"))
-        .unwrap();
+    let crd = std::fs::read_to_string(
+        helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml"),
+    )
+    .unwrap();
     let crd = meshcheck::plan::fixtures::parse_manifests(&crd, "crd-servicemonitors.yaml").unwrap();
-    let real = cp.run(|| async { refusals(&cp.live().await.0, &crd).await });
-    let simulated = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let sim = Sim::start(options);
-        let (_, live, _dir) = crate::common::live_on(&sim).await;
-        refusals(&live, &crd).await
-    });
+    let real = refusals(&cp.live().await.0, &crd).await;
+    let sim = Sim::start(options);
+    let (_, live, _dir) = crate::common::live_on(&sim).await;
+    let simulated = refusals(&live, &crd).await;
     assert_eq!(simulated, real);
 }
