@@ -206,8 +206,9 @@ start kube-scheduler "$bin/kube-scheduler" \
 
 # kwok: the node stages (initialize, heartbeat with a lease) and pod stages (ready, complete,
 # delete) kwokctl uses by default, taken from the pinned module (the `kwok` binary has none built
-# in). Node and pod stages come from sigs.k8s.io/kwok/kustomize/stage in the module cache.
-stages=${MESHCHECK_KWOK_STAGES:-$(cd "$here/kwok" && PATH=$PATH:/usr/local/go/bin go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage}
+# in): sigs.k8s.io/kwok/kustomize/stage, which .ci/build-go-tools copies beside the binary.
+stages=${MESHCHECK_KWOK_STAGES:-$bin/kwok-stages}
+[ -d "$stages" ] || { echo "start.sh: $stages missing: run .ci/build-go-tools kwok" >&2; exit 1; }
 {
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
     pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do

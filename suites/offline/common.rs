@@ -249,22 +249,27 @@ fn go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
 fn built_go_tool(name: &str) -> Result<PathBuf, String> {
     let built = root().join("target/go-tools/bin").join(name);
     if !built.is_file() {
-        // Go and the module proxy are all it needs (`.ci/build-go-tools`); a second test process
-        // finds the stamp and skips the build.
-        let out = std::process::Command::new(root().join(".ci/build-go-tools"))
-            .arg(name)
-            .current_dir(root())
-            .output()
-            .map_err(|e| format!(".ci/build-go-tools {name}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} is missing and `.ci/build-go-tools {name}` failed: {}",
-                built.display(),
-                String::from_utf8_lossy(&out.stderr).trim_end()
-            ));
-        }
+        build_go_tool(name, &built)?;
     }
     Ok(built)
+}
+
+/// `.ci/build-go-tools NAME`: Go and the module proxy are all it needs; a second test process
+/// finds the stamp and skips the build.
+fn build_go_tool(name: &str, missing: &Path) -> Result<(), String> {
+    let out = std::process::Command::new(root().join(".ci/build-go-tools"))
+        .arg(name)
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!(".ci/build-go-tools {name}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} is missing and `.ci/build-go-tools {name}` failed: {}",
+            missing.display(),
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        ));
+    }
+    Ok(())
 }
 
 /// The folder holding the real control plane's programs (etcd, etcdctl, kube-apiserver,
@@ -285,6 +290,11 @@ pub fn control_plane_tools() -> Option<PathBuf> {
         let mut folder = PathBuf::new();
         for name in ["etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"] {
             folder = built_go_tool(name)?.parent().map(Path::to_path_buf).unwrap_or_default();
+        }
+        // kwok's stages, which the same script copies beside the binaries.
+        let stages = folder.join("kwok-stages");
+        if !stages.is_dir() {
+            build_go_tool("kwok", &stages)?;
         }
         Ok(folder)
     });

@@ -226,7 +226,7 @@ fn operator_running(st: &State, wanted: Program) -> bool {
 /// and whatever they are named.
 fn operators(st: &mut State) {
     if operator_running(st, Program::CiliumOperator) {
-        super::charts::register_cilium_crds(st);
+        super::bootstrap::register_cilium_crds(st);
     }
     if operator_running(st, Program::PrometheusOperator) {
         super::kubelet::sync_kubelet_service(st);
@@ -242,7 +242,7 @@ fn operators(st: &mut State) {
             let labels = json!({"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/managed-by": "prometheus-operator",
                                 "app.kubernetes.io/instance": cr_name, "operator.prometheus.io/name": cr_name,
                                 "operator.prometheus.io/shard": "0", "prometheus": cr_name});
-            let mut workload = super::charts::workload(
+            let mut workload = super::bootstrap::workload(
                 "StatefulSet",
                 &namespace,
                 &sts,
@@ -288,7 +288,7 @@ fn operators(st: &mut State) {
             st.store.put(
                 "apps",
                 "deployments",
-                super::charts::workload(
+                super::bootstrap::workload(
                     "Deployment",
                     &namespace,
                     &instance,
@@ -302,7 +302,7 @@ fn operators(st: &mut State) {
             st.store.put(
                 "",
                 "services",
-                super::charts::service(&namespace, &instance, &labels, &[("http", port), ("http-metrics", 9090)]),
+                super::bootstrap::service(&namespace, &instance, &labels, &[("http", port), ("http-metrics", 9090)]),
             );
             cr["status"] = json!({"deployment": {"instanceName": instance, "namespace": namespace}, "conditions": [{"type": "Successful", "status": "True", "reason": "Successful", "message": "Reconcile successful"}]});
             st.store.put("kiali.io", "kialis", cr);

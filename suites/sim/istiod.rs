@@ -43,7 +43,7 @@ pub(super) fn waypoints(st: &mut State) {
             labels["istio.io/dataplane-mode"] = json!("none");
             labels["service.istio.io/canonical-name"] = json!(name);
             let pod_spec = json!({ "serviceAccountName": name });
-            let mut d = super::charts::workload(
+            let mut d = super::bootstrap::workload(
                 "Deployment",
                 &ns,
                 &name,
@@ -63,7 +63,7 @@ pub(super) fn waypoints(st: &mut State) {
             st.store.put(
                 "",
                 "services",
-                super::charts::service(&ns, &name, &selector, &[("status-port", 15021), ("mesh", 15008)]),
+                super::bootstrap::service(&ns, &name, &selector, &[("status-port", 15021), ("mesh", 15008)]),
             );
         }
         let listeners = gw.pointer("/spec/listeners").and_then(Value::as_array).cloned().unwrap_or_default();

@@ -27,7 +27,7 @@
 //! `prometheus`, `tempo`, `kiali`, `clients` (curl in the client pods); `gateway` and `mirror`
 //! serve on the host through `host_servers`; `mesh` (programs, capture, Service resolution),
 //! `cilium` (policy), `shapes` (upstream recordings) and `controllers` (workloads into pods, the
-//! operators, the kubelet) are below the components; `charts` (cluster bootstrap, the existing
+//! operators, the kubelet) are below the components; `bootstrap` (cluster bootstrap, the existing
 //! cluster), `helm` (the real helm and charts) and `tools` (the stand-in kind, k3d, helm, docker)
 //! act on the store; `timings` says how long things take.
 //!
@@ -36,7 +36,7 @@
 //! figures for the critical-path benchmark.
 
 mod apiserver;
-mod charts;
+mod bootstrap;
 mod cilium;
 mod clients;
 mod controllers;
@@ -302,7 +302,7 @@ impl Sim {
         });
         tools::write_stand_ins(dir.path(), shared.ctl_port);
         if opts.provider == "existing" {
-            charts::existing_cluster(&shared, dir.path()).expect("the existing cluster installs");
+            bootstrap::existing_cluster(&shared, dir.path()).expect("the existing cluster installs");
             std::fs::write(dir.path().join("kubeconfig"), tools::kubeconfig(&shared, "existing"))
                 .expect("write kubeconfig");
         }

@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::{Cluster, Shared, charts};
+use super::{Cluster, Shared, bootstrap};
 
 const TOOLS: &[&str] = &["kind", "k3d", "helm", "docker", "sysctl"];
 
@@ -220,7 +220,7 @@ fn create(
         ));
     }
     st.store.reset();
-    charts::create_cluster(&mut st, provider, &nodes);
+    bootstrap::create_cluster(&mut st, provider, &nodes);
     st.cluster = Some(Cluster { name: name.into(), nodes, host_port, node_port });
     let _ = shared.api_up.send(true);
     Ok(())
@@ -342,7 +342,7 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
             Err(e) => return fail(1, format!("{e}\n")),
         };
         let (crds, rest): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o["kind"] == "CustomResourceDefinition");
-        if let Err(e) = charts::put_all(&mut st, crds, &ns) {
+        if let Err(e) = bootstrap::put_all(&mut st, crds, &ns) {
             return fail(1, format!("Error: {verb} FAILED: failed to install CRD: {e}\n"));
         }
         rest
@@ -359,14 +359,14 @@ async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
     }
     let objects = {
         let mut st = shared.lock();
-        if let Err(e) = charts::put_all(&mut st, rest.clone(), &ns) {
+        if let Err(e) = bootstrap::put_all(&mut st, rest.clone(), &ns) {
             return fail(
                 1,
                 format!("Error: {verb} FAILED: unable to build kubernetes objects from release manifest: {e}\n"),
             );
         }
-        let owned = charts::uninstalled_by_helm(&st, &rest, &ns);
-        charts::record_release(&mut st, &ns, release, &version, owned);
+        let owned = bootstrap::uninstalled_by_helm(&st, &rest, &ns);
+        bootstrap::record_release(&mut st, &ns, release, &version, owned);
         rest
     };
     if args.iter().any(|a| a == "--wait") {
@@ -414,7 +414,7 @@ fn helm_uninstall(shared: &Shared, release: &str, args: &[String]) -> Answer {
     }
     // Without --keep-history helm purges the release's records (pkg/action/uninstall.go).
     for revision in 1..=found.revision {
-        st.store.delete("", "secrets", &ns, &charts::release_secret(release, revision));
+        st.store.delete("", "secrets", &ns, &bootstrap::release_secret(release, revision));
     }
     ok(format!("release \"{release}\" uninstalled\n"))
 }
