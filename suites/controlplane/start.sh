@@ -23,6 +23,8 @@
 #      MESHCHECK_CP_READY_TIMEOUT   seconds to wait for readiness (default 120)
 #      MESHCHECK_CP_APISERVER_FLAGS extra kube-apiserver flags, space-separated (a test's fault, e.g.
 #                                   --watch-cache-sizes=configmaps#0)
+#      MESHCHECK_KWOK_POD_DELETE    the kwok Stage that deletes pods (default: kwok's fast one, at
+#                                   once; a test's may wait out the grace period, as a kubelet does)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -211,10 +213,12 @@ stages=${MESHCHECK_KWOK_STAGES:-$bin/kwok-stages}
 [ -d "$stages" ] || { echo "start.sh: $stages missing: run .ci/build-go-tools kwok" >&2; exit 1; }
 {
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
-    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml; do
     echo ---
     cat "$stages/$f"
   done
+  echo ---
+  cat "${MESHCHECK_KWOK_POD_DELETE:-$stages/pod/fast/pod-delete.yaml}"
 } >"$dir/kwok.yaml"
 start kwok "$bin/kwok" --kubeconfig="$kubeconfig" --config="$dir/kwok.yaml" --manage-all-nodes=true \
   --node-ip=127.0.0.1 --node-port="$p_kwok" --server-address="127.0.0.1:$p_kwok" \

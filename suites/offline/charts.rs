@@ -21,10 +21,10 @@ use serde_json::Value;
 use crate::{common::root, sim::helm::Helm};
 
 /// One helm command of the plan, rendered.
-struct Release {
-    name: String,
-    namespace: String,
-    objects: Vec<Value>,
+pub struct Release {
+    pub name: String,
+    pub namespace: String,
+    pub objects: Vec<Value>,
 }
 
 /// Writes what the plan's own steps write (values files, the gateway's ports from bookinfo's
@@ -73,7 +73,7 @@ fn render(helm: &Helm, command: &CommandSpec) -> Release {
 }
 
 /// Every helm command of a shipped scenario's plan, rendered, by plan step id.
-fn rendered(scenario: &str) -> Option<(plan::Plan, BTreeMap<usize, Release>)> {
+pub fn rendered(scenario: &str) -> Option<(plan::Plan, BTreeMap<usize, Release>)> {
     let helm = crate::common::helm()?;
     let upstream = crate::common::upstream()?;
     let work = tempfile::tempdir().unwrap();

@@ -53,13 +53,15 @@ struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts one with `apiserver_flags` added to kube-apiserver's, or `None` (SKIP; a failure under
-    /// `CI=true`) when the programs, root or `ip` are missing.
-    fn start(apiserver_flags: &str) -> Option<ControlPlane> {
+    /// Starts one with start.sh's knobs in `env` (`MESHCHECK_CP_APISERVER_FLAGS`,
+    /// `MESHCHECK_KWOK_POD_DELETE`), or `None` (SKIP; a failure under `CI=true`) when the
+    /// programs, root or `ip` are missing.
+    fn start(env: &[(&str, &str)]) -> Option<ControlPlane> {
         let tools = crate::common::control_plane_tools()?;
         let dir = tempfile::tempdir().unwrap();
         let tools = tools.to_string_lossy();
-        let env = [("MESHCHECK_GO_TOOLS", tools.as_ref()), ("MESHCHECK_CP_APISERVER_FLAGS", apiserver_flags)];
+        let env: Vec<(&str, &str)> =
+            [("MESHCHECK_GO_TOOLS", tools.as_ref())].into_iter().chain(env.iter().copied()).collect();
         let out = start_sh("up", dir.path(), &env).unwrap();
         let logs = || {
             std::fs::read_dir(dir.path().join("logs"))
@@ -217,7 +219,9 @@ fn config_map(name: &str, finalizer: Option<&str>) -> ConfigMap {
 /// the phase, as it ends kube-runtime's `await_condition` here (the negative control).
 #[tokio::test]
 async fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
-    let Some(cp) = ControlPlane::start("--watch-cache-sizes=configmaps#0") else { return };
+    let Some(cp) = ControlPlane::start(&[("MESHCHECK_CP_APISERVER_FLAGS", "--watch-cache-sizes=configmaps#0")]) else {
+        return;
+    };
     let logs = Logs::default();
     let capture = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -271,7 +275,7 @@ async fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
 /// namespace controller has finished it and then creates it as the run's own.
 #[tokio::test]
 async fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own() {
-    let Some(cp) = ControlPlane::start("") else { return };
+    let Some(cp) = ControlPlane::start(&[]) else { return };
     let client = cp.client(None).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "left-over"}})).unwrap();
@@ -313,7 +317,7 @@ async fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own()
 #[tokio::test]
 async fn a_fixture_with_an_undeclared_field_fails_its_dry_run() {
     let Some(helm) = crate::common::helm() else { return };
-    let Some(cp) = ControlPlane::start("") else { return };
+    let Some(cp) = ControlPlane::start(&[]) else { return };
     let crd = std::fs::read_to_string(
         helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml"),
     )
@@ -364,7 +368,7 @@ async fn a_fixture_with_an_undeclared_field_fails_its_dry_run() {
 #[tokio::test]
 async fn a_gateway_api_downgrade_is_refused_by_its_policy_and_left_out() {
     let Some(helm) = crate::common::helm() else { return };
-    let Some(cp) = ControlPlane::start("") else { return };
+    let Some(cp) = ControlPlane::start(&[]) else { return };
     let text = std::fs::read_to_string(helm.charts.join("gateway-api-v1.5.1/standard-install.yaml")).unwrap();
     let present =
         text.lines().find_map(|l| l.trim().strip_prefix("gateway.networking.k8s.io/bundle-version: ")).unwrap();
@@ -454,7 +458,7 @@ async fn the_simulated_api_server_refuses_as_the_real_one_does() {
     use crate::sim::{Faults, Sim};
     let Some(helm) = crate::common::helm() else { return };
     let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
-    let Some(cp) = ControlPlane::start("") else { return };
+    let Some(cp) = ControlPlane::start(&[]) else { return };
     let crd = std::fs::read_to_string(
         helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml"),
     )
@@ -465,4 +469,105 @@ async fn the_simulated_api_server_refuses_as_the_real_one_does() {
     let (_, live, _dir) = crate::common::live_on(&sim).await;
     let simulated = refusals(&live, &crd).await;
     assert_eq!(simulated, real);
+}
+
+/// kwok deletes a pod once its grace period has run out (`deletionTimestamp`, which the API server
+/// sets to the delete's time plus the grace period), as a kubelet does whose container takes all of
+/// it: ztunnel drains for `terminationGracePeriodSeconds` (istio 1.30.3 ztunnel chart: 30; its
+/// `TERMINATION_GRACE_PERIOD_SECONDS` env). kwok v0.8.0 Stage API: a `durationFrom` that is a time
+/// waits until it.
+const GRACEFUL_POD_DELETE: &str = r#"apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-delete
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'Exists'
+  delay:
+    durationMilliseconds: 0
+    durationFrom:
+      expressionFrom: '.metadata.deletionTimestamp'
+  next:
+    delete: true
+"#;
+
+/// A ztunnel rollout on the real control plane: the DaemonSet the real helm renders of istio's
+/// ztunnel 1.30.3 chart with meshcheck's values (`maxSurge: 1, maxUnavailable: 0`), rolled out by
+/// the real DaemonSet controller, the old pod deleted only after the new one is available and then
+/// draining, still `Running`, for its 30 s grace period. Meanwhile the harness takes the new pod
+/// for the node's ztunnel (`Live::running_pods`, the ztunnel checks' `serving`) and names the
+/// draining one in a note; the negative control, every `Running` pod, would take both. The
+/// DaemonSet wait holds once the new revision is Ready, without waiting for the drain.
+#[tokio::test]
+async fn a_draining_ztunnel_after_a_rollout_is_not_taken_for_the_serving_one() {
+    use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Pod};
+    let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { return };
+    let ztunnel = releases.into_values().find(|r| r.name == "ztunnel").expect("the plan installs ztunnel");
+    let stage = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(stage.path(), GRACEFUL_POD_DELETE).unwrap();
+    let stage_path = stage.path().to_string_lossy().into_owned();
+    let Some(cp) = ControlPlane::start(&[("MESHCHECK_KWOK_POD_DELETE", stage_path.as_str())]) else { return };
+    let (live, _dir) = cp.live().await;
+    let ns = ztunnel.namespace.as_str();
+    namespaces::ensure(&live.client, ns, &[], "run-1").await.unwrap();
+    let objects: Vec<DynamicObject> =
+        ztunnel.objects.iter().map(|o| serde_json::from_value(o.clone()).unwrap()).collect();
+    live.apply_objects(&objects, Some(ns), true).await.unwrap();
+    let ready = meshcheck::plan::Condition::DaemonSetReady;
+    let wait =
+        |timeout| meshcheck::cluster::waits::wait_for(&live.client, "DaemonSet", Some(ns), "ztunnel", &ready, timeout);
+    wait(Duration::from_secs(60)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(live.client.clone(), ns);
+    let list = kube::api::ListParams::default().labels("app=ztunnel");
+    let old = pods.list(&list).await.unwrap().items.remove(0).metadata.name.unwrap();
+
+    // `kubectl rollout restart`: a new template annotation.
+    let restart = json!({"spec": {"template": {"metadata": {"annotations": {"meshcheck.test/restartedAt": "now"}}}}});
+    Api::<DaemonSet>::namespaced(live.client.clone(), ns)
+        .patch("ztunnel", &PatchParams::default(), &Patch::Merge(restart))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let draining = loop {
+        let all = pods.list(&list).await.unwrap().items;
+        let old_draining = all
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(old.as_str()) && p.metadata.deletion_timestamp.is_some());
+        if old_draining && all.len() == 2 {
+            break all;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no surge and drain within 30 s: {all:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let running = |p: &&Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    assert_eq!(draining.iter().filter(running).count(), 2, "the draining pod still shows Running: {draining:?}");
+
+    let serving: Vec<String> =
+        live.running_pods(ns, "app=ztunnel").await.unwrap().into_iter().filter_map(|p| p.metadata.name).collect();
+    assert_eq!(serving.len(), 1, "{serving:?}");
+    assert_ne!(serving[0], old, "the draining pod was taken for the serving one");
+    let podlist = live.get_raw(&format!("/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dztunnel")).await.unwrap();
+    let podlist: serde_json::Value = serde_json::from_slice(&podlist).unwrap();
+    let names: Vec<&str> =
+        meshcheck::checks::ztunnel::serving(&podlist).into_iter().map(meshcheck::formats::kjson::name).collect();
+    assert_eq!(names, [serving[0].as_str()]);
+    let notes = meshcheck::checks::ztunnel::draining_notes(&podlist);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with(&format!("skipped ztunnel {old} on node kwok-node-0: being deleted since ")),
+        "{notes:?}"
+    );
+
+    wait(Duration::from_secs(20)).await.unwrap();
+    let still = pods.get_opt(&old).await.unwrap().is_some();
+    eprintln!(
+        "rollout: new revision Ready {:.1}s after the restart; the old pod still draining: {still}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(still, "the wait held until the drain ended");
 }
