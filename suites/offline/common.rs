@@ -244,10 +244,13 @@ fn go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
     built_go_tool(name)
 }
 
-/// What `.ci/build-go-tools` built into `target/go-tools/bin`: built here, once, when Go is on PATH
-/// and it is missing.
+/// What `.ci/build-go-tools` built into its folder (`$MESHCHECK_GO_TOOLS`, else
+/// `target/go-tools/bin`): built here, once, when Go is on PATH and it is missing.
 fn built_go_tool(name: &str) -> Result<PathBuf, String> {
-    let built = root().join("target/go-tools/bin").join(name);
+    let folder = std::env::var_os("MESHCHECK_GO_TOOLS")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| root().join("target/go-tools/bin"), PathBuf::from);
+    let built = folder.join(name);
     if !built.is_file() {
         build_go_tool(name, &built)?;
     }
