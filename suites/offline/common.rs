@@ -364,3 +364,24 @@ pub async fn live_on(sim: &crate::sim::Sim) -> (kube::Client, meshcheck::cluster
     let live = meshcheck::cluster::live::Live::new(client.clone(), scenario, dir.path().into(), evidence).unwrap();
     (client, live, dir)
 }
+
+/// A writer whose bytes the test can read back: a progress reporter's, a tracing subscriber's.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// What was written so far (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}

@@ -13,7 +13,7 @@ use std::{
     path::Path,
     process::Command,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -28,7 +28,7 @@ use meshcheck::cluster::namespaces::{self, Ensured};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::root;
+use crate::common::{Captured, root};
 
 /// `suites/controlplane/start.sh ACTION DIR` with `env`, through `sudo -n` unless this is root.
 fn start_sh(action: &str, dir: &Path, env: &[(&str, &str)]) -> std::io::Result<std::process::Output> {
@@ -172,32 +172,12 @@ impl Proxy {
     }
 }
 
-/// What the harness logs (its `tracing` events), captured on the current thread.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// Waits (at most `limit`) until the captured logs contain `needle`.
-    async fn until(&self, needle: &str, limit: Duration) {
-        let t0 = Instant::now();
-        while !self.text().contains(needle) {
-            assert!(t0.elapsed() < limit, "no {needle:?} in the harness's logs within {limit:?}:\n{}", self.text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+/// Waits (at most `limit`) until the captured logs contain `needle`.
+async fn logged(logs: &Captured, needle: &str, limit: Duration) {
+    let t0 = Instant::now();
+    while !logs.text().contains(needle) {
+        assert!(t0.elapsed() < limit, "no {needle:?} in the harness's logs within {limit:?}:\n{}", logs.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -222,7 +202,8 @@ async fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
     let Some(cp) = ControlPlane::start(&[("MESHCHECK_CP_APISERVER_FLAGS", "--watch-cache-sizes=configmaps#0")]) else {
         return;
     };
-    let logs = Logs::default();
+    // What the harness logs (its `tracing` events), captured on this thread, which runs every task.
+    let logs = Captured::default();
     let capture = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || capture.clone())
@@ -255,10 +236,10 @@ async fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
         last = cm.metadata.resource_version.unwrap();
     }
     cp.compact(&last);
-    logs.until("a watch error during a wait", Duration::from_secs(30)).await;
+    logged(&logs, "a watch error during a wait", Duration::from_secs(30)).await;
     proxy.resume();
     // kube-runtime words the 410 by its Status: message, then reason.
-    logs.until("is too old.: Expired", Duration::from_secs(60)).await;
+    logged(&logs, "is too old.: Expired", Duration::from_secs(60)).await;
     assert!(!waiting.is_finished(), "the wait ended before its object was gone");
     let naive = naive.await.unwrap();
     assert!(naive.is_err(), "await_condition rode it out too? {naive:?}");

@@ -348,40 +348,26 @@ fn secrets_are_redacted() {
     assert!(r.contains("name: s"));
 }
 
-/// A writer whose bytes the test can read back.
-#[derive(Clone, Default)]
-struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Shared {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn progress_is_timestamped_lines_off_a_terminal_and_a_spinner_on_one() {
     use meshcheck::common::progress::{Progress, Style};
-    let buf = Shared::default();
+    let buf = crate::common::Captured::default();
     let p = Progress::to_writer(Style::Lines, Box::new(buf.clone()));
     p.begin("install: helm istiod");
     p.end("install: helm istiod", "done");
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = buf.text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].starts_with("[20") && lines[0].ends_with("] install: helm istiod …"), "{text}");
     assert!(lines[1].contains("] install: helm istiod done in "), "{text}");
 
-    let buf = Shared::default();
+    let buf = crate::common::Captured::default();
     let p = Progress::to_writer(Style::Spinner, Box::new(buf.clone()));
     p.begin("provision: create kind cluster");
     std::thread::sleep(std::time::Duration::from_millis(350));
     p.end("provision: create kind cluster", "failed");
     drop(p);
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = buf.text();
     assert!(text.matches('\r').count() >= 3, "redrawn in place: {text:?}");
     assert!(text.contains("\r\x1b[2K✘ provision: create kind cluster (") && text.ends_with(")\n"), "{text:?}");
     assert!(!text.contains("[20"), "no timestamps on a terminal: {text:?}");
