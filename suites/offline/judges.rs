@@ -300,6 +300,90 @@ pub(crate) fn strict_exit(outside: &str, exit: i64, inside: &str) -> Vec<u8> {
         {"phase": "strict", "client": "inside", "http_code": inside, "exit_code": if inside == "200" { 0 } else { 56 }, "target": "t"}]})).unwrap()
 }
 
+/// The mTLS judge holds book-info's own connections, and whole identities: a connection from
+/// another namespace (the ingress gateway's, in plaintext to productpage) or a counter still at 0
+/// proves and disproves nothing; a SPIFFE principal of another namespace is no book-info identity;
+/// an access-log line from another namespace does not stand for a book-info hop; failed
+/// connections are counted in a note; a STRICT record without its baseline, or with the inside
+/// client answered but not 200, is not a pass.
+#[test]
+fn mtls_judges_book_infos_own_connections_and_whole_identities() {
+    let expect = br#"{"namespace":"book-info","apps":["productpage","details","ratings","reviews"]}"#;
+    let case = |metrics: &str, log: &str, strict: &[u8]| {
+        judge(
+            "mtls",
+            &[
+                ("mtls/expect.json", expect),
+                ("mtls/ztunnel/n1/config_dump.json", &config_dump("HBONE")),
+                ("mtls/ztunnel/n1/metrics.prom", metrics.as_bytes()),
+                ("mtls/ztunnel/n1/access.log", log.as_bytes()),
+                ("mtls/strict.json", strict),
+            ],
+        )
+    };
+    let ok_strict = strict("000", "200");
+    let sample = |src_ns: &str, principal: &str, policy: &str, value: u32| {
+        format!(
+            "istio_tcp_connections_opened_total{{reporter=\"destination\",source_workload=\"x\",source_workload_namespace=\"{src_ns}\",source_principal=\"{principal}\",destination_workload=\"productpage-v1\",destination_workload_namespace=\"book-info\",destination_principal=\"spiffe://cluster.local/ns/book-info/sa/bookinfo-productpage\",connection_security_policy=\"{policy}\"}} {value}\n"
+        )
+    };
+    let with = |extra: &str| {
+        ZT_METRICS_OK
+            .replace("# TYPE istio_tcp_connections_closed", &format!("{extra}# TYPE istio_tcp_connections_closed"))
+    };
+    let v = case(&with(&sample("istio-ingress", "", "unknown", 3)), &access_log_ok(), &ok_strict);
+    assert_eq!(v.outcome, Outcome::Pass, "another namespace's plaintext is not book-info's: {}", v.explanation());
+    assert!(!v.explanation().contains("failed connection(s)"), "{}", v.explanation());
+    let v = case(&with(&sample("book-info", "", "unknown", 0)), &access_log_ok(), &ok_strict);
+    assert_eq!(v.outcome, Outcome::Pass, "a counter at 0 counts no connection: {}", v.explanation());
+    let foreign = sample("book-info", "spiffe://cluster.local/ns/elsewhere/sa/x", "mutual_tls", 2);
+    let v = case(&with(&foreign), &access_log_ok(), &ok_strict);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("source_principal=\"spiffe://cluster.local/ns/elsewhere/sa/x\""),
+        "{}",
+        v.explanation()
+    );
+
+    // productpage -> details seen only from another namespace's workload of the same name.
+    let ok = access_log_ok();
+    let (details, rest): (Vec<&str>, Vec<&str>) =
+        ok.lines().partition(|l| l.contains("dst.workload=\"details-v1-abc\""));
+    let elsewhere = details[0].replace("src.namespace=\"book-info\"", "src.namespace=\"elsewhere\"");
+    let log = format!("{}\n{elsewhere}\n", rest.join("\n"));
+    let v = case(ZT_METRICS_OK, &log, &ok_strict);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation()
+                .contains("no ztunnel access-log line shows a connection productpage -> details in book-info"),
+        "{}",
+        v.explanation()
+    );
+    // One failed connection beside the completed ones: counted in a note, not a failure.
+    let failed =
+        details[0].replace("\tinfo\t", "\terror\t").replace(" duration=", " error=\"connection refused\" duration=");
+    let v = case(ZT_METRICS_OK, &format!("{ok}{failed}\n"), &ok_strict);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(
+        v.explanation().contains("productpage -> details: 1 failed connection(s) logged by ztunnel"),
+        "{}",
+        v.explanation()
+    );
+
+    let no_before = serde_json::to_vec(&json!({"results": [
+        {"phase": "strict", "client": "outside", "http_code": "000", "exit_code": 56, "target": "t"},
+        {"phase": "strict", "client": "inside", "http_code": "200", "exit_code": 0, "target": "t"}]}))
+    .unwrap();
+    let v = case(ZT_METRICS_OK, &ok, &no_before);
+    assert!(v.outcome == Outcome::Error && v.reason.contains("has no baseline"), "{}", v.explanation());
+    let v = case(ZT_METRICS_OK, &ok, &strict("000", "503"));
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("client inside the mesh got HTTP 503"),
+        "{}",
+        v.explanation()
+    );
+}
+
 #[test]
 fn mtls_needs_all_four_signals() {
     let expect = br#"{"namespace":"book-info","apps":["productpage","details","ratings","reviews"]}"#;
@@ -1114,9 +1198,31 @@ fn probes_judge() {
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("negative control"), "{}", v.explanation());
     let v = case(&[
         ("probes/negative/pods-after.json", Some(list(vec![pod("probe-target-1", false, 0)]))),
-        ("probes/negative/events-after.json", Some(unhealthy)),
+        ("probes/negative/events-after.json", Some(unhealthy.clone())),
     ]);
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    // Either signal alone shows the probes failing without the policy: a pod not Ready, or an
+    // Unhealthy event (a probe that fails fewer times than failureThreshold leaves the pod Ready).
+    for (pods, events) in
+        [(list(vec![pod("probe-target-1", false, 0)]), no_events.clone()), (before.clone(), unhealthy)]
+    {
+        let v = case(&[
+            ("probes/negative/pods-after.json", Some(pods)),
+            ("probes/negative/events-after.json", Some(events)),
+        ]);
+        assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    }
+    // The probe before the policy could not even run: unjudged, saying which probe.
+    let not_run =
+        serde_json::to_vec(&json!({"client": "meshcheck-outside/curl-outside", "target": "http://10.244.1.7:9080/",
+        "before": {"error": "pod curl-outside not found"}, "during": {"http_code": "000", "exit_code": 28}}))
+        .unwrap();
+    let v = case(&[("probes/enforcement.json", Some(not_run))]);
+    assert!(
+        v.outcome == Outcome::Error && v.reason.contains("the probe to http://10.244.1.7:9080/ before default-deny: "),
+        "{}",
+        v.explanation()
+    );
 
     // Pods already broken before the policy cannot be blamed on it.
     let sick = list(vec![pod("probe-target-1", false, 0)]);
