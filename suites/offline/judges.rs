@@ -1280,6 +1280,13 @@ fn traffic_continuity_judge() {
         "{}",
         v.reason
     );
+    // An outage exactly at its budget is within it: 10 requests 100 ms apart failed, 1.0 s.
+    let at_budget: Vec<(&str, u16)> = std::iter::once(("before", 200))
+        .chain(std::iter::repeat_n(("during", 0), 10))
+        .chain([("during", 200), ("after", 200)])
+        .collect();
+    let v = judge("traffic-continuity", &[("upgrade/traffic.json", &rec(&at_budget, 100))]);
+    assert!(v.outcome == Outcome::Pass && v.reason.contains("longest outage 1.0 s (budget 1.0 s)"), "{}", v.reason);
     // Before and after are strict, whatever the budget.
     let v = judge(
         "traffic-continuity",
@@ -1422,6 +1429,9 @@ fn health_judge_fails_on_oom_kills_and_crash_loops_and_counts_the_rest() {
         ok.explanation().contains("kube-system/cilium-abc container cilium-agent restarted 1 time(s) (last: Error)")
     );
     assert!(ok.explanation().contains("connection failed"));
+    // A container that never restarted, and a pod without an error line, are not noted.
+    assert!(!ok.explanation().contains("restarted 0 time(s)"), "{}", ok.explanation());
+    assert!(!ok.explanation().contains("istiod-x: 0 error-level"), "{}", ok.explanation());
     let oom = run(
         list(vec![(
             "ztunnel-a",
@@ -1997,6 +2007,15 @@ fn footprint_judge_computes_per_pod_numbers_and_holds_the_candidate_to_the_ratio
     assert!((m("node.requests.cpu") - 0.3).abs() < 1e-9);
     assert_eq!(m("node.requests.memory"), 612.0 * MIB);
     assert!(!v.reason.contains("baseline"));
+
+    // Half the load answered is still a load (the rule: fewer than half is not).
+    let mut half = footprint_pass("", 12.0);
+    let readings = json!({"idle": {"started": 1000.0, "ended": 1100.0}, "load": {"started": 1200.0, "ended": 1300.0},
+                          "rate_per_second": 20, "sent": 2000, "answered": 1000, "max_ratio": 1.2});
+    half.retain(|(f, _)| f != "footprint/readings.json");
+    half.push(("footprint/readings.json".into(), serde_json::to_vec(&readings).unwrap()));
+    let v = footprint_judge(&half);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
 
     // A candidate within the rule: 14 MiB over 12 is 1.17.
     let mut within = footprint_pass("", 14.0);
