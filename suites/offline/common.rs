@@ -247,14 +247,18 @@ fn go_tool(name: &str, env: &str) -> Result<PathBuf, String> {
 /// What `.ci/build-go-tools` built into its folder (`$MESHCHECK_GO_TOOLS`, else
 /// `target/go-tools/bin`): built here, once, when Go is on PATH and it is missing.
 fn built_go_tool(name: &str) -> Result<PathBuf, String> {
-    let folder = std::env::var_os("MESHCHECK_GO_TOOLS")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| root().join("target/go-tools/bin"), PathBuf::from);
-    let built = folder.join(name);
+    let built = go_tools_dir().join(name);
     if !built.is_file() {
         build_go_tool(name, &built)?;
     }
     Ok(built)
+}
+
+/// Where `.ci/build-go-tools` puts what it builds: `$MESHCHECK_GO_TOOLS`, else `target/go-tools/bin`.
+fn go_tools_dir() -> PathBuf {
+    std::env::var_os("MESHCHECK_GO_TOOLS")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| root().join("target/go-tools/bin"), PathBuf::from)
 }
 
 /// `.ci/build-go-tools NAME`: Go and the module proxy are all it needs; a second test process
@@ -290,10 +294,10 @@ pub fn control_plane_tools() -> Option<PathBuf> {
         if !ip.is_ok_and(|o| o.status.success()) {
             return Err("the `ip` command (iproute2), for the control plane's network namespace".to_string());
         }
-        let mut folder = PathBuf::new();
         for name in ["etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"] {
-            folder = built_go_tool(name)?.parent().map(Path::to_path_buf).unwrap_or_default();
+            built_go_tool(name)?;
         }
+        let folder = go_tools_dir();
         // kwok's stages, which the same script copies beside the binaries.
         let stages = folder.join("kwok-stages");
         if !stages.is_dir() {
