@@ -1,10 +1,10 @@
 //! The string formats of the scenario fields (names, versions, durations, images, URLs).
 //!
 //! Each format is defined once, here, in two forms that must accept exactly the same strings: the
-//! regular expression the JSON Schema carries (`meshcheck schema`, for editors) and the Rust check
-//! the loader runs, which says in the user's terms what is wrong and how to fix it. The loader
-//! cannot run the regular expression itself (the library has no regex engine), so
-//! `suites/offline/scenarios.rs` runs both over thousands of strings and requires them to agree.
+//! regular expression the JSON Schema carries (`meshcheck schema`, for editors; the loader runs it
+//! through the `jsonschema` crate) and the Rust check that words a failure in the user's terms:
+//! what is wrong and how to fix it. `suites/offline/scenarios.rs` runs both over thousands of
+//! strings and requires them to agree, so a value the pattern refuses always gets its words.
 
 use std::sync::LazyLock;
 

@@ -28,7 +28,7 @@ mod yaml;
 pub use backend::{Backend, ServiceAt};
 pub use gate::{CPU_NOISE_CORES, FootprintRules, GateOptions, LatencyRules, MEMORY_NOISE_BYTES};
 pub use schema::json_schema;
-use schema::{SCHEMA, checks_schema, mirrors_schema, rules_between_fields};
+use schema::{checks_schema, mirrors_schema, rules_between_fields};
 pub use span::{Release, Span};
 pub use spec::{
     AuthorizationOptions, ClusterSpec, DEFAULT_HOST_PORT, DEFAULT_STEP_MIN_SUCCESS, ExistingSpec, IngressSpec,
@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     format::Format,
-    validate::{ANNOTATION_KEYWORDS, ENFORCED_KEYWORDS},
+    validate::{ANNOTATION_KEYWORDS, WORDED_KEYWORDS},
 };
 use crate::common::catalog;
 
@@ -280,9 +280,7 @@ impl Scenario {
             message,
         };
         let root = yaml::parse(text).map_err(|e| invalid(e.line, e.column, e.field, e.message))?;
-        validate::Validator::new(&SCHEMA, text)
-            .check(&root)
-            .map_err(|v| invalid(v.line, v.column, v.field, v.message))?;
+        validate::check(&root, text).map_err(|v| invalid(v.line, v.column, v.field, v.message))?;
         let at = |path: &[&str]| locate(&root, text, path).unwrap_or((root.line, root.column));
         // The schema accepted the file, so this conversion only fails if the types and their
         // schema disagree; the corpus tests in suites/offline/scenarios.rs keep them in step.

@@ -1,23 +1,31 @@
 //! Checks a located YAML tree against the scenario's JSON Schema — the very document
-//! `meshcheck schema` prints — and words each failure for the person editing the file.
+//! `meshcheck schema` prints — with the `jsonschema` crate, and words the first failure, in file
+//! order, for the person editing the file.
 //!
-//! Running the schema itself, instead of a second copy of its rules, is what keeps the loader and
-//! the editors in agreement: types, required fields, unknown keys, ranges, enumerations and the
-//! rules between fields (`if`/`then`) are read from the schema. Patterns are the one exception:
-//! the library has no regex engine, so each pattern maps to the [`Format`] it was generated from,
-//! whose Rust check is tested against the pattern.
+//! The crate decides what is valid, so the loader and every editor that runs the schema agree by
+//! construction. This module only words the crate's errors: the instance path of an error leads to
+//! the YAML node (its line, column and the value as written), its evaluation path to the subschema
+//! that holds the failed keyword (for the hints: the default, the range, an example, the names
+//! allowed, the reason a rule gives).
 
-use std::cmp::Ordering;
+use std::{borrow::Cow, sync::LazyLock};
 
+use jsonschema::{
+    ValidationError,
+    error::ValidationErrorKind as Kind,
+    paths::{Location, LocationSegment},
+};
 use serde_json::{Map, Value as Json};
 
 use super::{
     format::Format,
+    schema::SCHEMA,
     yaml::{Node, Value},
 };
 
-/// The keywords this validator enforces, with the JSON Schema 2020-12 semantics.
-pub const ENFORCED_KEYWORDS: &[&str] = &[
+/// The keywords whose failures this module words. Any other keyword's failure would reach the
+/// user in the crate's own words; a test holds the schema to this list.
+pub const WORDED_KEYWORDS: &[&str] = &[
     "$ref",
     "type",
     "enum",
@@ -47,6 +55,11 @@ pub const ENFORCED_KEYWORDS: &[&str] = &[
 /// Keywords that only annotate (JSON Schema 2020-12 §7.7, meta-data vocabulary).
 pub const ANNOTATION_KEYWORDS: &[&str] = &["$schema", "$defs", "title", "description", "default", "format", "examples"];
 
+/// The schema compiled once. It is generated from meshcheck's own types, so `Err` is a bug; the
+/// corpus tests in suites/offline/scenarios.rs would fail first.
+static COMPILED: LazyLock<Result<jsonschema::Validator, String>> =
+    LazyLock::new(|| jsonschema::validator_for(&SCHEMA).map_err(|e| e.to_string()));
+
 /// A value that breaks a rule, with where it is and what to do.
 #[derive(Debug)]
 pub struct Violation {
@@ -60,37 +73,75 @@ pub struct Violation {
     pub message: String,
 }
 
-/// The schema and the file text, for quoting values as they were written.
-pub struct Validator<'a> {
-    root: &'a Json,
+/// The first rule `tree` (read from `text`) breaks, in file order.
+pub fn check(tree: &Node, text: &str) -> Result<(), Violation> {
+    let validator = COMPILED.as_ref().map_err(|e| Violation {
+        line: tree.line,
+        column: tree.column,
+        field: None,
+        message: format!("meshcheck's scenario schema does not compile ({e}); please report this"),
+    })?;
+    let json = tree.to_json(text);
+    let wording = Wording { text, tree };
+    match wording.first(validator.iter_errors(&json).map(|e| wording.word(&e))) {
+        Some(violation) => Err(violation),
+        None => Ok(()),
+    }
+}
+
+/// Where a worded error sits in the file's order: its node's position, then the order in which a
+/// reader meets the rules on one value (what it may be, its type, its own rules, the rules between
+/// fields). A missing field sorts after everything inside its mapping.
+type Order = (u64, u64, u8);
+
+/// An error in words, with its place in the file's order.
+struct Worded {
+    order: Order,
+    violation: Violation,
+}
+
+/// The file's text and tree, to find and quote the values the crate's errors point at.
+struct Wording<'a> {
     text: &'a str,
+    tree: &'a Node,
 }
 
-type Path<'p> = &'p [String];
-
-fn joined(path: Path, key: &str) -> Vec<String> {
-    let mut p = path.to_vec();
-    p.push(key.to_string());
-    p
+/// What an evaluation path says of a failed keyword.
+struct Rule {
+    /// The subschema that holds it.
+    schema: Map<String, Json>,
+    /// The field it checks: the declared property names on the way. A key of a free-form
+    /// mapping (`mirrors`) is not part of it, as it is no field name.
+    field: Vec<String>,
+    /// The reasons of the `then`/`else` branches on the way, innermost first.
+    reasons: Vec<String>,
+    /// How deep in the instance the first rule between fields sits, if the path passes one.
+    combined_at: Option<usize>,
 }
 
-fn field_of(path: Path) -> Option<String> {
-    (!path.is_empty()).then(|| path.join("."))
-}
-
-impl<'a> Validator<'a> {
-    /// A validator of `text` (the file the tree was read from) against `root` (the schema).
-    pub fn new(root: &'a Json, text: &'a str) -> Self {
-        Validator { root, text }
+impl Wording<'_> {
+    fn first(&self, worded: impl Iterator<Item = Worded>) -> Option<Violation> {
+        worded.min_by_key(|w| w.order).map(|w| w.violation)
     }
 
-    /// The first rule `node` breaks, in file order.
-    pub fn check(&self, node: &Node) -> Result<(), Violation> {
-        self.check_at(node, self.root, &[])
-    }
-
-    fn violation(&self, node: &Node, path: Path, message: String) -> Violation {
-        Violation { line: node.line, column: node.column, field: field_of(path), message }
+    /// The node at the first `depth` segments of an instance path (all of them with `None`).
+    fn locate(&self, path: &Location, depth: Option<usize>) -> &Node {
+        let mut node = self.tree;
+        for segment in path.segments().take(depth.unwrap_or(usize::MAX)) {
+            let next = match (&node.value, &segment) {
+                (Value::Seq(items), LocationSegment::Index(i)) => items.get(*i),
+                (Value::Map(entries), _) => {
+                    let name = segment.to_string();
+                    entries.iter().find(|(k, _)| k.key_text(self.text).as_deref() == Some(&name)).map(|(_, v)| v)
+                }
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => break,
+            }
+        }
+        node
     }
 
     /// The value as written, for messages: source text for scalars, else JSON.
@@ -102,298 +153,218 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn resolve(&self, reference: &str) -> Option<&'a Json> {
-        let pointer = reference.strip_prefix('#')?;
-        self.root.pointer(pointer)
-    }
-
-    fn check_at(&self, node: &Node, schema: &Json, path: Path) -> Result<(), Violation> {
-        let s = match schema {
-            Json::Object(s) => s,
-            Json::Bool(true) => return Ok(()),
-            _ => return Err(self.violation(node, path, "is not allowed here".into())),
+    fn word(&self, error: &ValidationError) -> Worded {
+        let node = self.locate(error.instance_path(), None);
+        let rule = rule_at(error.evaluation_path());
+        let (s, field) = (&rule.schema, &rule.field);
+        let at = |node: &Node, field: &[String], message: String, rank: u8| Worded {
+            order: (node.line, node.column, rank),
+            violation: Violation { line: node.line, column: node.column, field: field_of(field), message },
         };
-        if let Some(reference) = s.get("$ref").and_then(Json::as_str) {
-            let target = self.resolve(reference).and_then(Json::as_object).ok_or_else(|| {
-                self.violation(node, path, format!("the schema refers to `{reference}`, which it does not define"))
-            })?;
-            // The referring schema's siblings (`default`, `description`) belong to this field.
-            let mut merged = target.clone();
-            merged.extend(s.iter().filter(|(k, _)| *k != "$ref").map(|(k, v)| (k.clone(), v.clone())));
-            return self.check_at(node, &Json::Object(merged), path);
+        let mut worded = match error.kind() {
+            Kind::Enum { options } => at(node, field, self.not_listed(node, options_of(options), s, field), 0),
+            Kind::OneOfNotValid { .. } if constants(s).is_some() => {
+                at(node, field, self.not_listed(node, constants(s).unwrap_or_default(), s, field), 0)
+            }
+            Kind::Constant { expected_value } => {
+                at(node, field, format!("must be {}, not `{}`", plain(expected_value), self.shown(node)), 0)
+            }
+            Kind::Type { .. } => at(node, field, self.type_message(node, s, field), 1),
+            Kind::Minimum { .. }
+            | Kind::Maximum { .. }
+            | Kind::ExclusiveMinimum { .. }
+            | Kind::ExclusiveMaximum { .. } => at(node, field, self.number_message(node, error.kind(), s), 2),
+            Kind::Pattern { pattern } => at(node, field, self.pattern_message(node, pattern), 2),
+            Kind::MinItems { limit } => {
+                let count = if let Value::Seq(items) = &node.value { items.len() } else { 0 };
+                let default = if s.contains_key("default") { ", or leave the field out for the default" } else { "" };
+                at(node, field, format!("has {count} items; give at least {limit}{default}"), 2)
+            }
+            Kind::UniqueItems => match self.repeated(node) {
+                Some((item, message)) => at(item, field, message, 2),
+                None => at(node, field, "lists an item twice; keep one".into(), 2),
+            },
+            Kind::Contains => at(node, field, "has no item of the required kind".into(), 2),
+            Kind::AdditionalProperties { unexpected } => self.unknown_field(node, field, unexpected, s),
+            Kind::PropertyNames { error } => {
+                let name = error.instance().as_str().unwrap_or_default().to_string();
+                let key = self.key_named(node, &name).unwrap_or(node);
+                let message = match error.kind() {
+                    Kind::Pattern { pattern } => self.pattern_message(key, pattern),
+                    _ => error.to_string(),
+                };
+                at(key, field, message, 2)
+            }
+            Kind::Required { property } => {
+                let name = plain(property);
+                let hint = s.get("properties").and_then(|p| p.get(&name)).map(|p| missing_hint(&name, p));
+                let message = format!("is missing{}", hint.unwrap_or_default());
+                let (line, column) = last_position(node);
+                let field = [field.as_slice(), std::slice::from_ref(&name)].concat();
+                Worded {
+                    order: (line, column, 4),
+                    violation: Violation { line: node.line, column: node.column, field: field_of(&field), message },
+                }
+            }
+            Kind::AnyOf { context } | Kind::OneOfNotValid { context } => {
+                let keyword = if matches!(error.kind(), Kind::AnyOf { .. }) { "anyOf" } else { "oneOf" };
+                self.alternatives(node, field, s.get(keyword), context)
+            }
+            Kind::OneOfMultipleValid { .. } => at(node, field, "matches more than one alternative".into(), 3),
+            Kind::Not { schema } => {
+                let why = schema.get("description").and_then(Json::as_str).unwrap_or("is not allowed here");
+                at(node, field, why.to_string(), 3)
+            }
+            Kind::FalseSchema => at(node, field, "is not allowed here".into(), 3),
+            _ => at(node, field, error.to_string(), 3),
+        };
+        for reason in &rule.reasons {
+            worded.violation.message = format!("{}; {reason}", worded.violation.message);
         }
-        // A value that is not one of a list of names is best told the names, whatever its type.
-        self.check_value(node, s, path)?;
-        if let Some(types) = s.get("type")
-            && !type_names(types).iter().any(|t| has_type(node, t))
-        {
-            return Err(self.violation(node, path, self.type_message(node, s, path)));
+        // A rule between fields (`allOf`, `if`/`then`, …) is told after every problem inside the
+        // value it sits on.
+        if let Some(depth) = rule.combined_at {
+            let (line, column) = last_position(self.locate(error.instance_path(), Some(depth)));
+            worded.order = worded.order.max((line, column, 5));
         }
-        match &node.value {
-            Value::Str(text) => self.check_string(node, text, s, path)?,
-            Value::Seq(items) => self.check_array(node, items, s, path)?,
-            Value::Map(entries) => self.check_object(node, entries, s, path)?,
-            _ => self.check_number(node, s, path)?,
-        }
-        self.check_combinators(node, s, path)
+        worded
     }
 
-    /// `enum`, `const` and `oneOf` over constants (how schemars writes a Rust enum).
-    fn check_value(&self, node: &Node, s: &Map<String, Json>, path: Path) -> Result<(), Violation> {
-        let json = node.to_json(self.text);
-        let mut options: Option<Vec<&Json>> = s.get("enum").and_then(Json::as_array).map(|o| o.iter().collect());
-        if let Some(branches) = s.get("oneOf").and_then(Json::as_array)
-            && let Some(consts) = branches.iter().map(|b| b.get("const")).collect::<Option<Vec<_>>>()
-        {
-            options = Some(consts);
-        }
-        let listed = |options: &[&Json]| options.iter().any(|o| json_equal(o, &json));
-        if let Some(options) = &options
-            && !listed(options)
-            && matches!(node.value, Value::Null | Value::Seq(_) | Value::Map(_))
-        {
+    /// `enum`, or `oneOf` over constants (how schemars writes a Rust enum): the names allowed,
+    /// or, for a value that is no name at all, the type the names have.
+    fn not_listed(&self, node: &Node, options: Vec<Json>, s: &Map<String, Json>, field: &[String]) -> String {
+        if matches!(node.value, Value::Null | Value::Seq(_) | Value::Map(_)) {
             let mut only = Map::new();
             let types: Vec<Json> = options.iter().map(|o| Json::from(json_type(o))).collect();
             only.insert("type".into(), Json::Array(types));
             only.extend(s.get("default").map(|d| ("default".to_string(), d.clone())));
-            return Err(self.violation(node, path, self.type_message(node, &only, path)));
+            return self.type_message(node, &only, field);
         }
-        if let Some(options) = options
-            && !listed(&options)
-        {
-            let names: Vec<String> = options.iter().map(|o| plain(o)).collect();
-            let shown = self.shown(node);
-            let hint = closest(&shown, names.iter().map(String::as_str))
-                .map(|c| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
-            return Err(self.violation(node, path, format!("`{shown}` is not one of {}{hint}", names.join(", "))));
-        }
-        if let Some(c) = s.get("const")
-            && !json_equal(c, &json)
-        {
-            return Err(self.violation(node, path, format!("must be {}, not `{}`", plain(c), self.shown(node))));
-        }
-        Ok(())
+        let names: Vec<String> = options.iter().map(plain).collect();
+        let shown = self.shown(node);
+        let hint = closest(&shown, names.iter().map(String::as_str))
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        format!("`{shown}` is not one of {}{hint}", names.join(", "))
     }
 
-    fn check_number(&self, node: &Node, s: &Map<String, Json>, path: Path) -> Result<(), Violation> {
+    fn number_message(&self, node: &Node, kind: &Kind, s: &Map<String, Json>) -> String {
         let shown = self.shown(node);
-        let bound = |k: &str| s.get(k).and_then(Json::as_number);
-        let range = match (bound("minimum"), bound("exclusiveMinimum"), bound("maximum")) {
-            (Some(lo), _, Some(hi)) => format!(" (allowed: {lo} to {hi})"),
-            (None, Some(lo), Some(hi)) => format!(" (allowed: above {lo}, up to {hi})"),
+        let bound = |k: &str| s.get(k).and_then(Json::as_number).map(ToString::to_string).unwrap_or_default();
+        let given = |k: &str| s.get(k).and_then(Json::as_number).is_some();
+        let range = match (given("minimum"), given("exclusiveMinimum"), given("maximum")) {
+            (true, _, true) => format!(" (allowed: {} to {})", bound("minimum"), bound("maximum")),
+            (false, true, true) => {
+                format!(" (allowed: above {}, up to {})", bound("exclusiveMinimum"), bound("maximum"))
+            }
             _ => String::new(),
         };
-        let fails = |k: &str, bad: &[Ordering]| {
-            bound(k).and_then(|b| compare(&node.value, b)).is_some_and(|o| bad.contains(&o))
+        match kind {
+            Kind::Minimum { .. } => format!("`{shown}` is below the minimum of {}{range}", bound("minimum")),
+            Kind::ExclusiveMinimum { .. } => {
+                let at_most =
+                    if given("maximum") { format!(" and at most {}", bound("maximum")) } else { String::new() };
+                format!("`{shown}` must be above {}{at_most}", bound("exclusiveMinimum"))
+            }
+            Kind::Maximum { .. } => format!("`{shown}` is above the maximum of {}{range}", bound("maximum")),
+            _ => format!("`{shown}` must be below {}", bound("exclusiveMaximum")),
+        }
+    }
+
+    /// The [`Format`] a pattern was generated from says what is wrong in words; a pattern
+    /// without one is quoted.
+    fn pattern_message(&self, node: &Node, pattern: &str) -> String {
+        let text = match &node.value {
+            Value::Str(s) => s.clone(),
+            _ => node.key_text(self.text).unwrap_or_default(),
         };
-        let message = if fails("minimum", &[Ordering::Less]) {
-            format!(
-                "`{shown}` is below the minimum of {}{range}",
-                bound("minimum").map(ToString::to_string).unwrap_or_default()
-            )
-        } else if fails("exclusiveMinimum", &[Ordering::Less, Ordering::Equal]) {
-            let at_most = bound("maximum").map(|hi| format!(" and at most {hi}")).unwrap_or_default();
-            format!(
-                "`{shown}` must be above {}{at_most}",
-                bound("exclusiveMinimum").map(ToString::to_string).unwrap_or_default()
-            )
-        } else if fails("maximum", &[Ordering::Greater]) {
-            format!(
-                "`{shown}` is above the maximum of {}{range}",
-                bound("maximum").map(ToString::to_string).unwrap_or_default()
-            )
-        } else if fails("exclusiveMaximum", &[Ordering::Greater, Ordering::Equal]) {
-            format!(
-                "`{shown}` must be below {}",
-                bound("exclusiveMaximum").map(ToString::to_string).unwrap_or_default()
-            )
-        } else {
-            return Ok(());
+        match Format::for_pattern(pattern).map(|f| f.check(&text)) {
+            Some(Err(why)) => why,
+            _ => format!("`{text}` does not match the pattern `{pattern}`"),
+        }
+    }
+
+    /// The first item of a list that repeats an earlier one, with the message that names both.
+    fn repeated<'n>(&self, node: &'n Node) -> Option<(&'n Node, String)> {
+        let Value::Seq(items) = &node.value else { return None };
+        items.iter().enumerate().find_map(|(i, item)| {
+            let json = item.to_json(self.text);
+            let first = items[..i].iter().find(|e| e.to_json(self.text) == json)?;
+            Some((item, format!("`{}` is listed twice (first on line {}); keep one", self.shown(item), first.line)))
+        })
+    }
+
+    fn key_named<'n>(&self, node: &'n Node, name: &str) -> Option<&'n Node> {
+        let Value::Map(entries) = &node.value else { return None };
+        entries.iter().map(|(k, _)| k).find(|k| k.key_text(self.text).as_deref() == Some(name))
+    }
+
+    /// `additionalProperties: false`: the first unknown key in the file, with the known ones.
+    fn unknown_field(&self, node: &Node, field: &[String], unexpected: &[String], s: &Map<String, Json>) -> Worded {
+        let key = unexpected
+            .iter()
+            .filter_map(|name| self.key_named(node, name).map(|k| (k, name)))
+            .min_by_key(|(k, _)| (k.line, k.column));
+        let (key, name) = key.unwrap_or((node, &unexpected[0]));
+        let known: Vec<&str> =
+            s.get("properties").and_then(Json::as_object).into_iter().flatten().map(|(k, _)| k.as_str()).collect();
+        let hint = closest(name, known.iter().copied()).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+        let owner = match field_of(field) {
+            Some(f) => format!("`{f}` has"),
+            None => "a scenario has".to_string(),
         };
-        Err(self.violation(node, path, message))
-    }
-
-    fn check_string(&self, node: &Node, text: &str, s: &Map<String, Json>, path: Path) -> Result<(), Violation> {
-        let Some(pattern) = s.get("pattern").and_then(Json::as_str) else { return Ok(()) };
-        match Format::for_pattern(pattern) {
-            Some(format) => format.check(text).map_err(|m| self.violation(node, path, m)),
-            None => {
-                Err(self.violation(node, path, format!("the loader has no check for the schema pattern `{pattern}`")))
-            }
+        let field = [field, std::slice::from_ref(name)].concat();
+        Worded {
+            order: (key.line, key.column, 2),
+            violation: Violation {
+                line: key.line,
+                column: key.column,
+                field: field_of(&field),
+                message: format!("unknown field{hint}; {owner}: {}", known.join(", ")),
+            },
         }
     }
 
-    fn check_array(&self, node: &Node, items: &[Node], s: &Map<String, Json>, path: Path) -> Result<(), Violation> {
-        if let Some(min) = s.get("minItems").and_then(Json::as_u64)
-            && (items.len() as u64) < min
-        {
-            let default = if s.contains_key("default") { ", or leave the field out for the default" } else { "" };
-            return Err(self.violation(node, path, format!("has {} items; give at least {min}{default}", items.len())));
-        }
-        if let Some(item_schema) = s.get("items") {
-            for item in items {
-                self.check_at(item, item_schema, path)?;
-            }
-        }
-        if s.get("uniqueItems").and_then(Json::as_bool) == Some(true) {
-            for (i, item) in items.iter().enumerate() {
-                let json = item.to_json(self.text);
-                if let Some(first) = items[..i].iter().find(|e| json_equal(&e.to_json(self.text), &json)) {
-                    let message =
-                        format!("`{}` is listed twice (first on line {}); keep one", self.shown(item), first.line);
-                    return Err(self.violation(item, path, message));
-                }
-            }
-        }
-        if let Some(wanted) = s.get("contains")
-            && !items.iter().any(|i| self.check_at(i, wanted, path).is_ok())
-        {
-            return Err(self.violation(node, path, "has no item of the required kind".into()));
-        }
-        Ok(())
-    }
-
-    fn check_object(
+    /// `anyOf`/`oneOf` that no alternative satisfies: the first error of the alternative whose
+    /// type the value has, or else the types the alternatives allow.
+    fn alternatives(
         &self,
         node: &Node,
-        entries: &[(Node, Node)],
-        s: &Map<String, Json>,
-        path: Path,
-    ) -> Result<(), Violation> {
-        let empty = Map::new();
-        let properties = s.get("properties").and_then(Json::as_object).unwrap_or(&empty);
-        for (key, value) in entries {
-            let name = key.key_text(self.text).unwrap_or_default();
-            if let Some(pattern) = s.get("propertyNames").and_then(|p| p.get("pattern")).and_then(Json::as_str) {
-                let verdict = Format::for_pattern(pattern).map(|f| f.check(&name));
-                match verdict {
-                    Some(Ok(())) => {}
-                    Some(Err(m)) => return Err(self.violation(key, path, m)),
-                    None => {
-                        return Err(self.violation(
-                            key,
-                            path,
-                            format!("the loader has no check for the schema pattern `{pattern}`"),
-                        ));
-                    }
-                }
-            }
-            match properties.get(&name) {
-                Some(p) => self.check_at(value, p, &joined(path, &name))?,
-                None => match s.get("additionalProperties") {
-                    Some(Json::Bool(false)) => {
-                        let known: Vec<&str> = properties.keys().map(String::as_str).collect();
-                        let hint = closest(&name, known.iter().copied())
-                            .map(|c| format!(" (did you mean `{c}`?)"))
-                            .unwrap_or_default();
-                        let owner = match field_of(path) {
-                            Some(f) => format!("`{f}` has"),
-                            None => "a scenario has".to_string(),
-                        };
-                        let message = format!("unknown field{hint}; {owner}: {}", known.join(", "));
-                        return Err(self.violation(key, &joined(path, &name), message));
-                    }
-                    Some(other) => self.check_at(value, other, path)?,
-                    None => {}
-                },
-            }
+        field: &[String],
+        branches: Option<&Json>,
+        context: &[Vec<ValidationError<'static>>],
+    ) -> Worded {
+        let branches: Vec<Cow<Json>> = branches.and_then(Json::as_array).into_iter().flatten().map(resolved).collect();
+        let typed = branches
+            .iter()
+            .zip(context)
+            .find(|(b, _)| b.get("type").is_some_and(|t| type_names(t).iter().any(|t| has_type(node, t))));
+        if let Some(first) = typed.and_then(|(_, errors)| self.first(errors.iter().map(|e| self.word(e)))) {
+            return Worded { order: (first.line, first.column, 3), violation: first };
         }
-        for required in s.get("required").and_then(Json::as_array).into_iter().flatten().filter_map(Json::as_str) {
-            if !entries.iter().any(|(k, _)| k.key_text(self.text).as_deref() == Some(required)) {
-                let hint = properties.get(required).map(|p| self.missing_hint(required, p)).unwrap_or_default();
-                return Err(self.violation(node, &joined(path, required), format!("is missing{hint}")));
-            }
-        }
-        Ok(())
-    }
-
-    fn check_combinators(&self, node: &Node, s: &Map<String, Json>, path: Path) -> Result<(), Violation> {
-        for sub in s.get("allOf").and_then(Json::as_array).into_iter().flatten() {
-            self.check_at(node, sub, path)?;
-        }
-        if let Some(branches) = s.get("anyOf").and_then(Json::as_array) {
-            self.check_alternatives(node, branches, path, |valid| valid >= 1)?;
-        }
-        if let Some(branches) = s.get("oneOf").and_then(Json::as_array)
-            && !branches.iter().all(|b| b.get("const").is_some())
-        {
-            self.check_alternatives(node, branches, path, |valid| valid == 1)?;
-        }
-        if let Some(condition) = s.get("if") {
-            let branch = if self.check_at(node, condition, path).is_ok() { s.get("then") } else { s.get("else") };
-            if let Some(branch) = branch {
-                self.check_at(node, branch, path).map_err(|v| with_reason(v, branch))?;
-            }
-        }
-        if let Some(forbidden) = s.get("not")
-            && self.check_at(node, forbidden, path).is_ok()
-        {
-            let why = forbidden.get("description").and_then(Json::as_str).unwrap_or("is not allowed here");
-            return Err(self.violation(node, path, why.to_string()));
-        }
-        Ok(())
-    }
-
-    /// `anyOf`/`oneOf`: on failure, the error of the alternative whose type the value has.
-    fn check_alternatives(
-        &self,
-        node: &Node,
-        branches: &[Json],
-        path: Path,
-        ok: impl Fn(usize) -> bool,
-    ) -> Result<(), Violation> {
-        let results: Vec<Result<(), Violation>> = branches.iter().map(|b| self.check_at(node, b, path)).collect();
-        let valid = results.iter().filter(|r| r.is_ok()).count();
-        if ok(valid) {
-            return Ok(());
-        }
-        if valid > 1 {
-            return Err(self.violation(node, path, "matches more than one alternative".into()));
-        }
-        let typed = branches.iter().zip(results).find(|(b, _)| {
-            let b = b.get("$ref").and_then(Json::as_str).and_then(|r| self.resolve(r)).unwrap_or(b);
-            b.get("type").is_some_and(|t| type_names(t).iter().any(|t| has_type(node, t)))
-        });
-        match typed {
-            Some((_, Err(v))) => Err(v),
-            _ => {
-                let mut union = Map::new();
-                let types: Vec<Json> = branches
-                    .iter()
-                    .map(|b| b.get("$ref").and_then(Json::as_str).and_then(|r| self.resolve(r)).unwrap_or(b))
-                    .filter_map(|b| b.get("type"))
-                    .flat_map(|t| type_names(t).into_iter().map(Json::from))
-                    .collect();
-                union.insert("type".into(), Json::Array(types));
-                Err(self.violation(node, path, self.type_message(node, &union, path)))
-            }
+        let mut union = Map::new();
+        let types: Vec<Json> = branches
+            .iter()
+            .filter_map(|b| b.get("type"))
+            .flat_map(|t| type_names(t).into_iter().map(Json::from))
+            .collect();
+        union.insert("type".into(), Json::Array(types));
+        Worded {
+            order: (node.line, node.column, 3),
+            violation: Violation {
+                line: node.line,
+                column: node.column,
+                field: field_of(field),
+                message: self.type_message(node, &union, field),
+            },
         }
     }
 
-    /// How to add a missing field: an example line, when the schema suggests one.
-    fn missing_hint(&self, key: &str, schema: &Json) -> String {
-        let schema = schema.get("$ref").and_then(Json::as_str).and_then(|r| self.resolve(r)).unwrap_or(schema);
-        if let Some(branches) = schema.get("oneOf").and_then(Json::as_array) {
-            let names: Vec<String> = branches.iter().filter_map(|b| b.get("const")).map(plain).collect();
-            if let Some((first, rest)) = names.split_first() {
-                return format!("; add `{key}: {first}` (or {})", rest.join(", "));
-            }
-        }
-        schema
-            .get("pattern")
-            .and_then(Json::as_str)
-            .and_then(Format::for_pattern)
-            .and_then(Format::example)
-            .map(|e| format!("; add `{key}: {e}`"))
-            .unwrap_or_default()
-    }
-
-    fn type_message(&self, node: &Node, s: &Map<String, Json>, path: Path) -> String {
+    fn type_message(&self, node: &Node, s: &Map<String, Json>, field: &[String]) -> String {
         let expected: Vec<String> = s.get("type").map(type_names).unwrap_or_default();
         let wants = |t: &str| expected.iter().any(|e| e == t);
         let raw = node.raw(self.text).unwrap_or_default();
-        if path.is_empty() {
+        if field.is_empty() {
             return match &node.value {
                 Value::Null => "the file is empty; a scenario needs at least `name:` and `provider:`".into(),
                 Value::Seq(_) => "a scenario is a mapping of fields (`name: …`, `provider: …`), not a list".into(),
@@ -466,12 +437,109 @@ impl<'a> Validator<'a> {
     }
 }
 
-/// The reason a rule (`then`/`else` branch) gives, appended to what broke it.
-fn with_reason(mut v: Violation, branch: &Json) -> Violation {
-    if let Some(why) = branch.get("description").and_then(Json::as_str) {
-        v.message = format!("{}; {why}", v.message);
+/// Reads an evaluation path: the subschema holding its last keyword, the field, the reasons
+/// and the first rule between fields. A `$ref` on the way is replaced by its target with the
+/// referring schema's siblings (`default`, `description`) merged in: they belong to the same
+/// field.
+fn rule_at(evaluation: &Location) -> Rule {
+    let segments: Vec<String> = evaluation.segments().map(|s| s.to_string()).collect();
+    let mut rule = Rule { schema: Map::new(), field: Vec::new(), reasons: Vec::new(), combined_at: None };
+    let mut schema: Json = SCHEMA.clone();
+    let mut depth = 0;
+    // What the previous segment makes of this one: a keyword, or a name or index under one.
+    let mut after: Option<&str> = None;
+    for (i, segment) in segments.iter().enumerate() {
+        match after {
+            Some("properties") => {
+                rule.field.push(segment.clone());
+                depth += 1;
+            }
+            Some(_) => {}
+            None => match segment.as_str() {
+                "items" | "additionalProperties" => depth += 1,
+                "allOf" | "anyOf" | "oneOf" | "if" | "then" | "else" | "not" => {
+                    rule.combined_at.get_or_insert(depth);
+                }
+                _ => {}
+            },
+        }
+        let keyword = after.is_none().then_some(segment.as_str());
+        after = keyword.filter(|k| matches!(*k, "properties" | "$defs" | "allOf" | "anyOf" | "oneOf"));
+        if i + 1 == segments.len() {
+            break;
+        }
+        schema = if keyword == Some("$ref") {
+            resolved(&schema).into_owned()
+        } else {
+            let child = match &schema {
+                Json::Object(m) => m.get(segment.as_str()),
+                Json::Array(a) => segment.parse::<usize>().ok().and_then(|i| a.get(i)),
+                _ => None,
+            };
+            child.cloned().unwrap_or(Json::Null)
+        };
+        if matches!(keyword, Some("then" | "else"))
+            && let Some(why) = schema.get("description").and_then(Json::as_str)
+        {
+            rule.reasons.insert(0, why.to_string());
+        }
     }
-    v
+    rule.schema = schema.as_object().cloned().unwrap_or_default();
+    rule
+}
+
+/// A schema with its `$ref` followed, the referring schema's other keywords kept.
+fn resolved(schema: &Json) -> Cow<'_, Json> {
+    let Some(reference) = schema.get("$ref").and_then(Json::as_str) else { return Cow::Borrowed(schema) };
+    let Some(Json::Object(target)) = reference.strip_prefix('#').and_then(|p| SCHEMA.pointer(p)) else {
+        return Cow::Borrowed(schema);
+    };
+    let mut merged = target.clone();
+    let siblings = schema.as_object().into_iter().flatten().filter(|(k, _)| *k != "$ref");
+    merged.extend(siblings.map(|(k, v)| (k.clone(), v.clone())));
+    Cow::Owned(Json::Object(merged))
+}
+
+/// The constants of a `oneOf` whose every branch is one: schemars' form of a Rust enum.
+fn constants(s: &Map<String, Json>) -> Option<Vec<Json>> {
+    s.get("oneOf")?.as_array()?.iter().map(|b| b.get("const").cloned()).collect()
+}
+
+fn options_of(options: &Json) -> Vec<Json> {
+    options.as_array().cloned().unwrap_or_default()
+}
+
+fn field_of(path: &[String]) -> Option<String> {
+    (!path.is_empty()).then(|| path.join("."))
+}
+
+/// The last position inside a node (its own, or its last descendant's, keys included): a
+/// missing field is told after every problem inside the mapping that lacks it.
+fn last_position(node: &Node) -> (u64, u64) {
+    let inner = match &node.value {
+        Value::Seq(items) => items.iter().map(last_position).max(),
+        Value::Map(entries) => entries.iter().flat_map(|(k, v)| [last_position(k), last_position(v)]).max(),
+        _ => None,
+    };
+    inner.unwrap_or((node.line, node.column)).max((node.line, node.column))
+}
+
+/// How to add a missing field: an example line, when the schema suggests one.
+fn missing_hint(key: &str, schema: &Json) -> String {
+    let schema = resolved(schema);
+    if let Some(branches) = schema.get("oneOf").and_then(Json::as_array) {
+        let names: Vec<String> = branches.iter().filter_map(|b| b.get("const")).map(plain).collect();
+        if let Some((first, rest)) = names.split_first() {
+            return format!("; add `{key}: {first}` (or {})", rest.join(", "));
+        }
+    }
+    schema
+        .get("pattern")
+        .and_then(Json::as_str)
+        .and_then(Format::for_pattern)
+        .and_then(Format::example)
+        .map(|e| format!("; add `{key}: {e}`"))
+        .unwrap_or_default()
 }
 
 fn type_names(t: &Json) -> Vec<String> {
@@ -493,43 +561,6 @@ fn has_type(node: &Node, t: &str) -> bool {
         (Value::Float(f), "integer") => f.is_finite() && f.fract() == 0.0,
         (Value::Float(f), "null") => !f.is_finite(),
         _ => false,
-    }
-}
-
-/// Exact comparison of a YAML number with a schema bound: integers as integers, else as floats.
-fn compare(v: &Value, bound: &serde_json::Number) -> Option<Ordering> {
-    let exact_bound = bound.as_u64().map(i128::from).or(bound.as_i64().map(i128::from));
-    let exact_value = match v {
-        Value::UInt(u) => Some(i128::from(*u)),
-        Value::Int(i) => Some(i128::from(*i)),
-        Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e38 => Some(*f as i128),
-        _ => None,
-    };
-    if let (Some(a), Some(b)) = (exact_value, exact_bound) {
-        return Some(a.cmp(&b));
-    }
-    let value = match v {
-        Value::UInt(u) => *u as f64,
-        Value::Int(i) => *i as f64,
-        Value::Float(f) => *f,
-        _ => return None,
-    };
-    value.partial_cmp(&bound.as_f64()?)
-}
-
-/// JSON Schema equality: numbers by value (1 equals 1.0), everything else structurally.
-fn json_equal(a: &Json, b: &Json) -> bool {
-    match (a, b) {
-        (Json::Number(x), Json::Number(y)) => match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
-            (Some(p), Some(q), _, _) => p == q,
-            (_, _, Some(p), Some(q)) => p == q,
-            _ => x.as_f64() == y.as_f64(),
-        },
-        (Json::Array(x), Json::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q)),
-        (Json::Object(x), Json::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
-        }
-        _ => a == b,
     }
 }
 
