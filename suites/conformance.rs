@@ -160,7 +160,7 @@ fn main() -> ExitCode {
     session.mark_rest_not_run(&specs, why);
     let record = session.finish();
     eprintln!("meshcheck report: {}/junit.xml ({})", run_dir.display(), record.outcome);
-    if meshcheck::cluster::runner::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+    if meshcheck::cluster::runner::is_interrupted() {
         return ExitCode::from(meshcheck::EXIT_INTERRUPTED);
     }
     if record.outcome != Outcome::Pass && !conclusion.has_failed() {

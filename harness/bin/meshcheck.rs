@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use meshcheck::{
     EXIT_BAD_INPUT, EXIT_CHECKS_FAILED, EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED,
-    cluster::runner::{CommandError, INTERRUPTED, Runner},
+    cluster::runner::{CommandError, Runner, is_interrupted},
     common::progress::{Color, stderr_line},
     evidence::Outcome,
     plan,
@@ -327,7 +327,7 @@ fn run(cli: Cli) -> Result<ExitCode, Stop> {
                 ));
             }
             stderr_line(format_args!("report: {} (summary.md has every failure in full)", dir.display()));
-            if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            if is_interrupted() {
                 return Ok(ExitCode::from(EXIT_INTERRUPTED));
             }
             Ok(exit_for(&record))

@@ -2,7 +2,7 @@
 //!
 //! Every call is recorded in `commands/NNN-<tool>.json` of the run folder (argv, working directory,
 //! start, duration, exit code, redacted output tails), has a deadline, and a failure becomes an error
-//! that names the command and shows the tail of its stderr. Ctrl-C sets a flag that stops the
+//! that names the command and shows the tail of its stderr. Ctrl-C cancels a token that stops the
 //! command in flight, so the run can still clean up and write its report.
 //!
 //! Each command runs in a process group of its own, so stopping it reaches everything it started
@@ -12,19 +12,22 @@
 //! until then is kept in its record and quoted in the error.
 
 use std::{
-    io::Read,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Child, ExitStatus, Stdio},
+    process::{ExitStatus, Stdio},
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicUsize, Ordering},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use rustix::process::{Pid, Signal};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _},
+    process::Child,
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,10 +37,17 @@ use crate::{
     redact::{redact, redact_argv},
 };
 
-/// Set by the Ctrl-C handler; commands in flight are killed and report [`CommandError::Interrupted`].
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Cancelled by the Ctrl-C handler: commands in flight are stopped and report
+/// [`CommandError::Interrupted`], awaited API calls are abandoned. Never reset: an interrupted
+/// process only cleans up and reports.
+static INTERRUPT: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
 
-/// Installs the handler that sets [`INTERRUPTED`] on Ctrl-C (SIGINT), SIGTERM (what GitLab,
+/// Whether Ctrl-C (or SIGTERM, SIGHUP) arrived.
+pub fn is_interrupted() -> bool {
+    INTERRUPT.is_cancelled()
+}
+
+/// Installs the handler that cancels [`INTERRUPT`] on Ctrl-C (SIGINT), SIGTERM (what GitLab,
 /// Jenkins and Kubernetes-hosted CI send on cancel) and SIGHUP (a closed terminal): the command in
 /// flight is killed, awaited API calls are abandoned, cleanup runs and the report is written (exit
 /// code 130). Both `meshcheck run` and the conformance entry point install it.
@@ -67,7 +77,7 @@ pub fn install_interrupt_handler(second_exit_code: u8) -> std::io::Result<()> {
             crate::common::progress::stderr_line(format_args!(
                 "interrupted ({name}): stopping, cleaning up and writing the report (again to stop at once)"
             ));
-            INTERRUPTED.store(true, Ordering::SeqCst);
+            INTERRUPT.cancel();
             // A second signal means cleanup itself is stuck (a wedged container engine): leave now,
             // saying what may be left and how to remove it.
             let name = next().await;
@@ -93,11 +103,9 @@ pub fn set_left_behind(hint: String) {
     }
 }
 
-/// Resolves when [`INTERRUPTED`] is set, for racing against a future that has no deadline of its own.
+/// Resolves when Ctrl-C arrives, for racing against a future that has no deadline of its own.
 pub async fn interrupted() {
-    while !INTERRUPTED.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    INTERRUPT.cancelled().await
 }
 
 /// Lines of output quoted in an error.
@@ -120,10 +128,6 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// that left the group (`setsid`, a daemon) can hold the pipes open forever; what it printed after
 /// this is not waited for.
 const DRAIN_AFTER_STOP: Duration = Duration::from_secs(2);
-
-/// Longest pause between two looks at a running command (exit, deadline, Ctrl-C). Looks start
-/// at 1 ms and double up to this, so a quick `helm version` is not slowed down by the polling.
-const MAX_POLL: Duration = Duration::from_millis(100);
 
 /// The signal that ended a command meshcheck stopped (deadline or Ctrl-C).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,9 +267,24 @@ impl Runner {
 
     fn run_inner(&self, spec: &CommandSpec, interruptible: bool) -> Result<String, CommandError> {
         let command = redact(&spec.display());
+        // `run` is called from blocking code (the steps' `spawn_blocking`, the preflight, `gc`): a
+        // runtime of the command's own lets it wait on the exit, the deadline and Ctrl-C at once.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| CommandError::Io { command: command.clone(), source })?;
+        runtime.block_on(self.run_async(spec, command, interruptible))
+    }
+
+    async fn run_async(
+        &self,
+        spec: &CommandSpec,
+        command: String,
+        interruptible: bool,
+    ) -> Result<String, CommandError> {
         let started = Instant::now();
         let started_at = crate::common::util::now_rfc3339();
-        let spawned = std::process::Command::new(&spec.program)
+        let spawned = tokio::process::Command::new(&spec.program)
             .args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -282,35 +301,34 @@ impl Runner {
             }
             Err(source) => return Err(CommandError::Io { command, source }),
         };
-        let stdout = Capture::start(child.stdout.take().expect("stdout is piped"));
-        let stderr = Capture::start(child.stderr.take().expect("stderr is piped"));
-        let deadline = started + Duration::from_secs(spec.timeout_secs);
         let io = |source| CommandError::Io { command: command.clone(), source };
-        let mut status = None;
-        let mut pause = Duration::from_millis(1);
-        let (timed_out, interrupted) = loop {
-            if status.is_none() {
-                status = child.try_wait().map_err(io)?;
-            }
-            if status.is_some() && stdout.finished() && stderr.finished() {
-                break (false, false);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break (true, false);
-            }
-            if interruptible && INTERRUPTED.load(Ordering::SeqCst) {
-                break (false, true);
-            }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(MAX_POLL);
+        // The leader's pid is its group's id (`process_group(0)`); read before it can be reaped.
+        let group = child
+            .id()
+            .and_then(|id| Pid::from_raw(i32::try_from(id).ok()?))
+            .ok_or_else(|| io(std::io::ErrorKind::NotFound.into()))?;
+        let mut stdout = Capture::start(child.stdout.take().expect("stdout is piped"));
+        let mut stderr = Capture::start(child.stderr.take().expect("stderr is piped"));
+        let deadline = tokio::time::Instant::from_std(started + Duration::from_secs(spec.timeout_secs));
+        // Done when it exited and both pipes reached their end (every process holding them closed them).
+        let finished = async {
+            let status = child.wait().await;
+            stdout.finish().await;
+            stderr.finish().await;
+            status
+        };
+        let (mut status, timed_out, interrupted) = tokio::select! {
+            status = finished => (Some(status.map_err(io)?), false, false),
+            () = tokio::time::sleep_until(deadline) => (None, true, false),
+            () = INTERRUPT.cancelled(), if interruptible => (None, false, true),
         };
         let stopped_with = if timed_out || interrupted {
-            let signal = stop_group(&mut child, &mut status, self.stop_grace).map_err(io)?;
-            let drained = Instant::now() + DRAIN_AFTER_STOP;
-            while !(stdout.finished() && stderr.finished()) && Instant::now() < drained {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            let signal = stop_group(&mut child, group, &mut status, self.stop_grace).await.map_err(io)?;
+            let _ = tokio::time::timeout(DRAIN_AFTER_STOP, async {
+                stdout.finish().await;
+                stderr.finish().await;
+            })
+            .await;
             Some(signal)
         } else {
             None
@@ -379,9 +397,14 @@ impl Runner {
 
 /// Stops the process group `child` leads: SIGTERM, up to `grace` for the whole group to be gone,
 /// then SIGKILL. Reaps `child` into `status`. The group is gone once `kill(-pgid, 0)` finds no
-/// member (ESRCH); the leader counts until it is reaped, so it is reaped while waiting.
-fn stop_group(child: &mut Child, status: &mut Option<ExitStatus>, grace: Duration) -> std::io::Result<StopSignal> {
-    let group = Pid::from_child(child);
+/// member (ESRCH), for which there is no event to wait on; the leader counts until it is reaped,
+/// so it is reaped while waiting.
+async fn stop_group(
+    child: &mut Child,
+    group: Pid,
+    status: &mut Option<ExitStatus>,
+    grace: Duration,
+) -> std::io::Result<StopSignal> {
     signal_group(group, Signal::TERM)?;
     let until = Instant::now() + grace;
     loop {
@@ -395,11 +418,11 @@ fn stop_group(child: &mut Child, status: &mut Option<ExitStatus>, grace: Duratio
         if now >= until {
             break;
         }
-        std::thread::sleep(Duration::from_millis(10).min(until - now));
+        tokio::time::sleep(Duration::from_millis(10).min(until - now)).await;
     }
     signal_group(group, Signal::KILL)?;
     if status.is_none() {
-        *status = Some(child.wait()?);
+        *status = Some(child.wait().await?);
     }
     Ok(StopSignal::Kill)
 }
@@ -456,21 +479,21 @@ impl Kept {
     }
 }
 
-/// One of a command's output pipes, read to its end on a thread of its own so that what the
+/// One of a command's output pipes, read to its end by a task of its own so that what the
 /// command printed is there even when it has to be stopped.
 struct Capture {
     kept: Arc<Mutex<Kept>>,
-    reader: JoinHandle<()>,
+    reader: Option<JoinHandle<()>>,
 }
 
 impl Capture {
-    fn start(mut pipe: impl Read + Send + 'static) -> Capture {
+    fn start(mut pipe: impl AsyncRead + Unpin + Send + 'static) -> Capture {
         let kept = Arc::new(Mutex::new(Kept::default()));
         let sink = kept.clone();
-        let reader = std::thread::spawn(move || {
+        let reader = tokio::spawn(async move {
             let mut chunk = [0u8; 8192];
             loop {
-                match pipe.read(&mut chunk) {
+                match pipe.read(&mut chunk).await {
                     Ok(0) => break,
                     Ok(n) => sink.lock().expect("capture lock").push(&chunk[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -478,12 +501,15 @@ impl Capture {
                 }
             }
         });
-        Capture { kept, reader }
+        Capture { kept, reader: Some(reader) }
     }
 
-    /// Whether the pipe reached its end (every process holding it exited or closed it).
-    fn finished(&self) -> bool {
-        self.reader.is_finished()
+    /// Resolves once the pipe reached its end; again at once after that.
+    async fn finish(&mut self) {
+        if let Some(reader) = self.reader.as_mut() {
+            let _ = reader.await;
+            self.reader = None;
+        }
     }
 
     /// What was kept so far, and how many bytes before it were not.

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    cluster::runner::INTERRUPTED, common::names::Phase, common::util::now_rfc3339, evidence::Verdict, plan::Step,
+    cluster::runner::is_interrupted, common::names::Phase, common::util::now_rfc3339, evidence::Verdict, plan::Step,
     report::StepRecord,
 };
 
@@ -73,7 +73,7 @@ impl Session {
             let _ = self.rt.block_on(g.finish());
         }
         if let Some(live) = self.exec.cluster.live.get()
-            && !INTERRUPTED.load(Ordering::SeqCst)
+            && !is_interrupted()
         {
             // The timer must be created inside the runtime: a `Sleep` built outside panics.
             let snapshot =

@@ -1,11 +1,9 @@
 //! The diagnostic bundle, taken at the run's first failure while the cluster is still there
 //! ([`crate::checks::bundle`]): linked from run.json, the failing JUnit case and summary.md.
 
-use std::sync::atomic::Ordering;
-
 use crate::{
     checks::bundle,
-    cluster::runner::INTERRUPTED,
+    cluster::runner::is_interrupted,
     common::names::Phase,
     evidence::{Outcome, Verdict},
     report::BundleRecord,
@@ -21,11 +19,7 @@ impl Session {
     /// or errored before cleanup, on a cluster the run has reached, and not after Ctrl-C.
     pub(super) fn bundle_on_first_failure(&mut self, phase: Phase, trigger: &str, verdict: &Verdict) {
         let failed = matches!(verdict.outcome, Outcome::Fail | Outcome::Error);
-        if !failed
-            || phase == Phase::Cleanup
-            || self.reporting.record.bundle.is_some()
-            || INTERRUPTED.load(Ordering::SeqCst)
-        {
+        if !failed || phase == Phase::Cleanup || self.reporting.record.bundle.is_some() || is_interrupted() {
             return;
         }
         let Some(live) = self.exec.cluster.live.get() else { return };

@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    cluster::runner::INTERRUPTED,
+    cluster::runner::is_interrupted,
     common::names::Phase,
     common::util::{first_line, now_rfc3339},
     evidence::Verdict,
@@ -175,7 +175,7 @@ impl Session {
     pub(super) fn run_graph(&mut self, host: Phase, mut waiting: Vec<(Phase, PlannedStep)>) {
         let mut flight = InFlight::default();
         loop {
-            if !INTERRUPTED.load(Ordering::SeqCst) && !flight.stopped.contains_key(&host) {
+            if !is_interrupted() && !flight.stopped.contains_key(&host) {
                 self.start_ready(&mut flight, &mut waiting);
             }
             if flight.running.is_empty() {

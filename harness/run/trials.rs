@@ -3,14 +3,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::atomic::Ordering,
     time::Instant,
 };
 
 use crate::{
     checks::{self, CheckDef, Collector},
     cluster::live::Reverted,
-    cluster::runner::INTERRUPTED,
+    cluster::runner::is_interrupted,
     common::names::Phase,
     common::util::{first_line, now_rfc3339},
     evidence::{Evidence, Outcome, Verdict},
@@ -75,7 +74,7 @@ impl Session {
             (run.verdict, root(), run.collected, run.timing)
         } else if let Some(why) = &self.state.blocked {
             (Verdict::not_run(format!("not run: {why}")), None, true, Timing::since(called.0, called.1))
-        } else if INTERRUPTED.load(Ordering::SeqCst) {
+        } else if is_interrupted() {
             (self.interrupted(), None, true, Timing::since(called.0, called.1))
         } else {
             match trial.trial {
@@ -178,7 +177,7 @@ impl Session {
         let mut set = tokio::task::JoinSet::new();
         let mut running: BTreeMap<tokio::task::Id, (StepId, &'static CheckDef, String, Instant)> = BTreeMap::new();
         loop {
-            if !INTERRUPTED.load(Ordering::SeqCst) {
+            if !is_interrupted() {
                 let pending: BTreeSet<StepId> =
                     waiting.iter().map(|(id, _, _)| *id).chain(running.values().map(|r| r.0)).collect();
                 let mut at = 0;
