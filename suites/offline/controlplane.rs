@@ -477,6 +477,70 @@ spec:
     delete: true
 "#;
 
+/// What a ztunnel rollout shows when the first old pod drains beside its node's new one: its
+/// name, the pods, and the DaemonSet's status then (desired, current and updated nodes).
+struct Drain {
+    old: String,
+    pods: Vec<k8s_openapi::api::core::v1::Pod>,
+    status: [i32; 3],
+    restarted: Instant,
+}
+
+/// Applies the rendered ztunnel release, waits for its DaemonSet, restarts it as `kubectl rollout
+/// restart` does (a new template annotation) and returns once the first old pod drains, every
+/// old pod still there.
+async fn roll_ztunnel(live: &meshcheck::cluster::live::Live, ns: &str, objects: &[serde_json::Value]) -> Drain {
+    use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Pod};
+    namespaces::ensure(&live.client, ns, &[], "run-1").await.unwrap();
+    let objects: Vec<DynamicObject> = objects.iter().map(|o| serde_json::from_value(o.clone()).unwrap()).collect();
+    live.apply_objects(&objects, Some(ns), true).await.unwrap();
+    let ready = meshcheck::plan::Condition::DaemonSetReady;
+    meshcheck::cluster::waits::wait_for(
+        &live.client,
+        "DaemonSet",
+        Some(ns),
+        "ztunnel",
+        &ready,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(live.client.clone(), ns);
+    let list = kube::api::ListParams::default().labels("app=ztunnel");
+    let before = pods.list(&list).await.unwrap().items;
+    // Creation times have whole seconds, and the controller breaks a tie by name: the new pods
+    // must be created in a later second than the old ones to be told apart as the real ones are.
+    let newest = before.iter().filter_map(|p| p.metadata.creation_timestamp.as_ref()).map(|t| t.0.as_second()).max();
+    let next_second_ms = (newest.unwrap() + 1) * 1000;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(u64::try_from(next_second_ms - now_ms).unwrap_or(0))).await;
+    let originals: Vec<String> = before.into_iter().filter_map(|p| p.metadata.name).collect();
+    let daemonsets: Api<DaemonSet> = Api::namespaced(live.client.clone(), ns);
+    let restart = json!({"spec": {"template": {"metadata": {"annotations": {"meshcheck.test/restartedAt": "now"}}}}});
+    daemonsets.patch("ztunnel", &PatchParams::default(), &Patch::Merge(restart)).await.unwrap();
+    let restarted = Instant::now();
+    loop {
+        let all = pods.list(&list).await.unwrap().items;
+        let draining = all.iter().find(|p| {
+            p.metadata.deletion_timestamp.is_some() && p.metadata.name.as_ref().is_some_and(|n| originals.contains(n))
+        });
+        let ds = daemonsets.get("ztunnel").await.unwrap();
+        let s = ds.status.unwrap_or_default();
+        // The status of the restarted template, with the surge and the deletion seen.
+        let originals_left = all.iter().filter(|p| p.metadata.name.as_ref().is_some_and(|n| originals.contains(n)));
+        if let Some(old) = draining.and_then(|p| p.metadata.name.clone())
+            && originals_left.count() == originals.len()
+            && s.observed_generation == ds.metadata.generation
+        {
+            let status =
+                [s.desired_number_scheduled, s.current_number_scheduled, s.updated_number_scheduled.unwrap_or(0)];
+            return Drain { old, pods: all, status, restarted };
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(30), "no surge and drain within 30 s: {all:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A ztunnel rollout on the real control plane: the DaemonSet the real helm renders of istio's
 /// ztunnel 1.30.3 chart with meshcheck's values (`maxSurge: 1, maxUnavailable: 0`), rolled out by
 /// the real DaemonSet controller, the old pod deleted only after the new one is available and then
@@ -486,7 +550,7 @@ spec:
 /// DaemonSet wait then ends, with the drain at the latest.
 #[tokio::test]
 async fn a_draining_ztunnel_after_a_rollout_is_not_taken_for_the_serving_one() {
-    use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Pod};
+    use k8s_openapi::api::core::v1::Pod;
     let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { return };
     let ztunnel = releases.into_values().find(|r| r.name == "ztunnel").expect("the plan installs ztunnel");
     let stage = tempfile::NamedTempFile::new().unwrap();
@@ -495,36 +559,7 @@ async fn a_draining_ztunnel_after_a_rollout_is_not_taken_for_the_serving_one() {
     let Some(cp) = ControlPlane::start(&[("MESHCHECK_KWOK_POD_DELETE", stage_path.as_str())]) else { return };
     let (live, _dir) = cp.live().await;
     let ns = ztunnel.namespace.as_str();
-    namespaces::ensure(&live.client, ns, &[], "run-1").await.unwrap();
-    let objects: Vec<DynamicObject> =
-        ztunnel.objects.iter().map(|o| serde_json::from_value(o.clone()).unwrap()).collect();
-    live.apply_objects(&objects, Some(ns), true).await.unwrap();
-    let ready = meshcheck::plan::Condition::DaemonSetReady;
-    let wait =
-        |timeout| meshcheck::cluster::waits::wait_for(&live.client, "DaemonSet", Some(ns), "ztunnel", &ready, timeout);
-    wait(Duration::from_secs(60)).await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(live.client.clone(), ns);
-    let list = kube::api::ListParams::default().labels("app=ztunnel");
-    let old = pods.list(&list).await.unwrap().items.remove(0).metadata.name.unwrap();
-
-    // `kubectl rollout restart`: a new template annotation.
-    let restart = json!({"spec": {"template": {"metadata": {"annotations": {"meshcheck.test/restartedAt": "now"}}}}});
-    Api::<DaemonSet>::namespaced(live.client.clone(), ns)
-        .patch("ztunnel", &PatchParams::default(), &Patch::Merge(restart))
-        .await
-        .unwrap();
-    let t0 = Instant::now();
-    let draining = loop {
-        let all = pods.list(&list).await.unwrap().items;
-        let old_draining = all
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(old.as_str()) && p.metadata.deletion_timestamp.is_some());
-        if old_draining && all.len() == 2 {
-            break all;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no surge and drain within 30 s: {all:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let Drain { old, pods: draining, status, restarted } = roll_ztunnel(&live, ns, &ztunnel.objects).await;
     let running = |p: &&Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
     assert_eq!(draining.iter().filter(running).count(), 2, "the draining pod still shows Running: {draining:?}");
 
@@ -546,7 +581,40 @@ async fn a_draining_ztunnel_after_a_rollout_is_not_taken_for_the_serving_one() {
 
     // The real controller counts a node's oldest pod in the DaemonSet's status (k8s.io/kubernetes
     // v1.35.4 pkg/controller/daemon/daemon_controller.go updateDaemonSetStatus: `daemonPods[0]`
-    // after sorting by creation time, to the second): the wait may end only with the drain.
-    wait(Duration::from_secs(90)).await.unwrap();
-    eprintln!("rollout: the DaemonSet wait ended {:.1}s after the restart", t0.elapsed().as_secs_f64());
+    // after sorting by creation time, to the second): the node is not updated while the old pod
+    // drains, and the wait may end only with the drain.
+    assert_eq!(status, [1, 1, 0], "desired, current, updated");
+    let ready = meshcheck::plan::Condition::DaemonSetReady;
+    meshcheck::cluster::waits::wait_for(
+        &live.client,
+        "DaemonSet",
+        Some(ns),
+        "ztunnel",
+        &ready,
+        Duration::from_secs(90),
+    )
+    .await
+    .unwrap();
+    eprintln!("rollout: the DaemonSet wait ended {:.1}s after the restart", restarted.elapsed().as_secs_f64());
+}
+
+/// The simulation's DaemonSet controller writes the status the real one does (above) while the
+/// first old ztunnel drains: each node counted by its oldest pod, so none is updated yet. Before,
+/// any updated pod counted, so the simulated wait could end before the drains and no rehearsal
+/// could see a chart upgraded during one. Readiness is not compared: kwok keeps a terminating
+/// pod Ready, where a real kubelet's probe of a draining ztunnel would fail.
+#[tokio::test]
+async fn the_simulated_daemonset_status_counts_a_draining_node_as_the_real_one_does() {
+    let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { return };
+    let ztunnel = releases.into_values().find(|r| r.name == "ztunnel").expect("the plan installs ztunnel");
+    use crate::sim::{Faults, Sim};
+    // The existing cluster without the mesh: the ztunnel DaemonSet is the test's alone.
+    let faults = Faults { mesh_absent: true, ..Faults::default() };
+    let Some(options) = crate::common::sim_options("existing", 0.1, faults) else { return };
+    let sim = Sim::start(options);
+    let (_, live, _dir) = crate::common::live_on(&sim).await;
+    let drain = roll_ztunnel(&live, &ztunnel.namespace, &ztunnel.objects).await;
+    let nodes = drain.status[0];
+    assert!(nodes > 1, "{:?}", drain.status);
+    assert_eq!(drain.status, [nodes, nodes, 0], "desired, current, updated");
 }

@@ -670,14 +670,21 @@ fn daemonset(st: &mut State, d: &Value) {
             unavailable += 1;
         }
     }
+    // The status counts each node by its oldest pod (creation time to the second, then name):
+    // while an old pod drains after a surge, its node is neither updated nor counted by the new
+    // pod's readiness (kubernetes v1.35.4 pkg/controller/daemon/daemon_controller.go
+    // `updateDaemonSetStatus`: `sort.Sort(podByCreationTimestampAndPhase(daemonPods))`,
+    // `pod := daemonPods[0]`).
     let pods = owned_pods(st, "DaemonSet", &namespace, &dname);
-    let per_node = |node: &str| pods.iter().filter(|p| s(p, "/spec/nodeName") == node).collect::<Vec<_>>();
-    let current = nodes.iter().filter(|(_, n, _, _)| !per_node(n).is_empty()).count();
-    let updated = nodes
-        .iter()
-        .filter(|(_, n, _, _)| per_node(n).iter().any(|p| s(p, "/metadata/labels/controller-revision-hash") == hash))
-        .count();
-    let ready = nodes.iter().filter(|(_, n, _, _)| per_node(n).iter().any(|p| pod_ready(p))).count();
+    let oldest = |node: &str| {
+        pods.iter().filter(|p| s(p, "/spec/nodeName") == node).min_by(|a, b| {
+            (s(a, "/metadata/creationTimestamp"), name(a)).cmp(&(s(b, "/metadata/creationTimestamp"), name(b)))
+        })
+    };
+    let firsts: Vec<&Value> = nodes.iter().filter_map(|(_, n, _, _)| oldest(n)).collect();
+    let current = firsts.len();
+    let updated = firsts.iter().filter(|p| s(p, "/metadata/labels/controller-revision-hash") == hash).count();
+    let ready = firsts.iter().filter(|p| pod_ready(p)).count();
     let status = json!({
         "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
         "desiredNumberScheduled": nodes.len(), "currentNumberScheduled": current, "numberMisscheduled": 0,
