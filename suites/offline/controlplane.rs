@@ -181,6 +181,20 @@ async fn logged(logs: &Captured, needle: &str, limit: Duration) {
     }
 }
 
+/// ConfigMap watches open on the API server, the controller manager's among them: its STABLE
+/// gauge `apiserver_longrunning_requests` (k8s.io/apiserver v0.35.4
+/// pkg/endpoints/metrics/metrics.go), verb `WATCH`, every scope.
+async fn configmap_watches(client: &Client) -> u64 {
+    let text = client.request_text(http::Request::get("/metrics").body(Vec::new()).unwrap()).await.unwrap();
+    let open = text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_longrunning_requests{"))
+        .filter(|l| l.contains(r#"resource="configmaps""#) && l.contains(r#"verb="WATCH""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    open as u64
+}
+
 fn config_map(name: &str, finalizer: Option<&str>) -> ConfigMap {
     serde_json::from_value(json!({
         "metadata": {"name": name, "finalizers": finalizer.map(|f| vec![f])},
@@ -215,6 +229,8 @@ async fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
     let direct: Api<ConfigMap> = Api::namespaced(cp.client(None).await, "default");
     let proxied: Api<ConfigMap> = Api::namespaced(cp.client(Some(proxy.addr)).await, "default");
     let uid = direct.create(&PostParams::default(), &config_map("doomed", None)).await.unwrap().metadata.uid.unwrap();
+    let admin = cp.client(None).await;
+    let watching_before = configmap_watches(&admin).await;
 
     // The negative control: kube-runtime's own `await_condition` ends at the first watch error.
     let naive = {
@@ -226,9 +242,13 @@ async fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
     let waiting = tokio::spawn(async move {
         meshcheck::cluster::waits::wait_gone(&proxied, "configmap doomed", "doomed", Duration::from_secs(120)).await
     });
-    // The wait lists and watches; then its connections go and stay refused while etcd moves on
-    // and is compacted past the revision the watch would resume from.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both watch (the API server counts two more open); then their connections go and stay
+    // refused while etcd moves on and is compacted past the revision the watches would resume from.
+    let t0 = Instant::now();
+    while configmap_watches(&admin).await < watching_before + 2 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the two waits never watched");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     proxy.cut();
     let mut last = String::new();
     for i in 0..5 {
@@ -297,48 +317,54 @@ async fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own()
 /// as kube-prometheus-stack 77.0.0 ships it.
 #[tokio::test]
 async fn a_fixture_with_an_undeclared_field_fails_its_dry_run() {
-    let Some(helm) = crate::common::helm() else { return };
+    let Some(crd) = service_monitor_crd() else { return };
     let Some(cp) = ControlPlane::start(&[]) else { return };
-    let crd = std::fs::read_to_string(
-        helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml"),
-    )
-    .unwrap();
-    let crd = meshcheck::plan::fixtures::parse_manifests(&crd, "crd-servicemonitors.yaml").unwrap();
     let (live, _dir) = cp.live().await;
-    live.apply_objects(&crd, None, false).await.unwrap();
-    let name = crd[0].metadata.name.clone().unwrap();
-    meshcheck::cluster::waits::wait_for(
-        &live.client,
-        "CustomResourceDefinition",
-        None,
-        &name,
-        &meshcheck::plan::Condition::CrdEstablished,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    let monitor = |field: &str| -> DynamicObject {
-        serde_json::from_value(json!({
-            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-            "metadata": {"name": "typo", "namespace": "default"},
-            "spec": {"selector": {"matchLabels": {"app": "x"}}, "endpoints": [{"port": "http", field: "15s"}]},
-        }))
-        .unwrap()
-    };
-    let refused = live.apply_objects(&[monitor("scrapeInterval")], None, true).await.unwrap_err().to_string();
+    let monitors = install_service_monitors(&live, &crd).await;
+    let refused = live.apply_objects(&[typo_monitor("scrapeInterval")], None, true).await.unwrap_err().to_string();
     assert!(refused.contains("server-side dry run of ServiceMonitor typo"), "{refused}");
     assert!(refused.contains("scrapeInterval"), "the field is named: {refused}");
-    let monitors = kube::Api::<DynamicObject>::namespaced_with(
+    assert!(monitors.get_opt("typo").await.unwrap().is_none(), "the dry run stopped it");
+    live.apply_objects(&[typo_monitor("interval")], None, true).await.unwrap();
+    assert!(monitors.get_opt("typo").await.unwrap().is_some());
+}
+
+/// prometheus-operator v0.85.0's ServiceMonitor CRD, as kube-prometheus-stack 77.0.0 ships it.
+fn service_monitor_crd() -> Option<Vec<DynamicObject>> {
+    let helm = crate::common::helm()?;
+    let path = helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    Some(meshcheck::plan::fixtures::parse_manifests(&text, "crd-servicemonitors.yaml").unwrap())
+}
+
+/// Applies the ServiceMonitor CRD, waits until it is Established, and returns the ServiceMonitors
+/// of `default`.
+async fn install_service_monitors(live: &meshcheck::cluster::live::Live, crd: &[DynamicObject]) -> Api<DynamicObject> {
+    live.apply_objects(crd, None, false).await.unwrap();
+    let name = crd[0].metadata.name.clone().unwrap();
+    let established = meshcheck::plan::Condition::CrdEstablished;
+    meshcheck::cluster::waits::wait_for(&live.client, "CRD", None, &name, &established, Duration::from_secs(30))
+        .await
+        .unwrap();
+    Api::<DynamicObject>::namespaced_with(
         live.client.clone(),
         "default",
         &kube::discovery::ApiResource::from_gvk_with_plural(
             &kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
             "servicemonitors",
         ),
-    );
-    assert!(monitors.get_opt("typo").await.unwrap().is_none(), "the dry run stopped it");
-    live.apply_objects(&[monitor("interval")], None, true).await.unwrap();
-    assert!(monitors.get_opt("typo").await.unwrap().is_some());
+    )
+}
+
+/// A ServiceMonitor `typo` whose endpoint sets `field` (`interval` is declared; `scrapeInterval`,
+/// a field of the Prometheus CR, is not).
+fn typo_monitor(field: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": {"name": "typo", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "x"}}, "endpoints": [{"port": "http", field: "15s"}]},
+    }))
+    .unwrap()
 }
 
 /// Gateway API v1.5.1's `safe-upgrades` ValidatingAdmissionPolicy, served by the real API server
@@ -391,28 +417,10 @@ fn answer(e: &kube::Error) -> String {
 /// CRD lacks (server-side dry run), a create into a Terminating namespace, a read of what is not
 /// there, a create of what is, a create into a namespace that does not exist.
 async fn refusals(live: &meshcheck::cluster::live::Live, crd: &[DynamicObject]) -> Vec<String> {
-    live.apply_objects(crd, None, false).await.unwrap();
-    let name = crd[0].metadata.name.clone().unwrap();
-    let established = meshcheck::plan::Condition::CrdEstablished;
-    meshcheck::cluster::waits::wait_for(&live.client, "CRD", None, &name, &established, Duration::from_secs(30))
-        .await
-        .unwrap();
-    let monitor: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-        "metadata": {"name": "typo", "namespace": "default"},
-        "spec": {"selector": {}, "endpoints": [{"port": "http", "scrapeInterval": "15s"}]},
-    }))
-    .unwrap();
-    let monitors = Api::<DynamicObject>::namespaced_with(
-        live.client.clone(),
-        "default",
-        &kube::discovery::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
-            "servicemonitors",
-        ),
-    );
+    let monitors = install_service_monitors(live, crd).await;
     let typo = PatchParams::apply("meshcheck").force().dry_run();
-    let mut out = vec![answer(&monitors.patch("typo", &typo, &Patch::Apply(&monitor)).await.unwrap_err())];
+    let refused = monitors.patch("typo", &typo, &Patch::Apply(&typo_monitor("scrapeInterval"))).await;
+    let mut out = vec![answer(&refused.unwrap_err())];
 
     let namespaces: Api<Namespace> = Api::all(live.client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "held"}})).unwrap();
@@ -437,14 +445,9 @@ async fn refusals(live: &meshcheck::cluster::live::Live, crd: &[DynamicObject]) 
 #[tokio::test]
 async fn the_simulated_api_server_refuses_as_the_real_one_does() {
     use crate::sim::{Faults, Sim};
-    let Some(helm) = crate::common::helm() else { return };
+    let Some(crd) = service_monitor_crd() else { return };
     let Some(options) = crate::common::sim_options("existing", 0.01, Faults::default()) else { return };
     let Some(cp) = ControlPlane::start(&[]) else { return };
-    let crd = std::fs::read_to_string(
-        helm.charts.join("kube-prometheus-stack-77.0.0/charts/crds/crds/crd-servicemonitors.yaml"),
-    )
-    .unwrap();
-    let crd = meshcheck::plan::fixtures::parse_manifests(&crd, "crd-servicemonitors.yaml").unwrap();
     let real = refusals(&cp.live().await.0, &crd).await;
     let sim = Sim::start(options);
     let (_, live, _dir) = crate::common::live_on(&sim).await;
