@@ -489,6 +489,12 @@ struct Drain {
     restarted: Instant,
 }
 
+/// The harness's wait for the ztunnel DaemonSet's rollout, which must end within `limit`.
+async fn ztunnel_rolled_out(live: &meshcheck::cluster::live::Live, ns: &str, limit: Duration) {
+    let ready = meshcheck::plan::Condition::DaemonSetReady;
+    meshcheck::cluster::waits::wait_for(&live.client, "DaemonSet", Some(ns), "ztunnel", &ready, limit).await.unwrap();
+}
+
 /// Applies the rendered ztunnel release, waits for its DaemonSet, restarts it as `kubectl rollout
 /// restart` does (a new template annotation) and returns once the first old pod drains, every
 /// old pod still there.
@@ -497,17 +503,7 @@ async fn roll_ztunnel(live: &meshcheck::cluster::live::Live, ns: &str, objects: 
     namespaces::ensure(&live.client, ns, &[], "run-1").await.unwrap();
     let objects: Vec<DynamicObject> = objects.iter().map(|o| serde_json::from_value(o.clone()).unwrap()).collect();
     live.apply_objects(&objects, Some(ns), true).await.unwrap();
-    let ready = meshcheck::plan::Condition::DaemonSetReady;
-    meshcheck::cluster::waits::wait_for(
-        &live.client,
-        "DaemonSet",
-        Some(ns),
-        "ztunnel",
-        &ready,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    ztunnel_rolled_out(live, ns, Duration::from_secs(60)).await;
     let pods: Api<Pod> = Api::namespaced(live.client.clone(), ns);
     let list = kube::api::ListParams::default().labels("app=ztunnel");
     let before = pods.list(&list).await.unwrap().items;
@@ -587,17 +583,7 @@ async fn a_draining_ztunnel_after_a_rollout_is_not_taken_for_the_serving_one() {
     // after sorting by creation time, to the second): the node is not updated while the old pod
     // drains, and the wait may end only with the drain.
     assert_eq!(status, [1, 1, 0], "desired, current, updated");
-    let ready = meshcheck::plan::Condition::DaemonSetReady;
-    meshcheck::cluster::waits::wait_for(
-        &live.client,
-        "DaemonSet",
-        Some(ns),
-        "ztunnel",
-        &ready,
-        Duration::from_secs(90),
-    )
-    .await
-    .unwrap();
+    ztunnel_rolled_out(&live, ns, Duration::from_secs(90)).await;
     eprintln!("rollout: the DaemonSet wait ended {:.1}s after the restart", restarted.elapsed().as_secs_f64());
 }
 

@@ -483,8 +483,8 @@ fn apply(
     json_reply(if created { StatusCode::CREATED } else { StatusCode::OK }, &stored)
 }
 
-/// A JSON merge patch (RFC 7386, what `kubectl patch --type merge` and `kubectl rollout restart`
-/// send as `application/merge-patch+json`) onto the stored object: objects merge key by key, `null`
+/// A JSON merge patch (RFC 7386, what `kubectl patch --type merge` and kube-rs `Patch::Merge` send
+/// as `application/merge-patch+json`) onto the stored object: objects merge key by key, `null`
 /// removes a key, anything else replaces (k8s.io/apiserver v0.35.4 pkg/endpoints/handlers/patch.go
 /// `jsonPatcher`, through evanphx/json-patch `MergePatch`). The object must exist.
 fn merge_patch(
