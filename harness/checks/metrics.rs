@@ -1,6 +1,7 @@
-//! Metric scraping: Prometheus reports the istiod ServiceMonitor and ztunnel PodMonitor targets as
-//! up, a query returns ztunnel TCP metrics for book-info, and a direct scrape of each ztunnel and
-//! istiod parses and holds the expected families.
+//! Metric scraping: Prometheus reports istiod and every serving ztunnel as scraped targets that are
+//! up (meshcheck's ServiceMonitor and PodMonitor, or any other scrape config that reaches those pods,
+//! such as Istio's addon Prometheus), a query returns ztunnel TCP metrics for book-info, and a direct
+//! scrape of each ztunnel and istiod parses and holds the expected families.
 
 use serde_json::Value;
 
@@ -95,9 +96,8 @@ pub fn judge(ev: &Evidence) -> Verdict {
             .with_evidence(["metrics/targets.json".to_string()]);
     }
     let active = targets.pointer("/data/activeTargets").and_then(Value::as_array).cloned().unwrap_or_default();
-    let in_pool = |pool: &str| -> Vec<&Value> {
-        active.iter().filter(|t| t["scrapePool"].as_str().unwrap_or_default().starts_with(pool)).collect()
-    };
+    let pool = |t: &Value| t["scrapePool"].as_str().unwrap_or_default().to_string();
+    let pools: std::collections::BTreeSet<String> = active.iter().map(pool).collect();
     let describe = |t: &Value| {
         format!(
             "{} is {} ({})",
@@ -106,23 +106,28 @@ pub fn judge(ev: &Evidence) -> Verdict {
             t["lastError"].as_str().unwrap_or("")
         )
     };
-    let istiod = in_pool(ISTIOD_POOL);
+    // A target is told by the pod it scrapes, whatever pool holds it: meshcheck's monitors make
+    // the pools `serviceMonitor/monitoring/istiod/*` and `podMonitor/monitoring/ztunnel/*`, and a
+    // Prometheus no operator runs (Istio's addon, samples/addons/prometheus.yaml) scrapes the same
+    // pods by their `prometheus.io/*` annotations in its `kubernetes-pods` job. Both label a target
+    // with its `pod` (prometheus-operator v0.85.0 promcfg.go; the addon's relabel_configs).
+    let pod_of = |t: &Value| t.pointer("/labels/pod").and_then(Value::as_str).unwrap_or_default().to_string();
+    let istiod_pods: Vec<String> =
+        ev.files("metrics/istiod").iter().filter_map(|f| f.strip_suffix(".prom")).map(String::from).collect();
+    let istiod: Vec<&Value> =
+        active.iter().filter(|t| pool(t).starts_with(ISTIOD_POOL) || istiod_pods.contains(&pod_of(t))).collect();
     if istiod.is_empty() {
-        let pools: std::collections::BTreeSet<&str> = active.iter().filter_map(|t| t["scrapePool"].as_str()).collect();
         found.fail(format!(
-            "no active target of the istiod ServiceMonitor (scrape pool {ISTIOD_POOL}*): Prometheus does not select it; pools seen: {pools:?}"
+            "no active target scrapes istiod: none of the istiod ServiceMonitor (scrape pool {ISTIOD_POOL}*: Prometheus does not select it) and none of another pool labelled with an istiod pod ({}); pools seen: {pools:?}",
+            istiod_pods.join(", ")
         ));
     } else {
         let down: Vec<String> = istiod.iter().filter(|t| t["health"] != "up").map(|t| describe(t)).collect();
+        let seen: std::collections::BTreeSet<String> = istiod.iter().map(|t| pool(t)).collect();
         if down.is_empty() {
-            found.note(format!("istiod ServiceMonitor: {} target(s) up", istiod.len()));
+            found.note(format!("istiod: {} target(s) up (scrape pools {seen:?})", istiod.len()));
         } else {
-            found.fail(format!(
-                "istiod ServiceMonitor: {} of {} targets not up: {}",
-                down.len(),
-                istiod.len(),
-                down.join("; ")
-            ));
+            found.fail(format!("istiod: {} of {} targets not up: {}", down.len(), istiod.len(), down.join("; ")));
         }
     }
     // Every serving ztunnel must be scraped: one up target is not "every ztunnel". One being
@@ -134,7 +139,6 @@ pub fn judge(ev: &Evidence) -> Verdict {
     };
     found.read(pods_file.clone());
     ztunnel::draining_notes(&pods).into_iter().for_each(|n| found.note(n));
-    let ztunnel = in_pool(ZTUNNEL_POOL);
     let serving = ztunnel::serving(&pods);
     if serving.is_empty() {
         found.fail(format!("{pods_file}: no running ztunnel pod that is not being deleted"));
@@ -143,25 +147,29 @@ pub fn judge(ev: &Evidence) -> Verdict {
     for pod in &serving {
         let (name, node) = (kjson::name(pod), ztunnel::node_of(pod));
         let ip = pod.pointer("/status/podIP").and_then(Value::as_str).unwrap_or_default();
-        // By the pod label the PodMonitor sets; by IP only for a target without one.
-        let target =
-            ztunnel.iter().find(|t| t.pointer("/labels/pod").and_then(Value::as_str) == Some(name)).or_else(|| {
-                ztunnel.iter().find(|t| {
-                    t.pointer("/labels/pod").is_none()
+        // By the pod label, in any pool; by IP only for a target of the PodMonitor without one
+        // (an IP alone could be another pod's, once that pod is gone).
+        let of_pod: Vec<&Value> = active
+            .iter()
+            .filter(|t| match t.pointer("/labels/pod").and_then(Value::as_str) {
+                Some(p) => p == name,
+                None => {
+                    pool(t).starts_with(ZTUNNEL_POOL)
                         && !ip.is_empty()
                         && t["scrapeUrl"].as_str().is_some_and(|u| u.contains(&format!("//{ip}:")))
-                })
-            });
-        match target {
-            Some(t) if t["health"] == "up" => scraped += 1,
-            Some(t) => found.fail(format!("ztunnel on node {node} (pod {name}): target {}", describe(t))),
-            None => found.fail(format!(
-                "ztunnel on node {node} (pod {name}, IP {ip}) is not scraped: no target of the ztunnel PodMonitor (scrape pool {ZTUNNEL_POOL}*) points at it"
+                }
+            })
+            .collect();
+        match (of_pod.iter().any(|t| t["health"] == "up"), of_pod.first()) {
+            (true, _) => scraped += 1,
+            (false, Some(t)) => found.fail(format!("ztunnel on node {node} (pod {name}): target {}", describe(t))),
+            (false, None) => found.fail(format!(
+                "ztunnel on node {node} (pod {name}, IP {ip}) is not scraped: no target of the ztunnel PodMonitor (scrape pool {ZTUNNEL_POOL}*) or of another pool points at it"
             )),
         }
     }
     if scraped > 0 {
-        found.note(format!("ztunnel PodMonitor: {scraped} of {} serving ztunnel(s) scraped and up", serving.len()));
+        found.note(format!("ztunnel: {scraped} of {} serving ztunnel(s) scraped and up", serving.len()));
     }
     match ev.read_json::<Value>("metrics/query-ztunnel-tcp.json") {
         Err(e) => return e.into(),
@@ -228,6 +236,6 @@ pub fn judge(ev: &Evidence) -> Verdict {
         }
     }
     found.verdict("istiod and ztunnel are scraped and their metrics are queryable", |n| {
-        format!("{n} metric-scraping finding(s): expected both monitors up and ztunnel TCP series for book-info")
+        format!("{n} metric-scraping finding(s): expected istiod and every serving ztunnel scraped and up, and ztunnel TCP series for book-info")
     })
 }

@@ -193,7 +193,7 @@ pub const METRICS: CheckInfo = CheckInfo {
     name: "metrics",
     stage: Stage::Checks,
     default_on: true,
-    asserts: "Prometheus scrapes istiod (ServiceMonitor) and every ztunnel (PodMonitor); ztunnel TCP metrics for book-info are queryable",
+    asserts: "Prometheus scrapes istiod and every ztunnel (the guide's ServiceMonitor and PodMonitor, or any scrape config, e.g. Istio's addon); ztunnel TCP metrics for book-info are queryable",
     effect: Effect::Reads,
     reads: &[Component::Prometheus],
 };

@@ -964,6 +964,68 @@ fn metrics_judge() {
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("does not select it"), "{}", v.explanation());
 }
 
+/// A Prometheus no operator runs (Istio's addon) holds istiod and ztunnel in its `kubernetes-pods`
+/// job, each target labelled with its pod: the judge tells them by that label in any pool. An
+/// unlabelled target at a ztunnel's IP outside the PodMonitor's pool is nobody's (the negative
+/// control), and istiod with no labelled target anywhere is not scraped.
+#[test]
+fn metrics_judge_tells_targets_by_their_pod_in_any_pool() {
+    let query_ok = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"3"]}]}}"#;
+    let istiod = b"# TYPE pilot_xds_pushes counter\npilot_xds_pushes{type=\"cds\"} 3\n";
+    let target = |pod: Option<&str>, url: &str, health: &str| {
+        let mut t = json!({"scrapePool": "kubernetes-pods", "scrapeUrl": url, "health": health, "lastError": "refused",
+                           "labels": {"job": "kubernetes-pods"}});
+        if let Some(pod) = pod {
+            t["labels"]["pod"] = json!(pod);
+        }
+        t
+    };
+    let case = |targets: Vec<serde_json::Value>| {
+        let targets = serde_json::to_vec(&json!({"status": "success", "data": {"activeTargets": targets}})).unwrap();
+        judge(
+            "metrics",
+            &[
+                ("metrics/targets.json", &targets),
+                ("metrics/query-ztunnel-tcp.json", query_ok),
+                ("metrics/query-ztunnel-tcp.promql", b"q"),
+                ("metrics/ztunnel-pods.json", &ztunnel_pods(&[("ztunnel-a", "n1", "10.0.0.2")])),
+                ("metrics/ztunnel/n1/metrics.prom", ZT_METRICS_OK.as_bytes()),
+                ("metrics/istiod/istiod-1.prom", istiod),
+            ],
+        )
+    };
+    let istiod_up = target(Some("istiod-1"), "http://10.0.0.1:15014/metrics", "up");
+    let v = case(vec![istiod_up.clone(), target(Some("ztunnel-a"), "http://10.0.0.2:15020/metrics", "up")]);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(
+        v.explanation().contains(r#"istiod: 1 target(s) up (scrape pools {"kubernetes-pods"})"#),
+        "{}",
+        v.explanation()
+    );
+    let v = case(vec![istiod_up.clone(), target(Some("ztunnel-a"), "http://10.0.0.2:15020/metrics", "down")]);
+    assert!(
+        v.outcome == Outcome::Fail
+            && v.explanation().contains("(pod ztunnel-a): target http://10.0.0.2:15020/metrics is down"),
+        "{}",
+        v.explanation()
+    );
+    let v = case(vec![istiod_up, target(None, "http://10.0.0.2:15020/metrics", "up")]);
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("(pod ztunnel-a, IP 10.0.0.2) is not scraped"),
+        "{}",
+        v.explanation()
+    );
+    let v = case(vec![
+        target(Some("istiod-2"), "http://10.0.0.9:15014/metrics", "up"),
+        target(Some("ztunnel-a"), "http://10.0.0.2:15020/metrics", "up"),
+    ]);
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("no active target scrapes istiod"),
+        "{}",
+        v.explanation()
+    );
+}
+
 #[test]
 fn kiali_judge_on_real_graphs() {
     let status = br#"{"status":{"Kiali state":"running","Kiali version":"v2.29.0"},"externalServices":[]}"#;

@@ -685,6 +685,51 @@ fn an_existing_cluster_with_kube_prometheus_stacks_default_names_needs_existing_
     assert_all_pass(&r, &out);
 }
 
+/// Issue 20, item 7: an existing cluster set up by Istio's own addons: its Prometheus is istio
+/// 1.30.3 samples/addons/prometheus.yaml at `istio-system/prometheus:9090`, with no operator and
+/// no monitors; its `kubernetes-pods` job scrapes istiod (15014) and each ztunnel (15020) by their
+/// pods' `prometheus.io/*` annotations. Where meshcheck looks by default, metrics errors naming
+/// the field; with `existing.prometheus` there, it passes on the targets of that job, the
+/// simulated Prometheus computing them from the addon's own scrape configuration. The negative
+/// control: a ztunnel that refuses its scrape fails it, naming that ztunnel's target.
+#[test]
+fn an_existing_cluster_with_istios_addon_prometheus_passes_metrics_where_the_scenario_says() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    let addon = |down: bool| Faults { istio_addon_prometheus: true, ztunnel_target_down: down, ..Faults::default() };
+    let there = |t: String| {
+        only_checks(t, &["metrics"])
+            .replace("  install: false\n", "  install: false\n  prometheus: istio-system/prometheus:9090\n")
+    };
+    let hint = "no Service monitoring/prom-prometheus:9090; on a cluster set up otherwise, set `existing.prometheus`";
+    fault(
+        "existing",
+        "existing-cluster",
+        addon(false),
+        |t| only_checks(t, &["metrics"]),
+        &[("checks::metrics", Outcome::Error, hint)],
+    );
+    let Some(r) = Rehearsal::new("existing", addon(false)) else { return };
+    let scenario = r.scenario("existing-cluster", there);
+    let out = r.run(&scenario);
+    assert_report_complete(&r, &scenario, &out);
+    assert_verdicts(&r, &[("checks::metrics", Outcome::Pass, "scrape pools {\"kubernetes-pods\"}")]);
+    assert_all_pass(&r, &out);
+    let targets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.run_dir().join("evidence/metrics/targets.json")).unwrap()).unwrap();
+    let pools: std::collections::BTreeSet<&str> =
+        targets["data"]["activeTargets"].as_array().unwrap().iter().filter_map(|t| t["scrapePool"].as_str()).collect();
+    assert_eq!(pools, ["kubernetes-pods"].into(), "the addon's job, no operator pool");
+    fault(
+        "existing",
+        "existing-cluster",
+        addon(true),
+        there,
+        &[("checks::metrics", Outcome::Fail, ":15020/metrics is down (Get")],
+    );
+}
+
 /// Issue 20, item 7: Tempo and Kiali are read where `existing.tempo` and `existing.kiali` say; a
 /// place where there is no Service errors naming it and the field, before any wait (the traces
 /// check does not poll a Service that is not there for its three minutes).

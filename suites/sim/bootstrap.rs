@@ -360,8 +360,11 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
     // Cilium's operator ran on this cluster long ago.
     register_cilium_crds(&mut st);
     st.store.establish_pending();
-    let kps_default_names = st.faults.kps_default_names;
+    let (kps_default_names, addon_prometheus) = (st.faults.kps_default_names, st.faults.istio_addon_prometheus);
     for (repo, chart, version, release, ns, values) in releases {
+        if addon_prometheus && chart == "kube-prometheus-stack" {
+            continue;
+        }
         let file = dir.join(format!("values-{values}"));
         let mut text = fixture(&format!("values/{values}"));
         // The chart's own guide: `helm install kube-prometheus-stack …` with its default names.
@@ -398,7 +401,14 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
     for f in
         ["manifests/istio-monitors.yaml", "manifests/telemetry.yaml", "manifests/cilium-allow-ambient-hostprobes.yaml"]
     {
+        if addon_prometheus && f.ends_with("istio-monitors.yaml") {
+            continue;
+        }
         put_all(&mut st, yaml_docs(&fixture(f))?, "default")?;
+    }
+    if addon_prometheus {
+        let addon = upstream(shared, "manifests/istio-1.30.3-addon-prometheus.yaml")?;
+        put_all(&mut st, yaml_docs(&addon)?, "istio-system")?;
     }
     put_all(&mut st, yaml_docs(&probe_target)?, "book-info")
 }

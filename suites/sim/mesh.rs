@@ -10,8 +10,11 @@ use super::{
     store::{label_selector_matches, match_labels},
 };
 
-/// The program a pod runs: the repository name of its first container's image (the last path
-/// segment before the tag: `quay.io/prometheus/prometheus:v3.5.0` → Prometheus).
+/// The program a pod runs: the first of its containers whose image names one (the repository
+/// name, the last path segment before the tag: `quay.io/prometheus/prometheus:v3.5.0` →
+/// Prometheus). A helper beside it (Istio's addon Prometheus runs
+/// `prometheus-config-reloader` first, samples/addons/prometheus.yaml) is no program of the
+/// simulation's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Program {
     Ztunnel,
@@ -33,7 +36,16 @@ pub(super) enum Program {
 }
 
 pub(super) fn program(pod: &Value) -> Program {
-    let image = s(pod, "/spec/containers/0/image");
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array);
+    containers
+        .into_iter()
+        .flatten()
+        .map(|c| image_program(c["image"].as_str().unwrap_or_default()))
+        .find(|p| *p != Program::Other)
+        .unwrap_or(Program::Other)
+}
+
+fn image_program(image: &str) -> Program {
     let repository = image.split('@').next().unwrap_or(image);
     let repository = repository.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(repository, |(r, _)| r);
     match repository.rsplit('/').next().unwrap_or_default() {

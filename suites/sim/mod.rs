@@ -121,6 +121,11 @@ pub struct Faults {
     /// `kube-prometheus-stack`, no `fullnameOverride`, so its Prometheus is
     /// `monitoring/kube-prometheus-stack-prometheus:9090`, not where meshcheck's guide puts it.
     pub kps_default_names: bool,
+    /// The existing cluster's Prometheus is Istio's own addon (istio 1.30.3
+    /// samples/addons/prometheus.yaml, `istio-system/prometheus:9090`) instead of
+    /// kube-prometheus-stack: no operator and no monitors; it scrapes every pod its
+    /// `prometheus.io/*` annotations offer.
+    pub istio_addon_prometheus: bool,
     /// ztunnel pods of this Istio version (image tag) add this many milliseconds to each request
     /// they carry.
     pub ztunnel_adds_ms: Option<(String, f64)>,

@@ -44,34 +44,61 @@ impl Target {
 }
 
 /// One relabelling rule of Prometheus v3.5.0 model/relabel/relabel.go, for the actions the
-/// monitors of this simulation use: `replace` (the default), `keep`, `drop`. The source labels
-/// joined by `separator` (default `;`) are matched against the anchored `regex` (default `(.*)`);
-/// `replace` writes `replacement` (default `$1`) with its groups expanded to `targetLabel`, and
-/// writes nothing when the regex does not match. Returns whether the labels are kept.
+/// monitors and the scrape configs of this simulation use: `replace` (the default), `keep`,
+/// `drop`, `labelmap`. The source labels joined by `separator` (default `;`) are matched against
+/// the anchored `regex` (default `(.*)`); `replace` writes `replacement` (default `$1`) with its
+/// groups expanded to `targetLabel`, and writes nothing when the regex does not match; `labelmap`
+/// copies each label whose name matches to the name `replacement` makes of it. Keys are read as
+/// a monitor writes them (`sourceLabels`) or as a scrape config does (`source_labels`). Returns
+/// whether the labels are kept.
 fn relabel(rules: &Value, labels: &mut BTreeMap<String, String>) -> bool {
     for rule in rules.as_array().into_iter().flatten() {
-        let sources: Vec<&str> =
-            rule["sourceLabels"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let key = |camel: &str, snake: &str| rule.get(camel).or_else(|| rule.get(snake)).cloned().unwrap_or_default();
+        let sources: Vec<String> = key("sourceLabels", "source_labels")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect();
         let joined = sources
             .iter()
-            .map(|l| labels.get(*l).cloned().unwrap_or_default())
+            .map(|l| labels.get(l).cloned().unwrap_or_default())
             .collect::<Vec<_>>()
             .join(rule["separator"].as_str().unwrap_or(";"));
-        let Ok(re) = regex::Regex::new(&format!("^(?:{})$", rule["regex"].as_str().unwrap_or("(.*)"))) else {
+        // A scalar is the text it was written as: the addon's `regex: true` is the regex `true`
+        // (Prometheus reads the field into a string; YAML alone would make it a boolean).
+        let text = |v: &Value| match v {
+            Value::String(t) => Some(t.clone()),
+            Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+            _ => None,
+        };
+        let Ok(re) = regex::Regex::new(&format!("^(?:{})$", text(&rule["regex"]).as_deref().unwrap_or("(.*)"))) else {
             continue;
         };
+        let replacement = text(&rule["replacement"]).unwrap_or_else(|| "$1".into());
+        let replacement = replacement.as_str();
         match rule["action"].as_str().unwrap_or("replace").to_ascii_lowercase().as_str() {
             "drop" if re.is_match(&joined) => return false,
             "keep" if !re.is_match(&joined) => return false,
             "replace" => {
-                let (Some(target), Some(caps)) = (rule["targetLabel"].as_str(), re.captures(&joined)) else { continue };
+                let target = key("targetLabel", "target_label");
+                let (Some(target), Some(caps)) = (target.as_str(), re.captures(&joined)) else { continue };
                 let mut value = String::new();
-                caps.expand(rule["replacement"].as_str().unwrap_or("$1"), &mut value);
+                caps.expand(replacement, &mut value);
                 if value.is_empty() {
                     labels.remove(target);
                 } else {
                     labels.insert(target.to_string(), value);
                 }
+            }
+            "labelmap" => {
+                let mapped: Vec<(String, String)> = labels
+                    .iter()
+                    .filter(|(name, _)| re.is_match(name))
+                    .map(|(name, value)| (re.replace_all(name, replacement).into_owned(), value.clone()))
+                    .collect();
+                labels.extend(mapped);
             }
             _ => {}
         }
@@ -329,7 +356,7 @@ fn pod_monitor_targets(st: &State, m: &Value, i: usize, e: &Value, out: &mut Vec
 /// Every target of the Prometheus a pod runs: ServiceMonitors first, then PodMonitors
 /// (promcfg.go#L937-L945).
 fn targets(st: &State, pod: &Value) -> Vec<Target> {
-    let Some(cr) = custom_resource(st, pod) else { return Vec::new() };
+    let Some(cr) = custom_resource(st, pod) else { return configured_targets(st, pod) };
     let mut out = Vec::new();
     for m in monitors(st, &cr, "servicemonitors", "serviceMonitor") {
         for (i, e) in m.pointer("/spec/endpoints").and_then(Value::as_array).into_iter().flatten().enumerate() {
@@ -340,6 +367,152 @@ fn targets(st: &State, pod: &Value) -> Vec<Target> {
         for (i, e) in m.pointer("/spec/podMetricsEndpoints").and_then(Value::as_array).into_iter().flatten().enumerate()
         {
             pod_monitor_targets(st, &m, i, e, &mut out);
+        }
+    }
+    out
+}
+
+/// The scrape configuration of a Prometheus no operator runs (Istio's addon,
+/// samples/addons/prometheus.yaml): the file its `--config.file` names, from the ConfigMap mounted
+/// there.
+fn config_file(st: &State, pod: &Value) -> Option<Value> {
+    let containers = pod.pointer("/spec/containers")?.as_array()?;
+    let (container, path) = containers.iter().find_map(|c| {
+        let args = c["args"].as_array()?;
+        let path = args.iter().filter_map(Value::as_str).find_map(|a| a.strip_prefix("--config.file="))?;
+        Some((c, path))
+    })?;
+    let (dir, file) = path.rsplit_once('/')?;
+    let mount = container["volumeMounts"].as_array()?.iter().find(|m| m["mountPath"].as_str() == Some(dir))?;
+    let volume = pod.pointer("/spec/volumes")?.as_array()?.iter().find(|v| v["name"] == mount["name"])?;
+    let map = st.store.get("", "configmaps", s(pod, "/metadata/namespace"), volume["configMap"]["name"].as_str()?)?;
+    serde_saphyr::from_str(map["data"][file].as_str()?).ok()
+}
+
+/// Prometheus' label name for a Kubernetes label or annotation key: every character outside
+/// `[a-zA-Z0-9_]` becomes `_` (prometheus v3.5.0 util/strutil `SanitizeLabelName`).
+fn sanitized(key: &str) -> String {
+    key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}
+
+/// What the `pod` role of kubernetes_sd_configs says of one container port of a pod, or of a
+/// container without ports (then `__address__` is the bare IP): prometheus v3.5.0
+/// discovery/kubernetes/pod.go `buildPod`, `podLabels`, kubernetes.go `addObjectMetaLabels`.
+fn pod_meta(pod: &Value, container: &Value, port: Option<&Value>) -> BTreeMap<String, String> {
+    let ip = s(pod, "/status/podIP");
+    let ready = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let mut l = BTreeMap::from([
+        ("__meta_kubernetes_namespace".to_string(), s(pod, "/metadata/namespace").to_string()),
+        ("__meta_kubernetes_pod_name".into(), s(pod, "/metadata/name").to_string()),
+        ("__meta_kubernetes_pod_ip".into(), ip.to_string()),
+        ("__meta_kubernetes_pod_ready".into(), ready.to_string()),
+        ("__meta_kubernetes_pod_phase".into(), s(pod, "/status/phase").to_string()),
+        ("__meta_kubernetes_pod_node_name".into(), s(pod, "/spec/nodeName").to_string()),
+        ("__meta_kubernetes_pod_host_ip".into(), s(pod, "/status/hostIP").to_string()),
+        ("__meta_kubernetes_pod_uid".into(), s(pod, "/metadata/uid").to_string()),
+        ("__meta_kubernetes_pod_container_name".into(), container["name"].as_str().unwrap_or_default().to_string()),
+        ("__meta_kubernetes_pod_container_image".into(), container["image"].as_str().unwrap_or_default().to_string()),
+        ("__meta_kubernetes_pod_container_init".into(), "false".into()),
+        ("__address__".into(), ip.to_string()),
+    ]);
+    for (kind, field) in [("label", "labels"), ("annotation", "annotations")] {
+        for (k, v) in pod.pointer(&format!("/metadata/{field}")).and_then(Value::as_object).into_iter().flatten() {
+            l.insert(format!("__meta_kubernetes_pod_{kind}_{}", sanitized(k)), v.as_str().unwrap_or_default().into());
+            l.insert(format!("__meta_kubernetes_pod_{kind}present_{}", sanitized(k)), "true".into());
+        }
+    }
+    if let Some(owner) = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|o| o["controller"] == true)
+    {
+        l.insert("__meta_kubernetes_pod_controller_kind".into(), owner["kind"].as_str().unwrap_or_default().into());
+        l.insert("__meta_kubernetes_pod_controller_name".into(), owner["name"].as_str().unwrap_or_default().into());
+    }
+    if let Some(port) = port {
+        let number = port["containerPort"].as_u64().unwrap_or_default().to_string();
+        l.insert("__address__".into(), format!("{ip}:{number}"));
+        l.insert("__meta_kubernetes_pod_container_port_number".into(), number);
+        l.insert("__meta_kubernetes_pod_container_port_name".into(), port["name"].as_str().unwrap_or_default().into());
+        l.insert(
+            "__meta_kubernetes_pod_container_port_protocol".into(),
+            port["protocol"].as_str().unwrap_or("TCP").into(),
+        );
+    }
+    l
+}
+
+/// The targets of a Prometheus configured by its own file: each scrape config's `pod` role
+/// discovery (the only role whose targets the checks read; `node`, `endpoints` and `service`
+/// give none here), its `relabel_configs`, then what prometheus v3.5.0 scrape/target.go
+/// `PopulateLabels` does: `job`, `__metrics_path__` and `__scheme__` from the config before the
+/// rules, `instance` from `__address__` and every `__` label dropped after them; targets left
+/// with the same labels are one (scrape/scrape.go `Sync`).
+fn configured_targets(st: &State, pod: &Value) -> Vec<Target> {
+    let Some(config) = config_file(st, pod) else { return Vec::new() };
+    let mut out: Vec<Target> = Vec::new();
+    for job in config["scrape_configs"].as_array().into_iter().flatten() {
+        let pool = job["job_name"].as_str().unwrap_or_default();
+        let Some(sd) = job["kubernetes_sd_configs"].as_array().into_iter().flatten().find(|c| c["role"] == "pod")
+        else {
+            continue;
+        };
+        let names: Vec<&str> = sd
+            .pointer("/namespaces/names")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for p in st.store.list("", "pods", None).into_iter().filter(discoverable) {
+            if !names.is_empty() && !names.contains(&s(&p, "/metadata/namespace")) {
+                continue;
+            }
+            for c in p.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+                let ports: Vec<Option<&Value>> = match c["ports"].as_array() {
+                    Some(ports) if !ports.is_empty() => ports.iter().map(Some).collect(),
+                    _ => vec![None],
+                };
+                for port in ports {
+                    let mut labels = pod_meta(&p, c, port);
+                    labels.insert("job".into(), pool.to_string());
+                    labels.insert("__metrics_path__".into(), job["metrics_path"].as_str().unwrap_or("/metrics").into());
+                    labels.insert("__scheme__".into(), job["scheme"].as_str().unwrap_or("http").into());
+                    if !relabel(&job["relabel_configs"], &mut labels) {
+                        continue;
+                    }
+                    let address = labels["__address__"].clone();
+                    let (host, port) = match address.rsplit_once(':') {
+                        Some((h, p)) if p.parse::<u16>().is_ok() => {
+                            (h.trim_matches(['[', ']']).to_string(), p.parse().unwrap_or(80))
+                        }
+                        _ => (address.clone(), 80),
+                    };
+                    let (path, scheme) = (labels["__metrics_path__"].clone(), labels["__scheme__"].clone());
+                    // `instance` is the address here ([`Target::instance`]), as no rule sets it.
+                    labels.retain(|k, _| !k.starts_with("__") && k != "instance");
+                    if out.iter().any(|t| t.pool == pool && t.labels == labels && t.address == host && t.port == port) {
+                        continue;
+                    }
+                    out.push(Target {
+                        pool: pool.to_string(),
+                        labels,
+                        pod: p.clone(),
+                        address: host,
+                        port,
+                        path,
+                        scheme,
+                        metric_relabelings: job["metric_relabel_configs"].clone(),
+                    });
+                }
+            }
         }
     }
     out

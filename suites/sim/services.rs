@@ -83,7 +83,9 @@ fn answer(shared: &Shared, st: &State, pod: &Value, port: u16, path: &str, accep
     let answer = match (program(pod), port, route) {
         // ztunnel 1.30.3 src/admin.rs (15000), src/metrics/server.rs (15020), readiness 15021.
         (Program::Ztunnel, 15000, "/config_dump") => json_body(200, &config_dump(shared, st)),
-        (Program::Ztunnel, 15020, "/stats/prometheus") => metrics(ztunnel_metrics(shared, st, pod)),
+        // Both paths serve the same registry (src/metrics/server.rs#L56): the PodMonitor asks for
+        // /stats/prometheus, an annotation-driven scrape (no `prometheus.io/path`) for /metrics.
+        (Program::Ztunnel, 15020, "/metrics" | "/stats/prometheus") => metrics(ztunnel_metrics(shared, st, pod)),
         (Program::Ztunnel, 15021, "/healthz/ready") => ok(""),
         (Program::Ztunnel, 15000 | 15020 | 15021, _) => not_found(),
         // istiod's monitoring port (pilot/pkg/features: monitoringPort 15014).
