@@ -58,9 +58,9 @@ pub fn judge(ev: &Evidence) -> Verdict {
             get("enable-host-legacy-routing")
         ));
     }
-    let ztunnel_on = data.iter().any(|(k, v)| k.contains("ztunnel") && v.as_str() == Some("true"))
-        || get("encryption-type") == "ztunnel";
-    if ztunnel_on {
+    // `encryption.type=ztunnel` renders `enable-ztunnel: "true"` (cilium 1.19.6 chart
+    // templates/cilium-configmap.yaml#L756-L757); there is no `encryption-type` key.
+    if get("enable-ztunnel") == "true" {
         found.fail("Cilium's own ztunnel encryption is on: it competes with Istio's ztunnel for the same traffic. Fix: do not set encryption.type=ztunnel");
     }
     if !kpr {

@@ -161,11 +161,46 @@ fn cilium_prerequisites_name_each_trap() {
         ("cni-exclusive", "true", "cni.exclusive=false"),
         ("enable-bpf-masquerade", "true", "bpf.masquerade=false"),
         ("enable-host-legacy-routing", "false", "bpf.hostLegacyRouting=true"),
-        ("encryption-type", "ztunnel", "encryption.type=ztunnel"),
+        ("enable-ztunnel", "true", "encryption.type=ztunnel"),
     ] {
         let v = judge("cilium-prerequisites", &[("cilium/cilium-config.json", &cilium_cm(&[(key, value)]))]);
         assert_eq!(v.outcome, Outcome::Fail, "{key}");
         assert!(v.explanation().contains(hint), "{key}: {}", v.explanation());
+    }
+}
+
+/// The judge on the `cilium-config` the real Cilium 1.19.6 chart renders (the real helm, meshcheck's
+/// values, then each trap set as a user would set it): it passes on meshcheck's values and names
+/// the trap each `--set` springs. Cilium's own ztunnel encryption shows in the ConfigMap as
+/// `enable-ztunnel: "true"` (chart templates/cilium-configmap.yaml#L756-L757).
+#[test]
+fn cilium_prerequisites_on_the_real_charts_config() {
+    let Some(helm) = crate::common::helm() else { return };
+    let chart = helm.chart("https://helm.cilium.io", "cilium", "1.19.6").unwrap();
+    let values = crate::common::root().join("fixtures/values/cilium.yaml");
+    let config = |sets: &[&str]| -> Vec<u8> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let objects = helm.template(&chart, "cilium", "kube-system", std::slice::from_ref(&values), &sets).unwrap();
+        let cm = objects.into_iter().find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "cilium-config");
+        serde_json::to_vec(&cm.expect("the chart renders cilium-config")).unwrap()
+    };
+    let verdict = |sets: &[&str]| judge("cilium-prerequisites", &[("cilium/cilium-config.json", &config(sets))]);
+    let v = verdict(&[]);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    for (sets, hint) in [
+        (&["encryption.enabled=true", "encryption.type=ztunnel"][..], "encryption.type=ztunnel"),
+        (&["socketLB.hostNamespaceOnly=false"][..], "socketLB.hostNamespaceOnly=true"),
+        (&["cni.exclusive=true"][..], "cni.exclusive=false"),
+        // BPF host routing drops the probe replies under BPF masquerade even without kube-proxy
+        // replacement.
+        (
+            &["kubeProxyReplacement=false", "bpf.masquerade=true", "bpf.hostLegacyRouting=false"][..],
+            "bpf.hostLegacyRouting=true",
+        ),
+    ] {
+        let v = verdict(sets);
+        assert_eq!(v.outcome, Outcome::Fail, "{sets:?}");
+        assert!(v.explanation().contains(hint), "{sets:?}: {}", v.explanation());
     }
 }
 
@@ -1041,6 +1076,15 @@ fn kiali_judge_on_real_graphs() {
         judge("kiali", &[("kiali/status.json", status), ("kiali/graph-book-info.json", &graph)]).outcome,
         Outcome::Pass
     );
+    // An edge needs both ends: reviews → details is neither reviews → ratings nor its stand-in.
+    let astray = serde_json::to_vec(&json!({"elements": {"nodes": [node("a", "productpage-v1"), node("b", "details-v1"), node("c", "reviews-v2"), node("d", "ratings-v1")],
+        "edges": [edge("a", "b"), edge("a", "c"), edge("c", "b")]}})).unwrap();
+    let v = judge("kiali", &[("kiali/status.json", status), ("kiali/graph-book-info.json", &astray)]);
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("lacks the edge reviews → ratings"),
+        "{}",
+        v.explanation()
+    );
     let down = br#"{"status":{"Kiali state":"starting"}}"#;
     assert_eq!(
         judge("kiali", &[("kiali/status.json", down), ("kiali/graph-book-info.json", &graph)]).outcome,
@@ -1140,6 +1184,25 @@ fn kiali_judge_reads_the_login_and_names_where_it_stopped() {
             "must hold the realm's client secret",
         ),
         ("no session", Box::new(|l| l["session"] = json!(false)), "Kiali set no session cookie"),
+        (
+            "redirected elsewhere",
+            Box::new(|l| {
+                l["hops"][0]["location"] =
+                    json!(format!("{}/?openid_error=authentication failed", meshcheck::checks::kiali_login::KIALI_URL));
+                l["hops"].as_array_mut().unwrap().truncate(1);
+            }),
+            "instead of sending the browser to Keycloak's authorization endpoint",
+        ),
+        (
+            "back to Kiali without a code",
+            Box::new(|l| {
+                l["hops"][2]["location"] =
+                    json!(format!("{}?error=access_denied", meshcheck::checks::kiali_login::KIALI_URL));
+                l["hops"].as_array_mut().unwrap().truncate(3);
+                l["session"] = json!(false);
+            }),
+            "Keycloak did not accept the login",
+        ),
     ];
     for (what, edit, words) in cases {
         let mut login = kiali_login_ok();
@@ -1794,6 +1857,16 @@ fn l7_policy_needs_a_403_from_the_waypoint_on_its_path_alone_and_the_undo() {
         "{}",
         v.explanation()
     );
+    // Refused, but not by the waypoint's RBAC filter: a 503 is no 403.
+    let mut unavailable = l7_healthy();
+    unavailable[3] = l7_attempt("policy", "/ratings/0", 300, "503", 0);
+    unavailable[5] = l7_attempt("policy", "/ratings/0", 600, "503", 0);
+    let v = l7_judge(unavailable);
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("expected HTTP 403 from the waypoint"),
+        "{}",
+        v.explanation()
+    );
     // The other path refused too: the policy is broader than its path.
     let v = with(4, l7_attempt("policy", "/health", 450, "403", 0));
     assert!(
@@ -1890,6 +1963,29 @@ fn l7_routing_holds_each_backend_to_its_weight_by_an_exact_binomial_test() {
         "{}",
         v.explanation()
     );
+    // Requests answered by no pod: up to 5 % (10 of 200) are tolerated, 11 of 200 are not.
+    let with_unanswered = |unanswered: usize, weights: serde_json::Value| {
+        let pod = |v: &str| json!(format!("{v}-5b5d6494f4-qwjv4"));
+        let mut during: Vec<serde_json::Value> = std::iter::repeat_n(pod("reviews-v1"), 171 - unanswered + 10)
+            .chain(std::iter::repeat_n(pod("reviews-v2"), 19))
+            .collect();
+        during.extend(std::iter::repeat_n(serde_json::Value::Null, unanswered));
+        let results = json!({"route": "HTTPRoute book-info/reviews", "source": "s", "weights": weights,
+                             "before": [pod("reviews-v3")], "during": during, "after": [pod("reviews-v3")]});
+        judge("l7-routing", &[("l7-routing/results.json", &serde_json::to_vec(&results).unwrap())])
+    };
+    let weights = json!([["reviews-v1", 90], ["reviews-v2", 10]]);
+    let v = with_unanswered(10, weights.clone());
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    let v = with_unanswered(11, weights);
+    assert!(
+        v.outcome == Outcome::Fail && v.explanation().contains("11 of 200 request(s) under the route got no answer"),
+        "{}",
+        v.explanation()
+    );
+    // A route whose weights are all 0 sends nowhere: nothing to hold the answers to.
+    let v = with_unanswered(0, json!([["reviews-v1", 0], ["reviews-v2", 0]]));
+    assert!(v.outcome == Outcome::Error && v.reason.contains("no weighted backends"), "{}", v.explanation());
     // Still only the route's versions after it was deleted.
     let v = l7_routing_judge(&before, &[("reviews-v1", 180), ("reviews-v2", 20)], &["reviews-v1", "reviews-v1"]);
     assert!(
@@ -1947,6 +2043,15 @@ fn l7_traces_need_spans_from_the_waypoint_in_every_trace() {
     };
     let v = case(Some(&with_waypoint));
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(v.reason.contains("2 of 2 traces have spans from the waypoint"), "{}", v.reason);
+    // A request the gateway never answered leaves no trace to expect: not judged, not failed.
+    let unanswered = serde_json::to_vec(
+        &json!([{"trace_id": ha, "status": "200"}, {"trace_id": hb, "status": "error: curl exit 28"}]),
+    )
+    .unwrap();
+    let v =
+        judge("l7-traces", &[("l7-traces/expect.json", expect), ("l7-traces/sent.json", &unanswered), (&fa, &both)]);
+    assert!(v.outcome == Outcome::Error && v.explanation().contains("so no trace was expected"), "{}", v.explanation());
     // The gateway's spans alone: the calls skipped the waypoint.
     let v = case(Some(&gateway_only));
     assert!(
