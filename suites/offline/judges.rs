@@ -835,10 +835,9 @@ fn traces_pass_on_tagged_gateway_protobuf_and_fail_when_missing() {
     let expect = br#"{"tag_key":"meshcheck.run","tag_value":"conformance","gateway_service":"istio-ingress"}"#;
     let pb = data.encode_to_vec();
     let file = format!("traces/tempo/{hex}.pb");
-    assert_eq!(
-        judge("traces", &[("traces/expect.json", expect), ("traces/sent.json", &sent), (&file, &pb)]).outcome,
-        Outcome::Pass
-    );
+    let v = judge("traces", &[("traces/expect.json", expect), ("traces/sent.json", &sent), (&file, &pb)]);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+    assert!(v.reason.contains("1 of 1 traces arrived with tagged gateway spans"), "{}", v.reason);
     let sent2 =
         serde_json::to_vec(&json!([{"trace_id": hex, "status": "200"}, {"trace_id": other, "status": "503"}])).unwrap();
     let v = judge("traces", &[("traces/expect.json", expect), ("traces/sent.json", &sent2), (&file, &pb)]);
