@@ -837,7 +837,8 @@ fn the_first_failure_takes_a_redacted_diagnostic_bundle_linked_from_the_reports(
     if crate::common::upstream().is_none() {
         return;
     }
-    let faults = Faults { tempo_drops_traces: true, ..Faults::default() };
+    // istiod's container was OOM-killed once: the bundle also keeps its previous instance's log.
+    let faults = Faults { tempo_drops_traces: true, oom_killed: Some("istiod".into()), ..Faults::default() };
     let r = fault(
         "kind",
         "ambient-kind",
@@ -880,6 +881,17 @@ fn the_first_failure_takes_a_redacted_diagnostic_bundle_linked_from_the_reports(
     let logs: Vec<String> = r.sim.calls().into_iter().filter(|c| c.starts_with("log ")).collect();
     assert!(logs.len() > 20, "{logs:#?}");
     assert!(logs.iter().all(|c| c.contains("tailLines=") && c.contains("limitBytes=")), "{logs:#?}");
+    // Each container by name (a pod of several refuses a log request without one), and the
+    // restarted one's previous instance asked for as such.
+    assert!(!index.missing.iter().any(|m| m.contains("a container name must be specified")), "{:#?}", index.missing);
+    assert!(logs.iter().any(|c| c.starts_with("log istio-system/istiod-") && c.contains("previous=true")), "{logs:#?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("bundle/logs/istio-system/istiod-") && f.ends_with("/discovery.previous.log")),
+        "{files:#?}"
+    );
+    assert!(chrono::DateTime::parse_from_rfc3339(&index.collected_at).is_ok(), "{}", index.collected_at);
     let junit = std::fs::read_to_string(r.run_dir().join("junit.xml")).unwrap();
     let case = junit.split("<testcase").find(|c| c.contains("name=\"traces\"")).unwrap();
     assert!(case.contains("diagnostic bundle: evidence/bundle/index.json"), "{case}");
