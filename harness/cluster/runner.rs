@@ -47,8 +47,9 @@ pub fn is_interrupted() -> bool {
     INTERRUPT.is_cancelled()
 }
 
-/// Installs the handler that cancels [`INTERRUPT`] on Ctrl-C (SIGINT), SIGTERM (what GitLab,
-/// Jenkins and Kubernetes-hosted CI send on cancel) and SIGHUP (a closed terminal): the command in
+/// Installs the handler that cancels the interrupt token ([`interrupted`], [`is_interrupted`]) on
+/// Ctrl-C (SIGINT), SIGTERM (what GitLab, Jenkins and Kubernetes-hosted CI send on cancel) and
+/// SIGHUP (a closed terminal): the command in
 /// flight is killed, awaited API calls are abandoned, cleanup runs and the report is written (exit
 /// code 130). Both `meshcheck run` and the conformance entry point install it.
 ///
