@@ -49,9 +49,9 @@ pub fn is_interrupted() -> bool {
 
 /// Installs the handler that cancels the interrupt token ([`interrupted`], [`is_interrupted`]) on
 /// Ctrl-C (SIGINT), SIGTERM (what GitLab, Jenkins and Kubernetes-hosted CI send on cancel) and
-/// SIGHUP (a closed terminal): the command in
-/// flight is killed, awaited API calls are abandoned, cleanup runs and the report is written (exit
-/// code 130). Both `meshcheck run` and the conformance entry point install it.
+/// SIGHUP (a closed terminal): the command in flight is killed, awaited API calls are abandoned,
+/// cleanup runs and the report is written (exit code 130). Both `meshcheck run` and the
+/// conformance entry point install it.
 ///
 /// A second signal exits at once with `second_exit_code` (cleanup itself is stuck), saying what
 /// may be left ([`set_left_behind`]).
