@@ -488,14 +488,15 @@ fn configured_targets(st: &State, pod: &Value) -> Vec<Target> {
                     if !relabel(&job["relabel_configs"], &mut labels) {
                         continue;
                     }
-                    let address = labels["__address__"].clone();
-                    let (host, port) = match address.rsplit_once(':') {
-                        Some((h, p)) if p.parse::<u16>().is_ok() => {
-                            (h.trim_matches(['[', ']']).to_string(), p.parse().unwrap_or(80))
-                        }
+                    // A target whose rules left no address is dropped (scrape/target.go
+                    // `PopulateLabels`: "no address").
+                    let Some(address) = labels.get("__address__").cloned() else { continue };
+                    let (host, port) = match address.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                        Some((h, Ok(port))) => (h.trim_matches(['[', ']']).to_string(), port),
                         _ => (address.clone(), 80),
                     };
-                    let (path, scheme) = (labels["__metrics_path__"].clone(), labels["__scheme__"].clone());
+                    let label = |k: &str, default: &str| labels.get(k).cloned().unwrap_or_else(|| default.into());
+                    let (path, scheme) = (label("__metrics_path__", "/metrics"), label("__scheme__", "http"));
                     // `instance` is the address here ([`Target::instance`]), as no rule sets it.
                     labels.retain(|k, _| !k.starts_with("__") && k != "instance");
                     if out.iter().any(|t| t.pool == pool && t.labels == labels && t.address == host && t.port == port) {
