@@ -334,12 +334,19 @@ pub(super) fn url_userinfo(b: &[u8], spans: &mut Vec<Range<usize>>) {
     }
 }
 
+/// Where `needle` first occurs in `b` at or after `from`.
 pub(super) fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    b.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+    memchr::memmem::find(b.get(from..)?, needle).map(|p| p + from)
 }
 
+/// [`find`], ASCII case ignored: candidates are the places of the needle's first letter in either
+/// case, each compared whole.
 pub(super) fn find_ignore_case(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    b.get(from..)?.windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle)).map(|p| p + from)
+    let hay = b.get(from..)?;
+    let first = *needle.first()?;
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), hay)
+        .find(|&at| hay.get(at..at + needle.len()).is_some_and(|w| w.eq_ignore_ascii_case(needle)))
+        .map(|at| at + from)
 }
 
 /// A line whose content is all secret: its indent and the marker.
