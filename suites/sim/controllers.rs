@@ -38,12 +38,23 @@ pub struct PodSim {
     pub deleted: Option<Instant>,
 }
 
+/// How long the controllers wait for a write before they look again anyway: what changes with
+/// time alone (a pod starting, a probe failing, a drain ending) is seen within this step. Every
+/// write to the store wakes them at once, as an informer's event wakes a real controller, so a
+/// chain of writes (Deployment, ReplicaSet, pod, status) takes no step at all.
+const TIME_STEP: Duration = Duration::from_millis(40);
+
 /// Runs the controllers until the simulation ends.
 pub async fn run(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut writes = shared.lock().store.subscribe();
+    let mut tick = tokio::time::interval(TIME_STEP);
     let mut settled_at = 0;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            // The store lives as long as the simulation; a closed channel cannot happen while it runs.
+            _ = writes.changed() => {}
+        }
         let mut st = shared.lock();
         if st.cluster.is_none() && shared.provider != "existing" {
             continue;

@@ -234,9 +234,9 @@ impl Store {
         let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
         let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
         let key = (group.to_string(), plural.to_string(), ns, name);
-        let old = self.objects.get(&key).cloned();
+        let old = self.objects.get(&key);
         let meta = obj["metadata"].as_object_mut().expect("objects have metadata");
-        match &old {
+        match old {
             Some(o) => {
                 for k in ["uid", "creationTimestamp"] {
                     meta.insert(k.into(), o["metadata"][k].clone());
@@ -245,7 +245,7 @@ impl Store {
                 let bump = o.get("spec") != obj.get("spec");
                 obj["metadata"]["generation"] = json!(if bump { generation + 1 } else { generation });
                 obj["metadata"]["resourceVersion"] = o["metadata"]["resourceVersion"].clone();
-                if Some(&obj) == old.as_ref() {
+                if &obj == o {
                     return obj;
                 }
             }
@@ -256,17 +256,18 @@ impl Store {
                 meta.insert("generation".into(), json!(1));
             }
         }
+        // A CRD is Established by the apiextensions controller after the create returns (its
+        // kind is served, and in discovery, only then: apiextensions-apiserver v0.37.0
+        // pkg/controller/establish/establishing_controller.go); an update keeps what it has.
+        let established = old.is_some_and(|o| {
+            o.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"))
+        });
+        let existed = old.is_some();
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         if group == "apiextensions.k8s.io" && plural == "customresourcedefinitions" {
-            // A CRD is Established by the apiextensions controller after the create returns (its
-            // kind is served, and in discovery, only then: apiextensions-apiserver v0.37.0
-            // pkg/controller/establish/establishing_controller.go); an update keeps what it has.
-            let established = old.as_ref().is_some_and(|o| {
-                o.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"))
-            });
             if established {
                 obj = self.establish_crd(obj);
             } else {
@@ -277,7 +278,7 @@ impl Store {
             }
         }
         self.objects.insert(key, obj.clone());
-        self.record(if old.is_some() { "MODIFIED" } else { "ADDED" }, group, plural, obj.clone());
+        self.record(if existed { "MODIFIED" } else { "ADDED" }, group, plural, obj.clone());
         obj
     }
 
