@@ -688,20 +688,20 @@ fn an_existing_cluster_with_kube_prometheus_stacks_default_names_needs_existing_
 /// Issue 20, item 7: an existing cluster set up by Istio's own addons: its Prometheus is istio
 /// 1.30.3 samples/addons/prometheus.yaml at `istio-system/prometheus:9090`, with no operator and
 /// no monitors; its `kubernetes-pods` job scrapes istiod (15014) and each ztunnel (15020) by their
-/// pods' `prometheus.io/*` annotations. Where meshcheck looks by default, metrics errors naming
-/// the field; with `existing.prometheus` there, it passes on the targets of that job, the
+/// pods' `prometheus.io/*` annotations, its `kubernetes-nodes-cadvisor` job each kubelet's
+/// cAdvisor. Where meshcheck looks by default, metrics errors naming the field; with
+/// `existing.prometheus` there, metrics and footprint pass on the targets of those jobs, the
 /// simulated Prometheus computing them from the addon's own scrape configuration. The negative
-/// control: a ztunnel that refuses its scrape fails it, naming that ztunnel's target.
+/// control: a ztunnel that refuses its scrape fails metrics, naming that ztunnel's target.
 #[test]
-fn an_existing_cluster_with_istios_addon_prometheus_passes_metrics_where_the_scenario_says() {
+fn an_existing_cluster_with_istios_addon_prometheus_passes_metrics_and_footprint_where_the_scenario_says() {
     if crate::common::upstream().is_none() {
         return;
     }
     let addon = |down: bool| Faults { istio_addon_prometheus: true, ztunnel_target_down: down, ..Faults::default() };
-    let there = |t: String| {
-        only_checks(t, &["metrics"])
-            .replace("  install: false\n", "  install: false\n  prometheus: istio-system/prometheus:9090\n")
-    };
+    let at_addon =
+        |t: String| t.replace("  install: false\n", "  install: false\n  prometheus: istio-system/prometheus:9090\n");
+    let there = |t: String| at_addon(only_checks(t, &["metrics"]));
     let hint = "no Service monitoring/prom-prometheus:9090; on a cluster set up otherwise, set `existing.prometheus`";
     fault(
         "existing",
@@ -711,16 +711,43 @@ fn an_existing_cluster_with_istios_addon_prometheus_passes_metrics_where_the_sce
         &[("checks::metrics", Outcome::Error, hint)],
     );
     let Some(r) = Rehearsal::new("existing", addon(false)) else { return };
-    let scenario = r.scenario("existing-cluster", there);
+    let scenario = r.scenario("existing-cluster", |t| at_addon(only_checks(t, &["metrics", "footprint"])));
     let out = r.run(&scenario);
     assert_report_complete(&r, &scenario, &out);
-    assert_verdicts(&r, &[("checks::metrics", Outcome::Pass, "scrape pools {\"kubernetes-pods\"}")]);
+    assert_verdicts(
+        &r,
+        &[
+            ("checks::metrics", Outcome::Pass, "scrape pools {\"kubernetes-pods\"}"),
+            ("checks::footprint", Outcome::Pass, "ztunnel.memory.load: 12."),
+        ],
+    );
     assert_all_pass(&r, &out);
     let targets: serde_json::Value =
         serde_json::from_slice(&std::fs::read(r.run_dir().join("evidence/metrics/targets.json")).unwrap()).unwrap();
     let pools: std::collections::BTreeSet<&str> =
         targets["data"]["activeTargets"].as_array().unwrap().iter().filter_map(|t| t["scrapePool"].as_str()).collect();
-    assert_eq!(pools, ["kubernetes-pods"].into(), "the addon's job, no operator pool");
+    assert_eq!(
+        pools,
+        ["kubernetes-nodes", "kubernetes-nodes-cadvisor", "kubernetes-pods"].into(),
+        "the addon's jobs with targets, no operator pool"
+    );
+    // The footprint's series come from the `node` role: each kubelet at its InternalIP and
+    // `daemonEndpoints` port, over HTTPS, `instance` the node's name (prometheus v3.5.0
+    // discovery/kubernetes/node.go `buildNode`).
+    let cadvisor: Vec<&serde_json::Value> = targets["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["scrapePool"] == "kubernetes-nodes-cadvisor")
+        .collect();
+    assert!(!cadvisor.is_empty());
+    for t in cadvisor {
+        let url = t["scrapeUrl"].as_str().unwrap();
+        assert!(url.starts_with("https://172.18.0.") && url.ends_with(":10250/metrics/cadvisor"), "{t}");
+        assert!(t["labels"]["instance"].as_str().is_some_and(|i| !i.contains(':')), "instance is a node name: {t}");
+        assert_eq!(t["labels"]["metrics_path"], "/metrics/cadvisor", "{t}");
+        assert_eq!(t["health"], "up", "{t}");
+    }
     fault(
         "existing",
         "existing-cluster",

@@ -174,6 +174,8 @@ pub fn create_cluster(st: &mut State, provider: &str, nodes: &[String]) {
             "spec": {"podCIDR": format!("10.244.{i}.0/24"), "taints": taints},
             "status": {
                 "addresses": [{"type": "InternalIP", "address": format!("172.18.0.{}", i + 2)}, {"type": "Hostname", "address": n}],
+                // The kubelet's port (core/v1 NodeDaemonEndpoints, `Port` capitalised in the API).
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": super::kubelet::HTTPS_PORT}},
                 "nodeInfo": {"architecture": arch, "operatingSystem": "linux", "kubeletVersion": kubelet,
                              "containerRuntimeVersion": runtime, "kernelVersion": "6.8.0-sim", "osImage": "Debian GNU/Linux 12 (bookworm)"},
                 "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",

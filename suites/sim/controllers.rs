@@ -227,8 +227,8 @@ const KIALI_FINALIZER: &str = "kiali.io/finalizer";
 
 /// Whether an operator (a Deployment running `wanted`) has an available replica.
 fn operator_running(st: &State, wanted: Program) -> bool {
-    st.store.list("apps", "deployments", None).iter().any(|d| {
-        program(&json!({"spec": d.pointer("/spec/template/spec").cloned().unwrap_or_default()})) == wanted
+    st.store.iter("apps", "deployments", None).any(|d| {
+        program(&d["spec"]["template"]) == wanted
             && d.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0) > 0
     })
 }

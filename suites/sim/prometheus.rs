@@ -35,11 +35,18 @@ struct Target {
 
 impl Target {
     fn url(&self) -> String {
-        format!("{}://{}:{}{}", self.scheme, self.address, self.port, self.path)
+        format!("{}://{}{}", self.scheme, self.host_port(), self.path)
     }
 
-    fn instance(&self) -> String {
+    /// What Prometheus dials.
+    fn host_port(&self) -> String {
         format!("{}:{}", self.address, self.port)
+    }
+
+    /// The `instance` label: what discovery or a rule set (the `node` role sets the node's name),
+    /// else the address.
+    fn instance(&self) -> String {
+        self.labels.get("instance").cloned().unwrap_or_else(|| self.host_port())
     }
 }
 
@@ -449,70 +456,122 @@ fn pod_meta(pod: &Value, container: &Value, port: Option<&Value>) -> BTreeMap<St
     l
 }
 
-/// The targets of a Prometheus configured by its own file: each scrape config's `pod` role
-/// discovery (the only role whose targets the checks read; `node`, `endpoints` and `service`
-/// give none here), its `relabel_configs`, then what prometheus v3.5.0 scrape/target.go
-/// `PopulateLabels` does: `job`, `__metrics_path__` and `__scheme__` from the config before the
-/// rules, `instance` from `__address__` and every `__` label dropped after them; targets left
-/// with the same labels are one (scrape/scrape.go `Sync`).
+/// What the `node` role of kubernetes_sd_configs says of a Node: prometheus v3.5.0
+/// discovery/kubernetes/node.go `buildNode`, `nodeLabels`, `nodeAddress` (the first InternalIP,
+/// then InternalDNS, ExternalIP, ExternalDNS, Hostname) joined with the kubelet's port from
+/// `status.daemonEndpoints.kubeletEndpoint.Port`, and `instance` set to the node's name. A node
+/// without an address is no target.
+fn node_meta(node: &Value) -> Option<BTreeMap<String, String>> {
+    let addresses: Vec<(&str, &str)> = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|a| (a["type"].as_str().unwrap_or_default(), a["address"].as_str().unwrap_or_default()))
+        .collect();
+    let first = |ty: &str| addresses.iter().find(|(t, _)| *t == ty).map(|(_, a)| *a);
+    let address = ["InternalIP", "InternalDNS", "ExternalIP", "ExternalDNS", "Hostname"].into_iter().find_map(first)?;
+    let port = node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(0);
+    let mut l = BTreeMap::from([
+        ("__meta_kubernetes_node_name".to_string(), s(node, "/metadata/name").to_string()),
+        ("__meta_kubernetes_node_provider_id".into(), s(node, "/spec/providerID").to_string()),
+        ("__address__".into(), format!("{address}:{port}")),
+        ("instance".into(), s(node, "/metadata/name").to_string()),
+    ]);
+    for (ty, _) in &addresses {
+        l.entry(format!("__meta_kubernetes_node_address_{}", sanitized(ty)))
+            .or_insert_with(|| first(ty).unwrap_or_default().into());
+    }
+    for (kind, field) in [("label", "labels"), ("annotation", "annotations")] {
+        for (k, v) in node.pointer(&format!("/metadata/{field}")).and_then(Value::as_object).into_iter().flatten() {
+            l.insert(format!("__meta_kubernetes_node_{kind}_{}", sanitized(k)), v.as_str().unwrap_or_default().into());
+            l.insert(format!("__meta_kubernetes_node_{kind}present_{}", sanitized(k)), "true".into());
+        }
+    }
+    Some(l)
+}
+
+/// What one `kubernetes_sd_configs` entry discovers, each label set with the object its target
+/// scrapes: for the `pod` role one per container port of each discoverable pod in the listed
+/// namespaces (a container without ports gives the bare IP), for the `node` role one per Node.
+/// The `endpoints`, `service` and `ingress` roles give none here: no check reads their targets.
+fn discovered(st: &State, sd: &Value) -> Vec<(Value, BTreeMap<String, String>)> {
+    match sd["role"].as_str() {
+        Some("node") => st.store.iter("", "nodes", None).filter_map(|n| Some((n.clone(), node_meta(n)?))).collect(),
+        Some("pod") => {
+            let names: Vec<&str> = sd
+                .pointer("/namespaces/names")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut out = Vec::new();
+            for p in st.store.iter("", "pods", None).filter(|p| discoverable(p)) {
+                if !names.is_empty() && !names.contains(&s(p, "/metadata/namespace")) {
+                    continue;
+                }
+                for c in p.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+                    match c["ports"].as_array() {
+                        Some(ports) if !ports.is_empty() => {
+                            out.extend(ports.iter().map(|port| (p.clone(), pod_meta(p, c, Some(port)))))
+                        }
+                        _ => out.push((p.clone(), pod_meta(p, c, None))),
+                    }
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The targets of a Prometheus configured by its own file: what each scrape config's
+/// `kubernetes_sd_configs` discover ([`discovered`]), its `relabel_configs`, then what prometheus
+/// v3.5.0 scrape/target.go `PopulateLabels` does: `job`, `__metrics_path__` and `__scheme__` from
+/// the config before the rules, `instance` from `__address__` unless discovery or a rule set it,
+/// and every `__` label dropped after them; targets left with the same labels are one
+/// (scrape/scrape.go `Sync`).
 fn configured_targets(st: &State, pod: &Value) -> Vec<Target> {
     let Some(config) = config_file(st, pod) else { return Vec::new() };
     let mut out: Vec<Target> = Vec::new();
     for job in config["scrape_configs"].as_array().into_iter().flatten() {
         let pool = job["job_name"].as_str().unwrap_or_default();
-        let Some(sd) = job["kubernetes_sd_configs"].as_array().into_iter().flatten().find(|c| c["role"] == "pod")
-        else {
-            continue;
-        };
-        let names: Vec<&str> = sd
-            .pointer("/namespaces/names")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        for p in st.store.list("", "pods", None).into_iter().filter(discoverable) {
-            if !names.is_empty() && !names.contains(&s(&p, "/metadata/namespace")) {
-                continue;
-            }
-            for c in p.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
-                let ports: Vec<Option<&Value>> = match c["ports"].as_array() {
-                    Some(ports) if !ports.is_empty() => ports.iter().map(Some).collect(),
-                    _ => vec![None],
-                };
-                for port in ports {
-                    let mut labels = pod_meta(&p, c, port);
-                    labels.insert("job".into(), pool.to_string());
-                    labels.insert("__metrics_path__".into(), job["metrics_path"].as_str().unwrap_or("/metrics").into());
-                    labels.insert("__scheme__".into(), job["scheme"].as_str().unwrap_or("http").into());
-                    if !relabel(&job["relabel_configs"], &mut labels) {
-                        continue;
-                    }
-                    // A target whose rules left no address is dropped (scrape/target.go
-                    // `PopulateLabels`: "no address").
-                    let Some(address) = labels.get("__address__").cloned() else { continue };
-                    let (host, port) = match address.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
-                        Some((h, Ok(port))) => (h.trim_matches(['[', ']']).to_string(), port),
-                        _ => (address.clone(), 80),
-                    };
-                    let label = |k: &str, default: &str| labels.get(k).cloned().unwrap_or_else(|| default.into());
-                    let (path, scheme) = (label("__metrics_path__", "/metrics"), label("__scheme__", "http"));
-                    // `instance` is the address here ([`Target::instance`]), as no rule sets it.
-                    labels.retain(|k, _| !k.starts_with("__") && k != "instance");
-                    if out.iter().any(|t| t.pool == pool && t.labels == labels && t.address == host && t.port == port) {
-                        continue;
-                    }
-                    out.push(Target {
-                        pool: pool.to_string(),
-                        labels,
-                        pod: p.clone(),
-                        address: host,
-                        port,
-                        path,
-                        scheme,
-                        metric_relabelings: job["metric_relabel_configs"].clone(),
-                    });
+        for sd in job["kubernetes_sd_configs"].as_array().into_iter().flatten() {
+            for (object, mut labels) in discovered(st, sd) {
+                labels.insert("job".into(), pool.to_string());
+                labels.insert("__metrics_path__".into(), job["metrics_path"].as_str().unwrap_or("/metrics").into());
+                labels.insert("__scheme__".into(), job["scheme"].as_str().unwrap_or("http").into());
+                if !relabel(&job["relabel_configs"], &mut labels) {
+                    continue;
                 }
+                // A target whose rules left no address is dropped (scrape/target.go
+                // `PopulateLabels`: "no address").
+                let Some(address) = labels.get("__address__").cloned() else { continue };
+                let (host, port) = match address.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                    Some((h, Ok(port))) => (h.trim_matches(['[', ']']).to_string(), port),
+                    _ => (address.clone(), 80),
+                };
+                let label = |k: &str, default: &str| labels.get(k).cloned().unwrap_or_else(|| default.into());
+                let (path, scheme) = (label("__metrics_path__", "/metrics"), label("__scheme__", "http"));
+                labels.retain(|k, _| !k.starts_with("__"));
+                // Without one, `instance` is the address ([`Target::instance`]).
+                if labels.get("instance") == Some(&address) {
+                    labels.remove("instance");
+                }
+                if out.iter().any(|t| t.pool == pool && t.labels == labels && t.address == host && t.port == port) {
+                    continue;
+                }
+                out.push(Target {
+                    pool: pool.to_string(),
+                    labels,
+                    pod: object,
+                    address: host,
+                    port,
+                    path,
+                    scheme,
+                    metric_relabelings: job["metric_relabel_configs"].clone(),
+                });
             }
         }
     }
@@ -531,7 +590,7 @@ fn job_label<'a>(monitor: &Value, target: &'a Value) -> Option<&'a str> {
 
 /// A target's scrape: the body when up, else Prometheus' `lastError`.
 fn scrape(st: &State, t: &Target, scraper: Scraper) -> Result<Vec<u8>, String> {
-    let refused = || format!("Get \"{}\": dial tcp {}: connect: connection refused", t.url(), t.instance());
+    let refused = || format!("Get \"{}\": dial tcp {}: connect: connection refused", t.url(), t.host_port());
     if s(&t.pod, "/kind") == "Node" {
         // The kubelet serves HTTPS only on 10250 (a plain-HTTP client gets a 400 from Go's TLS
         // server); the chart's endpoint skips verification of its self-signed certificate.
@@ -586,7 +645,7 @@ fn targets_api(st: &State, pod: &Value, template: &Value, scraper: Scraper) -> V
             let health = scrape(st, t, scraper);
             v["labels"] = Value::Object(labels);
             v["discoveredLabels"] =
-                json!({"__address__": instance, "__metrics_path__": t.path, "__scheme__": t.scheme, "job": t.pool});
+                json!({"__address__": t.host_port(), "__metrics_path__": t.path, "__scheme__": t.scheme, "job": t.pool});
             v["scrapePool"] = json!(t.pool);
             v["scrapeUrl"] = json!(t.url());
             v["globalUrl"] = json!(t.url());
