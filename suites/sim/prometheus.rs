@@ -402,6 +402,21 @@ fn sanitized(key: &str) -> String {
     key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
 }
 
+/// The meta labels every role makes of an object's name, labels and annotations: prometheus
+/// v3.5.0 discovery/kubernetes/kubernetes.go `addObjectMetaLabels`.
+fn add_object_meta_labels(l: &mut BTreeMap<String, String>, object: &Value, role: &str) {
+    l.insert(format!("__meta_kubernetes_{role}_name"), s(object, "/metadata/name").to_string());
+    for (kind, field) in [("label", "labels"), ("annotation", "annotations")] {
+        for (k, v) in object.pointer(&format!("/metadata/{field}")).and_then(Value::as_object).into_iter().flatten() {
+            l.insert(
+                format!("__meta_kubernetes_{role}_{kind}_{}", sanitized(k)),
+                v.as_str().unwrap_or_default().into(),
+            );
+            l.insert(format!("__meta_kubernetes_{role}_{kind}present_{}", sanitized(k)), "true".into());
+        }
+    }
+}
+
 /// What the `pod` role of kubernetes_sd_configs says of one container port of a pod, or of a
 /// container without ports (then `__address__` is the bare IP): prometheus v3.5.0
 /// discovery/kubernetes/pod.go `buildPod`, `podLabels`, kubernetes.go `addObjectMetaLabels`.
@@ -415,7 +430,6 @@ fn pod_meta(pod: &Value, container: &Value, port: Option<&Value>) -> BTreeMap<St
         .any(|c| c["type"] == "Ready" && c["status"] == "True");
     let mut l = BTreeMap::from([
         ("__meta_kubernetes_namespace".to_string(), s(pod, "/metadata/namespace").to_string()),
-        ("__meta_kubernetes_pod_name".into(), s(pod, "/metadata/name").to_string()),
         ("__meta_kubernetes_pod_ip".into(), ip.to_string()),
         ("__meta_kubernetes_pod_ready".into(), ready.to_string()),
         ("__meta_kubernetes_pod_phase".into(), s(pod, "/status/phase").to_string()),
@@ -427,12 +441,7 @@ fn pod_meta(pod: &Value, container: &Value, port: Option<&Value>) -> BTreeMap<St
         ("__meta_kubernetes_pod_container_init".into(), "false".into()),
         ("__address__".into(), ip.to_string()),
     ]);
-    for (kind, field) in [("label", "labels"), ("annotation", "annotations")] {
-        for (k, v) in pod.pointer(&format!("/metadata/{field}")).and_then(Value::as_object).into_iter().flatten() {
-            l.insert(format!("__meta_kubernetes_pod_{kind}_{}", sanitized(k)), v.as_str().unwrap_or_default().into());
-            l.insert(format!("__meta_kubernetes_pod_{kind}present_{}", sanitized(k)), "true".into());
-        }
-    }
+    add_object_meta_labels(&mut l, pod, "pod");
     if let Some(owner) = pod
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
@@ -473,21 +482,15 @@ fn node_meta(node: &Value) -> Option<BTreeMap<String, String>> {
     let address = ["InternalIP", "InternalDNS", "ExternalIP", "ExternalDNS", "Hostname"].into_iter().find_map(first)?;
     let port = node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(0);
     let mut l = BTreeMap::from([
-        ("__meta_kubernetes_node_name".to_string(), s(node, "/metadata/name").to_string()),
-        ("__meta_kubernetes_node_provider_id".into(), s(node, "/spec/providerID").to_string()),
+        ("__meta_kubernetes_node_provider_id".to_string(), s(node, "/spec/providerID").to_string()),
         ("__address__".into(), format!("{address}:{port}")),
         ("instance".into(), s(node, "/metadata/name").to_string()),
     ]);
-    for (ty, _) in &addresses {
-        l.entry(format!("__meta_kubernetes_node_address_{}", sanitized(ty)))
-            .or_insert_with(|| first(ty).unwrap_or_default().into());
+    // Each address type's first address.
+    for (ty, a) in &addresses {
+        l.entry(format!("__meta_kubernetes_node_address_{}", sanitized(ty))).or_insert_with(|| a.to_string());
     }
-    for (kind, field) in [("label", "labels"), ("annotation", "annotations")] {
-        for (k, v) in node.pointer(&format!("/metadata/{field}")).and_then(Value::as_object).into_iter().flatten() {
-            l.insert(format!("__meta_kubernetes_node_{kind}_{}", sanitized(k)), v.as_str().unwrap_or_default().into());
-            l.insert(format!("__meta_kubernetes_node_{kind}present_{}", sanitized(k)), "true".into());
-        }
-    }
+    add_object_meta_labels(&mut l, node, "node");
     Some(l)
 }
 
