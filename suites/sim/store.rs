@@ -259,15 +259,17 @@ impl Store {
         // A CRD is Established by the apiextensions controller after the create returns (its
         // kind is served, and in discovery, only then: apiextensions-apiserver v0.37.0
         // pkg/controller/establish/establishing_controller.go); an update keeps what it has.
-        let established = old.is_some_and(|o| {
-            o.pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"))
-        });
+        let crd = group == "apiextensions.k8s.io" && plural == "customresourcedefinitions";
+        let established = crd
+            && old.is_some_and(|o| {
+                o.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"))
+            });
         let existed = old.is_some();
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        if group == "apiextensions.k8s.io" && plural == "customresourcedefinitions" {
+        if crd {
             if established {
                 obj = self.establish_crd(obj);
             } else {
