@@ -557,11 +557,9 @@ fn configured_targets(st: &State, pod: &Value) -> Vec<Target> {
                 };
                 let label = |k: &str, default: &str| labels.get(k).cloned().unwrap_or_else(|| default.into());
                 let (path, scheme) = (label("__metrics_path__", "/metrics"), label("__scheme__", "http"));
+                // An `instance` set by discovery or a rule is kept as set; without one it is the
+                // address (scrape/target.go `PopulateLabels`; [`Target::instance`]).
                 labels.retain(|k, _| !k.starts_with("__"));
-                // Without one, `instance` is the address ([`Target::instance`]).
-                if labels.get("instance") == Some(&address) {
-                    labels.remove("instance");
-                }
                 if out.iter().any(|t| t.pool == pool && t.labels == labels && t.address == host && t.port == port) {
                     continue;
                 }
