@@ -1,8 +1,9 @@
 //! The metric check against a real Prometheus (Debian package `prometheus`, installed by `.ci/run`):
 //! Prometheus scrapes a local endpoint that serves ztunnel- and istiod-format metrics under the
 //! scrape-pool names the Prometheus Operator gives our monitors; the check's own collector reads its
-//! HTTP API and the judge decides. Without the binary the test skips and says so, unless
-//! `MESHCHECK_REQUIRE_PROMETHEUS=1` (set by `.ci/run`) makes its absence a failure.
+//! HTTP API and the judge decides. The simulated Prometheus is held against the real one scraping
+//! the same simulated pods (suites/sim/UPSTREAM-RULES.md §1.7). Without the binary the tests skip and
+//! say so, unless `MESHCHECK_REQUIRE_PROMETHEUS=1` (set by `.ci/run`) makes its absence a failure.
 
 use std::{
     net::TcpListener,
@@ -358,4 +359,161 @@ async fn footprint_queries_against_a_real_prometheus_count_each_container_once()
     let dropped: Value =
         serde_json::from_slice(&prom.get(&query("container_cpu_load_average_10s")).await.unwrap()).unwrap();
     assert_eq!(dropped.pointer("/data/result"), Some(&serde_json::json!([])), "{dropped}");
+}
+
+/// A pod list of the simulated API server, or nothing while it does not answer.
+async fn pods(sim: &crate::sim::Sim, ns: &str, selector: &str) -> Vec<Value> {
+    let url = format!("{}/api/v1/namespaces/{ns}/pods?labelSelector={selector}", sim.api_url());
+    let list: Value = match reqwest::get(url).await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => Value::Null,
+    };
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// Each plain-HTTP active target as (scrape pool, labels, URL, health), sorted.
+fn http_targets(answer: &Value) -> Vec<(String, std::collections::BTreeMap<String, String>, String, String)> {
+    let active = answer.pointer("/data/activeTargets").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut out: Vec<_> = active
+        .iter()
+        .filter(|t| t["scrapeUrl"].as_str().is_some_and(|u| u.starts_with("http://")))
+        .map(|t| {
+            let labels = serde_json::from_value(t["labels"].clone()).unwrap_or_default();
+            let text = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+            (text("scrapePool"), labels, text("scrapeUrl"), text("health"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A query's series as (labels, value), sorted.
+fn series(answer: &Value) -> Vec<(std::collections::BTreeMap<String, String>, String)> {
+    let result = answer.pointer("/data/result").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut out: Vec<_> = result
+        .iter()
+        .map(|r| {
+            let labels = serde_json::from_value(r["metric"].clone()).unwrap_or_default();
+            (labels, r.pointer("/value/1").and_then(Value::as_str).unwrap_or_default().to_string())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The simulated Prometheus of an existing cluster held against the real one (issue 20 item 1).
+/// Once the mesh, the Prometheus at `service` (`<ns>/<name>:<port>`) and book-info are Ready and
+/// book-info has carried traffic, the real Prometheus scrapes the simulated pods through the
+/// simulation's forward proxy, from the configuration the simulation generates by its own rules
+/// ([`crate::sim::Sim::real_prometheus_config`]). Both must then answer the same plain-HTTP
+/// targets (scrape pool, labels, URL, health) and the same series for the metric check's query.
+/// Then the metric check's own collectors read the simulated cluster, its Prometheus part the
+/// real Prometheus, and the judge's verdict is returned.
+async fn sim_and_real_prometheus_agree(
+    faults: crate::sim::Faults,
+    service: (&str, &str),
+) -> Option<meshcheck::evidence::Verdict> {
+    let refusing = faults.ztunnel_target_down;
+    let options = crate::common::sim_options("existing", 0.01, faults)?;
+    let sim = crate::sim::Sim::start(options);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (ns, selector) in [("istio-system", "app%3Dztunnel"), ("istio-system", "app%3Distiod"), ("book-info", "")] {
+        loop {
+            let found = pods(&sim, ns, selector).await;
+            if !found.is_empty() && found.iter().all(ready) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pods in {ns} ({selector}) not Ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let config = loop {
+        if let Some(config) = sim.real_prometheus_config() {
+            break config;
+        }
+        assert!(Instant::now() < deadline, "no Ready Prometheus pod within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let productpage = format!("http://127.0.0.1:{}/productpage", sim.ingress_port());
+    let mut answered = 0;
+    for _ in 0..20 {
+        answered += usize::from(reqwest::get(&productpage).await.is_ok_and(|r| r.status() == 200));
+    }
+    assert_eq!(answered, 20, "book-info through the gateway");
+    let dir = tempfile::tempdir().unwrap();
+    let prom = spawn(dir.path(), &serde_json::to_string_pretty(&config).unwrap())?;
+    // Every target scraped at least once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let real_targets = loop {
+        let answer: Value = serde_json::from_slice(&prom.get("api/v1/targets?state=active").await.unwrap_or_default())
+            .unwrap_or_default();
+        let active = answer.pointer("/data/activeTargets").and_then(Value::as_array).cloned().unwrap_or_default();
+        if !active.is_empty() && active.iter().all(|t| t["health"] != "unknown") {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the real Prometheus did not scrape every target; its log:\n{}",
+            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (ns, name) = service;
+    let sim_get = |path: String| {
+        let url = format!("{}/api/v1/namespaces/{ns}/services/{name}/proxy/{path}", sim.api_url());
+        async move { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let sim_targets = sim_get("api/v1/targets?state=active".into()).await;
+    let (simulated, real) = (http_targets(&sim_targets), http_targets(&real_targets));
+    assert!(
+        real.iter().any(|t| t.1.get("pod").is_some_and(|p| p.starts_with("ztunnel-"))),
+        "no ztunnel among the compared targets: {real:#?}"
+    );
+    assert_eq!(simulated, real, "the simulated Prometheus' targets (left) against the real one's (right)");
+    let query = form_urlencoded::Serializer::new(String::new()).append_pair("query", metrics::ZTUNNEL_QUERY).finish();
+    let real_series: Value =
+        serde_json::from_slice(&prom.get(&format!("api/v1/query?{query}")).await.unwrap()).unwrap();
+    let sim_series = sim_get(format!("api/v1/query?{query}")).await;
+    // With a ztunnel refusing, book-info's series may all be that ztunnel's.
+    assert!(refusing || !series(&real_series).is_empty(), "{real_series}");
+    assert_eq!(series(&sim_series), series(&real_series), "the check's query: simulated (left), real (right)");
+    let (_, live, _guard) = crate::common::live_on(&sim).await;
+    metrics::collect_prometheus(&prom, &live.evidence).await.unwrap();
+    meshcheck::checks::ztunnel::collect(&live, "metrics", meshcheck::checks::ztunnel::Parts::All).await.unwrap();
+    for pod in pods(&sim, "istio-system", "app%3Distiod").await {
+        let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap().to_string();
+        let body = live.pod_get("istio-system", &name, 15014, "/metrics").await.unwrap();
+        live.save(&format!("metrics/istiod/{name}.prom"), &body).unwrap();
+    }
+    Some(metrics::judge(&live.evidence))
+}
+
+/// Issue 20 item 1, on Istio's addon Prometheus: the real Prometheus runs the addon's own
+/// `relabel_configs` on what the simulation discovers, and the simulation agrees with it; the
+/// metric check passes on the real one's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_addon_prometheus_answers_as_the_real_one_scraping_the_same_pods() {
+    let faults = crate::sim::Faults { istio_addon_prometheus: true, ..Default::default() };
+    let Some(v) = sim_and_real_prometheus_agree(faults, ("istio-system", "prometheus:9090")).await else { return };
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.explanation());
+}
+
+/// Issue 20 item 1, on an operator-run Prometheus (meshcheck's kube-prometheus-stack values, its
+/// ServiceMonitor and PodMonitor) with the first ztunnel refusing its scrape: both mark that
+/// target down and agree on every other, and the metric check fails on the real one's answers,
+/// naming the ztunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_operator_prometheus_answers_as_the_real_one_when_a_ztunnel_refuses() {
+    let faults = crate::sim::Faults { ztunnel_target_down: true, ..Default::default() };
+    let Some(v) = sim_and_real_prometheus_agree(faults, ("monitoring", "prom-prometheus:9090")).await else {
+        return;
+    };
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation());
+    assert!(v.explanation().contains(":15020/stats/prometheus is down"), "{}", v.explanation());
 }

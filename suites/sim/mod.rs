@@ -183,6 +183,9 @@ pub(crate) struct Shared {
     pub mirror_port: u16,
     pub ingress_port: u16,
     pub ctl_port: u16,
+    /// The forward proxy into the pods a real Prometheus scrapes through
+    /// ([`services::serve_scrape_proxy`]).
+    pub scrape_proxy_port: u16,
     /// `true` while the API server answers.
     pub api_up: tokio::sync::watch::Sender<bool>,
 }
@@ -272,7 +275,7 @@ impl Sim {
     /// [`Sim::start`] with durations of its own.
     pub fn start_timed(opts: SimOptions, timings: Timings) -> Sim {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (api, mirror, ingress, ctl) = (bind(), bind(), bind(), bind());
+        let (api, mirror, ingress, ctl, scrape_proxy) = (bind(), bind(), bind(), bind(), bind());
         let port = |l: &std::net::TcpListener| l.local_addr().expect("bound").port();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -303,6 +306,7 @@ impl Sim {
             mirror_port: port(&mirror),
             ingress_port: port(&ingress),
             ctl_port: port(&ctl),
+            scrape_proxy_port: port(&scrape_proxy),
             api_up: tokio::sync::watch::channel(true).0,
         });
         tools::write_stand_ins(dir.path(), shared.ctl_port);
@@ -321,6 +325,7 @@ impl Sim {
                 tokio::spawn(services::serve_mirror(listen(mirror), s.clone()));
                 tokio::spawn(services::serve_gateway(listen(ingress), s.clone()));
                 tokio::spawn(tools::serve(listen(ctl), s.clone()));
+                tokio::spawn(services::serve_scrape_proxy(listen(scrape_proxy), s.clone()));
                 tokio::spawn(controllers::run(s.clone()));
                 let _ = stopped.await;
             });
@@ -332,6 +337,24 @@ impl Sim {
     /// The kubeconfig of an `existing` cluster.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
+    }
+
+    /// Base URL of the API server (plain HTTP), for tests that ask it directly.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.shared.api_port)
+    }
+
+    /// The configuration under which a real Prometheus scrapes what the simulated one does, through
+    /// the forward proxy into the pods ([`prometheus::real_config`]): of the first Ready Prometheus
+    /// pod, or `None` while there is none.
+    pub fn real_prometheus_config(&self) -> Option<Value> {
+        let st = self.shared.lock();
+        let pod = st
+            .store
+            .iter("", "pods", None)
+            .find(|p| mesh::program(p) == mesh::Program::Prometheus && mesh::pod_ready(p))?;
+        let proxy = format!("http://127.0.0.1:{}", self.shared.scrape_proxy_port);
+        Some(prometheus::real_config(&st, pod, &proxy))
     }
 
     /// The folder holding the stand-in tools; put it first on PATH.

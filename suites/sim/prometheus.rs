@@ -608,14 +608,7 @@ fn scrape(st: &State, t: &Target, scraper: Scraper) -> Result<Vec<u8>, String> {
             _ => Err(refused()),
         };
     }
-    let first_ztunnel = program(&t.pod) == Program::Ztunnel
-        && st
-            .store
-            .list("", "pods", None)
-            .iter()
-            .find(|p| program(p) == Program::Ztunnel && pod_ready(p))
-            .is_some_and(|p| p.pointer("/metadata/uid") == t.pod.pointer("/metadata/uid"));
-    if st.faults.ztunnel_target_down && first_ztunnel {
+    if refuses_scrapes(st, &t.pod) {
         return Err(refused());
     }
     match scraper(&t.pod, t.port, &t.path) {
@@ -627,6 +620,17 @@ fn scrape(st: &State, t: &Target, scraper: Scraper) -> Result<Vec<u8>, String> {
         Some((200, body)) => Ok(body),
         Some((code, _)) => Err(format!("server returned HTTP status {code} {}", reason(code))),
     }
+}
+
+/// Whether the fault `ztunnel_target_down` closes this pod to Prometheus: the first Ready ztunnel.
+pub(super) fn refuses_scrapes(st: &State, pod: &Value) -> bool {
+    st.faults.ztunnel_target_down
+        && program(pod) == Program::Ztunnel
+        && st
+            .store
+            .iter("", "pods", None)
+            .find(|p| program(p) == Program::Ztunnel && pod_ready(p))
+            .is_some_and(|p| p.pointer("/metadata/uid") == pod.pointer("/metadata/uid"))
 }
 
 fn reason(code: u16) -> &'static str {
@@ -746,6 +750,89 @@ fn query_api(st: &State, pod: &Value, query: &str, scraper: Scraper) -> (u16, Va
         })
         .collect();
     (200, json!({"status": "success", "data": {"resultType": "vector", "result": result}}))
+}
+
+/// A configuration under which a real Prometheus scrapes what this one does, through the
+/// simulation's forward proxy into the pods (`proxy_url`), every second:
+/// - run by an operator: each scrape pool with its targets as the monitors' rules leave them
+///   (static labels, with `__metrics_path__` and `__scheme__` per target, which `PopulateLabels`
+///   takes before the config's own) and the endpoint's `metricRelabelings` in Prometheus' spelling;
+/// - run by its own file: each scrape config as written, its `kubernetes_sd_configs` replaced by
+///   the label sets they discover here, so the real Prometheus runs the file's `relabel_configs`
+///   itself.
+///
+/// Only plain-HTTP jobs and targets: the proxy carries no TLS. The kubelet's HTTPS cAdvisor
+/// endpoint is held against a real Prometheus in suites/offline/prometheus.rs instead.
+pub(super) fn real_config(st: &State, pod: &Value, proxy_url: &str) -> Value {
+    let jobs = match custom_resource(st, pod) {
+        Some(_) => operator_jobs(st, pod, proxy_url),
+        None => file_jobs(st, pod, proxy_url),
+    };
+    json!({"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": jobs})
+}
+
+fn operator_jobs(st: &State, pod: &Value, proxy_url: &str) -> Vec<Value> {
+    let mut jobs: Vec<Value> = Vec::new();
+    for t in targets(st, pod).into_iter().filter(|t| t.scheme == "http") {
+        let mut labels: serde_json::Map<String, Value> = t.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        labels.insert("__metrics_path__".into(), json!(t.path));
+        labels.insert("__scheme__".into(), json!(t.scheme));
+        let target = json!({"targets": [t.host_port()], "labels": labels});
+        match jobs.iter_mut().find(|j| j["job_name"] == t.pool.as_str()) {
+            Some(job) => job["static_configs"].as_array_mut().expect("a list").push(target),
+            None => jobs.push(json!({
+                "job_name": t.pool,
+                "proxy_url": proxy_url,
+                "static_configs": [target],
+                "metric_relabel_configs": in_prometheus_spelling(&t.metric_relabelings),
+            })),
+        }
+    }
+    jobs
+}
+
+/// Relabelings as a monitor writes them (`sourceLabels`, `targetLabel`) in the spelling of a
+/// Prometheus config, as prometheus-operator v0.85.0 generates them (promcfg.go
+/// `generateRelabelConfig`).
+fn in_prometheus_spelling(rules: &Value) -> Value {
+    let spelled = |(k, v): (&String, &Value)| {
+        let key = match k.as_str() {
+            "sourceLabels" => "source_labels",
+            "targetLabel" => "target_label",
+            other => other,
+        };
+        (key.to_string(), v.clone())
+    };
+    let rules = rules.as_array().into_iter().flatten().filter_map(Value::as_object);
+    Value::Array(rules.map(|r| Value::Object(r.iter().map(spelled).collect())).collect())
+}
+
+fn file_jobs(st: &State, pod: &Value, proxy_url: &str) -> Vec<Value> {
+    let Some(config) = config_file(st, pod) else { return Vec::new() };
+    let jobs = config["scrape_configs"].as_array().into_iter().flatten();
+    jobs.filter(|job| job["scheme"].as_str().unwrap_or("http") == "http")
+        .filter_map(|job| {
+            let found: Vec<Value> = job["kubernetes_sd_configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|sd| discovered(st, sd))
+                .map(|(_, mut labels)| {
+                    let address = labels.remove("__address__").unwrap_or_default();
+                    json!({"targets": [address], "labels": labels})
+                })
+                .collect();
+            let mut job = job.as_object()?.clone();
+            // Discovery, intervals and the in-cluster credentials are the simulation's to give.
+            for key in ["kubernetes_sd_configs", "scrape_interval", "scrape_timeout", "bearer_token_file", "tls_config"]
+            {
+                job.remove(key);
+            }
+            job.insert("static_configs".into(), Value::Array(found));
+            job.insert("proxy_url".into(), json!(proxy_url));
+            Some(Value::Object(job))
+        })
+        .collect()
 }
 
 /// What a Prometheus pod answers on its web port.

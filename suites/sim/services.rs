@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::{
     Shared, State,
+    host_servers::serve_http,
     mesh::{Program, deleting, host_port, program, resolve, resolve_host},
     shapes::{observed, s},
     store::now,
@@ -59,6 +60,38 @@ pub async fn proxy(shared: &Arc<Shared>, ns: &str, name: &str, path: &str, accep
                 "error trying to reach service: dial tcp {}:{target}: connect: connection refused",
                 s(&pod, "/status/podIP")
             ),
+        ),
+    }
+}
+
+/// A forward HTTP proxy into the pods, for requests in absolute form (`GET
+/// http://<podIP>:<port>/<path>`, RFC 9112 §3.2.2): how a real Prometheus given `proxy_url`
+/// scrapes the simulated programs without a packet leaving loopback. An address or port where
+/// nothing listens, and a pod the fault `ztunnel_target_down` closes, get 502, as a proxy whose
+/// dial failed answers.
+pub async fn serve_scrape_proxy(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    serve_http(listener, shared, |_| true, |s, r| Box::pin(async move { scrape_through(&s, r.uri()) })).await
+}
+
+fn scrape_through(shared: &Shared, uri: &http::Uri) -> Response<Body> {
+    let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+        return respond(StatusCode::BAD_REQUEST, "text/plain", "a request target in absolute form is expected\n");
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let st = shared.lock();
+    let answered = st
+        .store
+        .iter("", "pods", None)
+        .filter(|p| s(p, "/status/podIP") == host && !prometheus::refuses_scrapes(&st, p))
+        .find_map(|p| answer(shared, &st, p, port, path, ""));
+    match answered {
+        Some((code, content_type, body)) => {
+            respond(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY), content_type, body)
+        }
+        None => respond(
+            StatusCode::BAD_GATEWAY,
+            "text/plain",
+            format!("dial tcp {host}:{port}: connect: connection refused\n"),
         ),
     }
 }
