@@ -138,3 +138,36 @@ fn argv_values_after_secret_flags_are_redacted() {
     assert_eq!(out, ["docker", "login", "--password", REDACTED, "--username", "ci", "-p", "8080:80"]);
     assert!(argv.iter().map(|a| redact(a)).any(|a| a == "s3cr3t"), "per-argument redaction cannot see it");
 }
+
+/// Lines are remembered per thread ([`super::engine`]): a text redacted where every line was met
+/// before (in other texts, other states) comes out as it does on a thread that met none of them.
+/// The env var's `value` below was remembered as harmless at rest, and the `data` line outside a
+/// Secret; after a secret `name`, and in a Secret, they are not.
+#[test]
+fn remembered_lines_redact_as_fresh_ones() {
+    let env = "env:\n- name: DB_PASSWORD\n  value: hunter2-memo\n".to_string();
+    let secret = "kind: Secret\ndata: {\"config\": \"in-a-secret-memo\"}\n".to_string();
+    let mut texts: Vec<String> = corpus().iter().filter(|s| !s.argv).map(|s| s.body.clone()).collect();
+    texts.extend([env, secret]);
+    texts.push(texts.concat());
+    let fresh: Vec<String> = texts
+        .iter()
+        .map(|t| {
+            let t = t.clone();
+            std::thread::spawn(move || redact(&t)).join().unwrap()
+        })
+        .collect();
+    let warm = std::thread::spawn(move || {
+        for harmless in ["  value: hunter2-memo\n", "data: {\"config\": \"in-a-secret-memo\"}\n"] {
+            assert_eq!(redact(harmless), harmless, "harmless alone");
+        }
+        texts.iter().chain(texts.iter()).map(|t| redact(t)).collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    let (first, second) = warm.split_at(fresh.len());
+    assert_eq!(first, fresh.as_slice());
+    assert_eq!(second, fresh.as_slice());
+    assert!(!fresh[fresh.len() - 3].contains("hunter2-memo"), "{}", fresh[fresh.len() - 3]);
+    assert!(!fresh[fresh.len() - 2].contains("in-a-secret-memo"), "{}", fresh[fresh.len() - 2]);
+}
