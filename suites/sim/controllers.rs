@@ -323,16 +323,20 @@ fn operators(st: &mut State) {
 
 /// Nodes are Ready once the Cilium agent on them is (on an existing cluster, always).
 fn nodes(shared: &Shared, st: &mut State) {
-    let cilium: Vec<Value> = st.store.list("", "pods", Some("kube-system"));
-    for mut n in st.store.list("", "nodes", None) {
-        let node = name(&n);
-        let ready = shared.provider == "existing"
-            || cilium.iter().any(|p| {
-                s(p, "/metadata/labels/k8s-app") == "cilium" && s(p, "/spec/nodeName") == node && pod_ready(p)
-            });
-        if node_ready(&n) == ready {
-            continue;
-        }
+    let cilium_ready: std::collections::BTreeSet<&str> = st
+        .store
+        .iter("", "pods", Some("kube-system"))
+        .filter(|p| s(p, "/metadata/labels/k8s-app") == "cilium" && pod_ready(p))
+        .map(|p| s(p, "/spec/nodeName"))
+        .collect();
+    let changed: Vec<(Value, bool)> = st
+        .store
+        .iter("", "nodes", None)
+        .map(|n| (n, shared.provider == "existing" || cilium_ready.contains(s(n, "/metadata/name"))))
+        .filter(|(n, ready)| node_ready(n) != *ready)
+        .map(|(n, ready)| (n.clone(), ready))
+        .collect();
+    for (mut n, ready) in changed {
         let (status, reason, message) = if ready {
             ("True", "KubeletReady", "kubelet is posting ready status")
         } else {
@@ -362,8 +366,7 @@ fn nodes(shared: &Shared, st: &mut State) {
 
 fn node_list(st: &State) -> Vec<(usize, String, bool, bool)> {
     st.store
-        .list("", "nodes", None)
-        .iter()
+        .iter("", "nodes", None)
         .enumerate()
         .map(|(i, n)| {
             let tainted = n.pointer("/spec/taints").and_then(Value::as_array).is_some_and(|ts| {

@@ -90,10 +90,8 @@ pub fn deleting(p: &Value) -> bool {
 /// The pod of a workload (`book-info/details-v1`) and its node, service account and IP.
 pub(super) fn workload_pod(st: &State, workload: &str) -> Option<Value> {
     let (ns, wl) = workload.split_once('/')?;
-    st.store
-        .list("", "pods", Some(ns))
-        .into_iter()
-        .find(|p| s(p, "/metadata/name").starts_with(&format!("{wl}-")) && serving(p))
+    let prefix = format!("{wl}-");
+    st.store.iter("", "pods", Some(ns)).find(|p| s(p, "/metadata/name").starts_with(&prefix) && serving(p)).cloned()
 }
 
 /// Whether a namespace is labelled into ambient mode.

@@ -70,22 +70,22 @@ pub(super) fn push(shared: &Shared, st: &mut State) {
     }
     let mut current = std::collections::BTreeMap::new();
     for (group, plural) in PUSHED {
-        for o in st.store.list(group, plural, None) {
-            current.insert(key(group, plural, &o), o);
+        for o in st.store.iter(group, plural, None) {
+            current.insert(key(group, plural, o), o);
         }
     }
+    let mut changed = Vec::new();
     for (k, v) in &current {
         if latest.get(k).map(|l| (&l["spec"], &l["metadata"]["annotations"]))
             != Some((&v["spec"], &v["metadata"]["annotations"]))
         {
-            st.xds.pending.push((k.clone(), Some(v.clone()), now));
+            changed.push((k.clone(), Some((*v).clone()), now));
         }
     }
-    for k in latest.keys().filter(|k| !current.contains_key(*k)) {
-        st.xds.pending.push((k.clone(), None, now));
-    }
+    let gone: Vec<_> = latest.keys().filter(|k| !current.contains_key(*k)).map(|k| (k.clone(), None, now)).collect();
+    st.xds.pending.extend(changed.into_iter().chain(gone));
     let istiod_serves =
-        st.store.list("", "pods", Some(ROOT_NAMESPACE)).iter().any(|p| program(p) == Program::Istiod && serving(p));
+        st.store.iter("", "pods", Some(ROOT_NAMESPACE)).any(|p| program(p) == Program::Istiod && serving(p));
     if !istiod_serves {
         return;
     }
