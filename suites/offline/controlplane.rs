@@ -543,7 +543,8 @@ async fn roll_ztunnel(live: &meshcheck::cluster::live::Live, ns: &str, objects: 
 /// A ztunnel rollout on the real control plane: the DaemonSet the real helm renders of istio's
 /// ztunnel 1.30.3 chart with meshcheck's values (`maxSurge: 1, maxUnavailable: 0`), rolled out by
 /// the real DaemonSet controller, the old pod deleted only after the new one is available and then
-/// draining, still `Running`, for its 30 s grace period. Meanwhile the harness takes the new pod
+/// draining, still `Running`, for its grace period (the chart's 30 s, made 12 s here: what is
+/// asserted happens in the first seconds of the drain). Meanwhile the harness takes the new pod
 /// for the node's ztunnel (`Live::running_pods`, the ztunnel checks' `serving`) and names the
 /// draining one in a note; the negative control, every `Running` pod, would take both. The
 /// DaemonSet wait then ends, with the drain at the latest.
@@ -552,13 +553,14 @@ async fn a_draining_ztunnel_after_a_rollout_is_not_taken_for_the_serving_one() {
     use k8s_openapi::api::core::v1::Pod;
     let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { return };
     let ztunnel = releases.into_values().find(|r| r.name == "ztunnel").expect("the plan installs ztunnel");
+    let objects: Vec<serde_json::Value> = ztunnel.objects.iter().cloned().map(with_grace_of_12_seconds).collect();
     let stage = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(stage.path(), GRACEFUL_POD_DELETE).unwrap();
     let stage_path = stage.path().to_string_lossy().into_owned();
     let Some(cp) = ControlPlane::start(&[("MESHCHECK_KWOK_POD_DELETE", stage_path.as_str())]) else { return };
     let (live, _dir) = cp.live().await;
     let ns = ztunnel.namespace.as_str();
-    let Drain { old, pods: draining, status, restarted } = roll_ztunnel(&live, ns, &ztunnel.objects).await;
+    let Drain { old, pods: draining, status, restarted } = roll_ztunnel(&live, ns, &objects).await;
     let running = |p: &&Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
     assert_eq!(draining.iter().filter(running).count(), 2, "the draining pod still shows Running: {draining:?}");
 
@@ -585,6 +587,24 @@ async fn a_draining_ztunnel_after_a_rollout_is_not_taken_for_the_serving_one() {
     assert_eq!(status, [1, 1, 0], "desired, current, updated");
     ztunnel_rolled_out(&live, ns, Duration::from_secs(90)).await;
     eprintln!("rollout: the DaemonSet wait ended {:.1}s after the restart", restarted.elapsed().as_secs_f64());
+}
+
+/// The ztunnel DaemonSet with a grace period of 12 s: the pod's, and the one ztunnel reads from
+/// its env (`TERMINATION_GRACE_PERIOD_SECONDS`, the chart's templates/daemonset.yaml#L138-L139).
+fn with_grace_of_12_seconds(mut object: serde_json::Value) -> serde_json::Value {
+    if object["kind"] != "DaemonSet" {
+        return object;
+    }
+    let pod = &mut object["spec"]["template"]["spec"];
+    pod["terminationGracePeriodSeconds"] = json!(12);
+    for container in pod["containers"].as_array_mut().into_iter().flatten() {
+        for env in container["env"].as_array_mut().into_iter().flatten() {
+            if env["name"] == "TERMINATION_GRACE_PERIOD_SECONDS" {
+                env["value"] = json!("12");
+            }
+        }
+    }
+    object
 }
 
 /// The simulation's DaemonSet controller writes the status the real one does (above) while the
