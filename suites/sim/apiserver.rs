@@ -356,7 +356,7 @@ fn create(
     }
     if rtype.namespaced {
         obj["metadata"]["namespace"] = json!(ns);
-        if let Some(refused) = creation_refused(&st.store, group, plural, ns, &name) {
+        if let Some(refused) = creation_refused(&st.store, group, plural, ns, &name, &obj) {
             return refused;
         }
     }
@@ -384,8 +384,16 @@ fn create(
 /// plugin/pkg/admission/namespace/lifecycle/admission.go: `unable to create new content in
 /// namespace %s because it is being terminated`, apimachinery `NewForbidden`, which puts
 /// `<resource> "<name>" is forbidden: ` before it; the real API server's wording, held by
-/// suites/offline/controlplane.rs).
-fn creation_refused(store: &store::Store, group: &str, plural: &str, ns: &str, name: &str) -> Option<Response<Body>> {
+/// suites/offline/controlplane/). Then the ServiceAccount admission plugin's rule for a pod
+/// ([`service_account_refused`]).
+fn creation_refused(
+    store: &store::Store,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    obj: &Value,
+) -> Option<Response<Body>> {
     let resource = if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") };
     match store.get("", "namespaces", "", ns) {
         None => Some(status_error(404, "NotFound", &format!("namespaces \"{ns}\" not found"))),
@@ -396,8 +404,34 @@ fn creation_refused(store: &store::Store, group: &str, plural: &str, ns: &str, n
                 "{resource} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated"
             ),
         )),
+        Some(_) if group.is_empty() && plural == "pods" => service_account_refused(store, ns, name, obj),
         Some(_) => None,
     }
+}
+
+/// A pod is admitted only with its ServiceAccount (`default` when it names none) already there,
+/// dry run or not (kubernetes v1.35.4 plugin/pkg/admission/serviceaccount/admission.go `Admit`,
+/// L155-L163: `error looking up service account %s/%s: %w`, the NotFound of
+/// `serviceaccount "<name>" not found`, as `NewForbidden`). `default` is taken as there: the
+/// service-account controller creates it with the namespace, and the plugin waits up to ten tries
+/// for it (`getServiceAccount`). What the real server answers is held by
+/// suites/offline/controlplane/run.rs, where a dry run of a ServiceAccount and its Pod in one batch
+/// first met it.
+fn service_account_refused(store: &store::Store, ns: &str, name: &str, pod: &Value) -> Option<Response<Body>> {
+    // The deprecated `serviceAccount` stands in for an empty `serviceAccountName` (v1.35.4
+    // pkg/apis/core/v1/conversion.go `Convert_v1_PodSpec_To_core_PodSpec`).
+    let named = |field: &str| pod.pointer(field).and_then(Value::as_str).filter(|a| !a.is_empty());
+    let account = named("/spec/serviceAccountName").or_else(|| named("/spec/serviceAccount")).unwrap_or("default");
+    if account == "default" || store.get("", "serviceaccounts", ns, account).is_some() {
+        return None;
+    }
+    Some(status_error(
+        403,
+        "Forbidden",
+        &format!(
+            "pods \"{name}\" is forbidden: error looking up service account {ns}/{account}: serviceaccount \"{account}\" not found"
+        ),
+    ))
 }
 
 /// Server-side apply. One field manager per object is all meshcheck uses, so the applied
@@ -435,7 +469,7 @@ fn apply(
     // Admission refuses creations only: an object already in a Terminating namespace can change.
     if rtype.namespaced
         && existing.is_none()
-        && let Some(refused) = creation_refused(&st.store, group, plural, ns, name)
+        && let Some(refused) = creation_refused(&st.store, group, plural, ns, name, &applied)
     {
         return refused;
     }

@@ -30,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::{Captured, root};
 
+
 /// `suites/controlplane/start.sh ACTION DIR` with `env`, through `sudo -n` unless this is root.
 fn start_sh(action: &str, dir: &Path, env: &[(&str, &str)]) -> std::io::Result<std::process::Output> {
     let script = root().join("suites/controlplane/start.sh");
@@ -415,7 +416,8 @@ fn answer(e: &kube::Error) -> String {
 
 /// The refusals a run meets when something is wrong, asked of an API server: a fixture field its
 /// CRD lacks (server-side dry run), a create into a Terminating namespace, a read of what is not
-/// there, a create of what is, a create into a namespace that does not exist.
+/// there, a create of what is, a create into a namespace that does not exist, a pod whose
+/// ServiceAccount is not there (dry run and create; `default` admitted).
 async fn refusals(live: &meshcheck::cluster::live::Live, crd: &[DynamicObject]) -> Vec<String> {
     let monitors = install_service_monitors(live, crd).await;
     let typo = PatchParams::apply("meshcheck").force().dry_run();
@@ -436,6 +438,17 @@ async fn refusals(live: &meshcheck::cluster::live::Live, crd: &[DynamicObject]) 
     out.push(answer(&default.create(&PostParams::default(), &config_map("twice", None)).await.unwrap_err()));
     let nowhere: Api<ConfigMap> = Api::namespaced(live.client.clone(), "nowhere");
     out.push(answer(&nowhere.create(&PostParams::default(), &config_map("lost", None)).await.unwrap_err()));
+
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(live.client.clone(), "default");
+    let pod = |account: &str| {
+        serde_json::from_value(json!({"metadata": {"name": "curl"}, "spec": {"serviceAccountName": account,
+            "containers": [{"name": "curl", "image": "curlimages/curl:8.17.0"}]}}))
+        .unwrap()
+    };
+    let dry = PatchParams::apply("meshcheck").force().dry_run();
+    out.push(answer(&pods.patch("curl", &dry, &Patch::Apply(&pod("curl"))).await.unwrap_err()));
+    out.push(answer(&pods.create(&PostParams::default(), &pod("curl")).await.unwrap_err()));
+    pods.patch("curl", &dry, &Patch::Apply(&pod("default"))).await.unwrap();
     out
 }
 
