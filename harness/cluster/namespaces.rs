@@ -94,6 +94,22 @@ impl CreatedNamespace {
     }
 }
 
+/// Waits until each of `deleted` is gone, [`TERMINATING_DEADLINE`] in all. A deleted namespace
+/// stays Terminating until the namespace controller has deleted everything in it (on the real
+/// control-plane tier, seconds after the run's delete; suites/offline/controlplane/run.rs), and a
+/// run that ends with its namespaces still there has not cleaned up yet: its report would say
+/// deleted while the next run on the cluster still had to wait for them.
+pub async fn wait_deleted(client: &Client, deleted: &[String]) -> Result<(), LiveError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let until = tokio::time::Instant::now() + TERMINATING_DEADLINE;
+    for name in deleted {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        wait_gone(&api, &format!("the run's namespace {name}, deleted,"), name, left).await?;
+    }
+    tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
+    Ok(())
+}
+
 /// Deletes exactly the namespaces the run created, each by name with its uid as a precondition,
 /// and returns the names deleted, within [`MUTATION_DEADLINE`]. A namespace already gone is
 /// skipped; one whose uid changed (deleted and made again by someone else since) fails the

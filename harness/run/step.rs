@@ -192,8 +192,7 @@ pub(super) async fn run_step(exec: Exec, step: Step) -> Result<(), StepError> {
             let live = exec.cluster.live().await?;
             let created = exec.created_namespaces.lock().expect("namespaces lock").clone();
             let deleted = crate::cluster::namespaces::delete_created(&live.client, &created).await?;
-            tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
-            Ok(())
+            Ok(crate::cluster::namespaces::wait_deleted(&live.client, &deleted).await?)
         }
         Step::GatewayPorts { gateway, node_port, path } => {
             let objects = interruptible(async { Ok(load_source(&gateway).await?) }).await?;

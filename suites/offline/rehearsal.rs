@@ -591,7 +591,7 @@ fn upgrade_gate_awaits_each_rollout_before_the_next_chart() {
 // completeness of the report.
 
 /// Keeps only `checks` in a scenario's `checks:` list (the fault at hand needs no others).
-fn only_checks(text: String, checks: &[&str]) -> String {
+pub(crate) fn only_checks(text: String, checks: &[&str]) -> String {
     let list: String = checks.iter().map(|c| format!("  - {c}\n")).collect();
     match text.find("\nchecks:\n") {
         Some(i) => {

@@ -5,7 +5,8 @@
 //! Each test starts its own control plane (about 9 s) and stops it when dropped; the harness's own
 //! code (waits, namespaces, applies) talks to it through start.sh's door on this side's loopback.
 //!
-//! `cargo test --test offline controlplane::` runs this tier alone.
+//! `cargo test --test offline controlplane::` runs this tier alone; `run` holds the tier's
+//! `meshcheck run` rehearsals.
 
 use std::{
     collections::BTreeMap,
@@ -30,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::{Captured, root};
 
+mod run;
 
 /// `suites/controlplane/start.sh ACTION DIR` with `env`, through `sudo -n` unless this is root.
 fn start_sh(action: &str, dir: &Path, env: &[(&str, &str)]) -> std::io::Result<std::process::Output> {

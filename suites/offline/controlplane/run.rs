@@ -1,0 +1,154 @@
+//! `meshcheck run` itself on the real control plane (issue 21, item 3): the unchanged binary runs
+//! the shipped `existing-cluster` scenario against kube-apiserver v1.35.4 and kwok's nodes, on a
+//! cluster whose Cilium the real helm rendered from the pinned chart with meshcheck's values.
+//!
+//! What runs here is what needs only the API server: the preflight (access reviews, server version),
+//! the run's own namespaces and curl clients (created, scheduled by the real scheduler, made Running
+//! by kwok, deleted through the real namespace controller's Terminating), the collectors of
+//! `node-architecture` and `cilium-prerequisites`, the judges, the run folder and its JUnit. The
+//! checks that read the data plane (mtls, traces, metrics, kiali, probes, gateway-binding) need the
+//! simulated components behind kwok's port-forward and exec and pod addresses in the control plane's
+//! network namespace; they stay on the Rust simulation's rehearsals (suites/offline/rehearsal.rs).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Output,
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, api::DynamicObject};
+use meshcheck::{cluster::namespaces, evidence::Outcome, report::RunRecord};
+
+use super::ControlPlane;
+use crate::common::root;
+
+/// The checks of `existing-cluster` that read only what the API server holds.
+const API_ONLY_CHECKS: &[&str] = &["node-architecture", "cilium-prerequisites"];
+
+/// A run folder's verdicts by check name.
+fn verdicts(reports: &Path) -> BTreeMap<String, (Outcome, String)> {
+    let record = RunRecord::load(&std::fs::canonicalize(reports.join("latest")).expect("a run folder")).unwrap();
+    record
+        .results
+        .iter()
+        .map(|t| {
+            (t.name.clone(), (t.verdict.outcome, format!("{}\n{}", t.verdict.reason, t.verdict.details.join("\n"))))
+        })
+        .collect()
+}
+
+/// `meshcheck run` of the shipped `existing-cluster` scenario pointed at `kubeconfig`, with only
+/// `checks` and `edit` on top, in `work`: what a user runs, with no stand-in tool on PATH.
+fn meshcheck_run(work: &Path, kubeconfig: &str, checks: &[&str], edit: impl FnOnce(String) -> String) -> Output {
+    let text = std::fs::read_to_string(root().join("scenarios/existing-cluster.yaml")).unwrap();
+    let text = text.replace("kubeconfig: ~/.kube/config", &format!("kubeconfig: {kubeconfig}"));
+    let scenario = work.join("existing-cluster.yaml");
+    std::fs::write(&scenario, edit(crate::rehearsal::only_checks(text, checks))).unwrap();
+    let tmp = work.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck"));
+    cmd.env("PATH", "/usr/bin:/bin")
+        .env("MESHCHECK_PROGRESS", "lines")
+        .env("MESHCHECK_LOG", std::env::var("MESHCHECK_REHEARSAL_LOG").unwrap_or_else(|_| "warn".into()))
+        .env_remove("MESHCHECK_SCENARIO")
+        .env_remove("MESHCHECK_KEEP")
+        .env("TMPDIR", &tmp)
+        .current_dir(work);
+    for (name, _) in std::env::vars_os().filter(|(name, _)| name.to_string_lossy().starts_with("NEXTEST")) {
+        cmd.env_remove(name);
+    }
+    cmd.args(["run", "--scenario"]).arg(&scenario).arg("--reports").arg(work.join("reports")).output().unwrap()
+}
+
+/// The Cilium release of the `ambient-kind` plan as the real helm renders it (cilium 1.19.6, the
+/// plan's values), applied to the control plane in helm's install order: the cluster a user of
+/// `existing-cluster` brings. Through the harness's apply, dry run first: the release's Roles in
+/// the `cilium-secrets` Namespace it creates hold the dry run's rule for a batch's own namespace
+/// (`awaits_the_batch` in harness/cluster/changes.rs) against the real server.
+async fn install_cilium(live: &meshcheck::cluster::live::Live) {
+    let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { panic!("checked by the caller") };
+    let cilium = releases.into_values().find(|r| r.name == "cilium").expect("the plan installs cilium");
+    namespaces::ensure(&live.client, &cilium.namespace, &[], "someone-else").await.unwrap();
+    let objects: Vec<DynamicObject> =
+        cilium.objects.iter().map(|o| serde_json::from_value(o.clone()).unwrap()).collect();
+    live.apply_objects(&objects, Some(&cilium.namespace), true).await.unwrap();
+}
+
+async fn namespace_names(live: &meshcheck::cluster::live::Live) -> Vec<String> {
+    let all: Api<Namespace> = Api::all(live.client.clone());
+    all.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|n| n.metadata.name).collect()
+}
+
+/// The shipped `existing-cluster` scenario, run by the unchanged `meshcheck run` against the real
+/// control plane: both API-only checks pass on what the real server answers (kwok's nodes, the
+/// real chart's `cilium-config`), the run folder is complete, and the run's own namespaces are gone
+/// when it exits (the real namespace controller finished their Terminating), the others untouched.
+/// Could-fail, on the same cluster: a scenario that expects arm64 fails `node-architecture`,
+/// naming the nodes' amd64; a `cilium-config` edited as a cluster without kube-proxy replacement
+/// has it fails `cilium-prerequisites`.
+#[tokio::test]
+async fn an_existing_cluster_run_judges_the_real_servers_nodes_and_cilium_config() {
+    if crate::charts::rendered("ambient-kind").is_none() {
+        return;
+    }
+    let Some(cp) = ControlPlane::start(&[]) else { return };
+    let (live, _dir) = cp.live().await;
+    install_cilium(&live).await;
+    let before = namespace_names(&live).await;
+    let kubeconfig = cp.var("KUBECONFIG").to_string();
+
+    let work = tempfile::tempdir().unwrap();
+    let (w, k) = (work.path().to_path_buf(), kubeconfig.clone());
+    let out = tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, API_ONLY_CHECKS, |t| t)).await.unwrap();
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let got = verdicts(&work.path().join("reports"));
+    for check in API_ONLY_CHECKS {
+        let (outcome, why) = got.get(*check).unwrap_or_else(|| panic!("no verdict of {check}: {got:?}\n{said}"));
+        assert_eq!(*outcome, Outcome::Pass, "{check}: {why}\n{said}");
+    }
+    assert!(out.status.success(), "{said}");
+    assert_eq!(namespace_names(&live).await, before, "the run must delete exactly the namespaces it created");
+    run_folder_is_complete(&work.path().join("reports"));
+
+    let arm = tempfile::tempdir().unwrap();
+    let (w, k) = (arm.path().to_path_buf(), kubeconfig.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        meshcheck_run(&w, &k, &["node-architecture"], |t| t.replace("architecture: auto", "architecture: arm64"))
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "a run expecting arm64 on amd64 nodes must fail");
+    let (outcome, why) = verdicts(&arm.path().join("reports")).remove("node-architecture").unwrap();
+    assert_eq!(outcome, Outcome::Fail, "{why}");
+    assert!(why.contains("amd64"), "the verdict must name what the nodes report: {why}");
+
+    without_kube_proxy_replacement(&live).await;
+    let kpr = tempfile::tempdir().unwrap();
+    let (w, k) = (kpr.path().to_path_buf(), kubeconfig);
+    let out =
+        tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, &["cilium-prerequisites"], |t| t)).await.unwrap();
+    assert!(!out.status.success(), "a run on Cilium without kube-proxy replacement must fail");
+    let (outcome, why) = verdicts(&kpr.path().join("reports")).remove("cilium-prerequisites").unwrap();
+    assert_eq!(outcome, Outcome::Fail, "{why}");
+    assert!(why.contains("kube-proxy-replacement"), "the verdict must name the key: {why}");
+}
+
+/// `cilium-config` as the chart renders it with `kubeProxyReplacement: false`.
+async fn without_kube_proxy_replacement(live: &meshcheck::cluster::live::Live) {
+    use kube::api::{Patch, PatchParams};
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(live.client.clone(), "kube-system");
+    let off = serde_json::json!({"data": {"kube-proxy-replacement": "false"}});
+    config_maps.patch("cilium-config", &PatchParams::default(), &Patch::Merge(off)).await.unwrap();
+}
+
+/// The run folder of a passing run: its record, JUnit and the evidence of each check.
+fn run_folder_is_complete(reports: &Path) {
+    let dir: PathBuf = std::fs::canonicalize(reports.join("latest")).unwrap();
+    for file in ["run.json", "junit.xml"] {
+        assert!(dir.join(file).is_file(), "{file} missing from {}", dir.display());
+    }
+    for evidence in ["cluster/nodes.json", "nodes/expect.json"] {
+        assert!(dir.join("evidence").join(evidence).is_file(), "{evidence} missing from {}", dir.display());
+    }
+}
