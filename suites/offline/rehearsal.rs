@@ -757,6 +757,29 @@ fn an_existing_cluster_with_istios_addon_prometheus_passes_metrics_and_footprint
     );
 }
 
+/// A gateway that answers nothing (the scenario's ingress URL on a closed port): no request started
+/// a trace, so the traces check asks no Tempo and errors naming the gateway's silence, even where
+/// the scenario's Tempo is not there (which a collector waiting for those traces would meet first
+/// and name instead).
+#[test]
+fn traces_of_requests_the_gateway_never_answered_are_not_awaited() {
+    if crate::common::upstream().is_none() {
+        return;
+    }
+    fault(
+        "existing",
+        "existing-cluster",
+        Faults::default(),
+        |t| {
+            let closed = regex::Regex::new(r"url: http://127\.0\.0\.1:\d+").unwrap();
+            let t = closed.replace(&t, "url: http://127.0.0.1:1").into_owned();
+            only_checks(t, &["traces"])
+                .replace("  install: false\n", "  install: false\n  tempo: observability/tempo:3200\n")
+        },
+        &[("checks::traces", Outcome::Error, "got no answer from the gateway")],
+    );
+}
+
 /// Issue 20, item 7: Tempo and Kiali are read where `existing.tempo` and `existing.kiali` say; a
 /// place where there is no Service errors naming it and the field, before any wait (the traces
 /// check does not poll a Service that is not there for its three minutes).
