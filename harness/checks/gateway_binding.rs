@@ -8,7 +8,12 @@
 //! - since Istio 1.20 (istio/istio#45943) bookinfo's Gateway server is on port 8080, while the
 //!   gateway chart's default `http2` Service port targets 80: the pod then listens on 8080 and
 //!   every request through the Service is reset (the symptom of istio/istio#50693);
-//! - a crash-looping gateway pod stays in phase Running: only Ready counts.
+//! - a crash-looping gateway pod stays in phase Running: only Ready counts;
+//! - a gateway Deployment whose pods are never created: the gateway chart's pods carry
+//!   `sidecar.istio.io/inject: "true"`, so each create goes through istiod's sidecar-injector
+//!   webhook (failurePolicy Fail), and while istiod does not answer it the ReplicaSet's creates are
+//!   refused; the verdict names the Deployment and its `ReplicaFailure` (the real control-plane
+//!   tier's ingress gateway, whose istiod no kubelet runs, shows it).
 
 use std::collections::BTreeSet;
 
@@ -27,6 +32,9 @@ pub const CHECK: CheckDef = CheckDef { info: &catalog::GATEWAY_BINDING, collect:
 
 const GATEWAYS: &str = "gateway/gateways.json";
 const PODS: &str = "gateway/pods.json";
+/// `gateway/deployments.json`: the Deployments labelled `istio` (the gateway chart's and istiod's),
+/// to tell a Gateway whose pods are never created from one whose label matches no gateway.
+const DEPLOYMENTS: &str = "gateway/deployments.json";
 /// `gateway/services-<namespace>.json`: the Services of each namespace holding a selected pod.
 const SERVICES_PREFIX: &str = "services-";
 
@@ -36,6 +44,7 @@ fn collect(live: &Live) -> BoxFuture<'_, Result<(), LiveError>> {
         live.save(GATEWAYS, &gws)?;
         let pods = live.get_raw("/api/v1/pods?labelSelector=istio").await?;
         live.save(PODS, &pods)?;
+        live.save(DEPLOYMENTS, &live.get_raw("/apis/apps/v1/deployments?labelSelector=istio").await?)?;
         let (gws, pods): (Value, Value) =
             (serde_json::from_slice(&gws).unwrap_or_default(), serde_json::from_slice(&pods).unwrap_or_default());
         for ns in selected_namespaces(&gws, &pods) {
@@ -80,6 +89,40 @@ pub fn listen_port(server_port: i64, service_ports: &[&Value]) -> Option<i64> {
     }
 }
 
+/// Whether a Deployment's pod template carries every pair of `selector`.
+fn template_matches(deployment: &Value, selector: &serde_json::Map<String, Value>) -> bool {
+    let labels = deployment.pointer("/spec/template/metadata/labels");
+    selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+/// What a Deployment's conditions say of its missing pods: the `ReplicaFailure` the deployment
+/// controller copies from its ReplicaSet (kubernetes v1.35.4 pkg/controller/deployment/progress.go
+/// `getReplicaFailures`; a create the API server refused, e.g. by an admission webhook) and an
+/// `Available` that is False.
+fn why_no_pods(deployment: &Value) -> String {
+    let said: Vec<String> = deployment
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            matches!(
+                (c["type"].as_str(), c["status"].as_str()),
+                (Some("ReplicaFailure"), Some("True")) | (Some("Available"), Some("False"))
+            )
+        })
+        .map(|c| {
+            format!(
+                "{}: {}: {}",
+                c["type"].as_str().unwrap_or_default(),
+                c["reason"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    if said.is_empty() { String::new() } else { format!("; {}", said.join("; ")) }
+}
+
 /// Judges gateways against the pods carrying an `istio` label and the Services selecting them.
 pub fn judge(ev: &Evidence) -> Verdict {
     let mut files = vec![GATEWAYS.to_string(), PODS.to_string()];
@@ -104,6 +147,11 @@ pub fn judge(ev: &Evidence) -> Verdict {
         files.push(rel);
     }
     let pods = kjson::items(&pods);
+    // Only an explanation rests on it, so a folder from before the file is still judged.
+    let deployments: Value = ev.read_json(DEPLOYMENTS).unwrap_or_default();
+    if !kjson::items(&deployments).is_empty() {
+        files.push(DEPLOYMENTS.to_string());
+    }
     let mut found = Findings::reading(files);
     for gw in gateways {
         let selector = selector(gw);
@@ -111,7 +159,19 @@ pub fn judge(ev: &Evidence) -> Verdict {
         let ready: Vec<&Value> = selected.iter().copied().filter(|p| kjson::pod_ready(p)).collect();
         let sel: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
         if ready.is_empty() {
-            found.fail(if selected.is_empty() {
+            let maker = kjson::items(&deployments).iter().find(|d| template_matches(d, &selector));
+            found.fail(if let Some(d) = maker.filter(|_| selected.is_empty()) {
+                format!(
+                    "Gateway {} selects {{{}}}: Deployment {}/{} makes such pods but has none ({} of {} replicas){}",
+                    kjson::name(gw),
+                    sel.join(","),
+                    kjson::namespace(d),
+                    kjson::name(d),
+                    d.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+                    d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
+                    why_no_pods(d)
+                )
+            } else if selected.is_empty() {
                 let seen: Vec<String> = pods
                     .iter()
                     .filter_map(|p| {

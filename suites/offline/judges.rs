@@ -295,6 +295,44 @@ fn gateway_binding_names_the_release_name_trap() {
     assert!(v.outcome == Outcome::Fail && v.explanation().contains("listens on 8080"), "{}", v.explanation());
 }
 
+/// A Gateway with no gateway pod at all: when a Deployment's pod template carries the selected
+/// labels, the verdict names it and why it has no pods (the `ReplicaFailure` the deployment
+/// controller copies from its ReplicaSet) instead of the release-name hint; with no such
+/// Deployment, or a run folder from before `gateway/deployments.json`, the hint stays.
+#[test]
+fn gateway_binding_names_a_gateway_deployment_whose_pods_are_refused() {
+    let (g, _, _) = gateway_evidence("ingressgateway", true, 8080);
+    let no_pods = serde_json::to_vec(&json!({"items": []})).unwrap();
+    let deployment = |label: &str| {
+        serde_json::to_vec(&json!({"items": [{"metadata": {"name": "istio-ingress", "namespace": "istio-ingress"},
+            "spec": {"replicas": 1, "template": {"metadata": {"labels": {"istio": label, "sidecar.istio.io/inject": "true"}}}},
+            "status": {"conditions": [
+                {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "Deployment does not have minimum availability."},
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                 "message": "Internal error occurred: failed calling webhook \"object.sidecar-injector.istio.io\": connect: network is unreachable"}]}}]}))
+        .unwrap()
+    };
+    let with = |d: &[u8]| {
+        judge(
+            "gateway-binding",
+            &[("gateway/gateways.json", &g), ("gateway/pods.json", &no_pods), ("gateway/deployments.json", d)],
+        )
+    };
+    let v = with(&deployment("ingressgateway"));
+    let e = v.explanation();
+    assert!(
+        v.outcome == Outcome::Fail
+            && e.contains("Deployment istio-ingress/istio-ingress makes such pods but has none (0 of 1 replicas)"),
+        "{e}"
+    );
+    assert!(e.contains("ReplicaFailure: FailedCreate: Internal error occurred: failed calling webhook"), "{e}");
+    assert!(!e.contains("labels.istio"), "not the label trap: {e}");
+    let v = with(&deployment("ingress"));
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("labels.istio"), "{}", v.explanation());
+    let v = judge("gateway-binding", &[("gateway/gateways.json", &g), ("gateway/pods.json", &no_pods)]);
+    assert!(v.outcome == Outcome::Fail && v.explanation().contains("labels.istio"), "{}", v.explanation());
+}
+
 pub(crate) const ZT_METRICS_OK: &str = "# TYPE istio_tcp_connections_opened counter\n\
 istio_tcp_connections_opened_total{reporter=\"destination\",source_workload=\"productpage-v1\",source_workload_namespace=\"book-info\",source_principal=\"spiffe://cluster.local/ns/book-info/sa/bookinfo-productpage\",destination_workload=\"details-v1\",destination_workload_namespace=\"book-info\",destination_principal=\"spiffe://cluster.local/ns/book-info/sa/bookinfo-details\",connection_security_policy=\"mutual_tls\",response_flags=\"UF,URX\"} 4\n\
 # TYPE istio_tcp_connections_closed counter\nistio_tcp_connections_closed_total 1\n\

@@ -67,12 +67,31 @@ fn meshcheck_run(work: &Path, kubeconfig: &str, checks: &[&str], edit: impl FnOn
 /// the `cilium-secrets` Namespace it creates hold the dry run's rule for a batch's own namespace
 /// (`awaits_the_batch` in harness/cluster/changes.rs) against the real server.
 async fn install_cilium(live: &meshcheck::cluster::live::Live) {
+    install(live, &["cilium"]).await;
+}
+
+/// The named releases of the `ambient-kind` plan, rendered by the real helm, applied in order: each
+/// release's CRDs first (helm's `crds/` and install order), then the rest, dry run first.
+async fn install(live: &meshcheck::cluster::live::Live, names: &[&str]) {
     let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { panic!("checked by the caller") };
-    let cilium = releases.into_values().find(|r| r.name == "cilium").expect("the plan installs cilium");
-    namespaces::ensure(&live.client, &cilium.namespace, &[], "someone-else").await.unwrap();
-    let objects: Vec<DynamicObject> =
-        cilium.objects.iter().map(|o| serde_json::from_value(o.clone()).unwrap()).collect();
-    live.apply_objects(&objects, Some(&cilium.namespace), true).await.unwrap();
+    for name in names {
+        let release = releases.values().find(|r| r.name == *name).unwrap_or_else(|| panic!("no release {name}"));
+        namespaces::ensure(&live.client, &release.namespace, &[], "someone-else").await.unwrap();
+        let objects: Vec<DynamicObject> =
+            release.objects.iter().map(|o| serde_json::from_value(o.clone()).unwrap()).collect();
+        let (crds, rest): (Vec<_>, Vec<_>) =
+            objects.into_iter().partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
+        live.apply_objects(&crds, Some(&release.namespace), false).await.unwrap();
+        for crd in &crds {
+            let established = meshcheck::plan::Condition::CrdEstablished;
+            let name = crd.metadata.name.as_deref().unwrap();
+            let (client, limit) = (&live.client, std::time::Duration::from_secs(30));
+            meshcheck::cluster::waits::wait_for(client, "CustomResourceDefinition", None, name, &established, limit)
+                .await
+                .unwrap();
+        }
+        live.apply_objects(&rest, Some(&release.namespace), true).await.unwrap();
+    }
 }
 
 async fn namespace_names(live: &meshcheck::cluster::live::Live) -> Vec<String> {
@@ -85,8 +104,9 @@ async fn namespace_names(live: &meshcheck::cluster::live::Live) -> Vec<String> {
 /// real chart's `cilium-config`), the run folder is complete, and the run's own namespaces are gone
 /// when it exits (the real namespace controller finished their Terminating), the others untouched.
 /// Could-fail, on the same cluster: a scenario that expects arm64 fails `node-architecture`,
-/// naming the nodes' amd64; a `cilium-config` edited as a cluster without kube-proxy replacement
-/// has it fails `cilium-prerequisites`.
+/// naming the nodes' amd64; an ingress gateway whose pods the injector webhook never lets be
+/// created fails `gateway-binding` ([`gateway_without_pods`]); a `cilium-config` edited as a
+/// cluster without kube-proxy replacement has it fails `cilium-prerequisites`.
 #[tokio::test]
 async fn an_existing_cluster_run_judges_the_real_servers_nodes_and_cilium_config() {
     if crate::charts::rendered("ambient-kind").is_none() {
@@ -123,6 +143,8 @@ async fn an_existing_cluster_run_judges_the_real_servers_nodes_and_cilium_config
     assert_eq!(outcome, Outcome::Fail, "{why}");
     assert!(why.contains("amd64"), "the verdict must name what the nodes report: {why}");
 
+    gateway_without_pods(&live, &kubeconfig).await;
+
     without_kube_proxy_replacement(&live).await;
     let kpr = tempfile::tempdir().unwrap();
     let (w, k) = (kpr.path().to_path_buf(), kubeconfig);
@@ -132,6 +154,41 @@ async fn an_existing_cluster_run_judges_the_real_servers_nodes_and_cilium_config
     let (outcome, why) = verdicts(&kpr.path().join("reports")).remove("cilium-prerequisites").unwrap();
     assert_eq!(outcome, Outcome::Fail, "{why}");
     assert!(why.contains("kube-proxy-replacement"), "the verdict must name the key: {why}");
+}
+
+/// Istio's base, istiod and ingress gateway releases and bookinfo's Gateway: the gateway
+/// Deployment's pods are never created, because each create calls istiod's sidecar-injector webhook
+/// (failurePolicy Fail) and no istiod answers here (kwok runs no container). `gateway-binding`
+/// fails naming the Deployment and the real controller's `ReplicaFailure`, not the label trap its
+/// hint would otherwise suggest.
+async fn gateway_without_pods(live: &meshcheck::cluster::live::Live, kubeconfig: &str) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    install(live, &["istio-base", "istiod", "istio-ingress"]).await;
+    let labels = [("istio.io/dataplane-mode".to_string(), "ambient".to_string())];
+    namespaces::ensure(&live.client, "book-info", &labels, "someone-else").await.unwrap();
+    let text = crate::common::upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml").unwrap();
+    let objects =
+        meshcheck::plan::fixtures::parse_manifests(&String::from_utf8(text).unwrap(), "bookinfo gateway").unwrap();
+    live.apply_objects(&objects, Some("book-info"), true).await.unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(live.client.clone(), "istio-ingress");
+    let refused = |d: &Deployment| {
+        let conditions = d.status.as_ref().and_then(|s| s.conditions.as_ref());
+        conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "ReplicaFailure" && c.status == "True"))
+    };
+    let since = std::time::Instant::now();
+    while !deployments.get_opt("istio-ingress").await.unwrap().is_some_and(|d| refused(&d)) {
+        assert!(since.elapsed() < std::time::Duration::from_secs(60), "no ReplicaFailure on the gateway Deployment");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let gw = tempfile::tempdir().unwrap();
+    let (w, k) = (gw.path().to_path_buf(), kubeconfig.to_string());
+    let out = tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, &["gateway-binding"], |t| t)).await.unwrap();
+    assert!(!out.status.success(), "a run whose gateway has no pods must fail");
+    let (outcome, why) = verdicts(&gw.path().join("reports")).remove("gateway-binding").unwrap();
+    assert_eq!(outcome, Outcome::Fail, "{why}");
+    for words in ["Deployment istio-ingress/istio-ingress makes such pods but has none", "failed calling webhook"] {
+        assert!(why.contains(words), "the verdict must say `{words}`: {why}");
+    }
 }
 
 /// `cilium-config` as the chart renders it with `kubeProxyReplacement: false`.
