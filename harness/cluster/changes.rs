@@ -277,8 +277,8 @@ fn is_named(obj: &DynamicObject, kind: &str, name: &str) -> bool {
 /// `cilium-secrets` Namespace beside the Roles in it), or a Pod whose ServiceAccount the batch
 /// creates (403 `error looking up service account NS/NAME: ...`, kubernetes v1.35.4
 /// plugin/pkg/admission/serviceaccount/admission.go `Admit` L160-L162; meshcheck's own
-/// `mesh-clients.yaml`). Both plugins are on by default, so every real server refuses such a batch
-/// that no real run could get past; the real control-plane tier met it
+/// `mesh-clients.yaml`). Both plugins are on by default, so every real server refused such a batch
+/// and no real run got past applying mesh-clients.yaml; the real control-plane tier met it
 /// (suites/offline/controlplane/run.rs). Such an object is checked by its own apply, in order;
 /// undeclared fields still fail its dry run, as the apply is decoded before admission.
 fn awaits_the_batch(
