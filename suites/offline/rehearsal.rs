@@ -50,19 +50,8 @@ impl Rehearsal {
     /// `program` with the stand-in tools on PATH, in the rehearsal's folder.
     fn command(&self, program: &Path) -> Command {
         let mut cmd = Command::new(program);
-        cmd.env("PATH", format!("{}:/usr/bin:/bin", self.sim.tools_dir().display()))
-            .env("MESHCHECK_PROGRESS", "lines")
-            // MESHCHECK_REHEARSAL_LOG=debug shows a run's tracing in a failing test's output.
-            .env("MESHCHECK_LOG", std::env::var("MESHCHECK_REHEARSAL_LOG").unwrap_or_else(|_| "warn".into()))
-            .env_remove("MESHCHECK_SCENARIO")
-            .env_remove("MESHCHECK_KEEP")
-            .env("TMPDIR", self.tmp())
-            .current_dir(self.work.path());
-        // Under nextest this process has NEXTEST_EXECUTION_MODE and NEXTEST_RUN_ID; the conformance
-        // entry would take them for its own and act as one trial of that nextest run.
-        for (name, _) in std::env::vars_os().filter(|(name, _)| name.to_string_lossy().starts_with("NEXTEST")) {
-            cmd.env_remove(name);
-        }
+        as_a_user_runs_it(&mut cmd, &format!("{}:/usr/bin:/bin", self.sim.tools_dir().display()), &self.tmp());
+        cmd.current_dir(self.work.path());
         cmd
     }
 
@@ -109,6 +98,24 @@ impl Rehearsal {
 
     fn record(&self) -> RunRecord {
         RunRecord::load(&self.run_dir()).unwrap()
+    }
+}
+
+/// A rehearsal's environment for a meshcheck process: `path` as PATH, line progress, the log level
+/// of `MESHCHECK_REHEARSAL_LOG` (`debug` shows a run's tracing in a failing test's output),
+/// temporary files under `tmp`, and none of this process's own settings a run would take for its
+/// own.
+pub(crate) fn as_a_user_runs_it(cmd: &mut Command, path: &str, tmp: &Path) {
+    cmd.env("PATH", path)
+        .env("MESHCHECK_PROGRESS", "lines")
+        .env("MESHCHECK_LOG", std::env::var("MESHCHECK_REHEARSAL_LOG").unwrap_or_else(|_| "warn".into()))
+        .env_remove("MESHCHECK_SCENARIO")
+        .env_remove("MESHCHECK_KEEP")
+        .env("TMPDIR", tmp);
+    // Under nextest this process has NEXTEST_EXECUTION_MODE and NEXTEST_RUN_ID; the conformance
+    // entry would take them for its own and act as one trial of that nextest run.
+    for (name, _) in std::env::vars_os().filter(|(name, _)| name.to_string_lossy().starts_with("NEXTEST")) {
+        cmd.env_remove(name);
     }
 }
 

@@ -5,8 +5,9 @@
 //! What runs here is what needs only the API server: the preflight (access reviews, server version),
 //! the run's own namespaces and curl clients (created, scheduled by the real scheduler, made Running
 //! by kwok, deleted through the real namespace controller's Terminating), the collectors of
-//! `node-architecture` and `cilium-prerequisites`, the judges, the run folder and its JUnit. The
-//! checks that read the data plane (mtls, traces, metrics, kiali, probes, gateway-binding) need the
+//! `node-architecture` and `cilium-prerequisites`, the judges, the run folder and its JUnit, and
+//! `gateway-binding` on a gateway whose pods istiod's webhook refuses. The checks that read the
+//! data plane (mtls, l4-authorization, traces, metrics, kiali, probes) need the
 //! simulated components behind kwok's port-forward and exec and pod addresses in the control plane's
 //! network namespace; they stay on the Rust simulation's rehearsals (suites/offline/rehearsal.rs).
 
@@ -48,26 +49,9 @@ fn meshcheck_run(work: &Path, kubeconfig: &str, checks: &[&str], edit: impl FnOn
     let tmp = work.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck"));
-    cmd.env("PATH", "/usr/bin:/bin")
-        .env("MESHCHECK_PROGRESS", "lines")
-        .env("MESHCHECK_LOG", std::env::var("MESHCHECK_REHEARSAL_LOG").unwrap_or_else(|_| "warn".into()))
-        .env_remove("MESHCHECK_SCENARIO")
-        .env_remove("MESHCHECK_KEEP")
-        .env("TMPDIR", &tmp)
-        .current_dir(work);
-    for (name, _) in std::env::vars_os().filter(|(name, _)| name.to_string_lossy().starts_with("NEXTEST")) {
-        cmd.env_remove(name);
-    }
+    crate::rehearsal::as_a_user_runs_it(&mut cmd, "/usr/bin:/bin", &tmp);
+    cmd.current_dir(work);
     cmd.args(["run", "--scenario"]).arg(&scenario).arg("--reports").arg(work.join("reports")).output().unwrap()
-}
-
-/// The Cilium release of the `ambient-kind` plan as the real helm renders it (cilium 1.19.6, the
-/// plan's values), applied to the control plane in helm's install order: the cluster a user of
-/// `existing-cluster` brings. Through the harness's apply, dry run first: the release's Roles in
-/// the `cilium-secrets` Namespace it creates hold the dry run's rule for a batch's own namespace
-/// (`awaits_the_batch` in harness/cluster/changes.rs) against the real server.
-async fn install_cilium(live: &meshcheck::cluster::live::Live) {
-    install(live, &["cilium"]).await;
 }
 
 /// The named releases of the `ambient-kind` plan, rendered by the real helm, applied in order: each
@@ -114,7 +98,11 @@ async fn an_existing_cluster_run_judges_the_real_servers_nodes_and_cilium_config
     }
     let Some(cp) = ControlPlane::start(&[]) else { return };
     let (live, _dir) = cp.live().await;
-    install_cilium(&live).await;
+    // Cilium as the real helm renders it (cilium 1.19.6, the plan's values): the cluster a user of
+    // `existing-cluster` brings. Its Roles in the `cilium-secrets` Namespace it creates hold the
+    // dry run's rule for a batch's own namespace (`awaits_the_batch`, harness/cluster/changes.rs)
+    // against the real server.
+    install(&live, &["cilium"]).await;
     let before = namespace_names(&live).await;
     let kubeconfig = cp.var("KUBECONFIG").to_string();
 
