@@ -127,8 +127,12 @@ fn judge_files(files: &[(String, Vec<u8>)]) -> meshcheck::evidence::Verdict {
 }
 
 /// The judge on the real fortio's output: 2 ms of echo delay outside and 6 ms inside make an
-/// overhead of about 4 ms at the median; a candidate whose inside takes 12 ms grows it by about
-/// 6 ms, over a 1 ms rule, and the verdict names the number, both values and the rule.
+/// overhead of about 4 ms at the median; a candidate whose inside takes 30 ms grows it by about
+/// 24 ms, over a 1 ms rule, and the verdict names the number, both values and the rule.
+/// The candidate's growth is that large because the rule reads p99, which on 200 requests is
+/// the second slowest: on a loaded 2-core CI machine one run's p99 moved by 8 ms (CI of
+/// 67666e4: the baseline's p99 overhead spanned +4.02 to +10.37 ms), and a 6 ms growth then
+/// read as none.
 #[test]
 fn latency_judge_on_the_real_fortio() {
     let Some(fortio) = fortio() else { return };
@@ -140,11 +144,13 @@ fn latency_judge_on_the_real_fortio() {
         v.measurements.iter().find(|m| m.metric == metric).map(|m| m.value).unwrap()
     };
     let overhead = m(&v, "latency.overhead.p50");
-    assert!((3.0..5.5).contains(&overhead), "overhead at p50 {overhead} ms, 4 ms of delay added");
+    // 4 ms of delay added; the upper bound leaves room for a loaded machine (5.9 ms measured
+    // with four busy loops on two cores), the lower one is what the delay alone guarantees.
+    assert!((3.0..10.0).contains(&overhead), "overhead at p50 {overhead} ms, 4 ms of delay added");
     assert!(m(&v, "latency.inside.p99") >= m(&v, "latency.inside.p50"));
     assert!(v.details.iter().any(|d| d.starts_with("overhead (in minus out, per run): p50 +")), "{:?}", v.details);
 
-    let mut candidate = pass(&fortio, s.1, "", 2, 12, 1.0);
+    let mut candidate = pass(&fortio, s.1, "", 2, 30, 1.0);
     candidate.extend(baseline.iter().map(|(f, b)| (f.replacen("latency/", "latency/baseline/", 1), b.clone())));
     let v = judge_files(&candidate);
     assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation());
