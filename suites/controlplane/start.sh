@@ -25,6 +25,9 @@
 #                                   --watch-cache-sizes=configmaps#0)
 #      MESHCHECK_KWOK_POD_DELETE    the kwok Stage that deletes pods (default: kwok's fast one, at
 #                                   once; a test's may wait out the grace period, as a kubelet does)
+#      MESHCHECK_KWOK_CONFIG        more kwok configuration files, colon-separated, appended to the
+#                                   stages: a test's ClusterLogs (what `kubectl logs` reads) or
+#                                   kwok's chaos stages (a container terminated OOMKilled)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -219,6 +222,11 @@ stages=${MESHCHECK_KWOK_STAGES:-$bin/kwok-stages}
   done
   echo ---
   cat "${MESHCHECK_KWOK_POD_DELETE:-$stages/pod/fast/pod-delete.yaml}"
+  IFS=: read -r -a extra <<<"${MESHCHECK_KWOK_CONFIG:-}"
+  for f in ${extra[@]+"${extra[@]}"}; do
+    echo ---
+    cat "$f"
+  done
 } >"$dir/kwok.yaml"
 start kwok "$bin/kwok" --kubeconfig="$kubeconfig" --config="$dir/kwok.yaml" --manage-all-nodes=true \
   --node-ip=127.0.0.1 --node-port="$p_kwok" --server-address="127.0.0.1:$p_kwok" \

@@ -57,7 +57,7 @@ struct ControlPlane {
 
 impl ControlPlane {
     /// Starts one with start.sh's knobs in `env` (`MESHCHECK_CP_APISERVER_FLAGS`,
-    /// `MESHCHECK_KWOK_POD_DELETE`), or `None` (SKIP; a failure under `CI=true`) when the
+    /// `MESHCHECK_KWOK_POD_DELETE`, `MESHCHECK_KWOK_CONFIG`), or `None` (SKIP; a failure under `CI=true`) when the
     /// programs, root or `ip` are missing.
     fn start(env: &[(&str, &str)]) -> Option<ControlPlane> {
         let tools = crate::common::control_plane_tools()?;

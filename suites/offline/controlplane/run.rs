@@ -6,7 +6,8 @@
 //! the run's own namespaces and curl clients (created, scheduled by the real scheduler, made Running
 //! by kwok, deleted through the real namespace controller's Terminating), the collectors of
 //! `node-architecture` and `cilium-prerequisites`, the judges, the run folder and its JUnit, and
-//! `gateway-binding` on a gateway whose pods istiod's webhook refuses. The checks that read the
+//! `gateway-binding` on a gateway whose pods istiod's webhook refuses, and `health`, whose logs
+//! come through the API server's `pods/log` from kwok's kubelet API. The checks that reach the
 //! data plane (mtls, l4-authorization, traces, metrics, kiali, probes) need the
 //! simulated components behind kwok's port-forward and exec and pod addresses in the control plane's
 //! network namespace; they stay on the Rust simulation's rehearsals (suites/offline/rehearsal.rs).
@@ -196,4 +197,197 @@ fn run_folder_is_complete(reports: &Path) {
     for evidence in ["cluster/nodes.json", "nodes/expect.json"] {
         assert!(dir.join("evidence").join(evidence).is_file(), "{evidence} missing from {}", dir.display());
     }
+}
+
+/// ztunnel's container in the pinned chart (istio 1.30.3 manifests/charts/ztunnel/templates/
+/// daemonset.yaml, `containers: - name: istio-proxy`): the container whose log kwok serves here.
+const ZTUNNEL_CONTAINER: &str = "istio-proxy";
+
+/// What kwok answers for `pods/log` here (kwok v0.8.0 pkg/kwok/server/debugging_logs.go: the
+/// first `ClusterLogs` whose selector matches the pod, then the entry naming the container, else
+/// the one naming none; the file is read in the CRI log format, as the kubelet reads the
+/// runtime's). ztunnel's is a real ztunnel's access log, every other container's is empty.
+fn container_logs(dir: &Path) -> (PathBuf, usize) {
+    let recorded = crate::common::upstream_file("observed/ztunnel-access-log.istio-docs-troubleshoot-ztunnel.txt")
+        .expect("checked by the caller");
+    let recorded = String::from_utf8(recorded).unwrap();
+    // CRI log format (k8s v1.35 pkg/kubelet/kuberuntime/logs/logs.go `parseCRILog`):
+    // `<RFC3339Nano time> <stream> <F|P> <content>`; each recorded line starts with its own time.
+    let lines: Vec<String> = recorded
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("{} stdout F {l}\n", l.split_whitespace().next().unwrap()))
+        .collect();
+    std::fs::write(dir.join("ztunnel.log"), lines.concat()).unwrap();
+    std::fs::write(dir.join("quiet.log"), "").unwrap();
+    let config = format!(
+        "apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\nmetadata:\n  name: meshcheck-container-logs\n\
+         spec:\n  selector:\n    matchNamespaces: [istio-system, kube-system]\n  logs:\n\
+         \x20 - containers: [{ZTUNNEL_CONTAINER}]\n    logsFile: {}\n  - logsFile: {}\n",
+        dir.join("ztunnel.log").display(),
+        dir.join("quiet.log").display()
+    );
+    std::fs::write(dir.join("logs.yaml"), config).unwrap();
+    (dir.join("logs.yaml"), lines.len())
+}
+
+/// A kubelet's view of a container the kernel OOM-kills on every start: the pod stays Running
+/// (restartPolicy Always), not Ready, the container waiting in `CrashLoopBackOff`
+/// (k8s v1.35 pkg/kubelet/container/sync_result.go `ErrCrashLoopBackOff`) with its last run
+/// `terminated` as `OOMKilled`, exit code 137, the runtime's reason (containerd v2
+/// internal/cri/server/container_status.go). A kwok Stage for pods labelled
+/// `meshcheck.test/fault=oom-killed` once kwok's pod-ready stage made them Ready.
+const OOM_KILLED_STAGE: &str = r#"apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: meshcheck-oom-killed
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.labels["meshcheck.test/fault"]'
+      operator: In
+      values: [oom-killed]
+    - key: '.metadata.deletionTimestamp'
+      operator: DoesNotExist
+    - key: '.status.phase'
+      operator: In
+      values: [Running]
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: In
+      values: ['True']
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      conditions:
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        reason: ContainersNotReady
+        type: Ready
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        reason: ContainersNotReady
+        type: ContainersReady
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 3
+        lastState:
+          terminated:
+            exitCode: 137
+            reason: OOMKilled
+            startedAt: {{ $now | Quote }}
+            finishedAt: {{ $now | Quote }}
+        state:
+          waiting:
+            reason: CrashLoopBackOff
+            message: back-off 40s restarting failed container={{ .name }}
+      {{ end }}
+"#;
+
+/// `health` on the real control plane: the Cilium, Istio base, istiod, istio-cni and ztunnel
+/// releases as the real helm renders them, their DaemonSets and Deployment turned into pods by the
+/// real controllers and scheduler and made Running by kwok; meshcheck lists them through the real
+/// API server and reads each ztunnel, istio-cni and istiod log through its `pods/log`, which the
+/// API server takes to kwok's kubelet API with the run's `tailLines` and `limitBytes`.
+/// It passes, and the ztunnel's log it read has every line of the recorded log kwok serves.
+/// Could-fail: the ztunnel DaemonSet's pods OOM-killed on every start (a kwok stage writing a
+/// kubelet's status) fail it, naming a ztunnel pod and the kill.
+#[tokio::test]
+async fn a_health_run_reads_the_real_servers_pods_and_their_logs_through_kwok() {
+    if crate::charts::rendered("ambient-kind").is_none() {
+        return;
+    }
+    let kwok_config = tempfile::tempdir().unwrap();
+    let (logs, recorded_lines) = container_logs(kwok_config.path());
+    std::fs::write(kwok_config.path().join("oom.yaml"), OOM_KILLED_STAGE).unwrap();
+    let config = format!("{}:{}", logs.display(), kwok_config.path().join("oom.yaml").display());
+    let Some(cp) = ControlPlane::start(&[("MESHCHECK_KWOK_CONFIG", &config)]) else { return };
+    let (live, _dir) = cp.live().await;
+    install(&live, &["cilium", "istio-base", "istiod", "istio-cni", "ztunnel"]).await;
+    let kubeconfig = cp.var("KUBECONFIG").to_string();
+    let ztunnels = ztunnel_pods_where(&live, "Running", |_| true).await;
+
+    let work = tempfile::tempdir().unwrap();
+    let (w, k) = (work.path().to_path_buf(), kubeconfig.clone());
+    let out = tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, &["health"], |t| t)).await.unwrap();
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (outcome, why) = verdicts(&work.path().join("reports")).remove("health").unwrap_or_else(|| panic!("{said}"));
+    assert_eq!(outcome, Outcome::Pass, "{why}\n{said}");
+    let folder = std::fs::canonicalize(work.path().join("reports/latest")).unwrap();
+    let read: Vec<meshcheck::checks::health::LogErrors> =
+        serde_json::from_slice(&std::fs::read(folder.join("evidence/health/log-errors.json")).unwrap()).unwrap();
+    for pod in &ztunnels {
+        let log = read.iter().find(|l| l.pod == format!("istio-system/{pod}"));
+        assert_eq!(log.map(|l| l.lines), Some(recorded_lines), "the log of {pod} as kwok serves it: {read:?}");
+    }
+    for app in ["istiod-", "istio-cni-node-"] {
+        assert!(read.iter().any(|l| l.pod.starts_with(&format!("istio-system/{app}"))), "no log of {app}: {read:?}");
+    }
+
+    oom_kill_ztunnel(&live).await;
+    let killed = ztunnel_pods_where(&live, "Running", |c| {
+        c.last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"))
+    })
+    .await;
+    let sick = tempfile::tempdir().unwrap();
+    let (w, k) = (sick.path().to_path_buf(), kubeconfig);
+    let out = tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, &["health"], |t| t)).await.unwrap();
+    assert!(!out.status.success(), "a run whose ztunnel is OOM-killed must fail");
+    let (outcome, why) = verdicts(&sick.path().join("reports")).remove("health").unwrap();
+    assert_eq!(outcome, Outcome::Fail, "{why}");
+    let named = format!("istio-system/{} container {ZTUNNEL_CONTAINER} was OOM-killed (restarts 3)", killed[0]);
+    assert!(why.contains(&named), "the verdict must say `{named}`: {why}");
+}
+
+/// The ztunnel pods in `phase` whose ztunnel container satisfies `container`, once there is one.
+async fn ztunnel_pods_where(
+    live: &meshcheck::cluster::live::Live,
+    phase: &str,
+    container: impl Fn(&k8s_openapi::api::core::v1::ContainerStatus) -> bool,
+) -> Vec<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(live.client.clone(), "istio-system");
+    let listed = kube::api::ListParams::default().labels("app=ztunnel");
+    let since = std::time::Instant::now();
+    loop {
+        let found: Vec<String> = pods
+            .list(&listed)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase))
+            .filter(|p| {
+                let statuses = p.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+                statuses.is_some_and(|c| c.iter().any(|c| c.name == ZTUNNEL_CONTAINER && container(c)))
+            })
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(since.elapsed() < std::time::Duration::from_secs(60), "no ztunnel pod {phase} as asked within 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The ztunnel DaemonSet's pod template labelled for [`OOM_KILLED_STAGE`]: the DaemonSet
+/// controller replaces its pods, and kwok gives each new one the kubelet's status of a container
+/// the kernel kills on every start.
+async fn oom_kill_ztunnel(live: &meshcheck::cluster::live::Live) {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use kube::api::{Patch, PatchParams};
+    let daemonsets: Api<DaemonSet> = Api::namespaced(live.client.clone(), "istio-system");
+    let labelled =
+        serde_json::json!({"spec": {"template": {"metadata": {"labels": {"meshcheck.test/fault": "oom-killed"}}}}});
+    daemonsets.patch("ztunnel", &PatchParams::default(), &Patch::Merge(labelled)).await.unwrap();
 }
