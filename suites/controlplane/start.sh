@@ -28,6 +28,9 @@
 #      MESHCHECK_KWOK_CONFIG        more kwok configuration files, colon-separated, appended to the
 #                                   stages: a test's ClusterLogs (what `kubectl logs` reads) or
 #                                   kwok's chaos stages (a container terminated OOMKilled)
+#      MESHCHECK_KUBELET_SOCKET     a Unix socket where the simulation answers what runs in the pods:
+#                                   the nodes' kubelet API (exec, port-forward, logs) is then
+#                                   kubelet-streams asking it, instead of kwok's own server
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -97,9 +100,9 @@ fi
 run() { "${inns[@]}" "$@"; }
 
 # --- ports: free 127.0.0.1 ports inside the namespace ---------------------------------------
-read -r p_etcd p_peer p_api p_kcm p_sched p_kwok < <(run python3 - <<'EOF'
+read -r p_etcd p_peer p_api p_kcm p_sched p_kwok p_kubelet < <(run python3 - <<'EOF'
 import socket
-socks = [socket.socket() for _ in range(6)]
+socks = [socket.socket() for _ in range(7)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])
@@ -228,8 +231,18 @@ stages=${MESHCHECK_KWOK_STAGES:-$bin/kwok-stages}
     cat "$f"
   done
 } >"$dir/kwok.yaml"
+# The nodes' kubelet API (what the API server dials for pods/exec, portforward and log): kwok's
+# own server, or kubelet-streams in front of the simulation.
+node_port=$p_kwok
+if [ -n "${MESHCHECK_KUBELET_SOCKET:-}" ]; then
+  [ -x "$bin/kubelet-streams" ] || { echo "start.sh: $bin/kubelet-streams missing: run .ci/build-go-tools" >&2; exit 1; }
+  start kubelet-streams "$bin/kubelet-streams" -listen "127.0.0.1:$p_kubelet" -cert "$pki/serving.crt" \
+    -key "$pki/serving.key" -socket "$MESHCHECK_KUBELET_SOCKET"
+  wait_for kubelet-streams run curl -fsSk --max-time 2 "https://127.0.0.1:$p_kubelet/healthz"
+  node_port=$p_kubelet
+fi
 start kwok "$bin/kwok" --kubeconfig="$kubeconfig" --config="$dir/kwok.yaml" --manage-all-nodes=true \
-  --node-ip=127.0.0.1 --node-port="$p_kwok" --server-address="127.0.0.1:$p_kwok" \
+  --node-ip=127.0.0.1 --node-port="$node_port" --server-address="127.0.0.1:$p_kwok" \
   --tls-cert-file="$pki/serving.crt" --tls-private-key-file="$pki/serving.key" \
   --node-lease-duration-seconds=40 --cidr=10.0.0.0/24
 
