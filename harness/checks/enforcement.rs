@@ -106,6 +106,11 @@ pub async fn watch(live: &Live, w: &Watch) -> Result<(), LiveError> {
     for probe in [w.other, w.watched] {
         results.attempts.push(attempt(live, Phase::Before, probe, start).await);
     }
+    if !w.baseline_held(&results) {
+        // Nothing under the policy could prove anything (the judge's rule), and each wait below
+        // would run out its whole limit for a change that cannot show: the policy is not applied.
+        return live.save_json(w.results, &results);
+    }
     let policy = fixtures::manifest(w.fixture)?;
     let change = live.apply(&policy, Some(names::BOOKINFO_NS), true).await?;
     let limit = limit(live, budget);
@@ -132,8 +137,16 @@ pub enum Effect<'r> {
 }
 
 impl Watch {
+    /// Whether both probes got through before the policy.
+    pub fn baseline_held(&self, r: &Results) -> bool {
+        [self.other, self.watched]
+            .into_iter()
+            .all(|probe| r.of(Phase::Before, probe).first().is_some_and(|a| Curl::of(&a.curl).got_through()))
+    }
+
     /// The baseline: both probes got through before the policy. Without it a change could be
-    /// DNS, a dead pod or a policy that was already there.
+    /// DNS, a dead pod or a policy that was already there; what came after it is not judged
+    /// (and, since the collector stopped there, not there to judge).
     pub fn judge_baseline(&self, r: &Results, found: &mut Findings) {
         for probe in [self.other, self.watched] {
             match r.of(Phase::Before, probe).first().map(|a| Curl::of(&a.curl)) {

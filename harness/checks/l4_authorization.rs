@@ -48,7 +48,18 @@ pub fn judge(ev: &Evidence) -> Verdict {
     };
     let mut found = Findings::reading([RESULTS.to_string()]);
     WATCH.judge_baseline(&results, &mut found);
-    if let Effect::Never(attempts) = WATCH.judge_effect(&results, &mut found) {
+    if WATCH.baseline_held(&results) {
+        under_policy(&results, &mut found);
+    }
+    found.verdict(format!("ztunnel enforced {} by principal and let it go", results.policy), |n| {
+        format!("{n} L4 authorization finding(s) for {}", results.policy)
+    })
+}
+
+/// Under the policy: curl-other refused in time and kept out, curl-inside let through, and the
+/// removal seen.
+fn under_policy(results: &Results, found: &mut Findings) {
+    if let Effect::Never(attempts) = WATCH.judge_effect(results, found) {
         let last = attempts[attempts.len() - 1];
         found.fail(format!(
             "{} was never refused in {} attempt(s) over {} ms under {} (last: {}); budget {} ms",
@@ -60,9 +71,6 @@ pub fn judge(ev: &Evidence) -> Verdict {
             results.budget_ms
         ));
     }
-    WATCH.judge_other(&results, "whose principal the policy allows", &mut found);
-    WATCH.judge_undo(&results, &mut found);
-    found.verdict(format!("ztunnel enforced {} by principal and let it go", results.policy), |n| {
-        format!("{n} L4 authorization finding(s) for {}", results.policy)
-    })
+    WATCH.judge_other(results, "whose principal the policy allows", found);
+    WATCH.judge_undo(results, found);
 }

@@ -52,9 +52,20 @@ pub fn judge(ev: &Evidence) -> Verdict {
     };
     let mut found = Findings::reading([RESULTS.to_string()]);
     WATCH.judge_baseline(&results, &mut found);
+    if WATCH.baseline_held(&results) {
+        under_policy(&results, &mut found);
+    }
+    found.verdict(format!("the waypoint enforced {} on its path alone and let it go", results.policy), |n| {
+        format!("{n} L7 policy finding(s) for {}", results.policy)
+    })
+}
+
+/// Under the policy: the denied path refused by the waypoint with 403 in time, the other path
+/// served, and the removal seen.
+fn under_policy(results: &Results, found: &mut Findings) {
     // A refusal must be the waypoint's 403; a reset is ztunnel refusing the connection: the L7
     // policy did not reach the waypoint.
-    match WATCH.judge_effect(&results, &mut found) {
+    match WATCH.judge_effect(results, found) {
         Effect::Shown(first) => match Curl::of(&first.curl) {
             Curl::Answered(code) if code == "403" => {}
             Curl::Reset(x) => found.fail(format!(
@@ -83,9 +94,6 @@ pub fn judge(ev: &Evidence) -> Verdict {
         }
         Effect::Missing => {}
     }
-    WATCH.judge_other(&results, "a path the policy does not name", &mut found);
-    WATCH.judge_undo(&results, &mut found);
-    found.verdict(format!("the waypoint enforced {} on its path alone and let it go", results.policy), |n| {
-        format!("{n} L7 policy finding(s) for {}", results.policy)
-    })
+    WATCH.judge_other(results, "a path the policy does not name", found);
+    WATCH.judge_undo(results, found);
 }

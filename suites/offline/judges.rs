@@ -1682,6 +1682,13 @@ fn l4_authorization_needs_a_baseline_a_timely_refusal_the_allowed_client_and_the
     // No baseline: a refusal proves nothing.
     let v = with(1, l4_attempt("before", "curl-other", 100, "000"));
     assert!(v.outcome == Outcome::Error && v.reason.contains("the baseline failed"), "{}", v.explanation());
+    // The collector stops at a failed baseline: its attempts alone say so, and nothing else.
+    let mut stopped = l4_healthy();
+    stopped[1] = l4_attempt("before", "curl-other", 100, "000");
+    stopped.truncate(2);
+    let v = l4_judge(stopped);
+    assert!(v.outcome == Outcome::Error && v.reason.contains("the baseline failed"), "{}", v.explanation());
+    assert!(!v.explanation().contains("no attempt"), "the baseline alone: {}", v.explanation());
     // Never refused: the policy is not enforced.
     let mut never = l4_healthy();
     never[3] = l4_attempt("policy", "curl-other", 300, "200");
