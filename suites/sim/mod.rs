@@ -29,7 +29,9 @@
 //! `cilium` (policy), `shapes` (upstream recordings) and `controllers` (workloads into pods, the
 //! operators, the kubelet) are below the components; `bootstrap` (cluster bootstrap, the existing
 //! cluster), `helm` (the real helm and charts) and `tools` (the stand-in kind, k3d, helm, docker)
-//! act on the store; `timings` says how long things take.
+//! act on the store; `timings` says how long things take. `mirrored` puts the programs behind a
+//! real API server instead (the real control-plane tier): its store a copy of that server's
+//! objects, its calls the kubelet's.
 //!
 //! Simulated time runs at `scale` of real time: a pod that takes 5 s to start takes 5 s × scale.
 //! How long each thing takes is a [`Timings`] table: uniform and short for the rehearsals, upstream
@@ -50,6 +52,7 @@ mod kiali;
 mod kubelet;
 mod mesh;
 mod mirror;
+pub mod mirrored;
 mod prometheus;
 mod services;
 mod shapes;
@@ -277,38 +280,8 @@ impl Sim {
         let dir = tempfile::tempdir().expect("temp dir");
         let (api, mirror, ingress, ctl, scrape_proxy) = (bind(), bind(), bind(), bind(), bind());
         let port = |l: &std::net::TcpListener| l.local_addr().expect("bound").port();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                store: store::Store::new(),
-                faults: opts.faults.clone(),
-                cluster: None,
-                releases: BTreeMap::new(),
-                applied: BTreeSet::new(),
-                removed: BTreeSet::new(),
-                applies: 0,
-                watch_requests: 0,
-                calls: Vec::new(),
-                traces: BTreeMap::new(),
-                connections: BTreeMap::new(),
-                pods: BTreeMap::new(),
-                during_rollout: Vec::new(),
-                ips: 0,
-                xds: xds::Xds::default(),
-                oidc: keycloak::Oidc::default(),
-                draws: 0,
-            }),
-            scale: opts.scale,
-            timings,
-            provider: opts.provider,
-            upstream: opts.upstream.clone(),
-            helm: opts.helm.clone(),
-            api_port: port(&api),
-            mirror_port: port(&mirror),
-            ingress_port: port(&ingress),
-            ctl_port: port(&ctl),
-            scrape_proxy_port: port(&scrape_proxy),
-            api_up: tokio::sync::watch::channel(true).0,
-        });
+        let ports = [port(&api), port(&mirror), port(&ingress), port(&ctl), port(&scrape_proxy)];
+        let shared = shared(&opts, timings, ports);
         tools::write_stand_ins(dir.path(), shared.ctl_port);
         if opts.provider == "existing" {
             bootstrap::existing_cluster(&shared, dir.path()).expect("the existing cluster installs");
@@ -516,4 +489,42 @@ impl Drop for Sim {
             let _ = stop.send(());
         }
     }
+}
+
+/// The state of a simulation that has nothing yet, its servers on `ports` (API server, mirror,
+/// ingress, stand-in tools, scrape proxy; 0 where none listens).
+fn shared(opts: &SimOptions, timings: Timings, ports: [u16; 5]) -> Arc<Shared> {
+    let [api_port, mirror_port, ingress_port, ctl_port, scrape_proxy_port] = ports;
+    Arc::new(Shared {
+        state: Mutex::new(State {
+            store: store::Store::new(),
+            faults: opts.faults.clone(),
+            cluster: None,
+            releases: BTreeMap::new(),
+            applied: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            applies: 0,
+            watch_requests: 0,
+            calls: Vec::new(),
+            traces: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            during_rollout: Vec::new(),
+            ips: 0,
+            xds: xds::Xds::default(),
+            oidc: keycloak::Oidc::default(),
+            draws: 0,
+        }),
+        scale: opts.scale,
+        timings,
+        provider: opts.provider,
+        upstream: opts.upstream.clone(),
+        helm: opts.helm.clone(),
+        api_port,
+        mirror_port,
+        ingress_port,
+        ctl_port,
+        scrape_proxy_port,
+        api_up: tokio::sync::watch::channel(true).0,
+    })
 }

@@ -225,6 +225,27 @@ impl Store {
         self.notify.send_replace(self.rv);
     }
 
+    /// Makes the objects of one type exactly `items`, kept as another API server serves them
+    /// (the real tier's copy of kube-apiserver, [`super::mirrored`]): metadata untouched, no
+    /// history, since nothing watches this store there.
+    pub fn mirror(&mut self, group: &str, plural: &str, items: Vec<Value>) {
+        let start = (group.to_string(), plural.to_string(), String::new(), String::new());
+        let stale: Vec<Key> = self
+            .objects
+            .range(start..)
+            .take_while(|((g, p, _, _), _)| g == group && p == plural)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            self.objects.remove(&key);
+        }
+        for item in items {
+            let at = |p: &str| item.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+            let (ns, name) = (at("/metadata/namespace"), at("/metadata/name"));
+            self.objects.insert((group.to_string(), plural.to_string(), ns, name), item);
+        }
+    }
+
     /// Creates or replaces an object, filling in what the API server owns. Returns it as stored;
     /// an unchanged object is not rewritten (no new resourceVersion, no event).
     pub fn put(&mut self, group: &str, plural: &str, mut obj: Value) -> Value {

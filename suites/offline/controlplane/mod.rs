@@ -31,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::{Captured, root};
 
+mod programs;
 mod run;
 
 /// `suites/controlplane/start.sh ACTION DIR` with `env`, through `sudo -n` unless this is root.

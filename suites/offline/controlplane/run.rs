@@ -43,6 +43,17 @@ fn verdicts(reports: &Path) -> BTreeMap<String, (Outcome, String)> {
 /// `meshcheck run` of the shipped `existing-cluster` scenario pointed at `kubeconfig`, with only
 /// `checks` and `edit` on top, in `work`: what a user runs, with no stand-in tool on PATH.
 fn meshcheck_run(work: &Path, kubeconfig: &str, checks: &[&str], edit: impl FnOnce(String) -> String) -> Output {
+    meshcheck_run_with(work, kubeconfig, checks, edit, &[])
+}
+
+/// [`meshcheck_run`] with `env` on top (`MESHCHECK_FIXTURES`: an edited copy of fixtures/).
+fn meshcheck_run_with(
+    work: &Path,
+    kubeconfig: &str,
+    checks: &[&str],
+    edit: impl FnOnce(String) -> String,
+    env: &[(&str, &str)],
+) -> Output {
     let text = std::fs::read_to_string(root().join("scenarios/existing-cluster.yaml")).unwrap();
     let text = text.replace("kubeconfig: ~/.kube/config", &format!("kubeconfig: {kubeconfig}"));
     let scenario = work.join("existing-cluster.yaml");
@@ -51,7 +62,7 @@ fn meshcheck_run(work: &Path, kubeconfig: &str, checks: &[&str], edit: impl FnOn
     std::fs::create_dir_all(&tmp).unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck"));
     crate::rehearsal::as_a_user_runs_it(&mut cmd, "/usr/bin:/bin", &tmp);
-    cmd.current_dir(work);
+    cmd.current_dir(work).envs(env.iter().copied());
     cmd.args(["run", "--scenario"]).arg(&scenario).arg("--reports").arg(work.join("reports")).output().unwrap()
 }
 
@@ -390,4 +401,106 @@ async fn oom_kill_ztunnel(live: &meshcheck::cluster::live::Live) {
     let labelled =
         serde_json::json!({"spec": {"template": {"metadata": {"labels": {"meshcheck.test/fault": "oom-killed"}}}}});
     daemonsets.patch("ztunnel", &PatchParams::default(), &Patch::Merge(labelled)).await.unwrap();
+}
+
+/// `l4-authorization` on the real control plane, whose pods' curl, ztunnel and istiod are the
+/// simulation's ([`super::programs`]) reached through the API server's `pods/exec` and the
+/// kubelet's streaming API (kubelet-streams): Cilium, Istio base, istiod, istio-cni and ztunnel
+/// as the real helm renders them, bookinfo (istio 1.30.3 platform/kube/bookinfo.yaml) in an
+/// ambient namespace, meshcheck's clients made by the run. Before bookinfo is there, the baseline
+/// fails (curl exit 6) and the check stops at it, its policy never applied. Then it passes: the baseline gets through,
+/// the AuthorizationPolicy takes effect on curl-other (a reset, curl exit 56), curl-inside stays
+/// allowed, and the removal is seen.
+/// Could-fail: a principal written with its `spiffe://` scheme (an edited fixture) refuses
+/// curl-inside too, and the verdict names curl's exit 56: the exit code travelled as a kubelet
+/// sends it, the `ExitCode` cause of the exec status, which kwok's own server loses.
+#[tokio::test]
+async fn an_l4_authorization_run_execs_curl_through_the_real_api_server() {
+    if crate::charts::rendered("ambient-kind").is_none() {
+        return;
+    }
+    let Some(mut programs) = super::programs::Programs::listen() else { return };
+    let socket = programs.socket().display().to_string();
+    let Some(cp) = ControlPlane::start(&[("MESHCHECK_KUBELET_SOCKET", &socket)]) else { return };
+    programs.mirror(cp.client(None).await);
+    let (live, _dir) = cp.live().await;
+    install(&live, &["cilium", "istio-base", "istiod", "istio-cni", "ztunnel"]).await;
+    let kubeconfig = cp.var("KUBECONFIG").to_string();
+
+    // No bookinfo yet: the baseline fails (no Service details, curl exit 6) and the check stops
+    // there, its policy never applied.
+    let early = tempfile::tempdir().unwrap();
+    let (w, k) = (early.path().to_path_buf(), kubeconfig.clone());
+    let out = tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, &["l4-authorization"], |t| t)).await.unwrap();
+    assert!(!out.status.success(), "a run without bookinfo must not pass");
+    let (outcome, why) = verdicts(&early.path().join("reports")).remove("l4-authorization").unwrap();
+    assert_eq!(outcome, Outcome::Error, "{why}");
+    assert!(why.contains("curl exit 6: could not resolve host") && why.contains("the baseline failed"), "{why}");
+    let folder = std::fs::canonicalize(early.path().join("reports/latest")).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("evidence/l4-authorization/results.json")).unwrap()).unwrap();
+    let phases: Vec<&str> =
+        results["attempts"].as_array().unwrap().iter().map(|a| a["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["before", "before"], "nothing past a failed baseline: {results}");
+
+    bookinfo(&live).await;
+    let work = tempfile::tempdir().unwrap();
+    let (w, k) = (work.path().to_path_buf(), kubeconfig.clone());
+    let out = tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, &["l4-authorization"], |t| t)).await.unwrap();
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (outcome, why) =
+        verdicts(&work.path().join("reports")).remove("l4-authorization").unwrap_or_else(|| panic!("{said}"));
+    let results = std::fs::read_to_string(
+        std::fs::canonicalize(work.path().join("reports/latest"))
+            .unwrap()
+            .join("evidence/l4-authorization/results.json"),
+    )
+    .unwrap_or_default();
+    assert_eq!(outcome, Outcome::Pass, "{why}\n{results}");
+    assert!(out.status.success(), "{said}");
+
+    let fixtures = tempfile::tempdir().unwrap();
+    crate::sim::helm::copy_dir(&root().join("fixtures"), fixtures.path()).unwrap();
+    let policy = fixtures.path().join("manifests/l4-allow.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let scheme = "        - spiffe://cluster.local/ns/meshcheck-inside/sa/curl-inside";
+    std::fs::write(&policy, text.replace("        - cluster.local/ns/meshcheck-inside/sa/curl-inside", scheme))
+        .unwrap();
+    let wrong = tempfile::tempdir().unwrap();
+    let (w, k, f) = (wrong.path().to_path_buf(), kubeconfig, fixtures.path().display().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        meshcheck_run_with(&w, &k, &["l4-authorization"], |t| t, &[("MESHCHECK_FIXTURES", &f)])
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "a policy that allows no one must fail the run");
+    let (outcome, why) = verdicts(&wrong.path().join("reports")).remove("l4-authorization").unwrap();
+    assert_eq!(outcome, Outcome::Fail, "{why}");
+    let named = "under the policy curl-inside got HTTP 000, curl exit 56";
+    assert!(why.contains(named), "the verdict must say `{named}`: {why}");
+}
+
+/// bookinfo as its manifest has it (istio 1.30.3 samples/bookinfo/platform/kube/bookinfo.yaml) in
+/// `book-info`, labelled for ambient, its pods Ready (kwok's pod-ready stage).
+async fn bookinfo(live: &meshcheck::cluster::live::Live) {
+    use k8s_openapi::api::core::v1::Pod;
+    let labels = [("istio.io/dataplane-mode".to_string(), "ambient".to_string())];
+    namespaces::ensure(&live.client, "book-info", &labels, "someone-else").await.unwrap();
+    let text = crate::common::upstream_file("bookinfo/istio-1.30.3-bookinfo.yaml").unwrap();
+    let objects = meshcheck::plan::fixtures::parse_manifests(&String::from_utf8(text).unwrap(), "bookinfo").unwrap();
+    live.apply_objects(&objects, Some("book-info"), true).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(live.client.clone(), "book-info");
+    let ready = |p: &Pod| {
+        let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
+        conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let since = std::time::Instant::now();
+    loop {
+        let all = pods.list(&Default::default()).await.unwrap().items;
+        if all.len() >= 6 && all.iter().all(ready) {
+            return;
+        }
+        assert!(since.elapsed() < std::time::Duration::from_secs(60), "bookinfo's pods not Ready within 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -1,0 +1,131 @@
+//! The simulation's programs behind a real API server (issue 21, the real control-plane tier). No
+//! API server, controllers or stand-in tools of its own: its store is a copy of what kube-apiserver
+//! holds ([`Mirrored::replace`], kept fresh by the tier's mirror), and what runs in the pods
+//! answers the kubelet's streaming calls, which `kubelet-streams` (suites/controlplane/kubelet)
+//! passes on over a Unix socket: exec (curl in the client pods), port-forward (ztunnel's admin
+//! and stats ports and every other program's) and container logs. Each is computed from the copy
+//! by the same rules the rehearsals use, so a check on the real tier meets the same programs.
+//!
+//! The socket's protocol: one connection a call; the caller's JSON line, then the answer's
+//! (`{"error": ...}` when the call fails as the kubelet's would). `exec` answers `stdout` and
+//! `exit_code`; `logs` answers `text`; `portforward` reads the forwarded HTTP request after its
+//! line, then answers `{}` and the program's reply, the connection closing after it, as a
+//! simulated port does after one answer.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use super::{Shared, SimOptions, Timings, services, web};
+
+/// How long a call waits for its pod to reach the copy: several of the mirror's refreshes.
+const KNOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The programs of a simulation whose objects are another API server's.
+pub struct Mirrored {
+    shared: Arc<Shared>,
+}
+
+/// What the caller asks for on the socket.
+#[derive(serde::Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Call {
+    Exec { namespace: String, pod: String, command: Vec<String> },
+    Logs { namespace: String, pod: String },
+    Portforward { namespace: String, pod: String, port: u16 },
+}
+
+impl Mirrored {
+    /// Programs answering from an empty copy, with the rehearsals' timings.
+    pub fn new(opts: SimOptions) -> Mirrored {
+        Mirrored { shared: super::shared(&opts, Timings::rehearsal(), [0; 5]) }
+    }
+
+    /// The objects of one type are now exactly `items`, as the real API server listed them; istiod
+    /// sees the change (policies it pushes after its delay, as in the rehearsals).
+    pub fn replace(&self, group: &str, plural: &str, items: Vec<Value>) {
+        let mut st = self.shared.lock();
+        st.store.mirror(group, plural, items);
+        super::xds::push(&self.shared, &mut st);
+    }
+
+    /// Answers the socket's calls until the listener is dropped.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::UnixListener) {
+        while let Ok((conn, _)) = listener.accept().await {
+            let me = self.clone();
+            tokio::spawn(async move { me.answer(conn).await });
+        }
+    }
+
+    async fn answer(&self, conn: tokio::net::UnixStream) {
+        let mut conn = BufReader::new(conn);
+        let mut line = String::new();
+        if conn.read_line(&mut line).await.is_err() {
+            return;
+        }
+        let reply = match serde_json::from_str::<Call>(&line) {
+            Err(e) => json!({"error": format!("a call meshcheck's simulation does not know: {e}")}),
+            Ok(
+                Call::Exec { namespace, pod, .. }
+                | Call::Logs { namespace, pod }
+                | Call::Portforward { namespace, pod, .. },
+            ) if !self.knows(&namespace, &pod).await => {
+                json!({"error": format!("pod {namespace}/{pod} not found")})
+            }
+            Ok(Call::Exec { namespace, pod, command }) => {
+                let (stdout, code) = services::exec(&self.shared, &namespace, &pod, &command).await;
+                json!({"stdout": stdout, "exit_code": code})
+            }
+            Ok(Call::Logs { namespace, pod }) => match services::pod_log(&self.shared, &namespace, &pod) {
+                Some(text) => json!({"text": text}),
+                None => json!({"error": format!("pod {namespace}/{pod} not found")}),
+            },
+            Ok(Call::Portforward { namespace, pod, port }) => {
+                let mut buf = Vec::new();
+                let request = loop {
+                    let mut chunk = [0u8; 4096];
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if let Some(request) = web::parse_request(&buf) {
+                        break request;
+                    }
+                };
+                match services::pod_exchange(&self.shared, &namespace, &pod, port, &request) {
+                    Some(reply) => {
+                        let mut out = b"{}\n".to_vec();
+                        out.extend(reply.to_bytes());
+                        let _ = conn.get_mut().write_all(&out).await;
+                        return;
+                    }
+                    // What the kubelet's port-forward says when nothing listens (k8s v1.35
+                    // pkg/kubelet/cri/streaming/portforward: the runtime's dial error).
+                    None => {
+                        json!({"error": format!("failed to connect to localhost:{port} inside namespace of pod {namespace}/{pod}: connection refused")})
+                    }
+                }
+            }
+        };
+        let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+        out.push(b'\n');
+        let _ = conn.get_mut().write_all(&out).await;
+    }
+
+    /// Whether the pod is in the copy, waiting up to [`KNOWN_WITHIN`] for it: a kubelet knows
+    /// its pods before they run, while the copy may be a refresh behind the API server that
+    /// told meshcheck the pod is Running.
+    async fn knows(&self, ns: &str, pod: &str) -> bool {
+        let since = std::time::Instant::now();
+        loop {
+            if self.shared.lock().store.get("", "pods", ns, pod).is_some() {
+                return true;
+            }
+            if since.elapsed() >= KNOWN_WITHIN {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
