@@ -147,6 +147,10 @@ fn latency_judge_on_the_real_fortio() {
     // 4 ms of delay added; the upper bound leaves room for a loaded machine (5.9 ms measured
     // with four busy loops on two cores), the lower one is what the delay alone guarantees.
     assert!((3.0..10.0).contains(&overhead), "overhead at p50 {overhead} ms, 4 ms of delay added");
+    // What the mesh adds, not the in-mesh latency itself: what is left of the inside's median
+    // is the outside's, which its own 2 ms of delay keeps at 2 ms or more however loaded.
+    let outside = m(&v, "latency.inside.p50") - overhead;
+    assert!(outside >= 1.5, "the outside run's latency ({outside} ms) must be subtracted from the inside's");
     assert!(m(&v, "latency.inside.p99") >= m(&v, "latency.inside.p50"));
     assert!(v.details.iter().any(|d| d.starts_with("overhead (in minus out, per run): p50 +")), "{:?}", v.details);
 
