@@ -50,6 +50,12 @@ impl Mirrored {
         super::xds::push(&self.shared, &mut st);
     }
 
+    /// The ingress gateway on the host (as a LoadBalancer's address: the gateway Service's port
+    /// 80 to a Ready gateway pod a bookinfo Gateway selects, [`services::serve_gateway`]).
+    pub async fn serve_gateway(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        services::serve_gateway(listener, self.shared.clone()).await
+    }
+
     /// Answers the socket's calls until the listener is dropped.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::UnixListener) {
         while let Ok((conn, _)) = listener.accept().await {

@@ -39,6 +39,7 @@ pub(super) struct Programs {
     dir: tempfile::TempDir,
     mirrored: Arc<Mirrored>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    ingress: std::net::SocketAddr,
 }
 
 impl Programs {
@@ -49,8 +50,18 @@ impl Programs {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::UnixListener::bind(dir.path().join("programs.sock")).unwrap();
         let mirrored = Arc::new(Mirrored::new(options));
-        let tasks = vec![tokio::spawn(mirrored.clone().serve(listener))];
-        Some(Programs { dir, mirrored, tasks })
+        let gateway = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ingress = gateway.local_addr().unwrap();
+        gateway.set_nonblocking(true).unwrap();
+        let gateway = tokio::net::TcpListener::from_std(gateway).unwrap();
+        let tasks =
+            vec![tokio::spawn(mirrored.clone().serve(listener)), tokio::spawn(mirrored.clone().serve_gateway(gateway))];
+        Some(Programs { dir, mirrored, tasks, ingress })
+    }
+
+    /// Where the ingress gateway answers on this side, as a LoadBalancer's address would.
+    pub(super) fn ingress_url(&self) -> String {
+        format!("http://{}", self.ingress)
     }
 
     pub(super) fn socket(&self) -> PathBuf {
