@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use super::{Shared, SimOptions, Timings, services, web};
 
 /// How long a call waits for its pod to reach the copy: several of the mirror's refreshes.
-const KNOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+const KNOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The programs of a simulation whose objects are another API server's.
 pub struct Mirrored {

@@ -7,11 +7,8 @@
 //! by kwok, deleted through the real namespace controller's Terminating), the collectors of
 //! `node-architecture` and `cilium-prerequisites`, the judges, the run folder and its JUnit, and
 //! `gateway-binding` on a gateway whose pods istiod's webhook refuses, and `health`, whose logs
-//! come through the API server's `pods/log` from kwok's kubelet API. `l4-authorization` and `mtls`
-//! reach the data plane: the simulation's programs on a copy of the API server's objects, behind
-//! the kubelet's streaming API (`super::programs`, kubelet-streams). traces, metrics, kiali and
-//! probes need the API server's service proxy to reach pod addresses; they stay on the Rust
-//! simulation's rehearsals (suites/offline/rehearsal.rs).
+//! come through the API server's `pods/log` from kwok's kubelet API. The checks that reach the
+//! data plane are in `super::dataplane`.
 
 use std::{
     collections::BTreeMap,
@@ -30,7 +27,7 @@ use crate::common::root;
 const API_ONLY_CHECKS: &[&str] = &["node-architecture", "cilium-prerequisites"];
 
 /// A run folder's verdicts by check name.
-fn verdicts(reports: &Path) -> BTreeMap<String, (Outcome, String)> {
+pub(super) fn verdicts(reports: &Path) -> BTreeMap<String, (Outcome, String)> {
     let record = RunRecord::load(&std::fs::canonicalize(reports.join("latest")).expect("a run folder")).unwrap();
     record
         .results
@@ -43,12 +40,17 @@ fn verdicts(reports: &Path) -> BTreeMap<String, (Outcome, String)> {
 
 /// `meshcheck run` of the shipped `existing-cluster` scenario pointed at `kubeconfig`, with only
 /// `checks` and `edit` on top, in `work`: what a user runs, with no stand-in tool on PATH.
-fn meshcheck_run(work: &Path, kubeconfig: &str, checks: &[&str], edit: impl FnOnce(String) -> String) -> Output {
+pub(super) fn meshcheck_run(
+    work: &Path,
+    kubeconfig: &str,
+    checks: &[&str],
+    edit: impl FnOnce(String) -> String,
+) -> Output {
     meshcheck_run_with(work, kubeconfig, checks, edit, &[])
 }
 
 /// [`meshcheck_run`] with `env` on top (`MESHCHECK_FIXTURES`: an edited copy of fixtures/).
-fn meshcheck_run_with(
+pub(super) fn meshcheck_run_with(
     work: &Path,
     kubeconfig: &str,
     checks: &[&str],
@@ -69,12 +71,12 @@ fn meshcheck_run_with(
 
 /// The named releases of the `ambient-kind` plan, rendered by the real helm, applied in order: each
 /// release's CRDs first (helm's `crds/` and install order), then the rest, dry run first.
-async fn install(live: &meshcheck::cluster::live::Live, names: &[&str]) {
+pub(super) async fn install(live: &meshcheck::cluster::live::Live, names: &[&str]) {
     install_leaving_out(live, names, &[]).await
 }
 
 /// [`install`] without the objects of the kinds `left_out`.
-async fn install_leaving_out(live: &meshcheck::cluster::live::Live, names: &[&str], left_out: &[&str]) {
+pub(super) async fn install_leaving_out(live: &meshcheck::cluster::live::Live, names: &[&str], left_out: &[&str]) {
     let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { panic!("checked by the caller") };
     for name in names {
         let release = releases.values().find(|r| r.name == *name).unwrap_or_else(|| panic!("no release {name}"));
@@ -396,7 +398,7 @@ async fn ztunnel_pods_where(
         if !found.is_empty() {
             return found;
         }
-        assert!(since.elapsed() < std::time::Duration::from_secs(60), "no ztunnel pod {phase} as asked within 60 s");
+        assert!(since.elapsed() < std::time::Duration::from_secs(180), "no ztunnel pod {phase} as asked within 180 s");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
@@ -411,247 +413,4 @@ async fn oom_kill_ztunnel(live: &meshcheck::cluster::live::Live) {
     let labelled =
         serde_json::json!({"spec": {"template": {"metadata": {"labels": {"meshcheck.test/fault": "oom-killed"}}}}});
     daemonsets.patch("ztunnel", &PatchParams::default(), &Patch::Merge(labelled)).await.unwrap();
-}
-
-/// `l4-authorization` on the real control plane, whose pods' curl, ztunnel and istiod are the
-/// simulation's ([`super::programs`]) reached through the API server's `pods/exec` and the
-/// kubelet's streaming API (kubelet-streams): Cilium, Istio base, istiod, istio-cni and ztunnel
-/// as the real helm renders them, bookinfo (istio 1.30.3 platform/kube/bookinfo.yaml) in an
-/// ambient namespace, meshcheck's clients made by the run. Before bookinfo is there, the baseline
-/// fails (curl exit 6) and the check stops at it, its policy never applied. Then it passes: the baseline gets through,
-/// the AuthorizationPolicy takes effect on curl-other (a reset, curl exit 56), curl-inside stays
-/// allowed, and the removal is seen.
-/// Could-fail: a principal written with its `spiffe://` scheme (an edited fixture) refuses
-/// curl-inside too, and the verdict names curl's exit 56: the exit code travelled as a kubelet
-/// sends it, the `ExitCode` cause of the exec status, which kwok's own server loses.
-#[tokio::test]
-async fn an_l4_authorization_run_execs_curl_through_the_real_api_server() {
-    if crate::charts::rendered("ambient-kind").is_none() {
-        return;
-    }
-    let Some(mut programs) = super::programs::Programs::listen() else { return };
-    let socket = programs.socket().display().to_string();
-    let Some(cp) = ControlPlane::start(&[("MESHCHECK_KUBELET_SOCKET", &socket)]) else { return };
-    programs.mirror(cp.client(None).await);
-    let (live, _dir) = cp.live().await;
-    install(&live, &["cilium", "istio-base", "istiod", "istio-cni", "ztunnel"]).await;
-    let kubeconfig = cp.var("KUBECONFIG").to_string();
-
-    // No bookinfo yet: the baseline fails (no Service details, curl exit 6) and the check stops
-    // there, its policy never applied.
-    let early = tempfile::tempdir().unwrap();
-    let (w, k) = (early.path().to_path_buf(), kubeconfig.clone());
-    let out = tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, &["l4-authorization"], |t| t)).await.unwrap();
-    assert!(!out.status.success(), "a run without bookinfo must not pass");
-    let (outcome, why) = verdicts(&early.path().join("reports")).remove("l4-authorization").unwrap();
-    assert_eq!(outcome, Outcome::Error, "{why}");
-    assert!(why.contains("curl exit 6: could not resolve host") && why.contains("the baseline failed"), "{why}");
-    let folder = std::fs::canonicalize(early.path().join("reports/latest")).unwrap();
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(folder.join("evidence/l4-authorization/results.json")).unwrap()).unwrap();
-    let phases: Vec<&str> =
-        results["attempts"].as_array().unwrap().iter().map(|a| a["phase"].as_str().unwrap()).collect();
-    assert_eq!(phases, ["before", "before"], "nothing past a failed baseline: {results}");
-
-    bookinfo(&live).await;
-    let work = tempfile::tempdir().unwrap();
-    let (w, k) = (work.path().to_path_buf(), kubeconfig.clone());
-    let out = tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, &["l4-authorization"], |t| t)).await.unwrap();
-    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let (outcome, why) =
-        verdicts(&work.path().join("reports")).remove("l4-authorization").unwrap_or_else(|| panic!("{said}"));
-    let results = std::fs::read_to_string(
-        std::fs::canonicalize(work.path().join("reports/latest"))
-            .unwrap()
-            .join("evidence/l4-authorization/results.json"),
-    )
-    .unwrap_or_default();
-    assert_eq!(outcome, Outcome::Pass, "{why}\n{results}");
-    assert!(out.status.success(), "{said}");
-
-    let fixtures = tempfile::tempdir().unwrap();
-    crate::sim::helm::copy_dir(&root().join("fixtures"), fixtures.path()).unwrap();
-    let policy = fixtures.path().join("manifests/l4-allow.yaml");
-    let text = std::fs::read_to_string(&policy).unwrap();
-    let scheme = "        - spiffe://cluster.local/ns/meshcheck-inside/sa/curl-inside";
-    std::fs::write(&policy, text.replace("        - cluster.local/ns/meshcheck-inside/sa/curl-inside", scheme))
-        .unwrap();
-    let wrong = tempfile::tempdir().unwrap();
-    let (w, k, f) = (wrong.path().to_path_buf(), kubeconfig, fixtures.path().display().to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        meshcheck_run_with(&w, &k, &["l4-authorization"], |t| t, &[("MESHCHECK_FIXTURES", &f)])
-    })
-    .await
-    .unwrap();
-    assert!(!out.status.success(), "a policy that allows no one must fail the run");
-    let (outcome, why) = verdicts(&wrong.path().join("reports")).remove("l4-authorization").unwrap();
-    assert_eq!(outcome, Outcome::Fail, "{why}");
-    let named = "under the policy curl-inside got HTTP 000, curl exit 56";
-    assert!(why.contains(named), "the verdict must say `{named}`: {why}");
-}
-
-/// bookinfo as its manifest has it (istio 1.30.3 samples/bookinfo/platform/kube/bookinfo.yaml) in
-/// `book-info`, labelled for ambient, its pods Ready (kwok's pod-ready stage).
-async fn bookinfo(live: &meshcheck::cluster::live::Live) {
-    let labels = [("istio.io/dataplane-mode".to_string(), "ambient".to_string())];
-    namespaces::ensure(&live.client, "book-info", &labels, "someone-else").await.unwrap();
-    let text = crate::common::upstream_file("bookinfo/istio-1.30.3-bookinfo.yaml").unwrap();
-    let objects = meshcheck::plan::fixtures::parse_manifests(&String::from_utf8(text).unwrap(), "bookinfo").unwrap();
-    live.apply_objects(&objects, Some("book-info"), true).await.unwrap();
-    all_ready(live, "book-info", 6).await;
-}
-
-/// Waits until `ns` has at least `count` pods, every one Ready.
-async fn all_ready(live: &meshcheck::cluster::live::Live, ns: &str, count: usize) {
-    use k8s_openapi::api::core::v1::Pod;
-    let pods: Api<Pod> = Api::namespaced(live.client.clone(), ns);
-    let ready = |p: &Pod| {
-        let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
-        conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
-    let since = std::time::Instant::now();
-    loop {
-        let all = pods.list(&Default::default()).await.unwrap().items;
-        if all.len() >= count && all.iter().all(ready) {
-            return;
-        }
-        assert!(since.elapsed() < std::time::Duration::from_secs(60), "{ns}: not {count} Ready pods within 60 s");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-/// What istiod's sidecar injector does to the gateway's pods that the programs read, done in the
-/// API server's own admission chain: a container whose image is `auto` (istio 1.30.3
-/// manifests/charts/gateway templates/deployment.yaml) gets the proxy image the injector's values
-/// name (`global.hub`/`global.proxy.image`:`global.tag` of ConfigMap istio-sidecar-injector, the
-/// rule the Rust simulation's controllers apply, suites/sim/controllers.rs `inject_proxy_image`).
-/// A MutatingAdmissionPolicy (admissionregistration.k8s.io/v1beta1, beta and off by default in
-/// Kubernetes 1.35: feature gate `MutatingAdmissionPolicy`) runs in the API server, where nothing
-/// could answer the injector's webhook call.
-async fn injector_in_the_api_server(live: &meshcheck::cluster::live::Live) {
-    let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { panic!("checked by the caller") };
-    let istiod = releases.values().find(|r| r.name == "istiod").unwrap();
-    let config =
-        istiod.objects.iter().find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "istio-sidecar-injector");
-    let values: serde_json::Value = serde_json::from_str(config.unwrap()["data"]["values"].as_str().unwrap()).unwrap();
-    let g = &values["global"];
-    let variant = g["variant"].as_str().filter(|v| !v.is_empty()).map(|v| format!("-{v}")).unwrap_or_default();
-    let image = format!(
-        "{}/{}:{}{variant}",
-        g["hub"].as_str().unwrap(),
-        g["proxy"]["image"].as_str().unwrap(),
-        g["tag"].as_str().unwrap()
-    );
-    let mutation = format!(
-        "Object{{spec: Object.spec{{containers: object.spec.containers.filter(c, c.image == 'auto')\
-         .map(c, Object.spec.containers{{name: c.name, image: '{image}'}})}}}}"
-    );
-    let policy = serde_json::json!({
-        "apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicy",
-        "metadata": {"name": "meshcheck-tier-proxy-image"},
-        "spec": {
-            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]},
-            "matchConditions": [{"name": "auto-image", "expression": "object.spec.containers.exists(c, c.image == 'auto')"}],
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "Never",
-            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": mutation}}]
-        }
-    });
-    let binding = serde_json::json!({
-        "apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicyBinding",
-        "metadata": {"name": "meshcheck-tier-proxy-image"},
-        "spec": {"policyName": "meshcheck-tier-proxy-image"}
-    });
-    let objects: Vec<DynamicObject> =
-        [policy, binding].into_iter().map(|o| serde_json::from_value(o).unwrap()).collect();
-    live.apply_objects(&objects, None, true).await.unwrap();
-}
-
-/// `mtls` on the real control plane, through all three of the kubelet's calls and the ingress:
-/// bookinfo's traffic enters at the simulation's ingress gateway (a Ready pod of the real gateway
-/// release a bookinfo Gateway selects), ztunnel's config dump and stats come through
-/// `pods/portforward` and its access log through `pods/log`, and the STRICT probe's curls through
-/// `pods/exec`. istiod's sidecar-injector MutatingWebhookConfiguration is left out: nothing here
-/// can answer the API server's call to it, and with it the gateway's pods are never created
-/// (`gateway_without_pods`); [`injector_in_the_api_server`] gives them their proxy image instead.
-/// It passes; could-fail, on the same cluster: ratings' pods opted out of ambient fail it, naming
-/// the plaintext hop reviews -> ratings and its access-log lines without identities.
-#[tokio::test]
-async fn an_mtls_run_reads_ztunnel_through_port_forward_and_logs_of_the_real_api_server() {
-    if crate::charts::rendered("ambient-kind").is_none() {
-        return;
-    }
-    let Some(mut programs) = super::programs::Programs::listen() else { return };
-    let socket = programs.socket().display().to_string();
-    let flags =
-        "--feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true";
-    let env = [("MESHCHECK_KUBELET_SOCKET", socket.as_str()), ("MESHCHECK_CP_APISERVER_FLAGS", flags)];
-    let Some(cp) = ControlPlane::start(&env) else { return };
-    programs.mirror(cp.client(None).await);
-    let (live, _dir) = cp.live().await;
-    install(&live, &["cilium", "istio-base"]).await;
-    install_leaving_out(&live, &["istiod"], &["MutatingWebhookConfiguration"]).await;
-    injector_in_the_api_server(&live).await;
-    install(&live, &["istio-cni", "ztunnel", "istio-ingress"]).await;
-    all_ready(&live, "istio-ingress", 1).await;
-    bookinfo(&live).await;
-    let text = crate::common::upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml").unwrap();
-    let gateway = meshcheck::plan::fixtures::parse_manifests(&String::from_utf8(text).unwrap(), "gateway").unwrap();
-    live.apply_objects(&gateway, Some("book-info"), true).await.unwrap();
-    let kubeconfig = cp.var("KUBECONFIG").to_string();
-    let ingress = programs.ingress_url();
-
-    let run = |checks: &'static [&'static str]| {
-        let (work, k, ingress) = (tempfile::tempdir().unwrap(), kubeconfig.clone(), ingress.clone());
-        let w = work.path().to_path_buf();
-        let edit = move |t: String| t.replace("url: http://127.0.0.1:8080", &format!("url: {ingress}"));
-        (tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, checks, edit)), work)
-    };
-    let (out, work) = run(&["mtls"]);
-    let out = out.await.unwrap();
-    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let (outcome, why) = verdicts(&work.path().join("reports")).remove("mtls").unwrap_or_else(|| panic!("{said}"));
-    assert_eq!(outcome, Outcome::Pass, "{why}\n{said}");
-    assert!(out.status.success(), "{said}");
-
-    opt_out_of_ambient(&live, "ratings-v1").await;
-    let (out, work) = run(&["mtls"]);
-    let out = out.await.unwrap();
-    assert!(!out.status.success(), "a run with a plaintext hop must fail");
-    let (outcome, why) = verdicts(&work.path().join("reports")).remove("mtls").unwrap();
-    assert_eq!(outcome, Outcome::Fail, "{why}");
-    for words in ["reviews -> ratings: ", "src.identity=(absent), dst.identity=(absent)"] {
-        assert!(why.contains(words), "the verdict must say `{words}`: {why}");
-    }
-}
-
-/// The Deployment's pods opted out of ambient (`istio.io/dataplane-mode: none`, istio 1.30.3
-/// cni/pkg/util/podutil.go `PodRedirectionEnabled`), the rollout done: its new pod Ready, the old
-/// one gone.
-async fn opt_out_of_ambient(live: &meshcheck::cluster::live::Live, deployment: &str) {
-    use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
-    use kube::api::{Patch, PatchParams};
-    let deployments: Api<Deployment> = Api::namespaced(live.client.clone(), "book-info");
-    let out = serde_json::json!({"spec": {"template": {"metadata": {"labels": {"istio.io/dataplane-mode": "none"}}}}});
-    deployments.patch(deployment, &PatchParams::default(), &Patch::Merge(out)).await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(live.client.clone(), "book-info");
-    let app = deployment.split('-').next().unwrap();
-    let since = std::time::Instant::now();
-    loop {
-        let listed = kube::api::ListParams::default().labels(&format!("app={app}"));
-        let all = pods.list(&listed).await.unwrap().items;
-        let opted_out = |p: &Pod| {
-            p.metadata.labels.as_ref().and_then(|l| l.get("istio.io/dataplane-mode")).map(String::as_str)
-                == Some("none")
-        };
-        let ready = |p: &Pod| {
-            let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
-            conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        };
-        if !all.is_empty() && all.iter().all(|p| opted_out(p) && ready(p)) {
-            return;
-        }
-        assert!(since.elapsed() < std::time::Duration::from_secs(60), "{deployment} not rolled out within 60 s");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }
