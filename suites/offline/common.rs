@@ -281,7 +281,7 @@ fn build_go_tool(name: &str, missing: &Path) -> Result<(), String> {
 
 /// The folder holding the real control plane's programs (etcd, etcdctl, kube-apiserver,
 /// kube-controller-manager, kube-scheduler, kwok at the versions `suites/controlplane/*/go.mod`
-/// pin), for `suites/controlplane/start.sh`, which also needs root (or password-less sudo, as on
+/// pin, and kubelet-streams), for `suites/controlplane/start.sh`, which also needs root (or password-less sudo, as on
 /// GitHub's runners) and `ip` for its network namespace. Without them a test fails under `CI=true` and says SKIP elsewhere.
 pub fn control_plane_tools() -> Option<PathBuf> {
     static LOCATED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
@@ -294,7 +294,16 @@ pub fn control_plane_tools() -> Option<PathBuf> {
         if !ip.is_ok_and(|o| o.status.success()) {
             return Err("the `ip` command (iproute2), for the control plane's network namespace".to_string());
         }
-        for name in ["etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"] {
+        let programs = [
+            "etcd",
+            "etcdctl",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+            "kubelet-streams",
+        ];
+        for name in programs {
             built_go_tool(name)?;
         }
         let folder = go_tools_dir();
