@@ -52,7 +52,8 @@ pub async fn ensure(client: &Client, name: &str, labels: &[(String, String)], ru
     match found {
         Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
             tracing::info!("namespace {name} is still Terminating (an earlier run's?); waiting for it to go");
-            wait_gone(&api, &format!("namespace {name}, still Terminating,"), name, TERMINATING_DEADLINE).await?;
+            let (what, uid) = (format!("namespace {name}, still Terminating,"), ns.metadata.uid.as_deref());
+            wait_gone(&api, &what, name, uid, TERMINATING_DEADLINE).await?;
         }
         Some(_) => {
             tracing::info!("namespace {name} exists; using it as it is (it will not be deleted)");
@@ -99,24 +100,25 @@ impl CreatedNamespace {
 /// control-plane tier, seconds after the run's delete; suites/offline/controlplane/run.rs), and a
 /// run that ends with its namespaces still there has not cleaned up yet: its report would say
 /// deleted while the next run on the cluster still had to wait for them.
-pub async fn wait_deleted(client: &Client, deleted: &[String]) -> Result<(), LiveError> {
+pub async fn wait_deleted(client: &Client, deleted: &[CreatedNamespace]) -> Result<(), LiveError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let until = tokio::time::Instant::now() + TERMINATING_DEADLINE;
-    for name in deleted {
+    for CreatedNamespace { name, uid } in deleted {
         let left = until.saturating_duration_since(tokio::time::Instant::now());
-        wait_gone(&api, &format!("the run's namespace {name}, deleted,"), name, left).await?;
+        wait_gone(&api, &format!("the run's namespace {name}, deleted,"), name, Some(uid), left).await?;
     }
-    tracing::info!("deleted the run's namespaces: [{}]", deleted.join(", "));
+    let names: Vec<&str> = deleted.iter().map(|n| n.name.as_str()).collect();
+    tracing::info!("deleted the run's namespaces: [{}]", names.join(", "));
     Ok(())
 }
 
 /// Deletes exactly the namespaces the run created, each by name with its uid as a precondition,
-/// and returns the names deleted, within [`MUTATION_DEADLINE`]. A namespace already gone is
+/// and returns those deleted, within [`MUTATION_DEADLINE`]. A namespace already gone is
 /// skipped; one whose uid changed (deleted and made again by someone else since) fails the
 /// precondition with 409 and is left alone (apimachinery `Preconditions`: "the UID in the
 /// precondition does not match the UID in record"). Nothing is chosen by label: a namespace
 /// someone else created with copied labels is never touched.
-pub async fn delete_created(client: &Client, created: &[CreatedNamespace]) -> Result<Vec<String>, LiveError> {
+pub async fn delete_created(client: &Client, created: &[CreatedNamespace]) -> Result<Vec<CreatedNamespace>, LiveError> {
     within(MUTATION_DEADLINE, "delete the run's namespaces", async {
         let api: Api<Namespace> = Api::all(client.clone());
         let mut deleted = Vec::new();
@@ -126,7 +128,7 @@ pub async fn delete_created(client: &Client, created: &[CreatedNamespace]) -> Re
                 ..DeleteParams::default()
             };
             match api.delete(&ns.name, &params).await {
-                Ok(_) => deleted.push(ns.name.clone()),
+                Ok(_) => deleted.push(ns.clone()),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     tracing::warn!(

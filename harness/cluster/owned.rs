@@ -320,5 +320,5 @@ pub async fn delete_and_await(live: &Live, object: &ObjectRef, deadline: std::ti
         Err(LiveError::Kube { source: kube::Error::Api(s), .. }) if s.code == 404 => return Ok(()),
         Err(e) => return Err(e),
     }
-    super::waits::wait_gone(&api, &what, &object.name, deadline).await.map(|_| ())
+    super::waits::wait_gone(&api, &what, &object.name, None, deadline).await.map(|_| ())
 }

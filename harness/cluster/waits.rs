@@ -236,8 +236,16 @@ pub async fn wait_for(
 }
 
 /// Waits until the object `name` is gone (deleted and its finalizers done), riding out watch errors
-/// like [`wait_for`]. For a namespace an earlier run deleted and that is still Terminating.
-pub async fn wait_gone<K>(api: &Api<K>, what: &str, name: &str, timeout: Duration) -> Result<WaitReport, LiveError>
+/// like [`wait_for`]. For a namespace an earlier run deleted and that is still Terminating. With
+/// `uid`, the object is that one: another made since under the same name (possible only once the
+/// first is gone) counts as its being gone.
+pub async fn wait_gone<K>(
+    api: &Api<K>,
+    what: &str,
+    name: &str,
+    uid: Option<&str>,
+    timeout: Duration,
+) -> Result<WaitReport, LiveError>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
@@ -245,7 +253,8 @@ where
         Observer(Arc::new(Mutex::new(Watching { last_seen: "still there".into(), report: WaitReport::default() })));
     let gone = until(events(api.clone(), Some(name)), &observer, || async {
         let left = api.get_opt(name).await?;
-        Ok(Progress { done: left.is_none(), seen: "still there".into() })
+        let same = left.is_some_and(|o| uid.is_none_or(|uid| o.meta().uid.as_deref() == Some(uid)));
+        Ok(Progress { done: !same, seen: "still there".into() })
     });
     let outcome = tokio::time::timeout(timeout, gone).await;
     let Watching { last_seen, report } = observer.snapshot();

@@ -167,7 +167,7 @@ async fn cleanup_deletes_exactly_the_namespaces_the_run_created_by_name_and_uid(
     )
     .await
     .unwrap();
-    assert_eq!(deleted, ["meshcheck-outside"]);
+    assert_eq!(deleted, [created("meshcheck-outside", "uid-outside")]);
     drop(client);
     server.await.unwrap();
 }

@@ -245,7 +245,8 @@ async fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
         })
     };
     let waiting = tokio::spawn(async move {
-        meshcheck::cluster::waits::wait_gone(&proxied, "configmap doomed", "doomed", Duration::from_secs(120)).await
+        meshcheck::cluster::waits::wait_gone(&proxied, "configmap doomed", "doomed", None, Duration::from_secs(120))
+            .await
     });
     // Both watch (the API server counts two more open); then their connections go and stay
     // refused while etcd moves on and is compacted past the revision the watches would resume from.
@@ -278,7 +279,8 @@ async fn a_wait_rides_out_a_closed_watch_and_a_410_after_compaction() {
 /// holds it, as a Kiali CR's or a waypoint's does on a real cluster). The real server refuses
 /// creates into it with 403 (NamespaceLifecycle admission, k8s.io/apiserver v0.35.4
 /// plugin/namespace/lifecycle/admission.go), the trap; `namespaces::ensure` waits until the
-/// namespace controller has finished it and then creates it as the run's own.
+/// namespace controller has finished it and then creates it as the run's own. Its cleanup then
+/// waits for that namespace, by uid: one made under its name once it is gone is another's.
 #[tokio::test]
 async fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own() {
     let Some(cp) = ControlPlane::start(&[]) else { return };
@@ -310,9 +312,20 @@ async fn a_namespace_still_terminating_is_awaited_then_created_as_the_runs_own()
     let ensured = ensuring.await.unwrap().unwrap();
     let Ensured::Created(created) = ensured else { panic!("not created as the run's own: {ensured:?}") };
     assert_ne!(created.metadata.uid.as_deref(), Some(before.as_str()), "a new namespace, not the old one");
+    let run_2 = namespaces::CreatedNamespace::of(&created).unwrap();
     let labels = created.metadata.labels.unwrap_or_default();
     assert_eq!(labels.get(meshcheck::common::names::RUN_LABEL).map(String::as_str), Some("run-2"), "{labels:?}");
     eprintln!("namespace gone {:.1}s after its last finalizer went", released.elapsed().as_secs_f64());
+
+    // Run 2's cleanup deletes its namespace; once it is gone someone makes one of the same name
+    // before the cleanup looked again. That one is not the run's: its wait is over at once.
+    let deleted = namespaces::delete_created(&client, &[run_2]).await.unwrap();
+    while namespaces.get_opt("left-over").await.unwrap().is_some() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(30), namespaces::wait_deleted(&client, &deleted)).await;
+    assert!(waited.is_ok_and(|w| w.is_ok()), "the run's namespace is gone; another's of its name is not waited for");
 }
 
 /// A fixture with a field its CRD does not declare (a ServiceMonitor endpoint's `scrapeInterval`,
