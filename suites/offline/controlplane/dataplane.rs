@@ -177,7 +177,9 @@ async fn injector_in_the_api_server(live: &meshcheck::cluster::live::Live) {
 /// `pods/exec`. istiod's sidecar-injector MutatingWebhookConfiguration is left out: nothing here
 /// can answer the API server's call to it, and with it the gateway's pods are never created
 /// (`gateway_without_pods`); [`injector_in_the_api_server`] gives them their proxy image instead.
-/// It passes; could-fail, on the same cluster: ratings' pods opted out of ambient fail it, naming
+/// It passes, and so does `gateway-binding` on the gateway's pods the policy let be created (the
+/// run beside it shows them refused while the webhook is there). Could-fail, on the same
+/// cluster: ratings' pods opted out of ambient fail mtls, naming
 /// the plaintext hop reviews -> ratings and its access-log lines without identities.
 #[tokio::test]
 async fn an_mtls_run_reads_ztunnel_through_port_forward_and_logs_of_the_real_api_server() {
@@ -210,11 +212,14 @@ async fn an_mtls_run_reads_ztunnel_through_port_forward_and_logs_of_the_real_api
         let edit = move |t: String| t.replace("url: http://127.0.0.1:8080", &format!("url: {ingress}"));
         (tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, checks, edit)), work)
     };
-    let (out, work) = run(&["mtls"]);
+    let (out, work) = run(&["gateway-binding", "mtls"]);
     let out = out.await.unwrap();
     let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let (outcome, why) = verdicts(&work.path().join("reports")).remove("mtls").unwrap_or_else(|| panic!("{said}"));
-    assert_eq!(outcome, Outcome::Pass, "{why}\n{said}");
+    let got = verdicts(&work.path().join("reports"));
+    for check in ["gateway-binding", "mtls"] {
+        let (outcome, why) = got.get(check).unwrap_or_else(|| panic!("no verdict of {check}: {said}"));
+        assert_eq!(*outcome, Outcome::Pass, "{check}: {why}\n{said}");
+    }
     assert!(out.status.success(), "{said}");
 
     opt_out_of_ambient(&live, "ratings-v1").await;
