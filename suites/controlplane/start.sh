@@ -236,8 +236,15 @@ stages=${MESHCHECK_KWOK_STAGES:-$bin/kwok-stages}
 node_port=$p_kwok
 if [ -n "${MESHCHECK_KUBELET_SOCKET:-}" ]; then
   [ -x "$bin/kubelet-streams" ] || { echo "start.sh: $bin/kubelet-streams missing: run .ci/build-go-tools" >&2; exit 1; }
+  # The pod and Service addresses are this namespace's own (AnyIP: `local` routes), so that
+  # what the API server dials there (the service proxy's endpoints) reaches kubelet-streams,
+  # which listens on every port the simulation's pods declare and passes each connection on.
+  if ((${#inns[@]})); then
+    run ip route add local 10.0.0.0/24 dev lo
+    run ip route add local 10.96.0.0/16 dev lo
+  fi
   start kubelet-streams "$bin/kubelet-streams" -listen "127.0.0.1:$p_kubelet" -cert "$pki/serving.crt" \
-    -key "$pki/serving.key" -socket "$MESHCHECK_KUBELET_SOCKET"
+    -key "$pki/serving.key" -socket "$MESHCHECK_KUBELET_SOCKET" -pod-network
   wait_for kubelet-streams run curl -fsSk --max-time 2 "https://127.0.0.1:$p_kubelet/healthz"
   node_port=$p_kubelet
 fi

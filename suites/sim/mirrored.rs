@@ -8,9 +8,10 @@
 //!
 //! The socket's protocol: one connection a call; the caller's JSON line, then the answer's
 //! (`{"error": ...}` when the call fails as the kubelet's would). `exec` answers `stdout` and
-//! `exit_code`; `logs` answers `text`; `portforward` reads the forwarded HTTP request after its
-//! line, then answers `{}` and the program's reply, the connection closing after it, as a
-//! simulated port does after one answer.
+//! `exit_code`; `logs` answers `text`; `ports` the pods' declared ports; `portforward` (to a
+//! pod's port) and `connect` (to a pod's or a Service's address, as the API server's service proxy
+//! dials it) read the forwarded HTTP request after their line, then answer `{}` and the program's
+//! reply, the connection closing after it, as a simulated port does after one answer.
 
 use std::sync::Arc;
 
@@ -31,9 +32,27 @@ pub struct Mirrored {
 #[derive(serde::Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum Call {
-    Exec { namespace: String, pod: String, command: Vec<String> },
-    Logs { namespace: String, pod: String },
-    Portforward { namespace: String, pod: String, port: u16 },
+    Exec {
+        namespace: String,
+        pod: String,
+        command: Vec<String>,
+    },
+    Logs {
+        namespace: String,
+        pod: String,
+    },
+    Portforward {
+        namespace: String,
+        pod: String,
+        port: u16,
+    },
+    /// The ports the pods declare, for kubelet-streams to listen on.
+    Ports,
+    /// A connection made to a pod's or a Service's address (the service proxy's dial).
+    Connect {
+        address: String,
+        port: u16,
+    },
 }
 
 impl Mirrored {
@@ -87,36 +106,81 @@ impl Mirrored {
                 Some(text) => json!({"text": text}),
                 None => json!({"error": format!("pod {namespace}/{pod} not found")}),
             },
-            Ok(Call::Portforward { namespace, pod, port }) => {
-                let mut buf = Vec::new();
-                let request = loop {
-                    let mut chunk = [0u8; 4096];
-                    match conn.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    if let Some(request) = web::parse_request(&buf) {
-                        break request;
-                    }
-                };
-                match services::pod_exchange(&self.shared, &namespace, &pod, port, &request) {
-                    Some(reply) => {
-                        let mut out = b"{}\n".to_vec();
-                        out.extend(reply.to_bytes());
-                        let _ = conn.get_mut().write_all(&out).await;
-                        return;
-                    }
-                    // What the kubelet's port-forward says when nothing listens (k8s v1.35
-                    // pkg/kubelet/cri/streaming/portforward: the runtime's dial error).
-                    None => {
-                        json!({"error": format!("failed to connect to localhost:{port} inside namespace of pod {namespace}/{pod}: connection refused")})
-                    }
-                }
-            }
+            Ok(Call::Ports) => json!({"ports": self.ports()}),
+            Ok(Call::Connect { address, port }) => match self.at(&address, port) {
+                Some((namespace, pod, port)) => return self.forward(conn, &namespace, &pod, port).await,
+                None => json!({"error": format!("dial tcp {address}:{port}: connect: connection refused")}),
+            },
+            Ok(Call::Portforward { namespace, pod, port }) => return self.forward(conn, &namespace, &pod, port).await,
         };
         let mut out = serde_json::to_vec(&reply).unwrap_or_default();
         out.push(b'\n');
         let _ = conn.get_mut().write_all(&out).await;
+    }
+
+    /// One HTTP exchange with the program on the pod's port, the connection closing after it.
+    async fn forward(&self, mut conn: BufReader<tokio::net::UnixStream>, namespace: &str, pod: &str, port: u16) {
+        let mut buf = Vec::new();
+        let request = loop {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if let Some(request) = web::parse_request(&buf) {
+                break request;
+            }
+        };
+        let out = match services::pod_exchange(&self.shared, namespace, pod, port, &request) {
+            Some(reply) => [b"{}\n".to_vec(), reply.to_bytes()].concat(),
+            // What the kubelet's port-forward says when nothing listens (the runtime's dial error).
+            None => {
+                let error = format!(
+                    "failed to connect to localhost:{port} inside namespace of pod {namespace}/{pod}: connection refused"
+                );
+                [serde_json::to_vec(&json!({ "error": error })).unwrap_or_default(), b"\n".to_vec()].concat()
+            }
+        };
+        let _ = conn.get_mut().write_all(&out).await;
+    }
+
+    /// Every container port the pods of the copy declare.
+    fn ports(&self) -> Vec<u64> {
+        let st = self.shared.lock();
+        let ports: std::collections::BTreeSet<u64> = st
+            .store
+            .iter("", "pods", None)
+            .flat_map(|p| p.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default())
+            .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["containerPort"].as_u64())
+            .collect();
+        ports.into_iter().collect()
+    }
+
+    /// The pod and port a connection to `address:port` reaches: a pod's own address, or a
+    /// Service's cluster address through its selector and `targetPort`.
+    fn at(&self, address: &str, port: u16) -> Option<(String, String, u16)> {
+        let st = self.shared.lock();
+        let name = |p: &Value| {
+            let at = |k: &str| p.pointer(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            (at("/metadata/namespace"), at("/metadata/name"))
+        };
+        if let Some(pod) = st
+            .store
+            .iter("", "pods", None)
+            .find(|p| p.pointer("/status/podIP").and_then(Value::as_str) == Some(address))
+        {
+            let (ns, pod) = name(pod);
+            return Some((ns, pod, port));
+        }
+        let svc = st
+            .store
+            .iter("", "services", None)
+            .find(|s| s.pointer("/spec/clusterIP").and_then(Value::as_str) == Some(address))?;
+        let (ns, svc) = name(svc);
+        let (pod, target) = super::mesh::resolve(&st, &ns, &svc, port).ok()?;
+        let (ns, pod) = name(&pod);
+        Some((ns, pod, target))
     }
 
     /// Whether the pod is in the copy, waiting up to [`KNOWN_WITHIN`] for it: a kubelet knows

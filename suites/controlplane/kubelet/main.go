@@ -11,7 +11,11 @@
 // an InternalError without the ExitCode cause a kubelet sends (NonZeroExitCode, causes
 // [{ExitCode, "56"}]). meshcheck reads curl's exit code from that cause: 56 is a reset, 7 a refusal.
 //
-//	kubelet-streams -listen 127.0.0.1:PORT -cert serving.crt -key serving.key -socket PATH
+// With -pod-network it also stands for the pods' addresses: every port the simulation's pods
+// declare is listened on, on all addresses, and each connection passed on with the address it
+// was made to (the service proxy's dial to an endpoint).
+//
+//	kubelet-streams -listen 127.0.0.1:PORT -cert serving.crt -key serving.key -socket PATH [-pod-network]
 package main
 
 import (
@@ -122,23 +126,71 @@ func (s sim) ExecInContainer(ctx context.Context, name, uid, container string, c
 	return nil
 }
 
-// PortForward connects the stream to the port of the pod in the simulation: the request line,
-// then the client's bytes; the simulation answers its line once it read the forwarded request
-// (an error when nothing listens there), then the program's reply.
+// PortForward connects the stream to the port of the pod in the simulation.
 func (s sim) PortForward(ctx context.Context, name, uid string, port int32, stream io.ReadWriteCloser) error {
 	defer stream.Close()
 	pod, ns := split(name)
+	return s.relay(ctx, map[string]any{"op": "portforward", "namespace": ns, "pod": pod, "port": port}, stream)
+}
+
+// podNetwork listens on every port the simulation's pods declare, on all addresses (the pod and
+// Service ranges are this network namespace's own), and passes each connection on with the
+// address it was made to: what the API server's service proxy dials reaches the pod's program.
+func (s sim) podNetwork() {
+	listening := map[int]bool{}
+	for {
+		conn, answer, err := s.call(context.Background(), map[string]any{"op": "ports"})
+		if err == nil {
+			conn.Close()
+			ports, _ := answer["ports"].([]any)
+			for _, p := range ports {
+				port := int(p.(float64))
+				if listening[port] {
+					continue
+				}
+				listening[port] = true
+				l, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", port))
+				if err != nil {
+					log.Printf("pod network: port %d: %v", port, err)
+					continue
+				}
+				go s.accept(l)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (s sim) accept(l net.Listener) {
+	for {
+		client, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer client.Close()
+			local := client.LocalAddr().(*net.TCPAddr)
+			if err := s.relay(context.Background(), map[string]any{"op": "connect", "address": local.IP.String(), "port": local.Port}, client); err != nil {
+				log.Printf("pod network: %s: %v", local, err)
+			}
+		}()
+	}
+}
+
+// relay sends the call, then the client's bytes; once the simulation answers its line (an error
+// when nothing listens there) the program's reply goes back.
+func (s sim) relay(ctx context.Context, request map[string]any, client io.ReadWriter) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", s.socket)
 	if err != nil {
 		return fmt.Errorf("the simulation is not listening: %w", err)
 	}
 	defer conn.Close()
-	line, _ := json.Marshal(map[string]any{"op": "portforward", "namespace": ns, "pod": pod, "port": port})
+	line, _ := json.Marshal(request)
 	if _, err := conn.Write(append(line, '\n')); err != nil {
 		return err
 	}
-	go func() { _, _ = io.Copy(conn, stream) }()
+	go func() { _, _ = io.Copy(conn, client) }()
 	answer, err := readLine(conn)
 	if err != nil {
 		return fmt.Errorf("the simulation did not answer: %w", err)
@@ -150,7 +202,7 @@ func (s sim) PortForward(ctx context.Context, name, uid string, port int32, stre
 	if e, ok := out["error"].(string); ok {
 		return errors.New(e)
 	}
-	_, err = io.Copy(stream, conn)
+	_, err = io.Copy(client, conn)
 	return err
 }
 
@@ -213,11 +265,15 @@ func main() {
 	cert := flag.String("cert", "", "serving certificate")
 	key := flag.String("key", "", "serving key")
 	socket := flag.String("socket", "", "the simulation's Unix socket")
+	podNetwork := flag.Bool("pod-network", false, "listen on the ports the simulation's pods declare, on all addresses")
 	flag.Parse()
 	if *socket == "" {
 		log.Fatal("-socket is required")
 	}
 	s := sim{socket: filepath.Clean(*socket)}
+	if *podNetwork {
+		go s.podNetwork()
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 	// The kubelet's paths (k8s v1.35 pkg/kubelet/server/server.go InstallDebuggingHandlers).

@@ -3,8 +3,9 @@
 //! of the API server's objects ([`super::programs`]), reached through the API server's
 //! `pods/exec`, `pods/portforward` and `pods/log` as the kubelet's streaming API
 //! (kubelet-streams) passes them on, and bookinfo's traffic through the simulation's ingress:
-//! `l4-authorization` and `mtls`. traces, metrics, kiali and probes need the API server's service
-//! proxy to reach pod addresses; they stay on the Rust simulation's rehearsals
+//! `l4-authorization`, `mtls` with `gateway-binding`, and `traces` (Tempo through the API
+//! server's service proxy, to the pod addresses kubelet-streams stands for). metrics, kiali and
+//! probes need the operators' work; they stay on the Rust simulation's rehearsals
 //! (suites/offline/rehearsal.rs).
 
 use kube::{Api, api::DynamicObject};
@@ -168,6 +169,21 @@ async fn injector_in_the_api_server(live: &meshcheck::cluster::live::Live) {
     let objects: Vec<DynamicObject> =
         [policy, binding].into_iter().map(|o| serde_json::from_value(o).unwrap()).collect();
     live.apply_objects(&objects, None, true).await.unwrap();
+    // The API server acts on a new policy once its informer has it, a moment after the create: a
+    // pod made before then keeps `auto` (seen on CI: the gateway's pod, never a proxy). A dry run
+    // of such a pod shows when the policy is in force.
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(live.client.clone(), "default");
+    let probe: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "injector-probe"}, "spec": {"containers": [{"name": "istio-proxy", "image": "auto"}]}
+    }))
+    .unwrap();
+    let dry_run = kube::api::PostParams { dry_run: true, ..Default::default() };
+    let since = std::time::Instant::now();
+    while pods.create(&dry_run, &probe).await.unwrap().spec.unwrap().containers[0].image.as_deref() != Some(&image) {
+        assert!(since.elapsed() < std::time::Duration::from_secs(60), "the MutatingAdmissionPolicy never took effect");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// `mtls` on the real control plane, through all three of the kubelet's calls and the ingress:
@@ -262,4 +278,79 @@ async fn opt_out_of_ambient(live: &meshcheck::cluster::live::Live, deployment: &
         assert!(since.elapsed() < std::time::Duration::from_secs(180), "{deployment} not rolled out within 180 s");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// `traces` on the real control plane: Tempo's release (grafana tempo 1.26.1 as the real helm
+/// renders it, its StatefulSet's pod made by the real controller) and meshcheck's `Telemetry`,
+/// bookinfo's traffic through the ingress with a `traceparent` each, and every trace read back
+/// from Tempo through the API server's service proxy, which dials the Tempo pod's address: that
+/// address is the control plane's network namespace's own, where kubelet-streams listens for the
+/// pods and passes the connection to the simulation's Tempo.
+/// Could-fail: with the Telemetry deleted no span is exported and traces fails naming the
+/// requests whose traces Tempo never had.
+#[tokio::test]
+async fn a_traces_run_reads_tempo_through_the_real_api_servers_service_proxy() {
+    if crate::charts::rendered("ambient-kind").is_none() {
+        return;
+    }
+    let Some(mut programs) = super::programs::Programs::listen() else { return };
+    let socket = programs.socket().display().to_string();
+    let flags =
+        "--feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true";
+    let env = [("MESHCHECK_KUBELET_SOCKET", socket.as_str()), ("MESHCHECK_CP_APISERVER_FLAGS", flags)];
+    let Some(cp) = ControlPlane::start(&env) else { return };
+    programs.mirror(cp.client(None).await);
+    let (live, _dir) = cp.live().await;
+    install(&live, &["cilium", "istio-base"]).await;
+    install_leaving_out(&live, &["istiod"], &["MutatingWebhookConfiguration"]).await;
+    injector_in_the_api_server(&live).await;
+    install(&live, &["istio-cni", "ztunnel", "istio-ingress", "tempo"]).await;
+    all_ready(&live, "istio-ingress", 1).await;
+    all_ready(&live, "tempo", 1).await;
+    bookinfo(&live).await;
+    let text = crate::common::upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml").unwrap();
+    let gateway = meshcheck::plan::fixtures::parse_manifests(&String::from_utf8(text).unwrap(), "gateway").unwrap();
+    live.apply_objects(&gateway, Some("book-info"), true).await.unwrap();
+    let telemetry = meshcheck::plan::fixtures::manifest("telemetry.yaml").unwrap();
+    live.apply_objects(&telemetry, Some("istio-system"), true).await.unwrap();
+    let kubeconfig = cp.var("KUBECONFIG").to_string();
+    let ingress = programs.ingress_url();
+
+    let (work, w) = {
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path().to_path_buf();
+        (work, w)
+    };
+    let (k, i) = (kubeconfig.clone(), ingress.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        meshcheck_run(&w, &k, &["traces"], move |t| t.replace("url: http://127.0.0.1:8080", &format!("url: {i}")))
+    })
+    .await
+    .unwrap();
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (outcome, why) = verdicts(&work.path().join("reports")).remove("traces").unwrap_or_else(|| panic!("{said}"));
+    assert_eq!(outcome, Outcome::Pass, "{why}\n{said}");
+
+    let telemetries: Api<DynamicObject> = Api::namespaced_with(
+        live.client.clone(),
+        "istio-system",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("telemetry.istio.io", "v1", "Telemetry")),
+    );
+    for t in &telemetry {
+        telemetries.delete(t.metadata.name.as_deref().unwrap(), &Default::default()).await.unwrap();
+    }
+    let silent = tempfile::tempdir().unwrap();
+    let (w, k, i) = (silent.path().to_path_buf(), kubeconfig, ingress);
+    // Tempo's polling for traces that never come cut to a tenth (3 minutes by default).
+    let out = tokio::task::spawn_blocking(move || {
+        meshcheck_run(&w, &k, &["traces"], move |t| {
+            t.replace("url: http://127.0.0.1:8080", &format!("url: {i}")) + "timeouts:\n  settle_scale: 0.1\n"
+        })
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "a run whose mesh exports no span must fail");
+    let (outcome, why) = verdicts(&silent.path().join("reports")).remove("traces").unwrap();
+    assert_eq!(outcome, Outcome::Fail, "{why}");
+    assert!(why.contains("(gateway answered 200) never arrived in Tempo"), "{why}");
 }
