@@ -239,12 +239,16 @@ if [ -n "${MESHCHECK_KUBELET_SOCKET:-}" ]; then
   # The pod and Service addresses are this namespace's own (AnyIP: `local` routes), so that
   # what the API server dials there (the service proxy's endpoints) reaches kubelet-streams,
   # which listens on every port the simulation's pods declare and passes each connection on.
+  # Only inside the namespace: in the caller's, listening on every address would open the pods'
+  # ports to the machine's network.
+  pod_network=()
   if ((${#inns[@]})); then
     run ip route add local 10.0.0.0/24 dev lo
     run ip route add local 10.96.0.0/16 dev lo
+    pod_network=(-pod-network)
   fi
   start kubelet-streams "$bin/kubelet-streams" -listen "127.0.0.1:$p_kubelet" -cert "$pki/serving.crt" \
-    -key "$pki/serving.key" -socket "$MESHCHECK_KUBELET_SOCKET" -pod-network
+    -key "$pki/serving.key" -socket "$MESHCHECK_KUBELET_SOCKET" ${pod_network[@]+"${pod_network[@]}"}
   wait_for kubelet-streams run curl -fsSk --max-time 2 "https://127.0.0.1:$p_kubelet/healthz"
   node_port=$p_kubelet
 fi
