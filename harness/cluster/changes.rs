@@ -196,7 +196,7 @@ impl Live {
             return Ok(Vec::new());
         }
         within(MUTATION_DEADLINE, "server-side apply", async {
-            let discovery = self.discover().await?;
+            let discovery = self.discover_serving(objects).await?;
             let resolved =
                 objects.iter().map(|o| Ok((o, resolve(&discovery, o)?))).collect::<Result<Vec<_>, LiveError>>()?;
             let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -305,6 +305,31 @@ fn awaits_the_batch(
             }
         }
         _ => false,
+    }
+}
+
+/// How long a kind missing from discovery is looked for again. The API server serves a CRD's kind
+/// once the CRD is Established, but adds it to its aggregated discovery a moment later, from a
+/// controller of its own (apiextensions-apiserver v0.35.4
+/// pkg/apiserver/customresource_discovery_controller.go); the real control-plane tier, loaded, saw
+/// a ServiceMonitor refused as not served right after its CRD's Established wait.
+const DISCOVERY_CATCH_UP: Duration = Duration::from_secs(10);
+
+impl Live {
+    /// Discovery that serves every kind of `objects`, asked again for up to
+    /// [`DISCOVERY_CATCH_UP`]; after that, the last one (and the caller names what is missing).
+    async fn discover_serving(&self, objects: &[DynamicObject]) -> Result<kube::Discovery, LiveError> {
+        let since = std::time::Instant::now();
+        loop {
+            let discovery = self.discover().await?;
+            let unserved = objects.iter().filter_map(|o| o.types.as_ref()).any(|t| {
+                kube::api::GroupVersionKind::try_from(t).is_ok_and(|gvk| discovery.resolve_gvk(&gvk).is_none())
+            });
+            if !unserved || since.elapsed() >= DISCOVERY_CATCH_UP {
+                return Ok(discovery);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 
