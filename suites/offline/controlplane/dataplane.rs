@@ -109,10 +109,6 @@ async fn bookinfo(live: &meshcheck::cluster::live::Live) {
 async fn all_ready(live: &meshcheck::cluster::live::Live, ns: &str, count: usize) {
     use k8s_openapi::api::core::v1::Pod;
     let pods: Api<Pod> = Api::namespaced(live.client.clone(), ns);
-    let ready = |p: &Pod| {
-        let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
-        conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
     let since = std::time::Instant::now();
     loop {
         let all = pods.list(&Default::default()).await.unwrap().items;
@@ -199,37 +195,9 @@ async fn injector_in_the_api_server(live: &meshcheck::cluster::live::Live) {
 /// the plaintext hop reviews -> ratings and its access-log lines without identities.
 #[tokio::test]
 async fn an_mtls_run_reads_ztunnel_through_port_forward_and_logs_of_the_real_api_server() {
-    if crate::charts::rendered("ambient-kind").is_none() {
-        return;
-    }
-    let Some(mut programs) = super::programs::Programs::listen() else { return };
-    let socket = programs.socket().display().to_string();
-    let flags =
-        "--feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true";
-    let env = [("MESHCHECK_KUBELET_SOCKET", socket.as_str()), ("MESHCHECK_CP_APISERVER_FLAGS", flags)];
-    let Some(cp) = ControlPlane::start(&env) else { return };
-    programs.mirror(cp.client(None).await);
-    let (live, _dir) = cp.live().await;
-    install(&live, &["cilium", "istio-base"]).await;
-    install_leaving_out(&live, &["istiod"], &["MutatingWebhookConfiguration"]).await;
-    injector_in_the_api_server(&live).await;
-    install(&live, &["istio-cni", "ztunnel", "istio-ingress"]).await;
-    all_ready(&live, "istio-ingress", 1).await;
-    bookinfo(&live).await;
-    let text = crate::common::upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml").unwrap();
-    let gateway = meshcheck::plan::fixtures::parse_manifests(&String::from_utf8(text).unwrap(), "gateway").unwrap();
-    live.apply_objects(&gateway, Some("book-info"), true).await.unwrap();
-    let kubeconfig = cp.var("KUBECONFIG").to_string();
-    let ingress = programs.ingress_url();
-
-    let run = |checks: &'static [&'static str]| {
-        let (work, k, ingress) = (tempfile::tempdir().unwrap(), kubeconfig.clone(), ingress.clone());
-        let w = work.path().to_path_buf();
-        let edit = move |t: String| t.replace("url: http://127.0.0.1:8080", &format!("url: {ingress}"));
-        (tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, checks, edit)), work)
-    };
-    let (out, work) = run(&["gateway-binding", "mtls"]);
-    let out = out.await.unwrap();
+    let Some(mesh) = Mesh::behind_the_ingress(&[]).await else { return };
+    let run = |checks: &'static [&'static str]| mesh.run(checks, |t| t);
+    let (out, work) = run(&["gateway-binding", "mtls"]).await;
     let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let got = verdicts(&work.path().join("reports"));
     for check in ["gateway-binding", "mtls"] {
@@ -238,9 +206,8 @@ async fn an_mtls_run_reads_ztunnel_through_port_forward_and_logs_of_the_real_api
     }
     assert!(out.status.success(), "{said}");
 
-    opt_out_of_ambient(&live, "ratings-v1").await;
-    let (out, work) = run(&["mtls"]);
-    let out = out.await.unwrap();
+    opt_out_of_ambient(&mesh.live, "ratings-v1").await;
+    let (out, work) = run(&["mtls"]).await;
     assert!(!out.status.success(), "a run with a plaintext hop must fail");
     let (outcome, why) = verdicts(&work.path().join("reports")).remove("mtls").unwrap();
     assert_eq!(outcome, Outcome::Fail, "{why}");
@@ -268,10 +235,6 @@ async fn opt_out_of_ambient(live: &meshcheck::cluster::live::Live, deployment: &
             p.metadata.labels.as_ref().and_then(|l| l.get("istio.io/dataplane-mode")).map(String::as_str)
                 == Some("none")
         };
-        let ready = |p: &Pod| {
-            let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
-            conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        };
         if !all.is_empty() && all.iter().all(|p| opted_out(p) && ready(p)) {
             return;
         }
@@ -290,67 +253,86 @@ async fn opt_out_of_ambient(live: &meshcheck::cluster::live::Live, deployment: &
 /// requests whose traces Tempo never had.
 #[tokio::test]
 async fn a_traces_run_reads_tempo_through_the_real_api_servers_service_proxy() {
-    if crate::charts::rendered("ambient-kind").is_none() {
-        return;
-    }
-    let Some(mut programs) = super::programs::Programs::listen() else { return };
-    let socket = programs.socket().display().to_string();
-    let flags =
-        "--feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true";
-    let env = [("MESHCHECK_KUBELET_SOCKET", socket.as_str()), ("MESHCHECK_CP_APISERVER_FLAGS", flags)];
-    let Some(cp) = ControlPlane::start(&env) else { return };
-    programs.mirror(cp.client(None).await);
-    let (live, _dir) = cp.live().await;
-    install(&live, &["cilium", "istio-base"]).await;
-    install_leaving_out(&live, &["istiod"], &["MutatingWebhookConfiguration"]).await;
-    injector_in_the_api_server(&live).await;
-    install(&live, &["istio-cni", "ztunnel", "istio-ingress", "tempo"]).await;
-    all_ready(&live, "istio-ingress", 1).await;
-    all_ready(&live, "tempo", 1).await;
-    bookinfo(&live).await;
-    let text = crate::common::upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml").unwrap();
-    let gateway = meshcheck::plan::fixtures::parse_manifests(&String::from_utf8(text).unwrap(), "gateway").unwrap();
-    live.apply_objects(&gateway, Some("book-info"), true).await.unwrap();
+    let Some(mesh) = Mesh::behind_the_ingress(&["tempo"]).await else { return };
     let telemetry = meshcheck::plan::fixtures::manifest("telemetry.yaml").unwrap();
-    live.apply_objects(&telemetry, Some("istio-system"), true).await.unwrap();
-    let kubeconfig = cp.var("KUBECONFIG").to_string();
-    let ingress = programs.ingress_url();
+    mesh.live.apply_objects(&telemetry, Some("istio-system"), true).await.unwrap();
 
-    let (work, w) = {
-        let work = tempfile::tempdir().unwrap();
-        let w = work.path().to_path_buf();
-        (work, w)
-    };
-    let (k, i) = (kubeconfig.clone(), ingress.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        meshcheck_run(&w, &k, &["traces"], move |t| t.replace("url: http://127.0.0.1:8080", &format!("url: {i}")))
-    })
-    .await
-    .unwrap();
+    let (out, work) = mesh.run(&["traces"], |t| t).await;
     let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let (outcome, why) = verdicts(&work.path().join("reports")).remove("traces").unwrap_or_else(|| panic!("{said}"));
     assert_eq!(outcome, Outcome::Pass, "{why}\n{said}");
 
     let telemetries: Api<DynamicObject> = Api::namespaced_with(
-        live.client.clone(),
+        mesh.live.client.clone(),
         "istio-system",
         &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("telemetry.istio.io", "v1", "Telemetry")),
     );
     for t in &telemetry {
         telemetries.delete(t.metadata.name.as_deref().unwrap(), &Default::default()).await.unwrap();
     }
-    let silent = tempfile::tempdir().unwrap();
-    let (w, k, i) = (silent.path().to_path_buf(), kubeconfig, ingress);
     // Tempo's polling for traces that never come cut to a tenth (3 minutes by default).
-    let out = tokio::task::spawn_blocking(move || {
-        meshcheck_run(&w, &k, &["traces"], move |t| {
-            t.replace("url: http://127.0.0.1:8080", &format!("url: {i}")) + "timeouts:\n  settle_scale: 0.1\n"
-        })
-    })
-    .await
-    .unwrap();
+    let (out, silent) = mesh.run(&["traces"], |t| t + "timeouts:\n  settle_scale: 0.1\n").await;
     assert!(!out.status.success(), "a run whose mesh exports no span must fail");
     let (outcome, why) = verdicts(&silent.path().join("reports")).remove("traces").unwrap();
     assert_eq!(outcome, Outcome::Fail, "{why}");
     assert!(why.contains("(gateway answered 200) never arrived in Tempo"), "{why}");
+}
+
+/// Whether the pod's `Ready` condition is True.
+fn ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The mesh behind the simulation's ingress on the real control plane: the programs on the copy,
+/// Cilium, Istio base, istiod without its injector webhook ([`injector_in_the_api_server`]
+/// instead), istio-cni, ztunnel, the ingress gateway and the releases `more`, each Ready, bookinfo
+/// and its Gateway.
+struct Mesh {
+    programs: super::programs::Programs,
+    cp: ControlPlane,
+    live: meshcheck::cluster::live::Live,
+    _evidence: tempfile::TempDir,
+}
+
+impl Mesh {
+    async fn behind_the_ingress(more: &[&str]) -> Option<Mesh> {
+        crate::charts::rendered("ambient-kind")?;
+        let mut programs = super::programs::Programs::listen()?;
+        let socket = programs.socket().display().to_string();
+        let flags =
+            "--feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true";
+        let env = [("MESHCHECK_KUBELET_SOCKET", socket.as_str()), ("MESHCHECK_CP_APISERVER_FLAGS", flags)];
+        let cp = ControlPlane::start(&env)?;
+        programs.mirror(cp.client(None).await);
+        let (live, evidence) = cp.live().await;
+        install(&live, &["cilium", "istio-base"]).await;
+        install_leaving_out(&live, &["istiod"], &["MutatingWebhookConfiguration"]).await;
+        injector_in_the_api_server(&live).await;
+        install(&live, &["istio-cni", "ztunnel", "istio-ingress"]).await;
+        install(&live, more).await;
+        for ns in ["istio-ingress"].iter().chain(more) {
+            all_ready(&live, ns, 1).await;
+        }
+        bookinfo(&live).await;
+        let text = crate::common::upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml").unwrap();
+        let gateway = meshcheck::plan::fixtures::parse_manifests(&String::from_utf8(text).unwrap(), "gateway").unwrap();
+        live.apply_objects(&gateway, Some("book-info"), true).await.unwrap();
+        Some(Mesh { programs, cp, live, _evidence: evidence })
+    }
+
+    /// [`meshcheck_run`] of `checks` with the scenario's ingress at the simulation's, `edit` on
+    /// top, and the folder it ran in.
+    async fn run(
+        &self,
+        checks: &'static [&'static str],
+        edit: impl FnOnce(String) -> String + Send + 'static,
+    ) -> (std::process::Output, tempfile::TempDir) {
+        let work = tempfile::tempdir().unwrap();
+        let (w, k, ingress) =
+            (work.path().to_path_buf(), self.cp.var("KUBECONFIG").to_string(), self.programs.ingress_url());
+        let edit = move |t: String| edit(t.replace("url: http://127.0.0.1:8080", &format!("url: {ingress}")));
+        let out = tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, checks, edit)).await.unwrap();
+        (out, work)
+    }
 }
