@@ -316,20 +316,34 @@ fn awaits_the_batch(
 const DISCOVERY_CATCH_UP: Duration = Duration::from_secs(10);
 
 impl Live {
-    /// Discovery that serves every kind of `objects`, asked again for up to
-    /// [`DISCOVERY_CATCH_UP`]; after that, the last one (and the caller names what is missing).
+    /// Discovery that serves every kind of `objects`. A kind it does not serve yet but whose CRD
+    /// the cluster has is asked for again, up to [`DISCOVERY_CATCH_UP`]; a kind with no CRD at
+    /// all is not waited for (an apply ahead of its CRD's install is the plan's mistake, named at
+    /// once). Then the last discovery, and the caller names what is missing.
     async fn discover_serving(&self, objects: &[DynamicObject]) -> Result<kube::Discovery, LiveError> {
         let since = std::time::Instant::now();
         loop {
             let discovery = self.discover().await?;
-            let unserved = objects.iter().filter_map(|o| o.types.as_ref()).any(|t| {
-                kube::api::GroupVersionKind::try_from(t).is_ok_and(|gvk| discovery.resolve_gvk(&gvk).is_none())
-            });
-            if !unserved || since.elapsed() >= DISCOVERY_CATCH_UP {
+            let unserved: Vec<kube::api::GroupVersionKind> = objects
+                .iter()
+                .filter_map(|o| kube::api::GroupVersionKind::try_from(o.types.as_ref()?).ok())
+                .filter(|gvk| discovery.resolve_gvk(gvk).is_none())
+                .collect();
+            if unserved.is_empty() || since.elapsed() >= DISCOVERY_CATCH_UP || !self.has_crds_of(&unserved).await? {
                 return Ok(discovery);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Whether the cluster has a CRD for every one of `kinds` (by group and kind).
+    async fn has_crds_of(&self, kinds: &[kube::api::GroupVersionKind]) -> Result<bool, LiveError> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let api: kube::Api<CustomResourceDefinition> = kube::Api::all(self.client.clone());
+        let crds = api.list(&Default::default()).await.map_err(kube_err("list CustomResourceDefinitions"))?;
+        Ok(kinds
+            .iter()
+            .all(|gvk| crds.items.iter().any(|crd| crd.spec.group == gvk.group && crd.spec.names.kind == gvk.kind)))
     }
 }
 
