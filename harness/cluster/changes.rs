@@ -82,7 +82,9 @@ impl Live {
         what: &str,
     ) -> Result<Vec<(&'a DynamicObject, Option<DynamicObject>)>, LiveError> {
         within(MUTATION_DEADLINE, what, async {
-            let discovery = self.discover().await?;
+            // What an install reads before its apply may be of a kind whose CRD the step before
+            // installed: discovery may not list it yet.
+            let discovery = self.discover_serving(objects).await?;
             let mut out = Vec::new();
             for obj in objects {
                 let (ar, caps) = resolve(&discovery, obj)?;

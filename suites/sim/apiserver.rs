@@ -142,7 +142,7 @@ fn not_found(plural: &str, name: &str) -> Response<Body> {
 fn discovery(shared: &Shared, core: bool) -> Value {
     let st = shared.lock();
     let mut groups: BTreeMap<String, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
-    for t in st.store.types.iter().filter(|t| t.group.is_empty() == core) {
+    for t in st.store.types.iter().filter(|t| t.group.is_empty() == core && t.discoverable()) {
         let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
         let rk = json!({"group": t.group, "version": t.version, "kind": t.kind});
         let subs: Vec<Value> = t

@@ -361,7 +361,7 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
     ];
     // Cilium's operator ran on this cluster long ago.
     register_cilium_crds(&mut st);
-    st.store.establish_pending();
+    st.store.establish_long_ago();
     let (kps_default_names, addon_prometheus) = (st.faults.kps_default_names, st.faults.istio_addon_prometheus);
     for (repo, chart, version, release, ns, values) in releases {
         if addon_prometheus && chart == "kube-prometheus-stack" {
@@ -386,7 +386,7 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
         let objects = shared.helm.template(&chart, release, ns, &files, &[])?;
         let (crds, rest): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o["kind"] == "CustomResourceDefinition");
         put_all(&mut st, crds, ns)?;
-        st.store.establish_pending();
+        st.store.establish_long_ago();
         let objects = uninstalled_by_helm(&st, &rest, ns);
         put_all(&mut st, rest, ns)?;
         record_release(&mut st, ns, release, version, objects);
@@ -394,7 +394,7 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
     let bundle = std::fs::read_to_string(shared.helm.charts.join("gateway-api-v1.5.1/standard-install.yaml"))
         .map_err(|e| format!("Gateway API bundle: {e}"))?;
     put_all(&mut st, yaml_docs(&bundle)?, "default")?;
-    st.store.establish_pending();
+    st.store.establish_long_ago();
     for file in ["bookinfo", "bookinfo-versions", "networking-bookinfo-gateway"] {
         let text = upstream(shared, &format!("bookinfo/istio-1.30.3-{file}.yaml"))?;
         put_all(&mut st, yaml_docs(&text)?, "book-info")?;
@@ -422,14 +422,14 @@ pub fn existing_cluster(shared: &Shared, dir: &std::path::Path) -> Result<(), St
 fn cilium_and_user_objects(shared: &Shared, dir: &std::path::Path) -> Result<(), String> {
     let mut st = shared.lock();
     register_cilium_crds(&mut st);
-    st.store.establish_pending();
+    st.store.establish_long_ago();
     let file = dir.join("values-cilium.yaml");
     std::fs::write(&file, fixture("values/cilium.yaml")).map_err(|e| e.to_string())?;
     let chart = shared.helm.chart("https://helm.cilium.io", "cilium", "1.19.6")?;
     let objects = shared.helm.template(&chart, "cilium", "kube-system", &[file], &[])?;
     let (crds, rest): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o["kind"] == "CustomResourceDefinition");
     put_all(&mut st, crds, "kube-system")?;
-    st.store.establish_pending();
+    st.store.establish_long_ago();
     let objects = uninstalled_by_helm(&st, &rest, "kube-system");
     put_all(&mut st, rest, "kube-system")?;
     record_release(&mut st, "kube-system", "cilium", "1.19.6", objects);

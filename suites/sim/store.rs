@@ -16,7 +16,20 @@ pub struct ResourceType {
     pub plural: String,
     pub namespaced: bool,
     pub subresources: Vec<&'static str>,
+    /// When a CRD's kind enters aggregated discovery: it is served from the moment its CRD is
+    /// Established, but discovery lists it only once the API server's own discovery controller has
+    /// synced it ([`DISCOVERY_LAG`]). `None` for built-in kinds, always listed.
+    pub discoverable_from: Option<std::time::Instant>,
 }
+
+/// How long after a CRD is Established its kind is missing from aggregated discovery. The real
+/// API server adds it from a controller of its own, which syncs the CRD's group-version off its
+/// informer through a work queue (apiextensions-apiserver v0.35.4
+/// pkg/apiserver/customresource_discovery_controller.go, `sync` → `resourceManager.AddGroupVersion`);
+/// the real control-plane tier, loaded, saw a ServiceMonitor refused as not served right after its
+/// CRD's Established wait. Longer than the harness's re-ask interval, so that a plan which applies
+/// a CR right after its CRD's wait is rehearsed against the gap.
+pub const DISCOVERY_LAG: std::time::Duration = std::time::Duration::from_millis(600);
 
 impl ResourceType {
     fn new(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool) -> ResourceType {
@@ -27,7 +40,13 @@ impl ResourceType {
             plural: plural.into(),
             namespaced,
             subresources: Vec::new(),
+            discoverable_from: None,
         }
+    }
+
+    /// Whether aggregated discovery lists this kind now.
+    pub fn discoverable(&self) -> bool {
+        self.discoverable_from.is_none_or(|at| at <= std::time::Instant::now())
     }
 
     pub fn api_version(&self) -> String {
@@ -320,6 +339,15 @@ impl Store {
         }
     }
 
+    /// Establishes the pending CRDs with their kinds in discovery at once: a cluster's state from
+    /// before the run, whose discovery controller synced long ago.
+    pub fn establish_long_ago(&mut self) {
+        self.establish_pending();
+        for t in &mut self.types {
+            t.discoverable_from = None;
+        }
+    }
+
     /// Whether every CRD created so far is Established.
     pub fn crds_established(&self) -> bool {
         self.pending_crds.is_empty()
@@ -343,10 +371,19 @@ impl Store {
         // Every served version is discoverable; the storage version first (the preferred one).
         let mut ordered = versions.clone();
         ordered.sort_by_key(|(_, storage)| !storage);
+        // A kind already in discovery stays there through an update of its CRD; a new one
+        // enters after the discovery controller's sync.
+        let listed = self
+            .types
+            .iter()
+            .find(|t| t.group == group && t.plural == plural)
+            .map(|t| t.discoverable_from)
+            .unwrap_or_else(|| Some(std::time::Instant::now() + DISCOVERY_LAG));
         self.types.retain(|t| !(t.group == group && t.plural == plural));
         for (version, _) in ordered {
             let mut t = ResourceType::new(&group, &version, &kind, &plural, namespaced);
             t.subresources = vec!["status"];
+            t.discoverable_from = listed;
             self.types.push(t);
         }
         let names = crd.pointer("/spec/names").cloned().unwrap_or(Value::Null);
