@@ -50,6 +50,7 @@ printf '{{ .Files.Get "files/standard-install.yaml" }}\n' >"$gw/templates/all.ya
 # its condition turns off.
 kps=$charts/kube-prometheus-stack-77.0.0
 kps_note=""
+kps_off=""
 missing=$(python3 - "$kps" <<'EOF'
 import os, sys, yaml
 d = sys.argv[1]
@@ -71,11 +72,15 @@ d = sys.argv[1]
 p = os.path.join(d, "Chart.yaml")
 c = yaml.safe_load(open(p))
 gone = [x["name"] for x in c.get("dependencies", []) if not os.path.isdir(os.path.join(d, "charts", x["name"]))]
+conditions = [x["condition"] for x in c["dependencies"] if x["name"] in gone and x.get("condition")]
 c["dependencies"] = [x for x in c["dependencies"] if x["name"] not in gone]
 yaml.safe_dump(c, open(p, "w"), sort_keys=False)
 print(" ".join(gone))
+# The parent's templates read a subchart's values while its condition is on: off with it.
+open(os.path.join(d, ".conditions-off"), "w").write(" ".join(f"--set {x}=false" for x in conditions))
 EOF
 )
+  kps_off=$(cat "$kps/.conditions-off")
   kps_note="shared copy lacks: $missing; dropped from a temporary Chart.yaml: ${dropped:-none}"
   echo "kps: $kps_note"
 fi
@@ -89,7 +94,7 @@ table=(
   "istio-cni      istio-system   $charts/istio-1.30.3/cni -f $values/istio-cni.yaml $istio"
   "ztunnel        istio-system   $charts/istio-1.30.3/ztunnel -f $values/ztunnel.yaml --set hub=registry.istio.io/release --set tag=1.30.3"
   "istio-ingress  istio-ingress  $charts/istio-1.30.3/gateway -f $values/istio-gateway.yaml $istio"
-  "kps            monitoring     $kps -f $values/kube-prometheus-stack.yaml"
+  "kps            monitoring     $kps -f $values/kube-prometheus-stack.yaml $kps_off"
   "tempo          tempo          $charts/tempo-1.26.1 -f $values/tempo.yaml"
   "kiali-operator kiali-operator $charts/kiali-operator-2.29.0.tgz -f $values/kiali-operator.yaml"
 )
