@@ -302,6 +302,7 @@ pub fn control_plane_tools() -> Option<PathBuf> {
             "kube-scheduler",
             "kwok",
             "kubelet-streams",
+            "prometheus-operator",
         ];
         for name in programs {
             built_go_tool(name)?;

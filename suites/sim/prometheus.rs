@@ -51,8 +51,9 @@ impl Target {
 }
 
 /// One relabelling rule of Prometheus v3.5.0 model/relabel/relabel.go, for the actions the
-/// monitors and the scrape configs of this simulation use: `replace` (the default), `keep`,
-/// `drop`, `labelmap`. The source labels joined by `separator` (default `;`) are matched against
+/// monitors and the scrape configs of this simulation and of prometheus-operator use: `replace`
+/// (the default), `keep`, `drop`, `labelmap`, `hashmod` (the MD5 of the joined values, its last 8
+/// bytes big-endian, modulo `modulus`). The source labels joined by `separator` (default `;`) are matched against
 /// the anchored `regex` (default `(.*)`); `replace` writes `replacement` (default `$1`) with its
 /// groups expanded to `targetLabel`, and writes nothing when the regex does not match; `labelmap`
 /// copies each label whose name matches to the name `replacement` makes of it. Keys are read as
@@ -98,6 +99,18 @@ fn relabel(rules: &Value, labels: &mut BTreeMap<String, String>) -> bool {
                 } else {
                     labels.insert(target.to_string(), value);
                 }
+            }
+            // prometheus-operator shards targets by it (promcfg.go `generateAddressShardingRelabelingRules`).
+            "hashmod" => {
+                use md5::Digest as _;
+                let (Some(target), Some(modulus)) =
+                    (key("targetLabel", "target_label").as_str().map(String::from), rule["modulus"].as_u64())
+                else {
+                    continue;
+                };
+                let hash = md5::Md5::digest(joined.as_bytes());
+                let tail: [u8; 8] = hash[8..].try_into().expect("an MD5 sum is 16 bytes");
+                labels.insert(target, (u64::from_be_bytes(tail) % modulus.max(1)).to_string());
             }
             "labelmap" => {
                 let mapped: Vec<(String, String)> = labels
@@ -360,10 +373,15 @@ fn pod_monitor_targets(st: &State, m: &Value, i: usize, e: &Value, out: &mut Vec
     }
 }
 
-/// Every target of the Prometheus a pod runs: ServiceMonitors first, then PodMonitors
-/// (promcfg.go#L937-L945).
+/// Every target of the Prometheus a pod runs. What its configuration file says, when the pod has
+/// one: the real prometheus-operator writes it on the control-plane tier, and Istio's addon
+/// mounts its own. Else, for a pod of a Prometheus custom resource (the Rust-only tier, whose
+/// operator writes no configuration), what prometheus-operator v0.85.0 would generate from the
+/// monitors the CR selects: ServiceMonitors first, then PodMonitors (promcfg.go#L937-L945).
 fn targets(st: &State, pod: &Value) -> Vec<Target> {
-    let Some(cr) = custom_resource(st, pod) else { return configured_targets(st, pod) };
+    let Some(cr) = custom_resource(st, pod).filter(|_| config_file(st, pod).is_none()) else {
+        return configured_targets(st, pod);
+    };
     let mut out = Vec::new();
     for m in monitors(st, &cr, "servicemonitors", "serviceMonitor") {
         for (i, e) in m.pointer("/spec/endpoints").and_then(Value::as_array).into_iter().flatten().enumerate() {
@@ -379,21 +397,76 @@ fn targets(st: &State, pod: &Value) -> Vec<Target> {
     out
 }
 
-/// The scrape configuration of a Prometheus no operator runs (Istio's addon,
-/// samples/addons/prometheus.yaml): the file its `--config.file` names, from the ConfigMap mounted
-/// there.
+/// The scrape configuration a Prometheus pod runs with: the file its `--config.file` names,
+/// either mounted there from a ConfigMap or Secret (Istio's addon, samples/addons/prometheus.yaml)
+/// or written there by a config-reloader container of the pod (prometheus-operator v0.85.0
+/// pkg/prometheus/server/statefulset.go: `--config-envsubst-file` into the shared `config-out`
+/// emptyDir, from the operator's Secret mounted at `--config-file`).
 fn config_file(st: &State, pod: &Value) -> Option<Value> {
-    let containers = pod.pointer("/spec/containers")?.as_array()?;
-    let (container, path) = containers.iter().find_map(|c| {
+    let (container, path) = containers(pod).find_map(|(c, _)| {
         let args = c["args"].as_array()?;
         let path = args.iter().filter_map(Value::as_str).find_map(|a| a.strip_prefix("--config.file="))?;
         Some((c, path))
     })?;
+    let text = mounted_file(st, pod, container, path).or_else(|| reloaded_file(st, pod, path))?;
+    serde_saphyr::from_str(&String::from_utf8_lossy(&text)).ok()
+}
+
+/// The pod's containers, then its init containers, each with whether it is one of the latter.
+fn containers(pod: &Value) -> impl Iterator<Item = (&Value, bool)> {
+    let list = |field: &str| pod.pointer(&format!("/spec/{field}")).and_then(Value::as_array).into_iter().flatten();
+    list("containers").map(|c| (c, false)).chain(list("initContainers").map(|c| (c, true)))
+}
+
+/// The bytes a container reads at `path` from a ConfigMap or Secret volume mounted at its folder.
+fn mounted_file(st: &State, pod: &Value, container: &Value, path: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
     let (dir, file) = path.rsplit_once('/')?;
     let mount = container["volumeMounts"].as_array()?.iter().find(|m| m["mountPath"].as_str() == Some(dir))?;
     let volume = pod.pointer("/spec/volumes")?.as_array()?.iter().find(|v| v["name"] == mount["name"])?;
-    let map = st.store.get("", "configmaps", s(pod, "/metadata/namespace"), volume["configMap"]["name"].as_str()?)?;
-    serde_saphyr::from_str(map["data"][file].as_str()?).ok()
+    let ns = s(pod, "/metadata/namespace");
+    if let Some(name) = volume.pointer("/configMap/name").and_then(Value::as_str) {
+        return Some(st.store.get("", "configmaps", ns, name)?["data"][file].as_str()?.as_bytes().to_vec());
+    }
+    let name = volume.pointer("/secret/secretName").and_then(Value::as_str)?;
+    let data = st.store.get("", "secrets", ns, name)?["data"][file].as_str()?.to_string();
+    base64::engine::general_purpose::STANDARD.decode(data).ok()
+}
+
+/// What a config-reloader container of the pod writes at `path`: its `--config-file` gunzipped
+/// when it starts with gzip's magic bytes, then each `$(NAME)` replaced by the container's
+/// environment variable; a reference to one it lacks writes nothing (thanos v0.39.2
+/// pkg/reloader/reloader.go `normalize`, `expandEnv`: an error unless told to tolerate it).
+fn reloaded_file(st: &State, pod: &Value, path: &str) -> Option<Vec<u8>> {
+    let flag = |c: &Value, name: &str| {
+        let args = c["args"].as_array()?.iter().filter_map(Value::as_str);
+        args.filter_map(|a| a.strip_prefix(name)?.strip_prefix('=')).next().map(String::from)
+    };
+    let reloader =
+        containers(pod).map(|(c, _)| c).find(|c| flag(c, "--config-envsubst-file").as_deref() == Some(path))?;
+    let mut text = mounted_file(st, pod, reloader, &flag(reloader, "--config-file")?)?;
+    if text.starts_with(&[0x1f, 0x8b, 0x08]) {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(text.as_slice()), &mut plain).ok()?;
+        text = plain;
+    }
+    let env = |name: &str| {
+        let var = reloader["env"].as_array()?.iter().find(|e| e["name"] == name)?;
+        match var.pointer("/valueFrom/fieldRef/fieldPath").and_then(Value::as_str) {
+            Some(field) => Some(s(pod, &format!("/{}", field.replace('.', "/"))).to_string()),
+            None => Some(var["value"].as_str().unwrap_or_default().to_string()),
+        }
+    };
+    let reference = regex::Regex::new(r"\$\(([a-zA-Z_0-9]+)\)").expect("the reloader's pattern");
+    let text = String::from_utf8(text).ok()?;
+    let mut unset = false;
+    let expanded = reference.replace_all(&text, |caps: &regex::Captures| {
+        env(&caps[1]).unwrap_or_else(|| {
+            unset = true;
+            String::new()
+        })
+    });
+    (!unset).then(|| expanded.into_owned().into_bytes())
 }
 
 /// Prometheus' label name for a Kubernetes label or annotation key: every character outside
@@ -417,11 +490,9 @@ fn add_object_meta_labels(l: &mut BTreeMap<String, String>, object: &Value, role
     }
 }
 
-/// What the `pod` role of kubernetes_sd_configs says of one container port of a pod, or of a
-/// container without ports (then `__address__` is the bare IP): prometheus v3.5.0
-/// discovery/kubernetes/pod.go `buildPod`, `podLabels`, kubernetes.go `addObjectMetaLabels`.
-fn pod_meta(pod: &Value, container: &Value, port: Option<&Value>) -> BTreeMap<String, String> {
-    let ip = s(pod, "/status/podIP");
+/// What every role says of a pod it found (prometheus v3.5.0 discovery/kubernetes/pod.go
+/// `podLabels`, kubernetes.go `addObjectMetaLabels`).
+fn pod_labels(pod: &Value) -> BTreeMap<String, String> {
     let ready = pod
         .pointer("/status/conditions")
         .and_then(Value::as_array)
@@ -429,17 +500,12 @@ fn pod_meta(pod: &Value, container: &Value, port: Option<&Value>) -> BTreeMap<St
         .flatten()
         .any(|c| c["type"] == "Ready" && c["status"] == "True");
     let mut l = BTreeMap::from([
-        ("__meta_kubernetes_namespace".to_string(), s(pod, "/metadata/namespace").to_string()),
-        ("__meta_kubernetes_pod_ip".into(), ip.to_string()),
+        ("__meta_kubernetes_pod_ip".to_string(), s(pod, "/status/podIP").to_string()),
         ("__meta_kubernetes_pod_ready".into(), ready.to_string()),
         ("__meta_kubernetes_pod_phase".into(), s(pod, "/status/phase").to_string()),
         ("__meta_kubernetes_pod_node_name".into(), s(pod, "/spec/nodeName").to_string()),
         ("__meta_kubernetes_pod_host_ip".into(), s(pod, "/status/hostIP").to_string()),
         ("__meta_kubernetes_pod_uid".into(), s(pod, "/metadata/uid").to_string()),
-        ("__meta_kubernetes_pod_container_name".into(), container["name"].as_str().unwrap_or_default().to_string()),
-        ("__meta_kubernetes_pod_container_image".into(), container["image"].as_str().unwrap_or_default().to_string()),
-        ("__meta_kubernetes_pod_container_init".into(), "false".into()),
-        ("__address__".into(), ip.to_string()),
     ]);
     add_object_meta_labels(&mut l, pod, "pod");
     if let Some(owner) = pod
@@ -452,17 +518,139 @@ fn pod_meta(pod: &Value, container: &Value, port: Option<&Value>) -> BTreeMap<St
         l.insert("__meta_kubernetes_pod_controller_kind".into(), owner["kind"].as_str().unwrap_or_default().into());
         l.insert("__meta_kubernetes_pod_controller_name".into(), owner["name"].as_str().unwrap_or_default().into());
     }
+    l
+}
+
+/// What a role says of the container (and its port) a target is: name, image, whether an init
+/// container, and the port's number, name and protocol.
+fn container_labels(l: &mut BTreeMap<String, String>, container: &Value, init: bool, port: Option<&Value>) {
+    l.insert("__meta_kubernetes_pod_container_name".into(), container["name"].as_str().unwrap_or_default().into());
+    l.insert("__meta_kubernetes_pod_container_image".into(), container["image"].as_str().unwrap_or_default().into());
+    l.insert("__meta_kubernetes_pod_container_init".into(), init.to_string());
     if let Some(port) = port {
-        let number = port["containerPort"].as_u64().unwrap_or_default().to_string();
-        l.insert("__address__".into(), format!("{ip}:{number}"));
-        l.insert("__meta_kubernetes_pod_container_port_number".into(), number);
+        l.insert(
+            "__meta_kubernetes_pod_container_port_number".into(),
+            port["containerPort"].as_u64().unwrap_or_default().to_string(),
+        );
         l.insert("__meta_kubernetes_pod_container_port_name".into(), port["name"].as_str().unwrap_or_default().into());
         l.insert(
             "__meta_kubernetes_pod_container_port_protocol".into(),
             port["protocol"].as_str().unwrap_or("TCP").into(),
         );
     }
+}
+
+/// What the `pod` role of kubernetes_sd_configs says of one container port of a pod, or of a
+/// container without ports (then `__address__` is the bare IP): prometheus v3.5.0
+/// discovery/kubernetes/pod.go `buildPod`, `podLabels`, kubernetes.go `addObjectMetaLabels`.
+fn pod_meta(pod: &Value, container: &Value, init: bool, port: Option<&Value>) -> BTreeMap<String, String> {
+    let ip = s(pod, "/status/podIP");
+    let mut l = pod_labels(pod);
+    l.insert("__meta_kubernetes_namespace".into(), s(pod, "/metadata/namespace").to_string());
+    container_labels(&mut l, container, init, port);
+    let address = match port {
+        Some(port) => format!("{ip}:{}", port["containerPort"].as_u64().unwrap_or_default()),
+        None => ip.to_string(),
+    };
+    l.insert("__address__".into(), address);
     l
+}
+
+/// What the `endpoints` role of kubernetes_sd_configs says of one Endpoints object: a target per
+/// address and port of each subset (ready ones, then not-ready ones), with the Service's and the
+/// Endpoints' own meta labels, and for an address whose target is a pod the pod's labels and the
+/// container declaring that port; then a target for every other declared port of those pods
+/// (prometheus v3.5.0 discovery/kubernetes/endpoints.go `buildEndpoints`, `addServiceLabels`).
+fn endpoints_meta(st: &State, endpoints: &Value) -> Vec<(Value, BTreeMap<String, String>)> {
+    let ns = s(endpoints, "/metadata/namespace");
+    let mut group = BTreeMap::from([("__meta_kubernetes_namespace".to_string(), ns.to_string())]);
+    if let Some(svc) = st.store.get("", "services", ns, s(endpoints, "/metadata/name")) {
+        add_object_meta_labels(&mut group, svc, "service");
+    }
+    add_object_meta_labels(&mut group, endpoints, "endpoints");
+    let mut out = Vec::new();
+    let mut seen: Vec<(Value, Vec<u64>)> = Vec::new();
+    for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+        for port in subset["ports"].as_array().into_iter().flatten() {
+            let number = port["port"].as_u64().unwrap_or_default();
+            for (field, ready) in [("addresses", "true"), ("notReadyAddresses", "false")] {
+                for address in subset[field].as_array().into_iter().flatten() {
+                    let mut l = group.clone();
+                    let ip = address["ip"].as_str().unwrap_or_default();
+                    l.insert("__address__".into(), format!("{ip}:{number}"));
+                    l.insert(
+                        "__meta_kubernetes_endpoint_port_name".into(),
+                        port["name"].as_str().unwrap_or_default().into(),
+                    );
+                    l.insert(
+                        "__meta_kubernetes_endpoint_port_protocol".into(),
+                        port["protocol"].as_str().unwrap_or("TCP").into(),
+                    );
+                    l.insert("__meta_kubernetes_endpoint_ready".into(), ready.into());
+                    let (kind, name) = (s(address, "/targetRef/kind"), s(address, "/targetRef/name"));
+                    if address.get("targetRef").is_some() {
+                        l.insert("__meta_kubernetes_endpoint_address_target_kind".into(), kind.into());
+                        l.insert("__meta_kubernetes_endpoint_address_target_name".into(), name.into());
+                    }
+                    if let Some(node) = address["nodeName"].as_str() {
+                        l.insert("__meta_kubernetes_endpoint_node_name".into(), node.into());
+                    }
+                    if let Some(host) = address["hostname"].as_str().filter(|h| !h.is_empty()) {
+                        l.insert("__meta_kubernetes_endpoint_hostname".into(), host.into());
+                    }
+                    let pod = (kind == "Pod")
+                        .then(|| st.store.get("", "pods", s(address, "/targetRef/namespace"), name))
+                        .flatten();
+                    let Some(pod) = pod else {
+                        let object = match kind {
+                            "Node" => st.store.get("", "nodes", "", name).cloned().unwrap_or_default(),
+                            _ => Value::Null,
+                        };
+                        out.push((object, l));
+                        continue;
+                    };
+                    l.extend(pod_labels(pod));
+                    let declared = containers(pod).find_map(|(c, init)| {
+                        let ports = c["ports"].as_array()?;
+                        Some((c, init, ports.iter().find(|p| p["containerPort"].as_u64() == Some(number))?))
+                    });
+                    if let Some((c, init, declared)) = declared {
+                        container_labels(&mut l, c, init, Some(declared));
+                        // The endpoint's protocol, not the container port's.
+                        l.insert(
+                            "__meta_kubernetes_pod_container_port_protocol".into(),
+                            port["protocol"].as_str().unwrap_or("TCP").into(),
+                        );
+                    }
+                    match seen.iter_mut().find(|(p, _)| p["metadata"]["uid"] == pod["metadata"]["uid"]) {
+                        Some((_, ports)) => ports.push(number),
+                        None => seen.push((pod.clone(), vec![number])),
+                    }
+                    out.push((pod.clone(), l));
+                }
+            }
+        }
+    }
+    for (pod, served) in seen {
+        let ip = s(&pod, "/status/podIP");
+        if ip.is_empty() {
+            continue;
+        }
+        for (c, init) in containers(&pod) {
+            for port in c["ports"].as_array().into_iter().flatten() {
+                let number = port["containerPort"].as_u64().unwrap_or_default();
+                if served.contains(&number) {
+                    continue;
+                }
+                let mut l = group.clone();
+                l.extend(pod_labels(&pod));
+                container_labels(&mut l, c, init, Some(port));
+                l.insert("__address__".into(), format!("{ip}:{number}"));
+                out.push((pod.clone(), l));
+            }
+        }
+    }
+    out
 }
 
 /// What the `node` role of kubernetes_sd_configs says of a Node: prometheus v3.5.0
@@ -495,31 +683,35 @@ fn node_meta(node: &Value) -> Option<BTreeMap<String, String>> {
 }
 
 /// What one `kubernetes_sd_configs` entry discovers, each label set with the object its target
-/// scrapes: for the `pod` role one per container port of each discoverable pod in the listed
-/// namespaces (a container without ports gives the bare IP), for the `node` role one per Node.
-/// The `endpoints`, `service` and `ingress` roles give none here: no check reads their targets.
+/// scrapes: for the `pod` role one per container port (init containers' too) of each pod with
+/// an IP in the listed namespaces (a container without ports gives the bare IP), for the
+/// `endpoints` role what [`endpoints_meta`] says of each Endpoints object there, for the `node`
+/// role one per Node. The `endpointslice`, `service` and `ingress` roles give none here: neither
+/// the configurations meshcheck installs nor the ones prometheus-operator writes for them (its
+/// default `serviceDiscoveryRole` is Endpoints, promcfg.go#L168-L171) use them.
 fn discovered(st: &State, sd: &Value) -> Vec<(Value, BTreeMap<String, String>)> {
+    let names: Vec<&str> = sd
+        .pointer("/namespaces/names")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let listed = |o: &&Value| names.is_empty() || names.contains(&s(o, "/metadata/namespace"));
     match sd["role"].as_str() {
         Some("node") => st.store.iter("", "nodes", None).filter_map(|n| Some((n.clone(), node_meta(n)?))).collect(),
+        Some("endpoints") => {
+            st.store.iter("", "endpoints", None).filter(listed).flat_map(|e| endpoints_meta(st, e)).collect()
+        }
         Some("pod") => {
-            let names: Vec<&str> = sd
-                .pointer("/namespaces/names")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
             let mut out = Vec::new();
-            for p in st.store.iter("", "pods", None).filter(|p| discoverable(p)) {
-                if !names.is_empty() && !names.contains(&s(p, "/metadata/namespace")) {
-                    continue;
-                }
-                for c in p.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+            for p in st.store.iter("", "pods", None).filter(|p| !s(p, "/status/podIP").is_empty()).filter(listed) {
+                for (c, init) in containers(p) {
                     match c["ports"].as_array() {
                         Some(ports) if !ports.is_empty() => {
-                            out.extend(ports.iter().map(|port| (p.clone(), pod_meta(p, c, Some(port)))))
+                            out.extend(ports.iter().map(|port| (p.clone(), pod_meta(p, c, init, Some(port)))))
                         }
-                        _ => out.push((p.clone(), pod_meta(p, c, None))),
+                        _ => out.push((p.clone(), pod_meta(p, c, init, None))),
                     }
                 }
             }

@@ -4,9 +4,9 @@
 //! `pods/exec`, `pods/portforward` and `pods/log` as the kubelet's streaming API
 //! (kubelet-streams) passes them on, and bookinfo's traffic through the simulation's ingress:
 //! `l4-authorization`, `mtls` with `gateway-binding`, and `traces` (Tempo through the API
-//! server's service proxy, to the pod addresses kubelet-streams stands for). metrics, kiali and
-//! probes need the operators' work; they stay on the Rust simulation's rehearsals
-//! (suites/offline/rehearsal.rs).
+//! server's service proxy, to the pod addresses kubelet-streams stands for), and `metrics` on
+//! what the real prometheus-operator configured. kiali and probes need the Kiali operator's work
+//! and Cilium's; they stay on the Rust simulation's rehearsals (suites/offline/rehearsal.rs).
 
 use kube::{Api, api::DynamicObject};
 use meshcheck::{cluster::namespaces, evidence::Outcome};
@@ -278,6 +278,135 @@ async fn a_traces_run_reads_tempo_through_the_real_api_servers_service_proxy() {
     assert!(why.contains("(gateway answered 200) never arrived in Tempo"), "{why}");
 }
 
+/// `metrics` on the real control plane, with the real prometheus-operator (v0.85.0, the
+/// kube-prometheus-stack 77.0.0 chart's, built by `.ci/build-go-tools`) doing what it does in its
+/// pod: kube-prometheus-stack as the real helm renders it with meshcheck's values, the operator
+/// run with its Deployment's own arguments, meshcheck's ServiceMonitor and PodMonitor
+/// (fixtures/manifests/istio-monitors.yaml). The operator writes the Prometheus StatefulSet (its
+/// pod made by the real controller) and the scrape configuration Secret; the simulation's
+/// Prometheus in that pod scrapes what that configuration says, as the pod's config-reloader
+/// hands it over (gunzipped, `$(SHARD)` expanded). `metrics` reads the targets and the query
+/// through the API server's service proxy, and passes.
+/// Could-fail: the PodMonitor's port named `ztunnel-metrics` (no container declares it): the
+/// operator's configuration keeps no ztunnel target, and the verdict says so.
+#[tokio::test]
+async fn a_metrics_run_reads_what_the_real_prometheus_operator_configured() {
+    let Some(mesh) = Mesh::behind_the_ingress(&["kps"]).await else { return };
+    let _operator = Operator::start(&mesh.cp, &mesh.live).await;
+    let monitors = meshcheck::plan::fixtures::manifest("istio-monitors.yaml").unwrap();
+    mesh.live.apply_objects(&monitors, Some("monitoring"), true).await.unwrap();
+    let config = configured(&mesh.live, |c| c.contains("job_name: podMonitor/monitoring/ztunnel/0")).await;
+    all_ready(&mesh.live, "monitoring", 2).await;
+
+    let scaled = |t: String| t + "timeouts:\n  settle_scale: 0.2\n";
+    let (out, work) = mesh.run(&["metrics"], scaled).await;
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (outcome, why) = verdicts(&work.path().join("reports")).remove("metrics").unwrap_or_else(|| panic!("{said}"));
+    assert_eq!(outcome, Outcome::Pass, "{why}\n{said}");
+    // Every pool Prometheus reports is a job of the operator's configuration; the operator's own
+    // ServiceMonitor is not one: the operator skipped it (its tlsConfig names the Secret that
+    // the chart's admission hook Job would make, and no Job runs here).
+    let folder = std::fs::canonicalize(work.path().join("reports/latest")).unwrap();
+    let targets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("evidence/metrics/targets.json")).unwrap()).unwrap();
+    let pools: std::collections::BTreeSet<&str> = targets["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["scrapePool"].as_str().unwrap())
+        .collect();
+    assert!(pools.iter().all(|p| config.contains(&format!("- job_name: {p}\n"))), "{pools:?}\n{config}");
+    assert!(!pools.iter().any(|p| p.contains("prom-operator")), "{pools:?}");
+
+    let podmonitors: Api<DynamicObject> = Api::namespaced_with(
+        mesh.live.client.clone(),
+        "monitoring",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "monitoring.coreos.com",
+            "v1",
+            "PodMonitor",
+        )),
+    );
+    let renamed = serde_json::json!({"spec": {"podMetricsEndpoints": [
+        {"port": "ztunnel-metrics", "path": "/stats/prometheus", "interval": "15s"}
+    ]}});
+    podmonitors.patch("ztunnel", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(renamed)).await.unwrap();
+    configured(&mesh.live, |c| c.contains("regex: ztunnel-metrics")).await;
+    let (out, work) = mesh.run(&["metrics"], scaled).await;
+    assert!(!out.status.success(), "a run whose PodMonitor selects no port must fail");
+    let (outcome, why) = verdicts(&work.path().join("reports")).remove("metrics").unwrap();
+    assert_eq!(outcome, Outcome::Fail, "{why}");
+    assert!(why.contains("ztunnel"), "the verdict must name ztunnel's missing targets: {why}");
+}
+
+/// The real prometheus-operator, run here with the arguments of its Deployment as the real helm
+/// rendered it (kube-prometheus-stack 77.0.0 templates/prometheus-operator/deployment.yaml),
+/// through the door to the API server with the control plane's admin certificate instead of its
+/// pod's service account. Its web flags are left out: they serve its own metrics and admission
+/// webhooks over TLS files only its pod has, and nothing here calls them. Killed when dropped.
+struct Operator(std::process::Child);
+
+impl Operator {
+    async fn start(cp: &ControlPlane, live: &meshcheck::cluster::live::Live) -> Operator {
+        use k8s_openapi::api::apps::v1::Deployment;
+        let deployments: Api<Deployment> = Api::namespaced(live.client.clone(), "monitoring");
+        let deployment = deployments.get("prom-operator").await.unwrap();
+        let spec = deployment.spec.and_then(|s| s.template.spec).unwrap();
+        let args: Vec<String> = spec.containers[0]
+            .args
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| !a.starts_with("--web."))
+            .collect();
+        let pki = cp.dir.path().join("pki");
+        let binary = crate::common::control_plane_tools().unwrap().join("prometheus-operator");
+        let log = std::fs::File::create(cp.dir.path().join("logs/prometheus-operator.log")).unwrap();
+        let child = std::process::Command::new(binary)
+            .args(&args)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg(format!("--apiserver={}", cp.var("APISERVER")))
+            .arg(format!("--ca-file={}", pki.join("ca.crt").display()))
+            .arg(format!("--cert-file={}", pki.join("admin.crt").display()))
+            .arg(format!("--key-file={}", pki.join("admin.key").display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Operator(child)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the scrape configuration prometheus-operator wrote for `prom-prometheus` (Secret
+/// `prometheus-prom-prometheus`, key `prometheus.yaml.gz`, pkg/prometheus/server/operator.go
+/// `createOrUpdateConfigurationSecret`) says what `holds` wants; returns it.
+async fn configured(live: &meshcheck::cluster::live::Live, holds: impl Fn(&str) -> bool) -> String {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: Api<Secret> = Api::namespaced(live.client.clone(), "monitoring");
+    let since = std::time::Instant::now();
+    let mut text = String::new();
+    while since.elapsed() < std::time::Duration::from_secs(120) {
+        let secret = secrets.get_opt("prometheus-prom-prometheus").await.unwrap();
+        let gz = secret.and_then(|s| s.data).and_then(|d| d.get("prometheus.yaml.gz").cloned());
+        if let Some(gz) = gz {
+            text.clear();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.0.as_slice()), &mut text).unwrap();
+            if holds(&text) {
+                return text;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("prometheus-operator's configuration never held what was awaited:\n{text}");
+}
+
 /// Whether the pod's `Ready` condition is True.
 fn ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
     let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
@@ -311,8 +440,10 @@ impl Mesh {
         injector_in_the_api_server(&live).await;
         install(&live, &["istio-cni", "ztunnel", "istio-ingress"]).await;
         install(&live, more).await;
-        for ns in ["istio-ingress"].iter().chain(more) {
-            all_ready(&live, ns, 1).await;
+        let (_, releases) = crate::charts::rendered("ambient-kind")?;
+        for name in ["istio-ingress"].iter().chain(more) {
+            let release = releases.values().find(|r| r.name == *name).unwrap();
+            all_ready(&live, &release.namespace, 1).await;
         }
         bookinfo(&live).await;
         let text = crate::common::upstream_file("bookinfo/istio-1.30.3-networking-bookinfo-gateway.yaml").unwrap();
