@@ -69,6 +69,14 @@ impl Mirrored {
         super::xds::push(&self.shared, &mut st);
     }
 
+    /// A Prometheus pod's targets two ways ([`super::prometheus::both_ways`]): by its configuration
+    /// file, and by the Rust path of prometheus-operator's rules; `None` without that pod.
+    pub fn prometheus_both_ways(&self, namespace: &str, pod: &str) -> Option<(Vec<String>, Vec<String>)> {
+        let st = self.shared.lock();
+        let pod = st.store.get("", "pods", namespace, pod)?.clone();
+        Some(super::prometheus::both_ways(&st, &pod))
+    }
+
     /// The ingress gateway on the host (as a LoadBalancer's address: the gateway Service's port
     /// 80 to a Ready gateway pod a bookinfo Gateway selects, [`services::serve_gateway`]).
     pub async fn serve_gateway(self: Arc<Self>, listener: tokio::net::TcpListener) {

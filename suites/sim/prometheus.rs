@@ -149,7 +149,8 @@ fn namespace_selected(st: &State, selector: &Value, own: &str, ns: &str) -> bool
     label_selector_matches(selector, &labels.unwrap_or(json!({})))
 }
 
-/// The monitors of one kind the CR selects, sorted by `<ns>/<name>` (promcfg.go#L2950-L2994).
+/// The monitors of one kind the CR selects, sorted by `<ns>/<name>` (promcfg.go#L2950-L2994),
+/// without those whose TLS assets are missing ([`tls_assets_present`]).
 fn monitors(st: &State, cr: &Value, plural: &str, field: &str) -> Vec<Value> {
     let own = s(cr, "/metadata/namespace");
     let selector = cr.pointer(&format!("/spec/{field}Selector")).cloned().unwrap_or(Value::Null);
@@ -160,9 +161,39 @@ fn monitors(st: &State, cr: &Value, plural: &str, field: &str) -> Vec<Value> {
         .into_iter()
         .filter(|m| namespace_selected(st, &ns_selector, own, s(m, "/metadata/namespace")))
         .filter(|m| selects(&selector, m.pointer("/metadata/labels").unwrap_or(&json!({}))))
+        .filter(|m| tls_assets_present(st, m))
         .collect();
     out.sort_by_key(|m| format!("{}/{}", s(m, "/metadata/namespace"), s(m, "/metadata/name")));
     out
+}
+
+/// Whether every Secret and ConfigMap key the monitor's endpoints name in their `tlsConfig` (`ca`,
+/// `cert`, `keySecret`) exists in its namespace: the operator skips a monitor when one does not,
+/// whatever `optional` says, and warns "skipping object" (resource_selector.go#L284, #L517
+/// `AddTLSConfig`/`AddSafeTLSConfig`; pkg/assets/tls.go `addTLSAssets`, store.go `GetSecretKey`:
+/// "key %q in secret %q not found"). Seen on the control-plane tier: kube-prometheus-stack's own
+/// ServiceMonitor for the operator names the Secret its admission hook Job makes.
+fn tls_assets_present(st: &State, monitor: &Value) -> bool {
+    let ns = s(monitor, "/metadata/namespace");
+    let endpoints = ["/spec/endpoints", "/spec/podMetricsEndpoints"]
+        .into_iter()
+        .filter_map(|p| monitor.pointer(p).and_then(Value::as_array))
+        .flatten();
+    let present = |plural: &str, selector: &Value| {
+        let (Some(name), Some(key)) = (selector["name"].as_str(), selector["key"].as_str()) else { return false };
+        st.store.get("", plural, ns, name).is_some_and(|o| o["data"].get(key).is_some())
+    };
+    endpoints.filter_map(|e| e.get("tlsConfig")).all(|tls| {
+        ["ca", "cert"].iter().filter_map(|field| tls.get(*field)).chain(tls.get("keySecret")).all(|reference| {
+            match (reference.get("secret"), reference.get("configMap")) {
+                (Some(secret), _) => present("secrets", secret),
+                (None, Some(map)) => present("configmaps", map),
+                // `keySecret` is the selector itself.
+                (None, None) if reference.get("name").is_some() => present("secrets", reference),
+                (None, None) => true,
+            }
+        })
+    })
 }
 
 /// The namespaces a monitor discovers in: `any: true` all, `matchNames` those, else its own
@@ -379,16 +410,36 @@ fn pod_monitor_targets(st: &State, m: &Value, i: usize, e: &Value, out: &mut Vec
 /// operator writes no configuration), what prometheus-operator v0.85.0 would generate from the
 /// monitors the CR selects: ServiceMonitors first, then PodMonitors (promcfg.go#L937-L945).
 fn targets(st: &State, pod: &Value) -> Vec<Target> {
-    let Some(cr) = custom_resource(st, pod).filter(|_| config_file(st, pod).is_none()) else {
-        return configured_targets(st, pod);
-    };
+    match custom_resource(st, pod).filter(|_| config_file(st, pod).is_none()) {
+        Some(cr) => operator_rule_targets(st, &cr),
+        None => configured_targets(st, pod),
+    }
+}
+
+/// The targets a Prometheus pod's configuration file gives, and those the Rust path of
+/// prometheus-operator's rules gives for its custom resource, each as `pool address labels`,
+/// sorted: on the control-plane tier the first is what the real operator wrote, and the second
+/// must say the same.
+pub(super) fn both_ways(st: &State, pod: &Value) -> (Vec<String>, Vec<String>) {
+    let line = |t: &Target| format!("{} {} {:?}", t.pool, t.host_port(), t.labels);
+    let mut configured: Vec<String> = configured_targets(st, pod).iter().map(line).collect();
+    let by_rules = custom_resource(st, pod).map(|cr| operator_rule_targets(st, &cr)).unwrap_or_default();
+    let mut by_rules: Vec<String> = by_rules.iter().map(line).collect();
+    configured.sort();
+    by_rules.sort();
+    (configured, by_rules)
+}
+
+/// The targets prometheus-operator v0.85.0 would configure for a Prometheus custom resource:
+/// ServiceMonitors first, then PodMonitors (promcfg.go#L937-L945).
+fn operator_rule_targets(st: &State, cr: &Value) -> Vec<Target> {
     let mut out = Vec::new();
-    for m in monitors(st, &cr, "servicemonitors", "serviceMonitor") {
+    for m in monitors(st, cr, "servicemonitors", "serviceMonitor") {
         for (i, e) in m.pointer("/spec/endpoints").and_then(Value::as_array).into_iter().flatten().enumerate() {
             service_monitor_targets(st, &m, i, e, &mut out);
         }
     }
-    for m in monitors(st, &cr, "podmonitors", "podMonitor") {
+    for m in monitors(st, cr, "podmonitors", "podMonitor") {
         for (i, e) in m.pointer("/spec/podMetricsEndpoints").and_then(Value::as_array).into_iter().flatten().enumerate()
         {
             pod_monitor_targets(st, &m, i, e, &mut out);

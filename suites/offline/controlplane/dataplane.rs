@@ -317,6 +317,12 @@ async fn a_metrics_run_reads_what_the_real_prometheus_operator_configured() {
         .collect();
     assert!(pools.iter().all(|p| config.contains(&format!("- job_name: {p}\n"))), "{pools:?}\n{config}");
     assert!(!pools.iter().any(|p| p.contains("prom-operator")), "{pools:?}");
+    // The Rust-only tier computes these targets from the monitors by prometheus-operator's rules
+    // (no operator writes a configuration there): target for target, pool, address and labels,
+    // the same as the real operator's configuration gives.
+    let (real, rust) =
+        mesh.programs.mirrored().prometheus_both_ways("monitoring", "prometheus-prom-prometheus-0").unwrap();
+    assert_eq!(rust, real, "the Rust simulation's operator rules against the real operator's configuration");
 
     let podmonitors: Api<DynamicObject> = Api::namespaced_with(
         mesh.live.client.clone(),

@@ -64,6 +64,11 @@ impl Programs {
         format!("http://{}", self.ingress)
     }
 
+    /// The programs themselves.
+    pub(super) fn mirrored(&self) -> &Mirrored {
+        &self.mirrored
+    }
+
     pub(super) fn socket(&self) -> PathBuf {
         self.dir.path().join("programs.sock")
     }
