@@ -290,34 +290,47 @@ fn operators(st: &mut State) {
                 continue;
             }
             cr["metadata"]["finalizers"] = json!([KIALI_FINALIZER]);
-            // kiali-operator v2.29.0 roles/default/kiali-deploy/templates/kubernetes/deployment.yaml
-            // and service.yaml: both named `deployment.instance_name`, in the CR's namespace, the
-            // server on `server.port` (20001) named `http`, its metrics on 9090.
-            let port = cr.pointer("/spec/server/port").and_then(Value::as_u64).unwrap_or(20001) as u16;
-            let labels =
-                json!({"app": "kiali", "app.kubernetes.io/name": "kiali", "app.kubernetes.io/instance": instance});
-            st.store.put(
-                "apps",
-                "deployments",
-                super::bootstrap::workload(
-                    "Deployment",
-                    &namespace,
-                    &instance,
-                    1,
-                    &labels,
-                    "quay.io/kiali/kiali:v2.29.0",
-                    &[port, 9090],
-                    None,
-                ),
-            );
-            st.store.put(
-                "",
-                "services",
-                super::bootstrap::service(&namespace, &instance, &labels, &[("http", port), ("http-metrics", 9090)]),
-            );
-            cr["status"] = json!({"deployment": {"instanceName": instance, "namespace": namespace}, "conditions": [{"type": "Successful", "status": "True", "reason": "Successful", "message": "Reconcile successful"}]});
+            let server = kiali_server(&cr);
+            st.store.put("apps", "deployments", server.deployment);
+            st.store.put("", "services", server.service);
+            cr["status"] = server.status;
             st.store.put("kiali.io", "kialis", cr);
         }
+    }
+}
+
+/// What kiali-operator makes of a Kiali custom resource: the server's Deployment and Service,
+/// and the CR's status once reconciled.
+pub struct KialiServer {
+    pub deployment: Value,
+    pub service: Value,
+    pub status: Value,
+}
+
+/// The Kiali server of a Kiali CR, as kiali-operator v2.29.0's playbook deploys it
+/// (roles/default/kiali-deploy/templates/kubernetes/deployment.yaml and service.yaml): both named
+/// `deployment.instance_name` (default `kiali`), in the CR's namespace, the server on
+/// `server.port` (20001) named `http`, its metrics on 9090; the status a successful reconcile
+/// writes. The Rust-only tier's controllers and the real control-plane tier (acting for the
+/// Ansible operator, which cannot run there) both use it.
+pub fn kiali_server(cr: &Value) -> KialiServer {
+    let namespace = ns(cr);
+    let instance = cr.pointer("/spec/deployment/instance_name").and_then(Value::as_str).unwrap_or("kiali").to_string();
+    let port = cr.pointer("/spec/server/port").and_then(Value::as_u64).unwrap_or(20001) as u16;
+    let labels = json!({"app": "kiali", "app.kubernetes.io/name": "kiali", "app.kubernetes.io/instance": instance});
+    KialiServer {
+        deployment: super::bootstrap::workload(
+            "Deployment",
+            &namespace,
+            &instance,
+            1,
+            &labels,
+            "quay.io/kiali/kiali:v2.29.0",
+            &[port, 9090],
+            None,
+        ),
+        service: super::bootstrap::service(&namespace, &instance, &labels, &[("http", port), ("http-metrics", 9090)]),
+        status: json!({"deployment": {"instanceName": instance, "namespace": namespace}, "conditions": [{"type": "Successful", "status": "True", "reason": "Successful", "message": "Reconcile successful"}]}),
     }
 }
 

@@ -41,7 +41,7 @@ mod apiserver;
 mod bootstrap;
 mod cilium;
 mod clients;
-mod controllers;
+pub mod controllers;
 pub mod fortio;
 mod gateway;
 pub mod helm;

@@ -4,9 +4,10 @@
 //! `pods/exec`, `pods/portforward` and `pods/log` as the kubelet's streaming API
 //! (kubelet-streams) passes them on, and bookinfo's traffic through the simulation's ingress:
 //! `l4-authorization`, `mtls` with `gateway-binding`, and `traces` (Tempo through the API
-//! server's service proxy, to the pod addresses kubelet-streams stands for), and `metrics` on
-//! what the real prometheus-operator configured. kiali and probes need the Kiali operator's work
-//! and Cilium's; they stay on the Rust simulation's rehearsals (suites/offline/rehearsal.rs).
+//! server's service proxy, to the pod addresses kubelet-streams stands for), `metrics` on what
+//! the real prometheus-operator configured, and `kiali` on the server its CR asks for. probes
+//! needs the kubelet's probes judged against Cilium's policies, which kwok's fixed stages cannot
+//! do; it stays on the Rust simulation's rehearsals (suites/offline/rehearsal.rs).
 
 use kube::{Api, api::DynamicObject};
 use meshcheck::{cluster::namespaces, evidence::Outcome};
@@ -343,6 +344,110 @@ async fn a_metrics_run_reads_what_the_real_prometheus_operator_configured() {
     let (outcome, why) = verdicts(&work.path().join("reports")).remove("metrics").unwrap();
     assert_eq!(outcome, Outcome::Fail, "{why}");
     assert!(why.contains("ztunnel"), "the verdict must name ztunnel's missing targets: {why}");
+}
+
+/// `kiali` on the real control plane: the kiali-operator release as the real helm renders it with
+/// meshcheck's values (its Kiali CR in istio-system: anonymous auth, Prometheus at
+/// prom-prometheus.monitoring:9090), the Kiali server the CR asks for made as the operator's
+/// playbook makes it ([`KialiOperator`]), the real prometheus-operator's Prometheus behind it.
+/// `kiali` reads Kiali's status and its graph of book-info through the API server's service
+/// proxy, the graph computed from the metrics of that Prometheus, and passes.
+/// Could-fail: the CR's `auth.strategy` set to `token`: Kiali answers 401 to the service proxy
+/// and the verdict says to set `anonymous`.
+#[tokio::test]
+async fn a_kiali_run_reads_the_server_its_cr_asks_for_through_the_service_proxy() {
+    let Some(mesh) = Mesh::behind_the_ingress(&["kps", "kiali-operator"]).await else { return };
+    let _prometheus = Operator::start(&mesh.cp, &mesh.live).await;
+    let monitors = meshcheck::plan::fixtures::manifest("istio-monitors.yaml").unwrap();
+    mesh.live.apply_objects(&monitors, Some("monitoring"), true).await.unwrap();
+    configured(&mesh.live, |c| c.contains("job_name: podMonitor/monitoring/ztunnel/0")).await;
+    all_ready(&mesh.live, "monitoring", 2).await;
+    let _kiali = KialiOperator::start(&mesh.live);
+    serving(&mesh.live, "istio-system", "app=kiali").await;
+
+    let scaled = |t: String| t + "timeouts:\n  settle_scale: 0.2\n";
+    let (out, work) = mesh.run(&["kiali"], scaled).await;
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (outcome, why) = verdicts(&work.path().join("reports")).remove("kiali").unwrap_or_else(|| panic!("{said}"));
+    assert_eq!(outcome, Outcome::Pass, "{why}\n{said}");
+
+    let token = serde_json::json!({"spec": {"auth": {"strategy": "token"}}});
+    kialis(&mesh.live, "istio-system")
+        .patch("kiali", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(token))
+        .await
+        .unwrap();
+    let (out, work) = mesh.run(&["kiali"], scaled).await;
+    assert!(!out.status.success(), "a run whose Kiali asks for a login must fail");
+    let (outcome, why) = verdicts(&work.path().join("reports")).remove("kiali").unwrap();
+    assert_ne!(outcome, Outcome::Pass, "{why}");
+    assert!(why.contains("set `auth.strategy: anonymous`"), "{why}");
+}
+
+/// The Kiali custom resources of a namespace (kiali.io/v1alpha1, the kiali-operator chart's CRD).
+fn kialis(live: &meshcheck::cluster::live::Live, ns: &str) -> Api<DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk("kiali.io", "v1alpha1", "Kiali");
+    Api::namespaced_with(live.client.clone(), ns, &kube::api::ApiResource::from_gvk(&gvk))
+}
+
+/// Waits until a pod with `labels` in `ns` is Ready.
+async fn serving(live: &meshcheck::cluster::live::Live, ns: &str, labels: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(live.client.clone(), ns);
+    let since = std::time::Instant::now();
+    let listed = kube::api::ListParams::default().labels(labels);
+    while !pods.list(&listed).await.unwrap().items.iter().any(ready) {
+        assert!(since.elapsed() < std::time::Duration::from_secs(180), "{ns}: no Ready pod {labels} within 180 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// What kiali-operator does for each Kiali CR, done here on the real API server: its playbook is
+/// Ansible, which cannot run here, so the server's Deployment and Service and the CR's status
+/// are what the simulation's rule makes of the CR ([`crate::sim::controllers::kiali_server`], the
+/// one the Rust-only tier's controllers apply); the real controllers and kwok make the pod.
+/// Stopped when dropped.
+struct KialiOperator(tokio::task::JoinHandle<()>);
+
+impl KialiOperator {
+    fn start(live: &meshcheck::cluster::live::Live) -> KialiOperator {
+        use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+        let client = live.client.clone();
+        let all: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("kiali.io", "v1alpha1", "Kiali")),
+        );
+        KialiOperator(tokio::spawn(async move {
+            loop {
+                for cr in all.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+                    let cr = serde_json::to_value(&cr).unwrap();
+                    let server = crate::sim::controllers::kiali_server(&cr);
+                    let ns = cr["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+                    let deployment: Deployment = serde_json::from_value(server.deployment).unwrap();
+                    let service: Service = serde_json::from_value(server.service).unwrap();
+                    let create = kube::api::PostParams::default();
+                    let _ = Api::<Deployment>::namespaced(client.clone(), &ns).create(&create, &deployment).await;
+                    let _ = Api::<Service>::namespaced(client.clone(), &ns).create(&create, &service).await;
+                    let name = cr["metadata"]["name"].as_str().unwrap_or_default();
+                    let status = serde_json::json!({"status": server.status});
+                    let kialis: Api<DynamicObject> = Api::namespaced_with(
+                        client.clone(),
+                        &ns,
+                        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                            "kiali.io", "v1alpha1", "Kiali",
+                        )),
+                    );
+                    let _ = kialis.patch_status(name, &Default::default(), &kube::api::Patch::Merge(status)).await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for KialiOperator {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The real prometheus-operator, run here with the arguments of its Deployment as the real helm
