@@ -247,26 +247,7 @@ fn operators(st: &mut State) {
             if st.store.get("apps", "statefulsets", &namespace, &sts).is_some() {
                 continue;
             }
-            // prometheus-operator v0.85.0 pkg/prometheus/server/statefulset.go: StatefulSet
-            // `prometheus-<name>`, pods labelled with the CR's name (what the chart's Service
-            // selects), container `prometheus` on 9090 named by `portName` (default `web`).
-            let labels = json!({"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/managed-by": "prometheus-operator",
-                                "app.kubernetes.io/instance": cr_name, "operator.prometheus.io/name": cr_name,
-                                "operator.prometheus.io/shard": "0", "prometheus": cr_name});
-            let mut workload = super::bootstrap::workload(
-                "StatefulSet",
-                &namespace,
-                &sts,
-                cr.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
-                &labels,
-                "quay.io/prometheus/prometheus:v3.5.0",
-                &[],
-                None,
-            );
-            let port_name = cr.pointer("/spec/portName").and_then(Value::as_str).unwrap_or("web");
-            workload["spec"]["template"]["spec"]["containers"][0]["name"] = json!("prometheus");
-            workload["spec"]["template"]["spec"]["containers"][0]["ports"] =
-                json!([{"name": port_name, "containerPort": super::prometheus::PORT, "protocol": "TCP"}]);
+            let workload = prometheus_statefulset(&cr, &config_reloader_image(st));
             st.store.put("apps", "statefulsets", workload);
         }
     }
@@ -297,6 +278,58 @@ fn operators(st: &mut State) {
             st.store.put("kiali.io", "kialis", cr);
         }
     }
+}
+
+/// The StatefulSet prometheus-operator v0.85.0 makes of a Prometheus custom resource
+/// (pkg/prometheus/server/statefulset.go): `prometheus-<name>`, its pods labelled with the CR's
+/// name (what the chart's Service selects) and, in the template only, the Prometheus version
+/// (`app.kubernetes.io/version`, pkg/operator/kubernetes.go); container `prometheus` on 9090 named
+/// by `portName` (default `web`), then the `config-reloader` sidecar on 8080 and the
+/// `init-config-reloader` init container on 8081, both ports `reloader-web`, in the image the
+/// operator's `--prometheus-config-reloader` names (pkg/prometheus/common.go#L363-L365,
+/// pkg/operator/config_reloader.go#L29-L30, #L228-L241). The real control-plane tier holds it to
+/// the real operator's.
+pub fn prometheus_statefulset(cr: &Value, reloader_image: &str) -> Value {
+    let (namespace, cr_name) = (ns(cr), name(cr));
+    let selector = json!({"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/managed-by": "prometheus-operator",
+                          "app.kubernetes.io/instance": cr_name, "operator.prometheus.io/name": cr_name,
+                          "operator.prometheus.io/shard": "0", "prometheus": cr_name});
+    let mut workload = super::bootstrap::workload(
+        "StatefulSet",
+        &namespace,
+        &format!("prometheus-{cr_name}"),
+        cr.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
+        &selector,
+        "quay.io/prometheus/prometheus:v3.5.0",
+        &[],
+        None,
+    );
+    workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = json!("3.5.0");
+    let port_name = cr.pointer("/spec/portName").and_then(Value::as_str).unwrap_or("web");
+    let reloader = |name: &str, port: u16| {
+        json!({"name": name, "image": reloader_image,
+               "ports": [{"name": "reloader-web", "containerPort": port, "protocol": "TCP"}]})
+    };
+    let pod = &mut workload["spec"]["template"]["spec"];
+    pod["containers"][0]["name"] = json!("prometheus");
+    pod["containers"][0]["ports"] =
+        json!([{"name": port_name, "containerPort": super::prometheus::PORT, "protocol": "TCP"}]);
+    pod["containers"].as_array_mut().expect("one container").push(reloader("config-reloader", 8080));
+    pod["initContainers"] = json!([reloader("init-config-reloader", 8081)]);
+    workload
+}
+
+/// The config-reloader image a running prometheus-operator names in its
+/// `--prometheus-config-reloader` flag (kube-prometheus-stack passes its own release's), else the
+/// operator's default, its own release (pkg/operator/defaults.go#L52).
+fn config_reloader_image(st: &State) -> String {
+    st.store
+        .iter("", "pods", None)
+        .filter(|p| program(p) == Program::PrometheusOperator)
+        .flat_map(|p| p.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default())
+        .flat_map(|c| c["args"].as_array().cloned().unwrap_or_default())
+        .find_map(|a| a.as_str()?.strip_prefix("--prometheus-config-reloader=").map(String::from))
+        .unwrap_or_else(|| "quay.io/prometheus-operator/prometheus-config-reloader:v0.85.0".into())
 }
 
 /// What kiali-operator makes of a Kiali custom resource: the server's Deployment and Service,

@@ -297,7 +297,12 @@ async fn a_metrics_run_reads_what_the_real_prometheus_operator_configured() {
     let monitors = meshcheck::plan::fixtures::manifest("istio-monitors.yaml").unwrap();
     mesh.live.apply_objects(&monitors, Some("monitoring"), true).await.unwrap();
     let config = configured(&mesh.live, |c| c.contains("job_name: podMonitor/monitoring/ztunnel/0")).await;
-    all_ready(&mesh.live, "monitoring", 2).await;
+    serving(&mesh.live, "monitoring", "operator.prometheus.io/name=prom-prometheus").await;
+
+    // The Rust-only tier's operator makes the same StatefulSet: name, selector, pod labels, the
+    // containers and init containers with their images and ports.
+    let (real, rust) = prometheus_statefulsets(&mesh.live).await;
+    assert_eq!(shape(&rust), shape(&real), "the Rust simulation's StatefulSet against the real operator's");
 
     let scaled = |t: String| t + "timeouts:\n  settle_scale: 0.2\n";
     let (out, work) = mesh.run(&["metrics"], scaled).await;
@@ -346,6 +351,49 @@ async fn a_metrics_run_reads_what_the_real_prometheus_operator_configured() {
     assert!(why.contains("ztunnel"), "the verdict must name ztunnel's missing targets: {why}");
 }
 
+/// The StatefulSet the real prometheus-operator made for `monitoring/prom-prometheus`, and the one
+/// the Rust-only tier's operator rule makes of the same custom resource.
+async fn prometheus_statefulsets(live: &meshcheck::cluster::live::Live) -> (serde_json::Value, serde_json::Value) {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let real = Api::<StatefulSet>::namespaced(live.client.clone(), "monitoring");
+    let real = serde_json::to_value(real.get("prometheus-prom-prometheus").await.unwrap()).unwrap();
+    let gvk = kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "Prometheus");
+    let crs: Api<DynamicObject> =
+        Api::namespaced_with(live.client.clone(), "monitoring", &kube::api::ApiResource::from_gvk(&gvk));
+    let cr = serde_json::to_value(crs.get("prom-prometheus").await.unwrap()).unwrap();
+    let reloader = "quay.io/prometheus-operator/prometheus-config-reloader:v0.85.0";
+    (real, crate::sim::controllers::prometheus_statefulset(&cr, reloader))
+}
+
+/// What of a StatefulSet the checks and the simulation's programs read: its name, selector, pod
+/// labels, and each container's and init container's name, image and named ports.
+fn shape(sts: &serde_json::Value) -> serde_json::Value {
+    let containers = |field: &str| -> Vec<serde_json::Value> {
+        let pod = &sts["spec"]["template"]["spec"];
+        pod[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let ports: Vec<serde_json::Value> = c["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| serde_json::json!([p["name"], p["containerPort"]]))
+                    .collect();
+                serde_json::json!({"name": c["name"], "image": c["image"], "ports": ports})
+            })
+            .collect()
+    };
+    serde_json::json!({
+        "name": sts["metadata"]["name"],
+        "selector": sts["spec"]["selector"]["matchLabels"],
+        "labels": sts["spec"]["template"]["metadata"]["labels"],
+        "containers": containers("containers"),
+        "initContainers": containers("initContainers"),
+    })
+}
+
 /// `kiali` on the real control plane: the kiali-operator release as the real helm renders it with
 /// meshcheck's values (its Kiali CR in istio-system: anonymous auth, Prometheus at
 /// prom-prometheus.monitoring:9090), the Kiali server the CR asks for made as the operator's
@@ -361,7 +409,7 @@ async fn a_kiali_run_reads_the_server_its_cr_asks_for_through_the_service_proxy(
     let monitors = meshcheck::plan::fixtures::manifest("istio-monitors.yaml").unwrap();
     mesh.live.apply_objects(&monitors, Some("monitoring"), true).await.unwrap();
     configured(&mesh.live, |c| c.contains("job_name: podMonitor/monitoring/ztunnel/0")).await;
-    all_ready(&mesh.live, "monitoring", 2).await;
+    serving(&mesh.live, "monitoring", "operator.prometheus.io/name=prom-prometheus").await;
     let _kiali = KialiOperator::start(&mesh.live);
     serving(&mesh.live, "istio-system", "app=kiali").await;
 
