@@ -45,8 +45,9 @@ import (
 	utilexec "k8s.io/utils/exec"
 )
 
-// The kubelet's defaults (k8s v1.35 pkg/kubelet/apis/config/v1beta1/defaults.go
-// StreamingConnectionIdleTimeout 4h; cri-streaming DefaultStreamCreationTimeout 30 s).
+// The kubelet's defaults (k8s v1.35.4 pkg/kubelet/apis/config/v1beta1/defaults.go#L134-L135
+// StreamingConnectionIdleTimeout 4h; cri-streaming v0.36.1
+// pkg/streaming/remotecommand/constants.go#L22 DefaultStreamCreationTimeout 30 s).
 const (
 	idleTimeout           = 4 * time.Hour
 	streamCreationTimeout = 30 * time.Second
