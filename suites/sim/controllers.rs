@@ -319,17 +319,21 @@ pub fn prometheus_statefulset(cr: &Value, reloader_image: &str) -> Value {
     workload
 }
 
-/// The config-reloader image a running prometheus-operator names in its
-/// `--prometheus-config-reloader` flag (kube-prometheus-stack passes its own release's), else the
-/// operator's default, its own release (pkg/operator/defaults.go#L52).
+/// The config-reloader image prometheus-operator's `--prometheus-config-reloader` flag names
+/// (kube-prometheus-stack passes its own release's), else the operator's default, its own release
+/// (pkg/operator/defaults.go#L52).
 fn config_reloader_image(st: &State) -> String {
-    st.store
-        .iter("", "pods", None)
-        .filter(|p| program(p) == Program::PrometheusOperator)
-        .flat_map(|p| p.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default())
-        .flat_map(|c| c["args"].as_array().cloned().unwrap_or_default())
-        .find_map(|a| a.as_str()?.strip_prefix("--prometheus-config-reloader=").map(String::from))
+    deployment_flag(st, "--prometheus-config-reloader")
         .unwrap_or_else(|| "quay.io/prometheus-operator/prometheus-config-reloader:v0.85.0".into())
+}
+
+/// The value of a `--name=value` argument of a container of some Deployment: an operator's flag
+/// (no other workload takes the ones asked for here).
+pub(super) fn deployment_flag(st: &State, name: &str) -> Option<String> {
+    st.store.iter("apps", "deployments", None).find_map(|d| {
+        let containers = d.pointer("/spec/template/spec/containers")?.as_array()?;
+        containers.iter().find_map(|c| super::shapes::container_flag(c, name).map(String::from))
+    })
 }
 
 /// What kiali-operator makes of a Kiali custom resource: the server's Deployment and Service,

@@ -29,14 +29,8 @@ pub(super) const HTTPS_PORT: u16 = 10250;
 
 /// The `--kubelet-service=<ns>/<name>` of a running prometheus-operator, if it has one.
 fn kubelet_service(st: &State) -> Option<(String, String)> {
-    st.store.list("apps", "deployments", None).iter().find_map(|d| {
-        let containers = d.pointer("/spec/template/spec/containers")?.as_array()?;
-        containers
-            .iter()
-            .flat_map(|c| c["args"].as_array().cloned().unwrap_or_default())
-            .find_map(|a| a.as_str()?.strip_prefix("--kubelet-service=").map(String::from))
-            .and_then(|v| v.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string())))
-    })
+    let value = super::controllers::deployment_flag(st, "--kubelet-service")?;
+    value.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string()))
 }
 
 /// The operator's kubelet Service and Endpoints, kept to the nodes there are.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{
     State,
     mesh::{Program, container_port, pod_ready, program},
-    shapes::s,
+    shapes::{container_flag, s},
     store::{label_selector_matches, match_labels, now},
 };
 
@@ -454,11 +454,7 @@ fn operator_rule_targets(st: &State, cr: &Value) -> Vec<Target> {
 /// pkg/prometheus/server/statefulset.go: `--config-envsubst-file` into the shared `config-out`
 /// emptyDir, from the operator's Secret mounted at `--config-file`).
 fn config_file(st: &State, pod: &Value) -> Option<Value> {
-    let (container, path) = containers(pod).find_map(|(c, _)| {
-        let args = c["args"].as_array()?;
-        let path = args.iter().filter_map(Value::as_str).find_map(|a| a.strip_prefix("--config.file="))?;
-        Some((c, path))
-    })?;
+    let (container, path) = containers(pod).find_map(|(c, _)| Some((c, container_flag(c, "--config.file")?)))?;
     let text = mounted_file(st, pod, container, path).or_else(|| reloaded_file(st, pod, path))?;
     serde_saphyr::from_str(&String::from_utf8_lossy(&text)).ok()
 }
@@ -489,13 +485,9 @@ fn mounted_file(st: &State, pod: &Value, container: &Value, path: &str) -> Optio
 /// environment variable; a reference to one it lacks writes nothing (thanos v0.39.2
 /// pkg/reloader/reloader.go `normalize`, `expandEnv`: an error unless told to tolerate it).
 fn reloaded_file(st: &State, pod: &Value, path: &str) -> Option<Vec<u8>> {
-    let flag = |c: &Value, name: &str| {
-        let args = c["args"].as_array()?.iter().filter_map(Value::as_str);
-        args.filter_map(|a| a.strip_prefix(name)?.strip_prefix('=')).next().map(String::from)
-    };
     let reloader =
-        containers(pod).map(|(c, _)| c).find(|c| flag(c, "--config-envsubst-file").as_deref() == Some(path))?;
-    let mut text = mounted_file(st, pod, reloader, &flag(reloader, "--config-file")?)?;
+        containers(pod).map(|(c, _)| c).find(|c| container_flag(c, "--config-envsubst-file") == Some(path))?;
+    let mut text = mounted_file(st, pod, reloader, container_flag(reloader, "--config-file")?)?;
     if text.starts_with(&[0x1f, 0x8b, 0x08]) {
         let mut plain = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(text.as_slice()), &mut plain).ok()?;

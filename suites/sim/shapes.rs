@@ -9,6 +9,12 @@ pub(super) fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The value of a container's `--name=value` argument.
+pub(super) fn container_flag<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    let args = container["args"].as_array()?.iter().filter_map(Value::as_str);
+    args.filter_map(|a| a.strip_prefix(name)?.strip_prefix('=')).next()
+}
+
 pub(super) fn observed(shared: &Shared, file: &str) -> Value {
     std::fs::read(shared.upstream.join("observed").join(file))
         .ok()
