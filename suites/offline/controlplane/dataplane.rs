@@ -263,11 +263,7 @@ async fn a_traces_run_reads_tempo_through_the_real_api_servers_service_proxy() {
     let (outcome, why) = verdicts(&work.path().join("reports")).remove("traces").unwrap_or_else(|| panic!("{said}"));
     assert_eq!(outcome, Outcome::Pass, "{why}\n{said}");
 
-    let telemetries: Api<DynamicObject> = Api::namespaced_with(
-        mesh.live.client.clone(),
-        "istio-system",
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("telemetry.istio.io", "v1", "Telemetry")),
-    );
+    let telemetries = custom(&mesh.live.client, Some("istio-system"), ("telemetry.istio.io", "v1", "Telemetry"));
     for t in &telemetry {
         telemetries.delete(t.metadata.name.as_deref().unwrap(), &Default::default()).await.unwrap();
     }
@@ -293,18 +289,13 @@ async fn a_traces_run_reads_tempo_through_the_real_api_servers_service_proxy() {
 #[tokio::test]
 async fn a_metrics_run_reads_what_the_real_prometheus_operator_configured() {
     let Some(mesh) = Mesh::behind_the_ingress(&["kps"]).await else { return };
-    let _operator = Operator::start(&mesh.cp, &mesh.live).await;
-    let monitors = meshcheck::plan::fixtures::manifest("istio-monitors.yaml").unwrap();
-    mesh.live.apply_objects(&monitors, Some("monitoring"), true).await.unwrap();
-    let config = configured(&mesh.live, |c| c.contains("job_name: podMonitor/monitoring/ztunnel/0")).await;
-    serving(&mesh.live, "monitoring", "operator.prometheus.io/name=prom-prometheus").await;
+    let (_operator, config) = mesh.prometheus_operated().await;
 
     // The Rust-only tier's operator makes the same StatefulSet: name, selector, pod labels, the
     // containers and init containers with their images and ports.
     let (real, rust) = prometheus_statefulsets(&mesh.live).await;
     assert_eq!(shape(&rust), shape(&real), "the Rust simulation's StatefulSet against the real operator's");
 
-    let scaled = |t: String| t + "timeouts:\n  settle_scale: 0.2\n";
     let (out, work) = mesh.run(&["metrics"], scaled).await;
     let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let (outcome, why) = verdicts(&work.path().join("reports")).remove("metrics").unwrap_or_else(|| panic!("{said}"));
@@ -330,15 +321,7 @@ async fn a_metrics_run_reads_what_the_real_prometheus_operator_configured() {
         mesh.programs.mirrored().prometheus_both_ways("monitoring", "prometheus-prom-prometheus-0").unwrap();
     assert_eq!(rust, real, "the Rust simulation's operator rules against the real operator's configuration");
 
-    let podmonitors: Api<DynamicObject> = Api::namespaced_with(
-        mesh.live.client.clone(),
-        "monitoring",
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "monitoring.coreos.com",
-            "v1",
-            "PodMonitor",
-        )),
-    );
+    let podmonitors = custom(&mesh.live.client, Some("monitoring"), ("monitoring.coreos.com", "v1", "PodMonitor"));
     let renamed = serde_json::json!({"spec": {"podMetricsEndpoints": [
         {"port": "ztunnel-metrics", "path": "/stats/prometheus", "interval": "15s"}
     ]}});
@@ -357,9 +340,7 @@ async fn prometheus_statefulsets(live: &meshcheck::cluster::live::Live) -> (serd
     use k8s_openapi::api::apps::v1::StatefulSet;
     let real = Api::<StatefulSet>::namespaced(live.client.clone(), "monitoring");
     let real = serde_json::to_value(real.get("prometheus-prom-prometheus").await.unwrap()).unwrap();
-    let gvk = kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "Prometheus");
-    let crs: Api<DynamicObject> =
-        Api::namespaced_with(live.client.clone(), "monitoring", &kube::api::ApiResource::from_gvk(&gvk));
+    let crs = custom(&live.client, Some("monitoring"), ("monitoring.coreos.com", "v1", "Prometheus"));
     let cr = serde_json::to_value(crs.get("prom-prometheus").await.unwrap()).unwrap();
     let reloader = "quay.io/prometheus-operator/prometheus-config-reloader:v0.85.0";
     (real, crate::sim::controllers::prometheus_statefulset(&cr, reloader))
@@ -405,22 +386,17 @@ fn shape(sts: &serde_json::Value) -> serde_json::Value {
 #[tokio::test]
 async fn a_kiali_run_reads_the_server_its_cr_asks_for_through_the_service_proxy() {
     let Some(mesh) = Mesh::behind_the_ingress(&["kps", "kiali-operator"]).await else { return };
-    let _prometheus = Operator::start(&mesh.cp, &mesh.live).await;
-    let monitors = meshcheck::plan::fixtures::manifest("istio-monitors.yaml").unwrap();
-    mesh.live.apply_objects(&monitors, Some("monitoring"), true).await.unwrap();
-    configured(&mesh.live, |c| c.contains("job_name: podMonitor/monitoring/ztunnel/0")).await;
-    serving(&mesh.live, "monitoring", "operator.prometheus.io/name=prom-prometheus").await;
+    let (_prometheus, _) = mesh.prometheus_operated().await;
     let _kiali = KialiOperator::start(&mesh.live);
     serving(&mesh.live, "istio-system", "app=kiali").await;
 
-    let scaled = |t: String| t + "timeouts:\n  settle_scale: 0.2\n";
     let (out, work) = mesh.run(&["kiali"], scaled).await;
     let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let (outcome, why) = verdicts(&work.path().join("reports")).remove("kiali").unwrap_or_else(|| panic!("{said}"));
     assert_eq!(outcome, Outcome::Pass, "{why}\n{said}");
 
     let token = serde_json::json!({"spec": {"auth": {"strategy": "token"}}});
-    kialis(&mesh.live, "istio-system")
+    custom(&mesh.live.client, Some("istio-system"), KIALI)
         .patch("kiali", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(token))
         .await
         .unwrap();
@@ -431,10 +407,21 @@ async fn a_kiali_run_reads_the_server_its_cr_asks_for_through_the_service_proxy(
     assert!(why.contains("set `auth.strategy: anonymous`"), "{why}");
 }
 
-/// The Kiali custom resources of a namespace (kiali.io/v1alpha1, the kiali-operator chart's CRD).
-fn kialis(live: &meshcheck::cluster::live::Live, ns: &str) -> Api<DynamicObject> {
-    let gvk = kube::api::GroupVersionKind::gvk("kiali.io", "v1alpha1", "Kiali");
-    Api::namespaced_with(live.client.clone(), ns, &kube::api::ApiResource::from_gvk(&gvk))
+/// The Kiali custom resource's group, version and kind (the kiali-operator chart's CRD).
+const KIALI: (&str, &str, &str) = ("kiali.io", "v1alpha1", "Kiali");
+
+/// The objects of a custom resource kind (group, version, kind), in `ns` or in every namespace.
+fn custom(client: &kube::Client, ns: Option<&str>, (group, version, kind): (&str, &str, &str)) -> Api<DynamicObject> {
+    let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(group, version, kind));
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// A scenario edit: the checks' fixed settle waits cut to a fifth.
+fn scaled(scenario: String) -> String {
+    scenario + "timeouts:\n  settle_scale: 0.2\n"
 }
 
 /// Waits until a pod with `labels` in `ns` is Ready.
@@ -460,10 +447,7 @@ impl KialiOperator {
     fn start(live: &meshcheck::cluster::live::Live) -> KialiOperator {
         use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
         let client = live.client.clone();
-        let all: Api<DynamicObject> = Api::all_with(
-            client.clone(),
-            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("kiali.io", "v1alpha1", "Kiali")),
-        );
+        let all = custom(&client, None, KIALI);
         KialiOperator(tokio::spawn(async move {
             loop {
                 for cr in all.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
@@ -477,13 +461,7 @@ impl KialiOperator {
                     let _ = Api::<Service>::namespaced(client.clone(), &ns).create(&create, &service).await;
                     let name = cr["metadata"]["name"].as_str().unwrap_or_default();
                     let status = serde_json::json!({"status": server.status});
-                    let kialis: Api<DynamicObject> = Api::namespaced_with(
-                        client.clone(),
-                        &ns,
-                        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-                            "kiali.io", "v1alpha1", "Kiali",
-                        )),
-                    );
+                    let kialis = custom(&client, Some(&ns), KIALI);
                     let _ = kialis.patch_status(name, &Default::default(), &kube::api::Patch::Merge(status)).await;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -609,6 +587,18 @@ impl Mesh {
         let gateway = meshcheck::plan::fixtures::parse_manifests(&String::from_utf8(text).unwrap(), "gateway").unwrap();
         live.apply_objects(&gateway, Some("book-info"), true).await.unwrap();
         Some(Mesh { programs, cp, live, _evidence: evidence })
+    }
+
+    /// The real prometheus-operator at work on kube-prometheus-stack's Prometheus ([`Operator`]),
+    /// meshcheck's ServiceMonitor and PodMonitor applied and in its configuration, its pod
+    /// Ready; the operator (running while kept) and that configuration.
+    async fn prometheus_operated(&self) -> (Operator, String) {
+        let operator = Operator::start(&self.cp, &self.live).await;
+        let monitors = meshcheck::plan::fixtures::manifest("istio-monitors.yaml").unwrap();
+        self.live.apply_objects(&monitors, Some("monitoring"), true).await.unwrap();
+        let config = configured(&self.live, |c| c.contains("job_name: podMonitor/monitoring/ztunnel/0")).await;
+        serving(&self.live, "monitoring", "operator.prometheus.io/name=prom-prometheus").await;
+        (operator, config)
     }
 
     /// [`meshcheck_run`] of `checks` with the scenario's ingress at the simulation's, `edit` on
