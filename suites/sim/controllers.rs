@@ -323,17 +323,8 @@ pub fn prometheus_statefulset(cr: &Value, reloader_image: &str) -> Value {
 /// (kube-prometheus-stack passes its own release's), else the operator's default, its own release
 /// (pkg/operator/defaults.go#L52).
 fn config_reloader_image(st: &State) -> String {
-    deployment_flag(st, "--prometheus-config-reloader")
+    super::shapes::deployment_flag(st, "--prometheus-config-reloader")
         .unwrap_or_else(|| "quay.io/prometheus-operator/prometheus-config-reloader:v0.85.0".into())
-}
-
-/// The value of a `--name=value` argument of a container of some Deployment: an operator's flag
-/// (no other workload takes the ones asked for here).
-pub(super) fn deployment_flag(st: &State, name: &str) -> Option<String> {
-    st.store.iter("apps", "deployments", None).find_map(|d| {
-        let containers = d.pointer("/spec/template/spec/containers")?.as_array()?;
-        containers.iter().find_map(|c| super::shapes::container_flag(c, name).map(String::from))
-    })
 }
 
 /// What kiali-operator makes of a Kiali custom resource: the server's Deployment and Service,

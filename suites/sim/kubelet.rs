@@ -29,7 +29,7 @@ pub(super) const HTTPS_PORT: u16 = 10250;
 
 /// The `--kubelet-service=<ns>/<name>` of a running prometheus-operator, if it has one.
 fn kubelet_service(st: &State) -> Option<(String, String)> {
-    let value = super::controllers::deployment_flag(st, "--kubelet-service")?;
+    let value = super::shapes::deployment_flag(st, "--kubelet-service")?;
     value.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string()))
 }
 
