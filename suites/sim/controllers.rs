@@ -418,33 +418,6 @@ fn node_list(st: &State) -> Vec<(usize, String, bool, bool)> {
         .collect()
 }
 
-/// istiod's injection webhook: a container whose image is `auto` (the gateway chart's, istio
-/// 1.30.3 manifests/charts/gateway/templates/deployment.yaml) gets the proxy image of the
-/// injector's values, `<global.hub>/<global.proxy.image>:<global.tag>[-<global.variant>]`
-/// (istio-discovery files/gateway-injection-template.yaml). Without the injector's ConfigMap
-/// the image stays `auto` and the kubelet can never pull it.
-fn inject_proxy_image(st: &State, spec: &mut Value) {
-    let values: Option<Value> = st
-        .store
-        .iter("", "configmaps", None)
-        .find(|c| s(c, "/metadata/name") == "istio-sidecar-injector")
-        .and_then(|c| serde_json::from_str(s(c, "/data/values")).ok());
-    let Some(values) = values else { return };
-    let g = &values["global"];
-    let variant = g["variant"].as_str().filter(|v| !v.is_empty()).map(|v| format!("-{v}")).unwrap_or_default();
-    let image = format!(
-        "{}/{}:{}{variant}",
-        g["hub"].as_str().unwrap_or_default(),
-        g.pointer("/proxy/image").and_then(Value::as_str).unwrap_or("proxyv2"),
-        g["tag"].as_str().unwrap_or_default()
-    );
-    for c in spec.get_mut("containers").and_then(Value::as_array_mut).into_iter().flatten() {
-        if c["image"] == "auto" {
-            c["image"] = json!(image);
-        }
-    }
-}
-
 /// A new pod of a workload, Pending, on `node` if given.
 #[allow(clippy::too_many_arguments)]
 fn create_pod(
@@ -469,7 +442,7 @@ fn create_pod(
         _ => owner.1.to_string(),
     };
     let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
-    inject_proxy_image(st, &mut spec);
+    super::istiod::inject_proxy_image(st, &mut spec);
     spec["nodeName"] = json!(node);
     if spec.get("serviceAccountName").is_none() {
         spec["serviceAccountName"] = json!("default");

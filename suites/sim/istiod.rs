@@ -1,8 +1,14 @@
-//! istiod: its monitoring port (15014), and the waypoints its gateway controller deploys.
+//! istiod: its monitoring port (15014), its injection webhook (15017), and the waypoints its
+//! gateway controller deploys.
 
 use serde_json::{Value, json};
 
-use super::{State, shapes::s, store::now};
+use super::{
+    State,
+    shapes::s,
+    store::now,
+    web::{HttpReply, HttpRequest},
+};
 
 pub(super) fn istiod_metrics(st: &State) -> String {
     let version = st
@@ -113,4 +119,73 @@ pub(super) fn waypoints(st: &mut State) {
             st.store.put("gateway.networking.k8s.io", "gateways", gw);
         }
     }
+}
+
+/// istiod's injection webhook: a container whose image is `auto` (the gateway chart's, istio
+/// 1.30.3 manifests/charts/gateway/templates/deployment.yaml) gets the proxy image of the
+/// injector's values, `<global.hub>/<global.proxy.image>:<global.tag>[-<global.variant>]`
+/// (istio-discovery files/gateway-injection-template.yaml). Without the injector's ConfigMap
+/// the image stays `auto` and the kubelet can never pull it.
+pub(super) fn inject_proxy_image(st: &State, spec: &mut Value) {
+    let values: Option<Value> = st
+        .store
+        .iter("", "configmaps", None)
+        .find(|c| s(c, "/metadata/name") == "istio-sidecar-injector")
+        .and_then(|c| serde_json::from_str(s(c, "/data/values")).ok());
+    let Some(values) = values else { return };
+    let g = &values["global"];
+    let variant = g["variant"].as_str().filter(|v| !v.is_empty()).map(|v| format!("-{v}")).unwrap_or_default();
+    let image = format!(
+        "{}/{}:{}{variant}",
+        g["hub"].as_str().unwrap_or_default(),
+        g.pointer("/proxy/image").and_then(Value::as_str).unwrap_or("proxyv2"),
+        g["tag"].as_str().unwrap_or_default()
+    );
+    for c in spec.get_mut("containers").and_then(Value::as_array_mut).into_iter().flatten() {
+        if c["image"] == "auto" {
+            c["image"] = json!(image);
+        }
+    }
+}
+
+/// istiod's webhook port: the chart's container port `https-webhooks`, behind its Service's 443
+/// `https-webhook` (istio 1.30.3 manifests/charts/istio-control/istio-discovery/templates
+/// deployment.yaml, service.yaml), served with istiod's own DNS certificate.
+pub const WEBHOOK_PORT: u16 = 15017;
+
+/// istiod's answer to the API server's call to `/inject` (istio 1.30.3 pkg/kube/inject/webhook.go
+/// `serveInject`: 415 unless `Content-Type: application/json`, then an AdmissionReview whose
+/// response is `allowed` with a JSONPatch, `inject`): the patch replaces each container image
+/// [`inject_proxy_image`] rewrites. Other paths are not istiod's injector (its validation webhook
+/// is not simulated), so they get the mux's 404.
+pub fn inject(st: &State, req: &HttpRequest) -> HttpReply {
+    use base64::Engine as _;
+    let path = req.target.split('?').next().unwrap_or_default();
+    if path != "/inject" && !path.starts_with("/inject/") {
+        return HttpReply::new(404, "text/plain; charset=utf-8", "404 page not found\n");
+    }
+    if req.header("content-type") != Some("application/json") {
+        return HttpReply::new(415, "text/plain; charset=utf-8", "invalid Content-Type, want `application/json`\n");
+    }
+    let Ok(review) = serde_json::from_slice::<Value>(&req.body) else {
+        return HttpReply::new(400, "text/plain; charset=utf-8", "could not decode body\n");
+    };
+    let request = &review["request"];
+    let mut spec = request.pointer("/object/spec").cloned().unwrap_or(json!({}));
+    let before = spec.clone();
+    inject_proxy_image(st, &mut spec);
+    let patch: Vec<Value> = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(i, c)| before["containers"][i]["image"] != c["image"])
+        .map(|(i, c)| json!({"op": "replace", "path": format!("/spec/containers/{i}/image"), "value": c["image"]}))
+        .collect();
+    let patch = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&patch).unwrap_or_default());
+    let response = json!({
+        "apiVersion": review["apiVersion"], "kind": "AdmissionReview",
+        "response": {"uid": request["uid"], "allowed": true, "patchType": "JSONPatch", "patch": patch},
+    });
+    HttpReply::new(200, "application/json", serde_json::to_vec(&response).unwrap_or_default())
 }

@@ -11,7 +11,10 @@
 //! `exit_code`; `logs` answers `text`; `ports` the pods' declared ports; `portforward` (to a
 //! pod's port) and `connect` (to a pod's or a Service's address, as the API server's service proxy
 //! dials it) read the forwarded HTTP request after their line, then answer `{}` and the program's
-//! reply, the connection closing after it, as a simulated port does after one answer.
+//! reply, the connection closing after it, as a simulated port does after one answer. A
+//! `connect` to istiod's webhook port is TLS after the `{}` line, with istiod's certificate
+//! ([`Mirrored::new`]): the API server's admission webhook call, which verifies it against the
+//! `caBundle` istiod patched in.
 
 use std::sync::Arc;
 
@@ -26,6 +29,8 @@ const KNOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 /// The programs of a simulation whose objects are another API server's.
 pub struct Mirrored {
     shared: Arc<Shared>,
+    /// istiod's serving certificate on its webhook port ([`super::istiod::WEBHOOK_PORT`]).
+    istiod_tls: tokio_rustls::TlsAcceptor,
 }
 
 /// What the caller asks for on the socket.
@@ -56,9 +61,10 @@ enum Call {
 }
 
 impl Mirrored {
-    /// Programs answering from an empty copy, with the rehearsals' timings.
-    pub fn new(opts: SimOptions) -> Mirrored {
-        Mirrored { shared: super::shared(&opts, Timings::rehearsal(), [0; 5]) }
+    /// Programs answering from an empty copy, with the rehearsals' timings; istiod serves its
+    /// webhook with `istiod_tls`.
+    pub fn new(opts: SimOptions, istiod_tls: tokio_rustls::TlsAcceptor) -> Mirrored {
+        Mirrored { shared: super::shared(&opts, Timings::rehearsal(), [0; 5]), istiod_tls }
     }
 
     /// The objects of one type are now exactly `items`, as the real API server listed them; istiod
@@ -116,6 +122,9 @@ impl Mirrored {
             },
             Ok(Call::Ports) => json!({"ports": self.ports()}),
             Ok(Call::Connect { address, port }) => match self.at(&address, port) {
+                Some((namespace, pod, port)) if self.is_istiod_webhook(&namespace, &pod, port) => {
+                    return self.webhook(conn).await;
+                }
                 Some((namespace, pod, port)) => return self.forward(conn, &namespace, &pod, port).await,
                 None => json!({"error": format!("dial tcp {address}:{port}: connect: connection refused")}),
             },
@@ -135,6 +144,20 @@ impl Mirrored {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
+            // A TLS handshake (record type 22) to a port whose program the simulation serves in
+            // plain HTTP: the caller (the API server calling a webhook: kube-prometheus-stack's
+            // operator on 10250) sees the handshake fail at once, as against a certificate it does
+            // not trust, instead of waiting out its timeout for an HTTP request that never comes.
+            if buf.first() == Some(&0x16) {
+                let error = format!("{namespace}/{pod}:{port}: the simulation serves no TLS here");
+                let _ = conn
+                    .get_mut()
+                    .write_all(
+                        &[serde_json::to_vec(&json!({ "error": error })).unwrap_or_default(), b"\n".to_vec()].concat(),
+                    )
+                    .await;
+                return;
+            }
             if let Some(request) = web::parse_request(&buf) {
                 break request;
             }
@@ -152,7 +175,40 @@ impl Mirrored {
         let _ = conn.get_mut().write_all(&out).await;
     }
 
-    /// Every container port the pods of the copy declare.
+    fn is_istiod_webhook(&self, ns: &str, pod: &str, port: u16) -> bool {
+        let st = self.shared.lock();
+        port == super::istiod::WEBHOOK_PORT
+            && st
+                .store
+                .get("", "pods", ns, pod)
+                .is_some_and(|p| super::mesh::program(p) == super::mesh::Program::Istiod)
+    }
+
+    /// One admission call to istiod's webhook: the `{}` line, then TLS with istiod's certificate
+    /// (a client that does not trust it ends the handshake) and one HTTP exchange inside it.
+    async fn webhook(&self, mut conn: BufReader<tokio::net::UnixStream>) {
+        if conn.get_mut().write_all(b"{}\n").await.is_err() {
+            return;
+        }
+        let Ok(mut tls) = self.istiod_tls.accept(conn).await else { return };
+        let mut buf = Vec::new();
+        let request = loop {
+            let mut chunk = [0u8; 4096];
+            match tls.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if let Some(request) = web::parse_request(&buf) {
+                break request;
+            }
+        };
+        let reply = super::istiod::inject(&self.shared.lock(), &request);
+        let _ = tls.write_all(&reply.to_bytes()).await;
+        let _ = tls.shutdown().await;
+    }
+
+    /// Every port the pods of the copy declare, and every Service port (a cluster address's
+    /// port, which the API server dials for a webhook).
     fn ports(&self) -> Vec<u64> {
         let st = self.shared.lock();
         let ports: std::collections::BTreeSet<u64> = st
@@ -161,6 +217,12 @@ impl Mirrored {
             .flat_map(|p| p.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default())
             .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
             .filter_map(|p| p["containerPort"].as_u64())
+            .chain(
+                st.store
+                    .iter("", "services", None)
+                    .flat_map(|s| s.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default())
+                    .filter_map(|p| p["port"].as_u64()),
+            )
             .collect();
         ports.into_iter().collect()
     }

@@ -14,7 +14,7 @@ use meshcheck::{cluster::namespaces, evidence::Outcome};
 
 use super::{
     ControlPlane,
-    run::{install, install_leaving_out, meshcheck_run, meshcheck_run_with, verdicts},
+    run::{install, meshcheck_run, meshcheck_run_with, verdicts},
 };
 use crate::common::root;
 
@@ -121,77 +121,14 @@ async fn all_ready(live: &meshcheck::cluster::live::Live, ns: &str, count: usize
     }
 }
 
-/// What istiod's sidecar injector does to the gateway's pods that the programs read, done in the
-/// API server's own admission chain: a container whose image is `auto` (istio 1.30.3
-/// manifests/charts/gateway templates/deployment.yaml) gets the proxy image the injector's values
-/// name (`global.hub`/`global.proxy.image`:`global.tag` of ConfigMap istio-sidecar-injector, the
-/// rule the Rust simulation's controllers apply, suites/sim/controllers.rs `inject_proxy_image`).
-/// A MutatingAdmissionPolicy (admissionregistration.k8s.io/v1beta1, beta and off by default in
-/// Kubernetes 1.35: feature gate `MutatingAdmissionPolicy`) runs in the API server, where nothing
-/// could answer the injector's webhook call.
-async fn injector_in_the_api_server(live: &meshcheck::cluster::live::Live) {
-    let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { panic!("checked by the caller") };
-    let istiod = releases.values().find(|r| r.name == "istiod").unwrap();
-    let config =
-        istiod.objects.iter().find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "istio-sidecar-injector");
-    let values: serde_json::Value = serde_json::from_str(config.unwrap()["data"]["values"].as_str().unwrap()).unwrap();
-    let g = &values["global"];
-    let variant = g["variant"].as_str().filter(|v| !v.is_empty()).map(|v| format!("-{v}")).unwrap_or_default();
-    let image = format!(
-        "{}/{}:{}{variant}",
-        g["hub"].as_str().unwrap(),
-        g["proxy"]["image"].as_str().unwrap(),
-        g["tag"].as_str().unwrap()
-    );
-    let mutation = format!(
-        "Object{{spec: Object.spec{{containers: object.spec.containers.filter(c, c.image == 'auto')\
-         .map(c, Object.spec.containers{{name: c.name, image: '{image}'}})}}}}"
-    );
-    let policy = serde_json::json!({
-        "apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicy",
-        "metadata": {"name": "meshcheck-tier-proxy-image"},
-        "spec": {
-            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]},
-            "matchConditions": [{"name": "auto-image", "expression": "object.spec.containers.exists(c, c.image == 'auto')"}],
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "Never",
-            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": mutation}}]
-        }
-    });
-    let binding = serde_json::json!({
-        "apiVersion": "admissionregistration.k8s.io/v1beta1", "kind": "MutatingAdmissionPolicyBinding",
-        "metadata": {"name": "meshcheck-tier-proxy-image"},
-        "spec": {"policyName": "meshcheck-tier-proxy-image"}
-    });
-    let objects: Vec<DynamicObject> =
-        [policy, binding].into_iter().map(|o| serde_json::from_value(o).unwrap()).collect();
-    live.apply_objects(&objects, None, true).await.unwrap();
-    // The API server acts on a new policy once its informer has it, a moment after the create: a
-    // pod made before then keeps `auto` (seen on CI: the gateway's pod, never a proxy). A dry run
-    // of such a pod shows when the policy is in force.
-    use k8s_openapi::api::core::v1::Pod;
-    let pods: Api<Pod> = Api::namespaced(live.client.clone(), "default");
-    let probe: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "injector-probe"}, "spec": {"containers": [{"name": "istio-proxy", "image": "auto"}]}
-    }))
-    .unwrap();
-    let dry_run = kube::api::PostParams { dry_run: true, ..Default::default() };
-    let since = std::time::Instant::now();
-    while pods.create(&dry_run, &probe).await.unwrap().spec.unwrap().containers[0].image.as_deref() != Some(&image) {
-        assert!(since.elapsed() < std::time::Duration::from_secs(60), "the MutatingAdmissionPolicy never took effect");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
 /// `mtls` on the real control plane, through all three of the kubelet's calls and the ingress:
 /// bookinfo's traffic enters at the simulation's ingress gateway (a Ready pod of the real gateway
 /// release a bookinfo Gateway selects), ztunnel's config dump and stats come through
 /// `pods/portforward` and its access log through `pods/log`, and the STRICT probe's curls through
-/// `pods/exec`. istiod's sidecar-injector MutatingWebhookConfiguration is left out: nothing here
-/// can answer the API server's call to it, and with it the gateway's pods are never created
-/// (`gateway_without_pods`); [`injector_in_the_api_server`] gives them their proxy image instead.
-/// It passes, and so does `gateway-binding` on the gateway's pods the policy let be created (the
-/// run beside it shows them refused while the webhook is there). Could-fail, on the same
+/// `pods/exec`. The gateway's pods get their proxy image from the API server's call to istiod's
+/// injection webhook (the simulation's istiod, [`super::programs`]). It passes, and so does
+/// `gateway-binding` on those pods (`gateway_without_pods` shows them refused where no istiod
+/// answers the call). Could-fail, on the same
 /// cluster: ratings' pods opted out of ambient fail mtls, naming
 /// the plaintext hop reviews -> ratings and its access-log lines without identities.
 #[tokio::test]
@@ -550,10 +487,9 @@ fn ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
     conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// The mesh behind the simulation's ingress on the real control plane: the programs on the copy,
-/// Cilium, Istio base, istiod without its injector webhook ([`injector_in_the_api_server`]
-/// instead), istio-cni, ztunnel, the ingress gateway and the releases `more`, each Ready, bookinfo
-/// and its Gateway.
+/// The mesh behind the simulation's ingress on the real control plane: the programs on the copy
+/// (istiod's webhook patcher among them), Cilium, Istio base, istiod, istio-cni, ztunnel, the
+/// ingress gateway and the releases `more`, each Ready, bookinfo and its Gateway.
 struct Mesh {
     programs: super::programs::Programs,
     cp: ControlPlane,
@@ -566,16 +502,11 @@ impl Mesh {
         crate::charts::rendered("ambient-kind")?;
         let mut programs = super::programs::Programs::listen()?;
         let socket = programs.socket().display().to_string();
-        let flags =
-            "--feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true";
-        let env = [("MESHCHECK_KUBELET_SOCKET", socket.as_str()), ("MESHCHECK_CP_APISERVER_FLAGS", flags)];
-        let cp = ControlPlane::start(&env)?;
+        let cp = ControlPlane::start(&[("MESHCHECK_KUBELET_SOCKET", socket.as_str())])?;
         programs.mirror(cp.client(None).await);
+        programs.patch_webhooks(cp.client(None).await);
         let (live, evidence) = cp.live().await;
-        install(&live, &["cilium", "istio-base"]).await;
-        install_leaving_out(&live, &["istiod"], &["MutatingWebhookConfiguration"]).await;
-        injector_in_the_api_server(&live).await;
-        install(&live, &["istio-cni", "ztunnel", "istio-ingress"]).await;
+        install(&live, &["cilium", "istio-base", "istiod", "istio-cni", "ztunnel", "istio-ingress"]).await;
         install(&live, more).await;
         let (_, releases) = crate::charts::rendered("ambient-kind")?;
         for name in ["istio-ingress"].iter().chain(more) {

@@ -2,7 +2,9 @@
 //! ([`crate::sim::Mirrored`]) on a copy of what kube-apiserver holds, answering the kubelet's
 //! streaming calls that `kubelet-streams` passes on from the API server (start.sh's
 //! `MESHCHECK_KUBELET_SOCKET`). The copy follows the API server type by type, by watches, as an
-//! informer's cache does.
+//! informer's cache does. istiod's injection webhook is answered too: the API server calls it over
+//! TLS at the istiod Service's address, and istiod's webhook patcher ([`patch_ca_bundles`]) writes
+//! the `caBundle` that call trusts.
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
@@ -37,6 +39,8 @@ const SKIPPED: &[&str] = &["events", "leases", "componentstatuses"];
 /// The programs, listening on their socket until dropped.
 pub(super) struct Programs {
     dir: tempfile::TempDir,
+    /// istiod's self-signed root, which its webhook patcher writes into the `caBundle`.
+    istiod_root: Vec<u8>,
     mirrored: Arc<Mirrored>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     ingress: std::net::SocketAddr,
@@ -49,14 +53,15 @@ impl Programs {
         let options = crate::common::sim_options("existing", 1.0, Faults::default())?;
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::UnixListener::bind(dir.path().join("programs.sock")).unwrap();
-        let mirrored = Arc::new(Mirrored::new(options));
+        let (istiod_root, istiod_tls) = istiod_certificates(dir.path());
+        let mirrored = Arc::new(Mirrored::new(options, istiod_tls));
         let gateway = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let ingress = gateway.local_addr().unwrap();
         gateway.set_nonblocking(true).unwrap();
         let gateway = tokio::net::TcpListener::from_std(gateway).unwrap();
         let tasks =
             vec![tokio::spawn(mirrored.clone().serve(listener)), tokio::spawn(mirrored.clone().serve_gateway(gateway))];
-        Some(Programs { dir, mirrored, tasks, ingress })
+        Some(Programs { dir, istiod_root, mirrored, tasks, ingress })
     }
 
     /// Where the ingress gateway answers on this side, as a LoadBalancer's address would.
@@ -76,6 +81,92 @@ impl Programs {
     /// Keeps the copy following the API server `client` talks to.
     pub(super) fn mirror(&mut self, client: Client) {
         self.tasks.push(tokio::spawn(follow(client, self.mirrored.clone())));
+    }
+
+    /// Starts istiod's webhook patcher on the API server `client` talks to ([`patch_ca_bundles`]):
+    /// apart from [`Programs::mirror`], so that a test can see the call refused before it.
+    pub(super) fn patch_webhooks(&mut self, client: Client) {
+        self.tasks.push(tokio::spawn(patch_ca_bundles(client, self.istiod_root.clone())));
+    }
+}
+
+/// istiod's certificates as it makes them with no CA plugged in: a self-signed root, and a serving
+/// certificate it signs for its Service's DNS names (istio 1.30.3 pilot/pkg/bootstrap
+/// certcontroller.go `initDNSCertsIstiod`, `s.CA.GenKeyCert(s.dnsNames, ...)`; server.go
+/// `getDNSNames`: `istiod.istio-system.svc`, `istiod-remote.istio-system.svc`,
+/// `istio-pilot.istio-system.svc`). Made with openssl, as start.sh makes the control plane's;
+/// the root's PEM and the webhook server's TLS.
+fn istiod_certificates(dir: &std::path::Path) -> (Vec<u8>, tokio_rustls::TlsAcceptor) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output();
+        let out = out.unwrap_or_else(|e| panic!("openssl (the control plane's tier needs it): {e}"));
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"];
+    openssl(
+        &[&["req", "-x509"][..], &ec, &["-keyout", "root.key", "-out", "root.pem", "-subj", "/O=cluster.local"]]
+            .concat(),
+    );
+    let sans = "subjectAltName=DNS:istiod.istio-system.svc,DNS:istiod-remote.istio-system.svc,DNS:istio-pilot.istio-system.svc";
+    openssl(
+        &[
+            &["req", "-x509", "-CA", "root.pem", "-CAkey", "root.key"][..],
+            &ec,
+            &["-keyout", "istiod.key", "-out", "istiod.pem", "-subj", "/O=cluster.local"],
+            &[
+                "-addext",
+                sans,
+                "-addext",
+                "extendedKeyUsage=serverAuth",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+            ],
+        ]
+        .concat(),
+    );
+    let chain: Vec<CertificateDer> =
+        CertificateDer::pem_file_iter(dir.join("istiod.pem")).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("istiod.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    (std::fs::read(dir.join("root.pem")).unwrap(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// istiod's webhook patcher (istio 1.30.3 pkg/webhooks/webhookpatch.go
+/// `patchMutatingWebhookConfig`): in every MutatingWebhookConfiguration of its revision (label
+/// `istio.io/rev`, here `default`), each webhook whose name ends in `sidecar-injector.istio.io`
+/// (pilot/pkg/bootstrap/sidecarinjector.go `webhookName`) gets istiod's root as its `caBundle`;
+/// the configuration is updated when one differed, again whenever it changes (its informer).
+/// The validation webhook's `caBundle` is another controller's, not simulated: it stays empty and,
+/// its failurePolicy `Ignore`, the API server goes on without it.
+async fn patch_ca_bundles(client: Client, root: Vec<u8>) {
+    use futures::StreamExt;
+    use k8s_openapi::{ByteString, api::admissionregistration::v1::MutatingWebhookConfiguration};
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let config = watcher::Config::default().labels("istio.io/rev=default");
+    let mut changed = watcher::watcher(api.clone(), config).default_backoff().applied_objects().boxed();
+    while let Some(next) = changed.next().await {
+        let Ok(mut mwc) = next else { continue };
+        let mut updated = false;
+        for webhook in mwc.webhooks.iter_mut().flatten() {
+            if webhook.name.ends_with("sidecar-injector.istio.io")
+                && webhook.client_config.ca_bundle.as_ref().map(|b| &b.0) != Some(&root)
+            {
+                webhook.client_config.ca_bundle = Some(ByteString(root.clone()));
+                updated = true;
+            }
+        }
+        let name = mwc.metadata.name.clone().unwrap_or_default();
+        if updated && let Err(e) = api.replace(&name, &Default::default(), &mwc).await {
+            tracing::warn!("istiod's webhook patcher: {name}: {e}");
+        }
     }
 }
 
@@ -202,4 +293,80 @@ async fn pod(live: &meshcheck::cluster::live::Live, ns: &str) {
         assert!(since.elapsed() < Duration::from_secs(30), "the pod never ran");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// istiod's injection webhook on the real control plane: the API server calls it for a pod its
+/// selectors match (`object.sidecar-injector.istio.io`: label `sidecar.istio.io/inject: "true"`
+/// in a namespace without injection labels), at the istiod Service's address over TLS, which it
+/// verifies against the webhook's `caBundle`. Until istiod's patcher has written its root there,
+/// the create is refused (failurePolicy Fail) with the verification error: the call is made and
+/// its certificate checked. After, the pod gets the proxy image the injector's values name, and a
+/// pod no webhook selects keeps `auto`.
+#[tokio::test]
+async fn istiods_injection_webhook_is_called_over_tls_and_trusted_once_its_root_is_patched_in() {
+    use k8s_openapi::api::core::v1::Pod;
+    let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { return };
+    let Some(mut programs) = Programs::listen() else { return };
+    let socket = programs.socket().display().to_string();
+    let Some(cp) = super::ControlPlane::start(&[("MESHCHECK_KUBELET_SOCKET", &socket)]) else { return };
+    programs.mirror(cp.client(None).await);
+    let (live, _dir) = cp.live().await;
+    super::run::install(&live, &["istio-base", "istiod"]).await;
+
+    let istiod = releases.values().find(|r| r.name == "istiod").unwrap();
+    let config =
+        istiod.objects.iter().find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "istio-sidecar-injector");
+    let values: serde_json::Value = serde_json::from_str(config.unwrap()["data"]["values"].as_str().unwrap()).unwrap();
+    let g = &values["global"];
+    // `<hub>/<proxy.image>:<tag>-<variant>` (istio-discovery files/gateway-injection-template.yaml;
+    // `global.variant` is `distroless` under the ambient profile, files/profile-ambient.yaml).
+    let proxy = format!(
+        "{}/{}:{}-{}",
+        g["hub"].as_str().unwrap(),
+        g["proxy"]["image"].as_str().unwrap(),
+        g["tag"].as_str().unwrap(),
+        g["variant"].as_str().unwrap()
+    );
+
+    let pods: Api<Pod> = Api::namespaced(live.client.clone(), "default");
+    let pod = |labels: serde_json::Value| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "gateway", "labels": labels},
+            "spec": {"containers": [{"name": "istio-proxy", "image": "auto"}]}
+        }))
+        .unwrap()
+    };
+    let selected = pod(serde_json::json!({"sidecar.istio.io/inject": "true"}));
+    let dry_run = kube::api::PostParams { dry_run: true, ..Default::default() };
+    let image = |p: Pod| p.spec.unwrap().containers[0].image.clone().unwrap_or_default();
+
+    // Until the istiod pod serves (Ready in the copy, kubelet-streams on 443) the dial is refused;
+    // then TLS fails on the root no one trusts yet.
+    let untrusted = "tls: failed to verify certificate: x509: certificate signed by unknown authority";
+    let since = std::time::Instant::now();
+    let refusal = loop {
+        match pods.create(&dry_run, &selected).await {
+            Err(e) if e.to_string().contains(untrusted) => break e.to_string(),
+            outcome => {
+                let seen = outcome.map(image);
+                assert!(since.elapsed() < Duration::from_secs(60), "never refused for its certificate: {seen:?}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(refusal.contains("failed calling webhook \"object.sidecar-injector.istio.io\""), "{refusal}");
+    assert!(refusal.contains("https://istiod.istio-system.svc:443/inject"), "{refusal}");
+
+    programs.patch_webhooks(cp.client(None).await);
+    let since = std::time::Instant::now();
+    loop {
+        let outcome = pods.create(&dry_run, &selected).await.map(image);
+        if outcome.as_deref().is_ok_and(|i| i == proxy) {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(30), "never injected with {proxy}: {outcome:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let other = pods.create(&dry_run, &pod(serde_json::json!({}))).await.map(image);
+    assert_eq!(other.unwrap(), "auto", "a pod no webhook selects is not injected");
 }

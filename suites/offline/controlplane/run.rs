@@ -72,21 +72,12 @@ pub(super) fn meshcheck_run_with(
 /// The named releases of the `ambient-kind` plan, rendered by the real helm, applied in order: each
 /// release's CRDs first (helm's `crds/` and install order), then the rest, dry run first.
 pub(super) async fn install(live: &meshcheck::cluster::live::Live, names: &[&str]) {
-    install_leaving_out(live, names, &[]).await
-}
-
-/// [`install`] without the objects of the kinds `left_out`.
-pub(super) async fn install_leaving_out(live: &meshcheck::cluster::live::Live, names: &[&str], left_out: &[&str]) {
     let Some((_, releases)) = crate::charts::rendered("ambient-kind") else { panic!("checked by the caller") };
     for name in names {
         let release = releases.values().find(|r| r.name == *name).unwrap_or_else(|| panic!("no release {name}"));
         namespaces::ensure(&live.client, &release.namespace, &[], "someone-else").await.unwrap();
-        let objects: Vec<DynamicObject> = release
-            .objects
-            .iter()
-            .map(|o| serde_json::from_value::<DynamicObject>(o.clone()).unwrap())
-            .filter(|o| !o.types.as_ref().is_some_and(|t| left_out.contains(&t.kind.as_str())))
-            .collect();
+        let objects: Vec<DynamicObject> =
+            release.objects.iter().map(|o| serde_json::from_value::<DynamicObject>(o.clone()).unwrap()).collect();
         let (crds, rest): (Vec<_>, Vec<_>) =
             objects.into_iter().partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
         live.apply_objects(&crds, Some(&release.namespace), false).await.unwrap();
