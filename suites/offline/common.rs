@@ -313,6 +313,11 @@ pub fn control_plane_tools() -> Option<PathBuf> {
         if !stages.is_dir() {
             build_go_tool("kwok", &stages)?;
         }
+        // Cilium's CRDs from its module's source, which the tier's stand-in operator registers.
+        let crds = folder.join("cilium-crds");
+        if !crds.is_dir() {
+            build_go_tool("cilium-crds", &crds)?;
+        }
         Ok(folder)
     });
     or_skip(located, "the real control plane (.ci/build-go-tools)")

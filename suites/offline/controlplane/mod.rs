@@ -31,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::{Captured, root};
 
+mod cilium;
 mod dataplane;
 mod programs;
 mod run;
