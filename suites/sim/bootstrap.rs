@@ -212,60 +212,57 @@ pub fn create_cluster(st: &mut State, provider: &str, nodes: &[String]) {
             );
         }
     }
+    put_all(st, addons(provider), "kube-system").expect("the cluster's add-ons are built-in types");
+}
+
+/// What the provider installs in a new cluster besides the nodes: CoreDNS (kubeadm's, 2 replicas,
+/// the `kube-dns` Service) and kind's local-path provisioner, or k3s' bundled manifests (traefik
+/// and servicelb disabled by meshcheck).
+pub fn addons(provider: &str) -> Vec<Value> {
+    let mut out = Vec::new();
     let dns = json!({"k8s-app": "kube-dns"});
     let replicas = if provider == "k3d" { 1 } else { 2 };
-    st.store.put(
-        "apps",
-        "deployments",
-        workload(
-            "Deployment",
-            "kube-system",
-            "coredns",
-            replicas,
-            &dns,
-            "registry.k8s.io/coredns/coredns:v1.12.1",
-            &[53, 9153],
-            None,
-        ),
-    );
-    st.store.put("", "services", service("kube-system", "kube-dns", &dns, &[("dns-tcp", 53), ("metrics", 9153)]));
+    out.push(workload(
+        "Deployment",
+        "kube-system",
+        "coredns",
+        replicas,
+        &dns,
+        "registry.k8s.io/coredns/coredns:v1.12.1",
+        &[53, 9153],
+        None,
+    ));
+    out.push(service("kube-system", "kube-dns", &dns, &[("dns-tcp", 53), ("metrics", 9153)]));
     if provider == "k3d" {
         // k3s' bundled manifests (traefik and servicelb disabled by meshcheck).
         for (name, label) in
             [("local-path-provisioner", "local-path-provisioner"), ("metrics-server", "metrics-server")]
         {
-            st.store.put(
-                "apps",
-                "deployments",
-                workload(
-                    "Deployment",
-                    "kube-system",
-                    name,
-                    1,
-                    &json!({"k8s-app": label}),
-                    &format!("rancher/{name}:latest"),
-                    &[],
-                    None,
-                ),
-            );
-        }
-    } else {
-        st.store.put("", "namespaces", namespace("local-path-storage"));
-        st.store.put(
-            "apps",
-            "deployments",
-            workload(
+            out.push(workload(
                 "Deployment",
-                "local-path-storage",
-                "local-path-provisioner",
+                "kube-system",
+                name,
                 1,
-                &json!({"app": "local-path-provisioner"}),
-                "docker.io/kindest/local-path-provisioner:v20251212",
+                &json!({"k8s-app": label}),
+                &format!("rancher/{name}:latest"),
                 &[],
                 None,
-            ),
-        );
+            ));
+        }
+    } else {
+        out.push(namespace("local-path-storage"));
+        out.push(workload(
+            "Deployment",
+            "local-path-storage",
+            "local-path-provisioner",
+            1,
+            &json!({"app": "local-path-provisioner"}),
+            "docker.io/kindest/local-path-provisioner:v20251212",
+            &[],
+            None,
+        ));
     }
+    out
 }
 
 /// A CRD with one served and stored version, for the CRDs a program registers at run time

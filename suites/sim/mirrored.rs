@@ -89,6 +89,12 @@ impl Mirrored {
         services::serve_gateway(listener, self.shared.clone()).await
     }
 
+    /// The mirror of upstream manifests and chart repository indexes a scenario's `mirrors` point
+    /// at ([`services::serve_mirror`]), as in the rehearsals.
+    pub async fn serve_mirror(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        services::serve_mirror(listener, self.shared.clone()).await
+    }
+
     /// Answers the socket's calls until the listener is dropped.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::UnixListener) {
         while let Ok((conn, _)) = listener.accept().await {

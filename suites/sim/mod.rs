@@ -38,7 +38,7 @@
 //! figures for the critical-path benchmark.
 
 mod apiserver;
-mod bootstrap;
+pub mod bootstrap;
 mod cilium;
 mod clients;
 pub mod controllers;
@@ -59,7 +59,7 @@ mod shapes;
 mod store;
 mod tempo;
 mod timings;
-mod tools;
+pub mod tools;
 mod web;
 mod xds;
 mod ztunnel;

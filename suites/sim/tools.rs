@@ -47,25 +47,44 @@ pub fn kubeconfig(shared: &Shared, context: &str) -> String {
 }
 
 /// What a tool answers.
-struct Answer {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub struct Answer {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }
 
-fn ok(stdout: impl Into<String>) -> Answer {
+/// Exit 0 with `stdout`.
+pub fn ok(stdout: impl Into<String>) -> Answer {
     Answer { code: 0, stdout: stdout.into(), stderr: String::new() }
 }
 
-fn fail(code: i32, stderr: impl Into<String>) -> Answer {
+/// Exit `code` with `stderr`.
+pub fn fail(code: i32, stderr: impl Into<String>) -> Answer {
     Answer { code, stdout: String::new(), stderr: stderr.into() }
 }
 
-/// Serves the control port.
+/// Serves the control port: each stand-in call is noted, then done to the simulated cluster.
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    serve_calls(listener, move |tool, args| {
+        let shared = shared.clone();
+        async move {
+            shared.note(format!("{tool} {}", args.join(" ")));
+            run(&shared, &tool, &args).await
+        }
+    })
+    .await
+}
+
+/// Serves the stand-ins' protocol on `listener`, each call answered by `answer(tool, args)`: the
+/// simulation's tools, or the real control-plane tier's.
+pub async fn serve_calls<F, A>(listener: tokio::net::TcpListener, answer: F)
+where
+    F: Fn(String, Vec<String>) -> A + Clone + Send + 'static,
+    A: std::future::Future<Output = Answer> + Send,
+{
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let shared = shared.clone();
+        let answer = answer.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut r = BufReader::new(r);
@@ -82,9 +101,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 arg.pop();
                 args.push(String::from_utf8_lossy(&arg).into_owned());
             }
-            let tool = tool.trim().to_string();
-            shared.note(format!("{tool} {}", args.join(" ")));
-            let a = run(&shared, &tool, &args).await;
+            let a = answer(tool.trim().to_string(), args).await;
             let err = base64::engine::general_purpose::STANDARD.encode(a.stderr);
             let _ = w.write_all(format!("{}\n{err}\n{}", a.code, a.stdout).as_bytes()).await;
             let _ = w.shutdown().await;

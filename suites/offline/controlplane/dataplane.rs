@@ -378,10 +378,10 @@ async fn serving(live: &meshcheck::cluster::live::Live, ns: &str, labels: &str) 
 /// are what the simulation's rule makes of the CR ([`crate::sim::controllers::kiali_server`], the
 /// one the Rust-only tier's controllers apply); the real controllers and kwok make the pod.
 /// Stopped when dropped.
-struct KialiOperator(tokio::task::JoinHandle<()>);
+pub(super) struct KialiOperator(tokio::task::JoinHandle<()>);
 
 impl KialiOperator {
-    fn start(live: &meshcheck::cluster::live::Live) -> KialiOperator {
+    pub(super) fn start(live: &meshcheck::cluster::live::Live) -> KialiOperator {
         use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
         let client = live.client.clone();
         let all = custom(&client, None, KIALI);
@@ -418,10 +418,10 @@ impl Drop for KialiOperator {
 /// through the door to the API server with the control plane's admin certificate instead of its
 /// pod's service account. Its web flags are left out: they serve its own metrics and admission
 /// webhooks over TLS files only its pod has, and nothing here calls them. Killed when dropped.
-struct Operator(std::process::Child);
+pub(super) struct Operator(std::process::Child);
 
 impl Operator {
-    async fn start(cp: &ControlPlane, live: &meshcheck::cluster::live::Live) -> Operator {
+    pub(super) async fn start(cp: &ControlPlane, live: &meshcheck::cluster::live::Live) -> Operator {
         use k8s_openapi::api::apps::v1::Deployment;
         let deployments: Api<Deployment> = Api::namespaced(live.client.clone(), "monitoring");
         let deployment = deployments.get("prom-operator").await.unwrap();

@@ -33,6 +33,7 @@ use crate::common::{Captured, root};
 
 mod cilium;
 mod dataplane;
+mod kind;
 mod programs;
 mod run;
 

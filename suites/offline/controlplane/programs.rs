@@ -44,6 +44,8 @@ pub(super) struct Programs {
     mirrored: Arc<Mirrored>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     ingress: std::net::SocketAddr,
+    /// The mirror of upstream manifests and chart repositories ([`Mirrored::serve_mirror`]).
+    mirror: std::net::SocketAddr,
 }
 
 impl Programs {
@@ -55,18 +57,34 @@ impl Programs {
         let listener = tokio::net::UnixListener::bind(dir.path().join("programs.sock")).unwrap();
         let (istiod_root, istiod_tls) = istiod_certificates(dir.path());
         let mirrored = Arc::new(Mirrored::new(options, istiod_tls));
-        let gateway = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let ingress = gateway.local_addr().unwrap();
-        gateway.set_nonblocking(true).unwrap();
-        let gateway = tokio::net::TcpListener::from_std(gateway).unwrap();
-        let tasks =
-            vec![tokio::spawn(mirrored.clone().serve(listener)), tokio::spawn(mirrored.clone().serve_gateway(gateway))];
-        Some(Programs { dir, istiod_root, mirrored, tasks, ingress })
+        let bind = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let at = listener.local_addr().unwrap();
+            (tokio::net::TcpListener::from_std(listener).unwrap(), at)
+        };
+        let ((gateway, ingress), (mirror, mirror_at)) = (bind(), bind());
+        let tasks = vec![
+            tokio::spawn(mirrored.clone().serve(listener)),
+            tokio::spawn(mirrored.clone().serve_gateway(gateway)),
+            tokio::spawn(mirrored.clone().serve_mirror(mirror)),
+        ];
+        Some(Programs { dir, istiod_root, mirrored, tasks, ingress, mirror: mirror_at })
     }
 
     /// Where the ingress gateway answers on this side, as a LoadBalancer's address would.
     pub(super) fn ingress_url(&self) -> String {
         format!("http://{}", self.ingress)
+    }
+
+    /// The ingress gateway's address on this side.
+    pub(super) fn ingress(&self) -> std::net::SocketAddr {
+        self.ingress
+    }
+
+    /// The mirror's address: `http://{mirror}/<host>/<path>` serves `https://<host>/<path>`.
+    pub(super) fn mirror_at(&self) -> std::net::SocketAddr {
+        self.mirror
     }
 
     /// The programs themselves.
