@@ -816,7 +816,7 @@ fn garbage_collect(st: &mut State) {
 /// Whether the kubelet's probes reach a pod's probed port: from the node for pods outside the
 /// mesh (always admitted), from istio-cni's SNAT address for captured ones, which Cilium's
 /// policies must admit under default-deny ([`super::cilium`]).
-fn probes_reach(st: &State, pod: &Value) -> bool {
+pub(super) fn probes_reach(st: &State, pod: &Value) -> bool {
     if !super::mesh::captured(st, pod) {
         return true;
     }
@@ -835,7 +835,8 @@ fn probes_reach(st: &State, pod: &Value) -> bool {
         || !super::cilium::ingress_default_deny(&st.store, pod)
 }
 
-fn probe(c: &Value, kind: &str) -> Option<(u64, u64)> {
+/// A container's probe of `kind`: its period and failure threshold (the API's defaults 10 and 3).
+pub(super) fn probe(c: &Value, kind: &str) -> Option<(u64, u64)> {
     let p = c.get(kind)?;
     Some((
         p.get("periodSeconds").and_then(Value::as_u64).unwrap_or(10),

@@ -33,6 +33,14 @@ pub struct Mirrored {
     istiod_tls: tokio_rustls::TlsAcceptor,
 }
 
+/// A pod's probes ([`Mirrored::probes`]): each as its period and failure threshold in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Probes {
+    pub reach: bool,
+    pub readiness: Option<(u64, u64)>,
+    pub liveness: Option<(u64, u64)>,
+}
+
 /// What the caller asks for on the socket.
 #[derive(serde::Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -93,6 +101,22 @@ impl Mirrored {
     /// at ([`services::serve_mirror`]), as in the rehearsals.
     pub async fn serve_mirror(self: Arc<Self>, listener: tokio::net::TcpListener) {
         services::serve_mirror(listener, self.shared.clone()).await
+    }
+
+    /// A pod's probes as the Rust-only tier's kubelet judges them: whether they reach its probed
+    /// port (from the node, or from istio-cni's SNAT address through Cilium's policies when the pod
+    /// is captured: [`super::controllers::probes_reach`]), and its readiness and liveness probes;
+    /// `None` for a pod not in the copy or without probes.
+    pub fn probes(&self, namespace: &str, pod: &str) -> Option<Probes> {
+        let st = self.shared.lock();
+        let pod = st.store.get("", "pods", namespace, pod)?;
+        let containers = pod.pointer("/spec/containers").and_then(Value::as_array)?;
+        let readiness = containers.iter().find_map(|c| super::controllers::probe(c, "readinessProbe"));
+        let liveness = containers.iter().find_map(|c| super::controllers::probe(c, "livenessProbe"));
+        if readiness.is_none() && liveness.is_none() {
+            return None;
+        }
+        Some(Probes { reach: super::controllers::probes_reach(&st, pod), readiness, liveness })
     }
 
     /// Answers the socket's calls until the listener is dropped.

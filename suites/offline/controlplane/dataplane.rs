@@ -5,9 +5,9 @@
 //! (kubelet-streams) passes them on, and bookinfo's traffic through the simulation's ingress:
 //! `l4-authorization`, `mtls` with `gateway-binding`, and `traces` (Tempo through the API
 //! server's service proxy, to the pod addresses kubelet-streams stands for), `metrics` on what
-//! the real prometheus-operator configured, and `kiali` on the server its CR asks for. probes
-//! needs the kubelet's probes judged against Cilium's policies, which kwok's fixed stages cannot
-//! do; it stays on the Rust simulation's rehearsals (suites/offline/rehearsal.rs).
+//! the real prometheus-operator configured, `kiali` on the server its CR asks for, and `probes`
+//! with the kubelet's probes judged against Cilium's policies by the tier's probe loop (kwok's
+//! stages make a pod Ready once and never probe it).
 
 use kube::{Api, api::DynamicObject};
 use meshcheck::{cluster::namespaces, evidence::Outcome};
@@ -342,6 +342,59 @@ async fn a_kiali_run_reads_the_server_its_cr_asks_for_through_the_service_proxy(
     let (outcome, why) = verdicts(&work.path().join("reports")).remove("kiali").unwrap();
     assert_ne!(outcome, Outcome::Pass, "{why}");
     assert!(why.contains("set `auth.strategy: anonymous`"), "{why}");
+}
+
+/// `probes` on the real control plane, the kubelet's probes judged by the tier's probe loop
+/// ([`super::programs::Programs::probe`]) against Cilium's policies as the copy has them: the
+/// mesh behind the ingress with kube-prometheus-stack and the real prometheus-operator, Cilium's
+/// real CRDs registered by its operator ([`super::cilium::CiliumOperator`]), meshcheck's
+/// `allow-ambient-hostprobes` policy and probe-target (fixtures/manifests/probe-target.yaml,
+/// readiness every 5 s, 2 failures) in book-info. With the scenario's negative control on, the run
+/// applies default-deny, sees every probed pod stay Ready with no restart and no new `Unhealthy`
+/// event, then deletes the Cilium policy and sees the probes fail, and passes.
+/// Could-fail: the policy edited to admit 169.254.7.128 instead of istio-cni's SNAT address: under default-deny the probes fail, and the verdict names the `Unhealthy` events.
+#[tokio::test]
+async fn a_probes_run_sees_the_kubelets_probes_under_default_deny_through_ciliums_policy() {
+    let Some(tools) = crate::common::control_plane_tools() else { return };
+    let Some(mut mesh) = Mesh::behind_the_ingress(&["kps"]).await else { return };
+    let client = mesh.cp.client(None).await;
+    let _cilium = super::cilium::CiliumOperator::start(client.clone(), &tools);
+    let (_operator, _) = mesh.prometheus_operated().await;
+    let established = meshcheck::plan::Condition::CrdEstablished;
+    let ccnp = "ciliumclusterwidenetworkpolicies.cilium.io";
+    let limit = std::time::Duration::from_secs(60);
+    meshcheck::cluster::waits::wait_for(&client, "CustomResourceDefinition", None, ccnp, &established, limit)
+        .await
+        .unwrap();
+    let policy = meshcheck::plan::fixtures::manifest("cilium-allow-ambient-hostprobes.yaml").unwrap();
+    mesh.live.apply_objects(&policy, None, true).await.unwrap();
+    let hub = [("BOOKINFO_HUB", "registry.istio.io/release")];
+    let target = meshcheck::plan::fixtures::manifest_rendered("probe-target.yaml", &hub).unwrap();
+    mesh.live.apply_objects(&target, Some("book-info"), true).await.unwrap();
+    all_ready(&mesh.live, "book-info", 8).await;
+    mesh.programs.probe(client);
+    let negative_control = |t: String| t + "probes:\n  negative_control: true\n";
+
+    let (out, work) = mesh.run(&["probes"], negative_control).await;
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (outcome, why) = verdicts(&work.path().join("reports")).remove("probes").unwrap_or_else(|| panic!("{said}"));
+    assert_eq!(outcome, Outcome::Pass, "{why}\n{said}");
+    assert!(out.status.success(), "{said}");
+    // The negative control ran and saw what the check exists to see.
+    let folder = std::fs::canonicalize(work.path().join("reports/latest")).unwrap();
+    let events = std::fs::read_to_string(folder.join("evidence/probes/negative/events-after.json")).unwrap();
+    assert!(events.contains("\"Unhealthy\""), "without the Cilium policy the probes must fail: {events}");
+
+    // The cluster's owner wrote another address into the policy: the same object, edited.
+    let text = meshcheck::plan::fixtures::text("manifests/cilium-allow-ambient-hostprobes.yaml")
+        .replace("169.254.7.127/32", "169.254.7.128/32");
+    let elsewhere = meshcheck::plan::fixtures::parse_manifests(&text, "edited policy").unwrap();
+    mesh.live.apply_objects(&elsewhere, None, true).await.unwrap();
+    let (out, work) = mesh.run(&["probes"], |t| t).await;
+    assert!(!out.status.success(), "a policy that admits no probe must fail the run");
+    let (outcome, why) = verdicts(&work.path().join("reports")).remove("probes").unwrap();
+    assert_eq!(outcome, Outcome::Fail, "{why}");
+    assert!(why.contains("Unhealthy"), "the verdict must name the probes' Unhealthy events: {why}");
 }
 
 /// The Kiali custom resource's group, version and kind (the kiali-operator chart's CRD).

@@ -7,7 +7,8 @@
 //!   kubeadm installs ([`crate::sim::bootstrap::addons`]: CoreDNS and its `kube-dns` Service, the
 //!   local-path provisioner), forwards the config's `extraPortMappings` host port to the
 //!   simulation's ingress gateway, and starts what runs in the pods: the simulation's programs
-//!   ([`super::programs`]), istiod's webhook patcher, Cilium's operator ([`CiliumOperator`]),
+//!   ([`super::programs`]) with the kubelet's probes, istiod's webhook patcher, Cilium's operator
+//!   ([`CiliumOperator`]),
 //!   kiali-operator's rule ([`KialiOperator`]) and, once its Deployment is there, the real
 //!   prometheus-operator ([`Operator`]); `kind delete cluster` stops it all.
 //! - `helm` is the real helm against the real API server: `upgrade --install` with the
@@ -41,9 +42,8 @@ use crate::{
     sim::tools::{Answer, fail, ok},
 };
 
-/// The checks judged here: every check of `ambient-kind` but `image-architectures` (it reads
-/// registries, not the cluster) and `probes` (kwok's stages make pods Ready whatever Cilium's
-/// policies say).
+/// The checks judged here: every check of `ambient-kind` but `image-architectures`, which reads
+/// registries, not the cluster.
 const CHECKS: &[&str] = &[
     "node-architecture",
     "cilium-prerequisites",
@@ -54,6 +54,7 @@ const CHECKS: &[&str] = &[
     "metrics",
     "kiali",
     "health",
+    "probes",
 ];
 
 /// The stand-in tools' side of the tier: the programs, the pinned charts, and the cluster
@@ -163,6 +164,7 @@ impl Kind {
             let mut programs = self.programs.lock().unwrap();
             programs.mirror(client.clone());
             programs.patch_webhooks(client.clone());
+            programs.probe(client.clone());
         }
         let (live, evidence) = cp.live().await;
         let addons: Vec<DynamicObject> =
@@ -298,13 +300,15 @@ async fn forward(listener: tokio::net::TcpListener, to: SocketAddr) {
     }
 }
 
-/// The shipped `ambient-kind` scenario with only [`CHECKS`], its settle waits cut to a fifth, and
+/// The shipped `ambient-kind` scenario with only [`CHECKS`], its settle waits cut to half (probes
+/// then watches 12.5 s under default-deny, longer than probe-target's readiness needs to fail: 2
+/// failures 5 s apart), and
 /// every upstream host it reaches (manifests, chart repositories, the registries the preflight
 /// asks) mirrored at `mirror`.
 fn scenario(mirror: SocketAddr) -> String {
     let text = std::fs::read_to_string(root().join("scenarios/ambient-kind.yaml")).unwrap();
     let mut text =
-        crate::rehearsal::only_checks(text, CHECKS).replace("timeouts:\n", "timeouts:\n  settle_scale: 0.2\n");
+        crate::rehearsal::only_checks(text, CHECKS).replace("timeouts:\n", "timeouts:\n  settle_scale: 0.5\n");
     text.push_str("mirrors:\n");
     for host in [
         "raw.githubusercontent.com",

@@ -20,10 +20,11 @@ use crate::sim::{Faults, mirrored::Mirrored};
 const REFRESH: Duration = Duration::from_millis(500);
 
 /// The API groups whose objects the programs read: pods, Services, ConfigMaps and namespaces;
-/// workloads; Istio's, Cilium's, Gateway API's and the Prometheus Operator's resources.
+/// workloads; NetworkPolicies (the kubelet's probes under default-deny); Istio's, Cilium's, Gateway API's and the Prometheus Operator's resources.
 const GROUPS: &[&str] = &[
     "",
     "apps",
+    "networking.k8s.io",
     "security.istio.io",
     "networking.istio.io",
     "telemetry.istio.io",
@@ -99,6 +100,11 @@ impl Programs {
     /// Keeps the copy following the API server `client` talks to.
     pub(super) fn mirror(&mut self, client: Client) {
         self.tasks.push(tokio::spawn(follow(client, self.mirrored.clone())));
+    }
+
+    /// Starts the kubelet's probe loop on the API server `client` talks to ([`probe_pods`]).
+    pub(super) fn probe(&mut self, client: Client) {
+        self.tasks.push(tokio::spawn(probe_pods(client, self.mirrored.clone())));
     }
 
     /// Starts istiod's webhook patcher on the API server `client` talks to ([`patch_ca_bundles`]):
@@ -260,6 +266,104 @@ async fn follow_type(client: Client, mirrored: Arc<Mirrored>, resource: ApiResou
         }
         let items = current.values().map(|o| serde_json::to_value(o).unwrap()).collect();
         mirrored.replace(&resource.group, &resource.plural, items);
+    }
+}
+
+/// The kubelet's probes, for the pods kwok runs: kwok's stages make a pod Ready once and never
+/// probe it. Every second, each Running pod with a readiness or liveness probe is judged by the
+/// Rust-only tier's kubelet rule on the copy ([`Mirrored::probes`]: from istio-cni's SNAT address
+/// through Cilium's policies when the pod is captured); in real time, as the kubelet does
+/// (kubernetes v1.35 pkg/kubelet/prober/worker.go: a result flips after `failureThreshold`
+/// consecutive failures one `periodSeconds` apart). A readiness probe failing that long makes the
+/// pod and its containers not Ready and records a Warning `Unhealthy` event each period; a
+/// liveness probe restarts the container (`restartCount` + 1, a `Killing` event) and counts
+/// again. Reaching again makes the pod Ready.
+async fn probe_pods(client: Client, mirrored: Arc<Mirrored>) {
+    use k8s_openapi::api::core::v1::{Event, Pod};
+    use std::time::Instant;
+    /// What the kubelet remembers of a pod's probes.
+    #[derive(Default)]
+    struct Worker {
+        failing_since: Option<Instant>,
+        unhealthy_at: Option<Instant>,
+        restarts: i64,
+    }
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(list) = pods.list(&Default::default()).await else { continue };
+        for pod in list.items {
+            let (Some(ns), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone()) else { continue };
+            let status = pod.status.clone().unwrap_or_default();
+            if status.phase.as_deref() != Some("Running") || pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let Some(probes) = mirrored.probes(&ns, &name) else { continue };
+            let worker = workers.entry(pod.metadata.uid.clone().unwrap_or_default()).or_default();
+            let mut ready = true;
+            let mut events = Vec::new();
+            if probes.reach {
+                worker.failing_since = None;
+            } else {
+                let failing = worker.failing_since.get_or_insert_with(Instant::now).elapsed();
+                let ip = status.pod_ip.clone().unwrap_or_default();
+                if let Some((period, threshold)) = probes.readiness
+                    && failing >= Duration::from_secs(period * threshold)
+                {
+                    ready = false;
+                    if worker.unhealthy_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(period)) {
+                        worker.unhealthy_at = Some(Instant::now());
+                        events.push(("Warning", "Unhealthy", format!("Readiness probe failed: Get \"http://{ip}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")));
+                    }
+                }
+                if let Some((period, threshold)) = probes.liveness
+                    && failing >= Duration::from_secs(period * threshold)
+                {
+                    worker.restarts += 1;
+                    worker.failing_since = Some(Instant::now());
+                    events.push(("Warning", "Unhealthy", format!("Liveness probe failed: Get \"http://{ip}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")));
+                    events.push((
+                        "Normal",
+                        "Killing",
+                        "Container failed liveness probe, will be restarted".to_string(),
+                    ));
+                }
+            }
+            let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+            for (type_, reason, message) in events {
+                let event: Event = serde_json::from_value(serde_json::json!({
+                    "metadata": {"generateName": format!("{name}."), "namespace": ns},
+                    "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": pod.metadata.uid},
+                    "type": type_, "reason": reason, "message": message, "count": 1,
+                    "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "kubelet"},
+                }))
+                .unwrap();
+                let _ = Api::<Event>::namespaced(client.clone(), &ns).create(&Default::default(), &event).await;
+            }
+            let flag = if ready { "True" } else { "False" };
+            let mut conditions = status.conditions.clone().unwrap_or_default();
+            let mut changed = false;
+            for c in conditions.iter_mut().filter(|c| c.type_ == "Ready" || c.type_ == "ContainersReady") {
+                if c.status != flag {
+                    c.status = flag.to_string();
+                    c.last_transition_time = Some(now.clone());
+                    changed = true;
+                }
+            }
+            let mut containers = status.container_statuses.clone().unwrap_or_default();
+            for c in &mut containers {
+                changed |= c.ready != ready || i64::from(c.restart_count) != worker.restarts;
+                c.ready = ready;
+                c.restart_count = i32::try_from(worker.restarts).unwrap_or(i32::MAX);
+            }
+            if changed {
+                let patch = serde_json::json!({"status": {"conditions": conditions, "containerStatuses": containers}});
+                let _ = Api::<Pod>::namespaced(client.clone(), &ns)
+                    .patch_status(&name, &Default::default(), &kube::api::Patch::Merge(patch))
+                    .await;
+            }
+        }
     }
 }
 
