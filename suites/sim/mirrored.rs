@@ -33,6 +33,37 @@ pub struct Mirrored {
     istiod_tls: tokio_rustls::TlsAcceptor,
 }
 
+/// The answer's line of a call that failed as the kubelet's would.
+fn error_line(error: &str) -> Vec<u8> {
+    [serde_json::to_vec(&json!({ "error": error })).unwrap_or_default(), b"\n".to_vec()].concat()
+}
+
+/// What came in on a connection before its first HTTP request was whole.
+enum Incoming {
+    Request(web::HttpRequest),
+    /// A TLS handshake record (type 22) first.
+    TlsHandshake,
+    Closed,
+}
+
+/// Reads one HTTP request, or stops at a TLS handshake in its first bytes.
+async fn read_request(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Incoming {
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Incoming::Closed,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.first() == Some(&0x16) {
+            return Incoming::TlsHandshake;
+        }
+        if let Some(request) = web::parse_request(&buf) {
+            return Incoming::Request(request);
+        }
+    }
+}
+
 /// A pod's probes ([`Mirrored::probes`]): each as its period and failure threshold in seconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Probes {
@@ -167,29 +198,17 @@ impl Mirrored {
 
     /// One HTTP exchange with the program on the pod's port, the connection closing after it.
     async fn forward(&self, mut conn: BufReader<tokio::net::UnixStream>, namespace: &str, pod: &str, port: u16) {
-        let mut buf = Vec::new();
-        let request = loop {
-            let mut chunk = [0u8; 4096];
-            match conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            // A TLS handshake (record type 22) to a port whose program the simulation serves in
-            // plain HTTP: the caller (the API server calling a webhook: kube-prometheus-stack's
-            // operator on 10250) sees the handshake fail at once, as against a certificate it does
-            // not trust, instead of waiting out its timeout for an HTTP request that never comes.
-            if buf.first() == Some(&0x16) {
+        let request = match read_request(&mut conn).await {
+            Incoming::Request(request) => request,
+            Incoming::Closed => return,
+            // A TLS handshake to a port whose program the simulation serves in plain HTTP: the
+            // caller (the API server calling a webhook: kube-prometheus-stack's operator on 10250)
+            // sees the handshake fail at once, as against a certificate it does not trust, instead
+            // of waiting out its timeout for an HTTP request that never comes.
+            Incoming::TlsHandshake => {
                 let error = format!("{namespace}/{pod}:{port}: the simulation serves no TLS here");
-                let _ = conn
-                    .get_mut()
-                    .write_all(
-                        &[serde_json::to_vec(&json!({ "error": error })).unwrap_or_default(), b"\n".to_vec()].concat(),
-                    )
-                    .await;
+                let _ = conn.get_mut().write_all(&error_line(&error)).await;
                 return;
-            }
-            if let Some(request) = web::parse_request(&buf) {
-                break request;
             }
         };
         let out = match services::pod_exchange(&self.shared, namespace, pod, port, &request) {
@@ -199,7 +218,7 @@ impl Mirrored {
                 let error = format!(
                     "failed to connect to localhost:{port} inside namespace of pod {namespace}/{pod}: connection refused"
                 );
-                [serde_json::to_vec(&json!({ "error": error })).unwrap_or_default(), b"\n".to_vec()].concat()
+                error_line(&error)
             }
         };
         let _ = conn.get_mut().write_all(&out).await;
@@ -221,17 +240,7 @@ impl Mirrored {
             return;
         }
         let Ok(mut tls) = self.istiod_tls.accept(conn).await else { return };
-        let mut buf = Vec::new();
-        let request = loop {
-            let mut chunk = [0u8; 4096];
-            match tls.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            if let Some(request) = web::parse_request(&buf) {
-                break request;
-            }
-        };
+        let Incoming::Request(request) = read_request(&mut tls).await else { return };
         let reply = super::istiod::inject(&self.shared.lock(), &request);
         let _ = tls.write_all(&reply.to_bytes()).await;
         let _ = tls.shutdown().await;

@@ -14,9 +14,8 @@ use meshcheck::{cluster::namespaces, evidence::Outcome};
 
 use super::{
     ControlPlane,
-    run::{install, meshcheck_run, meshcheck_run_with, verdicts},
+    run::{edited_fixtures, install, meshcheck_run, meshcheck_run_with, verdicts},
 };
-use crate::common::root;
 
 /// `l4-authorization` on the real control plane, whose pods' curl, ztunnel and istiod are the
 /// simulation's ([`super::programs`]) reached through the API server's `pods/exec` and the
@@ -74,13 +73,9 @@ async fn an_l4_authorization_run_execs_curl_through_the_real_api_server() {
     assert_eq!(outcome, Outcome::Pass, "{why}\n{results}");
     assert!(out.status.success(), "{said}");
 
-    let fixtures = tempfile::tempdir().unwrap();
-    crate::sim::helm::copy_dir(&root().join("fixtures"), fixtures.path()).unwrap();
-    let policy = fixtures.path().join("manifests/l4-allow.yaml");
-    let text = std::fs::read_to_string(&policy).unwrap();
+    let principal = "        - cluster.local/ns/meshcheck-inside/sa/curl-inside";
     let scheme = "        - spiffe://cluster.local/ns/meshcheck-inside/sa/curl-inside";
-    std::fs::write(&policy, text.replace("        - cluster.local/ns/meshcheck-inside/sa/curl-inside", scheme))
-        .unwrap();
+    let fixtures = edited_fixtures("manifests/l4-allow.yaml", principal, scheme);
     let wrong = tempfile::tempdir().unwrap();
     let (w, k, f) = (wrong.path().to_path_buf(), kubeconfig, fixtures.path().display().to_string());
     let out = tokio::task::spawn_blocking(move || {

@@ -35,7 +35,7 @@ use super::{
     cilium::CiliumOperator,
     dataplane::{KialiOperator, Operator},
     programs::Programs,
-    run::verdicts,
+    run::{all_passed, edited_fixtures, meshcheck_run_scenario, verdicts},
 };
 use crate::{
     common::root,
@@ -302,28 +302,14 @@ async fn forward(listener: tokio::net::TcpListener, to: SocketAddr) {
 
 /// The shipped `ambient-kind` scenario with only [`CHECKS`], its settle waits cut to half (probes
 /// then watches 12.5 s under default-deny, longer than probe-target's readiness needs to fail: 2
-/// failures 5 s apart), and
-/// every upstream host it reaches (manifests, chart repositories, the registries the preflight
-/// asks) mirrored at `mirror`.
+/// failures 5 s apart), and every upstream host it reaches (manifests, chart repositories, the
+/// registries the preflight asks) mirrored at `mirror`.
 fn scenario(mirror: SocketAddr) -> String {
     let text = std::fs::read_to_string(root().join("scenarios/ambient-kind.yaml")).unwrap();
     let mut text =
         crate::rehearsal::only_checks(text, CHECKS).replace("timeouts:\n", "timeouts:\n  settle_scale: 0.5\n");
     text.push_str("mirrors:\n");
-    for host in [
-        "raw.githubusercontent.com",
-        "github.com",
-        "helm.cilium.io",
-        "istio-release.storage.googleapis.com",
-        "prometheus-community.github.io",
-        "grafana-community.github.io",
-        "kiali.org",
-        "quay.io",
-        "registry.istio.io",
-        "registry-1.docker.io",
-        "registry.k8s.io",
-        "ghcr.io",
-    ] {
+    for host in crate::common::UPSTREAM_HOSTS {
         text.push_str(&format!("  https://{host}/: http://{mirror}/{host}/\n"));
     }
     text
@@ -345,21 +331,15 @@ async fn an_ambient_kind_run_provisions_installs_and_passes_on_the_real_control_
     }
     let Some(tools) = crate::common::control_plane_tools() else { return };
     let Some((out, work)) = kind_run(&tools, &[]).await else { return };
-    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let got = verdicts(&work.path().join("reports"));
-    for check in CHECKS {
-        let (outcome, why) = got.get(*check).unwrap_or_else(|| panic!("no verdict of {check}: {got:?}\n{said}"));
-        assert_eq!(*outcome, Outcome::Pass, "{check}: {why}\n{said}");
-    }
-    assert!(out.status.success(), "{said}");
+    all_passed(&out, &work.path().join("reports"), CHECKS);
 
-    let fixtures = tempfile::tempdir().unwrap();
-    crate::sim::helm::copy_dir(&root().join("fixtures"), fixtures.path()).unwrap();
-    let values = fixtures.path().join("values/kube-prometheus-stack.yaml");
-    let text = std::fs::read_to_string(&values).unwrap();
-    let by_release = "podMonitorSelectorNilUsesHelmValues: true";
-    std::fs::write(&values, text.replace("podMonitorSelectorNilUsesHelmValues: false", by_release)).unwrap();
-    let f = fixtures.path().display().to_string();
+    let values = "values/kube-prometheus-stack.yaml";
+    let by_release = edited_fixtures(
+        values,
+        "podMonitorSelectorNilUsesHelmValues: false",
+        "podMonitorSelectorNilUsesHelmValues: true",
+    );
+    let f = by_release.path().display().to_string();
     let Some((out, work)) = kind_run(&tools, &[("MESHCHECK_FIXTURES", &f)]).await else { return };
     assert!(!out.status.success(), "a run whose Prometheus selects no PodMonitor must fail");
     let got = verdicts(&work.path().join("reports"));
@@ -401,12 +381,8 @@ async fn kind_run(tools: &Path, env: &[(&str, &str)]) -> Option<(std::process::O
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let w = work.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
-        let tmp = w.join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck"));
-        crate::rehearsal::as_a_user_runs_it(&mut cmd, &path, &tmp);
-        cmd.current_dir(&w).envs(env);
-        cmd.args(["run", "--scenario"]).arg(&file).arg("--reports").arg(w.join("reports")).output().unwrap()
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        meshcheck_run_scenario(&w, &file, &path, &env)
     })
     .await
     .unwrap();

@@ -38,6 +38,30 @@ pub(super) fn verdicts(reports: &Path) -> BTreeMap<String, (Outcome, String)> {
         .collect()
 }
 
+/// Asserts that the run `out`, whose folders are under `reports`, exited 0 with a Pass of each of
+/// `checks`, showing what it said when not.
+pub(super) fn all_passed(out: &Output, reports: &Path, checks: &[&str]) {
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let got = verdicts(reports);
+    for check in checks {
+        let (outcome, why) = got.get(*check).unwrap_or_else(|| panic!("no verdict of {check}: {got:?}\n{said}"));
+        assert_eq!(*outcome, Outcome::Pass, "{check}: {why}\n{said}");
+    }
+    assert!(out.status.success(), "{said}");
+}
+
+/// A copy of fixtures/ whose file `rel` has `from` replaced by `to` (it must be there): what a
+/// run reads through `MESHCHECK_FIXTURES`.
+pub(super) fn edited_fixtures(rel: &str, from: &str, to: &str) -> tempfile::TempDir {
+    let fixtures = tempfile::tempdir().unwrap();
+    crate::sim::helm::copy_dir(&root().join("fixtures"), fixtures.path()).unwrap();
+    let file = fixtures.path().join(rel);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(from), "{rel} has no `{from}`");
+    std::fs::write(&file, text.replace(from, to)).unwrap();
+    fixtures
+}
+
 /// `meshcheck run` of the shipped `existing-cluster` scenario pointed at `kubeconfig`, with only
 /// `checks` and `edit` on top, in `work`: what a user runs, with no stand-in tool on PATH.
 pub(super) fn meshcheck_run(
@@ -61,12 +85,18 @@ pub(super) fn meshcheck_run_with(
     let text = text.replace("kubeconfig: ~/.kube/config", &format!("kubeconfig: {kubeconfig}"));
     let scenario = work.join("existing-cluster.yaml");
     std::fs::write(&scenario, edit(crate::rehearsal::only_checks(text, checks))).unwrap();
+    meshcheck_run_scenario(work, &scenario, "/usr/bin:/bin", env)
+}
+
+/// `meshcheck run --scenario SCENARIO` in `work` as a user runs it, with `path` as PATH and `env`
+/// on top: its run folders under `work/reports`, its temporary files under `work/tmp`.
+pub(super) fn meshcheck_run_scenario(work: &Path, scenario: &Path, path: &str, env: &[(&str, &str)]) -> Output {
     let tmp = work.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck"));
-    crate::rehearsal::as_a_user_runs_it(&mut cmd, "/usr/bin:/bin", &tmp);
+    crate::rehearsal::as_a_user_runs_it(&mut cmd, path, &tmp);
     cmd.current_dir(work).envs(env.iter().copied());
-    cmd.args(["run", "--scenario"]).arg(&scenario).arg("--reports").arg(work.join("reports")).output().unwrap()
+    cmd.args(["run", "--scenario"]).arg(scenario).arg("--reports").arg(work.join("reports")).output().unwrap()
 }
 
 /// The named releases of the `ambient-kind` plan, rendered by the real helm, applied in order: each
@@ -124,13 +154,7 @@ async fn an_existing_cluster_run_judges_the_real_servers_nodes_and_cilium_config
     let work = tempfile::tempdir().unwrap();
     let (w, k) = (work.path().to_path_buf(), kubeconfig.clone());
     let out = tokio::task::spawn_blocking(move || meshcheck_run(&w, &k, API_ONLY_CHECKS, |t| t)).await.unwrap();
-    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let got = verdicts(&work.path().join("reports"));
-    for check in API_ONLY_CHECKS {
-        let (outcome, why) = got.get(*check).unwrap_or_else(|| panic!("no verdict of {check}: {got:?}\n{said}"));
-        assert_eq!(*outcome, Outcome::Pass, "{check}: {why}\n{said}");
-    }
-    assert!(out.status.success(), "{said}");
+    all_passed(&out, &work.path().join("reports"), API_ONLY_CHECKS);
     assert_eq!(namespace_names(&live).await, before, "the run must delete exactly the namespaces it created");
     run_folder_is_complete(&work.path().join("reports"));
 
