@@ -111,7 +111,8 @@ where
     }
 }
 
-fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+/// The value of the option `name` in `args`.
+pub fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
 }
 
@@ -269,24 +270,28 @@ fn repository(shared: &Shared, url: &str) -> String {
     url.strip_prefix(&mirror).map_or_else(|| url.to_string(), |rest| format!("https://{rest}"))
 }
 
-/// `helm upgrade [--install] REL CHART --repo URL --version V --namespace NS --values F… [--wait] --timeout Ts --kubeconfig K …`
-async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
-    let install = args.iter().any(|a| a == "--install");
-    let positional: Vec<&String> = {
-        let mut out = Vec::new();
-        let mut i = 1;
-        while i < args.len() {
-            if args[i] == "--install" || args[i] == "--wait" {
-                i += 1;
-            } else if args[i].starts_with("--") {
-                i += 2;
-            } else {
-                out.push(&args[i]);
+/// Where the positional arguments of `helm upgrade ...` (release, chart) are in `args`: the flags
+/// meshcheck passes take a value each, but `--install` and `--wait`.
+pub fn helm_upgrade_positional(args: &[String]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--install" | "--wait" => i += 1,
+            a if a.starts_with("--") => i += 2,
+            _ => {
+                out.push(i);
                 i += 1;
             }
         }
-        out
-    };
+    }
+    out
+}
+
+/// `helm upgrade [--install] REL CHART --repo URL --version V --namespace NS --values F… [--wait] --timeout Ts --kubeconfig K …`
+async fn helm_upgrade(shared: &Arc<Shared>, args: &[String]) -> Answer {
+    let install = args.iter().any(|a| a == "--install");
+    let positional: Vec<&String> = helm_upgrade_positional(args).into_iter().map(|i| &args[i]).collect();
     let (Some(release), Some(chart)) = (positional.first(), positional.get(1)) else {
         return fail(1, "Error: \"helm upgrade\" requires 2 arguments\n");
     };

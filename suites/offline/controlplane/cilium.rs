@@ -89,18 +89,8 @@ async fn meshchecks_host_probe_policy_meets_the_schema_of_ciliums_own_crds() {
     let (live, _dir) = cp.live().await;
     let _operator = CiliumOperator::start(cp.client(None).await, &tools);
     super::run::install(&live, &["cilium"]).await;
-    let established = meshcheck::plan::Condition::CrdEstablished;
     let name = "ciliumclusterwidenetworkpolicies.cilium.io";
-    meshcheck::cluster::waits::wait_for(
-        &live.client,
-        "CustomResourceDefinition",
-        None,
-        name,
-        &established,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    super::crd_established(&live.client, name, Duration::from_secs(60)).await;
 
     let policy = meshcheck::plan::fixtures::manifest("cilium-allow-ambient-hostprobes.yaml").unwrap();
     live.apply_objects(&policy, None, true).await.unwrap();

@@ -355,12 +355,8 @@ async fn a_probes_run_sees_the_kubelets_probes_under_default_deny_through_cilium
     let client = mesh.cp.client(None).await;
     let _cilium = super::cilium::CiliumOperator::start(client.clone(), &tools);
     let (_operator, _) = mesh.prometheus_operated().await;
-    let established = meshcheck::plan::Condition::CrdEstablished;
     let ccnp = "ciliumclusterwidenetworkpolicies.cilium.io";
-    let limit = std::time::Duration::from_secs(60);
-    meshcheck::cluster::waits::wait_for(&client, "CustomResourceDefinition", None, ccnp, &established, limit)
-        .await
-        .unwrap();
+    super::crd_established(&client, ccnp, std::time::Duration::from_secs(60)).await;
     let policy = meshcheck::plan::fixtures::manifest("cilium-allow-ambient-hostprobes.yaml").unwrap();
     mesh.live.apply_objects(&policy, None, true).await.unwrap();
     let hub = [("BOOKINFO_HUB", "registry.istio.io/release")];

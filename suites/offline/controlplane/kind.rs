@@ -15,7 +15,7 @@
 //!   repository's chart mapped to the pinned one ([`crate::sim::helm::Helm::chart`], the same
 //!   mapping the Rust-only tier renders with), every other argument as meshcheck gave it.
 //! - `docker info` answers as Docker 28 does (there is no container engine here); `sysctl -n`
-//!   reads this machine's `/proc/sys`.
+//!   answers the inotify limits of a host set up for kind (no node containers run here).
 //!
 //! The bookinfo and Gateway API manifests come from the simulation's mirror (the scenario's
 //! `mirrors`, as in the rehearsals).
@@ -39,7 +39,7 @@ use super::{
 };
 use crate::{
     common::root,
-    sim::tools::{Answer, fail, ok},
+    sim::tools::{Answer, fail, helm_upgrade_positional, ok, opt},
 };
 
 /// The checks judged here: every check of `ambient-kind` but `image-architectures`, which reads
@@ -76,7 +76,8 @@ struct Cluster {
     _cilium: CiliumOperator,
     _kiali: KialiOperator,
     prometheus: Option<Operator>,
-    ingress: tokio::task::JoinHandle<()>,
+    /// The forward of the kind config's host port, if it has one.
+    ingress: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Kind {
@@ -92,7 +93,7 @@ impl Kind {
                 let name = opt(&args, "--name").unwrap_or("kind").to_string();
                 let mut cluster = self.cluster.lock().await;
                 if let Some(c) = cluster.take_if(|c| c.name == name) {
-                    c.ingress.abort();
+                    c.ingress.iter().for_each(tokio::task::JoinHandle::abort);
                     tokio::task::spawn_blocking(move || drop(c)).await.unwrap();
                 }
                 Answer { code: 0, stdout: String::new(), stderr: format!("Deleting cluster \"{name}\" ...\n") }
@@ -175,10 +176,10 @@ impl Kind {
         let ingress = self.programs.lock().unwrap().ingress();
         let ingress = match host_port {
             Some(port) => match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                Ok(listener) => tokio::spawn(forward(listener, ingress)),
+                Ok(listener) => Some(tokio::spawn(forward(listener, ingress))),
                 Err(e) => return fail(1, format!("ERROR: failed to create cluster: port {port}: {e}\n")),
             },
-            None => tokio::spawn(async {}),
+            None => None,
         };
         *cluster = Some(Cluster {
             name: name.clone(),
@@ -206,19 +207,7 @@ impl Kind {
         let (Some(repo), Some(version)) = (opt(args, "--repo"), opt(args, "--version")) else {
             return Err(fail(1, "Error: the tier maps only `--repo URL --version V` charts\n"));
         };
-        let mut positional = Vec::new();
-        let mut i = 1;
-        while i < args.len() {
-            match args[i].as_str() {
-                "--install" | "--wait" => i += 1,
-                a if a.starts_with("--") => i += 2,
-                _ => {
-                    positional.push(i);
-                    i += 1;
-                }
-            }
-        }
-        let Some(&at) = positional.get(1) else {
+        let Some(&at) = helm_upgrade_positional(args).get(1) else {
             return Err(fail(1, "Error: \"helm upgrade\" requires 2 arguments\n"));
         };
         let chart = self.helm.chart(&unmirrored(repo), &args[at], version).map_err(|e| fail(1, format!("{e}\n")))?;
@@ -271,11 +260,6 @@ impl Kind {
             c.prometheus = Some(Operator::start(&c.cp, &c.live).await);
         }
     }
-}
-
-/// The option's value.
-fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
 }
 
 /// A repository URL with the mirror's prefix taken off (the scenario's `mirrors` point the chart

@@ -357,15 +357,20 @@ fn service_monitor_crd() -> Option<Vec<DynamicObject>> {
     Some(meshcheck::plan::fixtures::parse_manifests(&text, "crd-servicemonitors.yaml").unwrap())
 }
 
+/// Waits up to `limit` until the CRD `name` is Established, by meshcheck's own wait.
+async fn crd_established(client: &Client, name: &str, limit: Duration) {
+    let established = meshcheck::plan::Condition::CrdEstablished;
+    meshcheck::cluster::waits::wait_for(client, "CustomResourceDefinition", None, name, &established, limit)
+        .await
+        .unwrap();
+}
+
 /// Applies the ServiceMonitor CRD, waits until it is Established, and returns the ServiceMonitors
 /// of `default`.
 async fn install_service_monitors(live: &meshcheck::cluster::live::Live, crd: &[DynamicObject]) -> Api<DynamicObject> {
     live.apply_objects(crd, None, false).await.unwrap();
     let name = crd[0].metadata.name.clone().unwrap();
-    let established = meshcheck::plan::Condition::CrdEstablished;
-    meshcheck::cluster::waits::wait_for(&live.client, "CRD", None, &name, &established, Duration::from_secs(30))
-        .await
-        .unwrap();
+    crd_established(&live.client, &name, Duration::from_secs(30)).await;
     Api::<DynamicObject>::namespaced_with(
         live.client.clone(),
         "default",

@@ -112,12 +112,8 @@ pub(super) async fn install(live: &meshcheck::cluster::live::Live, names: &[&str
             objects.into_iter().partition(|o| o.types.as_ref().is_some_and(|t| t.kind == "CustomResourceDefinition"));
         live.apply_objects(&crds, Some(&release.namespace), false).await.unwrap();
         for crd in &crds {
-            let established = meshcheck::plan::Condition::CrdEstablished;
             let name = crd.metadata.name.as_deref().unwrap();
-            let (client, limit) = (&live.client, std::time::Duration::from_secs(30));
-            meshcheck::cluster::waits::wait_for(client, "CustomResourceDefinition", None, name, &established, limit)
-                .await
-                .unwrap();
+            super::crd_established(&live.client, name, std::time::Duration::from_secs(30)).await;
         }
         live.apply_objects(&rest, Some(&release.namespace), true).await.unwrap();
     }
