@@ -127,12 +127,14 @@ fn judge_files(files: &[(String, Vec<u8>)]) -> meshcheck::evidence::Verdict {
 }
 
 /// The judge on the real fortio's output: 2 ms of echo delay outside and 6 ms inside make an
-/// overhead of about 4 ms at the median; a candidate whose inside takes 30 ms grows it by about
-/// 24 ms, over a 1 ms rule, and the verdict names the number, both values and the rule.
+/// overhead of about 4 ms at the median; a candidate whose inside takes 120 ms grows it by about
+/// 114 ms, over a 1 ms rule, and the verdict names the number, both values and the rule.
 /// The candidate's growth is that large because the rule reads p99, which on 200 requests is
-/// the second slowest: on a loaded 2-core CI machine one run's p99 moved by 8 ms (CI of
-/// 67666e4: the baseline's p99 overhead spanned +4.02 to +10.37 ms), and a 6 ms growth then
-/// read as none.
+/// the second slowest, and the rule compares medians of three runs: on a loaded 2-core CI machine
+/// one run's p99 moved by 8 ms (CI of 67666e4: the baseline's p99 overhead spanned +4.02 to
+/// +10.37 ms), and a 6 ms growth then read as none; beside the control-plane tier's `ambient-kind`
+/// runs, two of three baseline runs stalled (CI of bdac12b: +6.72 to +51.49 ms, median +32.21),
+/// and a 24 ms growth read as none.
 #[test]
 fn latency_judge_on_the_real_fortio() {
     let Some(fortio) = fortio() else { return };
@@ -154,7 +156,7 @@ fn latency_judge_on_the_real_fortio() {
     assert!(m(&v, "latency.inside.p99") >= m(&v, "latency.inside.p50"));
     assert!(v.details.iter().any(|d| d.starts_with("overhead (in minus out, per run): p50 +")), "{:?}", v.details);
 
-    let mut candidate = pass(&fortio, s.1, "", 2, 30, 1.0);
+    let mut candidate = pass(&fortio, s.1, "", 2, 120, 1.0);
     candidate.extend(baseline.iter().map(|(f, b)| (f.replacen("latency/", "latency/baseline/", 1), b.clone())));
     let v = judge_files(&candidate);
     assert_eq!(v.outcome, Outcome::Fail, "{}", v.explanation());
